@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The admin API: HTTP/1.1 + JSON on the control thread's loop, Bearer-token protected. */
+#ifndef SLB_ADMIN_ADMIN_H
+#define SLB_ADMIN_ADMIN_H
+
+#include "core/err.h"
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct slb_ctl;
+struct slb_admin;
+
+#define SLB_ADMIN_MAX_BODY (1u << 20) /* bodies above 1 MiB get 413 */
+
+struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const char *addr, struct slb_err *err);
+void slb_admin_free(struct slb_admin *a);
+
+/* A parsed admin request handed to the routes. */
+struct slb_admin_req {
+    const char *method; /* NUL-terminated copies */
+    const char *path;   /* without the query string */
+    const char *query;  /* may be "" */
+    const char *content_type;
+    const char *body;
+    size_t body_len;
+};
+
+/* What a route answers: status plus either a JSON value (owned, serialized compactly) or a
+ * text body (malloc'd, owned). */
+struct slb_admin_resp {
+    int status;
+    json_t *json;
+    char *text;
+    size_t text_len;
+    const char *content_type;
+    const char *allow; /* for 405 */
+};
+
+void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
+                     struct slb_admin_resp *resp);
+/* Set resp to the error JSON of SPEC.md from err. */
+void slb_admin_error(struct slb_admin_resp *resp, const struct slb_err *err);
+void slb_admin_error_simple(struct slb_admin_resp *resp, int status, const char *code,
+                            const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+#endif

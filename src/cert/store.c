@@ -1,0 +1,810 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The certificate store: the in-memory set of validated certificates, its durable copy in
+ * DIR/certs/<id>.json, and the create/replace/CRL/delete transactions that keep both in step
+ * (disk first, then memory, so a failed write changes nothing). */
+#include "cert/store.h"
+#include "cert/validate.h"
+#include "core/fsio.h"
+#include "core/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define CERTS_SUBDIR "certs"
+/* A stored bundle is a few KiB; anything near this is not a file we wrote. */
+#define CERT_FILE_MAX (4u << 20)
+#define DAY 86400
+
+/* One certificate as the store tracks it. The store holds one reference to cert; the warning
+ * state belongs to this version and starts over when a replace publishes a new one. */
+struct cert_entry {
+    struct slb_cert *cert;
+    int64_t created;      /* unix seconds of the first upload; kept across replaces */
+    int expiry_warned;    /* highest expiry threshold logged: see tick_expiry() */
+    bool crl_stale_warned;
+};
+
+/* Owned by the control thread, from slb_certstore_open to slb_certstore_free. entries is
+ * sorted by id so listing needs no sort and lookups stay simple. */
+struct slb_certstore {
+    char dir[4096]; /* DIR/certs */
+    struct cert_entry *v;
+    size_t n, cap;
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * struct slb_cert
+ * ------------------------------------------------------------------------------------------- */
+
+static void cert_free(struct slb_cert *c)
+{
+    X509_free(c->leaf);
+    sk_X509_pop_free(c->chain, X509_free);
+    EVP_PKEY_free(c->key);
+    X509_CRL_free(c->crl);
+    for (size_t i = 0; i < c->nsans; i++)
+        free(c->sans[i]);
+    free(c->sans);
+    free(c);
+}
+
+void slb_cert_ref(struct slb_cert *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+void slb_cert_unref(struct slb_cert *c)
+{
+    if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        cert_free(c);
+}
+
+/* A new certificate (one reference) from validated material, which it takes over (m is
+ * cleared) together with crl. NULL on allocation failure (m and crl are then freed). */
+static struct slb_cert *cert_build(const char *id, const char *name, enum slb_cert_type type,
+                                   uint64_t version, struct slb_certval_material *m,
+                                   X509_CRL *crl)
+{
+    struct slb_cert *c = calloc(1, sizeof(*c));
+    if (!c) {
+        slb_certval_material_clear(m);
+        X509_CRL_free(crl);
+        return NULL;
+    }
+    atomic_init(&c->refs, 1);
+    snprintf(c->id, sizeof(c->id), "%s", id);
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    c->type = type;
+    c->version = version;
+    c->leaf = m->leaf;
+    c->chain = m->chain;
+    c->key = m->key;
+    c->crl = crl;
+    snprintf(c->key_type, sizeof(c->key_type), "%s", m->key_type);
+    memset(m, 0, sizeof(*m));
+    c->not_before = slb_certval_time(X509_get0_notBefore(c->leaf));
+    c->not_after = slb_certval_time(X509_get0_notAfter(c->leaf));
+    if (slb_certval_fingerprint(c->leaf, c->fingerprint) != 0 ||
+        slb_certval_sans(c->leaf, &c->sans, &c->nsans) != 0) {
+        cert_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* The same material under a new version with another CRL (set_crl). */
+static struct slb_cert *cert_with_crl(const struct slb_cert *old, X509_CRL *crl)
+{
+    struct slb_certval_material m = {0};
+    X509_up_ref(old->leaf);
+    m.leaf = old->leaf;
+    m.chain = X509_chain_up_ref(old->chain);
+    if (old->key && EVP_PKEY_up_ref(old->key))
+        m.key = old->key;
+    snprintf(m.key_type, sizeof(m.key_type), "%s", old->key_type);
+    if (!m.chain) {
+        slb_certval_material_clear(&m);
+        X509_CRL_free(crl);
+        return NULL;
+    }
+    return cert_build(old->id, old->name, old->type, old->version + 1, &m, crl);
+}
+
+static json_t *time_json(int64_t t)
+{
+    char buf[32];
+    if (t == INT64_MIN)
+        return json_null();
+    slb_certval_rfc3339(t, buf, sizeof(buf));
+    return json_string(buf);
+}
+
+static json_t *crl_json(X509_CRL *crl)
+{
+    if (!crl)
+        return json_null();
+    STACK_OF(X509_REVOKED) *rev = X509_CRL_get_REVOKED(crl);
+    int n = rev ? sk_X509_REVOKED_num(rev) : 0;
+    return json_pack("{s:o, s:o, s:i}", "this_update",
+                     time_json(slb_certval_time(X509_CRL_get0_lastUpdate(crl))), "next_update",
+                     time_json(slb_certval_time(X509_CRL_get0_nextUpdate(crl))), "revoked",
+                     (json_int_t)(n < 0 ? 0 : n));
+}
+
+json_t *slb_cert_to_json(const struct slb_cert *c)
+{
+    char *subject = slb_certval_name_string(X509_get_subject_name(c->leaf));
+    char *issuer = slb_certval_name_string(X509_get_issuer_name(c->leaf));
+    json_t *sans = json_array();
+    json_t *o = NULL;
+    if (!subject || !issuer || !sans)
+        goto done;
+    for (size_t i = 0; i < c->nsans; i++)
+        if (json_array_append_new(sans, json_string(c->sans[i])) != 0)
+            goto done;
+    /* Deliberately no key material: the private key is never served back. */
+    o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O, s:o, s:o, s:s, s:s, s:I, s:o}", "id", c->id,
+                  "name", c->name, "type", c->type == SLB_CERT_CA ? "ca" : "server", "subject",
+                  subject, "issuer", issuer, "sans", sans, "not_before",
+                  time_json(c->not_before), "not_after", time_json(c->not_after),
+                  "fingerprint_sha256", c->fingerprint, "key_type", c->key_type, "version",
+                  (json_int_t)c->version, "crl", crl_json(c->crl));
+done:
+    json_decref(sans);
+    free(subject);
+    free(issuer);
+    return o;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Entries
+ * ------------------------------------------------------------------------------------------- */
+
+static struct cert_entry *find(struct slb_certstore *s, const char *id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].cert->id, id) == 0)
+            return &s->v[i];
+    return NULL;
+}
+
+static struct cert_entry *find_name(struct slb_certstore *s, const char *name, const char *skip_id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].cert->name, name) == 0 &&
+            (!skip_id || strcmp(s->v[i].cert->id, skip_id) != 0))
+            return &s->v[i];
+    return NULL;
+}
+
+/* Insert keeping ids sorted; takes over the caller's reference. */
+static int insert(struct slb_certstore *s, struct slb_cert *c, int64_t created)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        struct cert_entry *v = realloc(s->v, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        s->v = v;
+        s->cap = cap;
+    }
+    size_t at = 0;
+    while (at < s->n && strcmp(s->v[at].cert->id, c->id) < 0)
+        at++;
+    memmove(&s->v[at + 1], &s->v[at], (s->n - at) * sizeof(*s->v));
+    s->v[at] = (struct cert_entry){.cert = c, .created = created};
+    s->n++;
+    return 0;
+}
+
+int slb_certstore_type_of(struct slb_certstore *s, const char *id)
+{
+    struct cert_entry *e = find(s, id);
+    return e ? (int)e->cert->type : 0;
+}
+
+struct slb_cert *slb_certstore_get(struct slb_certstore *s, const char *id)
+{
+    struct cert_entry *e = find(s, id);
+    return e ? e->cert : NULL;
+}
+
+json_t *slb_certstore_list(struct slb_certstore *s)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < s->n; i++) {
+        if (json_array_append_new(a, slb_cert_to_json(s->v[i].cert)) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Files
+ * ------------------------------------------------------------------------------------------- */
+
+/* Wipe the key text jansson copied before the document is freed. */
+static void json_decref_secret(json_t *doc)
+{
+    json_t *k = json_object_get(doc, "private_key");
+    if (json_is_string(k))
+        OPENSSL_cleanse((char *)json_string_value(k), json_string_length(k));
+    json_decref(doc);
+}
+
+/* PEM text of what bio holds as a new JSON string. */
+static json_t *bio_string(BIO *bio)
+{
+    char *data = NULL;
+    long n = BIO_get_mem_data(bio, &data);
+    return n > 0 ? json_stringn(data, (size_t)n) : NULL;
+}
+
+/* The bundle file: everything needed to rebuild the certificate, in the formats we parse on
+ * upload so loading runs the same validation. */
+static json_t *file_json(const struct slb_cert *c, int64_t created)
+{
+    json_t *doc = NULL, *cert_pem = NULL, *key_pem = NULL, *crl_pem = NULL;
+    BIO *cb = BIO_new(BIO_s_mem());
+    /* Secure memory BIO: its buffer is wiped on free. */
+    BIO *kb = BIO_new(BIO_s_secmem());
+    BIO *rb = BIO_new(BIO_s_mem());
+    ERR_clear_error();
+    if (!cb || !kb || !rb || PEM_write_bio_X509(cb, c->leaf) != 1)
+        goto done;
+    for (int i = 0; i < sk_X509_num(c->chain); i++)
+        if (PEM_write_bio_X509(cb, sk_X509_value(c->chain, i)) != 1)
+            goto done;
+    cert_pem = bio_string(cb);
+    if (c->key) {
+        /* PKCS#8, unencrypted: the file is 0600 in a 0700 directory. */
+        if (PEM_write_bio_PrivateKey(kb, c->key, NULL, NULL, 0, NULL, NULL) != 1)
+            goto done;
+        key_pem = bio_string(kb);
+    } else {
+        key_pem = json_null();
+    }
+    if (c->crl) {
+        if (PEM_write_bio_X509_CRL(rb, c->crl) != 1)
+            goto done;
+        crl_pem = bio_string(rb);
+    } else {
+        crl_pem = json_null();
+    }
+    if (!cert_pem || !key_pem || !crl_pem)
+        goto done;
+    doc = json_pack("{s:s, s:s, s:s, s:I, s:O, s:O, s:O, s:I}", "id", c->id, "name", c->name,
+                    "type", c->type == SLB_CERT_CA ? "ca" : "server", "version",
+                    (json_int_t)c->version, "certificate", cert_pem, "private_key", key_pem,
+                    "crl", crl_pem, "created", (json_int_t)created);
+done:
+    ERR_clear_error();
+    json_decref(cert_pem);
+    if (json_is_string(key_pem))
+        OPENSSL_cleanse((char *)json_string_value(key_pem), json_string_length(key_pem));
+    json_decref(key_pem);
+    json_decref(crl_pem);
+    BIO_free(cb);
+    BIO_free(kb);
+    BIO_free(rb);
+    return doc;
+}
+
+static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_t created,
+                       struct slb_err *err)
+{
+    char name[80];
+    snprintf(name, sizeof(name), "%s.json", c->id);
+    json_t *doc = file_json(c, created);
+    char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    if (doc)
+        json_decref_secret(doc);
+    if (!text)
+        return slb_err_set(err, 500, "storage_failed", name,
+                           "cannot encode certificate %s for storage (out of memory)", c->id);
+    size_t len = strlen(text);
+    int rc = slb_fs_write_atomic(s->dir, name, text, len, 0600);
+    OPENSSL_cleanse(text, len);
+    free(text);
+    if (rc < 0)
+        return slb_err_set(err, 500, "storage_failed", name, "cannot write %s/%s: %s", s->dir,
+                           name, strerror(-rc));
+    return 0;
+}
+
+/* Re-report an error found in a stored file: where is the file, the message starts with it. */
+static int load_fail(struct slb_err *err, const char *path, const char *code, const char *fmt,
+                     ...) __attribute__((format(printf, 4, 5)));
+static int load_fail(struct slb_err *err, const char *path, const char *code, const char *fmt,
+                     ...)
+{
+    char msg[sizeof(err->msg)];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return slb_err_set(err, 500, code, path, "%s: %s", path, msg);
+}
+
+static int load_doc(struct slb_certstore *s, const char *path, const char *id, json_t *doc,
+                    struct slb_err *err)
+{
+    struct slb_err inner = {0};
+    struct slb_certval_material m = {0};
+    X509_CRL *crl = NULL;
+    const char *fid = json_string_value(json_object_get(doc, "id"));
+    const char *name = json_string_value(json_object_get(doc, "name"));
+    const char *type = json_string_value(json_object_get(doc, "type"));
+    const json_t *ver = json_object_get(doc, "version");
+    const json_t *created = json_object_get(doc, "created");
+    const json_t *cert = json_object_get(doc, "certificate");
+    const json_t *key = json_object_get(doc, "private_key");
+    const json_t *crl_pem = json_object_get(doc, "crl");
+    enum slb_cert_type t = type && strcmp(type, "server") == 0 ? SLB_CERT_SERVER
+                           : type && strcmp(type, "ca") == 0   ? SLB_CERT_CA
+                                                               : SLB_CERT_NONE;
+    if (!fid || strcmp(fid, id) != 0)
+        return load_fail(err, path, "invalid_state", "\"id\" must be \"%s\", the file's name", id);
+    if (!name || !slb_certval_name_ok(name) || t == SLB_CERT_NONE || !json_is_integer(ver) ||
+        json_integer_value(ver) < 1 || !json_is_integer(created) || !json_is_string(cert) ||
+        (t == SLB_CERT_SERVER && !json_is_string(key)) ||
+        (t == SLB_CERT_CA && key && !json_is_null(key)) ||
+        (crl_pem && !json_is_null(crl_pem) && (t != SLB_CERT_CA || !json_is_string(crl_pem))))
+        return load_fail(err, path, "invalid_state",
+                         "a field is missing or has the wrong type (expected id, name, type, "
+                         "version >= 1, certificate, private_key for servers, crl, created)");
+    if (find_name(s, name, NULL))
+        return load_fail(err, path, "name_taken", "the name \"%s\" is used by another file",
+                         name);
+    /* Dates are not checked: an expired certificate must not stop the daemon from starting. */
+    int rc = slb_certval_material(t, json_string_value(cert), json_string_length(cert),
+                                  json_is_string(key) ? json_string_value(key) : NULL,
+                                  json_is_string(key) ? json_string_length(key) : 0, 0,
+                                  SLB_CERTVAL_NO_DATES, &m, &inner);
+    if (rc)
+        return load_fail(err, path, inner.code, "%s", inner.msg);
+    if (json_is_string(crl_pem) &&
+        slb_certval_crl(json_string_value(crl_pem), json_string_length(crl_pem), m.leaf, 0,
+                        SLB_CERTVAL_NO_DATES, &crl, &inner) != 0) {
+        slb_certval_material_clear(&m);
+        return load_fail(err, path, inner.code, "%s", inner.msg);
+    }
+    struct slb_cert *c = cert_build(id, name, t, (uint64_t)json_integer_value(ver), &m, crl);
+    if (!c || insert(s, c, json_integer_value(created)) != 0) {
+        slb_cert_unref(c);
+        return load_fail(err, path, "internal", "out of memory");
+    }
+    int64_t now = time(NULL);
+    char when[32];
+    if (c->not_after < now) {
+        slb_certval_rfc3339(c->not_after, when, sizeof(when));
+        slb_warn("certificate %s (%s) expired on %s; replace it", c->id, c->name, when);
+        find(s, id)->expiry_warned = 4;
+    } else if (c->not_before > now) {
+        slb_certval_rfc3339(c->not_before, when, sizeof(when));
+        slb_warn("certificate %s (%s) is not valid before %s", c->id, c->name, when);
+    }
+    return 0;
+}
+
+static int load_file(struct slb_certstore *s, const char *fname, struct slb_err *err)
+{
+    char path[4400], id[64];
+    size_t fl = strlen(fname);
+    snprintf(path, sizeof(path), "%s/%s", s->dir, fname);
+    if (fl - 5 >= sizeof(id))
+        return load_fail(err, path, "invalid_state", "the file name is not <id>.json");
+    memcpy(id, fname, fl - 5);
+    id[fl - 5] = '\0';
+    if (!slb_certval_id_ok(id))
+        return load_fail(err, path, "invalid_state",
+                         "the file name is not <id>.json with a valid certificate id");
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = slb_fs_read_all(path, CERT_FILE_MAX, &buf, &len);
+    if (rc < 0)
+        return load_fail(err, path, "unreadable", "cannot read: %s", strerror(-rc));
+    json_error_t jerr;
+    json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    OPENSSL_cleanse(buf, len);
+    free(buf);
+    if (!doc)
+        return load_fail(err, path, "invalid_json", "line %d column %d: %s", jerr.line,
+                         jerr.column, jerr.text);
+    if (!json_is_object(doc))
+        rc = load_fail(err, path, "invalid_state", "the file must hold a JSON object");
+    else
+        rc = load_doc(s, path, id, doc, err);
+    json_decref_secret(doc);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Certificate files in name order (start-up logs and errors do not depend on readdir order).
+ * Dot-files are leftovers of interrupted atomic writes and are skipped. */
+static int list_files(const char *dir, char ***out, size_t *n, struct slb_err *err)
+{
+    DIR *d = opendir(dir);
+    char **v = NULL;
+    size_t cap = 0;
+    *n = 0;
+    if (!d)
+        return slb_err_set(err, 500, "state_dir", dir, "cannot open %s: %s", dir,
+                           strerror(errno));
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (de->d_name[0] == '.' || l <= 5 || strcmp(de->d_name + l - 5, ".json") != 0)
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nv = realloc(v, cap * sizeof(*v));
+            if (!nv) {
+                rc = -ENOMEM;
+                break;
+            }
+            v = nv;
+        }
+        if (!(v[*n] = strdup(de->d_name))) {
+            rc = -ENOMEM;
+            break;
+        }
+        (*n)++;
+    }
+    closedir(d);
+    if (rc == 0 && *n > 0)
+        qsort(v, *n, sizeof(*v), cmp_str);
+    *out = v;
+    return rc ? slb_err_set(err, 500, "internal", dir, "out of memory") : 0;
+}
+
+struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *err)
+{
+    struct slb_certstore *s = calloc(1, sizeof(*s));
+    char **files = NULL;
+    size_t nfiles = 0;
+    struct stat st;
+    if (!s) {
+        slb_err_set(err, 500, "internal", state_dir, "out of memory");
+        return NULL;
+    }
+    if ((size_t)snprintf(s->dir, sizeof(s->dir), "%s/%s", state_dir, CERTS_SUBDIR) >=
+        sizeof(s->dir)) {
+        slb_err_set(err, 500, "state_dir", state_dir, "the state directory path is too long");
+        goto fail;
+    }
+    if (mkdir(s->dir, 0700) < 0 && errno != EEXIST) {
+        slb_err_set(err, 500, "state_dir", s->dir, "cannot create %s: %s", s->dir,
+                    strerror(errno));
+        goto fail;
+    }
+    if (stat(s->dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        slb_err_set(err, 500, "state_dir", s->dir, "%s is not a directory", s->dir);
+        goto fail;
+    }
+    /* Private keys live here: others must not even list the ids. */
+    if ((st.st_mode & 077) != 0) {
+        slb_warn("%s was accessible to group or others; setting its mode to 0700", s->dir);
+        if (chmod(s->dir, 0700) < 0) {
+            slb_err_set(err, 500, "state_dir", s->dir, "cannot chmod %s: %s", s->dir,
+                        strerror(errno));
+            goto fail;
+        }
+    }
+    if (list_files(s->dir, &files, &nfiles, err) != 0)
+        goto fail;
+    for (size_t i = 0; i < nfiles; i++)
+        if (load_file(s, files[i], err) != 0)
+            goto fail;
+    for (size_t i = 0; i < nfiles; i++)
+        free(files[i]);
+    free(files);
+    slb_info("loaded %zu certificate(s) from %s", s->n, s->dir);
+    return s;
+fail:
+    for (size_t i = 0; i < nfiles; i++)
+        free(files[i]);
+    free(files);
+    slb_certstore_free(s);
+    return NULL;
+}
+
+void slb_certstore_free(struct slb_certstore *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        slb_cert_unref(s->v[i].cert);
+    free(s->v);
+    free(s);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Transactions
+ * ------------------------------------------------------------------------------------------- */
+
+static int new_id(struct slb_certstore *s, char id[14], struct slb_err *err)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int attempt = 0; attempt < 16; attempt++) {
+        unsigned char r[6];
+        if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+            return slb_err_set(err, 500, "internal", "id", "getrandom failed: %s",
+                               strerror(errno));
+        id[0] = 'c';
+        for (int i = 0; i < 6; i++) {
+            id[1 + 2 * i] = hex[r[i] >> 4];
+            id[2 + 2 * i] = hex[r[i] & 15];
+        }
+        id[13] = '\0';
+        if (!find(s, id))
+            return 0;
+    }
+    return slb_err_set(err, 500, "internal", "id", "cannot find a free certificate id");
+}
+
+int slb_certstore_create(struct slb_certstore *s, const json_t *body, struct slb_cert **out,
+                         struct slb_err *err)
+{
+    struct slb_certval_upload up;
+    struct slb_certval_material m;
+    char id[64];
+    int64_t now = time(NULL);
+    if (out)
+        *out = NULL;
+    int rc = slb_certval_body(body, SLB_CERT_NONE, &up, err);
+    if (rc)
+        return rc;
+    if (find_name(s, up.name, NULL))
+        return slb_err_set(err, 400, "name_taken", "name",
+                           "a certificate named \"%s\" already exists (id %s); choose another "
+                           "name or replace that certificate",
+                           up.name, find_name(s, up.name, NULL)->cert->id);
+    if (up.id && find(s, up.id))
+        return slb_err_set(err, 400, "id_taken", "id",
+                           "a certificate with id \"%s\" already exists; choose another id or "
+                           "replace it with PUT",
+                           up.id);
+    rc = slb_certval_material(up.type, up.certificate, up.certificate_len, up.private_key,
+                              up.private_key_len, now, 0, &m, err);
+    if (rc)
+        return rc;
+    if (up.id)
+        snprintf(id, sizeof(id), "%s", up.id);
+    else if ((rc = new_id(s, id, err)) != 0) {
+        slb_certval_material_clear(&m);
+        return rc;
+    }
+    bool reordered = m.reordered;
+    struct slb_cert *c = cert_build(id, up.name, up.type, 1, &m, NULL);
+    if (!c)
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    if ((rc = store_write(s, c, now, err)) != 0) {
+        slb_cert_unref(c);
+        return rc;
+    }
+    if (insert(s, c, now) != 0) {
+        /* The file is written but memory is short: take the file back so disk and memory
+         * agree, and report the failure. */
+        char name[80];
+        snprintf(name, sizeof(name), "%s.json", c->id);
+        slb_fs_remove(s->dir, name);
+        slb_cert_unref(c);
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    }
+    slb_info("certificate %s (%s) created: %s, %s, sha256 %s%s", c->id, c->name,
+             c->type == SLB_CERT_CA ? "ca" : "server", c->key_type, c->fingerprint,
+             reordered ? " (chain reordered to leaf-first order)" : "");
+    if (out)
+        *out = c;
+    return 0;
+}
+
+/* Publish c in place of e's certificate: disk first, then memory. Takes c's reference. */
+static int publish(struct slb_certstore *s, struct cert_entry *e, struct slb_cert *c,
+                   struct slb_err *err)
+{
+    int rc = store_write(s, c, e->created, err);
+    if (rc) {
+        slb_cert_unref(c);
+        return rc;
+    }
+    struct slb_cert *old = e->cert;
+    e->cert = c;
+    e->expiry_warned = 0;
+    e->crl_stale_warned = false;
+    /* Holders of the old version (TLS contexts, API responses) keep it alive. */
+    slb_cert_unref(old);
+    return 0;
+}
+
+static int not_found(struct slb_err *err, const char *id)
+{
+    return slb_err_set(err, 404, "not_found", "id", "no certificate with id \"%s\"", id);
+}
+
+int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t *body,
+                          struct slb_cert **out, struct slb_err *err)
+{
+    struct slb_certval_upload up;
+    struct slb_certval_material m;
+    int64_t now = time(NULL);
+    struct cert_entry *e = find(s, id);
+    if (out)
+        *out = NULL;
+    if (!e)
+        return not_found(err, id);
+    const struct slb_cert *old = e->cert;
+    int rc = slb_certval_body(body, old->type, &up, err);
+    if (rc)
+        return rc;
+    if (up.id && strcmp(up.id, id) != 0)
+        return slb_err_set(err, 400, "invalid_body", "id",
+                           "the body's id \"%s\" differs from the certificate being replaced "
+                           "(\"%s\"); omit id or give the same one",
+                           up.id, id);
+    const char *name = up.name ? up.name : old->name;
+    if (find_name(s, name, id))
+        return slb_err_set(err, 400, "name_taken", "name",
+                           "another certificate is named \"%s\"; choose another name", name);
+    rc = slb_certval_material(up.type, up.certificate, up.certificate_len, up.private_key,
+                              up.private_key_len, now, 0, &m, err);
+    if (rc)
+        return rc;
+    /* A renewed CA with the same name and key still vouches for its CRL; another CA does
+     * not, and serving a CRL it did not sign would reject every client. */
+    X509_CRL *crl = NULL;
+    if (old->crl) {
+        ERR_clear_error();
+        if (X509_NAME_cmp(X509_CRL_get_issuer(old->crl), X509_get_subject_name(m.leaf)) == 0 &&
+            X509_CRL_verify(old->crl, X509_get0_pubkey(m.leaf)) == 1 && X509_CRL_up_ref(old->crl))
+            crl = old->crl;
+        else
+            slb_info("certificate %s: the new CA did not sign the stored CRL; CRL dropped", id);
+        ERR_clear_error();
+    }
+    struct slb_cert *c = cert_build(id, name, old->type, old->version + 1, &m, crl);
+    if (!c)
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    if ((rc = publish(s, e, c, err)) != 0)
+        return rc;
+    slb_info("certificate %s (%s) replaced: version %llu, sha256 %s", c->id, c->name,
+             (unsigned long long)c->version, c->fingerprint);
+    if (out)
+        *out = c;
+    return 0;
+}
+
+int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *pem,
+                          struct slb_err *err)
+{
+    struct cert_entry *e = find(s, id);
+    X509_CRL *crl = NULL;
+    if (!e)
+        return not_found(err, id);
+    if (e->cert->type != SLB_CERT_CA)
+        return slb_err_set(err, 400, "not_a_ca", "id",
+                           "certificate %s is a server certificate; a CRL belongs to a ca "
+                           "certificate",
+                           id);
+    if (!pem)
+        return slb_err_set(err, 400, "invalid_crl", "crl", "the CRL is missing");
+    int rc = slb_certval_crl(pem, strlen(pem), e->cert->leaf, time(NULL), 0, &crl, err);
+    if (rc)
+        return rc;
+    struct slb_cert *c = cert_with_crl(e->cert, crl);
+    if (!c)
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    if ((rc = publish(s, e, c, err)) != 0)
+        return rc;
+    slb_info("certificate %s (%s): CRL set, %d revoked, version %llu", c->id, c->name,
+             sk_X509_REVOKED_num(X509_CRL_get_REVOKED(c->crl)) > 0
+                 ? sk_X509_REVOKED_num(X509_CRL_get_REVOKED(c->crl))
+                 : 0,
+             (unsigned long long)c->version);
+    return 0;
+}
+
+int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err *err)
+{
+    struct cert_entry *e = find(s, id);
+    char name[80];
+    if (!e)
+        return not_found(err, id);
+    snprintf(name, sizeof(name), "%s.json", id);
+    int rc = slb_fs_remove(s->dir, name);
+    if (rc < 0)
+        return slb_err_set(err, 500, "storage_failed", name, "cannot remove %s/%s: %s", s->dir,
+                           name, strerror(-rc));
+    struct slb_cert *c = e->cert;
+    size_t at = (size_t)(e - s->v);
+    memmove(&s->v[at], &s->v[at + 1], (s->n - at - 1) * sizeof(*s->v));
+    s->n--;
+    slb_info("certificate %s (%s) deleted", c->id, c->name);
+    slb_cert_unref(c);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Periodic checks
+ * ------------------------------------------------------------------------------------------- */
+
+/* Thresholds, most severe last; expiry_warned is the index + 1 of the last one logged, so each
+ * is logged once per version and a restart inside a window logs only the current one. */
+static const struct {
+    int64_t within;
+    const char *text;
+} expiry_levels[] = {{30 * DAY, "30 days"}, {7 * DAY, "7 days"}, {DAY, "1 day"}, {0, NULL}};
+
+static void tick_expiry(struct cert_entry *e, int64_t now)
+{
+    const struct slb_cert *c = e->cert;
+    int64_t left = c->not_after - now;
+    int level = 0;
+    char when[32];
+    for (int i = 0; i < 4; i++)
+        if ((i < 3 && left <= expiry_levels[i].within) || (i == 3 && left < 0))
+            level = i + 1;
+    if (level <= e->expiry_warned)
+        return;
+    e->expiry_warned = level;
+    slb_certval_rfc3339(c->not_after, when, sizeof(when));
+    if (level == 4)
+        slb_warn("certificate %s (%s) has expired (%s); replace it", c->id, c->name, when);
+    else
+        slb_warn("certificate %s (%s) expires within %s, on %s; replace it soon", c->id,
+                 c->name, expiry_levels[level - 1].text, when);
+}
+
+static bool crl_stale(const struct slb_cert *c, int64_t now)
+{
+    if (!c->crl || !X509_CRL_get0_nextUpdate(c->crl))
+        return false;
+    int64_t next = slb_certval_time(X509_CRL_get0_nextUpdate(c->crl));
+    return next != INT64_MIN && next < now;
+}
+
+void slb_certstore_tick(struct slb_certstore *s)
+{
+    int64_t now = time(NULL);
+    for (size_t i = 0; i < s->n; i++) {
+        struct cert_entry *e = &s->v[i];
+        tick_expiry(e, now);
+        if (!e->crl_stale_warned && crl_stale(e->cert, now)) {
+            char when[32];
+            e->crl_stale_warned = true;
+            slb_certval_rfc3339(slb_certval_time(X509_CRL_get0_nextUpdate(e->cert->crl)), when,
+                                sizeof(when));
+            slb_warn("certificate %s (%s): its CRL was due for renewal on %s; upload a fresh "
+                     "CRL (the old one is still enforced)",
+                     e->cert->id, e->cert->name, when);
+        }
+    }
+}
+
+size_t slb_certstore_crl_stale(struct slb_certstore *s)
+{
+    int64_t now = time(NULL);
+    size_t n = 0;
+    for (size_t i = 0; i < s->n; i++)
+        n += crl_stale(s->v[i].cert, now);
+    return n;
+}

@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The certificate store: server certificates (leaf, chain, private key) and CA certificates
+ * (with an optional CRL), validated on upload, persisted in DIR/certs/ one file per
+ * certificate (JSON bundle, mode 0600, written atomically so a crash leaves the old or the new
+ * pair), held in memory as parsed OpenSSL objects. Control thread only. */
+#ifndef SLB_CERT_STORE_H
+#define SLB_CERT_STORE_H
+
+#include "core/err.h"
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct slb_certstore;
+
+enum slb_cert_type { SLB_CERT_NONE = 0, SLB_CERT_SERVER = 1, SLB_CERT_CA = 2 };
+
+/* Parsed material of one certificate, immutable and reference counted so TLS contexts built
+ * from an older version stay valid while a replacement is published. */
+struct slb_cert {
+    _Atomic int refs;
+    char id[64];
+    char name[128];
+    enum slb_cert_type type;
+    uint64_t version;         /* bumped on every replace and CRL change */
+    X509 *leaf;               /* server: the leaf; ca: the CA certificate */
+    STACK_OF(X509) *chain;    /* server: intermediates in order (no root); may be empty */
+    EVP_PKEY *key;            /* server only */
+    X509_CRL *crl;            /* ca only, optional */
+    char key_type[16];        /* "rsa-2048", "ec-p256", ... */
+    char fingerprint[65];     /* SHA-256 of the leaf DER, lowercase hex */
+    int64_t not_before, not_after; /* unix seconds */
+    char **sans;              /* DNS names (and IP literals) of the leaf */
+    size_t nsans;
+};
+
+void slb_cert_ref(struct slb_cert *c);
+void slb_cert_unref(struct slb_cert *c);
+
+/* Load DIR/certs/ (created when missing). A file that fails to parse refuses start-up with
+ * err naming the file. */
+struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *err);
+void slb_certstore_free(struct slb_certstore *s);
+
+/* 0 missing, SLB_CERT_SERVER or SLB_CERT_CA. */
+int slb_certstore_type_of(struct slb_certstore *s, const char *id);
+/* Borrowed pointer valid until the next change; take a ref to keep it. NULL when absent. */
+struct slb_cert *slb_certstore_get(struct slb_certstore *s, const char *id);
+
+/* The resource JSON of SPEC.md ({id, name, type, subject, issuer, sans, not_before,
+ * not_after (RFC 3339 UTC), fingerprint_sha256, key_type, version, crl: {...} or null});
+ * used_by is added by the API layer. */
+json_t *slb_cert_to_json(const struct slb_cert *c);
+/* Array of all certificates' resource JSON, sorted by id. */
+json_t *slb_certstore_list(struct slb_certstore *s);
+
+/* Validate an upload body {name, type, certificate, private_key[, id]} and store it durably.
+ * id: the body's "id" when given (must be a valid name and unused), otherwise generated.
+ * Error codes (status 400): invalid_body, invalid_pem, dh_parameters_not_supported,
+ * key_mismatch, encrypted_private_key, expired, not_yet_valid, weak_key, not_a_ca,
+ * chain_order, chain_incomplete, name_taken, id_taken; 500 storage_failed. On success *out
+ * is the new certificate (borrowed). */
+int slb_certstore_create(struct slb_certstore *s, const json_t *body, struct slb_cert **out,
+                         struct slb_err *err);
+/* Replace certificate id with the body's material (same validations; type must not change;
+ * name optional). 404 not_found. */
+int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t *body,
+                          struct slb_cert **out, struct slb_err *err);
+/* Attach a CRL (PEM) to CA certificate id: must parse, be signed by that CA, and
+ * this_update <= now; codes invalid_crl, crl_signature, not_a_ca (not a ca entry), 404
+ * not_found. Like a replace it publishes a new struct slb_cert (version + 1), so holders of
+ * the old one keep a consistent view and TLS contexts can tell they must be rebuilt. */
+int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *pem,
+                          struct slb_err *err);
+/* Remove certificate id from memory and disk (the caller checks it is unused). */
+int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err *err);
+
+/* Periodic work (expiry warnings at 30/7/1 days, CRL past next_update); called each second. */
+void slb_certstore_tick(struct slb_certstore *s);
+/* Number of CA certificates whose CRL is past its next_update now (a metrics gauge). */
+size_t slb_certstore_crl_stale(struct slb_certstore *s);
+
+#endif

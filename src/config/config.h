@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The configuration model: listeners, backend groups and settings, parsed and validated from
+ * JSON (config.json, the admin API, `slbctl apply`). One validation path serves all three.
+ * A struct slb_config is immutable once built; it is owned by the snapshot that holds it. */
+#ifndef SLB_CONFIG_CONFIG_H
+#define SLB_CONFIG_CONFIG_H
+
+#include "core/err.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define SLB_NAME_MAX 64    /* names and ids: [A-Za-z0-9._-], 1..63 chars, not "." or ".." */
+#define SLB_MAX_SERVERS 1024
+#define SLB_MAX_LISTENERS 256
+#define SLB_MAX_GROUPS 256
+
+enum slb_proto { SLB_PROTO_TCP, SLB_PROTO_HTTP, SLB_PROTO_HTTPS };
+enum slb_hc_proto { SLB_HC_TCP, SLB_HC_HTTP };
+enum slb_hc_method { SLB_HC_HEAD, SLB_HC_GET };
+enum slb_sticky { SLB_STICKY_NONE, SLB_STICKY_INSERT, SLB_STICKY_SERVER };
+enum slb_acl_mode { SLB_ACL_NONE, SLB_ACL_ALLOW, SLB_ACL_DENY };
+enum slb_client_auth { SLB_CLIENT_AUTH_REQUIRED, SLB_CLIENT_AUTH_OPTIONAL };
+enum slb_tls_policy {
+    SLB_TLS_POLICY_1_0,
+    SLB_TLS_POLICY_1_1,
+    SLB_TLS_POLICY_1_2,
+    SLB_TLS_POLICY_1_2_STRICT,
+    SLB_TLS_POLICY_1_2_STRICT_WITH_1_3,
+};
+
+struct slb_server_cfg {
+    char address[64]; /* IPv4/IPv6 literal as given */
+    uint16_t port;
+    uint32_t weight; /* 0..100, 0 drains */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+struct slb_health_cfg {
+    bool enabled;                 /* default true */
+    enum slb_hc_proto protocol;   /* default tcp */
+    char uri[256];                /* http: default "/" */
+    char domain[256];             /* http: Host header; default the server address */
+    enum slb_hc_method method;    /* default head */
+    uint32_t http_codes;          /* bit n set = class nxx accepted (n 2..5); default 2xx|3xx */
+    uint32_t interval_s;          /* 1..50, default 2 */
+    uint32_t timeout_s;           /* 1..300, default 5 */
+    uint32_t healthy_threshold;   /* 2..10, default 3 */
+    uint32_t unhealthy_threshold; /* 2..10, default 3 */
+    uint16_t port;                /* 0 = the server's port */
+};
+
+struct slb_group_cfg {
+    char name[SLB_NAME_MAX];
+    int scheduler; /* enum slb_sched_kind */
+    struct slb_server_cfg *servers;
+    size_t nservers;
+    struct slb_health_cfg hc;
+};
+
+struct slb_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    uint8_t prefix;
+};
+
+struct slb_tls_cfg {
+    char (*certificates)[SLB_NAME_MAX]; /* certificate ids; the first is the default */
+    size_t ncertificates;
+    char client_ca[SLB_NAME_MAX];       /* empty = one-way authentication */
+    enum slb_client_auth client_auth;   /* default required */
+    enum slb_tls_policy policy;         /* default 1_2_strict_with_1_3 */
+    uint32_t session_ticket_lifetime_s; /* 0..86400, default 300; 0 disables tickets */
+    char alpn[2][16];                   /* subset of "h2", "http/1.1" in preference order */
+    size_t nalpn;
+};
+
+struct slb_sni_route {
+    char server_name[256];
+    char group[SLB_NAME_MAX];
+};
+
+struct slb_listener_cfg {
+    char name[SLB_NAME_MAX];
+    enum slb_proto protocol;
+    char bind[80]; /* "ADDR:PORT" or "[v6]:PORT" as given */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char backend_group[SLB_NAME_MAX]; /* may be empty only with redirect_to */
+    uint32_t max_connections;         /* 0 = unlimited (bounded by fds) */
+    uint32_t connect_timeout_ms;      /* backend connect, default 5000 */
+    /* tcp */
+    int proxy_protocol;               /* 0 none, 1 or 2 */
+    uint32_t established_timeout_s;   /* default 900 */
+    struct slb_sni_route *sni_routes;
+    size_t nsni_routes;
+    /* http, https */
+    bool x_forwarded_for, x_forwarded_proto; /* default true */
+    uint32_t header_timeout_s;  /* default 10 */
+    uint32_t idle_timeout_s;    /* default 15 */
+    uint32_t request_timeout_s; /* default 60 */
+    char redirect_to[256];      /* empty or "https://host[:port]" target for 301s */
+    enum slb_sticky sticky;
+    char sticky_cookie[64];
+    uint32_t sticky_timeout_s;
+    enum slb_acl_mode acl_mode;
+    struct slb_cidr *acl;
+    size_t nacl;
+    /* https */
+    struct slb_tls_cfg tls;
+};
+
+struct slb_settings {
+    uint32_t drain_timeout_s;     /* graceful stop bound, default 10 */
+    char access_log[256];         /* "" off, "stdout", or a file name inside the state dir */
+};
+
+struct slb_config {
+    struct slb_listener_cfg *listeners;
+    size_t nlisteners;
+    struct slb_group_cfg *groups;
+    size_t ngroups;
+    struct slb_settings settings;
+    json_t *json; /* the normalized document (defaults filled in), owned */
+};
+
+/* Optional hook that answers whether a certificate id exists and its type ("server"/"ca");
+ * NULL skips the check (used before the certificate store is loaded). */
+struct slb_cert_lookup {
+    int (*type_of)(void *arg, const char *id); /* 0 missing, 1 server, 2 ca */
+    void *arg;
+};
+
+/* Validate a whole configuration document and build the typed model. Unknown fields, wrong
+ * types, out-of-range values, duplicate names, unknown backend groups or certificate ids and
+ * two listeners on one bind address are errors: err names the JSON path ("listeners[1].bind")
+ * and code ("invalid_value", "unknown_field", "wrong_type", "duplicate_name", "unknown_group",
+ * "unknown_certificate", "missing_field"). Does not take ownership of doc. */
+int slb_config_from_json(const json_t *doc, const struct slb_cert_lookup *certs,
+                         struct slb_config **out, struct slb_err *err);
+void slb_config_free(struct slb_config *cfg);
+
+/* Validate one resource (as the API receives it) and return its normalized JSON (defaults
+ * filled in, fields in a stable order); NULL with err set on failure. where_prefix is used in
+ * error paths ("" for API bodies). */
+json_t *slb_config_normalize_listener(const json_t *in, const char *where_prefix,
+                                      struct slb_err *err);
+json_t *slb_config_normalize_group(const json_t *in, const char *where_prefix,
+                                   struct slb_err *err);
+
+/* Lookups in a built configuration; NULL when absent. */
+const struct slb_group_cfg *slb_config_group(const struct slb_config *cfg, const char *name);
+const struct slb_listener_cfg *slb_config_listener(const struct slb_config *cfg,
+                                                   const char *name);
+
+/* A valid resource name or id: 1..63 of [A-Za-z0-9._-], not "." or "..". */
+bool slb_config_name_ok(const char *s);
+/* "1.2.3.4:80", "[::1]:443", "*:80" / "0.0.0.0:80" → sockaddr; 0 or SLB_EINVAL. */
+int slb_config_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+const char *slb_proto_name(enum slb_proto p);
+const char *slb_tls_policy_name(enum slb_tls_policy p);
+
+#endif

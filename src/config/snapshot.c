@@ -1,0 +1,403 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Building, retiring and freeing configuration snapshots, and the registries of runtime
+ * objects (sockets, server and listener state) that consecutive snapshots share. */
+#include "config/snapshot.h"
+
+#include "core/log.h"
+#include "lb/health.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void slb_registry_init(struct slb_registry *reg, int nworkers)
+{
+    memset(reg, 0, sizeof(*reg));
+    reg->nworkers = nworkers;
+    reg->next_generation = 1;
+}
+
+/* --- bound sockets --- */
+
+static void addr_key(const struct sockaddr_storage *ss, char *out, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(out, size, "%s:%u", host, port);
+    } else {
+        const struct sockaddr_in6 *in6 = (const void *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(out, size, "[%s]:%u", host, port);
+    }
+}
+
+static void lsock_close(struct slb_lsock *ls)
+{
+    for (int i = 0; i < ls->nworkers; i++) {
+        if (ls->slot[i].fd >= 0)
+            close(ls->slot[i].fd);
+        ls->slot[i].fd = -1;
+    }
+    ls->closed = true;
+}
+
+static int bind_one(const struct slb_listener_cfg *l, int *out)
+{
+    int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto fail;
+    if (l->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0)
+        goto fail;
+    if (listen(fd, 4096) < 0)
+        goto fail;
+    *out = fd;
+    return 0;
+fail:;
+    int rc = -errno;
+    close(fd);
+    return rc;
+}
+
+/* A second SO_REUSEPORT socket would silently share a port that another process of ours (or
+ * a stale instance) holds; probing with a plain socket first turns that into a clear error. */
+static int probe_port_free(const struct slb_listener_cfg *l)
+{
+    int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1, rc = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (l->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+static struct slb_lsock *lsock_get(struct slb_registry *reg, const struct slb_listener_cfg *l,
+                                   struct slb_err *err)
+{
+    char key[96];
+    addr_key(&l->addr, key, sizeof(key));
+    for (struct slb_lsock *ls = reg->lsocks; ls; ls = ls->next) {
+        if (!ls->closed && strcmp(ls->key, key) == 0) {
+            ls->refs++;
+            return ls;
+        }
+    }
+    int rc = probe_port_free(l);
+    if (rc < 0) {
+        slb_err_set(err, 400, "bind_failed", l->name, "listener %s cannot bind %s: %s", l->name,
+                    l->bind, strerror(-rc));
+        return NULL;
+    }
+    struct slb_lsock *ls =
+        calloc(1, sizeof(*ls) + (size_t)reg->nworkers * sizeof(struct slb_lsock_slot));
+    if (!ls) {
+        slb_err_set(err, 500, "internal", l->name, "out of memory");
+        return NULL;
+    }
+    snprintf(ls->key, sizeof(ls->key), "%s", key);
+    ls->nworkers = reg->nworkers;
+    for (int i = 0; i < reg->nworkers; i++) {
+        ls->slot[i].fd = -1;
+        slb_timer_init(&ls->slot[i].pause, NULL, &ls->slot[i]);
+    }
+    for (int i = 0; i < reg->nworkers; i++) {
+        rc = bind_one(l, &ls->slot[i].fd);
+        if (rc < 0) {
+            slb_err_set(err, 400, "bind_failed", l->name, "listener %s cannot bind %s: %s",
+                        l->name, l->bind, strerror(-rc));
+            lsock_close(ls);
+            free(ls);
+            return NULL;
+        }
+    }
+    ls->refs = 1;
+    ls->next = reg->lsocks;
+    reg->lsocks = ls;
+    return ls;
+}
+
+/* --- server and listener runtime registries --- */
+
+static struct slb_srv_rt *srv_get(struct slb_registry *reg, const char *group,
+                                  const struct slb_server_cfg *s)
+{
+    char key[sizeof(((struct slb_srv_rt *)0)->key)];
+    if (strchr(s->address, ':'))
+        snprintf(key, sizeof(key), "%s/[%s]:%u", group, s->address, s->port);
+    else
+        snprintf(key, sizeof(key), "%s/%s:%u", group, s->address, s->port);
+    for (struct slb_srv_rt *r = reg->servers; r; r = r->next) {
+        if (strcmp(r->key, key) == 0) {
+            r->refs++;
+            return r;
+        }
+    }
+    struct slb_srv_rt *r =
+        calloc(1, sizeof(*r) + (size_t)reg->nworkers * sizeof(struct slb_wcount));
+    if (!r)
+        return NULL;
+    snprintf(r->key, sizeof(r->key), "%s", key);
+    r->refs = 1;
+    r->nworkers = reg->nworkers;
+    /* A new server takes traffic at once (SPEC) and leaves after failed checks. */
+    atomic_store(&r->healthy, SLB_HEALTH_UP);
+    r->next = reg->servers;
+    reg->servers = r;
+    return r;
+}
+
+static struct slb_lis_rt *lis_get(struct slb_registry *reg, const char *name)
+{
+    for (struct slb_lis_rt *r = reg->lis; r; r = r->next) {
+        if (strcmp(r->name, name) == 0) {
+            r->refs++;
+            return r;
+        }
+    }
+    struct slb_lis_rt *r =
+        calloc(1, sizeof(*r) + (size_t)reg->nworkers * sizeof(struct slb_wcount));
+    if (!r)
+        return NULL;
+    snprintf(r->name, sizeof(r->name), "%s", name);
+    r->refs = 1;
+    r->nworkers = reg->nworkers;
+    r->next = reg->lis;
+    reg->lis = r;
+    return r;
+}
+
+/* Unlinking with a pointer-to-pointer walk keeps the three registries' code identical in
+ * shape; counters of a listener or server that disappears are dropped with it. */
+#define REG_UNREF(head, type, obj, extra)                                                        \
+    do {                                                                                          \
+        if (!(obj) || --(obj)->refs > 0)                                                          \
+            break;                                                                                \
+        for (type **pp = &(head); *pp; pp = &(*pp)->next) {                                       \
+            if (*pp == (obj)) {                                                                   \
+                *pp = (obj)->next;                                                                \
+                break;                                                                            \
+            }                                                                                     \
+        }                                                                                         \
+        extra;                                                                                    \
+        free(obj);                                                                                \
+    } while (0)
+
+static void srv_unref(struct slb_registry *reg, struct slb_srv_rt *r)
+{
+    REG_UNREF(reg->servers, struct slb_srv_rt, r, slb_health_probe_cancel(r));
+}
+
+static void lis_unref(struct slb_registry *reg, struct slb_lis_rt *r)
+{
+    REG_UNREF(reg->lis, struct slb_lis_rt, r, (void)0);
+}
+
+static void lsock_unref(struct slb_registry *reg, struct slb_lsock *ls)
+{
+    REG_UNREF(reg->lsocks, struct slb_lsock, ls, lsock_close(ls));
+}
+
+/* --- snapshots --- */
+
+static void group_rt_deinit(struct slb_registry *reg, struct slb_group_rt *g)
+{
+    if (g->ops && g->sched_shared)
+        g->ops->shared_free(g->sched_shared);
+    for (size_t i = 0; i < g->nservers; i++)
+        srv_unref(reg, g->srv ? g->srv[i] : NULL);
+    free(g->srv);
+    free(g->weights);
+}
+
+static void snapshot_free(struct slb_registry *reg, struct slb_snapshot *s)
+{
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        struct slb_listener_rt *l = &s->listeners[i];
+        if (l->sock)
+            lsock_unref(reg, l->sock);
+        lis_unref(reg, l->stats);
+        free(l->sni);
+        slb_tls_listener_free(l->tls);
+    }
+    for (size_t i = 0; i < s->ngroups; i++)
+        group_rt_deinit(reg, &s->groups[i]);
+    free(s->listeners);
+    free(s->groups);
+    slb_config_free(s->cfg);
+    free(s);
+}
+
+static int group_rt_build(struct slb_registry *reg, const struct slb_group_cfg *gc,
+                          struct slb_group_rt *g, struct slb_err *err)
+{
+    g->cfg = gc;
+    g->ops = slb_sched_get(gc->scheduler);
+    g->nservers = gc->nservers;
+    size_t n = gc->nservers ? gc->nservers : 1;
+    g->srv = calloc(n, sizeof(*g->srv));
+    g->weights = calloc(n, sizeof(*g->weights));
+    uint64_t *ids = calloc(n, sizeof(*ids));
+    if (!g->srv || !g->weights || !ids)
+        goto oom;
+    for (size_t i = 0; i < gc->nservers; i++) {
+        g->srv[i] = srv_get(reg, gc->name, &gc->servers[i]);
+        if (!g->srv[i])
+            goto oom;
+        /* Identity is the address, not the group, so sch/tch keys map the same way in two
+         * groups holding the same servers. */
+        const char *k = strchr(g->srv[i]->key, '/') + 1;
+        ids[i] = slb_hash64(k, strlen(k), 0);
+        g->weights[i] = gc->servers[i].weight;
+    }
+    if (g->ops->shared_new) {
+        g->sched_shared = g->ops->shared_new(ids, g->weights, gc->nservers);
+    }
+    free(ids);
+    return 0;
+oom:
+    free(ids);
+    return slb_err_set(err, 500, "internal", gc->name, "out of memory building group %s",
+                       gc->name);
+}
+
+struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_config *cfg,
+                                        struct slb_err *err)
+{
+    struct slb_snapshot *s = calloc(1, sizeof(*s));
+    if (!s) {
+        slb_config_free(cfg);
+        slb_err_set(err, 500, "internal", "", "out of memory");
+        return NULL;
+    }
+    s->cfg = cfg;
+    atomic_store(&s->refs, 1);
+    s->groups = calloc(cfg->ngroups ? cfg->ngroups : 1, sizeof(*s->groups));
+    s->listeners = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*s->listeners));
+    if (!s->groups || !s->listeners) {
+        slb_err_set(err, 500, "internal", "", "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->ngroups; i++) {
+        s->ngroups = i + 1;
+        if (group_rt_build(reg, &cfg->groups[i], &s->groups[i], err) < 0)
+            goto fail;
+    }
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct slb_listener_cfg *lc = &cfg->listeners[i];
+        struct slb_listener_rt *l = &s->listeners[i];
+        s->nlisteners = i + 1;
+        l->cfg = lc;
+        l->index = i;
+        for (size_t g = 0; g < s->ngroups; g++) {
+            if (strcmp(s->groups[g].cfg->name, lc->backend_group) == 0)
+                l->group = &s->groups[g];
+        }
+        if (lc->nsni_routes) {
+            l->sni = calloc(lc->nsni_routes, sizeof(*l->sni));
+            if (!l->sni) {
+                slb_err_set(err, 500, "internal", lc->name, "out of memory");
+                goto fail;
+            }
+            l->nsni = lc->nsni_routes;
+            for (size_t r = 0; r < lc->nsni_routes; r++) {
+                l->sni[r].server_name = lc->sni_routes[r].server_name;
+                for (size_t g = 0; g < s->ngroups; g++) {
+                    if (strcmp(s->groups[g].cfg->name, lc->sni_routes[r].group) == 0)
+                        l->sni[r].group = &s->groups[g];
+                }
+            }
+        }
+        l->stats = lis_get(reg, lc->name);
+        if (!l->stats) {
+            slb_err_set(err, 500, "internal", lc->name, "out of memory");
+            goto fail;
+        }
+        if (lc->protocol == SLB_PROTO_HTTPS && 
+            slb_tls_listener_build(l, err) < 0)
+            goto fail;
+        l->sock = lsock_get(reg, lc, err);
+        if (!l->sock)
+            goto fail;
+    }
+    s->generation = reg->next_generation++;
+    return s;
+fail:
+    snapshot_free(reg, s);
+    return NULL;
+}
+
+void slb_snapshot_discard(struct slb_registry *reg, struct slb_snapshot *snap)
+{
+    if (!snap)
+        return;
+    snapshot_free(reg, snap);
+    /* Sockets bound only for the discarded snapshot were closed by the unref above. */
+}
+
+void slb_snapshot_retire(struct slb_registry *reg, struct slb_snapshot *snap)
+{
+    if (!snap)
+        return;
+    slb_snapshot_unref(snap);
+    snap->next_retired = reg->retired;
+    reg->retired = snap;
+}
+
+size_t slb_snapshot_sweep(struct slb_registry *reg)
+{
+    size_t waiting = 0;
+    struct slb_snapshot **pp = &reg->retired;
+    while (*pp) {
+        struct slb_snapshot *s = *pp;
+        if (atomic_load_explicit(&s->refs, memory_order_acquire) == 0) {
+            *pp = s->next_retired;
+            snapshot_free(reg, s);
+        } else {
+            waiting++;
+            pp = &s->next_retired;
+        }
+    }
+    return waiting;
+}
+
+void slb_registry_close_unused(struct slb_registry *reg, const struct slb_snapshot *cur)
+{
+    for (struct slb_lsock *ls = reg->lsocks; ls; ls = ls->next) {
+        if (ls->closed)
+            continue;
+        bool used = false;
+        for (size_t i = 0; cur && i < cur->nlisteners; i++)
+            used |= cur->listeners[i].sock == ls;
+        if (!used) {
+            slb_info("closing listening socket %s", ls->key);
+            lsock_close(ls);
+        }
+    }
+}
+
+void slb_registry_deinit(struct slb_registry *reg)
+{
+    slb_snapshot_sweep(reg);
+    if (reg->retired)
+        slb_warn("%zu configuration snapshots still referenced at exit",
+                 slb_snapshot_sweep(reg));
+}

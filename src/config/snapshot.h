@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Configuration snapshots: the immutable, published form of a configuration with everything a
+ * worker needs resolved (bound listener sockets, schedulers' shared data, runtime objects of
+ * servers). Built and freed only by the control thread; workers hold references.
+ *
+ * Lifetimes:
+ *  - struct slb_snapshot: refs = 1 while current (held by control) + 1 per worker that adopted
+ *    it and has not let go. Workers only decrement; the control thread sweeps retired
+ *    snapshots whose count reached zero and frees them, so all registry bookkeeping below is
+ *    single-threaded.
+ *  - struct slb_lsock (bound listening sockets) and struct slb_srv_rt / slb_lis_rt (runtime
+ *    state and counters that must survive configuration changes) live in registries on the
+ *    control thread, keyed by bind address / "group/addr:port" / listener name, with plain
+ *    reference counts held by snapshots. */
+#ifndef SLB_CONFIG_SNAPSHOT_H
+#define SLB_CONFIG_SNAPSHOT_H
+
+#include "config/config.h"
+#include "event/loop.h"
+#include "lb/sched.h"
+#include "tls/tls.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define SLB_MAX_WORKERS 64
+
+/* Counters written by one worker (relaxed atomic stores: no lock prefix on x86) and summed by
+ * the control thread when read. One cache line per worker so workers never share a line. */
+struct slb_wcount {
+    _Atomic uint64_t v[32];
+} __attribute__((aligned(64)));
+
+static inline void slb_count_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+static inline uint64_t slb_count_get(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Per-server counter slots (index into slb_wcount.v). */
+enum { SLB_SRV_ACTIVE, SLB_SRV_CONNS, SLB_SRV_FAILS, SLB_SRV_REQS, SLB_SRV_BYTES_TO,
+       SLB_SRV_BYTES_FROM };
+/* Per-listener counter slots. */
+enum {
+    SLB_LIS_CONNS,
+    SLB_LIS_ACTIVE,
+    SLB_LIS_PAYLOAD_IN,
+    SLB_LIS_PAYLOAD_OUT,
+    SLB_LIS_WIRE_IN,
+    SLB_LIS_WIRE_OUT,
+    SLB_LIS_REFUSED,
+    SLB_LIS_ERRORS,
+    SLB_LIS_HS_FULL,
+    SLB_LIS_HS_RESUMED,
+    SLB_LIS_HS_FAIL,  /* + enum slb_tls_fail (10 slots, SLB_TLS_FAIL_COUNT) */
+    SLB_LIS_REQ_1XX = SLB_LIS_HS_FAIL + 10, /* + status class - 1 (5 slots) */
+    SLB_LIS_REQS = SLB_LIS_REQ_1XX + 5,
+    SLB_LIS_DENIED, /* ACL */
+    SLB_LIS_SLOTS
+};
+_Static_assert(SLB_LIS_SLOTS <= 32, "listener counters fit one struct slb_wcount");
+
+/* Health of a server as workers see it: written by the control thread only. */
+enum { SLB_HEALTH_UP = 1, SLB_HEALTH_DOWN = 0 };
+
+/* Runtime state of one backend server of one group: survives configuration changes while a
+ * server with the same group and address stays configured. Owned by the server registry. */
+struct slb_srv_rt {
+    char key[SLB_NAME_MAX + 80]; /* "group/address:port" */
+    int refs;                    /* control thread only */
+    _Atomic int healthy;
+    /* health checker state, control thread only */
+    int ok_streak, fail_streak;
+    uint64_t next_check_ms;
+    void *hc_probe; /* an in-flight probe, owned by the health checker */
+    char last_error[96];
+    struct slb_srv_rt *next; /* registry list */
+    int nworkers;
+    struct slb_wcount w[]; /* one per worker */
+};
+
+/* Runtime state of a listener name: counters that survive updates of the listener. */
+struct slb_lis_rt {
+    char name[SLB_NAME_MAX];
+    int refs;
+    struct slb_lis_rt *next;
+    int nworkers;
+    struct slb_wcount w[]; /* one per worker */
+};
+
+struct slb_worker;
+struct slb_listener_rt;
+
+/* A bound listening address with one SO_REUSEPORT socket per worker, so the kernel spreads
+ * accepts. fds are created by the control thread; worker i only touches slot i. */
+struct slb_lsock_slot {
+    int fd;
+    struct slb_io io;
+    struct slb_listener_rt *cur; /* in the worker's current snapshot; worker-owned */
+    struct slb_worker *worker;
+    struct slb_timer pause; /* accept paused after EMFILE */
+} __attribute__((aligned(64)));
+
+struct slb_lsock {
+    char key[96]; /* normalized "addr:port" */
+    int refs;
+    bool closed;
+    struct slb_lsock *next;
+    int nworkers;
+    struct slb_lsock_slot slot[];
+};
+
+struct slb_group_rt {
+    const struct slb_group_cfg *cfg;
+    const struct slb_sched_ops *ops;
+    void *sched_shared;
+    size_t nservers;
+    struct slb_srv_rt **srv;
+    uint32_t *weights;
+};
+
+struct slb_sni_route_rt {
+    const char *server_name;
+    struct slb_group_rt *group;
+};
+
+struct slb_listener_rt {
+    const struct slb_listener_cfg *cfg;
+    size_t index;              /* in snapshot->listeners */
+    struct slb_lsock *sock;
+    struct slb_lis_rt *stats;
+    struct slb_group_rt *group; /* NULL only for redirect-only http listeners */
+    struct slb_sni_route_rt *sni;
+    size_t nsni;
+    void *tls;                 /* TLS contexts (src/tls), NULL for tcp/http */
+};
+
+struct slb_snapshot {
+    _Atomic long refs;
+    uint64_t generation;
+    struct slb_config *cfg;
+    struct slb_listener_rt *listeners;
+    size_t nlisteners;
+    struct slb_group_rt *groups;
+    size_t ngroups;
+    struct slb_snapshot *next_retired;
+};
+
+/* Registries shared by consecutive snapshots (control thread only). */
+struct slb_registry {
+    int nworkers;
+    struct slb_lsock *lsocks;
+    struct slb_srv_rt *servers;
+    struct slb_lis_rt *lis;
+    uint64_t next_generation;
+    struct slb_snapshot *retired;
+};
+
+void slb_registry_init(struct slb_registry *reg, int nworkers);
+/* Frees everything left; call only when no worker runs. */
+void slb_registry_deinit(struct slb_registry *reg);
+
+/* Build a snapshot for cfg (takes ownership of cfg, even on failure). Binds sockets for new
+ * bind addresses (err code "bind_failed" naming the listener and the errno text), reuses
+ * existing ones. refs starts at 1. */
+struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_config *cfg,
+                                        struct slb_err *err);
+/* Drop the control thread's reference and put snap on the retired list. */
+void slb_snapshot_retire(struct slb_registry *reg, struct slb_snapshot *snap);
+/* Abandon a snapshot that was never published (refs must be 1). */
+void slb_snapshot_discard(struct slb_registry *reg, struct slb_snapshot *snap);
+/* Free retired snapshots nobody holds any more; close sockets no snapshot uses. Returns the
+ * number still waiting. */
+size_t slb_snapshot_sweep(struct slb_registry *reg);
+/* After every worker adopted cur: close listening sockets cur no longer uses, so the kernel
+ * stops queueing connections nobody will accept. */
+void slb_registry_close_unused(struct slb_registry *reg, const struct slb_snapshot *cur);
+
+static inline void slb_snapshot_ref(struct slb_snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+static inline void slb_snapshot_unref(struct slb_snapshot *s)
+{
+    atomic_fetch_sub_explicit(&s->refs, 1, memory_order_release);
+}
+
+#endif

@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The state directory: loading and durably saving config.json, and the admin token that is
+ * created on first start. */
+#include "config/state.h"
+#include "core/fsio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STATE_STATUS 500
+#define TOKEN_FILE_MAX 4096
+#define TOKEN_MIN 16
+
+static int state_path(const char *dir, const char *name, char *dst, size_t size,
+                      struct slb_err *err)
+{
+    if ((size_t)snprintf(dst, size, "%s/%s", dir, name) >= size)
+        return slb_err_set(err, STATE_STATUS, "state_dir", dir,
+                           "the state directory path %.200s is too long", dir);
+    return 0;
+}
+
+int slb_state_prepare(const char *dir, struct slb_err *err)
+{
+    struct stat st;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return slb_err_set(err, STATE_STATUS, "state_dir", dir,
+                           "cannot create the state directory %s: %s", dir, strerror(errno));
+    if (stat(dir, &st) < 0)
+        return slb_err_set(err, STATE_STATUS, "state_dir", dir, "cannot use %s: %s", dir,
+                           strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return slb_err_set(err, STATE_STATUS, "state_dir", dir,
+                           "%s is not a directory; give --state-dir a directory", dir);
+    /* Catch a read-only or foreign directory now rather than at the first API change. */
+    if (access(dir, W_OK | X_OK) < 0)
+        return slb_err_set(err, STATE_STATUS, "state_dir", dir,
+                           "the state directory %s is not writable: %s", dir, strerror(errno));
+    return 0;
+}
+
+static json_t *empty_doc(void)
+{
+    return json_pack("{s:[], s:[], s:{}}", "listeners", "groups", "settings");
+}
+
+int slb_state_load_config(const char *dir, json_t **out, struct slb_err *err)
+{
+    char path[4096];
+    char *buf = NULL;
+    size_t len = 0;
+    *out = NULL;
+    int rc = state_path(dir, SLB_STATE_CONFIG, path, sizeof(path), err);
+    if (rc)
+        return rc;
+    rc = slb_fs_read_all(path, SLB_STATE_MAX_CONFIG, &buf, &len);
+    if (rc == -ENOENT) {
+        /* First start: nothing configured yet. */
+        *out = empty_doc();
+        return *out ? 0 : slb_err_set(err, STATE_STATUS, "internal", path, "out of memory");
+    }
+    if (rc == -EFBIG)
+        return slb_err_set(err, STATE_STATUS, "too_large", path,
+                           "%s is larger than %u MiB; it cannot be a configuration this daemon "
+                           "wrote",
+                           path, SLB_STATE_MAX_CONFIG >> 20);
+    if (rc < 0)
+        return slb_err_set(err, STATE_STATUS, "unreadable", path, "cannot read %s: %s", path,
+                           strerror(-rc));
+    json_error_t jerr;
+    /* Duplicate keys are refused: a hand edit that repeats a key would otherwise silently
+     * lose one of the values. */
+    json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    free(buf);
+    if (!doc) {
+        char where[sizeof(err->where)];
+        snprintf(where, sizeof(where), "%.120s:%d:%d", path, jerr.line, jerr.column);
+        return slb_err_set(err, 400, "invalid_json", where, "%s:%d:%d: invalid JSON: %s", path,
+                           jerr.line, jerr.column, jerr.text);
+    }
+    *out = doc;
+    return 0;
+}
+
+int slb_state_save_config(const char *dir, const json_t *doc, struct slb_err *err)
+{
+    char *text = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!text)
+        return slb_err_set(err, STATE_STATUS, "internal", SLB_STATE_CONFIG,
+                           "cannot serialize the configuration");
+    size_t len = strlen(text);
+    char *buf = realloc(text, len + 2);
+    if (!buf) {
+        free(text);
+        return slb_err_set(err, STATE_STATUS, "internal", SLB_STATE_CONFIG, "out of memory");
+    }
+    buf[len++] = '\n';
+    buf[len] = '\0';
+    int rc = slb_fs_write_atomic(dir, SLB_STATE_CONFIG, buf, len, 0600);
+    free(buf);
+    if (rc < 0)
+        return slb_err_set(err, STATE_STATUS, "write_failed", SLB_STATE_CONFIG,
+                           "cannot write %s/%s: %s", dir, SLB_STATE_CONFIG, strerror(-rc));
+    return 0;
+}
+
+static int token_create(const char *dir, struct slb_err *err)
+{
+    unsigned char raw[32];
+    char hex[2 * sizeof(raw) + 1];
+    size_t got = 0;
+    while (got < sizeof(raw)) {
+        ssize_t r = getrandom(raw + got, sizeof(raw) - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return slb_err_set(err, STATE_STATUS, "internal", SLB_STATE_TOKEN,
+                               "cannot get random bytes for the admin token: %s", strerror(errno));
+        got += (size_t)r;
+    }
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    /* No trailing newline: scripts may pass the file's bytes straight into a header. */
+    int rc = slb_fs_write_atomic(dir, SLB_STATE_TOKEN, hex, 2 * sizeof(raw), 0600);
+    if (rc < 0)
+        return slb_err_set(err, STATE_STATUS, "write_failed", SLB_STATE_TOKEN,
+                           "cannot write %s/%s: %s", dir, SLB_STATE_TOKEN, strerror(-rc));
+    return 0;
+}
+
+/* Read the token file, refusing anything another local user could have read. */
+static int token_read(const char *path, char *token, size_t size, struct slb_err *err)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return -ENOENT;
+    if (fd < 0 && errno == ELOOP)
+        return slb_err_set(err, STATE_STATUS, "unreadable", path,
+                           "%s is a symbolic link; the token must be a regular file", path);
+    if (fd < 0)
+        return slb_err_set(err, STATE_STATUS, "unreadable", path, "cannot read %s: %s", path,
+                           strerror(errno));
+    struct stat st;
+    char buf[TOKEN_FILE_MAX];
+    ssize_t n = -1;
+    int rc = 0;
+    if (fstat(fd, &st) < 0) {
+        rc = slb_err_set(err, STATE_STATUS, "unreadable", path, "cannot stat %s: %s", path,
+                         strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc =
+            slb_err_set(err, STATE_STATUS, "token_invalid", path, "%s is not a regular file", path);
+        goto done;
+    }
+    if (st.st_mode & 077) {
+        rc = slb_err_set(err, STATE_STATUS, "token_insecure", path,
+                         "%s is accessible by group or others (mode %04o); run chmod 600 on it "
+                         "or delete it to get a new token",
+                         path, (unsigned)(st.st_mode & 07777));
+        goto done;
+    }
+    do
+        n = read(fd, buf, sizeof(buf) - 1);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        rc = slb_err_set(err, STATE_STATUS, "unreadable", path, "cannot read %s: %s", path,
+                         strerror(errno));
+        goto done;
+    }
+    /* A trailing newline from a hand edit ("echo TOKEN > admin.token") is not part of it. */
+    while (n > 0 &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        n--;
+    buf[n] = '\0';
+    for (ssize_t i = 0; i < n; i++) {
+        if (buf[i] <= 0x20 || buf[i] >= 0x7f) {
+            rc = slb_err_set(err, STATE_STATUS, "token_invalid", path,
+                             "%s contains spaces or non-printable characters; a token must be "
+                             "printable ASCII on one line",
+                             path);
+            goto done;
+        }
+    }
+    if (n == 0) {
+        rc = slb_err_set(err, STATE_STATUS, "token_invalid", path,
+                         "%s is empty; delete it to get a new token", path);
+        goto done;
+    }
+    if (n < TOKEN_MIN) {
+        rc = slb_err_set(err, STATE_STATUS, "token_invalid", path,
+                         "the token in %s is too short (%zd characters, at least %d needed)", path,
+                         n, TOKEN_MIN);
+        goto done;
+    }
+    if ((size_t)n >= size) {
+        rc = slb_err_set(err, STATE_STATUS, "token_invalid", path,
+                         "the token in %s is too long (%zd characters, at most %zu)", path, n,
+                         size - 1);
+        goto done;
+    }
+    memcpy(token, buf, (size_t)n + 1);
+done:
+    close(fd);
+    return rc;
+}
+
+int slb_state_admin_token(const char *dir, char *token, size_t size, struct slb_err *err)
+{
+    char path[4096];
+    int rc = state_path(dir, SLB_STATE_TOKEN, path, sizeof(path), err);
+    if (rc)
+        return rc;
+    rc = token_read(path, token, size, err);
+    if (rc != -ENOENT)
+        return rc;
+    if ((rc = token_create(dir, err)))
+        return rc;
+    /* Read back what is on disk, so a concurrent creator and we agree on one token. */
+    rc = token_read(path, token, size, err);
+    if (rc == -ENOENT)
+        return slb_err_set(err, STATE_STATUS, "unreadable", path,
+                           "%s disappeared right after it was created", path);
+    return rc;
+}

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The state directory: config.json, admin.token, certs/, tickets/. Only the control thread
+ * touches it. Every write is atomic and durable (core/fsio.h). */
+#ifndef SLB_CONFIG_STATE_H
+#define SLB_CONFIG_STATE_H
+
+#include "core/err.h"
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define SLB_STATE_CONFIG "config.json"
+#define SLB_STATE_TOKEN "admin.token"
+#define SLB_STATE_MAX_CONFIG (16u << 20) /* config.json larger than this is refused */
+
+/* Create dir (0700) when missing and check it is a writable directory. */
+int slb_state_prepare(const char *dir, struct slb_err *err);
+/* Load config.json as JSON. A missing file yields an empty document
+ * {"listeners": [], "groups": [], "settings": {}}. A parse error names the file, line and
+ * column (code "invalid_json", where "DIR/config.json:LINE:COL"). Caller owns *out. */
+int slb_state_load_config(const char *dir, json_t **out, struct slb_err *err);
+/* Write doc as config.json (pretty, sorted keys, trailing newline), atomically and durably. */
+int slb_state_save_config(const char *dir, const json_t *doc, struct slb_err *err);
+/* Read admin.token, creating it (32 random bytes as 64 hex chars, mode 0600) on first start.
+ * token must hold 128 bytes. A token file that is empty, too short (<16 chars) or readable by
+ * group/others is refused with a clear error. */
+int slb_state_admin_token(const char *dir, char *token, size_t size, struct slb_err *err);
+
+#endif

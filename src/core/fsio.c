@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Durable, atomic replacement of files in the state directory. */
+#include "core/fsio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int slb_fs_sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+int slb_fs_write_atomic(const char *dir, const char *name, const void *data, size_t len,
+                        mode_t mode)
+{
+    char tmp[4096], dst[4096];
+    int rc = 0, fd = -1;
+    if (snprintf(dst, sizeof(dst), "%s/%s", dir, name) >= (int)sizeof(dst))
+        return -ENAMETOOLONG;
+    /* The pid and a counter make the temporary name unique per writer; a leftover ".tmp"
+     * from a crash is harmless and ignored by loaders. */
+    static _Atomic unsigned seq;
+    if (snprintf(tmp, sizeof(tmp), "%s/.%s.%d.%u.tmp", dir, name, (int)getpid(), seq++) >=
+        (int)sizeof(tmp))
+        return -ENAMETOOLONG;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -errno;
+    if (fchmod(fd, mode) < 0)
+        goto fail;
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            goto fail;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) < 0)
+        goto fail;
+    if (close(fd) < 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, dst) < 0)
+        goto fail;
+    return slb_fs_sync_dir(dir);
+fail:
+    rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    return rc ? rc : -EIO;
+}
+
+int slb_fs_read_all(const char *path, size_t max, char **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    int rc = 0;
+    char *buf = NULL;
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        goto done;
+    }
+    if ((size_t)st.st_size > max) {
+        rc = -EFBIG;
+        goto done;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto done;
+    }
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = -errno;
+            goto done;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    buf[got] = '\0';
+    *out = buf;
+    buf = NULL;
+    if (len)
+        *len = got;
+done:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+int slb_fs_remove(const char *dir, const char *name)
+{
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    if (unlink(path) < 0 && errno != ENOENT)
+        return -errno;
+    return slb_fs_sync_dir(dir);
+}

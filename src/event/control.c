@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The control thread: state directory, configuration changes, synchronous publication to the
+ * workers, signals and the retirement of old snapshots. */
+#include "event/control.h"
+
+#include "admin/admin.h"
+#include "cert/store.h"
+#include "config/state.h"
+#include "core/log.h"
+#include "core/time.h"
+#include "http/access.h"
+#include "lb/health.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define PUBLISH_TIMEOUT_MS 10000
+#define SWEEP_INTERVAL_MS 1000
+
+static int cert_type_of(void *arg, const char *id)
+{
+    return slb_certstore_type_of(arg, id);
+}
+
+/* Wait until every worker adopted generation gen. Workers poke ack_fd after each adoption;
+ * the eventfd only wakes us, the adopted generations are the truth. */
+static int wait_adopted(struct slb_ctl *ctl, uint64_t gen)
+{
+    uint64_t start = slb_mono_ms();
+    for (;;) {
+        int pending = 0;
+        for (int i = 0; i < ctl->nworkers; i++) {
+            struct slb_worker *w = &ctl->workers[i];
+            if (atomic_load_explicit(&w->adopted_gen, memory_order_acquire) < gen &&
+                !atomic_load(&w->exited))
+                pending++;
+        }
+        if (pending == 0)
+            return 0;
+        uint64_t waited = slb_mono_ms() - start;
+        if (waited >= PUBLISH_TIMEOUT_MS)
+            return -ETIMEDOUT;
+        struct pollfd pfd = {.fd = ctl->ack_fd, .events = POLLIN};
+        poll(&pfd, 1, (int)(PUBLISH_TIMEOUT_MS - waited));
+        uint64_t v;
+        ssize_t r = read(ctl->ack_fd, &v, sizeof(v));
+        (void)r;
+    }
+}
+
+static void publish(struct slb_ctl *ctl, struct slb_snapshot *snap)
+{
+    for (int i = 0; i < ctl->nworkers; i++)
+        slb_worker_post(&ctl->workers[i], snap);
+    if (wait_adopted(ctl, snap->generation) < 0)
+        slb_error("a worker did not adopt configuration %llu within %d ms",
+                  (unsigned long long)snap->generation, PUBLISH_TIMEOUT_MS);
+    struct slb_snapshot *old = ctl->cur;
+    ctl->cur = snap;
+    slb_registry_close_unused(&ctl->reg, snap);
+    if (ctl->health)
+        slb_health_update(ctl->health, snap);
+    slb_snapshot_retire(&ctl->reg, old);
+    slb_snapshot_sweep(&ctl->reg);
+}
+
+static void configure_access_log(struct slb_ctl *ctl, const struct slb_settings *st)
+{
+    char target[PATH_MAX + 300];
+    if (st->access_log[0] && strcmp(st->access_log, "stdout") != 0)
+        snprintf(target, sizeof(target), "%s/%s", ctl->state_dir, st->access_log);
+    else
+        snprintf(target, sizeof(target), "%s", st->access_log);
+    int rc = slb_access_configure(target, ctl->nworkers);
+    if (rc < 0)
+        slb_error("access log: %s", slb_strerror(rc));
+}
+
+int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err *err)
+{
+    struct slb_config *cfg = NULL;
+    struct slb_cert_lookup lookup = {cert_type_of, ctl->certs};
+    int rc = slb_config_from_json(doc, &lookup, &cfg, err);
+    json_decref(doc);
+    if (rc < 0)
+        return rc;
+    struct slb_snapshot *snap = slb_snapshot_build(&ctl->reg, cfg, err);
+    if (!snap)
+        return SLB_EINVAL;
+    if (persist) {
+        rc = slb_state_save_config(ctl->state_dir, snap->cfg->json, err);
+        if (rc < 0) {
+            slb_snapshot_discard(&ctl->reg, snap);
+            return rc;
+        }
+    }
+    uint64_t t0 = slb_mono_us();
+    configure_access_log(ctl, &snap->cfg->settings);
+    publish(ctl, snap);
+    json_decref(ctl->doc);
+    ctl->doc = json_incref(snap->cfg->json);
+    slb_info("configuration %llu active on %d workers in %.2f ms",
+             (unsigned long long)snap->generation, ctl->nworkers,
+             (double)(slb_mono_us() - t0) / 1000.0);
+    return 0;
+}
+
+static void reload(struct slb_ctl *ctl)
+{
+    struct slb_err err = {0};
+    json_t *doc = NULL;
+    if (slb_state_load_config(ctl->state_dir, &doc, &err) < 0 ||
+        slb_ctl_apply(ctl, doc, false, &err) < 0) {
+        slb_error("reload refused, keeping the running configuration: %s%s%s", err.where,
+                  err.where[0] ? ": " : "", err.msg);
+        return;
+    }
+    slb_info("configuration reloaded from %s/config.json", ctl->state_dir);
+}
+
+static void signal_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    struct slb_ctl *ctl = io->data;
+    struct signalfd_siginfo si;
+    while (read(ctl->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+            reload(ctl);
+        } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            slb_info("signal %u: stopping", si.ssi_signo);
+            ctl->stopping = true;
+            slb_loop_stop(loop);
+        }
+    }
+}
+
+static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    struct slb_ctl *ctl = t->data;
+    slb_snapshot_sweep(&ctl->reg);
+    if (ctl->certs)
+        slb_certstore_tick(ctl->certs);
+    slb_timer_start(loop, t, SWEEP_INTERVAL_MS);
+}
+
+/* Errors found in config.json name the field; prefix the file so start-up errors say both. */
+static void name_config_file(struct slb_err *err, const char *dir)
+{
+    if (!err->where[0] || strchr(err->where, '/'))
+        return;
+    char where[sizeof(err->where) + PATH_MAX + 16];
+    snprintf(where, sizeof(where), "%s/config.json: %s", dir, err->where);
+    snprintf(err->where, sizeof(err->where), "%.*s", (int)sizeof(err->where) - 1, where);
+}
+
+static int load_state(struct slb_ctl *ctl, const char *dir, json_t **doc, struct slb_err *err)
+{
+    if (slb_state_prepare(dir, err) < 0)
+        return SLB_EINVAL;
+    ctl->certs = slb_certstore_open(dir, err);
+    if (!ctl->certs)
+        return SLB_EINVAL;
+    return slb_state_load_config(dir, doc, err);
+}
+
+int slb_ctl_check(const char *state_dir, struct slb_err *err)
+{
+    struct slb_ctl ctl;
+    memset(&ctl, 0, sizeof(ctl));
+    json_t *doc = NULL;
+    struct slb_config *cfg = NULL;
+    int rc = load_state(&ctl, state_dir, &doc, err);
+    if (rc == 0) {
+        struct slb_cert_lookup lookup = {cert_type_of, ctl.certs};
+        rc = slb_config_from_json(doc, &lookup, &cfg, err);
+        if (rc < 0)
+            name_config_file(err, state_dir);
+    }
+    slb_config_free(cfg);
+    json_decref(doc);
+    slb_certstore_free(ctl.certs);
+    return rc;
+}
+
+int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_err *err)
+{
+    memset(ctl, 0, sizeof(*ctl));
+    ctl->ack_fd = ctl->signal_fd = -1;
+    snprintf(ctl->state_dir, sizeof(ctl->state_dir), "%s", opt->state_dir);
+    ctl->started_ms = slb_wall_ms();
+    json_t *doc = NULL;
+    if (load_state(ctl, opt->state_dir, &doc, err) < 0)
+        return SLB_EINVAL;
+    if (slb_state_admin_token(opt->state_dir, ctl->token, sizeof(ctl->token), err) < 0)
+        goto fail;
+    if (slb_loop_init(&ctl->loop) < 0) {
+        slb_err_set(err, 500, "internal", "", "cannot create the control loop: %s",
+                    strerror(errno));
+        goto fail;
+    }
+    ctl->ack_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ctl->nworkers = opt->workers;
+    ctl->workers = calloc((size_t)opt->workers, sizeof(*ctl->workers));
+    if (ctl->ack_fd < 0 || !ctl->workers) {
+        slb_err_set(err, 500, "internal", "", "cannot allocate workers");
+        goto fail;
+    }
+    slb_registry_init(&ctl->reg, opt->workers);
+    ctl->health = slb_health_new(&ctl->loop);
+    /* Workers start with an empty snapshot so a bad config.json leaves nothing half-bound. */
+    for (int i = 0; i < opt->workers; i++) {
+        int rc = slb_worker_start(&ctl->workers[i], i, ctl->ack_fd);
+        if (rc < 0) {
+            slb_err_set(err, 500, "internal", "", "cannot start worker %d: %s", i,
+                        slb_strerror(rc));
+            ctl->nworkers = i;
+            goto fail;
+        }
+    }
+    struct slb_config *empty = NULL;
+    json_t *edoc = json_object();
+    slb_config_from_json(edoc, NULL, &empty, err);
+    json_decref(edoc);
+    struct slb_snapshot *s0 = empty ? slb_snapshot_build(&ctl->reg, empty, err) : NULL;
+    if (!s0)
+        goto fail;
+    publish(ctl, s0);
+    if (slb_ctl_apply(ctl, doc, false, err) < 0) {
+        doc = NULL;
+        name_config_file(err, opt->state_dir);
+        goto fail;
+    }
+    doc = NULL;
+    ctl->admin = slb_admin_new(ctl, opt->admin_addr, err);
+    if (!ctl->admin)
+        goto fail;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    ctl->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (ctl->signal_fd >= 0) {
+        slb_io_init(&ctl->signal_io, ctl->signal_fd, signal_cb, ctl);
+        slb_io_set(&ctl->loop, &ctl->signal_io, EPOLLIN);
+    }
+    slb_timer_init(&ctl->sweep_timer, sweep_cb, ctl);
+    slb_timer_start(&ctl->loop, &ctl->sweep_timer, SWEEP_INTERVAL_MS);
+    return 0;
+fail:
+    json_decref(doc);
+    return SLB_EINVAL;
+}
+
+int slb_ctl_run(struct slb_ctl *ctl)
+{
+    slb_log_thread_name("control");
+    int rc = slb_loop_run(&ctl->loop);
+    /* Graceful stop: close the admin API, tell workers to stop accepting and drain. */
+    slb_admin_free(ctl->admin);
+    ctl->admin = NULL;
+    uint64_t drain_ms = ctl->cur ? (uint64_t)ctl->cur->cfg->settings.drain_timeout_s * 1000u
+                                 : 10000u;
+    for (int i = 0; i < ctl->nworkers; i++)
+        slb_worker_request_stop(&ctl->workers[i], drain_ms);
+    for (int i = 0; i < ctl->nworkers; i++)
+        slb_worker_join(&ctl->workers[i]);
+    ctl->nworkers = 0;
+    slb_info("stopped");
+    return rc;
+}
+
+void slb_ctl_deinit(struct slb_ctl *ctl)
+{
+    slb_admin_free(ctl->admin);
+    ctl->admin = NULL;
+    for (int i = 0; i < ctl->nworkers; i++) {
+        slb_worker_request_stop(&ctl->workers[i], 0);
+        slb_worker_join(&ctl->workers[i]);
+    }
+    slb_health_free(ctl->health);
+    ctl->health = NULL;
+    slb_access_shutdown();
+    if (ctl->cur) {
+        slb_snapshot_retire(&ctl->reg, ctl->cur);
+        ctl->cur = NULL;
+    }
+    slb_registry_close_unused(&ctl->reg, NULL);
+    slb_registry_deinit(&ctl->reg);
+    slb_certstore_free(ctl->certs);
+    json_decref(ctl->doc);
+    free(ctl->workers);
+    if (ctl->ack_fd >= 0)
+        close(ctl->ack_fd);
+    if (ctl->signal_fd >= 0)
+        close(ctl->signal_fd);
+    slb_loop_deinit(&ctl->loop);
+}

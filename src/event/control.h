@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The control thread: owns the configuration document, the state directory, the certificate
+ * store, the admin API, health checks and signals. It builds snapshots and publishes them to
+ * the workers synchronously: slb_ctl_apply returns only after every worker adopted the new
+ * snapshot, so an API answer means "active everywhere". */
+#ifndef SLB_EVENT_CONTROL_H
+#define SLB_EVENT_CONTROL_H
+
+#include "config/snapshot.h"
+#include "event/loop.h"
+#include "event/worker.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdbool.h>
+
+struct slb_admin;
+struct slb_health;
+struct slb_certstore;
+
+struct slb_options {
+    const char *state_dir;
+    const char *admin_addr; /* "ADDR:PORT" */
+    int workers;
+    bool check_only;
+};
+
+struct slb_ctl {
+    char state_dir[PATH_MAX];
+    char token[128];
+    struct slb_loop loop;
+    int nworkers;
+    struct slb_worker *workers;
+    int ack_fd;
+    struct slb_registry reg;
+    struct slb_snapshot *cur;
+    json_t *doc; /* the normalized document of cur, owned */
+    struct slb_admin *admin;
+    struct slb_health *health;
+    struct slb_certstore *certs;
+    struct slb_timer sweep_timer;
+    int signal_fd;
+    struct slb_io signal_io;
+    bool stopping;
+    uint64_t started_ms;
+};
+
+/* Load the state directory and start workers; err names the file and field on failure. */
+int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_err *err);
+/* Validate doc, build and publish it; when persist is set it is written to config.json first
+ * (durably). Takes ownership of doc. On failure nothing changes. */
+int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err *err);
+/* Run the control loop until SIGTERM/SIGINT, then drain workers and return 0. */
+int slb_ctl_run(struct slb_ctl *ctl);
+void slb_ctl_deinit(struct slb_ctl *ctl);
+
+/* Validate the state directory without starting anything (slbd --check). */
+int slb_ctl_check(const char *state_dir, struct slb_err *err);
+
+#endif

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A per-thread event loop: level-triggered epoll, a binary min-heap of timers, and a list of
+ * objects to free at the end of the iteration (so nothing is freed inside its own callback).
+ * A loop and everything registered on it belong to one thread. */
+#ifndef SLB_EVENT_LOOP_H
+#define SLB_EVENT_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+
+struct slb_loop;
+struct slb_io;
+struct slb_timer;
+
+typedef void (*slb_io_cb)(struct slb_loop *loop, struct slb_io *io, uint32_t events);
+typedef void (*slb_timer_cb)(struct slb_loop *loop, struct slb_timer *t);
+typedef void (*slb_free_cb)(void *obj);
+
+/* A file descriptor watched by the loop. Embedded in its owner; the owner closes the fd. */
+struct slb_io {
+    int fd;
+    uint32_t events; /* EPOLLIN/EPOLLOUT currently registered, 0 = not registered */
+    slb_io_cb cb;
+    void *data;
+};
+
+/* A one-shot timer. Embedded in its owner; heap_idx is SIZE_MAX while not armed. */
+struct slb_timer {
+    uint64_t deadline_ms;
+    size_t heap_idx;
+    slb_timer_cb cb;
+    void *data;
+};
+
+struct slb_deferred {
+    slb_free_cb fn;
+    void *obj;
+};
+
+struct slb_loop {
+    int epfd;
+    bool stop;
+    uint64_t now_ms; /* cached at each wake-up */
+    struct slb_timer **heap;
+    size_t nheap, capheap;
+    struct slb_deferred *deferred;
+    size_t ndeferred, capdeferred;
+};
+
+int slb_loop_init(struct slb_loop *loop);
+void slb_loop_deinit(struct slb_loop *loop);
+/* Run until slb_loop_stop(); returns 0 or -errno on an epoll failure. */
+int slb_loop_run(struct slb_loop *loop);
+/* One iteration waiting at most max_wait_ms (-1: until an event or timer). */
+int slb_loop_once(struct slb_loop *loop, int max_wait_ms);
+void slb_loop_stop(struct slb_loop *loop);
+uint64_t slb_loop_now(const struct slb_loop *loop);
+void slb_loop_update_time(struct slb_loop *loop);
+
+void slb_io_init(struct slb_io *io, int fd, slb_io_cb cb, void *data);
+/* Register or change the interest set (EPOLLIN and/or EPOLLOUT); 0 removes it. */
+int slb_io_set(struct slb_loop *loop, struct slb_io *io, uint32_t events);
+
+void slb_timer_init(struct slb_timer *t, slb_timer_cb cb, void *data);
+void slb_timer_start(struct slb_loop *loop, struct slb_timer *t, uint64_t after_ms);
+void slb_timer_stop(struct slb_loop *loop, struct slb_timer *t);
+static inline bool slb_timer_active(const struct slb_timer *t)
+{
+    return t->heap_idx != SIZE_MAX;
+}
+
+/* Free obj with fn after the current iteration's callbacks have all run. */
+void slb_loop_defer_free(struct slb_loop *loop, slb_free_cb fn, void *obj);
+
+#endif

@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Worker threads: snapshot adoption, accepting, draining, and the per-worker view of backend
+ * groups used by the schedulers. */
+#include "event/worker.h"
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "tcp/proxy.h"
+#include "http/access.h"
+#include "http/proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ACCEPT_BATCH 64
+
+static void wsnap_free(struct slb_wsnap *ws)
+{
+    if (!ws)
+        return;
+    for (size_t i = 0; ws->groups && i < ws->snap->ngroups; i++) {
+        struct slb_wgroup *wg = &ws->groups[i];
+        if (wg->g->ops->state_free)
+            wg->g->ops->state_free(wg->sched_state);
+        free(wg->usable);
+        free(wg->active);
+    }
+    free(ws->groups);
+    slb_snapshot_unref(ws->snap);
+    free(ws);
+}
+
+static struct slb_wsnap *wsnap_new(struct slb_worker *w, struct slb_snapshot *snap)
+{
+    struct slb_wsnap *ws = calloc(1, sizeof(*ws));
+    if (!ws)
+        return NULL;
+    ws->snap = snap;
+    ws->worker = w;
+    ws->groups = calloc(snap->ngroups ? snap->ngroups : 1, sizeof(*ws->groups));
+    if (!ws->groups)
+        goto fail;
+    for (size_t i = 0; i < snap->ngroups; i++) {
+        struct slb_wgroup *wg = &ws->groups[i];
+        struct slb_group_rt *g = &snap->groups[i];
+        size_t n = g->nservers ? g->nservers : 1;
+        wg->g = g;
+        wg->sched_state = g->ops->state_new ? g->ops->state_new(g->nservers) : NULL;
+        wg->usable = calloc(n, 1);
+        wg->active = calloc(n, sizeof(*wg->active));
+        if (!wg->usable || !wg->active || (g->ops->state_new && !wg->sched_state))
+            goto fail;
+    }
+    return ws;
+fail:
+    /* The snapshot reference is the caller's on failure. */
+    slb_snapshot_ref(snap);
+    wsnap_free(ws);
+    return NULL;
+}
+
+struct slb_wgroup *slb_wsnap_group(struct slb_wsnap *ws, const struct slb_group_rt *g)
+{
+    if (!g)
+        return NULL;
+    return &ws->groups[g - ws->snap->groups];
+}
+
+int slb_wgroup_pick(struct slb_wgroup *wg, uint64_t key, const uint8_t *tried)
+{
+    struct slb_group_rt *g = wg->g;
+    bool need_active = g->cfg->scheduler == SLB_SCHED_WLC;
+    for (size_t i = 0; i < g->nservers; i++) {
+        struct slb_srv_rt *s = g->srv[i];
+        wg->usable[i] = g->weights[i] > 0 &&
+                        atomic_load_explicit(&s->healthy, memory_order_relaxed) ==
+                            SLB_HEALTH_UP &&
+                        !(tried && tried[i]);
+        if (need_active) {
+            /* Least connections counts every worker's connections to the server: a read of
+             * the other workers' counter lines, paid only by wlc groups. */
+            uint64_t a = 0;
+            for (int k = 0; k < s->nworkers; k++)
+                a += slb_count_get(&s->w[k].v[SLB_SRV_ACTIVE]);
+            wg->active[i] = (uint32_t)a;
+        }
+    }
+    struct slb_sched_input in = {
+        .n = g->nservers,
+        .weight = g->weights,
+        .usable = wg->usable,
+        .active = wg->active,
+        .key = key,
+    };
+    return g->ops->pick(wg->sched_state, g->sched_shared, &in);
+}
+
+/* Let go of holds that no connection uses any more. */
+static void release_idle_holds(struct slb_worker *w)
+{
+    struct slb_wsnap **pp = &w->old;
+    while (*pp) {
+        struct slb_wsnap *ws = *pp;
+        if (ws->nconns == 0) {
+            *pp = ws->next;
+            wsnap_free(ws);
+        } else {
+            pp = &ws->next;
+        }
+    }
+}
+
+void slb_wsnap_release(struct slb_wsnap *ws)
+{
+    struct slb_worker *w = ws->worker;
+    ws->nconns--;
+    w->nconns--;
+    if (ws->nconns == 0 && ws != w->cur)
+        release_idle_holds(w);
+}
+
+static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events);
+static void paused_cb(struct slb_loop *loop, struct slb_timer *t);
+
+static void listeners_sync(struct slb_worker *w, struct slb_snapshot *old,
+                           struct slb_snapshot *snap)
+{
+    int id = w->id;
+    /* Stop watching sockets the new snapshot dropped... */
+    for (size_t i = 0; old && i < old->nlisteners; i++) {
+        struct slb_lsock *ls = old->listeners[i].sock;
+        bool kept = false;
+        for (size_t j = 0; snap && j < snap->nlisteners; j++)
+            kept |= snap->listeners[j].sock == ls;
+        if (!kept) {
+            slb_io_set(&w->loop, &ls->slot[id].io, 0);
+            slb_timer_stop(&w->loop, &ls->slot[id].pause);
+            ls->slot[id].cur = NULL;
+        }
+    }
+    /* ...and point every kept or new socket at its listener in the new snapshot. */
+    for (size_t j = 0; snap && j < snap->nlisteners; j++) {
+        struct slb_listener_rt *l = &snap->listeners[j];
+        struct slb_lsock_slot *slot = &l->sock->slot[id];
+        slot->cur = l;
+        slot->worker = w;
+        if (slot->io.events == 0 && slot->fd >= 0 && !slb_timer_active(&slot->pause)) {
+            slb_io_init(&slot->io, slot->fd, accept_cb, slot);
+            slot->pause.cb = paused_cb;
+            if (slb_io_set(&w->loop, &slot->io, EPOLLIN) < 0)
+                slb_error("listener %s: epoll: %s", l->cfg->name, strerror(errno));
+        }
+    }
+}
+
+static void adopt(struct slb_worker *w, struct slb_snapshot *snap)
+{
+    struct slb_wsnap *ws = wsnap_new(w, snap);
+    if (!ws) {
+        /* Keep serving the previous snapshot; the control thread times out and reports. */
+        slb_error("out of memory adopting configuration %llu",
+                  (unsigned long long)snap->generation);
+        slb_snapshot_unref(snap);
+        return;
+    }
+    struct slb_wsnap *prev = w->cur;
+    listeners_sync(w, prev ? prev->snap : NULL, w->stop_req ? NULL : snap);
+    w->cur = ws;
+    if (prev) {
+        prev->next = w->old;
+        w->old = prev;
+        release_idle_holds(w);
+    }
+    atomic_store_explicit(&w->adopted_gen, snap->generation, memory_order_release);
+}
+
+static void stop_listening(struct slb_worker *w)
+{
+    if (w->cur)
+        listeners_sync(w, w->cur->snap, NULL);
+}
+
+static void wake_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    struct slb_worker *w = io->data;
+    uint64_t v;
+    ssize_t r = read(w->wake_fd, &v, sizeof(v));
+    (void)r;
+    struct slb_snapshot *snap = atomic_exchange(&w->pending, NULL);
+    if (snap)
+        adopt(w, snap);
+    if (atomic_load(&w->stop_req) == 1 && w->drain_deadline_ms == 0) {
+        stop_listening(w);
+        w->drain_deadline_ms = loop->now_ms + w->drain_ms + 1;
+    }
+    uint64_t one = 1;
+    r = write(w->ack_fd, &one, sizeof(one));
+    (void)r;
+}
+
+static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    struct slb_lsock_slot *slot = io->data;
+    struct slb_worker *w = slot->worker;
+    struct slb_listener_rt *l = slot->cur;
+    if (!l)
+        return;
+    struct slb_lis_rt *st = l->stats;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(slot->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+                return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop watching this socket briefly rather than spin on
+                 * a level-triggered event we cannot clear. */
+                slb_warn("listener %s: accept: %s; pausing accepts", l->cfg->name,
+                         strerror(errno));
+                slb_count_add(&st->w[w->id].v[SLB_LIS_REFUSED], 1);
+                slb_io_set(loop, io, 0);
+                slb_timer_start(loop, &slot->pause, 100);
+                return;
+            }
+            slb_warn("listener %s: accept: %s", l->cfg->name, strerror(errno));
+            return;
+        }
+        if (l->cfg->max_connections) {
+            uint64_t active = 0;
+            for (int k = 0; k < st->nworkers; k++)
+                active += slb_count_get(&st->w[k].v[SLB_LIS_ACTIVE]);
+            if (active >= l->cfg->max_connections) {
+                slb_count_add(&st->w[w->id].v[SLB_LIS_REFUSED], 1);
+                close(fd);
+                continue;
+            }
+        }
+        slb_count_add(&st->w[w->id].v[SLB_LIS_CONNS], 1);
+        if (l->cfg->protocol == SLB_PROTO_TCP)
+            slb_tcp_accept(w, l, fd, &peer, plen);
+        else
+            slb_http_accept(w, l, fd, &peer, plen);
+    }
+}
+
+static void paused_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    struct slb_lsock_slot *slot = t->data;
+    if (slot->cur && slot->fd >= 0)
+        slb_io_set(loop, &slot->io, EPOLLIN);
+}
+
+static void *worker_main(void *arg)
+{
+    struct slb_worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "w%d", w->id);
+    slb_log_thread_name(name);
+    while (!w->loop.stop) {
+        int wait = -1;
+        if (w->drain_deadline_ms)
+            wait = 100;
+        slb_loop_once(&w->loop, wait);
+        slb_access_flush(w);
+        if (w->drain_deadline_ms) {
+            if (w->nconns == 0 || w->loop.now_ms >= w->drain_deadline_ms)
+                break;
+        }
+    }
+    if (w->nconns)
+        slb_warn("drain timeout: closing %lu connections", w->nconns);
+    while (w->conns.next != &w->conns)
+        w->conns.next->abort(w->conns.next);
+    slb_http_worker_free(w);
+    slb_access_flush(w);
+    slb_block_cache_drain();
+    atomic_store(&w->exited, 1);
+    return NULL;
+}
+
+int slb_worker_start(struct slb_worker *w, int id, int ack_fd)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->ack_fd = ack_fd;
+    w->conns.next = w->conns.prev = &w->conns;
+    int rc = slb_loop_init(&w->loop);
+    if (rc < 0)
+        return rc;
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->wake_fd < 0)
+        return -errno;
+    slb_io_init(&w->wake_io, w->wake_fd, wake_cb, w);
+    rc = slb_io_set(&w->loop, &w->wake_io, EPOLLIN);
+    if (rc < 0)
+        return rc;
+    rc = pthread_create(&w->thread, NULL, worker_main, w);
+    return rc ? -rc : 0;
+}
+
+static void wake(struct slb_worker *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->wake_fd, &one, sizeof(one));
+    (void)r;
+}
+
+void slb_worker_post(struct slb_worker *w, struct slb_snapshot *snap)
+{
+    slb_snapshot_ref(snap);
+    struct slb_snapshot *prev = atomic_exchange(&w->pending, snap);
+    if (prev)
+        slb_snapshot_unref(prev); /* never adopted: superseded */
+    wake(w);
+}
+
+void slb_worker_request_stop(struct slb_worker *w, uint64_t drain_ms)
+{
+    w->drain_ms = drain_ms;
+    atomic_store(&w->stop_req, 1);
+    wake(w);
+}
+
+void slb_worker_join(struct slb_worker *w)
+{
+    pthread_join(w->thread, NULL);
+    struct slb_snapshot *p = atomic_exchange(&w->pending, NULL);
+    if (p)
+        slb_snapshot_unref(p);
+    while (w->old) {
+        struct slb_wsnap *ws = w->old;
+        w->old = ws->next;
+        wsnap_free(ws);
+    }
+    wsnap_free(w->cur);
+    w->cur = NULL;
+    slb_loop_deinit(&w->loop);
+    close(w->wake_fd);
+}

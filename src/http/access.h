@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The access log: one JSON line per request. Workers format lines into a per-worker buffer
+ * and hand full buffers to a logger thread through a non-blocking pipe, so a slow disk never
+ * stalls a worker (lines are dropped and counted if the logger falls behind). */
+#ifndef SLB_HTTP_ACCESS_H
+#define SLB_HTTP_ACCESS_H
+
+#include "http/parser.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct slb_worker;
+struct slb_listener_rt;
+
+/* Per-request fields captured when the head is parsed (the head bytes are gone later). */
+struct slb_access_rec {
+    uint64_t start_ms;
+    char method[16];
+    char path[400];
+};
+
+struct slb_access_entry {
+    const char *listener;
+    const char *client;
+    const char *tls_version; /* NULL for plain http */
+    const char *cipher;
+    int resumed;             /* -1 not TLS */
+    const char *sni;
+    const struct slb_access_rec *rec;
+    int status;
+    uint64_t bytes_in, bytes_out; /* payload */
+    uint64_t wire_in, wire_out;   /* wire bytes of the connection during this request */
+    const char *upstream;         /* "addr:port" or NULL */
+    double request_ms, upstream_ms;
+};
+
+/* Control thread: start the logger (once) and point it at "" (off), "stdout" or a path. */
+int slb_access_configure(const char *target, int nworkers);
+void slb_access_shutdown(void);
+bool slb_access_enabled(void);
+uint64_t slb_access_dropped(void);
+
+/* Worker side. rec is NULL when logging is off. */
+struct slb_access_rec *slb_access_new(struct slb_worker *w, struct slb_listener_rt *l);
+void slb_access_free(struct slb_access_rec *rec);
+/* Capture method and target (m NULL: the request could not be parsed). */
+void slb_access_capture(struct slb_access_rec *rec, uint64_t now_ms, const struct slb_http_msg *m);
+void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e);
+/* Push the worker's buffered lines to the logger (called at least every loop wake-up with
+ * pending lines, and at exit). */
+void slb_access_flush(struct slb_worker *w);
+
+#endif

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Strict, byte-at-a-time chunked transfer-coding decoder (RFC 9112 7.1, see parser.h). */
+#include "http/parser.h"
+
+#include <string.h>
+
+/* One state per position in the grammar, so any split of the input between two calls lands on
+ * a state and no byte is ever looked at twice. */
+enum chunked_state {
+    CH_SIZE = 0,   /* chunk-size hex digits */
+    CH_EXT_NAME0,  /* after ';': first byte of an extension name */
+    CH_EXT_NAME,   /* in an extension name */
+    CH_EXT_VAL0,   /* after '=': token or quoted-string starts */
+    CH_EXT_TOKEN,  /* in a token extension value */
+    CH_EXT_QUOTED, /* in a quoted-string extension value */
+    CH_EXT_QESC,   /* after a backslash inside the quoted-string */
+    CH_EXT_QEND,   /* after the closing quote */
+    CH_SIZE_LF,    /* CR seen at the end of the size line */
+    CH_DATA,       /* chunk data, c->remaining bytes left */
+    CH_DATA_CR,    /* CRLF after the data */
+    CH_DATA_LF,
+    CH_TRAILER,       /* start of a trailer field line or of the final CRLF */
+    CH_TRAILER_NAME,  /* in a trailer field name */
+    CH_TRAILER_VALUE, /* in a trailer field value */
+    CH_TRAILER_LF,    /* CR seen at the end of a trailer field line */
+    CH_FINAL_LF,      /* CR seen on the empty line that ends the body */
+    CH_DONE,
+    CH_ERROR,
+};
+
+void slb_chunked_init(struct slb_chunked *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->state = CH_SIZE;
+}
+
+static int hex_value(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* qdtext and the byte after a backslash: HTAB, SP, VCHAR and obs-text, but not '"' or '\\'
+ * for qdtext (the caller handles those first). */
+static bool is_quoted_byte(unsigned char ch)
+{
+    return ch == '\t' || ch == ' ' || (ch >= 0x21 && ch != 0x7f);
+}
+
+static bool is_field_byte(unsigned char ch)
+{
+    return ch == '\t' || ch == ' ' || (ch >= 0x21 && ch != 0x7f);
+}
+
+/* End of the size line: decide between data and the trailer section. */
+static int after_size_line(struct slb_chunked *c)
+{
+    c->line_len = 0;
+    if (c->remaining == 0) {
+        c->trailer_len = 0;
+        return CH_TRAILER;
+    }
+    return CH_DATA;
+}
+
+/* One framing byte (never a data byte). Returns the next state or CH_ERROR. Extensions are
+ * read strictly, without the BWS the grammar tolerates: whitespace around ';' or '=' is where
+ * implementations have disagreed about where a chunk starts. */
+static int step(struct slb_chunked *c, unsigned char ch)
+{
+    switch (c->state) {
+    case CH_SIZE: {
+        int v = hex_value(ch);
+        if (v >= 0) {
+            /* 16 hex digits fill a uint64_t: a longer size, leading zeros or not, is refused
+             * rather than parsed into something another reader would truncate differently. */
+            if (c->line_len >= 16)
+                return CH_ERROR;
+            c->remaining = (c->remaining << 4) | (uint64_t)v;
+            return CH_SIZE;
+        }
+        if (c->line_len == 0)
+            return CH_ERROR;
+        if (ch == ';')
+            return CH_EXT_NAME0;
+        return ch == '\r' ? CH_SIZE_LF : CH_ERROR;
+    }
+    case CH_EXT_NAME0:
+        return slb_http_is_tchar(ch) ? CH_EXT_NAME : CH_ERROR;
+    case CH_EXT_NAME:
+    case CH_EXT_TOKEN:
+        if (slb_http_is_tchar(ch))
+            return c->state;
+        if (ch == '=' && c->state == CH_EXT_NAME)
+            return CH_EXT_VAL0;
+        if (ch == ';')
+            return CH_EXT_NAME0;
+        return ch == '\r' ? CH_SIZE_LF : CH_ERROR;
+    case CH_EXT_VAL0:
+        if (ch == '"')
+            return CH_EXT_QUOTED;
+        return slb_http_is_tchar(ch) ? CH_EXT_TOKEN : CH_ERROR;
+    case CH_EXT_QUOTED:
+        if (ch == '"')
+            return CH_EXT_QEND;
+        if (ch == '\\')
+            return CH_EXT_QESC;
+        return is_quoted_byte(ch) ? CH_EXT_QUOTED : CH_ERROR;
+    case CH_EXT_QESC:
+        return is_quoted_byte(ch) ? CH_EXT_QUOTED : CH_ERROR;
+    case CH_EXT_QEND:
+        if (ch == ';')
+            return CH_EXT_NAME0;
+        return ch == '\r' ? CH_SIZE_LF : CH_ERROR;
+    case CH_SIZE_LF:
+        return ch == '\n' ? after_size_line(c) : CH_ERROR;
+    case CH_DATA_CR:
+        return ch == '\r' ? CH_DATA_LF : CH_ERROR;
+    case CH_DATA_LF:
+        if (ch != '\n')
+            return CH_ERROR;
+        c->line_len = 0;
+        c->remaining = 0;
+        return CH_SIZE;
+    case CH_TRAILER:
+        if (ch == '\r')
+            return CH_FINAL_LF;
+        /* Like a header line: a leading SP/HTAB would be obs-fold, ':' an empty name. */
+        return slb_http_is_tchar(ch) ? CH_TRAILER_NAME : CH_ERROR;
+    case CH_TRAILER_NAME:
+        if (slb_http_is_tchar(ch))
+            return CH_TRAILER_NAME;
+        return ch == ':' ? CH_TRAILER_VALUE : CH_ERROR;
+    case CH_TRAILER_VALUE:
+        if (ch == '\r')
+            return CH_TRAILER_LF;
+        return is_field_byte(ch) ? CH_TRAILER_VALUE : CH_ERROR;
+    case CH_TRAILER_LF:
+        return ch == '\n' ? CH_TRAILER : CH_ERROR;
+    case CH_FINAL_LF:
+        if (ch != '\n')
+            return CH_ERROR;
+        c->done = true;
+        return CH_DONE;
+    default:
+        return CH_ERROR;
+    }
+}
+
+/* Whether the byte just consumed in state s counts toward the size line or trailer limits. */
+static bool in_size_line(int s)
+{
+    return s >= CH_SIZE && s <= CH_EXT_QEND;
+}
+
+static bool in_trailer(int s)
+{
+    return s >= CH_TRAILER && s <= CH_FINAL_LF;
+}
+
+long slb_chunked_feed(struct slb_chunked *c, const char *buf, size_t len, const char **data,
+                      size_t *data_len)
+{
+    const char *dummy_data;
+    size_t dummy_len;
+    if (data == NULL)
+        data = &dummy_data;
+    if (data_len == NULL)
+        data_len = &dummy_len;
+    *data = NULL;
+    *data_len = 0;
+    if (c->state == CH_ERROR)
+        return -400;
+
+    size_t i = 0;
+    while (i < len && c->state != CH_DONE) {
+        if (c->state == CH_DATA) {
+            /* Only one contiguous run per call: stop before the data of a second chunk. */
+            if (*data != NULL)
+                break;
+            size_t n = len - i;
+            if ((uint64_t)n > c->remaining)
+                n = (size_t)c->remaining;
+            *data = buf + i;
+            *data_len = n;
+            c->remaining -= n;
+            i += n;
+            if (c->remaining == 0)
+                c->state = CH_DATA_CR;
+            continue;
+        }
+        int prev = c->state;
+        c->state = step(c, (unsigned char)buf[i]);
+        if (c->state == CH_ERROR)
+            return -400;
+        if (in_size_line(prev) && c->state != CH_SIZE_LF && ++c->line_len > SLB_CHUNKED_MAX_LINE) {
+            c->state = CH_ERROR;
+            return -400;
+        }
+        if (in_trailer(prev) && ++c->trailer_len > SLB_CHUNKED_MAX_TRAILER) {
+            c->state = CH_ERROR;
+            return -400;
+        }
+        i++;
+    }
+    return (long)i;
+}

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Strict, incremental HTTP/1.1 message-head parser (RFC 9110/9112). Pure: no I/O, no
+ * allocation. It parses in place over the caller's buffer and returns slices into it, so the
+ * buffer must stay unchanged while the result is used. Anything ambiguous is an error: the
+ * proxy never forwards a message whose framing two implementations could read differently. */
+#ifndef SLB_HTTP_PARSER_H
+#define SLB_HTTP_PARSER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct slb_slice {
+    const char *p;
+    size_t len;
+};
+
+#define SLB_HTTP_MAX_HEADERS 100
+
+enum slb_http_method {
+    SLB_HTTP_OTHER = 0, SLB_HTTP_GET, SLB_HTTP_HEAD, SLB_HTTP_POST, SLB_HTTP_PUT,
+    SLB_HTTP_DELETE, SLB_HTTP_OPTIONS, SLB_HTTP_PATCH, SLB_HTTP_CONNECT, SLB_HTTP_TRACE,
+};
+
+/* Limits: a request line over max_line gives 414, headers over max_headers or a head over
+ * max_head_bytes give 431. A NULL pointer or a 0 field means the default. */
+struct slb_http_limits {
+    size_t max_line;       /* default 8192 */
+    size_t max_headers;    /* default 100, at most SLB_HTTP_MAX_HEADERS */
+    size_t max_head_bytes; /* default 16384 */
+};
+
+struct slb_http_header {
+    struct slb_slice name;  /* token, case preserved */
+    struct slb_slice value; /* leading/trailing OWS removed */
+};
+
+/* Framing of the body, decided by the parser from Content-Length/Transfer-Encoding. */
+enum slb_http_body { SLB_BODY_NONE, SLB_BODY_LENGTH, SLB_BODY_CHUNKED, SLB_BODY_UNTIL_CLOSE };
+
+struct slb_http_msg {
+    /* request */
+    enum slb_http_method method;
+    struct slb_slice method_name;
+    struct slb_slice target;
+    /* response */
+    int status;
+    struct slb_slice reason;
+    /* both */
+    int version_minor;   /* 0 or 1 (HTTP/1.0, HTTP/1.1) */
+    size_t nheaders;
+    struct slb_http_header headers[SLB_HTTP_MAX_HEADERS];
+    size_t head_len;     /* bytes of the head including the final CRLF CRLF */
+    enum slb_http_body body;
+    uint64_t content_length; /* when body == SLB_BODY_LENGTH */
+    bool keep_alive;     /* after Connection: close/keep-alive and the version */
+    bool expect_continue;
+    bool upgrade;        /* Connection: upgrade with an Upgrade header */
+    struct slb_slice host; /* Host header value (requests), empty when absent */
+};
+
+/* Result codes: >0 head complete (value = head_len, which counts the few empty lines a request
+ * may be preceded by), 0 need more bytes, <0 = -(HTTP status to answer): -400 malformed, -414
+ * line too long, -431 headers too large, -501 unsupported transfer coding, -505 version not
+ * supported. For responses (slb_http_parse_response) any failure is -502. Each call rescans
+ * the buffer from its start; limits are enforced on incomplete heads too. An Expect other
+ * than 100-continue is left to the caller (slb_http_find_header), which answers 417. */
+int slb_http_parse_request(const char *buf, size_t len, const struct slb_http_limits *lim,
+                           struct slb_http_msg *msg);
+/* req_method is the method of the request this answers (HEAD and CONNECT change framing). */
+int slb_http_parse_response(const char *buf, size_t len, const struct slb_http_limits *lim,
+                            enum slb_http_method req_method, struct slb_http_msg *msg);
+
+void slb_http_limits_default(struct slb_http_limits *lim);
+
+/* Case-insensitive lookup; returns the index of the first header named name or -1. */
+int slb_http_find_header(const struct slb_http_msg *msg, const char *name, size_t from);
+bool slb_slice_eq_ci(struct slb_slice s, const char *lit);
+/* RFC 9110 tchar: the bytes allowed in a method, a field name or a list token. */
+bool slb_http_is_tchar(unsigned char c);
+
+/* Incremental chunked-body decoder. Feed raw bytes; it reports how many it consumed and where
+ * the data bytes are, so a proxy can forward the chunk framing verbatim or re-frame. */
+#define SLB_CHUNKED_MAX_LINE 4096    /* chunk-size line with its extensions, CRLF excluded */
+#define SLB_CHUNKED_MAX_TRAILER 8192 /* whole trailer section, every CRLF included */
+struct slb_chunked {
+    int state;
+    uint64_t remaining; /* data bytes left in the current chunk */
+    size_t line_len;    /* length of the current chunk-size line so far */
+    size_t trailer_len; /* bytes of the trailer section so far */
+    bool done;
+};
+void slb_chunked_init(struct slb_chunked *c);
+/* Consumes up to len bytes of buf. On return *data and *data_len give the data bytes found in
+ * the consumed prefix (at most one contiguous run per call). Returns bytes consumed (>0 or 0
+ * when len == 0) or -400 for invalid framing (bad size, overflow, missing CRLF, oversized
+ * line or extension). c->done is set after the final CRLF of the trailer section; from then on
+ * it consumes nothing and returns 0, so bytes after the body (a pipelined request) stay with
+ * the caller. Extensions and trailer fields are validated and skipped; data or data_len may be
+ * NULL when the caller only needs the framing. */
+long slb_chunked_feed(struct slb_chunked *c, const char *buf, size_t len, const char **data,
+                      size_t *data_len);
+
+#endif

@@ -1,0 +1,1197 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The HTTP/1.1 reverse proxy: one client connection (plain or TLS) served one request at a
+ * time, each forwarded to a backend connection from the worker's pool. All work happens in
+ * run(), a loop of small steps that each move bytes when they can; the epoll interest is
+ * derived from the state afterwards. Bodies stream through the fixed buffers in both
+ * directions, never buffered whole. Pipelined requests wait in the input buffer and are
+ * answered in order. */
+#include "http/proxy.h"
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "http/access.h"
+#include "http/parser.h"
+#include "http/rewrite.h"
+#include "http/upstream.h"
+#include "net/transport.h"
+#include "tcp/proxy.h"
+#include "tls/tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum conn_state {
+    ST_HANDSHAKE, /* TLS handshake in progress */
+    ST_HEAD,      /* waiting for (the rest of) a request head */
+    ST_CONNECT,   /* request parsed, backend connect in progress */
+    ST_EXCHANGE,  /* request going to the backend, response coming back */
+    ST_TUNNEL,    /* after 101 Switching Protocols: bytes both ways */
+    ST_LINGER,    /* our own response (error, redirect) being sent; close or next after */
+};
+
+/* A client connection. Owned by the worker that accepted it, from accept to close; freed at
+ * the end of the loop iteration in which it closed. Small on purpose: an idle keep-alive
+ * connection holds no buffer (see core/buf.h) and no parse result. */
+struct http_conn {
+    struct slb_conn_link link;
+    struct slb_worker *w;
+    struct slb_http_worker *hw;
+    struct slb_wsnap *ws;
+    struct slb_listener_rt *l;
+    struct slb_tconn t;
+    struct slb_io io;
+    struct slb_timer timer;
+    struct slb_buf in;      /* bytes from the client */
+    struct slb_hbuf out;    /* heads and our own responses to the client */
+    struct http_up *up;
+    struct slb_wgroup *wg;
+    struct slb_srv_rt *srv;
+    int srv_idx;
+    uint8_t *tried;
+    int attempts;
+    enum conn_state st;
+    bool closed, client_eof, close_after, tls_failed;
+    /* request */
+    uint8_t method;
+    bool req_keep_alive, req_done, head_only;
+    uint8_t req_body;
+    uint64_t req_remaining, req_ready;
+    struct slb_chunked req_chunk;
+    uint64_t req_start_ms, resp_start_ms;
+    /* response */
+    bool resp_head_done, resp_done, up_keep_alive;
+    uint8_t resp_body;
+    int status;
+    uint64_t resp_remaining, resp_ready;
+    struct slb_chunked resp_chunk;
+    /* accounting */
+    uint64_t wire_in_seen, wire_out_seen;
+    uint64_t log_wire_in, log_wire_out;
+    uint64_t req_bytes_in, resp_bytes_out;
+    char client_ip[INET6_ADDRSTRLEN];
+    uint16_t local_port;
+    struct slb_access_rec *log; /* the request being logged, when the access log is on */
+};
+
+static void run(struct http_conn *c);
+static void conn_close(struct http_conn *c);
+
+static struct slb_wcount *lis_counts(struct http_conn *c)
+{
+    return &c->l->stats->w[c->w->id];
+}
+
+static struct slb_wcount *srv_counts(struct http_conn *c)
+{
+    return &c->srv->w[c->w->id];
+}
+
+/* Move the wire-byte deltas of the client socket into the listener counters. */
+static void account_wire(struct http_conn *c)
+{
+    uint64_t in, out;
+    slb_tconn_wire(&c->t, &in, &out);
+    slb_count_add(&lis_counts(c)->v[SLB_LIS_WIRE_IN], in - c->wire_in_seen);
+    slb_count_add(&lis_counts(c)->v[SLB_LIS_WIRE_OUT], out - c->wire_out_seen);
+    c->wire_in_seen = in;
+    c->wire_out_seen = out;
+}
+
+static void count_status(struct http_conn *c, int status)
+{
+    c->status = status;
+    int cls = status / 100;
+    if (cls >= 1 && cls <= 5)
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], 1);
+    slb_count_add(&lis_counts(c)->v[SLB_LIS_REQS], 1);
+}
+
+/* One access-log line for the request that just ended. */
+static void log_request(struct http_conn *c)
+{
+    uint64_t in, out;
+    slb_tconn_wire(&c->t, &in, &out);
+    char sni[256] = "";
+    const char *name = c->t.ssl ? SSL_get_servername(c->t.ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    if (name)
+        snprintf(sni, sizeof(sni), "%s", name);
+    struct slb_access_entry e = {
+        .listener = c->l->cfg->name,
+        .client = c->client_ip,
+        .tls_version = c->t.ssl ? SSL_get_version(c->t.ssl) : NULL,
+        .cipher = c->t.ssl ? SSL_get_cipher_name(c->t.ssl) : NULL,
+        .resumed = c->t.ssl ? SSL_session_reused(c->t.ssl) : -1,
+        .sni = sni,
+        .rec = c->log,
+        .status = c->status,
+        .bytes_in = c->req_bytes_in,
+        .bytes_out = c->resp_bytes_out,
+        .wire_in = in - c->log_wire_in,
+        .wire_out = out - c->log_wire_out,
+        .upstream = c->srv ? strchr(c->srv->key, '/') + 1 : NULL,
+        .request_ms = (double)(c->w->loop.now_ms - c->log->start_ms),
+        .upstream_ms = c->resp_start_ms ? (double)(c->resp_start_ms - c->log->start_ms) : 0,
+    };
+    slb_access_write(c->w, &e);
+    c->log_wire_in = in;
+    c->log_wire_out = out;
+}
+
+/* --- timers: one per connection, deadline chosen by state --- */
+
+static void arm_timer(struct http_conn *c)
+{
+    const struct slb_listener_cfg *cfg = c->l->cfg;
+    uint64_t ms;
+    switch (c->st) {
+    case ST_HANDSHAKE:
+        ms = (uint64_t)cfg->header_timeout_s * 1000u;
+        break;
+    case ST_HEAD:
+        ms = (uint64_t)(slb_buf_empty(&c->in) ? cfg->idle_timeout_s : cfg->header_timeout_s) *
+             1000u;
+        break;
+    case ST_CONNECT:
+        ms = cfg->connect_timeout_ms;
+        break;
+    case ST_TUNNEL:
+        ms = (uint64_t)cfg->idle_timeout_s * 1000u * 4;
+        break;
+    default:
+        ms = (uint64_t)cfg->request_timeout_s * 1000u;
+        break;
+    }
+    slb_timer_start(&c->w->loop, &c->timer, ms);
+}
+
+/* --- our own responses --- */
+
+static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
+{
+    if (c->up) {
+        slb_up_close(c->up);
+        c->up = NULL;
+    }
+    if (!keep)
+        c->close_after = true;
+    slb_http_build_simple(&c->out, status, extra, !c->close_after, c->head_only);
+    count_status(c, status);
+    if (status >= 500 && c->srv)
+        slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
+    c->st = ST_LINGER;
+    c->req_done = c->resp_done = true;
+    c->resp_ready = 0;
+}
+
+/* --- request start --- */
+
+static void format_ip(const struct sockaddr_storage *a, char *out, size_t size)
+{
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)a;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], out, (socklen_t)size);
+        else
+            inet_ntop(AF_INET6, &in6->sin6_addr, out, (socklen_t)size);
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, out, (socklen_t)size);
+    }
+}
+
+/* The sticky cookie value naming server i: its identity hash, so it is stable across
+ * configuration changes and identical on every worker. */
+static void sticky_value(const struct slb_group_rt *g, int i, char *out, size_t size)
+{
+    const char *k = strchr(g->srv[i]->key, '/') + 1;
+    snprintf(out, size, "%016llx", (unsigned long long)slb_hash64(k, strlen(k), 0x737469u));
+}
+
+static int sticky_lookup(const struct slb_group_rt *g, struct slb_slice v)
+{
+    char want[20];
+    const char *tilde = v.len ? memchr(v.p, '~', v.len) : NULL;
+    size_t n = tilde ? (size_t)(tilde - v.p) : v.len;
+    if (n != 16)
+        return -1;
+    for (size_t i = 0; i < g->nservers; i++) {
+        sticky_value(g, (int)i, want, sizeof(want));
+        if (memcmp(want, v.p, 16) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static bool server_usable(const struct slb_group_rt *g, int i)
+{
+    return g->weights[i] > 0 && atomic_load_explicit(&g->srv[i]->healthy,
+                                                     memory_order_relaxed) == SLB_HEALTH_UP;
+}
+
+static void up_event(struct http_up *up, uint32_t events);
+
+/* Pick a server (sticky cookie first) and get a backend connection. false: nothing usable. */
+static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
+{
+    struct slb_group_rt *g = c->wg->g;
+    while (c->attempts < (int)g->nservers) {
+        int idx = -1;
+        if (c->attempts == 0 && sticky.len) {
+            idx = sticky_lookup(g, sticky);
+            if (idx >= 0 && !server_usable(g, idx))
+                idx = -1;
+        }
+        if (idx < 0) {
+            struct sockaddr_storage local = {0};
+            uint64_t key = 0;
+            if (g->cfg->scheduler == SLB_SCHED_SCH || g->cfg->scheduler == SLB_SCHED_TCH) {
+                struct sockaddr_storage peer;
+                socklen_t pl = sizeof(peer), ll = sizeof(local);
+                getpeername(c->t.fd, (struct sockaddr *)&peer, &pl);
+                getsockname(c->t.fd, (struct sockaddr *)&local, &ll);
+                key = slb_sched_key(g->cfg->scheduler, &peer, &local);
+            }
+            idx = slb_wgroup_pick(c->wg, key, c->tried);
+        }
+        if (idx < 0)
+            return false;
+        c->tried[idx] = 1;
+        c->attempts++;
+        c->srv_idx = idx;
+        c->srv = g->srv[idx];
+        int err = 0;
+        c->up = slb_up_acquire(c->hw, &g->cfg->servers[idx], c, up_event, &err);
+        if (c->up) {
+            slb_count_add(&srv_counts(c)->v[SLB_SRV_ACTIVE], 1);
+            slb_count_add(&srv_counts(c)->v[SLB_SRV_CONNS], !c->up->reused);
+            return true;
+        }
+        slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
+        slb_warn("listener %s: backend %s: %s", c->l->cfg->name, c->srv->key,
+                 slb_strerror(err));
+    }
+    return false;
+}
+
+/* Host names a site other than the one the TLS handshake picked by SNI (RFC 9110 7.4). */
+static bool misdirected(struct http_conn *c, const struct slb_http_msg *m)
+{
+    if (!c->t.ssl || !m->host.len)
+        return false;
+    const struct slb_tls_site *site = slb_tls_ssl_site(c->t.ssl);
+    if (!site || slb_tls_site_matches_host(site, m->host.p, m->host.len))
+        return false;
+    struct slb_tls_listener *tl = c->l->tls;
+    for (size_t i = 0; i < tl->nsites; i++) {
+        if (&tl->sites[i] != site && slb_tls_site_matches_host(&tl->sites[i], m->host.p,
+                                                               m->host.len))
+            return true;
+    }
+    return false;
+}
+
+static void redirect(struct http_conn *c, const struct slb_http_msg *m)
+{
+    char extra[1200];
+    snprintf(extra, sizeof(extra), "Location: %s%.*s\r\n", c->l->cfg->redirect_to,
+             (int)(m->target.len > 1000 ? 1000 : m->target.len), m->target.p);
+    respond_simple(c, 301, extra, m->keep_alive);
+}
+
+/* Build the head for the backend from the parsed request. */
+static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *m)
+{
+    const struct slb_listener_cfg *cfg = c->l->cfg;
+    char subject[512], issuer[512], fp[65];
+    struct slb_fwd_info fwd = {
+        .client_ip = c->client_ip,
+        .proto = cfg->x_forwarded_proto ? (c->t.ssl ? "https" : "http") : NULL,
+        .port = c->local_port,
+        .xff = cfg->x_forwarded_for,
+        .upgrade = m->upgrade && !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
+                                   slb_slice_eq_ci(m->headers[slb_http_find_header(
+                                                                  m, "upgrade", 0)]
+                                                       .value,
+                                                   "h2c")),
+        .strip_cookie_prefix_name =
+            cfg->sticky == SLB_STICKY_SERVER ? cfg->sticky_cookie : NULL,
+    };
+    if (c->t.ssl && c->l->tls && ((struct slb_tls_listener *)c->l->tls)->client_auth) {
+        if (slb_tls_client_cert_info(c->t.ssl, subject, sizeof(subject), issuer,
+                                     sizeof(issuer), fp, sizeof(fp))) {
+            fwd.cert_verify = "SUCCESS";
+            fwd.cert_subject = subject;
+            fwd.cert_issuer = issuer;
+            fwd.cert_fingerprint = fp;
+        } else {
+            fwd.cert_verify = "NONE";
+        }
+    }
+    slb_hbuf_reset(&c->up->head);
+    slb_http_build_request(&c->up->head, m, &fwd);
+}
+
+static void start_request(struct http_conn *c, const struct slb_http_msg *m)
+{
+    const struct slb_listener_cfg *cfg = c->l->cfg;
+    c->req_start_ms = c->w->loop.now_ms;
+    c->method = (uint8_t)m->method;
+    c->head_only = m->method == SLB_HTTP_HEAD;
+    c->req_keep_alive = m->keep_alive;
+    c->req_body = (uint8_t)m->body;
+    c->req_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
+    c->req_ready = 0;
+    c->req_done = false;
+    slb_chunked_init(&c->req_chunk);
+    c->resp_head_done = c->resp_done = false;
+    c->resp_ready = 0;
+    c->status = 0;
+    c->attempts = 0;
+    c->srv = NULL;
+    c->req_bytes_in = c->resp_bytes_out = 0;
+    if (c->tried)
+        memset(c->tried, 0, c->wg ? c->wg->g->nservers : 0);
+    if (c->log)
+        slb_access_capture(c->log, c->w->loop.now_ms, m);
+
+    int ei = slb_http_find_header(m, "expect", 0);
+    if (ei >= 0 && !m->expect_continue && m->version_minor == 1) {
+        respond_simple(c, 417, NULL, false);
+        return;
+    }
+    if (cfg->redirect_to[0]) {
+        redirect(c, m);
+        return;
+    }
+    if (misdirected(c, m)) {
+        respond_simple(c, 421, NULL, m->keep_alive);
+        return;
+    }
+    if (!c->wg || c->wg->g->nservers == 0) {
+        respond_simple(c, 503, NULL, m->keep_alive);
+        return;
+    }
+    struct slb_slice sticky = {0};
+    if (cfg->sticky != SLB_STICKY_NONE)
+        sticky = slb_http_cookie(m, cfg->sticky_cookie);
+    if (!choose_backend(c, sticky)) {
+        slb_info("listener %s: no healthy backend server for %.*s", cfg->name,
+                 (int)(m->target.len > 200 ? 200 : m->target.len), m->target.p);
+        respond_simple(c, 503, NULL, m->keep_alive);
+        return;
+    }
+    build_upstream_head(c, m);
+    if (c->up->head.oom) {
+        respond_simple(c, 500, NULL, false);
+        return;
+    }
+    c->st = c->up->reused ? ST_EXCHANGE : ST_CONNECT;
+    c->up->connected = c->up->reused;
+    if (!c->up->reused)
+        slb_up_set_interest(c->up, EPOLLOUT);
+}
+
+/* Parse a request head sitting in c->in. */
+static bool step_parse_request(struct http_conn *c)
+{
+    struct slb_http_limits lim;
+    slb_http_limits_default(&lim);
+    struct slb_http_msg *m = &c->hw->msg;
+    int rc = slb_http_parse_request(c->in.data + c->in.off, c->in.len, &lim, m);
+    if (rc == 0) {
+        if (slb_buf_space(&c->in) == 0) {
+            respond_simple(c, 431, NULL, false);
+            return true;
+        }
+        return false;
+    }
+    if (rc < 0) {
+        c->head_only = false;
+        slb_debug("listener %s: client %s: bad request (%d)", c->l->cfg->name, c->client_ip,
+                  -rc);
+        if (c->log)
+            slb_access_capture(c->log, c->w->loop.now_ms, NULL);
+        respond_simple(c, -rc, NULL, false);
+        return true;
+    }
+    start_request(c, m);
+    c->req_bytes_in += (uint64_t)rc;
+    slb_buf_consume(&c->in, (size_t)rc);
+    if (c->req_body == SLB_BODY_NONE)
+        c->req_done = true;
+    if (c->st == ST_LINGER && !c->req_done)
+        c->close_after = true; /* the body we did not read would be taken as a request */
+    arm_timer(c);
+    return true;
+}
+
+/* How many bytes at the front of c->in belong to the request body and are validated. */
+static int request_body_ready(struct http_conn *c)
+{
+    if (c->req_done || slb_buf_empty(&c->in) || c->req_ready >= c->in.len)
+        return 0;
+    const char *p = c->in.data + c->in.off + c->req_ready;
+    size_t avail = c->in.len - c->req_ready;
+    if (c->req_body == SLB_BODY_LENGTH) {
+        uint64_t n = avail < c->req_remaining ? avail : c->req_remaining;
+        c->req_ready += n;
+        c->req_remaining -= n;
+        return 0;
+    }
+    long n = slb_chunked_feed(&c->req_chunk, p, avail, NULL, NULL);
+    if (n < 0)
+        return -400;
+    c->req_ready += (uint64_t)n;
+    return 0;
+}
+
+static bool request_body_complete(const struct http_conn *c)
+{
+    if (c->req_body == SLB_BODY_LENGTH)
+        return c->req_remaining == 0 && c->req_ready == 0;
+    if (c->req_body == SLB_BODY_CHUNKED)
+        return c->req_chunk.done && c->req_ready == 0;
+    return true;
+}
+
+/* Send the request head, then body bytes, to the backend. */
+static bool step_write_upstream(struct http_conn *c)
+{
+    struct http_up *up = c->up;
+    if (!up || !up->connected || !up->wr_ready || c->st == ST_LINGER)
+        return false;
+    bool progress = false;
+    while (slb_hbuf_pending(&up->head)) {
+        ssize_t n = send(up->fd, up->head.p + up->head.off, slb_hbuf_pending(&up->head),
+                         MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                up->wr_ready = false;
+                return progress;
+            }
+            return progress; /* the read side reports the failure */
+        }
+        up->head.off += (size_t)n;
+        up->bytes_to += (uint64_t)n;
+        progress = true;
+    }
+    if (c->st == ST_TUNNEL) {
+        c->req_ready = c->in.len;
+    } else if (!c->req_done) {
+        if (request_body_ready(c) < 0) {
+            /* Invalid chunk framing: the message cannot be delimited, stop here. */
+            respond_simple(c, 400, NULL, false);
+            return true;
+        }
+    }
+    while (c->req_ready > 0) {
+        ssize_t n = send(up->fd, c->in.data + c->in.off, c->req_ready, MSG_NOSIGNAL);
+        if (n <= 0) {
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                up->wr_ready = false;
+            return progress;
+        }
+        c->req_ready -= (uint64_t)n;
+        c->req_bytes_in += (uint64_t)n;
+        up->bytes_to += (uint64_t)n;
+        slb_buf_consume(&c->in, (size_t)n);
+        progress = true;
+    }
+    if (c->st != ST_TUNNEL && !c->req_done && request_body_complete(c))
+        c->req_done = true;
+    return progress;
+}
+
+static bool step_read_client(struct http_conn *c)
+{
+    bool want = !c->client_eof && slb_buf_space(&c->in) > 0 &&
+                (c->st == ST_HEAD || c->st == ST_TUNNEL ||
+                 ((c->st == ST_EXCHANGE || c->st == ST_CONNECT) && !c->req_done));
+    if (!want || !(c->t.rd_ready || c->t.ops->pending(&c->t)))
+        return false;
+    if (slb_buf_prepare(&c->in) < 0)
+        return false;
+    ssize_t n = c->t.ops->recv(&c->t, c->in.data + c->in.off + c->in.len, slb_buf_space(&c->in));
+    if (n > 0) {
+        c->in.len += (size_t)n;
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_PAYLOAD_IN], (uint64_t)n);
+        if (c->st == ST_HEAD && c->in.len == (size_t)n)
+            arm_timer(c); /* first bytes of a request: the header timeout starts */
+        return true;
+    }
+    if (c->in.len == 0)
+        slb_buf_release(&c->in);
+    if (n == 0)
+        return false;
+    c->client_eof = true;
+    if (c->st == ST_HEAD && slb_buf_empty(&c->in)) {
+        conn_close(c);
+        return false;
+    }
+    if (c->st == ST_EXCHANGE || c->st == ST_CONNECT) {
+        if (!c->req_done) {
+            /* The client gave up in the middle of its request: nothing to answer. */
+            conn_close(c);
+            return false;
+        }
+    }
+    if (c->st == ST_TUNNEL && c->up)
+        shutdown(c->up->fd, SHUT_WR);
+    return true;
+}
+
+/* --- response path --- */
+
+static bool retryable(const struct http_conn *c)
+{
+    /* A kept-alive connection the backend closed just as we reused it: safe to try again on
+     * a fresh one when nothing of the response arrived and the request had no body. */
+    return c->up->reused && !c->resp_head_done && c->up->bytes_from == 0 &&
+           c->req_body == SLB_BODY_NONE;
+}
+
+static void upstream_failed(struct http_conn *c, int status, const char *why)
+{
+    if (c->srv)
+        slb_warn("listener %s: backend %s: %s", c->l->cfg->name, c->srv->key, why);
+    if (c->resp_head_done) {
+        /* Part of the response is out: the only honest signal left is to cut the connection. */
+        conn_close(c);
+        return;
+    }
+    respond_simple(c, status, NULL, false);
+}
+
+static void release_server(struct http_conn *c)
+{
+    if (c->srv) {
+        slb_count_add(&srv_counts(c)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
+        slb_count_add(&srv_counts(c)->v[SLB_SRV_BYTES_TO], c->up ? c->up->bytes_to : 0);
+        slb_count_add(&srv_counts(c)->v[SLB_SRV_BYTES_FROM], c->up ? c->up->bytes_from : 0);
+    }
+}
+
+static bool retry_fresh(struct http_conn *c)
+{
+    struct slb_hbuf head = c->up->head;
+    c->up->head = (struct slb_hbuf){0};
+    release_server(c);
+    slb_up_close(c->up);
+    c->up = NULL;
+    int err = 0;
+    struct slb_group_rt *g = c->wg->g;
+    c->up = slb_up_acquire(c->hw, &g->cfg->servers[c->srv_idx], c, up_event, &err);
+    if (!c->up || c->up->reused) {
+        /* Another pooled connection: close it too, we want a fresh one. */
+        if (c->up) {
+            slb_up_close(c->up);
+            c->up = slb_up_acquire(c->hw, &g->cfg->servers[c->srv_idx], c, up_event, &err);
+        }
+    }
+    if (!c->up) {
+        slb_hbuf_free(&head);
+        c->srv = NULL;
+        return false;
+    }
+    slb_count_add(&srv_counts(c)->v[SLB_SRV_ACTIVE], 1);
+    slb_count_add(&srv_counts(c)->v[SLB_SRV_CONNS], 1);
+    slb_hbuf_free(&c->up->head);
+    head.off = 0;
+    c->up->head = head;
+    c->st = ST_CONNECT;
+    slb_up_set_interest(c->up, EPOLLOUT);
+    arm_timer(c);
+    return true;
+}
+
+static void finish_response_head(struct http_conn *c, const struct slb_http_msg *m)
+{
+    const struct slb_listener_cfg *cfg = c->l->cfg;
+    char cookie[160], prefix[20];
+    const char *set_cookie = NULL, *prefix_name = NULL;
+    if (cfg->sticky == SLB_STICKY_INSERT) {
+        char v[20];
+        sticky_value(c->wg->g, c->srv_idx, v, sizeof(v));
+        snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%u; HttpOnly",
+                 cfg->sticky_cookie, v, cfg->sticky_timeout_s);
+        set_cookie = cookie;
+    } else if (cfg->sticky == SLB_STICKY_SERVER) {
+        sticky_value(c->wg->g, c->srv_idx, prefix, sizeof(prefix));
+        prefix_name = cfg->sticky_cookie;
+    }
+    bool keep = c->req_keep_alive && !c->close_after && m->body != SLB_BODY_UNTIL_CLOSE &&
+                !c->w->drain_deadline_ms;
+    if (!keep)
+        c->close_after = true;
+    slb_http_build_response(&c->out, m, keep, set_cookie, prefix_name, prefix);
+}
+
+static bool step_parse_response(struct http_conn *c)
+{
+    struct http_up *up = c->up;
+    if (!up || c->resp_head_done || slb_buf_empty(&up->in) || c->st == ST_LINGER)
+        return false;
+    struct slb_http_limits lim;
+    slb_http_limits_default(&lim);
+    struct slb_http_msg *m = &c->hw->msg;
+    int rc = slb_http_parse_response(up->in.data + up->in.off, up->in.len, &lim,
+                                     (enum slb_http_method)c->method, m);
+    if (rc == 0) {
+        if (slb_buf_space(&up->in) == 0)
+            upstream_failed(c, 502, "response head too large");
+        return false;
+    }
+    if (rc < 0) {
+        upstream_failed(c, 502, "malformed response");
+        return true;
+    }
+    if (m->status >= 100 && m->status < 200 && m->status != 101) {
+        /* Interim responses pass through; the final one follows on the same connection. */
+        slb_hbuf_printf(&c->out, "HTTP/1.1 %d %.*s\r\n\r\n", m->status, (int)m->reason.len,
+                        m->reason.p);
+        slb_buf_consume(&up->in, (size_t)rc);
+        up->bytes_from += (uint64_t)rc;
+        return true;
+    }
+    if (!c->resp_start_ms)
+        c->resp_start_ms = c->w->loop.now_ms;
+    count_status(c, m->status);
+    if (m->status >= 500)
+        slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
+    slb_count_add(&srv_counts(c)->v[SLB_SRV_REQS], 1);
+    c->up_keep_alive = m->keep_alive;
+    c->resp_body = (uint8_t)m->body;
+    c->resp_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
+    slb_chunked_init(&c->resp_chunk);
+    c->resp_head_done = true;
+    if (m->status == 101) {
+        if (!m->upgrade) {
+            upstream_failed(c, 502, "101 without an upgrade");
+            return true;
+        }
+        slb_http_build_response(&c->out, m, true, NULL, NULL, NULL);
+        c->st = ST_TUNNEL;
+        c->up_keep_alive = false;
+        c->close_after = true;
+    } else {
+        finish_response_head(c, m);
+    }
+    slb_buf_consume(&up->in, (size_t)rc);
+    up->bytes_from += (uint64_t)rc;
+    if (c->resp_body == SLB_BODY_NONE && c->st != ST_TUNNEL)
+        c->resp_done = true;
+    return true;
+}
+
+static bool step_read_upstream(struct http_conn *c)
+{
+    struct http_up *up = c->up;
+    if (!up || !up->connected || !up->rd_ready || c->resp_done || c->st == ST_LINGER ||
+        slb_buf_space(&up->in) == 0)
+        return false;
+    if (slb_buf_prepare(&up->in) < 0)
+        return false;
+    ssize_t n = recv(up->fd, up->in.data + up->in.off + up->in.len, slb_buf_space(&up->in), 0);
+    if (n > 0) {
+        up->in.len += (size_t)n;
+        up->bytes_from += (uint64_t)n;
+        return true;
+    }
+    if (up->in.len == 0)
+        slb_buf_release(&up->in);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        up->rd_ready = false;
+        return false;
+    }
+    /* EOF or error from the backend. */
+    if (c->resp_head_done && (c->resp_body == SLB_BODY_UNTIL_CLOSE || c->st == ST_TUNNEL) &&
+        n == 0) {
+        c->resp_ready = up->in.len;
+        c->up_keep_alive = false;
+        c->resp_done = true;
+        c->close_after = true;
+        if (c->st == ST_TUNNEL)
+            c->req_done = true;
+        return true;
+    }
+    if (retryable(c) && retry_fresh(c))
+        return true;
+    upstream_failed(c, 502, n == 0 ? "closed the connection early" : strerror(errno));
+    return true;
+}
+
+static int response_body_ready(struct http_conn *c)
+{
+    struct http_up *up = c->up;
+    if (!up || !c->resp_head_done || c->resp_done || up->in.len <= c->resp_ready)
+        return 0;
+    size_t avail = up->in.len - c->resp_ready;
+    if (c->st == ST_TUNNEL || c->resp_body == SLB_BODY_UNTIL_CLOSE) {
+        c->resp_ready = up->in.len;
+        return 0;
+    }
+    if (c->resp_body == SLB_BODY_LENGTH) {
+        uint64_t n = avail < c->resp_remaining ? avail : c->resp_remaining;
+        c->resp_ready += n;
+        c->resp_remaining -= n;
+        if (c->resp_remaining == 0)
+            c->resp_done = true;
+        return 0;
+    }
+    long n = slb_chunked_feed(&c->resp_chunk, up->in.data + up->in.off + c->resp_ready, avail,
+                              NULL, NULL);
+    if (n < 0)
+        return -502;
+    c->resp_ready += (uint64_t)n;
+    if (c->resp_chunk.done)
+        c->resp_done = true;
+    return 0;
+}
+
+/* Write our head/own response, then response body bytes, to the client. */
+static bool step_write_client(struct http_conn *c)
+{
+    if (!c->t.wr_ready)
+        return false;
+    bool progress = false;
+    while (slb_hbuf_pending(&c->out)) {
+        ssize_t n = c->t.ops->send(&c->t, c->out.p + c->out.off, slb_hbuf_pending(&c->out));
+        if (n <= 0) {
+            if (n < 0) {
+                conn_close(c);
+                return false;
+            }
+            return progress;
+        }
+        c->out.off += (size_t)n;
+        c->resp_bytes_out += (uint64_t)n;
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
+        progress = true;
+    }
+    if (c->out.len)
+        slb_hbuf_reset(&c->out);
+    if (c->st == ST_LINGER || !c->up)
+        return progress;
+    bool was_done = c->resp_done;
+    if (response_body_ready(c) < 0) {
+        upstream_failed(c, 502, "malformed chunked response");
+        return true;
+    }
+    progress |= c->resp_done != was_done;
+    struct http_up *up = c->up;
+    while (c->resp_ready > 0) {
+        ssize_t n = c->t.ops->send(&c->t, up->in.data + up->in.off, c->resp_ready);
+        if (n <= 0) {
+            if (n < 0) {
+                conn_close(c);
+                return false;
+            }
+            return progress;
+        }
+        c->resp_ready -= (uint64_t)n;
+        c->resp_bytes_out += (uint64_t)n;
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
+        slb_buf_consume(&up->in, (size_t)n);
+        progress = true;
+    }
+    return progress;
+}
+
+/* The exchange is over: log it, give the backend connection back, start the next request. */
+static bool step_complete(struct http_conn *c)
+{
+    if (c->st == ST_HEAD || c->st == ST_HANDSHAKE || c->st == ST_TUNNEL)
+        return false;
+    if (!c->resp_done || !c->req_done || slb_hbuf_pending(&c->out) || c->resp_ready)
+        return false;
+    if (c->up) {
+        release_server(c);
+        if (c->up_keep_alive && c->st == ST_EXCHANGE)
+            slb_up_release(c->up);
+        else
+            slb_up_close(c->up);
+        c->up = NULL;
+    }
+    account_wire(c);
+    if (c->log)
+        log_request(c);
+    c->srv = NULL;
+    if (c->close_after || c->client_eof) {
+        conn_close(c);
+        return false;
+    }
+    c->st = ST_HEAD;
+    c->resp_start_ms = 0;
+    arm_timer(c);
+    return true;
+}
+
+static bool step_handshake(struct http_conn *c)
+{
+    if (c->st != ST_HANDSHAKE)
+        return false;
+    int r = c->t.ops->handshake(&c->t);
+    if (r == 0)
+        return false;
+    if (r < 0) {
+        enum slb_tls_fail why = slb_tls_classify_failure(c->t.ssl);
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_HS_FAIL + why], 1);
+        slb_debug("listener %s: client %s: TLS handshake failed: %s", c->l->cfg->name,
+                  c->client_ip, slb_tls_fail_name(why));
+        c->tls_failed = true;
+        conn_close(c);
+        return false;
+    }
+    slb_count_add(&lis_counts(c)->v[SSL_session_reused(c->t.ssl) ? SLB_LIS_HS_RESUMED
+                                                                 : SLB_LIS_HS_FULL],
+                  1);
+    c->st = ST_HEAD;
+    arm_timer(c);
+    return true;
+}
+
+static void set_interest(struct http_conn *c)
+{
+    if (c->closed)
+        return;
+    uint32_t ev = 0;
+    bool want_read = false;
+    switch (c->st) {
+    case ST_HANDSHAKE:
+        ev = c->t.rd_wants;
+        break;
+    case ST_HEAD:
+        want_read = slb_buf_space(&c->in) > 0;
+        break;
+    case ST_CONNECT:
+    case ST_EXCHANGE:
+        want_read = !c->req_done && slb_buf_space(&c->in) > 0;
+        break;
+    case ST_TUNNEL:
+        want_read = !c->client_eof && slb_buf_space(&c->in) > 0;
+        break;
+    case ST_LINGER:
+        break;
+    }
+    if (want_read && !c->client_eof)
+        ev |= c->t.rd_wants;
+    if (slb_hbuf_pending(&c->out) || c->resp_ready)
+        ev |= c->t.wr_wants;
+    slb_io_set(&c->w->loop, &c->io, ev);
+
+    struct http_up *up = c->up;
+    if (!up)
+        return;
+    uint32_t uev = 0;
+    if (!up->connected) {
+        uev = EPOLLOUT;
+    } else {
+        if (!c->resp_done && slb_buf_space(&up->in) > 0 && c->st != ST_LINGER)
+            uev |= EPOLLIN;
+        if (slb_hbuf_pending(&up->head) || c->req_ready ||
+            (c->st == ST_TUNNEL && !slb_buf_empty(&c->in)))
+            uev |= EPOLLOUT;
+    }
+    slb_up_set_interest(up, uev);
+}
+
+static void run(struct http_conn *c)
+{
+    for (int i = 0; i < 64 && !c->closed; i++) {
+        bool p = step_handshake(c);
+        if (c->closed || c->st == ST_HANDSHAKE)
+            break;
+        p |= step_read_client(c);
+        if (c->closed)
+            return;
+        if (c->st == ST_HEAD && !slb_buf_empty(&c->in))
+            p |= step_parse_request(c);
+        p |= step_write_upstream(c);
+        p |= step_read_upstream(c);
+        if (c->closed)
+            return;
+        p |= step_parse_response(c);
+        if (c->closed)
+            return;
+        p |= step_write_client(c);
+        if (c->closed)
+            return;
+        if (c->st == ST_LINGER && !slb_hbuf_pending(&c->out)) {
+            account_wire(c);
+            if (c->log)
+                log_request(c);
+            if (c->close_after || c->client_eof) {
+                conn_close(c);
+                return;
+            }
+            c->st = ST_HEAD;
+            arm_timer(c);
+            p = true;
+        }
+        p |= step_complete(c);
+        if (!p)
+            break;
+    }
+    if (!c->closed && c->st == ST_TUNNEL && c->client_eof && c->resp_done &&
+        !slb_hbuf_pending(&c->out) && !c->resp_ready) {
+        conn_close(c);
+        return;
+    }
+    set_interest(c);
+}
+
+/* --- events --- */
+
+static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    struct http_conn *c = io->data;
+    if (c->closed)
+        return;
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        c->t.rd_ready = true;
+    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        c->t.wr_ready = true;
+    run(c);
+}
+
+/* The connect to c->srv failed: move the prepared request head to the next server. */
+static void connect_failed(struct http_conn *c, const char *why)
+{
+    slb_warn("listener %s: backend %s: connect: %s", c->l->cfg->name, c->srv->key, why);
+    slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
+    struct slb_hbuf head = c->up->head;
+    c->up->head = (struct slb_hbuf){0};
+    release_server(c);
+    slb_up_close(c->up);
+    c->up = NULL;
+    c->srv = NULL;
+    if (!choose_backend(c, (struct slb_slice){0})) {
+        slb_hbuf_free(&head);
+        respond_simple(c, 502, NULL, false);
+        return;
+    }
+    slb_hbuf_free(&c->up->head);
+    head.off = 0;
+    c->up->head = head;
+    c->st = c->up->reused ? ST_EXCHANGE : ST_CONNECT;
+    c->up->connected = c->up->reused;
+    if (!c->up->reused)
+        slb_up_set_interest(c->up, EPOLLOUT);
+    arm_timer(c);
+}
+
+static void up_event(struct http_up *up, uint32_t events)
+{
+    struct http_conn *c = up->owner;
+    if (c->closed)
+        return;
+    if (!up->connected) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            connect_failed(c, strerror(err));
+            run(c);
+            return;
+        }
+        up->connected = true;
+        up->wr_ready = true;
+        up->rd_ready = false;
+        c->st = ST_EXCHANGE;
+        arm_timer(c);
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        up->rd_ready = true;
+    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        up->wr_ready = true;
+    run(c);
+}
+
+static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    struct http_conn *c = t->data;
+    switch (c->st) {
+    case ST_HANDSHAKE:
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_HS_FAIL + SLB_TLS_FAIL_TIMEOUT], 1);
+        conn_close(c);
+        return;
+    case ST_HEAD:
+        if (slb_buf_empty(&c->in)) {
+            conn_close(c); /* idle keep-alive connection */
+            return;
+        }
+        if (c->log)
+            slb_access_capture(c->log, c->w->loop.now_ms, NULL);
+        respond_simple(c, 408, NULL, false);
+        break;
+    case ST_CONNECT:
+        connect_failed(c, "timeout");
+        break;
+    case ST_EXCHANGE:
+        upstream_failed(c, 504, "response timeout");
+        break;
+    case ST_TUNNEL:
+    case ST_LINGER:
+        conn_close(c);
+        return;
+    }
+    if (!c->closed) {
+        arm_timer(c);
+        run(c);
+    }
+}
+
+/* --- lifecycle --- */
+
+static void conn_free(void *p)
+{
+    struct http_conn *c = p;
+    c->t.ops->free(&c->t);
+    slb_access_free(c->log);
+    free(c->tried);
+    free(c);
+}
+
+static void conn_close(struct http_conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    struct slb_loop *loop = &c->w->loop;
+    if (c->up) {
+        release_server(c);
+        slb_up_close(c->up);
+        c->up = NULL;
+    }
+    slb_timer_stop(loop, &c->timer);
+    slb_io_set(loop, &c->io, 0);
+    if (!c->tls_failed)
+        c->t.ops->shutdown(&c->t);
+    account_wire(c);
+    close(c->t.fd);
+    slb_buf_release(&c->in);
+    slb_hbuf_free(&c->out);
+    slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
+    slb_worker_unlink(&c->link);
+    slb_wsnap_release(c->ws);
+    slb_loop_defer_free(loop, conn_free, c);
+}
+
+static void conn_abort(struct slb_conn_link *link)
+{
+    conn_close((struct http_conn *)link);
+}
+
+static bool acl_allows(const struct slb_listener_cfg *cfg, const struct sockaddr_storage *peer)
+{
+    if (cfg->acl_mode == SLB_ACL_NONE)
+        return true;
+    uint8_t a4[4], a6[16];
+    bool v4 = false;
+    if (peer->ss_family == AF_INET) {
+        memcpy(a4, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+        v4 = true;
+    } else {
+        const struct in6_addr *x = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+        memcpy(a6, x, 16);
+        if (IN6_IS_ADDR_V4MAPPED(x)) {
+            memcpy(a4, &x->s6_addr[12], 4);
+            v4 = true;
+        }
+    }
+    bool match = false;
+    for (size_t i = 0; i < cfg->nacl && !match; i++) {
+        const struct slb_cidr *r = &cfg->acl[i];
+        const uint8_t *addr = r->family == AF_INET ? (v4 ? a4 : NULL)
+                                                   : (peer->ss_family == AF_INET6 ? a6 : NULL);
+        if (!addr)
+            continue;
+        unsigned bits = r->prefix, k = 0;
+        match = true;
+        for (; bits >= 8; bits -= 8, k++)
+            match &= addr[k] == r->addr[k];
+        if (bits)
+            match &= (addr[k] >> (8 - bits)) == (r->addr[k] >> (8 - bits));
+    }
+    return cfg->acl_mode == SLB_ACL_ALLOW ? match : !match;
+}
+
+void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
+                     const struct sockaddr_storage *peer, socklen_t peerlen)
+{
+    if (!acl_allows(l->cfg, peer)) {
+        slb_count_add(&l->stats->w[w->id].v[SLB_LIS_DENIED], 1);
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(fd);
+        return;
+    }
+    struct slb_http_worker *hw = slb_http_worker_get(w);
+    struct http_conn *c = calloc(1, sizeof(*c));
+    if (!hw || !c) {
+        free(c);
+        close(fd);
+        return;
+    }
+    if (l->group) {
+        c->tried = calloc(l->group->nservers ? l->group->nservers : 1, 1);
+        if (!c->tried) {
+            free(c);
+            close(fd);
+            return;
+        }
+    }
+    c->w = w;
+    c->hw = hw;
+    c->l = l;
+    c->ws = slb_wsnap_hold(w);
+    c->wg = slb_wsnap_group(c->ws, l->group);
+    c->link.abort = conn_abort;
+    slb_worker_link(w, &c->link);
+    slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], 1);
+    format_ip(peer, c->client_ip, sizeof(c->client_ip));
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof(local);
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
+        c->local_port = ntohs(local.ss_family == AF_INET
+                                  ? ((struct sockaddr_in *)&local)->sin_port
+                                  : ((struct sockaddr_in6 *)&local)->sin6_port);
+    (void)peerlen;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    slb_io_init(&c->io, fd, client_cb, c);
+    slb_timer_init(&c->timer, timer_cb, c);
+    c->log = slb_access_new(w, l);
+    if (l->cfg->protocol == SLB_PROTO_HTTPS) {
+        SSL *ssl = l->tls ? slb_tls_ssl_new(l) : NULL;
+        if (!ssl || slb_tconn_init_tls(&c->t, fd, ssl) < 0) {
+            SSL_free(ssl);
+            slb_tconn_init_raw(&c->t, fd);
+            c->tls_failed = true;
+            conn_close(c);
+            return;
+        }
+        c->st = ST_HANDSHAKE;
+    } else {
+        slb_tconn_init_raw(&c->t, fd);
+        c->st = ST_HEAD;
+    }
+    arm_timer(c);
+    run(c);
+}
+
+void slb_http_worker_free(struct slb_worker *w)
+{
+    struct slb_http_worker *hw = w->http;
+    if (!hw)
+        return;
+    slb_up_pool_drain(hw);
+    slb_loop_defer_free(&w->loop, free, hw);
+    w->http = NULL;
+}

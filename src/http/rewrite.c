@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Head rewriting for the HTTP proxy (see rewrite.h). */
+#include "http/rewrite.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void slb_hbuf_put(struct slb_hbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+void slb_hbuf_puts(struct slb_hbuf *b, const char *s)
+{
+    slb_hbuf_put(b, s, strlen(s));
+}
+
+void slb_hbuf_printf(struct slb_hbuf *b, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(tmp)) {
+        b->oom = true; /* our own formats never get this long */
+        return;
+    }
+    slb_hbuf_put(b, tmp, (size_t)n);
+}
+
+void slb_hbuf_reset(struct slb_hbuf *b)
+{
+    b->len = b->off = 0;
+    b->oom = false;
+}
+
+void slb_hbuf_free(struct slb_hbuf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = b->off = 0;
+    b->oom = false;
+}
+
+static bool name_is(struct slb_slice n, const char *lit)
+{
+    return slb_slice_eq_ci(n, lit);
+}
+
+/* Does the comma-separated list in v contain token tok (case-insensitive)? */
+static bool list_has(struct slb_slice v, const char *tok, size_t toklen)
+{
+    size_t i = 0;
+    while (i < v.len) {
+        while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < v.len && v.p[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && (v.p[e - 1] == ' ' || v.p[e - 1] == '\t'))
+            e--;
+        if (e - s == toklen && strncasecmp(v.p + s, tok, toklen) == 0)
+            return true;
+    }
+    return false;
+}
+
+bool slb_http_is_hop_by_hop(const struct slb_http_msg *m, size_t i)
+{
+    static const char *fixed[] = {"connection", "keep-alive", "proxy-connection", "te",
+                                  "trailer", "transfer-encoding", "upgrade",
+                                  "proxy-authorization", "proxy-authenticate"};
+    struct slb_slice n = m->headers[i].name;
+    for (size_t k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++) {
+        if (name_is(n, fixed[k]))
+            return true;
+    }
+    /* Headers the sender listed in Connection are hop-by-hop too, except the ones this proxy
+     * sets itself: a client must not be able to strip our X-Forwarded-* that way. */
+    if (n.len >= 11 && strncasecmp(n.p, "x-forwarded", 11) == 0)
+        return false;
+    if (name_is(n, "x-real-ip"))
+        return false;
+    for (size_t k = 0; k < m->nheaders; k++) {
+        if (name_is(m->headers[k].name, "connection") && list_has(m->headers[k].value, n.p, n.len))
+            return true;
+    }
+    return false;
+}
+
+static bool is_ours(struct slb_slice n)
+{
+    return name_is(n, "x-forwarded-for") || name_is(n, "x-forwarded-proto") ||
+           name_is(n, "x-forwarded-port") || name_is(n, "x-real-ip") ||
+           (n.len >= 22 && strncasecmp(n.p, "x-forwarded-clientcert", 22) == 0);
+}
+
+static void put_header(struct slb_hbuf *out, const struct slb_http_header *h)
+{
+    slb_hbuf_put(out, h->name.p, h->name.len);
+    slb_hbuf_put(out, ": ", 2);
+    slb_hbuf_put(out, h->value.p, h->value.len);
+    slb_hbuf_put(out, "\r\n", 2);
+}
+
+/* Copy a Cookie header, removing the "<id>~" prefix we added to cookie `name`. */
+static void put_cookie_stripped(struct slb_hbuf *out, const struct slb_http_header *h,
+                                const char *name)
+{
+    size_t nl = strlen(name);
+    slb_hbuf_put(out, h->name.p, h->name.len);
+    slb_hbuf_put(out, ": ", 2);
+    const char *p = h->value.p, *end = p + h->value.len;
+    while (p < end) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *e = semi ? semi : end;
+        const char *s = p;
+        while (s < e && *s == ' ')
+            s++;
+        if ((size_t)(e - s) > nl && strncmp(s, name, nl) == 0 && s[nl] == '=') {
+            const char *v = s + nl + 1;
+            const char *tilde = memchr(v, '~', (size_t)(e - v));
+            slb_hbuf_put(out, p, (size_t)(v - p));
+            if (tilde)
+                v = tilde + 1;
+            slb_hbuf_put(out, v, (size_t)(e - v));
+        } else {
+            slb_hbuf_put(out, p, (size_t)(e - p));
+        }
+        if (semi)
+            slb_hbuf_put(out, ";", 1);
+        p = semi ? semi + 1 : end;
+    }
+    slb_hbuf_put(out, "\r\n", 2);
+}
+
+void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req,
+                            const struct slb_fwd_info *fwd)
+{
+    slb_hbuf_put(out, req->method_name.p, req->method_name.len);
+    slb_hbuf_put(out, " ", 1);
+    slb_hbuf_put(out, req->target.p, req->target.len);
+    slb_hbuf_puts(out, " HTTP/1.1\r\n");
+    struct slb_slice prior_xff = {0};
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct slb_http_header *h = &req->headers[i];
+        if (is_ours(h->name)) {
+            /* The client's X-Forwarded-For chain is kept and extended; everything else of
+             * ours is set by us alone. */
+            if (fwd->xff && name_is(h->name, "x-forwarded-for") && !prior_xff.len)
+                prior_xff = h->value;
+            continue;
+        }
+        if (slb_http_is_hop_by_hop(req, i)) {
+            if (fwd->upgrade && name_is(h->name, "upgrade"))
+                put_header(out, h);
+            continue;
+        }
+        if (fwd->strip_cookie_prefix_name && name_is(h->name, "cookie"))
+            put_cookie_stripped(out, h, fwd->strip_cookie_prefix_name);
+        else
+            put_header(out, h);
+    }
+    if (req->body == SLB_BODY_CHUNKED)
+        slb_hbuf_puts(out, "Transfer-Encoding: chunked\r\n");
+    if (fwd->upgrade)
+        slb_hbuf_puts(out, "Connection: upgrade\r\n");
+    if (fwd->xff) {
+        slb_hbuf_puts(out, "X-Forwarded-For: ");
+        if (prior_xff.len) {
+            slb_hbuf_put(out, prior_xff.p, prior_xff.len);
+            slb_hbuf_puts(out, ", ");
+        }
+        slb_hbuf_puts(out, fwd->client_ip);
+        slb_hbuf_puts(out, "\r\n");
+    }
+    if (fwd->proto) {
+        slb_hbuf_printf(out, "X-Forwarded-Proto: %s\r\n", fwd->proto);
+        slb_hbuf_printf(out, "X-Forwarded-Port: %u\r\n", fwd->port);
+    }
+    slb_hbuf_printf(out, "X-Real-IP: %s\r\n", fwd->client_ip);
+    if (fwd->cert_verify) {
+        slb_hbuf_printf(out, "X-Forwarded-Clientcert-clientverify: %s\r\n", fwd->cert_verify);
+        if (fwd->cert_subject) {
+            slb_hbuf_printf(out, "X-Forwarded-Clientcert-subjectdn: %s\r\n", fwd->cert_subject);
+            slb_hbuf_printf(out, "X-Forwarded-Clientcert-issuerdn: %s\r\n", fwd->cert_issuer);
+            slb_hbuf_printf(out, "X-Forwarded-Clientcert-fingerprint: %s\r\n",
+                            fwd->cert_fingerprint);
+        }
+    }
+    slb_hbuf_puts(out, "\r\n");
+}
+
+/* Copy a Set-Cookie header, prefixing the value of cookie `name` with "<prefix>~". */
+static void put_set_cookie_prefixed(struct slb_hbuf *out, const struct slb_http_header *h,
+                                    const char *name, const char *prefix)
+{
+    size_t nl = strlen(name);
+    const char *v = h->value.p;
+    size_t vl = h->value.len;
+    if (vl > nl && strncmp(v, name, nl) == 0 && v[nl] == '=') {
+        slb_hbuf_put(out, h->name.p, h->name.len);
+        slb_hbuf_put(out, ": ", 2);
+        slb_hbuf_put(out, v, nl + 1);
+        slb_hbuf_puts(out, prefix);
+        slb_hbuf_put(out, "~", 1);
+        slb_hbuf_put(out, v + nl + 1, vl - nl - 1);
+        slb_hbuf_put(out, "\r\n", 2);
+        return;
+    }
+    put_header(out, h);
+}
+
+void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *resp,
+                             bool keep_alive, const char *set_cookie,
+                             const char *cookie_prefix_name, const char *cookie_prefix_value)
+{
+    slb_hbuf_printf(out, "HTTP/1.1 %d ", resp->status);
+    slb_hbuf_put(out, resp->reason.p, resp->reason.len);
+    slb_hbuf_puts(out, "\r\n");
+    bool upgrade = resp->status == 101;
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        const struct slb_http_header *h = &resp->headers[i];
+        if (slb_http_is_hop_by_hop(resp, i)) {
+            if (upgrade && name_is(h->name, "upgrade"))
+                put_header(out, h);
+            continue;
+        }
+        if (cookie_prefix_name && name_is(h->name, "set-cookie"))
+            put_set_cookie_prefixed(out, h, cookie_prefix_name, cookie_prefix_value);
+        else
+            put_header(out, h);
+    }
+    if (resp->body == SLB_BODY_CHUNKED)
+        slb_hbuf_puts(out, "Transfer-Encoding: chunked\r\n");
+    if (set_cookie)
+        slb_hbuf_printf(out, "Set-Cookie: %s\r\n", set_cookie);
+    if (upgrade)
+        slb_hbuf_puts(out, "Connection: upgrade\r\n");
+    else if (!keep_alive)
+        slb_hbuf_puts(out, "Connection: close\r\n");
+    slb_hbuf_puts(out, "\r\n");
+}
+
+const char *slb_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 301: return "Moved Permanently";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
+void slb_http_build_simple(struct slb_hbuf *out, int status, const char *extra_headers,
+                           bool keep_alive, bool head_only)
+{
+    char body[160];
+    int blen = snprintf(body, sizeof(body), "<html><body><h1>%d %s</h1></body></html>\n",
+                        status, slb_http_reason(status));
+    slb_hbuf_printf(out,
+                    "HTTP/1.1 %d %s\r\nServer: slbd\r\nContent-Type: text/html\r\n"
+                    "Content-Length: %d\r\n%s%s\r\n",
+                    status, slb_http_reason(status), blen, extra_headers ? extra_headers : "",
+                    keep_alive ? "" : "Connection: close\r\n");
+    if (!head_only)
+        slb_hbuf_put(out, body, (size_t)blen);
+}
+
+struct slb_slice slb_http_cookie(const struct slb_http_msg *m, const char *name)
+{
+    struct slb_slice none = {NULL, 0};
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < m->nheaders; i++) {
+        if (!name_is(m->headers[i].name, "cookie"))
+            continue;
+        const char *p = m->headers[i].value.p, *end = p + m->headers[i].value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *e = memchr(p, ';', (size_t)(end - p));
+            if (!e)
+                e = end;
+            if ((size_t)(e - p) > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+                struct slb_slice v = {p + nl + 1, (size_t)(e - p - (ptrdiff_t)nl - 1)};
+                return v;
+            }
+            p = e;
+        }
+    }
+    return none;
+}

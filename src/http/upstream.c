@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Backend connections of the HTTP proxy and the per-worker keep-alive pool. */
+#include "http/upstream.h"
+
+#include "core/log.h"
+#include "tcp/proxy.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static uint64_t addr_key(const struct sockaddr_storage *a, socklen_t len)
+{
+    return slb_hash64(a, len, 0x706f6f6cu);
+}
+
+struct slb_http_worker *slb_http_worker_get(struct slb_worker *w)
+{
+    if (!w->http) {
+        struct slb_http_worker *hw = calloc(1, sizeof(*hw));
+        if (!hw)
+            return NULL;
+        hw->w = w;
+        w->http = hw;
+    }
+    return w->http;
+}
+
+static void pool_unlink(struct http_up *up)
+{
+    struct slb_http_worker *hw = up->hw;
+    if (up->prev)
+        up->prev->next = up->next;
+    else
+        hw->buckets[up->key % SLB_POOL_BUCKETS] = up->next;
+    if (up->next)
+        up->next->prev = up->prev;
+    up->next = up->prev = NULL;
+    hw->npooled--;
+    up->pooled = false;
+    slb_timer_stop(&hw->w->loop, &up->idle);
+}
+
+static void up_free(void *p)
+{
+    struct http_up *up = p;
+    slb_buf_release(&up->in);
+    slb_hbuf_free(&up->head);
+    free(up);
+}
+
+void slb_up_close(struct http_up *up)
+{
+    struct slb_loop *loop = &up->hw->w->loop;
+    if (up->pooled)
+        pool_unlink(up);
+    slb_timer_stop(loop, &up->idle);
+    slb_io_set(loop, &up->io, 0);
+    close(up->fd);
+    up->fd = -1;
+    slb_loop_defer_free(loop, up_free, up);
+}
+
+/* A pooled connection that becomes readable was closed by the backend (or sent garbage):
+ * either way it cannot be reused. */
+static void pooled_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    struct http_up *up = io->data;
+    if (up->owner) {
+        up->cb(up, events);
+        return;
+    }
+    slb_up_close(up);
+}
+
+static void idle_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    slb_up_close(t->data);
+}
+
+void slb_up_set_interest(struct http_up *up, uint32_t events)
+{
+    if (slb_io_set(&up->hw->w->loop, &up->io, events) < 0)
+        slb_warn("backend connection: epoll: %s", strerror(errno));
+}
+
+struct http_up *slb_up_acquire(struct slb_http_worker *hw, const struct slb_server_cfg *srv,
+                               void *owner, slb_up_cb cb, int *err)
+{
+    uint64_t key = addr_key(&srv->addr, srv->addrlen);
+    for (struct http_up *up = hw->buckets[key % SLB_POOL_BUCKETS]; up; up = up->next) {
+        if (up->key == key && up->addrlen == srv->addrlen &&
+            memcmp(&up->addr, &srv->addr, srv->addrlen) == 0) {
+            pool_unlink(up);
+            up->owner = owner;
+            up->cb = cb;
+            up->reused = true;
+            up->rd_ready = true;
+            up->wr_ready = true;
+            up->bytes_to = up->bytes_from = 0;
+            return up;
+        }
+    }
+    int fd = slb_backend_connect(srv);
+    if (fd < 0) {
+        *err = fd;
+        return NULL;
+    }
+    struct http_up *up = calloc(1, sizeof(*up));
+    if (!up) {
+        close(fd);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    up->fd = fd;
+    up->hw = hw;
+    up->owner = owner;
+    up->cb = cb;
+    up->key = key;
+    memcpy(&up->addr, &srv->addr, srv->addrlen);
+    up->addrlen = srv->addrlen;
+    slb_io_init(&up->io, fd, pooled_cb, up);
+    slb_timer_init(&up->idle, idle_cb, up);
+    return up;
+}
+
+void slb_up_release(struct http_up *up)
+{
+    struct slb_http_worker *hw = up->hw;
+    if (hw->npooled >= SLB_POOL_MAX_PER_WORKER || !slb_buf_empty(&up->in) ||
+        hw->w->drain_deadline_ms) {
+        up->owner = NULL;
+        slb_up_close(up);
+        return;
+    }
+    up->owner = NULL;
+    up->cb = NULL;
+    slb_buf_release(&up->in);
+    slb_hbuf_free(&up->head);
+    struct http_up **b = &hw->buckets[up->key % SLB_POOL_BUCKETS];
+    up->prev = NULL;
+    up->next = *b;
+    if (*b)
+        (*b)->prev = up;
+    *b = up;
+    hw->npooled++;
+    up->pooled = true;
+    slb_up_set_interest(up, EPOLLIN);
+    slb_timer_start(&hw->w->loop, &up->idle, SLB_POOL_IDLE_MS);
+}
+
+void slb_up_pool_drain(struct slb_http_worker *hw)
+{
+    for (size_t i = 0; i < SLB_POOL_BUCKETS; i++) {
+        while (hw->buckets[i])
+            slb_up_close(hw->buckets[i]);
+    }
+}

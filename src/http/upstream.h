@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Connections from a worker to backend servers for the HTTP proxy, and the worker's pool of
+ * kept-alive ones. A pooled connection belongs to the pool (keyed by the server's address, so
+ * it outlives configuration changes); an active one belongs to the client connection using it.
+ * A connection goes back to the pool only after a complete exchange that both sides agreed to
+ * keep alive: never with a response still pending. */
+#ifndef SLB_HTTP_UPSTREAM_H
+#define SLB_HTTP_UPSTREAM_H
+
+#include "config/config.h"
+#include "core/buf.h"
+#include "event/worker.h"
+#include "http/parser.h"
+#include "http/rewrite.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct http_up;
+struct slb_http_worker;
+
+typedef void (*slb_up_cb)(struct http_up *up, uint32_t events);
+
+struct http_up {
+    int fd;
+    struct slb_io io;
+    struct slb_timer idle; /* while pooled */
+    struct slb_http_worker *hw;
+    void *owner; /* the client connection using it; NULL while pooled */
+    slb_up_cb cb;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint64_t key;
+    struct slb_buf in;     /* bytes from the backend */
+    struct slb_hbuf head;  /* request head to send */
+    bool connected, reused, rd_ready, wr_ready, pooled;
+    uint64_t bytes_to, bytes_from;
+    struct http_up *next, *prev; /* pool bucket */
+};
+
+#define SLB_POOL_BUCKETS 64
+#define SLB_POOL_IDLE_MS 15000
+#define SLB_POOL_MAX_PER_WORKER 1024
+
+/* Per-worker HTTP state: the pool and a scratch parse result (too big for each connection). */
+struct slb_http_worker {
+    struct slb_worker *w;
+    struct http_up *buckets[SLB_POOL_BUCKETS];
+    size_t npooled;
+    struct slb_http_msg msg;
+};
+
+struct slb_http_worker *slb_http_worker_get(struct slb_worker *w);
+
+/* Take a kept-alive connection to srv from the pool, or start a new connect. Returns NULL
+ * with *err set (-errno) when a socket cannot be created. */
+struct http_up *slb_up_acquire(struct slb_http_worker *hw, const struct slb_server_cfg *srv,
+                               void *owner, slb_up_cb cb, int *err);
+/* Give a connection back after a complete keep-alive exchange (or close it when the pool is
+ * full). */
+void slb_up_release(struct http_up *up);
+/* Close and free (deferred) an upstream connection. */
+void slb_up_close(struct http_up *up);
+void slb_up_set_interest(struct http_up *up, uint32_t events);
+void slb_up_pool_drain(struct slb_http_worker *hw);
+
+#endif

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Transports as an ops table: a connection's bytes go through plain sockets or TLS behind the
+ * same three calls, so the HTTP proxy is written once. I/O calls return >0 bytes moved,
+ * 0 would block, SLB_EEOF at the peer's orderly end, or another negative code. */
+#ifndef SLB_NET_TRANSPORT_H
+#define SLB_NET_TRANSPORT_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/types.h>
+
+struct slb_tconn;
+
+struct slb_transport {
+    const char *name;
+    /* 1 done, 0 in progress (see rd_wants/wr_wants), <0 failed. */
+    int (*handshake)(struct slb_tconn *t);
+    ssize_t (*recv)(struct slb_tconn *t, void *buf, size_t len);
+    ssize_t (*send)(struct slb_tconn *t, const void *buf, size_t len);
+    /* Bytes already decrypted and waiting inside the transport (no socket event will come). */
+    bool (*pending)(struct slb_tconn *t);
+    /* Best-effort orderly close (TLS close_notify); never blocks. */
+    void (*shutdown)(struct slb_tconn *t);
+    void (*free)(struct slb_tconn *t);
+};
+
+/* One end of a connection. rd_wants/wr_wants say which socket readiness the last recv/send
+ * (or handshake) needs: TLS may need to write in order to read and the other way round. */
+struct slb_tconn {
+    int fd;
+    const struct slb_transport *ops;
+    SSL *ssl;
+    uint32_t rd_wants, wr_wants;
+    bool rd_ready, wr_ready; /* last known socket readiness (cleared on EAGAIN) */
+    bool handshake_done;
+    uint64_t raw_in, raw_out; /* wire bytes of a plain socket */
+};
+
+extern const struct slb_transport slb_transport_raw;
+extern const struct slb_transport slb_transport_tls;
+
+void slb_tconn_init_raw(struct slb_tconn *t, int fd);
+/* Takes ownership of ssl; binds it to fd for the server side. 0 or -ENOMEM. */
+int slb_tconn_init_tls(struct slb_tconn *t, int fd, SSL *ssl);
+/* Bytes on the wire so far in each direction (TLS records, handshakes and alerts included). */
+void slb_tconn_wire(const struct slb_tconn *t, uint64_t *in, uint64_t *out);
+
+#endif

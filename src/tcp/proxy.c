@@ -1,0 +1,395 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The tcp listener's connection: buffered copy in both directions over level-triggered epoll.
+ * Each direction has one buffer that exists only while it holds data; EOF on one side becomes
+ * shutdown(SHUT_WR) on the other once the buffer is drained, so half-closed protocols work. */
+#include "tcp/proxy.h"
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "tcp/proxyproto.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* One end of the proxied connection. `out` holds bytes waiting to be written to this end. */
+struct tcp_end {
+    int fd;
+    struct slb_io io;
+    struct slb_buf out;
+    bool eof;      /* read returned 0 */
+    bool shut;     /* we sent FIN (shutdown SHUT_WR) */
+};
+
+/* Owned by the worker that accepted it, from accept to close; freed at the end of the loop
+ * iteration in which it closed. */
+struct tcp_conn {
+    struct slb_conn_link link;
+    struct slb_worker *w;
+    struct slb_wsnap *ws;
+    struct slb_listener_rt *l;
+    struct slb_wgroup *wg;
+    struct slb_srv_rt *srv; /* server in use, NULL before the first connect */
+    int srv_idx;
+    int attempts;
+    bool connected;
+    bool closed;
+    struct tcp_end c, s; /* client, server */
+    struct slb_timer timer;
+    uint64_t last_activity;
+    struct sockaddr_storage peer, local;
+    uint8_t *tried;
+};
+
+static void conn_close(struct tcp_conn *t);
+static void end_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events);
+
+int slb_backend_connect(const struct slb_server_cfg *srv)
+{
+    int fd = socket(srv->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)&srv->addr, srv->addrlen) < 0 &&
+        errno != EINPROGRESS) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+uint64_t slb_sched_key(int scheduler, const struct sockaddr_storage *peer,
+                       const struct sockaddr_storage *local)
+{
+    unsigned char key[40];
+    size_t n = 0;
+    const struct sockaddr_storage *addrs[2] = {peer, local};
+    for (int i = 0; i < (scheduler == SLB_SCHED_TCH ? 2 : 1); i++) {
+        const struct sockaddr_storage *a = addrs[i];
+        if (a->ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const void *)a;
+            memcpy(key + n, &in->sin_addr, 4);
+            n += 4;
+            if (scheduler == SLB_SCHED_TCH) {
+                memcpy(key + n, &in->sin_port, 2);
+                n += 2;
+            }
+        } else if (a->ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const void *)a;
+            memcpy(key + n, &in6->sin6_addr, 16);
+            n += 16;
+            if (scheduler == SLB_SCHED_TCH) {
+                memcpy(key + n, &in6->sin6_port, 2);
+                n += 2;
+            }
+        }
+    }
+    return slb_hash64(key, n, 0x736c6264u);
+}
+
+static struct slb_wcount *lis_counts(struct tcp_conn *t)
+{
+    return &t->l->stats->w[t->w->id];
+}
+
+static struct slb_wcount *srv_counts(struct tcp_conn *t)
+{
+    return &t->srv->w[t->w->id];
+}
+
+static void set_interest(struct tcp_conn *t)
+{
+    struct slb_loop *loop = &t->w->loop;
+    if (!t->connected) {
+        slb_io_set(loop, &t->c.io, 0);
+        slb_io_set(loop, &t->s.io, EPOLLOUT);
+        return;
+    }
+    uint32_t ce = 0, se = 0;
+    if (!t->c.eof && slb_buf_space(&t->s.out) > 0)
+        ce |= EPOLLIN;
+    if (!slb_buf_empty(&t->c.out))
+        ce |= EPOLLOUT;
+    if (!t->s.eof && slb_buf_space(&t->c.out) > 0)
+        se |= EPOLLIN;
+    if (!slb_buf_empty(&t->s.out))
+        se |= EPOLLOUT;
+    slb_io_set(loop, &t->c.io, ce);
+    slb_io_set(loop, &t->s.io, se);
+}
+
+/* Write what is pending towards `to`; pass on a FIN once its source is at EOF and drained.
+ * Returns <0 on a fatal socket error. */
+static int flush_to(struct tcp_conn *t, struct tcp_end *to, const struct tcp_end *from)
+{
+    while (!slb_buf_empty(&to->out)) {
+        ssize_t n = send(to->fd, to->out.data + to->out.off, to->out.len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return 0;
+            return -errno;
+        }
+        if (to == &t->c) {
+            slb_count_add(&lis_counts(t)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
+            slb_count_add(&lis_counts(t)->v[SLB_LIS_WIRE_OUT], (uint64_t)n);
+        } else {
+            slb_count_add(&srv_counts(t)->v[SLB_SRV_BYTES_TO], (uint64_t)n);
+        }
+        slb_buf_consume(&to->out, (size_t)n);
+    }
+    if (from->eof && !to->shut) {
+        shutdown(to->fd, SHUT_WR);
+        to->shut = true;
+    }
+    return 0;
+}
+
+/* Read from `from` into the buffer of the other end. Returns <0 on a fatal error. */
+static int fill_from(struct tcp_conn *t, struct tcp_end *from, struct tcp_end *to)
+{
+    if (from->eof || slb_buf_space(&to->out) == 0)
+        return 0;
+    if (slb_buf_prepare(&to->out) < 0)
+        return -ENOMEM;
+    char *dst = to->out.data + to->out.off + to->out.len;
+    ssize_t n = recv(from->fd, dst, slb_buf_space(&to->out), 0);
+    if (n < 0) {
+        if (to->out.len == 0)
+            slb_buf_release(&to->out);
+        if (errno == EAGAIN || errno == EINTR)
+            return 0;
+        return -errno;
+    }
+    if (n == 0) {
+        from->eof = true;
+        if (to->out.len == 0)
+            slb_buf_release(&to->out);
+        return 0;
+    }
+    to->out.len += (size_t)n;
+    if (from == &t->c) {
+        slb_count_add(&lis_counts(t)->v[SLB_LIS_PAYLOAD_IN], (uint64_t)n);
+        slb_count_add(&lis_counts(t)->v[SLB_LIS_WIRE_IN], (uint64_t)n);
+    } else {
+        slb_count_add(&srv_counts(t)->v[SLB_SRV_BYTES_FROM], (uint64_t)n);
+    }
+    return 0;
+}
+
+static bool finished(const struct tcp_conn *t)
+{
+    return t->c.eof && t->s.eof && slb_buf_empty(&t->c.out) && slb_buf_empty(&t->s.out) &&
+           t->c.shut && t->s.shut;
+}
+
+static void pump(struct tcp_conn *t)
+{
+    int rc = 0;
+    if (rc == 0)
+        rc = fill_from(t, &t->c, &t->s);
+    if (rc == 0)
+        rc = fill_from(t, &t->s, &t->c);
+    if (rc == 0)
+        rc = flush_to(t, &t->s, &t->c);
+    if (rc == 0)
+        rc = flush_to(t, &t->c, &t->s);
+    if (rc < 0) {
+        /* A reset or error on either side ends both: the peer learns it from our close. */
+        slb_debug("listener %s: connection ended: %s", t->l->cfg->name, strerror(-rc));
+        conn_close(t);
+        return;
+    }
+    if (finished(t)) {
+        conn_close(t);
+        return;
+    }
+    t->last_activity = t->w->loop.now_ms;
+    set_interest(t);
+}
+
+static void try_connect(struct tcp_conn *t);
+
+static void connect_failed(struct tcp_conn *t, int err)
+{
+    slb_count_add(&srv_counts(t)->v[SLB_SRV_FAILS], 1);
+    slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
+    slb_warn("listener %s: backend %s: connect failed: %s", t->l->cfg->name, t->srv->key,
+             err ? strerror(err) : "timeout");
+    slb_io_set(&t->w->loop, &t->s.io, 0);
+    close(t->s.fd);
+    t->s.fd = -1;
+    t->srv = NULL;
+    try_connect(t);
+}
+
+static void established(struct tcp_conn *t)
+{
+    t->connected = true;
+    slb_io_init(&t->c.io, t->c.fd, end_cb, t);
+    if (t->l->cfg->proxy_protocol) {
+        /* The header goes first in the client→server buffer, before any client byte. */
+        if (slb_buf_prepare(&t->s.out) < 0) {
+            conn_close(t);
+            return;
+        }
+        size_t n = slb_pp_encode(t->l->cfg->proxy_protocol, (struct sockaddr *)&t->peer,
+                                 (struct sockaddr *)&t->local,
+                                 (unsigned char *)t->s.out.data);
+        t->s.out.len = n;
+    }
+    uint64_t idle = (uint64_t)t->l->cfg->established_timeout_s * 1000u;
+    slb_timer_start(&t->w->loop, &t->timer, idle);
+    pump(t);
+}
+
+static void try_connect(struct tcp_conn *t)
+{
+    struct slb_group_rt *g = t->wg ? t->wg->g : NULL;
+    while (g && t->attempts < (int)g->nservers) {
+        uint64_t key = slb_sched_key(g->cfg->scheduler, &t->peer, &t->local);
+        int idx = slb_wgroup_pick(t->wg, key, t->tried);
+        if (idx < 0)
+            break;
+        t->tried[idx] = 1;
+        t->attempts++;
+        t->srv_idx = idx;
+        t->srv = g->srv[idx];
+        slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], 1);
+        slb_count_add(&srv_counts(t)->v[SLB_SRV_CONNS], 1);
+        int fd = slb_backend_connect(&g->cfg->servers[idx]);
+        if (fd < 0) {
+            t->s.fd = -1;
+            slb_count_add(&srv_counts(t)->v[SLB_SRV_FAILS], 1);
+            slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
+            slb_warn("listener %s: backend %s: %s", t->l->cfg->name, t->srv->key,
+                     strerror(-fd));
+            t->srv = NULL;
+            continue;
+        }
+        t->s.fd = fd;
+        slb_io_init(&t->s.io, fd, end_cb, t);
+        slb_timer_start(&t->w->loop, &t->timer, t->l->cfg->connect_timeout_ms);
+        set_interest(t);
+        return;
+    }
+    /* No server left: refuse promptly with a reset so the client does not wait. */
+    slb_count_add(&lis_counts(t)->v[SLB_LIS_ERRORS], 1);
+    slb_info("listener %s: no healthy backend server, refusing connection", t->l->cfg->name);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(t->c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    conn_close(t);
+}
+
+static void end_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    struct tcp_conn *t = io->data;
+    if (t->closed)
+        return;
+    if (!t->connected) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(t->s.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            connect_failed(t, err);
+            return;
+        }
+        established(t);
+        return;
+    }
+    pump(t);
+}
+
+static void timer_cb(struct slb_loop *loop, struct slb_timer *tm)
+{
+    struct tcp_conn *t = tm->data;
+    if (!t->connected) {
+        connect_failed(t, 0);
+        return;
+    }
+    uint64_t idle = (uint64_t)t->l->cfg->established_timeout_s * 1000u;
+    /* Activity only stamps a time; the timer is re-armed here, once per period, instead of
+     * on every read. */
+    if (loop->now_ms - t->last_activity < idle) {
+        slb_timer_start(loop, tm, idle - (loop->now_ms - t->last_activity));
+        return;
+    }
+    slb_debug("listener %s: idle timeout", t->l->cfg->name);
+    conn_close(t);
+}
+
+static void conn_free(void *p)
+{
+    struct tcp_conn *t = p;
+    free(t->tried);
+    free(t);
+}
+
+static void conn_close(struct tcp_conn *t)
+{
+    if (t->closed)
+        return;
+    t->closed = true;
+    struct slb_loop *loop = &t->w->loop;
+    slb_timer_stop(loop, &t->timer);
+    if (t->c.fd >= 0) {
+        slb_io_set(loop, &t->c.io, 0);
+        close(t->c.fd);
+    }
+    if (t->s.fd >= 0) {
+        slb_io_set(loop, &t->s.io, 0);
+        close(t->s.fd);
+    }
+    slb_buf_release(&t->c.out);
+    slb_buf_release(&t->s.out);
+    if (t->srv)
+        slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
+    slb_count_add(&lis_counts(t)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
+    slb_worker_unlink(&t->link);
+    slb_wsnap_release(t->ws);
+    slb_loop_defer_free(loop, conn_free, t);
+}
+
+static void conn_abort(struct slb_conn_link *link)
+{
+    conn_close((struct tcp_conn *)link);
+}
+
+void slb_tcp_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
+                    const struct sockaddr_storage *peer, socklen_t peerlen)
+{
+    struct tcp_conn *t = calloc(1, sizeof(*t));
+    struct slb_group_rt *g = l->group;
+    if (t && g)
+        t->tried = calloc(g->nservers ? g->nservers : 1, 1);
+    if (!t || (g && !t->tried)) {
+        slb_error("listener %s: out of memory accepting a connection", l->cfg->name);
+        free(t);
+        close(fd);
+        return;
+    }
+    t->w = w;
+    t->ws = slb_wsnap_hold(w);
+    t->l = l;
+    t->wg = slb_wsnap_group(t->ws, g);
+    t->link.abort = conn_abort;
+    slb_worker_link(w, &t->link);
+    t->c.fd = fd;
+    t->s.fd = -1;
+    slb_io_init(&t->c.io, fd, end_cb, t);
+    memcpy(&t->peer, peer, peerlen);
+    socklen_t llen = sizeof(t->local);
+    getsockname(fd, (struct sockaddr *)&t->local, &llen);
+    slb_timer_init(&t->timer, timer_cb, t);
+    t->last_activity = w->loop.now_ms;
+    slb_count_add(&lis_counts(t)->v[SLB_LIS_ACTIVE], 1);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    try_connect(t);
+}

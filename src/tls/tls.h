@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* TLS termination: per-listener OpenSSL contexts built by the control thread from the
+ * certificate store and the listener's policy, shared read-only by workers; the session
+ * ticket key ring shared by every worker and persisted in the state directory. */
+#ifndef SLB_TLS_TLS_H
+#define SLB_TLS_TLS_H
+
+#include "core/err.h"
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct slb_listener_rt;
+struct slb_certstore;
+struct slb_ticket_ring;
+struct slb_cert;
+
+/* Kind of a certificate's key, for choosing between an ECDSA and an RSA certificate. */
+enum slb_tls_key_kind { SLB_TLS_KEY_OTHER, SLB_TLS_KEY_RSA, SLB_TLS_KEY_EC };
+
+/* One certificate of a listener as SNI chooses it. Owned by its struct slb_tls_listener. */
+struct slb_tls_site {
+    struct slb_cert *cert;        /* referenced for the listener's lifetime */
+    enum slb_tls_key_kind kind;
+    bool default_twin;            /* same names as the default certificate (first site) */
+};
+
+/* What slb_tls_listener_build leaves in l->tls. Immutable once published; freed with the
+ * snapshot. */
+struct slb_tls_listener {
+    SSL_CTX *ctx;                  /* the context every connection starts on */
+    struct slb_tls_site *sites;    /* one per certificate id, in configuration order */
+    size_t nsites;
+    struct slb_ticket_ring *ring;  /* referenced */
+    bool client_auth;              /* a client CA is configured */
+    bool client_cert_required;
+    /* Added by src/tls: */
+    struct slb_cert *client_ca;    /* referenced; NULL without two-way authentication */
+    uint32_t ticket_lifetime_s;    /* 0 = tickets off */
+    unsigned char alpn[32];        /* wire format (length-prefixed), what we may select */
+    size_t alpn_len;
+    char name[64];                 /* the listener's name, for log lines */
+};
+
+/* Build-time context the control thread sets before building snapshots. Takes a reference on
+ * ring (dropping the previous one): call it again after slb_ticket_ring_tick rotated so new
+ * snapshots use the new ring, and with NULLs at shutdown. A NULL ring builds listeners
+ * without session tickets. */
+void slb_tls_set_store(struct slb_certstore *store, struct slb_ticket_ring *ring);
+
+/* Test seam: when get is non-NULL, certificates are looked up through it instead of the store
+ * (same contract as slb_certstore_get: a borrowed pointer, the builder takes its own ref).
+ * Production code never calls this. */
+typedef struct slb_cert *(*slb_tls_cert_source_fn)(void *arg, const char *id);
+void slb_tls_set_cert_source(slb_tls_cert_source_fn get, void *arg);
+
+/* Build l->tls for an https listener (certificates, policy, tickets, client CA). */
+int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err);
+/* Free what slb_tls_listener_build made; NULL is accepted. */
+void slb_tls_listener_free(void *tls);
+
+/* Worker side: a new server-side SSL for a connection accepted on l (NULL on failure). */
+SSL *slb_tls_ssl_new(struct slb_listener_rt *l);
+
+/* Why a handshake failed, for metrics and logs. */
+enum slb_tls_fail {
+    SLB_TLS_FAIL_NONE,
+    SLB_TLS_FAIL_NO_SHARED_CIPHER,
+    SLB_TLS_FAIL_UNKNOWN_CA,
+    SLB_TLS_FAIL_CERT_EXPIRED,
+    SLB_TLS_FAIL_NO_CLIENT_CERT,
+    SLB_TLS_FAIL_CERT_REVOKED,
+    SLB_TLS_FAIL_PROTOCOL_VERSION,
+    SLB_TLS_FAIL_BAD_SNI,
+    SLB_TLS_FAIL_TIMEOUT,
+    SLB_TLS_FAIL_OTHER,
+    SLB_TLS_FAIL_COUNT
+};
+/* The certificate SNI chose for this connection (NULL before the ClientHello was seen). */
+const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl);
+/* Whether a Host header value (may carry ":port", IPv6 in brackets) names one of the site's
+ * SANs, with the SNI rules: exact (case-insensitive), or "*.d" matching exactly one label. */
+bool slb_tls_site_matches_host(const struct slb_tls_site *s, const char *host, size_t len);
+/* The HTTP layer's 421 test: the client sent SNI, and host does not match the certificate SNI
+ * chose but matches another certificate of the listener. */
+bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len);
+
+/* ALPN. slbd speaks only HTTP/1.1 today: "h2" in a listener's alpn list is accepted by the
+ * configuration but neither advertised nor selected until the HTTP/2 layer lands; flip
+ * SLB_TLS_ALPN_H2 to 1 then. */
+#define SLB_TLS_ALPN_H2 0
+bool slb_tls_alpn_supported(const char *proto);
+
+/* Security policies (src/tls/policy.c): protocol range and cipher lists of each
+ * enum slb_tls_policy value. */
+struct slb_tls_policy_def {
+    const char *name;         /* as in the configuration */
+    int min_version;          /* TLS1_VERSION ... */
+    int max_version;
+    const char *ciphers;      /* TLS 1.0-1.2 cipher list, OpenSSL syntax */
+    const char *ciphersuites; /* TLS 1.3 suites ("" when the policy stops at TLS 1.2) */
+};
+/* NULL for an unknown value. policy is an enum slb_tls_policy. */
+const struct slb_tls_policy_def *slb_tls_policy_get(int policy);
+/* Apply a policy and the listener-independent hardening (groups, options, modes, no early
+ * data) to ctx. 0, or -1 with the reason left in the OpenSSL error queue. */
+int slb_tls_policy_apply(SSL_CTX *ctx, int policy);
+/* Drain the OpenSSL error queue into buf as "reason; reason" ("unknown error" when empty). */
+void slb_tls_drain_errors(char *buf, size_t len);
+
+/* Classify a failed handshake from the SSL's verify result and the OpenSSL error queue
+ * (drains the queue). */
+enum slb_tls_fail slb_tls_classify_failure(SSL *ssl);
+const char *slb_tls_fail_name(enum slb_tls_fail f);
+
+/* Client certificate facts for the X-Forwarded-Clientcert-* headers, also on resumed
+ * sessions (taken from the session's peer certificate). Returns false when the client sent
+ * no certificate. subject/issuer are RFC 4514 strings, fp the SHA-256 hex of the DER. */
+bool slb_tls_client_cert_info(SSL *ssl, char *subject, size_t slen, char *issuer, size_t ilen,
+                              char *fp, size_t fplen);
+
+/* --- session ticket keys --- */
+/* Load DIR/tickets.json (creating keys when missing), rotate keys older than rotate_s. */
+struct slb_ticket_ring *slb_ticket_ring_open(const char *state_dir, struct slb_err *err);
+/* Called each second by the control thread; returns true when it rotated (the caller then
+ * rebuilds and publishes the configuration so workers see the new ring). */
+bool slb_ticket_ring_tick(struct slb_ticket_ring **ring, const char *state_dir);
+void slb_ticket_ring_ref(struct slb_ticket_ring *r);
+void slb_ticket_ring_unref(struct slb_ticket_ring *r);
+/* Rotate now regardless of age (what tick does when the newest key is due); true when a new
+ * ring replaced *ring (it is persisted too; a failed write is logged, not fatal). */
+bool slb_ticket_ring_rotate(struct slb_ticket_ring **ring, const char *state_dir);
+/* Keys in the ring (1..3) and the name of key i (0 = newest), for tests and diagnostics; the
+ * key material itself never leaves tickets.c. */
+size_t slb_ticket_ring_count(const struct slb_ticket_ring *r);
+bool slb_ticket_ring_key_name(const struct slb_ticket_ring *r, size_t i, uint8_t name[16]);
+/* Make ctx encrypt tickets with the ring's newest key and decrypt with any (no reference is
+ * taken: the caller keeps r alive as long as ctx). 0, or -1 with the OpenSSL queue set. */
+int slb_ticket_ring_install(SSL_CTX *ctx, struct slb_ticket_ring *r);
+
+#endif

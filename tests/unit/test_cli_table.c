@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for slbctl's table and JSON rendering: alignment, cell sanitizing, transposition,
+ * value formatting and the key/value + sub-table layout of `show` and `stats`. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+/* slbctl is not part of libslb.a, so its rendering code is compiled into this test directly;
+ * table.c depends on nothing else of the CLI. */
+#include "cli/table.c"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Output captured from a FILE *, freed by the caller. */
+struct capture {
+    char *buf;
+    size_t len;
+    FILE *f;
+};
+
+static void capture_begin(struct capture *c)
+{
+    c->buf = NULL;
+    c->len = 0;
+    c->f = open_memstream(&c->buf, &c->len);
+    assert_non_null(c->f);
+}
+
+static char *capture_end(struct capture *c)
+{
+    fclose(c->f);
+    return c->buf;
+}
+
+static json_t *parse(const char *text)
+{
+    json_error_t err;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &err);
+    assert_non_null(v);
+    return v;
+}
+
+static char *render(const char *json_text, size_t width)
+{
+    json_t *v = parse(json_text);
+    struct capture c;
+    capture_begin(&c);
+    slb_cli_render_object(c.f, v, width);
+    json_decref(v);
+    return capture_end(&c);
+}
+
+static void test_table_aligns_columns(void **state)
+{
+    (void)state;
+    const char *h[] = {"NAME", "PROTOCOL", "BIND"};
+    const char *r1[] = {"web", "https", "0.0.0.0:443"};
+    const char *r2[] = {"database", "tcp", "[::1]:5432"};
+    struct slb_cli_table *t = slb_cli_table_new(3, h);
+    assert_non_null(t);
+    assert_int_equal(slb_cli_table_add(t, r1), 0);
+    assert_int_equal(slb_cli_table_add(t, r2), 0);
+    assert_int_equal(slb_cli_table_rows(t), 2);
+    struct capture c;
+    capture_begin(&c);
+    slb_cli_table_print(t, c.f);
+    char *out = capture_end(&c);
+    assert_string_equal(out, "NAME      PROTOCOL  BIND\n"
+                             "web       https     0.0.0.0:443\n"
+                             "database  tcp       [::1]:5432\n");
+    /* widest line: 8 + 2 + 8 + 2 + 11 */
+    assert_int_equal(slb_cli_table_width(t), 31);
+    free(out);
+    slb_cli_table_free(t);
+}
+
+static void test_table_cells_are_sanitized(void **state)
+{
+    (void)state;
+    const char *h[] = {"A", "B", "C"};
+    const char *r[] = {NULL, "x\ny\tz", ""};
+    struct slb_cli_table *t = slb_cli_table_new(3, h);
+    assert_int_equal(slb_cli_table_add(t, r), 0);
+    struct capture c;
+    capture_begin(&c);
+    slb_cli_table_print(t, c.f);
+    char *out = capture_end(&c);
+    /* NULL shows as "-", control characters as '?', and an empty last cell leaves no blanks. */
+    assert_string_equal(out, "A  B      C\n"
+                             "-  x?y?z\n");
+    free(out);
+    slb_cli_table_free(t);
+}
+
+static void test_table_utf8_width(void **state)
+{
+    (void)state;
+    assert_int_equal(slb_cli_text_width("abc"), 3);
+    assert_int_equal(slb_cli_text_width("h\xc3\xa9llo"), 5);    /* héllo */
+    assert_int_equal(slb_cli_text_width("\xe2\x9c\x93 ok"), 4); /* check mark */
+    const char *h[] = {"NAME", "X"};
+    const char *r[] = {"\xc3\xa9t\xc3\xa9", "1"};
+    struct slb_cli_table *t = slb_cli_table_new(2, h);
+    slb_cli_table_add(t, r);
+    struct capture c;
+    capture_begin(&c);
+    slb_cli_table_print(t, c.f);
+    char *out = capture_end(&c);
+    assert_string_equal(out, "NAME  X\n\xc3\xa9t\xc3\xa9   1\n");
+    free(out);
+    slb_cli_table_free(t);
+}
+
+static void test_table_transpose(void **state)
+{
+    (void)state;
+    const char *h[] = {"NAME", "CONN", "BYTES"};
+    const char *r1[] = {"web", "10", "2048"};
+    const char *r2[] = {"db", "3", "7"};
+    struct slb_cli_table *t = slb_cli_table_new(3, h);
+    slb_cli_table_add(t, r1);
+    slb_cli_table_add(t, r2);
+    struct slb_cli_table *s = slb_cli_table_transpose(t, "FIELD");
+    assert_non_null(s);
+    assert_int_equal(slb_cli_table_rows(s), 2);
+    struct capture c;
+    capture_begin(&c);
+    slb_cli_table_print(s, c.f);
+    char *out = capture_end(&c);
+    assert_string_equal(out, "FIELD  web   db\n"
+                             "CONN   10    3\n"
+                             "BYTES  2048  7\n");
+    free(out);
+    slb_cli_table_free(s);
+    slb_cli_table_free(t);
+}
+
+static void test_table_rejects_zero_columns(void **state)
+{
+    (void)state;
+    assert_null(slb_cli_table_new(0, NULL));
+    slb_cli_table_free(NULL);
+}
+
+static void expect_text(const char *json_text, const char *want)
+{
+    json_t *v = parse(json_text);
+    char buf[128];
+    slb_cli_value_text(v, buf, sizeof(buf));
+    assert_string_equal(buf, want);
+    json_decref(v);
+}
+
+static void test_value_text(void **state)
+{
+    (void)state;
+    expect_text("\"web\"", "web");
+    expect_text("\"\"", "-");
+    expect_text("42", "42");
+    expect_text("-7", "-7");
+    expect_text("3.25", "3.25");
+    expect_text("2.0", "2");
+    expect_text("0.123456", "0.123");
+    expect_text("true", "true");
+    expect_text("false", "false");
+    expect_text("null", "-");
+    expect_text("[]", "-");
+    expect_text("{}", "-");
+    expect_text("[\"a\", \"b\", 3]", "a, b, 3");
+    expect_text("[{\"x\":1}]", "{\"x\":1}");
+    char buf[128];
+    slb_cli_value_text(NULL, buf, sizeof(buf));
+    assert_string_equal(buf, "-");
+    /* A small buffer truncates cleanly instead of overflowing. */
+    json_t *v = parse("[\"alpha\", \"beta\", \"gamma\"]");
+    char small[10];
+    slb_cli_value_text(v, small, sizeof(small));
+    assert_true(strlen(small) < sizeof(small));
+    assert_memory_equal(small, "alpha", 5);
+    json_decref(v);
+}
+
+static void test_render_resource_with_servers(void **state)
+{
+    (void)state;
+    char *out = render("{\"name\":\"app\",\"scheduler\":\"wrr\","
+                       "\"servers\":[{\"address\":\"10.0.0.1\",\"port\":80,\"weight\":100},"
+                       "{\"address\":\"fd00::5\",\"port\":8080,\"weight\":5}],"
+                       "\"health_check\":{\"protocol\":\"http\",\"uri\":\"/ping\","
+                       "\"http_codes\":[\"http_2xx\",\"http_3xx\"]}}",
+                       0);
+    assert_string_equal(out, "name:                    app\n"
+                             "scheduler:               wrr\n"
+                             "health_check.protocol:   http\n"
+                             "health_check.uri:        /ping\n"
+                             "health_check.http_codes: http_2xx, http_3xx\n"
+                             "\n"
+                             "servers:\n"
+                             "ADDRESS   PORT  WEIGHT\n"
+                             "10.0.0.1  80    100\n"
+                             "fd00::5   8080  5\n");
+    free(out);
+}
+
+static void test_render_empty_collections(void **state)
+{
+    (void)state;
+    char *out = render("{\"name\":\"g\",\"servers\":[],\"tls\":{},\"proxy_protocol\":null}", 0);
+    assert_string_equal(out, "name:           g\n"
+                             "servers:        -\n"
+                             "tls:            -\n"
+                             "proxy_protocol: -\n");
+    free(out);
+}
+
+static const char *stats_doc =
+    "{\"uptime_s\":5,"
+    "\"listeners\":[{\"name\":\"web\",\"connections\":{\"total\":9,\"active\":1},"
+    "\"bytes\":{\"in\":{\"payload\":10,\"wire\":20}}},"
+    "{\"name\":\"db\",\"connections\":{\"total\":2,\"active\":0}}],"
+    "\"groups\":[{\"name\":\"app\",\"servers\":[{\"address\":\"10.0.0.1\",\"port\":80,"
+    "\"healthy\":true},{\"address\":\"10.0.0.2\",\"port\":80,\"healthy\":false}]}]}";
+
+static void test_render_stats_nested_tables(void **state)
+{
+    (void)state;
+    char *out = render(stats_doc, 0);
+    /* Nested maps in a row become dotted columns; the groups table would only repeat names,
+     * so just its servers are shown, each with the group it belongs to. */
+    assert_string_equal(out, "uptime_s: 5\n"
+                             "\n"
+                             "listeners:\n"
+                             "NAME  CONNECTIONS.TOTAL  CONNECTIONS.ACTIVE  BYTES.IN.PAYLOAD  "
+                             "BYTES.IN.WIRE\n"
+                             "web   9                  1                   10                20\n"
+                             "db    2                  0                   -                 -\n"
+                             "\n"
+                             "servers:\n"
+                             "GROUP  ADDRESS   PORT  HEALTHY\n"
+                             "app    10.0.0.1  80    true\n"
+                             "app    10.0.0.2  80    false\n");
+    free(out);
+}
+
+static void test_render_empty_nested_collection(void **state)
+{
+    (void)state;
+    /* A group without servers must not turn "servers" into a column of raw JSON. */
+    char *out = render("{\"groups\":[{\"name\":\"app\",\"scheduler\":\"wrr\","
+                       "\"servers\":[{\"address\":\"10.0.0.1\",\"port\":80}]},"
+                       "{\"name\":\"pg\",\"scheduler\":\"wlc\",\"servers\":[]}]}",
+                       0);
+    assert_string_equal(out, "groups:\n"
+                             "NAME  SCHEDULER\n"
+                             "app   wrr\n"
+                             "pg    wlc\n"
+                             "\n"
+                             "servers:\n"
+                             "GROUP  ADDRESS   PORT\n"
+                             "app    10.0.0.1  80\n");
+    free(out);
+}
+
+static void test_render_narrow_terminal_turns_table(void **state)
+{
+    (void)state;
+    char *out = render("{\"listeners\":[{\"name\":\"web\",\"connections_total\":9,"
+                       "\"connections_active\":1}]}",
+                       30);
+    assert_string_equal(out, "listeners:\n"
+                             "FIELD               web\n"
+                             "CONNECTIONS_TOTAL   9\n"
+                             "CONNECTIONS_ACTIVE  1\n");
+    free(out);
+}
+
+static void test_render_map_of_objects(void **state)
+{
+    (void)state;
+    char *out = render("{\"listeners\":{\"web\":{\"active\":3},\"api\":{\"active\":0}}}", 0);
+    assert_string_equal(out, "listeners:\n"
+                             "NAME  ACTIVE\n"
+                             "web   3\n"
+                             "api   0\n");
+    free(out);
+}
+
+static void test_render_non_objects(void **state)
+{
+    (void)state;
+    char *out = render("[{\"id\":\"c1\",\"type\":\"ca\"},{\"id\":\"c2\",\"type\":\"server\"}]", 0);
+    assert_string_equal(out, "items:\n"
+                             "ID  TYPE\n"
+                             "c1  ca\n"
+                             "c2  server\n");
+    free(out);
+    out = render("\"plain\"", 0);
+    assert_string_equal(out, "plain\n");
+    free(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table_aligns_columns),
+        cmocka_unit_test(test_table_cells_are_sanitized),
+        cmocka_unit_test(test_table_utf8_width),
+        cmocka_unit_test(test_table_transpose),
+        cmocka_unit_test(test_table_rejects_zero_columns),
+        cmocka_unit_test(test_value_text),
+        cmocka_unit_test(test_render_resource_with_servers),
+        cmocka_unit_test(test_render_empty_collections),
+        cmocka_unit_test(test_render_stats_nested_tables),
+        cmocka_unit_test(test_render_empty_nested_collection),
+        cmocka_unit_test(test_render_narrow_terminal_turns_table),
+        cmocka_unit_test(test_render_map_of_objects),
+        cmocka_unit_test(test_render_non_objects),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
