@@ -50,8 +50,8 @@ static void scan_free(struct pem_scan *sc)
 
 static bool is_b64(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 /* Growable output for one normalized block. */
@@ -113,8 +113,8 @@ struct cur_block {
     bool body_started; /* headers end at the first base64 line or a blank line */
 };
 
-static int scan_body_line(struct pem_scan *sc, struct cur_block *cb, const char *line,
-                          size_t len, struct slb_err *err)
+static int scan_body_line(struct pem_scan *sc, struct cur_block *cb, const char *line, size_t len,
+                          struct slb_err *err)
 {
     struct pem_block *b = &sc->blocks[sc->n];
     if (!cb->body_started && len > 0 && memchr(line, ':', len)) {
@@ -190,9 +190,8 @@ static int pem_scan(struct pem_scan *sc, const char *text, size_t len, struct sl
         if (!inside) {
             if (marker(ls, ll, "BEGIN ", type, sizeof(type))) {
                 if (sc->n == SLB_CERTVAL_MAX_BLOCKS) {
-                    rc = slb_err_set(err, ST, sc->code, sc->what,
-                                     "%s has more than %d PEM blocks", sc->what,
-                                     SLB_CERTVAL_MAX_BLOCKS);
+                    rc = slb_err_set(err, ST, sc->code, sc->what, "%s has more than %d PEM blocks",
+                                     sc->what, SLB_CERTVAL_MAX_BLOCKS);
                     goto fail;
                 }
                 memset(&sc->blocks[sc->n], 0, sizeof(sc->blocks[sc->n]));
@@ -225,9 +224,8 @@ static int pem_scan(struct pem_scan *sc, const char *text, size_t len, struct sl
             }
             if (cb.b64 == 0 || (cb.b64 + cb.pad) % 4 != 0 || cb.pad > 2) {
                 rc = slb_err_set(err, ST, sc->code, sc->what,
-                                 "%s block %zu (%s) is truncated: its base64 data is %s",
-                                 sc->what, sc->n + 1, b->type,
-                                 cb.b64 == 0 ? "empty" : "cut short");
+                                 "%s block %zu (%s) is truncated: its base64 data is %s", sc->what,
+                                 sc->n + 1, b->type, cb.b64 == 0 ? "empty" : "cut short");
                 goto fail;
             }
             if (out_put(&cb.out, ls, ll) || out_put(&cb.out, "\n", 1))
@@ -239,8 +237,10 @@ static int pem_scan(struct pem_scan *sc, const char *text, size_t len, struct sl
             inside = false;
         } else if (starts(ls, ll, "-----")) {
             rc = slb_err_set(err, ST, sc->code, sc->what,
-                             "%s block %zu (%s) is truncated: it has no END line before the "
-                             "next BEGIN line",
+                             starts(ls, ll, "-----BEGIN")
+                                 ? "%s block %zu (%s) is truncated: it has no END line before "
+                                   "the next BEGIN line"
+                                 : "%s block %zu (%s) has a malformed END line",
                              sc->what, sc->n + 1, b->type);
             goto fail;
         } else if ((rc = scan_body_line(sc, &cb, ls, ll, err)) != 0) {
@@ -294,7 +294,7 @@ static int refuse_password(char *buf, int size, int rwflag, void *u)
 /* The reason of the last OpenSSL error (never data), then the queue is drained. */
 static const char *ossl_reason(void)
 {
-    unsigned long e = ERR_peek_last_error();
+    unsigned long e = ERR_peek_error();
     const char *r = e ? ERR_reason_error_string(e) : NULL;
     ERR_clear_error();
     return r ? r : "unknown error";
@@ -323,8 +323,7 @@ int slb_certval_parse_certs(const char *what, const char *pem, size_t len, STACK
                              "%s block %zu is a %s block; this field takes CERTIFICATE blocks "
                              "only (leaf first, then intermediates)%s",
                              what, i + 1, b->type,
-                             strstr(b->type, "PRIVATE KEY") ? "; put the key in private_key"
-                                                            : "");
+                             strstr(b->type, "PRIVATE KEY") ? "; put the key in private_key" : "");
             goto fail;
         }
         ERR_clear_error();
@@ -396,8 +395,7 @@ int slb_certval_parse_key(const char *pem, size_t len, EVP_PKEY **out, struct sl
         key_no = i + 1;
     }
     if (!key) {
-        rc = slb_err_set(err, ST, "invalid_pem", what,
-                         "private_key holds no PRIVATE KEY block");
+        rc = slb_err_set(err, ST, "invalid_pem", what, "private_key holds no PRIVATE KEY block");
         goto done;
     }
     ERR_clear_error();
@@ -448,11 +446,11 @@ int slb_certval_crl(const char *pem, size_t len, const X509 *ca, int64_t now, un
         ERR_clear_error();
         char *iss = slb_certval_name_string(X509_CRL_get_issuer(crl));
         char *sub = slb_certval_name_string(X509_get_subject_name(ca));
-        rc = slb_err_set(err, ST, "crl_signature", "crl",
-                         "the CRL (issuer %.*s) is not signed by this CA (%.*s); upload the "
-                         "CRL that this CA issued",
-                         CERTVAL_SUBJECT_MAX, iss ? iss : "?", CERTVAL_SUBJECT_MAX,
-                         sub ? sub : "?");
+        rc =
+            slb_err_set(err, ST, "crl_signature", "crl",
+                        "the CRL (issuer %.*s) is not signed by this CA (%.*s); upload the "
+                        "CRL that this CA issued",
+                        CERTVAL_SUBJECT_MAX, iss ? iss : "?", CERTVAL_SUBJECT_MAX, sub ? sub : "?");
         free(iss);
         free(sub);
         goto done;
@@ -466,8 +464,7 @@ int slb_certval_crl(const char *pem, size_t len, const X509 *ca, int64_t now, un
         char when[32];
         slb_certval_rfc3339(last, when, sizeof(when));
         rc = slb_err_set(err, ST, "invalid_crl", "crl",
-                         "the CRL's lastUpdate (%s) is in the future; check the CA's clock",
-                         when);
+                         "the CRL's lastUpdate (%s) is in the future; check the CA's clock", when);
         goto done;
     }
     *out = crl;

@@ -30,8 +30,8 @@
  * state belongs to this version and starts over when a replace publishes a new one. */
 struct cert_entry {
     struct slb_cert *cert;
-    int64_t created;      /* unix seconds of the first upload; kept across replaces */
-    int expiry_warned;    /* highest expiry threshold logged: see tick_expiry() */
+    int64_t created;   /* unix seconds of the first upload; kept across replaces */
+    int expiry_warned; /* highest expiry threshold logged: see tick_expiry() */
     bool crl_stale_warned;
 };
 
@@ -73,8 +73,7 @@ void slb_cert_unref(struct slb_cert *c)
 /* A new certificate (one reference) from validated material, which it takes over (m is
  * cleared) together with crl. NULL on allocation failure (m and crl are then freed). */
 static struct slb_cert *cert_build(const char *id, const char *name, enum slb_cert_type type,
-                                   uint64_t version, struct slb_certval_material *m,
-                                   X509_CRL *crl)
+                                   uint64_t version, struct slb_certval_material *m, X509_CRL *crl)
 {
     struct slb_cert *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -136,7 +135,7 @@ static json_t *crl_json(X509_CRL *crl)
         return json_null();
     STACK_OF(X509_REVOKED) *rev = X509_CRL_get_REVOKED(crl);
     int n = rev ? sk_X509_REVOKED_num(rev) : 0;
-    return json_pack("{s:o, s:o, s:i}", "this_update",
+    return json_pack("{s:o, s:o, s:I}", "this_update",
                      time_json(slb_certval_time(X509_CRL_get0_lastUpdate(crl))), "next_update",
                      time_json(slb_certval_time(X509_CRL_get0_nextUpdate(crl))), "revoked",
                      (json_int_t)(n < 0 ? 0 : n));
@@ -156,10 +155,10 @@ json_t *slb_cert_to_json(const struct slb_cert *c)
     /* Deliberately no key material: the private key is never served back. */
     o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O, s:o, s:o, s:s, s:s, s:I, s:o}", "id", c->id,
                   "name", c->name, "type", c->type == SLB_CERT_CA ? "ca" : "server", "subject",
-                  subject, "issuer", issuer, "sans", sans, "not_before",
-                  time_json(c->not_before), "not_after", time_json(c->not_after),
-                  "fingerprint_sha256", c->fingerprint, "key_type", c->key_type, "version",
-                  (json_int_t)c->version, "crl", crl_json(c->crl));
+                  subject, "issuer", issuer, "sans", sans, "not_before", time_json(c->not_before),
+                  "not_after", time_json(c->not_after), "fingerprint_sha256", c->fingerprint,
+                  "key_type", c->key_type, "version", (json_int_t)c->version, "crl",
+                  crl_json(c->crl));
 done:
     json_decref(sans);
     free(subject);
@@ -288,12 +287,13 @@ static json_t *file_json(const struct slb_cert *c, int64_t created)
         goto done;
     doc = json_pack("{s:s, s:s, s:s, s:I, s:O, s:O, s:O, s:I}", "id", c->id, "name", c->name,
                     "type", c->type == SLB_CERT_CA ? "ca" : "server", "version",
-                    (json_int_t)c->version, "certificate", cert_pem, "private_key", key_pem,
-                    "crl", crl_pem, "created", (json_int_t)created);
+                    (json_int_t)c->version, "certificate", cert_pem, "private_key", key_pem, "crl",
+                    crl_pem, "created", (json_int_t)created);
 done:
     ERR_clear_error();
     json_decref(cert_pem);
-    if (json_is_string(key_pem))
+    /* On success doc shares the key string and json_decref_secret() wipes it later. */
+    if (!doc && json_is_string(key_pem))
         OPENSSL_cleanse((char *)json_string_value(key_pem), json_string_length(key_pem));
     json_decref(key_pem);
     json_decref(crl_pem);
@@ -320,16 +320,15 @@ static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_
     OPENSSL_cleanse(text, len);
     free(text);
     if (rc < 0)
-        return slb_err_set(err, 500, "storage_failed", name, "cannot write %s/%s: %s", s->dir,
-                           name, strerror(-rc));
+        return slb_err_set(err, 500, "storage_failed", name, "cannot write %s/%s: %s", s->dir, name,
+                           strerror(-rc));
     return 0;
 }
 
 /* Re-report an error found in a stored file: where is the file, the message starts with it. */
-static int load_fail(struct slb_err *err, const char *path, const char *code, const char *fmt,
-                     ...) __attribute__((format(printf, 4, 5)));
-static int load_fail(struct slb_err *err, const char *path, const char *code, const char *fmt,
-                     ...)
+static int load_fail(struct slb_err *err, const char *path, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int load_fail(struct slb_err *err, const char *path, const char *code, const char *fmt, ...)
 {
     char msg[sizeof(err->msg)];
     va_list ap;
@@ -367,8 +366,7 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
                          "a field is missing or has the wrong type (expected id, name, type, "
                          "version >= 1, certificate, private_key for servers, crl, created)");
     if (find_name(s, name, NULL))
-        return load_fail(err, path, "name_taken", "the name \"%s\" is used by another file",
-                         name);
+        return load_fail(err, path, "name_taken", "the name \"%s\" is used by another file", name);
     /* Dates are not checked: an expired certificate must not stop the daemon from starting. */
     int rc = slb_certval_material(t, json_string_value(cert), json_string_length(cert),
                                   json_is_string(key) ? json_string_value(key) : NULL,
@@ -422,8 +420,8 @@ static int load_file(struct slb_certstore *s, const char *fname, struct slb_err 
     OPENSSL_cleanse(buf, len);
     free(buf);
     if (!doc)
-        return load_fail(err, path, "invalid_json", "line %d column %d: %s", jerr.line,
-                         jerr.column, jerr.text);
+        return load_fail(err, path, "invalid_json", "line %d column %d: %s", jerr.line, jerr.column,
+                         jerr.text);
     if (!json_is_object(doc))
         rc = load_fail(err, path, "invalid_state", "the file must hold a JSON object");
     else
@@ -446,8 +444,7 @@ static int list_files(const char *dir, char ***out, size_t *n, struct slb_err *e
     size_t cap = 0;
     *n = 0;
     if (!d)
-        return slb_err_set(err, 500, "state_dir", dir, "cannot open %s: %s", dir,
-                           strerror(errno));
+        return slb_err_set(err, 500, "state_dir", dir, "cannot open %s: %s", dir, strerror(errno));
     struct dirent *de;
     int rc = 0;
     while ((de = readdir(d)) != NULL) {
@@ -492,8 +489,7 @@ struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *
         goto fail;
     }
     if (mkdir(s->dir, 0700) < 0 && errno != EEXIST) {
-        slb_err_set(err, 500, "state_dir", s->dir, "cannot create %s: %s", s->dir,
-                    strerror(errno));
+        slb_err_set(err, 500, "state_dir", s->dir, "cannot create %s: %s", s->dir, strerror(errno));
         goto fail;
     }
     if (stat(s->dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -547,8 +543,7 @@ static int new_id(struct slb_certstore *s, char id[14], struct slb_err *err)
     for (int attempt = 0; attempt < 16; attempt++) {
         unsigned char r[6];
         if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-            return slb_err_set(err, 500, "internal", "id", "getrandom failed: %s",
-                               strerror(errno));
+            return slb_err_set(err, 500, "internal", "id", "getrandom failed: %s", strerror(errno));
         id[0] = 'c';
         for (int i = 0; i < 6; i++) {
             id[1 + 2 * i] = hex[r[i] >> 4];
@@ -770,8 +765,8 @@ static void tick_expiry(struct cert_entry *e, int64_t now)
     if (level == 4)
         slb_warn("certificate %s (%s) has expired (%s); replace it", c->id, c->name, when);
     else
-        slb_warn("certificate %s (%s) expires within %s, on %s; replace it soon", c->id,
-                 c->name, expiry_levels[level - 1].text, when);
+        slb_warn("certificate %s (%s) expires within %s, on %s; replace it soon", c->id, c->name,
+                 expiry_levels[level - 1].text, when);
 }
 
 static bool crl_stale(const struct slb_cert *c, int64_t now)

@@ -20,8 +20,7 @@
  * Rules
  * ------------------------------------------------------------------------------------------- */
 
-int slb_certval_key_type(const EVP_PKEY *key, const char *what, char type[16],
-                         struct slb_err *err)
+int slb_certval_key_type(const EVP_PKEY *key, const char *what, char type[16], struct slb_err *err)
 {
     static const char *advice = "use RSA with 2048 bits or more, or ECDSA on P-256, P-384 or "
                                 "P-521";
@@ -30,8 +29,8 @@ int slb_certval_key_type(const EVP_PKEY *key, const char *what, char type[16],
         int bits = EVP_PKEY_get_bits(key);
         if (bits < 2048)
             return slb_err_set(err, ST, "weak_key", "certificate",
-                               "%s has an RSA key of %d bits, which is too weak; %s", what,
-                               bits, advice);
+                               "%s has an RSA key of %d bits, which is too weak; %s", what, bits,
+                               advice);
         snprintf(type, 16, "rsa-%d", bits);
         return 0;
     }
@@ -55,8 +54,8 @@ int slb_certval_key_type(const EVP_PKEY *key, const char *what, char type[16],
                                                        : NULL;
         if (!name)
             return slb_err_set(err, ST, "weak_key", "certificate",
-                               "%s uses the EC curve %s, which is not supported; %s", what,
-                               group, advice);
+                               "%s uses the EC curve %s, which is not supported; %s", what, group,
+                               advice);
         snprintf(type, 16, "%s", name);
         return 0;
     }
@@ -183,8 +182,7 @@ int slb_certval_order_chain(STACK_OF(X509) *certs, EVP_PKEY *key, X509 **leaf,
         for (int k = 0; k < n; k++) {
             if (k != j && X509_cmp(x, sk_X509_value(certs, k)) == 0)
                 return slb_err_set(err, ST, "chain_incomplete", "certificate",
-                                   "%s repeats block %d; give each certificate once", d1,
-                                   k + 1);
+                                   "%s repeats block %d; give each certificate once", d1, k + 1);
         }
         X509 *last = sk_X509_value(certs, path[npath - 1]);
         describe(last, (size_t)path[npath - 1] + 1, d2, sizeof(d2));
@@ -231,9 +229,8 @@ static size_t block_of(STACK_OF(X509) *certs, const X509 *x)
     return 0;
 }
 
-static int material_server(STACK_OF(X509) *certs, const char *key_pem, size_t key_len,
-                           int64_t now, unsigned flags, struct slb_certval_material *m,
-                           struct slb_err *err)
+static int material_server(STACK_OF(X509) *certs, const char *key_pem, size_t key_len, int64_t now,
+                           unsigned flags, struct slb_certval_material *m, struct slb_err *err)
 {
     char what[200];
     int rc = slb_certval_parse_key(key_pem, key_len, &m->key, err);
@@ -387,7 +384,8 @@ int slb_certval_body(const json_t *body, enum slb_cert_type existing,
         return slb_err_set(err, ST, "invalid_body", "",
                            "the body must be a JSON object {name, type, certificate, "
                            "private_key}");
-    json_object_foreach((json_t *)body, key, v) {
+    json_object_foreach((json_t *)body, key, v)
+    {
         bool ok = false;
         for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && !ok; i++)
             ok = strcmp(key, allowed[i]) == 0;
@@ -418,8 +416,7 @@ int slb_certval_body(const json_t *body, enum slb_cert_type existing,
     else if (type && strcmp(type, "ca") == 0)
         out->type = SLB_CERT_CA;
     else if (type)
-        return slb_err_set(err, ST, "invalid_body", "type",
-                           "type must be \"server\" or \"ca\"");
+        return slb_err_set(err, ST, "invalid_body", "type", "type must be \"server\" or \"ca\"");
     else if (existing == SLB_CERT_NONE)
         return slb_err_set(err, ST, "invalid_body", "type",
                            "type is required: \"server\" or \"ca\"");
@@ -431,10 +428,9 @@ int slb_certval_body(const json_t *body, enum slb_cert_type existing,
                            "certificate); upload a new certificate instead",
                            existing == SLB_CERT_CA ? "ca" : "server");
     if (!out->certificate || out->certificate_len == 0)
-        return slb_err_set(err, ST, "invalid_body", "certificate",
-                           "certificate is required: the PEM of the %s",
-                           out->type == SLB_CERT_CA ? "CA certificate"
-                                                    : "leaf followed by its intermediates");
+        return slb_err_set(
+            err, ST, "invalid_body", "certificate", "certificate is required: the PEM of the %s",
+            out->type == SLB_CERT_CA ? "CA certificate" : "leaf followed by its intermediates");
     if (out->type == SLB_CERT_SERVER && (!out->private_key || out->private_key_len == 0))
         return slb_err_set(err, ST, "invalid_body", "private_key",
                            "private_key is required for a server certificate");

@@ -58,8 +58,7 @@ int slb_certval_parse_key(const char *pem, size_t len, EVP_PKEY **out, struct sl
 
 /* Accept RSA >= 2048 bits and EC on P-256, P-384 or P-521, and write "rsa-2048", "ec-p256",...
  * into type (16 bytes); anything else is weak_key. what names the certificate in messages. */
-int slb_certval_key_type(const EVP_PKEY *key, const char *what, char type[16],
-                         struct slb_err *err);
+int slb_certval_key_type(const EVP_PKEY *key, const char *what, char type[16], struct slb_err *err);
 /* expired when not_after < now, not_yet_valid when not_before > now. */
 int slb_certval_dates(const X509 *x, int64_t now, const char *what, struct slb_err *err);
 

@@ -392,7 +392,7 @@ static int tls_parse(const struct slb_cv *lis, struct slb_tls_cfg *t, json_t **n
     if ((rc = slb_cv_enum(&cv, "client_auth", false, 0, client_auths, &auth)) ||
         (rc = slb_cv_enum(&cv, "policy", false, SLB_TLS_POLICY_1_2_STRICT_WITH_1_3, tls_policies,
                           &policy)) ||
-        (rc = slb_cv_u32(&cv, "session_ticket_lifetime_s", 300, 0, 86400,
+        (rc = slb_cv_u32(&cv, "session_ticket_lifetime_s", 300, 0, 7200,
                          &t->session_ticket_lifetime_s)) ||
         (rc = alpn_parse(&cv, t, &alpn_list)))
         goto fail;

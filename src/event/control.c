@@ -10,6 +10,7 @@
 #include "core/time.h"
 #include "http/access.h"
 #include "lb/health.h"
+#include "tls/tls.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define PUBLISH_TIMEOUT_MS 10000
@@ -146,16 +148,26 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
     slb_snapshot_sweep(&ctl->reg);
     if (ctl->certs)
         slb_certstore_tick(ctl->certs);
+    if (slb_ticket_ring_tick(&ctl->tickets, ctl->state_dir)) {
+        /* New ticket keys reach workers the way every change does: a new snapshot. */
+        slb_tls_set_store(ctl->certs, ctl->tickets);
+        struct slb_err err = {0};
+        if (slb_ctl_apply(ctl, json_incref(ctl->doc), false, &err) < 0)
+            slb_error("ticket key rotation: %s", err.msg);
+        else
+            slb_info("session ticket keys rotated");
+    }
     slb_timer_start(loop, t, SWEEP_INTERVAL_MS);
 }
 
-/* Errors found in config.json name the field; prefix the file so start-up errors say both. */
+/* Errors found in config.json carry the field in their message; name the file as the place
+ * so start-up errors say both. */
 static void name_config_file(struct slb_err *err, const char *dir)
 {
-    if (!err->where[0] || strchr(err->where, '/'))
+    if (strchr(err->where, '/'))
         return;
-    char where[sizeof(err->where) + PATH_MAX + 16];
-    snprintf(where, sizeof(where), "%s/config.json: %s", dir, err->where);
+    char where[PATH_MAX + 16];
+    snprintf(where, sizeof(where), "%s/config.json", dir);
     snprintf(err->where, sizeof(err->where), "%.*s", (int)sizeof(err->where) - 1, where);
 }
 
@@ -166,6 +178,10 @@ static int load_state(struct slb_ctl *ctl, const char *dir, json_t **doc, struct
     ctl->certs = slb_certstore_open(dir, err);
     if (!ctl->certs)
         return SLB_EINVAL;
+    ctl->tickets = slb_ticket_ring_open(dir, err);
+    if (!ctl->tickets)
+        return SLB_EINVAL;
+    slb_tls_set_store(ctl->certs, ctl->tickets);
     return slb_state_load_config(dir, doc, err);
 }
 
@@ -174,6 +190,9 @@ int slb_ctl_check(const char *state_dir, struct slb_err *err)
     struct slb_ctl ctl;
     memset(&ctl, 0, sizeof(ctl));
     json_t *doc = NULL;
+    struct stat st;
+    if (stat(state_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+        return slb_err_set(err, 400, "state_dir", state_dir, "the state directory does not exist");
     struct slb_config *cfg = NULL;
     int rc = load_state(&ctl, state_dir, &doc, err);
     if (rc == 0) {
@@ -184,6 +203,8 @@ int slb_ctl_check(const char *state_dir, struct slb_err *err)
     }
     slb_config_free(cfg);
     json_decref(doc);
+    slb_tls_set_store(NULL, NULL);
+    slb_ticket_ring_unref(ctl.tickets);
     slb_certstore_free(ctl.certs);
     return rc;
 }
@@ -293,6 +314,8 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
     }
     slb_registry_close_unused(&ctl->reg, NULL);
     slb_registry_deinit(&ctl->reg);
+    slb_tls_set_store(NULL, NULL);
+    slb_ticket_ring_unref(ctl->tickets);
     slb_certstore_free(ctl->certs);
     json_decref(ctl->doc);
     free(ctl->workers);

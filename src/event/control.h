@@ -17,6 +17,7 @@
 struct slb_admin;
 struct slb_health;
 struct slb_certstore;
+struct slb_ticket_ring;
 
 struct slb_options {
     const char *state_dir;
@@ -38,6 +39,7 @@ struct slb_ctl {
     struct slb_admin *admin;
     struct slb_health *health;
     struct slb_certstore *certs;
+    struct slb_ticket_ring *tickets;
     struct slb_timer sweep_timer;
     int signal_fd;
     struct slb_io signal_io;

@@ -55,6 +55,16 @@ static struct slb_wsnap *wsnap_new(struct slb_worker *w, struct slb_snapshot *sn
         wg->active = calloc(n, sizeof(*wg->active));
         if (!wg->usable || !wg->active || (g->ops->state_new && !wg->sched_state))
             goto fail;
+        /* Workers schedule independently; start each one at a different point of the cycle
+         * so that connections spread over workers also spread over servers. */
+        if (g->nservers > 1 && g->cfg->scheduler != SLB_SCHED_SCH &&
+            g->cfg->scheduler != SLB_SCHED_TCH) {
+            memset(wg->usable, 1, g->nservers);
+            struct slb_sched_input in = {.n = g->nservers, .weight = g->weights,
+                                         .usable = wg->usable, .active = wg->active};
+            for (int k = 0; k < w->id; k++)
+                g->ops->pick(wg->sched_state, g->sched_shared, &in);
+        }
     }
     return ws;
 fail:

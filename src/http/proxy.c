@@ -64,6 +64,7 @@ struct http_conn {
     uint64_t req_remaining, req_ready;
     struct slb_chunked req_chunk;
     uint64_t req_start_ms, resp_start_ms;
+    uint64_t last_io_ms; /* last time bytes moved during an exchange or tunnel */
     /* response */
     bool resp_head_done, resp_done, up_keep_alive;
     uint8_t resp_body;
@@ -160,9 +161,6 @@ static void arm_timer(struct http_conn *c)
     case ST_CONNECT:
         ms = cfg->connect_timeout_ms;
         break;
-    case ST_TUNNEL:
-        ms = (uint64_t)cfg->idle_timeout_s * 1000u * 4;
-        break;
     default:
         ms = (uint64_t)cfg->request_timeout_s * 1000u;
         break;
@@ -215,9 +213,7 @@ static void sticky_value(const struct slb_group_rt *g, int i, char *out, size_t 
 static int sticky_lookup(const struct slb_group_rt *g, struct slb_slice v)
 {
     char want[20];
-    const char *tilde = v.len ? memchr(v.p, '~', v.len) : NULL;
-    size_t n = tilde ? (size_t)(tilde - v.p) : v.len;
-    if (n != 16)
+    if (v.len < SLB_STICKY_ID_LEN)
         return -1;
     for (size_t i = 0; i < g->nservers; i++) {
         sticky_value(g, (int)i, want, sizeof(want));
@@ -281,18 +277,7 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
 /* Host names a site other than the one the TLS handshake picked by SNI (RFC 9110 7.4). */
 static bool misdirected(struct http_conn *c, const struct slb_http_msg *m)
 {
-    if (!c->t.ssl || !m->host.len)
-        return false;
-    const struct slb_tls_site *site = slb_tls_ssl_site(c->t.ssl);
-    if (!site || slb_tls_site_matches_host(site, m->host.p, m->host.len))
-        return false;
-    struct slb_tls_listener *tl = c->l->tls;
-    for (size_t i = 0; i < tl->nsites; i++) {
-        if (&tl->sites[i] != site && slb_tls_site_matches_host(&tl->sites[i], m->host.p,
-                                                               m->host.len))
-            return true;
-    }
-    return false;
+    return c->t.ssl && m->host.len && slb_tls_ssl_misdirected(c->t.ssl, m->host.p, m->host.len);
 }
 
 static void redirect(struct http_conn *c, const struct slb_http_msg *m)
@@ -617,8 +602,8 @@ static void finish_response_head(struct http_conn *c, const struct slb_http_msg 
     if (cfg->sticky == SLB_STICKY_INSERT) {
         char v[20];
         sticky_value(c->wg->g, c->srv_idx, v, sizeof(v));
-        snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%u; HttpOnly",
-                 cfg->sticky_cookie, v, cfg->sticky_timeout_s);
+        snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%u; HttpOnly%s",
+                 cfg->sticky_cookie, v, cfg->sticky_timeout_s, c->t.ssl ? "; Secure" : "");
         set_cookie = cookie;
     } else if (cfg->sticky == SLB_STICKY_SERVER) {
         sticky_value(c->wg->g, c->srv_idx, prefix, sizeof(prefix));
@@ -936,6 +921,7 @@ static void run(struct http_conn *c)
         p |= step_complete(c);
         if (!p)
             break;
+        c->last_io_ms = c->w->loop.now_ms;
     }
     if (!c->closed && c->st == ST_TUNNEL && c->client_eof && c->resp_done &&
         !slb_hbuf_pending(&c->out) && !c->resp_ready) {
@@ -1034,9 +1020,23 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
         connect_failed(c, "timeout");
         break;
     case ST_EXCHANGE:
+    case ST_TUNNEL: {
+        /* request_timeout_s bounds inactivity, not the whole exchange: long uploads and
+         * downloads that keep moving are fine. Activity only stamps a time; the timer is
+         * re-armed here for the remainder. */
+        uint64_t limit = (uint64_t)c->l->cfg->request_timeout_s * 1000u;
+        uint64_t quiet = loop->now_ms - c->last_io_ms;
+        if (quiet < limit) {
+            slb_timer_start(loop, t, limit - quiet);
+            return;
+        }
+        if (c->st == ST_TUNNEL) {
+            conn_close(c);
+            return;
+        }
         upstream_failed(c, 504, "response timeout");
         break;
-    case ST_TUNNEL:
+    }
     case ST_LINGER:
         conn_close(c);
         return;

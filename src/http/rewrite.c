@@ -125,6 +125,18 @@ static void put_header(struct slb_hbuf *out, const struct slb_http_header *h)
     slb_hbuf_put(out, "\r\n", 2);
 }
 
+bool slb_http_sticky_prefixed(const char *v, size_t len)
+{
+    if (len <= SLB_STICKY_ID_LEN || v[SLB_STICKY_ID_LEN] != '~')
+        return false;
+    for (size_t i = 0; i < SLB_STICKY_ID_LEN; i++) {
+        char ch = v[i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
+            return false;
+    }
+    return true;
+}
+
 /* Copy a Cookie header, removing the "<id>~" prefix we added to cookie `name`. */
 static void put_cookie_stripped(struct slb_hbuf *out, const struct slb_http_header *h,
                                 const char *name)
@@ -141,10 +153,9 @@ static void put_cookie_stripped(struct slb_hbuf *out, const struct slb_http_head
             s++;
         if ((size_t)(e - s) > nl && strncmp(s, name, nl) == 0 && s[nl] == '=') {
             const char *v = s + nl + 1;
-            const char *tilde = memchr(v, '~', (size_t)(e - v));
             slb_hbuf_put(out, p, (size_t)(v - p));
-            if (tilde)
-                v = tilde + 1;
+            if (slb_http_sticky_prefixed(v, (size_t)(e - v)))
+                v += SLB_STICKY_ID_LEN + 1;
             slb_hbuf_put(out, v, (size_t)(e - v));
         } else {
             slb_hbuf_put(out, p, (size_t)(e - p));
@@ -163,16 +174,11 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
     slb_hbuf_put(out, " ", 1);
     slb_hbuf_put(out, req->target.p, req->target.len);
     slb_hbuf_puts(out, " HTTP/1.1\r\n");
-    struct slb_slice prior_xff = {0};
+    bool prior_xff = false;
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct slb_http_header *h = &req->headers[i];
-        if (is_ours(h->name)) {
-            /* The client's X-Forwarded-For chain is kept and extended; everything else of
-             * ours is set by us alone. */
-            if (fwd->xff && name_is(h->name, "x-forwarded-for") && !prior_xff.len)
-                prior_xff = h->value;
-            continue;
-        }
+        if (is_ours(h->name))
+            continue; /* set by us alone, below; the client's X-Forwarded-For is extended */
         if (slb_http_is_hop_by_hop(req, i)) {
             if (fwd->upgrade && name_is(h->name, "upgrade"))
                 put_header(out, h);
@@ -188,11 +194,19 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
     if (fwd->upgrade)
         slb_hbuf_puts(out, "Connection: upgrade\r\n");
     if (fwd->xff) {
+        /* Every X-Forwarded-For line the client sent, in order, then the client itself. */
         slb_hbuf_puts(out, "X-Forwarded-For: ");
-        if (prior_xff.len) {
-            slb_hbuf_put(out, prior_xff.p, prior_xff.len);
-            slb_hbuf_puts(out, ", ");
+        for (size_t i = 0; i < req->nheaders; i++) {
+            const struct slb_http_header *h = &req->headers[i];
+            if (!name_is(h->name, "x-forwarded-for") || !h->value.len)
+                continue;
+            if (prior_xff)
+                slb_hbuf_puts(out, ", ");
+            slb_hbuf_put(out, h->value.p, h->value.len);
+            prior_xff = true;
         }
+        if (prior_xff)
+            slb_hbuf_puts(out, ", ");
         slb_hbuf_puts(out, fwd->client_ip);
         slb_hbuf_puts(out, "\r\n");
     }

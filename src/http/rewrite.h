@@ -59,6 +59,10 @@ void slb_http_build_simple(struct slb_hbuf *out, int status, const char *extra_h
                            bool keep_alive, bool head_only);
 const char *slb_http_reason(int status);
 
+/* Sticky "server" mode: a cookie value that starts with our 16-hex-digit server id and '~'. */
+#define SLB_STICKY_ID_LEN 16
+bool slb_http_sticky_prefixed(const char *v, size_t len);
+
 /* Find cookie `name` in the request's Cookie headers; returns its value slice or len 0. */
 struct slb_slice slb_http_cookie(const struct slb_http_msg *m, const char *name);
 

@@ -16,24 +16,26 @@
  * EXPORT, RC4, 3DES, CAMELLIA or ARIA. TLS 1.3 is always (EC)DHE. The server's preference
  * order applies (AES-GCM first, then ChaCha20-Poly1305, then CBC for old clients).
  *
- * | policy                                 | protocols    | TLS 1.2 and older suites        |
- * |----------------------------------------|--------------|---------------------------------|
- * | tls_cipher_policy_1_0                  | TLS 1.0-1.2  | ECDHE + AES-GCM, CHACHA20,      |
- * |                                        |              | AES-CBC-SHA256/SHA384, AES-CBC-SHA |
- * | tls_cipher_policy_1_1                  | TLS 1.1-1.2  | same as 1_0                     |
- * | tls_cipher_policy_1_2                  | TLS 1.2      | ECDHE + AES-GCM, CHACHA20,      |
- * |                                        |              | AES-CBC-SHA256/SHA384, AES-CBC-SHA |
- * | tls_cipher_policy_1_2_strict           | TLS 1.2      | ECDHE + AEAD only (AES-GCM,     |
- * |                                        |              | CHACHA20-POLY1305)              |
- * | tls_cipher_policy_1_2_strict_with_1_3  | TLS 1.2-1.3  | as 1_2_strict; TLS 1.3:         |
- * | (default)                              |              | TLS_AES_128_GCM_SHA256,         |
- * |                                        |              | TLS_AES_256_GCM_SHA384,         |
- * |                                        |              | TLS_CHACHA20_POLY1305_SHA256    |
+ * | policy                                          | protocols   | TLS 1.0-1.2 suites      |
+ * |-------------------------------------------------|-------------|-------------------------|
+ * | tls_cipher_policy_1_0                           | TLS 1.0-1.2 | GCM, CHACHA, CBC2, CBC1 |
+ * | tls_cipher_policy_1_1                           | TLS 1.1-1.2 | GCM, CHACHA, CBC2, CBC1 |
+ * | tls_cipher_policy_1_2                           | TLS 1.2     | GCM, CHACHA, CBC2, CBC1 |
+ * | tls_cipher_policy_1_2_strict                    | TLS 1.2     | GCM, CHACHA             |
+ * | tls_cipher_policy_1_2_strict_with_1_3 (default) | TLS 1.2-1.3 | GCM, CHACHA             |
  *
- * Each ECDHE suite exists in an ECDSA and an RSA flavour (ECDHE-ECDSA-AES128-GCM-SHA256 and
- * ECDHE-RSA-AES128-GCM-SHA256, ...); which one is used follows the certificate SNI selects.
- * The 1_0 and 1_1 policies also accept the TLS 1.2 CBC-SHA256/SHA384 suites, so they are a
- * superset of 1_2 for TLS 1.2 clients.
+ * in this order of server preference, where
+ *   GCM    ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES128-GCM-SHA256,
+ *          ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-RSA-AES256-GCM-SHA384
+ *   CHACHA ECDHE-ECDSA-CHACHA20-POLY1305, ECDHE-RSA-CHACHA20-POLY1305
+ *   CBC2   ECDHE-ECDSA-AES128-SHA256, ECDHE-RSA-AES128-SHA256,
+ *          ECDHE-ECDSA-AES256-SHA384, ECDHE-RSA-AES256-SHA384         (TLS 1.2 only)
+ *   CBC1   ECDHE-ECDSA-AES128-SHA, ECDHE-RSA-AES128-SHA,
+ *          ECDHE-ECDSA-AES256-SHA, ECDHE-RSA-AES256-SHA               (old clients)
+ * (OpenSSL names; the ECDSA or RSA flavour follows the certificate SNI selects). TLS 1.3 suites
+ * of the default policy: TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384,
+ * TLS_CHACHA20_POLY1305_SHA256. The 1_0 and 1_1 policies keep the TLS 1.2 suites of 1_2, so a
+ * TLS 1.2 client is served alike by 1_0, 1_1 and 1_2.
  *
  * Key exchange groups, every policy: X25519, P-256, P-384 (in that order of preference).
  *
@@ -47,7 +49,10 @@
  * server cipher preference. Resumption uses session tickets only (the server keeps no session
  * cache, so resumption works across workers, configuration changes and restarts): the ticket
  * lifetime is the listener's session_ticket_lifetime_s, enforced by the server when a ticket
- * comes back; one ticket per TLS 1.3 handshake; lifetime 0 turns tickets off.
+ * comes back; one ticket per TLS 1.3 handshake; lifetime 0 turns tickets off. Ticket keys
+ * (AES-256-CBC + HMAC-SHA256) live in DIR/tickets.json, a new one every hour; the three newest
+ * decrypt, so a ticket outlives at most two rotations. A ticket resumes only on the listener
+ * that issued it, and not after its client_ca changed.
  */
 
 #define SUITES_GCM                                                                                 \
@@ -97,7 +102,8 @@ int slb_tls_policy_apply(SSL_CTX *ctx, int policy)
         return -1;
     /* The TLS 1.3 suites are set even for policies that stop at 1.2: harmless, and it keeps
      * OpenSSL's defaults (which we do not document) out of the picture. */
-    if (!SSL_CTX_set_cipher_list(ctx, p->ciphers) || !SSL_CTX_set_ciphersuites(ctx, p->ciphersuites))
+    if (!SSL_CTX_set_cipher_list(ctx, p->ciphers) ||
+        !SSL_CTX_set_ciphersuites(ctx, p->ciphersuites))
         return -1;
     if (!SSL_CTX_set1_groups_list(ctx, GROUPS))
         return -1;

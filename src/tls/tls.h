@@ -21,26 +21,26 @@ enum slb_tls_key_kind { SLB_TLS_KEY_OTHER, SLB_TLS_KEY_RSA, SLB_TLS_KEY_EC };
 
 /* One certificate of a listener as SNI chooses it. Owned by its struct slb_tls_listener. */
 struct slb_tls_site {
-    struct slb_cert *cert;        /* referenced for the listener's lifetime */
+    struct slb_cert *cert; /* referenced for the listener's lifetime */
     enum slb_tls_key_kind kind;
-    bool default_twin;            /* same names as the default certificate (first site) */
+    bool default_twin; /* same names as the default certificate (first site) */
 };
 
 /* What slb_tls_listener_build leaves in l->tls. Immutable once published; freed with the
  * snapshot. */
 struct slb_tls_listener {
-    SSL_CTX *ctx;                  /* the context every connection starts on */
-    struct slb_tls_site *sites;    /* one per certificate id, in configuration order */
+    SSL_CTX *ctx;               /* the context every connection starts on */
+    struct slb_tls_site *sites; /* one per certificate id, in configuration order */
     size_t nsites;
-    struct slb_ticket_ring *ring;  /* referenced */
-    bool client_auth;              /* a client CA is configured */
+    struct slb_ticket_ring *ring; /* referenced */
+    bool client_auth;             /* a client CA is configured */
     bool client_cert_required;
     /* Added by src/tls: */
-    struct slb_cert *client_ca;    /* referenced; NULL without two-way authentication */
-    uint32_t ticket_lifetime_s;    /* 0 = tickets off */
-    unsigned char alpn[32];        /* wire format (length-prefixed), what we may select */
+    struct slb_cert *client_ca; /* referenced; NULL without two-way authentication */
+    uint32_t ticket_lifetime_s; /* 0 = tickets off */
+    unsigned char alpn[32];     /* wire format (length-prefixed), what we may select */
     size_t alpn_len;
-    char name[64];                 /* the listener's name, for log lines */
+    char name[64]; /* the listener's name, for log lines */
 };
 
 /* Build-time context the control thread sets before building snapshots. Takes a reference on
@@ -48,12 +48,6 @@ struct slb_tls_listener {
  * snapshots use the new ring, and with NULLs at shutdown. A NULL ring builds listeners
  * without session tickets. */
 void slb_tls_set_store(struct slb_certstore *store, struct slb_ticket_ring *ring);
-
-/* Test seam: when get is non-NULL, certificates are looked up through it instead of the store
- * (same contract as slb_certstore_get: a borrowed pointer, the builder takes its own ref).
- * Production code never calls this. */
-typedef struct slb_cert *(*slb_tls_cert_source_fn)(void *arg, const char *id);
-void slb_tls_set_cert_source(slb_tls_cert_source_fn get, void *arg);
 
 /* Build l->tls for an https listener (certificates, policy, tickets, client CA). */
 int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err);
@@ -77,7 +71,8 @@ enum slb_tls_fail {
     SLB_TLS_FAIL_OTHER,
     SLB_TLS_FAIL_COUNT
 };
-/* The certificate SNI chose for this connection (NULL before the ClientHello was seen). */
+/* The certificate SNI chose for this connection; NULL before the ClientHello and when the
+ * client sent no server_name (nothing was chosen by name, so no Host can contradict it). */
 const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl);
 /* Whether a Host header value (may carry ":port", IPv6 in brackets) names one of the site's
  * SANs, with the SNI rules: exact (case-insensitive), or "*.d" matching exactly one label. */
@@ -95,8 +90,8 @@ bool slb_tls_alpn_supported(const char *proto);
 /* Security policies (src/tls/policy.c): protocol range and cipher lists of each
  * enum slb_tls_policy value. */
 struct slb_tls_policy_def {
-    const char *name;         /* as in the configuration */
-    int min_version;          /* TLS1_VERSION ... */
+    const char *name; /* as in the configuration */
+    int min_version;  /* TLS1_VERSION ... */
     int max_version;
     const char *ciphers;      /* TLS 1.0-1.2 cipher list, OpenSSL syntax */
     const char *ciphersuites; /* TLS 1.3 suites ("" when the policy stops at TLS 1.2) */

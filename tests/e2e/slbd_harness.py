@@ -120,17 +120,18 @@ def free_port(host="127.0.0.1"):
     Another process may still take it before the caller binds it: callers retry on a bind
     failure (the helpers below do)."""
     pool = _port_pool()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(500):
         if pool:
             port = random.randint(*pool)
         else:
-            with socket.socket() as s:
+            with socket.socket(family) as s:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
         with _ports_lock:
             if port in _given_ports:
                 continue
-        s = socket.socket()
+        s = socket.socket(family)
         try:
             # No SO_REUSEADDR: a port with connections in TIME_WAIT is skipped too.
             s.bind((host, port))
@@ -816,6 +817,22 @@ class Slbd:
             s = self.server_stats(group, port)
             return s is not None and s.get("health") == state
         wait_until(pred, timeout, f"server {port} of group {group} to be {state}")
+
+
+METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+
+
+def parse_metrics(text):
+    """Prometheus text → {"name{labels}": value}; a line that is not the format fails."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = METRIC_LINE.match(line)
+        if not m:
+            raise HarnessError(f"not Prometheus text: {line!r}")
+        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
 
 
 def no_health_check():

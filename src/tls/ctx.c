@@ -1,0 +1,699 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Per-listener TLS contexts: one SSL_CTX per https listener built from the certificate store
+ * and the listener's policy, certificate choice by SNI and key type at ClientHello time,
+ * client certificate verification, ALPN, and handshake failure classification. */
+#include "tls/tls.h"
+
+#include "cert/store.h"
+#include "config/snapshot.h"
+#include "core/log.h"
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* Per-SSL flags kept in ex_data next to the chosen site. */
+enum { FLAG_SNI = 1, FLAG_BAD_SNI = 2 };
+
+#define VERIFY_DEPTH 4
+#define TLS_MAX_HOSTNAME 255 /* RFC 6066: HostName is at most 2^8-1 bytes in practice */
+
+/* Control-thread build context (slb_tls_set_store). */
+static struct slb_certstore *g_store;
+static struct slb_ticket_ring *g_ring;
+
+static pthread_once_t idx_once = PTHREAD_ONCE_INIT;
+static int ssl_site_idx = -1, ssl_flags_idx = -1, ctx_listener_idx = -1;
+
+static void idx_init(void)
+{
+    ssl_site_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ssl_flags_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ctx_listener_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+void slb_tls_set_store(struct slb_certstore *store, struct slb_ticket_ring *ring)
+{
+    g_store = store;
+    if (ring != g_ring) {
+        slb_ticket_ring_ref(ring);
+        slb_ticket_ring_unref(g_ring);
+        g_ring = ring;
+    }
+}
+
+static struct slb_cert *cert_lookup(const char *id)
+{
+    return g_store ? slb_certstore_get(g_store, id) : NULL;
+}
+
+static struct slb_tls_listener *listener_of(SSL *ssl)
+{
+    return ctx_listener_idx < 0 ? NULL
+                                : SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_listener_idx);
+}
+
+/* --- names: SNI and Host against certificate SANs --- */
+
+/* A name as it arrives (SNI or Host without port): one trailing dot is the same name. */
+static void name_trim(const char **name, size_t *len)
+{
+    if (*len > 1 && (*name)[*len - 1] == '.')
+        (*len)--;
+}
+
+/* exact: case-insensitive equality. wildcard: san is "*.rest" and name is "label.rest" with
+ * a non-empty first label, so the star covers exactly one label. */
+static bool san_match(const char *san, const char *name, size_t len, bool wildcard)
+{
+    size_t sl = strlen(san);
+    if (!wildcard)
+        return sl == len && strncasecmp(san, name, len) == 0;
+    if (sl < 3 || san[0] != '*' || san[1] != '.')
+        return false;
+    const char *dot = memchr(name, '.', len);
+    if (!dot || dot == name || memchr(name, '*', (size_t)(dot - name)))
+        return false;
+    size_t rest = len - (size_t)(dot + 1 - name);
+    return rest == sl - 2 && strncasecmp(dot + 1, san + 2, rest) == 0;
+}
+
+static bool site_match(const struct slb_tls_site *s, const char *name, size_t len, bool wildcard)
+{
+    for (size_t i = 0; i < s->cert->nsans; i++) {
+        if (san_match(s->cert->sans[i], name, len, wildcard))
+            return true;
+    }
+    return false;
+}
+
+/* Exact SAN matches beat wildcard matches, which beat the default certificate; within the
+ * winning tier the key type the client can verify (ECDSA when it offers an ECDSA signature
+ * scheme, else RSA) wins, then configuration order. Without a match the default certificate
+ * is used, or its twin with the same names and the wanted key type. */
+static const struct slb_tls_site *site_pick(const struct slb_tls_listener *t, const char *name,
+                                            size_t len, enum slb_tls_key_kind want)
+{
+    if (name) {
+        for (int wild = 0; wild < 2; wild++) {
+            const struct slb_tls_site *first = NULL;
+            for (size_t i = 0; i < t->nsites; i++) {
+                if (!site_match(&t->sites[i], name, len, wild))
+                    continue;
+                if (t->sites[i].kind == want)
+                    return &t->sites[i];
+                if (!first)
+                    first = &t->sites[i];
+            }
+            if (first)
+                return first;
+        }
+    }
+    for (size_t i = 0; i < t->nsites; i++) {
+        if (t->sites[i].default_twin && t->sites[i].kind == want)
+            return &t->sites[i];
+    }
+    return &t->sites[0];
+}
+
+/* Host header value → host name: drops ":port", unwraps "[v6]". false when malformed. */
+static bool host_strip(const char **host, size_t *len)
+{
+    const char *h = *host;
+    size_t n = *len;
+    if (n && h[0] == '[') {
+        const char *end = memchr(h, ']', n);
+        if (!end)
+            return false;
+        *host = h + 1;
+        *len = (size_t)(end - h - 1);
+    } else {
+        const char *colon = memchr(h, ':', n);
+        /* More than one colon: a bare IPv6 literal (not valid in Host, but unambiguous). */
+        if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - h)))
+            n = (size_t)(colon - h);
+        *len = n;
+    }
+    name_trim(host, len);
+    return *len > 0;
+}
+
+bool slb_tls_site_matches_host(const struct slb_tls_site *s, const char *host, size_t len)
+{
+    if (!s || !host || !host_strip(&host, &len))
+        return false;
+    return site_match(s, host, len, false) || site_match(s, host, len, true);
+}
+
+const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl)
+{
+    if (!ssl || ssl_site_idx < 0)
+        return NULL;
+    /* Without SNI nothing was selected by name, so there is nothing for Host to contradict. */
+    if (!((uintptr_t)SSL_get_ex_data(ssl, ssl_flags_idx) & FLAG_SNI))
+        return NULL;
+    return SSL_get_ex_data(ssl, ssl_site_idx);
+}
+
+bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len)
+{
+    const struct slb_tls_site *site = slb_tls_ssl_site(ssl);
+    const struct slb_tls_listener *t = ssl ? listener_of(ssl) : NULL;
+    if (!site || !t || slb_tls_site_matches_host(site, host, len))
+        return false;
+    for (size_t i = 0; i < t->nsites; i++) {
+        if (&t->sites[i] != site && slb_tls_site_matches_host(&t->sites[i], host, len))
+            return true;
+    }
+    return false;
+}
+
+/* --- ClientHello: SNI and certificate choice --- */
+
+/* RFC 6066 server_name extension, strictly: a list length covering the rest, exactly one
+ * entry of type host_name, a name length covering the rest, 1..255 bytes, no NUL. */
+static int sni_parse(const unsigned char *p, size_t len, const char **name, size_t *nlen)
+{
+    if (len < 5 || (size_t)(p[0] << 8 | p[1]) != len - 2)
+        return -1;
+    if (p[2] != TLSEXT_NAMETYPE_host_name)
+        return -1;
+    size_t n = (size_t)(p[3] << 8 | p[4]);
+    if (n == 0 || n != len - 5 || n > TLS_MAX_HOSTNAME || memchr(p + 5, '\0', n))
+        return -1;
+    *name = (const char *)(p + 5);
+    *nlen = n;
+    return 0;
+}
+
+static bool client_offers_ecdsa(SSL *ssl)
+{
+    const unsigned char *p;
+    size_t len;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_signature_algorithms, &p, &len) || len < 2)
+        return false;
+    size_t n = (size_t)(p[0] << 8 | p[1]);
+    if (n + 2 > len)
+        return false;
+    for (size_t i = 2; i + 1 < n + 2; i += 2) {
+        unsigned v = (unsigned)(p[i] << 8 | p[i + 1]);
+        /* ecdsa_secp256r1_sha256, ecdsa_secp384r1_sha384, ecdsa_secp521r1_sha512 */
+        if (v == 0x0403 || v == 0x0503 || v == 0x0603)
+            return true;
+    }
+    return false;
+}
+
+static int client_hello_cb(SSL *ssl, int *al, void *arg)
+{
+    const struct slb_tls_listener *t = arg;
+    const unsigned char *ext;
+    size_t extlen, nlen = 0;
+    const char *name = NULL;
+    uintptr_t flags = 0;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &extlen)) {
+        if (sni_parse(ext, extlen, &name, &nlen) < 0) {
+            SSL_set_ex_data(ssl, ssl_flags_idx, (void *)(uintptr_t)FLAG_BAD_SNI);
+            *al = SSL_AD_DECODE_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        name_trim(&name, &nlen);
+        flags |= FLAG_SNI;
+    }
+    enum slb_tls_key_kind want = client_offers_ecdsa(ssl) ? SLB_TLS_KEY_EC : SLB_TLS_KEY_RSA;
+    const struct slb_tls_site *site = site_pick(t, name, nlen, want);
+    /* SSL_new copied the context's certificate, which is the default site's; any other site
+     * replaces it (after a HelloRetryRequest the first ClientHello's choice may be installed).
+     * Clearing first matters: OpenSSL keeps one certificate per key type, and a leftover
+     * default of the other type could otherwise be served for this name. */
+    const struct slb_tls_site *installed = SSL_get_ex_data(ssl, ssl_site_idx);
+    if (site != (installed ? installed : &t->sites[0])) {
+        const struct slb_cert *c = site->cert;
+        SSL_certs_clear(ssl);
+        if (!SSL_use_cert_and_key(ssl, c->leaf, c->key, c->chain, 1)) {
+            *al = SSL_AD_INTERNAL_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+    }
+    SSL_set_ex_data(ssl, ssl_site_idx, (void *)site);
+    SSL_set_ex_data(ssl, ssl_flags_idx, (void *)flags);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* Server preference: the first of our protocols the client offers; none → no ALPN at all,
+ * and the connection goes on as HTTP/1.1. */
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    const struct slb_tls_listener *t = arg;
+    for (size_t i = 0; i < t->alpn_len; i += 1 + (size_t)t->alpn[i]) {
+        const unsigned char *ours = &t->alpn[i + 1];
+        unsigned char olen = t->alpn[i];
+        for (unsigned j = 0; j < inlen;) {
+            unsigned clen = in[j];
+            if (clen == 0 || j + 1 + clen > inlen)
+                break;
+            if (clen == olen && memcmp(in + j + 1, ours, olen) == 0) {
+                *out = ours;
+                *outlen = olen;
+                return SSL_TLSEXT_ERR_OK;
+            }
+            j += 1 + clen;
+        }
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+/* The ticket carries its own timeout, fixed when it was issued; checking the age against the
+ * listener's current lifetime also retires tickets issued under a longer, older setting. */
+static SSL_TICKET_RETURN ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+                                       size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
+{
+    const struct slb_tls_listener *t = arg;
+    if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    long age = (long)time(NULL) - (long)SSL_SESSION_get_time(ss);
+    if (age < 0 || age > (long)t->ticket_lifetime_s)
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+}
+
+/* CRL checking covers the leaf, and the only CRL we hold is the client CA's. A leaf issued by
+ * an intermediate below that CA has no CRL to look up; that alone must not reject it. */
+static int verify_cb(int ok, X509_STORE_CTX *xs)
+{
+    if (ok || X509_STORE_CTX_get_error(xs) != X509_V_ERR_UNABLE_TO_GET_CRL)
+        return ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    const struct slb_tls_listener *t = ssl ? listener_of(ssl) : NULL;
+    X509 *cur = X509_STORE_CTX_get_current_cert(xs);
+    if (t && t->client_ca && cur && X509_check_issued(t->client_ca->leaf, cur) != X509_V_OK) {
+        X509_STORE_CTX_set_error(xs, X509_V_OK);
+        return 1;
+    }
+    return 0;
+}
+
+/* --- building --- */
+
+static enum slb_tls_key_kind key_kind(EVP_PKEY *key)
+{
+    switch (EVP_PKEY_get_base_id(key)) {
+    case EVP_PKEY_EC:
+        return SLB_TLS_KEY_EC;
+    case EVP_PKEY_RSA:
+    case EVP_PKEY_RSA_PSS:
+        return SLB_TLS_KEY_RSA;
+    default:
+        return SLB_TLS_KEY_OTHER;
+    }
+}
+
+static bool same_names(const struct slb_cert *a, const struct slb_cert *b)
+{
+    if (a->nsans != b->nsans || a->nsans == 0)
+        return false;
+    for (size_t i = 0; i < a->nsans; i++) {
+        bool found = false;
+        for (size_t j = 0; j < b->nsans && !found; j++)
+            found = strcasecmp(a->sans[i], b->sans[j]) == 0;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+/* Fill err with the listener, what was being done and OpenSSL's reasons (draining them). */
+static int tls_fail(struct slb_err *err, const struct slb_listener_rt *l, const char *where,
+                    const char *what)
+{
+    char why[256];
+    slb_tls_drain_errors(why, sizeof(why));
+    return slb_err_set(err, 400, "tls_error", where, "listener %s: %s: %s", l->cfg->name, what,
+                       why);
+}
+
+/* Tickets from one listener must not resume on another (one may require client certificates
+ * the other never asked for), nor survive a change of the client CA: the session id context
+ * binds sessions to the listener name and the CA's identity. */
+static int sid_ctx_set(SSL_CTX *ctx, const struct slb_tls_listener *t)
+{
+    char buf[512];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    const struct slb_cert *ca = t->client_ca;
+    int n = snprintf(buf, sizeof(buf), "slbd|%s|%s|%s|%llu|%d", t->name, ca ? ca->id : "",
+                     ca ? ca->fingerprint : "", ca ? (unsigned long long)ca->version : 0ULL,
+                     t->client_cert_required);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        n = (int)sizeof(buf) - 1;
+    if (!EVP_Digest(buf, (size_t)n, md, &mdlen, EVP_sha256(), NULL))
+        return -1;
+    if (mdlen > SSL_MAX_SID_CTX_LENGTH)
+        mdlen = SSL_MAX_SID_CTX_LENGTH;
+    return SSL_CTX_set_session_id_context(ctx, md, mdlen) == 1 ? 0 : -1;
+}
+
+static int client_ca_setup(SSL_CTX *ctx, struct slb_tls_listener *t,
+                           const struct slb_listener_rt *l, struct slb_err *err)
+{
+    const struct slb_tls_cfg *tc = &l->cfg->tls;
+    char where[160], what[128];
+    snprintf(where, sizeof(where), "listeners[%zu].tls.client_ca", l->index);
+    struct slb_cert *ca = cert_lookup(tc->client_ca);
+    if (!ca || ca->type != SLB_CERT_CA || !ca->leaf)
+        return slb_err_set(err, 400, "unknown_certificate", where,
+                           "listener %s: client_ca %s is not a CA certificate in the store",
+                           l->cfg->name, tc->client_ca);
+    slb_cert_ref(ca);
+    t->client_ca = ca;
+    t->client_auth = true;
+    t->client_cert_required = tc->client_auth == SLB_CLIENT_AUTH_REQUIRED;
+    snprintf(what, sizeof(what), "client_ca %s", ca->id);
+
+    ERR_clear_error();
+    X509_STORE *st = X509_STORE_new();
+    if (!st || !X509_STORE_add_cert(st, ca->leaf))
+        goto fail;
+    /* The uploaded CA is the trust anchor even when it is itself an intermediate. */
+    unsigned long flags = X509_V_FLAG_PARTIAL_CHAIN;
+    if (ca->crl) {
+        if (!X509_STORE_add_crl(st, ca->crl))
+            goto fail;
+        flags |= X509_V_FLAG_CRL_CHECK; /* the leaf only, not CRL_CHECK_ALL */
+    }
+    if (!X509_STORE_set_flags(st, flags) ||
+        !X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), flags))
+        goto fail;
+    /* A separate verify store leaves the context's chain store alone. */
+    if (!SSL_CTX_set1_verify_cert_store(ctx, st))
+        goto fail;
+    X509_STORE_free(st);
+    st = NULL;
+    if (!SSL_CTX_add_client_CA(ctx, ca->leaf))
+        goto fail;
+    SSL_CTX_set_verify(
+        ctx, SSL_VERIFY_PEER | (t->client_cert_required ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        verify_cb);
+    SSL_CTX_set_verify_depth(ctx, VERIFY_DEPTH);
+    return 0;
+fail:
+    X509_STORE_free(st);
+    return tls_fail(err, l, where, what);
+}
+
+static int alpn_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct slb_tls_cfg *tc)
+{
+    for (size_t i = 0; i < tc->nalpn && i < 2; i++) {
+        const char *p = tc->alpn[i];
+        size_t n = strnlen(p, sizeof(tc->alpn[i]));
+        if (n == 0 || !slb_tls_alpn_supported(p) || t->alpn_len + 1 + n > sizeof(t->alpn))
+            continue;
+        t->alpn[t->alpn_len] = (unsigned char)n;
+        memcpy(&t->alpn[t->alpn_len + 1], p, n);
+        t->alpn_len += 1 + n;
+    }
+    if (t->alpn_len)
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, t);
+    return 0;
+}
+
+static int tickets_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct slb_tls_cfg *tc)
+{
+    t->ticket_lifetime_s = tc->session_ticket_lifetime_s;
+    if (t->ticket_lifetime_s && !g_ring)
+        slb_warn("listener %s: no session ticket keys loaded; resumption is off", t->name);
+    if (t->ticket_lifetime_s == 0 || !g_ring) {
+        t->ticket_lifetime_s = 0;
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        return SSL_CTX_set_num_tickets(ctx, 0) == 1 ? 0 : -1;
+    }
+    slb_ticket_ring_ref(g_ring);
+    t->ring = g_ring;
+    /* The session timeout is what OpenSSL checks when a ticket comes back, and what TLS 1.3
+     * announces as the ticket lifetime. */
+    SSL_CTX_set_timeout(ctx, (long)t->ticket_lifetime_s);
+    if (SSL_CTX_set_num_tickets(ctx, 1) != 1 || slb_ticket_ring_install(ctx, t->ring) < 0 ||
+        SSL_CTX_set_session_ticket_cb(ctx, NULL, ticket_dec_cb, t) != 1)
+        return -1;
+    return 0;
+}
+
+/* Every site's certificate must be usable with the policy (key matches, security level),
+ * which OpenSSL would otherwise only find out during a handshake. */
+static int sites_check(SSL_CTX *ctx, const struct slb_tls_listener *t,
+                       const struct slb_listener_rt *l, struct slb_err *err)
+{
+    char where[160], what[128];
+    ERR_clear_error();
+    SSL *probe = SSL_new(ctx);
+    if (!probe)
+        return tls_fail(err, l, "", "SSL_new");
+    for (size_t i = 0; i < t->nsites; i++) {
+        const struct slb_cert *c = t->sites[i].cert;
+        SSL_certs_clear(probe);
+        ERR_clear_error();
+        if (!SSL_use_cert_and_key(probe, c->leaf, c->key, c->chain, 1)) {
+            snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[%zu]", l->index, i);
+            snprintf(what, sizeof(what), "certificate %s", c->id);
+            SSL_free(probe);
+            return tls_fail(err, l, where, what);
+        }
+    }
+    SSL_free(probe);
+    return 0;
+}
+
+int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
+{
+    const struct slb_listener_cfg *lc = l->cfg;
+    const struct slb_tls_cfg *tc = &lc->tls;
+    char where[160], what[128];
+    snprintf(where, sizeof(where), "listeners[%zu].tls", l->index);
+    pthread_once(&idx_once, idx_init);
+    if (ssl_site_idx < 0 || ssl_flags_idx < 0 || ctx_listener_idx < 0)
+        return slb_err_set(err, 500, "internal", where, "cannot allocate OpenSSL ex_data");
+    if (tc->ncertificates == 0)
+        return slb_err_set(err, 400, "tls_error", where,
+                           "listener %s: an https listener needs a certificate", lc->name);
+    struct slb_tls_listener *t = calloc(1, sizeof(*t));
+    if (!t || !(t->sites = calloc(tc->ncertificates, sizeof(*t->sites)))) {
+        free(t);
+        return slb_err_set(err, 500, "internal", where, "out of memory");
+    }
+    snprintf(t->name, sizeof(t->name), "%s", lc->name);
+
+    for (size_t i = 0; i < tc->ncertificates; i++) {
+        struct slb_cert *c = cert_lookup(tc->certificates[i]);
+        if (!c || c->type != SLB_CERT_SERVER || !c->leaf || !c->key) {
+            snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[%zu]", l->index, i);
+            slb_err_set(err, 400, "unknown_certificate", where,
+                        "listener %s: certificate %s is not a server certificate in the store",
+                        lc->name, tc->certificates[i]);
+            goto fail;
+        }
+        slb_cert_ref(c);
+        t->sites[i].cert = c;
+        t->sites[i].kind = key_kind(c->key);
+        t->nsites = i + 1;
+    }
+    for (size_t i = 0; i < t->nsites; i++)
+        t->sites[i].default_twin = i == 0 || same_names(t->sites[0].cert, t->sites[i].cert);
+
+    ERR_clear_error();
+    SSL_CTX *ctx = t->ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        tls_fail(err, l, where, "SSL_CTX_new");
+        goto fail;
+    }
+    if (!SSL_CTX_set_ex_data(ctx, ctx_listener_idx, t) ||
+        slb_tls_policy_apply(ctx, (int)tc->policy) < 0) {
+        snprintf(what, sizeof(what), "policy %d", (int)tc->policy);
+        const struct slb_tls_policy_def *p = slb_tls_policy_get((int)tc->policy);
+        if (p)
+            snprintf(what, sizeof(what), "policy %s", p->name);
+        tls_fail(err, l, where, what);
+        goto fail;
+    }
+    if (sites_check(ctx, t, l, err) < 0)
+        goto fail;
+    const struct slb_cert *def = t->sites[0].cert;
+    ERR_clear_error();
+    if (!SSL_CTX_use_cert_and_key(ctx, def->leaf, def->key, def->chain, 1)) {
+        snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[0]", l->index);
+        snprintf(what, sizeof(what), "certificate %s", def->id);
+        tls_fail(err, l, where, what);
+        goto fail;
+    }
+    SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, t);
+
+    if (tc->client_ca[0] && client_ca_setup(ctx, t, l, err) < 0)
+        goto fail;
+    ERR_clear_error();
+    if (sid_ctx_set(ctx, t) < 0 || alpn_setup(ctx, t, tc) < 0 || tickets_setup(ctx, t, tc) < 0) {
+        tls_fail(err, l, where, "session setup");
+        goto fail;
+    }
+    l->tls = t;
+    return 0;
+fail:
+    slb_tls_listener_free(t);
+    return SLB_EINVAL;
+}
+
+void slb_tls_listener_free(void *tls)
+{
+    struct slb_tls_listener *t = tls;
+    if (!t)
+        return;
+    SSL_CTX_free(t->ctx);
+    for (size_t i = 0; i < t->nsites; i++)
+        slb_cert_unref(t->sites[i].cert);
+    free(t->sites);
+    if (t->client_ca)
+        slb_cert_unref(t->client_ca);
+    slb_ticket_ring_unref(t->ring);
+    free(t);
+}
+
+SSL *slb_tls_ssl_new(struct slb_listener_rt *l)
+{
+    struct slb_tls_listener *t = l ? l->tls : NULL;
+    if (!t)
+        return NULL;
+    ERR_clear_error();
+    SSL *ssl = SSL_new(t->ctx);
+    if (!ssl)
+        ERR_clear_error(); /* only memory can fail here; the caller counts and closes */
+    return ssl;
+}
+
+/* --- after the handshake --- */
+
+static enum slb_tls_fail from_verify(long v)
+{
+    switch (v) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        return SLB_TLS_FAIL_CERT_EXPIRED;
+    case X509_V_ERR_CERT_REVOKED:
+        return SLB_TLS_FAIL_CERT_REVOKED;
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_UNTRUSTED:
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+        return SLB_TLS_FAIL_UNKNOWN_CA;
+    default:
+        return SLB_TLS_FAIL_OTHER;
+    }
+}
+
+static enum slb_tls_fail from_reason(unsigned long e)
+{
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+        return SLB_TLS_FAIL_OTHER;
+    switch (ERR_GET_REASON(e)) {
+    case SSL_R_NO_SHARED_CIPHER:
+    case SSL_R_NO_SHARED_GROUPS:
+    case SSL_R_NO_SHARED_SIGNATURE_ALGORITHMS:
+    case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
+        return SLB_TLS_FAIL_NO_SHARED_CIPHER;
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_VERSION_TOO_LOW:
+    case SSL_R_VERSION_TOO_HIGH:
+    case SSL_R_UNSUPPORTED_SSL_VERSION:
+    case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+        return SLB_TLS_FAIL_PROTOCOL_VERSION;
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+        return SLB_TLS_FAIL_NO_CLIENT_CERT;
+    default:
+        return SLB_TLS_FAIL_OTHER;
+    }
+}
+
+enum slb_tls_fail slb_tls_classify_failure(SSL *ssl)
+{
+    enum slb_tls_fail f = SLB_TLS_FAIL_OTHER;
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (ssl && ssl_flags_idx >= 0 &&
+        ((uintptr_t)SSL_get_ex_data(ssl, ssl_flags_idx) & FLAG_BAD_SNI)) {
+        f = SLB_TLS_FAIL_BAD_SNI;
+    } else if (vr != X509_V_OK) {
+        f = from_verify(vr);
+    } else {
+        unsigned long e;
+        while (f == SLB_TLS_FAIL_OTHER && (e = ERR_get_error()) != 0)
+            f = from_reason(e);
+    }
+    ERR_clear_error();
+    return f;
+}
+
+const char *slb_tls_fail_name(enum slb_tls_fail f)
+{
+    static const char *const names[SLB_TLS_FAIL_COUNT] = {
+        [SLB_TLS_FAIL_NONE] = "none",
+        [SLB_TLS_FAIL_NO_SHARED_CIPHER] = "no_shared_cipher",
+        [SLB_TLS_FAIL_UNKNOWN_CA] = "unknown_ca",
+        [SLB_TLS_FAIL_CERT_EXPIRED] = "cert_expired",
+        [SLB_TLS_FAIL_NO_CLIENT_CERT] = "no_client_cert",
+        [SLB_TLS_FAIL_CERT_REVOKED] = "cert_revoked",
+        [SLB_TLS_FAIL_PROTOCOL_VERSION] = "protocol_version",
+        [SLB_TLS_FAIL_BAD_SNI] = "bad_sni",
+        [SLB_TLS_FAIL_TIMEOUT] = "timeout",
+        [SLB_TLS_FAIL_OTHER] = "other",
+    };
+    return (unsigned)f < SLB_TLS_FAIL_COUNT ? names[f] : "other";
+}
+
+/* RFC 4514 text of name into buf (truncated to fit); false on failure. */
+static bool name_text(const X509_NAME *name, char *buf, size_t len)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    bool ok = false;
+    if (b && X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0) {
+        char *p;
+        long n = BIO_get_mem_data(b, &p);
+        if (n >= 0 && len > 0) {
+            size_t k = (size_t)n < len - 1 ? (size_t)n : len - 1;
+            memcpy(buf, p, k);
+            buf[k] = '\0';
+            ok = true;
+        }
+    }
+    BIO_free(b);
+    return ok;
+}
+
+bool slb_tls_client_cert_info(SSL *ssl, char *subject, size_t slen, char *issuer, size_t ilen,
+                              char *fp, size_t fplen)
+{
+    /* The peer certificate travels in the session, so resumed connections see it too. */
+    X509 *peer = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    if (!peer)
+        return false;
+    ERR_clear_error();
+    if (subject && slen && !name_text(X509_get_subject_name(peer), subject, slen))
+        subject[0] = '\0';
+    if (issuer && ilen && !name_text(X509_get_issuer_name(peer), issuer, ilen))
+        issuer[0] = '\0';
+    if (fp && fplen) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+        fp[0] = '\0';
+        if (X509_digest(peer, EVP_sha256(), md, &n) && fplen >= 2 * (size_t)n + 1) {
+            for (unsigned i = 0; i < n; i++)
+                snprintf(fp + 2 * i, 3, "%02x", md[i]);
+        }
+    }
+    ERR_clear_error();
+    return true;
+}

@@ -1,0 +1,305 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The state directory end to end: config.json follows every change durably, --check, refusing
+a bad state at start-up without touching it, the token's mode, kill -9 in the middle of writes,
+SIGHUP reloads (good and bad) and the graceful SIGTERM drain."""
+
+import json
+import os
+import signal
+import stat
+import threading
+import time
+
+import pytest
+
+import slbd_harness as h
+
+
+def disk_config(slbd):
+    return json.loads((slbd.state_dir / "config.json").read_text())
+
+
+def assert_disk_matches_api(slbd):
+    doc = disk_config(slbd)
+    assert set(doc) == {"listeners", "groups", "settings"}, doc.keys()
+    assert slbd.api.get("/v1/listeners") == (200, {"listeners": doc["listeners"]})
+    assert slbd.api.get("/v1/groups") == (200, {"groups": doc["groups"]})
+    return doc
+
+
+def tmp_leftovers(state_dir):
+    return [n for n in os.listdir(state_dir) if n.endswith(".tmp")]
+
+
+def test_config_json_follows_every_change(slbd, backend):
+    a, b = backend("a"), backend("b")
+    steps = [
+        lambda: slbd.add_group("g", [a.server()]),
+        lambda: slbd.add_group("g2", [b.server(5)], scheduler="rr"),
+        lambda: slbd.add_tcp_listener("l", "g", proxy_protocol="v2"),
+        lambda: slbd.put_group("g", [a.server(3), b.server(4)], scheduler="wlc"),
+        lambda: slbd.api.put("/v1/listeners/l", dict(slbd.api.get("/v1/listeners/l")[1],
+                                                     backend_group="g2")),
+        lambda: slbd.api.delete("/v1/listeners/l"),
+        lambda: slbd.api.delete("/v1/groups/g"),
+        lambda: slbd.api.post("/v1/apply", {"settings": {"drain_timeout_s": 4}}),
+    ]
+    for step in steps:
+        step()
+        assert_disk_matches_api(slbd)
+        assert tmp_leftovers(slbd.state_dir) == []
+    doc = disk_config(slbd)
+    assert [g["name"] for g in doc["groups"]] == ["g2"]
+    assert doc["listeners"] == []
+    assert doc["settings"]["drain_timeout_s"] == 4
+    # A refused change leaves the file as it was, byte for byte.
+    before = (slbd.state_dir / "config.json").read_bytes()
+    st, _ = slbd.api.post("/v1/groups", {"name": "bad", "servers": [{"port": 1}]})
+    assert st == 400
+    assert (slbd.state_dir / "config.json").read_bytes() == before
+
+
+def test_admin_token_mode(slbd):
+    st = os.stat(slbd.state_dir / "admin.token")
+    assert stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+    token = (slbd.state_dir / "admin.token").read_text()
+    assert len(token.strip()) >= 16
+    # The state directory itself is private too.
+    assert stat.S_IMODE(os.stat(slbd.state_dir).st_mode) & 0o077 == 0
+    # The token survives a restart (same file, same token).
+    slbd.restart()
+    assert (slbd.state_dir / "admin.token").read_text() == token
+    assert slbd.api.get("/v1/groups")[0] == 200
+
+
+def write_config(state_dir, doc):
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = state_dir / "config.json"
+    path.write_text(json.dumps(doc, indent=2) if not isinstance(doc, str) else doc)
+    return path
+
+
+def good_doc(port, backend_port):
+    return {
+        "groups": [{"name": "g", "servers": [{"address": "127.0.0.1", "port": backend_port}]}],
+        "listeners": [{"name": "l", "protocol": "tcp", "bind": f"127.0.0.1:{port}",
+                       "backend_group": "g"}],
+        "settings": {},
+    }
+
+
+BAD_DOCS = [
+    ("out-of-range port", lambda d: d["listeners"][0].update(bind="127.0.0.1:99999"),
+     "listeners[0].bind"),
+    ("unknown field", lambda d: d["groups"][0].update(colour="red"), "groups[0].colour"),
+    ("unknown group", lambda d: d["listeners"][0].update(backend_group="nope"),
+     "listeners[0].backend_group"),
+    ("weight", lambda d: d["groups"][0]["servers"][0].update(weight=500),
+     "groups[0].servers[0].weight"),
+    ("settings", lambda d: d["settings"].update(drain_timeout_s="x"),
+     "settings.drain_timeout_s"),
+]
+
+
+def test_check_good_state(slbd, backend):
+    a = backend("a")
+    slbd.add_group("g", [a.server()])
+    slbd.add_tcp_listener("l", "g")
+    rc, out = slbd.run_once("--check")
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("what,mutate,field", BAD_DOCS, ids=[c[0] for c in BAD_DOCS])
+def test_check_and_startup_refuse_bad_config(slbd_factory, what, mutate, field):
+    d = slbd_factory(start=False, name="bad")
+    doc = good_doc(h.free_port(), h.free_port())
+    mutate(doc)
+    path = write_config(d.state_dir, doc)
+    before = path.read_bytes()
+    mtime = path.stat().st_mtime_ns
+    rc, out = d.run_once("--check")
+    assert rc == 1, out
+    assert "config.json" in out and field in out, out
+    # Start-up refuses with the same message and exits; nothing is overwritten.
+    rc, out = d.run_once()
+    assert rc != 0, out
+    assert "config.json" in out and field in out, out
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+    assert tmp_leftovers(d.state_dir) == []
+
+
+def test_check_and_startup_refuse_invalid_json(slbd_factory):
+    d = slbd_factory(start=False, name="badjson")
+    path = write_config(d.state_dir, '{"groups": [}\n')
+    before = path.read_bytes()
+    for args in (("--check",), ()):
+        rc, out = d.run_once(*args)
+        assert rc != 0, out
+        assert "config.json" in out and ":1:" in out, out
+    assert path.read_bytes() == before
+
+
+def test_startup_with_good_hand_written_config(slbd_factory, backend):
+    a = backend("a")
+    d = slbd_factory(start=False, name="hand")
+    port = h.free_port()
+    write_config(d.state_dir, good_doc(port, a.port))
+    d.start()
+    assert h.who(d.clients, port) == "a"
+    # Served normalized (defaults filled in); the hand-written file is left as written until
+    # the next change through the API.
+    st, lis = d.api.get("/v1/listeners/l")
+    assert st == 200 and lis["established_timeout_s"] == 900 and lis["bind"].endswith(f":{port}")
+    d.add_group("g2", [])
+    assert_disk_matches_api(d)
+
+
+@pytest.mark.timeout(120)
+def test_kill9_during_writes(slbd, backend):
+    a = backend("a")
+    slbd.add_group("base", [a.server()])
+    port = slbd.add_tcp_listener("l", "base")
+    for round_no in range(3):
+        api = slbd.api
+        done = threading.Event()
+        ok = [0]
+
+        def churn():
+            i = 0
+            while not done.is_set():
+                name = f"burst{round_no}-{i % 5}"
+                try:
+                    st, _ = api.post("/v1/groups", {"name": name, "servers": [a.server(i % 100)]})
+                    if st == 201:
+                        ok[0] += 1
+                    st, _ = api.delete(f"/v1/groups/{name}")
+                    if st == 204:
+                        ok[0] += 1
+                    i += 1
+                except OSError:
+                    return  # the daemon is gone
+
+        t = threading.Thread(target=churn, daemon=True)
+        t.start()
+        h.wait_until(lambda: ok[0] >= 10 + 7 * round_no, 20, "API writes to be under way")
+        slbd.kill9()
+        done.set()
+        t.join(h.scaled(20))
+        assert not t.is_alive()
+        doc = disk_config(slbd)  # valid JSON, whichever state it holds
+        assert [g["name"] for g in doc["groups"]][0] == "base"
+        rc, out = slbd.run_once("--check")
+        assert rc == 0, out
+        slbd.start()
+        assert_disk_matches_api(slbd)
+        assert h.who(slbd.clients, port) == "a"
+        # Writing works after the restart, whatever leftovers the kill produced.
+        st, _ = slbd.api.post("/v1/groups", {"name": f"after{round_no}", "servers": []})
+        assert st == 201
+        assert_disk_matches_api(slbd)
+
+
+def test_sighup_reload(slbd, backend, clients):
+    a, b = backend("a"), backend("b")
+    slbd.add_group("g", [a.server()])
+    slbd.add_tcp_listener("l", "g")
+    gen = slbd.api.request("GET", "/healthz", token=None).json["generation"]
+    doc = disk_config(slbd)
+    doc["groups"].append({"name": "hup", "servers": [b.server()]})
+    new_port = h.free_port()
+    doc["listeners"].append({"name": "hup-l", "protocol": "tcp", "bind": f"127.0.0.1:{new_port}",
+                             "backend_group": "hup"})
+    write_config(slbd.state_dir, doc)
+    slbd.signal(signal.SIGHUP)
+    h.wait_until(lambda: slbd.api.get("/v1/groups/hup")[0] == 200, 10, "group from SIGHUP")
+    assert slbd.api.get("/v1/listeners/hup-l")[0] == 200
+    assert h.who(clients, new_port) == "b"
+    assert slbd.api.request("GET", "/healthz", token=None).json["generation"] > gen
+
+
+def test_sighup_with_invalid_config_keeps_running(slbd, backend, clients):
+    a = backend("a")
+    slbd.add_group("g", [a.server()])
+    port = slbd.add_tcp_listener("l", "g")
+    slbd.allow_errors(r"reload refused")
+    before_api = assert_disk_matches_api(slbd)
+    gen = slbd.api.request("GET", "/healthz", token=None).json["generation"]
+    for bad in ('{"groups": [', json.dumps(dict(before_api, listeners=[
+            dict(before_api["listeners"][0], backend_group="nope")]))):
+        n_refused = slbd.log_text().count("reload refused")
+        write_config(slbd.state_dir, bad)
+        slbd.signal(signal.SIGHUP)
+        h.wait_until(lambda: slbd.log_text().count("reload refused") > n_refused, 10,
+                     "the reload to be refused")
+        assert slbd.running()
+        assert slbd.api.get("/v1/groups")[1]["groups"] == before_api["groups"]
+        assert slbd.api.get("/v1/listeners")[1]["listeners"] == before_api["listeners"]
+        assert slbd.api.request("GET", "/healthz", token=None).json["generation"] == gen
+        assert h.who(clients, port) == "a"
+    # The next API change writes a valid file again.
+    slbd.add_group("later", [])
+    assert_disk_matches_api(slbd)
+
+
+def test_sigterm_drains_then_exits(slbd, backend, clients):
+    a = backend("a")
+    st, _ = slbd.api.post("/v1/apply", {"settings": {"drain_timeout_s": 3}})
+    assert st == 200
+    slbd.add_group("g", [a.server()], health_check=h.no_health_check())
+    port = slbd.add_tcp_listener("l", "g")
+    s = clients.connect(port)
+    h.echo_roundtrip(s, b"before\n")
+    t0 = time.monotonic()
+    slbd.signal(signal.SIGTERM)
+    # The connection that was open keeps working while slbd drains.
+    h.echo_roundtrip(s, b"during the drain\n")
+    rc = slbd.stop(timeout=3 + 10)  # already signalled; this waits and records the exit
+    elapsed = time.monotonic() - t0
+    assert rc == 0
+    assert elapsed <= 3 + h.scaled(3), f"exit took {elapsed:.1f} s with drain_timeout_s 3"
+    # The idle connection held slbd until the bound, then was closed.
+    assert elapsed >= 2.5, f"exited after {elapsed:.1f} s without draining"
+    assert h.wait_closed(s, 5) in ("eof", "reset")
+
+
+def test_sigterm_without_connections_is_prompt(slbd, backend):
+    a = backend("a")
+    slbd.add_group("g", [a.server()])
+    slbd.add_tcp_listener("l", "g")
+    t0 = time.monotonic()
+    assert slbd.stop() == 0
+    assert time.monotonic() - t0 < h.scaled(2)
+
+
+def test_sigterm_stops_accepting(slbd, backend, clients):
+    """While slbd drains (an idle connection holds it), its listeners no longer take new
+    connections: a client is refused or closed at once instead of waiting in a backlog that
+    nobody accepts from until the drain bound resets it."""
+    a = backend("a")
+    st, _ = slbd.api.post("/v1/apply", {"settings": {"drain_timeout_s": 5}})
+    assert st == 200
+    slbd.add_group("g", [a.server()], health_check=h.no_health_check())
+    port = slbd.add_tcp_listener("l", "g")
+    held = clients.connect(port)
+    h.echo_roundtrip(held, b"held\n")
+    slbd.signal(signal.SIGTERM)
+    # The control thread handles the signal asynchronously: give it a moment (the drain
+    # lasts 5 s, so this stays well inside it).
+    time.sleep(0.5)
+    assert slbd.running(), "slbd exited before the drain bound with a connection open"
+    t0 = time.monotonic()
+    try:
+        s = clients.connect(port, timeout=3)
+        s.sendall(b"WHO\n")
+        s.settimeout(1.0)
+        data = s.recv(100)
+        outcome = f"served ({data!r})" if data else "closed"
+    except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+        outcome = "refused"
+    except TimeoutError:
+        outcome = "hanging"
+    assert outcome in ("refused", "closed"), (
+        f"a connection made 0.5 s into the drain was {outcome} after "
+        f"{time.monotonic() - t0:.1f} s: the listening sockets still take connections while "
+        "slbd drains")
+    assert slbd.stop(timeout=15) == 0
