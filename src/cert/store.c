@@ -803,3 +803,13 @@ size_t slb_certstore_crl_stale(struct slb_certstore *s)
         n += crl_stale(s->v[i].cert, now);
     return n;
 }
+
+size_t slb_certstore_count(struct slb_certstore *s)
+{
+    return s ? s->n : 0;
+}
+
+struct slb_cert *slb_certstore_at(struct slb_certstore *s, size_t i)
+{
+    return s && i < s->n ? s->v[i].cert : NULL;
+}

@@ -54,6 +54,10 @@ struct slb_cert *slb_certstore_get(struct slb_certstore *s, const char *id);
  * not_after (RFC 3339 UTC), fingerprint_sha256, key_type, version, crl: {...} or null});
  * used_by is added by the API layer. */
 json_t *slb_cert_to_json(const struct slb_cert *c);
+/* The i-th certificate (0 <= i < slb_certstore_count), borrowed; for metrics. */
+size_t slb_certstore_count(struct slb_certstore *s);
+struct slb_cert *slb_certstore_at(struct slb_certstore *s, size_t i);
+
 /* Array of all certificates' resource JSON, sorted by id. */
 json_t *slb_certstore_list(struct slb_certstore *s);
 

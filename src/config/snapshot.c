@@ -14,6 +14,19 @@
 #include <string.h>
 #include <unistd.h>
 
+const double slb_resp_bucket_le[SLB_RESP_BUCKETS - 1] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+};
+
+void slb_srv_observe(struct slb_wcount *w, uint64_t us)
+{
+    size_t b = 0;
+    while (b < SLB_RESP_BUCKETS - 1 && (double)us > slb_resp_bucket_le[b] * 1e6)
+        b++;
+    slb_count_add(&w->v[SLB_SRV_RESP_BUCKET + b], 1);
+    slb_count_add(&w->v[SLB_SRV_RESP_SUM_US], us);
+}
+
 void slb_registry_init(struct slb_registry *reg, int nworkers)
 {
     memset(reg, 0, sizeof(*reg));

@@ -42,8 +42,21 @@ static inline uint64_t slb_count_get(_Atomic uint64_t *c)
 }
 
 /* Per-server counter slots (index into slb_wcount.v). */
-enum { SLB_SRV_ACTIVE, SLB_SRV_CONNS, SLB_SRV_FAILS, SLB_SRV_REQS, SLB_SRV_BYTES_TO,
-       SLB_SRV_BYTES_FROM };
+enum {
+    SLB_SRV_ACTIVE,
+    SLB_SRV_CONNS,
+    SLB_SRV_FAILS,
+    SLB_SRV_REQS,
+    SLB_SRV_BYTES_TO,
+    SLB_SRV_BYTES_FROM,
+    SLB_SRV_RESP_SUM_US, /* response time (request sent to response head), microseconds */
+    SLB_SRV_RESP_BUCKET, /* + SLB_RESP_BUCKETS per-bucket (not cumulative) counts */
+    SLB_SRV_SLOTS = SLB_SRV_RESP_BUCKET + 13
+};
+#define SLB_RESP_BUCKETS 13 /* the last one is +Inf */
+extern const double slb_resp_bucket_le[SLB_RESP_BUCKETS - 1];
+/* Count one response time in a server's histogram line. */
+void slb_srv_observe(struct slb_wcount *w, uint64_t us);
 /* Per-listener counter slots. */
 enum {
     SLB_LIS_CONNS,
@@ -84,9 +97,13 @@ struct slb_srv_rt {
 };
 
 /* Runtime state of a listener name: counters that survive updates of the listener. */
+#define SLB_RATE_WINDOW 61
 struct slb_lis_rt {
     char name[SLB_NAME_MAX];
     int refs;
+    /* connections total sampled once a second by the control thread, for rates */
+    uint64_t conn_samples[SLB_RATE_WINDOW];
+    unsigned nsamples, sample_pos;
     struct slb_lis_rt *next;
     int nworkers;
     struct slb_wcount w[]; /* one per worker */

@@ -10,6 +10,7 @@
 #include "core/time.h"
 #include "http/access.h"
 #include "lb/health.h"
+#include "metrics/metrics.h"
 #include "tls/tls.h"
 
 #include <errno.h>
@@ -146,6 +147,7 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
 {
     struct slb_ctl *ctl = t->data;
     slb_snapshot_sweep(&ctl->reg);
+    slb_metrics_sample(ctl);
     if (ctl->certs)
         slb_certstore_tick(ctl->certs);
     if (slb_ticket_ring_tick(&ctl->tickets, ctl->state_dir)) {

@@ -9,6 +9,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/time.h"
 #include "http/access.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
@@ -64,6 +65,7 @@ struct http_conn {
     uint64_t req_remaining, req_ready;
     struct slb_chunked req_chunk;
     uint64_t req_start_ms, resp_start_ms;
+    uint64_t sent_us; /* request head handed to the backend, for the response histogram */
     uint64_t last_io_ms; /* last time bytes moved during an exchange or tunnel */
     /* response */
     bool resp_head_done, resp_done, up_keep_alive;
@@ -464,6 +466,8 @@ static bool step_write_upstream(struct http_conn *c)
         up->head.off += (size_t)n;
         up->bytes_to += (uint64_t)n;
         progress = true;
+        if (!slb_hbuf_pending(&up->head) && c->st != ST_TUNNEL)
+            c->sent_us = slb_mono_us();
     }
     if (c->st == ST_TUNNEL) {
         c->req_ready = c->in.len;
@@ -645,6 +649,9 @@ static bool step_parse_response(struct http_conn *c)
     }
     if (!c->resp_start_ms)
         c->resp_start_ms = c->w->loop.now_ms;
+    if (c->sent_us)
+        slb_srv_observe(srv_counts(c), slb_mono_us() - c->sent_us);
+    c->sent_us = 0;
     count_status(c, m->status);
     if (m->status >= 500)
         slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);

@@ -13,6 +13,8 @@ struct slb_ctl;
 uint64_t slb_metrics_sum(struct slb_wcount *w, int nworkers, int k);
 
 json_t *slb_metrics_stats_json(struct slb_ctl *ctl);
+/* Sample connection totals for the per-second rates; call once a second. */
+void slb_metrics_sample(struct slb_ctl *ctl);
 /* Prometheus text exposition format; malloc'd, *len set. */
 char *slb_metrics_prometheus(struct slb_ctl *ctl, size_t *len);
 

@@ -711,7 +711,9 @@ class Slbd:
                          if fd not in self._fd_baseline or self._fd_baseline[fd] != t}
                 return (f"slbd leaked file descriptors: {len(now)} open (listening sockets "
                         f"excluded) vs {len(self._fd_baseline)} after start-up; new: "
-                        f"{sorted(extra.items())[:40]}; baseline: {base_targets[:40]}")
+                        f"{sorted(extra.items())[:40]}; baseline: {base_targets[:40]} (a test "
+                        "whose health checks keep probes in flight, e.g. against a slow "
+                        "server, removes its groups before it ends)")
             time.sleep(0.1)
 
     def check_logs(self):

@@ -26,10 +26,10 @@ class Churn(threading.Thread):
     inside the loop, that a side listener accepts as soon as its POST returns and refuses as
     soon as its DELETE returns, and that a connection made through it outlives its deletion."""
 
-    def __init__(self, slbd, a, b, side_port, ops):
+    def __init__(self, slbd, a, b, front_port, side_port, ops):
         super().__init__(daemon=True)
         self.slbd, self.a, self.b = slbd, a, b
-        self.side_port = side_port
+        self.front_port, self.side_port = front_port, side_port
         self.ops = ops
         self.done = 0
         self.errors = []
@@ -107,8 +107,7 @@ def test_open_connections_survive_churn(slbd, backend, clients):
         owners.add(h.recv_line(s))
         held.append(s)
     assert owners == {"a", "b"}
-    churn = Churn(slbd, a, b, h.free_port(), ops=150)
-    churn.front_port = front
+    churn = Churn(slbd, a, b, front, h.free_port(), ops=150)
     churn.start()
     rounds = 0
     new_conns = 0
@@ -220,4 +219,7 @@ def test_health_probes_in_flight_during_churn(slbd, backend):
     for port in (slow.port, fast.port):
         s = slbd.server_stats("final", port)
         assert s["health"] == "up", s
-    assert slbd.running()
+    # Probes of the slow server are in flight most of the time; with the groups gone none is
+    # started any more, so the descriptor check after the test sees only real leaks.
+    st, _ = slbd.api.post("/v1/apply", {"listeners": [], "groups": []})
+    assert st == 200

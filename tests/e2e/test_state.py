@@ -176,7 +176,7 @@ def test_kill9_during_writes(slbd, backend):
                     if st == 204:
                         ok[0] += 1
                     i += 1
-                except OSError:
+                except Exception:  # noqa: BLE001 - refused, reset or cut short mid-answer
                     return  # the daemon is gone
 
         t = threading.Thread(target=churn, daemon=True)
