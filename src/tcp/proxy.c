@@ -7,6 +7,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "tcp/proxyproto.h"
+#include "tls/clienthello.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,6 +39,7 @@ struct tcp_conn {
     int attempts;
     bool connected;
     bool closed;
+    bool routing; /* reading the ClientHello to route by SNI */
     struct tcp_end c, s; /* client, server */
     struct slb_timer timer;
     uint64_t last_activity;
@@ -231,17 +233,21 @@ static void connect_failed(struct tcp_conn *t, int err)
 static void established(struct tcp_conn *t)
 {
     t->connected = true;
-    slb_io_init(&t->c.io, t->c.fd, end_cb, t);
     if (t->l->cfg->proxy_protocol) {
-        /* The header goes first in the client→server buffer, before any client byte. */
-        if (slb_buf_prepare(&t->s.out) < 0) {
+        /* The header goes first in the client→server buffer, before any client byte (a
+         * ClientHello read for SNI routing may already be there; routing leaves room). */
+        unsigned char hdr[SLB_PP_MAX];
+        size_t n = slb_pp_encode(t->l->cfg->proxy_protocol, (struct sockaddr *)&t->peer,
+                                 (struct sockaddr *)&t->local, hdr);
+        if (slb_buf_prepare(&t->s.out) < 0 || slb_buf_space(&t->s.out) + t->s.out.off < n) {
             conn_close(t);
             return;
         }
-        size_t n = slb_pp_encode(t->l->cfg->proxy_protocol, (struct sockaddr *)&t->peer,
-                                 (struct sockaddr *)&t->local,
-                                 (unsigned char *)t->s.out.data);
-        t->s.out.len = n;
+        char *base = t->s.out.data;
+        memmove(base + n, base + t->s.out.off, t->s.out.len);
+        memcpy(base, hdr, n);
+        t->s.out.off = 0;
+        t->s.out.len += n;
     }
     uint64_t idle = (uint64_t)t->l->cfg->established_timeout_s * 1000u;
     slb_timer_start(&t->w->loop, &t->timer, idle);
@@ -286,11 +292,81 @@ static void try_connect(struct tcp_conn *t)
     conn_close(t);
 }
 
+/* sni_routes: exact names first, then "*.domain" matching exactly one more label. */
+static struct slb_group_rt *route_by_name(const struct slb_listener_rt *l, const char *name)
+{
+    for (size_t i = 0; i < l->nsni; i++) {
+        if (strcmp(l->sni[i].server_name, name) == 0)
+            return l->sni[i].group;
+    }
+    const char *dot = strchr(name, '.');
+    if (!dot || dot == name)
+        return NULL;
+    for (size_t i = 0; i < l->nsni; i++) {
+        const char *r = l->sni[i].server_name;
+        if (r[0] == '*' && r[1] == '.' && strcmp(r + 1, dot) == 0)
+            return l->sni[i].group;
+    }
+    return NULL;
+}
+
+static bool use_group(struct tcp_conn *t, struct slb_group_rt *g)
+{
+    t->wg = slb_wsnap_group(t->ws, g);
+    free(t->tried);
+    t->tried = g ? calloc(g->nservers ? g->nservers : 1, 1) : NULL;
+    return !g || t->tried;
+}
+
+/* Read the ClientHello (kept in the client→server buffer, forwarded after connect) until the
+ * server name is known, then pick the group. Non-TLS or nameless clients go to the listener's
+ * backend_group. */
+static void route_step(struct tcp_conn *t)
+{
+    /* Leave room for a PROXY header in front of what we read. */
+    size_t max = SLB_BUF_SIZE - SLB_PP_MAX;
+    if (slb_buf_prepare(&t->s.out) < 0) {
+        conn_close(t);
+        return;
+    }
+    size_t room = max > t->s.out.len ? max - t->s.out.len : 0;
+    ssize_t n = room ? recv(t->c.fd, t->s.out.data + t->s.out.off + t->s.out.len, room, 0) : 0;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0 && room) {
+        conn_close(t);
+        return;
+    }
+    t->s.out.len += (size_t)(n > 0 ? n : 0);
+    slb_count_add(&lis_counts(t)->v[SLB_LIS_PAYLOAD_IN], (uint64_t)(n > 0 ? n : 0));
+    slb_count_add(&lis_counts(t)->v[SLB_LIS_WIRE_IN], (uint64_t)(n > 0 ? n : 0));
+    char name[SLB_CH_NAME_MAX + 1];
+    int rc = slb_clienthello_sni((const unsigned char *)t->s.out.data + t->s.out.off,
+                                 t->s.out.len, max, name, sizeof(name));
+    if (rc == 0 && room)
+        return;
+    struct slb_group_rt *g = rc > 0 ? route_by_name(t->l, name) : NULL;
+    if (!g)
+        g = t->l->group;
+    slb_debug("listener %s: server name \"%s\" routed to group %s", t->l->cfg->name,
+              rc > 0 ? name : "", g ? g->cfg->name : "(none)");
+    t->routing = false;
+    if (!use_group(t, g)) {
+        conn_close(t);
+        return;
+    }
+    try_connect(t);
+}
+
 static void end_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 {
     struct tcp_conn *t = io->data;
     if (t->closed)
         return;
+    if (t->routing) {
+        route_step(t);
+        return;
+    }
     if (!t->connected) {
         int err = 0;
         socklen_t len = sizeof(err);
@@ -309,6 +385,10 @@ static void end_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 static void timer_cb(struct slb_loop *loop, struct slb_timer *tm)
 {
     struct tcp_conn *t = tm->data;
+    if (t->routing) {
+        conn_close(t); /* no ClientHello in time */
+        return;
+    }
     if (!t->connected) {
         connect_failed(t, 0);
         return;
@@ -365,19 +445,14 @@ void slb_tcp_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
                     const struct sockaddr_storage *peer, socklen_t peerlen)
 {
     struct tcp_conn *t = calloc(1, sizeof(*t));
-    struct slb_group_rt *g = l->group;
-    if (t && g)
-        t->tried = calloc(g->nservers ? g->nservers : 1, 1);
-    if (!t || (g && !t->tried)) {
+    if (!t) {
         slb_error("listener %s: out of memory accepting a connection", l->cfg->name);
-        free(t);
         close(fd);
         return;
     }
     t->w = w;
     t->ws = slb_wsnap_hold(w);
     t->l = l;
-    t->wg = slb_wsnap_group(t->ws, g);
     t->link.abort = conn_abort;
     slb_worker_link(w, &t->link);
     t->c.fd = fd;
@@ -391,5 +466,15 @@ void slb_tcp_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     slb_count_add(&lis_counts(t)->v[SLB_LIS_ACTIVE], 1);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (l->nsni > 0) {
+        t->routing = true;
+        slb_io_set(&w->loop, &t->c.io, EPOLLIN);
+        slb_timer_start(&w->loop, &t->timer, t->l->cfg->connect_timeout_ms + 10000u);
+        return;
+    }
+    if (!use_group(t, l->group)) {
+        conn_close(t);
+        return;
+    }
     try_connect(t);
 }
