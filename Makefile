@@ -53,7 +53,7 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(shell pkg-config --libs cmocka)
 
-.PHONY: all deps run test test-unit test-e2e test-asan clean bench fmt
+.PHONY: all deps run test test-unit test-e2e test-asan clean bench fmt fuzz
 
 deps:
 	@scripts/deps.sh
@@ -72,12 +72,15 @@ test-unit: $(UNIT_BIN)
 	@scripts/run-unit.sh $(UNIT_BIN)
 
 test-e2e: all
-	SLBD_BUILD=$(OUT) /usr/bin/python3 -m pytest -q -x tests/e2e $(PYTEST_ARGS)
+	SLBD_BUILD=$(OUT) /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 test-asan:
 	@$(MAKE) --no-print-directory BUILD=asan all
 	@$(MAKE) --no-print-directory BUILD=asan test-unit
 	@$(MAKE) --no-print-directory BUILD=asan test-e2e
+
+fuzz: deps
+	@scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 bench: deps all
 	@bench/run.sh $(BENCH_ARGS)
