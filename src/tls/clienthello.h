@@ -23,8 +23,9 @@ enum {
  * The ClientHello may be fragmented over several handshake records; they are walked in place,
  * nothing is copied but the name. Every length is checked against its container and the whole
  * message is read, so a name is only returned from a ClientHello that is complete and well
- * formed. The name must be 1..255 bytes of letters, digits, '-' and '.', with no empty label;
- * one trailing dot is accepted and removed.
+ * formed; the record holding its last byte must end with it (bytes in later records, such as
+ * early data, are not looked at). The name must be 1..255 bytes of letters, digits, '-' and '.',
+ * with no empty label; one trailing dot is accepted and removed.
  *
  * max bounds how many bytes of the stream the ClientHello (record headers included) may take;
  * bytes at or past max are never read, and a hello that needs them gives SLB_CH_TOO_BIG.

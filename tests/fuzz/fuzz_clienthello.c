@@ -68,15 +68,26 @@ static void check_refragmented(const uint8_t *d, size_t len, int want, const cha
     if (plen < 2 || plen > 16384 + 2048 || 5 + plen > len)
         return;
 
+    /* Cut only before the hello's end: bytes after it in the same record make it invalid,
+     * while in a record of their own they are beyond what the parser reads. */
+    size_t limit = plen;
+    if (plen >= 4) {
+        size_t end = 4 + ((size_t)d[6] << 16 | (size_t)d[7] << 8 | d[8]);
+        if (end < limit)
+            limit = end;
+    }
+    if (limit < 2)
+        return;
+
     uint64_t h = hash(d, len);
     size_t ncuts = 1 + (size_t)(h % MAX_CUTS);
-    if (ncuts > plen - 1)
-        ncuts = plen - 1;
+    if (ncuts > limit - 1)
+        ncuts = limit - 1;
     size_t cuts[MAX_CUTS];
-    /* Distinct, ascending cut points in 1..plen-1: pick ncuts of them by walking with gaps. */
+    /* Distinct, ascending cut points in 1..limit-1: pick ncuts of them by walking with gaps. */
     size_t at = 0;
     for (size_t i = 0; i < ncuts; i++) {
-        size_t room = plen - 1 - at - (ncuts - 1 - i); /* keep one position per later cut */
+        size_t room = limit - 1 - at - (ncuts - 1 - i); /* keep one position per later cut */
         h = h * 6364136223846793005u + 1442695040888963407u;
         at += 1 + (size_t)((h >> 33) % room);
         cuts[i] = at;

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* libFuzzer target for the chunked-body decoder: the promises of slb_chunked_feed (consumed
+ * bytes, data slices inside what was consumed, nothing consumed once done, errors that stick),
+ * the same outcome whether the body arrives whole, byte by byte or in uneven pieces, and data
+ * and body length that agree with a simple reading of the chunk sizes. */
+#include "http/parser.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* An invariant failed: say which and crash, so libFuzzer keeps the input. */
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_chunked: %s:%d: check failed: %s\n", __FILE__, __LINE__,         \
+                    #cond);                                                                        \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* What decoding a whole input gave: bytes consumed, the data bytes in order, the end state. */
+struct outcome {
+    size_t consumed;
+    bool done;
+    bool error;
+    char *data;
+    size_t data_len;
+};
+
+static void outcome_free(struct outcome *o)
+{
+    free(o->data);
+    memset(o, 0, sizeof(*o));
+}
+
+/* One call of the decoder on buf[0, len), with its documented promises checked. */
+static long feed(struct slb_chunked *c, const char *buf, size_t len, struct outcome *o)
+{
+    const char *d = (const char *)1; /* must be overwritten */
+    size_t dl = (size_t)-1;
+    bool was_done = c->done;
+    long n = slb_chunked_feed(c, buf, len, &d, &dl);
+    CHECK(n == -400 || (n >= 0 && (size_t)n <= len));
+    if (n < 0) {
+        /* An error sticks: a broken stream is never resumed. */
+        CHECK(slb_chunked_feed(c, buf, len, NULL, NULL) == -400);
+        o->error = true;
+        return n;
+    }
+    if (was_done)
+        CHECK(n == 0 && c->done);
+    /* Progress or an end: 0 only for an empty buffer or a finished body. */
+    CHECK(n > 0 || len == 0 || c->done);
+    CHECK(dl <= (size_t)n);
+    if (dl > 0) {
+        uintptr_t b = (uintptr_t)buf, p = (uintptr_t)d;
+        CHECK(p >= b && p - b + dl <= (size_t)n);
+        char *grown = realloc(o->data, o->data_len + dl);
+        CHECK(grown != NULL);
+        memcpy(grown + o->data_len, d, dl);
+        o->data = grown;
+        o->data_len += dl;
+    } else {
+        CHECK(d == NULL);
+    }
+    o->consumed += (size_t)n;
+    o->done = c->done;
+    return n;
+}
+
+/* Feed buf in pieces of the given sizes (cycled), calling again on what a call left over, as
+ * the proxy does, until the body ends, fails or the input runs out. */
+static void decode(const char *buf, size_t len, const size_t *pieces, size_t npieces,
+                   struct outcome *o)
+{
+    struct slb_chunked c;
+    slb_chunked_init(&c);
+    memset(o, 0, sizeof(*o));
+    size_t pos = 0, k = 0;
+    while (pos < len && !o->done) {
+        size_t want = npieces ? pieces[k++ % npieces] : len - pos;
+        if (want == 0 || want > len - pos)
+            want = len - pos;
+        size_t end = pos + want;
+        while (pos < end && !o->done) {
+            /* A private copy of the piece, so ASan sees any read past it. */
+            char *piece = malloc(end - pos);
+            CHECK(piece != NULL);
+            memcpy(piece, buf + pos, end - pos);
+            struct outcome part = {0};
+            long n = feed(&c, piece, end - pos, &part);
+            if (n >= 0 && part.data_len) {
+                char *grown = realloc(o->data, o->data_len + part.data_len);
+                CHECK(grown != NULL);
+                memcpy(grown + o->data_len, part.data, part.data_len);
+                o->data = grown;
+                o->data_len += part.data_len;
+            }
+            outcome_free(&part);
+            free(piece);
+            if (n < 0) {
+                o->error = true;
+                return;
+            }
+            pos += (size_t)n;
+            o->consumed = pos;
+            o->done = c.done;
+        }
+    }
+    if (o->done) {
+        /* Bytes after the body (a pipelined request) are left alone. */
+        CHECK(slb_chunked_feed(&c, buf + pos, len - pos, NULL, NULL) == 0);
+    }
+}
+
+static void check_same(const struct outcome *a, const struct outcome *b)
+{
+    CHECK(a->error == b->error);
+    if (a->error)
+        return;
+    CHECK(a->done == b->done);
+    CHECK(a->consumed == b->consumed);
+    CHECK(a->data_len == b->data_len);
+    CHECK(a->data_len == 0 || memcmp(a->data, b->data, a->data_len) == 0);
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* A plain reading of a body the decoder accepted: size lines (extensions skipped up to the
+ * CR, which no extension byte may be), the data, CRLF, and after size 0 trailer lines up to
+ * the empty one. The data must be the decoder's and the end must be where it stopped. */
+static void check_reference(const char *buf, const struct outcome *o)
+{
+    size_t i = 0, d = 0, n = o->consumed;
+    for (;;) {
+        uint64_t size = 0;
+        size_t digits = 0;
+        int v;
+        while (i < n && (v = hexval(buf[i])) >= 0) {
+            CHECK(digits < 16);
+            size = size << 4 | (uint64_t)v;
+            digits++;
+            i++;
+        }
+        CHECK(digits > 0);
+        size_t line = digits;
+        while (i < n && buf[i] != '\r') {
+            i++;
+            line++;
+        }
+        CHECK(line <= SLB_CHUNKED_MAX_LINE);
+        CHECK(i + 1 < n && buf[i + 1] == '\n');
+        i += 2;
+        if (size == 0)
+            break;
+        CHECK(size <= n - i);
+        CHECK(d + size <= o->data_len && memcmp(buf + i, o->data + d, (size_t)size) == 0);
+        i += (size_t)size;
+        d += (size_t)size;
+        CHECK(i + 1 < n && buf[i] == '\r' && buf[i + 1] == '\n');
+        i += 2;
+    }
+    size_t trailer = 0;
+    for (;;) {
+        CHECK(i + 1 < n);
+        if (buf[i] == '\r' && buf[i + 1] == '\n')
+            break;
+        const char *cr = memchr(buf + i, '\r', n - i);
+        CHECK(cr != NULL && (size_t)(cr - buf) + 1 < n && cr[1] == '\n');
+        CHECK(memchr(buf + i, ':', (size_t)(cr - buf) - i) != NULL);
+        trailer += (size_t)(cr - buf) + 2 - i;
+        i = (size_t)(cr - buf) + 2;
+    }
+    CHECK(trailer + 2 <= SLB_CHUNKED_MAX_TRAILER);
+    CHECK(i + 2 == n);
+    CHECK(d == o->data_len);
+}
+
+static uint64_t hash(const uint8_t *d, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ d[i]) * 0x100000001b3u;
+    return h;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *buf = (const char *)data;
+    struct outcome whole, bytes, uneven;
+    static const size_t one[] = {1};
+
+    decode(buf, size, NULL, 0, &whole);
+    if (whole.done)
+        check_reference(buf, &whole);
+    decode(buf, size, one, 1, &bytes);
+    check_same(&whole, &bytes);
+
+    /* Uneven pieces from the input's hash: splits inside the size line, the CRLFs, the data
+     * and the trailer all land somewhere across the corpus. */
+    size_t pieces[6];
+    uint64_t h = hash(data, size);
+    for (size_t i = 0; i < 6; i++) {
+        h = h * 6364136223846793005u + 1442695040888963407u;
+        pieces[i] = 1 + (size_t)(h >> 33) % 17;
+    }
+    decode(buf, size, pieces, 6, &uneven);
+    check_same(&whole, &uneven);
+
+    outcome_free(&whole);
+    outcome_free(&bytes);
+    outcome_free(&uneven);
+    return 0;
+}
