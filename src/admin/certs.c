@@ -77,7 +77,7 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
             slb_admin_not_allowed(resp, "GET, POST");
             return;
         }
-        json_t *body = slb_admin_body_object(req, resp);
+        json_t *body = slb_admin_body_object_binary(req, resp);
         if (!body)
             return;
         int rc = slb_certstore_create(ctl->certs, body, &c, &err);
@@ -103,7 +103,7 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
             slb_admin_not_allowed(resp, "PUT");
             return;
         }
-        json_t *body = slb_admin_body_object(req, resp);
+        json_t *body = slb_admin_body_object_binary(req, resp);
         if (!body)
             return;
         const char *pem = json_string_value(json_object_get(body, "crl"));
@@ -149,7 +149,7 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
         slb_admin_not_allowed(resp, "GET, PUT, DELETE");
         return;
     }
-    json_t *body = slb_admin_body_object(req, resp);
+    json_t *body = slb_admin_body_object_binary(req, resp);
     if (!body)
         return;
     int rc = slb_certstore_replace(ctl->certs, id, body, &c, &err);

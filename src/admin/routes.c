@@ -28,7 +28,8 @@ void slb_admin_not_allowed(struct slb_admin_resp *resp, const char *allow)
 }
 
 /* Parse the request body as a JSON object; on failure fill resp and return NULL. */
-json_t *slb_admin_body_object(const struct slb_admin_req *req, struct slb_admin_resp *resp)
+static json_t *body_object(const struct slb_admin_req *req, struct slb_admin_resp *resp,
+                           size_t flags)
 {
     if (req->body_len == 0) {
         slb_admin_error_simple(resp, 400, "invalid_json", "a JSON object body is required");
@@ -40,7 +41,7 @@ json_t *slb_admin_body_object(const struct slb_admin_req *req, struct slb_admin_
         return NULL;
     }
     json_error_t jerr;
-    json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | flags, &jerr);
     if (!v) {
         slb_admin_error_simple(resp, 400, "invalid_json", "body is not valid JSON: %s (line %d, column %d)",
                                jerr.text, jerr.line, jerr.column);
@@ -52,6 +53,17 @@ json_t *slb_admin_body_object(const struct slb_admin_req *req, struct slb_admin_
         return NULL;
     }
     return v;
+}
+
+json_t *slb_admin_body_object(const struct slb_admin_req *req, struct slb_admin_resp *resp)
+{
+    return body_object(req, resp, 0);
+}
+
+json_t *slb_admin_body_object_binary(const struct slb_admin_req *req,
+                                     struct slb_admin_resp *resp)
+{
+    return body_object(req, resp, JSON_ALLOW_NUL);
 }
 
 /* Split "/v1/<coll>/<id>[/<sub>]"; returns the number of segments after /v1 (1..3) or 0. */

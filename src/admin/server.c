@@ -32,6 +32,8 @@ struct admin_conn {
     char *out;       /* response being sent */
     size_t outlen, outoff;
     bool close_after;
+    bool head_only;      /* answering HEAD: headers only */
+    bool continue_sent;  /* "100 Continue" already sent for the request being received */
     struct admin_conn *prev, *next;
 };
 
@@ -156,6 +158,8 @@ static void respond(struct admin_conn *c, struct slb_admin_resp *resp)
         return;
     }
     memcpy(c->out, head, (size_t)hn);
+    if (c->head_only)
+        blen = 0; /* Content-Length still tells the size of what GET would send */
     if (blen)
         memcpy(c->out + hn, body, blen);
     c->outlen = (size_t)hn + blen;
@@ -227,6 +231,7 @@ static void handle(struct admin_conn *c, const struct slb_http_msg *m, const cha
                                "directory)");
         goto out;
     }
+    c->head_only = strcmp(method, "HEAD") == 0;
     struct slb_admin_req req = {
         .method = method,
         .path = target,
@@ -280,6 +285,14 @@ static void try_request(struct admin_conn *c)
         free(m);
         return;
     }
+    if (c->inlen < head + blen && m->expect_continue && !c->continue_sent) {
+        /* The client waits for this before sending the body (curl does for > 1 KiB). The
+         * head was accepted, so invite the body; a failed send just means no invitation. */
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        ssize_t w = send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
+        (void)w;
+        c->continue_sent = true;
+    }
     if (c->inlen < head + blen) {
         if (c->incap < head + blen) {
             char *n = realloc(c->in, head + blen);
@@ -294,8 +307,7 @@ static void try_request(struct admin_conn *c)
         free(m);
         return;
     }
-    if (m->expect_continue)
-        m->expect_continue = false;
+    c->continue_sent = false;
     /* Requests are served one at a time; pipelined bytes after this one wait in c->in. */
     handle(c, m, c->in + head, (size_t)blen);
     size_t used = head + (size_t)blen;

@@ -53,6 +53,12 @@ static void addr_key(const struct sockaddr_storage *ss, char *out, size_t size)
     }
 }
 
+static unsigned port_of(const struct sockaddr_storage *ss)
+{
+    return ss->ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)ss)->sin_port)
+                                    : ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
 static void lsock_close(struct slb_lsock *ls)
 {
     for (int i = 0; i < ls->nworkers; i++) {
@@ -114,7 +120,12 @@ static struct slb_lsock *lsock_get(struct slb_registry *reg, const struct slb_li
             return ls;
         }
     }
-    int rc = probe_port_free(l);
+    /* Our own SO_REUSEPORT sockets on the same port (another address, or the wildcard) can
+     * coexist with the new ones; only probe ports we do not hold. */
+    bool ours = false;
+    for (struct slb_lsock *o = reg->lsocks; o; o = o->next)
+        ours |= !o->closed && o->port == port_of(&l->addr);
+    int rc = ours ? 0 : probe_port_free(l);
     if (rc < 0) {
         slb_err_set(err, 400, "bind_failed", l->name, "listener %s cannot bind %s: %s", l->name,
                     l->bind, strerror(-rc));
@@ -127,6 +138,7 @@ static struct slb_lsock *lsock_get(struct slb_registry *reg, const struct slb_li
         return NULL;
     }
     snprintf(ls->key, sizeof(ls->key), "%s", key);
+    ls->port = port_of(&l->addr);
     ls->nworkers = reg->nworkers;
     for (int i = 0; i < reg->nworkers; i++) {
         ls->slot[i].fd = -1;

@@ -124,6 +124,7 @@ struct slb_lsock_slot {
 
 struct slb_lsock {
     char key[96]; /* normalized "addr:port" */
+    unsigned port;
     int refs;
     bool closed;
     struct slb_lsock *next;

@@ -42,6 +42,11 @@ int slb_state_prepare(const char *dir, struct slb_err *err)
     if (access(dir, W_OK | X_OK) < 0)
         return slb_err_set(err, STATE_STATUS, "state_dir", dir,
                            "the state directory %s is not writable: %s", dir, strerror(errno));
+    /* Temporary files of writes a crash interrupted: the renamed originals are intact. */
+    char certs[4096];
+    snprintf(certs, sizeof(certs), "%s/certs", dir);
+    slb_fs_remove_leftovers(dir);
+    slb_fs_remove_leftovers(certs);
     return 0;
 }
 

@@ -2,6 +2,7 @@
 /* Durable, atomic replacement of files in the state directory. */
 #include "core/fsio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -121,4 +122,22 @@ int slb_fs_remove(const char *dir, const char *name)
     if (unlink(path) < 0 && errno != ENOENT)
         return -errno;
     return slb_fs_sync_dir(dir);
+}
+
+int slb_fs_remove_leftovers(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] != '.' || len < 5 || strcmp(e->d_name + len - 4, ".tmp") != 0)
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
 }

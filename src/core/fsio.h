@@ -18,4 +18,8 @@ int slb_fs_sync_dir(const char *dir);
 /* Remove dir/name and fsync dir; a missing file is not an error. */
 int slb_fs_remove(const char *dir, const char *name);
 
+/* Remove temporary files a crash left behind (".NAME.PID.N.tmp" from slb_fs_write_atomic).
+ * Returns how many were removed. */
+int slb_fs_remove_leftovers(const char *dir);
+
 #endif

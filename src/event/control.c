@@ -119,10 +119,17 @@ static void reload(struct slb_ctl *ctl)
 {
     struct slb_err err = {0};
     json_t *doc = NULL;
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/config.json", ctl->state_dir);
+    if (access(path, F_OK) < 0) {
+        /* A missing file means "first start" at start-up; on a reload it is an accident
+         * that must not wipe every listener. */
+        slb_error("reload refused, keeping the running configuration: %s is missing", path);
+        return;
+    }
     if (slb_state_load_config(ctl->state_dir, &doc, &err) < 0 ||
         slb_ctl_apply(ctl, doc, false, &err) < 0) {
-        slb_error("reload refused, keeping the running configuration: %s%s%s", err.where,
-                  err.where[0] ? ": " : "", err.msg);
+        slb_error("reload refused, keeping the running configuration: %s", err.msg);
         return;
     }
     slb_info("configuration reloaded from %s/config.json", ctl->state_dir);

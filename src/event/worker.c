@@ -189,10 +189,21 @@ static void adopt(struct slb_worker *w, struct slb_snapshot *snap)
     atomic_store_explicit(&w->adopted_gen, snap->generation, memory_order_release);
 }
 
+/* Stop accepting for good: unwatch and close this worker's own listening sockets, so the
+ * kernel refuses new connections instead of queueing them for nobody during the drain. */
 static void stop_listening(struct slb_worker *w)
 {
-    if (w->cur)
-        listeners_sync(w, w->cur->snap, NULL);
+    if (!w->cur)
+        return;
+    struct slb_snapshot *snap = w->cur->snap;
+    listeners_sync(w, snap, NULL);
+    for (size_t i = 0; i < snap->nlisteners; i++) {
+        struct slb_lsock_slot *slot = &snap->listeners[i].sock->slot[w->id];
+        if (slot->fd >= 0) {
+            close(slot->fd);
+            slot->fd = -1;
+        }
+    }
 }
 
 static void wake_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)

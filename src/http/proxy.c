@@ -823,10 +823,61 @@ static bool step_complete(struct http_conn *c)
     return true;
 }
 
+/* Bind a TLS connection to the worker's newest configuration of its listening socket when
+ * its first bytes arrive, so a certificate replaced (or a CRL added) after the accept but
+ * before the ClientHello is already in force for it. */
+static bool rebind(struct http_conn *c)
+{
+    struct slb_listener_rt *cur = c->l->sock->slot[c->w->id].cur;
+    if (!cur || cur == c->l || cur->cfg->protocol != SLB_PROTO_HTTPS || !cur->tls)
+        return true;
+    uint8_t *tried = NULL;
+    if (cur->group) {
+        tried = calloc(cur->group->nservers ? cur->group->nservers : 1, 1);
+        if (!tried)
+            return false;
+    }
+    struct slb_wsnap *old = c->ws;
+    if (cur->stats != c->l->stats) {
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
+        slb_count_add(&cur->stats->w[c->w->id].v[SLB_LIS_ACTIVE], 1);
+    }
+    /* Hold the current snapshot before letting go of the old one, which may free it. */
+    c->ws = slb_wsnap_hold(c->w);
+    c->l = cur;
+    c->wg = slb_wsnap_group(c->ws, cur->group);
+    free(c->tried);
+    c->tried = tried;
+    slb_wsnap_release(old);
+    return true;
+}
+
+static bool start_tls(struct http_conn *c)
+{
+    if (!rebind(c))
+        return false;
+    SSL *ssl = c->l->tls ? slb_tls_ssl_new(c->l) : NULL;
+    if (!ssl || slb_tconn_init_tls(&c->t, c->t.fd, ssl) < 0) {
+        SSL_free(ssl);
+        c->t.ssl = NULL;
+        return false;
+    }
+    return true;
+}
+
 static bool step_handshake(struct http_conn *c)
 {
     if (c->st != ST_HANDSHAKE)
         return false;
+    if (!c->t.ssl) {
+        if (!c->t.rd_ready)
+            return false;
+        if (!start_tls(c)) {
+            c->tls_failed = true;
+            conn_close(c);
+            return false;
+        }
+    }
     int r = c->t.ops->handshake(&c->t);
     if (r == 0)
         return false;
@@ -1175,20 +1226,18 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     slb_io_init(&c->io, fd, client_cb, c);
     slb_timer_init(&c->timer, timer_cb, c);
     c->log = slb_access_new(w, l);
+    slb_tconn_init_raw(&c->t, fd);
     if (l->cfg->protocol == SLB_PROTO_HTTPS) {
-        SSL *ssl = l->tls ? slb_tls_ssl_new(l) : NULL;
-        if (!ssl || slb_tconn_init_tls(&c->t, fd, ssl) < 0) {
-            SSL_free(ssl);
-            slb_tconn_init_raw(&c->t, fd);
-            c->tls_failed = true;
-            conn_close(c);
-            return;
-        }
+        /* The TLS state is made when the ClientHello arrives (see rebind): nothing to do
+         * until the socket is readable. */
         c->st = ST_HANDSHAKE;
-    } else {
-        slb_tconn_init_raw(&c->t, fd);
-        c->st = ST_HEAD;
+        c->t.rd_ready = false;
+        c->t.rd_wants = EPOLLIN;
+        arm_timer(c);
+        set_interest(c);
+        return;
     }
+    c->st = ST_HEAD;
     arm_timer(c);
     run(c);
 }

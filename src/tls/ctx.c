@@ -288,7 +288,15 @@ static SSL_TICKET_RETURN ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned
  * an intermediate below that CA has no CRL to look up; that alone must not reject it. */
 static int verify_cb(int ok, X509_STORE_CTX *xs)
 {
-    if (ok || X509_STORE_CTX_get_error(xs) != X509_V_ERR_UNABLE_TO_GET_CRL)
+    if (ok)
+        return ok;
+    /* A CRL past its next update still lists what it revoked: keep enforcing it rather than
+     * refuse every client. The store reports the stale CRL in the log and in metrics. */
+    if (X509_STORE_CTX_get_error(xs) == X509_V_ERR_CRL_HAS_EXPIRED) {
+        X509_STORE_CTX_set_error(xs, X509_V_OK);
+        return 1;
+    }
+    if (X509_STORE_CTX_get_error(xs) != X509_V_ERR_UNABLE_TO_GET_CRL)
         return ok;
     SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
     const struct slb_tls_listener *t = ssl ? listener_of(ssl) : NULL;
