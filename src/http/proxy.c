@@ -751,6 +751,23 @@ static bool step_write_client(struct http_conn *c)
     if (!c->t.wr_ready)
         return false;
     bool progress = false;
+    if (slb_hbuf_pending(&c->out) && c->up && c->resp_head_done && c->st != ST_LINGER) {
+        /* A small body that is already here goes out with the head: one send (one TLS
+         * record) instead of two. */
+        if (response_body_ready(c) < 0) {
+            upstream_failed(c, 502, "malformed chunked response");
+            return true;
+        }
+        if (c->resp_ready > 0 && c->resp_ready <= SLB_BUF_SIZE) {
+            slb_hbuf_put(&c->out, c->up->in.data + c->up->in.off, c->resp_ready);
+            slb_buf_consume(&c->up->in, c->resp_ready);
+            c->resp_ready = 0;
+        }
+    }
+    if (c->out.oom) {
+        conn_close(c);
+        return false;
+    }
     while (slb_hbuf_pending(&c->out)) {
         ssize_t n = c->t.ops->send(&c->t, c->out.p + c->out.off, slb_hbuf_pending(&c->out));
         if (n <= 0) {
