@@ -19,6 +19,7 @@
 #include "tls/tls.h"
 
 #include <arpa/inet.h>
+#include <openssl/err.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -518,7 +519,8 @@ static bool step_read_client(struct http_conn *c)
     if (n == 0)
         return false;
     c->client_eof = true;
-    if (c->st == ST_HEAD && slb_buf_empty(&c->in)) {
+    if (c->st == ST_HEAD) {
+        /* Gone before a whole request arrived: nothing can be answered. */
         conn_close(c);
         return false;
     }
@@ -899,6 +901,16 @@ static bool step_handshake(struct http_conn *c)
     if (r == 0)
         return false;
     if (r < 0) {
+        uint64_t in, out;
+        slb_tconn_wire(&c->t, &in, &out);
+        if (in == 0) {
+            /* A TCP connect and close with no ClientHello (port probes, TCP health checks)
+             * is not a failed handshake. */
+            ERR_clear_error();
+            c->tls_failed = true;
+            conn_close(c);
+            return false;
+        }
         enum slb_tls_fail why = slb_tls_classify_failure(c->t.ssl);
         slb_count_add(&lis_counts(c)->v[SLB_LIS_HS_FAIL + why], 1);
         slb_debug("listener %s: client %s: TLS handshake failed: %s", c->l->cfg->name,

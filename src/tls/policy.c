@@ -107,8 +107,10 @@ int slb_tls_policy_apply(SSL_CTX *ctx, int policy)
         return -1;
     if (!SSL_CTX_set1_groups_list(ctx, GROUPS))
         return -1;
+    /* An EOF without close_notify is an ordinary end of stream for HTTP (its framing shows
+     * truncation), not a protocol error to answer with an alert. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                 SSL_OP_NO_COMPRESSION);
+                                 SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
     /* Partial writes and moving buffers suit a non-blocking event loop; released buffers keep
      * idle keep-alive connections at a few hundred bytes each. Certificate chains come from
      * the store complete, so OpenSSL must not spend a chain build per handshake. */

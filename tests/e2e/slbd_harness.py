@@ -279,6 +279,40 @@ def _listening_inodes(pid):
     return inodes
 
 
+_TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+               "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+               "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def _hex_addr(text):
+    addr, port = text.split(":")
+    raw = bytes.fromhex(addr)
+    if len(raw) == 4:
+        host = socket.inet_ntop(socket.AF_INET, raw[::-1])
+    else:  # four little-endian 32-bit words
+        host = "[" + socket.inet_ntop(socket.AF_INET6, b"".join(
+            raw[i:i + 4][::-1] for i in range(0, 16, 4))) + "]"
+    return f"{host}:{int(port, 16)}"
+
+
+def describe_sockets(pid):
+    """{inode: "local->remote STATE"} for the TCP sockets in pid's network namespace, so a
+    leak report says which connection was left open."""
+    out = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    c = line.split()
+                    if len(c) > 9:
+                        out[c[9]] = (f"{_hex_addr(c[1])}->{_hex_addr(c[2])} "
+                                     f"{_TCP_STATES.get(c[3], c[3])}")
+        except (OSError, ValueError):
+            pass
+    return out
+
+
 def fd_table(pid, skip_listening=True):
     """{fd: target} of a live process; listening TCP sockets are left out when asked, since
     they come and go with the configuration under test rather than with leaks."""
@@ -458,16 +492,17 @@ class EchoBackend:
         return {"address": self.address, "port": self.port, "weight": weight}
 
     def start(self):
-        for _ in range(10):
-            if not self._fixed_port or self.port is None:
+        fixed = self._fixed_port and self.port is not None
+        for _ in range(50 if fixed else 10):
+            if not fixed:
                 self.port = free_port()
             if self._try_start():
                 return self
-            if self._fixed_port:
+            if fixed:
                 # The old process's socket may linger briefly; the port is ours to retry.
                 time.sleep(0.1)
-        raise HarnessError(f"echo-backend {self.name} did not start; stderr:\n"
-                           f"{_tail(self.stderr_path.read_text(errors='replace'))}")
+        raise HarnessError(f"echo-backend {self.name} did not start on port {self.port}; "
+                           f"stderr:\n{_tail(self.stderr_path.read_text(errors='replace'))}")
 
     def _try_start(self):
         argv = [binary("echo-backend"), "--listen", f"127.0.0.1:{self.port}", "--name", self.name,
@@ -495,6 +530,7 @@ class EchoBackend:
                 b = os.read(self.proc.stdout.fileno(), 1)
                 if not b:
                     self.proc.wait(5)
+                    _live_procs.discard(self.proc)
                     return False  # exited: most likely the port was taken meanwhile
                 line += b
         finally:
@@ -558,6 +594,7 @@ class Slbd:
         self._runs = []  # stderr paths, one per process started
         self._allowed = []  # regexes of error lines the test expects
         self._exits = []  # (pid, rc, expected) of processes that ended
+        self._stop_sent = None  # pid that the test sent SIGTERM/SIGINT to
         self._fd_baseline = None
 
     # --- lifecycle ---
@@ -644,6 +681,9 @@ class Slbd:
             _live_procs.discard(self.proc)
 
     def signal(self, sig):
+        """Send sig; after SIGTERM/SIGINT the process ending (with code 0) is expected."""
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self._stop_sent = self.proc.pid
         self.proc.send_signal(sig)
 
     def restart(self):
@@ -707,13 +747,19 @@ class Slbd:
                 return None
             if time.monotonic() >= deadline:
                 base_targets = sorted(self._fd_baseline.values())
-                extra = {fd: t for fd, t in now.items()
-                         if fd not in self._fd_baseline or self._fd_baseline[fd] != t}
+                socks = describe_sockets(self.proc.pid)
+                extra = []
+                for fd, t in sorted(now.items()):
+                    if self._fd_baseline.get(fd) == t:
+                        continue
+                    m = re.fullmatch(r"socket:\[(\d+)\]", t)
+                    extra.append(f"{fd}: {t}" + (f" {socks[m.group(1)]}"
+                                                 if m and m.group(1) in socks else ""))
                 return (f"slbd leaked file descriptors: {len(now)} open (listening sockets "
                         f"excluded) vs {len(self._fd_baseline)} after start-up; new: "
-                        f"{sorted(extra.items())[:40]}; baseline: {base_targets[:40]} (a test "
-                        "whose health checks keep probes in flight, e.g. against a slow "
-                        "server, removes its groups before it ends)")
+                        f"{extra[:40]}; baseline: {base_targets[:40]} (connections slbd still "
+                        "holds after the clients closed theirs, or health probes in flight: a "
+                        "test with probes to a slow server removes its groups before it ends)")
             time.sleep(0.1)
 
     def check_logs(self):
@@ -741,9 +787,14 @@ class Slbd:
             self.clients.close_all()
             if self.proc is not None and self.proc.poll() is not None:
                 known = any(pid == self.proc.pid for pid, _, _ in self._exits)
-                if not known:
-                    problems.append(f"slbd exited unexpectedly with {self.proc.returncode}")
-                    self._exits.append((self.proc.pid, self.proc.returncode, False))
+                rc = self.proc.returncode
+                if not known and self._stop_sent == self.proc.pid:
+                    if rc != 0:
+                        problems.append(f"slbd exited with {rc} after SIGTERM (expected 0)")
+                    self._exits.append((self.proc.pid, rc, True))
+                elif not known:
+                    problems.append(f"slbd exited unexpectedly with {rc}")
+                    self._exits.append((self.proc.pid, rc, False))
             leak = self.check_fds()
             if leak:
                 problems.append(leak)

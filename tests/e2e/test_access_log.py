@@ -1,0 +1,188 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The access log end to end: settings.access_log names a file in the state directory that
+gets one JSON line per HTTP request (also for the 400, 408 and 503 slbd answers itself), with
+the TLS facts on https; switching it off through POST /v1/apply stops the lines."""
+
+import json
+import os
+import ssl
+import stat
+import time
+
+import pytest
+
+import slbd_harness as h
+from http_util import add_listener, client_context, hx  # noqa: F401
+from pki import pki, tls_block, upload_server  # noqa: F401
+
+NOHC = h.no_health_check()
+
+
+def set_access_log(slbd, value):
+    st, js = slbd.api.post("/v1/apply", {"settings": {"access_log": value}})
+    assert st == 200, js
+    assert js["settings"]["access_log"] == value, js
+
+
+@pytest.fixture
+def access_log(slbd):
+    """set(value) turns the access log on or off; it is turned off after the test so that the
+    log file is closed before the descriptor check."""
+    yield lambda value: set_access_log(slbd, value)
+    if slbd.running():
+        set_access_log(slbd, "")
+
+
+def log_lines(path):
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        out.append(json.loads(line))  # every line must be one JSON object
+    return out
+
+
+def wait_for(path, pred, what, timeout=10):
+    return h.wait_until(lambda: [x for x in log_lines(path) if pred(x)], timeout, what)
+
+
+def warm_up(hx, port, path, get=None):
+    """Request /warm until its line shows up in path: the access log is then certainly
+    active. (Lines right after switching the log on can be lost; that has its own test.)"""
+    n = [0]
+
+    def once():
+        n[0] += 1
+        r = get(f"/warm/{n[0]}") if get else hx.get(port, f"/warm/{n[0]}")
+        assert r.status == 200, r
+        deadline = time.monotonic() + h.scaled(1)
+        while time.monotonic() < deadline:
+            if [x for x in log_lines(path) if x.get("path", "").startswith("/warm/")]:
+                return True
+            time.sleep(0.05)
+        return False
+    h.wait_until(once, 10, f"a warm-up line in {path.name}", interval=0)
+
+
+@pytest.mark.slbd(workers=1)
+def test_first_request_after_enabling_is_logged(slbd, hx, access_log):
+    """Activation is synchronous: the request right after the apply answered is logged."""
+    b = hx.backend("a")
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    access_log("access.log")
+    assert hx.get(port, "/right-after").status == 200
+    wait_for(slbd.state_dir / "access.log", lambda x: x.get("path") == "/right-after",
+             "the line of the first request after switching the log on")
+
+
+@pytest.mark.slbd(workers=1)
+def test_http_lines(slbd, hx, access_log):
+    access_log("access.log")
+    path = slbd.state_dir / "access.log"
+    b = hx.backend("a")
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    slbd.add_group("empty", [], health_check=NOHC)
+    port = add_listener(slbd, "web", "g", header_timeout_s=1)
+    port503 = add_listener(slbd, "nobody", "empty")
+    warm_up(hx, port, path)
+
+    c = hx.connect(port)
+    r = c.request("POST", "/ok?q=1", body=b"0123456789")
+    assert r.status == 200
+    line = wait_for(path, lambda x: x.get("path") == "/ok?q=1", "the 200 line")[0]
+    assert line["listener"] == "web" and line["client"] == "127.0.0.1", line
+    assert line["method"] == "POST" and line["status"] == 200, line
+    assert line["upstream"] == f"127.0.0.1:{b.port}", line
+    assert line["bytes_out"] == len(r.raw_head) + len(r.body), (line, r)
+    assert line["bytes_in"] >= 10, line
+    assert line["tls"] is None and line["cipher"] is None and line["resumed"] is None, line
+    assert isinstance(line["time"], str) and line["time"].endswith("Z"), line
+
+    bad = hx.connect(port)
+    bad.send(b"GET /bad HTTP/1.1\r\nHost: a b\r\n\r\n")
+    assert bad.read_response().status == 400
+    slow = hx.connect(port)
+    slow.send(b"GET /partial HTTP/1.1\r\n")
+    assert slow.read_response().status == 408
+    assert hx.get(port503, "/none").status == 503
+
+    for status, listener in ((400, "web"), (408, "web"), (503, "nobody")):
+        got = wait_for(path, lambda x, s=status: x.get("status") == s, f"a {status} line")
+        assert got[0]["listener"] == listener, got
+        assert got[0]["upstream"] is None, got
+    assert wait_for(path, lambda x: x["status"] == 503, "503")[0]["path"] == "/none"
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    assert mode & 0o007 == 0, oct(mode)  # not world-readable
+
+
+@pytest.mark.slbd(workers=1)
+def test_https_lines(slbd, hx, pki, access_log):
+    access_log("tls-access.log")
+    path = slbd.state_dir / "tls-access.log"
+    b = hx.backend("a")
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = add_listener(slbd, "secure", "g", protocol="https", tls=tls_block([cid]))
+    ctx = client_context(pki.root)
+
+    def tls_get(target):
+        c = hx.tls_connect(port, ctx, server_hostname="localhost")
+        try:
+            return c.request("GET", target)
+        finally:
+            c.close()
+    warm_up(hx, port, path, get=tls_get)
+    c = hx.tls_connect(port, ctx, server_hostname="localhost")
+    assert c.request("GET", "/first").status == 200
+    sess = c.sock.session
+    c.sock.unwrap()
+    c = hx.tls_connect(port, ctx, server_hostname="localhost", session=sess)
+    assert c.request("GET", "/second").status == 200
+    assert c.sock.session_reused
+    first = wait_for(path, lambda x: x.get("path") == "/first", "the first line")[0]
+    second = wait_for(path, lambda x: x.get("path") == "/second", "the second line")[0]
+    for line in (first, second):
+        assert line["listener"] == "secure" and line["tls"] == "TLSv1.3", line
+        assert line["cipher"].startswith("TLS_AES_") or "CHACHA" in line["cipher"], line
+        assert line["sni"] == "localhost", line
+        assert line["upstream"] == f"127.0.0.1:{b.port}", line
+    assert first["resumed"] is False and second["resumed"] is True, (first, second)
+    # No SNI: the field is empty.
+    c = hx.tls_connect(port, ctx, server_hostname=None)
+    assert c.request("GET", "/nosni").status == 200
+    assert wait_for(path, lambda x: x.get("path") == "/nosni", "no-SNI line")[0]["sni"] == ""
+    # TLS 1.2 is reported as such.
+    ctx12 = client_context(pki.root, maximum=ssl.TLSVersion.TLSv1_2)
+    c = hx.tls_connect(port, ctx12, server_hostname="localhost")
+    assert c.request("GET", "/v12").status == 200
+    line = wait_for(path, lambda x: x.get("path") == "/v12", "TLS 1.2 line")[0]
+    assert line["tls"] == "TLSv1.2" and line["cipher"] == "ECDHE-ECDSA-AES128-GCM-SHA256", line
+
+
+@pytest.mark.slbd(workers=1)
+def test_switching_the_log_off_and_on(slbd, hx, access_log):
+    access_log("access.log")
+    path = slbd.state_dir / "access.log"
+    b = hx.backend("a")
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    warm_up(hx, port, path)
+    assert hx.get(port, "/on").status == 200
+    wait_for(path, lambda x: x.get("path") == "/on", "the /on line")
+    access_log("")
+    assert hx.get(port, "/while-off").status == 200
+    # Switch on again into another file and wait for a marker: with one worker, a line for
+    # /while-off would have been written before it.
+    access_log("second.log")
+    second = slbd.state_dir / "second.log"
+    warm_up(hx, port, second)
+    every = log_lines(path) + log_lines(second)
+    assert not [x for x in every if x.get("path") == "/while-off"], every
+    assert [x["path"] for x in log_lines(path) if not x["path"].startswith("/warm/")] == \
+        ["/on"], log_lines(path)
+    # The setting is stored like every other change.
+    cfg = json.loads((slbd.state_dir / "config.json").read_text())
+    assert cfg["settings"]["access_log"] == "second.log"

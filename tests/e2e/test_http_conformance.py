@@ -1,0 +1,408 @@
+# SPDX-License-Identifier: Apache-2.0
+"""HTTP/1.1 conformance of the http listener on raw sockets: a table of malformed, ambiguous
+and edge-case requests, each with the exact status slbd must answer and, through a recording
+backend, proof that nothing of a rejected request reached the backend; then malformed backend
+responses, which must become a 502 (or a cut connection) and never a reused connection."""
+
+import threading
+import time
+
+import pytest
+
+import slbd_harness as h
+from http_util import (ConnectionEnded, add_listener, build_request, hx,  # noqa: F401
+                       response_or_end)
+from pki import pki, tls_block, upload_server  # noqa: F401
+
+NOHC = h.no_health_check()
+R = "\r\n"
+
+
+def req(line="GET / HTTP/1.1", *headers, body="", host="Host: example.test"):
+    """Raw request text → bytes: a start line, header lines as given (Host first unless None)
+    and an optional body. Nothing is normalised: every byte is what the test wants on the
+    wire."""
+    hs = ([host] if host else []) + list(headers)
+    text = line + R + "".join(x + R for x in hs) + R + body
+    return text.encode("latin-1")
+
+
+# (id, raw request, status). Each is sent on its own connection; the backend must get nothing.
+REJECTED = [
+    # --- message framing: Content-Length and Transfer-Encoding (smuggling vectors) ---
+    ("cl-and-te", req("POST / HTTP/1.1", "Content-Length: 5", "Transfer-Encoding: chunked",
+                      body="0\r\n\r\n"), 400),
+    ("te-and-cl", req("POST / HTTP/1.1", "Transfer-Encoding: chunked", "Content-Length: 5",
+                      body="0\r\n\r\n"), 400),
+    ("cl-duplicate-equal", req("POST / HTTP/1.1", "Content-Length: 5", "Content-Length: 5",
+                               body="hello"), 400),
+    ("cl-conflicting", req("POST / HTTP/1.1", "Content-Length: 5", "Content-Length: 6",
+                           body="hello!"), 400),
+    ("cl-list", req("POST / HTTP/1.1", "Content-Length: 5, 5", body="hello"), 400),
+    ("cl-plus-sign", req("POST / HTTP/1.1", "Content-Length: +5", body="hello"), 400),
+    ("cl-negative", req("POST / HTTP/1.1", "Content-Length: -5", body="hello"), 400),
+    ("cl-inner-space", req("POST / HTTP/1.1", "Content-Length: 5 5", body="hello"), 400),
+    ("cl-hex", req("POST / HTTP/1.1", "Content-Length: 0x5", body="hello"), 400),
+    ("cl-empty", req("POST / HTTP/1.1", "Content-Length: ", body="hello"), 400),
+    ("cl-overflow", req("POST / HTTP/1.1", "Content-Length: 184467440737095516160",
+                        body="hello"), 400),
+    ("te-gzip-chunked", req("POST / HTTP/1.1", "Transfer-Encoding: gzip, chunked",
+                            body="0\r\n\r\n"), 501),
+    ("te-split-gzip-chunked", req("POST / HTTP/1.1", "Transfer-Encoding: gzip",
+                                  "Transfer-Encoding: chunked", body="0\r\n\r\n"), 501),
+    ("te-chunked-gzip", req("POST / HTTP/1.1", "Transfer-Encoding: chunked, gzip",
+                            body="0\r\n\r\n"), 400),
+    ("te-gzip-only", req("POST / HTTP/1.1", "Transfer-Encoding: gzip", body="x"), 400),
+    ("te-identity", req("POST / HTTP/1.1", "Transfer-Encoding: identity", body="x"), 400),
+    ("te-chunked-twice", req("POST / HTTP/1.1", "Transfer-Encoding: chunked, chunked",
+                             body="0\r\n\r\n"), 400),
+    ("te-chunked-param", req("POST / HTTP/1.1", "Transfer-Encoding: chunked;q=1",
+                             body="0\r\n\r\n"), 400),
+    ("te-quoted", req("POST / HTTP/1.1", 'Transfer-Encoding: "chunked"', body="0\r\n\r\n"),
+     400),
+    ("te-xchunked", req("POST / HTTP/1.1", "Transfer-Encoding: xchunked", body="0\r\n\r\n"),
+     400),
+    ("te-empty", req("POST / HTTP/1.1", "Transfer-Encoding: ", body="0\r\n\r\n"), 400),
+    ("te-in-http10", req("POST / HTTP/1.0", "Transfer-Encoding: chunked", body="0\r\n\r\n"),
+     400),
+    # --- header syntax ---
+    ("space-before-colon", req("GET / HTTP/1.1", "X-Test : y"), 400),
+    ("tab-before-colon", req("GET / HTTP/1.1", "X-Test\t: y"), 400),
+    ("obs-fold", req("GET / HTTP/1.1", "X-Test: a", " b"), 400),
+    ("obs-fold-tab", req("GET / HTTP/1.1", "X-Test: a", "\tb"), 400),
+    ("bare-lf-request-line", b"GET / HTTP/1.1\nHost: example.test\r\n\r\n", 400),
+    ("bare-lf-header", b"GET / HTTP/1.1\r\nHost: example.test\nX-A: b\r\n\r\n", 400),
+    ("bare-lf-end-of-head", b"GET / HTTP/1.1\r\nHost: example.test\r\n\n", 400),
+    ("bare-cr-in-value", req("GET / HTTP/1.1", "X-Test: a\rb"), 400),
+    ("nul-in-value", req("GET / HTTP/1.1", "X-Test: a\x00b"), 400),
+    ("ctl-in-value", req("GET / HTTP/1.1", "X-Test: a\x01b"), 400),
+    ("del-in-value", req("GET / HTTP/1.1", "X-Test: a\x7fb"), 400),
+    ("empty-name", req("GET / HTTP/1.1", ": value"), 400),
+    ("non-token-name", req("GET / HTTP/1.1", "X(y): z"), 400),
+    ("space-in-name", req("GET / HTTP/1.1", "X Y: z"), 400),
+    ("non-ascii-name", req("GET / HTTP/1.1", "X\xe9: z"), 400),
+    ("no-colon", req("GET / HTTP/1.1", "X-Test"), 400),
+    ("connection-non-token", req("GET / HTTP/1.1", "Connection: close, a b"), 400),
+    # --- request line ---
+    ("double-space", req("GET  / HTTP/1.1"), 400),
+    ("trailing-space", req("GET / HTTP/1.1 "), 400),
+    ("missing-target", req("GET HTTP/1.1"), 400),
+    ("tab-separator", req("GET\t/ HTTP/1.1"), 400),
+    ("method-non-token", req("G(T / HTTP/1.1"), 400),
+    ("lowercase-http", req("GET / http/1.1"), 400),
+    ("no-version", b"GET /\r\n\r\n", 400),
+    ("version-garbage", req("GET / HTTP/1.x"), 400),
+    ("http-2.0", req("GET / HTTP/2.0"), 505),
+    ("http-1.2", req("GET / HTTP/1.2"), 505),
+    ("http-0.9-version", req("GET / HTTP/0.9"), 505),
+    ("fragment-in-target", req("GET /a#b HTTP/1.1"), 400),
+    ("relative-target", req("GET foo HTTP/1.1"), 400),
+    ("asterisk-with-get", req("GET * HTTP/1.1"), 400),
+    ("nul-in-target", req("GET /a\x00b HTTP/1.1"), 400),
+    ("high-byte-in-target", req("GET /caf\xe9 HTTP/1.1"), 400),
+    ("absolute-form-bad-scheme", req("GET ftp://example.test/ HTTP/1.1"), 400),
+    ("absolute-form-userinfo", req("GET http://user@example.test/ HTTP/1.1"), 400),
+    ("too-many-leading-crlf", b"\r\n" * 5 + req("GET / HTTP/1.1"), 400),
+    ("request-line-over-8k", req("GET /" + "a" * 9000 + " HTTP/1.1"), 414),
+    ("head-over-16k", req("GET / HTTP/1.1", *[f"X-Big-{i}: " + "v" * 6000 for i in range(3)]),
+     431),
+    ("over-100-headers", req("GET / HTTP/1.1", *[f"X-H{i}: {i}" for i in range(101)]), 431),
+    # --- Host ---
+    ("missing-host-http11", req("GET / HTTP/1.1", host=None), 400),
+    ("two-hosts", req("GET / HTTP/1.1", "Host: other.test"), 400),
+    ("host-with-space", req("GET / HTTP/1.1", host="Host: a b"), 400),
+    ("host-with-userinfo", req("GET / HTTP/1.1", host="Host: user@example.test"), 400),
+    ("host-with-comma", req("GET / HTTP/1.1", host="Host: a.test,b.test"), 400),
+    ("host-bad-port", req("GET / HTTP/1.1", host="Host: example.test:99999"), 400),
+    # --- semantics ---
+    ("expect-unknown", req("GET / HTTP/1.1", "Expect: foo"), 417),
+    ("expect-unknown-with-body", req("POST / HTTP/1.1", "Expect: bar", "Content-Length: 5",
+                                     body="hello"), 417),
+]
+
+
+@pytest.fixture
+def rec(slbd, hx):
+    """A recording echo backend behind an http listener: (port, backend)."""
+    b = hx.backend("rec", record=True)
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    return port, b
+
+
+def _send_and_read(hx, port, raw):
+    c = hx.connect(port)
+    c.send(raw)
+    r = response_or_end(c)
+    assert r not in ("eof", "reset"), f"connection ended ({r}) without a response"
+    return c, r
+
+
+def _sanity(hx, port, b):
+    """A valid request reaches the backend afterwards, so the recording works and slbd still
+    serves; returns the bytes the backend recorded before it."""
+    before = b.recorded()
+    r = hx.get(port, "/sanity")
+    assert r.status == 200, r
+    after = b.recorded()
+    assert after.startswith(before) and b"GET /sanity HTTP/1.1\r\n" in after[len(before):]
+    return before
+
+
+@pytest.mark.parametrize("raw,status", [(c[1], c[2]) for c in REJECTED],
+                         ids=[c[0] for c in REJECTED])
+def test_rejected_request(rec, hx, raw, status):
+    port, b = rec
+    c, r = _send_and_read(hx, port, raw)
+    assert r.status == status, r
+    # A rejected request is the end of the connection: the parser lost its place.
+    assert (r.header("Connection") or "").lower() == "close", r
+    assert c.closed(h.scaled(5)) in ("eof", "reset")
+    assert b.recorded() == b"", b.recorded()[:500]
+    assert _sanity(hx, port, b) == b""
+
+
+def test_at_least_forty_rejection_cases():
+    assert len(REJECTED) >= 40
+
+
+# Requests slbd must accept (edge cases of the grammar) and what the backend then sees.
+ACCEPTED = [
+    ("options-asterisk", req("OPTIONS * HTTP/1.1"), "OPTIONS", "*"),
+    ("absolute-form", req("GET http://example.test/abs?x=1 HTTP/1.1"), "GET", None),
+    ("leading-crlf", b"\r\n\r\n" + req("GET /lead HTTP/1.1"), "GET", "/lead"),
+    ("http10-without-host", req("GET /old HTTP/1.0", host=None), "GET", "/old"),
+    ("empty-host", req("GET /e HTTP/1.1", host="Host:"), "GET", "/e"),
+    ("ows-around-value", req("GET /ows HTTP/1.1", "X-Pad: \t  v  \t"), "GET", "/ows"),
+    ("unknown-method", req("PURGE /p HTTP/1.1"), "PURGE", "/p"),
+    ("cl-zero", req("POST /z HTTP/1.1", "Content-Length: 0"), "POST", "/z"),
+    ("chunk-extension", req("POST /ext HTTP/1.1", "Transfer-Encoding: chunked",
+                            body='5;name=value;q="a b"\r\nhello\r\n0\r\n\r\n'), "POST", "/ext"),
+    ("chunk-trailer", req("POST /tr HTTP/1.1", "Transfer-Encoding: chunked",
+                          body="5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n"), "POST", "/tr"),
+    ("chunk-size-uppercase-hex", req("POST /hex HTTP/1.1", "Transfer-Encoding: chunked",
+                                     body="A\r\n0123456789\r\n0\r\n\r\n"), "POST", "/hex"),
+    ("expect-100-continue-http10", req("POST /c HTTP/1.0", "Expect: 100-continue",
+                                       "Content-Length: 2", body="ok", host=None), "POST",
+     "/c"),
+]
+
+
+@pytest.mark.parametrize("raw,method,path", [(c[1], c[2], c[3]) for c in ACCEPTED],
+                         ids=[c[0] for c in ACCEPTED])
+def test_accepted_edge_case(rec, hx, raw, method, path):
+    port, b = rec
+    c, r = _send_and_read(hx, port, raw)
+    assert r.status == 200, r
+    js = r.json()
+    assert js["method"] == method, js
+    if path is not None:
+        assert js["path"] == path, js
+    got = b.recorded()
+    assert got.count(b" HTTP/1.1\r\n") == 1, got  # exactly one request, always sent as 1.1
+    if b"X-Pad" in raw:
+        assert js["headers"]["x-pad"] == "v", js
+    if b"hello" in raw:
+        assert js["body_bytes"] == 5, js
+
+
+def test_absolute_form_host_comes_from_the_target(rec, hx):
+    """RFC 9112 3.2.2: with an absolute-form target the Host field is replaced by the target's
+    authority, so slbd and the backend cannot disagree on which site is asked for."""
+    port, b = rec
+    c, r = _send_and_read(hx, port, req("GET http://example.test/abs HTTP/1.1",
+                                        host="Host: other.test"))
+    assert r.status in (200, 400), r
+    if r.status == 200:
+        js = r.json()
+        assert js["headers"]["host"] == "example.test", js
+        assert js["path"] in ("/abs", "http://example.test/abs"), js
+
+
+def test_connect_is_not_proxied(rec, hx):
+    """A load balancer is not a forward proxy: CONNECT is refused rather than relayed to the
+    backend (whose 2xx would make the client believe a tunnel is open)."""
+    port, b = rec
+    c = hx.connect(port)
+    c.send(req("CONNECT example.test:443 HTTP/1.1", host="Host: example.test:443"))
+    # Only the head: a relayed 2xx to CONNECT has a Content-Length but no body.
+    status, _, _, raw = c.read_head(time.monotonic() + h.scaled(10))
+    assert status in (400, 405, 501), raw
+    assert b.recorded() == b"", b.recorded()
+
+
+# Chunked bodies whose framing breaks after the head: the head may already have gone to the
+# backend (bodies are streamed), but no byte past the error may, so nothing is smuggled.
+SMUGGLE = "GET /smuggled HTTP/1.1\r\nHost: example.test\r\n\r\n"
+BAD_CHUNKS = [
+    ("size-not-hex", "zz\r\nhello\r\n0\r\n\r\n"),
+    ("size-trailing-space", "5 \r\nhello\r\n0\r\n\r\n"),
+    ("size-leading-space", " 5\r\nhello\r\n0\r\n\r\n"),
+    ("size-17-digits", "00000000000000005\r\nhello\r\n0\r\n\r\n"),
+    ("size-negative", "-5\r\nhello\r\n0\r\n\r\n"),
+    ("size-empty", "\r\nhello\r\n0\r\n\r\n"),
+    ("ext-bws", "5 ;a=b\r\nhello\r\n0\r\n\r\n"),
+    ("ext-empty", "5;\r\nhello\r\n0\r\n\r\n"),
+    ("ext-unterminated-quote", '5;a="b\r\nhello\r\n0\r\n\r\n'),
+    ("data-longer-than-size", "5\r\nhelloXX\r\n0\r\n\r\n"),
+    ("bare-lf-after-size", "5\nhello\r\n0\r\n\r\n"),
+    ("bare-lf-after-data", "5\r\nhello\n0\r\n\r\n"),
+    ("trailer-obs-fold", "5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n"),
+    ("last-chunk-missing-crlf", "5\r\nhello\r\n0\r\nGET"),
+]
+
+
+@pytest.mark.parametrize("body", [c[1] for c in BAD_CHUNKS], ids=[c[0] for c in BAD_CHUNKS])
+def test_bad_chunked_request_body(rec, hx, body):
+    port, b = rec
+    raw = req("POST /chunky HTTP/1.1", "Transfer-Encoding: chunked", body=body + SMUGGLE)
+    c, r = _send_and_read(hx, port, raw)
+    assert r.status == 400, r
+    assert c.closed(h.scaled(5)) in ("eof", "reset")
+    got = _sanity(hx, port, b)
+    assert b"/smuggled" not in got, got
+    # Whatever went out is the head and at most the valid part of the body.
+    assert b"POST /chunky" in got or got == b"", got
+    assert b'"path":"/smuggled"' not in r.body
+
+
+def test_h2c_upgrade_not_forwarded_over_tls(slbd, hx, pki):
+    """h2c is cleartext HTTP/2: over TLS it must never reach the backend as an upgrade."""
+    import ssl
+    b = hx.backend("rec", record=True)
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = add_listener(slbd, "tls", "g", protocol="https", tls=tls_block([cid]))
+    ctx = ssl.create_default_context(cafile=pki.root)
+    c = hx.tls_connect(port, ctx, server_hostname="localhost")
+    r = c.request("GET", "/h2c", [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+                                  ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")])
+    assert r.status == 200, r
+    hd = r.json()["headers"]
+    assert "upgrade" not in hd and "http2-settings" not in hd, hd
+    assert "upgrade" not in (hd.get("connection") or "").lower(), hd
+    assert c.request("GET", "/next").json()["path"] == "/next"
+
+
+# --------------------------------------------------------------------------------------------
+# Malformed responses from the backend
+# --------------------------------------------------------------------------------------------
+
+GOOD = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"
+
+# (id, bytes the backend answers, what the client sees: a status or "cut" when the head was
+# already relayed and slbd can only end the connection)
+BAD_RESPONSES = [
+    ("status-4-digits", b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n", 502),
+    ("status-letters", b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n", 502),
+    ("no-http-version", b"FOO 200 OK\r\nContent-Length: 0\r\n\r\n", 502),
+    ("http-2.0-status-line", b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", 502),
+    ("status-below-100", b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n", 502),
+    ("cl-and-te", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"0\r\n\r\n", 502),
+    ("cl-conflicting", b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"
+                       b"hello", 502),
+    ("cl-negative", b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", 502),
+    ("te-in-http10", b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 502),
+    ("obs-fold", b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n", 502),
+    ("nul-in-header", b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n", 502),
+    ("bare-lf", b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", 502),
+    ("head-too-large", b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 4000)
+                                                          for i in range(6)) +
+     b"Content-Length: 0\r\n\r\n", 502),
+    ("binary-garbage", bytes(range(256)) * 4, 502),
+    ("101-without-upgrade-request", b"HTTP/1.1 101 Switching Protocols\r\n"
+                                    b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 502),
+    ("bad-chunk-size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n"
+                       b"0\r\n\r\n", "cut"),
+    ("chunk-data-overrun", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhello"
+                           b"\r\n0\r\n\r\n", "cut"),
+    ("bad-chunk-later", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+                        b"<PAUSE>zz\r\nhi\r\n0\r\n\r\n", "cut"),
+    ("close-mid-body", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-ten!!", "cut"),
+    ("close-mid-chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"64\r\nonly-ten!!", "cut"),
+]
+
+
+class BadBackend:
+    """Answers /bad with the given bytes and then closes its sending side; answers /good
+    properly and keeps the connection. Records per connection whether slbd closed it."""
+
+    def __init__(self, hx, answer):
+        self.answer = answer
+        self.lock = threading.Lock()
+        self.bad_conns_closed_by_peer = []
+        self.raw = hx.raw_backend("bad", self.handle)
+
+    def handle(self, conn, backend):
+        while True:
+            head = conn.read_head()
+            if not head:
+                return
+            if head.startswith(b"GET /good"):
+                conn.sendall(GOOD)
+                continue
+            for i, part in enumerate(self.answer.split(b"<PAUSE>")):
+                if i:
+                    time.sleep(0.3)  # the part before went out to the client on its own
+                conn.sendall(part)
+            if self.answer.startswith(b"HTTP/1.1 200 OK\r\nContent-Length: 100") or \
+                    b"only-ten" in self.answer:
+                return  # close mid-body
+            # Wait for slbd to give up on this connection: it must not be reused.
+            deadline = time.monotonic() + h.scaled(10)
+            closed = False
+            while time.monotonic() < deadline:
+                conn.sock.settimeout(0.2)
+                try:
+                    chunk = conn.recv_some()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed = True
+                    break
+                if not chunk:
+                    closed = True
+                    break
+            with self.lock:
+                self.bad_conns_closed_by_peer.append(closed)
+            return
+
+
+@pytest.mark.slbd(workers=1)
+@pytest.mark.parametrize("answer,expect", [(c[1], c[2]) for c in BAD_RESPONSES],
+                         ids=[c[0] for c in BAD_RESPONSES])
+def test_bad_backend_response(slbd, hx, answer, expect):
+    bb = BadBackend(hx, answer)
+    slbd.add_group("g", [bb.raw.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    # Warm a kept-alive backend connection first, so "discarded" is observable.
+    assert hx.get(port, "/good").body == b"good"
+    c = hx.connect(port)
+    c.send(build_request("GET", "/bad"))
+    if expect == "cut":
+        # Either slbd relayed the head and then can only cut the connection, or it found the
+        # error before the head left and answers 502. Silence is not an answer.
+        try:
+            status, _, _, raw = c.read_head(time.monotonic() + h.scaled(10))
+        except ConnectionEnded as e:
+            pytest.fail(f"the connection ended ({e.how}) without any response: {e.partial!r}")
+        if status == 200:
+            assert c.closed(h.scaled(10)) in ("eof", "reset")
+        else:
+            assert status == 502, raw
+    else:
+        r = response_or_end(c)
+        assert r not in ("eof", "reset"), "no 502 before the connection ended"
+        assert r.status == expect, r
+        # No bytes of the bad answer leak to the client.
+        assert b"Switching" not in r.raw_head and b"abc" not in r.raw_head, r
+    if not (b"only-ten" in answer):
+        h.wait_until(lambda: bb.bad_conns_closed_by_peer, 15, "the bad connection to end")
+        assert bb.bad_conns_closed_by_peer == [True], "slbd kept the broken backend connection"
+    # The next request is served on a fresh backend connection.
+    accepted = bb.raw.accepted
+    r = hx.get(port, "/good")
+    assert r.status == 200 and r.body == b"good", r
+    assert bb.raw.accepted == accepted + 1, "a broken backend connection was reused"
