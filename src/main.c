@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -89,6 +90,13 @@ int main(int argc, char **argv)
         }
         printf("slbd: %s is valid\n", opt.state_dir);
         return 0;
+    }
+
+    /* A load balancer holds two descriptors per proxied connection: take the hard limit. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
 
     /* Signals go to the control thread's signalfd: block them before any thread starts so
