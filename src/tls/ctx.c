@@ -210,6 +210,35 @@ static bool client_offers_ecdsa(SSL *ssl)
     return false;
 }
 
+/* TLS 1.3 suites do not name the certificate type; a client that cannot do TLS 1.3 also
+ * needs an ECDHE_ECDSA suite for an ECDSA certificate. */
+static bool client_offers_tls13(SSL *ssl)
+{
+    const unsigned char *p;
+    size_t len;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &p, &len) || len < 1)
+        return false;
+    for (size_t i = 1; i + 1 < len && i < (size_t)p[0] + 1; i += 2) {
+        if (p[i] == 0x03 && p[i + 1] == 0x04)
+            return true;
+    }
+    return false;
+}
+
+static bool client_offers_ecdsa_suite(SSL *ssl)
+{
+    const unsigned char *p;
+    size_t len = SSL_client_hello_get0_ciphers(ssl, &p);
+    for (size_t i = 0; i + 1 < len; i += 2) {
+        unsigned v = (unsigned)(p[i] << 8 | p[i + 1]);
+        /* ECDHE_ECDSA with AES-GCM, CHACHA20-POLY1305, AES-CBC */
+        if (v == 0xC02B || v == 0xC02C || v == 0xCCA9 || v == 0xC009 || v == 0xC00A ||
+            v == 0xC023 || v == 0xC024)
+            return true;
+    }
+    return false;
+}
+
 static int client_hello_cb(SSL *ssl, int *al, void *arg)
 {
     const struct slb_tls_listener *t = arg;
@@ -226,7 +255,9 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
         name_trim(&name, &nlen);
         flags |= FLAG_SNI;
     }
-    enum slb_tls_key_kind want = client_offers_ecdsa(ssl) ? SLB_TLS_KEY_EC : SLB_TLS_KEY_RSA;
+    bool ec = client_offers_ecdsa(ssl) &&
+              (client_offers_tls13(ssl) || client_offers_ecdsa_suite(ssl));
+    enum slb_tls_key_kind want = ec ? SLB_TLS_KEY_EC : SLB_TLS_KEY_RSA;
     const struct slb_tls_site *site = site_pick(t, name, nlen, want);
     /* SSL_new copied the context's certificate, which is the default site's; any other site
      * replaces it (after a HelloRetryRequest the first ClientHello's choice may be installed).
