@@ -218,6 +218,11 @@ static void wake_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
     if (atomic_load(&w->stop_req) == 1 && w->drain_deadline_ms == 0) {
         stop_listening(w);
         w->drain_deadline_ms = loop->now_ms + w->drain_ms + 1;
+        for (struct slb_conn_link *c = w->conns.next, *next; c != &w->conns; c = next) {
+            next = c->next;
+            if (c->drain)
+                c->drain(c);
+        }
     }
     uint64_t one = 1;
     r = write(w->ack_fd, &one, sizeof(one));

@@ -39,6 +39,9 @@ struct slb_wsnap {
 struct slb_conn_link {
     struct slb_conn_link *prev, *next;
     void (*abort)(struct slb_conn_link *c);
+    /* Optional: the worker stops (SIGTERM); close if idle, else finish the current work and
+     * close. May unlink and close the connection. */
+    void (*drain)(struct slb_conn_link *c);
 };
 
 struct slb_worker {

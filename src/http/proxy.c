@@ -1201,6 +1201,18 @@ static void conn_abort(struct slb_conn_link *link)
     conn_close((struct http_conn *)link);
 }
 
+/* Stopping: an idle keep-alive connection closes now; one with a request in progress gets
+ * its response (marked Connection: close) and closes after it. */
+static void conn_drain(struct slb_conn_link *link)
+{
+    struct http_conn *c = (struct http_conn *)link;
+    if ((c->st == ST_HEAD && slb_buf_empty(&c->in)) || c->st == ST_HANDSHAKE) {
+        conn_close(c);
+        return;
+    }
+    c->close_after = true;
+}
+
 static bool acl_allows(const struct slb_listener_cfg *cfg, const struct sockaddr_storage *peer)
 {
     if (cfg->acl_mode == SLB_ACL_NONE)
@@ -1266,6 +1278,7 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     c->ws = slb_wsnap_hold(w);
     c->wg = slb_wsnap_group(c->ws, l->group);
     c->link.abort = conn_abort;
+    c->link.drain = conn_drain;
     slb_worker_link(w, &c->link);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], 1);
     format_ip(peer, c->client_ip, sizeof(c->client_ip));

@@ -501,7 +501,9 @@ def test_expect_100_continue(slbd):
     """curl sends "Expect: 100-continue" with bodies over 1 KiB (certificate uploads) and then
     waits for "100 Continue"; the API must answer the expectation instead of letting every
     such request stall for curl's 1 s fallback."""
-    body = json.dumps({"name": "e", "servers": [], "health_check": {"uri": "/" + "x" * 2000}})
+    servers = [{"address": "127.0.0.1", "port": 20000 + i, "weight": 1} for i in range(60)]
+    body = json.dumps({"name": "e", "servers": servers, "health_check": {"enabled": False}})
+    assert len(body) > 1024
     head = (f"POST /v1/groups HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {slbd.api.token}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             "Expect: 100-continue\r\n\r\n").encode()
