@@ -62,6 +62,7 @@ struct http_conn {
     /* request */
     uint8_t method;
     bool req_keep_alive, req_done, head_only;
+    bool upgrade_req; /* the request asked for a protocol upgrade we forwarded */
     uint8_t req_body;
     uint64_t req_remaining, req_ready;
     struct slb_chunked req_chunk;
@@ -320,6 +321,7 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
             fwd.cert_verify = "NONE";
         }
     }
+    c->upgrade_req = fwd.upgrade;
     slb_hbuf_reset(&c->up->head);
     slb_http_build_request(&c->up->head, m, &fwd);
 }
@@ -347,6 +349,12 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     if (c->log)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
 
+    if (m->method == SLB_HTTP_CONNECT) {
+        /* A reverse proxy has no business opening tunnels to arbitrary places. */
+        respond_simple(c, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n",
+                       false);
+        return;
+    }
     int ei = slb_http_find_header(m, "expect", 0);
     if (ei >= 0 && !m->expect_continue && m->version_minor == 1) {
         respond_simple(c, 417, NULL, false);
@@ -558,10 +566,18 @@ static void upstream_failed(struct http_conn *c, int status, const char *why)
 {
     if (c->srv)
         slb_warn("listener %s: backend %s: %s", c->l->cfg->name, c->srv->key, why);
-    if (c->resp_head_done) {
+    if (c->resp_head_done && (c->out.off > 0 || c->resp_bytes_out > 0)) {
         /* Part of the response is out: the only honest signal left is to cut the connection. */
         conn_close(c);
         return;
+    }
+    if (c->resp_head_done) {
+        /* The backend's head was built but not sent: replace it with our error. */
+        slb_hbuf_reset(&c->out);
+        int cls = c->status / 100;
+        if (cls >= 1 && cls <= 5)
+            slb_count_add(&lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], (uint64_t)-1);
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_REQS], (uint64_t)-1);
     }
     respond_simple(c, status, NULL, false);
 }
@@ -672,7 +688,7 @@ static bool step_parse_response(struct http_conn *c)
     slb_chunked_init(&c->resp_chunk);
     c->resp_head_done = true;
     if (m->status == 101) {
-        if (!m->upgrade) {
+        if (!m->upgrade || !c->upgrade_req) {
             upstream_failed(c, 502, "101 without an upgrade");
             return true;
         }

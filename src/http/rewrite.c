@@ -167,18 +167,51 @@ static void put_cookie_stripped(struct slb_hbuf *out, const struct slb_http_head
     slb_hbuf_put(out, "\r\n", 2);
 }
 
+/* An absolute-form target ("http://host:port/path?q", RFC 9112 3.2.2) names the host
+ * itself, and that wins over the Host header: split it into authority and origin-form. */
+static bool split_absolute(struct slb_slice t, struct slb_slice *authority, struct slb_slice *path)
+{
+    size_t skip = 0;
+    if (t.len >= 7 && strncasecmp(t.p, "http://", 7) == 0)
+        skip = 7;
+    else if (t.len >= 8 && strncasecmp(t.p, "https://", 8) == 0)
+        skip = 8;
+    else
+        return false;
+    const char *a = t.p + skip, *end = t.p + t.len;
+    const char *slash = a;
+    while (slash < end && *slash != '/' && *slash != '?')
+        slash++;
+    authority->p = a;
+    authority->len = (size_t)(slash - a);
+    path->p = slash;
+    path->len = (size_t)(end - slash);
+    return true;
+}
+
 void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req,
                             const struct slb_fwd_info *fwd)
 {
+    struct slb_slice authority = {0}, path = req->target;
+    bool absolute = split_absolute(req->target, &authority, &path);
     slb_hbuf_put(out, req->method_name.p, req->method_name.len);
     slb_hbuf_put(out, " ", 1);
-    slb_hbuf_put(out, req->target.p, req->target.len);
+    if (absolute && (path.len == 0 || path.p[0] == '?'))
+        slb_hbuf_put(out, "/", 1);
+    slb_hbuf_put(out, path.p, path.len);
     slb_hbuf_puts(out, " HTTP/1.1\r\n");
+    if (absolute) {
+        slb_hbuf_puts(out, "Host: ");
+        slb_hbuf_put(out, authority.p, authority.len);
+        slb_hbuf_puts(out, "\r\n");
+    }
     bool prior_xff = false;
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct slb_http_header *h = &req->headers[i];
         if (is_ours(h->name))
             continue; /* set by us alone, below; the client's X-Forwarded-For is extended */
+        if (absolute && name_is(h->name, "host"))
+            continue;
         if (slb_http_is_hop_by_hop(req, i)) {
             if (fwd->upgrade && name_is(h->name, "upgrade"))
                 put_header(out, h);
