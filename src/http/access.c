@@ -60,6 +60,14 @@ static void *logger_main(void *arg)
     char buf[65536];
     struct pollfd pfd[SLB_MAX_WORKERS + 1];
     for (;;) {
+        int n = 0;
+        for (int i = 0; i < lg.nworkers; i++)
+            pfd[n++] = (struct pollfd){.fd = lg.pipes[i][0], .events = POLLIN};
+        pfd[n++] = (struct pollfd){.fd = lg.stop_pipe[0], .events = POLLIN};
+        if (poll(pfd, (nfds_t)n, 500) < 0 && errno != EINTR)
+            break;
+        /* Look at the target after waking, before writing: lines of the first request after
+         * the log was switched on must reach the new file. */
         pthread_mutex_lock(&lg.target_lock);
         if (lg.target_changed) {
             if (out >= 0)
@@ -68,12 +76,6 @@ static void *logger_main(void *arg)
             lg.target_changed = false;
         }
         pthread_mutex_unlock(&lg.target_lock);
-        int n = 0;
-        for (int i = 0; i < lg.nworkers; i++)
-            pfd[n++] = (struct pollfd){.fd = lg.pipes[i][0], .events = POLLIN};
-        pfd[n++] = (struct pollfd){.fd = lg.stop_pipe[0], .events = POLLIN};
-        if (poll(pfd, (nfds_t)n, 500) < 0 && errno != EINTR)
-            break;
         bool stop = pfd[n - 1].revents != 0;
         for (int i = 0; i < n - 1; i++) {
             if (!pfd[i].revents && !stop)
