@@ -868,6 +868,9 @@ static bool step_complete(struct http_conn *c)
     }
     c->st = ST_HEAD;
     c->resp_start_ms = 0;
+    /* An idle keep-alive connection keeps no buffer: the head buffer goes back to malloc
+     * (the input buffer went back to the pool when it emptied). */
+    slb_hbuf_free(&c->out);
     arm_timer(c);
     return true;
 }
@@ -1324,6 +1327,11 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     c->st = ST_HEAD;
     arm_timer(c);
     run(c);
+}
+
+size_t slb_http_conn_size(void)
+{
+    return sizeof(struct http_conn);
 }
 
 void slb_http_worker_free(struct slb_worker *w)

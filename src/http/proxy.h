@@ -9,6 +9,8 @@
 
 void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
                      const struct sockaddr_storage *peer, socklen_t peerlen);
+/* sizeof the per-connection state, for memory accounting and tests. */
+size_t slb_http_conn_size(void);
 /* Free the worker's HTTP state (backend connection pools) at thread exit. */
 void slb_http_worker_free(struct slb_worker *w);
 
