@@ -304,7 +304,7 @@ static void *worker_main(void *arg)
     while (w->conns.next != &w->conns)
         w->conns.next->abort(w->conns.next);
     slb_http_worker_free(w);
-    slb_access_flush(w);
+    slb_access_thread_exit(w);
     slb_block_cache_drain();
     atomic_store(&w->exited, 1);
     return NULL;

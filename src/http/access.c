@@ -258,3 +258,10 @@ void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e)
     memcpy(tl_buf->data + tl_buf->len, line, len);
     tl_buf->len += len;
 }
+
+void slb_access_thread_exit(struct slb_worker *w)
+{
+    slb_access_flush(w);
+    free(tl_buf);
+    tl_buf = NULL;
+}

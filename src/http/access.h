@@ -50,5 +50,7 @@ void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e);
 /* Push the worker's buffered lines to the logger (called at least every loop wake-up with
  * pending lines, and at exit). */
 void slb_access_flush(struct slb_worker *w);
+/* Flush and free the calling worker's buffer (at thread exit). */
+void slb_access_thread_exit(struct slb_worker *w);
 
 #endif

@@ -118,8 +118,6 @@ class HttpConn:
             if left <= 0:
                 raise h.HarnessError(f"no data before the deadline (buffer: "
                                      f"{bytes(self.buf[:300])!r})")
-            if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
-                left = max(left, 0.01)
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(1 << 20)

@@ -96,13 +96,21 @@ def _issue_extra(d, name, cn, sans, kind):
           f"{name}.ext", "-out", f"{name}.pem"], d)
 
 
+_generated = {}
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    _run(["sh", MAKE_PKI, d], d)
-    _issue_extra(d, "other", "other.test", "DNS:other.test,DNS:*.other.test", "ec")
-    _issue_extra(d, "other-rsa", "other.test", "DNS:other.test,DNS:*.other.test", "rsa")
-    return Pki(d)
+    """The PKI, generated once per session. Test modules import this fixture, which makes
+    one session-scoped definition per module; the cache keeps it to one generation."""
+    key = id(tmp_path_factory)
+    if key not in _generated:
+        d = tmp_path_factory.mktemp("pki")
+        _run(["sh", MAKE_PKI, d], d)
+        _issue_extra(d, "other", "other.test", "DNS:other.test,DNS:*.other.test", "ec")
+        _issue_extra(d, "other-rsa", "other.test", "DNS:other.test,DNS:*.other.test", "rsa")
+        _generated[key] = Pki(d)
+    return _generated[key]
 
 
 # --------------------------------------------------------------------------------------------

@@ -152,6 +152,22 @@ def test_chunked_response_streamed(slbd, hx, total, chunk):
     assert c.request("GET", "/again", timeout=10).body == payload
 
 
+def test_head_and_bodiless_statuses(slbd, hx):
+    port, _ = web(slbd, hx)
+    c = hx.connect(port)
+    # HEAD carries the length of the body it does not send; 204 and 304 carry neither.
+    r = c.request("HEAD", "/bytes/1000")
+    assert r.status == 200 and r.header("Content-Length") == "1000", r
+    assert c.buf == b"", c.buf
+    for code in (204, 304):
+        r = c.request("GET", f"/status/{code}")
+        assert r.status == code and r.body == b"", r
+    r = c.request("GET", "/status/404")
+    assert r.status == 404 and r.json()["path"] == "/status/404", r
+    # Nothing was left behind on the connection by the bodiless answers.
+    assert c.request("GET", "/last").json()["path"] == "/last"
+
+
 def test_expect_100_continue(slbd, hx):
     port, _ = web(slbd, hx)
     c = hx.connect(port)
@@ -186,6 +202,14 @@ def test_forwarded_headers(slbd, hx):
     # Without a client value the list is just the client.
     hd = hx.get(port, "/fwd2").json()["headers"]
     assert hd["x-forwarded-for"] == "127.0.0.1", hd
+
+
+def test_every_client_forwarded_for_line_is_kept(slbd, hx):
+    port, _ = web(slbd, hx)
+    r = hx.get(port, "/xff2", [("X-Forwarded-For", "203.0.113.7"),
+                               ("X-Forwarded-For", "198.51.100.1, 192.0.2.3")])
+    hd = r.json()["headers"]
+    assert hd["x-forwarded-for"] == "203.0.113.7, 198.51.100.1, 192.0.2.3, 127.0.0.1", hd
 
 
 def test_forwarded_headers_switched_off(slbd, hx):

@@ -28,7 +28,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_cert: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
+            fprintf(stderr, "fuzz_cert: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);    \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -52,10 +52,20 @@ struct fields {
 
 static void check_err(int rc, const struct slb_err *err)
 {
-    static const char *const codes[] = {
-        "invalid_pem", "dh_parameters_not_supported", "encrypted_private_key", "weak_key",
-        "expired", "not_yet_valid", "key_mismatch", "chain_order", "chain_incomplete",
-        "not_a_ca", "invalid_body", "invalid_crl", "crl_signature", "internal"};
+    static const char *const codes[] = {"invalid_pem",
+                                        "dh_parameters_not_supported",
+                                        "encrypted_private_key",
+                                        "weak_key",
+                                        "expired",
+                                        "not_yet_valid",
+                                        "key_mismatch",
+                                        "chain_order",
+                                        "chain_incomplete",
+                                        "not_a_ca",
+                                        "invalid_body",
+                                        "invalid_crl",
+                                        "crl_signature",
+                                        "internal"};
     CHECK(rc < 0);
     CHECK(err->status == 400 || (err->status == 500 && strcmp(err->code, "internal") == 0));
     CHECK(memchr(err->code, '\0', sizeof(err->code)) && memchr(err->msg, '\0', sizeof(err->msg)));
@@ -71,8 +81,8 @@ static void check_err(int rc, const struct slb_err *err)
 
 static bool is_b64(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 /* Does [p, p + n) occur in text[0, len)? */
@@ -192,16 +202,15 @@ static void check_derived(X509 *x)
         memset(&err, 0, sizeof(err));
         int rc = slb_certval_key_type(pub, "certificate block 1", type, &err);
         if (rc == 0)
-            CHECK(memchr(type, '\0', sizeof(type)) && (strncmp(type, "rsa-", 4) == 0 ||
-                                                        strcmp(type, "ec-p256") == 0 ||
-                                                        strcmp(type, "ec-p384") == 0 ||
-                                                        strcmp(type, "ec-p521") == 0));
+            CHECK(memchr(type, '\0', sizeof(type)) &&
+                  (strncmp(type, "rsa-", 4) == 0 || strcmp(type, "ec-p256") == 0 ||
+                   strcmp(type, "ec-p384") == 0 || strcmp(type, "ec-p521") == 0));
         else
             check_err(rc, &err);
     }
 }
 
-static bool in_stack(STACK_OF(X509) *certs, const X509 *x)
+static bool in_stack(STACK_OF(X509) * certs, const X509 *x)
 {
     for (int i = 0; i < sk_X509_num(certs); i++)
         if (X509_cmp(sk_X509_value(certs, i), x) == 0)
@@ -209,7 +218,7 @@ static bool in_stack(STACK_OF(X509) *certs, const X509 *x)
     return false;
 }
 
-static void check_material(enum slb_cert_type type, const struct fields *f, STACK_OF(X509) *certs,
+static void check_material(enum slb_cert_type type, const struct fields *f, STACK_OF(X509) * certs,
                            int64_t now, unsigned flags)
 {
     struct slb_certval_material m;

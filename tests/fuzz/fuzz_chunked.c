@@ -14,8 +14,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_chunked: %s:%d: check failed: %s\n", __FILE__, __LINE__,         \
-                    #cond);                                                                        \
+            fprintf(stderr, "fuzz_chunked: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -26,7 +25,7 @@ struct outcome {
     bool done;
     bool error;
     char *data;
-    size_t data_len;
+    size_t data_len, cap;
 };
 
 static void outcome_free(struct outcome *o)
@@ -35,7 +34,8 @@ static void outcome_free(struct outcome *o)
     memset(o, 0, sizeof(*o));
 }
 
-/* One call of the decoder on buf[0, len), with its documented promises checked. */
+/* One call of the decoder on buf[0, len), with its documented promises checked; the data
+ * found is appended to o->data, which has room for the whole input. */
 static long feed(struct slb_chunked *c, const char *buf, size_t len, struct outcome *o)
 {
     const char *d = (const char *)1; /* must be overwritten */
@@ -57,10 +57,8 @@ static long feed(struct slb_chunked *c, const char *buf, size_t len, struct outc
     if (dl > 0) {
         uintptr_t b = (uintptr_t)buf, p = (uintptr_t)d;
         CHECK(p >= b && p - b + dl <= (size_t)n);
-        char *grown = realloc(o->data, o->data_len + dl);
-        CHECK(grown != NULL);
-        memcpy(grown + o->data_len, d, dl);
-        o->data = grown;
+        CHECK(o->data_len + dl <= o->cap);
+        memcpy(o->data + o->data_len, d, dl);
         o->data_len += dl;
     } else {
         CHECK(d == NULL);
@@ -71,48 +69,36 @@ static long feed(struct slb_chunked *c, const char *buf, size_t len, struct outc
 }
 
 /* Feed buf in pieces of the given sizes (cycled), calling again on what a call left over, as
- * the proxy does, until the body ends, fails or the input runs out. */
+ * the proxy does, until the body ends, fails or the input runs out. Each piece is a private
+ * copy, so ASan sees any read past it. */
 static void decode(const char *buf, size_t len, const size_t *pieces, size_t npieces,
                    struct outcome *o)
 {
     struct slb_chunked c;
     slb_chunked_init(&c);
     memset(o, 0, sizeof(*o));
-    size_t pos = 0, k = 0;
-    while (pos < len && !o->done) {
-        size_t want = npieces ? pieces[k++ % npieces] : len - pos;
-        if (want == 0 || want > len - pos)
-            want = len - pos;
-        size_t end = pos + want;
-        while (pos < end && !o->done) {
-            /* A private copy of the piece, so ASan sees any read past it. */
-            char *piece = malloc(end - pos);
-            CHECK(piece != NULL);
-            memcpy(piece, buf + pos, end - pos);
-            struct outcome part = {0};
-            long n = feed(&c, piece, end - pos, &part);
-            if (n >= 0 && part.data_len) {
-                char *grown = realloc(o->data, o->data_len + part.data_len);
-                CHECK(grown != NULL);
-                memcpy(grown + o->data_len, part.data, part.data_len);
-                o->data = grown;
-                o->data_len += part.data_len;
-            }
-            outcome_free(&part);
-            free(piece);
-            if (n < 0) {
-                o->error = true;
-                return;
-            }
-            pos += (size_t)n;
-            o->consumed = pos;
-            o->done = c.done;
+    o->cap = len;
+    o->data = malloc(len ? len : 1);
+    char *piece = malloc(len ? len : 1);
+    CHECK(o->data != NULL && piece != NULL);
+    size_t k = 0;
+    while (o->consumed < len && !o->done && !o->error) {
+        size_t want = npieces ? pieces[k++ % npieces] : len - o->consumed;
+        if (want == 0 || want > len - o->consumed)
+            want = len - o->consumed;
+        size_t end = o->consumed + want;
+        while (o->consumed < end && !o->done && !o->error) {
+            size_t n = end - o->consumed;
+            char *copy = piece + (len - n); /* the copy ends where the allocation ends */
+            memcpy(copy, buf + o->consumed, n);
+            feed(&c, copy, n, o);
         }
     }
     if (o->done) {
         /* Bytes after the body (a pipelined request) are left alone. */
-        CHECK(slb_chunked_feed(&c, buf + pos, len - pos, NULL, NULL) == 0);
+        CHECK(slb_chunked_feed(&c, buf + o->consumed, len - o->consumed, NULL, NULL) == 0);
     }
+    free(piece);
 }
 
 static void check_same(const struct outcome *a, const struct outcome *b)

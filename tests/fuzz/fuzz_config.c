@@ -17,7 +17,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_config: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, "fuzz_config: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);  \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -38,8 +38,8 @@ static void check_err(const struct slb_err *err)
     /* The codes of config.h, plus the two the code also uses for conflicts and for fields of
      * another protocol. */
     static const char *const codes[] = {
-        "invalid_value", "unknown_field", "wrong_type", "duplicate_name", "unknown_group",
-        "unknown_certificate", "missing_field", "bind_conflict", "invalid_field", "internal"};
+        "invalid_value",       "unknown_field", "wrong_type",    "duplicate_name", "unknown_group",
+        "unknown_certificate", "missing_field", "bind_conflict", "invalid_field",  "internal"};
     CHECK(err->status == 400 || (err->status == 500 && strcmp(err->code, "internal") == 0));
     CHECK(memchr(err->code, '\0', sizeof(err->code)) && memchr(err->msg, '\0', sizeof(err->msg)));
     CHECK(memchr(err->where, '\0', sizeof(err->where)) != NULL);
@@ -102,6 +102,67 @@ static void check_listener(const struct slb_config *cfg, const struct slb_listen
                   (l->acl[i].family == AF_INET6 && l->acl[i].prefix <= 128));
 }
 
+/* The typed model built from the normalized document is the one built from the original:
+ * normalizing fills in defaults, it never changes a value. */
+static void check_same_model(const struct slb_config *a, const struct slb_config *b)
+{
+    CHECK(a->nlisteners == b->nlisteners && a->ngroups == b->ngroups);
+    for (size_t i = 0; i < a->ngroups; i++) {
+        const struct slb_group_cfg *x = &a->groups[i], *y = &b->groups[i];
+        CHECK(strcmp(x->name, y->name) == 0 && x->scheduler == y->scheduler);
+        CHECK(x->nservers == y->nservers);
+        for (size_t k = 0; k < x->nservers; k++) {
+            const struct slb_server_cfg *s = &x->servers[k], *t = &y->servers[k];
+            CHECK(s->port == t->port && s->weight == t->weight && s->addrlen == t->addrlen);
+            CHECK(memcmp(&s->addr, &t->addr, s->addrlen) == 0);
+        }
+        const struct slb_health_cfg *h = &x->hc, *g = &y->hc;
+        CHECK(h->enabled == g->enabled && h->protocol == g->protocol && h->method == g->method);
+        CHECK(strcmp(h->uri, g->uri) == 0 && strcmp(h->domain, g->domain) == 0);
+        CHECK(h->http_codes == g->http_codes && h->interval_s == g->interval_s);
+        CHECK(h->timeout_s == g->timeout_s && h->healthy_threshold == g->healthy_threshold);
+        CHECK(h->unhealthy_threshold == g->unhealthy_threshold && h->port == g->port);
+    }
+    for (size_t i = 0; i < a->nlisteners; i++) {
+        const struct slb_listener_cfg *x = &a->listeners[i], *y = &b->listeners[i];
+        CHECK(strcmp(x->name, y->name) == 0 && x->protocol == y->protocol);
+        CHECK(x->addrlen == y->addrlen && memcmp(&x->addr, &y->addr, x->addrlen) == 0);
+        CHECK(strcmp(x->backend_group, y->backend_group) == 0);
+        CHECK(x->max_connections == y->max_connections);
+        CHECK(x->connect_timeout_ms == y->connect_timeout_ms);
+        CHECK(x->proxy_protocol == y->proxy_protocol);
+        CHECK(x->established_timeout_s == y->established_timeout_s);
+        CHECK(x->nsni_routes == y->nsni_routes);
+        for (size_t k = 0; k < x->nsni_routes; k++)
+            CHECK(strcmp(x->sni_routes[k].server_name, y->sni_routes[k].server_name) == 0 &&
+                  strcmp(x->sni_routes[k].group, y->sni_routes[k].group) == 0);
+        CHECK(x->x_forwarded_for == y->x_forwarded_for);
+        CHECK(x->x_forwarded_proto == y->x_forwarded_proto);
+        CHECK(x->header_timeout_s == y->header_timeout_s);
+        CHECK(x->idle_timeout_s == y->idle_timeout_s);
+        CHECK(x->request_timeout_s == y->request_timeout_s);
+        CHECK(strcmp(x->redirect_to, y->redirect_to) == 0);
+        CHECK(x->sticky == y->sticky && strcmp(x->sticky_cookie, y->sticky_cookie) == 0);
+        CHECK(x->sticky_timeout_s == y->sticky_timeout_s);
+        CHECK(x->acl_mode == y->acl_mode && x->nacl == y->nacl);
+        for (size_t k = 0; k < x->nacl; k++)
+            CHECK(x->acl[k].family == y->acl[k].family && x->acl[k].prefix == y->acl[k].prefix &&
+                  memcmp(x->acl[k].addr, y->acl[k].addr, 16) == 0);
+        const struct slb_tls_cfg *t = &x->tls, *u = &y->tls;
+        CHECK(t->ncertificates == u->ncertificates);
+        for (size_t k = 0; k < t->ncertificates; k++)
+            CHECK(strcmp(t->certificates[k], u->certificates[k]) == 0);
+        CHECK(strcmp(t->client_ca, u->client_ca) == 0 && t->client_auth == u->client_auth);
+        CHECK(t->policy == u->policy);
+        CHECK(t->session_ticket_lifetime_s == u->session_ticket_lifetime_s);
+        CHECK(t->nalpn == u->nalpn);
+        for (size_t k = 0; k < t->nalpn; k++)
+            CHECK(strcmp(t->alpn[k], u->alpn[k]) == 0);
+    }
+    CHECK(a->settings.drain_timeout_s == b->settings.drain_timeout_s);
+    CHECK(strcmp(a->settings.access_log, b->settings.access_log) == 0);
+}
+
 /* An accepted document: bounds, lookups, and the normalized form accepted again as itself. */
 static void check_config(const struct slb_config *cfg, const struct slb_cert_lookup *certs)
 {
@@ -135,7 +196,7 @@ static void check_config(const struct slb_config *cfg, const struct slb_cert_loo
         dump("normalized twice", again->json);
     }
     CHECK(json_equal(again->json, cfg->json));
-    CHECK(again->nlisteners == cfg->nlisteners && again->ngroups == cfg->ngroups);
+    check_same_model(cfg, again);
     slb_config_free(again);
 
     /* What the API stores for each resource is its normalized form too. */
@@ -156,8 +217,8 @@ static void check_config(const struct slb_config *cfg, const struct slb_cert_loo
 }
 
 /* One resource as an API body: error or a normalized form that normalizes to itself. */
-static void check_normalize(const json_t *in, json_t *(*normalize)(const json_t *, const char *,
-                                                                  struct slb_err *))
+static void check_normalize(const json_t *in,
+                            json_t *(*normalize)(const json_t *, const char *, struct slb_err *))
 {
     struct slb_err err = {0};
     json_t *n = normalize(in, "", &err);

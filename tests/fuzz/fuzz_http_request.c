@@ -67,10 +67,9 @@ static void check_method(const struct slb_http_msg *m)
         const char *name;
         enum slb_http_method method;
     } known[] = {
-        {"GET", SLB_HTTP_GET},         {"HEAD", SLB_HTTP_HEAD},   {"POST", SLB_HTTP_POST},
-        {"PUT", SLB_HTTP_PUT},         {"DELETE", SLB_HTTP_DELETE},
-        {"OPTIONS", SLB_HTTP_OPTIONS}, {"PATCH", SLB_HTTP_PATCH}, {"CONNECT", SLB_HTTP_CONNECT},
-        {"TRACE", SLB_HTTP_TRACE},
+        {"GET", SLB_HTTP_GET},     {"HEAD", SLB_HTTP_HEAD},       {"POST", SLB_HTTP_POST},
+        {"PUT", SLB_HTTP_PUT},     {"DELETE", SLB_HTTP_DELETE},   {"OPTIONS", SLB_HTTP_OPTIONS},
+        {"PATCH", SLB_HTTP_PATCH}, {"CONNECT", SLB_HTTP_CONNECT}, {"TRACE", SLB_HTTP_TRACE},
     };
     enum slb_http_method want = SLB_HTTP_OTHER;
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
@@ -111,7 +110,7 @@ static void check_msg(const char *buf, size_t len, const struct slb_http_limits 
     CHECK(m->version_minor == 0 || m->version_minor == 1);
     const char *ver = m->target.p + m->target.len;
     CHECK(memcmp(ver, m->version_minor ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n", 11) == 0);
-    CHECK((size_t)(ver + 9 - m->method_name.p) <= max_line + 1);
+    CHECK((size_t)(ver + 9 - m->method_name.p) <= max_line); /* the line, CRLF excluded */
     if (m->method == SLB_HTTP_CONNECT)
         CHECK(m->target.p[0] != '/' && m->target.p[0] != '*');
 
@@ -195,8 +194,7 @@ static void check_msg(const char *buf, size_t len, const struct slb_http_limits 
 static void check_same(const char *a, const struct slb_http_msg *x, const char *b,
                        const struct slb_http_msg *y)
 {
-#define SAME_SLICE(f)                                                                              \
-    CHECK(x->f.len == y->f.len && (x->f.len == 0 || x->f.p - a == y->f.p - b))
+#define SAME_SLICE(f) CHECK(x->f.len == y->f.len && (x->f.len == 0 || x->f.p - a == y->f.p - b))
     CHECK(x->method == y->method && x->version_minor == y->version_minor);
     SAME_SLICE(method_name);
     SAME_SLICE(target);
@@ -223,20 +221,33 @@ static uint64_t hash(const uint8_t *d, size_t len)
 /* The parser rescans from the start on every call, so an answer of "complete" or "need more"
  * for the whole buffer means every shorter prefix needs more: a prefix may never be refused
  * (the proxy answers 400 at once) nor be complete at another length. */
+/* buf[0, k) copied to the end of copy (len bytes); returns where it starts. */
+static const char *tail_of(char *copy, size_t len, const char *buf, size_t k)
+{
+    memcpy(copy + (len - k), buf, k);
+    return copy + (len - k);
+}
+
 static void check_prefixes(const char *buf, size_t len, const struct slb_http_limits *lim,
                            struct slb_http_msg *tmp)
 {
+    /* Each prefix is copied to the end of an allocation of len bytes, so ASan sees a read
+     * past the prefix as the out-of-bounds read it would be on a real connection. */
+    char *copy = malloc(len ? len : 1);
+    CHECK(copy != NULL);
     if (len <= PREFIX_ALL) {
         for (size_t k = 0; k < len; k++)
-            CHECK(slb_http_parse_request(buf, k, lim, tmp) == 0);
+            CHECK(slb_http_parse_request(tail_of(copy, len, buf, k), k, lim, tmp) == 0);
+        free(copy);
         return;
     }
     uint64_t h = hash((const uint8_t *)buf, len);
     for (int i = 0; i < PREFIX_CUTS; i++) {
         h = h * 6364136223846793005u + 1442695040888963407u;
         size_t k = i == 0 ? len - 1 : (size_t)(h >> 33) % len;
-        CHECK(slb_http_parse_request(buf, k, lim, tmp) == 0);
+        CHECK(slb_http_parse_request(tail_of(copy, len, buf, k), k, lim, tmp) == 0);
     }
+    free(copy);
 }
 
 /* Helpers the proxy runs on parsed requests must stay inside the head too. */

@@ -7,6 +7,7 @@
 #include "tcp/proxyproto.h"
 
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,13 +18,13 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_proxyproto: %s:%d: check failed: %s\n", __FILE__, __LINE__,     \
+            fprintf(stderr, "fuzz_proxyproto: %s:%d: check failed: %s\n", __FILE__, __LINE__,      \
                     #cond);                                                                        \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
 
-#define V1_MAX 107       /* longest v1 line, CRLF included */
+#define V1_MAX 107         /* longest v1 line, CRLF included */
 #define V2_MAX (16 + 2048) /* fixed part plus the largest address block + TLVs we accept */
 
 static int decode_copy(const uint8_t *data, size_t len, struct sockaddr_storage *src,
@@ -126,8 +127,8 @@ static void check_roundtrip(const struct sockaddr_storage *src, const struct soc
     for (int version = 1; version <= 2; version++) {
         unsigned char enc[SLB_PP_MAX + 16], enc2[SLB_PP_MAX + 16];
         memset(enc, 0xa5, sizeof(enc));
-        size_t n = slb_pp_encode(version, (const struct sockaddr *)src,
-                                 (const struct sockaddr *)dst, enc);
+        size_t n =
+            slb_pp_encode(version, (const struct sockaddr *)src, (const struct sockaddr *)dst, enc);
         CHECK(n > 0 && n <= SLB_PP_MAX);
         CHECK(enc[SLB_PP_MAX] == 0xa5); /* nothing written past the documented size */
         if (version == 1)

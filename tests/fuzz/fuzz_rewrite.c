@@ -29,6 +29,7 @@ static const struct slb_http_limits big_limits = {
 
 static struct slb_http_msg req, fwd_msg;
 static struct slb_hbuf out;
+static char *up_copy; /* the upstream head fwd_msg points into */
 static const char *in_buf;
 static size_t in_len;
 
@@ -89,7 +90,8 @@ static void choose_fwd(uint64_t h, const struct slb_http_msg *m, struct slb_fwd_
         if (h & 32) {
             f->cert_subject = "CN=client\\, one,O=Test";
             f->cert_issuer = "CN=SLB Test Intermediate CA";
-            f->cert_fingerprint = "5e0f6f6f1b0e2d8b0c3f8a3d4a1c0b9e8d7c6b5a49382716a5b4c3d2e1f00112";
+            f->cert_fingerprint =
+                "5e0f6f6f1b0e2d8b0c3f8a3d4a1c0b9e8d7c6b5a49382716a5b4c3d2e1f00112";
         }
     }
     f->strip_cookie_prefix_name = (h & 64) ? "SLBSERVERID" : NULL;
@@ -122,7 +124,12 @@ static void check_rewrite(const struct slb_http_msg *m, uint64_t h)
     slb_hbuf_reset(&out);
     slb_http_build_request(&out, m, &f);
     CHECK(!out.oom);
-    int rc = slb_http_parse_request(out.p, out.len, &big_limits, &fwd_msg);
+    /* Parsed from an allocation of exactly its length, so ASan sees a read past the end. */
+    free(up_copy);
+    up_copy = malloc(out.len ? out.len : 1);
+    CHECK(up_copy != NULL);
+    memcpy(up_copy, out.p, out.len);
+    int rc = slb_http_parse_request(up_copy, out.len, &big_limits, &fwd_msg);
     if (rc == -431) {
         /* More fields than our parser holds: only possible when the client already sent
          * nearly the maximum, and not a framing question. */
@@ -152,11 +159,16 @@ static void check_rewrite(const struct slb_http_msg *m, uint64_t h)
     CHECK(o->upgrade == f.upgrade);
     CHECK(count_header(o, "Upgrade") == (f.upgrade ? count_header(m, "Upgrade") : 0));
     CHECK(count_header(o, "Connection") == (f.upgrade ? 1u : 0u));
-    static const char *const hop[] = {"Keep-Alive", "Proxy-Connection", "TE", "Trailer",
-                                      "Proxy-Authorization", "Proxy-Authenticate"};
+    static const char *const hop[] = {"Keep-Alive", "Proxy-Connection",    "TE",
+                                      "Trailer",    "Proxy-Authorization", "Proxy-Authenticate"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         CHECK(count_header(o, hop[i]) == 0);
-    if (m->version_minor == 1)
+    /* Expect is end-to-end unless the client itself listed it in Connection. */
+    bool expect_dropped = false;
+    for (size_t i = 0; i < m->nheaders; i++)
+        expect_dropped |=
+            slb_slice_eq_ci(m->headers[i].name, "Expect") && slb_http_is_hop_by_hop(m, i);
+    if (m->version_minor == 1 && !expect_dropped)
         CHECK(o->expect_continue == m->expect_continue);
 
     /* Forwarding headers come from slbd alone: a client cannot forge or remove them. */
