@@ -63,6 +63,17 @@ void slb_hbuf_free(struct slb_hbuf *b)
     b->oom = false;
 }
 
+static void put_uint(struct slb_hbuf *b, unsigned v)
+{
+    char tmp[12];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    slb_hbuf_put(b, tmp + i, sizeof(tmp) - i);
+}
+
 static bool name_is(struct slb_slice n, const char *lit)
 {
     return slb_slice_eq_ci(n, lit);
@@ -243,11 +254,17 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
         slb_hbuf_puts(out, fwd->client_ip);
         slb_hbuf_puts(out, "\r\n");
     }
+    /* Per-request path: plain appends, no printf. */
     if (fwd->proto) {
-        slb_hbuf_printf(out, "X-Forwarded-Proto: %s\r\n", fwd->proto);
-        slb_hbuf_printf(out, "X-Forwarded-Port: %u\r\n", fwd->port);
+        slb_hbuf_puts(out, "X-Forwarded-Proto: ");
+        slb_hbuf_puts(out, fwd->proto);
+        slb_hbuf_puts(out, "\r\nX-Forwarded-Port: ");
+        put_uint(out, fwd->port);
+        slb_hbuf_puts(out, "\r\n");
     }
-    slb_hbuf_printf(out, "X-Real-IP: %s\r\n", fwd->client_ip);
+    slb_hbuf_puts(out, "X-Real-IP: ");
+    slb_hbuf_puts(out, fwd->client_ip);
+    slb_hbuf_puts(out, "\r\n");
     if (fwd->cert_verify) {
         slb_hbuf_printf(out, "X-Forwarded-Clientcert-clientverify: %s\r\n", fwd->cert_verify);
         if (fwd->cert_subject) {
@@ -284,7 +301,9 @@ void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *re
                              bool keep_alive, const char *set_cookie,
                              const char *cookie_prefix_name, const char *cookie_prefix_value)
 {
-    slb_hbuf_printf(out, "HTTP/1.1 %d ", resp->status);
+    slb_hbuf_puts(out, "HTTP/1.1 ");
+    put_uint(out, (unsigned)resp->status);
+    slb_hbuf_put(out, " ", 1);
     slb_hbuf_put(out, resp->reason.p, resp->reason.len);
     slb_hbuf_puts(out, "\r\n");
     bool upgrade = resp->status == 101;
