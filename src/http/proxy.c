@@ -281,14 +281,19 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
 /* Host names a site other than the one the TLS handshake picked by SNI (RFC 9110 7.4). */
 static bool misdirected(struct http_conn *c, const struct slb_http_msg *m)
 {
-    return c->t.ssl && m->host.len && slb_tls_ssl_misdirected(c->t.ssl, m->host.p, m->host.len);
+    struct slb_slice host = m->host, path;
+    slb_http_split_absolute(m->target, &host, &path); /* the target's authority wins */
+    return c->t.ssl && host.len && slb_tls_ssl_misdirected(c->t.ssl, host.p, host.len);
 }
 
 static void redirect(struct http_conn *c, const struct slb_http_msg *m)
 {
     char extra[1200];
+    struct slb_slice authority, path = m->target;
+    if (slb_http_split_absolute(m->target, &authority, &path) && (!path.len || path.p[0] == '?'))
+        path = (struct slb_slice){"/", 1};
     snprintf(extra, sizeof(extra), "Location: %s%.*s\r\n", c->l->cfg->redirect_to,
-             (int)(m->target.len > 1000 ? 1000 : m->target.len), m->target.p);
+             (int)(path.len > 1000 ? 1000 : path.len), path.p);
     respond_simple(c, 301, extra, m->keep_alive);
 }
 

@@ -180,7 +180,8 @@ static void put_cookie_stripped(struct slb_hbuf *out, const struct slb_http_head
 
 /* An absolute-form target ("http://host:port/path?q", RFC 9112 3.2.2) names the host
  * itself, and that wins over the Host header: split it into authority and origin-form. */
-static bool split_absolute(struct slb_slice t, struct slb_slice *authority, struct slb_slice *path)
+bool slb_http_split_absolute(struct slb_slice t, struct slb_slice *authority,
+                             struct slb_slice *path)
 {
     size_t skip = 0;
     if (t.len >= 7 && strncasecmp(t.p, "http://", 7) == 0)
@@ -204,7 +205,7 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
                             const struct slb_fwd_info *fwd)
 {
     struct slb_slice authority = {0}, path = req->target;
-    bool absolute = split_absolute(req->target, &authority, &path);
+    bool absolute = slb_http_split_absolute(req->target, &authority, &path);
     slb_hbuf_put(out, req->method_name.p, req->method_name.len);
     slb_hbuf_put(out, " ", 1);
     if (absolute && (path.len == 0 || path.p[0] == '?'))
@@ -339,6 +340,7 @@ const char *slb_http_reason(int status)
     case 400: return "Bad Request";
     case 403: return "Forbidden";
     case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";

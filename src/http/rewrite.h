@@ -63,6 +63,11 @@ const char *slb_http_reason(int status);
 #define SLB_STICKY_ID_LEN 16
 bool slb_http_sticky_prefixed(const char *v, size_t len);
 
+/* An absolute-form target ("http://host/path"): its authority and origin-form path (which
+ * may be empty or start with '?'). False for any other form. */
+bool slb_http_split_absolute(struct slb_slice t, struct slb_slice *authority,
+                             struct slb_slice *path);
+
 /* Find cookie `name` in the request's Cookie headers; returns its value slice or len 0. */
 struct slb_slice slb_http_cookie(const struct slb_http_msg *m, const char *name);
 
