@@ -5,6 +5,7 @@
 
 #include "cert/store.h"
 #include "config/config.h"
+#include "core/log.h"
 #include "event/control.h"
 
 #include <stdlib.h>
@@ -39,20 +40,30 @@ static json_t *resource(struct slb_ctl *ctl, const struct slb_cert *c)
     return j;
 }
 
-/* Rebuild and publish the running configuration so listeners pick up new material. */
-static bool republish(struct slb_ctl *ctl, const char *id, struct slb_admin_resp *resp)
+/* Rebuild and publish the running configuration so listeners pick up new material. When
+ * that fails the store goes back to prev (owned here), so nothing changed. */
+static bool republish(struct slb_ctl *ctl, const char *id, struct slb_cert *prev,
+                      struct slb_admin_resp *resp)
 {
     json_t *users = cert_users(ctl->doc, id);
     size_t n = json_array_size(users);
     json_decref(users);
-    if (n == 0)
-        return true;
     struct slb_err err = {0};
-    if (slb_ctl_apply(ctl, json_incref(ctl->doc), false, &err) < 0) {
-        slb_admin_error(resp, &err);
-        return false;
+    if (n == 0 || slb_ctl_apply(ctl, json_incref(ctl->doc), false, &err) == 0) {
+        slb_cert_unref(prev);
+        return true;
     }
-    return true;
+    slb_admin_error(resp, &err);
+    struct slb_err rerr = {0};
+    if (slb_certstore_restore(ctl->certs, prev, &rerr) < 0)
+        slb_error("certificate %s: rollback failed: %s", id, rerr.msg);
+    return false;
+}
+
+static struct slb_cert *hold(struct slb_cert *c)
+{
+    slb_cert_ref(c);
+    return c;
 }
 
 void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub,
@@ -113,13 +124,15 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
             json_decref(body);
             return;
         }
+        struct slb_cert *prev = hold(c);
         int rc = slb_certstore_set_crl(ctl->certs, id, pem, &err);
         json_decref(body);
         if (rc < 0) {
+            slb_cert_unref(prev);
             slb_admin_error(resp, &err);
             return;
         }
-        if (republish(ctl, id, resp))
+        if (republish(ctl, id, prev, resp))
             resp->json = resource(ctl, slb_certstore_get(ctl->certs, id));
         return;
     }
@@ -152,12 +165,14 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
     json_t *body = slb_admin_body_object_binary(req, resp);
     if (!body)
         return;
+    struct slb_cert *prev = hold(c);
     int rc = slb_certstore_replace(ctl->certs, id, body, &c, &err);
     json_decref(body);
     if (rc < 0) {
+        slb_cert_unref(prev);
         slb_admin_error(resp, &err);
         return;
     }
-    if (republish(ctl, id, resp))
+    if (republish(ctl, id, prev, resp))
         resp->json = resource(ctl, c);
 }

@@ -813,3 +813,17 @@ struct slb_cert *slb_certstore_at(struct slb_certstore *s, size_t i)
 {
     return s && i < s->n ? s->v[i].cert : NULL;
 }
+
+int slb_certstore_restore(struct slb_certstore *s, struct slb_cert *prev, struct slb_err *err)
+{
+    struct cert_entry *e = find(s, prev->id);
+    if (!e) {
+        slb_cert_unref(prev);
+        return not_found(err, prev->id);
+    }
+    int rc = publish(s, e, prev, err);
+    if (rc == 0)
+        slb_warn("certificate %s (%s): change rolled back to version %llu", prev->id,
+                 prev->name, (unsigned long long)prev->version);
+    return rc;
+}

@@ -79,6 +79,9 @@ int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t 
  * the old one keep a consistent view and TLS contexts can tell they must be rebuilt. */
 int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *pem,
                           struct slb_err *err);
+/* Put back a previous version (a reference the caller owns, consumed here) after a change
+ * that could not be activated; durable like every change. */
+int slb_certstore_restore(struct slb_certstore *s, struct slb_cert *prev, struct slb_err *err);
 /* Remove certificate id from memory and disk (the caller checks it is unused). */
 int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err *err);
 
