@@ -24,6 +24,13 @@ int slb_certval_key_type(const EVP_PKEY *key, const char *what, char type[16], s
 {
     static const char *advice = "use RSA with 2048 bits or more, or ECDSA on P-256, P-384 or "
                                 "P-521";
+    if (!key) {
+        /* OpenSSL could not decode the public key (an algorithm it does not know). */
+        ERR_clear_error();
+        return slb_err_set(err, ST, "weak_key", "certificate",
+                           "%s has a public key of an unknown or unsupported algorithm; %s", what,
+                           advice);
+    }
     int id = EVP_PKEY_get_base_id(key);
     if (id == EVP_PKEY_RSA) {
         int bits = EVP_PKEY_get_bits(key);
@@ -138,7 +145,8 @@ int slb_certval_order_chain(STACK_OF(X509) *certs, EVP_PKEY *key, X509 **leaf,
         return slb_err_set(err, ST, "invalid_pem", "certificate",
                            "certificate must hold 1 to %d blocks", SLB_CERTVAL_MAX_BLOCKS);
     for (int i = 0; i < n; i++) {
-        if (EVP_PKEY_eq(X509_get0_pubkey(sk_X509_value(certs, i)), key) != 1)
+        const EVP_PKEY *pub = X509_get0_pubkey(sk_X509_value(certs, i));
+        if (!pub || EVP_PKEY_eq(pub, key) != 1)
             continue;
         if (li >= 0)
             return slb_err_set(err, ST, "chain_order", "certificate",
