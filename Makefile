@@ -62,11 +62,14 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh
 
+# The whole suite: unit tests of both builds, then the end-to-end suite against the release
+# and the sanitizer builds side by side (scripts/run-e2e.sh).
 test: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory BUILD=asan all
 	@$(MAKE) --no-print-directory test-unit
-	@$(MAKE) --no-print-directory test-e2e
-	@$(MAKE) --no-print-directory test-asan
+	@$(MAKE) --no-print-directory BUILD=asan test-unit
+	@scripts/run-e2e.sh
 
 test-unit: $(UNIT_BIN)
 	@scripts/run-unit.sh $(UNIT_BIN)
