@@ -112,7 +112,9 @@ bool slb_http_is_hop_by_hop(const struct slb_http_msg *m, size_t i)
      * sets itself: a client must not be able to strip our X-Forwarded-* that way. */
     if (n.len >= 11 && strncasecmp(n.p, "x-forwarded", 11) == 0)
         return false;
-    if (name_is(n, "x-real-ip"))
+    /* Nor the message's own framing and target: dropping Content-Length because the sender
+     * listed it in Connection would let the body be read as the next message (smuggling). */
+    if (name_is(n, "x-real-ip") || name_is(n, "content-length") || name_is(n, "host"))
         return false;
     for (size_t k = 0; k < m->nheaders; k++) {
         if (name_is(m->headers[k].name, "connection") && list_has(m->headers[k].value, n.p, n.len))
@@ -215,6 +217,11 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
     if (absolute) {
         slb_hbuf_puts(out, "Host: ");
         slb_hbuf_put(out, authority.p, authority.len);
+        slb_hbuf_puts(out, "\r\n");
+    } else if (!req->host.len && slb_http_find_header(req, "host", 0) < 0 && fwd->default_host) {
+        /* HTTP/1.0 needs no Host, the HTTP/1.1 we send does. */
+        slb_hbuf_puts(out, "Host: ");
+        slb_hbuf_puts(out, fwd->default_host);
         slb_hbuf_puts(out, "\r\n");
     }
     bool prior_xff = false;
@@ -320,8 +327,12 @@ void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *re
         else
             put_header(out, h);
     }
-    if (resp->body == SLB_BODY_CHUNKED)
-        slb_hbuf_puts(out, "Transfer-Encoding: chunked\r\n");
+    /* The body is forwarded as it came, so its transfer codings must reach the client as they
+     * were (a "gzip, chunked" body re-labelled "chunked" would be taken for plain bytes). */
+    for (size_t i = 0; i < resp->nheaders && resp->body != SLB_BODY_NONE; i++) {
+        if (name_is(resp->headers[i].name, "transfer-encoding"))
+            put_header(out, &resp->headers[i]);
+    }
     if (set_cookie)
         slb_hbuf_printf(out, "Set-Cookie: %s\r\n", set_cookie);
     if (upgrade)

@@ -38,6 +38,7 @@ struct slb_fwd_info {
     /* sticky "server" mode: the cookie whose value carries our "<server-id>~" prefix */
     const char *strip_cookie_prefix_name;
     bool upgrade;            /* keep Connection: upgrade / Upgrade for a WebSocket tunnel */
+    const char *default_host; /* Host for HTTP/1.0 requests that sent none */
 };
 
 /* True when header i of msg is hop-by-hop: a fixed set plus those listed in Connection. */
