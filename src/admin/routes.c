@@ -35,7 +35,9 @@ static json_t *body_object(const struct slb_admin_req *req, struct slb_admin_res
         slb_admin_error_simple(resp, 400, "invalid_json", "a JSON object body is required");
         return NULL;
     }
-    if (strncasecmp(req->content_type, "application/json", 16) != 0) {
+    const char *ct = req->content_type;
+    if (strncasecmp(ct, "application/json", 16) != 0 ||
+        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ' && ct[16] != '\t')) {
         slb_admin_error_simple(resp, 415, "unsupported_media_type",
                                "send the body with Content-Type: application/json");
         return NULL;

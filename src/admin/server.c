@@ -41,6 +41,7 @@ struct slb_admin {
     struct slb_ctl *ctl;
     int fd;
     struct slb_io io;
+    struct slb_timer pause; /* accepting paused after EMFILE */
     struct admin_conn *conns;
     int nconns;
 };
@@ -374,16 +375,39 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
     conn_close(t->data);
 }
 
+static void resume_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    struct slb_admin *a = t->data;
+    slb_io_set(loop, &a->io, EPOLLIN);
+}
+
 static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 {
     struct slb_admin *a = io->data;
     for (;;) {
         int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: the level-triggered socket would wake us at once,
+                 * forever. Stop watching it for a moment. */
+                slb_io_set(loop, io, 0);
+                slb_timer_start(loop, &a->pause, 100);
+            }
             return;
+        }
         if (a->nconns >= ADMIN_MAX_CONNS) {
-            close(fd);
-            continue;
+            /* Full: make room by dropping the oldest idle connection, so idle clients cannot
+             * lock the operator out; with none idle, refuse the new one. */
+            struct admin_conn *old = NULL;
+            for (struct admin_conn *c = a->conns; c; c = c->next) {
+                if (c->inlen == 0 && c->outlen == 0)
+                    old = c;
+            }
+            if (!old) {
+                close(fd);
+                continue;
+            }
+            conn_close(old);
         }
         struct admin_conn *c = calloc(1, sizeof(*c));
         if (!c) {
@@ -432,6 +456,7 @@ struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const char *addr, struct sl
         return NULL;
     }
     slb_io_init(&a->io, a->fd, accept_cb, a);
+    slb_timer_init(&a->pause, resume_cb, a);
     slb_io_set(&ctl->loop, &a->io, EPOLLIN);
     slb_info("admin API on http://%s", addr);
     return a;
@@ -443,6 +468,7 @@ void slb_admin_free(struct slb_admin *a)
         return;
     while (a->conns)
         conn_close(a->conns);
+    slb_timer_stop(&a->ctl->loop, &a->pause);
     slb_io_set(&a->ctl->loop, &a->io, 0);
     close(a->fd);
     free(a);

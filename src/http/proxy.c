@@ -63,6 +63,7 @@ struct http_conn {
     uint8_t method;
     bool req_keep_alive, req_done, head_only;
     bool upgrade_req; /* the request asked for a protocol upgrade we forwarded */
+    uint8_t req_minor; /* HTTP/1.x minor version of the request */
     uint8_t req_body;
     uint64_t req_remaining, req_ready;
     struct slb_chunked req_chunk;
@@ -343,6 +344,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->method = (uint8_t)m->method;
     c->head_only = m->method == SLB_HTTP_HEAD;
     c->req_keep_alive = m->keep_alive;
+    c->req_minor = (uint8_t)m->version_minor;
     c->req_body = (uint8_t)m->body;
     c->req_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
     c->req_ready = 0;
@@ -410,7 +412,17 @@ static bool step_parse_request(struct http_conn *c)
     struct slb_http_msg *m = &c->hw->msg;
     int rc = slb_http_parse_request(c->in.data + c->in.off, c->in.len, &lim, m);
     if (rc == 0) {
+        if (c->client_eof) {
+            conn_close(c); /* the rest of this request will never come */
+            return false;
+        }
         if (slb_buf_space(&c->in) == 0) {
+            if (c->in.off > 0) {
+                /* A pipelined head cut by the end of the buffer: move it to the front and
+                 * read the rest. Only a head larger than the whole buffer is too large. */
+                slb_buf_prepare(&c->in);
+                return true;
+            }
             respond_simple(c, 431, NULL, false);
             return true;
         }
@@ -545,8 +557,7 @@ static bool step_read_client(struct http_conn *c)
     if (n == 0)
         return false;
     c->client_eof = true;
-    if (c->st == ST_HEAD) {
-        /* Gone before a whole request arrived: nothing can be answered. */
+    if (c->st == ST_HEAD && slb_buf_empty(&c->in)) {
         conn_close(c);
         return false;
     }
@@ -654,6 +665,11 @@ static void finish_response_head(struct http_conn *c, const struct slb_http_msg 
     if (!keep)
         c->close_after = true;
     slb_http_build_response(&c->out, m, keep, set_cookie, prefix_name, prefix);
+    if (keep && c->req_minor == 0 && c->out.len >= 2) {
+        /* HTTP/1.0 closes by default: announce the keep-alive we grant. */
+        c->out.len -= 2;
+        slb_hbuf_puts(&c->out, "Connection: keep-alive\r\n\r\n");
+    }
 }
 
 static bool step_parse_response(struct http_conn *c)
@@ -872,7 +888,9 @@ static bool step_complete(struct http_conn *c)
     if (c->log)
         log_request(c);
     c->srv = NULL;
-    if (c->close_after || c->client_eof) {
+    /* A client that half-closed after pipelining still gets every complete request answered
+     * (RFC 9112 9.6); it is closed once nothing is left in the buffer. */
+    if (c->close_after || (c->client_eof && slb_buf_empty(&c->in))) {
         conn_close(c);
         return false;
     }
@@ -1047,7 +1065,7 @@ static void run(struct http_conn *c)
             account_wire(c);
             if (c->log)
                 log_request(c);
-            if (c->close_after || c->client_eof) {
+            if (c->close_after || (c->client_eof && slb_buf_empty(&c->in))) {
                 conn_close(c);
                 return;
             }
