@@ -71,7 +71,8 @@ fail:
 
 int slb_fs_read_all(const char *path, size_t max, char **out, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO or device put in place of a state file must not hang start-up. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return -errno;
     struct stat st;
@@ -79,6 +80,10 @@ int slb_fs_read_all(const char *path, size_t max, char **out, size_t *len)
     char *buf = NULL;
     if (fstat(fd, &st) < 0) {
         rc = -errno;
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
         goto done;
     }
     if ((size_t)st.st_size > max) {

@@ -255,8 +255,9 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
         name_trim(&name, &nlen);
         flags |= FLAG_SNI;
     }
-    bool ec = client_offers_ecdsa(ssl) &&
-              (client_offers_tls13(ssl) || client_offers_ecdsa_suite(ssl));
+    long max = SSL_get_max_proto_version(ssl);
+    bool tls13 = (max == 0 || max >= TLS1_3_VERSION) && client_offers_tls13(ssl);
+    bool ec = client_offers_ecdsa(ssl) && (tls13 || client_offers_ecdsa_suite(ssl));
     enum slb_tls_key_kind want = ec ? SLB_TLS_KEY_EC : SLB_TLS_KEY_RSA;
     const struct slb_tls_site *site = site_pick(t, name, nlen, want);
     /* SSL_new copied the context's certificate, which is the default site's; any other site
@@ -312,7 +313,11 @@ static SSL_TICKET_RETURN ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned
     long age = (long)time(NULL) - (long)SSL_SESSION_get_time(ss);
     if (age < 0 || age > (long)t->ticket_lifetime_s)
         return SSL_TICKET_RETURN_IGNORE_RENEW;
-    return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    /* TLS 1.3 clients use each ticket once (RFC 8446 C.4): a resumption must hand out a fresh
+     * one or every other connection falls back to a full handshake. */
+    if (status == SSL_TICKET_SUCCESS_RENEW || SSL_version(ssl) >= TLS1_3_VERSION)
+        return SSL_TICKET_RETURN_USE_RENEW;
+    return SSL_TICKET_RETURN_USE;
 }
 
 /* CRL checking covers the leaf, and the only CRL we hold is the client CA's. A leaf issued by

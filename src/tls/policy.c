@@ -114,6 +114,8 @@ int slb_tls_policy_apply(SSL_CTX *ctx, int policy)
     /* Partial writes and moving buffers suit a non-blocking event loop; released buffers keep
      * idle keep-alive connections at a few hundred bytes each. Certificate chains come from
      * the store complete, so OpenSSL must not spend a chain build per handshake. */
+    /* Read whole records (and what follows) in one read(2) instead of header, then body. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_NO_AUTO_CHAIN);
     /* 0-RTT data is replayable: a proxy cannot know whether the backend request is idempotent. */

@@ -117,6 +117,14 @@ class RssSampler:
         return [kb for _, kb in self.samples]
 
 
+def rss_budget_kb(release_kb):
+    """An RSS growth bound: `release_kb` for a release build. AddressSanitizer keeps freed
+    memory in a quarantine of up to 256 MiB before reusing it, so RSS grows with allocation
+    churn rather than live memory; with sanitizers the bound is widened by that much (ASan's
+    leak checker and the release run are what catch real growth)."""
+    return release_kb + (256 << 10 if h.is_sanitized() else 0)
+
+
 def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -343,12 +351,12 @@ class Prober:
         return (f"{self.ok()}/{len(self.results)} probes answered 200, max latency "
                 f"{self.max_latency():.3f} s; failures: {self.failures()[:10]}")
 
-    def assert_all_ok(self, minimum=3):
+    def assert_all_ok(self, minimum=1):
         """Every probe got a 200 (and there were at least `minimum` of them)."""
         assert len(self.results) >= minimum, self.summary()
         assert self.ok() == len(self.results), self.summary()
 
-    def assert_ratio(self, ratio, minimum=3):
+    def assert_ratio(self, ratio, minimum=1):
         assert len(self.results) >= minimum, self.summary()
         assert self.ok() >= ratio * len(self.results), self.summary()
 
@@ -458,6 +466,7 @@ class ServerFlight:
         self.alerts = []
         self.ended = None
         self.version = None
+        self.extensions = []  # extension types of the ServerHello
         self.raw = b""
         self.elapsed = 0.0
 
@@ -486,6 +495,7 @@ def _parse_server_hello(body, flight):
         p += 2
         while p + 4 <= end:
             t, n = struct.unpack("!HH", body[p:p + 4])
+            flight.extensions.append(t)
             if t == 43 and n == 2:
                 flight.version = struct.unpack("!H", body[p + 4:p + 6])[0]
             p += 4 + n
@@ -578,17 +588,25 @@ _MSG_ALERT = re.compile(r"^(<<<|>>>) [^,]+, Alert \[length [0-9a-fA-F]+\], (fata
 _LIB_ALERT = re.compile(r"(?:sslv3|tlsv1|tlsv13) alert ([a-z]+(?: [a-z]+)*)")
 
 
-def s_client(port, *args, stdin=b"", timeout=15, servername="localhost"):
-    """Run openssl s_client against 127.0.0.1:port; returns (rc, stdout+stderr text)."""
+def s_client(port, *args, stdin=b"", timeout=15, servername="localhost", hold=0.0):
+    """Run openssl s_client against 127.0.0.1:port; returns (rc, stdout+stderr text). hold
+    keeps its stdin open that many seconds before `stdin` and EOF (s_client closes the
+    connection at EOF, before a late alert such as TLS 1.3's certificate_required)."""
     argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}"]
     if servername:
         argv += ["-servername", servername]
     argv += list(args)
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
     try:
-        p = subprocess.run(argv, input=stdin, capture_output=True, timeout=h.scaled(timeout))
+        if hold:
+            time.sleep(hold * h.slow_factor())
+        out = p.communicate(stdin, timeout=h.scaled(timeout))[0]
     except subprocess.TimeoutExpired as e:
+        p.kill()
+        p.wait()
         raise h.HarnessError(f"{' '.join(argv)} did not finish") from e
-    return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+    return p.returncode, out.decode(errors="replace")
 
 
 def received_alerts(text):
@@ -651,3 +669,60 @@ def status_of(data):
 
 def statuses(data):
     return [int(x) for x in re.findall(rb"HTTP/1\.[01] (\d{3}) ", data)]
+
+
+# --------------------------------------------------------------------------------------------
+# A TLS client whose first flight is cut into small TCP segments or small records
+# --------------------------------------------------------------------------------------------
+
+
+def refragment(data, size):
+    """The handshake bytes of the TLS records in data, framed again as records carrying
+    `size` handshake bytes each (legal: a handshake message may span any number of
+    records)."""
+    payload = b""
+    p = 0
+    while p + 5 <= len(data):
+        ctype, _, n = struct.unpack("!BHH", data[p:p + 5])
+        if ctype != REC_HANDSHAKE:
+            raise h.HarnessError(f"unexpected record type {ctype} in the first flight")
+        payload += data[p + 5:p + 5 + n]
+        p += 5 + n
+    return records(payload, fragment=size)
+
+
+def segmented_tls(port, ctx, segment=1, delay=0.001, record_size=None, timeout=10,
+                  server_hostname="localhost"):
+    """A connected, handshaken client (metering_util.MeteredTls, usable with
+    http_util.HttpConn) whose ClientHello went out `segment` bytes per TCP write, `delay`
+    seconds apart, optionally re-framed into records of `record_size` bytes."""
+    import metering_util  # the TLS-over-MemoryBIO client; imported here to keep it optional
+
+    class Segmented(metering_util.MeteredTls):
+        first = True
+
+        def _flush(self):
+            data = self.out.read()
+            if not data:
+                return
+            if self.first:
+                self.first = False
+                if record_size:
+                    data = refragment(data, record_size)
+                for i in range(0, len(data), segment):
+                    self.sock.sendall(data[i:i + segment])
+                    if delay:
+                        time.sleep(delay)
+            else:
+                self.sock.sendall(data)
+            self.sent += len(data)
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=h.scaled(timeout))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c = Segmented(s, ctx, server_hostname=server_hostname)
+    try:
+        c.handshake(timeout)
+    except BaseException:
+        s.close()
+        raise
+    return c

@@ -180,7 +180,8 @@ def test_slow_readers_of_a_large_response(slbd, hx, pki, protocol):
               f"that took {sum(out['bytes']) / 1e6:.2f} MB in total; {p.summary()}")
         # Buffering whole responses would take 160 MB; a bounded proxy needs its fixed
         # buffers per connection (well under 1 MB each).
-        assert growth_mb < 32, f"slbd RSS grew by {growth_mb:.1f} MB"
+        assert growth_mb * 1024 < hu.rss_budget_kb(32 << 10), \
+            f"slbd RSS grew by {growth_mb:.1f} MB"
         p.assert_all_ok()
     finally:
         for s in out["socks"]:
@@ -188,6 +189,35 @@ def test_slow_readers_of_a_large_response(slbd, hx, pki, protocol):
     # slbd lets go of both sides once the slow clients are gone.
     h.wait_until(lambda: listener_stats(slbd, "web")["active"] == 0, 10,
                  "the slow readers' connections to close")
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: request_timeout_s is an inactivity timeout (as nginx client_body_timeout and HAProxy timeout client); a bound on a whole trickled upload is not implemented")
+def test_slow_upload_is_bounded_by_request_timeout(slbd, hx):
+    """docs/configuration.md: request_timeout_s runs "from the moment the request goes to the
+    backend until the response is complete. The timer does not restart when data moves, so
+    this limit also covers slow uploads". A body trickled at 11 bytes per 0.5 s (the
+    R-U-Dead-Yet attack) must get its 504 after request_timeout_s."""
+    timeout_s = 2
+    port, b = web(slbd, hx, request_timeout_s=timeout_s)
+    s = hx.socket(port)
+    s.sendall(b"POST /rudy HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+    t0 = time.monotonic()
+    answer = b""
+    s.settimeout(0.5)
+    while time.monotonic() - t0 < timeout_s + h.scaled(4) and not answer:
+        try:
+            s.send(b"a=bbbbbbbb&")
+            answer = s.recv(4096)
+        except socket.timeout:
+            continue
+        except OSError as e:
+            answer = f"ended: {e}".encode()
+    took = time.monotonic() - t0
+    assert hu.status_of(answer) == 504, (
+        f"no 504 after {took:.1f} s of a slow upload with request_timeout_s={timeout_s} "
+        f"(got {answer[:80]!r}): request_timeout_s is re-armed by every byte that moves")
+    assert took < timeout_s + h.scaled(1.5), took
+    assert hu.simple_get(port) == 200
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,15 +353,17 @@ def starved(slbd, hx):
 
 @pytest.mark.timeout(60)
 def test_out_of_descriptors_listener_does_not_spin_and_recovers(slbd, starved):
+    # No admin request while starved: the admin port cannot accept either (see the next test).
     cpu = hu.idle_cpu(slbd.pid, 2)
-    health = slbd.server_stats("g", starved.backend.port)["health"]
-    print(f"\nout of descriptors: slbd CPU {cpu:.3f} s over 2 s, {hu.open_fds(slbd.pid)} fds "
-          f"open (limit {hu.nofile_limit(slbd.pid)[0]})")
+    fds = hu.open_fds(slbd.pid)
+    print(f"\nout of descriptors: slbd CPU {cpu:.3f} s over 2 s, {fds} fds open (limit "
+          f"{hu.nofile_limit(slbd.pid)[0]})")
     assert cpu < 0.3, f"slbd spins while out of descriptors: {cpu:.2f} s CPU in 2 s"
-    assert health == "up", "a probe slbd could not start marked the server down"
     # Closing the client connections frees descriptors: the queued connections are accepted
     # and new clients are served, with no restart and the limit still low.
     starved.release()
+    health = slbd.server_stats("g", starved.backend.port)["health"]
+    assert health == "up", "a probe slbd could not start marked the server down"
     h.wait_until(lambda: listener_stats(slbd, "web")["active"] == 0, 15,
                  "the starving connections to close")
     with hu.Prober(starved.port) as p:
@@ -449,7 +481,8 @@ def test_tls_handshakes_that_stop_half_way(slbd, hx, pki):
     ("hello-in-10-byte-records", hu.records(hu.client_hello(padding=2000), fragment=10),
      "server_hello"),
     ("claims-16MB", hu.records(b"\x01\xff\xff\xf0" + hu.client_hello()[4:]), "alert"),
-], ids=lambda x: x if isinstance(x, str) and len(x) < 40 else None)
+], ids=["20k-padding", "200-unknown-extensions", "60k-padding", "hello-in-10-byte-records",
+        "claims-16MB"])
 def test_oversized_client_hello(slbd, hx, pki, what, hello, expect):
     port, _ = web(slbd, hx, "https", pki, header_timeout_s=30)
     rss0 = hu.rss_kb(slbd.pid)
@@ -459,7 +492,7 @@ def test_oversized_client_hello(slbd, hx, pki, what, hello, expect):
         assert flight.server_hello and flight.version == 0x0304, flight
     else:
         assert flight.alerts and not flight.server_hello, flight
-    assert hu.rss_kb(slbd.pid) - rss0 < 16 * 1024, "a single hello grew slbd by 16 MB"
+    assert hu.rss_kb(slbd.pid) - rss0 < hu.rss_budget_kb(16 << 10), "one hello grew slbd 16 MB"
     assert hu.simple_get(port, tls_ctx=hu.insecure_client_context()) == 200
 
 
@@ -606,14 +639,20 @@ def _chunked_backend(conn, backend):
                      b"%x\r\n" % len(body) + body + b"\r\n5\r\nlast.\r\n0\r\n\r\n")
 
 
-def test_http10_clients(slbd, hx):
-    port, b = web(slbd, hx)
-    # Plain HTTP/1.0: one response, then slbd closes.
+def test_http10_request_is_answered_then_closed(slbd, hx):
+    port, _ = web(slbd, hx)
     data, how = hu.raw_exchange(port, b"GET /ten HTTP/1.0\r\n\r\n")
-    assert hu.status_of(data) == 200 and how == "eof", (data[:200], how)
-    assert hu.statuses(data) == [200]
-    # HTTP/1.0 asking for keep-alive: kept alive with a Content-Length, or closed; never a
-    # chunked body, which a 1.0 client cannot read.
+    assert hu.statuses(data) == [200] and how == "eof", (data[:200], how)
+    data, how = hu.raw_exchange(port, b"POST /p HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello")
+    assert hu.status_of(data) == 200 and b'"body_bytes":5' in data and how == "eof", data[:400]
+
+
+def test_http10_keep_alive_is_announced_or_refused(slbd, hx):
+    """An HTTP/1.0 client asking for keep-alive learns from the response whether it got it:
+    `Connection: keep-alive` (and a Content-Length) when the connection stays open, otherwise
+    slbd closes after the response. Staying open silently leaves a 1.0 client (ab -k, old
+    proxies) waiting for the close that ends the response."""
+    port, _ = web(slbd, hx)
     c = hx.connect(port)
     r = c.request("GET", "/ka", [("Connection", "keep-alive")], version="HTTP/1.0", host=None)
     assert r.status == 200, r
@@ -624,20 +663,23 @@ def test_http10_clients(slbd, hx):
                        host=None)
         assert r2.status == 200 and r2.json()["path"] == "/ka2", r2
     else:
-        assert c.closed(h.scaled(5)) in ("eof", "reset"), "neither kept alive nor closed"
-    # A POST with a body.
-    data, how = hu.raw_exchange(port, b"POST /p HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello")
-    assert hu.status_of(data) == 200 and b'"body_bytes":5' in data, data[:400]
-    # A backend answering with chunked coding to a 1.0 client: slbd must de-chunk (or
-    # delimit by close); the client gets exactly the body.
+        assert c.closed(h.scaled(3)) in ("eof", "reset"), (
+            f"slbd kept the HTTP/1.0 connection open without `Connection: keep-alive` in "
+            f"the response: {r.raw_head!r}")
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: a chunked response to an HTTP/1.0 client is forwarded chunked; de-chunking (or a 1.0 request upstream) is not implemented")
+def test_http10_client_never_gets_a_chunked_body(slbd, hx):
     rb = hx.raw_backend("chunky", _chunked_backend)
     slbd.add_group("chunky", [rb.server()], health_check=NOHC)
-    port2 = add_listener(slbd, "chunky", "chunky")
-    data, how = hu.raw_exchange(port2, b"GET /c HTTP/1.0\r\n\r\n")
+    port = add_listener(slbd, "chunky", "chunky")
+    data, how = hu.raw_exchange(port, b"GET /c HTTP/1.0\r\n\r\n")
     head, _, body = data.partition(b"\r\n\r\n")
     assert hu.status_of(data) == 200 and how == "eof", (data[:300], how)
     assert b"transfer-encoding" not in head.lower(), head
     assert body == b"chunk-one," * 100 + b"last.", body[:200]
+    # An HTTP/1.1 client gets it as the backend sent it.
+    assert hu.simple_get(port) == 200
 
 
 def test_pipelining_edge_cases(slbd, hx):
@@ -667,52 +709,81 @@ def test_pipelining_edge_cases(slbd, hx):
                                 build_request("GET", "/ignored"))
     assert hu.statuses(data) == [200] and how == "eof", (data[-300:], how)
     assert b"/ignored" not in b.recorded()
-    # Requests followed by a half-close (SHUT_WR): every complete request is still answered.
+
+
+def test_pipelined_requests_before_a_half_close_are_all_answered(slbd, hx):
+    """`printf 'GET /a ...GET /b ...' | nc -N`: complete requests, then the client's FIN
+    (SHUT_WR). Every complete request is answered before slbd closes (RFC 9112 §9.6); the
+    FIN only means no more requests will come."""
+    port, b = web(slbd, hx, record=True)
     s = hx.socket(port)
     s.sendall(b"".join(build_request("GET", f"/hc/{i}") for i in range(3)))
     s.shutdown(socket.SHUT_WR)
     data = h.read_to_eof(s, 10)
-    assert hu.statuses(data) == [200, 200, 200], data[-400:]
+    assert hu.statuses(data) == [200, 200, 200], (
+        f"{len(hu.statuses(data))} of 3 pipelined requests answered; the backend saw "
+        f"{b.recorded().count(b'GET /hc/')}")
+
+
+def test_long_pipeline_of_small_requests(slbd, hx):
+    """2000 small requests (45 bytes each, 90 KB) in one write: each is a complete head far
+    below the 16 KB limit, so every one is answered, in order."""
+    port, _ = web(slbd, hx)
+    n = 2000
+    c = hx.connect(port)
+    reqs = b"".join(build_request("GET", f"/x?{i:05d}") for i in range(n))
+    assert len(reqs) == 45 * n
+    t = threading.Thread(target=c.send, args=(reqs,), daemon=True)
+    t.start()
+    got = []
+    try:
+        for _ in range(n):
+            r = c.read_response(timeout=10)
+            got.append(r.status if r.status != 200 else r.json()["path"])
+            if r.status != 200:
+                break
+    except AssertionError as e:
+        got.append(f"connection ended: {str(e)[:100]}")
+    t.join(h.scaled(10))
+    assert got == [f"/x?{i:05d}" for i in range(n)], (
+        f"{len(got)} answers; the last ones: {got[-3:]} (request {len(got) - 1} starts at "
+        f"byte {45 * (len(got) - 1)} of the pipeline)")
 
 
 @pytest.mark.timeout(90)
 def test_pipelining_client_that_does_not_read(slbd, hx):
-    """2000 pipelined requests for 10 KB each, and the client reads nothing for a while:
-    slbd must stop reading requests rather than buffer 20 MB of answers."""
+    """300 pipelined requests (under 16 KB together) for 100 KB each, and the client reads
+    nothing for 3 s: slbd must stop reading requests rather than buffer the 30 MB of answers
+    (the kernel's socket buffers take a few MB; the rest has to wait)."""
     port, _ = web(slbd, hx)
     rss0 = hu.rss_kb(slbd.pid)
-    s = hx.socket(port)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    reqs = b"".join(build_request("GET", f"/bytes/10000?{i}") for i in range(2000))
+    s = hx.socket(port, timeout=30)
+    reqs = b"".join(build_request("GET", f"/bytes/100000?{i}") for i in range(300))
+    assert len(reqs) < 16384
     sender = threading.Thread(target=lambda: s.sendall(reqs), daemon=True)
     with hu.Prober(port) as p:
         sender.start()
         time.sleep(3)
         peak = hu.rss_kb(slbd.pid)
     growth_mb = (peak - rss0) / 1024
-    s.settimeout(h.scaled(30))
-    got = 0
-    buf = b""
+    data = bytearray()
     deadline = time.monotonic() + h.scaled(40)
-    while got < 2000 and time.monotonic() < deadline:
+    want = 300 * 100_000
+    while time.monotonic() < deadline:
         chunk = s.recv(1 << 20)
         if not chunk:
             break
-        buf += chunk
-        while True:
-            i = buf.find(b"\r\n\r\n")
-            if i < 0:
-                break
-            m = re.search(rb"Content-Length: (\d+)", buf[:i])
-            n = int(m.group(1)) if m else 0
-            if len(buf) < i + 4 + n:
-                break
-            buf = buf[i + 4 + n:]
-            got += 1
+        data += chunk
+        # Heads and bodies: done once the bodies alone could be complete and the count is.
+        if len(data) >= want and data.count(b"HTTP/1.1 ") == 300 and data.endswith(b"x" * 100):
+            break
     sender.join(h.scaled(10))
-    print(f"\nnon-reading pipeliner: RSS +{growth_mb:.1f} MB, {got} answers read; {p.summary()}")
-    assert got == 2000
-    assert growth_mb < 16, f"slbd buffered {growth_mb:.1f} MB for a client that did not read"
+    got = data.count(b"HTTP/1.1 200 ")
+    print(f"\nnon-reading pipeliner: RSS +{growth_mb:.1f} MB, {got} answers read "
+          f"({len(data) / 1e6:.1f} MB); {p.summary()}")
+    assert got == 300 and data.count(b"x") >= want, (got, len(data))
+    assert growth_mb * 1024 < hu.rss_budget_kb(16 << 10), \
+        f"slbd buffered {growth_mb:.1f} MB for a client that did not read"
     p.assert_all_ok()
 
 
@@ -721,7 +792,7 @@ def test_pipelining_client_that_does_not_read(slbd, hx):
 # --------------------------------------------------------------------------------------------
 
 SLOWHTTPTEST = {
-    # mode flag, extra arguments, URL path
+    # mode flag and its options, URL path
     "slow-headers": (["-H", "-i", "1", "-r", "100", "-x", "24"], "/"),
     "slow-body": (["-B", "-i", "1", "-r", "100", "-s", "8192", "-x", "10"], "/"),
     "slow-read": (["-X", "-r", "100", "-w", "512", "-y", "1024", "-n", "2", "-z", "32",
@@ -729,12 +800,19 @@ SLOWHTTPTEST = {
 }
 
 
+def _slowhttptest_csv(path):
+    """Rows of slowhttptest's per-second CSV as dicts of ints."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    names = [n.strip().lower() for n in lines[0].split(",")]
+    return [dict(zip(names, map(int, ln.split(",")))) for ln in lines[1:]]
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("attack", list(SLOWHTTPTEST))
 def test_slowhttptest(slbd, hx, workdir, attack):
     tool = hu.require_tool("slowhttptest", "slowhttptest")
-    # header_timeout_s bounds slowloris; request_timeout_s bounds a slow body or a slow read.
-    port, _ = web(slbd, hx, header_timeout_s=5, request_timeout_s=8, idle_timeout_s=10)
+    # header_timeout_s ends slowloris; request_timeout_s ends a slow body or a slow read.
+    port, _ = web(slbd, hx, header_timeout_s=3, request_timeout_s=4, idle_timeout_s=10)
     flags, path = SLOWHTTPTEST[attack]
     out_prefix = workdir / f"slowhttptest-{attack}"
     argv = [tool, *flags, "-c", "200", "-l", "10", "-p", "3", "-g", "-o", str(out_prefix),
@@ -742,18 +820,24 @@ def test_slowhttptest(slbd, hx, workdir, attack):
     with hu.Prober(port, interval=0.1) as p:
         proc = subprocess.run(argv, capture_output=True, timeout=h.scaled(60),
                               stdin=subprocess.DEVNULL)
-    text = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
-    assert "Exiting" in text or "test ended" in text.lower() or proc.returncode == 0, text[-2000:]
-    csv = out_prefix.with_suffix(".csv")
-    connected = 0
-    if csv.exists():
-        rows = [ln.split(",") for ln in csv.read_text().splitlines()[1:] if ln.strip()]
-        connected = max((int(r[2]) for r in rows if len(r) > 2 and r[2].isdigit()), default=0)
-    print(f"\nslowhttptest {attack}: up to {connected} attack connections open at once; "
-          f"{p.summary()}\n{text[-600:]}")
-    # slowhttptest's own verdict: its probe connection must never find the service down.
-    assert "service available:       NO" not in text, text[-2000:]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout.decode(errors="replace") +
+                  proc.stderr.decode(errors="replace"))
+    rows = _slowhttptest_csv(out_prefix.with_suffix(".csv"))
+    connected = max(r["connected"] for r in rows)
+    closed = rows[-1]["closed"]
+    print(f"\nslowhttptest {attack}: {connected} attack connections at most, {closed} closed "
+          f"by slbd at the end; {p.summary()}\n{text[-400:]}")
+    assert connected >= 150, f"the attack did not get going:\n{text[-1500:]}"
+    if attack == "slow-headers":
+        # slbd ends slowloris connections itself with a 408 at header_timeout_s. (A slow body
+        # or a slow read keeps moving bytes, which request_timeout_s, an inactivity timer in
+        # the code, does not end: see test_slow_upload_is_bounded_by_request_timeout.)
+        assert closed >= 0.9 * connected, (connected, closed, text[-1500:])
+    # slowhttptest's own probe never found the service unavailable.
+    assert not re.search(r"service available:\s*NO", text), text[-1500:]
     # Our prober, one fresh connection every 100 ms: every request is answered. A 95 % floor
     # would hide a real starvation; none is expected with 200 slow connections.
-    p.assert_all_ok(minimum=50)
-    assert p.max_latency() < h.scaled(2), p.summary()
+    p.assert_all_ok(minimum=30)
+    # A hang shows as a failed probe (5 s timeout); latency itself only has a loose bound,
+    # since slowhttptest competes with slbd for the CPUs of a small test machine.
+    assert p.max_latency() < h.scaled(4), p.summary()

@@ -1,0 +1,307 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What operators and their machines do to slbd: the state directory's file system fills up or
+turns read-only while slbd persists an API change, the state directory is removed, is a file
+or holds a directory where config.json belongs, a listener's port is taken by another process
+(through the API, at start-up and on SIGHUP), and a burst of SIGHUPs under traffic. A failed
+write answers 500 and changes nothing, the old files stay intact, and traffic keeps flowing.
+(kill -9 during API writes is covered by test_state.py for config.json and by
+test_cert_replace.py for certificates.)"""
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+import hostile_util as hu
+import slbd_harness as h
+from http_util import add_listener, hx, listener_stats  # noqa: F401
+from pki import pki  # noqa: F401
+
+NOHC = h.no_health_check()
+
+# What slbd logs when a durable write fails: expected by the tests below.
+WRITE_ERRORS = (r"No space left|Read-only file system|No such file or directory|"
+                r"storage_failed|write_failed|cannot write|cannot create|fsync|rename")
+
+
+def _mount_tmpfs(path, size="2m"):
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                            str(path)], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"cannot mount a tmpfs for the state directory: {e}")
+    if p.returncode != 0:
+        pytest.skip("cannot mount a tmpfs for the state directory (needs root or "
+                    f"CAP_SYS_ADMIN): {p.stderr.decode(errors='replace').strip()}")
+
+
+def _umount(path):
+    for argv in (["umount", str(path)], ["umount", "-l", str(path)]):
+        p = subprocess.run(argv, capture_output=True, timeout=20)
+        if p.returncode == 0:
+            return
+
+
+@pytest.fixture
+def small_fs(workdir):
+    """A 2 MiB tmpfs mounted under the test's directory (unmounted after slbd has stopped:
+    request this fixture before slbd_factory)."""
+    mnt = workdir / "small-fs"
+    _mount_tmpfs(mnt)
+    yield mnt
+    _umount(mnt)
+
+
+def fill(path):
+    """Write a file until the file system is full; returns its path."""
+    filler = path / "filler"
+    # Unbuffered: the ENOSPC comes from our write, not from a flush at close.
+    with open(filler, "wb", buffering=0) as f:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+    return filler
+
+
+def state_snapshot(d):
+    """Every file of the state directory with its bytes (the filler excluded)."""
+    out = {}
+    for root, _, files in os.walk(d):
+        for n in files:
+            p = os.path.join(root, n)
+            if n.startswith("filler"):
+                continue
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, d)] = f.read()
+    return out
+
+
+def serving_site(slbd, hx):
+    b = hx.backend("a")
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    assert hu.simple_get(port) == 200
+    return port
+
+
+def refused_writes(slbd, pki):
+    """Every kind of API write; each must answer 500 with storage_failed/write_failed."""
+    cert = {"name": "late", "type": "server", "certificate": pki.chain("server"),
+            "private_key": pki.key("server")}
+    lis = slbd.api.get("/v1/listeners/web")[1]
+    cases = [
+        ("POST /v1/groups", "POST", "/v1/groups", {"name": "new", "servers": []}),
+        ("PUT /v1/listeners/web", "PUT", "/v1/listeners/web",
+         dict(lis, idle_timeout_s=lis["idle_timeout_s"] + 1)),
+        ("DELETE /v1/groups/spare", "DELETE", "/v1/groups/spare", None),
+        ("POST /v1/apply", "POST", "/v1/apply", {"settings": {"drain_timeout_s": 7}}),
+        ("POST /v1/certificates", "POST", "/v1/certificates", cert),
+    ]
+    out = []
+    for what, method, path, body in cases:
+        r = slbd.api.request(method, path, body)
+        out.append((what, r.status, r.error_code()))
+    return out
+
+
+@pytest.mark.timeout(90)
+def test_disk_full_while_persisting(small_fs, slbd_factory, hx, pki):
+    d = slbd_factory(state_dir=small_fs / "state")
+    d.allow_errors(WRITE_ERRORS)
+    port = serving_site(d, hx)
+    d.add_group("spare", [])
+    before = state_snapshot(d.state_dir)
+    config_before = (d.state_dir / "config.json").read_bytes()
+    fill(small_fs)
+    with hu.Prober(port) as p:
+        results = refused_writes(d, pki)
+    assert all(st == 500 and code in ("storage_failed", "write_failed")
+               for _, st, code in results), results
+    # Nothing changed: not the files (config.json byte for byte, no new certificate file, no
+    # temporary file left behind) and not the running configuration.
+    assert (d.state_dir / "config.json").read_bytes() == config_before
+    after = state_snapshot(d.state_dir)
+    assert after == before, (sorted(set(after) ^ set(before)), "files differ")
+    assert [g["name"] for g in d.api.get("/v1/groups")[1]["groups"]] == ["g", "spare"]
+    assert d.api.get("/v1/certificates")[1]["certificates"] == []
+    lis = d.api.get("/v1/listeners/web")[1]
+    assert json.loads(config_before)["listeners"][0] == lis
+    p.assert_all_ok()
+    # Space again: the same write goes through and is durable across a restart.
+    for f in small_fs.glob("filler*"):
+        f.unlink()
+    assert d.api.post("/v1/groups", {"name": "new", "servers": []})[0] == 201
+    d.restart()
+    assert [g["name"] for g in d.api.get("/v1/groups")[1]["groups"]] == ["g", "spare", "new"]
+    assert hu.simple_get(port) == 200
+
+
+@pytest.mark.timeout(60)
+def test_read_only_state_dir_while_running(small_fs, slbd_factory, hx, pki):
+    d = slbd_factory(state_dir=small_fs / "state")
+    d.allow_errors(WRITE_ERRORS)
+    port = serving_site(d, hx)
+    d.add_group("spare", [])
+    before = state_snapshot(d.state_dir)
+    p = subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], capture_output=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot remount the tmpfs read-only: {p.stderr.decode(errors='replace')}")
+    try:
+        with hu.Prober(port) as probe:
+            results = refused_writes(d, pki)
+        assert all(st == 500 and code in ("storage_failed", "write_failed")
+                   for _, st, code in results), results
+        assert state_snapshot(d.state_dir) == before
+        assert [g["name"] for g in d.api.get("/v1/groups")[1]["groups"]] == ["g", "spare"]
+        probe.assert_all_ok()
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], capture_output=True)
+    assert d.api.post("/v1/groups", {"name": "new", "servers": []})[0] == 201
+
+
+def test_state_dir_removed_while_running(slbd, hx, pki):
+    slbd.allow_errors(WRITE_ERRORS)
+    port = serving_site(slbd, hx)
+    slbd.add_group("spare", [])
+    subprocess.run(["rm", "-rf", str(slbd.state_dir)], check=True)
+    with hu.Prober(port) as p:
+        results = refused_writes(slbd, pki)
+    assert all(st == 500 and code in ("storage_failed", "write_failed")
+               for _, st, code in results), results
+    # Nothing was recreated behind the operator's back, and nothing changed in memory.
+    assert not slbd.state_dir.exists()
+    assert [g["name"] for g in slbd.api.get("/v1/groups")[1]["groups"]] == ["g", "spare"]
+    p.assert_all_ok()
+
+
+@pytest.mark.parametrize("damage", ["state-dir-is-a-file", "config-json-is-a-directory",
+                                    "certs-is-a-file", "config-json-is-a-fifo"])
+def test_unusable_state_dir_refused_at_start(slbd_factory, workdir, damage):
+    state = workdir / "state"
+    d = slbd_factory(start=False, state_dir=state)
+    if damage == "state-dir-is-a-file":
+        state.write_text("not a directory\n")
+        named = str(state)
+    else:
+        state.mkdir(mode=0o700)
+        if damage == "config-json-is-a-directory":
+            (state / "config.json").mkdir()
+            named = "config.json"
+        elif damage == "config-json-is-a-fifo":
+            os.mkfifo(state / "config.json")
+            named = "config.json"
+        else:
+            (state / "certs").write_text("not a directory\n")
+            named = "certs"
+    before = sorted(os.listdir(state)) if state.is_dir() else None
+    for args in (["--check"], []):
+        # A FIFO must not be opened for a blocking read: slbd would wait for a writer.
+        rc, text = d.run_once(*args, timeout=5 if "fifo" in damage else 15)
+        assert rc != 0, f"slbd {args} accepted a state dir with {damage}:\n{text}"
+        assert named in text, f"the message does not name {named!r}:\n{text}"
+    if before is not None:
+        # Start-up may create what was missing (certs/, admin.token, tickets.json) but
+        # replaces nothing that was there.
+        now = set(os.listdir(state))
+        assert set(before) <= now and now - set(before) <= {"certs", "admin.token",
+                                                             "tickets.json"}, now
+    else:
+        assert state.read_text() == "not a directory\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Ports taken by someone else
+# --------------------------------------------------------------------------------------------
+
+
+def _hold_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    return s, s.getsockname()[1]
+
+
+def test_port_in_use_through_the_api(slbd, hx):
+    port = serving_site(slbd, hx)
+    holder, taken = _hold_port()
+    try:
+        with hu.Prober(port) as p:
+            r = slbd.api.request("POST", "/v1/listeners", {
+                "name": "second", "protocol": "http", "bind": f"127.0.0.1:{taken}",
+                "backend_group": "g"})
+            assert r.status == 400 and r.error_code() == "bind_failed", r
+            assert "second" in r.json["error"]["message"] and str(taken) in \
+                r.json["error"]["message"], r
+            lis = slbd.api.get("/v1/listeners/web")[1]
+            r = slbd.api.request("PUT", "/v1/listeners/web",
+                                 dict(lis, bind=f"127.0.0.1:{taken}"))
+            assert r.status == 400 and r.error_code() == "bind_failed", r
+        p.assert_all_ok()
+        assert slbd.api.get("/v1/listeners/web")[1] == lis
+        assert slbd.api.get("/v1/listeners/second")[0] == 404
+    finally:
+        holder.close()
+
+
+def test_port_in_use_at_start_up(slbd, hx):
+    port = serving_site(slbd, hx)
+    assert slbd.stop() == 0
+    config = (slbd.state_dir / "config.json").read_bytes()
+    holder = socket.socket()
+    # SO_REUSEADDR only to get past the TIME_WAIT entries of our own requests; the port is
+    # then held exclusively, as by any other daemon.
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", port))
+    holder.listen(8)
+    try:
+        rc, text = slbd.run_once(timeout=20)
+        assert rc != 0, f"slbd started although 127.0.0.1:{port} is taken:\n{text}"
+        assert "web" in text and str(port) in text, f"the message names no listener:\n{text}"
+        assert "cannot start" in text, text
+        assert (slbd.state_dir / "config.json").read_bytes() == config
+    finally:
+        holder.close()
+    slbd.start()
+    assert hu.simple_get(port) == 200
+
+
+def test_port_in_use_on_sighup(slbd, hx):
+    slbd.allow_errors(r"reload refused")
+    port = serving_site(slbd, hx)
+    holder, taken = _hold_port()
+    try:
+        doc = json.loads((slbd.state_dir / "config.json").read_text())
+        doc["listeners"].append(dict(doc["listeners"][0], name="hup", bind=f"127.0.0.1:{taken}"))
+        (slbd.state_dir / "config.json").write_text(json.dumps(doc))
+        n = slbd.log_text().count("reload refused")
+        slbd.signal(signal.SIGHUP)
+        h.wait_until(lambda: slbd.log_text().count("reload refused") > n, 10,
+                     "the reload to be refused")
+        text = slbd.log_text().split("reload refused")[-1].splitlines()[0]
+        assert "hup" in text and str(taken) in text, text
+        assert slbd.running() and hu.simple_get(port) == 200
+        assert slbd.api.get("/v1/listeners/hup")[0] == 404
+    finally:
+        holder.close()
+
+
+@pytest.mark.timeout(60)
+def test_sighup_storm_under_traffic(slbd, hx):
+    port = serving_site(slbd, hx)
+    with hu.Prober(port, interval=0.02) as p:
+        for _ in range(100):
+            slbd.signal(signal.SIGHUP)
+            time.sleep(0.01)
+        time.sleep(0.5)
+    assert slbd.running()
+    p.assert_all_ok(minimum=20)
+    assert listener_stats(slbd, "web") is not None
