@@ -225,6 +225,17 @@ static bool client_offers_tls13(SSL *ssl)
     return false;
 }
 
+static bool client_offers_tls13_suite(SSL *ssl)
+{
+    const unsigned char *p;
+    size_t len = SSL_client_hello_get0_ciphers(ssl, &p);
+    for (size_t i = 0; i + 1 < len; i += 2) {
+        if (p[i] == 0x13 && p[i + 1] >= 0x01 && p[i + 1] <= 0x05)
+            return true;
+    }
+    return false;
+}
+
 static bool client_offers_ecdsa_suite(SSL *ssl)
 {
     const unsigned char *p;
@@ -256,7 +267,9 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
         flags |= FLAG_SNI;
     }
     long max = SSL_get_max_proto_version(ssl);
-    bool tls13 = (max == 0 || max >= TLS1_3_VERSION) && client_offers_tls13(ssl);
+    /* TLS 1.3 happens only if both sides allow it and the client has a 1.3 suite. */
+    bool tls13 = (max == 0 || max >= TLS1_3_VERSION) && client_offers_tls13(ssl) &&
+                 client_offers_tls13_suite(ssl);
     bool ec = client_offers_ecdsa(ssl) && (tls13 || client_offers_ecdsa_suite(ssl));
     enum slb_tls_key_kind want = ec ? SLB_TLS_KEY_EC : SLB_TLS_KEY_RSA;
     const struct slb_tls_site *site = site_pick(t, name, nlen, want);
