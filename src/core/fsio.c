@@ -83,7 +83,7 @@ int slb_fs_read_all(const char *path, size_t max, char **out, size_t *len)
         goto done;
     }
     if (!S_ISREG(st.st_mode)) {
-        rc = -EINVAL;
+        rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
         goto done;
     }
     if ((size_t)st.st_size > max) {
