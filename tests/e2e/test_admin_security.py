@@ -7,7 +7,6 @@ answer or a log line."""
 
 import json
 import os
-import re
 import socket
 import subprocess
 import threading

@@ -156,7 +156,9 @@ def test_backend_reset_mid_response(slbd, hx, fault):
     assert hx.get(port, "/ok").body == b"ok"
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a backend reset in a close-delimited body ends the client connection with a FIN, not a reset")
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: a backend reset in a close-delimited body ends the client connection with a "
+    "FIN, not a reset"))
 def test_close_delimited_cut_is_signalled_with_a_reset(slbd, hx):
     """A body without Content-Length or chunking ends when the backend closes. When the
     backend resets instead, an orderly close towards the client would make the cut body

@@ -191,7 +191,9 @@ def test_slow_readers_of_a_large_response(slbd, hx, pki, protocol):
                  "the slow readers' connections to close")
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation: request_timeout_s is an inactivity timeout (as nginx client_body_timeout and HAProxy timeout client); a bound on a whole trickled upload is not implemented")
+@pytest.mark.xfail(strict=True, reason=(
+    "known limitation: request_timeout_s is an inactivity timeout (as nginx client_body_timeout"
+    " and HAProxy timeout client); a bound on a whole trickled upload is not implemented"))
 def test_slow_upload_is_bounded_by_request_timeout(slbd, hx):
     """docs/configuration.md: request_timeout_s runs "from the moment the request goes to the
     backend until the response is complete. The timer does not restart when data moves, so
@@ -668,7 +670,9 @@ def test_http10_keep_alive_is_announced_or_refused(slbd, hx):
             f"the response: {r.raw_head!r}")
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a chunked response to an HTTP/1.0 client is forwarded chunked; de-chunking (or a 1.0 request upstream) is not implemented")
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug: a chunked response to an HTTP/1.0 client is forwarded chunked; de-chunking (or "
+    "a 1.0 request upstream) is not implemented"))
 def test_http10_client_never_gets_a_chunked_body(slbd, hx):
     rb = hx.raw_backend("chunky", _chunked_backend)
     slbd.add_group("chunky", [rb.server()], health_check=NOHC)
