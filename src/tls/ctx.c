@@ -236,16 +236,22 @@ static bool client_offers_tls13_suite(SSL *ssl)
     return false;
 }
 
+/* An ECDHE_ECDSA suite the client offers and the listener's policy also allows: one the
+ * policy refuses cannot be negotiated, so it must not pull in the ECDSA certificate. */
 static bool client_offers_ecdsa_suite(SSL *ssl)
 {
     const unsigned char *p;
     size_t len = SSL_client_hello_get0_ciphers(ssl, &p);
-    for (size_t i = 0; i + 1 < len; i += 2) {
-        unsigned v = (unsigned)(p[i] << 8 | p[i + 1]);
-        /* ECDHE_ECDSA with AES-GCM, CHACHA20-POLY1305, AES-CBC */
-        if (v == 0xC02B || v == 0xC02C || v == 0xCCA9 || v == 0xC009 || v == 0xC00A ||
-            v == 0xC023 || v == 0xC024)
-            return true;
+    STACK_OF(SSL_CIPHER) *ours = SSL_get_ciphers(ssl);
+    for (int k = 0; k < sk_SSL_CIPHER_num(ours); k++) {
+        const SSL_CIPHER *c = sk_SSL_CIPHER_value(ours, k);
+        if (SSL_CIPHER_get_auth_nid(c) != NID_auth_ecdsa)
+            continue;
+        unsigned id = (unsigned)(SSL_CIPHER_get_protocol_id(c) & 0xffff);
+        for (size_t i = 0; i + 1 < len; i += 2) {
+            if ((unsigned)(p[i] << 8 | p[i + 1]) == id)
+                return true;
+        }
     }
     return false;
 }
