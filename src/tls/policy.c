@@ -131,8 +131,8 @@ bool slb_tls_alpn_supported(const char *proto)
 {
     if (strcmp(proto, "http/1.1") == 0)
         return true;
-    /* HTTP/2 is not implemented yet: advertising h2 would make clients speak a protocol the
-     * proxy cannot parse. */
+    /* The proxy speaks HTTP/1.1 to clients; h2 is offered only once SLB_TLS_ALPN_H2 is set,
+     * since advertising it would make clients speak a protocol the proxy cannot parse. */
     if (strcmp(proto, "h2") == 0)
         return SLB_TLS_ALPN_H2 != 0;
     return false;
