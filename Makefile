@@ -53,7 +53,7 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(shell pkg-config --libs cmocka)
 
-.PHONY: all deps run test test-unit test-e2e test-asan clean bench fmt fuzz
+.PHONY: all deps run test test-unit test-e2e test-asan clean bench bench-tcp fmt fuzz
 
 deps:
 	@scripts/deps.sh
@@ -87,6 +87,10 @@ fuzz: deps
 
 bench: deps all
 	@bench/run.sh $(BENCH_ARGS)
+
+# The tcp listener's copy modes (buffers, splice for bulk flows, splice always) side by side.
+bench-tcp: deps all
+	@BENCH_SCRIPT=bench/tcp_copy.py bench/run.sh $(BENCH_ARGS)
 
 fmt:
 	clang-format -i $(wildcard src/*/*.[ch] src/*.c tests/unit/*.c tools/*.c)

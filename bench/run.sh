@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # `make bench`: installs the benchmark's tools when missing (HAProxy, nginx, wrk, h2load), builds
 # its C helpers into build/bench/, then runs bench/bench.py with the given arguments
-# (--quick, --rsa, --help for the rest). Every process it starts is stopped on exit, Ctrl-C or
-# failure; the results land in bench/results/<timestamp>.json.
+# (--quick, --rsa, --help for the rest); BENCH_SCRIPT=bench/tcp_copy.py (`make bench-tcp`)
+# runs the tcp listener's copy-mode comparison instead. Every process it starts is stopped on
+# exit, Ctrl-C or failure; the results land in bench/results/<timestamp>.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${SLBD_BUILD:-build}
@@ -77,5 +78,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 rc=0
-BENCH_PGID_FILE=$pgids SLBD_BUILD=$BUILD /usr/bin/python3 bench/bench.py "$@" || rc=$?
+BENCH_PGID_FILE=$pgids SLBD_BUILD=$BUILD /usr/bin/python3 "${BENCH_SCRIPT:-bench/bench.py}" "$@" ||
+    rc=$?
 exit $rc

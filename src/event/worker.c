@@ -306,6 +306,7 @@ static void *worker_main(void *arg)
     slb_http_worker_free(w);
     slb_access_thread_exit(w);
     slb_block_cache_drain();
+    slb_tcp_thread_exit();
     atomic_store(&w->exited, 1);
     return NULL;
 }

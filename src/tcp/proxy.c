@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The tcp listener's connection: buffered copy in both directions over level-triggered epoll.
- * Each direction has one buffer that exists only while it holds data; EOF on one side becomes
- * shutdown(SHUT_WR) on the other once the buffer is drained, so half-closed protocols work. */
+/* The tcp listener's connection: copy in both directions over level-triggered epoll.
+ * Each direction starts with one buffer that exists only while it holds data. A direction that
+ * proves to be a bulk flow (a read fills a whole buffer) moves on to splice(2) through a pipe,
+ * so its bytes never cross into user space; pipes come from a per-worker pool and go back to it
+ * as soon as they drain, so an idle connection holds neither a buffer nor a pipe.
+ * EOF on one side becomes shutdown(SHUT_WR) on the other once everything pending is written,
+ * so half-closed protocols work. */
 #include "tcp/proxy.h"
 
 #include "core/buf.h"
@@ -11,19 +15,26 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* One end of the proxied connection. `out` holds bytes waiting to be written to this end. */
+/* One end of the proxied connection. Bytes waiting to be written to this end sit in `out` or,
+ * for a bulk flow, in the pipe `pp` (never both: the buffer drains before the pipe is used). */
 struct tcp_end {
     int fd;
     struct slb_io io;
     struct slb_buf out;
-    bool eof;      /* read returned 0 */
-    bool shut;     /* we sent FIN (shutdown SHUT_WR) */
+    int pp[2];       /* pipe read/write ends while bytes are in it, else -1 */
+    size_t piped;    /* bytes in the pipe */
+    bool bulk;       /* the flow towards this end uses the pipe once `out` is empty */
+    bool pipe_full;  /* splice into the pipe would block: wait for a write to drain it */
+    bool eof;        /* read returned 0 */
+    bool shut;       /* we sent FIN (shutdown SHUT_WR) */
 };
 
 /* Owned by the worker that accepted it, from accept to close; freed at the end of the loop
@@ -49,6 +60,76 @@ struct tcp_conn {
 
 static void conn_close(struct tcp_conn *t);
 static void end_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events);
+
+/* How bytes cross: SLBD_TCP_SPLICE=off keeps every flow in buffers, =on splices every flow
+ * once its buffer is empty, anything else (the default) splices bulk flows only. Read once. */
+enum { SPLICE_AUTO, SPLICE_OFF, SPLICE_ON };
+static int splice_mode;
+static pthread_once_t splice_once = PTHREAD_ONCE_INIT;
+
+static void splice_mode_read(void)
+{
+    const char *v = getenv("SLBD_TCP_SPLICE");
+    if (v && strcmp(v, "off") == 0)
+        splice_mode = SPLICE_OFF;
+    else if (v && strcmp(v, "on") == 0)
+        splice_mode = SPLICE_ON;
+    else
+        splice_mode = SPLICE_AUTO;
+}
+
+/* A pipe holds 16 pages by default; one splice moves at most that much. */
+#define SPLICE_CHUNK (64 * 1024)
+#define PIPE_POOL_MAX 64
+
+/* Empty pipes kept by each worker thread for the next flow that needs one, while the worker
+ * has tcp connections (`live`); the last one to close empties the pool. */
+static _Thread_local struct {
+    int fds[PIPE_POOL_MAX][2];
+    int n;
+    unsigned long live;
+} pipe_pool;
+
+static int pipe_get(int pp[2])
+{
+    if (pipe_pool.n > 0) {
+        pipe_pool.n--;
+        pp[0] = pipe_pool.fds[pipe_pool.n][0];
+        pp[1] = pipe_pool.fds[pipe_pool.n][1];
+        return 0;
+    }
+    return pipe2(pp, O_NONBLOCK | O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+/* Give a pipe back; one that still holds bytes cannot be reused and is closed. */
+static void pipe_put(int pp[2], bool empty)
+{
+    if (pp[0] < 0)
+        return;
+    if (empty && pipe_pool.n < PIPE_POOL_MAX) {
+        pipe_pool.fds[pipe_pool.n][0] = pp[0];
+        pipe_pool.fds[pipe_pool.n][1] = pp[1];
+        pipe_pool.n++;
+    } else {
+        close(pp[0]);
+        close(pp[1]);
+    }
+    pp[0] = pp[1] = -1;
+}
+
+static void pipe_pool_empty(void)
+{
+    while (pipe_pool.n > 0) {
+        pipe_pool.n--;
+        close(pipe_pool.fds[pipe_pool.n][0]);
+        close(pipe_pool.fds[pipe_pool.n][1]);
+    }
+}
+
+void slb_tcp_thread_exit(void)
+{
+    pipe_pool_empty();
+}
 
 int slb_backend_connect(const struct slb_server_cfg *srv)
 {
@@ -105,6 +186,44 @@ static struct slb_wcount *srv_counts(struct tcp_conn *t)
     return &t->srv->w[t->w->id];
 }
 
+/* Bytes for `to` go through its pipe: already there, or a bulk flow whose buffer is empty. */
+static bool use_pipe(const struct tcp_end *to)
+{
+    return to->piped > 0 || (to->bulk && slb_buf_empty(&to->out));
+}
+
+/* Can the flow towards `to` take more bytes now? */
+static bool has_room(const struct tcp_end *to)
+{
+    return use_pipe(to) ? !to->pipe_full : slb_buf_space(&to->out) > 0;
+}
+
+static bool pending(const struct tcp_end *to)
+{
+    return !slb_buf_empty(&to->out) || to->piped > 0;
+}
+
+/* Count n bytes read from `from` (client: payload and wire in; server: bytes from it). */
+static void count_in(struct tcp_conn *t, const struct tcp_end *from, size_t n)
+{
+    if (from == &t->c) {
+        slb_count_add(&lis_counts(t)->v[SLB_LIS_PAYLOAD_IN], n);
+        slb_count_add(&lis_counts(t)->v[SLB_LIS_WIRE_IN], n);
+    } else {
+        slb_count_add(&srv_counts(t)->v[SLB_SRV_BYTES_FROM], n);
+    }
+}
+
+static void count_out(struct tcp_conn *t, const struct tcp_end *to, size_t n)
+{
+    if (to == &t->c) {
+        slb_count_add(&lis_counts(t)->v[SLB_LIS_PAYLOAD_OUT], n);
+        slb_count_add(&lis_counts(t)->v[SLB_LIS_WIRE_OUT], n);
+    } else {
+        slb_count_add(&srv_counts(t)->v[SLB_SRV_BYTES_TO], n);
+    }
+}
+
 static void set_interest(struct tcp_conn *t)
 {
     struct slb_loop *loop = &t->w->loop;
@@ -114,13 +233,13 @@ static void set_interest(struct tcp_conn *t)
         return;
     }
     uint32_t ce = 0, se = 0;
-    if (!t->c.eof && slb_buf_space(&t->s.out) > 0)
+    if (!t->c.eof && has_room(&t->s))
         ce |= EPOLLIN;
-    if (!slb_buf_empty(&t->c.out))
+    if (pending(&t->c))
         ce |= EPOLLOUT;
-    if (!t->s.eof && slb_buf_space(&t->c.out) > 0)
+    if (!t->s.eof && has_room(&t->c))
         se |= EPOLLIN;
-    if (!slb_buf_empty(&t->s.out))
+    if (pending(&t->s))
         se |= EPOLLOUT;
     slb_io_set(loop, &t->c.io, ce);
     slb_io_set(loop, &t->s.io, se);
@@ -137,14 +256,25 @@ static int flush_to(struct tcp_conn *t, struct tcp_end *to, const struct tcp_end
                 return 0;
             return -errno;
         }
-        if (to == &t->c) {
-            slb_count_add(&lis_counts(t)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
-            slb_count_add(&lis_counts(t)->v[SLB_LIS_WIRE_OUT], (uint64_t)n);
-        } else {
-            slb_count_add(&srv_counts(t)->v[SLB_SRV_BYTES_TO], (uint64_t)n);
-        }
+        count_out(t, to, (size_t)n);
         slb_buf_consume(&to->out, (size_t)n);
     }
+    while (to->piped > 0) {
+        ssize_t n = splice(to->pp[0], NULL, to->fd, NULL, to->piped,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return 0;
+            return -errno;
+        }
+        if (n == 0)
+            return -EPIPE;
+        count_out(t, to, (size_t)n);
+        to->piped -= (size_t)n;
+        to->pipe_full = false;
+    }
+    /* Drained: the pipe goes back to the pool until the next burst. */
+    pipe_put(to->pp, true);
     if (from->eof && !to->shut) {
         shutdown(to->fd, SHUT_WR);
         to->shut = true;
@@ -152,11 +282,53 @@ static int flush_to(struct tcp_conn *t, struct tcp_end *to, const struct tcp_end
     return 0;
 }
 
-/* Read from `from` into the buffer of the other end. Returns <0 on a fatal error. */
+/* Move what `from` has into the pipe towards `to`. Returns <0 on a fatal error. */
+static int splice_from(struct tcp_conn *t, struct tcp_end *from, struct tcp_end *to)
+{
+    if (to->pp[0] < 0) {
+        int rc = pipe_get(to->pp);
+        if (rc < 0) {
+            /* Out of descriptors: this flow stays in buffers. */
+            slb_debug("listener %s: no pipe for splice: %s", t->l->cfg->name, strerror(-rc));
+            to->bulk = false;
+            return 1;
+        }
+    }
+    ssize_t n = splice(from->fd, NULL, to->pp[1], NULL, SPLICE_CHUNK,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) {
+        if (errno == EAGAIN) {
+            /* An empty pipe means an empty socket; a non-empty one may be full (it fills by
+             * pages, not bytes): stop reading until a write drains some of it. */
+            if (to->piped > 0)
+                to->pipe_full = true;
+            else
+                pipe_put(to->pp, true);
+            return 0;
+        }
+        return errno == EINTR ? 0 : -errno;
+    }
+    if (n == 0) {
+        from->eof = true;
+        if (to->piped == 0)
+            pipe_put(to->pp, true);
+        return 0;
+    }
+    to->piped += (size_t)n;
+    count_in(t, from, (size_t)n);
+    return 0;
+}
+
+/* Read from `from` into the buffer (or pipe) of the other end. Returns <0 on a fatal error. */
 static int fill_from(struct tcp_conn *t, struct tcp_end *from, struct tcp_end *to)
 {
-    if (from->eof || slb_buf_space(&to->out) == 0)
+    if (from->eof || !has_room(to))
         return 0;
+    if (use_pipe(to)) {
+        int rc = splice_from(t, from, to);
+        if (rc <= 0)
+            return rc;
+    }
     if (slb_buf_prepare(&to->out) < 0)
         return -ENOMEM;
     char *dst = to->out.data + to->out.off + to->out.len;
@@ -174,20 +346,17 @@ static int fill_from(struct tcp_conn *t, struct tcp_end *from, struct tcp_end *t
             slb_buf_release(&to->out);
         return 0;
     }
+    /* A read that fills a whole buffer marks a bulk flow: the next bytes go by splice. */
+    if ((size_t)n == SLB_BUF_SIZE && splice_mode != SPLICE_OFF)
+        to->bulk = true;
     to->out.len += (size_t)n;
-    if (from == &t->c) {
-        slb_count_add(&lis_counts(t)->v[SLB_LIS_PAYLOAD_IN], (uint64_t)n);
-        slb_count_add(&lis_counts(t)->v[SLB_LIS_WIRE_IN], (uint64_t)n);
-    } else {
-        slb_count_add(&srv_counts(t)->v[SLB_SRV_BYTES_FROM], (uint64_t)n);
-    }
+    count_in(t, from, (size_t)n);
     return 0;
 }
 
 static bool finished(const struct tcp_conn *t)
 {
-    return t->c.eof && t->s.eof && slb_buf_empty(&t->c.out) && slb_buf_empty(&t->s.out) &&
-           t->c.shut && t->s.shut;
+    return t->c.eof && t->s.eof && !pending(&t->c) && !pending(&t->s) && t->c.shut && t->s.shut;
 }
 
 static void pump(struct tcp_conn *t)
@@ -428,6 +597,10 @@ static void conn_close(struct tcp_conn *t)
     }
     slb_buf_release(&t->c.out);
     slb_buf_release(&t->s.out);
+    pipe_put(t->c.pp, t->c.piped == 0);
+    pipe_put(t->s.pp, t->s.piped == 0);
+    if (--pipe_pool.live == 0)
+        pipe_pool_empty();
     if (t->srv)
         slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
     slb_count_add(&lis_counts(t)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
@@ -455,8 +628,12 @@ void slb_tcp_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     t->l = l;
     t->link.abort = conn_abort;
     slb_worker_link(w, &t->link);
+    pthread_once(&splice_once, splice_mode_read);
     t->c.fd = fd;
     t->s.fd = -1;
+    t->c.pp[0] = t->c.pp[1] = t->s.pp[0] = t->s.pp[1] = -1;
+    t->c.bulk = t->s.bulk = splice_mode == SPLICE_ON;
+    pipe_pool.live++;
     slb_io_init(&t->c.io, fd, end_cb, t);
     memcpy(&t->peer, peer, peerlen);
     socklen_t llen = sizeof(t->local);

@@ -11,6 +11,9 @@
 void slb_tcp_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
                     const struct sockaddr_storage *peer, socklen_t peerlen);
 
+/* Close the calling worker thread's pooled splice pipes (at thread exit). */
+void slb_tcp_thread_exit(void);
+
 /* Start a non-blocking connect to server i of a group; returns the fd (connect in progress or
  * done) or -errno. Shared with the HTTP proxy. */
 int slb_backend_connect(const struct slb_server_cfg *srv);
