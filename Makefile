@@ -53,7 +53,7 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(shell pkg-config --libs cmocka)
 
-.PHONY: all deps run test test-unit test-e2e test-asan clean bench bench-tcp fmt fuzz
+.PHONY: all deps run test test-unit test-e2e test-asan clean bench bench-tcp soak fmt fuzz
 
 deps:
 	@scripts/deps.sh
@@ -81,6 +81,12 @@ test-asan:
 	@$(MAKE) --no-print-directory BUILD=asan all
 	@$(MAKE) --no-print-directory BUILD=asan test-unit
 	@$(MAKE) --no-print-directory BUILD=asan test-e2e
+
+# One million requests through an https listener with slbd's RSS sampled every second
+# (tests/e2e/test_soak.py; BUILD=asan for the sanitizer build). Not part of `make test`.
+soak: deps all
+	SLBD_SOAK=1 SLBD_BUILD=$(OUT) /usr/bin/python3 -m pytest -q -s -p no:cacheprovider \
+	    tests/e2e/test_soak.py $(PYTEST_ARGS)
 
 fuzz: deps
 	@scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
