@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* slbd: parse the command line, start the control thread's state and run it. */
+/* slbd: parse the command line, validate the state directory without changing it, then start
+ * the control thread's state and run it. */
 #include "core/err.h"
 #include "core/log.h"
 #include "event/control.h"
@@ -83,11 +84,11 @@ int main(int argc, char **argv)
         opt.workers = SLB_MAX_WORKERS;
 
     struct slb_err err = {0};
+    if (slb_ctl_check(opt.state_dir, !opt.check_only, &err) < 0) {
+        print_err(opt.check_only ? "invalid state" : "cannot start", &err);
+        return 1;
+    }
     if (opt.check_only) {
-        if (slb_ctl_check(opt.state_dir, &err) < 0) {
-            print_err("invalid state", &err);
-            return 1;
-        }
         printf("slbd: %s is valid\n", opt.state_dir);
         return 0;
     }

@@ -41,6 +41,7 @@ struct slb_certstore {
     char dir[4096]; /* DIR/certs */
     struct cert_entry *v;
     size_t n, cap;
+    bool readonly; /* opened to validate: nothing created or changed, nothing logged */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -387,6 +388,8 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
     }
     int64_t now = time(NULL);
     char when[32];
+    if (s->readonly)
+        return 0;
     if (c->not_after < now) {
         slb_certval_rfc3339(c->not_after, when, sizeof(when));
         slb_warn("certificate %s (%s) expired on %s; replace it", c->id, c->name, when);
@@ -473,7 +476,8 @@ static int list_files(const char *dir, char ***out, size_t *n, struct slb_err *e
     return rc ? slb_err_set(err, 500, "internal", dir, "out of memory") : 0;
 }
 
-struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *err)
+static struct slb_certstore *store_open(const char *state_dir, bool readonly,
+                                        struct slb_err *err)
 {
     struct slb_certstore *s = calloc(1, sizeof(*s));
     char **files = NULL;
@@ -483,12 +487,15 @@ struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *
         slb_err_set(err, 500, "internal", state_dir, "out of memory");
         return NULL;
     }
+    s->readonly = readonly;
     if ((size_t)snprintf(s->dir, sizeof(s->dir), "%s/%s", state_dir, CERTS_SUBDIR) >=
         sizeof(s->dir)) {
         slb_err_set(err, 500, "state_dir", state_dir, "the state directory path is too long");
         goto fail;
     }
-    if (mkdir(s->dir, 0700) < 0 && errno != EEXIST) {
+    if (readonly && lstat(s->dir, &st) < 0 && errno == ENOENT)
+        return s; /* no certificate was ever stored */
+    if (!readonly && mkdir(s->dir, 0700) < 0 && errno != EEXIST) {
         slb_err_set(err, 500, "state_dir", s->dir, "cannot create %s: %s", s->dir, strerror(errno));
         goto fail;
     }
@@ -497,7 +504,7 @@ struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *
         goto fail;
     }
     /* Private keys live here: others must not even list the ids. */
-    if ((st.st_mode & 077) != 0) {
+    if ((st.st_mode & 077) != 0 && !readonly) {
         slb_warn("%s was accessible to group or others; setting its mode to 0700", s->dir);
         if (chmod(s->dir, 0700) < 0) {
             slb_err_set(err, 500, "state_dir", s->dir, "cannot chmod %s: %s", s->dir,
@@ -513,7 +520,8 @@ struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *
     for (size_t i = 0; i < nfiles; i++)
         free(files[i]);
     free(files);
-    slb_info("loaded %zu certificate(s) from %s", s->n, s->dir);
+    if (!readonly)
+        slb_info("loaded %zu certificate(s) from %s", s->n, s->dir);
     return s;
 fail:
     for (size_t i = 0; i < nfiles; i++)
@@ -521,6 +529,16 @@ fail:
     free(files);
     slb_certstore_free(s);
     return NULL;
+}
+
+struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *err)
+{
+    return store_open(state_dir, false, err);
+}
+
+struct slb_certstore *slb_certstore_open_readonly(const char *state_dir, struct slb_err *err)
+{
+    return store_open(state_dir, true, err);
 }
 
 void slb_certstore_free(struct slb_certstore *s)

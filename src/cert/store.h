@@ -43,6 +43,9 @@ void slb_cert_unref(struct slb_cert *c);
 /* Load DIR/certs/ (created when missing). A file that fails to parse refuses start-up with
  * err naming the file. */
 struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *err);
+/* Load DIR/certs/ to validate it, changing nothing and logging nothing: a missing directory is
+ * an empty store and its mode is left alone. Only for reading; never modify such a store. */
+struct slb_certstore *slb_certstore_open_readonly(const char *state_dir, struct slb_err *err);
 void slb_certstore_free(struct slb_certstore *s);
 
 /* 0 missing, SLB_CERT_SERVER or SLB_CERT_CA. */

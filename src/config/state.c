@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The state directory: loading and durably saving config.json, and the admin token that is
- * created on first start. */
+/* The state directory: a read-only look at it, loading and durably saving config.json, and
+ * the admin token that is created on first start. */
 #include "config/state.h"
 #include "core/fsio.h"
 
@@ -47,6 +47,23 @@ int slb_state_prepare(const char *dir, struct slb_err *err)
     snprintf(certs, sizeof(certs), "%s/certs", dir);
     slb_fs_remove_leftovers(dir);
     slb_fs_remove_leftovers(certs);
+    return 0;
+}
+
+int slb_state_inspect(const char *dir, struct slb_err *err)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0) {
+        int e = errno;
+        if (e != ENOENT)
+            return slb_err_set(err, STATE_STATUS, "state_dir", dir, "cannot use %s: %s", dir,
+                               strerror(e));
+        slb_err_set(err, 400, "state_dir", dir, "the state directory does not exist");
+        return -ENOENT;
+    }
+    if (!S_ISDIR(st.st_mode))
+        return slb_err_set(err, STATE_STATUS, "state_dir", dir,
+                           "%s is not a directory; give --state-dir a directory", dir);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The state directory: config.json, admin.token, certs/, tickets/. Only the control thread
- * touches it. Every write is atomic and durable (core/fsio.h). */
+ * writes to it. Every write is atomic and durable (core/fsio.h). */
 #ifndef SLB_CONFIG_STATE_H
 #define SLB_CONFIG_STATE_H
 
@@ -15,6 +15,10 @@
 
 /* Create dir (0700) when missing and check it is a writable directory. */
 int slb_state_prepare(const char *dir, struct slb_err *err);
+
+/* Look at an existing state directory without changing anything in it: 0 when dir is a
+ * directory, -ENOENT (err set) when it does not exist, another error when it is unusable. */
+int slb_state_inspect(const char *dir, struct slb_err *err);
 /* Load config.json as JSON. A missing file yields an empty document
  * {"listeners": [], "groups": [], "settings": {}}. A parse error names the file, line and
  * column (code "invalid_json", where "DIR/config.json:LINE:COL"). Caller owns *out. */

@@ -194,27 +194,38 @@ static int load_state(struct slb_ctl *ctl, const char *dir, json_t **doc, struct
     return slb_state_load_config(dir, doc, err);
 }
 
-int slb_ctl_check(const char *state_dir, struct slb_err *err)
+int slb_ctl_check(const char *state_dir, bool start, struct slb_err *err)
 {
-    struct slb_ctl ctl;
-    memset(&ctl, 0, sizeof(ctl));
+    int rc = slb_state_inspect(state_dir, err);
+    if (rc == -ENOENT && start)
+        return 0; /* a first start: nothing to validate yet */
+    if (rc < 0)
+        return rc;
+    if (!start) {
+        char certs[4200];
+        struct stat st;
+        snprintf(certs, sizeof(certs), "%s/certs", state_dir);
+        if (stat(certs, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 077))
+            return slb_err_set(err, 400, "state_dir", certs,
+                               "%s is accessible by group or others; slbd sets its mode to 0700 "
+                               "when it starts, --check leaves it as it is (run chmod 700)",
+                               certs);
+    }
+    struct slb_certstore *store = slb_certstore_open_readonly(state_dir, err);
+    if (!store)
+        return SLB_EINVAL;
     json_t *doc = NULL;
-    struct stat st;
-    if (stat(state_dir, &st) < 0 || !S_ISDIR(st.st_mode))
-        return slb_err_set(err, 400, "state_dir", state_dir, "the state directory does not exist");
     struct slb_config *cfg = NULL;
-    int rc = load_state(&ctl, state_dir, &doc, err);
+    rc = slb_state_load_config(state_dir, &doc, err);
     if (rc == 0) {
-        struct slb_cert_lookup lookup = {cert_type_of, ctl.certs};
+        struct slb_cert_lookup lookup = {cert_type_of, store};
         rc = slb_config_from_json(doc, &lookup, &cfg, err);
         if (rc < 0)
             name_config_file(err, state_dir);
     }
     slb_config_free(cfg);
     json_decref(doc);
-    slb_tls_set_store(NULL, NULL);
-    slb_ticket_ring_unref(ctl.tickets);
-    slb_certstore_free(ctl.certs);
+    slb_certstore_free(store);
     return rc;
 }
 

@@ -56,7 +56,10 @@ int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err
 int slb_ctl_run(struct slb_ctl *ctl);
 void slb_ctl_deinit(struct slb_ctl *ctl);
 
-/* Validate the state directory without starting anything (slbd --check). */
-int slb_ctl_check(const char *state_dir, struct slb_err *err);
+/* Validate the state directory (certificates and config.json) without changing anything in it:
+ * all of slbd --check (start false), and the first step of a start (start true), so that a
+ * start refused for its configuration leaves no new file behind. A start also accepts a missing
+ * directory (a first start) and a certs/ directory others can read (slb_ctl_init tightens it). */
+int slb_ctl_check(const char *state_dir, bool start, struct slb_err *err);
 
 #endif

@@ -109,6 +109,83 @@ def test_check_good_state(slbd, backend):
     assert rc == 0, out
 
 
+def state_snapshot(state_dir):
+    """Every entry under the state directory, the directory itself included, with its type,
+    mode, size and mtime: what a read-only command must leave exactly as it found it."""
+    out = {}
+    for p in [state_dir, *state_dir.rglob("*")]:
+        st = os.lstat(p)
+        out[str(p.relative_to(state_dir))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
+                                              st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_check_and_refused_start_leave_a_new_state_dir_untouched(slbd_factory):
+    """A state directory written by hand (config.json only, no certs/, tickets.json or
+    admin.token yet) plus the leftover of an interrupted write: --check on a valid and on an
+    invalid configuration, and a start refused for the invalid one, create, delete and rewrite
+    nothing."""
+    d = slbd_factory(start=False, name="ro")
+    write_config(d.state_dir, good_doc(h.free_port(), h.free_port()))
+    (d.state_dir / ".config.json.1.1.tmp").write_text('{"groups": [')
+    before = state_snapshot(d.state_dir)
+    assert set(before) == {".", "config.json", ".config.json.1.1.tmp"}, before
+    rc, out = d.run_once("--check")
+    assert rc == 0 and "is valid" in out, out
+    assert state_snapshot(d.state_dir) == before
+    doc = good_doc(h.free_port(), h.free_port())
+    doc["listeners"][0]["backend_group"] = "nope"
+    write_config(d.state_dir, doc)
+    before = state_snapshot(d.state_dir)
+    rc, out = d.run_once("--check")
+    assert rc == 1 and "listeners[0].backend_group" in out, out
+    assert state_snapshot(d.state_dir) == before
+    rc, out = d.run_once()
+    assert rc == 1 and "cannot start" in out and "listeners[0].backend_group" in out, out
+    assert state_snapshot(d.state_dir) == before
+
+
+def test_check_and_refused_start_leave_a_used_state_dir_untouched(slbd, backend):
+    """The state directory of a daemon that ran (certs/, tickets.json, admin.token), with
+    ticket keys due for rotation: --check does not rotate them, on a valid or an invalid
+    configuration, nor does a start refused for the invalid one; and --check reports a
+    certs/ directory others can read instead of changing its mode."""
+    a = backend("a")
+    slbd.add_group("g", [a.server()])
+    slbd.add_tcp_listener("l", "g")
+    assert slbd.stop() == 0
+    state = slbd.state_dir
+    tickets = state / "tickets.json"
+    keys = json.loads(tickets.read_text())
+    for k in keys["keys"]:
+        k["created"] = 1  # long due: a start rotates at once
+    tickets.write_text(json.dumps(keys))
+    before = state_snapshot(state)
+    assert {"certs", "tickets.json", "admin.token", "config.json"} <= set(before), before
+    rc, out = slbd.run_once("--check")
+    assert rc == 0 and "is valid" in out, out
+    assert state_snapshot(state) == before
+    good = (state / "config.json").read_bytes()
+    doc = json.loads(good)
+    doc["groups"][0]["servers"][0]["weight"] = 500
+    write_config(state, doc)
+    before = state_snapshot(state)
+    for args in (("--check",), ()):
+        rc, out = slbd.run_once(*args)
+        assert rc == 1 and "groups[0].servers[0].weight" in out, (args, out)
+        assert state_snapshot(state) == before, args
+    (state / "config.json").write_bytes(good)
+    os.chmod(state / "certs", 0o755)
+    before = state_snapshot(state)
+    rc, out = slbd.run_once("--check")
+    assert rc == 1 and "certs is accessible by group or others" in out, out
+    assert state_snapshot(state) == before
+    # A start tightens the mode and rotates the keys that were due.
+    slbd.start()
+    assert stat.S_IMODE(os.stat(state / "certs").st_mode) == 0o700
+    assert json.loads(tickets.read_text())["keys"][0]["created"] > 1
+
+
 @pytest.mark.parametrize("what,mutate,field", BAD_DOCS, ids=[c[0] for c in BAD_DOCS])
 def test_check_and_startup_refuse_bad_config(slbd_factory, what, mutate, field):
     d = slbd_factory(start=False, name="bad")
