@@ -45,9 +45,11 @@
  * sizes, which the certificate store enforces on upload anyway (weak_key). Every other policy
  * keeps OpenSSL's default level.
  *
- * Common to every policy: no renegotiation, no compression, no TLS 1.3 early data (0-RTT),
- * server cipher preference. Resumption uses session tickets only (the server keeps no session
- * cache, so resumption works across workers, configuration changes and restarts): the ticket
+ * Common to every policy: no renegotiation, no compression, no TLS 1.3 early data (0-RTT:
+ * our tickets never allow it; early data sent anyway with a ticket from another server is
+ * rejected and skipped, up to 16 KiB, and the handshake goes on as 1-RTT), server cipher
+ * preference. Resumption uses session tickets only (the server keeps no session cache, so
+ * resumption works across workers, configuration changes and restarts): the ticket
  * lifetime is the listener's session_ticket_lifetime_s, enforced by the server when a ticket
  * comes back; one ticket per TLS 1.3 handshake; lifetime 0 turns tickets off. Ticket keys
  * (AES-256-CBC + HMAC-SHA256) live in DIR/tickets.json, a new one every hour; the three newest
@@ -118,8 +120,14 @@ int slb_tls_policy_apply(SSL_CTX *ctx, int policy)
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_NO_AUTO_CHAIN);
-    /* 0-RTT data is replayable: a proxy cannot know whether the backend request is idempotent. */
-    if (!SSL_CTX_set_max_early_data(ctx, 0) || !SSL_CTX_set_recv_max_early_data(ctx, 0))
+    /* 0-RTT data is replayable: a proxy cannot know whether the backend request is idempotent.
+     * max_early_data 0: our tickets never invite it and every offer is rejected. The receive
+     * limit is how much rejected early data (sent with a stale or foreign ticket) is skipped
+     * before the 1-RTT handshake goes on (RFC 8446 4.2.10); at 0 every such offer would end
+     * the handshake with unexpected_message. One full record covers the usual 16 KiB limit
+     * servers put in their tickets. */
+    if (!SSL_CTX_set_max_early_data(ctx, 0) ||
+        !SSL_CTX_set_recv_max_early_data(ctx, SSL3_RT_MAX_PLAIN_LENGTH))
         return -1;
     /* Tickets only: a stateful cache would be per SSL_CTX, i.e. lost on every configuration
      * change, and would need locking between workers. */
