@@ -9,7 +9,7 @@ on: splice for every flow), and wrk on the other CPU drives plain HTTP through i
   connect 100-byte responses, a new connection per request: server CPU µs per connection
 
 Server CPU is the time on CPU of all slbd threads over the phase (/proc/PID/task/*/schedstat).
-Each mode runs --rounds times, interleaved, and the median is reported with ratios to `off`.
+Each mode runs --rounds times, interleaved in a rotating order, and the median is reported with ratios to `off`.
 Writes bench/results/tcp-copy-<timestamp>.json."""
 
 import argparse
@@ -148,7 +148,9 @@ def main(argv):
         if not wait_port(backend_port, 10):
             raise RuntimeError(f"the backend did not start; see {work}/backend.log")
         for rnd in range(args.rounds):
-            for mode in MODES:
+            # Each round starts with a different mode, so no mode always inherits the previous
+            # one's leftovers (TIME_WAIT sockets, warm caches).
+            for mode in MODES[rnd % len(MODES):] + MODES[:rnd % len(MODES)]:
                 print(f"round {rnd + 1}/{args.rounds}: SLBD_TCP_SPLICE={mode}", flush=True)
                 s = Slbd(args, procs, work, backend_port, mode)
                 try:
