@@ -45,6 +45,9 @@ def parse_args(argv):
     p.add_argument("--admin-port", type=int, default=18900, help="slbd's admin API")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1)
+    p.add_argument("--slbd-workers", type=int, default=1,
+                   help="slbd's worker threads; above 1, slbd runs unpinned on every CPU (the "
+                        "scaling check: compare CPU per operation with a 1-worker run)")
     p.add_argument("--ka-conns", type=int, default=32, help="keep-alive connections (1)")
     p.add_argument("--tls-conns", type=int, default=32, help="connections in flight (2, 3)")
     p.add_argument("--big-conns", type=int, default=8, help="connections for 1 MiB (4)")
@@ -79,6 +82,8 @@ def parse_args(argv):
         p.error("--scenarios wants numbers from 1 to 7")
     if not a.scenarios or not a.scenarios <= set(range(1, 8)):
         p.error("--scenarios wants numbers from 1 to 7")
+    if a.slbd_workers < 1:
+        p.error("--slbd-workers wants a positive number")
     if a.repeat < 1:
         p.error("--repeat wants a positive number")
     if a.quick and a.idle_conns == 5000:

@@ -222,8 +222,9 @@ class Slbd(Server):
         e = self.env
         state = os.path.join(self.dir, "state")
         self.proc = e.procs.start("slbd", [e.slbd_bin, "--state-dir", state, "--admin",
-                                           f"127.0.0.1:{e.admin_port}", "--workers", "1",
-                                           "--log-level", "warn"], cpu=e.server_cpu)
+                                           f"127.0.0.1:{e.admin_port}", "--workers",
+                                           str(e.args.slbd_workers), "--log-level", "warn"],
+                                  cpu=e.server_cpu if e.args.slbd_workers == 1 else None)
         if not wait_port(e.admin_port, timeout=15):
             raise BenchError(f"slbd's admin API did not start; see {e.work}/slbd.log")
         with open(os.path.join(state, "admin.token")) as f:
@@ -277,7 +278,7 @@ class Slbd(Server):
         except OSError:
             rev = ""
         return (f"slbd (git {rev or 'unknown'}, binary sha256 {self.env.slbd_sha256[:12]}, "
-                f"--workers 1)")
+                f"--workers {self.env.args.slbd_workers})")
 
 
 SERVERS = {"haproxy": HAProxy, "nginx": Nginx, "slbd": Slbd}
