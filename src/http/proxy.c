@@ -70,8 +70,11 @@ struct http_conn {
     uint64_t req_start_ms, resp_start_ms;
     uint64_t sent_us; /* request head handed to the backend, for the response histogram */
     uint64_t last_io_ms; /* last time bytes moved during an exchange or tunnel */
+    uint64_t exchange_deadline_ms; /* request_timeout_s after the request first went out */
     /* response */
     bool resp_head_done, resp_done, up_keep_alive;
+    bool resp_unchunk; /* chunked from the backend, decoded for an HTTP/1.0 client */
+    bool abort_reset;  /* end the client connection with a reset, not an orderly close */
     uint8_t resp_body;
     int status;
     uint64_t resp_remaining, resp_ready;
@@ -166,6 +169,15 @@ static void arm_timer(struct http_conn *c)
     case ST_CONNECT:
         ms = cfg->connect_timeout_ms;
         break;
+    case ST_EXCHANGE: {
+        /* The request timeout runs from the moment the request first goes to a backend and
+         * is never pushed back (see timer_cb). */
+        uint64_t now = c->w->loop.now_ms;
+        if (!c->exchange_deadline_ms)
+            c->exchange_deadline_ms = now + (uint64_t)cfg->request_timeout_s * 1000u;
+        ms = c->exchange_deadline_ms > now ? c->exchange_deadline_ms - now : 0;
+        break;
+    }
     default:
         ms = (uint64_t)cfg->request_timeout_s * 1000u;
         break;
@@ -351,7 +363,9 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->req_done = false;
     slb_chunked_init(&c->req_chunk);
     c->resp_head_done = c->resp_done = false;
+    c->resp_unchunk = false;
     c->resp_ready = 0;
+    c->exchange_deadline_ms = 0;
     c->status = 0;
     c->attempts = 0;
     c->srv = NULL;
@@ -583,12 +597,24 @@ static bool retryable(const struct http_conn *c)
            c->req_body == SLB_BODY_NONE;
 }
 
+/* The body the client is receiving ends when the connection closes: a backend body without
+ * framing, or a chunked one decoded for an HTTP/1.0 client. */
+static bool close_delimited_to_client(const struct http_conn *c)
+{
+    return c->resp_head_done && c->st != ST_TUNNEL &&
+           (c->resp_body == SLB_BODY_UNTIL_CLOSE || c->resp_unchunk);
+}
+
 static void upstream_failed(struct http_conn *c, int status, const char *why)
 {
     if (c->srv)
         slb_warn("listener %s: backend %s: %s", c->l->cfg->name, c->srv->key, why);
     if (c->resp_head_done && (c->out.off > 0 || c->resp_bytes_out > 0)) {
-        /* Part of the response is out: the only honest signal left is to cut the connection. */
+        /* Part of the response is out: the only honest signal left is to cut the connection.
+         * When the close itself ends the body, an orderly close would make the cut body look
+         * complete: reset instead. */
+        if (close_delimited_to_client(c))
+            c->abort_reset = true;
         conn_close(c);
         return;
     }
@@ -660,11 +686,17 @@ static void finish_response_head(struct http_conn *c, const struct slb_http_msg 
         sticky_value(c->wg->g, c->srv_idx, prefix, sizeof(prefix));
         prefix_name = cfg->sticky_cookie;
     }
+    /* An HTTP/1.0 client cannot take chunked framing (RFC 9112 6.1): it gets the decoded
+     * body, ended by our close. Trailers are dropped with the framing. */
+    c->resp_unchunk = c->req_minor == 0 && m->body == SLB_BODY_CHUNKED;
     bool keep = c->req_keep_alive && !c->close_after && m->body != SLB_BODY_UNTIL_CLOSE &&
-                !c->w->drain_deadline_ms;
+                !c->resp_unchunk && !c->w->drain_deadline_ms;
     if (!keep)
         c->close_after = true;
-    slb_http_build_response(&c->out, m, keep, set_cookie, prefix_name, prefix);
+    if (c->resp_unchunk)
+        slb_http_build_response_unchunked(&c->out, m, set_cookie, prefix_name, prefix);
+    else
+        slb_http_build_response(&c->out, m, keep, set_cookie, prefix_name, prefix);
     if (keep && c->req_minor == 0 && c->out.len >= 2) {
         /* HTTP/1.0 closes by default: announce the keep-alive we grant. */
         c->out.len -= 2;
@@ -741,6 +773,7 @@ static bool step_read_upstream(struct http_conn *c)
     if (slb_buf_prepare(&up->in) < 0)
         return false;
     ssize_t n = recv(up->fd, up->in.data + up->in.off + up->in.len, slb_buf_space(&up->in), 0);
+    int err = n < 0 ? errno : 0;
     if (n > 0) {
         up->in.len += (size_t)n;
         up->bytes_from += (uint64_t)n;
@@ -748,7 +781,7 @@ static bool step_read_upstream(struct http_conn *c)
     }
     if (up->in.len == 0)
         slb_buf_release(&up->in);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+    if (n < 0 && (err == EAGAIN || err == EINTR)) {
         up->rd_ready = false;
         return false;
     }
@@ -765,8 +798,44 @@ static bool step_read_upstream(struct http_conn *c)
     }
     if (retryable(c) && retry_fresh(c))
         return true;
-    upstream_failed(c, 502, n == 0 ? "closed the connection early" : strerror(errno));
+    /* An error (a reset) is never the end of a close-delimited body, nor is any end of a
+     * chunked one we decode: upstream_failed cuts the client with a reset then, so the
+     * truncation shows. */
+    upstream_failed(c, 502, n == 0 ? "closed the connection early" : strerror(err));
     return true;
+}
+
+/* A chunked body for an HTTP/1.0 client: decode in place, so that the front of up->in holds
+ * only data bytes (c->resp_ready of them) followed by the raw bytes not decoded yet. The
+ * framing and the trailers are validated and dropped. */
+static int response_body_unchunk(struct http_conn *c)
+{
+    struct slb_buf *b = &c->up->in;
+    char *base = b->data + b->off;
+    size_t w = (size_t)c->resp_ready, r = w;
+    while (r < b->len && !c->resp_chunk.done) {
+        const char *data;
+        size_t dlen;
+        long n = slb_chunked_feed(&c->resp_chunk, base + r, b->len - r, &data, &dlen);
+        if (n < 0)
+            return -502;
+        if (n == 0)
+            break;
+        if (dlen)
+            memmove(base + w, data, dlen);
+        w += dlen;
+        r += (size_t)n;
+    }
+    if (r > w) {
+        memmove(base + w, base + r, b->len - r);
+        b->len -= r - w;
+    }
+    c->resp_ready = w;
+    if (c->resp_chunk.done)
+        c->resp_done = true;
+    if (b->len == 0)
+        slb_buf_release(b);
+    return 0;
 }
 
 static int response_body_ready(struct http_conn *c)
@@ -779,6 +848,8 @@ static int response_body_ready(struct http_conn *c)
         c->resp_ready = up->in.len;
         return 0;
     }
+    if (c->resp_unchunk)
+        return response_body_unchunk(c);
     if (c->resp_body == SLB_BODY_LENGTH) {
         uint64_t n = avail < c->resp_remaining ? avail : c->resp_remaining;
         c->resp_ready += n;
@@ -1181,20 +1252,25 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
         break;
     case ST_EXCHANGE:
     case ST_TUNNEL: {
-        /* request_timeout_s bounds inactivity, not the whole exchange: long uploads and
-         * downloads that keep moving are fine. Activity only stamps a time; the timer is
-         * re-armed here for the remainder. */
+        /* Until the request body is sent and the response head has arrived, request_timeout_s
+         * is a fixed deadline that moving bytes do not push back: a trickled upload or a
+         * trickled response head cannot hold the connection and the backend longer. After
+         * that, the response body and a tunnel only need to keep moving: activity stamps a
+         * time and the timer is re-armed here for the remainder. */
         uint64_t limit = (uint64_t)c->l->cfg->request_timeout_s * 1000u;
-        uint64_t quiet = loop->now_ms - c->last_io_ms;
-        if (quiet < limit) {
-            slb_timer_start(loop, t, limit - quiet);
+        bool fixed = c->st == ST_EXCHANGE && (!c->req_done || !c->resp_head_done);
+        uint64_t due = fixed ? c->exchange_deadline_ms : c->last_io_ms + limit;
+        if (loop->now_ms < due) {
+            slb_timer_start(loop, t, due - loop->now_ms);
             return;
         }
         if (c->st == ST_TUNNEL) {
             conn_close(c);
             return;
         }
-        upstream_failed(c, 504, "response timeout");
+        upstream_failed(c, 504, !c->resp_head_done ? "response timeout"
+                                : !c->req_done     ? "request body timeout"
+                                                   : "response body stalled");
         break;
     }
     case ST_LINGER:
@@ -1231,8 +1307,13 @@ static void conn_close(struct http_conn *c)
     }
     slb_timer_stop(loop, &c->timer);
     slb_io_set(loop, &c->io, 0);
-    if (!c->tls_failed)
+    if (c->abort_reset) {
+        /* No close_notify either: TLS clients must see the cut as well. */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->t.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    } else if (!c->tls_failed) {
         c->t.ops->shutdown(&c->t);
+    }
     account_wire(c);
     close(c->t.fd);
     slb_buf_release(&c->in);

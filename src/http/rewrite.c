@@ -305,9 +305,28 @@ static void put_set_cookie_prefixed(struct slb_hbuf *out, const struct slb_http_
     put_header(out, h);
 }
 
-void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *resp,
-                             bool keep_alive, const char *set_cookie,
-                             const char *cookie_prefix_name, const char *cookie_prefix_value)
+/* The last Transfer-Encoding field without its final coding, "chunked" (the parser guarantees
+ * that it is last and bare): "gzip, chunked" becomes "gzip"; a field of only chunked goes. */
+static void put_te_unchunked(struct slb_hbuf *out, const struct slb_http_header *h)
+{
+    struct slb_slice v = h->value;
+    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t' || v.p[v.len - 1] == ','))
+        v.len--;
+    static const char chunked[] = "chunked";
+    size_t n = sizeof(chunked) - 1;
+    if (v.len >= n && strncasecmp(v.p + v.len - n, chunked, n) == 0)
+        v.len -= n;
+    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t' || v.p[v.len - 1] == ','))
+        v.len--;
+    if (!v.len)
+        return;
+    struct slb_http_header rest = {.name = h->name, .value = v};
+    put_header(out, &rest);
+}
+
+static void build_response(struct slb_hbuf *out, const struct slb_http_msg *resp,
+                           bool keep_alive, bool unchunk, const char *set_cookie,
+                           const char *cookie_prefix_name, const char *cookie_prefix_value)
 {
     slb_hbuf_puts(out, "HTTP/1.1 ");
     put_uint(out, (unsigned)resp->status);
@@ -328,9 +347,19 @@ void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *re
             put_header(out, h);
     }
     /* The body is forwarded as it came, so its transfer codings must reach the client as they
-     * were (a "gzip, chunked" body re-labelled "chunked" would be taken for plain bytes). */
-    for (size_t i = 0; i < resp->nheaders && resp->body != SLB_BODY_NONE; i++) {
+     * were (a "gzip, chunked" body re-labelled "chunked" would be taken for plain bytes).
+     * Only a body we decode for the client (unchunk) loses its final "chunked". */
+    int last_te = -1;
+    for (size_t i = 0; i < resp->nheaders; i++) {
         if (name_is(resp->headers[i].name, "transfer-encoding"))
+            last_te = (int)i;
+    }
+    for (size_t i = 0; i < resp->nheaders && resp->body != SLB_BODY_NONE; i++) {
+        if (!name_is(resp->headers[i].name, "transfer-encoding"))
+            continue;
+        if (unchunk && resp->body == SLB_BODY_CHUNKED && (int)i == last_te)
+            put_te_unchunked(out, &resp->headers[i]);
+        else
             put_header(out, &resp->headers[i]);
     }
     if (set_cookie)
@@ -340,6 +369,21 @@ void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *re
     else if (!keep_alive)
         slb_hbuf_puts(out, "Connection: close\r\n");
     slb_hbuf_puts(out, "\r\n");
+}
+
+void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *resp,
+                             bool keep_alive, const char *set_cookie,
+                             const char *cookie_prefix_name, const char *cookie_prefix_value)
+{
+    build_response(out, resp, keep_alive, false, set_cookie, cookie_prefix_name,
+                   cookie_prefix_value);
+}
+
+void slb_http_build_response_unchunked(struct slb_hbuf *out, const struct slb_http_msg *resp,
+                                       const char *set_cookie, const char *cookie_prefix_name,
+                                       const char *cookie_prefix_value)
+{
+    build_response(out, resp, false, true, set_cookie, cookie_prefix_name, cookie_prefix_value);
 }
 
 const char *slb_http_reason(int status)

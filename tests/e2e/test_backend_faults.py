@@ -17,6 +17,8 @@ import hostile_util as hu
 import slbd_harness as h
 from http_util import (ConnectionEnded, Response, add_listener, build_request,  # noqa: F401
                        hx, listener_stats)
+from metering_util import MeteredTls
+from pki import pki, tls_block, upload_server  # noqa: F401
 
 NOHC = h.no_health_check()
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -156,9 +158,6 @@ def test_backend_reset_mid_response(slbd, hx, fault):
     assert hx.get(port, "/ok").body == b"ok"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: a backend reset in a close-delimited body ends the client connection with a "
-    "FIN, not a reset"))
 def test_close_delimited_cut_is_signalled_with_a_reset(slbd, hx):
     """A body without Content-Length or chunking ends when the backend closes. When the
     backend resets instead, an orderly close towards the client would make the cut body
@@ -188,6 +187,77 @@ def test_close_delimited_cut_is_signalled_with_a_reset(slbd, hx):
             assert how == "reset", (f"a close-delimited body cut by a backend reset reached "
                                     f"the client as a clean EOF ({len(body)} bytes): it looks "
                                     f"complete: {head!r}")
+
+
+def _chunked_then_close(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" +
+                 b"x" * 1000 + b"\r\n3e8\r\n" + b"y" * 500)
+    time.sleep(0.2)
+    conn.sock.close()
+
+
+def _chunked_then_reset(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" +
+                 b"x" * 1000 + b"\r\n")
+    time.sleep(0.2)
+    rst_close(conn)
+
+
+def _close_delimited_then_stall(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 1000)
+    time.sleep(h.scaled(6))
+
+
+@pytest.mark.parametrize("path,version", [
+    ("/chunked-close", "1.0"), ("/chunked-reset", "1.0"), ("/close-delimited-stall", "1.1")])
+def test_cut_of_a_body_ended_by_the_close_is_a_reset(slbd, hx, path, version):
+    """An HTTP/1.0 client gets a chunked body decoded and ended by slbd's close, so a backend
+    that ends that body early (close or reset) must show as a reset, never as a clean EOF; so
+    must a close-delimited body cut by request_timeout_s because the backend stalled."""
+    faults = {"/chunked-close": _chunked_then_close, "/chunked-reset": _chunked_then_reset,
+              "/close-delimited-stall": _close_delimited_then_stall}
+    port, sc = site(slbd, hx, faults, request_timeout_s=1)
+    t0 = time.monotonic()
+    data, how = hu.raw_exchange(port, f"GET {path} HTTP/{version}\r\nHost: x\r\n\r\n"
+                                .encode(), timeout=8)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower(), \
+        head
+    assert how == "reset", (f"a cut body that only the close delimits ended with {how} after "
+                            f"{len(body)} bytes: it looks complete: {head!r}")
+    if hu.status_of(data) == 200:
+        # What did arrive is the decoded data, no chunk framing.
+        assert body == (b"x" * 1000 + b"y" * 500)[:len(body)], body[:100]
+    assert time.monotonic() - t0 < h.scaled(5)
+    assert hx.get(port, "/ok").body == b"ok"
+
+
+def test_close_delimited_cut_over_tls_has_no_close_notify(slbd, hx, pki):  # noqa: F811
+    """Over TLS, a close_notify would tell the client the close-delimited body is complete:
+    the cut must reach it as a reset without one."""
+    sc = Scripted(hx, {"/reset": _reset_mid_close_delimited})
+    slbd.add_group("g", [sc.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = add_listener(slbd, "web", "g", protocol="https", tls=tls_block([cid]))
+    # Through a memory BIO, so that the socket's own end (FIN or reset) is seen apart from
+    # what TLS makes of it.
+    s = MeteredTls.connect(port, hu.insecure_client_context(), track=hx.track)
+    s.sendall(build_request("GET", "/reset"))
+    data = b""
+    how = None
+    s.settimeout(h.scaled(10))
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                how = "close_notify" if s.close_notify else "eof without close_notify"
+                break
+            data += chunk
+    except ConnectionResetError:
+        how = "reset"
+    assert how == "reset", (how, data[:200])
+    if data:
+        assert hu.status_of(data) == 200 and data.endswith(b"x"), data[-100:]
 
 
 CLOSES = {
@@ -243,9 +313,7 @@ def _trickled_head(conn):
 
 @pytest.mark.parametrize("path,expect", [
     ("/never", 504), ("/stall-body", "cut"),
-    pytest.param("/trickled-head", 504, marks=pytest.mark.xfail(
-        strict=True, reason="known limitation: request_timeout_s is an inactivity timeout, so "
-        "a backend trickling its head byte by byte is not cut with 504"))])
+    ("/trickled-head", 504)])
 def test_backend_slower_than_request_timeout(slbd, hx, path, expect):
     faults = {"/never": _never_answers, "/stall-body": _head_then_stall,
               "/trickled-head": _trickled_head}

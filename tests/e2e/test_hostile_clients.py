@@ -7,6 +7,7 @@ Every test also shows that a normal client is served during or after the attack;
 then checks slbd for crashes, sanitizer reports and leaked descriptors."""
 
 import os
+import random
 import re
 import socket
 import ssl
@@ -191,14 +192,12 @@ def test_slow_readers_of_a_large_response(slbd, hx, pki, protocol):
                  "the slow readers' connections to close")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limitation: request_timeout_s is an inactivity timeout (as nginx client_body_timeout"
-    " and HAProxy timeout client); a bound on a whole trickled upload is not implemented"))
 def test_slow_upload_is_bounded_by_request_timeout(slbd, hx):
     """docs/configuration.md: request_timeout_s runs "from the moment the request goes to the
-    backend until the response is complete. The timer does not restart when data moves, so
-    this limit also covers slow uploads". A body trickled at 11 bytes per 0.5 s (the
-    R-U-Dead-Yet attack) must get its 504 after request_timeout_s."""
+    backend (once connected) until the request body is sent and the response head has
+    arrived. The timer does not restart when data moves, so this limit also covers slow
+    uploads". A body trickled at 11 bytes per 0.5 s (the R-U-Dead-Yet attack) must get its
+    504 after request_timeout_s."""
     timeout_s = 2
     port, b = web(slbd, hx, request_timeout_s=timeout_s)
     s = hx.socket(port)
@@ -670,9 +669,6 @@ def test_http10_keep_alive_is_announced_or_refused(slbd, hx):
             f"the response: {r.raw_head!r}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: a chunked response to an HTTP/1.0 client is forwarded chunked; de-chunking (or "
-    "a 1.0 request upstream) is not implemented"))
 def test_http10_client_never_gets_a_chunked_body(slbd, hx):
     rb = hx.raw_backend("chunky", _chunked_backend)
     slbd.add_group("chunky", [rb.server()], health_check=NOHC)
@@ -684,6 +680,59 @@ def test_http10_client_never_gets_a_chunked_body(slbd, hx):
     assert body == b"chunk-one," * 100 + b"last.", body[:200]
     # An HTTP/1.1 client gets it as the backend sent it.
     assert hu.simple_get(port) == 200
+
+
+def _big_chunked_body():
+    """(chunked wire bytes, decoded body): about 600 KB in chunks of 1 byte to 20 KB, some
+    with extensions, and a trailer section."""
+    rnd = random.Random(1009)
+    wire, body = bytearray(), bytearray()
+    while len(body) < 600_000:
+        data = bytes([rnd.randrange(256)]) * rnd.choice((1, 2, 17, 1000, 4096, 16383, 20000))
+        ext = b";ext=\"v\"" if rnd.random() < 0.2 else b""
+        wire += b"%x%s\r\n%s\r\n" % (len(data), ext, data)
+        body += data
+    wire += b"0\r\nX-Digest: abc\r\nX-Other: 1\r\n\r\n"
+    return bytes(wire), bytes(body)
+
+
+def test_http10_client_gets_a_large_chunked_body_decoded(slbd, hx):
+    """A large chunked response, written in pieces that split chunk sizes, data and CRLFs
+    across reads, reaches an HTTP/1.0 client decoded, without the trailers, and ended by the
+    close even though the client asked for keep-alive. The payload counter is what the client
+    received: decoded bytes, not the backend's framing."""
+    wire, body = _big_chunked_body()
+
+    def backend(conn, b):
+        if not conn.read_head():
+            return
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                     b"Trailer: X-Digest, X-Other\r\n\r\n")
+        rnd = random.Random(11)
+        i = 0
+        while i < len(wire):
+            n = rnd.randrange(1, 3000)
+            conn.sendall(wire[i:i + n])
+            i += n
+            if rnd.random() < 0.1:
+                time.sleep(0.001)
+        conn.read_head()  # slbd keeps or closes the backend connection: either is fine
+
+    rb = hx.raw_backend("chunky", backend)
+    slbd.add_group("chunky", [rb.server()], health_check=NOHC)
+    port = add_listener(slbd, "chunky", "chunky")
+    req = b"GET /big HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    data, how = hu.raw_exchange(port, req, timeout=20)
+    head, _, got = data.partition(b"\r\n\r\n")
+    assert hu.status_of(data) == 200 and how == "eof", (data[:300], how)
+    low = head.lower()
+    assert b"transfer-encoding" not in low and b"x-digest" not in low, head
+    assert b"connection: close" in low and b"keep-alive" not in low, head
+    assert len(got) == len(body) and got == body, (len(got), len(body))
+    h.wait_until(lambda: listener_stats(slbd, "chunky")["payload_bytes"]["out"] == len(data),
+                 5, f"payload out to reach the {len(data)} bytes the client received "
+                 f"(the backend sent {len(wire)} framed body bytes)")
+    assert listener_stats(slbd, "chunky")["payload_bytes"]["in"] == len(req)
 
 
 def test_pipelining_edge_cases(slbd, hx):
@@ -817,7 +866,8 @@ def _slowhttptest_csv(path):
 @pytest.mark.parametrize("attack", list(SLOWHTTPTEST))
 def test_slowhttptest(slbd, hx, workdir, attack):
     tool = hu.require_tool("slowhttptest", "slowhttptest")
-    # header_timeout_s ends slowloris; request_timeout_s ends a slow body or a slow read.
+    # header_timeout_s ends slowloris, request_timeout_s a slow body; a slow read that keeps
+    # the response moving is only held to the limits of its buffers.
     port, _ = web(slbd, hx, header_timeout_s=3, request_timeout_s=4, idle_timeout_s=10)
     flags, path = SLOWHTTPTEST[attack]
     out_prefix = workdir / f"slowhttptest-{attack}"
@@ -834,11 +884,16 @@ def test_slowhttptest(slbd, hx, workdir, attack):
     print(f"\nslowhttptest {attack}: {connected} attack connections at most, {closed} closed "
           f"by slbd at the end; {p.summary()}\n{text[-400:]}")
     assert connected >= 150, f"the attack did not get going:\n{text[-1500:]}"
-    if attack == "slow-headers":
-        # slbd ends slowloris connections itself with a 408 at header_timeout_s. (A slow body
-        # or a slow read keeps moving bytes, which request_timeout_s, an inactivity timer in
-        # the code, does not end: see test_slow_upload_is_bounded_by_request_timeout.)
-        assert closed >= 0.9 * connected, (connected, closed, text[-1500:])
+    if attack in ("slow-headers", "slow-body"):
+        # slbd ends slowloris connections itself with a 408 at header_timeout_s, and slow
+        # bodies with a 504 at request_timeout_s, which moving bytes do not push back. (A slow
+        # read keeps the response body moving, which request_timeout_s, an inactivity limit
+        # there, does not end.)
+        # slowhttptest ends before its 10 s once no attack connection is left open. Its CSV
+        # is sampled once a second and misses the closes after the last sample, so that exit
+        # status is the measure; the CSV only shows that closes happened.
+        assert re.search(r"Exit status:\s*No open connections left", text) and closed > 0, (
+            connected, closed, text[-1500:])
     # slowhttptest's own probe never found the service unavailable.
     assert not re.search(r"service available:\s*NO", text), text[-1500:]
     # Our prober, one fresh connection every 100 ms: every request is answered. A 95 % floor
