@@ -23,6 +23,10 @@ static ssize_t raw_recv(struct slb_tconn *t, void *buf, size_t len)
     ssize_t n = recv(t->fd, buf, len, 0);
     if (n > 0) {
         t->raw_in += (uint64_t)n;
+        /* A short read emptied the socket: the (level-triggered) loop reports the next bytes,
+         * so a second recv that would only say EAGAIN is not made. */
+        if ((size_t)n < len)
+            t->rd_ready = false;
         return n;
     }
     if (n == 0)
@@ -135,6 +139,10 @@ static ssize_t tls_recv(struct slb_tconn *t, void *buf, size_t len)
     int r = SSL_read_ex(t->ssl, buf, len, &got);
     if (r == 1) {
         t->rd_wants = EPOLLIN;
+        /* Nothing left in OpenSSL's buffer after a short read: as for raw_recv, wait for the
+         * loop instead of a read that fails with EAGAIN. */
+        if (got < len && !SSL_has_pending(t->ssl))
+            t->rd_ready = false;
         return (ssize_t)got;
     }
     ssize_t rc = tls_result(t, 0, &t->rd_wants);
