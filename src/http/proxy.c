@@ -59,6 +59,8 @@ struct http_conn {
     int attempts;
     enum conn_state st;
     bool closed, client_eof, close_after, tls_failed;
+    /* The client sent while we waited for a response: drop the read interest until then. */
+    bool rd_muted;
     /* request */
     uint8_t method;
     bool req_keep_alive, req_done, head_only;
@@ -1071,10 +1073,17 @@ static void set_interest(struct http_conn *c)
         break;
     case ST_HEAD:
         want_read = slb_buf_space(&c->in) > 0;
+        c->rd_muted = false;
         break;
     case ST_CONNECT:
     case ST_EXCHANGE:
         want_read = !c->req_done && slb_buf_space(&c->in) > 0;
+        /* Waiting for the response: a read interest already there stays, rather than go now
+         * and come back with the response (two epoll_ctl per request). A client that sends
+         * meanwhile (pipelining, EOF) mutes it (client_cb) until the response is done. */
+        if (!want_read && c->req_done && !c->rd_muted && (c->io.events & EPOLLIN) &&
+            c->t.rd_wants == EPOLLIN && slb_buf_space(&c->in) > 0)
+            want_read = true;
         break;
     case ST_TUNNEL:
         want_read = !c->client_eof && slb_buf_space(&c->in) > 0;
@@ -1173,6 +1182,9 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
         c->t.rd_ready = true;
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
         c->t.wr_ready = true;
+    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) && c->req_done &&
+        (c->st == ST_CONNECT || c->st == ST_EXCHANGE))
+        c->rd_muted = true; /* kept interest (set_interest) fired: no busy loop */
     run(c);
 }
 
