@@ -77,6 +77,7 @@ struct http_conn {
     bool resp_head_done, resp_done, up_keep_alive;
     bool resp_unchunk; /* chunked from the backend, decoded for an HTTP/1.0 client */
     bool abort_reset;  /* end the client connection with a reset, not an orderly close */
+    bool client_shut, up_shut; /* tunnel: our write side towards that peer is shut down */
     uint8_t resp_body;
     int status;
     uint64_t resp_remaining, resp_ready;
@@ -501,6 +502,18 @@ static bool request_body_complete(const struct http_conn *c)
     return true;
 }
 
+static void upstream_failed(struct http_conn *c, int status, const char *why);
+
+/* In a tunnel, the client's end of its stream becomes the backend's once every byte the client
+ * sent before it has gone there (a half-close, as on tcp listeners). */
+static void tunnel_shut_backend(struct http_conn *c)
+{
+    if (c->st == ST_TUNNEL && c->client_eof && c->up && !c->up_shut && slb_buf_empty(&c->in)) {
+        shutdown(c->up->fd, SHUT_WR);
+        c->up_shut = true;
+    }
+}
+
 /* Send the request head, then body bytes, to the backend. */
 static bool step_write_upstream(struct http_conn *c)
 {
@@ -536,8 +549,14 @@ static bool step_write_upstream(struct http_conn *c)
     while (c->req_ready > 0) {
         ssize_t n = send(up->fd, c->in.data + c->in.off, c->req_ready, MSG_NOSIGNAL);
         if (n <= 0) {
-            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
                 up->wr_ready = false;
+            } else if (n < 0 && c->st == ST_TUNNEL) {
+                /* The backend reset the tunnel (a send may see it before a recv does): the
+                 * bytes in flight are lost both ways, so the client is cut with a reset. */
+                upstream_failed(c, 502, strerror(errno));
+                return true;
+            }
             return progress;
         }
         c->req_ready -= (uint64_t)n;
@@ -546,6 +565,7 @@ static bool step_write_upstream(struct http_conn *c)
         slb_buf_consume(&c->in, (size_t)n);
         progress = true;
     }
+    tunnel_shut_backend(c);
     if (c->st != ST_TUNNEL && !c->req_done && request_body_complete(c))
         c->req_done = true;
     return progress;
@@ -584,8 +604,7 @@ static bool step_read_client(struct http_conn *c)
             return false;
         }
     }
-    if (c->st == ST_TUNNEL && c->up)
-        shutdown(c->up->fd, SHUT_WR);
+    tunnel_shut_backend(c);
     return true;
 }
 
@@ -599,12 +618,12 @@ static bool retryable(const struct http_conn *c)
            c->req_body == SLB_BODY_NONE;
 }
 
-/* The body the client is receiving ends when the connection closes: a backend body without
- * framing, or a chunked one decoded for an HTTP/1.0 client. */
+/* What the client is receiving ends when the connection closes: a backend body without
+ * framing, a chunked one decoded for an HTTP/1.0 client, or a tunnel after 101. */
 static bool close_delimited_to_client(const struct http_conn *c)
 {
-    return c->resp_head_done && c->st != ST_TUNNEL &&
-           (c->resp_body == SLB_BODY_UNTIL_CLOSE || c->resp_unchunk);
+    return c->resp_head_done &&
+           (c->st == ST_TUNNEL || c->resp_body == SLB_BODY_UNTIL_CLOSE || c->resp_unchunk);
 }
 
 static void upstream_failed(struct http_conn *c, int status, const char *why)
@@ -613,8 +632,8 @@ static void upstream_failed(struct http_conn *c, int status, const char *why)
         slb_warn("listener %s: backend %s: %s", c->l->cfg->name, c->srv->key, why);
     if (c->resp_head_done && (c->out.off > 0 || c->resp_bytes_out > 0)) {
         /* Part of the response is out: the only honest signal left is to cut the connection.
-         * When the close itself ends the body, an orderly close would make the cut body look
-         * complete: reset instead. */
+         * When the close itself ends the body (or the tunnel), an orderly close would make
+         * the cut look like a complete body (or a clean end of the stream): reset instead. */
         if (close_delimited_to_client(c))
             c->abort_reset = true;
         conn_close(c);
@@ -673,7 +692,9 @@ static bool retry_fresh(struct http_conn *c)
     return true;
 }
 
-static void finish_response_head(struct http_conn *c, const struct slb_http_msg *m)
+/* Build the response head for the client; false when the response cannot be given to it
+ * (then it already has our 502 instead and the backend connection is closed). */
+static bool finish_response_head(struct http_conn *c, const struct slb_http_msg *m)
 {
     const struct slb_listener_cfg *cfg = c->l->cfg;
     char cookie[160], prefix[20];
@@ -689,7 +710,13 @@ static void finish_response_head(struct http_conn *c, const struct slb_http_msg 
         prefix_name = cfg->sticky_cookie;
     }
     /* An HTTP/1.0 client cannot take chunked framing (RFC 9112 6.1): it gets the decoded
-     * body, ended by our close. Trailers are dropped with the framing. */
+     * body, ended by our close. Trailers are dropped with the framing. Any other transfer
+     * coding (gzip, ...) is part of the body bytes, and without the Transfer-Encoding field,
+     * which it must not be sent, the client could not know to undo it: refused. */
+    if (c->req_minor == 0 && m->body != SLB_BODY_NONE && slb_http_other_transfer_coding(m)) {
+        upstream_failed(c, 502, "transfer coding an HTTP/1.0 client cannot take");
+        return false;
+    }
     c->resp_unchunk = c->req_minor == 0 && m->body == SLB_BODY_CHUNKED;
     bool keep = c->req_keep_alive && !c->close_after && m->body != SLB_BODY_UNTIL_CLOSE &&
                 !c->resp_unchunk && !c->w->drain_deadline_ms;
@@ -704,6 +731,7 @@ static void finish_response_head(struct http_conn *c, const struct slb_http_msg 
         c->out.len -= 2;
         slb_hbuf_puts(&c->out, "Connection: keep-alive\r\n\r\n");
     }
+    return true;
 }
 
 static bool step_parse_response(struct http_conn *c)
@@ -714,24 +742,44 @@ static bool step_parse_response(struct http_conn *c)
     struct slb_http_limits lim;
     slb_http_limits_default(&lim);
     struct slb_http_msg *m = &c->hw->msg;
-    int rc = slb_http_parse_response(up->in.data + up->in.off, up->in.len, &lim,
+    bool progress = false;
+    int rc;
+    /* Interim responses, then the final head, all those already here in one go: a backend
+     * that closes right after its final response must not have that close read (and taken
+     * for a cut) while the final head still waits behind an interim one. */
+    for (;;) {
+        if (slb_hbuf_pending(&c->out) > SLB_BUF_SIZE)
+            return progress; /* a flood of interim responses waits for the client to read */
+        rc = slb_http_parse_response(up->in.data + up->in.off, up->in.len, &lim,
                                      (enum slb_http_method)c->method, m);
-    if (rc == 0) {
-        if (slb_buf_space(&up->in) == 0)
+        if (rc == 0) {
+            if (slb_buf_space(&up->in) > 0)
+                return progress;
+            if (up->in.off > 0) {
+                /* A head cut by the end of the buffer, behind interim responses taken from
+                 * it: move it to the front and read the rest. */
+                slb_buf_prepare(&up->in);
+                return true;
+            }
             upstream_failed(c, 502, "response head too large");
-        return false;
-    }
-    if (rc < 0) {
-        upstream_failed(c, 502, "malformed response");
-        return true;
-    }
-    if (m->status >= 100 && m->status < 200 && m->status != 101) {
-        /* Interim responses pass through; the final one follows on the same connection. */
-        slb_hbuf_printf(&c->out, "HTTP/1.1 %d %.*s\r\n\r\n", m->status, (int)m->reason.len,
-                        m->reason.p);
+            return true;
+        }
+        if (rc < 0) {
+            upstream_failed(c, 502, "malformed response");
+            return true;
+        }
+        if (m->status < 100 || m->status >= 200 || m->status == 101)
+            break;
+        /* Interim responses pass through to an HTTP/1.1 client; the final one follows on the
+         * same connection. An HTTP/1.0 client must not get any (RFC 9110 15.2): dropped. */
+        if (c->req_minor > 0)
+            slb_hbuf_printf(&c->out, "HTTP/1.1 %d %.*s\r\n\r\n", m->status, (int)m->reason.len,
+                            m->reason.p);
         slb_buf_consume(&up->in, (size_t)rc);
         up->bytes_from += (uint64_t)rc;
-        return true;
+        progress = true;
+        if (slb_buf_empty(&up->in))
+            return true;
     }
     if (!c->resp_start_ms)
         c->resp_start_ms = c->w->loop.now_ms;
@@ -756,8 +804,8 @@ static bool step_parse_response(struct http_conn *c)
         c->st = ST_TUNNEL;
         c->up_keep_alive = false;
         c->close_after = true;
-    } else {
-        finish_response_head(c, m);
+    } else if (!finish_response_head(c, m)) {
+        return true;
     }
     slb_buf_consume(&up->in, (size_t)rc);
     up->bytes_from += (uint64_t)rc;
@@ -1158,10 +1206,19 @@ static void run(struct http_conn *c)
             break;
         c->last_io_ms = c->w->loop.now_ms;
     }
-    if (!c->closed && c->st == ST_TUNNEL && c->client_eof && c->resp_done &&
-        !slb_hbuf_pending(&c->out) && !c->resp_ready) {
-        conn_close(c);
-        return;
+    if (!c->closed && c->st == ST_TUNNEL && c->resp_done && !slb_hbuf_pending(&c->out) &&
+        !c->resp_ready) {
+        /* The backend ended its side cleanly and all it sent is out: half-close the client's
+         * side (close_notify over TLS); the tunnel ends when the client's side has too. */
+        if (c->client_eof && c->up_shut) {
+            conn_close(c);
+            return;
+        }
+        if (!c->client_shut) {
+            c->t.ops->shutdown(&c->t);
+            shutdown(c->t.fd, SHUT_WR);
+            c->client_shut = true;
+        }
     }
     set_interest(c);
     if (more && !c->closed) {

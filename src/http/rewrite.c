@@ -305,25 +305,6 @@ static void put_set_cookie_prefixed(struct slb_hbuf *out, const struct slb_http_
     put_header(out, h);
 }
 
-/* The last Transfer-Encoding field without its final coding, "chunked" (the parser guarantees
- * that it is last and bare): "gzip, chunked" becomes "gzip"; a field of only chunked goes. */
-static void put_te_unchunked(struct slb_hbuf *out, const struct slb_http_header *h)
-{
-    struct slb_slice v = h->value;
-    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t' || v.p[v.len - 1] == ','))
-        v.len--;
-    static const char chunked[] = "chunked";
-    size_t n = sizeof(chunked) - 1;
-    if (v.len >= n && strncasecmp(v.p + v.len - n, chunked, n) == 0)
-        v.len -= n;
-    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t' || v.p[v.len - 1] == ','))
-        v.len--;
-    if (!v.len)
-        return;
-    struct slb_http_header rest = {.name = h->name, .value = v};
-    put_header(out, &rest);
-}
-
 static void build_response(struct slb_hbuf *out, const struct slb_http_msg *resp,
                            bool keep_alive, bool unchunk, const char *set_cookie,
                            const char *cookie_prefix_name, const char *cookie_prefix_value)
@@ -347,19 +328,11 @@ static void build_response(struct slb_hbuf *out, const struct slb_http_msg *resp
             put_header(out, h);
     }
     /* The body is forwarded as it came, so its transfer codings must reach the client as they
-     * were (a "gzip, chunked" body re-labelled "chunked" would be taken for plain bytes).
-     * Only a body we decode for the client (unchunk) loses its final "chunked". */
-    int last_te = -1;
-    for (size_t i = 0; i < resp->nheaders; i++) {
+     * were (a "gzip, chunked" body re-labelled "chunked" would be taken for plain bytes). A
+     * body decoded for an HTTP/1.0 client (unchunk) goes without any: chunked was its only
+     * coding, and the field does not exist in HTTP/1.0. */
+    for (size_t i = 0; i < resp->nheaders && resp->body != SLB_BODY_NONE && !unchunk; i++) {
         if (name_is(resp->headers[i].name, "transfer-encoding"))
-            last_te = (int)i;
-    }
-    for (size_t i = 0; i < resp->nheaders && resp->body != SLB_BODY_NONE; i++) {
-        if (!name_is(resp->headers[i].name, "transfer-encoding"))
-            continue;
-        if (unchunk && resp->body == SLB_BODY_CHUNKED && (int)i == last_te)
-            put_te_unchunked(out, &resp->headers[i]);
-        else
             put_header(out, &resp->headers[i]);
     }
     if (set_cookie)
@@ -384,6 +357,32 @@ void slb_http_build_response_unchunked(struct slb_hbuf *out, const struct slb_ht
                                        const char *cookie_prefix_value)
 {
     build_response(out, resp, false, true, set_cookie, cookie_prefix_name, cookie_prefix_value);
+}
+
+bool slb_http_other_transfer_coding(const struct slb_http_msg *msg)
+{
+    for (size_t i = 0; i < msg->nheaders; i++) {
+        if (!name_is(msg->headers[i].name, "transfer-encoding"))
+            continue;
+        /* A plain split on commas is enough here: an element holding a quote or a parameter
+         * is not exactly "chunked", so it counts as another coding, which is the safe side. */
+        struct slb_slice v = msg->headers[i].value;
+        size_t k = 0;
+        while (k < v.len) {
+            while (k < v.len && (v.p[k] == ' ' || v.p[k] == '\t' || v.p[k] == ','))
+                k++;
+            size_t s = k;
+            while (k < v.len && v.p[k] != ',')
+                k++;
+            size_t e = k;
+            while (e > s && (v.p[e - 1] == ' ' || v.p[e - 1] == '\t'))
+                e--;
+            struct slb_slice coding = {v.p + s, e - s};
+            if (coding.len && !name_is(coding, "chunked"))
+                return true;
+        }
+    }
+    return false;
 }
 
 const char *slb_http_reason(int status)

@@ -15,8 +15,8 @@ import pytest
 
 import hostile_util as hu
 import slbd_harness as h
-from http_util import (ConnectionEnded, Response, add_listener, build_request,  # noqa: F401
-                       hx, listener_stats)
+from http_util import (ConnectionEnded, HttpConn, Response, add_listener,  # noqa: F401
+                       build_request, hx, listener_stats)
 from metering_util import MeteredTls
 from pki import pki, tls_block, upload_server  # noqa: F401
 
@@ -258,6 +258,116 @@ def test_close_delimited_cut_over_tls_has_no_close_notify(slbd, hx, pki):  # noq
     assert how == "reset", (how, data[:200])
     if data:
         assert hu.status_of(data) == 200 and data.endswith(b"x"), data[-100:]
+
+
+# --------------------------------------------------------------------------------------------
+# Tunnels after 101
+# --------------------------------------------------------------------------------------------
+
+SWITCH = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+          b"Connection: Upgrade\r\n\r\n")
+UPGRADE = [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+
+
+def _tunnel_then(end):
+    """Switch to a tunnel, echo one line, then end the backend side with end(conn)."""
+    def fault(conn):
+        conn.sendall(SWITCH)
+        while b"\n" not in conn.buf:
+            chunk = conn.recv_some()
+            if not chunk:
+                return
+            conn.buf += chunk
+        conn.sendall(b"echo " + bytes(conn.buf))
+        time.sleep(0.2)
+        end(conn)
+    return fault
+
+
+TUNNEL_ENDS = {"/tunnel-reset": rst_close, "/tunnel-close": lambda conn: conn.sock.close()}
+
+
+@pytest.mark.parametrize("protocol", ["http", "https"])
+@pytest.mark.parametrize("path,expect", [("/tunnel-reset", "reset"), ("/tunnel-close", "eof")])
+def test_backend_end_of_a_tunnel_reaches_the_client(slbd, hx, pki, protocol,  # noqa: F811
+                                                    path, expect):
+    """A backend that resets an upgraded connection lost bytes on the way: the client must
+    see a reset too (over TLS without a close_notify, which would say the stream ended
+    cleanly). A backend that closes cleanly ends the client side cleanly."""
+    sc = Scripted(hx, {p: _tunnel_then(end) for p, end in TUNNEL_ENDS.items()})
+    slbd.add_group("g", [sc.server()], health_check=NOHC)
+    extra = {}
+    if protocol == "https":
+        extra = {"protocol": "https", "tls": tls_block([upload_server(slbd, pki, "server")])}
+    port = add_listener(slbd, "web", "g", **extra)
+    if protocol == "https":
+        tls = MeteredTls.connect(port, hu.insecure_client_context(), track=hx.track)
+        c = HttpConn(tls)
+    else:
+        c = hx.connect(port)
+    r = c.request("GET", path, UPGRADE)
+    assert r.status == 101, r
+    c.send(b"hello\n")
+    assert c.read_exact(len(b"echo hello\n")) == b"echo hello\n"
+    t0 = time.monotonic()
+    how = c.closed(h.scaled(5))
+    assert how == expect, f"the backend's {path[8:]} reached the client as {how}"
+    assert time.monotonic() - t0 < h.scaled(3)
+    if protocol == "https":
+        assert tls.close_notify == (expect == "eof"), tls.close_notify
+    # The listener serves on.
+    if protocol == "http":
+        assert hx.get(port, "/ok").body == b"ok"
+
+
+def test_backend_half_close_of_a_tunnel_is_passed_on(slbd, hx):
+    """A backend that only shuts down its sending side still reads: the client sees the end
+    of the backend's stream, and what it sends afterwards still reaches the backend, until it
+    ends its own side, which ends the tunnel."""
+    after = []
+
+    def half_close(conn):
+        conn.sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            chunk = conn.recv_some()
+            if not chunk:
+                break
+            got += chunk
+        after.append(got)
+
+    port, sc = site(slbd, hx, {"/tunnel-half": _tunnel_then(half_close)})
+    c = hx.connect(port)
+    r = c.request("GET", "/tunnel-half", UPGRADE)
+    assert r.status == 101, r
+    c.send(b"hello\n")
+    assert c.read_exact(len(b"echo hello\n")) == b"echo hello\n"
+    assert c.read_to_eof(timeout=5) == b""
+    c.send(b"after the backend's end\n")
+    c.sock.shutdown(socket.SHUT_WR)
+    h.wait_until(lambda: after, 5, "the backend to see the client's end")
+    assert after == [b"after the backend's end\n"], after
+    h.wait_until(lambda: listener_stats(slbd, "web")["active"] == 0, 5, "the tunnel to end")
+
+
+def _late_switch(conn):
+    time.sleep(0.3)  # the client has ended its side before the 101 goes out
+    conn.sendall(SWITCH)
+    while conn.recv_some():
+        pass
+    conn.sendall(b"bye")
+    conn.sock.close()
+
+
+def test_client_end_before_the_101_reaches_the_backend(slbd, hx):
+    """A client that half-closes right after its upgrade request, before the 101: once the
+    tunnel exists its end is passed on, so the backend learns of it and can finish."""
+    port, sc = site(slbd, hx, {"/late-switch": _late_switch})
+    s = hx.socket(port)
+    s.sendall(build_request("GET", "/late-switch", UPGRADE))
+    s.shutdown(socket.SHUT_WR)
+    data = h.read_to_eof(s, timeout=5)
+    assert data.startswith(b"HTTP/1.1 101 ") and data.endswith(b"\r\n\r\nbye"), data
 
 
 CLOSES = {

@@ -406,3 +406,147 @@ def test_bad_backend_response(slbd, hx, answer, expect):
     r = hx.get(port, "/good")
     assert r.status == 200 and r.body == b"good", r
     assert bb.raw.accepted == accepted + 1, "a broken backend connection was reused"
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP/1.0 clients: no interim responses, no Transfer-Encoding, no upgrade
+# --------------------------------------------------------------------------------------------
+
+
+class Answering:
+    """A raw backend that answers every request with fixed bytes (parts split at <PAUSE> go
+    out 0.3 s apart, so each reaches slbd on its own) and then closes; records each head."""
+
+    def __init__(self, hx, answer):
+        self.answer = answer
+        self.heads = []
+        self.raw = hx.raw_backend("answering", self.handle)
+
+    def handle(self, conn, backend):
+        head = conn.read_head()
+        if not head:
+            return
+        self.heads.append(head)
+        if b"Content-Length: " in head:  # read the request body before answering
+            n = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            while len(conn.buf) < n:
+                chunk = conn.recv_some()
+                if not chunk:
+                    return
+                conn.buf += chunk
+        for i, part in enumerate(self.answer.split(b"<PAUSE>")):
+            if i:
+                time.sleep(0.3)
+            conn.sendall(part)
+
+
+def answering_site(slbd, hx, answer):
+    ab = Answering(hx, answer)
+    slbd.add_group("g", [ab.raw.server()], health_check=NOHC)
+    return add_listener(slbd, "web", "g"), ab
+
+
+def exchange_to_eof(hx, port, raw):
+    """Send raw on a fresh connection; everything slbd sends until its EOF (a reset fails)."""
+    s = hx.socket(port)
+    s.sendall(raw)
+    return h.read_to_eof(s)
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
+FINAL = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Final: yes\r\n\r\nhello"
+
+INTERIM = [
+    ("100", CONTINUE + FINAL),
+    ("103", EARLY_HINTS + FINAL),
+    ("100-103", CONTINUE + EARLY_HINTS + FINAL),
+    ("100-apart", CONTINUE + b"<PAUSE>" + EARLY_HINTS + b"<PAUSE>" + FINAL),
+]
+HTTP10_REQUESTS = [
+    ("get", b"GET /i HTTP/1.0\r\n\r\n"),
+    ("post-expect", b"POST /i HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok"),
+]
+
+
+@pytest.mark.parametrize("request_raw", [r[1] for r in HTTP10_REQUESTS],
+                         ids=[r[0] for r in HTTP10_REQUESTS])
+@pytest.mark.parametrize("answer", [a[1] for a in INTERIM], ids=[a[0] for a in INTERIM])
+def test_http10_client_gets_no_interim_response(slbd, hx, answer, request_raw):
+    """RFC 9110 15.2: a server must not send a 1xx response to an HTTP/1.0 client, which
+    would take it for the final response. slbd drops them; the final response follows."""
+    port, ab = answering_site(slbd, hx, answer)
+    data = exchange_to_eof(hx, port, request_raw)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), data[:300]
+    assert b"\r\nx-final: yes" in head.lower(), head
+    assert b" 100 " not in data and b" 103 " not in data and b"Link:" not in data, data[:300]
+    assert body == b"hello", data[:300]
+    assert len(ab.heads) == 1, ab.heads
+
+
+def test_http11_client_still_gets_interim_responses(slbd, hx):
+    port, ab = answering_site(slbd, hx, CONTINUE + EARLY_HINTS + FINAL)
+    data = exchange_to_eof(hx, port, b"GET /i HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 "), data[:300]
+    assert data.endswith(b"\r\n\r\nhello") and b"HTTP/1.1 200 OK\r\n" in data, data[:300]
+
+
+def test_http10_request_cannot_upgrade(slbd, hx):
+    """Upgrade is HTTP/1.1 only (RFC 9110 7.8: ignored in an HTTP/1.0 request): the backend
+    is not asked to switch, and a 101 it sends anyway is a 502, never a tunnel."""
+    port, ab = answering_site(slbd, hx, b"HTTP/1.1 101 Switching Protocols\r\n"
+                                        b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    data = exchange_to_eof(hx, port, b"GET /ws HTTP/1.0\r\nConnection: Upgrade\r\n"
+                                     b"Upgrade: websocket\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 502 "), data[:300]
+    assert b"Switching" not in data and b"websocket" not in data.lower(), data[:300]
+    head = ab.heads[0].lower()
+    assert b"\r\nupgrade:" not in head and b"connection: upgrade" not in head, ab.heads[0]
+
+
+# (id, the backend's head for a 5-byte body "hello" framed by it, what an HTTP/1.0 client gets:
+# 200 with the plain body, or 502 when the body carries a coding it cannot be told about)
+TE_FOR_HTTP10 = [
+    ("chunked", b"Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n", 200),
+    ("chunked-mixed-case", b"Transfer-Encoding: cHuNkEd", b"5\r\nhello\r\n0\r\n\r\n", 200),
+    ("chunked-empty-elements", b"Transfer-Encoding: , chunked", b"5\r\nhello\r\n0\r\n\r\n",
+     200),
+    ("gzip-chunked", b"Transfer-Encoding: gzip, chunked", b"5\r\nhello\r\n0\r\n\r\n", 502),
+    ("gzip-then-chunked-fields", b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
+     b"5\r\nhello\r\n0\r\n\r\n", 502),
+    ("gzip-close-delimited", b"Transfer-Encoding: gzip", b"hello", 502),
+]
+
+
+@pytest.mark.parametrize("te,body,status", [(c[1], c[2], c[3]) for c in TE_FOR_HTTP10],
+                         ids=[c[0] for c in TE_FOR_HTTP10])
+def test_http10_client_never_gets_transfer_encoding(slbd, hx, te, body, status):
+    """RFC 9112 6.1: a server must not send Transfer-Encoding to an HTTP/1.0 client. Chunked
+    alone is decoded and the body ended by the close; any other transfer coding is part of the
+    body bytes, which the client, not told of it, would take as they are: 502."""
+    port, ab = answering_site(slbd, hx, b"HTTP/1.1 200 OK\r\n" + te + b"\r\n\r\n" + body)
+    data = exchange_to_eof(hx, port, b"GET /te HTTP/1.0\r\n\r\n")
+    head, _, got = data.partition(b"\r\n\r\n")
+    assert int(head.split(b" ")[1]) == status, data[:300]
+    assert b"transfer-encoding" not in head.lower(), head
+    if status == 200:
+        assert got == b"hello", data[:300]
+    else:
+        assert b"hello" not in got, data[:300]
+    # An HTTP/1.1 client gets the response as the backend framed it.
+    data = exchange_to_eof(hx, port, b"GET /te HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, got = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and got == body, data[:300]
+    for line in te.split(b"\r\n"):
+        assert line + b"\r\n" in head + b"\r\n", head
+
+
+def test_http10_head_request_gets_no_transfer_encoding(slbd, hx):
+    """A response to HEAD has no body, so a coding it names cannot hurt: the head is given
+    without Transfer-Encoding rather than refused."""
+    port, ab = answering_site(slbd, hx, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked"
+                                        b"\r\nX-Head: yes\r\n\r\n")
+    data = exchange_to_eof(hx, port, b"HEAD /te HTTP/1.0\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\n"), data[:300]
+    assert b"transfer-encoding" not in data.lower() and b"X-Head: yes" in data, data[:300]

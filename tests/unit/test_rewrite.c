@@ -113,6 +113,98 @@ static void test_response_head(void **state)
     slb_hbuf_free(&out);
 }
 
+/* The head an HTTP/1.0 client gets for raw, a backend response to GET (NUL-terminated). */
+static char *build_unchunked(const char *raw, struct slb_http_msg *m)
+{
+    assert_true(slb_http_parse_response(raw, strlen(raw), NULL, SLB_HTTP_GET, m) > 0);
+    struct slb_hbuf out = {0};
+    slb_http_build_response_unchunked(&out, m, NULL, NULL, NULL);
+    slb_hbuf_put(&out, "", 1);
+    assert_false(out.oom);
+    return out.p;
+}
+
+static void test_unchunked_head_has_no_transfer_encoding(void **state)
+{
+    static struct slb_http_msg m;
+    static const char *chunked_only[] = {
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: ChUnKeD\r\nX-A: 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: \t chunked \t\r\nX-A: 1\r\n\r\n",
+        /* Empty list elements are legal and list nothing (RFC 9110 5.6.1). */
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: , chunked,\r\nX-A: 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: ,\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(chunked_only) / sizeof(chunked_only[0]); i++) {
+        char *h = build_unchunked(chunked_only[i], &m);
+        assert_int_equal(m.body, SLB_BODY_CHUNKED);
+        assert_false(slb_http_other_transfer_coding(&m));
+        assert_true(strncmp(h, "HTTP/1.1 200 OK\r\n", 17) == 0);
+        assert_null(strcasestr(h, "transfer-encoding"));
+        assert_null(strcasestr(h, "chunked"));
+        assert_null(strstr(h, "Content-Length"));
+        assert_non_null(strstr(h, "X-A: 1\r\n"));
+        assert_non_null(strstr(h, "Connection: close\r\n\r\n"));
+        free(h);
+    }
+}
+
+static void test_unchunked_head_keeps_the_rest(void **state)
+{
+    static struct slb_http_msg m;
+    const char *raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                      "Transfer-Encoding: chunked\r\nTrailer: X-Digest\r\n"
+                      "Set-Cookie: SID=v1\r\n\r\n";
+    assert_true(slb_http_parse_response(raw, strlen(raw), NULL, SLB_HTTP_GET, &m) > 0);
+    struct slb_hbuf out = {0};
+    slb_http_build_response_unchunked(&out, &m, "S=1", "SID", "0123456789abcdef");
+    slb_hbuf_put(&out, "", 1);
+    assert_null(strstr(out.p, "Transfer-Encoding"));
+    assert_null(strstr(out.p, "Trailer")); /* the trailers are dropped with the framing */
+    assert_null(strstr(out.p, "keep-alive"));
+    assert_non_null(strstr(out.p, "Set-Cookie: SID=0123456789abcdef~v1\r\n"));
+    assert_non_null(strstr(out.p, "Set-Cookie: S=1\r\n"));
+    assert_non_null(strstr(out.p, "Connection: close\r\n"));
+    slb_hbuf_free(&out);
+}
+
+/* Codings besides chunked are what an HTTP/1.0 client cannot be given: the proxy asks
+ * slb_http_other_transfer_coding first and answers 502. An HTTP/1.1 client gets them as sent. */
+static void test_other_transfer_codings(void **state)
+{
+    static struct slb_http_msg m;
+    static const struct {
+        const char *raw;
+        enum slb_http_body body;
+        const char *te; /* what slb_http_build_response keeps */
+    } other[] = {
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", SLB_BODY_CHUNKED,
+         "Transfer-Encoding: gzip, chunked\r\n"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: GZIP,Chunked\r\n\r\n", SLB_BODY_CHUNKED,
+         "Transfer-Encoding: GZIP,Chunked\r\n"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+         SLB_BODY_CHUNKED, "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: foo;a=\"x,chunked\", chunked\r\n\r\n",
+         SLB_BODY_CHUNKED, "Transfer-Encoding: foo;a=\"x,chunked\", chunked\r\n"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", SLB_BODY_UNTIL_CLOSE,
+         "Transfer-Encoding: gzip\r\n"},
+    };
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+        const char *raw = other[i].raw;
+        assert_true(slb_http_parse_response(raw, strlen(raw), NULL, SLB_HTTP_GET, &m) > 0);
+        assert_int_equal(m.body, other[i].body);
+        assert_true(slb_http_other_transfer_coding(&m));
+        struct slb_hbuf out = {0};
+        slb_http_build_response(&out, &m, false, NULL, NULL, NULL);
+        slb_hbuf_put(&out, "", 1);
+        assert_non_null(strstr(out.p, other[i].te));
+        slb_hbuf_free(&out);
+    }
+    const char *plain = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+    assert_true(slb_http_parse_response(plain, strlen(plain), NULL, SLB_HTTP_GET, &m) > 0);
+    assert_false(slb_http_other_transfer_coding(&m));
+}
+
 static void test_cookie_lookup(void **state)
 {
     static struct slb_http_msg m;
@@ -133,6 +225,9 @@ int main(void)
         cmocka_unit_test(test_chunked_framing_restated),
         cmocka_unit_test(test_sticky_prefix_stripped),
         cmocka_unit_test(test_response_head),
+        cmocka_unit_test(test_unchunked_head_has_no_transfer_encoding),
+        cmocka_unit_test(test_unchunked_head_keeps_the_rest),
+        cmocka_unit_test(test_other_transfer_codings),
         cmocka_unit_test(test_cookie_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
