@@ -776,7 +776,6 @@ static bool step_parse_response(struct http_conn *c)
             slb_hbuf_printf(&c->out, "HTTP/1.1 %d %.*s\r\n\r\n", m->status, (int)m->reason.len,
                             m->reason.p);
         slb_buf_consume(&up->in, (size_t)rc);
-        up->bytes_from += (uint64_t)rc;
         progress = true;
         if (slb_buf_empty(&up->in))
             return true;
@@ -807,8 +806,7 @@ static bool step_parse_response(struct http_conn *c)
     } else if (!finish_response_head(c, m)) {
         return true;
     }
-    slb_buf_consume(&up->in, (size_t)rc);
-    up->bytes_from += (uint64_t)rc;
+    slb_buf_consume(&up->in, (size_t)rc); /* counted in bytes_from when it was read */
     if (c->resp_body == SLB_BODY_NONE && c->st != ST_TUNNEL)
         c->resp_done = true;
     return true;

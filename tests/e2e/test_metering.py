@@ -243,6 +243,39 @@ def test_http_server_bytes_sent_match_backend_record(slbd, hx):
     assert srv["requests"] == 4 and srv["bytes_from"] > 0, srv
 
 
+_FIXED_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-Fixed: yes\r\n\r\nhello there"
+_INTERIM = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+
+
+def _fixed_backend(conn, backend):
+    """Answers every request with _FIXED_RESPONSE, the second one after a 103 first."""
+    n = 0
+    while True:
+        if not conn.read_head():
+            return
+        n += 1
+        conn.sendall((_INTERIM if n == 2 else b"") + _FIXED_RESPONSE)
+
+
+def test_http_server_bytes_received_are_exact(slbd, hx):
+    """Per-server bytes received are exactly what the backend sent: heads (interim ones too)
+    and bodies, each byte once."""
+    rb = hx.raw_backend("fixed", _fixed_backend)
+    slbd.add_group("g", [rb.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    c = hx.connect(port)
+    for i in range(3):
+        resp = c.request("GET", f"/fixed/{i}")
+        assert resp.status == 200 and resp.body == b"hello there", resp
+    c.close()
+    settle(slbd, "web")
+    want = 3 * len(_FIXED_RESPONSE) + len(_INTERIM)
+    h.wait_until(lambda: slbd.server_stats("g", rb.port)["bytes_from"] >= want, 5,
+                 "the server's bytes received to be counted")
+    srv = slbd.server_stats("g", rb.port)
+    assert srv["bytes_from"] == want, (srv, want)
+
+
 def test_http_wire_equals_payload(slbd, hx, site):
     port = add_listener(slbd, "web", "g")
     c = CountingSocket(hx.socket(port))
