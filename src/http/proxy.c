@@ -773,8 +773,7 @@ static bool step_parse_response(struct http_conn *c)
         /* Interim responses pass through to an HTTP/1.1 client; the final one follows on the
          * same connection. An HTTP/1.0 client must not get any (RFC 9110 15.2): dropped. */
         if (c->req_minor > 0)
-            slb_hbuf_printf(&c->out, "HTTP/1.1 %d %.*s\r\n\r\n", m->status, (int)m->reason.len,
-                            m->reason.p);
+            slb_http_build_interim(&c->out, m);
         slb_buf_consume(&up->in, (size_t)rc);
         progress = true;
         if (slb_buf_empty(&up->in))

@@ -305,6 +305,20 @@ static void put_set_cookie_prefixed(struct slb_hbuf *out, const struct slb_http_
     put_header(out, h);
 }
 
+void slb_http_build_interim(struct slb_hbuf *out, const struct slb_http_msg *resp)
+{
+    slb_hbuf_puts(out, "HTTP/1.1 ");
+    put_uint(out, (unsigned)resp->status);
+    slb_hbuf_put(out, " ", 1);
+    slb_hbuf_put(out, resp->reason.p, resp->reason.len);
+    slb_hbuf_puts(out, "\r\n");
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        if (!slb_http_is_hop_by_hop(resp, i))
+            put_header(out, &resp->headers[i]);
+    }
+    slb_hbuf_puts(out, "\r\n");
+}
+
 static void build_response(struct slb_hbuf *out, const struct slb_http_msg *resp,
                            bool keep_alive, bool unchunk, const char *set_cookie,
                            const char *cookie_prefix_name, const char *cookie_prefix_value)

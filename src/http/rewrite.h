@@ -55,6 +55,11 @@ void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *re
                              bool keep_alive, const char *set_cookie,
                              const char *cookie_prefix_name, const char *cookie_prefix_value);
 
+/* Build an interim (1xx other than 101) response head for an HTTP/1.1 client: the status
+ * line and the backend's end-to-end fields (103 Early Hints' Link fields, for one), without the
+ * hop-by-hop ones. */
+void slb_http_build_interim(struct slb_hbuf *out, const struct slb_http_msg *resp);
+
 /* The same for a client that cannot take chunked framing (HTTP/1.0): the proxy sends the
  * decoded body of a chunked response and ends it by closing the connection. The head carries
  * no Transfer-Encoding at all, since a server must not send one to an HTTP/1.0 client (RFC 9112

@@ -486,10 +486,19 @@ def test_http10_client_gets_no_interim_response(slbd, hx, answer, request_raw):
 
 
 def test_http11_client_still_gets_interim_responses(slbd, hx):
-    port, ab = answering_site(slbd, hx, CONTINUE + EARLY_HINTS + FINAL)
+    """HTTP/1.1 clients get interim responses with their end-to-end fields (103's Link, which
+    is the point of Early Hints) and without hop-by-hop ones."""
+    hints = (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n"
+             b"Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
+             b"Link: </app.js>; rel=preload; as=script\r\n\r\n")
+    port, ab = answering_site(slbd, hx, CONTINUE + hints + FINAL)
     data = exchange_to_eof(hx, port, b"GET /i HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 "), data[:300]
-    assert data.endswith(b"\r\n\r\nhello") and b"HTTP/1.1 200 OK\r\n" in data, data[:300]
+    assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"
+                           b"HTTP/1.1 103 Early Hints\r\n"
+                           b"Link: </style.css>; rel=preload; as=style\r\n"
+                           b"Link: </app.js>; rel=preload; as=script\r\n\r\n"
+                           b"HTTP/1.1 200 OK\r\n"), data[:300]
+    assert data.endswith(b"\r\n\r\nhello"), data[:300]
 
 
 def test_http10_request_cannot_upgrade(slbd, hx):

@@ -124,6 +124,22 @@ static char *build_unchunked(const char *raw, struct slb_http_msg *m)
     return out.p;
 }
 
+static void test_interim_keeps_end_to_end_fields(void **state)
+{
+    static struct slb_http_msg m;
+    const char *raw = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n"
+                      "Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
+                      "Link: </b.js>; rel=preload\r\n\r\n";
+    assert_true(slb_http_parse_response(raw, strlen(raw), NULL, SLB_HTTP_GET, &m) > 0);
+    struct slb_hbuf out = {0};
+    slb_http_build_interim(&out, &m);
+    slb_hbuf_put(&out, "", 1);
+    assert_false(out.oom);
+    assert_string_equal(out.p, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n"
+                               "Link: </b.js>; rel=preload\r\n\r\n");
+    slb_hbuf_free(&out);
+}
+
 static void test_unchunked_head_has_no_transfer_encoding(void **state)
 {
     static struct slb_http_msg m;
@@ -227,6 +243,7 @@ int main(void)
         cmocka_unit_test(test_response_head),
         cmocka_unit_test(test_unchunked_head_has_no_transfer_encoding),
         cmocka_unit_test(test_unchunked_head_keeps_the_rest),
+        cmocka_unit_test(test_interim_keeps_end_to_end_fields),
         cmocka_unit_test(test_other_transfer_codings),
         cmocka_unit_test(test_cookie_lookup),
     };
