@@ -35,6 +35,7 @@ enum slb_tls_policy {
 struct slb_server_cfg {
     char address[64]; /* IPv4/IPv6 literal as given */
     uint16_t port;
+    char authority[74]; /* "address:port" or "[address]:port": Host for requests without one */
     uint32_t weight; /* 0..100, 0 drains */
     struct sockaddr_storage addr;
     socklen_t addrlen;

@@ -47,6 +47,8 @@ static int server_parse(const json_t *in, const char *path, struct slb_server_cf
     memset(s, 0, sizeof(*s));
     snprintf(s->address, sizeof(s->address), "%s", address);
     s->port = (uint16_t)port;
+    snprintf(s->authority, sizeof(s->authority), strchr(s->address, ':') ? "[%s]:%u" : "%s:%u",
+             s->address, s->port);
     s->weight = (uint32_t)weight;
     struct sockaddr_in *a4 = (struct sockaddr_in *)&s->addr;
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&s->addr;

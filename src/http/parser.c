@@ -33,32 +33,6 @@ struct head_ctx {
 
 /* --- character classes ----------------------------------------------------------------------- */
 
-bool slb_http_is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-        return true;
-    default:
-        return false;
-    }
-}
-
 static bool is_ows(unsigned char c)
 {
     return c == ' ' || c == '\t';
@@ -95,14 +69,14 @@ static bool mem_eq_ci(const char *a, const char *b, size_t n)
 
 bool slb_slice_eq_ci(struct slb_slice s, const char *lit)
 {
-    size_t n = strlen(lit);
-    return s.len == n && mem_eq_ci(s.p, lit, n);
+    return slb_slice_eq_ci_n(s, lit, strlen(lit));
 }
 
 int slb_http_find_header(const struct slb_http_msg *msg, const char *name, size_t from)
 {
+    size_t n = strlen(name);
     for (size_t i = from; i < msg->nheaders; i++)
-        if (slb_slice_eq_ci(msg->headers[i].name, name))
+        if (slb_slice_eq_ci_n(msg->headers[i].name, name, n))
             return (int)i;
     return -1;
 }
@@ -558,11 +532,14 @@ static int scan_cl(const struct slb_http_msg *msg, uint64_t *out)
 }
 
 /* Connection options (close, keep-alive, upgrade). Each element must be a token. */
-static int scan_connection(const struct slb_http_msg *msg, bool *close, bool *keep, bool *upg)
+static int scan_connection(const struct slb_http_msg *msg, bool *close, bool *keep, bool *upg,
+                           bool *has)
 {
+    *has = false;
     *close = *keep = *upg = false;
     for (int idx = slb_http_find_header(msg, "Connection", 0); idx >= 0;
          idx = slb_http_find_header(msg, "Connection", (size_t)idx + 1)) {
+        *has = true;
         struct slb_slice v = msg->headers[idx].value, e;
         size_t pos = 0;
         int r;
@@ -587,7 +564,7 @@ static int scan_connection(const struct slb_http_msg *msg, bool *close, bool *ke
 static int connection_semantics(struct slb_http_msg *msg)
 {
     bool close, keep, upg;
-    if (scan_connection(msg, &close, &keep, &upg) < 0)
+    if (scan_connection(msg, &close, &keep, &upg, &msg->has_connection) < 0)
         return -400;
     msg->keep_alive = !close && (msg->version_minor == 1 || keep);
     msg->upgrade = upg && msg->version_minor == 1 && slb_http_find_header(msg, "Upgrade", 0) >= 0;
@@ -704,6 +681,7 @@ static void msg_reset(struct slb_http_msg *msg)
     msg->keep_alive = false;
     msg->expect_continue = false;
     msg->upgrade = false;
+    msg->has_connection = false;
     msg->host = (struct slb_slice){"", 0};
 }
 

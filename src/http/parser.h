@@ -56,6 +56,7 @@ struct slb_http_msg {
     bool keep_alive;     /* after Connection: close/keep-alive and the version */
     bool expect_continue;
     bool upgrade;        /* Connection: upgrade with an Upgrade header */
+    bool has_connection; /* a Connection header is present (it may name hop-by-hop fields) */
     struct slb_slice host; /* Host header value (requests), empty when absent */
 };
 
@@ -76,8 +77,29 @@ void slb_http_limits_default(struct slb_http_limits *lim);
 /* Case-insensitive lookup; returns the index of the first header named name or -1. */
 int slb_http_find_header(const struct slb_http_msg *msg, const char *name, size_t from);
 bool slb_slice_eq_ci(struct slb_slice s, const char *lit);
-/* RFC 9110 tchar: the bytes allowed in a method, a field name or a list token. */
-bool slb_http_is_tchar(unsigned char c);
+/* The same with the length known: s equals the n bytes at lit, ignoring ASCII case. */
+static inline bool slb_slice_eq_ci_n(struct slb_slice s, const char *lit, size_t n)
+{
+    if (s.len != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char a = (unsigned char)s.p[i], b = (unsigned char)lit[i];
+        a = (unsigned char)(a >= 'A' && a <= 'Z' ? a + 32 : a);
+        b = (unsigned char)(b >= 'A' && b <= 'Z' ? b + 32 : b);
+        if (a != b)
+            return false;
+    }
+    return true;
+}
+/* For a string literal: no strlen, and a length mismatch costs one comparison. */
+#define SLB_SLICE_IS(s, lit) slb_slice_eq_ci_n((s), (lit), sizeof(lit) - 1)
+/* RFC 9110 tchar: the bytes allowed in a method, a field name or a list token:
+ * ALPHA / DIGIT / "!#$%&'*+-.^_`|~", as a 256-bit set (bit c). */
+static inline bool slb_http_is_tchar(unsigned char c)
+{
+    static const uint64_t set[4] = {0x03ff6cfa00000000u, 0x57ffffffc7fffffeu, 0, 0};
+    return (set[c >> 6] >> (c & 63)) & 1u;
+}
 
 /* Incremental chunked-body decoder. Feed raw bytes; it reports how many it consumed and where
  * the data bytes are, so a proxy can forward the chunk framing verbatim or re-frame. */

@@ -342,11 +342,7 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
             fwd.cert_verify = "NONE";
         }
     }
-    const struct slb_server_cfg *sc = &c->wg->g->cfg->servers[c->srv_idx];
-    char host[96];
-    snprintf(host, sizeof(host), strchr(sc->address, ':') ? "[%s]:%u" : "%s:%u", sc->address,
-             sc->port);
-    fwd.default_host = host;
+    fwd.default_host = c->wg->g->cfg->servers[c->srv_idx].authority;
     c->upgrade_req = fwd.upgrade;
     slb_hbuf_reset(&c->up->head);
     slb_http_build_request(&c->up->head, m, &fwd);

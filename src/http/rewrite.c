@@ -74,10 +74,7 @@ static void put_uint(struct slb_hbuf *b, unsigned v)
     slb_hbuf_put(b, tmp + i, sizeof(tmp) - i);
 }
 
-static bool name_is(struct slb_slice n, const char *lit)
-{
-    return slb_slice_eq_ci(n, lit);
-}
+#define name_is(n, lit) SLB_SLICE_IS(n, lit)
 
 /* Does the comma-separated list in v contain token tok (case-insensitive)? */
 static bool list_has(struct slb_slice v, const char *tok, size_t toklen)
@@ -100,14 +97,22 @@ static bool list_has(struct slb_slice v, const char *tok, size_t toklen)
 
 bool slb_http_is_hop_by_hop(const struct slb_http_msg *m, size_t i)
 {
-    static const char *fixed[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                  "trailer", "transfer-encoding", "upgrade",
-                                  "proxy-authorization", "proxy-authenticate"};
+#define HOP(lit) {lit, sizeof(lit) - 1}
+    static const struct {
+        const char *name;
+        size_t len;
+    } fixed[] = {HOP("connection"), HOP("keep-alive"), HOP("proxy-connection"), HOP("te"),
+                 HOP("trailer"), HOP("transfer-encoding"), HOP("upgrade"),
+                 HOP("proxy-authorization"), HOP("proxy-authenticate")};
+#undef HOP
     struct slb_slice n = m->headers[i].name;
     for (size_t k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++) {
-        if (name_is(n, fixed[k]))
+        if (slb_slice_eq_ci_n(n, fixed[k].name, fixed[k].len))
             return true;
     }
+    /* Fields named in Connection: only a message that has one can list any. */
+    if (!m->has_connection)
+        return false;
     /* Headers the sender listed in Connection are hop-by-hop too, except the ones this proxy
      * sets itself: a client must not be able to strip our X-Forwarded-* that way. */
     if (n.len >= 11 && strncasecmp(n.p, "x-forwarded", 11) == 0)

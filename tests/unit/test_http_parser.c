@@ -414,6 +414,33 @@ static void test_limits_default(void **state)
     assert_false(slb_http_is_tchar(0x80));
 }
 
+/* The tchar bit set against RFC 9110's definition, for every byte. */
+static void test_tchar_every_byte(void **state)
+{
+    const char *special = "!#$%&'*+-.^_`|~";
+    for (int c = 0; c < 256; c++) {
+        bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    (c != 0 && strchr(special, c) != NULL);
+        if (slb_http_is_tchar((unsigned char)c) != want)
+            fail_msg("byte 0x%02x: tchar %d, want %d", c, !want, want);
+    }
+}
+
+/* Case-insensitive comparison with a known length, as the head rewriting uses it. */
+static void test_slice_eq_ci_n(void **state)
+{
+    struct slb_slice s = {"Content-Length", 14};
+    assert_true(SLB_SLICE_IS(s, "content-length"));
+    assert_true(SLB_SLICE_IS(s, "CONTENT-LENGTH"));
+    assert_false(SLB_SLICE_IS(s, "content-lengtx"));
+    assert_false(SLB_SLICE_IS(s, "content-length2"));
+    /* Only ASCII letters fold: '-' (0x2d) must not match '\r' (0x0d), '[' not '{'. */
+    struct slb_slice t = {"a-[", 3};
+    assert_false(SLB_SLICE_IS(t, "a\r["));
+    assert_false(SLB_SLICE_IS(t, "a-{"));
+    assert_true(slb_slice_eq_ci(t, "A-["));
+}
+
 /* --- responses ------------------------------------------------------------------------------- */
 
 struct resp_case {
@@ -816,7 +843,9 @@ int main(void)
         cmocka_unit_test(test_request_table),        cmocka_unit_test(test_request_headers),
         cmocka_unit_test(test_request_nul),          cmocka_unit_test(test_request_line_limit),
         cmocka_unit_test(test_header_count_limit),   cmocka_unit_test(test_head_bytes_limit),
-        cmocka_unit_test(test_limits_default),       cmocka_unit_test(test_response_table),
+        cmocka_unit_test(test_limits_default),
+        cmocka_unit_test(test_tchar_every_byte),
+        cmocka_unit_test(test_slice_eq_ci_n),       cmocka_unit_test(test_response_table),
         cmocka_unit_test(test_response_limits),      cmocka_unit_test(test_chunked_table),
         cmocka_unit_test(test_chunked_byte_by_byte), cmocka_unit_test(test_chunked_one_run),
         cmocka_unit_test(test_chunked_sizes),        cmocka_unit_test(test_chunked_line_limits),
