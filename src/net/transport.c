@@ -90,6 +90,15 @@ void slb_tconn_init_raw(struct slb_tconn *t, int fd)
 
 /* --- TLS --- */
 
+/* SSL_get_error needs an empty error queue before each call. Every failure path below
+ * empties it afterwards, so it is normally empty already, and looking costs far less than
+ * clearing (which walks every slot of the thread's queue). */
+static void err_queue_empty(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 /* Map an SSL_get_error result to our convention, noting what the socket must become. */
 static ssize_t tls_result(struct slb_tconn *t, int ret, uint32_t *wants)
 {
@@ -134,7 +143,7 @@ static int tls_handshake(struct slb_tconn *t)
 
 static ssize_t tls_recv(struct slb_tconn *t, void *buf, size_t len)
 {
-    ERR_clear_error();
+    err_queue_empty();
     size_t got = 0;
     int r = SSL_read_ex(t->ssl, buf, len, &got);
     if (r == 1) {
@@ -152,7 +161,7 @@ static ssize_t tls_recv(struct slb_tconn *t, void *buf, size_t len)
 
 static ssize_t tls_send(struct slb_tconn *t, const void *buf, size_t len)
 {
-    ERR_clear_error();
+    err_queue_empty();
     size_t put = 0;
     int r = SSL_write_ex(t->ssl, buf, len, &put);
     if (r == 1) {
