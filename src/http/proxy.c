@@ -589,6 +589,14 @@ static bool step_read_client(struct http_conn *c)
     if (n == 0)
         return false;
     c->client_eof = true;
+    if (n != SLB_EEOF && c->st == ST_TUNNEL && c->up) {
+        /* The client reset the tunnel: bytes may have been lost, so the backend gets a reset
+         * too rather than the orderly end a half-close would announce. */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->up->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        conn_close(c);
+        return false;
+    }
     if (c->st == ST_HEAD && slb_buf_empty(&c->in)) {
         conn_close(c);
         return false;

@@ -236,6 +236,10 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
             continue; /* set by us alone, below; the client's X-Forwarded-For is extended */
         if (absolute && name_is(h->name, "host"))
             continue;
+        /* An expectation in an HTTP/1.0 request is to be ignored (RFC 9110 10.1.1); sent on
+         * as HTTP/1.1 it would ask the backend for a 100 the client must not get. */
+        if (req->version_minor == 0 && name_is(h->name, "expect"))
+            continue;
         if (slb_http_is_hop_by_hop(req, i)) {
             if (fwd->upgrade && name_is(h->name, "upgrade"))
                 put_header(out, h);

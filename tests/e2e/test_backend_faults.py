@@ -350,6 +350,35 @@ def test_backend_half_close_of_a_tunnel_is_passed_on(slbd, hx):
     h.wait_until(lambda: listener_stats(slbd, "web")["active"] == 0, 5, "the tunnel to end")
 
 
+@pytest.mark.parametrize("client_end", ["reset", "close"])
+def test_client_end_of_a_tunnel_reaches_the_backend(slbd, hx, client_end):
+    """The other direction: a client that resets an upgraded connection makes slbd reset the
+    backend's side (an orderly FIN would tell the backend the stream ended cleanly); a client
+    that closes cleanly ends the backend's side with a FIN."""
+    seen = []
+
+    def watch(conn):
+        try:
+            while conn.recv_some():
+                pass
+            seen.append("close")
+        except ConnectionResetError:
+            seen.append("reset")
+
+    port, sc = site(slbd, hx, {"/tunnel-watch": _tunnel_then(watch)})
+    c = hx.connect(port)
+    r = c.request("GET", "/tunnel-watch", UPGRADE)
+    assert r.status == 101, r
+    c.send(b"hello\n")
+    assert c.read_exact(len(b"echo hello\n")) == b"echo hello\n"
+    if client_end == "reset":
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.sock.close()
+    h.wait_until(lambda: seen, 5, "the backend to see the client's end")
+    assert seen == [client_end], seen
+    h.wait_until(lambda: listener_stats(slbd, "web")["active"] == 0, 5, "the tunnel to end")
+
+
 def _late_switch(conn):
     time.sleep(0.3)  # the client has ended its side before the 101 goes out
     conn.sendall(SWITCH)

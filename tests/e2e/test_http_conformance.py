@@ -483,6 +483,8 @@ def test_http10_client_gets_no_interim_response(slbd, hx, answer, request_raw):
     assert b" 100 " not in data and b" 103 " not in data and b"Link:" not in data, data[:300]
     assert body == b"hello", data[:300]
     assert len(ab.heads) == 1, ab.heads
+    # An HTTP/1.0 request's Expect is ignored, not passed on (RFC 9110 10.1.1).
+    assert b"\r\nexpect:" not in ab.heads[0].lower(), ab.heads
 
 
 def test_http11_client_still_gets_interim_responses(slbd, hx):
