@@ -120,6 +120,8 @@ struct slb_lsock_slot {
     struct slb_listener_rt *cur; /* in the worker's current snapshot; worker-owned */
     struct slb_worker *worker;
     struct slb_timer pause; /* accept paused after EMFILE */
+    uint64_t pause_logged_ms; /* last "pausing accepts" message (one per 10 s at most) */
+    unsigned long pauses_unlogged; /* pauses since that message */
 } __attribute__((aligned(64)));
 
 struct slb_lsock {

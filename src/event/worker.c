@@ -247,8 +247,22 @@ static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Out of descriptors: stop watching this socket briefly rather than spin on
                  * a level-triggered event we cannot clear. */
-                slb_warn("listener %s: accept: %s; pausing accepts", l->cfg->name,
-                         strerror(errno));
+                int e = errno;
+                /* Every pause is counted (refused); the message comes once per 10 s at most,
+                 * or a descriptor shortage would flood the log ten times a second. */
+                if (slot->pause_logged_ms == 0 || loop->now_ms - slot->pause_logged_ms >= 10000) {
+                    if (slot->pauses_unlogged)
+                        slb_warn("listener %s: accept: %s; pausing accepts (%lu more pauses "
+                                 "since the last message)", l->cfg->name, strerror(e),
+                                 slot->pauses_unlogged);
+                    else
+                        slb_warn("listener %s: accept: %s; pausing accepts", l->cfg->name,
+                                 strerror(e));
+                    slot->pause_logged_ms = loop->now_ms ? loop->now_ms : 1;
+                    slot->pauses_unlogged = 0;
+                } else {
+                    slot->pauses_unlogged++;
+                }
                 slb_count_add(&st->w[w->id].v[SLB_LIS_REFUSED], 1);
                 slb_io_set(loop, io, 0);
                 slb_timer_start(loop, &slot->pause, 100);
