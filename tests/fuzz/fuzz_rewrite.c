@@ -109,6 +109,8 @@ static void check_end_to_end(const struct slb_http_msg *m, const struct slb_http
         const struct slb_http_header *h = &m->headers[i];
         if (is_forwarding(h->name) || slb_http_is_hop_by_hop(m, i))
             continue;
+        if (m->version_minor == 0 && slb_slice_eq_ci(h->name, "Expect"))
+            continue; /* ignored in an HTTP/1.0 request (RFC 9110 10.1.1), not forwarded */
         struct slb_slice authority, path;
         if (slb_slice_eq_ci(h->name, "Host") &&
             slb_http_split_absolute(m->target, &authority, &path))
