@@ -13,6 +13,7 @@
 #include "http/access.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
+#include "http/route.h"
 #include "http/upstream.h"
 #include "net/transport.h"
 #include "tcp/proxy.h"
@@ -209,46 +210,6 @@ static void respond_simple(struct http_conn *c, int status, const char *extra, b
 
 /* --- request start --- */
 
-static void format_ip(const struct sockaddr_storage *a, char *out, size_t size)
-{
-    if (a->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const void *)a;
-        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
-            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], out, (socklen_t)size);
-        else
-            inet_ntop(AF_INET6, &in6->sin6_addr, out, (socklen_t)size);
-    } else {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, out, (socklen_t)size);
-    }
-}
-
-/* The sticky cookie value naming server i: its identity hash, so it is stable across
- * configuration changes and identical on every worker. */
-static void sticky_value(const struct slb_group_rt *g, int i, char *out, size_t size)
-{
-    const char *k = strchr(g->srv[i]->key, '/') + 1;
-    snprintf(out, size, "%016llx", (unsigned long long)slb_hash64(k, strlen(k), 0x737469u));
-}
-
-static int sticky_lookup(const struct slb_group_rt *g, struct slb_slice v)
-{
-    char want[20];
-    if (v.len < SLB_STICKY_ID_LEN)
-        return -1;
-    for (size_t i = 0; i < g->nservers; i++) {
-        sticky_value(g, (int)i, want, sizeof(want));
-        if (memcmp(want, v.p, 16) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
-static bool server_usable(const struct slb_group_rt *g, int i)
-{
-    return g->weights[i] > 0 && atomic_load_explicit(&g->srv[i]->healthy,
-                                                     memory_order_relaxed) == SLB_HEALTH_UP;
-}
-
 static void up_event(struct http_up *up, uint32_t events);
 
 /* Pick a server (sticky cookie first) and get a backend connection. false: nothing usable. */
@@ -258,8 +219,8 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
     while (c->attempts < (int)g->nservers) {
         int idx = -1;
         if (c->attempts == 0 && sticky.len) {
-            idx = sticky_lookup(g, sticky);
-            if (idx >= 0 && !server_usable(g, idx))
+            idx = slb_http_sticky_lookup(g, sticky);
+            if (idx >= 0 && !slb_http_server_usable(g, idx))
                 idx = -1;
         }
         if (idx < 0) {
@@ -705,12 +666,12 @@ static bool finish_response_head(struct http_conn *c, const struct slb_http_msg 
     const char *set_cookie = NULL, *prefix_name = NULL;
     if (cfg->sticky == SLB_STICKY_INSERT) {
         char v[20];
-        sticky_value(c->wg->g, c->srv_idx, v, sizeof(v));
+        slb_http_sticky_value(c->wg->g, c->srv_idx, v, sizeof(v));
         snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%u; HttpOnly%s",
                  cfg->sticky_cookie, v, cfg->sticky_timeout_s, c->t.ssl ? "; Secure" : "");
         set_cookie = cookie;
     } else if (cfg->sticky == SLB_STICKY_SERVER) {
-        sticky_value(c->wg->g, c->srv_idx, prefix, sizeof(prefix));
+        slb_http_sticky_value(c->wg->g, c->srv_idx, prefix, sizeof(prefix));
         prefix_name = cfg->sticky_cookie;
     }
     /* An HTTP/1.0 client cannot take chunked framing (RFC 9112 6.1): it gets the decoded
@@ -1411,44 +1372,10 @@ static void conn_drain(struct slb_conn_link *link)
     c->close_after = true;
 }
 
-static bool acl_allows(const struct slb_listener_cfg *cfg, const struct sockaddr_storage *peer)
-{
-    if (cfg->acl_mode == SLB_ACL_NONE)
-        return true;
-    uint8_t a4[4], a6[16];
-    bool v4 = false;
-    if (peer->ss_family == AF_INET) {
-        memcpy(a4, &((const struct sockaddr_in *)peer)->sin_addr, 4);
-        v4 = true;
-    } else {
-        const struct in6_addr *x = &((const struct sockaddr_in6 *)peer)->sin6_addr;
-        memcpy(a6, x, 16);
-        if (IN6_IS_ADDR_V4MAPPED(x)) {
-            memcpy(a4, &x->s6_addr[12], 4);
-            v4 = true;
-        }
-    }
-    bool match = false;
-    for (size_t i = 0; i < cfg->nacl && !match; i++) {
-        const struct slb_cidr *r = &cfg->acl[i];
-        const uint8_t *addr = r->family == AF_INET ? (v4 ? a4 : NULL)
-                                                   : (peer->ss_family == AF_INET6 ? a6 : NULL);
-        if (!addr)
-            continue;
-        unsigned bits = r->prefix, k = 0;
-        match = true;
-        for (; bits >= 8; bits -= 8, k++)
-            match &= addr[k] == r->addr[k];
-        if (bits)
-            match &= (addr[k] >> (8 - bits)) == (r->addr[k] >> (8 - bits));
-    }
-    return cfg->acl_mode == SLB_ACL_ALLOW ? match : !match;
-}
-
 void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
                      const struct sockaddr_storage *peer, socklen_t peerlen)
 {
-    if (!acl_allows(l->cfg, peer)) {
+    if (!slb_http_acl_allows(l->cfg, peer)) {
         slb_count_add(&l->stats->w[w->id].v[SLB_LIS_DENIED], 1);
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -1479,7 +1406,7 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     c->link.drain = conn_drain;
     slb_worker_link(w, &c->link);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], 1);
-    format_ip(peer, c->client_ip, sizeof(c->client_ip));
+    slb_http_format_ip(peer, c->client_ip, sizeof(c->client_ip));
     struct sockaddr_storage local;
     socklen_t llen = sizeof(local);
     if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)

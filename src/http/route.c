@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Routing decisions of the http/https listeners that need no connection state. */
+#include "http/route.h"
+
+#include "http/rewrite.h"
+#include "lb/sched.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+void slb_http_format_ip(const struct sockaddr_storage *a, char *out, size_t size)
+{
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)a;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], out, (socklen_t)size);
+        else
+            inet_ntop(AF_INET6, &in6->sin6_addr, out, (socklen_t)size);
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, out, (socklen_t)size);
+    }
+}
+
+void slb_http_sticky_value(const struct slb_group_rt *g, int i, char *out, size_t size)
+{
+    const char *k = strchr(g->srv[i]->key, '/') + 1;
+    snprintf(out, size, "%016llx", (unsigned long long)slb_hash64(k, strlen(k), 0x737469u));
+}
+
+int slb_http_sticky_lookup(const struct slb_group_rt *g, struct slb_slice v)
+{
+    char want[20];
+    if (v.len < SLB_STICKY_ID_LEN)
+        return -1;
+    for (size_t i = 0; i < g->nservers; i++) {
+        slb_http_sticky_value(g, (int)i, want, sizeof(want));
+        if (memcmp(want, v.p, 16) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+bool slb_http_server_usable(const struct slb_group_rt *g, int i)
+{
+    return g->weights[i] > 0 && atomic_load_explicit(&g->srv[i]->healthy,
+                                                     memory_order_relaxed) == SLB_HEALTH_UP;
+}
+
+bool slb_http_acl_allows(const struct slb_listener_cfg *cfg, const struct sockaddr_storage *peer)
+{
+    if (cfg->acl_mode == SLB_ACL_NONE)
+        return true;
+    uint8_t a4[4], a6[16];
+    bool v4 = false;
+    if (peer->ss_family == AF_INET) {
+        memcpy(a4, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+        v4 = true;
+    } else {
+        const struct in6_addr *x = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+        memcpy(a6, x, 16);
+        if (IN6_IS_ADDR_V4MAPPED(x)) {
+            memcpy(a4, &x->s6_addr[12], 4);
+            v4 = true;
+        }
+    }
+    bool match = false;
+    for (size_t i = 0; i < cfg->nacl && !match; i++) {
+        const struct slb_cidr *r = &cfg->acl[i];
+        const uint8_t *addr = r->family == AF_INET ? (v4 ? a4 : NULL)
+                                                   : (peer->ss_family == AF_INET6 ? a6 : NULL);
+        if (!addr)
+            continue;
+        unsigned bits = r->prefix, k = 0;
+        match = true;
+        for (; bits >= 8; bits -= 8, k++)
+            match &= addr[k] == r->addr[k];
+        if (bits)
+            match &= (addr[k] >> (8 - bits)) == (r->addr[k] >> (8 - bits));
+    }
+    return cfg->acl_mode == SLB_ACL_ALLOW ? match : !match;
+}
