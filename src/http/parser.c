@@ -54,19 +54,6 @@ static bool is_field_byte(unsigned char c)
     return (c >= 0x21 && c != 0x7f) || c == ' ' || c == '\t';
 }
 
-static unsigned char ascii_lower(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
-}
-
-static bool mem_eq_ci(const char *a, const char *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (ascii_lower((unsigned char)a[i]) != ascii_lower((unsigned char)b[i]))
-            return false;
-    return true;
-}
-
 bool slb_slice_eq_ci(struct slb_slice s, const char *lit)
 {
     return slb_slice_eq_ci_n(s, lit, strlen(lit));
@@ -342,9 +329,9 @@ static int check_target(enum slb_http_method m, struct slb_slice t)
     if (t.len == 1 && t.p[0] == '*')
         return m == SLB_HTTP_OPTIONS ? 0 : -400;
     size_t skip;
-    if (t.len > 7 && mem_eq_ci(t.p, "http://", 7))
+    if (t.len > 7 && slb_slice_eq_ci_n((struct slb_slice){t.p, 7}, "http://", 7))
         skip = 7;
-    else if (t.len > 8 && mem_eq_ci(t.p, "https://", 8))
+    else if (t.len > 8 && slb_slice_eq_ci_n((struct slb_slice){t.p, 8}, "https://", 8))
         skip = 8;
     else
         return -400;

@@ -196,13 +196,6 @@ def _chunked_then_close(conn):
     conn.sock.close()
 
 
-def _chunked_then_reset(conn):
-    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" +
-                 b"x" * 1000 + b"\r\n")
-    time.sleep(0.2)
-    rst_close(conn)
-
-
 def _close_delimited_then_stall(conn):
     conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 1000)
     time.sleep(h.scaled(6))
@@ -214,7 +207,7 @@ def test_cut_of_a_body_ended_by_the_close_is_a_reset(slbd, hx, path, version):
     """An HTTP/1.0 client gets a chunked body decoded and ended by slbd's close, so a backend
     that ends that body early (close or reset) must show as a reset, never as a clean EOF; so
     must a close-delimited body cut by request_timeout_s because the backend stalled."""
-    faults = {"/chunked-close": _chunked_then_close, "/chunked-reset": _chunked_then_reset,
+    faults = {"/chunked-close": _chunked_then_close, "/chunked-reset": _reset_mid_chunked,
               "/close-delimited-stall": _close_delimited_then_stall}
     port, sc = site(slbd, hx, faults, request_timeout_s=1)
     t0 = time.monotonic()
