@@ -186,6 +186,11 @@ static void adopt(struct slb_worker *w, struct slb_snapshot *snap)
         w->old = prev;
         release_idle_holds(w);
     }
+    for (struct slb_conn_link *c = w->conns.next, *next; prev && c != &w->conns; c = next) {
+        next = c->next;
+        if (c->reconfigured)
+            c->reconfigured(c);
+    }
     atomic_store_explicit(&w->adopted_gen, snap->generation, memory_order_release);
 }
 

@@ -42,6 +42,9 @@ struct slb_conn_link {
     /* Optional: the worker stops (SIGTERM); close if idle, else finish the current work and
      * close. May unlink and close the connection. */
     void (*drain)(struct slb_conn_link *c);
+    /* Optional: the worker adopted a new configuration (see its listener's socket slot: cur
+     * is NULL once the listener is gone). May unlink and close the connection. */
+    void (*reconfigured)(struct slb_conn_link *c);
 };
 
 struct slb_worker {

@@ -163,6 +163,11 @@ static bool in_trailer(int s)
     return s >= CH_TRAILER && s <= CH_FINAL_LF;
 }
 
+bool slb_chunked_in_trailer(const struct slb_chunked *c)
+{
+    return in_trailer(c->state);
+}
+
 long slb_chunked_feed(struct slb_chunked *c, const char *buf, size_t len, const char **data,
                       size_t *data_len)
 {
@@ -207,6 +212,8 @@ long slb_chunked_feed(struct slb_chunked *c, const char *buf, size_t len, const 
             return -400;
         }
         i++;
+        if (c->stop_at_trailer && c->state == CH_TRAILER && prev == CH_SIZE_LF)
+            break;
     }
     return (long)i;
 }

@@ -111,8 +111,13 @@ struct slb_chunked {
     size_t line_len;    /* length of the current chunk-size line so far */
     size_t trailer_len; /* bytes of the trailer section so far */
     bool done;
+    /* Set by the caller: a feed returns where the trailer section starts, so that the bytes
+     * of the next feeds (slb_chunked_in_trailer) are the trailer section's. */
+    bool stop_at_trailer;
 };
 void slb_chunked_init(struct slb_chunked *c);
+/* The decoder is in the trailer section (after the last chunk, before the end). */
+bool slb_chunked_in_trailer(const struct slb_chunked *c);
 /* Consumes up to len bytes of buf. On return *data and *data_len give the data bytes found in
  * the consumed prefix (at most one contiguous run per call). Returns bytes consumed (>0 or 0
  * when len == 0) or -400 for invalid framing (bad size, overflow, missing CRLF, oversized

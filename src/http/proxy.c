@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "http/access.h"
+#include "http/h2.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 #include "http/route.h"
@@ -94,6 +95,7 @@ struct http_conn {
 
 static void run(struct http_conn *c);
 static void conn_close(struct http_conn *c);
+static void conn_free(void *p);
 
 static struct slb_wcount *lis_counts(struct http_conn *c)
 {
@@ -215,52 +217,19 @@ static void up_event(struct http_up *up, uint32_t events);
 /* Pick a server (sticky cookie first) and get a backend connection. false: nothing usable. */
 static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
 {
-    struct slb_group_rt *g = c->wg->g;
-    while (c->attempts < (int)g->nservers) {
-        int idx = -1;
-        if (c->attempts == 0 && sticky.len) {
-            idx = slb_http_sticky_lookup(g, sticky);
-            if (idx >= 0 && !slb_http_server_usable(g, idx))
-                idx = -1;
-        }
-        if (idx < 0) {
-            struct sockaddr_storage local = {0};
-            uint64_t key = 0;
-            if (g->cfg->scheduler == SLB_SCHED_SCH || g->cfg->scheduler == SLB_SCHED_TCH) {
-                struct sockaddr_storage peer;
-                socklen_t pl = sizeof(peer), ll = sizeof(local);
-                getpeername(c->t.fd, (struct sockaddr *)&peer, &pl);
-                getsockname(c->t.fd, (struct sockaddr *)&local, &ll);
-                key = slb_sched_key(g->cfg->scheduler, &peer, &local);
-            }
-            idx = slb_wgroup_pick(c->wg, key, c->tried);
-        }
-        if (idx < 0)
-            return false;
-        c->tried[idx] = 1;
-        c->attempts++;
-        c->srv_idx = idx;
-        c->srv = g->srv[idx];
-        int err = 0;
-        c->up = slb_up_acquire(c->hw, &g->cfg->servers[idx], c, up_event, &err);
-        if (c->up) {
-            slb_count_add(&srv_counts(c)->v[SLB_SRV_ACTIVE], 1);
-            slb_count_add(&srv_counts(c)->v[SLB_SRV_CONNS], !c->up->reused);
-            return true;
-        }
-        slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
-        slb_warn("listener %s: backend %s: %s", c->l->cfg->name, c->srv->key,
-                 slb_strerror(err));
-    }
-    return false;
+    struct slb_up_choice ch = {
+        .wg = c->wg, .tried = c->tried, .attempts = c->attempts, .client_fd = c->t.fd,
+        .listener = c->l->cfg->name, .owner = c, .cb = up_event};
+    c->up = slb_up_choose(c->hw, &ch, sticky);
+    c->attempts = ch.attempts;
+    c->srv_idx = ch.srv_idx;
+    c->srv = ch.srv;
+    return c->up != NULL;
 }
 
-/* Host names a site other than the one the TLS handshake picked by SNI (RFC 9110 7.4). */
 static bool misdirected(struct http_conn *c, const struct slb_http_msg *m)
 {
-    struct slb_slice host = m->host, path;
-    slb_http_split_absolute(m->target, &host, &path); /* the target's authority wins */
-    return c->t.ssl && host.len && slb_tls_ssl_misdirected(c->t.ssl, host.p, host.len);
+    return slb_http_misdirected(c->t.ssl, m);
 }
 
 static void redirect(struct http_conn *c, const struct slb_http_msg *m)
@@ -277,32 +246,14 @@ static void redirect(struct http_conn *c, const struct slb_http_msg *m)
 /* Build the head for the backend from the parsed request. */
 static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *m)
 {
-    const struct slb_listener_cfg *cfg = c->l->cfg;
-    char subject[512], issuer[512], fp[65];
-    struct slb_fwd_info fwd = {
-        .client_ip = c->client_ip,
-        .proto = cfg->x_forwarded_proto ? (c->t.ssl ? "https" : "http") : NULL,
-        .port = c->local_port,
-        .xff = cfg->x_forwarded_for,
-        .upgrade = m->upgrade && !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
-                                   slb_slice_eq_ci(m->headers[slb_http_find_header(
-                                                                  m, "upgrade", 0)]
-                                                       .value,
-                                                   "h2c")),
-        .strip_cookie_prefix_name =
-            cfg->sticky == SLB_STICKY_SERVER ? cfg->sticky_cookie : NULL,
-    };
-    if (c->t.ssl && c->l->tls && ((struct slb_tls_listener *)c->l->tls)->client_auth) {
-        if (slb_tls_client_cert_info(c->t.ssl, subject, sizeof(subject), issuer,
-                                     sizeof(issuer), fp, sizeof(fp))) {
-            fwd.cert_verify = "SUCCESS";
-            fwd.cert_subject = subject;
-            fwd.cert_issuer = issuer;
-            fwd.cert_fingerprint = fp;
-        } else {
-            fwd.cert_verify = "NONE";
-        }
-    }
+    struct slb_fwd_certs certs;
+    struct slb_fwd_info fwd;
+    slb_http_fwd_init(&fwd, &certs, c->l, c->t.ssl, c->client_ip, c->local_port);
+    fwd.upgrade = m->upgrade && !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
+                                  slb_slice_eq_ci(m->headers[slb_http_find_header(
+                                                                 m, "upgrade", 0)]
+                                                      .value,
+                                                  "h2c"));
     fwd.default_host = c->wg->g->cfg->servers[c->srv_idx].authority;
     c->upgrade_req = fwd.upgrade;
     slb_hbuf_reset(&c->up->head);
@@ -661,19 +612,9 @@ static bool retry_fresh(struct http_conn *c)
  * (then it already has our 502 instead and the backend connection is closed). */
 static bool finish_response_head(struct http_conn *c, const struct slb_http_msg *m)
 {
-    const struct slb_listener_cfg *cfg = c->l->cfg;
-    char cookie[160], prefix[20];
-    const char *set_cookie = NULL, *prefix_name = NULL;
-    if (cfg->sticky == SLB_STICKY_INSERT) {
-        char v[20];
-        slb_http_sticky_value(c->wg->g, c->srv_idx, v, sizeof(v));
-        snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%u; HttpOnly%s",
-                 cfg->sticky_cookie, v, cfg->sticky_timeout_s, c->t.ssl ? "; Secure" : "");
-        set_cookie = cookie;
-    } else if (cfg->sticky == SLB_STICKY_SERVER) {
-        slb_http_sticky_value(c->wg->g, c->srv_idx, prefix, sizeof(prefix));
-        prefix_name = cfg->sticky_cookie;
-    }
+    struct slb_sticky_out so;
+    slb_http_sticky_response(&so, c->l->cfg, c->wg->g, c->srv_idx, c->t.ssl != NULL);
+    const char *set_cookie = so.set_cookie, *prefix_name = so.prefix_name, *prefix = so.prefix;
     /* An HTTP/1.0 client cannot take chunked framing (RFC 9112 6.1): it gets the decoded
      * body, ended by our close. Trailers are dropped with the framing. Any other transfer
      * coding (gzip, ...) is part of the body bytes, and without the Transfer-Encoding field,
@@ -1028,6 +969,28 @@ static bool start_tls(struct http_conn *c)
     return true;
 }
 
+/* The handshake selected h2: the connection becomes an HTTP/2 one (h2.c), which takes the
+ * socket, the TLS state, the snapshot hold and the active count; this one just goes. */
+static void hand_off_h2(struct http_conn *c)
+{
+    struct slb_h2_handoff h = {
+        .w = c->w, .hw = c->hw, .l = c->l, .ws = c->ws, .t = c->t,
+        .client_ip = c->client_ip, .local_port = c->local_port,
+        .wire_in_seen = c->wire_in_seen, .wire_out_seen = c->wire_out_seen};
+    struct slb_loop *loop = &c->w->loop;
+    slb_timer_stop(loop, &c->timer);
+    slb_io_set(loop, &c->io, 0);
+    if (slb_h2_start(&h) < 0) {
+        c->tls_failed = true;
+        conn_close(c);
+        return;
+    }
+    c->closed = true;
+    slb_worker_unlink(&c->link);
+    slb_tconn_init_raw(&c->t, -1); /* the TLS state is not ours to free any more */
+    slb_loop_defer_free(loop, conn_free, c);
+}
+
 static bool step_handshake(struct http_conn *c)
 {
     if (c->st != ST_HANDSHAKE)
@@ -1066,6 +1029,10 @@ static bool step_handshake(struct http_conn *c)
     slb_count_add(&lis_counts(c)->v[SSL_session_reused(c->t.ssl) ? SLB_LIS_HS_RESUMED
                                                                  : SLB_LIS_HS_FULL],
                   1);
+    if (slb_h2_selected(c->t.ssl)) {
+        hand_off_h2(c);
+        return false;
+    }
     c->st = ST_HEAD;
     arm_timer(c);
     return true;
@@ -1372,6 +1339,14 @@ static void conn_drain(struct slb_conn_link *link)
     c->close_after = true;
 }
 
+/* A new configuration without this connection's listener: as when stopping. */
+static void conn_reconfigured(struct slb_conn_link *link)
+{
+    struct http_conn *c = (struct http_conn *)link;
+    if (!c->l->sock->slot[c->w->id].cur)
+        conn_drain(link);
+}
+
 void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
                      const struct sockaddr_storage *peer, socklen_t peerlen)
 {
@@ -1404,6 +1379,7 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     c->wg = slb_wsnap_group(c->ws, l->group);
     c->link.abort = conn_abort;
     c->link.drain = conn_drain;
+    c->link.reconfigured = conn_reconfigured;
     slb_worker_link(w, &c->link);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], 1);
     slb_http_format_ip(peer, c->client_ip, sizeof(c->client_ip));

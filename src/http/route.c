@@ -4,6 +4,7 @@
 
 #include "http/rewrite.h"
 #include "lb/sched.h"
+#include "tls/tls.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -82,4 +83,55 @@ bool slb_http_acl_allows(const struct slb_listener_cfg *cfg, const struct sockad
             match &= (addr[k] >> (8 - bits)) == (r->addr[k] >> (8 - bits));
     }
     return cfg->acl_mode == SLB_ACL_ALLOW ? match : !match;
+}
+
+bool slb_http_misdirected(SSL *ssl, const struct slb_http_msg *m)
+{
+    struct slb_slice host = m->host, path;
+    slb_http_split_absolute(m->target, &host, &path); /* the target's authority wins */
+    return ssl && host.len && slb_tls_ssl_misdirected(ssl, host.p, host.len);
+}
+
+void slb_http_fwd_init(struct slb_fwd_info *fwd, struct slb_fwd_certs *certs,
+                       const struct slb_listener_rt *l, SSL *ssl, const char *client_ip,
+                       unsigned local_port)
+{
+    const struct slb_listener_cfg *cfg = l->cfg;
+    *fwd = (struct slb_fwd_info){
+        .client_ip = client_ip,
+        .proto = cfg->x_forwarded_proto ? (ssl ? "https" : "http") : NULL,
+        .port = local_port,
+        .xff = cfg->x_forwarded_for,
+        .strip_cookie_prefix_name =
+            cfg->sticky == SLB_STICKY_SERVER ? cfg->sticky_cookie : NULL,
+    };
+    if (!ssl || !l->tls || !((struct slb_tls_listener *)l->tls)->client_auth)
+        return;
+    if (slb_tls_client_cert_info(ssl, certs->subject, sizeof(certs->subject), certs->issuer,
+                                 sizeof(certs->issuer), certs->fingerprint,
+                                 sizeof(certs->fingerprint))) {
+        fwd->cert_verify = "SUCCESS";
+        fwd->cert_subject = certs->subject;
+        fwd->cert_issuer = certs->issuer;
+        fwd->cert_fingerprint = certs->fingerprint;
+    } else {
+        fwd->cert_verify = "NONE";
+    }
+}
+
+void slb_http_sticky_response(struct slb_sticky_out *o, const struct slb_listener_cfg *cfg,
+                              const struct slb_group_rt *g, int srv_idx, bool tls)
+{
+    o->set_cookie = o->prefix_name = NULL;
+    o->prefix[0] = 0;
+    if (cfg->sticky == SLB_STICKY_INSERT) {
+        char v[20];
+        slb_http_sticky_value(g, srv_idx, v, sizeof(v));
+        snprintf(o->cookie, sizeof(o->cookie), "%s=%s; Path=/; Max-Age=%u; HttpOnly%s",
+                 cfg->sticky_cookie, v, cfg->sticky_timeout_s, tls ? "; Secure" : "");
+        o->set_cookie = o->cookie;
+    } else if (cfg->sticky == SLB_STICKY_SERVER) {
+        slb_http_sticky_value(g, srv_idx, o->prefix, sizeof(o->prefix));
+        o->prefix_name = cfg->sticky_cookie;
+    }
 }

@@ -3,6 +3,9 @@
 #include "http/upstream.h"
 
 #include "core/log.h"
+#include "core/err.h"
+#include "http/route.h"
+#include "lb/sched.h"
 #include "tcp/proxy.h"
 
 #include <errno.h>
@@ -156,4 +159,47 @@ void slb_up_pool_drain(struct slb_http_worker *hw)
         while (hw->buckets[i])
             slb_up_close(hw->buckets[i]);
     }
+}
+
+struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *ch,
+                              struct slb_slice sticky)
+{
+    struct slb_group_rt *g = ch->wg->g;
+    int wid = hw->w->id;
+    while (ch->attempts < (int)g->nservers) {
+        int idx = -1;
+        if (ch->attempts == 0 && sticky.len) {
+            idx = slb_http_sticky_lookup(g, sticky);
+            if (idx >= 0 && !slb_http_server_usable(g, idx))
+                idx = -1;
+        }
+        if (idx < 0) {
+            struct sockaddr_storage local = {0};
+            uint64_t key = 0;
+            if (g->cfg->scheduler == SLB_SCHED_SCH || g->cfg->scheduler == SLB_SCHED_TCH) {
+                struct sockaddr_storage peer;
+                socklen_t pl = sizeof(peer), ll = sizeof(local);
+                getpeername(ch->client_fd, (struct sockaddr *)&peer, &pl);
+                getsockname(ch->client_fd, (struct sockaddr *)&local, &ll);
+                key = slb_sched_key(g->cfg->scheduler, &peer, &local);
+            }
+            idx = slb_wgroup_pick(ch->wg, key, ch->tried);
+        }
+        if (idx < 0)
+            return NULL;
+        ch->tried[idx] = 1;
+        ch->attempts++;
+        ch->srv_idx = idx;
+        ch->srv = g->srv[idx];
+        int err = 0;
+        struct http_up *up = slb_up_acquire(hw, &g->cfg->servers[idx], ch->owner, ch->cb, &err);
+        if (up) {
+            slb_count_add(&ch->srv->w[wid].v[SLB_SRV_ACTIVE], 1);
+            slb_count_add(&ch->srv->w[wid].v[SLB_SRV_CONNS], !up->reused);
+            return up;
+        }
+        slb_count_add(&ch->srv->w[wid].v[SLB_SRV_FAILS], 1);
+        slb_warn("listener %s: backend %s: %s", ch->listener, ch->srv->key, slb_strerror(err));
+    }
+    return NULL;
 }

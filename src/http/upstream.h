@@ -64,4 +64,23 @@ void slb_up_close(struct http_up *up);
 void slb_up_set_interest(struct http_up *up, uint32_t events);
 void slb_up_pool_drain(struct slb_http_worker *hw);
 
+/* Choosing the server for a request and getting a connection to it. */
+struct slb_up_choice {
+    struct slb_wgroup *wg;
+    uint8_t *tried;       /* per server: already tried for this request */
+    int attempts;         /* servers tried so far */
+    int client_fd;        /* for the source/target hash schedulers */
+    const char *listener; /* for log lines */
+    void *owner;
+    slb_up_cb cb;
+    int srv_idx;          /* out: the server chosen */
+    struct slb_srv_rt *srv;
+};
+/* The server a usable sticky cookie names (first attempt only), else the scheduler's pick
+ * among servers not tried yet; a server whose socket cannot be made counts as failed and the
+ * next is tried. Returns the connection (counted active on its server), or NULL when no
+ * server is left. */
+struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *ch,
+                              struct slb_slice sticky);
+
 #endif

@@ -137,13 +137,7 @@ int slb_tls_policy_apply(SSL_CTX *ctx, int policy)
 
 bool slb_tls_alpn_supported(const char *proto)
 {
-    if (strcmp(proto, "http/1.1") == 0)
-        return true;
-    /* The proxy speaks HTTP/1.1 to clients; h2 is offered only once SLB_TLS_ALPN_H2 is set,
-     * since advertising it would make clients speak a protocol the proxy cannot parse. */
-    if (strcmp(proto, "h2") == 0)
-        return SLB_TLS_ALPN_H2 != 0;
-    return false;
+    return strcmp(proto, "http/1.1") == 0 || strcmp(proto, "h2") == 0;
 }
 
 void slb_tls_drain_errors(char *buf, size_t len)

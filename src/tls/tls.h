@@ -81,10 +81,7 @@ bool slb_tls_site_matches_host(const struct slb_tls_site *s, const char *host, s
  * chose but matches another certificate of the listener. */
 bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len);
 
-/* ALPN. slbd speaks only HTTP/1.1 today: "h2" in a listener's alpn list is accepted by the
- * configuration but neither advertised nor selected until the HTTP/2 layer lands; flip
- * SLB_TLS_ALPN_H2 to 1 then. */
-#define SLB_TLS_ALPN_H2 0
+/* ALPN: the protocols a listener's alpn list may name and slbd speaks ("h2", "http/1.1"). */
 bool slb_tls_alpn_supported(const char *proto);
 
 /* Security policies (src/tls/policy.c): protocol range and cipher lists of each
