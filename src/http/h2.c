@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1426,33 +1427,36 @@ static void conn_reconfigured(struct slb_conn_link *link)
         goaway(c);
 }
 
-static nghttp2_session_callbacks *callbacks(void)
-{
-    static _Thread_local nghttp2_session_callbacks *cbs;
-    if (!cbs && nghttp2_session_callbacks_new(&cbs) == 0) {
-        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
-        nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
-        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
-        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-    }
-    return cbs;
-}
+/* Callbacks and options are the same for every session: made once, read by all workers. */
+static nghttp2_session_callbacks *g_cbs;
+static nghttp2_option *g_opt;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
-static nghttp2_option *options(void)
+static void setup_once(void)
 {
-    static _Thread_local nghttp2_option *opt;
-    if (!opt && nghttp2_option_new(&opt) == 0) {
-        /* DATA is acknowledged when it reached the backend, not when nghttp2 read it. */
-        nghttp2_option_set_no_auto_window_update(opt, 1);
-        nghttp2_option_set_no_closed_streams(opt, 1);
-        nghttp2_option_set_max_continuations(opt, 8);
-        nghttp2_option_set_max_outbound_ack(opt, 1000);
-        /* Ours (H2_RST_*) is stricter and answers ENHANCE_YOUR_CALM. */
-        nghttp2_option_set_stream_reset_rate_limit(opt, 10 * H2_RST_BURST, 10 * H2_RST_RATE);
+    nghttp2_session_callbacks *cbs;
+    nghttp2_option *opt;
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        return;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        return;
     }
-    return opt;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    /* DATA is acknowledged when it reached the backend, not when nghttp2 read it. */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_no_closed_streams(opt, 1);
+    nghttp2_option_set_max_continuations(opt, 8);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    /* Ours (H2_RST_*) is stricter and answers ENHANCE_YOUR_CALM. */
+    nghttp2_option_set_stream_reset_rate_limit(opt, 10 * H2_RST_BURST, 10 * H2_RST_RATE);
+    g_cbs = cbs;
+    g_opt = opt;
 }
 
 bool slb_h2_selected(SSL *ssl)
@@ -1465,10 +1469,9 @@ bool slb_h2_selected(SSL *ssl)
 
 int slb_h2_start(const struct slb_h2_handoff *h)
 {
-    nghttp2_session_callbacks *cbs = callbacks();
-    nghttp2_option *opt = options();
+    pthread_once(&g_once, setup_once);
     struct h2_conn *c = calloc(1, sizeof(*c));
-    if (!c || !cbs || !opt || nghttp2_session_server_new2(&c->ng, cbs, c, opt) != 0) {
+    if (!c || !g_cbs || nghttp2_session_server_new2(&c->ng, g_cbs, c, g_opt) != 0) {
         free(c);
         return -ENOMEM;
     }

@@ -10,7 +10,7 @@
 
 void slb_hbuf_put(struct slb_hbuf *b, const char *s, size_t n)
 {
-    if (b->oom)
+    if (b->oom || n == 0)
         return;
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
