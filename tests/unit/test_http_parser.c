@@ -772,6 +772,36 @@ static void test_chunked_one_run(void **state)
     assert_int_equal(slb_chunked_feed(&c, raw, 11, NULL, NULL), 11);
 }
 
+/* stop_at_trailer: the feed that reaches the trailer section returns there, so the next feeds
+ * consume exactly the trailer bytes (the HTTP/2 layer passes them on as trailing HEADERS). */
+static void test_chunked_stop_at_trailer(void **state)
+{
+    const char *raw = "3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-B: two\r\n\r\n";
+    struct slb_chunked c;
+    const char *d;
+    size_t dl;
+    slb_chunked_init(&c);
+    c.stop_at_trailer = true;
+    assert_int_equal(slb_chunked_feed(&c, raw, strlen(raw), &d, &dl), 11);
+    assert_int_equal(dl, 3);
+    assert_true(slb_chunked_in_trailer(&c));
+    const char *t = raw + 11;
+    assert_int_equal(slb_chunked_feed(&c, t, strlen(t), &d, &dl), (long)strlen(t));
+    assert_true(c.done);
+    assert_false(slb_chunked_in_trailer(&c));
+    /* Without trailers the section is the final CRLF alone. */
+    slb_chunked_init(&c);
+    c.stop_at_trailer = true;
+    assert_int_equal(slb_chunked_feed(&c, "0\r\n\r\n", 5, &d, &dl), 3);
+    assert_true(slb_chunked_in_trailer(&c));
+    assert_int_equal(slb_chunked_feed(&c, "\r\n", 2, &d, &dl), 2);
+    assert_true(c.done);
+    /* Off (the default), one feed goes through to the end. */
+    slb_chunked_init(&c);
+    assert_int_equal(slb_chunked_feed(&c, raw + 8, strlen(raw) - 8, &d, &dl), (long)strlen(raw) - 8);
+    assert_true(c.done);
+}
+
 static void test_chunked_sizes(void **state)
 {
     struct slb_chunked c;
@@ -848,6 +878,7 @@ int main(void)
         cmocka_unit_test(test_slice_eq_ci_n),       cmocka_unit_test(test_response_table),
         cmocka_unit_test(test_response_limits),      cmocka_unit_test(test_chunked_table),
         cmocka_unit_test(test_chunked_byte_by_byte), cmocka_unit_test(test_chunked_one_run),
+        cmocka_unit_test(test_chunked_stop_at_trailer),
         cmocka_unit_test(test_chunked_sizes),        cmocka_unit_test(test_chunked_line_limits),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
