@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private to the HTTP/2 layer: the connection (h2.c: nghttp2 glue, the client socket, abuse
+ * limits, lifecycle) and its streams (h2_stream.c: each stream's exchange with a backend and
+ * the translation between HTTP/2 and HTTP/1.1). */
+#ifndef SLB_HTTP_H2_INT_H
+#define SLB_HTTP_H2_INT_H
+
+#include "http/h2.h"
+#include "http/parser.h"
+#include "http/rewrite.h"
+#include "http/upstream.h"
+
+#include <nghttp2/nghttp2.h>
+
+#define H2_MAX_STREAMS 100        /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define H2_HEAD_LIMIT 16384       /* a request head as HTTP/1.1 text, as for HTTP/1.1 clients */
+#define H2_HEAD_HARD (256 * 1024) /* decoded bytes of one header block: an HPACK bomb */
+#define H2_OUT_HIGH (64 * 1024)   /* frames queued for the client before we stop making more */
+#define H2_READS_PER_RUN 16
+/* Token buckets: a burst, then a sustained rate per second. Streams the client resets
+ * (CVE-2023-44487, Rapid Reset), and frames that cost us work but carry no request: PING,
+ * SETTINGS, PRIORITY, empty DATA. Past either: GOAWAY ENHANCE_YOUR_CALM. */
+#define H2_RST_BURST 200
+#define H2_RST_RATE 100
+#define H2_CTRL_BURST 500
+#define H2_CTRL_RATE 100
+
+enum stream_state {
+    SS_HEAD,     /* header block arriving */
+    SS_DISPATCH, /* request ready, backend not chosen yet (after this read's frames) */
+    SS_CONNECT,  /* backend connect in progress */
+    SS_EXCHANGE, /* request to the backend, response back */
+    SS_LOCAL,    /* our own response (error, redirect); request body discarded */
+};
+
+struct h2_bucket {
+    uint64_t milli; /* tokens x 1000 */
+    uint64_t last_ms;
+};
+
+struct h2_conn;
+
+struct h2_stream {
+    struct h2_conn *c;
+    struct h2_stream *prev, *next;
+    int32_t id;
+    enum stream_state st;
+    struct slb_timer timer;
+    /* request head as it arrives */
+    struct slb_hbuf method, path, authority, fields, cookie, trailers;
+    size_t head_bytes;
+    bool too_big, end_stream_seen;
+    /* request towards the backend: head, then body bytes (chunk-framed when chunked) */
+    struct slb_hbuf tx;
+    bool req_chunked, req_has_body, req_done, head_only;
+    uint8_t method_id;
+    uint64_t unconsumed; /* DATA bytes in tx not yet given back to the client's window */
+    /* backend */
+    struct http_up *up;
+    struct slb_srv_rt *srv;
+    int srv_idx, attempts;
+    uint8_t *tried;
+    uint64_t exchange_deadline_ms, last_io_ms, sent_us;
+    /* response */
+    bool resp_head_done, resp_submitted, resp_done, up_keep_alive, deferred, reset;
+    uint8_t resp_body;
+    int status;
+    uint64_t resp_remaining, resp_ready;
+    struct slb_chunked resp_chunk;
+    struct slb_hbuf resp_trailers;
+    struct slb_hbuf local; /* our own response: head and body as HTTP/1.1 */
+    /* accounting */
+    uint64_t bytes_in, bytes_out;
+    struct slb_access_rec *log;
+    bool logged;
+};
+
+struct h2_conn {
+    struct slb_conn_link link;
+    struct slb_worker *w;
+    struct slb_http_worker *hw;
+    struct slb_wsnap *ws;
+    struct slb_listener_rt *l;
+    struct slb_wgroup *wg;
+    struct slb_tconn t;
+    struct slb_io io;
+    struct slb_timer timer;
+    nghttp2_session *ng;
+    struct slb_hbuf out; /* frames for the client */
+    struct h2_stream *streams;
+    unsigned nstreams, ndispatch;
+    bool closed, goaway, fatal, client_eof;
+    uint64_t last_io_ms, last_write_ms;
+    struct h2_bucket rst, ctrl;
+    uint64_t wire_in_seen, wire_out_seen, log_wire_in, log_wire_out;
+    char client_ip[INET6_ADDRSTRLEN];
+    uint16_t local_port;
+};
+
+/* h2.c */
+void h2_run(struct h2_conn *c);
+struct slb_wcount *h2_lis_counts(struct h2_conn *c);
+
+/* h2_stream.c */
+/* The request's header block is complete: answer it ourselves or make it ready for a
+ * backend (h2_dispatch). */
+void h2_start_request(struct h2_stream *s);
+/* Choose backends for the streams made ready by the frames just read. */
+void h2_dispatch(struct h2_conn *c);
+/* The client ended its side of the stream. */
+void h2_request_end(struct h2_stream *s);
+/* Move what can move between a stream and its backend. */
+void h2_stream_io(struct h2_stream *s);
+void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t);
+/* Log, give back the backend connection and free (the stream left nghttp2 or the connection
+ * closes). */
+void h2_stream_free(struct h2_stream *s);
+
+#endif

@@ -1,0 +1,840 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* HTTP/2 streams (see h2.c for the connection): each one a request to a backend over an
+ * HTTP/1.1 connection from the worker's pool. The request head is rewritten as HTTP/1.1 text
+ * and parsed by the HTTP/1.1 parser, so both protocols reach backends through the same
+ * validation and the same rewriting (rewrite.h); the response head comes back the same way.
+ * Request DATA is acknowledged only once written to the backend, and the response is read
+ * from the backend only as fast as the client's window lets DATA go. */
+#include "http/h2_int.h"
+
+#include "core/log.h"
+#include "core/time.h"
+#include "http/access.h"
+#include "http/route.h"
+#include "tls/tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void up_event(struct http_up *up, uint32_t events);
+
+static struct slb_wcount *srv_counts(struct h2_stream *s)
+{
+    return &s->srv->w[s->c->w->id];
+}
+
+static void count_status(struct h2_stream *s, int status, int64_t dir)
+{
+    struct h2_conn *c = s->c;
+    int cls = status / 100;
+    if (cls >= 1 && cls <= 5)
+        slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], (uint64_t)dir);
+    slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_REQS], (uint64_t)dir);
+    s->status = dir > 0 ? status : 0;
+}
+
+/* One access-log line per stream that carried a request. The wire bytes are the connection's
+ * since the previous line: streams share them. */
+static void log_stream(struct h2_stream *s)
+{
+    struct h2_conn *c = s->c;
+    if (!s->log || s->logged || !s->log->start_ms)
+        return;
+    s->logged = true;
+    uint64_t in, out;
+    slb_tconn_wire(&c->t, &in, &out);
+    char sni[256] = "";
+    const char *name = SSL_get_servername(c->t.ssl, TLSEXT_NAMETYPE_host_name);
+    if (name)
+        snprintf(sni, sizeof(sni), "%s", name);
+    struct slb_access_entry e = {
+        .listener = c->l->cfg->name,
+        .client = c->client_ip,
+        .tls_version = SSL_get_version(c->t.ssl),
+        .cipher = SSL_get_cipher_name(c->t.ssl),
+        .resumed = SSL_session_reused(c->t.ssl),
+        .sni = sni,
+        .rec = s->log,
+        .status = s->status,
+        .bytes_in = s->bytes_in,
+        .bytes_out = s->bytes_out,
+        .wire_in = in - c->log_wire_in,
+        .wire_out = out - c->log_wire_out,
+        .upstream = s->srv ? strchr(s->srv->key, '/') + 1 : NULL,
+        .request_ms = (double)(c->w->loop.now_ms - s->log->start_ms),
+        .upstream_ms = 0,
+    };
+    slb_access_write(c->w, &e);
+    c->log_wire_in = in;
+    c->log_wire_out = out;
+}
+
+/* --- the backend connection of a stream --- */
+
+static void release_server(struct h2_stream *s)
+{
+    if (!s->srv)
+        return;
+    slb_count_add(&srv_counts(s)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
+    slb_count_add(&srv_counts(s)->v[SLB_SRV_BYTES_TO], s->up ? s->up->bytes_to : 0);
+    slb_count_add(&srv_counts(s)->v[SLB_SRV_BYTES_FROM], s->up ? s->up->bytes_from : 0);
+}
+
+/* Let go of the backend connection: back to the pool after a complete exchange both sides
+ * kept alive, closed otherwise. */
+static void drop_up(struct h2_stream *s)
+{
+    if (!s->up)
+        return;
+    release_server(s);
+    bool complete = s->st == SS_EXCHANGE && s->resp_done && s->req_done &&
+                    !slb_hbuf_pending(&s->tx) && slb_buf_empty(&s->up->in) && s->up_keep_alive;
+    if (complete)
+        slb_up_release(s->up);
+    else
+        slb_up_close(s->up);
+    s->up = NULL;
+}
+
+static void up_interest(struct h2_stream *s)
+{
+    struct http_up *up = s->up;
+    if (!up)
+        return;
+    uint32_t ev = 0;
+    if (!up->connected) {
+        ev = EPOLLOUT;
+    } else {
+        if (!s->resp_done && slb_buf_space(&up->in) > 0)
+            ev |= EPOLLIN;
+        if (slb_hbuf_pending(&s->tx))
+            ev |= EPOLLOUT;
+    }
+    slb_up_set_interest(up, ev);
+}
+
+static void stream_timer(struct h2_stream *s)
+{
+    const struct slb_listener_cfg *cfg = s->c->l->cfg;
+    uint64_t now = s->c->w->loop.now_ms, ms;
+    if (s->st == SS_CONNECT) {
+        ms = cfg->connect_timeout_ms;
+    } else if (s->st == SS_EXCHANGE) {
+        if (!s->exchange_deadline_ms)
+            s->exchange_deadline_ms = now + (uint64_t)cfg->request_timeout_s * 1000u;
+        ms = s->exchange_deadline_ms > now ? s->exchange_deadline_ms - now : 0;
+    } else {
+        ms = (uint64_t)cfg->request_timeout_s * 1000u;
+    }
+    slb_timer_start(&s->c->w->loop, &s->timer, ms);
+}
+
+/* --- responses to the client --- */
+
+static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
+                            uint32_t *flags, nghttp2_data_source *src, void *ud);
+
+/* Submit a head from a parsed HTTP/1.1 message: names lowercased in place (the message's
+ * bytes are ours), hop-by-hop fields left out. final: the response's own head (with a body
+ * when body is set), else an interim (1xx) one. */
+static int submit_head(struct h2_stream *s, const struct slb_http_msg *m, bool final, bool body)
+{
+    nghttp2_nv nva[SLB_HTTP_MAX_HEADERS + 1];
+    char status[8];
+    int sl = snprintf(status, sizeof(status), "%03u", (unsigned)m->status % 1000u);
+    size_t n = 0;
+    nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, (size_t)sl,
+                            NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < m->nheaders; i++) {
+        if (slb_http_is_hop_by_hop(m, i))
+            continue;
+        char *name = (char *)m->headers[i].name.p;
+        for (size_t k = 0; k < m->headers[i].name.len; k++)
+            if (name[k] >= 'A' && name[k] <= 'Z')
+                name[k] = (char)(name[k] + 32);
+        nva[n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)m->headers[i].value.p,
+                                m->headers[i].name.len, m->headers[i].value.len,
+                                NGHTTP2_NV_FLAG_NONE};
+    }
+    if (!final)
+        return nghttp2_submit_headers(s->c->ng, NGHTTP2_FLAG_NONE, s->id, NULL, nva, n, NULL);
+    nghttp2_data_provider dp = {.source.ptr = s, .read_callback = body_read_cb};
+    s->resp_submitted = true;
+    return nghttp2_submit_response(s->c->ng, s->id, nva, n, body ? &dp : NULL);
+}
+
+/* Our own response (an error, a redirect), built as HTTP/1.1 and sent as h2. */
+static void respond_local(struct h2_stream *s, int status, const char *extra)
+{
+    struct h2_conn *c = s->c;
+    if (s->up) {
+        if (s->srv && status >= 500)
+            slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
+        release_server(s);
+        slb_up_close(s->up);
+        s->up = NULL;
+    }
+    if (s->st == SS_DISPATCH)
+        c->ndispatch--;
+    s->st = SS_LOCAL;
+    slb_timer_stop(&c->w->loop, &s->timer);
+    slb_hbuf_reset(&s->local);
+    slb_http_build_simple(&s->local, status, extra, true, s->head_only);
+    struct slb_http_limits lim;
+    slb_http_limits_default(&lim);
+    struct slb_http_msg *m = &c->hw->msg;
+    int rc = slb_http_parse_response(s->local.p, s->local.len, &lim,
+                                     s->head_only ? SLB_HTTP_HEAD : SLB_HTTP_GET, m);
+    if (s->local.oom || rc <= 0) {
+        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+        return;
+    }
+    s->local.off = (size_t)rc;
+    s->resp_done = true;
+    count_status(s, status, 1);
+    if (submit_head(s, m, true, slb_hbuf_pending(&s->local) > 0) != 0)
+        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    /* What the client still sends for this stream is read and dropped. */
+    if (s->unconsumed) {
+        nghttp2_session_consume(c->ng, s->id, s->unconsumed);
+        s->unconsumed = 0;
+    }
+    slb_hbuf_free(&s->tx);
+}
+
+/* The exchange with the backend failed: our error when nothing of the response went out yet,
+ * otherwise the stream is reset, so the client cannot take a cut body for a whole one. */
+static void upstream_failed(struct h2_stream *s, int status, const char *why)
+{
+    struct h2_conn *c = s->c;
+    if (s->srv)
+        slb_warn("listener %s: backend %s: %s", c->l->cfg->name, s->srv->key, why);
+    if (s->resp_submitted) {
+        if (s->srv)
+            slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
+        release_server(s);
+        slb_up_close(s->up);
+        s->up = NULL;
+        s->resp_done = s->reset = true;
+        s->st = SS_LOCAL;
+        slb_timer_stop(&c->w->loop, &s->timer);
+        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+        return;
+    }
+    if (s->resp_head_done)
+        count_status(s, s->status, -1);
+    respond_local(s, status, NULL);
+}
+
+/* The head of a final response: sticky cookie and hop-by-hop rules applied by the HTTP/1.1
+ * builder, then parsed back and submitted. */
+static void finish_response_head(struct h2_stream *s, const struct slb_http_msg *m)
+{
+    struct h2_conn *c = s->c;
+    struct slb_sticky_out so;
+    slb_http_sticky_response(&so, c->l->cfg, c->wg->g, s->srv_idx, true);
+    slb_hbuf_reset(&s->local);
+    slb_http_build_response(&s->local, m, true, so.set_cookie, so.prefix_name, so.prefix);
+    struct slb_http_limits lim;
+    slb_http_limits_default(&lim);
+    lim.max_head_bytes = s->local.len + 1;
+    struct slb_http_msg *rm = &c->hw->msg; /* m is consumed: reuse the scratch */
+    bool body = s->resp_body != SLB_BODY_NONE;
+    if (s->local.oom ||
+        slb_http_parse_response(s->local.p, s->local.len, &lim, SLB_HTTP_GET, rm) <= 0) {
+        upstream_failed(s, 502, "response head cannot be given to an HTTP/2 client");
+        return;
+    }
+    if (submit_head(s, rm, true, body) != 0)
+        upstream_failed(s, 502, "response head cannot be given to an HTTP/2 client");
+    slb_hbuf_free(&s->local);
+}
+
+static bool parse_response(struct h2_stream *s)
+{
+    struct h2_conn *c = s->c;
+    struct http_up *up = s->up;
+    struct slb_http_limits lim;
+    slb_http_limits_default(&lim);
+    struct slb_http_msg *m = &c->hw->msg;
+    for (;;) {
+        int rc = slb_http_parse_response(up->in.data + up->in.off, up->in.len, &lim,
+                                         (enum slb_http_method)s->method_id, m);
+        if (rc == 0) {
+            if (slb_buf_space(&up->in) > 0)
+                return false;
+            if (up->in.off > 0) {
+                slb_buf_prepare(&up->in);
+                return true;
+            }
+            upstream_failed(s, 502, "response head too large");
+            return true;
+        }
+        if (rc < 0) {
+            upstream_failed(s, 502, "malformed response");
+            return true;
+        }
+        if (m->status == 101) {
+            upstream_failed(s, 502, "101 to an HTTP/2 request");
+            return true;
+        }
+        if (m->status >= 200)
+            break;
+        /* Interim responses (100, 103 Early Hints) go on as non-final HEADERS. */
+        int r = submit_head(s, m, false, false);
+        slb_buf_consume(&up->in, (size_t)rc);
+        if (r != 0 || slb_buf_empty(&up->in))
+            return true;
+    }
+    if (s->sent_us)
+        slb_srv_observe(srv_counts(s), slb_mono_us() - s->sent_us);
+    s->sent_us = 0;
+    if (m->status >= 500)
+        slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
+    slb_count_add(&srv_counts(s)->v[SLB_SRV_REQS], 1);
+    count_status(s, m->status, 1);
+    s->resp_head_done = true;
+    s->up_keep_alive = m->keep_alive;
+    s->resp_body = (uint8_t)m->body;
+    s->resp_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
+    if (m->body == SLB_BODY_LENGTH && m->content_length == 0)
+        s->resp_body = SLB_BODY_NONE;
+    slb_chunked_init(&s->resp_chunk);
+    s->resp_chunk.stop_at_trailer = true;
+    size_t head_len = (size_t)m->head_len;
+    if (s->resp_body == SLB_BODY_NONE)
+        s->resp_done = true;
+    finish_response_head(s, m);
+    if (s->up)
+        slb_buf_consume(&s->up->in, head_len);
+    return true;
+}
+
+/* Decode what arrived of a chunked body in place: the front of up->in becomes data bytes
+ * (resp_ready of them); trailer bytes are kept for the trailing HEADERS. */
+static int unchunk(struct h2_stream *s)
+{
+    struct slb_buf *b = &s->up->in;
+    char *base = b->data + b->off;
+    size_t w = (size_t)s->resp_ready, r = w;
+    while (r < b->len && !s->resp_chunk.done) {
+        const char *data;
+        size_t dlen;
+        bool trailer = slb_chunked_in_trailer(&s->resp_chunk);
+        long n = slb_chunked_feed(&s->resp_chunk, base + r, b->len - r, &data, &dlen);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        if (trailer)
+            slb_hbuf_put(&s->resp_trailers, base + r, (size_t)n);
+        if (dlen)
+            memmove(base + w, data, dlen);
+        w += dlen;
+        r += (size_t)n;
+    }
+    if (r > w) {
+        memmove(base + w, base + r, b->len - r);
+        b->len -= r - w;
+    }
+    s->resp_ready = w;
+    if (s->resp_chunk.done)
+        s->resp_done = true;
+    return 0;
+}
+
+/* Body bytes of the response ready to go as DATA (s->resp_ready at the front of up->in). */
+static int body_ready(struct h2_stream *s)
+{
+    struct http_up *up = s->up;
+    if (!up || !s->resp_head_done || up->in.len <= s->resp_ready)
+        return 0;
+    size_t avail = up->in.len - s->resp_ready;
+    switch (s->resp_body) {
+    case SLB_BODY_UNTIL_CLOSE:
+        s->resp_ready = up->in.len;
+        return 0;
+    case SLB_BODY_LENGTH: {
+        uint64_t n = avail < s->resp_remaining ? avail : s->resp_remaining;
+        s->resp_ready += n;
+        s->resp_remaining -= n;
+        if (s->resp_remaining == 0)
+            s->resp_done = true;
+        return 0;
+    }
+    case SLB_BODY_CHUNKED:
+        return unchunk(s);
+    default:
+        return 0;
+    }
+}
+
+/* The backend's chunked trailer section as a trailing HEADERS frame. */
+static void submit_trailers(struct h2_stream *s)
+{
+    nghttp2_nv nva[SLB_HTTP_MAX_HEADERS];
+    size_t n = 0;
+    char *p = s->resp_trailers.p, *end = p + s->resp_trailers.len;
+    while (p && p < end && n < SLB_HTTP_MAX_HEADERS) {
+        char *eol = memchr(p, '\r', (size_t)(end - p));
+        if (!eol || eol == p)
+            break;
+        char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon) {
+            for (char *k = p; k < colon; k++)
+                if (*k >= 'A' && *k <= 'Z')
+                    *k += 32;
+            char *v = colon + 1, *ve = eol;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            struct slb_slice nm = {p, (size_t)(colon - p)};
+            /* Fields that frame, route or authenticate a message have no place here
+             * (RFC 9110 6.5.1). */
+            if (!SLB_SLICE_IS(nm, "content-length") && !SLB_SLICE_IS(nm, "transfer-encoding") &&
+                !SLB_SLICE_IS(nm, "host") && !SLB_SLICE_IS(nm, "connection") &&
+                !SLB_SLICE_IS(nm, "keep-alive") && !SLB_SLICE_IS(nm, "te") &&
+                !SLB_SLICE_IS(nm, "upgrade") && !SLB_SLICE_IS(nm, "proxy-connection") &&
+                !SLB_SLICE_IS(nm, "trailer"))
+                nva[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p),
+                                        (size_t)(ve - v), NGHTTP2_NV_FLAG_NONE};
+        }
+        p = eol + 2;
+    }
+    nghttp2_submit_trailer(s->c->ng, s->id, nva, n);
+}
+
+static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
+                            uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    struct h2_stream *s = src->ptr;
+    if (s->st == SS_LOCAL) {
+        size_t n = slb_hbuf_pending(&s->local);
+        n = n < len ? n : len;
+        memcpy(buf, s->local.p + s->local.off, n);
+        s->local.off += n;
+        if (!slb_hbuf_pending(&s->local))
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
+    if (s->reset || !s->up)
+        return NGHTTP2_ERR_DEFERRED; /* our RST_STREAM goes out before any more DATA */
+    if (body_ready(s) < 0) {
+        upstream_failed(s, 502, "malformed chunked response"); /* queues RST_STREAM */
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    struct http_up *up = s->up;
+    size_t n = s->resp_ready < len ? (size_t)s->resp_ready : len;
+    if (n) {
+        bool was_full = slb_buf_space(&up->in) == 0;
+        memcpy(buf, up->in.data + up->in.off, n);
+        slb_buf_consume(&up->in, n);
+        s->resp_ready -= n;
+        s->last_io_ms = s->c->w->loop.now_ms;
+        if (was_full)
+            up_interest(s);
+    }
+    if (s->resp_done && s->resp_ready == 0) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (s->resp_trailers.len > 2) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            submit_trailers(s);
+        }
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        s->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+/* --- the exchange with the backend --- */
+
+static bool write_up(struct h2_stream *s)
+{
+    struct http_up *up = s->up;
+    bool progress = false;
+    while (up && up->connected && up->wr_ready && slb_hbuf_pending(&s->tx)) {
+        ssize_t n = send(up->fd, s->tx.p + s->tx.off, slb_hbuf_pending(&s->tx), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                up->wr_ready = false;
+                break;
+            }
+            /* A reset seen on send: the read side will report it with the cause. */
+            up->wr_ready = false;
+            up->rd_ready = true;
+            break;
+        }
+        s->tx.off += (size_t)n;
+        up->bytes_to += (uint64_t)n;
+        s->last_io_ms = s->c->w->loop.now_ms;
+        progress = true;
+    }
+    if (progress && !slb_hbuf_pending(&s->tx)) {
+        if (!s->sent_us && s->req_done)
+            s->sent_us = slb_mono_us();
+        if (s->req_has_body) {
+            /* Written: the client may send as much again. A request without a body keeps
+             * its head for a retry on a fresh connection. */
+            slb_hbuf_reset(&s->tx);
+            if (s->unconsumed) {
+                nghttp2_session_consume(s->c->ng, s->id, s->unconsumed);
+                s->unconsumed = 0;
+            }
+        }
+    }
+    return progress;
+}
+
+static bool retry_fresh(struct h2_stream *s)
+{
+    struct h2_conn *c = s->c;
+    release_server(s);
+    slb_up_close(s->up);
+    s->up = NULL;
+    const struct slb_server_cfg *srv = &c->wg->g->cfg->servers[s->srv_idx];
+    int err = 0;
+    s->up = slb_up_acquire(c->hw, srv, s, up_event, &err);
+    if (s->up && s->up->reused) {
+        /* Another pooled connection: close it too, we want a fresh one. */
+        slb_up_close(s->up);
+        s->up = slb_up_acquire(c->hw, srv, s, up_event, &err);
+    }
+    if (!s->up) {
+        s->srv = NULL;
+        return false;
+    }
+    slb_count_add(&srv_counts(s)->v[SLB_SRV_ACTIVE], 1);
+    slb_count_add(&srv_counts(s)->v[SLB_SRV_CONNS], 1);
+    s->tx.off = 0;
+    s->st = SS_CONNECT;
+    stream_timer(s);
+    return true;
+}
+
+static bool read_up(struct h2_stream *s)
+{
+    struct http_up *up = s->up;
+    if (!up || !up->connected || !up->rd_ready || s->resp_done || slb_buf_space(&up->in) == 0)
+        return false;
+    if (slb_buf_prepare(&up->in) < 0)
+        return false;
+    ssize_t n = recv(up->fd, up->in.data + up->in.off + up->in.len, slb_buf_space(&up->in), 0);
+    int err = n < 0 ? errno : 0;
+    if (n > 0) {
+        up->in.len += (size_t)n;
+        up->bytes_from += (uint64_t)n;
+        s->last_io_ms = s->c->w->loop.now_ms;
+        return true;
+    }
+    if (up->in.len == 0)
+        slb_buf_release(&up->in);
+    if (n < 0 && (err == EAGAIN || err == EINTR)) {
+        up->rd_ready = false;
+        return false;
+    }
+    if (n == 0 && s->resp_head_done && s->resp_body == SLB_BODY_UNTIL_CLOSE) {
+        s->up_keep_alive = false;
+        s->resp_done = true;
+        return true;
+    }
+    if (up->reused && !s->resp_head_done && up->bytes_from == 0 && !s->req_has_body &&
+        retry_fresh(s))
+        return true;
+    upstream_failed(s, 502, n == 0 ? "closed the connection early" : strerror(err));
+    return true;
+}
+
+/* Move what can move between the stream and its backend. */
+void h2_stream_io(struct h2_stream *s)
+{
+    for (int i = 0; i < 64 && s->up && s->st == SS_EXCHANGE; i++) {
+        bool p = write_up(s);
+        p |= read_up(s);
+        if (s->st != SS_EXCHANGE || !s->up)
+            break;
+        if (!s->resp_head_done && !slb_buf_empty(&s->up->in))
+            p |= parse_response(s);
+        if (s->st != SS_EXCHANGE || !s->up)
+            break;
+        if (s->resp_head_done && s->deferred && (s->up->in.len > s->resp_ready || s->resp_done)) {
+            s->deferred = false;
+            nghttp2_session_resume_data(s->c->ng, s->id);
+        }
+        if (!p)
+            break;
+    }
+    up_interest(s);
+}
+
+static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
+{
+    struct h2_conn *c = s->c;
+    struct slb_up_choice ch = {
+        .wg = c->wg, .tried = s->tried, .attempts = s->attempts, .client_fd = c->t.fd,
+        .listener = c->l->cfg->name, .owner = s, .cb = up_event};
+    s->up = slb_up_choose(c->hw, &ch, sticky);
+    s->attempts = ch.attempts;
+    s->srv_idx = ch.srv_idx;
+    s->srv = ch.srv;
+    if (!s->up)
+        return false;
+    s->st = s->up->reused ? SS_EXCHANGE : SS_CONNECT;
+    s->up->connected = s->up->reused;
+    if (s->up->reused)
+        s->up->wr_ready = true;
+    stream_timer(s);
+    return true;
+}
+
+static void connect_failed(struct h2_stream *s, const char *why)
+{
+    struct h2_conn *c = s->c;
+    slb_warn("listener %s: backend %s: connect: %s", c->l->cfg->name, s->srv->key, why);
+    slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
+    release_server(s);
+    slb_up_close(s->up);
+    s->up = NULL;
+    s->srv = NULL;
+    s->tx.off = 0;
+    if (!choose_backend(s, (struct slb_slice){0}))
+        respond_local(s, 502, NULL);
+}
+
+static void up_event(struct http_up *up, uint32_t events)
+{
+    struct h2_stream *s = up->owner;
+    struct h2_conn *c = s->c;
+    if (c->closed)
+        return;
+    if (!up->connected) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            connect_failed(s, strerror(err));
+            if (s->st == SS_EXCHANGE)
+                h2_stream_io(s);
+            h2_run(c);
+            return;
+        }
+        up->connected = true;
+        up->wr_ready = true;
+        up->rd_ready = false;
+        s->st = SS_EXCHANGE;
+        stream_timer(s);
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        up->rd_ready = true;
+    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        up->wr_ready = true;
+    h2_stream_io(s);
+    h2_run(c);
+}
+
+void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    struct h2_stream *s = t->data;
+    struct h2_conn *c = s->c;
+    if (s->st == SS_CONNECT) {
+        connect_failed(s, "timeout");
+        if (s->st == SS_EXCHANGE)
+            h2_stream_io(s);
+    } else if (s->st == SS_EXCHANGE) {
+        /* A fixed deadline until the request is sent and the response head is here; then
+         * the response body only has to keep moving (as for HTTP/1.1). */
+        uint64_t limit = (uint64_t)c->l->cfg->request_timeout_s * 1000u;
+        bool fixed = !s->req_done || !s->resp_head_done;
+        uint64_t due = fixed ? s->exchange_deadline_ms : s->last_io_ms + limit;
+        if (loop->now_ms < due) {
+            slb_timer_start(loop, t, due - loop->now_ms);
+            return;
+        }
+        upstream_failed(s, 504, !s->resp_head_done ? "response timeout"
+                                : !s->req_done     ? "request body timeout"
+                                                   : "response body stalled");
+    } else if (s->st == SS_LOCAL) {
+        /* Our own response is stuck behind a client that does not read. */
+        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+    }
+    h2_run(c);
+}
+
+/* --- requests from the client --- */
+
+/* The request head as HTTP/1.1 text, parsed by the HTTP/1.1 parser, then rewritten for the
+ * backend like any other request. */
+void h2_start_request(struct h2_stream *s)
+{
+    struct h2_conn *c = s->c;
+    const struct slb_listener_cfg *cfg = c->l->cfg;
+    s->last_io_ms = c->w->loop.now_ms;
+    if (s->too_big) {
+        if (s->log)
+            slb_access_capture(s->log, c->w->loop.now_ms, NULL);
+        respond_local(s, 431, NULL);
+        return;
+    }
+    struct slb_hbuf req = {0};
+    slb_hbuf_put(&req, s->method.p, s->method.len);
+    slb_hbuf_put(&req, " ", 1);
+    slb_hbuf_put(&req, s->path.p, s->path.len);
+    slb_hbuf_puts(&req, " HTTP/1.1\r\n");
+    if (s->authority.len) {
+        slb_hbuf_puts(&req, "Host: ");
+        slb_hbuf_put(&req, s->authority.p, s->authority.len);
+        slb_hbuf_puts(&req, "\r\n");
+    }
+    slb_hbuf_put(&req, s->fields.p, s->fields.len);
+    if (s->cookie.len) {
+        slb_hbuf_puts(&req, "Cookie: ");
+        slb_hbuf_put(&req, s->cookie.p, s->cookie.len);
+        slb_hbuf_puts(&req, "\r\n");
+    }
+    if (s->req_chunked)
+        slb_hbuf_puts(&req, "Transfer-Encoding: chunked\r\n");
+    slb_hbuf_puts(&req, "\r\n");
+    slb_hbuf_free(&s->method);
+    slb_hbuf_free(&s->path);
+    slb_hbuf_free(&s->authority);
+    slb_hbuf_free(&s->fields);
+    slb_hbuf_free(&s->cookie);
+
+    struct slb_http_limits lim;
+    slb_http_limits_default(&lim);
+    lim.max_head_bytes = req.len + 1;
+    struct slb_http_msg *m = &c->hw->msg;
+    int rc = req.oom ? -500 : slb_http_parse_request(req.p, req.len, &lim, m);
+    if (rc <= 0) {
+        slb_debug("listener %s: client %s: bad HTTP/2 request (%d)", cfg->name, c->client_ip,
+                  -rc);
+        if (s->log)
+            slb_access_capture(s->log, c->w->loop.now_ms, NULL);
+        respond_local(s, rc < 0 ? -rc : 400, NULL);
+        slb_hbuf_free(&req);
+        return;
+    }
+    if (s->log)
+        slb_access_capture(s->log, c->w->loop.now_ms, m);
+    s->method_id = (uint8_t)m->method;
+    s->head_only = m->method == SLB_HTTP_HEAD;
+    s->req_has_body = m->body != SLB_BODY_NONE;
+    int ei = slb_http_find_header(m, "expect", 0);
+    if (m->method == SLB_HTTP_CONNECT) {
+        respond_local(s, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n");
+    } else if (ei >= 0 && !m->expect_continue) {
+        respond_local(s, 417, NULL);
+    } else if (cfg->redirect_to[0]) {
+        char extra[1200];
+        snprintf(extra, sizeof(extra), "Location: %s%.*s\r\n", cfg->redirect_to,
+                 (int)(m->target.len > 1000 ? 1000 : m->target.len), m->target.p);
+        respond_local(s, 301, extra);
+    } else if (slb_http_misdirected(c->t.ssl, m)) {
+        respond_local(s, 421, NULL);
+    } else if (!c->wg || c->wg->g->nservers == 0) {
+        respond_local(s, 503, NULL);
+    } else {
+        /* The backend head is built now, while the parse result is at hand; the server that
+         * gets it is chosen once this read's frames are processed (see h2_dispatch), so streams
+         * opened and reset in one burst never reach a backend. Its default Host is the
+         * group's first server's: an HTTP/2 request always has :authority or Host. */
+        struct slb_fwd_certs certs;
+        struct slb_fwd_info fwd;
+        slb_http_fwd_init(&fwd, &certs, c->l, c->t.ssl, c->client_ip, c->local_port);
+        fwd.default_host = c->wg->g->cfg->servers[0].authority;
+        slb_http_build_request(&s->tx, m, &fwd);
+        struct slb_slice sticky = {0};
+        if (cfg->sticky != SLB_STICKY_NONE)
+            sticky = slb_http_cookie(m, cfg->sticky_cookie);
+        if (sticky.len) {
+            /* Kept in the stream until h2_dispatch: the parse result will be gone. */
+            slb_hbuf_reset(&s->cookie);
+            slb_hbuf_put(&s->cookie, sticky.p, sticky.len);
+        }
+        if (s->tx.oom) {
+            respond_local(s, 500, NULL);
+        } else {
+            s->st = SS_DISPATCH;
+            c->ndispatch++;
+        }
+    }
+    slb_hbuf_free(&req);
+}
+
+void h2_dispatch(struct h2_conn *c)
+{
+    for (struct h2_stream *s = c->streams; s && c->ndispatch; s = s->next) {
+        if (s->st != SS_DISPATCH)
+            continue;
+        c->ndispatch--;
+        struct slb_slice sticky = {s->cookie.p, s->cookie.len};
+        bool ok = choose_backend(s, sticky);
+        slb_hbuf_free(&s->cookie);
+        if (!ok) {
+            slb_info("listener %s: no healthy backend server", c->l->cfg->name);
+            s->st = SS_HEAD; /* not counted in ndispatch any more */
+            respond_local(s, 503, NULL);
+            continue;
+        }
+        if (s->st == SS_EXCHANGE)
+            h2_stream_io(s);
+        else
+            up_interest(s);
+    }
+}
+
+/* The client's side of the stream ended: close the chunked body with the trailers. */
+void h2_request_end(struct h2_stream *s)
+{
+    if (s->req_done)
+        return;
+    s->req_done = true;
+    if (s->st == SS_LOCAL || s->st == SS_HEAD)
+        return;
+    if (s->req_chunked) {
+        slb_hbuf_puts(&s->tx, "0\r\n");
+        slb_hbuf_put(&s->tx, s->trailers.p, s->trailers.len);
+        slb_hbuf_puts(&s->tx, "\r\n");
+    }
+    slb_hbuf_free(&s->trailers);
+    if (s->st == SS_EXCHANGE)
+        h2_stream_io(s);
+}
+
+void h2_stream_free(struct h2_stream *s)
+{
+    struct h2_conn *c = s->c;
+    slb_timer_stop(&c->w->loop, &s->timer);
+    if (s->st == SS_DISPATCH)
+        c->ndispatch--;
+    drop_up(s);
+    log_stream(s);
+    slb_hbuf_free(&s->method);
+    slb_hbuf_free(&s->path);
+    slb_hbuf_free(&s->authority);
+    slb_hbuf_free(&s->fields);
+    slb_hbuf_free(&s->cookie);
+    slb_hbuf_free(&s->trailers);
+    slb_hbuf_free(&s->tx);
+    slb_hbuf_free(&s->resp_trailers);
+    slb_hbuf_free(&s->local);
+    slb_access_free(s->log);
+    free(s->tried);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    c->nstreams--;
+    free(s);
+}
+
