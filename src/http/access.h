@@ -28,6 +28,7 @@ struct slb_access_entry {
     int resumed;             /* -1 not TLS */
     const char *sni;
     const struct slb_access_rec *rec;
+    const char *proto; /* "HTTP/1.0", "HTTP/1.1", "HTTP/2" */
     int status;
     uint64_t bytes_in, bytes_out; /* payload */
     uint64_t wire_in, wire_out;   /* wire bytes of the connection during this request */

@@ -72,6 +72,7 @@ struct h2_stream {
     /* accounting */
     uint64_t bytes_in, bytes_out;
     struct slb_access_rec *log;
+    double resp_ms; /* request start to response head, for the access log */
     bool logged;
 };
 

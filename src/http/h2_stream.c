@@ -59,6 +59,7 @@ static void log_stream(struct h2_stream *s)
         .resumed = SSL_session_reused(c->t.ssl),
         .sni = sni,
         .rec = s->log,
+        .proto = "HTTP/2",
         .status = s->status,
         .bytes_in = s->bytes_in,
         .bytes_out = s->bytes_out,
@@ -66,7 +67,7 @@ static void log_stream(struct h2_stream *s)
         .wire_out = out - c->log_wire_out,
         .upstream = s->srv ? strchr(s->srv->key, '/') + 1 : NULL,
         .request_ms = (double)(c->w->loop.now_ms - s->log->start_ms),
-        .upstream_ms = 0,
+        .upstream_ms = s->resp_ms,
     };
     slb_access_write(c->w, &e);
     c->log_wire_in = in;
@@ -297,6 +298,8 @@ static bool parse_response(struct h2_stream *s)
         slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
     slb_count_add(&srv_counts(s)->v[SLB_SRV_REQS], 1);
     count_status(s, m->status, 1);
+    if (s->log)
+        s->resp_ms = (double)(s->c->w->loop.now_ms - s->log->start_ms);
     s->resp_head_done = true;
     s->up_keep_alive = m->keep_alive;
     s->resp_body = (uint8_t)m->body;

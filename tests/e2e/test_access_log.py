@@ -7,6 +7,7 @@ import json
 import os
 import ssl
 import stat
+import subprocess
 import time
 
 import pytest
@@ -95,6 +96,7 @@ def test_http_lines(slbd, hx, access_log):
     line = wait_for(path, lambda x: x.get("path") == "/ok?q=1", "the 200 line")[0]
     assert line["listener"] == "web" and line["client"] == "127.0.0.1", line
     assert line["method"] == "POST" and line["status"] == 200, line
+    assert line["proto"] == "HTTP/1.1", line
     assert line["upstream"] == f"127.0.0.1:{b.port}", line
     assert line["bytes_out"] == len(r.raw_head) + len(r.body), (line, r)
     assert line["bytes_in"] >= 10, line
@@ -160,6 +162,20 @@ def test_https_lines(slbd, hx, pki, access_log):
     assert c.request("GET", "/v12").status == 200
     line = wait_for(path, lambda x: x.get("path") == "/v12", "TLS 1.2 line")[0]
     assert line["tls"] == "TLSv1.2" and line["cipher"] == "ECDHE-ECDSA-AES128-GCM-SHA256", line
+    assert line["proto"] == "HTTP/1.1", line
+    # HTTP/2 (curl offers h2 by ALPN): one line per stream, with its own frame bytes.
+    p = subprocess.run(["curl", "-sS", "--http2", "--cacert", pki.root, "--resolve",
+                        f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/h2a",
+                        f"https://localhost:{port}/h2b"], capture_output=True,
+                       timeout=h.scaled(20))
+    assert p.returncode == 0, p.stderr
+    for target in ("/h2a", "/h2b"):
+        line = wait_for(path, lambda x, t=target: x.get("path") == t, f"the {target} line")[0]
+        assert line["proto"] == "HTTP/2" and line["status"] == 200, line
+        assert line["method"] == "GET" and line["tls"] == "TLSv1.3", line
+        assert line["upstream"] == f"127.0.0.1:{b.port}", line
+        assert 0 < line["bytes_in"] < 1000 and line["bytes_out"] > 100, line
+        assert line["upstream_ms"] <= line["request_ms"], line
 
 
 @pytest.mark.slbd(workers=1)
