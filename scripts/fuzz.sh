@@ -57,8 +57,8 @@ if ! "$CLANG" -fsanitize=fuzzer,address,undefined "$probe.c" -o "$probe" >"$prob
     exit 2
 fi
 
-PKG_CFLAGS=$(pkg-config --cflags openssl jansson)
-PKG_LIBS="$(pkg-config --libs openssl jansson) -lpthread -lm"
+PKG_CFLAGS=$(pkg-config --cflags openssl jansson libnghttp2)
+PKG_LIBS="$(pkg-config --libs openssl jansson libnghttp2) -lpthread -lm"
 # -O1 keeps the fuzzers fast while the stack traces stay readable; UBSan findings abort so
 # libFuzzer keeps the input. Library warnings are shown but do not fail the build: another
 # compiler may warn where gcc did not, and that is the library's business, not the fuzzer's.
@@ -132,7 +132,7 @@ targets=(${FUZZ_TARGETS:-${all_targets[@]}})
 # so long that rescanning whole inputs slows the search down.
 max_len() {
     case $1 in
-    http_request | http_response | rewrite) echo 8192 ;;
+    http_request | http_response | rewrite | h2) echo 8192 ;;
     chunked) echo 12288 ;;
     proxyproto) echo 4096 ;;
     cert | config) echo 16384 ;;

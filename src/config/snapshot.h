@@ -73,6 +73,7 @@ enum {
     SLB_LIS_REQ_1XX = SLB_LIS_HS_FAIL + 10, /* + status class - 1 (5 slots) */
     SLB_LIS_REQS = SLB_LIS_REQ_1XX + 5,
     SLB_LIS_DENIED, /* ACL */
+    SLB_LIS_H2_ABUSE, /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
     SLB_LIS_SLOTS
 };
 _Static_assert(SLB_LIS_SLOTS <= 32, "listener counters fit one struct slb_wcount");

@@ -48,7 +48,7 @@ static void calm_down(struct h2_conn *c, const char *why)
         return;
     slb_info("listener %s: client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM", c->l->cfg->name,
              c->client_ip, why);
-    slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_ERRORS], 1);
+    slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_H2_ABUSE], 1);
     nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
     c->fatal = true;
 }
@@ -89,6 +89,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     s->id = f->hd.stream_id;
     s->st = SS_HEAD;
     slb_timer_init(&s->timer, h2_stream_timer_cb, s);
+    /* A header block left unfinished (no END_HEADERS) holds the connection: header_timeout_s. */
+    slb_timer_start(&c->w->loop, &s->timer, (uint64_t)c->l->cfg->header_timeout_s * 1000u);
     s->log = slb_access_new(c->w, c->l);
     s->next = c->streams;
     if (c->streams)
@@ -147,6 +149,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
         slb_hbuf_put(&s->cookie, (const char *)value, vl);
         return 0;
     }
+    if (SLB_SLICE_IS(n, "content-length"))
+        s->has_length = true;
     if (SLB_SLICE_IS(n, "host") && s->authority.len)
         return 0; /* :authority wins (RFC 9113 8.3.1) */
     put_field(&s->fields, name, nl, value, vl);
@@ -196,16 +200,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
         if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
             bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
             /* A body without a length goes to the backend chunked. */
-            s->req_chunked = !end;
-            if (s->req_chunked) {
-                for (const char *p = s->fields.p, *e = p + s->fields.len; p && p < e;) {
-                    if ((size_t)(e - p) > 16 && strncmp(p, "content-length: ", 16) == 0)
-                        s->req_chunked = false;
-                    const char *nl = memchr(p, '\n', (size_t)(e - p));
-                    p = nl ? nl + 1 : e;
-                }
-            }
+            s->req_chunked = !end && !s->has_length;
             h2_start_request(s);
+            /* Trailers, if any, get a budget of their own. */
+            s->head_bytes = 0;
+            s->too_big = false;
             if (end)
                 h2_request_end(s);
         } else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
@@ -268,6 +267,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
         nghttp2_session_consume_connection(ng, s->unconsumed);
     nghttp2_session_set_stream_user_data(ng, id, NULL);
     h2_stream_free(s);
+    account_wire(c); /* the listener's wire counters move as streams end, not only at close */
     return 0;
 }
 
@@ -364,7 +364,7 @@ static bool receive(struct h2_conn *c, bool *more)
             if (r == NGHTTP2_ERR_FLOODED || r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
                 slb_info("listener %s: client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM",
                          c->l->cfg->name, c->client_ip, nghttp2_strerror((int)r));
-                slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_ERRORS], 1);
+                slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_H2_ABUSE], 1);
                 raw_goaway(c, NGHTTP2_ENHANCE_YOUR_CALM);
             } else if (r != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
                 raw_goaway(c, NGHTTP2_INTERNAL_ERROR);

@@ -49,7 +49,7 @@ struct h2_stream {
     /* request head as it arrives */
     struct slb_hbuf method, path, authority, fields, cookie, trailers;
     size_t head_bytes;
-    bool too_big, end_stream_seen;
+    bool too_big, has_length;
     /* request towards the backend: head, then body bytes (chunk-framed when chunked) */
     struct slb_hbuf tx;
     bool req_chunked, req_has_body, req_done, head_only;

@@ -182,7 +182,8 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
     if (s->st == SS_DISPATCH)
         c->ndispatch--;
     s->st = SS_LOCAL;
-    slb_timer_stop(&c->w->loop, &s->timer);
+    /* A client that never reads our answer: its stream is reset after request_timeout_s. */
+    slb_timer_start(&c->w->loop, &s->timer, (uint64_t)c->l->cfg->request_timeout_s * 1000u);
     slb_hbuf_reset(&s->local);
     slb_http_build_simple(&s->local, status, extra, true, s->head_only);
     struct slb_http_limits lim;
@@ -667,6 +668,12 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
     } else if (s->st == SS_LOCAL) {
         /* Our own response is stuck behind a client that does not read. */
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+    } else if (s->st == SS_HEAD) {
+        /* A header block never finished: nothing else can be read on this connection until
+         * it is (RFC 9113 6.10), so the connection ends. */
+        slb_debug("listener %s: client %s: HTTP/2 header block not finished in time",
+                  c->l->cfg->name, c->client_ip);
+        nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
     }
     h2_run(c);
 }

@@ -144,7 +144,9 @@ static void log_request(struct http_conn *c)
         .resumed = c->t.ssl ? SSL_session_reused(c->t.ssl) : -1,
         .sni = sni,
         .rec = c->log,
-        .proto = c->req_minor ? "HTTP/1.1" : "HTTP/1.0",
+        .proto = c->log->method[0] == '-' ? NULL /* not parsed */
+                 : c->req_minor                ? "HTTP/1.1"
+                                               : "HTTP/1.0",
         .status = c->status,
         .bytes_in = c->req_bytes_in,
         .bytes_out = c->resp_bytes_out,

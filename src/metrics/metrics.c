@@ -82,11 +82,13 @@ static json_t *listener_json(const struct slb_listener_rt *l)
 {
     const struct slb_lis_rt *r = l->stats;
     json_t *j = json_pack(
-        "{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:{s:f, s:f}, s:{s:I, s:I}, s:{s:I, s:I}}", "name",
+        "{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:{s:f, s:f}, s:{s:I, s:I}, s:{s:I, s:I}}",
+        "name",
         l->cfg->name, "protocol", slb_proto_name(l->cfg->protocol), "bind", l->cfg->bind,
         "connections", (json_int_t)lsum(r, SLB_LIS_CONNS), "active",
         (json_int_t)lsum(r, SLB_LIS_ACTIVE), "refused", (json_int_t)lsum(r, SLB_LIS_REFUSED),
-        "denied", (json_int_t)lsum(r, SLB_LIS_DENIED), "new_connections_per_s", "1s",
+        "denied", (json_int_t)lsum(r, SLB_LIS_DENIED), "http2_abuse",
+        (json_int_t)lsum(r, SLB_LIS_H2_ABUSE), "new_connections_per_s", "1s",
         conn_rate(r, 1), "60s", conn_rate(r, 60), "payload_bytes", "in",
         (json_int_t)lsum(r, SLB_LIS_PAYLOAD_IN), "out", (json_int_t)lsum(r, SLB_LIS_PAYLOAD_OUT),
         "wire_bytes", "in", (json_int_t)lsum(r, SLB_LIS_WIRE_IN), "out",
@@ -199,6 +201,9 @@ static void listener_metrics(struct text *t, struct slb_snapshot *s)
          "Connections reset by the listener's ACL."},
         {SLB_LIS_ERRORS, "slbd_listener_no_backend_total", "counter",
          "tcp connections refused because no backend server was usable."},
+        {SLB_LIS_H2_ABUSE, "slbd_listener_http2_abuse_total", "counter",
+         "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM (floods, rapid reset, "
+         "HPACK bombs)."},
     };
     for (size_t m = 0; m < sizeof(simple) / sizeof(simple[0]); m++) {
         family(t, simple[m].name, simple[m].type, simple[m].help);
