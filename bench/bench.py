@@ -55,10 +55,13 @@ def parse_args(argv):
     p.add_argument("--rate", type=int, default=2000, help="requests/s for latency (6)")
     p.add_argument("--rate-conns", type=int, default=16, help="connections for latency (6)")
     p.add_argument("--replacements", type=int, default=50, help="certificate PUTs (7)")
+    p.add_argument("--h2-conns", type=int, default=8, help="HTTP/2 connections (h2)")
+    p.add_argument("--h2-streams", type=int, default=32,
+                   help="HTTP/2 streams in flight per connection (h2)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run the server sequence N times and report medians (noisy machines)")
-    p.add_argument("--scenarios", default="1,2,3,4,5,6,7",
-                   help="comma-separated subset of the scenarios 1-7 (default: all)")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,7,h2",
+                   help="comma-separated subset of the scenarios 1-7 and h2 (default: all)")
     p.add_argument("--syscalls", action="store_true",
                    help="also count system calls per keep-alive request (strace -c, 3 s)")
     p.add_argument("--nice", type=int, default=-10,
@@ -76,16 +79,16 @@ def parse_args(argv):
     for s in a.servers:
         if s not in SERVERS:
             p.error(f"unknown server {s!r}")
-    try:
-        a.scenarios = {int(x) for x in a.scenarios.split(",") if x.strip()}
-    except ValueError:
-        p.error("--scenarios wants numbers from 1 to 7")
-    if not a.scenarios or not a.scenarios <= set(range(1, 8)):
-        p.error("--scenarios wants numbers from 1 to 7")
+    names = [x.strip() for x in a.scenarios.split(",") if x.strip()]
+    if not names or not set(names) <= {str(i) for i in range(1, 8)} | {"h2"}:
+        p.error("--scenarios wants numbers from 1 to 7 and h2")
+    a.scenarios = {x if x == "h2" else int(x) for x in names}
     if a.slbd_workers < 1:
         p.error("--slbd-workers wants a positive number")
     if a.repeat < 1:
         p.error("--repeat wants a positive number")
+    if a.h2_conns < 1 or a.h2_streams < 1:
+        p.error("--h2-conns and --h2-streams want positive numbers")
     if a.quick and a.idle_conns == 5000:
         a.idle_conns = 2000
     if a.quick and a.replacements == 50:
@@ -159,6 +162,13 @@ def run_server(env, server):
             with open(os.path.join(env.pki, "server.key")) as f:
                 key = f.read()
             res["activation"] = sc.activation(env, server, certs, key)
+        # Last, so that the HTTP/1.1 scenarios run on a server in the same state as before the
+        # h2 row existed.
+        if "h2" in want:
+            say(f"   h2 HTTP/2 requests, {a.h2_conns} connections x {a.h2_streams} streams")
+            res["h2"] = sc.h2(env, server)
+            if res["h2"].get("unavailable"):
+                say(f"      no h2 figures: {res['h2']['unavailable']}")
     finally:
         server.stop()
     return res
@@ -185,6 +195,8 @@ ROWS = [
     ("", "p99 ms", "latency", "p99_ms", "", False, "{:.2f}"),
     ("7 cert activation", "p50 ms", "activation", "p50_ms", "", False, "{:.1f}"),
     ("", "p99 ms", "activation", "p99_ms", "", False, "{:.1f}"),
+    ("h2 keep-alive", "requests/s", "h2", "req_per_s", "", True, "{:,.0f}"),
+    ("", "CPU µs / request", "h2", "cpu_us_per_req", "", False, "{:.1f}"),
 ]
 
 
@@ -197,9 +209,12 @@ def table_rows(results):
         ratio = None
         if vals.get("slbd") is not None and best:
             ratio = vals["slbd"] / best
+        # A server that ran the scenario but could not be measured (h2 not negotiated).
+        na = {s: results[s][sec]["unavailable"] for s in results
+              if results[s].get(sec, {}).get("unavailable")}
         rows.append({"scenario": label, "figure": fig, "section": sec, "key": key,
                      "higher_is_better": higher, "values": vals, "best_anchor": best,
-                     "slbd_ratio": ratio, "format": fmt})
+                     "slbd_ratio": ratio, "unavailable": na, "format": fmt})
     return rows
 
 
@@ -210,20 +225,24 @@ def print_table(rows, servers):
     print(head)
     print("-" * len(head))
     for r in rows:
-        if all(r["values"].get(c) is None for c in cols):
+        na = r["unavailable"]
+        if all(r["values"].get(c) is None and c not in na for c in cols):
             continue
         line = f"{r['scenario']:<19}{r['figure']:<24}"
         for c in cols:
             v = r["values"].get(c)
-            line += f"{r['format'].format(v) if v is not None else '-':>11}"
+            cell = r["format"].format(v) if v is not None else "n/a" if c in na else "-"
+            line += f"{cell:>11}"
         if r["slbd_ratio"] is not None:
             verdict = "higher is better" if r["higher_is_better"] else "lower is better"
             line += f"   {r['slbd_ratio']:.2f}x ({verdict})"
+        elif na and r["scenario"]:
+            line += f"   n/a: {', '.join(sorted(na))} did not negotiate {r['section']}"
         print(line)
 
 
 PHASES = [("1 keep-alive", "keepalive"), ("2 resumed", "resumed"), ("3 full handshake", "full"),
-          ("4 1 MiB responses", "big"), ("6 latency", "latency")]
+          ("4 1 MiB responses", "big"), ("6 latency", "latency"), ("h2 keep-alive", "h2")]
 
 
 def print_load(results, client_cpu):
@@ -348,9 +367,17 @@ def check_run(env, s, r, fails, warns):
     if x:
         if x["non_2xx"] or x["h2load_failed"]:
             fail(s, f"latency: {x['non_2xx']} non-2xx, {x['h2load_failed']} failed")
+        if x.get("protocol", "http/1.1") != "http/1.1":
+            fail(s, f"latency: h2load --h1 reported the protocol {x['protocol']}")
         if x["achieved_rate"] < 0.95 * x["target_rate"]:
             fail(s, f"latency: {x['achieved_rate']:.0f} requests/s achieved, "
                     f"{x['target_rate']} wanted: the server could not keep the rate")
+    x = r.get("h2")
+    if x:
+        if x.get("unavailable"):
+            fail(s, f"h2: no HTTP/2 figures: {x['unavailable']}")
+        elif x["non_2xx"] or x["h2load_failed"]:
+            fail(s, f"h2: {x['non_2xx']} non-2xx, {x['h2load_failed']} failed")
     x = r.get("activation")
     if x:
         if x["non_200"] or x["timeouts"] or x["activated"] != x["replacements"]:
@@ -395,6 +422,9 @@ def markdown(path):
     print("|---|---|---|---|---|")
     for r in doc["table"]:
         if r["slbd_ratio"] is None:
+            if "slbd" in r.get("unavailable", {}):
+                print(f"| {r['scenario'] or ''} | {r['figure']} | n/a (no {r['section']}) | "
+                      f"{'higher' if r['higher_is_better'] else 'lower'} | |")
             continue
         best = [s for s in ANCHORS if r["values"].get(s) == r["best_anchor"]]
         print(f"| {r['scenario'] or ''} | {r['figure']} | {r['slbd_ratio']:.2f}× | "
@@ -522,7 +552,8 @@ def main(argv):
             print(f"  - FAILED {f}")
         os.makedirs(a.results, exist_ok=True)
         out = os.path.join(a.results, f"{stamp}.json")
-        args = {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(a).items()}
+        args = {k: (sorted(v, key=str) if isinstance(v, set) else v)
+                for k, v in vars(a).items()}
         doc = {"timestamp": stamp, "args": args, "noise_at_start": round(noise, 3),
                "slbd_binary_sha256": env.slbd_sha256,
                "machine": machine_info(), "crypto": crypto, "results": results,

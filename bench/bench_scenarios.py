@@ -234,6 +234,9 @@ def latency(env, server):
     if not m:
         raise BenchError(f"cannot read h2load's output:\n{out}")
     r["h2load_failed"] = int(m.group(5)) + int(m.group(6)) + int(m.group(7))
+    # HTTP/1.1 although the servers also offer h2: --h1 offers only http/1.1 by ALPN.
+    m = re.search(r"Application protocol: (\S+)", out)
+    r["protocol"] = m.group(1) if m else None
     # What was negotiated, to show that the servers are compared on the same TLS parameters.
     tls = [re.search(rf"{k}: (.+)", out) for k in ("TLS Protocol", "Cipher", "Server Temp Key")]
     r["tls"] = ", ".join(t.group(1).strip() for t in tls if t)
@@ -254,6 +257,81 @@ def latency(env, server):
     r["p99_ms"] = _pct(lat, 0.99) / 1000 if lat else None
     r["tool"] = (f"h2load --h1 -c{a.rate_conns} --rps {per_conn} -D {a.duration} "
                  f"--warm-up-time 1 --log-file (percentiles computed from the log)")
+    return r
+
+
+def parse_h2load(out):
+    """The summary of an h2load run: protocol, requests by outcome, status classes, rate."""
+    res = {}
+    m = re.search(r"Application protocol: (\S+)", out)
+    res["protocol"] = m.group(1) if m else None
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    if not m:
+        raise BenchError(f"cannot read h2load's output:\n{out}")
+    res["requests"] = int(m.group(3))
+    res["succeeded"] = int(m.group(4))
+    res["h2load_failed"] = int(m.group(5)) + int(m.group(6)) + int(m.group(7))
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    res["non_2xx"] = sum(int(g) for g in m.groups()[1:]) if m else 0
+    m = re.search(r"finished in ([\d.]+)(us|ms|s|m|h), ", out)
+    res["duration_s"] = _dur_s(m.group(1), m.group(2)) if m else None
+    tls = [re.search(rf"{k}: (.+)", out) for k in ("TLS Protocol", "Cipher", "Server Temp Key")]
+    res["tls"] = ", ".join(t.group(1).strip() for t in tls if t)
+    return res
+
+
+def _h2load(env, args, timeout):
+    return run(["h2load", *args, _url(env, env.backend.small_path)], cpu=env.client_cpu,
+               timeout=timeout, procs=env.procs, name="h2load")
+
+
+def h2(env, server):
+    """Scenario h2: keep-alive HTTP/2 requests for the small response, many streams in flight
+    on each connection (h2load without --h1). HTTP/1.1 to the backend, as in the other
+    scenarios. A server that does not negotiate h2 yields no figures but the reason
+    ("unavailable"), which fails the run's checks: an HTTP/1.1 figure must never stand in the h2
+    row."""
+    a = env.args
+    # First, what the server picks when offered what a browser offers, h2 before http/1.1:
+    # with h2load's default list a server without h2 would quietly be measured on HTTP/1.1.
+    rc, out, err = _h2load(env, ["-n", 1, "-c", 1], 30)
+    proto = parse_h2load(out)["protocol"] if "requests:" in out else None
+    if proto:
+        why = f"offered h2 and http/1.1 by ALPN, the server chose {proto}"
+    else:
+        said = [x.strip() for x in (out + err).splitlines()
+                if re.search(r"protocol|negotiat|error|fail", x, re.I)]
+        why = (f"offered h2 and http/1.1 by ALPN, the server chose neither (h2load exit {rc}: "
+               f"{' / '.join(said[:3]) or 'no output'})")
+    if proto != "h2":
+        return {"unavailable": why, "protocol": proto}
+    # Only h2 from here on, so that no connection of the measured run can fall back to
+    # HTTP/1.1; a 1 s unmeasured run first, like the keep-alive warm-up.
+    common = ["--npn-list", "h2", "-t", 1, "-c", a.h2_conns, "-m", a.h2_streams]
+    rc, out, err = _h2load(env, common + ["-D", 1], 60)
+    if rc != 0:
+        raise BenchError(f"h2load (warm-up) failed ({rc}): {err.strip() or out.strip()}")
+
+    def go():
+        rc_, out_, err_ = _h2load(env, common + ["-D", a.duration], a.duration + 60)
+        if rc_ != 0:
+            raise BenchError(f"h2load failed ({rc_}): {err_.strip() or out_.strip()}")
+        return {"summary": out_}
+    r = _measured(env, server, go)
+    out = r.pop("summary")
+    r.update(parse_h2load(out))
+    r["tool"] = (f"h2load --npn-list h2 -t1 -c{a.h2_conns} -m{a.h2_streams} -D {a.duration} "
+                 f"(after h2load -n1 -c1 with ALPN h2,http/1.1 chose h2, and a 1 s warm-up)")
+    if r["protocol"] != "h2":
+        # Not expected with --npn-list h2; no figures, and the check fails the run.
+        r["unavailable"] = f"h2load reported the protocol {r['protocol']}, not h2"
+        return r
+    # h2load's duration is its measurement window (-D); the server's CPU is read around the
+    # whole process, which adds the handshakes and the requests in flight at the end.
+    dur = r["duration_s"] or a.duration
+    r["req_per_s"] = r["succeeded"] / dur
+    r["cpu_us_per_req"] = r["phase"]["server_cpu_s"] * 1e6 / max(r["succeeded"], 1)
     return r
 
 

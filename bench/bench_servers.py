@@ -177,6 +177,8 @@ class Nginx(Server):
         cfg = os.path.join(self.dir, "nginx.conf")
         render("nginx.conf.in", cfg, {"DIR": self.dir, "LISTEN": f"127.0.0.1:{e.port}",
                                       "BACKEND": f"127.0.0.1:{e.backend_port}",
+                                      "BACKEND_IDLE": max(64, e.args.h2_conns *
+                                                          e.args.h2_streams),
                                       "PORT": e.port})
         self.proc = e.procs.start("nginx", ["nginx", "-c", cfg, "-p", self.dir + "/"],
                                   cpu=e.server_cpu)
