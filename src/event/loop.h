@@ -73,5 +73,11 @@ static inline bool slb_timer_active(const struct slb_timer *t)
 
 /* Free obj with fn after the current iteration's callbacks have all run. */
 void slb_loop_defer_free(struct slb_loop *loop, slb_free_cb fn, void *obj);
+/* Call fn(obj) then, in the order of the calls (work gathered from several events, done once;
+ * a free deferred later runs after it). */
+static inline void slb_loop_defer(struct slb_loop *loop, slb_free_cb fn, void *obj)
+{
+    slb_loop_defer_free(loop, fn, obj);
+}
 
 #endif

@@ -76,6 +76,14 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     struct h2_conn *c = ud;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
+    if (c->nstreams >= H2_MAX_STREAMS) {
+        /* Over the advertised limit: this stream alone is refused (RFC 9113 5.1.2), the
+         * client may retry it. No state is kept for it; its frames are dropped. */
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+        if (!bucket_take(&c->rst, c->w->loop.now_ms, H2_RST_BURST, H2_RST_RATE))
+            calm_down(c, "streams over the limit opened faster than allowed");
+        return 0;
+    }
     struct h2_stream *s = calloc(1, sizeof(*s));
     size_t nsrv = c->wg ? c->wg->g->nservers : 0;
     if (s)
@@ -104,10 +112,22 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
 static void put_field(struct slb_hbuf *b, const uint8_t *name, size_t nl, const uint8_t *value,
                       size_t vl)
 {
-    slb_hbuf_put(b, (const char *)name, nl);
-    slb_hbuf_put(b, ": ", 2);
-    slb_hbuf_put(b, (const char *)value, vl);
-    slb_hbuf_put(b, "\r\n", 2);
+    char *p = slb_hbuf_extend(b, nl + vl + 4);
+    if (!p)
+        return;
+    memcpy(p, name, nl);
+    memcpy(p + nl, ": ", 2);
+    memcpy(p + nl + 2, value, vl);
+    memcpy(p + nl + 2 + vl, "\r\n", 2);
+}
+
+/* Keep a pseudo-field's value at the front of the request text. */
+static void put_pseudo(struct h2_stream *s, uint32_t *off, uint32_t *len, const uint8_t *v,
+                       size_t vl)
+{
+    *off = (uint32_t)s->req.len;
+    *len = (uint32_t)vl;
+    slb_hbuf_put(&s->req, (const char *)v, vl);
 }
 
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nl,
@@ -135,11 +155,11 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     }
     if (nl && name[0] == ':') {
         if (SLB_SLICE_IS(n, ":method"))
-            slb_hbuf_put(&s->method, (const char *)value, vl);
+            put_pseudo(s, &s->m_off, &s->m_len, value, vl);
         else if (SLB_SLICE_IS(n, ":path"))
-            slb_hbuf_put(&s->path, (const char *)value, vl);
+            put_pseudo(s, &s->p_off, &s->p_len, value, vl);
         else if (SLB_SLICE_IS(n, ":authority"))
-            slb_hbuf_put(&s->authority, (const char *)value, vl);
+            put_pseudo(s, &s->a_off, &s->a_len, value, vl);
         return 0; /* :scheme: the backend learns it from X-Forwarded-Proto */
     }
     if (SLB_SLICE_IS(n, "cookie")) {
@@ -151,9 +171,10 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     }
     if (SLB_SLICE_IS(n, "content-length"))
         s->has_length = true;
-    if (SLB_SLICE_IS(n, "host") && s->authority.len)
+    if (SLB_SLICE_IS(n, "host") && s->a_len)
         return 0; /* :authority wins (RFC 9113 8.3.1) */
-    put_field(&s->fields, name, nl, value, vl);
+    h2_request_line(s);
+    put_field(&s->req, name, nl, value, vl);
     return 0;
 }
 
@@ -267,7 +288,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
         nghttp2_session_consume_connection(ng, s->unconsumed);
     nghttp2_session_set_stream_user_data(ng, id, NULL);
     h2_stream_free(s);
-    account_wire(c); /* the listener's wire counters move as streams end, not only at close */
+    c->wire_due = true; /* counted once the stream's last frames are written (h2_run) */
     return 0;
 }
 
@@ -315,6 +336,27 @@ static bool flush(struct h2_conn *c)
 }
 
 /* Frames nghttp2 has for the client, while the output is not backed up. */
+/* nghttp2 turns a client's stream over the acknowledged SETTINGS_MAX_CONCURRENT_STREAMS into
+ * a connection error (GOAWAY PROTOCOL_ERROR), where RFC 9113 5.1.2 asks for a stream error. So
+ * nghttp2 is given a higher limit (H2_NGHTTP2_STREAMS) and on_begin_headers refuses streams
+ * over H2_MAX_STREAMS itself; the SETTINGS frame the client gets says H2_MAX_STREAMS, patched
+ * here in our one non-ACK SETTINGS frame as it leaves nghttp2. */
+static void advertise_stream_limit(struct h2_conn *c, uint8_t *f, size_t n)
+{
+    if (c->settings_sent || n < 9 || f[3] != NGHTTP2_SETTINGS || (f[4] & NGHTTP2_FLAG_ACK))
+        return;
+    c->settings_sent = true;
+    size_t len = ((size_t)f[0] << 16) | ((size_t)f[1] << 8) | f[2];
+    for (size_t i = 9; i + 6 <= n && i + 6 <= 9 + len; i += 6) {
+        if (f[i] == 0 && f[i + 1] == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) {
+            f[i + 2] = (uint8_t)(H2_MAX_STREAMS >> 24);
+            f[i + 3] = (uint8_t)(H2_MAX_STREAMS >> 16);
+            f[i + 4] = (uint8_t)(H2_MAX_STREAMS >> 8);
+            f[i + 5] = (uint8_t)H2_MAX_STREAMS;
+        }
+    }
+}
+
 static bool produce(struct h2_conn *c)
 {
     while (slb_hbuf_pending(&c->out) < H2_OUT_HIGH) {
@@ -326,7 +368,11 @@ static bool produce(struct h2_conn *c)
         }
         if (n == 0)
             break;
-        slb_hbuf_put(&c->out, (const char *)p, (size_t)n);
+        char *dst = slb_hbuf_extend(&c->out, (size_t)n);
+        if (!dst)
+            break;
+        memcpy(dst, p, (size_t)n);
+        advertise_stream_limit(c, (uint8_t *)dst, (size_t)n);
     }
     if (c->out.oom) {
         conn_close(c);
@@ -383,9 +429,53 @@ static bool receive(struct h2_conn *c, bool *more)
     return true;
 }
 
+/* The last frame (a GOAWAY) is out: close_notify and our FIN, then what the client still sends
+ * (a WINDOW_UPDATE crossing our GOAWAY) is read and dropped until its FIN, for at most a
+ * second. Closing with unread bytes would make the kernel send a reset, which may destroy
+ * responses the client has not read yet. */
+static void linger_close(struct h2_conn *c)
+{
+    struct slb_loop *loop = &c->w->loop;
+    c->lingering = true;
+    c->t.ops->shutdown(&c->t);
+    shutdown(c->t.fd, SHUT_WR);
+    c->client_eof = true; /* no second close_notify in conn_close */
+    slb_io_set(loop, &c->io, EPOLLIN);
+    slb_timer_start(loop, &c->timer, 1000);
+}
+
+static void linger_read(struct h2_conn *c)
+{
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(c->t.fd, buf, sizeof(buf), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        conn_close(c);
+        return;
+    }
+}
+
+static void kick_cb(void *p)
+{
+    struct h2_conn *c = p;
+    c->kicked = false;
+    h2_run(c);
+}
+
+void h2_kick(struct h2_conn *c)
+{
+    if (c->kicked || c->closed)
+        return;
+    c->kicked = true;
+    slb_loop_defer(&c->w->loop, kick_cb, c);
+}
+
 void h2_run(struct h2_conn *c)
 {
-    if (c->closed)
+    if (c->closed || c->lingering)
         return;
     bool more = false;
     if (!receive(c, &more) || !produce(c) || !flush(c))
@@ -400,9 +490,15 @@ void h2_run(struct h2_conn *c)
         if (slb_hbuf_pending(&c->out) == before)
             break;
     }
+    if (c->wire_due) {
+        /* The listener's wire counters move as streams end, not only when the connection
+         * closes. */
+        c->wire_due = false;
+        account_wire(c);
+    }
     bool done = !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng);
     if ((done || (c->goaway && c->nstreams == 0)) && !slb_hbuf_pending(&c->out)) {
-        conn_close(c);
+        linger_close(c);
         return;
     }
     uint32_t ev = 0;
@@ -422,7 +518,10 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
         c->t.rd_ready = true;
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
         c->t.wr_ready = true;
-    h2_run(c);
+    if (c->lingering)
+        linger_read(c);
+    else
+        h2_run(c);
 }
 
 /* Graceful end (RFC 9113 6.8): GOAWAY NO_ERROR naming the last stream we took; those finish,
@@ -440,6 +539,10 @@ static void goaway(struct h2_conn *c)
 static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
 {
     struct h2_conn *c = t->data;
+    if (c->lingering) {
+        conn_close(c);
+        return;
+    }
     const struct slb_listener_cfg *cfg = c->l->cfg;
     uint64_t idle = (uint64_t)cfg->idle_timeout_s * 1000u;
     uint64_t stall = (uint64_t)cfg->request_timeout_s * 1000u;
@@ -559,7 +662,7 @@ int slb_h2_start(const struct slb_h2_handoff *h)
         return -ENOMEM;
     }
     nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_NGHTTP2_STREAMS}, /* see above */
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_HEAD_LIMIT},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
     };

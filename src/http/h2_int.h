@@ -13,6 +13,7 @@
 #include <nghttp2/nghttp2.h>
 
 #define H2_MAX_STREAMS 100        /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define H2_NGHTTP2_STREAMS 1000   /* nghttp2's own limit (see advertise_stream_limit) */
 #define H2_HEAD_LIMIT 16384       /* a request head as HTTP/1.1 text, as for HTTP/1.1 clients */
 #define H2_HEAD_HARD (256 * 1024) /* decoded bytes of one header block: an HPACK bomb */
 #define H2_OUT_HIGH (64 * 1024)   /* frames queued for the client before we stop making more */
@@ -47,9 +48,14 @@ struct h2_stream {
     enum stream_state st;
     struct slb_timer timer;
     /* request head as it arrives */
-    struct slb_hbuf method, path, authority, fields, cookie, trailers;
+    /* The request as HTTP/1.1 text: the pseudo-fields' values first, as they come, then from
+     * text_off the request line, Host and the other fields (pseudo-fields come first in a
+     * header block, RFC 9113 8.3). */
+    struct slb_hbuf req;
+    uint32_t m_off, m_len, p_off, p_len, a_off, a_len, text_off;
+    struct slb_hbuf cookie, trailers;
     size_t head_bytes;
-    bool too_big, has_length;
+    bool too_big, has_length, line_done;
     /* request towards the backend: head, then body bytes (chunk-framed when chunked) */
     struct slb_hbuf tx;
     bool req_chunked, req_has_body, req_done, head_only;
@@ -63,6 +69,7 @@ struct h2_stream {
     uint64_t exchange_deadline_ms, last_io_ms, sent_us;
     /* response */
     bool resp_head_done, resp_submitted, resp_done, up_keep_alive, deferred, reset;
+    bool up_eof; /* the backend closed its side */
     uint8_t resp_body;
     int status;
     uint64_t resp_remaining, resp_ready;
@@ -90,7 +97,7 @@ struct h2_conn {
     struct slb_hbuf out; /* frames for the client */
     struct h2_stream *streams;
     unsigned nstreams, ndispatch;
-    bool closed, goaway, fatal, client_eof;
+    bool closed, goaway, fatal, client_eof, kicked, settings_sent, lingering, wire_due;
     uint64_t last_io_ms, last_write_ms;
     struct h2_bucket rst, ctrl;
     uint64_t wire_in_seen, wire_out_seen, log_wire_in, log_wire_out;
@@ -100,9 +107,14 @@ struct h2_conn {
 
 /* h2.c */
 void h2_run(struct h2_conn *c);
+/* h2_run once the loop's current events have all been handled: the responses of several
+ * streams that arrive together leave in one write (one TLS record or a few). */
+void h2_kick(struct h2_conn *c);
 struct slb_wcount *h2_lis_counts(struct h2_conn *c);
 
 /* h2_stream.c */
+/* Once the pseudo-fields are in: the request line and Host start the request text. */
+void h2_request_line(struct h2_stream *s);
 /* The request's header block is complete: answer it ourselves or make it ready for a
  * backend (h2_dispatch). */
 void h2_start_request(struct h2_stream *s);

@@ -110,7 +110,7 @@ static void up_interest(struct h2_stream *s)
     if (!up->connected) {
         ev = EPOLLOUT;
     } else {
-        if (!s->resp_done && slb_buf_space(&up->in) > 0)
+        if (!s->resp_done && !s->up_eof && slb_buf_space(&up->in) > 0)
             ev |= EPOLLIN;
         if (slb_hbuf_pending(&s->tx))
             ev |= EPOLLOUT;
@@ -140,11 +140,12 @@ static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
                             uint32_t *flags, nghttp2_data_source *src, void *ud);
 
 /* Submit a head from a parsed HTTP/1.1 message: names lowercased in place (the message's
- * bytes are ours), hop-by-hop fields left out. final: the response's own head (with a body
- * when body is set), else an interim (1xx) one. */
-static int submit_head(struct h2_stream *s, const struct slb_http_msg *m, bool final, bool body)
+ * bytes are ours), hop-by-hop fields left out, set_cookie (may be NULL) added. final: the
+ * response's own head (with a body when body is set), else an interim (1xx) one. */
+static int submit_head(struct h2_stream *s, const struct slb_http_msg *m, bool final, bool body,
+                       const char *set_cookie)
 {
-    nghttp2_nv nva[SLB_HTTP_MAX_HEADERS + 1];
+    nghttp2_nv nva[SLB_HTTP_MAX_HEADERS + 2];
     char status[8];
     int sl = snprintf(status, sizeof(status), "%03u", (unsigned)m->status % 1000u);
     size_t n = 0;
@@ -161,6 +162,9 @@ static int submit_head(struct h2_stream *s, const struct slb_http_msg *m, bool f
                                 m->headers[i].name.len, m->headers[i].value.len,
                                 NGHTTP2_NV_FLAG_NONE};
     }
+    if (set_cookie)
+        nva[n++] = (nghttp2_nv){(uint8_t *)"set-cookie", (uint8_t *)set_cookie, 10,
+                                strlen(set_cookie), NGHTTP2_NV_FLAG_NONE};
     if (!final)
         return nghttp2_submit_headers(s->c->ng, NGHTTP2_FLAG_NONE, s->id, NULL, nva, n, NULL);
     nghttp2_data_provider dp = {.source.ptr = s, .read_callback = body_read_cb};
@@ -198,7 +202,7 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
     s->local.off = (size_t)rc;
     s->resp_done = true;
     count_status(s, status, 1);
-    if (submit_head(s, m, true, slb_hbuf_pending(&s->local) > 0) != 0)
+    if (submit_head(s, m, true, slb_hbuf_pending(&s->local) > 0, NULL) != 0)
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
     /* What the client still sends for this stream is read and dropped. */
     if (s->unconsumed) {
@@ -232,26 +236,30 @@ static void upstream_failed(struct h2_stream *s, int status, const char *why)
     respond_local(s, status, NULL);
 }
 
-/* The head of a final response: sticky cookie and hop-by-hop rules applied by the HTTP/1.1
- * builder, then parsed back and submitted. */
+/* The head of a final response: the backend's fields (hop-by-hop ones left out) and the sticky
+ * cookie of "insert" mode. The "server" mode rewrites the backend's own Set-Cookie, which the
+ * HTTP/1.1 builder does: its head is built, parsed back and submitted. */
 static void finish_response_head(struct h2_stream *s, const struct slb_http_msg *m)
 {
     struct h2_conn *c = s->c;
-    struct slb_sticky_out so;
-    slb_http_sticky_response(&so, c->l->cfg, c->wg->g, s->srv_idx, true);
+    bool body = s->resp_body != SLB_BODY_NONE;
+    struct slb_sticky_out so = {0};
+    if (c->l->cfg->sticky != SLB_STICKY_NONE)
+        slb_http_sticky_response(&so, c->l->cfg, c->wg->g, s->srv_idx, true);
+    if (!so.prefix_name) {
+        if (submit_head(s, m, true, body, so.set_cookie) != 0)
+            upstream_failed(s, 502, "response head cannot be given to an HTTP/2 client");
+        return;
+    }
     slb_hbuf_reset(&s->local);
-    slb_http_build_response(&s->local, m, true, so.set_cookie, so.prefix_name, so.prefix);
+    slb_http_build_response(&s->local, m, true, NULL, so.prefix_name, so.prefix);
     struct slb_http_limits lim;
     slb_http_limits_default(&lim);
     lim.max_head_bytes = s->local.len + 1;
     struct slb_http_msg *rm = &c->hw->msg; /* m is consumed: reuse the scratch */
-    bool body = s->resp_body != SLB_BODY_NONE;
     if (s->local.oom ||
-        slb_http_parse_response(s->local.p, s->local.len, &lim, SLB_HTTP_GET, rm) <= 0) {
-        upstream_failed(s, 502, "response head cannot be given to an HTTP/2 client");
-        return;
-    }
-    if (submit_head(s, rm, true, body) != 0)
+        slb_http_parse_response(s->local.p, s->local.len, &lim, SLB_HTTP_GET, rm) <= 0 ||
+        submit_head(s, rm, true, body, NULL) != 0)
         upstream_failed(s, 502, "response head cannot be given to an HTTP/2 client");
     slb_hbuf_free(&s->local);
 }
@@ -287,7 +295,7 @@ static bool parse_response(struct h2_stream *s)
         if (m->status >= 200)
             break;
         /* Interim responses (100, 103 Early Hints) go on as non-final HEADERS. */
-        int r = submit_head(s, m, false, false);
+        int r = submit_head(s, m, false, false, NULL);
         slb_buf_consume(&up->in, (size_t)rc);
         if (r != 0 || slb_buf_empty(&up->in))
             return true;
@@ -518,6 +526,7 @@ static bool retry_fresh(struct h2_stream *s)
     slb_count_add(&srv_counts(s)->v[SLB_SRV_ACTIVE], 1);
     slb_count_add(&srv_counts(s)->v[SLB_SRV_CONNS], 1);
     s->tx.off = 0;
+    s->up_eof = false;
     s->st = SS_CONNECT;
     stream_timer(s);
     return true;
@@ -544,16 +553,32 @@ static bool read_up(struct h2_stream *s)
         up->rd_ready = false;
         return false;
     }
-    if (n == 0 && s->resp_head_done && s->resp_body == SLB_BODY_UNTIL_CLOSE) {
+    if (n == 0) {
+        /* Whether the close cuts the response is known once what arrived with it is parsed
+         * (see up_closed): a backend may send its whole answer and close at once. */
+        s->up_eof = true;
         s->up_keep_alive = false;
-        s->resp_done = true;
+        up->rd_ready = false;
         return true;
     }
-    if (up->reused && !s->resp_head_done && up->bytes_from == 0 && !s->req_has_body &&
-        retry_fresh(s))
-        return true;
-    upstream_failed(s, 502, n == 0 ? "closed the connection early" : strerror(err));
+    upstream_failed(s, 502, strerror(err));
     return true;
+}
+
+/* The backend closed its side and everything it sent has been through the parser. */
+static void up_closed(struct h2_stream *s)
+{
+    struct http_up *up = s->up;
+    if (!s->resp_head_done) {
+        if (up->reused && up->bytes_from == 0 && !s->req_has_body && retry_fresh(s))
+            return;
+        upstream_failed(s, 502, "closed the connection early");
+        return;
+    }
+    if (s->resp_body == SLB_BODY_UNTIL_CLOSE)
+        s->resp_done = true;
+    else if (!s->resp_done && body_ready(s) == 0 && !s->resp_done)
+        upstream_failed(s, 502, "closed the connection in the middle of the body");
 }
 
 /* Move what can move between the stream and its backend. */
@@ -566,6 +591,10 @@ void h2_stream_io(struct h2_stream *s)
             break;
         if (!s->resp_head_done && !slb_buf_empty(&s->up->in))
             p |= parse_response(s);
+        if (s->st != SS_EXCHANGE || !s->up)
+            break;
+        if (s->up_eof && !s->resp_done)
+            up_closed(s);
         if (s->st != SS_EXCHANGE || !s->up)
             break;
         if (s->resp_head_done && s->deferred && (s->up->in.len > s->resp_ready || s->resp_done)) {
@@ -627,7 +656,7 @@ static void up_event(struct http_up *up, uint32_t events)
             connect_failed(s, strerror(err));
             if (s->st == SS_EXCHANGE)
                 h2_stream_io(s);
-            h2_run(c);
+            h2_kick(c);
             return;
         }
         up->connected = true;
@@ -641,7 +670,7 @@ static void up_event(struct http_up *up, uint32_t events)
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
         up->wr_ready = true;
     h2_stream_io(s);
-    h2_run(c);
+    h2_kick(c);
 }
 
 void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
@@ -675,13 +704,38 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
                   c->l->cfg->name, c->client_ip);
         nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
     }
-    h2_run(c);
+    h2_kick(c);
 }
 
 /* --- requests from the client --- */
 
 /* The request head as HTTP/1.1 text, parsed by the HTTP/1.1 parser, then rewritten for the
  * backend like any other request. */
+void h2_request_line(struct h2_stream *s)
+{
+    if (s->line_done)
+        return;
+    s->line_done = true;
+    s->text_off = (uint32_t)s->req.len;
+    size_t n = s->m_len + 1 + s->p_len + 11 + (s->a_len ? 8 + s->a_len : 0);
+    char *p = slb_hbuf_extend(&s->req, n);
+    if (!p)
+        return;
+    const char *base = s->req.p; /* after the extend: it may have moved */
+    memcpy(p, base + s->m_off, s->m_len);
+    p += s->m_len;
+    *p++ = ' ';
+    memcpy(p, base + s->p_off, s->p_len);
+    p += s->p_len;
+    memcpy(p, " HTTP/1.1\r\n", 11);
+    p += 11;
+    if (s->a_len) {
+        memcpy(p, "Host: ", 6);
+        memcpy(p + 6, base + s->a_off, s->a_len);
+        memcpy(p + 6 + s->a_len, "\r\n", 2);
+    }
+}
+
 void h2_start_request(struct h2_stream *s)
 {
     struct h2_conn *c = s->c;
@@ -693,43 +747,31 @@ void h2_start_request(struct h2_stream *s)
         respond_local(s, 431, NULL);
         return;
     }
-    struct slb_hbuf req = {0};
-    slb_hbuf_put(&req, s->method.p, s->method.len);
-    slb_hbuf_put(&req, " ", 1);
-    slb_hbuf_put(&req, s->path.p, s->path.len);
-    slb_hbuf_puts(&req, " HTTP/1.1\r\n");
-    if (s->authority.len) {
-        slb_hbuf_puts(&req, "Host: ");
-        slb_hbuf_put(&req, s->authority.p, s->authority.len);
-        slb_hbuf_puts(&req, "\r\n");
-    }
-    slb_hbuf_put(&req, s->fields.p, s->fields.len);
+    h2_request_line(s);
+    struct slb_hbuf *req = &s->req;
     if (s->cookie.len) {
-        slb_hbuf_puts(&req, "Cookie: ");
-        slb_hbuf_put(&req, s->cookie.p, s->cookie.len);
-        slb_hbuf_puts(&req, "\r\n");
+        slb_hbuf_puts(req, "Cookie: ");
+        slb_hbuf_put(req, s->cookie.p, s->cookie.len);
+        slb_hbuf_puts(req, "\r\n");
     }
     if (s->req_chunked)
-        slb_hbuf_puts(&req, "Transfer-Encoding: chunked\r\n");
-    slb_hbuf_puts(&req, "\r\n");
-    slb_hbuf_free(&s->method);
-    slb_hbuf_free(&s->path);
-    slb_hbuf_free(&s->authority);
-    slb_hbuf_free(&s->fields);
+        slb_hbuf_puts(req, "Transfer-Encoding: chunked\r\n");
+    slb_hbuf_puts(req, "\r\n");
     slb_hbuf_free(&s->cookie);
 
     struct slb_http_limits lim;
     slb_http_limits_default(&lim);
-    lim.max_head_bytes = req.len + 1;
+    lim.max_head_bytes = req->len + 1;
     struct slb_http_msg *m = &c->hw->msg;
-    int rc = req.oom ? -500 : slb_http_parse_request(req.p, req.len, &lim, m);
+    int rc = req->oom ? -500
+                      : slb_http_parse_request(req->p + s->text_off, req->len - s->text_off, &lim, m);
     if (rc <= 0) {
         slb_debug("listener %s: client %s: bad HTTP/2 request (%d)", cfg->name, c->client_ip,
                   -rc);
         if (s->log)
             slb_access_capture(s->log, c->w->loop.now_ms, NULL);
         respond_local(s, rc < 0 ? -rc : 400, NULL);
-        slb_hbuf_free(&req);
+        slb_hbuf_free(req);
         return;
     }
     if (s->log)
@@ -776,7 +818,7 @@ void h2_start_request(struct h2_stream *s)
             c->ndispatch++;
         }
     }
-    slb_hbuf_free(&req);
+    slb_hbuf_free(req);
 }
 
 void h2_dispatch(struct h2_conn *c)
@@ -827,10 +869,7 @@ void h2_stream_free(struct h2_stream *s)
         c->ndispatch--;
     drop_up(s);
     log_stream(s);
-    slb_hbuf_free(&s->method);
-    slb_hbuf_free(&s->path);
-    slb_hbuf_free(&s->authority);
-    slb_hbuf_free(&s->fields);
+    slb_hbuf_free(&s->req);
     slb_hbuf_free(&s->cookie);
     slb_hbuf_free(&s->trailers);
     slb_hbuf_free(&s->tx);

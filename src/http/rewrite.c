@@ -8,10 +8,10 @@
 #include <string.h>
 #include <strings.h>
 
-void slb_hbuf_put(struct slb_hbuf *b, const char *s, size_t n)
+char *slb_hbuf_extend(struct slb_hbuf *b, size_t n)
 {
-    if (b->oom || n == 0)
-        return;
+    if (b->oom)
+        return NULL;
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
         while (cap < b->len + n)
@@ -19,13 +19,20 @@ void slb_hbuf_put(struct slb_hbuf *b, const char *s, size_t n)
         char *p = realloc(b->p, cap);
         if (!p) {
             b->oom = true;
-            return;
+            return NULL;
         }
         b->p = p;
         b->cap = cap;
     }
-    memcpy(b->p + b->len, s, n);
     b->len += n;
+    return b->p + b->len - n;
+}
+
+void slb_hbuf_put(struct slb_hbuf *b, const char *s, size_t n)
+{
+    char *p = n ? slb_hbuf_extend(b, n) : NULL;
+    if (p)
+        memcpy(p, s, n);
 }
 
 void slb_hbuf_puts(struct slb_hbuf *b, const char *s)

@@ -17,6 +17,9 @@ struct slb_hbuf {
     bool oom;
 };
 void slb_hbuf_put(struct slb_hbuf *b, const char *s, size_t n);
+/* Room for n more bytes at the end, counted in len: the caller writes them. NULL when out of
+ * memory (then oom is set). */
+char *slb_hbuf_extend(struct slb_hbuf *b, size_t n);
 void slb_hbuf_puts(struct slb_hbuf *b, const char *s);
 void slb_hbuf_printf(struct slb_hbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void slb_hbuf_reset(struct slb_hbuf *b);
