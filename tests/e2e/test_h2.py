@@ -1,0 +1,582 @@
+# SPDX-License-Identifier: Apache-2.0
+"""HTTP/2 towards clients of https listeners, end to end with real clients (curl --http2,
+h2load, python3-h2 and a frame-level client): ALPN, the translation to HTTP/1.1 towards the
+backend (request line, Host from :authority, joined cookies, forwarding and client-certificate
+headers), refused connection-specific fields, bodies both ways with flow control, responses
+without content, many streams at once, backend faults per stream, graceful GOAWAY on stop and
+on listener removal, access log, metering and sticky sessions."""
+
+import hashlib
+import json
+import random
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import slbd_harness as h
+from h2_util import (CANCEL, CONNECTION_SPECIFIC, INTERNAL_ERROR, NOHC, PROTOCOL_ERROR,
+                     SETTINGS_INITIAL_WINDOW_SIZE, LibH2, RawH2, Scripted, TlsWire,
+                     access_lines, client_context, curl, dechunk, error_name, h2_site, h2load,
+                     https_listener, rst_close, set_access_log, split_record,
+                     window_update_frame)
+from http_util import hx  # noqa: F401
+from metering_util import settle
+from pki import pki, upload_ca, upload_server  # noqa: F401
+
+XFC = "x-forwarded-clientcert-"
+
+
+def raw(site, pki, hx, **kw):  # noqa: F811
+    return RawH2.connect(site.port, client_context(pki), track=hx.track, **kw)
+
+
+def lib(site, pki, hx, **kw):  # noqa: F811
+    return LibH2.connect(site.port, client_context(pki), track=hx.track, **kw)
+
+
+def sha(b):
+    return hashlib.sha256(bytes(b)).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# ALPN
+# --------------------------------------------------------------------------------------------
+
+
+def test_default_tls_selects_h2(slbd, hx, pki, workdir):  # noqa: F811
+    site = h2_site(slbd, hx, pki)
+    w = TlsWire.connect(site.port, client_context(pki, alpn=("h2", "http/1.1")),
+                        track=hx.track)
+    assert w.alpn == "h2", w.alpn
+    w.close()
+    # A client that prefers HTTP/1.1 still gets h2: the server's order decides.
+    w = TlsWire.connect(site.port, client_context(pki, alpn=("http/1.1", "h2")),
+                        track=hx.track)
+    assert w.alpn == "h2", w.alpn
+    w.close()
+    r = curl(site.port, pki, "/alpn", workdir)
+    assert r.version == "2" and r.status == 200, r
+
+
+def test_http11_only_listener_never_selects_h2(slbd, hx, pki, workdir):  # noqa: F811
+    site = h2_site(slbd, hx, pki, tls_extra={"alpn": ["http/1.1"]})
+    w = TlsWire.connect(site.port, client_context(pki, alpn=("h2", "http/1.1")),
+                        track=hx.track)
+    assert w.alpn == "http/1.1", w.alpn
+    w.close()
+    # Nothing in common: no ALPN at all (documented), the connection goes on as HTTP/1.1.
+    w = TlsWire.connect(site.port, client_context(pki, alpn=("h2",)), track=hx.track)
+    assert w.alpn is None, w.alpn
+    w.close()
+    r = curl(site.port, pki, "/fallback", workdir)
+    assert r.version == "1.1" and r.status == 200, r
+    assert json.loads(r.body)["path"] == "/fallback"
+
+
+# --------------------------------------------------------------------------------------------
+# Translation
+# --------------------------------------------------------------------------------------------
+
+
+def test_curl_get_through_h2(slbd, hx, pki, workdir):  # noqa: F811
+    site = h2_site(slbd, hx, pki)
+    r = curl(site.port, pki, "/curl?x=1", workdir)
+    assert r.version == "2" and r.status == 200, r
+    assert r.status_line.startswith("HTTP/2 200"), r.status_line
+    names = [ln.split(":", 1)[0] for ln in r.header_lines]
+    assert names and all(n == n.lower() for n in names), r.header_lines
+    assert not set(names) & set(CONNECTION_SPECIFIC), r.header_lines
+    assert "x-backend" in names, r.header_lines  # the backend's own field is passed on
+    js = json.loads(r.body)
+    assert js["path"] == "/curl?x=1" and js["method"] == "GET", js
+    assert js["headers"]["x-forwarded-proto"] == "https", js
+    # Response fields as python-h2 sees them (it refuses uppercase or connection-specific
+    # names itself).
+    c = lib(site, pki, hx)
+    s = c.get("/lib")
+    assert s.status == 200 and s.json()["path"] == "/lib", s
+    assert not {n for n, _ in s.headers} & set(CONNECTION_SPECIFIC), s.headers
+
+
+def test_request_as_the_backend_receives_it(slbd, hx, pki):  # noqa: F811
+    site = h2_site(slbd, hx, pki, record=True)
+    b = site.backends[0]
+    c = raw(site, pki, hx)
+    s = c.wait_stream(c.request("GET", "/t/x?q=1", authority="h2.example:8443", headers=[
+        ("cookie", "a=1"), ("x-custom", "v"), ("cookie", "b=2"), ("cookie", "c=3"),
+        ("x-forwarded-for", "192.0.2.7"), ("x-forwarded-proto", "gopher")]))
+    assert s.status == 200, s
+    js = s.json()
+    assert js["method"] == "GET" and js["path"] == "/t/x?q=1", js
+    hd = js["headers"]
+    assert hd["host"] == "h2.example:8443", hd
+    assert hd["cookie"] == "a=1; b=2; c=3", hd
+    assert hd["x-custom"] == "v", hd
+    assert hd["x-forwarded-for"] == "192.0.2.7, 127.0.0.1", hd
+    assert hd["x-forwarded-proto"] == "https", hd
+    assert hd["x-forwarded-port"] == str(site.port), hd
+    assert hd["x-real-ip"] == "127.0.0.1", hd
+    line, fields, _ = split_record(b.recorded())
+    assert line == "GET /t/x?q=1 HTTP/1.1", line
+    names = [n for n, _ in fields]
+    assert names.count("host") == 1 and names.count("cookie") == 1, fields
+    assert not [n for n in names if n.startswith(":")], fields
+
+    # :authority wins over a different host field.
+    b.clear_record()
+    s = c.wait_stream(c.request("POST", "/t/host", authority="right.example",
+                                headers=[("host", "wrong.example")], body=b"hello"))
+    assert s.status == 200, s
+    js = s.json()
+    assert js["method"] == "POST" and js["headers"]["host"] == "right.example", js
+    assert js["body_bytes"] == 5, js
+    line, fields, _ = split_record(b.recorded())
+    assert line == "POST /t/host HTTP/1.1", line
+    assert [n for n, _ in fields].count("host") == 1, fields
+
+
+def test_client_certificate_headers_over_h2(slbd, hx, pki):  # noqa: F811
+    b = hx.backend("a")
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    caid = upload_ca(slbd, pki, "inter", cert_id="ca-inter")
+    port = https_listener(slbd, "mtls", "g", cid,
+                          tls_extra={"client_ca": caid, "client_auth": "required"})
+    c = LibH2.connect(port, client_context(pki, cert="client"), track=hx.track)
+    s = c.get("/whoami", headers=[(XFC + "subjectdn", "CN=forged")])
+    assert s.status == 200, s
+    hd = s.json()["headers"]
+    assert hd[XFC + "clientverify"] == "SUCCESS", hd
+    assert hd[XFC + "subjectdn"] == pki.subject("client"), hd
+    assert hd[XFC + "issuerdn"] == pki.issuer("client"), hd
+    assert hd[XFC + "fingerprint"] == pki.fingerprint("client"), hd
+
+
+BAD_FIELDS = [("connection", "keep-alive"), ("keep-alive", "timeout=5"),
+              ("proxy-connection", "keep-alive"), ("transfer-encoding", "chunked"),
+              ("upgrade", "websocket"), ("te", "gzip")]
+
+
+def test_connection_specific_request_fields_reset_the_stream(slbd, hx, pki):  # noqa: F811
+    site = h2_site(slbd, hx, pki, record=True)
+    c = raw(site, pki, hx)
+    problems = []
+    for name, value in BAD_FIELDS:
+        s = c.wait_stream(c.request("GET", f"/bad/{name}", headers=[(name, value)]))
+        if s.reset != PROTOCOL_ERROR or s.status is not None:
+            problems.append(f"{name}: {value}: {s!r}")
+        ok = c.get(f"/after/{name}")
+        assert ok.status == 200 and ok.json()["path"] == f"/after/{name}", (name, ok)
+    assert not problems, "streams not reset with PROTOCOL_ERROR:\n" + "\n".join(problems)
+    s = c.get("/te-trailers", headers=[("te", "trailers")])
+    assert s.status == 200, s  # the one te value HTTP/2 allows
+    assert not c.goaways and not c.ended, c.describe()
+    assert b"/bad/" not in site.backends[0].recorded()
+
+
+@pytest.mark.parametrize("declared,sent", [(10, 5), (5, 10)], ids=["short", "long"])
+def test_content_length_mismatch_resets_the_stream(slbd, hx, pki, declared, sent):  # noqa: F811
+    site = h2_site(slbd, hx, pki)
+    c = raw(site, pki, hx)
+    s = c.wait_stream(c.request("POST", "/cl", headers=[("content-length", str(declared))],
+                                body=b"x" * sent))
+    assert s.reset == PROTOCOL_ERROR, s
+    ok = c.get("/after")
+    assert ok.status == 200, ok
+    assert not c.goaways and not c.ended, c.describe()
+
+
+# --------------------------------------------------------------------------------------------
+# Bodies
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "no-length"])
+def test_10mib_upload_arrives_intact(slbd, hx, pki, with_length):  # noqa: F811
+    site = h2_site(slbd, hx, pki, record=True)
+    body = random.Random(7).randbytes(10 << 20)
+    c = lib(site, pki, hx)
+    fields = [("content-type", "application/octet-stream")]
+    if with_length:
+        fields.append(("content-length", str(len(body))))
+    s = c.wait_stream(c.request("POST", "/upload", headers=fields, body=body), timeout=60)
+    assert s.status == 200 and s.json()["body_bytes"] == len(body), s
+    line, got, rest = split_record(site.backends[0].recorded())
+    assert line == "POST /upload HTTP/1.1", line
+    fd = dict(got)
+    if with_length:
+        assert fd.get("content-length") == str(len(body)), got
+        assert "transfer-encoding" not in fd, got
+        assert len(rest) == len(body) and sha(rest) == sha(body), len(rest)
+    else:
+        assert fd.get("transfer-encoding") == "chunked", got
+        assert "content-length" not in fd, got
+        data, trailers, after = dechunk(rest)
+        assert len(data) == len(body) and sha(data) == sha(body), len(data)
+        assert not trailers and not after, (trailers, after[:100])
+
+
+def test_request_trailers_reach_the_backend(slbd, hx, pki):  # noqa: F811
+    site = h2_site(slbd, hx, pki, record=True)
+    c = lib(site, pki, hx)
+    sid = c.request("POST", "/trailers", headers=[("content-type", "text/plain")],
+                    body=b"part one, ", end_stream=False)
+    c.send_data(sid, b"part two", end_stream=False)
+    c.send_trailers(sid, [("x-checksum", "abc123")])
+    s = c.wait_stream(sid)
+    assert s.status == 200 and s.json()["body_bytes"] == 18, s
+    line, fields, rest = split_record(site.backends[0].recorded())
+    assert dict(fields).get("transfer-encoding") == "chunked", fields
+    data, trailers, after = dechunk(rest)
+    assert data == b"part one, part two", data
+    got = [(n.strip().lower(), v.strip()) for n, _, v in (t.partition(":") for t in trailers)]
+    assert got == [("x-checksum", "abc123")], trailers
+
+
+def test_large_response_with_flow_control(slbd, hx, pki):  # noqa: F811
+    site = h2_site(slbd, hx, pki)
+    c = lib(site, pki, hx)  # 64 KiB windows, given back as the data is consumed
+    size = 8 << 20
+    s = c.get(f"/bytes/{size}", timeout=60)
+    assert s.status == 200 and s.ended and s.reset is None, s
+    assert len(s.data) == size and s.data.count(b"x") == size, len(s.data)
+    assert s.header("content-length") in (None, str(size)), s.headers
+    assert s.data_frames >= size // 16384, s.data_frames  # no frame over the default maximum
+    # The connection goes on after the big response.
+    assert c.get("/after").status == 200
+
+
+def test_flow_control_window_is_respected_to_the_byte(slbd, hx, pki):  # noqa: F811
+    """A client that opens its stream window 1000 bytes at a time gets exactly that much each
+    time: DATA beyond the window would be a FLOW_CONTROL_ERROR."""
+    site = h2_site(slbd, hx, pki)
+    c = raw(site, pki, hx, settings={SETTINGS_INITIAL_WINDOW_SIZE: 0}, auto_window=False)
+    sid = c.request("GET", "/bytes/5000")
+    c.wait(lambda: c.streams[sid].status, 10, "the response head")
+    assert not c.streams[sid].data, c.streams[sid]
+    for i in range(1, 6):
+        c.send(window_update_frame(sid, 1000))
+        c.wait(lambda i=i: len(c.streams[sid].data) >= 1000 * i, 10, f"{1000 * i} bytes")
+        c.settle(0.1)  # anything sent beyond the window would have arrived by now
+        assert len(c.streams[sid].data) == 1000 * i, len(c.streams[sid].data)
+    c.wait(lambda: c.streams[sid].done, 10, "the end of the stream")
+    s = c.streams[sid]
+    assert s.ended and s.reset is None and bytes(s.data) == b"x" * 5000, s
+
+def test_responses_without_content(slbd, hx, pki):  # noqa: F811
+    site = h2_site(slbd, hx, pki)
+    c = raw(site, pki, hx)
+    problems = []
+    for method, path, status in (("HEAD", "/bytes/1000", 200), ("HEAD", "/", 200),
+                                 ("GET", "/status/204", 204), ("GET", "/status/304", 304)):
+        s = c.wait_stream(c.request(method, path))
+        if s.status != status or not s.ended or s.reset is not None:
+            problems.append(f"{method} {path}: {s!r}")
+        elif s.data_frames or not s.end_on_headers:
+            problems.append(f"{method} {path}: {s.data_frames} DATA frame(s) "
+                            f"({len(s.data)} bytes) instead of END_STREAM on the HEADERS")
+        elif method == "HEAD" and path.startswith("/bytes/") and \
+                s.header("content-length") not in (None, "1000"):
+            problems.append(f"HEAD {path}: content-length {s.header('content-length')}")
+    assert not problems, "\n".join(problems)
+    assert c.get("/after").status == 200
+
+
+# --------------------------------------------------------------------------------------------
+# Many streams
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_h2load_many_streams(slbd, hx, pki):  # noqa: F811
+    site = h2_site(slbd, hx, pki)
+    res, out = h2load(f"https://127.0.0.1:{site.port}/load", "-n", "2000", "-c", "4",
+                      "-m", "50")
+    assert res["protocol"] == "h2", out
+    assert (res["done"], res["succeeded"], res["failed"], res["errored"]) == \
+        (2000, 2000, 0, 0), out
+    assert res["2xx"] == 2000, out
+
+
+def test_fifty_concurrent_streams_on_one_connection(slbd, hx, pki):  # noqa: F811
+    """The backend answers only once all 50 requests are with it at the same time, so the
+    streams must really be in flight together."""
+    n = 50
+    barrier = threading.Barrier(n, timeout=h.scaled(20))
+
+    def handler(conn, backend):
+        while True:
+            head = conn.read_head()
+            if not head:
+                return
+            path = head.split(b" ", 2)[1]
+            try:
+                barrier.wait()
+                status = b"200 OK"
+            except threading.BrokenBarrierError:
+                status = b"500 Not All Together"
+            body = path * (1 + int(path.rsplit(b"/", 1)[1]))
+            conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: " +
+                         str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    rb = hx.raw_backend("together", handler)
+    slbd.add_group("g", [rb.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid)
+    c = LibH2.connect(port, client_context(pki), track=hx.track)
+    sids = {c.request("GET", f"/c/{i}"): i for i in range(n)}
+    c.wait(lambda: all(c.streams[s].done for s in sids), 30, "all 50 streams")
+    bad = []
+    for sid, i in sids.items():
+        s = c.streams[sid]
+        want = f"/c/{i}".encode() * (1 + i)
+        if s.status != 200 or bytes(s.data) != want or s.reset is not None:
+            bad.append(repr(s))
+    assert not bad, f"{len(bad)} of {n} streams wrong:\n" + "\n".join(bad[:5])
+
+
+# --------------------------------------------------------------------------------------------
+# Backend faults stay on their stream
+# --------------------------------------------------------------------------------------------
+
+
+def test_dead_server_answers_each_stream(slbd, hx, pki):  # noqa: F811
+    slbd.add_group("dead", [{"address": "127.0.0.1", "port": h.dead_port(), "weight": 100}],
+                   health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "dead", cid)
+    c = RawH2.connect(port, client_context(pki), track=hx.track)
+    for i in range(3):
+        s = c.wait_stream(c.request("GET", f"/dead/{i}"))
+        assert s.status in (502, 503) and s.ended and s.reset is None, s
+    c.ping()
+    assert not c.goaways and not c.ended, c.describe()
+
+
+def test_backend_timeout_is_504_on_that_stream_only(slbd, hx, pki):  # noqa: F811
+    sc = Scripted(hx, {"/never": lambda conn: time.sleep(h.scaled(8))})
+    slbd.add_group("g", [sc.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid, request_timeout_s=1)
+    c = RawH2.connect(port, client_context(pki), track=hx.track)
+    t0 = time.monotonic()
+    never = c.request("GET", "/never")
+    ok = c.wait_stream(c.request("GET", "/ok"))
+    assert ok.status == 200 and bytes(ok.data) == b"ok", ok
+    s = c.wait_stream(never, timeout=1 + 5)
+    took = time.monotonic() - t0
+    assert s.status == 504 and s.ended and s.reset is None, s
+    assert took >= 0.9, f"504 after {took:.2f} s with request_timeout_s=1"
+    assert c.get("/ok").status == 200
+    assert not c.goaways and not c.ended, c.describe()
+
+
+def _die_mid_length(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+    time.sleep(0.2)
+    rst_close(conn)
+
+
+def _die_mid_chunked(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" +
+                 b"x" * 1000 + b"\r\n")
+    time.sleep(0.2)
+    rst_close(conn)
+
+
+def _slow_ok(conn):
+    time.sleep(0.6)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nslow ok")
+    return True  # and the connection stays open
+
+
+@pytest.mark.parametrize("fault", [_die_mid_length, _die_mid_chunked],
+                         ids=["content-length", "chunked"])
+def test_backend_dying_mid_body_resets_the_stream(slbd, hx, pki, fault):  # noqa: F811
+    sc = Scripted(hx, {"/die": fault, "/slow-ok": _slow_ok})
+    slbd.add_group("g", [sc.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid)
+    c = RawH2.connect(port, client_context(pki), track=hx.track)
+    slow = c.request("GET", "/slow-ok")
+    s = c.wait_stream(c.request("GET", "/die"))
+    assert s.reset in (INTERNAL_ERROR, CANCEL) and not s.ended, (
+        f"a body cut by the backend must end in RST_STREAM, got {s!r} "
+        f"(reset {error_name(s.reset)})")
+    assert s.status == 200 and len(s.data) <= 1000, s
+    other = c.wait_stream(slow)
+    assert other.status == 200 and bytes(other.data) == b"slow ok", other
+    assert c.get("/ok").status == 200
+    assert not c.goaways and not c.ended, c.describe()
+
+
+def _length_then_close(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\ncomplete")
+
+
+def _chunked_then_close(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                 b"8\r\ncomplete\r\n0\r\n\r\n")
+
+
+def _keep_alive_then_close(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ncomplete")
+
+
+@pytest.mark.parametrize("fault", [_length_then_close, _chunked_then_close,
+                                   _keep_alive_then_close],
+                         ids=["content-length", "chunked", "keep-alive"])
+def test_backend_closing_right_after_a_complete_response(slbd, hx, pki, fault):  # noqa: F811
+    """A backend that closes its connection as soon as the response is written (the FIN
+    arrives with the last body bytes): the response is complete and must reach the client
+    as such, not as a reset."""
+    sc = Scripted(hx, {"/done": fault})
+    slbd.add_group("g", [sc.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid)
+    c = RawH2.connect(port, client_context(pki), track=hx.track)
+    got = [c.get("/done") for _ in range(20)]
+    bad = [s for s in got if s.status != 200 or not s.ended or bytes(s.data) != b"complete"]
+    assert not bad, f"{len(bad)} of 20 complete responses did not arrive as such: {bad[:3]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Graceful GOAWAY
+# --------------------------------------------------------------------------------------------
+
+
+def _assert_graceful(c, sid, what):
+    s = c.wait_stream(sid, timeout=15)
+    assert s.status == 200 and s.ended and s.reset is None, (what, s)
+    assert s.json()["path"] == "/slow/1500", s
+    assert c.goaways, f"{what}: no GOAWAY ({c.describe()})"
+    codes = [error_name(code) for _, code, _ in c.goaways]
+    assert set(codes) == {"NO_ERROR"}, f"{what}: GOAWAY codes {codes}"
+    assert c.goaways[-1][0] >= sid, f"{what}: last stream id {c.goaways[-1][0]} < {sid}"
+    assert c.order.index(("goaway", None)) < c.order.index(("end", sid)), (
+        f"{what}: the GOAWAY came only after the stream ended: {c.order}")
+
+
+def test_sigterm_sends_goaway_and_finishes_the_stream(slbd, hx, pki):  # noqa: F811
+    st, js = slbd.api.post("/v1/apply", {"settings": {"drain_timeout_s": 120}})
+    assert st == 200, js
+    site = h2_site(slbd, hx, pki, idle_timeout_s=300)
+    idle = raw(site, pki, hx)
+    assert idle.get("/idle").status == 200
+    # This client gives every DATA byte back at once (WINDOW_UPDATE), so its frames cross
+    # slbd's GOAWAY: slbd reads and drops them until the client's FIN rather than close with
+    # unread bytes, which would make the kernel send a reset.
+    c = raw(site, pki, hx)
+    assert c.get("/warm").status == 200
+    sid = c.request("GET", "/slow/1500")
+    time.sleep(0.3 * h.slow_factor())  # let the request reach the backend
+    slbd.signal(signal.SIGTERM)
+    _assert_graceful(c, sid, "SIGTERM")
+    assert c.wait_end(h.scaled(10)) == "eof", f"after the stream: {c.describe()}"
+    # The idle connection is told and closed too, long before drain_timeout_s (120 s).
+    assert idle.wait_end(h.scaled(10)) == "eof", idle.describe()
+    assert {error_name(code) for _, code, _ in idle.goaways} <= {"NO_ERROR"}, idle.goaways
+    assert slbd.stop(timeout=10) == 0
+
+
+def test_listener_removal_sends_goaway_and_finishes_the_stream(slbd, hx, pki):  # noqa: F811
+    site = h2_site(slbd, hx, pki)
+    c = raw(site, pki, hx)
+    assert c.get("/warm").status == 200
+    sid = c.request("GET", "/slow/1500")
+    time.sleep(0.3 * h.slow_factor())
+    st, js = slbd.api.delete("/v1/listeners/h2")
+    assert st == 204, js
+    _assert_graceful(c, sid, "listener removal")
+    assert c.wait_end(h.scaled(10)) == "eof", f"after the stream: {c.describe()}"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", site.port), timeout=h.scaled(2)).close()
+
+
+# --------------------------------------------------------------------------------------------
+# Access log, metering, sticky sessions
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slbd(workers=1)
+def test_access_log_line_per_stream(slbd, hx, pki):  # noqa: F811
+    set_access_log(slbd, "access.log")
+    path = slbd.state_dir / "access.log"
+    try:
+        site = h2_site(slbd, hx, pki)
+        c = lib(site, pki, hx)
+        sids = [c.request("GET", "/log/a"), c.request("POST", "/log/b", body=b"0123456789"),
+                c.request("GET", "/status/404")]
+        for sid in sids:
+            c.wait_stream(sid)
+        want = {"/log/a": ("GET", 200), "/log/b": ("POST", 200), "/status/404": ("GET", 404)}
+        lines = h.wait_until(
+            lambda: (x := [ln for ln in access_lines(path) if ln.get("path") in want])
+            and len(x) >= 3 and x, 10, "three access log lines")
+        time.sleep(0.2)  # a duplicate line would show up by now
+        lines = [ln for ln in access_lines(path) if ln.get("path") in want]
+        assert sorted(ln["path"] for ln in lines) == sorted(want), lines
+        for ln in lines:
+            assert (ln["method"], ln["status"]) == want[ln["path"]], ln
+            assert ln["listener"] == "h2" and ln["client"] == "127.0.0.1", ln
+            assert ln["tls"] == "TLSv1.3" and ln["sni"] == "localhost", ln
+            assert ln["upstream"] == f"127.0.0.1:{site.backends[0].port}", ln
+    finally:
+        set_access_log(slbd, "")
+
+
+def test_metering_counts_h2_traffic(slbd, hx, pki):  # noqa: F811
+    """As for HTTP/1.1: the counters move as requests complete (not only at close), the
+    wire never counts less than the payload, and after the close both equal, to the byte,
+    what the client's socket and TLS layer carried."""
+    site = h2_site(slbd, hx, pki)
+    c = lib(site, pki, hx)
+    assert c.get("/m/1").status == 200
+    before = settle(slbd, "h2", active=1)
+    s = c.wait_stream(c.request("POST", "/bytes/100000", body=b"u" * 50000))
+    assert s.status == 200 and len(s.data) == 100000, s
+    after = settle(slbd, "h2", active=1)
+    grow = {k: {d: after[k][d] - before[k][d] for d in ("in", "out")}
+            for k in ("payload_bytes", "wire_bytes")}
+    assert grow["payload_bytes"]["in"] >= 50000, grow
+    assert grow["payload_bytes"]["out"] >= 100000, grow
+    for d in ("in", "out"):
+        assert grow["wire_bytes"][d] >= grow["payload_bytes"][d], (
+            f"while the connection is open: growth {grow}, counters {after}")
+    assert after["connections"] == 1, after
+    assert after["requests"]["2xx"] == 2, after["requests"]
+    c.close()
+    final = settle(slbd, "h2", active=0)
+    got = {"wire in": final["wire_bytes"]["in"], "wire out": final["wire_bytes"]["out"],
+           "payload in": final["payload_bytes"]["in"],
+           "payload out": final["payload_bytes"]["out"]}
+    want = {"wire in": c.wire.sent, "wire out": c.wire.received,
+            "payload in": c.wire.plain_out, "payload out": c.wire.plain_in}
+    assert got == want, f"after the close: slbd {got}, client {want}"
+
+
+def test_sticky_insert_cookie_over_h2(slbd, hx, pki):  # noqa: F811
+    site = h2_site(slbd, hx, pki, n=3,
+                   sticky={"type": "insert", "cookie": "LB", "timeout_s": 600})
+    c = lib(site, pki, hx)
+    s = c.get("/s/0")
+    cookies = s.all("set-cookie")
+    assert s.status == 200 and len(cookies) == 1 and cookies[0].startswith("LB="), s
+    attrs = [a.strip().lower() for a in cookies[0].split(";")[1:]]
+    assert "secure" in attrs and "httponly" in attrs, cookies
+    value = cookies[0].split(";")[0].split("=", 1)[1]
+    server = s.json()["server"]
+    for j in range(6):
+        s = c.get(f"/again/{j}", headers=[("cookie", f"LB={value}")])
+        assert s.status == 200 and s.json()["server"] == server, (value, server, s)
+    # On a new connection, with the cookie split in crumbs as HTTP/2 clients send it.
+    c2 = lib(site, pki, hx)
+    for j in range(6):
+        s = c2.get(f"/crumbs/{j}", headers=[("cookie", "a=b"), ("cookie", f"LB={value}")])
+        assert s.status == 200 and s.json()["server"] == server, (value, server, s)
+        assert s.json()["headers"]["cookie"] == f"a=b; LB={value}", s
+
+
