@@ -423,6 +423,22 @@ def header_value(head, name):
             return v.strip().decode("latin-1")
     return None
 
+def cookie_setter(name):
+    """A raw-backend handler that answers every request with Set-Cookie
+    `JSESSIONID=sess-<name>` (and `other=1`) and a body "<name>|<the Cookie it got>"."""
+    def handler(conn, backend):
+        while True:
+            head = conn.read_head()
+            if not head:
+                return
+            seen = header_value(head, "Cookie") or ""
+            body = f"{name}|{seen}".encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nSet-Cookie: JSESSIONID=sess-" + name.encode() +
+                         b"; Path=/; Secure\r\nSet-Cookie: other=1\r\nContent-Length: " +
+                         str(len(body)).encode() + b"\r\n\r\n" + body)
+    return handler
+
+
 
 # --------------------------------------------------------------------------------------------
 # Listeners

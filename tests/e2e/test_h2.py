@@ -9,6 +9,7 @@ on listener removal, access log, metering and sticky sessions."""
 import hashlib
 import json
 import random
+import re
 import signal
 import socket
 import threading
@@ -22,7 +23,7 @@ from h2_util import (CANCEL, CONNECTION_SPECIFIC, INTERNAL_ERROR, NOHC, PROTOCOL
                      access_lines, client_context, curl, dechunk, error_name, h2_site, h2load,
                      https_listener, rst_close, set_access_log, split_record,
                      window_update_frame)
-from http_util import hx  # noqa: F401
+from http_util import cookie_setter, hx  # noqa: F401
 from metering_util import settle
 from pki import pki, upload_ca, upload_server  # noqa: F401
 
@@ -443,6 +444,35 @@ def test_backend_closing_right_after_a_complete_response(slbd, hx, pki, fault): 
     assert not bad, f"{len(bad)} of 20 complete responses did not arrive as such: {bad[:3]}"
 
 
+def _hints_and_trailers(conn):
+    conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
+                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n"
+                 b"Connection: keep-alive\r\nX-App: yes\r\n\r\n"
+                 b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\nContent-Length: 11\r\n\r\n")
+    return True
+
+
+def test_interim_responses_and_response_trailers(slbd, hx, pki):  # noqa: F811
+    """A 103 with its Link goes out as a non-final HEADERS frame before the final head; a
+    chunked response loses its framing (and its hop-by-hop fields) and its trailer section
+    becomes a trailing HEADERS frame, without the fields that frame a message."""
+    sc = Scripted(hx, {"/hints": _hints_and_trailers})
+    slbd.add_group("g", [sc.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid)
+    c = RawH2.connect(port, client_context(pki), track=hx.track)
+    for _ in range(2):  # the second on the pooled backend connection
+        s = c.get("/hints")
+        assert s.status == 200 and s.ended and bytes(s.data) == b"hello world", s
+        assert s.interim == [[(":status", "103"),
+                              ("link", "</style.css>; rel=preload; as=style")]], s.interim
+        names = [n for n, _ in s.headers]
+        assert "x-app" in names, s.headers
+        assert not {"transfer-encoding", "connection", "keep-alive"} & set(names), s.headers
+        assert s.trailers == [("x-sum", "42")], s.trailers
+    assert not c.goaways and not c.ended, c.describe()
+
+
 # --------------------------------------------------------------------------------------------
 # Graceful GOAWAY
 # --------------------------------------------------------------------------------------------
@@ -556,6 +586,36 @@ def test_metering_counts_h2_traffic(slbd, hx, pki):  # noqa: F811
     want = {"wire in": c.wire.sent, "wire out": c.wire.received,
             "payload in": c.wire.plain_out, "payload out": c.wire.plain_in}
     assert got == want, f"after the close: slbd {got}, client {want}"
+
+
+def test_sticky_server_cookie_over_h2(slbd, hx, pki):  # noqa: F811
+    """Sticky "server" mode: the backend's own JSESSIONID gets slbd's server prefix in the
+    set-cookie of the HEADERS frame, and a request carrying it goes back to that server,
+    which sees its own value without the prefix."""
+    rbs = [hx.raw_backend(n, cookie_setter(n)) for n in ("p", "q")]
+    slbd.add_group("g", [b.server() for b in rbs], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid,
+                          sticky={"type": "server", "cookie": "JSESSIONID"})
+    c = LibH2.connect(port, client_context(pki), track=hx.track)
+    seen = {}
+    for i in range(4):
+        s = c.get(f"/{i}")
+        assert s.status == 200, s
+        name = bytes(s.data).decode().split("|")[0]
+        cookies = s.all("set-cookie")
+        m = [re.match(r"^JSESSIONID=([0-9a-f]{16})~sess-(\w); Path=/; Secure$", v)
+             for v in cookies]
+        m = [x for x in m if x]
+        assert len(m) == 1 and m[0].group(2) == name and "other=1" in cookies, cookies
+        seen[name] = m[0].group(1)
+    assert set(seen) == {"p", "q"}, seen
+    for name, prefix in seen.items():
+        for _ in range(3):
+            s = c.get("/again", headers=[("cookie", f"JSESSIONID={prefix}~sess-{name}"),
+                                         ("cookie", "x=y")])
+            got, cookie = bytes(s.data).decode().split("|")
+            assert got == name and cookie == f"JSESSIONID=sess-{name}; x=y", (got, cookie)
 
 
 def test_sticky_insert_cookie_over_h2(slbd, hx, pki):  # noqa: F811

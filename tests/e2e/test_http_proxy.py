@@ -13,8 +13,8 @@ import time
 import pytest
 
 import slbd_harness as h
-from http_util import (add_listener, build_request, chunked, get_listener,  # noqa: F401
-                       header_value, hx, put_listener, response_or_end)
+from http_util import (add_listener, build_request, chunked, cookie_setter,  # noqa: F401
+                       get_listener, header_value, hx, put_listener, response_or_end)
 
 NOHC = h.no_health_check()
 
@@ -402,22 +402,8 @@ def test_sticky_insert(slbd, hx):
     assert r.status == 200 and STICKY_COOKIE.match(r.header("Set-Cookie")), r
 
 
-def _cookie_setter(name):
-    def handler(conn, backend):
-        while True:
-            head = conn.read_head()
-            if not head:
-                return
-            seen = header_value(head, "Cookie") or ""
-            body = f"{name}|{seen}".encode()
-            conn.sendall(b"HTTP/1.1 200 OK\r\nSet-Cookie: JSESSIONID=sess-" + name.encode() +
-                         b"; Path=/; Secure\r\nSet-Cookie: other=1\r\nContent-Length: " +
-                         str(len(body)).encode() + b"\r\n\r\n" + body)
-    return handler
-
-
 def test_sticky_server_cookie(slbd, hx):
-    rbs = [hx.raw_backend(n, _cookie_setter(n)) for n in ("p", "q")]
+    rbs = [hx.raw_backend(n, cookie_setter(n)) for n in ("p", "q")]
     slbd.add_group("g", [b.server() for b in rbs], health_check=NOHC)
     port = add_listener(slbd, "web", "g", sticky={"type": "server", "cookie": "JSESSIONID"})
     seen = {}
