@@ -294,10 +294,14 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
 
 /* --- the client connection --- */
 
-static void out_compact(struct slb_hbuf *b)
+static void out_compact(struct h2_conn *c)
 {
+    struct slb_hbuf *b = &c->out;
     if (b->off == b->len) {
-        b->off = b->len = 0;
+        if (c->nstreams == 0)
+            slb_hbuf_free(b); /* an idle connection keeps no output buffer */
+        else
+            b->off = b->len = 0;
     } else if (b->off > b->len / 2) {
         memmove(b->p, b->p + b->off, b->len - b->off);
         b->len -= b->off;
@@ -331,7 +335,7 @@ static bool flush(struct h2_conn *c)
         c->last_write_ms = c->last_io_ms = c->w->loop.now_ms;
         slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
     }
-    out_compact(&c->out);
+    out_compact(c);
     return true;
 }
 
