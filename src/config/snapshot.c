@@ -181,6 +181,9 @@ static struct slb_srv_rt *srv_get(struct slb_registry *reg, const char *group,
     if (!r)
         return NULL;
     snprintf(r->key, sizeof(r->key), "%s", key);
+    const char *addr = strchr(r->key, '/') + 1;
+    snprintf(r->sticky_id, sizeof(r->sticky_id), "%016llx",
+             (unsigned long long)slb_hash64(addr, strlen(addr), 0x737469u));
     r->refs = 1;
     r->nworkers = reg->nworkers;
     /* A new server takes traffic at once (SPEC) and leaves after failed checks. */

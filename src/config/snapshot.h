@@ -85,6 +85,9 @@ enum { SLB_HEALTH_UP = 1, SLB_HEALTH_DOWN = 0 };
  * server with the same group and address stays configured. Owned by the server registry. */
 struct slb_srv_rt {
     char key[SLB_NAME_MAX + 80]; /* "group/address:port" */
+    /* The server's identity in sticky cookies: a hash of "address:port" in 16 lowercase hex
+     * digits, made once with the key. */
+    char sticky_id[17];
     int refs;                    /* control thread only */
     _Atomic int healthy;
     /* health checker state, control thread only */

@@ -3,7 +3,6 @@
 #include "http/route.h"
 
 #include "http/rewrite.h"
-#include "lb/sched.h"
 #include "tls/tls.h"
 
 #include <arpa/inet.h>
@@ -28,18 +27,15 @@ void slb_http_format_ip(const struct sockaddr_storage *a, char *out, size_t size
 
 void slb_http_sticky_value(const struct slb_group_rt *g, int i, char *out, size_t size)
 {
-    const char *k = strchr(g->srv[i]->key, '/') + 1;
-    snprintf(out, size, "%016llx", (unsigned long long)slb_hash64(k, strlen(k), 0x737469u));
+    snprintf(out, size, "%s", g->srv[i]->sticky_id);
 }
 
 int slb_http_sticky_lookup(const struct slb_group_rt *g, struct slb_slice v)
 {
-    char want[20];
     if (v.len < SLB_STICKY_ID_LEN)
         return -1;
     for (size_t i = 0; i < g->nservers; i++) {
-        slb_http_sticky_value(g, (int)i, want, sizeof(want));
-        if (memcmp(want, v.p, 16) == 0)
+        if (memcmp(g->srv[i]->sticky_id, v.p, SLB_STICKY_ID_LEN) == 0)
             return (int)i;
     }
     return -1;
