@@ -553,6 +553,28 @@ static void test_default_tls13_and_alpn(void **state)
     assert_false(slb_tls_alpn_supported("spdy/3"));
 }
 
+/* 0-RTT is never accepted: our tickets do not invite early data (max_early_data 0), and the
+ * early data a client sends under a ticket from elsewhere is skipped up to one record's worth
+ * (recv_max_early_data) so that its 1-RTT handshake goes on. */
+static void test_early_data_limits(void **state)
+{
+    struct lis L;
+    lis_init(&L, "web", "ec", NULL, NULL);
+    lis_build(&L);
+    SSL *s = slb_tls_ssl_new(&L.rt);
+    assert_non_null(s);
+    assert_int_equal(SSL_get_max_early_data(s), 0);
+    assert_int_equal(SSL_get_recv_max_early_data(s), SSL3_RT_MAX_PLAIN_LENGTH);
+    SSL_free(s);
+    struct copts o = {0};
+    struct hs h;
+    hs_run(&L, &o, &h);
+    assert_hs_ok(&h);
+    assert_int_equal(SSL_get_early_data_status(h.s), SSL_EARLY_DATA_NOT_SENT);
+    hs_free(&h);
+    lis_free(&L);
+}
+
 static void test_tls12_ecdhe(void **state)
 {
     struct lis L;
@@ -1326,6 +1348,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_policy_table),
         cmocka_unit_test(test_default_tls13_and_alpn),
+        cmocka_unit_test(test_early_data_limits),
         cmocka_unit_test(test_tls12_ecdhe),
         cmocka_unit_test(test_no_shared_cipher),
         cmocka_unit_test(test_old_protocols),
