@@ -144,8 +144,15 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     }
     if (s->head_bytes > H2_HEAD_LIMIT)
         s->too_big = true;
-    if (s->too_big)
+    if (s->too_big || s->bad)
         return 0;
+    if (memchr(value, '\r', vl) || memchr(value, '\n', vl) || memchr(value, '\0', vl)) {
+        /* nghttp2 refuses these already; checked again because the value becomes a line of
+         * HTTP/1.1 text, where a line break would add a field of the client's choosing. */
+        s->bad = true;
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_PROTOCOL_ERROR);
+        return 0;
+    }
     struct slb_slice n = {(const char *)name, nl};
     if (f->headers.cat != NGHTTP2_HCAT_REQUEST) {
         /* Trailers: kept for a chunked request body, dropped for one with a length. */

@@ -56,6 +56,7 @@ struct h2_stream {
     struct slb_hbuf cookie, trailers;
     size_t head_bytes;
     bool too_big, has_length, line_done;
+    bool bad; /* a field that cannot become HTTP/1.1 text: the stream is being reset */
     /* request towards the backend: head, then body bytes (chunk-framed when chunked) */
     struct slb_hbuf tx;
     bool req_chunked, req_has_body, req_done, head_only;

@@ -741,6 +741,8 @@ void h2_start_request(struct h2_stream *s)
     struct h2_conn *c = s->c;
     const struct slb_listener_cfg *cfg = c->l->cfg;
     s->last_io_ms = c->w->loop.now_ms;
+    if (s->bad)
+        return; /* its RST_STREAM is queued */
     if (s->too_big) {
         if (s->log)
             slb_access_capture(s->log, c->w->loop.now_ms, NULL);
