@@ -99,7 +99,7 @@ bench-tcp: deps all
 	@BENCH_SCRIPT=bench/tcp_copy.py bench/run.sh $(BENCH_ARGS)
 
 fmt:
-	clang-format -i $(wildcard src/*/*.[ch] src/*.c tests/unit/*.c tools/*.c)
+	clang-format -i $(wildcard src/*/*.[ch] src/*.c tests/unit/*.[ch] tests/fuzz/*.c tools/*.c bench/tools/*.c)
 
 clean:
 	rm -rf build build-asan

@@ -33,9 +33,12 @@ int main(int argc, char **argv)
         .workers = (int)sysconf(_SC_NPROCESSORS_ONLN),
     };
     static const struct option longopts[] = {
-        {"state-dir", required_argument, NULL, 's'}, {"admin", required_argument, NULL, 'a'},
-        {"workers", required_argument, NULL, 'w'},   {"log-level", required_argument, NULL, 'l'},
-        {"check", no_argument, NULL, 'c'},           {"help", no_argument, NULL, 'h'},
+        {"state-dir", required_argument, NULL, 's'},
+        {"admin", required_argument, NULL, 'a'},
+        {"workers", required_argument, NULL, 'w'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"check", no_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;

@@ -2,8 +2,8 @@
 /* Admin API routes for listeners, groups, whole-configuration apply and health. Every change
  * is made on a copy of the current document, validated as a whole, persisted and published
  * by slb_ctl_apply; on any error the running configuration is untouched. */
-#include "admin/admin.h"
 #include "admin/routes.h"
+#include "admin/admin.h"
 
 #include "cert/store.h"
 #include "config/config.h"
@@ -45,8 +45,9 @@ static json_t *body_object(const struct slb_admin_req *req, struct slb_admin_res
     json_error_t jerr;
     json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | flags, &jerr);
     if (!v) {
-        slb_admin_error_simple(resp, 400, "invalid_json", "body is not valid JSON: %s (line %d, column %d)",
-                               jerr.text, jerr.line, jerr.column);
+        slb_admin_error_simple(resp, 400, "invalid_json",
+                               "body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                               jerr.line, jerr.column);
         return NULL;
     }
     if (!json_is_object(v)) {
@@ -62,8 +63,7 @@ json_t *slb_admin_body_object(const struct slb_admin_req *req, struct slb_admin_
     return body_object(req, resp, 0);
 }
 
-json_t *slb_admin_body_object_binary(const struct slb_admin_req *req,
-                                     struct slb_admin_resp *resp)
+json_t *slb_admin_body_object_binary(const struct slb_admin_req *req, struct slb_admin_resp *resp)
 {
     return body_object(req, resp, JSON_ALLOW_NUL);
 }
@@ -126,8 +126,8 @@ static bool apply_doc(struct slb_ctl *ctl, json_t *doc, struct slb_admin_resp *r
 /* --- listeners and groups share one shape of collection route --- */
 
 struct coll_kind {
-    const char *coll;    /* "listeners" / "groups" */
-    const char *what;    /* "listener" / "group" */
+    const char *coll; /* "listeners" / "groups" */
+    const char *what; /* "listener" / "group" */
     json_t *(*normalize)(const json_t *in, const char *where, struct slb_err *err);
 };
 
@@ -182,8 +182,8 @@ static void collection(struct slb_ctl *ctl, const struct coll_kind *k,
     }
     const char *name = json_string_value(json_object_get(norm, "name"));
     if (find_named(json_object_get(ctl->doc, k->coll), name, NULL)) {
-        slb_admin_error_simple(resp, 409, "name_taken", "a %s named \"%s\" already exists",
-                               k->what, name);
+        slb_admin_error_simple(resp, 409, "name_taken", "a %s named \"%s\" already exists", k->what,
+                               name);
         json_decref(norm);
         return;
     }
@@ -216,8 +216,8 @@ static void item(struct slb_ctl *ctl, const struct coll_kind *k, const char *nam
             json_t *users = group_users(ctl->doc, name);
             if (json_array_size(users) > 0) {
                 char *list = json_dumps(users, JSON_COMPACT);
-                slb_admin_error_simple(resp, 409, "in_use",
-                                       "group \"%s\" is used by listeners %s", name, list);
+                slb_admin_error_simple(resp, 409, "in_use", "group \"%s\" is used by listeners %s",
+                                       name, list);
                 free(list);
                 json_decref(users);
                 return;
@@ -281,8 +281,7 @@ static void apply_all(struct slb_ctl *ctl, const struct slb_admin_req *req,
         if (strcmp(key, "listeners") != 0 && strcmp(key, "groups") != 0 &&
             strcmp(key, "settings") != 0) {
             slb_admin_error_simple(resp, 400, "unknown_field",
-                                   "%s: unknown field; expected listeners, groups, settings",
-                                   key);
+                                   "%s: unknown field; expected listeners, groups, settings", key);
             json_decref(doc);
             json_decref(body);
             return;

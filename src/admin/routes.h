@@ -14,8 +14,7 @@ void slb_admin_not_allowed(struct slb_admin_resp *resp, const char *allow);
 json_t *slb_admin_body_object(const struct slb_admin_req *req, struct slb_admin_resp *resp);
 /* The same, accepting NUL bytes inside strings (certificate bodies: the validators then
  * report binary input as invalid_pem). */
-json_t *slb_admin_body_object_binary(const struct slb_admin_req *req,
-                                     struct slb_admin_resp *resp);
+json_t *slb_admin_body_object_binary(const struct slb_admin_req *req, struct slb_admin_resp *resp);
 int slb_admin_split(const char *path, char *coll, char *id, char *sub, size_t size);
 
 /* Route families in their own files. */

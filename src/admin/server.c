@@ -27,13 +27,13 @@ struct admin_conn {
     int fd;
     struct slb_io io;
     struct slb_timer timer;
-    char *in;        /* head + body being received */
+    char *in; /* head + body being received */
     size_t inlen, incap;
-    char *out;       /* response being sent */
+    char *out; /* response being sent */
     size_t outlen, outoff;
     bool close_after;
-    bool head_only;      /* answering HEAD: headers only */
-    bool continue_sent;  /* "100 Continue" already sent for the request being received */
+    bool head_only;     /* answering HEAD: headers only */
+    bool continue_sent; /* "100 Continue" already sent for the request being received */
     struct admin_conn *prev, *next;
 };
 
@@ -48,8 +48,8 @@ struct slb_admin {
 
 void slb_admin_error(struct slb_admin_resp *resp, const struct slb_err *err)
 {
-    json_t *e = json_pack("{s:s, s:s}", "code", err->code[0] ? err->code : "error", "message",
-                          err->msg);
+    json_t *e =
+        json_pack("{s:s, s:s}", "code", err->code[0] ? err->code : "error", "message", err->msg);
     if (err->where[0])
         json_object_set_new(e, "where", json_string(err->where));
     json_decref(resp->json);
@@ -96,26 +96,46 @@ static void conn_close(struct admin_conn *c)
 static const char *reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Status";
     }
 }
 
@@ -433,8 +453,8 @@ struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const char *addr, struct sl
     struct sockaddr_storage ss;
     socklen_t len;
     if (slb_config_parse_hostport(addr, &ss, &len) < 0) {
-        slb_err_set(err, 400, "invalid_value", "--admin",
-                    "admin address \"%s\" is not ADDR:PORT", addr);
+        slb_err_set(err, 400, "invalid_value", "--admin", "admin address \"%s\" is not ADDR:PORT",
+                    addr);
         return NULL;
     }
     struct slb_admin *a = calloc(1, sizeof(*a));

@@ -304,7 +304,7 @@ static const char *ossl_reason(void)
  * Parsing
  * ------------------------------------------------------------------------------------------- */
 
-int slb_certval_parse_certs(const char *what, const char *pem, size_t len, STACK_OF(X509) **out,
+int slb_certval_parse_certs(const char *what, const char *pem, size_t len, STACK_OF(X509) * *out,
                             struct slb_err *err)
 {
     struct pem_scan sc = {.what = what, .code = "invalid_pem"};

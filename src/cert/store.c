@@ -476,8 +476,7 @@ static int list_files(const char *dir, char ***out, size_t *n, struct slb_err *e
     return rc ? slb_err_set(err, 500, "internal", dir, "out of memory") : 0;
 }
 
-static struct slb_certstore *store_open(const char *state_dir, bool readonly,
-                                        struct slb_err *err)
+static struct slb_certstore *store_open(const char *state_dir, bool readonly, struct slb_err *err)
 {
     struct slb_certstore *s = calloc(1, sizeof(*s));
     char **files = NULL;
@@ -841,7 +840,7 @@ int slb_certstore_restore(struct slb_certstore *s, struct slb_cert *prev, struct
     }
     int rc = publish(s, e, prev, err);
     if (rc == 0)
-        slb_warn("certificate %s (%s): change rolled back to version %llu", prev->id,
-                 prev->name, (unsigned long long)prev->version);
+        slb_warn("certificate %s (%s): change rolled back to version %llu", prev->id, prev->name,
+                 (unsigned long long)prev->version);
     return rc;
 }

@@ -25,15 +25,15 @@ struct slb_cert {
     char id[64];
     char name[128];
     enum slb_cert_type type;
-    uint64_t version;         /* bumped on every replace and CRL change */
-    X509 *leaf;               /* server: the leaf; ca: the CA certificate */
-    STACK_OF(X509) *chain;    /* server: intermediates in order (no root); may be empty */
-    EVP_PKEY *key;            /* server only */
-    X509_CRL *crl;            /* ca only, optional */
-    char key_type[16];        /* "rsa-2048", "ec-p256", ... */
-    char fingerprint[65];     /* SHA-256 of the leaf DER, lowercase hex */
+    uint64_t version;              /* bumped on every replace and CRL change */
+    X509 *leaf;                    /* server: the leaf; ca: the CA certificate */
+    STACK_OF(X509) * chain;        /* server: intermediates in order (no root); may be empty */
+    EVP_PKEY *key;                 /* server only */
+    X509_CRL *crl;                 /* ca only, optional */
+    char key_type[16];             /* "rsa-2048", "ec-p256", ... */
+    char fingerprint[65];          /* SHA-256 of the leaf DER, lowercase hex */
     int64_t not_before, not_after; /* unix seconds */
-    char **sans;              /* DNS names (and IP literals) of the leaf */
+    char **sans;                   /* DNS names (and IP literals) of the leaf */
     size_t nsans;
 };
 

@@ -130,8 +130,8 @@ static bool issued_by(X509 *subject, X509 *issuer)
  * ambiguity, so instead of refusing a shuffled bundle with chain_order we rebuild the path
  * leaf -> issuer -> issuer by names and signatures and serve it in that order. chain_order is
  * left for the one case we cannot decide: several blocks carry the key's public key. */
-int slb_certval_order_chain(STACK_OF(X509) *certs, EVP_PKEY *key, X509 **leaf,
-                            STACK_OF(X509) **chain, bool *reordered, struct slb_err *err)
+int slb_certval_order_chain(STACK_OF(X509) * certs, EVP_PKEY *key, X509 **leaf,
+                            STACK_OF(X509) * *chain, bool *reordered, struct slb_err *err)
 {
     int n = sk_X509_num(certs);
     int path[SLB_CERTVAL_MAX_BLOCKS];
@@ -229,7 +229,7 @@ nomem:
 }
 
 /* Position of x in certs as a 1-based block number (x comes from certs). */
-static size_t block_of(STACK_OF(X509) *certs, const X509 *x)
+static size_t block_of(STACK_OF(X509) * certs, const X509 *x)
 {
     for (int i = 0; i < sk_X509_num(certs); i++)
         if (sk_X509_value(certs, i) == x)
@@ -237,7 +237,7 @@ static size_t block_of(STACK_OF(X509) *certs, const X509 *x)
     return 0;
 }
 
-static int material_server(STACK_OF(X509) *certs, const char *key_pem, size_t key_len, int64_t now,
+static int material_server(STACK_OF(X509) * certs, const char *key_pem, size_t key_len, int64_t now,
                            unsigned flags, struct slb_certval_material *m, struct slb_err *err)
 {
     char what[200];
@@ -262,7 +262,7 @@ static int material_server(STACK_OF(X509) *certs, const char *key_pem, size_t ke
     return 0;
 }
 
-static int material_ca(STACK_OF(X509) *certs, int64_t now, unsigned flags,
+static int material_ca(STACK_OF(X509) * certs, int64_t now, unsigned flags,
                        struct slb_certval_material *m, struct slb_err *err)
 {
     char what[200];

@@ -50,7 +50,7 @@ bool slb_certval_name_ok(const char *name);
  * "certificate"). Only CERTIFICATE blocks are allowed; text outside blocks is ignored; CRLF
  * line ends are accepted. Codes invalid_pem, dh_parameters_not_supported. *out (caller frees
  * with sk_X509_pop_free) holds the certificates in input order: element i is block i + 1. */
-int slb_certval_parse_certs(const char *what, const char *pem, size_t len, STACK_OF(X509) **out,
+int slb_certval_parse_certs(const char *what, const char *pem, size_t len, STACK_OF(X509) * *out,
                             struct slb_err *err);
 /* Parse the one private key of a key field (PKCS#8, RSA or EC; a preceding EC PARAMETERS
  * block is skipped). Codes invalid_pem, encrypted_private_key, dh_parameters_not_supported. */
@@ -68,14 +68,14 @@ int slb_certval_dates(const X509 *x, int64_t now, const char *what, struct slb_e
  * checked); a trailing self-signed root is dropped. A block that is not on that path is
  * chain_incomplete. *leaf and *chain are new references the caller owns; *reordered tells
  * whether the input order was not already leaf-first issuer order. */
-int slb_certval_order_chain(STACK_OF(X509) *certs, EVP_PKEY *key, X509 **leaf,
-                            STACK_OF(X509) **chain, bool *reordered, struct slb_err *err);
+int slb_certval_order_chain(STACK_OF(X509) * certs, EVP_PKEY *key, X509 **leaf,
+                            STACK_OF(X509) * *chain, bool *reordered, struct slb_err *err);
 
 /* Validated material of one certificate, owned by the struct until slb_certval_material_clear. */
 struct slb_certval_material {
     X509 *leaf;
-    STACK_OF(X509) *chain; /* never NULL after success; empty for ca */
-    EVP_PKEY *key;         /* server only */
+    STACK_OF(X509) * chain; /* never NULL after success; empty for ca */
+    EVP_PKEY *key;          /* server only */
     char key_type[16];
     bool reordered;
 };

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define SLB_NAME_MAX 64    /* names and ids: [A-Za-z0-9._-], 1..63 chars, not "." or ".." */
+#define SLB_NAME_MAX 64 /* names and ids: [A-Za-z0-9._-], 1..63 chars, not "." or ".." */
 #define SLB_MAX_SERVERS 1024
 #define SLB_MAX_LISTENERS 256
 #define SLB_MAX_GROUPS 256
@@ -36,7 +36,7 @@ struct slb_server_cfg {
     char address[64]; /* IPv4/IPv6 literal as given */
     uint16_t port;
     char authority[74]; /* "address:port" or "[address]:port": Host for requests without one */
-    uint32_t weight; /* 0..100, 0 drains */
+    uint32_t weight;    /* 0..100, 0 drains */
     struct sockaddr_storage addr;
     socklen_t addrlen;
 };
@@ -95,16 +95,16 @@ struct slb_listener_cfg {
     uint32_t max_connections;         /* 0 = unlimited (bounded by fds) */
     uint32_t connect_timeout_ms;      /* backend connect, default 5000 */
     /* tcp */
-    int proxy_protocol;               /* 0 none, 1 or 2 */
-    uint32_t established_timeout_s;   /* default 900 */
+    int proxy_protocol;             /* 0 none, 1 or 2 */
+    uint32_t established_timeout_s; /* default 900 */
     struct slb_sni_route *sni_routes;
     size_t nsni_routes;
     /* http, https */
     bool x_forwarded_for, x_forwarded_proto; /* default true */
-    uint32_t header_timeout_s;  /* default 10 */
-    uint32_t idle_timeout_s;    /* default 15 */
-    uint32_t request_timeout_s; /* default 60 */
-    char redirect_to[256];      /* empty or "https://host[:port]" target for 301s */
+    uint32_t header_timeout_s;               /* default 10 */
+    uint32_t idle_timeout_s;                 /* default 15 */
+    uint32_t request_timeout_s;              /* default 60 */
+    char redirect_to[256];                   /* empty or "https://host[:port]" target for 301s */
     enum slb_sticky sticky;
     char sticky_cookie[64];
     uint32_t sticky_timeout_s;
@@ -116,8 +116,8 @@ struct slb_listener_cfg {
 };
 
 struct slb_settings {
-    uint32_t drain_timeout_s;     /* graceful stop bound, default 10 */
-    char access_log[256];         /* "" off, "stdout", or a file name inside the state dir */
+    uint32_t drain_timeout_s; /* graceful stop bound, default 10 */
+    char access_log[256];     /* "" off, "stdout", or a file name inside the state dir */
 };
 
 struct slb_config {
@@ -150,13 +150,11 @@ void slb_config_free(struct slb_config *cfg);
  * error paths ("" for API bodies). */
 json_t *slb_config_normalize_listener(const json_t *in, const char *where_prefix,
                                       struct slb_err *err);
-json_t *slb_config_normalize_group(const json_t *in, const char *where_prefix,
-                                   struct slb_err *err);
+json_t *slb_config_normalize_group(const json_t *in, const char *where_prefix, struct slb_err *err);
 
 /* Lookups in a built configuration; NULL when absent. */
 const struct slb_group_cfg *slb_config_group(const struct slb_config *cfg, const char *name);
-const struct slb_listener_cfg *slb_config_listener(const struct slb_config *cfg,
-                                                   const char *name);
+const struct slb_listener_cfg *slb_config_listener(const struct slb_config *cfg, const char *name);
 
 /* A valid resource name or id: 1..63 of [A-Za-z0-9._-], not "." or "..". */
 bool slb_config_name_ok(const char *s);

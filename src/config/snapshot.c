@@ -147,8 +147,8 @@ static struct slb_lsock *lsock_get(struct slb_registry *reg, const struct slb_li
     for (int i = 0; i < reg->nworkers; i++) {
         rc = bind_one(l, &ls->slot[i].fd);
         if (rc < 0) {
-            slb_err_set(err, 400, "bind_failed", l->name, "listener %s cannot bind %s: %s",
-                        l->name, l->bind, strerror(-rc));
+            slb_err_set(err, 400, "bind_failed", l->name, "listener %s cannot bind %s: %s", l->name,
+                        l->bind, strerror(-rc));
             lsock_close(ls);
             free(ls);
             return NULL;
@@ -215,18 +215,18 @@ static struct slb_lis_rt *lis_get(struct slb_registry *reg, const char *name)
 
 /* Unlinking with a pointer-to-pointer walk keeps the three registries' code identical in
  * shape; counters of a listener or server that disappears are dropped with it. */
-#define REG_UNREF(head, type, obj, extra)                                                        \
-    do {                                                                                          \
-        if (!(obj) || --(obj)->refs > 0)                                                          \
-            break;                                                                                \
-        for (type **pp = &(head); *pp; pp = &(*pp)->next) {                                       \
-            if (*pp == (obj)) {                                                                   \
-                *pp = (obj)->next;                                                                \
-                break;                                                                            \
-            }                                                                                     \
-        }                                                                                         \
-        extra;                                                                                    \
-        free(obj);                                                                                \
+#define REG_UNREF(head, type, obj, extra)                                                          \
+    do {                                                                                           \
+        if (!(obj) || --(obj)->refs > 0)                                                           \
+            break;                                                                                 \
+        for (type **pp = &(head); *pp; pp = &(*pp)->next) {                                        \
+            if (*pp == (obj)) {                                                                    \
+                *pp = (obj)->next;                                                                 \
+                break;                                                                             \
+            }                                                                                      \
+        }                                                                                          \
+        extra;                                                                                     \
+        free(obj);                                                                                 \
     } while (0)
 
 static void srv_unref(struct slb_registry *reg, struct slb_srv_rt *r)
@@ -303,8 +303,7 @@ static int group_rt_build(struct slb_registry *reg, const struct slb_group_cfg *
     return 0;
 oom:
     free(ids);
-    return slb_err_set(err, 500, "internal", gc->name, "out of memory building group %s",
-                       gc->name);
+    return slb_err_set(err, 500, "internal", gc->name, "out of memory building group %s", gc->name);
 }
 
 struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_config *cfg,
@@ -359,8 +358,7 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
             slb_err_set(err, 500, "internal", lc->name, "out of memory");
             goto fail;
         }
-        if (lc->protocol == SLB_PROTO_HTTPS && 
-            slb_tls_listener_build(l, err) < 0)
+        if (lc->protocol == SLB_PROTO_HTTPS && slb_tls_listener_build(l, err) < 0)
             goto fail;
         l->sock = lsock_get(reg, lc, err);
         if (!l->sock)
@@ -426,6 +424,5 @@ void slb_registry_deinit(struct slb_registry *reg)
 {
     slb_snapshot_sweep(reg);
     if (reg->retired)
-        slb_warn("%zu configuration snapshots still referenced at exit",
-                 slb_snapshot_sweep(reg));
+        slb_warn("%zu configuration snapshots still referenced at exit", slb_snapshot_sweep(reg));
 }

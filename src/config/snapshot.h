@@ -69,10 +69,10 @@ enum {
     SLB_LIS_ERRORS,
     SLB_LIS_HS_FULL,
     SLB_LIS_HS_RESUMED,
-    SLB_LIS_HS_FAIL,  /* + enum slb_tls_fail (10 slots, SLB_TLS_FAIL_COUNT) */
+    SLB_LIS_HS_FAIL,                        /* + enum slb_tls_fail (10 slots, SLB_TLS_FAIL_COUNT) */
     SLB_LIS_REQ_1XX = SLB_LIS_HS_FAIL + 10, /* + status class - 1 (5 slots) */
     SLB_LIS_REQS = SLB_LIS_REQ_1XX + 5,
-    SLB_LIS_DENIED, /* ACL */
+    SLB_LIS_DENIED,   /* ACL */
     SLB_LIS_H2_ABUSE, /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
     SLB_LIS_SLOTS
 };
@@ -88,7 +88,7 @@ struct slb_srv_rt {
     /* The server's identity in sticky cookies: a hash of "address:port" in 16 lowercase hex
      * digits, made once with the key. */
     char sticky_id[17];
-    int refs;                    /* control thread only */
+    int refs; /* control thread only */
     _Atomic int healthy;
     /* health checker state, control thread only */
     int ok_streak, fail_streak;
@@ -123,8 +123,8 @@ struct slb_lsock_slot {
     struct slb_io io;
     struct slb_listener_rt *cur; /* in the worker's current snapshot; worker-owned */
     struct slb_worker *worker;
-    struct slb_timer pause; /* accept paused after EMFILE */
-    uint64_t pause_logged_ms; /* last "pausing accepts" message (one per 10 s at most) */
+    struct slb_timer pause;        /* accept paused after EMFILE */
+    uint64_t pause_logged_ms;      /* last "pausing accepts" message (one per 10 s at most) */
     unsigned long pauses_unlogged; /* pauses since that message */
 } __attribute__((aligned(64)));
 
@@ -154,13 +154,13 @@ struct slb_sni_route_rt {
 
 struct slb_listener_rt {
     const struct slb_listener_cfg *cfg;
-    size_t index;              /* in snapshot->listeners */
+    size_t index; /* in snapshot->listeners */
     struct slb_lsock *sock;
     struct slb_lis_rt *stats;
     struct slb_group_rt *group; /* NULL only for redirect-only http listeners */
     struct slb_sni_route_rt *sni;
     size_t nsni;
-    void *tls;                 /* TLS contexts (src/tls), NULL for tcp/http */
+    void *tls; /* TLS contexts (src/tls), NULL for tcp/http */
 };
 
 struct slb_snapshot {

@@ -306,8 +306,8 @@ int slb_ctl_run(struct slb_ctl *ctl)
     /* Graceful stop: close the admin API, tell workers to stop accepting and drain. */
     slb_admin_free(ctl->admin);
     ctl->admin = NULL;
-    uint64_t drain_ms = ctl->cur ? (uint64_t)ctl->cur->cfg->settings.drain_timeout_s * 1000u
-                                 : 10000u;
+    uint64_t drain_ms =
+        ctl->cur ? (uint64_t)ctl->cur->cfg->settings.drain_timeout_s * 1000u : 10000u;
     for (int i = 0; i < ctl->nworkers; i++)
         slb_worker_request_stop(&ctl->workers[i], drain_ms);
     for (int i = 0; i < ctl->nworkers; i++)

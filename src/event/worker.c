@@ -5,9 +5,9 @@
 
 #include "core/buf.h"
 #include "core/log.h"
-#include "tcp/proxy.h"
 #include "http/access.h"
 #include "http/proxy.h"
+#include "tcp/proxy.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -60,8 +60,8 @@ static struct slb_wsnap *wsnap_new(struct slb_worker *w, struct slb_snapshot *sn
         if (g->nservers > 1 && g->cfg->scheduler != SLB_SCHED_SCH &&
             g->cfg->scheduler != SLB_SCHED_TCH) {
             memset(wg->usable, 1, g->nservers);
-            struct slb_sched_input in = {.n = g->nservers, .weight = g->weights,
-                                         .usable = wg->usable, .active = wg->active};
+            struct slb_sched_input in = {
+                .n = g->nservers, .weight = g->weights, .usable = wg->usable, .active = wg->active};
             for (int k = 0; k < w->id; k++)
                 g->ops->pick(wg->sched_state, g->sched_shared, &in);
         }
@@ -88,8 +88,7 @@ int slb_wgroup_pick(struct slb_wgroup *wg, uint64_t key, const uint8_t *tried)
     for (size_t i = 0; i < g->nservers; i++) {
         struct slb_srv_rt *s = g->srv[i];
         wg->usable[i] = g->weights[i] > 0 &&
-                        atomic_load_explicit(&s->healthy, memory_order_relaxed) ==
-                            SLB_HEALTH_UP &&
+                        atomic_load_explicit(&s->healthy, memory_order_relaxed) == SLB_HEALTH_UP &&
                         !(tried && tried[i]);
         if (need_active) {
             /* Least connections counts every worker's connections to the server: a read of
@@ -258,8 +257,8 @@ static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
                 if (slot->pause_logged_ms == 0 || loop->now_ms - slot->pause_logged_ms >= 10000) {
                     if (slot->pauses_unlogged)
                         slb_warn("listener %s: accept: %s; pausing accepts (%lu more pauses "
-                                 "since the last message)", l->cfg->name, strerror(e),
-                                 slot->pauses_unlogged);
+                                 "since the last message)",
+                                 l->cfg->name, strerror(e), slot->pauses_unlogged);
                     else
                         slb_warn("listener %s: accept: %s; pausing accepts", l->cfg->name,
                                  strerror(e));

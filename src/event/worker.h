@@ -56,14 +56,14 @@ struct slb_worker {
     int ack_fd; /* the control thread's eventfd */
     _Atomic(struct slb_snapshot *) pending;
     _Atomic uint64_t adopted_gen;
-    _Atomic int stop_req;     /* 1: stop accepting and drain */
+    _Atomic int stop_req; /* 1: stop accepting and drain */
     _Atomic int exited;
     uint64_t drain_ms;
     uint64_t drain_deadline_ms;
     struct slb_conn_link conns; /* list head of live connections */
     struct slb_wsnap *cur;
-    struct slb_wsnap *old;    /* older holds still used by connections */
-    unsigned long nconns;     /* all live connections of this worker */
+    struct slb_wsnap *old; /* older holds still used by connections */
+    unsigned long nconns;  /* all live connections of this worker */
     /* Protocol-specific worker state (backend connection pools, TLS scratch). */
     void *http;
 };

@@ -237,19 +237,19 @@ void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e)
         line, sizeof(line),
         "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"listener\":\"%s\","
         "\"client\":\"%s\",\"tls\":%s%s%s,\"cipher\":%s%s%s,\"resumed\":%s,\"sni\":\"%s\","
-        "\"method\":\"%s\",\"path\":\"%s\",\"proto\":\"%s\",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+        "\"method\":\"%s\",\"path\":\"%s\",\"proto\":\"%s\",\"status\":%d,\"bytes_in\":%llu,"
+        "\"bytes_out\":%llu,"
         "\"wire_in\":%llu,\"wire_out\":%llu,\"upstream\":%s%s%s,\"request_ms\":%.3f,"
         "\"upstream_ms\":%.3f}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
         ts.tv_nsec / 1000000, e->listener, e->client, e->tls_version ? "\"" : "",
-        e->tls_version ? e->tls_version : "null", e->tls_version ? "\"" : "",
-        e->cipher ? "\"" : "", e->cipher ? e->cipher : "null", e->cipher ? "\"" : "",
+        e->tls_version ? e->tls_version : "null", e->tls_version ? "\"" : "", e->cipher ? "\"" : "",
+        e->cipher ? e->cipher : "null", e->cipher ? "\"" : "",
         e->resumed < 0 ? "null" : (e->resumed ? "true" : "false"), sni, e->rec->method,
         e->rec->path, e->proto ? e->proto : "-", e->status, (unsigned long long)e->bytes_in,
         (unsigned long long)e->bytes_out, (unsigned long long)e->wire_in,
         (unsigned long long)e->wire_out, e->upstream ? "\"" : "",
-        e->upstream ? e->upstream : "null", e->upstream ? "\"" : "", e->request_ms,
-        e->upstream_ms);
+        e->upstream ? e->upstream : "null", e->upstream ? "\"" : "", e->request_ms, e->upstream_ms);
     if (n <= 0)
         return;
     size_t len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;

@@ -25,7 +25,7 @@ struct slb_access_entry {
     const char *client;
     const char *tls_version; /* NULL for plain http */
     const char *cipher;
-    int resumed;             /* -1 not TLS */
+    int resumed; /* -1 not TLS */
     const char *sni;
     const struct slb_access_rec *rec;
     const char *proto; /* "HTTP/1.0", "HTTP/1.1", "HTTP/2" */

@@ -70,7 +70,6 @@ static struct h2_stream *stream_get(struct h2_conn *c, int32_t id)
     return nghttp2_session_get_stream_user_data(c->ng, id);
 }
 
-
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct h2_conn *c = ud;
@@ -320,10 +319,12 @@ static void out_compact(struct h2_conn *c)
 static void raw_goaway(struct h2_conn *c, uint32_t code)
 {
     uint32_t last = (uint32_t)nghttp2_session_get_last_proc_stream_id(c->ng);
-    uint8_t f[17] = {0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0,
-                     (uint8_t)(last >> 24), (uint8_t)(last >> 16), (uint8_t)(last >> 8),
-                     (uint8_t)last, (uint8_t)(code >> 24), (uint8_t)(code >> 16),
-                     (uint8_t)(code >> 8), (uint8_t)code};
+    /* length 8, type GOAWAY, no flags, stream 0; then the last stream id and the code */
+    uint8_t f[17] = {0, 0, 8, NGHTTP2_GOAWAY};
+    for (int k = 0; k < 4; k++) {
+        f[9 + k] = (uint8_t)(last >> (24 - 8 * k));
+        f[13 + k] = (uint8_t)(code >> (24 - 8 * k));
+    }
     slb_hbuf_put(&c->out, (const char *)f, sizeof(f));
 }
 

@@ -149,8 +149,8 @@ static int submit_head(struct h2_stream *s, const struct slb_http_msg *m, bool f
     char status[8];
     int sl = snprintf(status, sizeof(status), "%03u", (unsigned)m->status % 1000u);
     size_t n = 0;
-    nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, (size_t)sl,
-                            NGHTTP2_NV_FLAG_NONE};
+    nva[n++] =
+        (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, (size_t)sl, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < m->nheaders; i++) {
         if (slb_http_is_hop_by_hop(m, i))
             continue;
@@ -158,9 +158,9 @@ static int submit_head(struct h2_stream *s, const struct slb_http_msg *m, bool f
         for (size_t k = 0; k < m->headers[i].name.len; k++)
             if (name[k] >= 'A' && name[k] <= 'Z')
                 name[k] = (char)(name[k] + 32);
-        nva[n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)m->headers[i].value.p,
-                                m->headers[i].name.len, m->headers[i].value.len,
-                                NGHTTP2_NV_FLAG_NONE};
+        nva[n++] =
+            (nghttp2_nv){(uint8_t *)name, (uint8_t *)m->headers[i].value.p, m->headers[i].name.len,
+                         m->headers[i].value.len, NGHTTP2_NV_FLAG_NONE};
     }
     if (set_cookie)
         nva[n++] = (nghttp2_nv){(uint8_t *)"set-cookie", (uint8_t *)set_cookie, 10,
@@ -610,9 +610,13 @@ void h2_stream_io(struct h2_stream *s)
 static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
 {
     struct h2_conn *c = s->c;
-    struct slb_up_choice ch = {
-        .wg = c->wg, .tried = s->tried, .attempts = s->attempts, .client_fd = c->t.fd,
-        .listener = c->l->cfg->name, .owner = s, .cb = up_event};
+    struct slb_up_choice ch = {.wg = c->wg,
+                               .tried = s->tried,
+                               .attempts = s->attempts,
+                               .client_fd = c->t.fd,
+                               .listener = c->l->cfg->name,
+                               .owner = s,
+                               .cb = up_event};
     s->up = slb_up_choose(c->hw, &ch, sticky);
     s->attempts = ch.attempts;
     s->srv_idx = ch.srv_idx;
@@ -691,9 +695,10 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
             slb_timer_start(loop, t, due - loop->now_ms);
             return;
         }
-        upstream_failed(s, 504, !s->resp_head_done ? "response timeout"
-                                : !s->req_done     ? "request body timeout"
-                                                   : "response body stalled");
+        upstream_failed(s, 504,
+                        !s->resp_head_done ? "response timeout"
+                        : !s->req_done     ? "request body timeout"
+                                           : "response body stalled");
     } else if (s->st == SS_LOCAL) {
         /* Our own response is stuck behind a client that does not read. */
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
@@ -765,11 +770,11 @@ void h2_start_request(struct h2_stream *s)
     slb_http_limits_default(&lim);
     lim.max_head_bytes = req->len + 1;
     struct slb_http_msg *m = &c->hw->msg;
-    int rc = req->oom ? -500
-                      : slb_http_parse_request(req->p + s->text_off, req->len - s->text_off, &lim, m);
+    int rc = req->oom
+                 ? -500
+                 : slb_http_parse_request(req->p + s->text_off, req->len - s->text_off, &lim, m);
     if (rc <= 0) {
-        slb_debug("listener %s: client %s: bad HTTP/2 request (%d)", cfg->name, c->client_ip,
-                  -rc);
+        slb_debug("listener %s: client %s: bad HTTP/2 request (%d)", cfg->name, c->client_ip, -rc);
         if (s->log)
             slb_access_capture(s->log, c->w->loop.now_ms, NULL);
         respond_local(s, rc < 0 ? -rc : 400, NULL);
@@ -888,4 +893,3 @@ void h2_stream_free(struct h2_stream *s)
     c->nstreams--;
     free(s);
 }
-

@@ -18,8 +18,16 @@ struct slb_slice {
 #define SLB_HTTP_MAX_HEADERS 100
 
 enum slb_http_method {
-    SLB_HTTP_OTHER = 0, SLB_HTTP_GET, SLB_HTTP_HEAD, SLB_HTTP_POST, SLB_HTTP_PUT,
-    SLB_HTTP_DELETE, SLB_HTTP_OPTIONS, SLB_HTTP_PATCH, SLB_HTTP_CONNECT, SLB_HTTP_TRACE,
+    SLB_HTTP_OTHER = 0,
+    SLB_HTTP_GET,
+    SLB_HTTP_HEAD,
+    SLB_HTTP_POST,
+    SLB_HTTP_PUT,
+    SLB_HTTP_DELETE,
+    SLB_HTTP_OPTIONS,
+    SLB_HTTP_PATCH,
+    SLB_HTTP_CONNECT,
+    SLB_HTTP_TRACE,
 };
 
 /* Limits: a request line over max_line gives 414, headers over max_headers or a head over
@@ -47,16 +55,16 @@ struct slb_http_msg {
     int status;
     struct slb_slice reason;
     /* both */
-    int version_minor;   /* 0 or 1 (HTTP/1.0, HTTP/1.1) */
+    int version_minor; /* 0 or 1 (HTTP/1.0, HTTP/1.1) */
     size_t nheaders;
     struct slb_http_header headers[SLB_HTTP_MAX_HEADERS];
-    size_t head_len;     /* bytes of the head including the final CRLF CRLF */
+    size_t head_len; /* bytes of the head including the final CRLF CRLF */
     enum slb_http_body body;
     uint64_t content_length; /* when body == SLB_BODY_LENGTH */
-    bool keep_alive;     /* after Connection: close/keep-alive and the version */
+    bool keep_alive;         /* after Connection: close/keep-alive and the version */
     bool expect_continue;
-    bool upgrade;        /* Connection: upgrade with an Upgrade header */
-    bool has_connection; /* a Connection header is present (it may name hop-by-hop fields) */
+    bool upgrade;          /* Connection: upgrade with an Upgrade header */
+    bool has_connection;   /* a Connection header is present (it may name hop-by-hop fields) */
     struct slb_slice host; /* Host header value (requests), empty when absent */
 };
 

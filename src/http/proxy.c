@@ -21,10 +21,10 @@
 #include "tls/tls.h"
 
 #include <arpa/inet.h>
-#include <openssl/err.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +51,8 @@ struct http_conn {
     struct slb_tconn t;
     struct slb_io io;
     struct slb_timer timer;
-    struct slb_buf in;      /* bytes from the client */
-    struct slb_hbuf out;    /* heads and our own responses to the client */
+    struct slb_buf in;   /* bytes from the client */
+    struct slb_hbuf out; /* heads and our own responses to the client */
     struct http_up *up;
     struct slb_wgroup *wg;
     struct slb_srv_rt *srv;
@@ -66,19 +66,19 @@ struct http_conn {
     /* request */
     uint8_t method;
     bool req_keep_alive, req_done, head_only;
-    bool upgrade_req; /* the request asked for a protocol upgrade we forwarded */
+    bool upgrade_req;  /* the request asked for a protocol upgrade we forwarded */
     uint8_t req_minor; /* HTTP/1.x minor version of the request */
     uint8_t req_body;
     uint64_t req_remaining, req_ready;
     struct slb_chunked req_chunk;
     uint64_t req_start_ms, resp_start_ms;
-    uint64_t sent_us; /* request head handed to the backend, for the response histogram */
+    uint64_t sent_us;    /* request head handed to the backend, for the response histogram */
     uint64_t last_io_ms; /* last time bytes moved during an exchange or tunnel */
     uint64_t exchange_deadline_ms; /* request_timeout_s after the request first went out */
     /* response */
     bool resp_head_done, resp_done, up_keep_alive;
-    bool resp_unchunk; /* chunked from the backend, decoded for an HTTP/1.0 client */
-    bool abort_reset;  /* end the client connection with a reset, not an orderly close */
+    bool resp_unchunk;         /* chunked from the backend, decoded for an HTTP/1.0 client */
+    bool abort_reset;          /* end the client connection with a reset, not an orderly close */
     bool client_shut, up_shut; /* tunnel: our write side towards that peer is shut down */
     uint8_t resp_body;
     int status;
@@ -145,8 +145,8 @@ static void log_request(struct http_conn *c)
         .sni = sni,
         .rec = c->log,
         .proto = c->log->method[0] == '-' ? NULL /* not parsed */
-                 : c->req_minor                ? "HTTP/1.1"
-                                               : "HTTP/1.0",
+                 : c->req_minor           ? "HTTP/1.1"
+                                          : "HTTP/1.0",
         .status = c->status,
         .bytes_in = c->req_bytes_in,
         .bytes_out = c->resp_bytes_out,
@@ -172,8 +172,8 @@ static void arm_timer(struct http_conn *c)
         ms = (uint64_t)cfg->header_timeout_s * 1000u;
         break;
     case ST_HEAD:
-        ms = (uint64_t)(slb_buf_empty(&c->in) ? cfg->idle_timeout_s : cfg->header_timeout_s) *
-             1000u;
+        ms =
+            (uint64_t)(slb_buf_empty(&c->in) ? cfg->idle_timeout_s : cfg->header_timeout_s) * 1000u;
         break;
     case ST_CONNECT:
         ms = cfg->connect_timeout_ms;
@@ -220,9 +220,13 @@ static void up_event(struct http_up *up, uint32_t events);
 /* Pick a server (sticky cookie first) and get a backend connection. false: nothing usable. */
 static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
 {
-    struct slb_up_choice ch = {
-        .wg = c->wg, .tried = c->tried, .attempts = c->attempts, .client_fd = c->t.fd,
-        .listener = c->l->cfg->name, .owner = c, .cb = up_event};
+    struct slb_up_choice ch = {.wg = c->wg,
+                               .tried = c->tried,
+                               .attempts = c->attempts,
+                               .client_fd = c->t.fd,
+                               .listener = c->l->cfg->name,
+                               .owner = c,
+                               .cb = up_event};
     c->up = slb_up_choose(c->hw, &ch, sticky);
     c->attempts = ch.attempts;
     c->srv_idx = ch.srv_idx;
@@ -252,11 +256,10 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
     struct slb_fwd_certs certs;
     struct slb_fwd_info fwd;
     slb_http_fwd_init(&fwd, &certs, c->l, c->t.ssl, c->client_ip, c->local_port);
-    fwd.upgrade = m->upgrade && !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
-                                  slb_slice_eq_ci(m->headers[slb_http_find_header(
-                                                                 m, "upgrade", 0)]
-                                                      .value,
-                                                  "h2c"));
+    fwd.upgrade =
+        m->upgrade &&
+        !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
+          slb_slice_eq_ci(m->headers[slb_http_find_header(m, "upgrade", 0)].value, "h2c"));
     fwd.default_host = c->wg->g->cfg->servers[c->srv_idx].authority;
     c->upgrade_req = fwd.upgrade;
     slb_hbuf_reset(&c->up->head);
@@ -291,8 +294,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
 
     if (m->method == SLB_HTTP_CONNECT) {
         /* A reverse proxy has no business opening tunnels to arbitrary places. */
-        respond_simple(c, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n",
-                       false);
+        respond_simple(c, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n", false);
         return;
     }
     int ei = slb_http_find_header(m, "expect", 0);
@@ -358,8 +360,7 @@ static bool step_parse_request(struct http_conn *c)
     }
     if (rc < 0) {
         c->head_only = false;
-        slb_debug("listener %s: client %s: bad request (%d)", c->l->cfg->name, c->client_ip,
-                  -rc);
+        slb_debug("listener %s: client %s: bad request (%d)", c->l->cfg->name, c->client_ip, -rc);
         if (c->log)
             slb_access_capture(c->log, c->w->loop.now_ms, NULL);
         respond_simple(c, -rc, NULL, false);
@@ -433,8 +434,8 @@ static bool step_write_upstream(struct http_conn *c)
         return false;
     bool progress = false;
     while (slb_hbuf_pending(&up->head)) {
-        ssize_t n = send(up->fd, up->head.p + up->head.off, slb_hbuf_pending(&up->head),
-                         MSG_NOSIGNAL);
+        ssize_t n =
+            send(up->fd, up->head.p + up->head.off, slb_hbuf_pending(&up->head), MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 up->wr_ready = false;
@@ -976,10 +977,15 @@ static bool start_tls(struct http_conn *c)
  * socket, the TLS state, the snapshot hold and the active count; this one just goes. */
 static void hand_off_h2(struct http_conn *c)
 {
-    struct slb_h2_handoff h = {
-        .w = c->w, .hw = c->hw, .l = c->l, .ws = c->ws, .t = c->t,
-        .client_ip = c->client_ip, .local_port = c->local_port,
-        .wire_in_seen = c->wire_in_seen, .wire_out_seen = c->wire_out_seen};
+    struct slb_h2_handoff h = {.w = c->w,
+                               .hw = c->hw,
+                               .l = c->l,
+                               .ws = c->ws,
+                               .t = c->t,
+                               .client_ip = c->client_ip,
+                               .local_port = c->local_port,
+                               .wire_in_seen = c->wire_in_seen,
+                               .wire_out_seen = c->wire_out_seen};
     struct slb_loop *loop = &c->w->loop;
     slb_timer_stop(loop, &c->timer);
     slb_io_set(loop, &c->io, 0);
@@ -1023,15 +1029,14 @@ static bool step_handshake(struct http_conn *c)
         }
         enum slb_tls_fail why = slb_tls_classify_failure(c->t.ssl);
         slb_count_add(&lis_counts(c)->v[SLB_LIS_HS_FAIL + why], 1);
-        slb_debug("listener %s: client %s: TLS handshake failed: %s", c->l->cfg->name,
-                  c->client_ip, slb_tls_fail_name(why));
+        slb_debug("listener %s: client %s: TLS handshake failed: %s", c->l->cfg->name, c->client_ip,
+                  slb_tls_fail_name(why));
         c->tls_failed = true;
         conn_close(c);
         return false;
     }
-    slb_count_add(&lis_counts(c)->v[SSL_session_reused(c->t.ssl) ? SLB_LIS_HS_RESUMED
-                                                                 : SLB_LIS_HS_FULL],
-                  1);
+    slb_count_add(
+        &lis_counts(c)->v[SSL_session_reused(c->t.ssl) ? SLB_LIS_HS_RESUMED : SLB_LIS_HS_FULL], 1);
     if (slb_h2_selected(c->t.ssl)) {
         hand_off_h2(c);
         return false;
@@ -1269,9 +1274,10 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
             conn_close(c);
             return;
         }
-        upstream_failed(c, 504, !c->resp_head_done ? "response timeout"
-                                : !c->req_done     ? "request body timeout"
-                                                   : "response body stalled");
+        upstream_failed(c, 504,
+                        !c->resp_head_done ? "response timeout"
+                        : !c->req_done     ? "request body timeout"
+                                           : "response body stalled");
         break;
     }
     case ST_LINGER:
@@ -1389,9 +1395,9 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     struct sockaddr_storage local;
     socklen_t llen = sizeof(local);
     if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
-        c->local_port = ntohs(local.ss_family == AF_INET
-                                  ? ((struct sockaddr_in *)&local)->sin_port
-                                  : ((struct sockaddr_in6 *)&local)->sin6_port);
+        c->local_port =
+            ntohs(local.ss_family == AF_INET ? ((struct sockaddr_in *)&local)->sin_port
+                                             : ((struct sockaddr_in6 *)&local)->sin6_port);
     (void)peerlen;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -104,13 +104,18 @@ static bool list_has(struct slb_slice v, const char *tok, size_t toklen)
 
 bool slb_http_is_hop_by_hop(const struct slb_http_msg *m, size_t i)
 {
-#define HOP(lit) {lit, sizeof(lit) - 1}
+#define HOP(lit)                                                                                   \
+    {                                                                                              \
+        lit, sizeof(lit) - 1                                                                       \
+    }
     static const struct {
         const char *name;
         size_t len;
-    } fixed[] = {HOP("connection"), HOP("keep-alive"), HOP("proxy-connection"), HOP("te"),
-                 HOP("trailer"), HOP("transfer-encoding"), HOP("upgrade"),
-                 HOP("proxy-authorization"), HOP("proxy-authenticate")};
+    } fixed[] = {HOP("connection"),        HOP("keep-alive"),
+                 HOP("proxy-connection"),  HOP("te"),
+                 HOP("trailer"),           HOP("transfer-encoding"),
+                 HOP("upgrade"),           HOP("proxy-authorization"),
+                 HOP("proxy-authenticate")};
 #undef HOP
     struct slb_slice n = m->headers[i].name;
     for (size_t k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++) {
@@ -335,9 +340,9 @@ void slb_http_build_interim(struct slb_hbuf *out, const struct slb_http_msg *res
     slb_hbuf_puts(out, "\r\n");
 }
 
-static void build_response(struct slb_hbuf *out, const struct slb_http_msg *resp,
-                           bool keep_alive, bool unchunk, const char *set_cookie,
-                           const char *cookie_prefix_name, const char *cookie_prefix_value)
+static void build_response(struct slb_hbuf *out, const struct slb_http_msg *resp, bool keep_alive,
+                           bool unchunk, const char *set_cookie, const char *cookie_prefix_name,
+                           const char *cookie_prefix_value)
 {
     slb_hbuf_puts(out, "HTTP/1.1 ");
     put_uint(out, (unsigned)resp->status);
@@ -374,9 +379,9 @@ static void build_response(struct slb_hbuf *out, const struct slb_http_msg *resp
     slb_hbuf_puts(out, "\r\n");
 }
 
-void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *resp,
-                             bool keep_alive, const char *set_cookie,
-                             const char *cookie_prefix_name, const char *cookie_prefix_value)
+void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *resp, bool keep_alive,
+                             const char *set_cookie, const char *cookie_prefix_name,
+                             const char *cookie_prefix_value)
 {
     build_response(out, resp, keep_alive, false, set_cookie, cookie_prefix_name,
                    cookie_prefix_value);
@@ -418,26 +423,46 @@ bool slb_http_other_transfer_coding(const struct slb_http_msg *msg)
 const char *slb_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 301: return "Moved Permanently";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 417: return "Expectation Failed";
-    case 421: return "Misdirected Request";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 301:
+        return "Moved Permanently";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 417:
+        return "Expectation Failed";
+    case 421:
+        return "Misdirected Request";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Error";
     }
 }
 
@@ -445,8 +470,8 @@ void slb_http_build_simple(struct slb_hbuf *out, int status, const char *extra_h
                            bool keep_alive, bool head_only)
 {
     char body[160];
-    int blen = snprintf(body, sizeof(body), "<html><body><h1>%d %s</h1></body></html>\n",
-                        status, slb_http_reason(status));
+    int blen = snprintf(body, sizeof(body), "<html><body><h1>%d %s</h1></body></html>\n", status,
+                        slb_http_reason(status));
     slb_hbuf_printf(out,
                     "HTTP/1.1 %d %s\r\nServer: slbd\r\nContent-Type: text/html\r\n"
                     "Content-Length: %d\r\n%s%s\r\n",

@@ -21,7 +21,8 @@ void slb_hbuf_put(struct slb_hbuf *b, const char *s, size_t n);
  * memory (then oom is set). */
 char *slb_hbuf_extend(struct slb_hbuf *b, size_t n);
 void slb_hbuf_puts(struct slb_hbuf *b, const char *s);
-void slb_hbuf_printf(struct slb_hbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void slb_hbuf_printf(struct slb_hbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void slb_hbuf_reset(struct slb_hbuf *b);
 void slb_hbuf_free(struct slb_hbuf *b);
 static inline size_t slb_hbuf_pending(const struct slb_hbuf *b)
@@ -31,16 +32,16 @@ static inline size_t slb_hbuf_pending(const struct slb_hbuf *b)
 
 /* What the proxy adds to a request it forwards. */
 struct slb_fwd_info {
-    const char *client_ip;   /* X-Forwarded-For (appended), X-Real-IP */
-    const char *proto;       /* "http" / "https"; NULL: no X-Forwarded-Proto */
-    unsigned port;           /* X-Forwarded-Port */
+    const char *client_ip; /* X-Forwarded-For (appended), X-Real-IP */
+    const char *proto;     /* "http" / "https"; NULL: no X-Forwarded-Proto */
+    unsigned port;         /* X-Forwarded-Port */
     bool xff;
     /* mTLS: verify is "SUCCESS"/"NONE"; NULL when the listener has no client CA */
     const char *cert_verify;
     const char *cert_subject, *cert_issuer, *cert_fingerprint;
     /* sticky "server" mode: the cookie whose value carries our "<server-id>~" prefix */
     const char *strip_cookie_prefix_name;
-    bool upgrade;            /* keep Connection: upgrade / Upgrade for a WebSocket tunnel */
+    bool upgrade;             /* keep Connection: upgrade / Upgrade for a WebSocket tunnel */
     const char *default_host; /* Host for HTTP/1.0 requests that sent none */
 };
 
@@ -54,9 +55,9 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
 /* Build the response head sent to a client. keep_alive says what we do after it; set_cookie
  * (may be NULL) is added as one Set-Cookie header. cookie_prefix_name/value (may be NULL):
  * sticky "server" mode prefixes that cookie's value with "<value>~". */
-void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *resp,
-                             bool keep_alive, const char *set_cookie,
-                             const char *cookie_prefix_name, const char *cookie_prefix_value);
+void slb_http_build_response(struct slb_hbuf *out, const struct slb_http_msg *resp, bool keep_alive,
+                             const char *set_cookie, const char *cookie_prefix_name,
+                             const char *cookie_prefix_value);
 
 /* Build an interim (1xx other than 101) response head for an HTTP/1.1 client: the status
  * line and the backend's end-to-end fields (103 Early Hints' Link fields, for one), without the

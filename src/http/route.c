@@ -43,8 +43,8 @@ int slb_http_sticky_lookup(const struct slb_group_rt *g, struct slb_slice v)
 
 bool slb_http_server_usable(const struct slb_group_rt *g, int i)
 {
-    return g->weights[i] > 0 && atomic_load_explicit(&g->srv[i]->healthy,
-                                                     memory_order_relaxed) == SLB_HEALTH_UP;
+    return g->weights[i] > 0 &&
+           atomic_load_explicit(&g->srv[i]->healthy, memory_order_relaxed) == SLB_HEALTH_UP;
 }
 
 bool slb_http_acl_allows(const struct slb_listener_cfg *cfg, const struct sockaddr_storage *peer)
@@ -67,8 +67,8 @@ bool slb_http_acl_allows(const struct slb_listener_cfg *cfg, const struct sockad
     bool match = false;
     for (size_t i = 0; i < cfg->nacl && !match; i++) {
         const struct slb_cidr *r = &cfg->acl[i];
-        const uint8_t *addr = r->family == AF_INET ? (v4 ? a4 : NULL)
-                                                   : (peer->ss_family == AF_INET6 ? a6 : NULL);
+        const uint8_t *addr =
+            r->family == AF_INET ? (v4 ? a4 : NULL) : (peer->ss_family == AF_INET6 ? a6 : NULL);
         if (!addr)
             continue;
         unsigned bits = r->prefix, k = 0;
@@ -98,8 +98,7 @@ void slb_http_fwd_init(struct slb_fwd_info *fwd, struct slb_fwd_certs *certs,
         .proto = cfg->x_forwarded_proto ? (ssl ? "https" : "http") : NULL,
         .port = local_port,
         .xff = cfg->x_forwarded_for,
-        .strip_cookie_prefix_name =
-            cfg->sticky == SLB_STICKY_SERVER ? cfg->sticky_cookie : NULL,
+        .strip_cookie_prefix_name = cfg->sticky == SLB_STICKY_SERVER ? cfg->sticky_cookie : NULL,
     };
     if (!ssl || !l->tls || !((struct slb_tls_listener *)l->tls)->client_auth)
         return;

@@ -2,8 +2,8 @@
 /* Backend connections of the HTTP proxy and the per-worker keep-alive pool. */
 #include "http/upstream.h"
 
-#include "core/log.h"
 #include "core/err.h"
+#include "core/log.h"
 #include "http/route.h"
 #include "lb/sched.h"
 #include "tcp/proxy.h"

@@ -31,8 +31,8 @@ struct http_up {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint64_t key;
-    struct slb_buf in;     /* bytes from the backend */
-    struct slb_hbuf head;  /* request head to send */
+    struct slb_buf in;    /* bytes from the backend */
+    struct slb_hbuf head; /* request head to send */
     bool connected, reused, rd_ready, wr_ready, pooled;
     uint64_t bytes_to, bytes_from;
     struct http_up *next, *prev; /* pool bucket */
@@ -73,7 +73,7 @@ struct slb_up_choice {
     const char *listener; /* for log lines */
     void *owner;
     slb_up_cb cb;
-    int srv_idx;          /* out: the server chosen */
+    int srv_idx; /* out: the server chosen */
     struct slb_srv_rt *srv;
 };
 /* The server a usable sticky cookie names (first attempt only), else the scheduler's pick

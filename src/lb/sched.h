@@ -15,10 +15,10 @@ enum slb_sched_kind { SLB_SCHED_WRR, SLB_SCHED_RR, SLB_SCHED_WLC, SLB_SCHED_SCH,
 /* What a pick sees of the servers of one group, index i in [0, n). */
 struct slb_sched_input {
     size_t n;
-    const uint32_t *weight;    /* configured weight 0..100 */
-    const uint8_t *usable;     /* 1 when healthy, weight > 0 and not already tried */
-    const uint32_t *active;    /* active connections (for wlc); may be NULL for others */
-    uint64_t key;              /* hash key: client address (sch) or 4-tuple (tch) */
+    const uint32_t *weight; /* configured weight 0..100 */
+    const uint8_t *usable;  /* 1 when healthy, weight > 0 and not already tried */
+    const uint32_t *active; /* active connections (for wlc); may be NULL for others */
+    uint64_t key;           /* hash key: client address (sch) or 4-tuple (tch) */
 };
 
 struct slb_sched_ops {

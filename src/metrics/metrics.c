@@ -66,16 +66,15 @@ static json_t *server_json(const struct slb_server_cfg *sc, struct slb_srv_rt *r
     for (int b = 0; b < SLB_RESP_BUCKETS; b++)
         n += ssum(r, SLB_SRV_RESP_BUCKET + b);
     double avg_ms = n ? (double)ssum(r, SLB_SRV_RESP_SUM_US) / (double)n / 1000.0 : 0;
-    return json_pack("{s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}", "address",
-                     sc->address, "port", sc->port, "weight", (int)sc->weight, "health",
-                     atomic_load(&r->healthy) == SLB_HEALTH_UP ? "up" : "down", "active",
-                     (json_int_t)ssum(r, SLB_SRV_ACTIVE), "connections",
-                     (json_int_t)ssum(r, SLB_SRV_CONNS), "requests",
-                     (json_int_t)ssum(r, SLB_SRV_REQS), "failures",
-                     (json_int_t)ssum(r, SLB_SRV_FAILS), "bytes_to",
-                     (json_int_t)ssum(r, SLB_SRV_BYTES_TO), "bytes_from",
-                     (json_int_t)ssum(r, SLB_SRV_BYTES_FROM), "avg_response_ms", avg_ms,
-                     "last_check", r->last_error[0] ? r->last_error : "ok");
+    return json_pack(
+        "{s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}", "address", sc->address,
+        "port", sc->port, "weight", (int)sc->weight, "health",
+        atomic_load(&r->healthy) == SLB_HEALTH_UP ? "up" : "down", "active",
+        (json_int_t)ssum(r, SLB_SRV_ACTIVE), "connections", (json_int_t)ssum(r, SLB_SRV_CONNS),
+        "requests", (json_int_t)ssum(r, SLB_SRV_REQS), "failures",
+        (json_int_t)ssum(r, SLB_SRV_FAILS), "bytes_to", (json_int_t)ssum(r, SLB_SRV_BYTES_TO),
+        "bytes_from", (json_int_t)ssum(r, SLB_SRV_BYTES_FROM), "avg_response_ms", avg_ms,
+        "last_check", r->last_error[0] ? r->last_error : "ok");
 }
 
 static json_t *listener_json(const struct slb_listener_rt *l)
@@ -83,16 +82,14 @@ static json_t *listener_json(const struct slb_listener_rt *l)
     const struct slb_lis_rt *r = l->stats;
     json_t *j = json_pack(
         "{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:{s:f, s:f}, s:{s:I, s:I}, s:{s:I, s:I}}",
-        "name",
-        l->cfg->name, "protocol", slb_proto_name(l->cfg->protocol), "bind", l->cfg->bind,
+        "name", l->cfg->name, "protocol", slb_proto_name(l->cfg->protocol), "bind", l->cfg->bind,
         "connections", (json_int_t)lsum(r, SLB_LIS_CONNS), "active",
         (json_int_t)lsum(r, SLB_LIS_ACTIVE), "refused", (json_int_t)lsum(r, SLB_LIS_REFUSED),
         "denied", (json_int_t)lsum(r, SLB_LIS_DENIED), "http2_abuse",
-        (json_int_t)lsum(r, SLB_LIS_H2_ABUSE), "new_connections_per_s", "1s",
-        conn_rate(r, 1), "60s", conn_rate(r, 60), "payload_bytes", "in",
-        (json_int_t)lsum(r, SLB_LIS_PAYLOAD_IN), "out", (json_int_t)lsum(r, SLB_LIS_PAYLOAD_OUT),
-        "wire_bytes", "in", (json_int_t)lsum(r, SLB_LIS_WIRE_IN), "out",
-        (json_int_t)lsum(r, SLB_LIS_WIRE_OUT));
+        (json_int_t)lsum(r, SLB_LIS_H2_ABUSE), "new_connections_per_s", "1s", conn_rate(r, 1),
+        "60s", conn_rate(r, 60), "payload_bytes", "in", (json_int_t)lsum(r, SLB_LIS_PAYLOAD_IN),
+        "out", (json_int_t)lsum(r, SLB_LIS_PAYLOAD_OUT), "wire_bytes", "in",
+        (json_int_t)lsum(r, SLB_LIS_WIRE_IN), "out", (json_int_t)lsum(r, SLB_LIS_WIRE_OUT));
     if (l->cfg->protocol != SLB_PROTO_TCP) {
         json_t *req = json_object();
         json_object_set_new(req, "total", json_integer((json_int_t)lsum(r, SLB_LIS_REQS)));
@@ -109,8 +106,7 @@ static json_t *listener_json(const struct slb_listener_rt *l)
         json_object_set_new(j, "handshakes",
                             json_pack("{s:I, s:I, s:o}", "full",
                                       (json_int_t)lsum(r, SLB_LIS_HS_FULL), "resumed",
-                                      (json_int_t)lsum(r, SLB_LIS_HS_RESUMED), "failures",
-                                      fails));
+                                      (json_int_t)lsum(r, SLB_LIS_HS_RESUMED), "failures", fails));
     }
     return j;
 }
@@ -126,13 +122,12 @@ json_t *slb_metrics_stats_json(struct slb_ctl *ctl)
         json_t *srv = json_array();
         for (size_t k = 0; k < g->nservers; k++)
             json_array_append_new(srv, server_json(&g->cfg->servers[k], g->srv[k]));
-        json_array_append_new(gs, json_pack("{s:s, s:s, s:o}", "name", g->cfg->name,
-                                            "scheduler", slb_sched_name(g->cfg->scheduler),
-                                            "servers", srv));
+        json_array_append_new(gs, json_pack("{s:s, s:s, s:o}", "name", g->cfg->name, "scheduler",
+                                            slb_sched_name(g->cfg->scheduler), "servers", srv));
     }
-    return json_pack("{s:I, s:i, s:I, s:o, s:o}", "generation",
-                     (json_int_t)(s ? s->generation : 0), "workers", ctl->nworkers,
-                     "started_ms", (json_int_t)ctl->started_ms, "listeners", ls, "groups", gs);
+    return json_pack("{s:I, s:i, s:I, s:o, s:o}", "generation", (json_int_t)(s ? s->generation : 0),
+                     "workers", ctl->nworkers, "started_ms", (json_int_t)ctl->started_ms,
+                     "listeners", ls, "groups", gs);
 }
 
 /* --- Prometheus text exposition format --- */
@@ -252,8 +247,8 @@ static void listener_metrics(struct text *t, struct slb_snapshot *s)
         const struct slb_lis_rt *r = s->listeners[i].stats;
         put(t, "slbd_listener_handshakes_total{listener=\"%s\",type=\"full\"} %llu\n", r->name,
             (unsigned long long)lsum(r, SLB_LIS_HS_FULL));
-        put(t, "slbd_listener_handshakes_total{listener=\"%s\",type=\"resumed\"} %llu\n",
-            r->name, (unsigned long long)lsum(r, SLB_LIS_HS_RESUMED));
+        put(t, "slbd_listener_handshakes_total{listener=\"%s\",type=\"resumed\"} %llu\n", r->name,
+            (unsigned long long)lsum(r, SLB_LIS_HS_RESUMED));
     }
     family(t, "slbd_listener_handshake_failures_total", "counter",
            "Failed TLS handshakes by reason.");
@@ -298,8 +293,7 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
         struct slb_group_rt *g = &s->groups[i];
         for (size_t k = 0; k < g->nservers; k++)
             put(t, "slbd_server_up{group=\"%s\",server=\"%s\"} %d\n", g->cfg->name,
-                strchr(g->srv[k]->key, '/') + 1,
-                atomic_load(&g->srv[k]->healthy) == SLB_HEALTH_UP);
+                strchr(g->srv[k]->key, '/') + 1, atomic_load(&g->srv[k]->healthy) == SLB_HEALTH_UP);
     }
     family(t, "slbd_server_response_seconds", "histogram",
            "Time from the request head sent to the response head received.");
@@ -311,12 +305,14 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
             for (int b = 0; b < SLB_RESP_BUCKETS; b++) {
                 cum += ssum(g->srv[k], SLB_SRV_RESP_BUCKET + b);
                 if (b < SLB_RESP_BUCKETS - 1)
-                    put(t, "slbd_server_response_seconds_bucket{group=\"%s\",server=\"%s\","
-                           "le=\"%g\"} %llu\n",
+                    put(t,
+                        "slbd_server_response_seconds_bucket{group=\"%s\",server=\"%s\","
+                        "le=\"%g\"} %llu\n",
                         g->cfg->name, name, slb_resp_bucket_le[b], (unsigned long long)cum);
                 else
-                    put(t, "slbd_server_response_seconds_bucket{group=\"%s\",server=\"%s\","
-                           "le=\"+Inf\"} %llu\n",
+                    put(t,
+                        "slbd_server_response_seconds_bucket{group=\"%s\",server=\"%s\","
+                        "le=\"+Inf\"} %llu\n",
                         g->cfg->name, name, (unsigned long long)cum);
             }
             put(t, "slbd_server_response_seconds_sum{group=\"%s\",server=\"%s\"} %.6f\n",

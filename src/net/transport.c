@@ -57,13 +57,9 @@ static bool raw_pending(struct slb_tconn *t)
     return false;
 }
 
-static void raw_shutdown(struct slb_tconn *t)
-{
-}
+static void raw_shutdown(struct slb_tconn *t) {}
 
-static void raw_free(struct slb_tconn *t)
-{
-}
+static void raw_free(struct slb_tconn *t) {}
 
 const struct slb_transport slb_transport_raw = {
     .name = "tcp",

@@ -16,9 +16,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,12 +29,12 @@ struct tcp_end {
     int fd;
     struct slb_io io;
     struct slb_buf out;
-    int pp[2];       /* pipe read/write ends while bytes are in it, else -1 */
-    size_t piped;    /* bytes in the pipe */
-    bool bulk;       /* the flow towards this end uses the pipe once `out` is empty */
-    bool pipe_full;  /* splice into the pipe would block: wait for a write to drain it */
-    bool eof;        /* read returned 0 */
-    bool shut;       /* we sent FIN (shutdown SHUT_WR) */
+    int pp[2];      /* pipe read/write ends while bytes are in it, else -1 */
+    size_t piped;   /* bytes in the pipe */
+    bool bulk;      /* the flow towards this end uses the pipe once `out` is empty */
+    bool pipe_full; /* splice into the pipe would block: wait for a write to drain it */
+    bool eof;       /* read returned 0 */
+    bool shut;      /* we sent FIN (shutdown SHUT_WR) */
 };
 
 /* Owned by the worker that accepted it, from accept to close; freed at the end of the loop
@@ -50,7 +50,7 @@ struct tcp_conn {
     int attempts;
     bool connected;
     bool closed;
-    bool routing; /* reading the ClientHello to route by SNI */
+    bool routing;        /* reading the ClientHello to route by SNI */
     struct tcp_end c, s; /* client, server */
     struct slb_timer timer;
     uint64_t last_activity;
@@ -260,8 +260,8 @@ static int flush_to(struct tcp_conn *t, struct tcp_end *to, const struct tcp_end
         slb_buf_consume(&to->out, (size_t)n);
     }
     while (to->piped > 0) {
-        ssize_t n = splice(to->pp[0], NULL, to->fd, NULL, to->piped,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t n =
+            splice(to->pp[0], NULL, to->fd, NULL, to->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 return 0;
@@ -294,8 +294,8 @@ static int splice_from(struct tcp_conn *t, struct tcp_end *from, struct tcp_end 
             return 1;
         }
     }
-    ssize_t n = splice(from->fd, NULL, to->pp[1], NULL, SPLICE_CHUNK,
-                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    ssize_t n =
+        splice(from->fd, NULL, to->pp[1], NULL, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0) {
         if (errno == EAGAIN) {
             /* An empty pipe means an empty socket; a non-empty one may be full (it fills by
@@ -442,8 +442,7 @@ static void try_connect(struct tcp_conn *t)
             t->s.fd = -1;
             slb_count_add(&srv_counts(t)->v[SLB_SRV_FAILS], 1);
             slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
-            slb_warn("listener %s: backend %s: %s", t->l->cfg->name, t->srv->key,
-                     strerror(-fd));
+            slb_warn("listener %s: backend %s: %s", t->l->cfg->name, t->srv->key, strerror(-fd));
             t->srv = NULL;
             continue;
         }
@@ -510,8 +509,8 @@ static void route_step(struct tcp_conn *t)
     slb_count_add(&lis_counts(t)->v[SLB_LIS_PAYLOAD_IN], (uint64_t)(n > 0 ? n : 0));
     slb_count_add(&lis_counts(t)->v[SLB_LIS_WIRE_IN], (uint64_t)(n > 0 ? n : 0));
     char name[SLB_CH_NAME_MAX + 1];
-    int rc = slb_clienthello_sni((const unsigned char *)t->s.out.data + t->s.out.off,
-                                 t->s.out.len, max, name, sizeof(name));
+    int rc = slb_clienthello_sni((const unsigned char *)t->s.out.data + t->s.out.off, t->s.out.len,
+                                 max, name, sizeof(name));
     if (rc == 0 && room)
         return;
     struct slb_group_rt *g = rc > 0 ? route_by_name(t->l, name) : NULL;

@@ -798,7 +798,8 @@ static void test_chunked_stop_at_trailer(void **state)
     assert_true(c.done);
     /* Off (the default), one feed goes through to the end. */
     slb_chunked_init(&c);
-    assert_int_equal(slb_chunked_feed(&c, raw + 8, strlen(raw) - 8, &d, &dl), (long)strlen(raw) - 8);
+    assert_int_equal(slb_chunked_feed(&c, raw + 8, strlen(raw) - 8, &d, &dl),
+                     (long)strlen(raw) - 8);
     assert_true(c.done);
 }
 
@@ -870,16 +871,23 @@ static void test_chunked_line_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_table),        cmocka_unit_test(test_request_headers),
-        cmocka_unit_test(test_request_nul),          cmocka_unit_test(test_request_line_limit),
-        cmocka_unit_test(test_header_count_limit),   cmocka_unit_test(test_head_bytes_limit),
+        cmocka_unit_test(test_request_table),
+        cmocka_unit_test(test_request_headers),
+        cmocka_unit_test(test_request_nul),
+        cmocka_unit_test(test_request_line_limit),
+        cmocka_unit_test(test_header_count_limit),
+        cmocka_unit_test(test_head_bytes_limit),
         cmocka_unit_test(test_limits_default),
         cmocka_unit_test(test_tchar_every_byte),
-        cmocka_unit_test(test_slice_eq_ci_n),       cmocka_unit_test(test_response_table),
-        cmocka_unit_test(test_response_limits),      cmocka_unit_test(test_chunked_table),
-        cmocka_unit_test(test_chunked_byte_by_byte), cmocka_unit_test(test_chunked_one_run),
+        cmocka_unit_test(test_slice_eq_ci_n),
+        cmocka_unit_test(test_response_table),
+        cmocka_unit_test(test_response_limits),
+        cmocka_unit_test(test_chunked_table),
+        cmocka_unit_test(test_chunked_byte_by_byte),
+        cmocka_unit_test(test_chunked_one_run),
         cmocka_unit_test(test_chunked_stop_at_trailer),
-        cmocka_unit_test(test_chunked_sizes),        cmocka_unit_test(test_chunked_line_limits),
+        cmocka_unit_test(test_chunked_sizes),
+        cmocka_unit_test(test_chunked_line_limits),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     release_copy();

@@ -71,7 +71,7 @@ static void test_timer_stop_and_rearm(void **state)
     slb_timer_start(&loop, &c, 300);
     assert_true(slb_timer_active(&a));
     slb_timer_stop(&loop, &b);
-    slb_timer_stop(&loop, &b); /* stopping twice is harmless */
+    slb_timer_stop(&loop, &b);       /* stopping twice is harmless */
     slb_timer_start(&loop, &a, 400); /* re-arm later: now last */
     slb_timer_start(&loop, &c, 50);  /* re-arm earlier: now first */
     advance(&loop, 1000);

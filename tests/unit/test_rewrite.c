@@ -26,7 +26,10 @@ static char *build_req(const char *raw, const struct slb_fwd_info *fwd)
 }
 
 static const struct slb_fwd_info fwd_default = {
-    .client_ip = "192.0.2.7", .proto = "https", .port = 443, .xff = true,
+    .client_ip = "192.0.2.7",
+    .proto = "https",
+    .port = 443,
+    .xff = true,
 };
 
 static void test_forwarded_headers_set_by_us(void **state)
@@ -74,8 +77,8 @@ static void test_absolute_form_becomes_origin_form(void **state)
 
 static void test_chunked_framing_restated(void **state)
 {
-    char *h = build_req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-                        &fwd_default);
+    char *h =
+        build_req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", &fwd_default);
     assert_non_null(strstr(h, "Transfer-Encoding: chunked\r\n"));
     free(h);
 }
