@@ -1014,37 +1014,3 @@ class HeadCounter:
             if self.delay:
                 time.sleep(self.delay)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-
-OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-def rst_close(conn):
-    """Reset the backend side of a raw-backend connection (SO_LINGER 0, then close)."""
-    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.sock.close()
-
-
-class Scripted:
-    """A raw backend that answers by request path: paths in `faults` run fault(conn), which
-    ends the connection unless it returns True; any other path gets a 200 "ok" on a
-    kept-alive connection."""
-
-    def __init__(self, hx, faults):
-        self.faults = faults
-        self.raw = hx.raw_backend("scripted", self.handle)
-
-    def server(self):
-        return self.raw.server()
-
-    def handle(self, conn, backend):
-        while True:
-            head = conn.read_head()
-            if not head:
-                return
-            path = head.split(b" ", 2)[1].decode()
-            if path in self.faults:
-                if not self.faults[path](conn):
-                    return
-                continue
-            conn.sendall(OK_RESPONSE)

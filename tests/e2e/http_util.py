@@ -8,6 +8,7 @@ import os
 import selectors
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -422,6 +423,40 @@ def header_value(head, name):
         if n.strip().lower() == name.lower().encode():
             return v.strip().decode("latin-1")
     return None
+
+OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def rst_close(conn):
+    """Reset the backend side of a raw-backend connection (SO_LINGER 0, then close)."""
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.sock.close()
+
+
+class Scripted:
+    """A raw backend that answers by request path: a path in `faults` runs fault(conn), which
+    ends the connection unless it returns True; any other path gets a 200 "ok" on a
+    kept-alive connection."""
+
+    def __init__(self, hx, faults):
+        self.faults = faults
+        self.raw = hx.raw_backend("scripted", self.handle)
+
+    def server(self):
+        return self.raw.server()
+
+    def handle(self, conn, backend):
+        while True:
+            head = conn.read_head()
+            if not head:
+                return
+            path = head.split(b" ", 2)[1].decode()
+            if path in self.faults:
+                if not self.faults[path](conn):
+                    return
+                continue
+            conn.sendall(OK_RESPONSE)
+
 
 def cookie_setter(name):
     """A raw-backend handler that answers every request with Set-Cookie

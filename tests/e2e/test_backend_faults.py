@@ -15,46 +15,13 @@ import pytest
 
 import hostile_util as hu
 import slbd_harness as h
-from http_util import (ConnectionEnded, HttpConn, Response, add_listener,  # noqa: F401
-                       build_request, hx, listener_stats)
+from http_util import (OK_RESPONSE, ConnectionEnded, HttpConn, Response,  # noqa: F401
+                       Scripted, add_listener, build_request, hx, listener_stats, rst_close)
 from metering_util import MeteredTls
 from pki import pki, tls_block, upload_server  # noqa: F401
 
 NOHC = h.no_health_check()
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-def rst_close(conn):
-    """Reset the backend side of a connection (SO_LINGER 0 then close)."""
-    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.sock.close()
-
-
-class Scripted:
-    """A raw backend whose answer depends on the request path: /ok gets a normal answer on a
-    kept-alive connection; the other paths run the fault given for them. Records whether
-    slbd closed each faulty connection (it must never go back to the pool)."""
-
-    def __init__(self, hx, faults):
-        self.faults = faults
-        self.lock = threading.Lock()
-        self.faulty_closed = []
-        self.raw = hx.raw_backend("scripted", self.handle)
-
-    def server(self):
-        return self.raw.server()
-
-    def handle(self, conn, backend):
-        while True:
-            head = conn.read_head()
-            if not head:
-                return
-            path = head.split(b" ", 2)[1].decode()
-            if path == "/ok":
-                conn.sendall(OK)
-                continue
-            self.faults[path](conn)
-            return
+OK = OK_RESPONSE
 
 
 def _wait_peer_close(conn, seconds):

@@ -19,11 +19,11 @@ import pytest
 
 import slbd_harness as h
 from h2_util import (CANCEL, CONNECTION_SPECIFIC, INTERNAL_ERROR, NOHC, PROTOCOL_ERROR,
-                     SETTINGS_INITIAL_WINDOW_SIZE, LibH2, RawH2, Scripted, TlsWire,
+                     SETTINGS_INITIAL_WINDOW_SIZE, LibH2, RawH2, TlsWire,
                      access_lines, client_context, curl, dechunk, error_name, h2_site, h2load,
-                     https_listener, rst_close, set_access_log, split_record,
+                     https_listener, set_access_log, split_record,
                      window_update_frame)
-from http_util import cookie_setter, hx  # noqa: F401
+from http_util import Scripted, cookie_setter, hx, rst_close  # noqa: F401
 from metering_util import settle
 from pki import pki, upload_ca, upload_server  # noqa: F401
 
