@@ -18,6 +18,7 @@
 #define H2_HEAD_HARD (256 * 1024) /* decoded bytes of one header block: an HPACK bomb */
 #define H2_OUT_HIGH (64 * 1024)   /* frames queued for the client before we stop making more */
 #define H2_READS_PER_RUN 16
+#define H2_MAX_INTERIM 8 /* interim (1xx) responses passed on per stream */
 /* Token buckets: a burst, then a sustained rate per second. Streams the client resets
  * (CVE-2023-44487, Rapid Reset), and frames that cost us work but carry no request: PING,
  * SETTINGS, PRIORITY, empty DATA. Past either: GOAWAY ENHANCE_YOUR_CALM. */
@@ -73,6 +74,7 @@ struct h2_stream {
     bool up_eof; /* the backend closed its side */
     uint8_t resp_body;
     int status;
+    uint8_t interims;
     uint64_t resp_remaining, resp_ready;
     struct slb_chunked resp_chunk;
     struct slb_hbuf resp_trailers;

@@ -268,24 +268,14 @@ static bool parse_response(struct h2_stream *s)
 {
     struct h2_conn *c = s->c;
     struct http_up *up = s->up;
-    struct slb_http_limits lim;
-    slb_http_limits_default(&lim);
     struct slb_http_msg *m = &c->hw->msg;
+    const char *why = NULL;
     for (;;) {
-        int rc = slb_http_parse_response(up->in.data + up->in.off, up->in.len, &lim,
-                                         (enum slb_http_method)s->method_id, m);
-        if (rc == 0) {
-            if (slb_buf_space(&up->in) > 0)
-                return false;
-            if (up->in.off > 0) {
-                slb_buf_prepare(&up->in);
-                return true;
-            }
-            upstream_failed(s, 502, "response head too large");
-            return true;
-        }
+        int rc = slb_up_parse_head(up, (enum slb_http_method)s->method_id, m, &why);
+        if (rc == 0)
+            return false;
         if (rc < 0) {
-            upstream_failed(s, 502, "malformed response");
+            upstream_failed(s, 502, why);
             return true;
         }
         if (m->status == 101) {
@@ -294,7 +284,12 @@ static bool parse_response(struct h2_stream *s)
         }
         if (m->status >= 200)
             break;
-        /* Interim responses (100, 103 Early Hints) go on as non-final HEADERS. */
+        /* Interim responses (100, 103 Early Hints) go on as non-final HEADERS; HEADERS are
+         * not flow-controlled, so a backend that sends them without end is stopped. */
+        if (++s->interims > H2_MAX_INTERIM) {
+            upstream_failed(s, 502, "too many interim responses");
+            return true;
+        }
         int r = submit_head(s, m, false, false, NULL);
         slb_buf_consume(&up->in, (size_t)rc);
         if (r != 0 || slb_buf_empty(&up->in))

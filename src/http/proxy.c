@@ -649,10 +649,9 @@ static bool step_parse_response(struct http_conn *c)
     struct http_up *up = c->up;
     if (!up || c->resp_head_done || slb_buf_empty(&up->in) || c->st == ST_LINGER)
         return false;
-    struct slb_http_limits lim;
-    slb_http_limits_default(&lim);
     struct slb_http_msg *m = &c->hw->msg;
     bool progress = false;
+    const char *why = NULL;
     int rc;
     /* Interim responses, then the final head, all those already here in one go: a backend
      * that closes right after its final response must not have that close read (and taken
@@ -660,22 +659,11 @@ static bool step_parse_response(struct http_conn *c)
     for (;;) {
         if (slb_hbuf_pending(&c->out) > SLB_BUF_SIZE)
             return progress; /* a flood of interim responses waits for the client to read */
-        rc = slb_http_parse_response(up->in.data + up->in.off, up->in.len, &lim,
-                                     (enum slb_http_method)c->method, m);
-        if (rc == 0) {
-            if (slb_buf_space(&up->in) > 0)
-                return progress;
-            if (up->in.off > 0) {
-                /* A head cut by the end of the buffer, behind interim responses taken from
-                 * it: move it to the front and read the rest. */
-                slb_buf_prepare(&up->in);
-                return true;
-            }
-            upstream_failed(c, 502, "response head too large");
-            return true;
-        }
+        rc = slb_up_parse_head(up, (enum slb_http_method)c->method, m, &why);
+        if (rc == 0)
+            return progress;
         if (rc < 0) {
-            upstream_failed(c, 502, "malformed response");
+            upstream_failed(c, 502, why);
             return true;
         }
         if (m->status < 100 || m->status >= 200 || m->status == 101)

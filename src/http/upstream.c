@@ -161,6 +161,28 @@ void slb_up_pool_drain(struct slb_http_worker *hw)
     }
 }
 
+int slb_up_parse_head(struct http_up *up, enum slb_http_method method, struct slb_http_msg *m,
+                      const char **why)
+{
+    struct slb_http_limits lim;
+    slb_http_limits_default(&lim);
+    int rc = slb_http_parse_response(up->in.data + up->in.off, up->in.len, &lim, method, m);
+    if (rc > 0)
+        return rc;
+    if (rc < 0) {
+        *why = "malformed response";
+        return -1;
+    }
+    if (slb_buf_space(&up->in) > 0)
+        return 0;
+    if (up->in.off > 0) {
+        slb_buf_prepare(&up->in);
+        return 0;
+    }
+    *why = "response head too large";
+    return -1;
+}
+
 struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *ch,
                               struct slb_slice sticky)
 {

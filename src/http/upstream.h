@@ -64,6 +64,13 @@ void slb_up_close(struct http_up *up);
 void slb_up_set_interest(struct http_up *up, uint32_t events);
 void slb_up_pool_drain(struct slb_http_worker *hw);
 
+/* The response head at the front of up->in, for a request with method. >0: its length, with
+ * m filled. 0: not all here yet; a head cut by the end of the buffer, behind interim
+ * responses already taken from it, has been moved to the buffer's front so that the rest can
+ * be read. <0: the response cannot be used, *why says why (answered 502). */
+int slb_up_parse_head(struct http_up *up, enum slb_http_method method, struct slb_http_msg *m,
+                      const char **why);
+
 /* Choosing the server for a request and getting a connection to it. */
 struct slb_up_choice {
     struct slb_wgroup *wg;

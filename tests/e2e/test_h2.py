@@ -456,6 +456,24 @@ def _hints_and_trailers(conn):
     return True
 
 
+def _endless_interims(conn):
+    conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 50 +
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+def test_a_flood_of_interim_responses_is_cut(slbd, hx, pki):  # noqa: F811
+    """Interim heads are not flow-controlled: a backend that sends them without end would
+    have slbd queue HEADERS frames without bound. After 8 the stream gets 502."""
+    sc = Scripted(hx, {"/flood": _endless_interims})
+    slbd.add_group("g", [sc.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid)
+    c = RawH2.connect(port, client_context(pki), track=hx.track)
+    s = c.get("/flood")
+    assert s.status == 502 and s.ended and len(s.interim) == 8, s
+    assert c.get("/ok").status == 200
+
+
 def test_interim_responses_and_response_trailers(slbd, hx, pki):  # noqa: F811
     """A 103 with its Link goes out as a non-final HEADERS frame before the final head; a
     chunked response loses its framing (and its hop-by-hop fields) and its trailer section
