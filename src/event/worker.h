@@ -81,6 +81,13 @@ static inline struct slb_wsnap *slb_wsnap_hold(struct slb_worker *w)
     w->nconns++;
     return w->cur;
 }
+/* Another hold on a snapshot already held (an HTTP/2 stream keeps the configuration it
+ * started under while its connection moves on to a newer one). */
+static inline void slb_wsnap_ref(struct slb_wsnap *ws)
+{
+    ws->nconns++;
+    ws->worker->nconns++;
+}
 void slb_wsnap_release(struct slb_wsnap *ws);
 
 static inline void slb_worker_link(struct slb_worker *w, struct slb_conn_link *c)

@@ -89,10 +89,13 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
         s->tried = calloc(nsrv ? nsrv : 1, 1);
     if (!s || !s->tried) {
         free(s);
-        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* nghttp2 resets the stream */
     }
     s->c = c;
+    s->ws = c->rws ? c->rws : c->ws;
+    slb_wsnap_ref(s->ws);
+    s->l = c->l;
+    s->wg = c->wg;
     s->id = f->hd.stream_id;
     s->st = SS_HEAD;
     slb_timer_init(&s->timer, h2_stream_timer_cb, s);
@@ -603,6 +606,8 @@ static void conn_close(struct h2_conn *c)
     slb_hbuf_free(&c->out);
     slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
     slb_worker_unlink(&c->link);
+    if (c->rws)
+        slb_wsnap_release(c->rws);
     slb_wsnap_release(c->ws);
     slb_loop_defer_free(loop, conn_free, c);
 }
@@ -621,8 +626,26 @@ static void conn_drain(struct slb_conn_link *link)
 static void conn_reconfigured(struct slb_conn_link *link)
 {
     struct h2_conn *c = (struct h2_conn *)link;
-    if (!c->l->sock->slot[c->w->id].cur)
+    struct slb_listener_rt *cur = c->l->sock->slot[c->w->id].cur;
+    if (!cur) {
         goaway(c);
+        return;
+    }
+    if (cur == c->l || cur->cfg->protocol != SLB_PROTO_HTTPS || !cur->tls)
+        return;
+    /* The listener changed (its group, servers, weights, settings): the streams that start
+     * from now on use the new configuration; those in progress keep theirs (each holds it),
+     * and the TLS state keeps its handshake's (ws). */
+    if (cur->stats != c->l->stats) {
+        slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
+        slb_count_add(&cur->stats->w[c->w->id].v[SLB_LIS_ACTIVE], 1);
+    }
+    struct slb_wsnap *old = c->rws;
+    c->rws = slb_wsnap_hold(c->w);
+    c->l = cur;
+    c->wg = slb_wsnap_group(c->rws, cur->group);
+    if (old)
+        slb_wsnap_release(old);
 }
 
 /* Callbacks and options are the same for every session: made once, read by all workers. */

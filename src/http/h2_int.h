@@ -45,6 +45,11 @@ struct h2_conn;
 struct h2_stream {
     struct h2_conn *c;
     struct h2_stream *prev, *next;
+    /* The configuration the stream started under (held): its listener settings and group.
+     * The connection itself moves to each new configuration of its listener. */
+    struct slb_wsnap *ws;
+    struct slb_listener_rt *l;
+    struct slb_wgroup *wg;
     int32_t id;
     enum stream_state st;
     struct slb_timer timer;
@@ -90,7 +95,9 @@ struct h2_conn {
     struct slb_conn_link link;
     struct slb_worker *w;
     struct slb_http_worker *hw;
-    struct slb_wsnap *ws;
+    /* Held: the configuration of the TLS handshake, which the TLS state refers to; and, when
+     * not NULL, a newer one of the same listener that new streams use (conn_reconfigured). */
+    struct slb_wsnap *ws, *rws;
     struct slb_listener_rt *l;
     struct slb_wgroup *wg;
     struct slb_tconn t;

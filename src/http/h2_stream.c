@@ -52,7 +52,7 @@ static void log_stream(struct h2_stream *s)
     if (name)
         snprintf(sni, sizeof(sni), "%s", name);
     struct slb_access_entry e = {
-        .listener = c->l->cfg->name,
+        .listener = s->l->cfg->name,
         .client = c->client_ip,
         .tls_version = SSL_get_version(c->t.ssl),
         .cipher = SSL_get_cipher_name(c->t.ssl),
@@ -120,7 +120,7 @@ static void up_interest(struct h2_stream *s)
 
 static void stream_timer(struct h2_stream *s)
 {
-    const struct slb_listener_cfg *cfg = s->c->l->cfg;
+    const struct slb_listener_cfg *cfg = s->l->cfg;
     uint64_t now = s->c->w->loop.now_ms, ms;
     if (s->st == SS_CONNECT) {
         ms = cfg->connect_timeout_ms;
@@ -187,7 +187,7 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
         c->ndispatch--;
     s->st = SS_LOCAL;
     /* A client that never reads our answer: its stream is reset after request_timeout_s. */
-    slb_timer_start(&c->w->loop, &s->timer, (uint64_t)c->l->cfg->request_timeout_s * 1000u);
+    slb_timer_start(&c->w->loop, &s->timer, (uint64_t)s->l->cfg->request_timeout_s * 1000u);
     slb_hbuf_reset(&s->local);
     slb_http_build_simple(&s->local, status, extra, true, s->head_only);
     struct slb_http_limits lim;
@@ -218,7 +218,7 @@ static void upstream_failed(struct h2_stream *s, int status, const char *why)
 {
     struct h2_conn *c = s->c;
     if (s->srv)
-        slb_warn("listener %s: backend %s: %s", c->l->cfg->name, s->srv->key, why);
+        slb_warn("listener %s: backend %s: %s", s->l->cfg->name, s->srv->key, why);
     if (s->resp_submitted) {
         if (s->srv)
             slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
@@ -244,8 +244,8 @@ static void finish_response_head(struct h2_stream *s, const struct slb_http_msg 
     struct h2_conn *c = s->c;
     bool body = s->resp_body != SLB_BODY_NONE;
     struct slb_sticky_out so = {0};
-    if (c->l->cfg->sticky != SLB_STICKY_NONE)
-        slb_http_sticky_response(&so, c->l->cfg, c->wg->g, s->srv_idx, true);
+    if (s->l->cfg->sticky != SLB_STICKY_NONE)
+        slb_http_sticky_response(&so, s->l->cfg, s->wg->g, s->srv_idx, true);
     if (!so.prefix_name) {
         if (submit_head(s, m, true, body, so.set_cookie) != 0)
             upstream_failed(s, 502, "response head cannot be given to an HTTP/2 client");
@@ -506,7 +506,7 @@ static bool retry_fresh(struct h2_stream *s)
     release_server(s);
     slb_up_close(s->up);
     s->up = NULL;
-    const struct slb_server_cfg *srv = &c->wg->g->cfg->servers[s->srv_idx];
+    const struct slb_server_cfg *srv = &s->wg->g->cfg->servers[s->srv_idx];
     int err = 0;
     s->up = slb_up_acquire(c->hw, srv, s, up_event, &err);
     if (s->up && s->up->reused) {
@@ -605,11 +605,11 @@ void h2_stream_io(struct h2_stream *s)
 static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
 {
     struct h2_conn *c = s->c;
-    struct slb_up_choice ch = {.wg = c->wg,
+    struct slb_up_choice ch = {.wg = s->wg,
                                .tried = s->tried,
                                .attempts = s->attempts,
                                .client_fd = c->t.fd,
-                               .listener = c->l->cfg->name,
+                               .listener = s->l->cfg->name,
                                .owner = s,
                                .cb = up_event};
     s->up = slb_up_choose(c->hw, &ch, sticky);
@@ -628,8 +628,7 @@ static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
 
 static void connect_failed(struct h2_stream *s, const char *why)
 {
-    struct h2_conn *c = s->c;
-    slb_warn("listener %s: backend %s: connect: %s", c->l->cfg->name, s->srv->key, why);
+    slb_warn("listener %s: backend %s: connect: %s", s->l->cfg->name, s->srv->key, why);
     slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
     release_server(s);
     slb_up_close(s->up);
@@ -683,7 +682,7 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
     } else if (s->st == SS_EXCHANGE) {
         /* A fixed deadline until the request is sent and the response head is here; then
          * the response body only has to keep moving (as for HTTP/1.1). */
-        uint64_t limit = (uint64_t)c->l->cfg->request_timeout_s * 1000u;
+        uint64_t limit = (uint64_t)s->l->cfg->request_timeout_s * 1000u;
         bool fixed = !s->req_done || !s->resp_head_done;
         uint64_t due = fixed ? s->exchange_deadline_ms : s->last_io_ms + limit;
         if (loop->now_ms < due) {
@@ -701,7 +700,7 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
         /* A header block never finished: nothing else can be read on this connection until
          * it is (RFC 9113 6.10), so the connection ends. */
         slb_debug("listener %s: client %s: HTTP/2 header block not finished in time",
-                  c->l->cfg->name, c->client_ip);
+                  s->l->cfg->name, c->client_ip);
         nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
     }
     h2_kick(c);
@@ -739,7 +738,7 @@ void h2_request_line(struct h2_stream *s)
 void h2_start_request(struct h2_stream *s)
 {
     struct h2_conn *c = s->c;
-    const struct slb_listener_cfg *cfg = c->l->cfg;
+    const struct slb_listener_cfg *cfg = s->l->cfg;
     s->last_io_ms = c->w->loop.now_ms;
     if (s->bad)
         return; /* its RST_STREAM is queued */
@@ -793,7 +792,7 @@ void h2_start_request(struct h2_stream *s)
         respond_local(s, 301, extra);
     } else if (slb_http_misdirected(c->t.ssl, m)) {
         respond_local(s, 421, NULL);
-    } else if (!c->wg || c->wg->g->nservers == 0) {
+    } else if (!s->wg || s->wg->g->nservers == 0) {
         respond_local(s, 503, NULL);
     } else {
         /* The backend head is built now, while the parse result is at hand; the server that
@@ -802,8 +801,8 @@ void h2_start_request(struct h2_stream *s)
          * group's first server's: an HTTP/2 request always has :authority or Host. */
         struct slb_fwd_certs certs;
         struct slb_fwd_info fwd;
-        slb_http_fwd_init(&fwd, &certs, c->l, c->t.ssl, c->client_ip, c->local_port);
-        fwd.default_host = c->wg->g->cfg->servers[0].authority;
+        slb_http_fwd_init(&fwd, &certs, s->l, c->t.ssl, c->client_ip, c->local_port);
+        fwd.default_host = s->wg->g->cfg->servers[0].authority;
         slb_http_build_request(&s->tx, m, &fwd);
         struct slb_slice sticky = {0};
         if (cfg->sticky != SLB_STICKY_NONE)
@@ -833,7 +832,7 @@ void h2_dispatch(struct h2_conn *c)
         bool ok = choose_backend(s, sticky);
         slb_hbuf_free(&s->cookie);
         if (!ok) {
-            slb_info("listener %s: no healthy backend server", c->l->cfg->name);
+            slb_info("listener %s: no healthy backend server", s->l->cfg->name);
             s->st = SS_HEAD; /* not counted in ndispatch any more */
             respond_local(s, 503, NULL);
             continue;
@@ -886,5 +885,6 @@ void h2_stream_free(struct h2_stream *s)
     if (s->next)
         s->next->prev = s->prev;
     c->nstreams--;
+    slb_wsnap_release(s->ws);
     free(s);
 }

@@ -46,7 +46,8 @@ struct http_conn {
     struct slb_conn_link link;
     struct slb_worker *w;
     struct slb_http_worker *hw;
-    struct slb_wsnap *ws;
+    struct slb_wsnap *ws;  /* held: the configuration of the TLS handshake (or the accept) */
+    struct slb_wsnap *rws; /* held when not NULL: a newer one that requests use (rebind) */
     struct slb_listener_rt *l;
     struct slb_tconn t;
     struct slb_io io;
@@ -96,6 +97,7 @@ struct http_conn {
 static void run(struct http_conn *c);
 static void conn_close(struct http_conn *c);
 static void conn_free(void *p);
+static bool rebind(struct http_conn *c);
 
 static struct slb_wcount *lis_counts(struct http_conn *c)
 {
@@ -366,6 +368,8 @@ static bool step_parse_request(struct http_conn *c)
         respond_simple(c, -rc, NULL, false);
         return true;
     }
+    if (c->l->sock->slot[c->w->id].cur != c->l)
+        rebind(c); /* a new configuration since the last request; on failure, the old one */
     start_request(c, m);
     c->req_bytes_in += (uint64_t)rc;
     slb_buf_consume(&c->in, (size_t)rc);
@@ -919,13 +923,16 @@ static bool step_complete(struct http_conn *c)
     return true;
 }
 
-/* Bind a TLS connection to the worker's newest configuration of its listening socket when
- * its first bytes arrive, so a certificate replaced (or a CRL added) after the accept but
- * before the ClientHello is already in force for it. */
+/* Bind the connection to the worker's newest configuration of its listening socket (the
+ * same protocol only): when a TLS connection's first bytes arrive, so a certificate replaced
+ * (or a CRL added) after the accept but before the ClientHello is already in force for it; and
+ * at each request of a keep-alive connection, so a changed group (a server removed, a weight
+ * set to 0) or listener setting applies to the next request, not only to new connections. */
 static bool rebind(struct http_conn *c)
 {
     struct slb_listener_rt *cur = c->l->sock->slot[c->w->id].cur;
-    if (!cur || cur == c->l || cur->cfg->protocol != SLB_PROTO_HTTPS || !cur->tls)
+    if (!cur || cur == c->l || cur->cfg->protocol != c->l->cfg->protocol ||
+        (cur->cfg->protocol == SLB_PROTO_HTTPS && !cur->tls))
         return true;
     uint8_t *tried = NULL;
     if (cur->group) {
@@ -933,18 +940,27 @@ static bool rebind(struct http_conn *c)
         if (!tried)
             return false;
     }
-    struct slb_wsnap *old = c->ws;
     if (cur->stats != c->l->stats) {
         slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
         slb_count_add(&cur->stats->w[c->w->id].v[SLB_LIS_ACTIVE], 1);
     }
-    /* Hold the current snapshot before letting go of the old one, which may free it. */
-    c->ws = slb_wsnap_hold(c->w);
+    /* Hold the current snapshot before letting go of an old one, which may free it. After a
+     * handshake the TLS state refers to its configuration (SNI contexts, ticket keys): that
+     * one stays held as ws for the connection's life, and requests use the newer one. */
+    struct slb_wsnap *now = slb_wsnap_hold(c->w), *old;
+    if (c->t.ssl && c->t.handshake_done) {
+        old = c->rws;
+        c->rws = now;
+    } else {
+        old = c->ws;
+        c->ws = now;
+    }
     c->l = cur;
-    c->wg = slb_wsnap_group(c->ws, cur->group);
+    c->wg = slb_wsnap_group(now, cur->group);
     free(c->tried);
     c->tried = tried;
-    slb_wsnap_release(old);
+    if (old)
+        slb_wsnap_release(old);
     return true;
 }
 
@@ -1315,6 +1331,8 @@ static void conn_close(struct http_conn *c)
     slb_hbuf_free(&c->out);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
     slb_worker_unlink(&c->link);
+    if (c->rws)
+        slb_wsnap_release(c->rws);
     slb_wsnap_release(c->ws);
     slb_loop_defer_free(loop, conn_free, c);
 }

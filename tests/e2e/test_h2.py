@@ -610,6 +610,23 @@ def test_metering_counts_h2_traffic(slbd, hx, pki):  # noqa: F811
     assert got == want, f"after the close: slbd {got}, client {want}"
 
 
+def test_group_change_reaches_an_open_h2_connection(slbd, hx, pki):  # noqa: F811
+    """A server set to weight 0 gets no more streams from an HTTP/2 connection opened before
+    the change, while a stream in progress on the old configuration completes."""
+    site = h2_site(slbd, hx, pki, n=2)
+    c = raw(site, pki, hx)
+    before = {c.get(f"/before/{i}").json()["server"] for i in range(6)}
+    assert before == {"a", "b"}, before
+    slow = c.request("GET", "/slow/800")
+    slbd.put_group("g", [site.backends[0].server(), site.backends[1].server(weight=0)],
+                   health_check=NOHC)
+    after = [c.get(f"/after/{i}").json()["server"] for i in range(8)]
+    assert after == ["a"] * 8, after
+    s = c.wait_stream(slow)
+    assert s.status == 200 and s.ended, s
+    assert not c.goaways and not c.ended, c.describe()
+
+
 def test_sticky_server_cookie_over_h2(slbd, hx, pki):  # noqa: F811
     """Sticky "server" mode: the backend's own JSESSIONID gets slbd's server prefix in the
     set-cookie of the HEADERS frame, and a request carrying it goes back to that server,

@@ -47,6 +47,22 @@ def test_keep_alive_to_client(slbd, hx):
     assert st["connections"] == 1, st
 
 
+def test_group_change_reaches_an_open_keep_alive_connection(slbd, hx):
+    """A server set to weight 0 gets no more requests from a keep-alive connection opened
+    before the change: each request uses the listener's newest configuration."""
+    a, b = hx.backend("a"), hx.backend("b")
+    slbd.add_group("g", [a.server(), b.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    c = hx.connect(port)
+    before = {c.request("GET", f"/before/{i}").json()["server"] for i in range(6)}
+    assert before == {"a", "b"}, before
+    slbd.put_group("g", [a.server(), b.server(weight=0)], health_check=NOHC)
+    local = c.sock.getsockname()
+    after = [c.request("GET", f"/after/{i}").json()["server"] for i in range(8)]
+    assert after == ["a"] * 8, after
+    assert c.sock.getsockname() == local  # the same connection throughout
+
+
 @pytest.mark.slbd(workers=1)
 def test_backend_connection_reused(slbd, hx):
     port, _ = web(slbd, hx)
