@@ -527,6 +527,13 @@ static bool retry_fresh(struct h2_stream *s)
     return true;
 }
 
+/* A kept-alive connection the backend closed (or reset) just as it was reused: the request
+ * goes again on a fresh one when nothing of the response came and it had no body. */
+static bool retryable(const struct h2_stream *s)
+{
+    return s->up->reused && s->up->bytes_from == 0 && !s->req_has_body;
+}
+
 static bool read_up(struct h2_stream *s)
 {
     struct http_up *up = s->up;
@@ -556,6 +563,8 @@ static bool read_up(struct h2_stream *s)
         up->rd_ready = false;
         return true;
     }
+    if (retryable(s) && retry_fresh(s))
+        return true;
     upstream_failed(s, 502, strerror(err));
     return true;
 }
@@ -563,9 +572,8 @@ static bool read_up(struct h2_stream *s)
 /* The backend closed its side and everything it sent has been through the parser. */
 static void up_closed(struct h2_stream *s)
 {
-    struct http_up *up = s->up;
     if (!s->resp_head_done) {
-        if (up->reused && up->bytes_from == 0 && !s->req_has_body && retry_fresh(s))
+        if (retryable(s) && retry_fresh(s))
             return;
         upstream_failed(s, 502, "closed the connection early");
         return;
