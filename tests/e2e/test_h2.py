@@ -610,6 +610,25 @@ def test_metering_counts_h2_traffic(slbd, hx, pki):  # noqa: F811
     assert got == want, f"after the close: slbd {got}, client {want}"
 
 
+def test_misdirected_stream_gets_421(slbd, hx, pki):  # noqa: F811
+    """A client reusing its HTTP/2 connection for a site of another certificate of the listener
+    (connection coalescing) gets 421 on that stream (RFC 9110 7.4, RFC 9113 9.1.2), and the
+    connection goes on serving the site its SNI chose."""
+    b = hx.backend("a")
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    ids = [upload_server(slbd, pki, c, cert_id=c) for c in ("server", "other")]
+    port = https_listener(slbd, "h2", "g", ids[0], tls_extra={"certificates": ids})
+    wire = TlsWire.connect(port, client_context(pki), server_hostname="localhost",
+                           track=hx.track)
+    assert wire.alpn == "h2", wire.alpn
+    c = LibH2(wire)
+    s = c.get("/md", authority="other.test")
+    assert s.status == 421 and s.ended, s
+    s = c.get("/ok", authority="www.example.com")  # the same certificate: served
+    assert s.status == 200 and s.json()["path"] == "/ok", s
+    assert not c.ended, "the connection must stay open"
+
+
 def test_group_change_reaches_an_open_h2_connection(slbd, hx, pki):  # noqa: F811
     """A server set to weight 0 gets no more streams from an HTTP/2 connection opened before
     the change, while a stream in progress on the old configuration completes."""
