@@ -22,7 +22,7 @@ static void conn_close(struct h2_conn *c);
 
 struct slb_wcount *h2_lis_counts(struct h2_conn *c)
 {
-    return &c->l->stats->w[c->w->id];
+    return &c->b.l->stats->w[c->w->id];
 }
 
 static bool bucket_take(struct h2_bucket *b, uint64_t now_ms, uint64_t burst, uint64_t rate)
@@ -46,7 +46,7 @@ static void calm_down(struct h2_conn *c, const char *why)
 {
     if (c->fatal)
         return;
-    slb_info("listener %s: client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM", c->l->cfg->name,
+    slb_info("listener %s: client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM", c->b.l->cfg->name,
              c->client_ip, why);
     slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_H2_ABUSE], 1);
     nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
@@ -84,7 +84,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
         return 0;
     }
     struct h2_stream *s = calloc(1, sizeof(*s));
-    size_t nsrv = c->wg ? c->wg->g->nservers : 0;
+    size_t nsrv = c->b.wg ? c->b.wg->g->nservers : 0;
     if (s)
         s->tried = calloc(nsrv ? nsrv : 1, 1);
     if (!s || !s->tried) {
@@ -92,16 +92,16 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* nghttp2 resets the stream */
     }
     s->c = c;
-    s->ws = c->rws ? c->rws : c->ws;
+    s->ws = slb_http_bind_snap(&c->b);
     slb_wsnap_ref(s->ws);
-    s->l = c->l;
-    s->wg = c->wg;
+    s->l = c->b.l;
+    s->wg = c->b.wg;
     s->id = f->hd.stream_id;
     s->st = SS_HEAD;
     slb_timer_init(&s->timer, h2_stream_timer_cb, s);
     /* A header block left unfinished (no END_HEADERS) holds the connection: header_timeout_s. */
-    slb_timer_start(&c->w->loop, &s->timer, (uint64_t)c->l->cfg->header_timeout_s * 1000u);
-    s->log = slb_access_new(c->w, c->l);
+    slb_timer_start(&c->w->loop, &s->timer, (uint64_t)c->b.l->cfg->header_timeout_s * 1000u);
+    s->log = slb_access_new(c->w, c->b.l);
     s->next = c->streams;
     if (c->streams)
         c->streams->prev = s;
@@ -424,7 +424,7 @@ static bool receive(struct h2_conn *c, bool *more)
         if (r < 0) {
             if (r == NGHTTP2_ERR_FLOODED || r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
                 slb_info("listener %s: client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM",
-                         c->l->cfg->name, c->client_ip, nghttp2_strerror((int)r));
+                         c->b.l->cfg->name, c->client_ip, nghttp2_strerror((int)r));
                 slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_H2_ABUSE], 1);
                 raw_goaway(c, NGHTTP2_ENHANCE_YOUR_CALM);
             } else if (r != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
@@ -454,7 +454,6 @@ static void linger_close(struct h2_conn *c)
     c->lingering = true;
     c->t.ops->shutdown(&c->t);
     shutdown(c->t.fd, SHUT_WR);
-    c->client_eof = true; /* no second close_notify in conn_close */
     slb_io_set(loop, &c->io, EPOLLIN);
     slb_timer_start(loop, &c->timer, 1000);
 }
@@ -558,7 +557,7 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
         conn_close(c);
         return;
     }
-    const struct slb_listener_cfg *cfg = c->l->cfg;
+    const struct slb_listener_cfg *cfg = c->b.l->cfg;
     uint64_t idle = (uint64_t)cfg->idle_timeout_s * 1000u;
     uint64_t stall = (uint64_t)cfg->request_timeout_s * 1000u;
     if (slb_hbuf_pending(&c->out) && loop->now_ms >= c->last_write_ms + stall) {
@@ -599,16 +598,14 @@ static void conn_close(struct h2_conn *c)
     c->ng = NULL;
     slb_timer_stop(loop, &c->timer);
     slb_io_set(loop, &c->io, 0);
-    if (!c->client_eof)
+    if (!c->client_eof && !c->lingering) /* lingering: its close_notify is out */
         c->t.ops->shutdown(&c->t);
     account_wire(c);
     close(c->t.fd);
     slb_hbuf_free(&c->out);
     slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
     slb_worker_unlink(&c->link);
-    if (c->rws)
-        slb_wsnap_release(c->rws);
-    slb_wsnap_release(c->ws);
+    slb_http_bind_release(&c->b);
     slb_loop_defer_free(loop, conn_free, c);
 }
 
@@ -626,26 +623,16 @@ static void conn_drain(struct slb_conn_link *link)
 static void conn_reconfigured(struct slb_conn_link *link)
 {
     struct h2_conn *c = (struct h2_conn *)link;
-    struct slb_listener_rt *cur = c->l->sock->slot[c->w->id].cur;
-    if (!cur) {
+    if (slb_http_bind_gone(&c->b, c->w)) {
         goaway(c);
         return;
     }
-    if (cur == c->l || cur->cfg->protocol != SLB_PROTO_HTTPS || !cur->tls)
-        return;
     /* The listener changed (its group, servers, weights, settings): the streams that start
      * from now on use the new configuration; those in progress keep theirs (each holds it),
-     * and the TLS state keeps its handshake's (ws). */
-    if (cur->stats != c->l->stats) {
-        slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
-        slb_count_add(&cur->stats->w[c->w->id].v[SLB_LIS_ACTIVE], 1);
-    }
-    struct slb_wsnap *old = c->rws;
-    c->rws = slb_wsnap_hold(c->w);
-    c->l = cur;
-    c->wg = slb_wsnap_group(c->rws, cur->group);
-    if (old)
-        slb_wsnap_release(old);
+     * and the TLS state keeps its handshake's. */
+    struct slb_listener_rt *cur = slb_http_bind_newer(&c->b, c->w);
+    if (cur)
+        slb_http_bind_move(&c->b, c->w, cur, true);
 }
 
 /* Callbacks and options are the same for every session: made once, read by all workers. */
@@ -708,9 +695,7 @@ int slb_h2_start(const struct slb_h2_handoff *h)
     }
     c->w = h->w;
     c->hw = h->hw;
-    c->l = h->l;
-    c->ws = h->ws;
-    c->wg = slb_wsnap_group(c->ws, c->l->group);
+    c->b = h->b;
     c->t = h->t;
     c->wire_in_seen = c->log_wire_in = h->wire_in_seen;
     c->wire_out_seen = c->log_wire_out = h->wire_out_seen;
@@ -723,7 +708,7 @@ int slb_h2_start(const struct slb_h2_handoff *h)
     slb_worker_link(c->w, &c->link);
     slb_io_init(&c->io, c->t.fd, client_cb, c);
     slb_timer_init(&c->timer, timer_cb, c);
-    slb_timer_start(&c->w->loop, &c->timer, (uint64_t)c->l->cfg->idle_timeout_s * 1000u);
+    slb_timer_start(&c->w->loop, &c->timer, (uint64_t)c->b.l->cfg->idle_timeout_s * 1000u);
     /* The handshake's last read may have brought the preface already. */
     c->t.rd_ready = c->t.wr_ready = true;
     if (c->w->drain_deadline_ms)
@@ -731,14 +716,4 @@ int slb_h2_start(const struct slb_h2_handoff *h)
     else
         h2_run(c);
     return 0;
-}
-
-size_t slb_h2_conn_size(void)
-{
-    return sizeof(struct h2_conn);
-}
-
-size_t slb_h2_stream_size(void)
-{
-    return sizeof(struct h2_stream);
 }

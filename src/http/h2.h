@@ -6,6 +6,7 @@
 #define SLB_HTTP_H2_H
 
 #include "event/worker.h"
+#include "http/bind.h"
 #include "net/transport.h"
 
 #include <netinet/in.h>
@@ -15,13 +16,12 @@
 struct slb_http_worker;
 
 /* What the handing-over connection gives away. On success the h2 connection owns the socket,
- * the TLS state (t), the snapshot hold (ws) and the listener's active-connection count; on
- * failure nothing was taken. */
+ * the TLS state (t), the configuration holds (b) and the listener's active-connection count;
+ * on failure nothing was taken. */
 struct slb_h2_handoff {
     struct slb_worker *w;
     struct slb_http_worker *hw;
-    struct slb_listener_rt *l;
-    struct slb_wsnap *ws;
+    struct slb_http_bind b;
     struct slb_tconn t;
     const char *client_ip;
     uint16_t local_port;
@@ -33,9 +33,5 @@ int slb_h2_start(const struct slb_h2_handoff *h);
 
 /* True when the TLS handshake of ssl selected h2. */
 bool slb_h2_selected(SSL *ssl);
-
-/* sizeof the per-connection and per-stream state, for memory accounting and tests. */
-size_t slb_h2_conn_size(void);
-size_t slb_h2_stream_size(void);
 
 #endif

@@ -95,11 +95,9 @@ struct h2_conn {
     struct slb_conn_link link;
     struct slb_worker *w;
     struct slb_http_worker *hw;
-    /* Held: the configuration of the TLS handshake, which the TLS state refers to; and, when
-     * not NULL, a newer one of the same listener that new streams use (conn_reconfigured). */
-    struct slb_wsnap *ws, *rws;
-    struct slb_listener_rt *l;
-    struct slb_wgroup *wg;
+    /* The listener and configuration new streams use; the TLS state keeps its handshake's
+     * (see bind.h, conn_reconfigured). */
+    struct slb_http_bind b;
     struct slb_tconn t;
     struct slb_io io;
     struct slb_timer timer;

@@ -78,11 +78,7 @@ static void log_stream(struct h2_stream *s)
 
 static void release_server(struct h2_stream *s)
 {
-    if (!s->srv)
-        return;
-    slb_count_add(&srv_counts(s)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
-    slb_count_add(&srv_counts(s)->v[SLB_SRV_BYTES_TO], s->up ? s->up->bytes_to : 0);
-    slb_count_add(&srv_counts(s)->v[SLB_SRV_BYTES_FROM], s->up ? s->up->bytes_from : 0);
+    slb_up_count_end(s->srv, s->c->w->id, s->up);
 }
 
 /* Let go of the backend connection: back to the pool after a complete exchange both sides
@@ -325,30 +321,8 @@ static bool parse_response(struct h2_stream *s)
  * (resp_ready of them); trailer bytes are kept for the trailing HEADERS. */
 static int unchunk(struct h2_stream *s)
 {
-    struct slb_buf *b = &s->up->in;
-    char *base = b->data + b->off;
-    size_t w = (size_t)s->resp_ready, r = w;
-    while (r < b->len && !s->resp_chunk.done) {
-        const char *data;
-        size_t dlen;
-        bool trailer = slb_chunked_in_trailer(&s->resp_chunk);
-        long n = slb_chunked_feed(&s->resp_chunk, base + r, b->len - r, &data, &dlen);
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            break;
-        if (trailer)
-            slb_hbuf_put(&s->resp_trailers, base + r, (size_t)n);
-        if (dlen)
-            memmove(base + w, data, dlen);
-        w += dlen;
-        r += (size_t)n;
-    }
-    if (r > w) {
-        memmove(base + w, base + r, b->len - r);
-        b->len -= r - w;
-    }
-    s->resp_ready = w;
+    if (slb_up_unchunk(s->up, &s->resp_chunk, &s->resp_ready, &s->resp_trailers) < 0)
+        return -1;
     if (s->resp_chunk.done)
         s->resp_done = true;
     return 0;
@@ -506,14 +480,8 @@ static bool retry_fresh(struct h2_stream *s)
     release_server(s);
     slb_up_close(s->up);
     s->up = NULL;
-    const struct slb_server_cfg *srv = &s->wg->g->cfg->servers[s->srv_idx];
     int err = 0;
-    s->up = slb_up_acquire(c->hw, srv, s, up_event, &err);
-    if (s->up && s->up->reused) {
-        /* Another pooled connection: close it too, we want a fresh one. */
-        slb_up_close(s->up);
-        s->up = slb_up_acquire(c->hw, srv, s, up_event, &err);
-    }
+    s->up = slb_up_connect(c->hw, &s->wg->g->cfg->servers[s->srv_idx], s, up_event, &err);
     if (!s->up) {
         s->srv = NULL;
         return false;
@@ -539,23 +507,12 @@ static bool read_up(struct h2_stream *s)
     struct http_up *up = s->up;
     if (!up || !up->connected || !up->rd_ready || s->resp_done || slb_buf_space(&up->in) == 0)
         return false;
-    if (slb_buf_prepare(&up->in) < 0)
-        return false;
-    ssize_t n = recv(up->fd, up->in.data + up->in.off + up->in.len, slb_buf_space(&up->in), 0);
-    int err = n < 0 ? errno : 0;
-    if (n > 0) {
-        up->in.len += (size_t)n;
-        up->bytes_from += (uint64_t)n;
+    ssize_t n = slb_up_read(up);
+    if (n > 0)
         s->last_io_ms = s->c->w->loop.now_ms;
-        return true;
-    }
-    if (up->in.len == 0)
-        slb_buf_release(&up->in);
-    if (n < 0 && (err == EAGAIN || err == EINTR)) {
-        up->rd_ready = false;
-        return false;
-    }
-    if (n == 0) {
+    if (n >= 0)
+        return n > 0;
+    if (n == SLB_EEOF) {
         /* Whether the close cuts the response is known once what arrived with it is parsed
          * (see up_closed): a backend may send its whole answer and close at once. */
         s->up_eof = true;
@@ -565,7 +522,7 @@ static bool read_up(struct h2_stream *s)
     }
     if (retryable(s) && retry_fresh(s))
         return true;
-    upstream_failed(s, 502, strerror(err));
+    upstream_failed(s, 502, strerror((int)-n));
     return true;
 }
 
@@ -653,29 +610,15 @@ static void up_event(struct http_up *up, uint32_t events)
     struct h2_conn *c = s->c;
     if (c->closed)
         return;
-    if (!up->connected) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        if (err) {
-            connect_failed(s, strerror(err));
-            if (s->st == SS_EXCHANGE)
-                h2_stream_io(s);
-            h2_kick(c);
-            return;
-        }
-        up->connected = true;
-        up->wr_ready = true;
-        up->rd_ready = false;
+    int rc = slb_up_on_event(up, events);
+    if (rc < 0) {
+        connect_failed(s, strerror(-rc));
+    } else if (rc == 1) {
         s->st = SS_EXCHANGE;
         stream_timer(s);
     }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-        up->rd_ready = true;
-    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-        up->wr_ready = true;
-    h2_stream_io(s);
+    if (s->st == SS_EXCHANGE)
+        h2_stream_io(s);
     h2_kick(c);
 }
 

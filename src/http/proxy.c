@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "http/access.h"
+#include "http/bind.h"
 #include "http/h2.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
@@ -46,16 +47,13 @@ struct http_conn {
     struct slb_conn_link link;
     struct slb_worker *w;
     struct slb_http_worker *hw;
-    struct slb_wsnap *ws;  /* held: the configuration of the TLS handshake (or the accept) */
-    struct slb_wsnap *rws; /* held when not NULL: a newer one that requests use (rebind) */
-    struct slb_listener_rt *l;
+    struct slb_http_bind b; /* the listener and configuration requests use (rebind) */
     struct slb_tconn t;
     struct slb_io io;
     struct slb_timer timer;
     struct slb_buf in;   /* bytes from the client */
     struct slb_hbuf out; /* heads and our own responses to the client */
     struct http_up *up;
-    struct slb_wgroup *wg;
     struct slb_srv_rt *srv;
     int srv_idx;
     uint8_t *tried;
@@ -101,7 +99,7 @@ static bool rebind(struct http_conn *c);
 
 static struct slb_wcount *lis_counts(struct http_conn *c)
 {
-    return &c->l->stats->w[c->w->id];
+    return &c->b.l->stats->w[c->w->id];
 }
 
 static struct slb_wcount *srv_counts(struct http_conn *c)
@@ -139,7 +137,7 @@ static void log_request(struct http_conn *c)
     if (name)
         snprintf(sni, sizeof(sni), "%s", name);
     struct slb_access_entry e = {
-        .listener = c->l->cfg->name,
+        .listener = c->b.l->cfg->name,
         .client = c->client_ip,
         .tls_version = c->t.ssl ? SSL_get_version(c->t.ssl) : NULL,
         .cipher = c->t.ssl ? SSL_get_cipher_name(c->t.ssl) : NULL,
@@ -167,7 +165,7 @@ static void log_request(struct http_conn *c)
 
 static void arm_timer(struct http_conn *c)
 {
-    const struct slb_listener_cfg *cfg = c->l->cfg;
+    const struct slb_listener_cfg *cfg = c->b.l->cfg;
     uint64_t ms;
     switch (c->st) {
     case ST_HANDSHAKE:
@@ -222,11 +220,11 @@ static void up_event(struct http_up *up, uint32_t events);
 /* Pick a server (sticky cookie first) and get a backend connection. false: nothing usable. */
 static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
 {
-    struct slb_up_choice ch = {.wg = c->wg,
+    struct slb_up_choice ch = {.wg = c->b.wg,
                                .tried = c->tried,
                                .attempts = c->attempts,
                                .client_fd = c->t.fd,
-                               .listener = c->l->cfg->name,
+                               .listener = c->b.l->cfg->name,
                                .owner = c,
                                .cb = up_event};
     c->up = slb_up_choose(c->hw, &ch, sticky);
@@ -247,7 +245,7 @@ static void redirect(struct http_conn *c, const struct slb_http_msg *m)
     struct slb_slice authority, path = m->target;
     if (slb_http_split_absolute(m->target, &authority, &path) && (!path.len || path.p[0] == '?'))
         path = (struct slb_slice){"/", 1};
-    snprintf(extra, sizeof(extra), "Location: %s%.*s\r\n", c->l->cfg->redirect_to,
+    snprintf(extra, sizeof(extra), "Location: %s%.*s\r\n", c->b.l->cfg->redirect_to,
              (int)(path.len > 1000 ? 1000 : path.len), path.p);
     respond_simple(c, 301, extra, m->keep_alive);
 }
@@ -257,12 +255,12 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
 {
     struct slb_fwd_certs certs;
     struct slb_fwd_info fwd;
-    slb_http_fwd_init(&fwd, &certs, c->l, c->t.ssl, c->client_ip, c->local_port);
+    slb_http_fwd_init(&fwd, &certs, c->b.l, c->t.ssl, c->client_ip, c->local_port);
     fwd.upgrade =
         m->upgrade &&
         !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
           slb_slice_eq_ci(m->headers[slb_http_find_header(m, "upgrade", 0)].value, "h2c"));
-    fwd.default_host = c->wg->g->cfg->servers[c->srv_idx].authority;
+    fwd.default_host = c->b.wg->g->cfg->servers[c->srv_idx].authority;
     c->upgrade_req = fwd.upgrade;
     slb_hbuf_reset(&c->up->head);
     slb_http_build_request(&c->up->head, m, &fwd);
@@ -270,7 +268,7 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
 
 static void start_request(struct http_conn *c, const struct slb_http_msg *m)
 {
-    const struct slb_listener_cfg *cfg = c->l->cfg;
+    const struct slb_listener_cfg *cfg = c->b.l->cfg;
     c->req_start_ms = c->w->loop.now_ms;
     c->method = (uint8_t)m->method;
     c->head_only = m->method == SLB_HTTP_HEAD;
@@ -290,7 +288,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->srv = NULL;
     c->req_bytes_in = c->resp_bytes_out = 0;
     if (c->tried)
-        memset(c->tried, 0, c->wg ? c->wg->g->nservers : 0);
+        memset(c->tried, 0, c->b.wg ? c->b.wg->g->nservers : 0);
     if (c->log)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
 
@@ -312,7 +310,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
         respond_simple(c, 421, NULL, m->keep_alive);
         return;
     }
-    if (!c->wg || c->wg->g->nservers == 0) {
+    if (!c->b.wg || c->b.wg->g->nservers == 0) {
         respond_simple(c, 503, NULL, m->keep_alive);
         return;
     }
@@ -362,14 +360,13 @@ static bool step_parse_request(struct http_conn *c)
     }
     if (rc < 0) {
         c->head_only = false;
-        slb_debug("listener %s: client %s: bad request (%d)", c->l->cfg->name, c->client_ip, -rc);
+        slb_debug("listener %s: client %s: bad request (%d)", c->b.l->cfg->name, c->client_ip, -rc);
         if (c->log)
             slb_access_capture(c->log, c->w->loop.now_ms, NULL);
         respond_simple(c, -rc, NULL, false);
         return true;
     }
-    if (c->l->sock->slot[c->w->id].cur != c->l)
-        rebind(c); /* a new configuration since the last request; on failure, the old one */
+    rebind(c); /* a new configuration since the last request; on failure, the old one */
     start_request(c, m);
     c->req_bytes_in += (uint64_t)rc;
     slb_buf_consume(&c->in, (size_t)rc);
@@ -553,7 +550,7 @@ static bool close_delimited_to_client(const struct http_conn *c)
 static void upstream_failed(struct http_conn *c, int status, const char *why)
 {
     if (c->srv)
-        slb_warn("listener %s: backend %s: %s", c->l->cfg->name, c->srv->key, why);
+        slb_warn("listener %s: backend %s: %s", c->b.l->cfg->name, c->srv->key, why);
     if (c->resp_head_done && (c->out.off > 0 || c->resp_bytes_out > 0)) {
         /* Part of the response is out: the only honest signal left is to cut the connection.
          * When the close itself ends the body (or the tunnel), an orderly close would make
@@ -576,11 +573,7 @@ static void upstream_failed(struct http_conn *c, int status, const char *why)
 
 static void release_server(struct http_conn *c)
 {
-    if (c->srv) {
-        slb_count_add(&srv_counts(c)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
-        slb_count_add(&srv_counts(c)->v[SLB_SRV_BYTES_TO], c->up ? c->up->bytes_to : 0);
-        slb_count_add(&srv_counts(c)->v[SLB_SRV_BYTES_FROM], c->up ? c->up->bytes_from : 0);
-    }
+    slb_up_count_end(c->srv, c->w->id, c->up);
 }
 
 static bool retry_fresh(struct http_conn *c)
@@ -591,15 +584,7 @@ static bool retry_fresh(struct http_conn *c)
     slb_up_close(c->up);
     c->up = NULL;
     int err = 0;
-    struct slb_group_rt *g = c->wg->g;
-    c->up = slb_up_acquire(c->hw, &g->cfg->servers[c->srv_idx], c, up_event, &err);
-    if (!c->up || c->up->reused) {
-        /* Another pooled connection: close it too, we want a fresh one. */
-        if (c->up) {
-            slb_up_close(c->up);
-            c->up = slb_up_acquire(c->hw, &g->cfg->servers[c->srv_idx], c, up_event, &err);
-        }
-    }
+    c->up = slb_up_connect(c->hw, &c->b.wg->g->cfg->servers[c->srv_idx], c, up_event, &err);
     if (!c->up) {
         slb_hbuf_free(&head);
         c->srv = NULL;
@@ -621,7 +606,7 @@ static bool retry_fresh(struct http_conn *c)
 static bool finish_response_head(struct http_conn *c, const struct slb_http_msg *m)
 {
     struct slb_sticky_out so;
-    slb_http_sticky_response(&so, c->l->cfg, c->wg->g, c->srv_idx, c->t.ssl != NULL);
+    slb_http_sticky_response(&so, c->b.l->cfg, c->b.wg->g, c->srv_idx, c->t.ssl != NULL);
     const char *set_cookie = so.set_cookie, *prefix_name = so.prefix_name, *prefix = so.prefix;
     /* An HTTP/1.0 client cannot take chunked framing (RFC 9112 6.1): it gets the decoded
      * body, ended by our close. Trailers are dropped with the framing. Any other transfer
@@ -719,24 +704,12 @@ static bool step_read_upstream(struct http_conn *c)
     if (!up || !up->connected || !up->rd_ready || c->resp_done || c->st == ST_LINGER ||
         slb_buf_space(&up->in) == 0)
         return false;
-    if (slb_buf_prepare(&up->in) < 0)
-        return false;
-    ssize_t n = recv(up->fd, up->in.data + up->in.off + up->in.len, slb_buf_space(&up->in), 0);
-    int err = n < 0 ? errno : 0;
-    if (n > 0) {
-        up->in.len += (size_t)n;
-        up->bytes_from += (uint64_t)n;
-        return true;
-    }
-    if (up->in.len == 0)
-        slb_buf_release(&up->in);
-    if (n < 0 && (err == EAGAIN || err == EINTR)) {
-        up->rd_ready = false;
-        return false;
-    }
+    ssize_t n = slb_up_read(up);
+    if (n >= 0)
+        return n > 0;
     /* EOF or error from the backend. */
     if (c->resp_head_done && (c->resp_body == SLB_BODY_UNTIL_CLOSE || c->st == ST_TUNNEL) &&
-        n == 0) {
+        n == SLB_EEOF) {
         c->resp_ready = up->in.len;
         c->up_keep_alive = false;
         c->resp_done = true;
@@ -750,40 +723,18 @@ static bool step_read_upstream(struct http_conn *c)
     /* An error (a reset) is never the end of a close-delimited body, nor is any end of a
      * chunked one we decode: upstream_failed cuts the client with a reset then, so the
      * truncation shows. */
-    upstream_failed(c, 502, n == 0 ? "closed the connection early" : strerror(err));
+    upstream_failed(c, 502, n == SLB_EEOF ? "closed the connection early" : strerror((int)-n));
     return true;
 }
 
-/* A chunked body for an HTTP/1.0 client: decode in place, so that the front of up->in holds
- * only data bytes (c->resp_ready of them) followed by the raw bytes not decoded yet. The
- * framing and the trailers are validated and dropped. */
+/* A chunked body for an HTTP/1.0 client, decoded in place (the framing and the trailers are
+ * validated and dropped). */
 static int response_body_unchunk(struct http_conn *c)
 {
-    struct slb_buf *b = &c->up->in;
-    char *base = b->data + b->off;
-    size_t w = (size_t)c->resp_ready, r = w;
-    while (r < b->len && !c->resp_chunk.done) {
-        const char *data;
-        size_t dlen;
-        long n = slb_chunked_feed(&c->resp_chunk, base + r, b->len - r, &data, &dlen);
-        if (n < 0)
-            return -502;
-        if (n == 0)
-            break;
-        if (dlen)
-            memmove(base + w, data, dlen);
-        w += dlen;
-        r += (size_t)n;
-    }
-    if (r > w) {
-        memmove(base + w, base + r, b->len - r);
-        b->len -= r - w;
-    }
-    c->resp_ready = w;
+    if (slb_up_unchunk(c->up, &c->resp_chunk, &c->resp_ready, NULL) < 0)
+        return -502;
     if (c->resp_chunk.done)
         c->resp_done = true;
-    if (b->len == 0)
-        slb_buf_release(b);
     return 0;
 }
 
@@ -923,16 +874,15 @@ static bool step_complete(struct http_conn *c)
     return true;
 }
 
-/* Bind the connection to the worker's newest configuration of its listening socket (the
- * same protocol only): when a TLS connection's first bytes arrive, so a certificate replaced
- * (or a CRL added) after the accept but before the ClientHello is already in force for it; and
- * at each request of a keep-alive connection, so a changed group (a server removed, a weight
- * set to 0) or listener setting applies to the next request, not only to new connections. */
+/* Bind the connection to the worker's newest configuration of its listening socket: when a
+ * TLS connection's first bytes arrive, so a certificate replaced (or a CRL added) after the
+ * accept but before the ClientHello is already in force for it; and at each request of a
+ * keep-alive connection, so a changed group (a server removed, a weight set to 0) or listener
+ * setting applies to the next request, not only to new connections. */
 static bool rebind(struct http_conn *c)
 {
-    struct slb_listener_rt *cur = c->l->sock->slot[c->w->id].cur;
-    if (!cur || cur == c->l || cur->cfg->protocol != c->l->cfg->protocol ||
-        (cur->cfg->protocol == SLB_PROTO_HTTPS && !cur->tls))
+    struct slb_listener_rt *cur = slb_http_bind_newer(&c->b, c->w);
+    if (!cur)
         return true;
     uint8_t *tried = NULL;
     if (cur->group) {
@@ -940,27 +890,9 @@ static bool rebind(struct http_conn *c)
         if (!tried)
             return false;
     }
-    if (cur->stats != c->l->stats) {
-        slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
-        slb_count_add(&cur->stats->w[c->w->id].v[SLB_LIS_ACTIVE], 1);
-    }
-    /* Hold the current snapshot before letting go of an old one, which may free it. After a
-     * handshake the TLS state refers to its configuration (SNI contexts, ticket keys): that
-     * one stays held as ws for the connection's life, and requests use the newer one. */
-    struct slb_wsnap *now = slb_wsnap_hold(c->w), *old;
-    if (c->t.ssl && c->t.handshake_done) {
-        old = c->rws;
-        c->rws = now;
-    } else {
-        old = c->ws;
-        c->ws = now;
-    }
-    c->l = cur;
-    c->wg = slb_wsnap_group(now, cur->group);
+    slb_http_bind_move(&c->b, c->w, cur, c->t.ssl && c->t.handshake_done);
     free(c->tried);
     c->tried = tried;
-    if (old)
-        slb_wsnap_release(old);
     return true;
 }
 
@@ -968,7 +900,7 @@ static bool start_tls(struct http_conn *c)
 {
     if (!rebind(c))
         return false;
-    SSL *ssl = c->l->tls ? slb_tls_ssl_new(c->l) : NULL;
+    SSL *ssl = c->b.l->tls ? slb_tls_ssl_new(c->b.l) : NULL;
     if (!ssl || slb_tconn_init_tls(&c->t, c->t.fd, ssl) < 0) {
         SSL_free(ssl);
         c->t.ssl = NULL;
@@ -983,8 +915,7 @@ static void hand_off_h2(struct http_conn *c)
 {
     struct slb_h2_handoff h = {.w = c->w,
                                .hw = c->hw,
-                               .l = c->l,
-                               .ws = c->ws,
+                               .b = c->b,
                                .t = c->t,
                                .client_ip = c->client_ip,
                                .local_port = c->local_port,
@@ -1033,8 +964,8 @@ static bool step_handshake(struct http_conn *c)
         }
         enum slb_tls_fail why = slb_tls_classify_failure(c->t.ssl);
         slb_count_add(&lis_counts(c)->v[SLB_LIS_HS_FAIL + why], 1);
-        slb_debug("listener %s: client %s: TLS handshake failed: %s", c->l->cfg->name, c->client_ip,
-                  slb_tls_fail_name(why));
+        slb_debug("listener %s: client %s: TLS handshake failed: %s", c->b.l->cfg->name,
+                  c->client_ip, slb_tls_fail_name(why));
         c->tls_failed = true;
         conn_close(c);
         return false;
@@ -1189,7 +1120,7 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 /* The connect to c->srv failed: move the prepared request head to the next server. */
 static void connect_failed(struct http_conn *c, const char *why)
 {
-    slb_warn("listener %s: backend %s: connect: %s", c->l->cfg->name, c->srv->key, why);
+    slb_warn("listener %s: backend %s: connect: %s", c->b.l->cfg->name, c->srv->key, why);
     slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
@@ -1217,26 +1148,13 @@ static void up_event(struct http_up *up, uint32_t events)
     struct http_conn *c = up->owner;
     if (c->closed)
         return;
-    if (!up->connected) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        if (err) {
-            connect_failed(c, strerror(err));
-            run(c);
-            return;
-        }
-        up->connected = true;
-        up->wr_ready = true;
-        up->rd_ready = false;
+    int rc = slb_up_on_event(up, events);
+    if (rc < 0) {
+        connect_failed(c, strerror(-rc));
+    } else if (rc == 1) {
         c->st = ST_EXCHANGE;
         arm_timer(c);
     }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-        up->rd_ready = true;
-    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-        up->wr_ready = true;
     run(c);
 }
 
@@ -1267,7 +1185,7 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
          * trickled response head cannot hold the connection and the backend longer. After
          * that, the response body and a tunnel only need to keep moving: activity stamps a
          * time and the timer is re-armed here for the remainder. */
-        uint64_t limit = (uint64_t)c->l->cfg->request_timeout_s * 1000u;
+        uint64_t limit = (uint64_t)c->b.l->cfg->request_timeout_s * 1000u;
         bool fixed = c->st == ST_EXCHANGE && (!c->req_done || !c->resp_head_done);
         uint64_t due = fixed ? c->exchange_deadline_ms : c->last_io_ms + limit;
         if (loop->now_ms < due) {
@@ -1331,9 +1249,7 @@ static void conn_close(struct http_conn *c)
     slb_hbuf_free(&c->out);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
     slb_worker_unlink(&c->link);
-    if (c->rws)
-        slb_wsnap_release(c->rws);
-    slb_wsnap_release(c->ws);
+    slb_http_bind_release(&c->b);
     slb_loop_defer_free(loop, conn_free, c);
 }
 
@@ -1358,7 +1274,7 @@ static void conn_drain(struct slb_conn_link *link)
 static void conn_reconfigured(struct slb_conn_link *link)
 {
     struct http_conn *c = (struct http_conn *)link;
-    if (!c->l->sock->slot[c->w->id].cur)
+    if (slb_http_bind_gone(&c->b, c->w))
         conn_drain(link);
 }
 
@@ -1389,9 +1305,7 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     }
     c->w = w;
     c->hw = hw;
-    c->l = l;
-    c->ws = slb_wsnap_hold(w);
-    c->wg = slb_wsnap_group(c->ws, l->group);
+    slb_http_bind_init(&c->b, w, l);
     c->link.abort = conn_abort;
     c->link.drain = conn_drain;
     c->link.reconfigured = conn_reconfigured;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static uint64_t addr_key(const struct sockaddr_storage *a, socklen_t len)
@@ -88,23 +89,9 @@ void slb_up_set_interest(struct http_up *up, uint32_t events)
         slb_warn("backend connection: epoll: %s", strerror(errno));
 }
 
-struct http_up *slb_up_acquire(struct slb_http_worker *hw, const struct slb_server_cfg *srv,
-                               void *owner, slb_up_cb cb, int *err)
+static struct http_up *up_connect(struct slb_http_worker *hw, const struct slb_server_cfg *srv,
+                                  uint64_t key, void *owner, slb_up_cb cb, int *err)
 {
-    uint64_t key = addr_key(&srv->addr, srv->addrlen);
-    for (struct http_up *up = hw->buckets[key % SLB_POOL_BUCKETS]; up; up = up->next) {
-        if (up->key == key && up->addrlen == srv->addrlen &&
-            memcmp(&up->addr, &srv->addr, srv->addrlen) == 0) {
-            pool_unlink(up);
-            up->owner = owner;
-            up->cb = cb;
-            up->reused = true;
-            up->rd_ready = true;
-            up->wr_ready = true;
-            up->bytes_to = up->bytes_from = 0;
-            return up;
-        }
-    }
     int fd = slb_backend_connect(srv);
     if (fd < 0) {
         *err = fd;
@@ -126,6 +113,117 @@ struct http_up *slb_up_acquire(struct slb_http_worker *hw, const struct slb_serv
     slb_io_init(&up->io, fd, pooled_cb, up);
     slb_timer_init(&up->idle, idle_cb, up);
     return up;
+}
+
+struct http_up *slb_up_acquire(struct slb_http_worker *hw, const struct slb_server_cfg *srv,
+                               void *owner, slb_up_cb cb, int *err)
+{
+    uint64_t key = addr_key(&srv->addr, srv->addrlen);
+    for (struct http_up *up = hw->buckets[key % SLB_POOL_BUCKETS]; up; up = up->next) {
+        if (up->key == key && up->addrlen == srv->addrlen &&
+            memcmp(&up->addr, &srv->addr, srv->addrlen) == 0) {
+            pool_unlink(up);
+            up->owner = owner;
+            up->cb = cb;
+            up->reused = true;
+            up->rd_ready = true;
+            up->wr_ready = true;
+            up->bytes_to = up->bytes_from = 0;
+            return up;
+        }
+    }
+    return up_connect(hw, srv, key, owner, cb, err);
+}
+
+struct http_up *slb_up_connect(struct slb_http_worker *hw, const struct slb_server_cfg *srv,
+                               void *owner, slb_up_cb cb, int *err)
+{
+    return up_connect(hw, srv, addr_key(&srv->addr, srv->addrlen), owner, cb, err);
+}
+
+int slb_up_on_event(struct http_up *up, uint32_t events)
+{
+    int rc = 0;
+    if (!up->connected) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err)
+            return -err;
+        up->connected = true;
+        up->wr_ready = true;
+        up->rd_ready = false;
+        rc = 1;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        up->rd_ready = true;
+    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        up->wr_ready = true;
+    return rc;
+}
+
+ssize_t slb_up_read(struct http_up *up)
+{
+    if (slb_buf_prepare(&up->in) < 0)
+        return 0;
+    ssize_t n = recv(up->fd, up->in.data + up->in.off + up->in.len, slb_buf_space(&up->in), 0);
+    int err = n < 0 ? errno : 0;
+    if (n > 0) {
+        up->in.len += (size_t)n;
+        up->bytes_from += (uint64_t)n;
+        return n;
+    }
+    if (up->in.len == 0)
+        slb_buf_release(&up->in);
+    if (n == 0)
+        return SLB_EEOF;
+    if (err == EAGAIN || err == EINTR) {
+        up->rd_ready = false;
+        return 0;
+    }
+    return -err;
+}
+
+int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
+                   struct slb_hbuf *trailers)
+{
+    struct slb_buf *b = &up->in;
+    char *base = b->data + b->off;
+    size_t w = (size_t)*ready, r = w;
+    while (r < b->len && !ck->done) {
+        const char *data;
+        size_t dlen;
+        bool in_trailer = trailers && slb_chunked_in_trailer(ck);
+        long n = slb_chunked_feed(ck, base + r, b->len - r, &data, &dlen);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        if (in_trailer)
+            slb_hbuf_put(trailers, base + r, (size_t)n);
+        if (dlen)
+            memmove(base + w, data, dlen);
+        w += dlen;
+        r += (size_t)n;
+    }
+    if (r > w) {
+        memmove(base + w, base + r, b->len - r);
+        b->len -= r - w;
+    }
+    *ready = w;
+    if (b->len == 0)
+        slb_buf_release(b);
+    return 0;
+}
+
+void slb_up_count_end(struct slb_srv_rt *srv, int wid, const struct http_up *up)
+{
+    if (!srv)
+        return;
+    slb_count_add(&srv->w[wid].v[SLB_SRV_ACTIVE], (uint64_t)-1);
+    slb_count_add(&srv->w[wid].v[SLB_SRV_BYTES_TO], up ? up->bytes_to : 0);
+    slb_count_add(&srv->w[wid].v[SLB_SRV_BYTES_FROM], up ? up->bytes_from : 0);
 }
 
 void slb_up_release(struct http_up *up)

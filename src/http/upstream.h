@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct http_up;
 struct slb_http_worker;
@@ -56,6 +57,23 @@ struct slb_http_worker *slb_http_worker_get(struct slb_worker *w);
  * with *err set (-errno) when a socket cannot be created. */
 struct http_up *slb_up_acquire(struct slb_http_worker *hw, const struct slb_server_cfg *srv,
                                void *owner, slb_up_cb cb, int *err);
+/* A new connection to srv, never one from the pool (a retry after a pooled one failed). */
+struct http_up *slb_up_connect(struct slb_http_worker *hw, const struct slb_server_cfg *srv,
+                               void *owner, slb_up_cb cb, int *err);
+/* An event on up: finishes a connect in progress and notes the readiness. Returns 1 when the
+ * connect just completed, 0, or -errno when it failed. */
+int slb_up_on_event(struct http_up *up, uint32_t events);
+/* Read what fits into up->in. >0 bytes read, 0 would block (rd_ready cleared), SLB_EEOF at
+ * the backend's close, -errno on an error. An empty buffer goes back to the pool. */
+ssize_t slb_up_read(struct http_up *up);
+/* Decode a chunked body in place: the front of up->in becomes *ready data bytes, followed
+ * by the raw bytes not decoded yet. With trailers (and ck->stop_at_trailer), the trailer
+ * section's bytes are appended there. 0, or -1 on invalid framing. */
+int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
+                   struct slb_hbuf *trailers);
+/* The exchange on up with server srv ends: one active request less, its bytes counted (up
+ * may be NULL: none). srv NULL: nothing. */
+void slb_up_count_end(struct slb_srv_rt *srv, int wid, const struct http_up *up);
 /* Give a connection back after a complete keep-alive exchange (or close it when the pool is
  * full). */
 void slb_up_release(struct http_up *up);

@@ -79,15 +79,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
         return 0;
-    struct slb_h2_handoff h = {.w = &w,
-                               .hw = slb_http_worker_get(&w),
-                               .l = &lis,
-                               .ws = slb_wsnap_hold(&w),
-                               .client_ip = "192.0.2.1",
-                               .local_port = 443};
+    struct slb_h2_handoff h = {
+        .w = &w, .hw = slb_http_worker_get(&w), .client_ip = "192.0.2.1", .local_port = 443};
+    slb_http_bind_init(&h.b, &w, &lis);
     slb_tconn_init_raw(&h.t, sv[0]);
     if (!h.hw || slb_h2_start(&h) < 0) {
-        slb_wsnap_release(h.ws);
+        slb_http_bind_release(&h.b);
         close(sv[0]);
         close(sv[1]);
         return 0;
