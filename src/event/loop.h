@@ -62,6 +62,12 @@ void slb_loop_update_time(struct slb_loop *loop);
 void slb_io_init(struct slb_io *io, int fd, slb_io_cb cb, void *data);
 /* Register or change the interest set (EPOLLIN and/or EPOLLOUT); 0 removes it. */
 int slb_io_set(struct slb_loop *loop, struct slb_io *io, uint32_t events);
+/* The descriptor is about to be closed: closing takes it out of the epoll set (no descriptor
+ * of ours is ever duplicated), so the registration is only forgotten, with no epoll_ctl. */
+static inline void slb_io_forget(struct slb_io *io)
+{
+    io->events = 0;
+}
 
 void slb_timer_init(struct slb_timer *t, slb_timer_cb cb, void *data);
 void slb_timer_start(struct slb_loop *loop, struct slb_timer *t, uint64_t after_ms);

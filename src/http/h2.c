@@ -597,7 +597,7 @@ static void conn_close(struct h2_conn *c)
     nghttp2_session_del(c->ng);
     c->ng = NULL;
     slb_timer_stop(loop, &c->timer);
-    slb_io_set(loop, &c->io, 0);
+    slb_io_forget(&c->io);
     if (!c->client_eof && !c->lingering) /* lingering: its close_notify is out */
         c->t.ops->shutdown(&c->t);
     account_wire(c);

@@ -111,6 +111,8 @@ struct h2_conn {
     uint64_t wire_in_seen, wire_out_seen, log_wire_in, log_wire_out;
     char client_ip[INET6_ADDRSTRLEN];
     uint16_t local_port;
+    uint8_t sched_key_of; /* sched_key: see struct slb_up_choice */
+    uint64_t sched_key;
 };
 
 /* h2.c */

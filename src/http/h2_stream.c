@@ -574,6 +574,8 @@ static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
                                .tried = s->tried,
                                .attempts = s->attempts,
                                .client_fd = c->t.fd,
+                               .key = &c->sched_key,
+                               .key_of = &c->sched_key_of,
                                .listener = s->l->cfg->name,
                                .owner = s,
                                .cb = up_event};

@@ -58,6 +58,8 @@ struct http_conn {
     int srv_idx;
     uint8_t *tried;
     int attempts;
+    uint8_t sched_key_of; /* sched_key: see struct slb_up_choice */
+    uint64_t sched_key;
     enum conn_state st;
     bool closed, client_eof, close_after, tls_failed;
     /* The client sent while we waited for a response: drop the read interest until then. */
@@ -224,6 +226,8 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
                                .tried = c->tried,
                                .attempts = c->attempts,
                                .client_fd = c->t.fd,
+                               .key = &c->sched_key,
+                               .key_of = &c->sched_key_of,
                                .listener = c->b.l->cfg->name,
                                .owner = c,
                                .cb = up_event};
@@ -1235,7 +1239,7 @@ static void conn_close(struct http_conn *c)
         c->up = NULL;
     }
     slb_timer_stop(loop, &c->timer);
-    slb_io_set(loop, &c->io, 0);
+    slb_io_forget(&c->io);
     if (c->abort_reset) {
         /* No close_notify either: TLS clients must see the cut as well. */
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -1312,15 +1316,13 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     slb_worker_link(w, &c->link);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], 1);
     slb_http_format_ip(peer, c->client_ip, sizeof(c->client_ip));
-    struct sockaddr_storage local;
-    socklen_t llen = sizeof(local);
-    if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
-        c->local_port =
-            ntohs(local.ss_family == AF_INET ? ((struct sockaddr_in *)&local)->sin_port
-                                             : ((struct sockaddr_in6 *)&local)->sin6_port);
+    /* The socket's local port is the listener's (binds name one); TCP_NODELAY came from the
+     * listening socket. */
+    const struct sockaddr_storage *local = &l->cfg->addr;
+    c->local_port = ntohs(local->ss_family == AF_INET
+                              ? ((const struct sockaddr_in *)local)->sin_port
+                              : ((const struct sockaddr_in6 *)local)->sin6_port);
     (void)peerlen;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     slb_io_init(&c->io, fd, client_cb, c);
     slb_timer_init(&c->timer, timer_cb, c);
     c->log = slb_access_new(w, l);

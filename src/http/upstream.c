@@ -60,7 +60,7 @@ void slb_up_close(struct http_up *up)
     if (up->pooled)
         pool_unlink(up);
     slb_timer_stop(loop, &up->idle);
-    slb_io_set(loop, &up->io, 0);
+    slb_io_forget(&up->io);
     close(up->fd);
     up->fd = -1;
     slb_loop_defer_free(loop, up_free, up);
@@ -126,7 +126,9 @@ struct http_up *slb_up_acquire(struct slb_http_worker *hw, const struct slb_serv
             up->owner = owner;
             up->cb = cb;
             up->reused = true;
-            up->rd_ready = true;
+            /* Nothing can have come since it was pooled (that would have closed it), and a
+             * response cannot come before the request: the loop reports it. */
+            up->rd_ready = false;
             up->wr_ready = true;
             up->bytes_to = up->bytes_from = 0;
             return up;
@@ -294,14 +296,18 @@ struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *
                 idx = -1;
         }
         if (idx < 0) {
-            struct sockaddr_storage local = {0};
             uint64_t key = 0;
-            if (g->cfg->scheduler == SLB_SCHED_SCH || g->cfg->scheduler == SLB_SCHED_TCH) {
-                struct sockaddr_storage peer;
-                socklen_t pl = sizeof(peer), ll = sizeof(local);
-                getpeername(ch->client_fd, (struct sockaddr *)&peer, &pl);
-                getsockname(ch->client_fd, (struct sockaddr *)&local, &ll);
-                key = slb_sched_key(g->cfg->scheduler, &peer, &local);
+            int sch = g->cfg->scheduler;
+            if (sch == SLB_SCHED_SCH || sch == SLB_SCHED_TCH) {
+                if (*ch->key_of != sch) {
+                    struct sockaddr_storage peer = {0}, local = {0};
+                    socklen_t pl = sizeof(peer), ll = sizeof(local);
+                    getpeername(ch->client_fd, (struct sockaddr *)&peer, &pl);
+                    getsockname(ch->client_fd, (struct sockaddr *)&local, &ll);
+                    *ch->key = slb_sched_key(sch, &peer, &local);
+                    *ch->key_of = (uint8_t)sch;
+                }
+                key = *ch->key;
             }
             idx = slb_wgroup_pick(ch->wg, key, ch->tried);
         }

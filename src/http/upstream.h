@@ -95,6 +95,10 @@ struct slb_up_choice {
     uint8_t *tried;       /* per server: already tried for this request */
     int attempts;         /* servers tried so far */
     int client_fd;        /* for the source/target hash schedulers */
+    /* The connection's hash key for them, kept by the caller: computed at the first request
+     * that needs it (the scheduler it was made for in *key_of, 0 for none yet). */
+    uint64_t *key;
+    uint8_t *key_of;
     const char *listener; /* for log lines */
     void *owner;
     slb_up_cb cb;

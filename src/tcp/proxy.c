@@ -587,11 +587,11 @@ static void conn_close(struct tcp_conn *t)
     struct slb_loop *loop = &t->w->loop;
     slb_timer_stop(loop, &t->timer);
     if (t->c.fd >= 0) {
-        slb_io_set(loop, &t->c.io, 0);
+        slb_io_forget(&t->c.io);
         close(t->c.fd);
     }
     if (t->s.fd >= 0) {
-        slb_io_set(loop, &t->s.io, 0);
+        slb_io_forget(&t->s.io);
         close(t->s.fd);
     }
     slb_buf_release(&t->c.out);
@@ -640,8 +640,6 @@ void slb_tcp_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     slb_timer_init(&t->timer, timer_cb, t);
     t->last_activity = w->loop.now_ms;
     slb_count_add(&lis_counts(t)->v[SLB_LIS_ACTIVE], 1);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (l->nsni > 0) {
         t->routing = true;
         slb_io_set(&w->loop, &t->c.io, EPOLLIN);
