@@ -801,6 +801,11 @@ static bool step_write_client(struct http_conn *c)
         conn_close(c);
         return false;
     }
+    /* The end of a response after which the connection closes: its last bytes, close_notify
+     * and FIN leave in one packet instead of three. */
+    size_t left = slb_hbuf_pending(&c->out) + (size_t)c->resp_ready;
+    if (c->close_after && c->resp_done && left > 0 && left <= SLB_BUF_SIZE)
+        slb_tconn_cork(&c->t);
     while (slb_hbuf_pending(&c->out)) {
         ssize_t n = c->t.ops->send(&c->t, c->out.p + c->out.off, slb_hbuf_pending(&c->out));
         if (n <= 0) {
@@ -1096,6 +1101,8 @@ static void run(struct http_conn *c)
             c->client_shut = true;
         }
     }
+    if (c->t.corked && !c->closed)
+        slb_tconn_uncork(&c->t);
     set_interest(c);
     if (more && !c->closed) {
         /* Work is left that no socket event would announce (pipelined requests already in
@@ -1244,8 +1251,13 @@ static void conn_close(struct http_conn *c)
         /* No close_notify either: TLS clients must see the cut as well. */
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->t.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    } else if (!c->tls_failed) {
-        c->t.ops->shutdown(&c->t);
+    } else {
+        if (!c->tls_failed)
+            c->t.ops->shutdown(&c->t);
+        /* What the cork holds leaves now, with the FIN in the same packet: were the socket
+         * closed with a request's bytes still unread, the kernel would drop it for a reset. */
+        if (c->t.corked)
+            shutdown(c->t.fd, SHUT_WR);
     }
     account_wire(c);
     close(c->t.fd);

@@ -6,6 +6,8 @@
 #include "core/err.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -81,7 +83,23 @@ void slb_tconn_init_raw(struct slb_tconn *t, int fd)
     t->rd_ready = true;
     t->wr_ready = true;
     t->handshake_done = true;
+    t->corked = false;
     t->raw_in = t->raw_out = 0;
+}
+
+void slb_tconn_cork(struct slb_tconn *t)
+{
+    int one = 1;
+    if (!t->corked && setsockopt(t->fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) == 0)
+        t->corked = true;
+}
+
+void slb_tconn_uncork(struct slb_tconn *t)
+{
+    int zero = 0;
+    if (t->corked)
+        setsockopt(t->fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
+    t->corked = false;
 }
 
 /* --- TLS --- */

@@ -35,6 +35,7 @@ struct slb_tconn {
     uint32_t rd_wants, wr_wants;
     bool rd_ready, wr_ready; /* last known socket readiness (cleared on EAGAIN) */
     bool handshake_done;
+    bool corked; /* TCP_CORK is on (slb_tconn_cork) */
     uint64_t raw_in, raw_out; /* wire bytes of a plain socket */
 };
 
@@ -46,5 +47,10 @@ void slb_tconn_init_raw(struct slb_tconn *t, int fd);
 int slb_tconn_init_tls(struct slb_tconn *t, int fd, SSL *ssl);
 /* Bytes on the wire so far in each direction (TLS records, handshakes and alerts included). */
 void slb_tconn_wire(const struct slb_tconn *t, uint64_t *in, uint64_t *out);
+/* Hold what is sent next in the kernel, to leave in as few packets as possible: the last bytes
+ * of a response, the TLS close_notify and the FIN of a connection that closes after it. Closing
+ * the socket sends what is held; slb_tconn_uncork does when the connection stays open. */
+void slb_tconn_cork(struct slb_tconn *t);
+void slb_tconn_uncork(struct slb_tconn *t);
 
 #endif
