@@ -184,8 +184,10 @@ ROWS = [
     ("", "CPU µs / request", "keepalive", "cpu_us_per_req", "", False, "{:.1f}"),
     ("2 resumed", "connections/s", "resumed", "conn_per_s", "", True, "{:,.0f}"),
     ("", "CPU µs / connection", "resumed", "cpu_us_per_conn", "", False, "{:.1f}"),
+    ("", "TCP segments / conn", "resumed", "segments_per_conn", "", False, "{:.1f}"),
     ("3 full handshake", "handshakes/s", "full", "conn_per_s", "", True, "{:,.0f}"),
     ("", "CPU µs / handshake", "full", "cpu_us_per_conn", "", False, "{:.1f}"),
+    ("", "TCP segments / conn", "full", "segments_per_conn", "", False, "{:.1f}"),
     ("4 1 MiB responses", "MiB/s", "big", "mib_per_s", "", True, "{:,.0f}"),
     ("", "CPU µs / MiB", "big", "cpu_us_per_mib", "", False, "{:.0f}"),
     ("5 idle TLS conns", "KiB / connection", "memory", "kib_per_conn", "", False, "{:.1f}"),
@@ -266,14 +268,19 @@ def print_load(results, client_cpu):
 
 
 def print_syscalls(results):
-    """The --syscalls diagnostic: system calls per keep-alive request, by call."""
-    sc_ = {s: r.get("keepalive", {}).get("syscalls") for s, r in results.items()}
-    sc_ = {s: v for s, v in sc_.items() if v}
-    if not sc_:
-        return
+    """The --syscalls diagnostic: system calls per keep-alive request and per resumed
+    connection, by call."""
+    for section, what in (("keepalive", "keep-alive request"), ("resumed", "resumed connection")):
+        sc_ = {s: r.get(section, {}).get("syscalls") for s, r in results.items()}
+        sc_ = {s: v for s, v in sc_.items() if v}
+        if sc_:
+            print_syscall_table(sc_, what)
+
+
+def print_syscall_table(sc_, what):
     names = sorted({k for v in sc_.values() for k in v["per_request"]
                     if max(x["per_request"].get(k, 0) for x in sc_.values()) >= 0.05})
-    print("\nsystem calls per keep-alive request (strace -c; EAGAIN and other errors in brackets)")
+    print(f"\nsystem calls per {what} (strace -c; EAGAIN and other errors in brackets)")
     print(f"{'call':<19}" + "".join(f"{s:>16}" for s in sc_))
     for n in names:
         cells = []

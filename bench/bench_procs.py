@@ -206,6 +206,14 @@ def children(pid):
     return out
 
 
+def tcp_out_segments():
+    """The kernel's count of TCP segments sent (Tcp OutSegs in /proc/net/snmp). On loopback
+    every segment of the client, the server and the backend is in it once."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutSegs")])
+
+
 def cpu_times():
     """{cpu index: (busy, total)} in ticks from /proc/stat."""
     res = {}
@@ -259,10 +267,12 @@ class Meter:
         self.ns0 = sched_ns(pids)
         self.cpu0 = cpu_times()
         self.for0 = foreign_ticks(self.procs.sids())
+        self.seg0 = tcp_out_segments()
         return self
 
     def stop(self):
         wall = time.monotonic() - self.t0
+        segs = tcp_out_segments() - self.seg0
         pids = self.server_pids()
         srv = (cpu_ticks(pids) - self.srv0) / CLK_TCK
         srv_ns = (sched_ns(pids) - self.ns0) / 1e9
@@ -279,7 +289,8 @@ class Meter:
                 "server_cpu_s_schedstat": round(srv_ns, 4),
                 "server_util": round(srv / wall, 3) if wall > 0 else 0.0,
                 "cpu_busy": {str(c): round(b, 3) for c, b in busy.items()},
-                "foreign_cpu": round(foreign / wall, 3) if wall > 0 else 0.0}
+                "foreign_cpu": round(foreign / wall, 3) if wall > 0 else 0.0,
+                "tcp_segments": segs}
 
 
 def wait_port(port, timeout=10.0, host="127.0.0.1"):

@@ -70,24 +70,26 @@ def keepalive(env, server):
     r = _measured(env, server, go)
     r["req_per_s"] = r["requests"] / r["duration_s"]
     r["cpu_us_per_req"] = r["phase"]["server_cpu_s"] * 1e6 / max(r["requests"], 1)
+    r["segments_per_req"] = r["phase"]["tcp_segments"] / max(r["requests"], 1)
     r["tool"] = f"wrk -t1 -c{a.ka_conns} -d{a.duration}s"
     if a.syscalls:
-        r["syscalls"] = syscalls(env, server, env.backend.small_path, a.ka_conns)
+        r["syscalls"] = syscalls(env, server, "keepalive", lambda: _wrk(
+            env, env.backend.small_path, a.ka_conns, 3)["requests"])
     return r
 
 
-def syscalls(env, server, path, conns, seconds=3):
-    """Diagnostic (--syscalls): system calls per request in keep-alive, counted by strace -c on
-    the server's processes during a separate wrk run (strace slows the server, so this run's
-    rate is not reported)."""
-    out = os.path.join(env.work, f"strace-{server.name}-{path.strip('/') or 'small'}.txt")
+def syscalls(env, server, what, load):
+    """Diagnostic (--syscalls): system calls per operation (load() runs the load and returns
+    the count of operations), counted by strace -c on the server's processes during that
+    separate run (strace slows the server, so this run's rate is not reported)."""
+    out = os.path.join(env.work, f"strace-{server.name}-{what}.txt")
     argv = ["strace", "-c", "-f", "-o", out]
     for pid in server.cpu_pids():
         argv += ["-p", pid]
     tracer = env.procs.start("strace", argv, cpu=env.client_cpu)
     time.sleep(0.5)  # attached
     try:
-        r = _wrk(env, path, conns, seconds)
+        ops = load()
     finally:
         tracer.send_signal(2)  # SIGINT: strace detaches and writes its table
         try:
@@ -104,8 +106,8 @@ def syscalls(env, server, path, conns, seconds=3):
                     and parts[0][0].isdigit()):
                 errors = int(parts[4]) if len(parts) == 6 else 0
                 calls[parts[-1]] = (int(parts[3]), errors)
-    n = max(r["requests"], 1)
-    return {"requests": r["requests"],
+    n = max(ops, 1)
+    return {"requests": ops,
             "per_request": {k: round(c / n, 3) for k, (c, _e) in sorted(calls.items())},
             "errors_per_request": {k: round(e / n, 3) for k, (_c, e) in sorted(calls.items())
                                    if e},
@@ -136,9 +138,13 @@ def connections(env, server, mode):
     done = max(r["completed"], 1)
     r["conn_per_s"] = r["per_s"]
     r["cpu_us_per_conn"] = r["phase"]["server_cpu_s"] * 1e6 / done
+    r["segments_per_conn"] = r["phase"]["tcp_segments"] / done
     # Each slot's first connection has nothing to resume.
     r["resumable"] = max(r["full"] + r["resumed"] - a.tls_conns, 0)
     r["tool"] = f"bench/tools/tlsload --mode {mode} -c{a.tls_conns} --duration {a.duration}"
+    if a.syscalls and mode == "resume":
+        r["syscalls"] = syscalls(env, server, "resumed",
+                                 lambda: _tlsload(env, "resume", 3)["completed"])
     return r
 
 
