@@ -1328,12 +1328,12 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     slb_worker_link(w, &c->link);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], 1);
     slb_http_format_ip(peer, c->client_ip, sizeof(c->client_ip));
-    /* The socket's local port is the listener's (binds name one); TCP_NODELAY came from the
-     * listening socket. */
+    /* The local port is the one the listener binds (a bind always names it); TCP_NODELAY came from
+     * the listening socket. */
     const struct sockaddr_storage *local = &l->cfg->addr;
-    c->local_port = ntohs(local->ss_family == AF_INET
-                              ? ((const struct sockaddr_in *)local)->sin_port
-                              : ((const struct sockaddr_in6 *)local)->sin6_port);
+    c->local_port =
+        ntohs(local->ss_family == AF_INET ? ((const struct sockaddr_in *)local)->sin_port
+                                          : ((const struct sockaddr_in6 *)local)->sin6_port);
     (void)peerlen;
     slb_io_init(&c->io, fd, client_cb, c);
     slb_timer_init(&c->timer, timer_cb, c);

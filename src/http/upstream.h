@@ -92,9 +92,9 @@ int slb_up_parse_head(struct http_up *up, enum slb_http_method method, struct sl
 /* Choosing the server for a request and getting a connection to it. */
 struct slb_up_choice {
     struct slb_wgroup *wg;
-    uint8_t *tried;       /* per server: already tried for this request */
-    int attempts;         /* servers tried so far */
-    int client_fd;        /* for the source/target hash schedulers */
+    uint8_t *tried; /* per server: already tried for this request */
+    int attempts;   /* servers tried so far */
+    int client_fd;  /* for the source/target hash schedulers */
     /* The connection's hash key for them, kept by the caller: computed at the first request
      * that needs it (the scheduler it was made for in *key_of, 0 for none yet). */
     uint64_t *key;

@@ -35,7 +35,7 @@ struct slb_tconn {
     uint32_t rd_wants, wr_wants;
     bool rd_ready, wr_ready; /* last known socket readiness (cleared on EAGAIN) */
     bool handshake_done;
-    bool corked; /* TCP_CORK is on (slb_tconn_cork) */
+    bool corked;              /* TCP_CORK is on (slb_tconn_cork) */
     uint64_t raw_in, raw_out; /* wire bytes of a plain socket */
 };
 
