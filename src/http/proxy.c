@@ -64,6 +64,9 @@ struct http_conn {
     bool closed, client_eof, close_after, tls_failed;
     /* The client sent while we waited for a response: drop the read interest until then. */
     bool rd_muted;
+    /* The request came with the end of the handshake: the NewSessionTicket waits in the
+     * cork and leaves with the first response (see step_handshake). */
+    bool cork_ticket;
     /* request */
     uint8_t method;
     bool req_keep_alive, req_done, head_only;
@@ -783,6 +786,8 @@ static bool step_write_client(struct http_conn *c)
 {
     if (!c->t.wr_ready)
         return false;
+    if (slb_hbuf_pending(&c->out) || c->resp_ready)
+        c->cork_ticket = false; /* the first response: the end of the run sends both */
     bool progress = false;
     if (slb_hbuf_pending(&c->out) && c->up && c->resp_head_done && c->st != ST_LINGER) {
         /* A small body that is already here goes out with the head: one send (one TLS
@@ -957,9 +962,17 @@ static bool step_handshake(struct http_conn *c)
             return false;
         }
     }
+    /* Once our flight is out, the next step may end the handshake and write the session
+     * ticket: held back until we know whether a response follows at once. */
+    uint64_t in0, out0;
+    slb_tconn_wire(&c->t, &in0, &out0);
+    if (out0 > 0)
+        slb_tconn_cork(&c->t);
     int r = c->t.ops->handshake(&c->t);
-    if (r == 0)
+    if (r == 0) {
+        slb_tconn_uncork(&c->t); /* a flight (HelloRetryRequest's answer) must leave now */
         return false;
+    }
     if (r < 0) {
         uint64_t in, out;
         slb_tconn_wire(&c->t, &in, &out);
@@ -981,6 +994,13 @@ static bool step_handshake(struct http_conn *c)
     }
     slb_count_add(
         &lis_counts(c)->v[SSL_session_reused(c->t.ssl) ? SLB_LIS_HS_RESUMED : SLB_LIS_HS_FULL], 1);
+    /* A request already here (it came with the client's Finished) means a response soon: the
+     * ticket goes with it, in one segment. Otherwise the client may be waiting for it (a
+     * session saved after the handshake, TLS 1.2's Finished): it leaves now. */
+    if (c->t.corked && !slb_h2_selected(c->t.ssl) && SSL_has_pending(c->t.ssl))
+        c->cork_ticket = true;
+    else
+        slb_tconn_uncork(&c->t);
     if (slb_h2_selected(c->t.ssl)) {
         hand_off_h2(c);
         return false;
@@ -1101,7 +1121,7 @@ static void run(struct http_conn *c)
             c->client_shut = true;
         }
     }
-    if (c->t.corked && !c->closed)
+    if (c->t.corked && !c->closed && !c->cork_ticket)
         slb_tconn_uncork(&c->t);
     set_interest(c);
     if (more && !c->closed) {
