@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """http listeners end to end: keep-alive on both sides, pipelining, streamed chunked bodies,
-100-continue, the forwarding headers, hop-by-hop removal, the answers slbd makes itself (502,
-503, 504, 408, 301), timeouts, sticky sessions, ACLs, WebSocket tunnels, reloads and limits."""
+100-continue, the forwarding headers, hop-by-hop removal, the hash schedulers, the answers
+slbd makes itself (502, 503, 504, 408, 301), timeouts, sticky sessions, ACLs, WebSocket
+tunnels, reloads and limits."""
 
 import os
 import re
@@ -61,6 +62,40 @@ def test_group_change_reaches_an_open_keep_alive_connection(slbd, hx):
     after = [c.request("GET", f"/after/{i}").json()["server"] for i in range(8)]
     assert after == ["a"] * 8, after
     assert c.sock.getsockname() == local  # the same connection throughout
+
+
+def test_source_hash_keeps_each_client_address_on_one_server(slbd, hx):
+    """sch on an http listener: every request of a client address, on one keep-alive
+    connection or on new ones, goes to the same server; addresses spread over the servers."""
+    bs = [hx.backend(n) for n in ("a", "b", "c", "d")]
+    slbd.add_group("g", [b.server() for b in bs], scheduler="sch", health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    seen = {}
+    for i in range(2, 14):
+        src = f"127.0.0.{i}"
+        c = hx.connect(port, source=src)
+        servers = {c.request("GET", f"/sch/{i}/{k}").json()["server"] for k in range(3)}
+        servers.add(hx.connect(port, source=src).request("GET", "/again").json()["server"])
+        assert len(servers) == 1, f"{src} reached {servers}"
+        seen[src] = servers.pop()
+    assert len(set(seen.values())) >= 2, seen
+
+
+def test_hash_scheduler_change_reaches_an_open_keep_alive_connection(slbd, hx):
+    """The connection's hash key is computed once, for the scheduler it was made for: after
+    the group moves from sch to tch, and then to wrr, an open keep-alive connection follows."""
+    bs = [hx.backend(n) for n in ("a", "b", "c", "d")]
+    servers = [b.server() for b in bs]
+    slbd.add_group("g", servers, scheduler="sch", health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    c = hx.connect(port, source="127.0.0.7")
+    assert len({c.request("GET", f"/sch/{k}").json()["server"] for k in range(4)}) == 1
+    slbd.put_group("g", servers, scheduler="tch", health_check=NOHC)
+    # tch hashes the ports too: still one server for the connection, any of them.
+    assert len({c.request("GET", f"/tch/{k}").json()["server"] for k in range(4)}) == 1
+    slbd.put_group("g", servers, scheduler="wrr", health_check=NOHC)
+    spread = {c.request("GET", f"/wrr/{k}").json()["server"] for k in range(8)}
+    assert spread == {"a", "b", "c", "d"}, spread
 
 
 @pytest.mark.slbd(workers=1)
