@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "event/control.h"
 #include "http/parser.h"
+#include "http/rewrite.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -93,52 +94,6 @@ static void conn_close(struct admin_conn *c)
     slb_loop_defer_free(loop, conn_free, c);
 }
 
-static const char *reason(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 204:
-        return "No Content";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 411:
-        return "Length Required";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 415:
-        return "Unsupported Media Type";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 503:
-        return "Service Unavailable";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Status";
-    }
-}
-
 /* Serialize resp into c->out and start sending. */
 static void respond(struct admin_conn *c, struct slb_admin_resp *resp)
 {
@@ -167,7 +122,7 @@ static void respond(struct admin_conn *c, struct slb_admin_resp *resp)
     int hn = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s%s%s%s"
                       "Cache-Control: no-store\r\n%s\r\n",
-                      resp->status, reason(resp->status), blen, ctype ? "Content-Type: " : "",
+                      resp->status, slb_http_reason(resp->status), blen, ctype ? "Content-Type: " : "",
                       ctype ? ctype : "", ctype ? "\r\n" : "", resp->allow ? "Allow: " : "",
                       resp->allow ? resp->allow : "", resp->allow ? "\r\n" : "",
                       c->close_after ? "Connection: close\r\n" : "");

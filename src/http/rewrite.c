@@ -427,10 +427,16 @@ const char *slb_http_reason(int status)
         return "Continue";
     case 200:
         return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
     case 301:
         return "Moved Permanently";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 403:
         return "Forbidden";
     case 404:
@@ -439,14 +445,22 @@ const char *slb_http_reason(int status)
         return "Method Not Allowed";
     case 408:
         return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
     case 413:
         return "Content Too Large";
     case 414:
         return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
     case 417:
         return "Expectation Failed";
     case 421:
         return "Misdirected Request";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -462,7 +476,7 @@ const char *slb_http_reason(int status)
     case 505:
         return "HTTP Version Not Supported";
     default:
-        return "Error";
+        return status < 400 ? "Status" : "Error";
     }
 }
 
