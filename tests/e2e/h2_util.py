@@ -426,6 +426,26 @@ class _Client:
     def ended(self):
         return self.wire.ended
 
+    def _send_windowed(self, sid, data, end_stream, timeout, emit, room):
+        """data as DATA, each piece within room() (the flow-control windows and the frame
+        size), pumping for WINDOW_UPDATE when it is 0; emit(piece, end_stream) sends one.
+        Stops early when the stream was reset or the connection ended."""
+        deadline = time.monotonic() + h.scaled(timeout)
+        view = memoryview(bytes(data))
+        while view:
+            if self.streams[sid].reset is not None or self.ended:
+                return
+            n = min(room(), len(view))
+            if n <= 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise h.HarnessError(f"no flow-control window for stream {sid} in time: "
+                                         f"{self.describe()}")
+                self.pump(left)
+                continue
+            emit(view[:n], end_stream and n == len(view))
+            view = view[n:]
+
     def describe(self):
         busy = [s for s in self.streams.values() if not s.done]
         state = self.ended or ("TLS closed" if self.wire.tls_done else "open")
@@ -561,29 +581,16 @@ class RawH2(_Client):
     def send_data(self, sid, data, end_stream=True, timeout=30):
         """DATA frames within slbd's flow-control windows (waiting for WINDOW_UPDATE). Stops
         early when the stream was reset."""
-        deadline = time.monotonic() + h.scaled(timeout)
-        view = memoryview(bytes(data))
-        if not view:
+        if not data:
             self.send(data_frame(sid, b"", end_stream))
             return
-        while view:
-            if self.streams[sid].reset is not None or self.ended:
-                return
-            room = min(self.conn_send_window, self.stream_send_window.get(sid, 0),
-                       self.max_frame_out)
-            if room <= 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise h.HarnessError(f"no flow-control window for stream {sid} in time: "
-                                         f"{self.describe()}")
-                self.pump(left)
-                continue
-            n = min(room, len(view))
-            last = n == len(view)
-            self.send(data_frame(sid, view[:n], end_stream and last))
-            self.conn_send_window -= n
-            self.stream_send_window[sid] -= n
-            view = view[n:]
+
+        def emit(chunk, end):
+            self.send(data_frame(sid, chunk, end))
+            self.conn_send_window -= len(chunk)
+            self.stream_send_window[sid] -= len(chunk)
+        self._send_windowed(sid, data, end_stream, timeout, emit, lambda: min(
+            self.conn_send_window, self.stream_send_window.get(sid, 0), self.max_frame_out))
 
     def ping(self, timeout=10):
         """A PING round trip: proof that the connection is alive and read by slbd."""
@@ -746,27 +753,15 @@ class LibH2(_Client):
         return sid
 
     def send_data(self, sid, data, end_stream=True, timeout=60):
-        deadline = time.monotonic() + h.scaled(timeout)
-        view = memoryview(bytes(data))
-        if not view and end_stream:
+        if not data and end_stream:
             self.conn.end_stream(sid)
             self._flush()
-        while view:
-            if self.streams[sid].reset is not None or self.ended:
-                return
-            room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
-            if room <= 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise h.HarnessError(f"no flow-control window for stream {sid} in time: "
-                                         f"{self.describe()}")
-                self.pump(left)
-                continue
-            n = min(room, len(view))
-            last = n == len(view)
-            self.conn.send_data(sid, bytes(view[:n]), end_stream=end_stream and last)
+
+        def emit(chunk, end):
+            self.conn.send_data(sid, bytes(chunk), end_stream=end)
             self._flush()
-            view = view[n:]
+        self._send_windowed(sid, data, end_stream, timeout, emit, lambda: min(
+            self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size))
 
     def send_trailers(self, sid, fields):
         self.conn.send_headers(sid, [(n.encode("latin-1"), v.encode("latin-1"))

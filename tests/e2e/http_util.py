@@ -433,6 +433,21 @@ def rst_close(conn):
     conn.sock.close()
 
 
+def reset_mid_length(conn):
+    """A Scripted fault: the head and 1,000 of 100,000 announced body bytes, then a reset."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+    time.sleep(0.2)
+    rst_close(conn)
+
+
+def reset_mid_chunked(conn):
+    """A Scripted fault: the head and one chunk of a chunked body, then a reset."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" +
+                 b"x" * 1000 + b"\r\n")
+    time.sleep(0.2)
+    rst_close(conn)
+
+
 class Scripted:
     """A raw backend that answers by request path: a path in `faults` runs fault(conn), which
     ends the connection unless it returns True; any other path gets a 200 "ok" on a

@@ -16,7 +16,8 @@ import pytest
 import hostile_util as hu
 import slbd_harness as h
 from http_util import (OK_RESPONSE, ConnectionEnded, HttpConn, Response,  # noqa: F401
-                       Scripted, add_listener, build_request, hx, listener_stats, rst_close)
+                       Scripted, add_listener, build_request, hx, listener_stats,
+                       reset_mid_chunked, reset_mid_length, rst_close)
 from metering_util import MeteredTls
 from pki import pki, tls_block, upload_server  # noqa: F401
 
@@ -85,26 +86,13 @@ def read_outcome(c, timeout=10):
 # --------------------------------------------------------------------------------------------
 
 
-def _reset_mid_length(conn):
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
-    time.sleep(0.2)
-    rst_close(conn)
-
-
-def _reset_mid_chunked(conn):
-    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" +
-                 b"x" * 1000 + b"\r\n")
-    time.sleep(0.2)
-    rst_close(conn)
-
-
 def _reset_mid_close_delimited(conn):
     conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 1000)
     time.sleep(0.2)
     rst_close(conn)
 
 
-@pytest.mark.parametrize("fault", [_reset_mid_length, _reset_mid_chunked],
+@pytest.mark.parametrize("fault", [reset_mid_length, reset_mid_chunked],
                          ids=["content-length", "chunked"])
 def test_backend_reset_mid_response(slbd, hx, fault):
     """The head went out; the backend resets. The client must be able to tell that the body
@@ -174,7 +162,7 @@ def test_cut_of_a_body_ended_by_the_close_is_a_reset(slbd, hx, path, version):
     """An HTTP/1.0 client gets a chunked body decoded and ended by slbd's close, so a backend
     that ends that body early (close or reset) must show as a reset, never as a clean EOF; so
     must a close-delimited body cut by request_timeout_s because the backend stalled."""
-    faults = {"/chunked-close": _chunked_then_close, "/chunked-reset": _reset_mid_chunked,
+    faults = {"/chunked-close": _chunked_then_close, "/chunked-reset": reset_mid_chunked,
               "/close-delimited-stall": _close_delimited_then_stall}
     port, sc = site(slbd, hx, faults, request_timeout_s=1)
     t0 = time.monotonic()
@@ -666,7 +654,7 @@ def test_flapping_server_with_a_stable_partner(slbd, hx, flapping):
 def test_broken_backend_connections_are_not_kept(slbd, hx):
     """After a burst of faults slbd holds no backend connection to the faulty server (each
     fault ended one), and the client side is back to nothing active."""
-    faults = {"/cut": _reset_mid_length, "/close": CLOSES["/read-then-close"]}
+    faults = {"/cut": reset_mid_length, "/close": CLOSES["/read-then-close"]}
     port, sc = site(slbd, hx, faults)
     for i in range(20):
         c = hx.connect(port)

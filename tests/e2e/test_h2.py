@@ -23,7 +23,8 @@ from h2_util import (CANCEL, CONNECTION_SPECIFIC, INTERNAL_ERROR, NOHC, PROTOCOL
                      access_lines, client_context, curl, dechunk, error_name, h2_site, h2load,
                      https_listener, set_access_log, split_record,
                      window_update_frame)
-from http_util import Scripted, cookie_setter, hx, rst_close  # noqa: F401
+from http_util import (Scripted, cookie_setter, hx, reset_mid_chunked,  # noqa: F401
+                       reset_mid_length)
 from metering_util import settle
 from pki import pki, upload_ca, upload_server  # noqa: F401
 
@@ -379,26 +380,13 @@ def test_backend_timeout_is_504_on_that_stream_only(slbd, hx, pki):  # noqa: F81
     assert not c.goaways and not c.ended, c.describe()
 
 
-def _die_mid_length(conn):
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
-    time.sleep(0.2)
-    rst_close(conn)
-
-
-def _die_mid_chunked(conn):
-    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" +
-                 b"x" * 1000 + b"\r\n")
-    time.sleep(0.2)
-    rst_close(conn)
-
-
 def _slow_ok(conn):
     time.sleep(0.6)
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nslow ok")
     return True  # and the connection stays open
 
 
-@pytest.mark.parametrize("fault", [_die_mid_length, _die_mid_chunked],
+@pytest.mark.parametrize("fault", [reset_mid_length, reset_mid_chunked],
                          ids=["content-length", "chunked"])
 def test_backend_dying_mid_body_resets_the_stream(slbd, hx, pki, fault):  # noqa: F811
     sc = Scripted(hx, {"/die": fault, "/slow-ok": _slow_ok})
