@@ -122,10 +122,10 @@ static void respond(struct admin_conn *c, struct slb_admin_resp *resp)
     int hn = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s%s%s%s"
                       "Cache-Control: no-store\r\n%s\r\n",
-                      resp->status, slb_http_reason(resp->status), blen, ctype ? "Content-Type: " : "",
-                      ctype ? ctype : "", ctype ? "\r\n" : "", resp->allow ? "Allow: " : "",
-                      resp->allow ? resp->allow : "", resp->allow ? "\r\n" : "",
-                      c->close_after ? "Connection: close\r\n" : "");
+                      resp->status, slb_http_reason(resp->status), blen,
+                      ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "",
+                      resp->allow ? "Allow: " : "", resp->allow ? resp->allow : "",
+                      resp->allow ? "\r\n" : "", c->close_after ? "Connection: close\r\n" : "");
     free(c->out);
     c->out = malloc((size_t)hn + blen);
     if (!c->out) {
