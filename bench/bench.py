@@ -21,7 +21,7 @@ from pathlib import Path
 
 import bench_scenarios as sc
 from bench_procs import CLK_TCK, Procs, foreign_ticks, port_free, set_priority
-from bench_servers import SERVERS, Backend, BenchError
+from bench_servers import SERVERS, Backend, BenchError, Floor
 
 REPO = Path(__file__).resolve().parents[1]
 ANCHORS = ("haproxy", "nginx")
@@ -174,6 +174,37 @@ def run_server(env, server):
     return res
 
 
+def run_memory_floor(env):
+    """Scenario 5 against bench/tools/tlsfloor: what OpenSSL alone holds per idle connection,
+    measured the same way as the servers, in the same run."""
+    floor = Floor(env)
+    res = {"version": floor.version()}
+    say(f"== {floor.name}: {res['version']}")
+    floor.start()
+    try:
+        say(f"   5 memory: {env.args.idle_conns} idle TLS connections")
+        res["memory"] = sc.memory(env, floor)
+    finally:
+        floor.stop()
+    return res
+
+
+def median_of_floor(runs):
+    """The floor's memory figures: medians over the runs, each run kept under "runs"."""
+    if not runs:
+        return None
+    merged = json.loads(json.dumps(runs[0]))
+    for key in ("kib_per_conn", "kib_per_conn_after_request"):
+        vals = sorted(r["memory"][key] for r in runs if r["memory"].get(key) is not None)
+        if vals:
+            n = len(vals)
+            merged["memory"][key] = (vals[n // 2] if n % 2
+                                     else (vals[n // 2 - 1] + vals[n // 2]) / 2)
+    if len(runs) > 1:
+        merged["runs"] = runs
+    return merged
+
+
 # ------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------
@@ -312,10 +343,29 @@ def print_floor(crypto, results):
             print(f"  {s:<8} " + "; ".join(parts))
 
 
-def checks(env, results):
+def print_memory_floor(mem_floor, results):
+    """Scenario 5 against the OpenSSL floor: each server's KiB per idle connection above it."""
+    m = (mem_floor or {}).get("memory", {})
+    idle, after = m.get("kib_per_conn"), m.get("kib_per_conn_after_request")
+    if idle is None:
+        return
+    print(f"\nmemory floor ({mem_floor['version']}): {idle:.2f} KiB per idle TLS connection, "
+          f"{after:.2f} KiB after one request")
+    for s, r in results.items():
+        mine = r.get("memory", {})
+        if mine.get("kib_per_conn") is None:
+            continue
+        line = f"  {s:<8} idle {mine['kib_per_conn'] - idle:+.2f} KiB over the floor"
+        if mine.get("kib_per_conn_after_request") is not None and after is not None:
+            line += f", after one request {mine['kib_per_conn_after_request'] - after:+.2f} KiB"
+        print(line)
+
+
+def checks(env, results, fails=None, warns=None):
     """Did each scenario measure what it claims? Failures make the run exit 1; warnings only
     say that a number may be distorted (a busy machine, a client-bound phase)."""
-    fails, warns = [], []
+    fails = [] if fails is None else fails
+    warns = [] if warns is None else warns
     for s, res in results.items():
         runs = res.get("runs", [res])
         for i, r in enumerate(runs):
@@ -533,20 +583,27 @@ def main(argv):
         env.backend = Backend(env, a.backend)
         env.backend.start()
         runs = {name: [] for name in a.servers}
+        floor_runs = []
         for i in range(a.repeat):
             if a.repeat > 1:
                 say(f"== run {i + 1} of {a.repeat}")
             for name in a.servers:
                 runs[name].append(run_server(env, SERVERS[name](env)))
+            if 5 in a.scenarios:
+                floor_runs.append(run_memory_floor(env))
         env.backend.stop()
         results = {name: median_of_runs(runs[name]) for name in a.servers}
+        mem_floor = median_of_floor(floor_runs)
         rows = table_rows(results)
         fails, warns = checks(env, results)
+        if mem_floor:
+            checks(env, {Floor.name: mem_floor}, fails, warns)
         print()
         print_table(rows, results)
         print_load(results, a.client_cpu)
         print_syscalls(results)
         print_floor(crypto, results)
+        print_memory_floor(mem_floor, results)
         tls = {s: r.get("latency", {}).get("tls") for s, r in results.items()}
         if len({v for v in tls.values() if v}) > 1:
             warns.append(f"the servers negotiated different TLS parameters: {tls}")
@@ -563,7 +620,8 @@ def main(argv):
                 for k, v in vars(a).items()}
         doc = {"timestamp": stamp, "args": args, "noise_at_start": round(noise, 3),
                "slbd_binary_sha256": env.slbd_sha256,
-               "machine": machine_info(), "crypto": crypto, "results": results,
+               "machine": machine_info(), "crypto": crypto, "memory_floor": mem_floor,
+               "results": results,
                "table": [{k: v for k, v in r.items() if k != "format"} for r in rows],
                "checks_failed": fails, "warnings": warns}
         with open(out, "w") as f:

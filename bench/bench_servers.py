@@ -283,4 +283,29 @@ class Slbd(Server):
                 f"--workers {self.env.args.slbd_workers})")
 
 
+class Floor(Server):
+    """Scenario 5's floor, not a server under test: bench/tools/tlsfloor, OpenSSL with
+    SSL_MODE_RELEASE_BUFFERS and a descriptor per connection, nothing else. It answers every
+    request head with a fixed 100-byte response and has no backend, so only the memory scenario
+    runs against it."""
+
+    name = "openssl-floor"
+
+    def _start(self):
+        e = self.env
+        self.proc = e.procs.start("tlsfloor", [
+            e.tools / "tlsfloor", "--listen", f"127.0.0.1:{e.port}",
+            "--cert", os.path.join(self.dir, "server.crt"),
+            "--key", os.path.join(self.dir, "server.key")], cpu=e.server_cpu)
+
+    def _wait_ready(self):
+        if not wait_port(self.env.port, timeout=15):
+            raise BenchError(f"tlsfloor does not listen on {self.env.port}; see "
+                             f"{self.env.work}/tlsfloor.log")
+        presented_cert_sha256(self.env.port)
+
+    def version(self):
+        return f"bench/tools/tlsfloor on {ssl.OPENSSL_VERSION}"
+
+
 SERVERS = {"haproxy": HAProxy, "nginx": Nginx, "slbd": Slbd}

@@ -52,7 +52,7 @@ done
 # --- helpers -----------------------------------------------------------------------------
 mkdir -p "$BUILD/bench"
 CFLAGS=(-std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes)
-for tool in fixed-backend tlsload; do
+for tool in fixed-backend tlsload tlsfloor; do
     src=bench/tools/$tool.c
     bin=$BUILD/bench/$tool
     if [ ! -x "$bin" ] || [ "$src" -nt "$bin" ]; then
