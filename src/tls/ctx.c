@@ -18,8 +18,9 @@
 #include <strings.h>
 #include <time.h>
 
-/* Per-SSL flags kept in ex_data next to the chosen site. */
-enum { FLAG_SNI = 1, FLAG_BAD_SNI = 2 };
+/* Per-SSL flags kept in ex_data next to the chosen site; FLAG_SET tells kept flags from none
+ * (see client_hello_cb for when they are kept). */
+enum { FLAG_SNI = 1, FLAG_BAD_SNI = 2, FLAG_SET = 4 };
 
 #define VERIFY_DEPTH 4
 #define TLS_MAX_HOSTNAME 255 /* RFC 6066: HostName is at most 2^8-1 bytes in practice */
@@ -156,9 +157,14 @@ const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl)
     if (!ssl || ssl_site_idx < 0)
         return NULL;
     /* Without SNI nothing was selected by name, so there is nothing for Host to contradict. */
-    if (!((uintptr_t)SSL_get_ex_data(ssl, ssl_flags_idx) & FLAG_SNI))
+    uintptr_t flags = (uintptr_t)SSL_get_ex_data(ssl, ssl_flags_idx);
+    bool sni = (flags & FLAG_SET) ? (flags & FLAG_SNI)
+                                  : SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) != NULL;
+    if (!sni)
         return NULL;
-    return SSL_get_ex_data(ssl, ssl_site_idx);
+    const struct slb_tls_site *site = SSL_get_ex_data(ssl, ssl_site_idx);
+    const struct slb_tls_listener *t = site ? NULL : listener_of(ssl);
+    return site ? site : t ? &t->sites[0] : NULL;
 }
 
 bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len)
@@ -265,7 +271,7 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
     uintptr_t flags = 0;
     if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &extlen)) {
         if (sni_parse(ext, extlen, &name, &nlen) < 0) {
-            SSL_set_ex_data(ssl, ssl_flags_idx, (void *)(uintptr_t)FLAG_BAD_SNI);
+            SSL_set_ex_data(ssl, ssl_flags_idx, (void *)(uintptr_t)(FLAG_BAD_SNI | FLAG_SET));
             *al = SSL_AD_DECODE_ERROR;
             return SSL_CLIENT_HELLO_ERROR;
         }
@@ -292,8 +298,16 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
             return SSL_CLIENT_HELLO_ERROR;
         }
     }
-    SSL_set_ex_data(ssl, ssl_site_idx, (void *)site);
-    SSL_set_ex_data(ssl, ssl_flags_idx, (void *)flags);
+    /* The first SSL_set_ex_data of a connection allocates OpenSSL's ex_data stack (two blocks,
+     * kept until SSL_free, about 100 bytes of every idle connection), so the common cases store
+     * nothing: the default site is what no stored site means, and SNI presence is read back with
+     * SSL_get_servername. That reports this ClientHello's name in TLS 1.3 only: in a TLS 1.2
+     * resumption it gives the session's, which OpenSSL keeps only when a servername callback
+     * accepted it (slbd has none), so below 1.3 the flags are kept. */
+    if (site != &t->sites[0] || installed)
+        SSL_set_ex_data(ssl, ssl_site_idx, (void *)site);
+    if (!tls13)
+        SSL_set_ex_data(ssl, ssl_flags_idx, (void *)(flags | FLAG_SET));
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 

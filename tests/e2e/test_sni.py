@@ -142,12 +142,32 @@ def test_tls12_client_with_rsa_suites_only(slbd, hx, pki):
     (None, "other.test", 200),                 # no SNI: nothing to contradict
     ("other.test", "OTHER.TEST.", 200),
 ])
-def test_misdirected_request(slbd, hx, pki, sni, host, status):
+# TLS 1.3 reads SNI presence back from OpenSSL, TLS 1.2 keeps it in a flag (tls/ctx.c).
+@pytest.mark.parametrize("tls", ["1.3", "1.2"])
+def test_misdirected_request(slbd, hx, pki, sni, host, status, tls):
     port = sni_site(slbd, hx, pki)
-    c = hx.tls_connect(port, client_context(pki.root), server_hostname=sni)
+    maximum = ssl.TLSVersion.TLSv1_2 if tls == "1.2" else None
+    c = hx.tls_connect(port, client_context(pki.root, maximum=maximum), server_hostname=sni)
+    assert c.sock.version() == f"TLSv{tls}"
     r = c.request("GET", "/md", host=host)
     assert r.status == status, r
     if status == 421:
         # The connection stays usable for the site SNI chose.
         ok_host = "localhost" if sni == "localhost" else "other.test"
         assert c.request("GET", "/ok", host=ok_host).status == 200
+
+
+@pytest.mark.parametrize("sni,status", [("localhost", 421), (None, 200)])
+def test_tls12_resumption_judges_this_handshakes_sni(slbd, hx, pki, sni, status):
+    """A TLS 1.2 session made with SNI, resumed with or without it. What counts is the SNI of
+    the resuming handshake, which OpenSSL does not report for TLS 1.2 resumptions (its
+    SSL_get_servername gives the session's name, which it does not keep here)."""
+    port = sni_site(slbd, hx, pki)
+    ctx = client_context(pki.root, maximum=ssl.TLSVersion.TLSv1_2)
+    first = hx.tls_connect(port, ctx, server_hostname="localhost")
+    assert first.request("GET", "/md", host="other.test").status == 421
+    session = first.sock.session
+    first.close()
+    again = hx.tls_connect(port, ctx, server_hostname=sni, session=session)
+    assert again.sock.session_reused and again.sock.version() == "TLSv1.2"
+    assert again.request("GET", "/md", host="other.test").status == status
