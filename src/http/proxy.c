@@ -40,9 +40,40 @@ enum conn_state {
     ST_LINGER,    /* our own response (error, redirect) being sent; close or next after */
 };
 
+/* One request and its answer (the backend's response, our own, or a tunnel after 101): taken
+ * from the worker's list when a request head starts to be parsed, given back when the
+ * connection waits for its next request, so an idle keep-alive connection holds none of it
+ * (see xchg_get). Zeroed when taken. */
+struct http_xchg {
+    struct http_xchg *next; /* on the worker's list of free ones */
+    int attempts;
+    int status;
+    /* request */
+    uint8_t method;
+    bool req_keep_alive, req_done, head_only;
+    bool upgrade_req;  /* the request asked for a protocol upgrade we forwarded */
+    uint8_t req_minor; /* HTTP/1.x minor version of the request */
+    uint8_t req_body;
+    uint64_t req_remaining, req_ready;
+    struct slb_chunked req_chunk;
+    uint64_t resp_start_ms;
+    uint64_t sent_us;    /* request head handed to the backend, for the response histogram */
+    uint64_t last_io_ms; /* last time bytes moved during an exchange or tunnel */
+    uint64_t exchange_deadline_ms; /* request_timeout_s after the request first went out */
+    /* response */
+    bool resp_head_done, resp_done, up_keep_alive;
+    bool resp_unchunk;         /* chunked from the backend, decoded for an HTTP/1.0 client */
+    bool client_shut, up_shut; /* tunnel: our write side towards that peer is shut down */
+    uint8_t resp_body;
+    uint64_t resp_remaining, resp_ready;
+    struct slb_chunked resp_chunk;
+    /* accounting */
+    uint64_t req_bytes_in, resp_bytes_out;
+};
+
 /* A client connection. Owned by the worker that accepted it, from accept to close; freed at
  * the end of the loop iteration in which it closed. Small on purpose: an idle keep-alive
- * connection holds no buffer (see core/buf.h) and no parse result. */
+ * connection holds no buffer (see core/buf.h), no parse result and no exchange state. */
 struct http_conn {
     struct slb_conn_link link;
     struct slb_worker *w;
@@ -53,11 +84,11 @@ struct http_conn {
     struct slb_timer timer;
     struct slb_buf in;   /* bytes from the client */
     struct slb_hbuf out; /* heads and our own responses to the client */
-    struct http_up *up;
+    struct http_xchg *x; /* while a request is parsed, answered or tunnelled; else NULL */
+    struct http_up *up;  /* only during an exchange (so x is there too) */
     struct slb_srv_rt *srv;
     int srv_idx;
     uint8_t *tried;
-    int attempts;
     uint8_t sched_key_of; /* sched_key: see struct slb_up_choice */
     uint64_t sched_key;
     enum conn_state st;
@@ -67,33 +98,12 @@ struct http_conn {
     /* The request came with the end of the handshake: the NewSessionTicket waits in the
      * cork and leaves with the first response (see step_handshake). */
     bool cork_ticket;
-    /* request */
-    uint8_t method;
-    bool req_keep_alive, req_done, head_only;
-    bool upgrade_req;  /* the request asked for a protocol upgrade we forwarded */
-    uint8_t req_minor; /* HTTP/1.x minor version of the request */
-    uint8_t req_body;
-    uint64_t req_remaining, req_ready;
-    struct slb_chunked req_chunk;
-    uint64_t req_start_ms, resp_start_ms;
-    uint64_t sent_us;    /* request head handed to the backend, for the response histogram */
-    uint64_t last_io_ms; /* last time bytes moved during an exchange or tunnel */
-    uint64_t exchange_deadline_ms; /* request_timeout_s after the request first went out */
-    /* response */
-    bool resp_head_done, resp_done, up_keep_alive;
-    bool resp_unchunk;         /* chunked from the backend, decoded for an HTTP/1.0 client */
-    bool abort_reset;          /* end the client connection with a reset, not an orderly close */
-    bool client_shut, up_shut; /* tunnel: our write side towards that peer is shut down */
-    uint8_t resp_body;
-    int status;
-    uint64_t resp_remaining, resp_ready;
-    struct slb_chunked resp_chunk;
+    bool abort_reset; /* end the client connection with a reset, not an orderly close */
+    uint16_t local_port;
     /* accounting */
     uint64_t wire_in_seen, wire_out_seen;
-    uint64_t log_wire_in, log_wire_out;
-    uint64_t req_bytes_in, resp_bytes_out;
+    uint64_t log_wire_in, log_wire_out; /* at the end of the last request logged */
     char client_ip[INET6_ADDRSTRLEN];
-    uint16_t local_port;
     struct slb_access_rec *log; /* the request being logged, when the access log is on */
 };
 
@@ -112,6 +122,46 @@ static struct slb_wcount *srv_counts(struct http_conn *c)
     return &c->srv->w[c->w->id];
 }
 
+/* The worker keeps the exchange states connections gave back, up to this many: enough for the
+ * requests in flight on a busy worker, so that a keep-alive request allocates nothing. */
+#define XCHG_KEEP 1024
+
+/* The exchange state for the request about to be parsed (or answered by us), zeroed. false
+ * when memory is short. */
+static bool xchg_get(struct http_conn *c)
+{
+    if (c->x)
+        return true;
+    struct slb_http_worker *hw = c->hw;
+    struct http_xchg *x = hw->xchg_free;
+    if (x) {
+        hw->xchg_free = x->next;
+        hw->nxchg_free--;
+        memset(x, 0, sizeof(*x));
+    } else if (!(x = calloc(1, sizeof(*x)))) {
+        return false;
+    }
+    c->x = x;
+    return true;
+}
+
+/* The exchange is over and the connection waits for its next request. */
+static void xchg_put(struct http_conn *c)
+{
+    struct http_xchg *x = c->x;
+    struct slb_http_worker *hw = c->hw;
+    c->x = NULL;
+    if (!x)
+        return;
+    if (hw->nxchg_free >= XCHG_KEEP) {
+        free(x);
+        return;
+    }
+    x->next = hw->xchg_free;
+    hw->xchg_free = x;
+    hw->nxchg_free++;
+}
+
 /* Move the wire-byte deltas of the client socket into the listener counters. */
 static void account_wire(struct http_conn *c)
 {
@@ -125,7 +175,7 @@ static void account_wire(struct http_conn *c)
 
 static void count_status(struct http_conn *c, int status)
 {
-    c->status = status;
+    c->x->status = status;
     int cls = status / 100;
     if (cls >= 1 && cls <= 5)
         slb_count_add(&lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], 1);
@@ -150,16 +200,16 @@ static void log_request(struct http_conn *c)
         .sni = sni,
         .rec = c->log,
         .proto = c->log->method[0] == '-' ? NULL /* not parsed */
-                 : c->req_minor           ? "HTTP/1.1"
+                 : c->x->req_minor        ? "HTTP/1.1"
                                           : "HTTP/1.0",
-        .status = c->status,
-        .bytes_in = c->req_bytes_in,
-        .bytes_out = c->resp_bytes_out,
+        .status = c->x->status,
+        .bytes_in = c->x->req_bytes_in,
+        .bytes_out = c->x->resp_bytes_out,
         .wire_in = in - c->log_wire_in,
         .wire_out = out - c->log_wire_out,
         .upstream = c->srv ? strchr(c->srv->key, '/') + 1 : NULL,
         .request_ms = (double)(c->w->loop.now_ms - c->log->start_ms),
-        .upstream_ms = c->resp_start_ms ? (double)(c->resp_start_ms - c->log->start_ms) : 0,
+        .upstream_ms = c->x->resp_start_ms ? (double)(c->x->resp_start_ms - c->log->start_ms) : 0,
     };
     slb_access_write(c->w, &e);
     c->log_wire_in = in;
@@ -187,9 +237,9 @@ static void arm_timer(struct http_conn *c)
         /* The request timeout runs from the moment the request first goes to a backend and
          * is never pushed back (see timer_cb). */
         uint64_t now = c->w->loop.now_ms;
-        if (!c->exchange_deadline_ms)
-            c->exchange_deadline_ms = now + (uint64_t)cfg->request_timeout_s * 1000u;
-        ms = c->exchange_deadline_ms > now ? c->exchange_deadline_ms - now : 0;
+        if (!c->x->exchange_deadline_ms)
+            c->x->exchange_deadline_ms = now + (uint64_t)cfg->request_timeout_s * 1000u;
+        ms = c->x->exchange_deadline_ms > now ? c->x->exchange_deadline_ms - now : 0;
         break;
     }
     default:
@@ -209,13 +259,13 @@ static void respond_simple(struct http_conn *c, int status, const char *extra, b
     }
     if (!keep)
         c->close_after = true;
-    slb_http_build_simple(&c->out, status, extra, !c->close_after, c->head_only);
+    slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
     count_status(c, status);
     if (status >= 500 && c->srv)
         slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
     c->st = ST_LINGER;
-    c->req_done = c->resp_done = true;
-    c->resp_ready = 0;
+    c->x->req_done = c->x->resp_done = true;
+    c->x->resp_ready = 0;
 }
 
 /* --- request start --- */
@@ -227,7 +277,7 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
 {
     struct slb_up_choice ch = {.wg = c->b.wg,
                                .tried = c->tried,
-                               .attempts = c->attempts,
+                               .attempts = c->x->attempts,
                                .client_fd = c->t.fd,
                                .key = &c->sched_key,
                                .key_of = &c->sched_key_of,
@@ -235,7 +285,7 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
                                .owner = c,
                                .cb = up_event};
     c->up = slb_up_choose(c->hw, &ch, sticky);
-    c->attempts = ch.attempts;
+    c->x->attempts = ch.attempts;
     c->srv_idx = ch.srv_idx;
     c->srv = ch.srv;
     return c->up != NULL;
@@ -268,7 +318,7 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
         !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
           slb_slice_eq_ci(m->headers[slb_http_find_header(m, "upgrade", 0)].value, "h2c"));
     fwd.default_host = c->b.wg->g->cfg->servers[c->srv_idx].authority;
-    c->upgrade_req = fwd.upgrade;
+    c->x->upgrade_req = fwd.upgrade;
     slb_hbuf_reset(&c->up->head);
     slb_http_build_request(&c->up->head, m, &fwd);
 }
@@ -276,24 +326,23 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
 static void start_request(struct http_conn *c, const struct slb_http_msg *m)
 {
     const struct slb_listener_cfg *cfg = c->b.l->cfg;
-    c->req_start_ms = c->w->loop.now_ms;
-    c->method = (uint8_t)m->method;
-    c->head_only = m->method == SLB_HTTP_HEAD;
-    c->req_keep_alive = m->keep_alive;
-    c->req_minor = (uint8_t)m->version_minor;
-    c->req_body = (uint8_t)m->body;
-    c->req_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
-    c->req_ready = 0;
-    c->req_done = false;
-    slb_chunked_init(&c->req_chunk);
-    c->resp_head_done = c->resp_done = false;
-    c->resp_unchunk = false;
-    c->resp_ready = 0;
-    c->exchange_deadline_ms = 0;
-    c->status = 0;
-    c->attempts = 0;
+    c->x->method = (uint8_t)m->method;
+    c->x->head_only = m->method == SLB_HTTP_HEAD;
+    c->x->req_keep_alive = m->keep_alive;
+    c->x->req_minor = (uint8_t)m->version_minor;
+    c->x->req_body = (uint8_t)m->body;
+    c->x->req_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
+    c->x->req_ready = 0;
+    c->x->req_done = false;
+    slb_chunked_init(&c->x->req_chunk);
+    c->x->resp_head_done = c->x->resp_done = false;
+    c->x->resp_unchunk = false;
+    c->x->resp_ready = 0;
+    c->x->exchange_deadline_ms = 0;
+    c->x->status = 0;
+    c->x->attempts = 0;
     c->srv = NULL;
-    c->req_bytes_in = c->resp_bytes_out = 0;
+    c->x->req_bytes_in = c->x->resp_bytes_out = 0;
     if (c->tried)
         memset(c->tried, 0, c->b.wg ? c->b.wg->g->nservers : 0);
     if (c->log)
@@ -344,6 +393,10 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
 /* Parse a request head sitting in c->in. */
 static bool step_parse_request(struct http_conn *c)
 {
+    if (!xchg_get(c)) {
+        conn_close(c);
+        return false;
+    }
     struct slb_http_limits lim;
     slb_http_limits_default(&lim);
     struct slb_http_msg *m = &c->hw->msg;
@@ -366,7 +419,7 @@ static bool step_parse_request(struct http_conn *c)
         return false;
     }
     if (rc < 0) {
-        c->head_only = false;
+        c->x->head_only = false;
         slb_debug("listener %s: client %s: bad request (%d)", c->b.l->cfg->name, c->client_ip, -rc);
         if (c->log)
             slb_access_capture(c->log, c->w->loop.now_ms, NULL);
@@ -375,11 +428,11 @@ static bool step_parse_request(struct http_conn *c)
     }
     rebind(c); /* a new configuration since the last request; on failure, the old one */
     start_request(c, m);
-    c->req_bytes_in += (uint64_t)rc;
+    c->x->req_bytes_in += (uint64_t)rc;
     slb_buf_consume(&c->in, (size_t)rc);
-    if (c->req_body == SLB_BODY_NONE)
-        c->req_done = true;
-    if (c->st == ST_LINGER && !c->req_done)
+    if (c->x->req_body == SLB_BODY_NONE)
+        c->x->req_done = true;
+    if (c->st == ST_LINGER && !c->x->req_done)
         c->close_after = true; /* the body we did not read would be taken as a request */
     arm_timer(c);
     return true;
@@ -388,25 +441,25 @@ static bool step_parse_request(struct http_conn *c)
 /* How many bytes at the front of c->in belong to the request body and are validated. */
 static int request_body_ready(struct http_conn *c)
 {
-    if (c->req_done || slb_buf_empty(&c->in) || c->req_ready >= c->in.len)
+    if (c->x->req_done || slb_buf_empty(&c->in) || c->x->req_ready >= c->in.len)
         return 0;
-    const char *p = c->in.data + c->in.off + c->req_ready;
-    size_t avail = c->in.len - c->req_ready;
-    if (c->req_body == SLB_BODY_LENGTH) {
-        uint64_t n = avail < c->req_remaining ? avail : c->req_remaining;
-        c->req_ready += n;
-        c->req_remaining -= n;
+    const char *p = c->in.data + c->in.off + c->x->req_ready;
+    size_t avail = c->in.len - c->x->req_ready;
+    if (c->x->req_body == SLB_BODY_LENGTH) {
+        uint64_t n = avail < c->x->req_remaining ? avail : c->x->req_remaining;
+        c->x->req_ready += n;
+        c->x->req_remaining -= n;
         return 0;
     }
     /* The decoder stops after each chunk's data; feed until everything here is validated
      * so no bytes wait for an event that will not come. */
-    while (avail > 0 && !c->req_chunk.done) {
-        long n = slb_chunked_feed(&c->req_chunk, p, avail, NULL, NULL);
+    while (avail > 0 && !c->x->req_chunk.done) {
+        long n = slb_chunked_feed(&c->x->req_chunk, p, avail, NULL, NULL);
         if (n < 0)
             return -400;
         if (n == 0)
             break;
-        c->req_ready += (uint64_t)n;
+        c->x->req_ready += (uint64_t)n;
         p += n;
         avail -= (size_t)n;
     }
@@ -415,10 +468,10 @@ static int request_body_ready(struct http_conn *c)
 
 static bool request_body_complete(const struct http_conn *c)
 {
-    if (c->req_body == SLB_BODY_LENGTH)
-        return c->req_remaining == 0 && c->req_ready == 0;
-    if (c->req_body == SLB_BODY_CHUNKED)
-        return c->req_chunk.done && c->req_ready == 0;
+    if (c->x->req_body == SLB_BODY_LENGTH)
+        return c->x->req_remaining == 0 && c->x->req_ready == 0;
+    if (c->x->req_body == SLB_BODY_CHUNKED)
+        return c->x->req_chunk.done && c->x->req_ready == 0;
     return true;
 }
 
@@ -428,9 +481,9 @@ static void upstream_failed(struct http_conn *c, int status, const char *why);
  * sent before it has gone there (a half-close, as on tcp listeners). */
 static void tunnel_shut_backend(struct http_conn *c)
 {
-    if (c->st == ST_TUNNEL && c->client_eof && c->up && !c->up_shut && slb_buf_empty(&c->in)) {
+    if (c->st == ST_TUNNEL && c->client_eof && c->up && !c->x->up_shut && slb_buf_empty(&c->in)) {
         shutdown(c->up->fd, SHUT_WR);
-        c->up_shut = true;
+        c->x->up_shut = true;
     }
 }
 
@@ -455,19 +508,19 @@ static bool step_write_upstream(struct http_conn *c)
         up->bytes_to += (uint64_t)n;
         progress = true;
         if (!slb_hbuf_pending(&up->head) && c->st != ST_TUNNEL)
-            c->sent_us = slb_mono_us();
+            c->x->sent_us = slb_mono_us();
     }
     if (c->st == ST_TUNNEL) {
-        c->req_ready = c->in.len;
-    } else if (!c->req_done) {
+        c->x->req_ready = c->in.len;
+    } else if (!c->x->req_done) {
         if (request_body_ready(c) < 0) {
             /* Invalid chunk framing: the message cannot be delimited, stop here. */
             respond_simple(c, 400, NULL, false);
             return true;
         }
     }
-    while (c->req_ready > 0) {
-        ssize_t n = send(up->fd, c->in.data + c->in.off, c->req_ready, MSG_NOSIGNAL);
+    while (c->x->req_ready > 0) {
+        ssize_t n = send(up->fd, c->in.data + c->in.off, c->x->req_ready, MSG_NOSIGNAL);
         if (n <= 0) {
             if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
                 up->wr_ready = false;
@@ -479,15 +532,15 @@ static bool step_write_upstream(struct http_conn *c)
             }
             return progress;
         }
-        c->req_ready -= (uint64_t)n;
-        c->req_bytes_in += (uint64_t)n;
+        c->x->req_ready -= (uint64_t)n;
+        c->x->req_bytes_in += (uint64_t)n;
         up->bytes_to += (uint64_t)n;
         slb_buf_consume(&c->in, (size_t)n);
         progress = true;
     }
     tunnel_shut_backend(c);
-    if (c->st != ST_TUNNEL && !c->req_done && request_body_complete(c))
-        c->req_done = true;
+    if (c->st != ST_TUNNEL && !c->x->req_done && request_body_complete(c))
+        c->x->req_done = true;
     return progress;
 }
 
@@ -495,7 +548,7 @@ static bool step_read_client(struct http_conn *c)
 {
     bool want = !c->client_eof && slb_buf_space(&c->in) > 0 &&
                 (c->st == ST_HEAD || c->st == ST_TUNNEL ||
-                 ((c->st == ST_EXCHANGE || c->st == ST_CONNECT) && !c->req_done));
+                 ((c->st == ST_EXCHANGE || c->st == ST_CONNECT) && !c->x->req_done));
     if (!want || !(c->t.rd_ready || c->t.ops->pending(&c->t)))
         return false;
     if (slb_buf_prepare(&c->in) < 0)
@@ -526,7 +579,7 @@ static bool step_read_client(struct http_conn *c)
         return false;
     }
     if (c->st == ST_EXCHANGE || c->st == ST_CONNECT) {
-        if (!c->req_done) {
+        if (!c->x->req_done) {
             /* The client gave up in the middle of its request: nothing to answer. */
             conn_close(c);
             return false;
@@ -542,23 +595,23 @@ static bool retryable(const struct http_conn *c)
 {
     /* A kept-alive connection the backend closed just as we reused it: safe to try again on
      * a fresh one when nothing of the response arrived and the request had no body. */
-    return c->up->reused && !c->resp_head_done && c->up->bytes_from == 0 &&
-           c->req_body == SLB_BODY_NONE;
+    return c->up->reused && !c->x->resp_head_done && c->up->bytes_from == 0 &&
+           c->x->req_body == SLB_BODY_NONE;
 }
 
 /* What the client is receiving ends when the connection closes: a backend body without
  * framing, a chunked one decoded for an HTTP/1.0 client, or a tunnel after 101. */
 static bool close_delimited_to_client(const struct http_conn *c)
 {
-    return c->resp_head_done &&
-           (c->st == ST_TUNNEL || c->resp_body == SLB_BODY_UNTIL_CLOSE || c->resp_unchunk);
+    return c->x->resp_head_done &&
+           (c->st == ST_TUNNEL || c->x->resp_body == SLB_BODY_UNTIL_CLOSE || c->x->resp_unchunk);
 }
 
 static void upstream_failed(struct http_conn *c, int status, const char *why)
 {
     if (c->srv)
         slb_warn("listener %s: backend %s: %s", c->b.l->cfg->name, c->srv->key, why);
-    if (c->resp_head_done && (c->out.off > 0 || c->resp_bytes_out > 0)) {
+    if (c->x->resp_head_done && (c->out.off > 0 || c->x->resp_bytes_out > 0)) {
         /* Part of the response is out: the only honest signal left is to cut the connection.
          * When the close itself ends the body (or the tunnel), an orderly close would make
          * the cut look like a complete body (or a clean end of the stream): reset instead. */
@@ -567,10 +620,10 @@ static void upstream_failed(struct http_conn *c, int status, const char *why)
         conn_close(c);
         return;
     }
-    if (c->resp_head_done) {
+    if (c->x->resp_head_done) {
         /* The backend's head was built but not sent: replace it with our error. */
         slb_hbuf_reset(&c->out);
-        int cls = c->status / 100;
+        int cls = c->x->status / 100;
         if (cls >= 1 && cls <= 5)
             slb_count_add(&lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], (uint64_t)-1);
         slb_count_add(&lis_counts(c)->v[SLB_LIS_REQS], (uint64_t)-1);
@@ -619,20 +672,20 @@ static bool finish_response_head(struct http_conn *c, const struct slb_http_msg 
      * body, ended by our close. Trailers are dropped with the framing. Any other transfer
      * coding (gzip, ...) is part of the body bytes, and without the Transfer-Encoding field,
      * which it must not be sent, the client could not know to undo it: refused. */
-    if (c->req_minor == 0 && m->body != SLB_BODY_NONE && slb_http_other_transfer_coding(m)) {
+    if (c->x->req_minor == 0 && m->body != SLB_BODY_NONE && slb_http_other_transfer_coding(m)) {
         upstream_failed(c, 502, "transfer coding an HTTP/1.0 client cannot take");
         return false;
     }
-    c->resp_unchunk = c->req_minor == 0 && m->body == SLB_BODY_CHUNKED;
-    bool keep = c->req_keep_alive && !c->close_after && m->body != SLB_BODY_UNTIL_CLOSE &&
-                !c->resp_unchunk && !c->w->drain_deadline_ms;
+    c->x->resp_unchunk = c->x->req_minor == 0 && m->body == SLB_BODY_CHUNKED;
+    bool keep = c->x->req_keep_alive && !c->close_after && m->body != SLB_BODY_UNTIL_CLOSE &&
+                !c->x->resp_unchunk && !c->w->drain_deadline_ms;
     if (!keep)
         c->close_after = true;
-    if (c->resp_unchunk)
+    if (c->x->resp_unchunk)
         slb_http_build_response_unchunked(&c->out, m, set_cookie, prefix_name, prefix);
     else
         slb_http_build_response(&c->out, m, keep, set_cookie, prefix_name, prefix);
-    if (keep && c->req_minor == 0 && c->out.len >= 2) {
+    if (keep && c->x->req_minor == 0 && c->out.len >= 2) {
         /* HTTP/1.0 closes by default: announce the keep-alive we grant. */
         c->out.len -= 2;
         slb_hbuf_puts(&c->out, "Connection: keep-alive\r\n\r\n");
@@ -643,7 +696,7 @@ static bool finish_response_head(struct http_conn *c, const struct slb_http_msg 
 static bool step_parse_response(struct http_conn *c)
 {
     struct http_up *up = c->up;
-    if (!up || c->resp_head_done || slb_buf_empty(&up->in) || c->st == ST_LINGER)
+    if (!up || c->x->resp_head_done || slb_buf_empty(&up->in) || c->st == ST_LINGER)
         return false;
     struct slb_http_msg *m = &c->hw->msg;
     bool progress = false;
@@ -655,7 +708,7 @@ static bool step_parse_response(struct http_conn *c)
     for (;;) {
         if (slb_hbuf_pending(&c->out) > SLB_BUF_SIZE)
             return progress; /* a flood of interim responses waits for the client to read */
-        rc = slb_up_parse_head(up, (enum slb_http_method)c->method, m, &why);
+        rc = slb_up_parse_head(up, (enum slb_http_method)c->x->method, m, &why);
         if (rc == 0)
             return progress;
         if (rc < 0) {
@@ -666,63 +719,63 @@ static bool step_parse_response(struct http_conn *c)
             break;
         /* Interim responses pass through to an HTTP/1.1 client; the final one follows on the
          * same connection. An HTTP/1.0 client must not get any (RFC 9110 15.2): dropped. */
-        if (c->req_minor > 0)
+        if (c->x->req_minor > 0)
             slb_http_build_interim(&c->out, m);
         slb_buf_consume(&up->in, (size_t)rc);
         progress = true;
         if (slb_buf_empty(&up->in))
             return true;
     }
-    if (!c->resp_start_ms)
-        c->resp_start_ms = c->w->loop.now_ms;
-    if (c->sent_us)
-        slb_srv_observe(srv_counts(c), slb_mono_us() - c->sent_us);
-    c->sent_us = 0;
+    if (!c->x->resp_start_ms)
+        c->x->resp_start_ms = c->w->loop.now_ms;
+    if (c->x->sent_us)
+        slb_srv_observe(srv_counts(c), slb_mono_us() - c->x->sent_us);
+    c->x->sent_us = 0;
     count_status(c, m->status);
     if (m->status >= 500)
         slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
     slb_count_add(&srv_counts(c)->v[SLB_SRV_REQS], 1);
-    c->up_keep_alive = m->keep_alive;
-    c->resp_body = (uint8_t)m->body;
-    c->resp_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
-    slb_chunked_init(&c->resp_chunk);
-    c->resp_head_done = true;
+    c->x->up_keep_alive = m->keep_alive;
+    c->x->resp_body = (uint8_t)m->body;
+    c->x->resp_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
+    slb_chunked_init(&c->x->resp_chunk);
+    c->x->resp_head_done = true;
     if (m->status == 101) {
-        if (!m->upgrade || !c->upgrade_req) {
+        if (!m->upgrade || !c->x->upgrade_req) {
             upstream_failed(c, 502, "101 without an upgrade");
             return true;
         }
         slb_http_build_response(&c->out, m, true, NULL, NULL, NULL);
         c->st = ST_TUNNEL;
-        c->up_keep_alive = false;
+        c->x->up_keep_alive = false;
         c->close_after = true;
     } else if (!finish_response_head(c, m)) {
         return true;
     }
     slb_buf_consume(&up->in, (size_t)rc); /* counted in bytes_from when it was read */
-    if (c->resp_body == SLB_BODY_NONE && c->st != ST_TUNNEL)
-        c->resp_done = true;
+    if (c->x->resp_body == SLB_BODY_NONE && c->st != ST_TUNNEL)
+        c->x->resp_done = true;
     return true;
 }
 
 static bool step_read_upstream(struct http_conn *c)
 {
     struct http_up *up = c->up;
-    if (!up || !up->connected || !up->rd_ready || c->resp_done || c->st == ST_LINGER ||
+    if (!up || !up->connected || !up->rd_ready || c->x->resp_done || c->st == ST_LINGER ||
         slb_buf_space(&up->in) == 0)
         return false;
     ssize_t n = slb_up_read(up);
     if (n >= 0)
         return n > 0;
     /* EOF or error from the backend. */
-    if (c->resp_head_done && (c->resp_body == SLB_BODY_UNTIL_CLOSE || c->st == ST_TUNNEL) &&
+    if (c->x->resp_head_done && (c->x->resp_body == SLB_BODY_UNTIL_CLOSE || c->st == ST_TUNNEL) &&
         n == SLB_EEOF) {
-        c->resp_ready = up->in.len;
-        c->up_keep_alive = false;
-        c->resp_done = true;
+        c->x->resp_ready = up->in.len;
+        c->x->up_keep_alive = false;
+        c->x->resp_done = true;
         c->close_after = true;
         if (c->st == ST_TUNNEL)
-            c->req_done = true;
+            c->x->req_done = true;
         return true;
     }
     if (retryable(c) && retry_fresh(c))
@@ -738,68 +791,68 @@ static bool step_read_upstream(struct http_conn *c)
  * validated and dropped). */
 static int response_body_unchunk(struct http_conn *c)
 {
-    if (slb_up_unchunk(c->up, &c->resp_chunk, &c->resp_ready, NULL) < 0)
+    if (slb_up_unchunk(c->up, &c->x->resp_chunk, &c->x->resp_ready, NULL) < 0)
         return -502;
-    if (c->resp_chunk.done)
-        c->resp_done = true;
+    if (c->x->resp_chunk.done)
+        c->x->resp_done = true;
     return 0;
 }
 
 static int response_body_ready(struct http_conn *c)
 {
     struct http_up *up = c->up;
-    if (!up || !c->resp_head_done || c->resp_done || up->in.len <= c->resp_ready)
+    if (!up || !c->x->resp_head_done || c->x->resp_done || up->in.len <= c->x->resp_ready)
         return 0;
-    size_t avail = up->in.len - c->resp_ready;
-    if (c->st == ST_TUNNEL || c->resp_body == SLB_BODY_UNTIL_CLOSE) {
-        c->resp_ready = up->in.len;
+    size_t avail = up->in.len - c->x->resp_ready;
+    if (c->st == ST_TUNNEL || c->x->resp_body == SLB_BODY_UNTIL_CLOSE) {
+        c->x->resp_ready = up->in.len;
         return 0;
     }
-    if (c->resp_unchunk)
+    if (c->x->resp_unchunk)
         return response_body_unchunk(c);
-    if (c->resp_body == SLB_BODY_LENGTH) {
-        uint64_t n = avail < c->resp_remaining ? avail : c->resp_remaining;
-        c->resp_ready += n;
-        c->resp_remaining -= n;
-        if (c->resp_remaining == 0)
-            c->resp_done = true;
+    if (c->x->resp_body == SLB_BODY_LENGTH) {
+        uint64_t n = avail < c->x->resp_remaining ? avail : c->x->resp_remaining;
+        c->x->resp_ready += n;
+        c->x->resp_remaining -= n;
+        if (c->x->resp_remaining == 0)
+            c->x->resp_done = true;
         return 0;
     }
-    const char *p = up->in.data + up->in.off + c->resp_ready;
-    while (avail > 0 && !c->resp_chunk.done) {
-        long n = slb_chunked_feed(&c->resp_chunk, p, avail, NULL, NULL);
+    const char *p = up->in.data + up->in.off + c->x->resp_ready;
+    while (avail > 0 && !c->x->resp_chunk.done) {
+        long n = slb_chunked_feed(&c->x->resp_chunk, p, avail, NULL, NULL);
         if (n < 0)
             return -502;
         if (n == 0)
             break;
-        c->resp_ready += (uint64_t)n;
+        c->x->resp_ready += (uint64_t)n;
         p += n;
         avail -= (size_t)n;
     }
-    if (c->resp_chunk.done)
-        c->resp_done = true;
+    if (c->x->resp_chunk.done)
+        c->x->resp_done = true;
     return 0;
 }
 
 /* Write our head/own response, then response body bytes, to the client. */
 static bool step_write_client(struct http_conn *c)
 {
-    if (!c->t.wr_ready)
-        return false;
-    if (slb_hbuf_pending(&c->out) || c->resp_ready)
+    if (!c->t.wr_ready || !c->x)
+        return false; /* no exchange: nothing to send (our own answers have one too) */
+    if (slb_hbuf_pending(&c->out) || c->x->resp_ready)
         c->cork_ticket = false; /* the first response: the end of the run sends both */
     bool progress = false;
-    if (slb_hbuf_pending(&c->out) && c->up && c->resp_head_done && c->st != ST_LINGER) {
+    if (slb_hbuf_pending(&c->out) && c->up && c->x->resp_head_done && c->st != ST_LINGER) {
         /* A small body that is already here goes out with the head: one send (one TLS
          * record) instead of two. */
         if (response_body_ready(c) < 0) {
             upstream_failed(c, 502, "malformed chunked response");
             return true;
         }
-        if (c->resp_ready > 0 && c->resp_ready <= SLB_BUF_SIZE) {
-            slb_hbuf_put(&c->out, c->up->in.data + c->up->in.off, c->resp_ready);
-            slb_buf_consume(&c->up->in, c->resp_ready);
-            c->resp_ready = 0;
+        if (c->x->resp_ready > 0 && c->x->resp_ready <= SLB_BUF_SIZE) {
+            slb_hbuf_put(&c->out, c->up->in.data + c->up->in.off, c->x->resp_ready);
+            slb_buf_consume(&c->up->in, c->x->resp_ready);
+            c->x->resp_ready = 0;
         }
     }
     if (c->out.oom) {
@@ -808,8 +861,8 @@ static bool step_write_client(struct http_conn *c)
     }
     /* The end of a response after which the connection closes: its last bytes, close_notify
      * and FIN leave in one packet instead of three. */
-    size_t left = slb_hbuf_pending(&c->out) + (size_t)c->resp_ready;
-    if (c->close_after && c->resp_done && left > 0 && left <= SLB_BUF_SIZE)
+    size_t left = slb_hbuf_pending(&c->out) + (size_t)c->x->resp_ready;
+    if (c->close_after && c->x->resp_done && left > 0 && left <= SLB_BUF_SIZE)
         slb_tconn_cork(&c->t);
     while (slb_hbuf_pending(&c->out)) {
         ssize_t n = c->t.ops->send(&c->t, c->out.p + c->out.off, slb_hbuf_pending(&c->out));
@@ -821,7 +874,7 @@ static bool step_write_client(struct http_conn *c)
             return progress;
         }
         c->out.off += (size_t)n;
-        c->resp_bytes_out += (uint64_t)n;
+        c->x->resp_bytes_out += (uint64_t)n;
         slb_count_add(&lis_counts(c)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
         progress = true;
     }
@@ -829,15 +882,15 @@ static bool step_write_client(struct http_conn *c)
         slb_hbuf_reset(&c->out);
     if (c->st == ST_LINGER || !c->up)
         return progress;
-    bool was_done = c->resp_done;
+    bool was_done = c->x->resp_done;
     if (response_body_ready(c) < 0) {
         upstream_failed(c, 502, "malformed chunked response");
         return true;
     }
-    progress |= c->resp_done != was_done;
+    progress |= c->x->resp_done != was_done;
     struct http_up *up = c->up;
-    while (c->resp_ready > 0) {
-        ssize_t n = c->t.ops->send(&c->t, up->in.data + up->in.off, c->resp_ready);
+    while (c->x->resp_ready > 0) {
+        ssize_t n = c->t.ops->send(&c->t, up->in.data + up->in.off, c->x->resp_ready);
         if (n <= 0) {
             if (n < 0) {
                 conn_close(c);
@@ -845,8 +898,8 @@ static bool step_write_client(struct http_conn *c)
             }
             return progress;
         }
-        c->resp_ready -= (uint64_t)n;
-        c->resp_bytes_out += (uint64_t)n;
+        c->x->resp_ready -= (uint64_t)n;
+        c->x->resp_bytes_out += (uint64_t)n;
         slb_count_add(&lis_counts(c)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
         slb_buf_consume(&up->in, (size_t)n);
         progress = true;
@@ -859,11 +912,11 @@ static bool step_complete(struct http_conn *c)
 {
     if (c->st == ST_HEAD || c->st == ST_HANDSHAKE || c->st == ST_TUNNEL)
         return false;
-    if (!c->resp_done || !c->req_done || slb_hbuf_pending(&c->out) || c->resp_ready)
+    if (!c->x->resp_done || !c->x->req_done || slb_hbuf_pending(&c->out) || c->x->resp_ready)
         return false;
     if (c->up) {
         release_server(c);
-        if (c->up_keep_alive && c->st == ST_EXCHANGE)
+        if (c->x->up_keep_alive && c->st == ST_EXCHANGE)
             slb_up_release(c->up);
         else
             slb_up_close(c->up);
@@ -880,7 +933,7 @@ static bool step_complete(struct http_conn *c)
         return false;
     }
     c->st = ST_HEAD;
-    c->resp_start_ms = 0;
+    xchg_put(c);
     /* An idle keep-alive connection keeps no buffer: the head buffer goes back to malloc
      * (the input buffer went back to the pool when it emptied). */
     slb_hbuf_free(&c->out);
@@ -1026,11 +1079,11 @@ static void set_interest(struct http_conn *c)
         break;
     case ST_CONNECT:
     case ST_EXCHANGE:
-        want_read = !c->req_done && slb_buf_space(&c->in) > 0;
+        want_read = !c->x->req_done && slb_buf_space(&c->in) > 0;
         /* Waiting for the response: a read interest already there stays, rather than go now
          * and come back with the response (two epoll_ctl per request). A client that sends
          * meanwhile (pipelining, EOF) mutes it (client_cb) until the response is done. */
-        if (!want_read && c->req_done && !c->rd_muted && (c->io.events & EPOLLIN) &&
+        if (!want_read && c->x->req_done && !c->rd_muted && (c->io.events & EPOLLIN) &&
             c->t.rd_wants == EPOLLIN && slb_buf_space(&c->in) > 0)
             want_read = true;
         break;
@@ -1042,7 +1095,7 @@ static void set_interest(struct http_conn *c)
     }
     if (want_read && !c->client_eof)
         ev |= c->t.rd_wants;
-    if (slb_hbuf_pending(&c->out) || c->resp_ready)
+    if (slb_hbuf_pending(&c->out) || (c->x && c->x->resp_ready))
         ev |= c->t.wr_wants;
     slb_io_set(&c->w->loop, &c->io, ev);
 
@@ -1053,9 +1106,9 @@ static void set_interest(struct http_conn *c)
     if (!up->connected) {
         uev = EPOLLOUT;
     } else {
-        if (!c->resp_done && slb_buf_space(&up->in) > 0 && c->st != ST_LINGER)
+        if (!c->x->resp_done && slb_buf_space(&up->in) > 0 && c->st != ST_LINGER)
             uev |= EPOLLIN;
-        if (slb_hbuf_pending(&up->head) || c->req_ready ||
+        if (slb_hbuf_pending(&up->head) || c->x->req_ready ||
             (c->st == ST_TUNNEL && !slb_buf_empty(&c->in)))
             uev |= EPOLLOUT;
     }
@@ -1099,26 +1152,28 @@ static void run(struct http_conn *c)
                 return;
             }
             c->st = ST_HEAD;
+            xchg_put(c);
             arm_timer(c);
             p = true;
         }
         p |= step_complete(c);
         if (!p)
             break;
-        c->last_io_ms = c->w->loop.now_ms;
+        if (c->x)
+            c->x->last_io_ms = c->w->loop.now_ms;
     }
-    if (!c->closed && c->st == ST_TUNNEL && c->resp_done && !slb_hbuf_pending(&c->out) &&
-        !c->resp_ready) {
+    if (!c->closed && c->st == ST_TUNNEL && c->x->resp_done && !slb_hbuf_pending(&c->out) &&
+        !c->x->resp_ready) {
         /* The backend ended its side cleanly and all it sent is out: half-close the client's
          * side (close_notify over TLS); the tunnel ends when the client's side has too. */
-        if (c->client_eof && c->up_shut) {
+        if (c->client_eof && c->x->up_shut) {
             conn_close(c);
             return;
         }
-        if (!c->client_shut) {
+        if (!c->x->client_shut) {
             c->t.ops->shutdown(&c->t);
             shutdown(c->t.fd, SHUT_WR);
-            c->client_shut = true;
+            c->x->client_shut = true;
         }
     }
     if (c->t.corked && !c->closed && !c->cork_ticket)
@@ -1142,8 +1197,8 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
         c->t.rd_ready = true;
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
         c->t.wr_ready = true;
-    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) && c->req_done &&
-        (c->st == ST_CONNECT || c->st == ST_EXCHANGE))
+    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) &&
+        (c->st == ST_CONNECT || c->st == ST_EXCHANGE) && c->x->req_done)
         c->rd_muted = true; /* kept interest (set_interest) fired: no busy loop */
     run(c);
 }
@@ -1202,6 +1257,10 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
             conn_close(c); /* idle keep-alive connection */
             return;
         }
+        if (!xchg_get(c)) {
+            conn_close(c);
+            return;
+        }
         if (c->log)
             slb_access_capture(c->log, c->w->loop.now_ms, NULL);
         respond_simple(c, 408, NULL, false);
@@ -1217,8 +1276,8 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
          * that, the response body and a tunnel only need to keep moving: activity stamps a
          * time and the timer is re-armed here for the remainder. */
         uint64_t limit = (uint64_t)c->b.l->cfg->request_timeout_s * 1000u;
-        bool fixed = c->st == ST_EXCHANGE && (!c->req_done || !c->resp_head_done);
-        uint64_t due = fixed ? c->exchange_deadline_ms : c->last_io_ms + limit;
+        bool fixed = c->st == ST_EXCHANGE && (!c->x->req_done || !c->x->resp_head_done);
+        uint64_t due = fixed ? c->x->exchange_deadline_ms : c->x->last_io_ms + limit;
         if (loop->now_ms < due) {
             slb_timer_start(loop, t, due - loop->now_ms);
             return;
@@ -1228,9 +1287,9 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
             return;
         }
         upstream_failed(c, 504,
-                        !c->resp_head_done ? "response timeout"
-                        : !c->req_done     ? "request body timeout"
-                                           : "response body stalled");
+                        !c->x->resp_head_done ? "response timeout"
+                        : !c->x->req_done     ? "request body timeout"
+                                              : "response body stalled");
         break;
     }
     case ST_LINGER:
@@ -1251,6 +1310,7 @@ static void conn_free(void *p)
     c->t.ops->free(&c->t);
     slb_access_free(c->log);
     free(c->tried);
+    free(c->x); /* not to the worker's list: this runs after the loop iteration */
     free(c);
 }
 
@@ -1385,6 +1445,11 @@ void slb_http_worker_free(struct slb_worker *w)
     if (!hw)
         return;
     slb_up_pool_drain(hw);
+    while (hw->xchg_free) {
+        struct http_xchg *x = hw->xchg_free;
+        hw->xchg_free = x->next;
+        free(x);
+    }
     slb_loop_defer_free(&w->loop, free, hw);
     w->http = NULL;
 }

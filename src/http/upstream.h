@@ -19,6 +19,7 @@
 
 struct http_up;
 struct slb_http_worker;
+struct http_xchg;
 
 typedef void (*slb_up_cb)(struct http_up *up, uint32_t events);
 
@@ -49,6 +50,9 @@ struct slb_http_worker {
     struct http_up *buckets[SLB_POOL_BUCKETS];
     size_t npooled;
     struct slb_http_msg msg;
+    /* Exchange states HTTP/1.x connections gave back (http/proxy.c), for the next request. */
+    struct http_xchg *xchg_free;
+    size_t nxchg_free;
 };
 
 struct slb_http_worker *slb_http_worker_get(struct slb_worker *w);
