@@ -48,7 +48,7 @@ static void log_stream(struct h2_stream *s)
     uint64_t in, out;
     slb_tconn_wire(&c->t, &in, &out);
     char sni[256] = "";
-    const char *name = SSL_get_servername(c->t.ssl, TLSEXT_NAMETYPE_host_name);
+    const char *name = slb_tls_ssl_servername(c->t.ssl);
     if (name)
         snprintf(sni, sizeof(sni), "%s", name);
     struct slb_access_entry e = {

@@ -188,7 +188,7 @@ static void log_request(struct http_conn *c)
     uint64_t in, out;
     slb_tconn_wire(&c->t, &in, &out);
     char sni[256] = "";
-    const char *name = c->t.ssl ? SSL_get_servername(c->t.ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    const char *name = slb_tls_ssl_servername(c->t.ssl);
     if (name)
         snprintf(sni, sizeof(sni), "%s", name);
     struct slb_access_entry e = {

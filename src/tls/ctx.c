@@ -30,12 +30,19 @@ static struct slb_certstore *g_store;
 static struct slb_ticket_ring *g_ring;
 
 static pthread_once_t idx_once = PTHREAD_ONCE_INIT;
-static int ssl_site_idx = -1, ssl_flags_idx = -1, ctx_listener_idx = -1;
+static int ssl_site_idx = -1, ssl_flags_idx = -1, ssl_name_idx = -1, ctx_listener_idx = -1;
+
+static void name_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    free(ptr);
+}
 
 static void idx_init(void)
 {
     ssl_site_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     ssl_flags_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ssl_name_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, name_free);
     ctx_listener_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
@@ -167,6 +174,14 @@ const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl)
     return site ? site : t ? &t->sites[0] : NULL;
 }
 
+const char *slb_tls_ssl_servername(SSL *ssl)
+{
+    if (!ssl)
+        return NULL;
+    const char *kept = ssl_name_idx >= 0 ? SSL_get_ex_data(ssl, ssl_name_idx) : NULL;
+    return kept ? kept : SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+}
+
 bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len)
 {
     const struct slb_tls_site *site = slb_tls_ssl_site(ssl);
@@ -266,8 +281,8 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
 {
     const struct slb_tls_listener *t = arg;
     const unsigned char *ext;
-    size_t extlen, nlen = 0;
-    const char *name = NULL;
+    size_t extlen, nlen = 0, raw_len = 0;
+    const char *name = NULL, *raw = NULL;
     uintptr_t flags = 0;
     if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &extlen)) {
         if (sni_parse(ext, extlen, &name, &nlen) < 0) {
@@ -275,6 +290,8 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
             *al = SSL_AD_DECODE_ERROR;
             return SSL_CLIENT_HELLO_ERROR;
         }
+        raw = name;
+        raw_len = nlen;
         name_trim(&name, &nlen);
         flags |= FLAG_SNI;
     }
@@ -306,8 +323,15 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
      * accepted it (slbd has none), so below 1.3 the flags are kept. */
     if (site != &t->sites[0] || installed)
         SSL_set_ex_data(ssl, ssl_site_idx, (void *)site);
-    if (!tls13)
+    if (!tls13) {
         SSL_set_ex_data(ssl, ssl_flags_idx, (void *)(flags | FLAG_SET));
+        /* For the same reason the name itself, as sent (slb_tls_ssl_servername). */
+        if (raw && !SSL_get_ex_data(ssl, ssl_name_idx)) {
+            char *copy = strndup(raw, raw_len);
+            if (copy && !SSL_set_ex_data(ssl, ssl_name_idx, copy))
+                free(copy);
+        }
+    }
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 

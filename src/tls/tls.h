@@ -74,6 +74,9 @@ enum slb_tls_fail {
 /* The certificate SNI chose for this connection; NULL before the ClientHello and when the
  * client sent no server_name (nothing was chosen by name, so no Host can contradict it). */
 const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl);
+/* The server name this connection's ClientHello sent (SNI), or NULL. Unlike
+ * SSL_get_servername, also right for a TLS 1.2 resumption. */
+const char *slb_tls_ssl_servername(SSL *ssl);
 /* Whether a Host header value (may carry ":port", IPv6 in brackets) names one of the site's
  * SANs, with the SNI rules: exact (case-insensitive), or "*.d" matching exactly one label. */
 bool slb_tls_site_matches_host(const struct slb_tls_site *s, const char *host, size_t len);

@@ -163,6 +163,17 @@ def test_https_lines(slbd, hx, pki, access_log):
     line = wait_for(path, lambda x: x.get("path") == "/v12", "TLS 1.2 line")[0]
     assert line["tls"] == "TLSv1.2" and line["cipher"] == "ECDHE-ECDSA-AES128-GCM-SHA256", line
     assert line["proto"] == "HTTP/1.1", line
+    assert line["sni"] == "localhost" and line["resumed"] is False, line
+    # A TLS 1.2 resumption still logs the name its ClientHello sent (OpenSSL's
+    # SSL_get_servername would report the session's, which it does not keep).
+    sess12 = c.sock.session
+    c.close()
+    c = hx.tls_connect(port, ctx12, server_hostname="localhost", session=sess12)
+    assert c.request("GET", "/v12-resumed").status == 200
+    assert c.sock.session_reused
+    line = wait_for(path, lambda x: x.get("path") == "/v12-resumed", "TLS 1.2 resumed line")[0]
+    assert line["tls"] == "TLSv1.2" and line["resumed"] is True, line
+    assert line["sni"] == "localhost", line
     # HTTP/2 (curl offers h2 by ALPN): one line per stream, with its own frame bytes.
     p = subprocess.run(["curl", "-sS", "--http2", "--cacert", pki.root, "--resolve",
                         f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/h2a",
