@@ -83,14 +83,12 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
             calm_down(c, "streams over the limit opened faster than allowed");
         return 0;
     }
-    struct h2_stream *s = calloc(1, sizeof(*s));
+    /* One allocation per stream: the servers tried go at its end. */
     size_t nsrv = c->b.wg ? c->b.wg->g->nservers : 0;
-    if (s)
-        s->tried = calloc(nsrv ? nsrv : 1, 1);
-    if (!s || !s->tried) {
-        free(s);
+    struct h2_stream *s = calloc(1, sizeof(*s) + (nsrv ? nsrv : 1));
+    if (!s)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* nghttp2 resets the stream */
-    }
+    s->tried = s->tried_mem;
     s->c = c;
     s->ws = slb_http_bind_snap(&c->b);
     slb_wsnap_ref(s->ws);

@@ -830,7 +830,6 @@ void h2_stream_free(struct h2_stream *s)
     slb_hbuf_free(&s->resp_trailers);
     slb_hbuf_free(&s->local);
     slb_access_free(s->log);
-    free(s->tried);
     if (s->prev)
         s->prev->next = s->next;
     else
