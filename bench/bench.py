@@ -495,6 +495,19 @@ def markdown(path):
         res = r.get("resumed", {}).get("cpu_us_per_conn")
         print(f"| {s} | {full / crypto['full_floor_us']:.1f}× | "
               f"{res / crypto['resumed_floor_us']:.1f}× |" if full and res else f"| {s} | - | - |")
+    floor = (doc.get("memory_floor") or {}).get("memory", {})
+    if floor.get("kib_per_conn") is not None:
+        print()
+        print("| server | KiB per idle connection over the OpenSSL floor | after one request |")
+        print("|---|---|---|")
+        for s, r in doc["results"].items():
+            m = r.get("memory", {})
+            if m.get("kib_per_conn") is None:
+                continue
+            after = m.get("kib_per_conn_after_request")
+            print(f"| {s} | {m['kib_per_conn'] - floor['kib_per_conn']:+.2f} | "
+                  + (f"{after - floor['kib_per_conn_after_request']:+.2f} |"
+                     if after is not None else "- |"))
     return 0
 
 
