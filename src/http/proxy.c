@@ -907,21 +907,10 @@ static bool step_write_client(struct http_conn *c)
     return progress;
 }
 
-/* The exchange is over: log it, give the backend connection back, start the next request. */
-static bool step_complete(struct http_conn *c)
+/* The exchange is over, its backend connection given back: log it, then close, or wait for
+ * the next request. false when the connection closed. */
+static bool exchange_end(struct http_conn *c)
 {
-    if (c->st == ST_HEAD || c->st == ST_HANDSHAKE || c->st == ST_TUNNEL)
-        return false;
-    if (!c->x->resp_done || !c->x->req_done || slb_hbuf_pending(&c->out) || c->x->resp_ready)
-        return false;
-    if (c->up) {
-        release_server(c);
-        if (c->x->up_keep_alive && c->st == ST_EXCHANGE)
-            slb_up_release(c->up);
-        else
-            slb_up_close(c->up);
-        c->up = NULL;
-    }
     account_wire(c);
     if (c->log)
         log_request(c);
@@ -939,6 +928,24 @@ static bool step_complete(struct http_conn *c)
     slb_hbuf_free(&c->out);
     arm_timer(c);
     return true;
+}
+
+/* The backend's response is all out: give the backend connection back, end the exchange. */
+static bool step_complete(struct http_conn *c)
+{
+    if (c->st == ST_HEAD || c->st == ST_HANDSHAKE || c->st == ST_TUNNEL)
+        return false;
+    if (!c->x->resp_done || !c->x->req_done || slb_hbuf_pending(&c->out) || c->x->resp_ready)
+        return false;
+    if (c->up) {
+        release_server(c);
+        if (c->x->up_keep_alive && c->st == ST_EXCHANGE)
+            slb_up_release(c->up);
+        else
+            slb_up_close(c->up);
+        c->up = NULL;
+    }
+    return exchange_end(c);
 }
 
 /* Bind the connection to the worker's newest configuration of its listening socket: when a
@@ -1144,16 +1151,8 @@ static void run(struct http_conn *c)
         if (c->closed)
             return;
         if (c->st == ST_LINGER && !slb_hbuf_pending(&c->out)) {
-            account_wire(c);
-            if (c->log)
-                log_request(c);
-            if (c->close_after || (c->client_eof && slb_buf_empty(&c->in))) {
-                conn_close(c);
+            if (!exchange_end(c))
                 return;
-            }
-            c->st = ST_HEAD;
-            xchg_put(c);
-            arm_timer(c);
             p = true;
         }
         p |= step_complete(c);
