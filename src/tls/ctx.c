@@ -18,9 +18,9 @@
 #include <strings.h>
 #include <time.h>
 
-/* Per-SSL flags kept in ex_data next to the chosen site; FLAG_SET tells kept flags from none
- * (see client_hello_cb for when they are kept). */
-enum { FLAG_SNI = 1, FLAG_BAD_SNI = 2, FLAG_SET = 4 };
+/* Per-SSL flags kept in ex_data next to the chosen site (see client_hello_cb for when):
+ * FLAG_KEPT_NAME says the ClientHello's server name, if it sent one, is in ssl_name_idx. */
+enum { FLAG_BAD_SNI = 1, FLAG_KEPT_NAME = 2 };
 
 #define VERIFY_DEPTH 4
 #define TLS_MAX_HOSTNAME 255 /* RFC 6066: HostName is at most 2^8-1 bytes in practice */
@@ -159,27 +159,23 @@ bool slb_tls_site_matches_host(const struct slb_tls_site *s, const char *host, s
     return site_match(s, host, len, false) || site_match(s, host, len, true);
 }
 
-const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl)
-{
-    if (!ssl || ssl_site_idx < 0)
-        return NULL;
-    /* Without SNI nothing was selected by name, so there is nothing for Host to contradict. */
-    uintptr_t flags = (uintptr_t)SSL_get_ex_data(ssl, ssl_flags_idx);
-    bool sni = (flags & FLAG_SET) ? (flags & FLAG_SNI)
-                                  : SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) != NULL;
-    if (!sni)
-        return NULL;
-    const struct slb_tls_site *site = SSL_get_ex_data(ssl, ssl_site_idx);
-    const struct slb_tls_listener *t = site ? NULL : listener_of(ssl);
-    return site ? site : t ? &t->sites[0] : NULL;
-}
-
 const char *slb_tls_ssl_servername(SSL *ssl)
 {
     if (!ssl)
         return NULL;
-    const char *kept = ssl_name_idx >= 0 ? SSL_get_ex_data(ssl, ssl_name_idx) : NULL;
-    return kept ? kept : SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if ((uintptr_t)SSL_get_ex_data(ssl, ssl_flags_idx) & FLAG_KEPT_NAME)
+        return SSL_get_ex_data(ssl, ssl_name_idx);
+    return SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+}
+
+const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl)
+{
+    /* Without SNI nothing was selected by name, so there is nothing for Host to contradict. */
+    if (!slb_tls_ssl_servername(ssl))
+        return NULL;
+    const struct slb_tls_site *site = SSL_get_ex_data(ssl, ssl_site_idx);
+    const struct slb_tls_listener *t = site ? NULL : listener_of(ssl);
+    return site ? site : t ? &t->sites[0] : NULL;
 }
 
 bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len)
@@ -283,17 +279,15 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
     const unsigned char *ext;
     size_t extlen, nlen = 0, raw_len = 0;
     const char *name = NULL, *raw = NULL;
-    uintptr_t flags = 0;
     if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &extlen)) {
         if (sni_parse(ext, extlen, &name, &nlen) < 0) {
-            SSL_set_ex_data(ssl, ssl_flags_idx, (void *)(uintptr_t)(FLAG_BAD_SNI | FLAG_SET));
+            SSL_set_ex_data(ssl, ssl_flags_idx, (void *)(uintptr_t)FLAG_BAD_SNI);
             *al = SSL_AD_DECODE_ERROR;
             return SSL_CLIENT_HELLO_ERROR;
         }
         raw = name;
         raw_len = nlen;
         name_trim(&name, &nlen);
-        flags |= FLAG_SNI;
     }
     long max = SSL_get_max_proto_version(ssl);
     /* TLS 1.3 happens only if both sides allow it and the client has a 1.3 suite. */
@@ -317,19 +311,20 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
     }
     /* The first SSL_set_ex_data of a connection allocates OpenSSL's ex_data stack (two blocks,
      * kept until SSL_free, about 100 bytes of every idle connection), so the common cases store
-     * nothing: the default site is what no stored site means, and SNI presence is read back with
-     * SSL_get_servername. That reports this ClientHello's name in TLS 1.3 only: in a TLS 1.2
-     * resumption it gives the session's, which OpenSSL keeps only when a servername callback
-     * accepted it (slbd has none), so below 1.3 the flags are kept. */
+     * nothing: the default site is what no stored site means, and the server name is read back
+     * with SSL_get_servername. That reports this ClientHello's name in TLS 1.3 only: in a TLS
+     * 1.2 resumption it gives the session's, which OpenSSL keeps only when a servername callback
+     * accepted it (slbd has none). So below 1.3 the name is kept here, as sent. */
     if (site != &t->sites[0] || installed)
         SSL_set_ex_data(ssl, ssl_site_idx, (void *)site);
-    if (!tls13) {
-        SSL_set_ex_data(ssl, ssl_flags_idx, (void *)(flags | FLAG_SET));
-        /* For the same reason the name itself, as sent (slb_tls_ssl_servername). */
-        if (raw && !SSL_get_ex_data(ssl, ssl_name_idx)) {
-            char *copy = strndup(raw, raw_len);
-            if (copy && !SSL_set_ex_data(ssl, ssl_name_idx, copy))
-                free(copy);
+    if (!tls13 && !SSL_get_ex_data(ssl, ssl_flags_idx)) {
+        char *copy = raw ? strndup(raw, raw_len) : NULL;
+        bool kept = !raw || (copy && SSL_set_ex_data(ssl, ssl_name_idx, copy));
+        if (!kept)
+            free(copy); /* else the SSL owns it (name_free) */
+        if (!kept || !SSL_set_ex_data(ssl, ssl_flags_idx, (void *)(uintptr_t)FLAG_KEPT_NAME)) {
+            *al = SSL_AD_INTERNAL_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
         }
     }
     return SSL_CLIENT_HELLO_SUCCESS;
@@ -578,7 +573,7 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
     char where[160], what[128];
     snprintf(where, sizeof(where), "listeners[%zu].tls", l->index);
     pthread_once(&idx_once, idx_init);
-    if (ssl_site_idx < 0 || ssl_flags_idx < 0 || ctx_listener_idx < 0)
+    if (ssl_site_idx < 0 || ssl_flags_idx < 0 || ssl_name_idx < 0 || ctx_listener_idx < 0)
         return slb_err_set(err, 500, "internal", where, "cannot allocate OpenSSL ex_data");
     if (tc->ncertificates == 0)
         return slb_err_set(err, 400, "tls_error", where,
