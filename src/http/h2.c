@@ -88,7 +88,6 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     struct h2_stream *s = calloc(1, sizeof(*s) + (nsrv ? nsrv : 1));
     if (!s)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* nghttp2 resets the stream */
-    s->tried = s->tried_mem;
     s->c = c;
     s->ws = slb_http_bind_snap(&c->b);
     slb_wsnap_ref(s->ws);

@@ -72,7 +72,6 @@ struct h2_stream {
     struct http_up *up;
     struct slb_srv_rt *srv;
     int srv_idx, attempts;
-    uint8_t *tried; /* per server of the group: at the end of this allocation (tried_mem) */
     uint64_t exchange_deadline_ms, last_io_ms, sent_us;
     /* response */
     bool resp_head_done, resp_submitted, resp_done, up_keep_alive, deferred, reset;
@@ -89,7 +88,7 @@ struct h2_stream {
     struct slb_access_rec *log;
     double resp_ms; /* request start to response head, for the access log */
     bool logged;
-    uint8_t tried_mem[]; /* one per server of the group, at least one */
+    uint8_t tried[]; /* per server of the group (at least one): already tried */
 };
 
 struct h2_conn {
