@@ -195,11 +195,7 @@ def median_of_floor(runs):
         return None
     merged = json.loads(json.dumps(runs[0]))
     for key in ("kib_per_conn", "kib_per_conn_after_request"):
-        vals = sorted(r["memory"][key] for r in runs if r["memory"].get(key) is not None)
-        if vals:
-            n = len(vals)
-            merged["memory"][key] = (vals[n // 2] if n % 2
-                                     else (vals[n // 2 - 1] + vals[n // 2]) / 2)
+        set_median(merged, runs, "memory", key)
     if len(runs) > 1:
         merged["runs"] = runs
     return merged
@@ -463,12 +459,17 @@ def median_of_runs(runs):
         return runs[0]
     merged = json.loads(json.dumps(runs[0]))
     for _label, _fig, sec, key, _unit, _higher, _fmt in ROWS:
-        vals = sorted(r[sec][key] for r in runs if r.get(sec, {}).get(key) is not None)
-        if vals:
-            n = len(vals)
-            merged[sec][key] = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+        set_median(merged, runs, sec, key)
     merged["runs"] = runs
     return merged
+
+
+def set_median(merged, runs, sec, key):
+    """merged[sec][key] becomes the median of that figure over the runs that have it."""
+    vals = sorted(r[sec][key] for r in runs if r.get(sec, {}).get(key) is not None)
+    if vals:
+        n = len(vals)
+        merged[sec][key] = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
 
 
 def markdown(path):
