@@ -48,8 +48,9 @@ int slb_tconn_init_tls(struct slb_tconn *t, int fd, SSL *ssl);
 /* Bytes on the wire so far in each direction (TLS records, handshakes and alerts included). */
 void slb_tconn_wire(const struct slb_tconn *t, uint64_t *in, uint64_t *out);
 /* Hold what is sent next in the kernel, to leave in as few packets as possible: the last bytes
- * of a response, the TLS close_notify and the FIN of a connection that closes after it. Closing
- * the socket sends what is held; slb_tconn_uncork does when the connection stays open. */
+ * of a response, the TLS close_notify and the FIN of a connection that closes after it. A
+ * shutdown(SHUT_WR) sends what is held with the FIN (a close with unread bytes would reset
+ * instead); slb_tconn_uncork does when the connection stays open. */
 void slb_tconn_cork(struct slb_tconn *t);
 void slb_tconn_uncork(struct slb_tconn *t);
 
