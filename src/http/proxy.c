@@ -43,7 +43,7 @@ enum conn_state {
 /* One request and its answer (the backend's response, our own, or a tunnel after 101): taken
  * from the worker's list when a request head starts to be parsed, given back when the
  * connection waits for its next request, so an idle keep-alive connection holds none of it
- * (see xchg_get). Zeroed when taken. */
+ * (see xchg_get). Zeroed when taken, but for the array it keeps for big groups. */
 struct http_xchg {
     struct http_xchg *next; /* on the worker's list of free ones */
     int attempts;
@@ -69,6 +69,11 @@ struct http_xchg {
     struct slb_chunked resp_chunk;
     /* accounting */
     uint64_t req_bytes_in, resp_bytes_out;
+    /* Per server of the group: already tried for this request (see xchg_tried). */
+    uint8_t *tried;
+    uint8_t *tried_heap; /* for groups too big for tried_in; kept while on the list */
+    size_t tried_cap;
+    uint8_t tried_in[32];
 };
 
 /* A client connection. Owned by the worker that accepted it, from accept to close; freed at
@@ -88,7 +93,6 @@ struct http_conn {
     struct http_up *up;  /* only during an exchange (so x is there too) */
     struct slb_srv_rt *srv;
     int srv_idx;
-    uint8_t *tried;
     uint8_t sched_key_of; /* sched_key: see struct slb_up_choice */
     uint64_t sched_key;
     enum conn_state st;
@@ -110,7 +114,7 @@ struct http_conn {
 static void run(struct http_conn *c);
 static void conn_close(struct http_conn *c);
 static void conn_free(void *p);
-static bool rebind(struct http_conn *c);
+static void rebind(struct http_conn *c);
 
 static struct slb_wcount *lis_counts(struct http_conn *c)
 {
@@ -126,8 +130,34 @@ static struct slb_wcount *srv_counts(struct http_conn *c)
  * requests in flight on a busy worker, so that a keep-alive request allocates nothing. */
 #define XCHG_KEEP 1024
 
-/* The exchange state for the request about to be parsed (or answered by us), zeroed. false
- * when memory is short. */
+/* It keeps response-head buffers the same way, fewer of them since they are bigger, and none
+ * that grew past HEAD_KEEP_CAP. A kept buffer holds its own list link. */
+#define HEAD_KEEP 128
+#define HEAD_KEEP_CAP 4096
+struct head_mem {
+    struct head_mem *next;
+    size_t cap;
+};
+
+/* The connection's head buffer goes back to the worker (or to malloc), emptied. */
+static void head_put(struct http_conn *c)
+{
+    struct slb_http_worker *hw = c->hw;
+    struct slb_hbuf *b = &c->out;
+    if (!b->p || b->oom || b->cap > HEAD_KEEP_CAP || hw->nheads >= HEAD_KEEP) {
+        slb_hbuf_free(b);
+        return;
+    }
+    struct head_mem *h = (struct head_mem *)(void *)b->p;
+    h->cap = b->cap;
+    h->next = hw->heads;
+    hw->heads = h;
+    hw->nheads++;
+    *b = (struct slb_hbuf){0};
+}
+
+/* The exchange state for the request about to be parsed (or answered by us), zeroed, and a
+ * kept head buffer for its answer when the worker has one. false when memory is short. */
 static bool xchg_get(struct http_conn *c)
 {
     if (c->x)
@@ -137,29 +167,67 @@ static bool xchg_get(struct http_conn *c)
     if (x) {
         hw->xchg_free = x->next;
         hw->nxchg_free--;
+        uint8_t *heap = x->tried_heap;
+        size_t cap = x->tried_cap;
         memset(x, 0, sizeof(*x));
+        x->tried_heap = heap;
+        x->tried_cap = cap;
     } else if (!(x = calloc(1, sizeof(*x)))) {
         return false;
     }
     c->x = x;
+    struct head_mem *h = hw->heads;
+    if (h && !c->out.p) {
+        hw->heads = h->next;
+        hw->nheads--;
+        c->out = (struct slb_hbuf){.p = (char *)h, .cap = h->cap};
+    }
     return true;
 }
 
-/* The exchange is over and the connection waits for its next request. */
+static void xchg_free(struct http_xchg *x)
+{
+    if (x)
+        free(x->tried_heap);
+    free(x);
+}
+
+/* The exchange is over and the connection waits for its next request: the exchange state
+ * and the head buffer go back to the worker. */
 static void xchg_put(struct http_conn *c)
 {
     struct http_xchg *x = c->x;
     struct slb_http_worker *hw = c->hw;
     c->x = NULL;
+    head_put(c);
     if (!x)
         return;
     if (hw->nxchg_free >= XCHG_KEEP) {
-        free(x);
+        xchg_free(x);
         return;
     }
     x->next = hw->xchg_free;
     hw->xchg_free = x;
     hw->nxchg_free++;
+}
+
+/* The tried flags for this request to a group of n servers, all clear; NULL when memory is
+ * short. Small groups use the exchange state's own array, bigger ones one it keeps. */
+static uint8_t *xchg_tried(struct http_xchg *x, size_t n)
+{
+    uint8_t *t = x->tried_in;
+    if (n > sizeof(x->tried_in)) {
+        if (n > x->tried_cap) {
+            uint8_t *p = realloc(x->tried_heap, n);
+            if (!p)
+                return NULL;
+            x->tried_heap = p;
+            x->tried_cap = n;
+        }
+        t = x->tried_heap;
+    }
+    memset(t, 0, n);
+    return t;
 }
 
 /* Move the wire-byte deltas of the client socket into the listener counters. */
@@ -276,7 +344,7 @@ static void up_event(struct http_up *up, uint32_t events);
 static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
 {
     struct slb_up_choice ch = {.wg = c->b.wg,
-                               .tried = c->tried,
+                               .tried = c->x->tried,
                                .attempts = c->x->attempts,
                                .client_fd = c->t.fd,
                                .key = &c->sched_key,
@@ -343,8 +411,6 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->x->attempts = 0;
     c->srv = NULL;
     c->x->req_bytes_in = c->x->resp_bytes_out = 0;
-    if (c->tried)
-        memset(c->tried, 0, c->b.wg ? c->b.wg->g->nservers : 0);
     if (c->log)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
 
@@ -368,6 +434,11 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     }
     if (!c->b.wg || c->b.wg->g->nservers == 0) {
         respond_simple(c, 503, NULL, m->keep_alive);
+        return;
+    }
+    c->x->tried = xchg_tried(c->x, c->b.wg->g->nservers);
+    if (!c->x->tried) {
+        respond_simple(c, 500, NULL, false);
         return;
     }
     struct slb_slice sticky = {0};
@@ -426,7 +497,7 @@ static bool step_parse_request(struct http_conn *c)
         respond_simple(c, -rc, NULL, false);
         return true;
     }
-    rebind(c); /* a new configuration since the last request; on failure, the old one */
+    rebind(c); /* a new configuration since the last request */
     start_request(c, m);
     c->x->req_bytes_in += (uint64_t)rc;
     slb_buf_consume(&c->in, (size_t)rc);
@@ -922,10 +993,9 @@ static bool exchange_end(struct http_conn *c)
         return false;
     }
     c->st = ST_HEAD;
+    /* An idle keep-alive connection keeps no buffer: the head buffer goes back with the
+     * exchange state (the input buffer went back to the pool when it emptied). */
     xchg_put(c);
-    /* An idle keep-alive connection keeps no buffer: the head buffer goes back to malloc
-     * (the input buffer went back to the pool when it emptied). */
-    slb_hbuf_free(&c->out);
     arm_timer(c);
     return true;
 }
@@ -953,27 +1023,16 @@ static bool step_complete(struct http_conn *c)
  * accept but before the ClientHello is already in force for it; and at each request of a
  * keep-alive connection, so a changed group (a server removed, a weight set to 0) or listener
  * setting applies to the next request, not only to new connections. */
-static bool rebind(struct http_conn *c)
+static void rebind(struct http_conn *c)
 {
     struct slb_listener_rt *cur = slb_http_bind_newer(&c->b, c->w);
-    if (!cur)
-        return true;
-    uint8_t *tried = NULL;
-    if (cur->group) {
-        tried = calloc(cur->group->nservers ? cur->group->nservers : 1, 1);
-        if (!tried)
-            return false;
-    }
-    slb_http_bind_move(&c->b, c->w, cur, c->t.ssl && c->t.handshake_done);
-    free(c->tried);
-    c->tried = tried;
-    return true;
+    if (cur)
+        slb_http_bind_move(&c->b, c->w, cur, c->t.ssl && c->t.handshake_done);
 }
 
 static bool start_tls(struct http_conn *c)
 {
-    if (!rebind(c))
-        return false;
+    rebind(c);
     SSL *ssl = c->b.l->tls ? slb_tls_ssl_new(c->b.l) : NULL;
     if (!ssl || slb_tconn_init_tls(&c->t, c->t.fd, ssl) < 0) {
         SSL_free(ssl);
@@ -1308,8 +1367,7 @@ static void conn_free(void *p)
     struct http_conn *c = p;
     c->t.ops->free(&c->t);
     slb_access_free(c->log);
-    free(c->tried);
-    free(c->x); /* not to the worker's list: this runs after the loop iteration */
+    xchg_free(c->x); /* not to the worker's list: this runs after the loop iteration */
     free(c);
 }
 
@@ -1341,7 +1399,7 @@ static void conn_close(struct http_conn *c)
     account_wire(c);
     close(c->t.fd);
     slb_buf_release(&c->in);
-    slb_hbuf_free(&c->out);
+    head_put(c);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
     slb_worker_unlink(&c->link);
     slb_http_bind_release(&c->b);
@@ -1389,14 +1447,6 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
         free(c);
         close(fd);
         return;
-    }
-    if (l->group) {
-        c->tried = calloc(l->group->nservers ? l->group->nservers : 1, 1);
-        if (!c->tried) {
-            free(c);
-            close(fd);
-            return;
-        }
     }
     c->w = w;
     c->hw = hw;
@@ -1447,7 +1497,12 @@ void slb_http_worker_free(struct slb_worker *w)
     while (hw->xchg_free) {
         struct http_xchg *x = hw->xchg_free;
         hw->xchg_free = x->next;
-        free(x);
+        xchg_free(x);
+    }
+    while (hw->heads) {
+        struct head_mem *h = hw->heads;
+        hw->heads = h->next;
+        free(h);
     }
     slb_loop_defer_free(&w->loop, free, hw);
     w->http = NULL;

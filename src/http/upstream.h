@@ -53,6 +53,9 @@ struct slb_http_worker {
     /* Exchange states HTTP/1.x connections gave back (http/proxy.c), for the next request. */
     struct http_xchg *xchg_free;
     size_t nxchg_free;
+    /* Response-head buffers those connections gave back (http/proxy.c, see head_put). */
+    struct head_mem *heads;
+    size_t nheads;
 };
 
 struct slb_http_worker *slb_http_worker_get(struct slb_worker *w);

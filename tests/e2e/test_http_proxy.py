@@ -356,6 +356,23 @@ def test_connect_failure_moves_to_the_next_server(slbd, hx):
         assert r.status == 200 and r.json()["server"] == "good", r
 
 
+def test_retries_through_a_group_bigger_than_the_inline_tried_flags(slbd, hx):
+    # 40 servers: more than the 32 whose tried flags an exchange holds itself, so the flags
+    # live in an array the exchange state keeps. 39 refuse the connect; every request still
+    # reaches the one that answers, on one keep-alive connection and on new ones.
+    good = hx.backend("good")
+    servers = [{"address": "127.0.0.1", "port": h.dead_port()} for _ in range(39)]
+    slbd.add_group("g", servers + [good.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    c = hx.connect(port)
+    for i in range(8):
+        r = c.request("GET", f"/big/{i}")
+        assert r.status == 200 and r.json()["server"] == "good", r
+    for i in range(4):
+        r = hx.get(port, f"/big/new/{i}")
+        assert r.status == 200 and r.json()["server"] == "good", r
+
+
 def _closer(conn, backend):
     conn.read_head()  # then close without a word
 
