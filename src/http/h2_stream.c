@@ -442,15 +442,13 @@ static bool write_up(struct h2_stream *s)
     struct http_up *up = s->up;
     bool progress = false;
     while (up && up->connected && up->wr_ready && slb_hbuf_pending(&s->tx)) {
-        ssize_t n = send(up->fd, s->tx.p + s->tx.off, slb_hbuf_pending(&s->tx), MSG_NOSIGNAL);
+        ssize_t n = slb_up_send(up, s->tx.p + s->tx.off, slb_hbuf_pending(&s->tx));
         if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
+            if (up->send_err) {
+                /* A reset seen on send: the read side will report it with the cause. */
                 up->wr_ready = false;
-                break;
+                up->rd_ready = true;
             }
-            /* A reset seen on send: the read side will report it with the cause. */
-            up->wr_ready = false;
-            up->rd_ready = true;
             break;
         }
         s->tx.off += (size_t)n;

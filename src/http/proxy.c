@@ -566,15 +566,9 @@ static bool step_write_upstream(struct http_conn *c)
         return false;
     bool progress = false;
     while (slb_hbuf_pending(&up->head)) {
-        ssize_t n =
-            send(up->fd, up->head.p + up->head.off, slb_hbuf_pending(&up->head), MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
-                up->wr_ready = false;
-                return progress;
-            }
-            return progress; /* the read side reports the failure */
-        }
+        ssize_t n = slb_up_send(up, up->head.p + up->head.off, slb_hbuf_pending(&up->head));
+        if (n < 0)
+            return progress; /* would block, or the read side reports the failure */
         up->head.off += (size_t)n;
         up->bytes_to += (uint64_t)n;
         progress = true;
@@ -591,11 +585,9 @@ static bool step_write_upstream(struct http_conn *c)
         }
     }
     while (c->x->req_ready > 0) {
-        ssize_t n = send(up->fd, c->in.data + c->in.off, c->x->req_ready, MSG_NOSIGNAL);
+        ssize_t n = slb_up_send(up, c->in.data + c->in.off, c->x->req_ready);
         if (n <= 0) {
-            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-                up->wr_ready = false;
-            } else if (n < 0 && c->st == ST_TUNNEL) {
+            if (n < 0 && up->send_err && c->st == ST_TUNNEL) {
                 /* The backend reset the tunnel (a send may see it before a recv does): the
                  * bytes in flight are lost both ways, so the client is cut with a reset. */
                 upstream_failed(c, 502, strerror(errno));
@@ -748,8 +740,11 @@ static bool finish_response_head(struct http_conn *c, const struct slb_http_msg 
         return false;
     }
     c->x->resp_unchunk = c->x->req_minor == 0 && m->body == SLB_BODY_CHUNKED;
+    /* A backend that answers before the request's body is all in and closes after will not
+     * take the rest of the body: the client connection closes after the response too. */
     bool keep = c->x->req_keep_alive && !c->close_after && m->body != SLB_BODY_UNTIL_CLOSE &&
-                !c->x->resp_unchunk && !c->w->drain_deadline_ms;
+                !c->x->resp_unchunk && !c->w->drain_deadline_ms &&
+                (c->x->req_done || c->x->up_keep_alive);
     if (!keep)
         c->close_after = true;
     if (c->x->resp_unchunk)
@@ -1000,13 +995,39 @@ static bool exchange_end(struct http_conn *c)
     return true;
 }
 
+/* Whether a backend that has answered can no longer take the rest of the request: a send
+ * failed, or it closed or reset its side, or it sent bytes after its complete response. */
+static bool backend_gone(struct http_up *up)
+{
+    if (up->send_err)
+        return true;
+    if (!up->rd_ready)
+        return false;
+    char b;
+    if (recv(up->fd, &b, 1, MSG_PEEK) < 0 && (errno == EAGAIN || errno == EINTR)) {
+        up->rd_ready = false;
+        return false;
+    }
+    return true;
+}
+
 /* The backend's response is all out: give the backend connection back, end the exchange. */
 static bool step_complete(struct http_conn *c)
 {
     if (c->st == ST_HEAD || c->st == ST_HANDSHAKE || c->st == ST_TUNNEL)
         return false;
-    if (!c->x->resp_done || !c->x->req_done || slb_hbuf_pending(&c->out) || c->x->resp_ready)
+    if (!c->x->resp_done || slb_hbuf_pending(&c->out) || c->x->resp_ready)
         return false;
+    if (!c->x->req_done) {
+        /* The backend answered before the request's body was all in (an early 413, say).
+         * While it still takes the body, the body goes on to it. Once it is gone, the rest
+         * has nowhere to go and cannot be told from a next request: the exchange ends, and
+         * the client connection closes. */
+        if (c->st != ST_EXCHANGE || !c->up || !backend_gone(c->up))
+            return false;
+        c->close_after = true;
+        c->x->up_keep_alive = false;
+    }
     if (c->up) {
         release_server(c);
         if (c->x->up_keep_alive && c->st == ST_EXCHANGE)
@@ -1174,6 +1195,8 @@ static void set_interest(struct http_conn *c)
     } else {
         if (!c->x->resp_done && slb_buf_space(&up->in) > 0 && c->st != ST_LINGER)
             uev |= EPOLLIN;
+        if (c->x->resp_done && !c->x->req_done && c->st == ST_EXCHANGE)
+            uev |= EPOLLIN; /* to see the backend go (see step_complete) */
         if (slb_hbuf_pending(&up->head) || c->x->req_ready ||
             (c->st == ST_TUNNEL && !slb_buf_empty(&c->in)))
             uev |= EPOLLOUT;

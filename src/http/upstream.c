@@ -179,12 +179,24 @@ ssize_t slb_up_read(struct http_up *up)
     if (up->in.len == 0)
         slb_buf_release(&up->in);
     if (n == 0)
-        return SLB_EEOF;
+        return up->send_err ? -up->send_err : SLB_EEOF;
     if (err == EAGAIN || err == EINTR) {
         up->rd_ready = false;
         return 0;
     }
     return -err;
+}
+
+ssize_t slb_up_send(struct http_up *up, const void *p, size_t n)
+{
+    ssize_t w = send(up->fd, p, n, MSG_NOSIGNAL);
+    if (w < 0) {
+        if (errno == EAGAIN || errno == EINTR)
+            up->wr_ready = false;
+        else
+            up->send_err = errno;
+    }
+    return w;
 }
 
 int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
@@ -231,7 +243,7 @@ void slb_up_count_end(struct slb_srv_rt *srv, int wid, const struct http_up *up)
 void slb_up_release(struct http_up *up)
 {
     struct slb_http_worker *hw = up->hw;
-    if (hw->npooled >= SLB_POOL_MAX_PER_WORKER || !slb_buf_empty(&up->in) ||
+    if (hw->npooled >= SLB_POOL_MAX_PER_WORKER || !slb_buf_empty(&up->in) || up->send_err ||
         hw->w->drain_deadline_ms) {
         up->owner = NULL;
         slb_up_close(up);

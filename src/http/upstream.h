@@ -36,6 +36,7 @@ struct http_up {
     struct slb_buf in;    /* bytes from the backend */
     struct slb_hbuf head; /* request head to send */
     bool connected, reused, rd_ready, wr_ready, pooled;
+    int send_err; /* errno of a failed send: the backend reset the connection */
     uint64_t bytes_to, bytes_from;
     struct http_up *next, *prev; /* pool bucket */
 };
@@ -71,8 +72,13 @@ struct http_up *slb_up_connect(struct slb_http_worker *hw, const struct slb_serv
  * connect just completed, 0, or -errno when it failed. */
 int slb_up_on_event(struct http_up *up, uint32_t events);
 /* Read what fits into up->in. >0 bytes read, 0 would block (rd_ready cleared), SLB_EEOF at
- * the backend's close, -errno on an error. An empty buffer goes back to the pool. */
+ * the backend's close, -errno on an error. An empty buffer goes back to the pool. A close
+ * after a failed send is that send's error: the kernel reports a reset once, to whichever
+ * call comes first, so the end of the stream after it is not an orderly close. */
 ssize_t slb_up_read(struct http_up *up);
+/* Send to the backend: bytes sent, or -1 with errno (EAGAIN and EINTR clear wr_ready; any
+ * other error is kept in send_err). */
+ssize_t slb_up_send(struct http_up *up, const void *p, size_t n);
 /* Decode a chunked body in place: the front of up->in becomes *ready data bytes, followed
  * by the raw bytes not decoded yet. With trailers (and ck->stop_at_trailer), the trailer
  * section's bytes are appended there. 0, or -1 on invalid framing. */

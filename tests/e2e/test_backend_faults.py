@@ -144,6 +144,119 @@ def test_close_delimited_cut_is_signalled_with_a_reset(slbd, hx):
                                     f"complete: {head!r}")
 
 
+def test_reset_seen_by_an_upload_send_still_cuts_a_close_delimited_body(slbd, hx):
+    """The kernel reports a backend's reset once, to whichever call comes first. When a send
+    of the client's upload takes it, the backend's socket then reads as an orderly end of
+    the stream: slbd must still cut a close-delimited body with a reset, not end it cleanly.
+    The client does not read, so slbd stops reading the backend and the reset waits in the
+    socket until the client's next body bytes are sent on."""
+    flooded = threading.Event()
+
+    def flood_then_reset(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        conn.sock.settimeout(h.scaled(1))
+        try:
+            while True:
+                conn.sock.send(b"x" * 65536)
+        except (socket.timeout, OSError):
+            pass
+        rst_close(conn)
+        flooded.set()
+
+    port, sc = site(slbd, hx, {"/flood": flood_then_reset})
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"POST /flood HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" +
+              b"a" * 1000)
+    assert flooded.wait(h.scaled(15)), "the backend never filled the buffers"
+    time.sleep(0.3)  # the reset reaches slbd's backend socket
+    s.sendall(b"b" * 1000)
+    s.settimeout(h.scaled(15))
+    data = b""
+    how = None
+    try:
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                how = "eof"
+                break
+            data += chunk
+    except ConnectionResetError:
+        how = "reset"
+    s.close()
+    assert hu.status_of(data) == 200, data[:200]
+    assert how == "reset", (f"a close-delimited body cut by a backend reset reached the client "
+                            f"as a clean EOF after {len(data)} bytes: it looks complete")
+    assert hx.get(port, "/ok").body == b"ok"
+
+
+def _early_then_close(conn):
+    conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 5\r\n"
+                 b"Connection: close\r\n\r\nlarge")
+    time.sleep(0.1)
+    conn.sock.close()  # with the body unread: a reset
+
+
+def _early_then_read_body(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+    while len(conn.buf) < 3000:
+        chunk = conn.recv_some()
+        if not chunk:
+            return False
+        conn.buf += chunk
+    del conn.buf[:3000]
+    return True  # the connection serves the next request
+
+
+def test_early_response_from_a_closing_backend_ends_the_connection(slbd, hx):
+    """A backend answers before the upload is in (an early 413) and closes: the client gets
+    the response with Connection: close, then the end of the connection, at once; the rest
+    of its body has nowhere to go."""
+    port, sc = site(slbd, hx, {"/early": _early_then_close})
+    s = hx.socket(port)
+    s.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" +
+              b"a" * 1000)
+    s.settimeout(h.scaled(5))
+    data = b""
+    t0 = time.monotonic()
+    try:
+        for _ in range(200):
+            try:
+                s.sendall(b"b" * 10000)
+            except OSError:
+                pass
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            data += chunk
+            time.sleep(0.02)
+    except ConnectionResetError:
+        pass
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert hu.status_of(data) == 413 and body == b"large", data[:300]
+    assert b"connection: close" in head.lower(), head
+    assert time.monotonic() - t0 < h.scaled(3), "the connection stayed open after the answer"
+    assert hx.get(port, "/ok").body == b"ok"
+
+
+def test_early_response_from_a_reading_backend_keeps_the_body_going(slbd, hx):
+    """A backend may answer first and still read the body: slbd passes the rest of the body
+    on, and the connection stays usable for the next request."""
+    port, sc = site(slbd, hx, {"/early": _early_then_read_body})
+    c = hx.connect(port)
+    c.send(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n" + b"a" * 1000)
+    got = read_outcome(c)
+    assert got[0] == "response" and got[1].status == 200 and got[1].body == b"early", got
+    assert (got[1].header("Connection") or "").lower() != "close", got[1]
+    c.send(b"b" * 2000)
+    r = c.request("GET", "/ok")
+    assert r.status == 200 and r.body == b"ok", r
+
+
 def _chunked_then_close(conn):
     conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" +
                  b"x" * 1000 + b"\r\n3e8\r\n" + b"y" * 500)
