@@ -24,7 +24,7 @@ from h2_util import (CANCEL, CONNECTION_SPECIFIC, INTERNAL_ERROR, NOHC, PROTOCOL
                      https_listener, set_access_log, split_record,
                      window_update_frame)
 from http_util import (Scripted, cookie_setter, hx, reset_mid_chunked,  # noqa: F401
-                       reset_mid_length)
+                       reset_mid_length, rst_close)
 from metering_util import settle
 from pki import pki, upload_ca, upload_server  # noqa: F401
 
@@ -404,6 +404,43 @@ def test_backend_dying_mid_body_resets_the_stream(slbd, hx, pki, fault):  # noqa
     assert other.status == 200 and bytes(other.data) == b"slow ok", other
     assert c.get("/ok").status == 200
     assert not c.goaways and not c.ended, c.describe()
+
+
+def test_reset_seen_by_an_upload_send_still_resets_the_stream(slbd, hx, pki):  # noqa: F811
+    """The kernel reports a backend's reset once, to whichever call comes first. When a send
+    of the stream's request body takes it, the backend's socket then reads as an orderly end:
+    a close-delimited body must still end in RST_STREAM, not END_STREAM. The client opens no
+    window, so slbd stops reading the backend and the reset waits in the socket until the
+    rest of the request body is sent on."""
+    flooded = threading.Event()
+
+    def flood_then_reset(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        conn.sock.settimeout(h.scaled(1))
+        try:
+            while True:
+                conn.sock.send(b"x" * 65536)
+        except (socket.timeout, OSError):
+            pass
+        rst_close(conn)
+        flooded.set()
+
+    sc = Scripted(hx, {"/flood": flood_then_reset})
+    slbd.add_group("g", [sc.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid)
+    c = RawH2.connect(port, client_context(pki), track=hx.track, auto_window=False)
+    sid = c.request("POST", "/flood", headers=[("content-length", "2000")], end_stream=False)
+    c.send_data(sid, b"a" * 1000, end_stream=False)
+    assert flooded.wait(h.scaled(15)), "the backend never filled the buffers"
+    time.sleep(0.3)  # the reset reaches slbd's backend socket
+    c.send_data(sid, b"b" * 1000, end_stream=True)
+    c.send(window_update_frame(0, 1 << 30) + window_update_frame(sid, 1 << 30))
+    c.auto_window = True
+    s = c.wait_stream(sid, timeout=20)
+    assert s.status == 200 and s.reset is not None and not s.ended, (
+        f"a close-delimited body cut by a backend reset must end in RST_STREAM, got {s!r}")
+    assert c.get("/ok").status == 200
 
 
 def _length_then_close(conn):
