@@ -62,7 +62,8 @@ struct http_xchg {
     uint64_t exchange_deadline_ms; /* request_timeout_s after the request first went out */
     /* response */
     bool resp_head_done, resp_done, up_keep_alive;
-    bool resp_unchunk;         /* chunked from the backend, decoded for an HTTP/1.0 client */
+    bool body_unread;  /* answered before the request body was all read: the connection ends */
+    bool resp_unchunk; /* chunked from the backend, decoded for an HTTP/1.0 client */
     bool client_shut, up_shut; /* tunnel: our write side towards that peer is shut down */
     uint8_t resp_body;
     uint64_t resp_remaining, resp_ready;
@@ -103,6 +104,7 @@ struct http_conn {
      * cork and leaves with the first response (see step_handshake). */
     bool cork_ticket;
     bool abort_reset; /* end the client connection with a reset, not an orderly close */
+    bool lingering;   /* our side is closed; what the client still sends is dropped */
     uint16_t local_port;
     /* accounting */
     uint64_t wire_in_seen, wire_out_seen;
@@ -113,6 +115,7 @@ struct http_conn {
 
 static void run(struct http_conn *c);
 static void conn_close(struct http_conn *c);
+static void linger_close(struct http_conn *c);
 static void conn_free(void *p);
 static void rebind(struct http_conn *c);
 
@@ -325,6 +328,13 @@ static void respond_simple(struct http_conn *c, int status, const char *extra, b
         slb_up_close(c->up);
         c->up = NULL;
     }
+    /* A request body we did not read cannot be told from a next request: the connection
+     * closes after the answer (see linger_close). */
+    if (!c->x->req_done && c->x->req_body != SLB_BODY_NONE &&
+        !(c->x->req_body == SLB_BODY_LENGTH && c->x->req_remaining == 0)) {
+        c->x->body_unread = true;
+        keep = false;
+    }
     if (!keep)
         c->close_after = true;
     slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
@@ -503,8 +513,6 @@ static bool step_parse_request(struct http_conn *c)
     slb_buf_consume(&c->in, (size_t)rc);
     if (c->x->req_body == SLB_BODY_NONE)
         c->x->req_done = true;
-    if (c->st == ST_LINGER && !c->x->req_done)
-        c->close_after = true; /* the body we did not read would be taken as a request */
     arm_timer(c);
     return true;
 }
@@ -984,7 +992,10 @@ static bool exchange_end(struct http_conn *c)
     /* A client that half-closed after pipelining still gets every complete request answered
      * (RFC 9112 9.6); it is closed once nothing is left in the buffer. */
     if (c->close_after || (c->client_eof && slb_buf_empty(&c->in))) {
-        conn_close(c);
+        if (!c->client_eof && (c->x->body_unread || !slb_buf_empty(&c->in)))
+            linger_close(c); /* the client may still be sending */
+        else
+            conn_close(c);
         return false;
     }
     c->st = ST_HEAD;
@@ -1011,6 +1022,37 @@ static bool backend_gone(struct http_up *up)
     return true;
 }
 
+/* The response is out but the client may still be sending (a body we did not read, requests
+ * after one we answered with a close): close_notify and our FIN, then what it sends is read
+ * and dropped until its FIN, for at most a second. Closing with unread bytes would make the
+ * kernel send a reset, which may destroy the response before the client has read it, and
+ * makes a client that is still uploading fail on its send instead of reading the answer. */
+static void linger_close(struct http_conn *c)
+{
+    struct slb_loop *loop = &c->w->loop;
+    c->lingering = true;
+    c->t.ops->shutdown(&c->t);
+    shutdown(c->t.fd, SHUT_WR); /* with what the cork holds */
+    slb_io_set(loop, &c->io, EPOLLIN);
+    slb_timer_start(loop, &c->timer, 1000);
+}
+
+static void linger_read(struct http_conn *c)
+{
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(c->t.fd, buf, sizeof(buf), 0);
+        if (n > 0) {
+            slb_count_add(&lis_counts(c)->v[SLB_LIS_WIRE_IN], (uint64_t)n);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        conn_close(c);
+        return;
+    }
+}
+
 /* The backend's response is all out: give the backend connection back, end the exchange. */
 static bool step_complete(struct http_conn *c)
 {
@@ -1027,6 +1069,7 @@ static bool step_complete(struct http_conn *c)
             return false;
         c->close_after = true;
         c->x->up_keep_alive = false;
+        c->x->body_unread = true;
     }
     if (c->up) {
         release_server(c);
@@ -1278,6 +1321,10 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
         c->t.rd_ready = true;
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
         c->t.wr_ready = true;
+    if (c->lingering) {
+        linger_read(c);
+        return;
+    }
     if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) &&
         (c->st == ST_CONNECT || c->st == ST_EXCHANGE) && c->x->req_done)
         c->rd_muted = true; /* kept interest (set_interest) fired: no busy loop */
@@ -1328,6 +1375,10 @@ static void up_event(struct http_up *up, uint32_t events)
 static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
 {
     struct http_conn *c = t->data;
+    if (c->lingering) {
+        conn_close(c);
+        return;
+    }
     switch (c->st) {
     case ST_HANDSHAKE:
         slb_count_add(&lis_counts(c)->v[SLB_LIS_HS_FAIL + SLB_TLS_FAIL_TIMEOUT], 1);
@@ -1411,7 +1462,7 @@ static void conn_close(struct http_conn *c)
         /* No close_notify either: TLS clients must see the cut as well. */
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->t.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    } else {
+    } else if (!c->lingering) { /* lingering: its close_notify and FIN are out */
         if (!c->tls_failed)
             c->t.ops->shutdown(&c->t);
         /* What the cork holds leaves now, with the FIN in the same packet: were the socket

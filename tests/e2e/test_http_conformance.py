@@ -561,3 +561,52 @@ def test_http10_head_request_gets_no_transfer_encoding(slbd, hx):
     data = exchange_to_eof(hx, port, b"HEAD /te HTTP/1.0\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\n"), data[:300]
     assert b"transfer-encoding" not in data.lower() and b"X-Head: yes" in data, data[:300]
+
+
+# --------------------------------------------------------------------------------------------
+# A body slbd did not read is never a request
+# --------------------------------------------------------------------------------------------
+
+INNER = b"GET /inner HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+@pytest.mark.parametrize("answer", ["503-empty-group", "417-expect", "301-redirect"])
+def test_a_body_slbd_answers_without_reading_is_not_taken_for_a_request(slbd, hx, answer,
+                                                                         framing):
+    """slbd answers some requests itself without reading their body. The body's bytes must
+    not be parsed as the next request (an HTTP desync): one answer, Connection: close, an
+    orderly end, and nothing reaches a backend."""
+    be = hx.backend("rec", record=True)
+    slbd.add_group("full", [be.server()], health_check=NOHC)
+    slbd.add_group("empty", [], health_check=NOHC)
+    extra = b""
+    if answer == "503-empty-group":
+        port = add_listener(slbd, "web", "empty")
+    elif answer == "417-expect":
+        port = add_listener(slbd, "web", "full")
+        extra = b"Expect: something-else\r\n"
+    else:
+        port = add_listener(slbd, "web", "full", redirect_to="https://secure.example.test")
+    if framing == "content-length":
+        framed = b"Content-Length: %d\r\n\r\n" % len(INNER) + INNER
+    else:
+        framed = (b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(INNER) + INNER +
+                  b"\r\n0\r\n\r\n")
+    s = hx.socket(port)
+    s.settimeout(h.scaled(5))
+    s.sendall(b"POST /outer HTTP/1.1\r\nHost: x\r\n" + extra + framed)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    want = answer[:3].encode()
+    assert data.startswith(b"HTTP/1.1 " + want), data[:200]
+    assert data.count(b"HTTP/1.1 ") == 1, f"the body was answered as a request: {data!r}"
+    assert b"connection: close" in data.partition(b"\r\n\r\n")[0].lower(), data[:300]
+    time.sleep(0.2)
+    rec = be.record_path.read_bytes() if be.record_path.exists() else b""
+    assert b"/inner" not in rec, rec[:300]

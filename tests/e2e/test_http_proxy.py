@@ -339,6 +339,32 @@ def test_503_for_an_empty_group(slbd, hx):
     assert hx.get(port, "/").status == 503
 
 
+def test_an_answer_before_the_upload_reaches_a_client_still_sending(slbd, hx):
+    """slbd answers 503 at the request head, with a megabyte of body still on its way. It
+    closes its side and drops what the client still sends until the client closes: the
+    client's sends do not fail and it reads the whole answer, then an orderly end. Closing
+    with unread bytes would have the kernel reset the connection under the upload."""
+    slbd.add_group("g", [], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    s = hx.socket(port)
+    s.settimeout(h.scaled(10))
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+    time.sleep(0.2)  # the answer and slbd's close come before the body
+    for _ in range(16):
+        s.sendall(b"u" * 65536)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert data.startswith(b"HTTP/1.1 503 "), data[:200]
+    head = data.partition(b"\r\n\r\n")[0].lower()
+    assert b"connection: close" in head, head
+    assert hx.get(port, "/").status == 503
+
+
 def test_502_when_every_connect_fails(slbd, hx):
     # Health checks off: the server counts as up, and the connect itself is refused.
     slbd.add_group("g", [{"address": "127.0.0.1", "port": h.dead_port()}], health_check=NOHC)
