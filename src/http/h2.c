@@ -460,8 +460,10 @@ static void linger_read(struct h2_conn *c)
     char buf[4096];
     for (;;) {
         ssize_t n = recv(c->t.fd, buf, sizeof(buf), 0);
-        if (n > 0)
+        if (n > 0) {
+            slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_WIRE_IN], (uint64_t)n); /* wire bytes */
             continue;
+        }
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         conn_close(c);
