@@ -442,33 +442,24 @@ static bool receive(struct h2_conn *c, bool *more)
 }
 
 /* The last frame (a GOAWAY) is out: close_notify and our FIN, then what the client still sends
- * (a WINDOW_UPDATE crossing our GOAWAY) is read and dropped until its FIN, for at most a
- * second. Closing with unread bytes would make the kernel send a reset, which may destroy
- * responses the client has not read yet. */
+ * (a WINDOW_UPDATE crossing our GOAWAY) is dropped (see slb_tconn_linger), for at most a
+ * second. */
 static void linger_close(struct h2_conn *c)
 {
     struct slb_loop *loop = &c->w->loop;
     c->lingering = true;
-    c->t.ops->shutdown(&c->t);
-    shutdown(c->t.fd, SHUT_WR);
+    slb_tconn_linger(&c->t);
     slb_io_set(loop, &c->io, EPOLLIN);
     slb_timer_start(loop, &c->timer, 1000);
 }
 
 static void linger_read(struct h2_conn *c)
 {
-    char buf[4096];
-    for (;;) {
-        ssize_t n = recv(c->t.fd, buf, sizeof(buf), 0);
-        if (n > 0) {
-            slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_WIRE_IN], (uint64_t)n); /* wire bytes */
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
+    uint64_t dropped = 0;
+    bool more = slb_tconn_drain(&c->t, &dropped);
+    slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_WIRE_IN], dropped);
+    if (!more)
         conn_close(c);
-        return;
-    }
 }
 
 static void kick_cb(void *p)

@@ -1023,34 +1023,24 @@ static bool backend_gone(struct http_up *up)
 }
 
 /* The response is out but the client may still be sending (a body we did not read, requests
- * after one we answered with a close): close_notify and our FIN, then what it sends is read
- * and dropped until its FIN, for at most a second. Closing with unread bytes would make the
- * kernel send a reset, which may destroy the response before the client has read it, and
- * makes a client that is still uploading fail on its send instead of reading the answer. */
+ * after one we answered with a close): see slb_tconn_linger. A client that is still uploading
+ * then reads the answer instead of failing on a reset. At most a second. */
 static void linger_close(struct http_conn *c)
 {
     struct slb_loop *loop = &c->w->loop;
     c->lingering = true;
-    c->t.ops->shutdown(&c->t);
-    shutdown(c->t.fd, SHUT_WR); /* with what the cork holds */
+    slb_tconn_linger(&c->t);
     slb_io_set(loop, &c->io, EPOLLIN);
     slb_timer_start(loop, &c->timer, 1000);
 }
 
 static void linger_read(struct http_conn *c)
 {
-    char buf[4096];
-    for (;;) {
-        ssize_t n = recv(c->t.fd, buf, sizeof(buf), 0);
-        if (n > 0) {
-            slb_count_add(&lis_counts(c)->v[SLB_LIS_WIRE_IN], (uint64_t)n);
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
+    uint64_t dropped = 0;
+    bool more = slb_tconn_drain(&c->t, &dropped);
+    slb_count_add(&lis_counts(c)->v[SLB_LIS_WIRE_IN], dropped);
+    if (!more)
         conn_close(c);
-        return;
-    }
 }
 
 /* The backend's response is all out: give the backend connection back, end the exchange. */

@@ -102,6 +102,25 @@ void slb_tconn_uncork(struct slb_tconn *t)
     t->corked = false;
 }
 
+void slb_tconn_linger(struct slb_tconn *t)
+{
+    t->ops->shutdown(t);
+    shutdown(t->fd, SHUT_WR);
+}
+
+bool slb_tconn_drain(struct slb_tconn *t, uint64_t *dropped)
+{
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(t->fd, buf, sizeof(buf), 0);
+        if (n > 0) {
+            *dropped += (uint64_t)n;
+            continue;
+        }
+        return n < 0 && (errno == EAGAIN || errno == EINTR);
+    }
+}
+
 /* --- TLS --- */
 
 /* SSL_get_error needs an empty error queue before each call. Every failure path below

@@ -53,5 +53,13 @@ void slb_tconn_wire(const struct slb_tconn *t, uint64_t *in, uint64_t *out);
  * instead); slb_tconn_uncork does when the connection stays open. */
 void slb_tconn_cork(struct slb_tconn *t);
 void slb_tconn_uncork(struct slb_tconn *t);
+/* A lingering close, for a peer that may still be sending: TLS close_notify and our FIN (with
+ * what the cork holds) now; then slb_tconn_drain reads and drops what still comes, raw, until
+ * it returns false (the peer's FIN or an error: close the socket), for a bounded time.
+ * Closing with unread bytes would make the kernel send a reset, which may destroy what the
+ * peer has not read yet. */
+void slb_tconn_linger(struct slb_tconn *t);
+/* Adds the bytes dropped to *dropped (they are wire bytes in). */
+bool slb_tconn_drain(struct slb_tconn *t, uint64_t *dropped);
 
 #endif
