@@ -628,37 +628,39 @@ def sent_alerts(text):
 # --------------------------------------------------------------------------------------------
 
 
+def read_to_end(sock, timeout=10):
+    """Read until EOF or `timeout` (scaled); returns (bytes received, "eof" | "reset" |
+    "timeout")."""
+    out = b""
+    deadline = time.monotonic() + h.scaled(timeout)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return out, "timeout"
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return out, "timeout"
+        except (ConnectionResetError, BrokenPipeError):
+            return out, "reset"
+        if not chunk:
+            return out, "eof"
+        out += chunk
+
+
 def raw_exchange(port, data, timeout=10, host="127.0.0.1"):
     """Send bytes on a fresh connection and read until EOF or `timeout` (scaled); returns
     (bytes received, "eof" | "reset" | "timeout")."""
     s = socket.create_connection((host, port), timeout=h.scaled(timeout))
-    out = b""
-    how = "timeout"
     try:
         try:
             s.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        deadline = time.monotonic() + h.scaled(timeout)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            s.settimeout(left)
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            except (ConnectionResetError, BrokenPipeError):
-                how = "reset"
-                break
-            if not chunk:
-                how = "eof"
-                break
-            out += chunk
+        return read_to_end(s, timeout)
     finally:
         s.close()
-    return out, how
 
 
 def status_of(data):

@@ -433,6 +433,23 @@ def rst_close(conn):
     conn.sock.close()
 
 
+def flood_then_reset(flooded):
+    """A Scripted fault: a close-delimited 200, then body bytes until nothing more can be sent
+    for a second (every buffer up to a client that does not read is full), then a reset;
+    sets the event `flooded` after the reset."""
+    def fault(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        conn.sock.settimeout(h.scaled(1))
+        try:
+            while True:
+                conn.sock.send(b"x" * 65536)
+        except (socket.timeout, OSError):
+            pass
+        rst_close(conn)
+        flooded.set()
+    return fault
+
+
 def reset_mid_length(conn):
     """A Scripted fault: the head and 1,000 of 100,000 announced body bytes, then a reset."""
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)

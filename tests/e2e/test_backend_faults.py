@@ -16,8 +16,8 @@ import pytest
 import hostile_util as hu
 import slbd_harness as h
 from http_util import (OK_RESPONSE, ConnectionEnded, HttpConn, Response,  # noqa: F401
-                       Scripted, add_listener, build_request, hx, listener_stats,
-                       reset_mid_chunked, reset_mid_length, rst_close)
+                       Scripted, add_listener, build_request, flood_then_reset, hx,
+                       listener_stats, reset_mid_chunked, reset_mid_length, rst_close)
 from metering_util import MeteredTls
 from pki import pki, tls_block, upload_server  # noqa: F401
 
@@ -120,18 +120,7 @@ def test_close_delimited_cut_is_signalled_with_a_reset(slbd, hx):
     port, sc = site(slbd, hx, {"/reset": _reset_mid_close_delimited})
     s = hx.socket(port)
     s.sendall(build_request("GET", "/reset"))
-    data = b""
-    how = None
-    s.settimeout(h.scaled(10))
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                how = "eof"
-                break
-            data += chunk
-    except ConnectionResetError:
-        how = "reset"
+    data, how = hu.read_to_end(s)
     head, _, body = data.partition(b"\r\n\r\n")
     if hu.status_of(data) == 200:
         framed = b"content-length" in head.lower() or b"chunked" in head.lower()
@@ -151,19 +140,7 @@ def test_reset_seen_by_an_upload_send_still_cuts_a_close_delimited_body(slbd, hx
     The client does not read, so slbd stops reading the backend and the reset waits in the
     socket until the client's next body bytes are sent on."""
     flooded = threading.Event()
-
-    def flood_then_reset(conn):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
-        conn.sock.settimeout(h.scaled(1))
-        try:
-            while True:
-                conn.sock.send(b"x" * 65536)
-        except (socket.timeout, OSError):
-            pass
-        rst_close(conn)
-        flooded.set()
-
-    port, sc = site(slbd, hx, {"/flood": flood_then_reset})
+    port, sc = site(slbd, hx, {"/flood": flood_then_reset(flooded)})
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect(("127.0.0.1", port))
@@ -172,18 +149,7 @@ def test_reset_seen_by_an_upload_send_still_cuts_a_close_delimited_body(slbd, hx
     assert flooded.wait(h.scaled(15)), "the backend never filled the buffers"
     time.sleep(0.3)  # the reset reaches slbd's backend socket
     s.sendall(b"b" * 1000)
-    s.settimeout(h.scaled(15))
-    data = b""
-    how = None
-    try:
-        while True:
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                how = "eof"
-                break
-            data += chunk
-    except ConnectionResetError:
-        how = "reset"
+    data, how = hu.read_to_end(s, timeout=15)
     s.close()
     assert hu.status_of(data) == 200, data[:200]
     assert how == "reset", (f"a close-delimited body cut by a backend reset reached the client "

@@ -23,8 +23,8 @@ from h2_util import (CANCEL, CONNECTION_SPECIFIC, INTERNAL_ERROR, NOHC, PROTOCOL
                      access_lines, client_context, curl, dechunk, error_name, h2_site, h2load,
                      https_listener, set_access_log, split_record,
                      window_update_frame)
-from http_util import (Scripted, cookie_setter, hx, reset_mid_chunked,  # noqa: F401
-                       reset_mid_length, rst_close)
+from http_util import (Scripted, cookie_setter, flood_then_reset, hx,  # noqa: F401
+                       reset_mid_chunked, reset_mid_length)
 from metering_util import settle
 from pki import pki, upload_ca, upload_server  # noqa: F401
 
@@ -413,19 +413,7 @@ def test_reset_seen_by_an_upload_send_still_resets_the_stream(slbd, hx, pki):  #
     window, so slbd stops reading the backend and the reset waits in the socket until the
     rest of the request body is sent on."""
     flooded = threading.Event()
-
-    def flood_then_reset(conn):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
-        conn.sock.settimeout(h.scaled(1))
-        try:
-            while True:
-                conn.sock.send(b"x" * 65536)
-        except (socket.timeout, OSError):
-            pass
-        rst_close(conn)
-        flooded.set()
-
-    sc = Scripted(hx, {"/flood": flood_then_reset})
+    sc = Scripted(hx, {"/flood": flood_then_reset(flooded)})
     slbd.add_group("g", [sc.server()], health_check=NOHC)
     cid = upload_server(slbd, pki, "server")
     port = https_listener(slbd, "h2", "g", cid)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import hostile_util as hu
 import slbd_harness as h
 from http_util import (ConnectionEnded, add_listener, build_request, hx,  # noqa: F401
                        response_or_end)
@@ -593,16 +594,8 @@ def test_a_body_slbd_answers_without_reading_is_not_taken_for_a_request(slbd, hx
     else:
         framed = (b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(INNER) + INNER +
                   b"\r\n0\r\n\r\n")
-    s = hx.socket(port)
-    s.settimeout(h.scaled(5))
-    s.sendall(b"POST /outer HTTP/1.1\r\nHost: x\r\n" + extra + framed)
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
+    data, how = hu.raw_exchange(port, b"POST /outer HTTP/1.1\r\nHost: x\r\n" + extra + framed)
+    assert how == "eof", (how, data[:200])
     want = answer[:3].encode()
     assert data.startswith(b"HTTP/1.1 " + want), data[:200]
     assert data.count(b"HTTP/1.1 ") == 1, f"the body was answered as a request: {data!r}"

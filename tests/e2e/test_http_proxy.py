@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import hostile_util as hu
 import slbd_harness as h
 from http_util import (add_listener, build_request, chunked, cookie_setter,  # noqa: F401
                        get_listener, header_value, hx, put_listener, response_or_end)
@@ -352,13 +353,9 @@ def test_an_answer_before_the_upload_reaches_a_client_still_sending(slbd, hx):
     time.sleep(0.2)  # the answer and slbd's close come before the body
     for _ in range(16):
         s.sendall(b"u" * 65536)
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data, how = hu.read_to_end(s)
     s.close()
+    assert how == "eof", (how, data[:200])
     assert data.startswith(b"HTTP/1.1 503 "), data[:200]
     head = data.partition(b"\r\n\r\n")[0].lower()
     assert b"connection: close" in head, head
