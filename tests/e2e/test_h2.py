@@ -431,6 +431,33 @@ def test_reset_seen_by_an_upload_send_still_resets_the_stream(slbd, hx, pki):  #
     assert c.get("/ok").status == 200
 
 
+def _early_413_then_close(conn):
+    conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 5\r\n"
+                 b"Connection: close\r\n\r\nlarge")
+    time.sleep(0.1)
+    conn.sock.close()  # with the body unread: a reset
+
+
+def test_response_before_the_request_body_ends_the_stream_with_no_error(slbd, hx,
+                                                                       pki):  # noqa: F811
+    """A backend answers before the upload is in (an early 413) and closes. The stream gets
+    the whole response, then RST_STREAM NO_ERROR (RFC 9113 8.1: the rest of the request is
+    not wanted); the connection and its other streams go on."""
+    sc = Scripted(hx, {"/early": _early_413_then_close})
+    slbd.add_group("g", [sc.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid, request_timeout_s=5)
+    c = RawH2.connect(port, client_context(pki), track=hx.track)
+    sid = c.request("POST", "/early", headers=[("content-length", "300000")], end_stream=False)
+    c.send_data(sid, b"a" * 1000, end_stream=False)
+    c.wait(lambda: c.stream(sid).reset is not None, 10, "the RST_STREAM after the response")
+    s = c.stream(sid)
+    assert s.status == 413 and bytes(s.data) == b"large" and s.ended, s
+    assert s.reset == 0, f"expected RST_STREAM NO_ERROR after the response, got {s!r}"
+    assert c.get("/ok").status == 200
+    assert not c.goaways and not c.ended, c.describe()
+
+
 def _length_then_close(conn):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\ncomplete")
 
