@@ -23,14 +23,15 @@ trap cleanup EXIT INT TERM
 rm -rf "$STATE"
 mkdir -p "$STATE/demo-pki"
 pki="$STATE/demo-pki"
-# A demo CA and a server certificate (ECDSA P-256) for localhost.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+# A demo CA and a server certificate (ECDSA P-256) for localhost, valid for 90 days: longer
+# than the 30 days under which slbd warns that a certificate expires soon.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
     -subj "/CN=slbd demo CA" -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
     -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null
 printf "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n" > "$pki/ext.cnf"
 openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
-    -CAcreateserial -days 30 -extfile "$pki/ext.cnf" -out "$pki/server.crt" 2>/dev/null
+    -CAcreateserial -days 90 -extfile "$pki/ext.cnf" -out "$pki/server.crt" 2>/dev/null
 
 for i in 1 2; do
     "$BUILD/echo-backend" --listen "127.0.0.1:900$i" --name "backend-$i" --mode http \
