@@ -17,6 +17,7 @@
 #include "http/rewrite.h"
 #include "http/route.h"
 #include "http/upstream.h"
+#include "http/xchg.h"
 #include "net/transport.h"
 #include "tcp/proxy.h"
 #include "tls/tls.h"
@@ -38,43 +39,6 @@ enum conn_state {
     ST_EXCHANGE,  /* request going to the backend, response coming back */
     ST_TUNNEL,    /* after 101 Switching Protocols: bytes both ways */
     ST_LINGER,    /* our own response (error, redirect) being sent; close or next after */
-};
-
-/* One request and its answer (the backend's response, our own, or a tunnel after 101): taken
- * from the worker's list when a request head starts to be parsed, given back when the
- * connection waits for its next request, so an idle keep-alive connection holds none of it
- * (see xchg_get). Zeroed when taken, but for the array it keeps for big groups. */
-struct http_xchg {
-    struct http_xchg *next; /* on the worker's list of free ones */
-    int attempts;
-    int status;
-    /* request */
-    uint8_t method;
-    bool req_keep_alive, req_done, head_only;
-    bool upgrade_req;  /* the request asked for a protocol upgrade we forwarded */
-    uint8_t req_minor; /* HTTP/1.x minor version of the request */
-    uint8_t req_body;
-    uint64_t req_remaining, req_ready;
-    struct slb_chunked req_chunk;
-    uint64_t resp_start_ms;
-    uint64_t sent_us;    /* request head handed to the backend, for the response histogram */
-    uint64_t last_io_ms; /* last time bytes moved during an exchange or tunnel */
-    uint64_t exchange_deadline_ms; /* request_timeout_s after the request first went out */
-    /* response */
-    bool resp_head_done, resp_done, up_keep_alive;
-    bool body_unread;  /* answered before the request body was all read: the connection ends */
-    bool resp_unchunk; /* chunked from the backend, decoded for an HTTP/1.0 client */
-    bool client_shut, up_shut; /* tunnel: our write side towards that peer is shut down */
-    uint8_t resp_body;
-    uint64_t resp_remaining, resp_ready;
-    struct slb_chunked resp_chunk;
-    /* accounting */
-    uint64_t req_bytes_in, resp_bytes_out;
-    /* Per server of the group: already tried for this request (see xchg_tried). */
-    uint8_t *tried;
-    uint8_t *tried_heap; /* for groups too big for tried_in; kept while on the list */
-    size_t tried_cap;
-    uint8_t tried_in[32];
 };
 
 /* A client connection. Owned by the worker that accepted it, from accept to close; freed at
@@ -127,110 +91,6 @@ static struct slb_wcount *lis_counts(struct http_conn *c)
 static struct slb_wcount *srv_counts(struct http_conn *c)
 {
     return &c->srv->w[c->w->id];
-}
-
-/* The worker keeps the exchange states connections gave back, up to this many: enough for the
- * requests in flight on a busy worker, so that a keep-alive request allocates nothing. */
-#define XCHG_KEEP 1024
-
-/* It keeps response-head buffers the same way, fewer of them since they are bigger, and none
- * that grew past HEAD_KEEP_CAP. A kept buffer holds its own list link. */
-#define HEAD_KEEP 128
-#define HEAD_KEEP_CAP 4096
-struct head_mem {
-    struct head_mem *next;
-    size_t cap;
-};
-
-/* The connection's head buffer goes back to the worker (or to malloc), emptied. */
-static void head_put(struct http_conn *c)
-{
-    struct slb_http_worker *hw = c->hw;
-    struct slb_hbuf *b = &c->out;
-    if (!b->p || b->oom || b->cap > HEAD_KEEP_CAP || hw->nheads >= HEAD_KEEP) {
-        slb_hbuf_free(b);
-        return;
-    }
-    struct head_mem *h = (struct head_mem *)(void *)b->p;
-    h->cap = b->cap;
-    h->next = hw->heads;
-    hw->heads = h;
-    hw->nheads++;
-    *b = (struct slb_hbuf){0};
-}
-
-/* The exchange state for the request about to be parsed (or answered by us), zeroed, and a
- * kept head buffer for its answer when the worker has one. false when memory is short. */
-static bool xchg_get(struct http_conn *c)
-{
-    if (c->x)
-        return true;
-    struct slb_http_worker *hw = c->hw;
-    struct http_xchg *x = hw->xchg_free;
-    if (x) {
-        hw->xchg_free = x->next;
-        hw->nxchg_free--;
-        uint8_t *heap = x->tried_heap;
-        size_t cap = x->tried_cap;
-        memset(x, 0, sizeof(*x));
-        x->tried_heap = heap;
-        x->tried_cap = cap;
-    } else if (!(x = calloc(1, sizeof(*x)))) {
-        return false;
-    }
-    c->x = x;
-    struct head_mem *h = hw->heads;
-    if (h && !c->out.p) {
-        hw->heads = h->next;
-        hw->nheads--;
-        c->out = (struct slb_hbuf){.p = (char *)h, .cap = h->cap};
-    }
-    return true;
-}
-
-static void xchg_free(struct http_xchg *x)
-{
-    if (x)
-        free(x->tried_heap);
-    free(x);
-}
-
-/* The exchange is over and the connection waits for its next request: the exchange state
- * and the head buffer go back to the worker. */
-static void xchg_put(struct http_conn *c)
-{
-    struct http_xchg *x = c->x;
-    struct slb_http_worker *hw = c->hw;
-    c->x = NULL;
-    head_put(c);
-    if (!x)
-        return;
-    if (hw->nxchg_free >= XCHG_KEEP) {
-        xchg_free(x);
-        return;
-    }
-    x->next = hw->xchg_free;
-    hw->xchg_free = x;
-    hw->nxchg_free++;
-}
-
-/* The tried flags for this request to a group of n servers, all clear; NULL when memory is
- * short. Small groups use the exchange state's own array, bigger ones one it keeps. */
-static uint8_t *xchg_tried(struct http_xchg *x, size_t n)
-{
-    uint8_t *t = x->tried_in;
-    if (n > sizeof(x->tried_in)) {
-        if (n > x->tried_cap) {
-            uint8_t *p = realloc(x->tried_heap, n);
-            if (!p)
-                return NULL;
-            x->tried_heap = p;
-            x->tried_cap = n;
-        }
-        t = x->tried_heap;
-    }
-    memset(t, 0, n);
-    return t;
 }
 
 /* Move the wire-byte deltas of the client socket into the listener counters. */
@@ -446,7 +306,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
         respond_simple(c, 503, NULL, m->keep_alive);
         return;
     }
-    c->x->tried = xchg_tried(c->x, c->b.wg->g->nservers);
+    c->x->tried = slb_xchg_tried(c->x, c->b.wg->g->nservers);
     if (!c->x->tried) {
         respond_simple(c, 500, NULL, false);
         return;
@@ -474,7 +334,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
 /* Parse a request head sitting in c->in. */
 static bool step_parse_request(struct http_conn *c)
 {
-    if (!xchg_get(c)) {
+    if (!slb_xchg_get(c->hw, &c->x, &c->out)) {
         conn_close(c);
         return false;
     }
@@ -1001,7 +861,7 @@ static bool exchange_end(struct http_conn *c)
     c->st = ST_HEAD;
     /* An idle keep-alive connection keeps no buffer: the head buffer goes back with the
      * exchange state (the input buffer went back to the pool when it emptied). */
-    xchg_put(c);
+    slb_xchg_put(c->hw, &c->x, &c->out);
     arm_timer(c);
     return true;
 }
@@ -1379,7 +1239,7 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
             conn_close(c); /* idle keep-alive connection */
             return;
         }
-        if (!xchg_get(c)) {
+        if (!slb_xchg_get(c->hw, &c->x, &c->out)) {
             conn_close(c);
             return;
         }
@@ -1431,7 +1291,7 @@ static void conn_free(void *p)
     struct http_conn *c = p;
     c->t.ops->free(&c->t);
     slb_access_free(c->log);
-    xchg_free(c->x); /* not to the worker's list: this runs after the loop iteration */
+    slb_xchg_free(c->x); /* not to the worker's list: this runs after the loop iteration */
     free(c);
 }
 
@@ -1463,7 +1323,7 @@ static void conn_close(struct http_conn *c)
     account_wire(c);
     close(c->t.fd);
     slb_buf_release(&c->in);
-    head_put(c);
+    slb_xchg_head_put(c->hw, &c->out);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], (uint64_t)-1);
     slb_worker_unlink(&c->link);
     slb_http_bind_release(&c->b);
@@ -1558,16 +1418,7 @@ void slb_http_worker_free(struct slb_worker *w)
     if (!hw)
         return;
     slb_up_pool_drain(hw);
-    while (hw->xchg_free) {
-        struct http_xchg *x = hw->xchg_free;
-        hw->xchg_free = x->next;
-        xchg_free(x);
-    }
-    while (hw->heads) {
-        struct head_mem *h = hw->heads;
-        hw->heads = h->next;
-        free(h);
-    }
+    slb_xchg_lists_free(hw);
     slb_loop_defer_free(&w->loop, free, hw);
     w->http = NULL;
 }

@@ -51,10 +51,10 @@ struct slb_http_worker {
     struct http_up *buckets[SLB_POOL_BUCKETS];
     size_t npooled;
     struct slb_http_msg msg;
-    /* Exchange states HTTP/1.x connections gave back (http/proxy.c), for the next request. */
+    /* Exchange states HTTP/1.x connections gave back (see http/xchg.h), for the next request. */
     struct http_xchg *xchg_free;
     size_t nxchg_free;
-    /* Response-head buffers those connections gave back (http/proxy.c, see head_put). */
+    /* Response-head buffers those connections gave back (see http/xchg.h). */
     struct head_mem *heads;
     size_t nheads;
 };
