@@ -372,8 +372,21 @@ static SSL_TICKET_RETURN ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned
     return SSL_TICKET_RETURN_USE;
 }
 
-/* CRL checking covers the leaf, and the only CRL we hold is the client CA's. A leaf issued by
- * an intermediate below that CA has no CRL to look up; that alone must not reject it. */
+/* Whether the client CA's CRL set holds a CRL from the issuer of x. */
+static bool have_crl_for(const struct slb_cert *ca, X509 *x)
+{
+    const X509_NAME *iss = X509_get_issuer_name(x);
+    for (int i = 0; i < sk_X509_CRL_num(ca->crls); i++) {
+        if (X509_NAME_cmp(X509_CRL_get_issuer(sk_X509_CRL_value(ca->crls, i)), iss) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* CRL checking covers every certificate of the chain, but we hold CRLs only of the issuers
+ * the operator uploaded: a certificate whose issuer has none (an intermediate below the
+ * client CA without an uploaded CRL, the client CA itself) has nothing to look up, and that
+ * alone must not reject it. An issuer whose CRL we do hold must answer for its certificate. */
 static int verify_cb(int ok, X509_STORE_CTX *xs)
 {
     if (ok)
@@ -384,12 +397,13 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
         X509_STORE_CTX_set_error(xs, X509_V_OK);
         return 1;
     }
-    if (X509_STORE_CTX_get_error(xs) != X509_V_ERR_UNABLE_TO_GET_CRL)
+    int e = X509_STORE_CTX_get_error(xs);
+    if (e != X509_V_ERR_UNABLE_TO_GET_CRL && e != X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER)
         return ok;
     SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
     const struct slb_tls_listener *t = ssl ? listener_of(ssl) : NULL;
     X509 *cur = X509_STORE_CTX_get_current_cert(xs);
-    if (t && t->client_ca && cur && X509_check_issued(t->client_ca->leaf, cur) != X509_V_OK) {
+    if (t && t->client_ca && cur && !have_crl_for(t->client_ca, cur)) {
         X509_STORE_CTX_set_error(xs, X509_V_OK);
         return 1;
     }
@@ -477,12 +491,15 @@ static int client_ca_setup(SSL_CTX *ctx, struct slb_tls_listener *t,
     X509_STORE *st = X509_STORE_new();
     if (!st || !X509_STORE_add_cert(st, ca->leaf))
         goto fail;
-    /* The uploaded CA is the trust anchor even when it is itself an intermediate. */
+    /* The uploaded CA is the trust anchor even when it is itself an intermediate. Its CRL
+     * set may hold intermediates' CRLs too: each is checked against the intermediate the
+     * client presents (the uploaded intermediates are never added: they would become trust
+     * anchors). CRL_CHECK_ALL, so that a CRL of the CA can revoke an intermediate. */
     unsigned long flags = X509_V_FLAG_PARTIAL_CHAIN;
-    if (ca->crl) {
-        if (!X509_STORE_add_crl(st, ca->crl))
+    for (int i = 0; i < sk_X509_CRL_num(ca->crls); i++) {
+        if (!X509_STORE_add_crl(st, sk_X509_CRL_value(ca->crls, i)))
             goto fail;
-        flags |= X509_V_FLAG_CRL_CHECK; /* the leaf only, not CRL_CHECK_ALL */
+        flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
     }
     if (!X509_STORE_set_flags(st, flags) ||
         !X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), flags))

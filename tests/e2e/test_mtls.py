@@ -108,6 +108,38 @@ def test_revoked_client_certificate_fails_after_crl(slbd, hx, pki):
     assert kind == "ok" and r.status == 200, r
 
 
+def test_intermediate_crl_under_root_client_ca(slbd, hx, pki):
+    """client_ca is the root; client certificates come from the intermediate, whose CRL is
+    uploaded to the root together with the intermediate's certificate (and the root's own CRL)."""
+    port, caid = mtls_site(slbd, hx, pki, ca="root")
+    assert attempt(hx, port, ctx_with(pki, "client-revoked"))[0] == "ok"
+    inter_crl = (pki.dir / "inter.crl").read_text()
+    # Alone, nothing vouches for the intermediate's CRL.
+    st, js = slbd.api.put(f"/v1/certificates/{caid}/crl", {"crl": inter_crl})
+    assert st == 400 and js["error"]["code"] == "crl_signature", js
+    # An intermediate of another CA does not chain to the root.
+    st, js = slbd.api.put(f"/v1/certificates/{caid}/crl",
+                          {"crl": pki.pem("wrong-inter") + inter_crl})
+    assert st == 400 and js["error"]["code"] == "crl_signature", js
+    js = upload_crl(slbd, caid, (pki.dir / "root.crl").read_text() + pki.pem("inter") +
+                    inter_crl)
+    assert js["crl"]["revoked"] == 1, js
+    assert sorted(c["issuer"] for c in js["crl"]["crls"]) == [
+        "CN=SLB Test Intermediate CA,O=SLB Test", "CN=SLB Test Root CA,O=SLB Test"], js
+    for v in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        kind, err, _ = attempt(hx, port, ctx_with(pki, "client-revoked", minimum=v, maximum=v))
+        assert kind == "fail", err
+        kind, r, _ = attempt(hx, port, ctx_with(pki, "client", minimum=v, maximum=v))
+        assert kind == "ok" and r.status == 200, r
+    h.wait_until(lambda: fail_counts(slbd).get("cert_revoked", 0) >= 2, 5,
+                 "cert_revoked failures to be counted")
+    # The CRLs and their intermediate survive a restart.
+    slbd.restart()
+    kind, err, _ = attempt(hx, port, ctx_with(pki, "client-revoked"))
+    assert kind == "fail", err
+    assert attempt(hx, port, ctx_with(pki, "client"))[0] == "ok"
+
+
 def test_root_as_client_ca(slbd, hx, pki):
     port, _ = mtls_site(slbd, hx, pki, ca="root")
     kind, r, _ = attempt(hx, port, ctx_with(pki, "client"))

@@ -35,6 +35,7 @@
 #   inter-future.crl          CRL of inter whose lastUpdate is in 2099
 #   inter-stale.crl           CRL of inter whose nextUpdate was in 2021
 #   wrongca.crl               CRL of wrongca
+#   root.crl                  CRL of root (revokes nothing)
 # The passphrase of the encrypted keys is "secret". openssl's chatter goes to DIR/openssl.log.
 set -eu
 
@@ -196,6 +197,8 @@ run openssl ca -config "$D/ca-inter/openssl.cnf" -batch -gencrl -crlexts crl_ext
     -crl_lastupdate 20200101000000Z -crl_nextupdate 20210101000000Z -out "$D/inter-stale.crl"
 run openssl ca -config "$D/ca-wrongca/openssl.cnf" -batch -gencrl -crlexts crl_ext \
     -out "$D/wrongca.crl"
+run openssl ca -config "$D/ca-root/openssl.cnf" -batch -gencrl -crlexts crl_ext \
+    -out "$D/root.crl"
 
 # Bundles as users paste them.
 cat "$D/server.pem" "$D/inter.pem" >"$D/server-chain.pem"
