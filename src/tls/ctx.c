@@ -696,6 +696,12 @@ static enum slb_tls_fail from_verify(long v)
         return SLB_TLS_FAIL_CERT_EXPIRED;
     case X509_V_ERR_CERT_REVOKED:
         return SLB_TLS_FAIL_CERT_REVOKED;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        return SLB_TLS_FAIL_CERT_NOT_YET_VALID;
+    case X509_V_ERR_INVALID_PURPOSE:
+    case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
+    case X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE:
+        return SLB_TLS_FAIL_CERT_KEY_USAGE;
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
@@ -759,6 +765,8 @@ const char *slb_tls_fail_name(enum slb_tls_fail f)
         [SLB_TLS_FAIL_CERT_EXPIRED] = "cert_expired",
         [SLB_TLS_FAIL_NO_CLIENT_CERT] = "no_client_cert",
         [SLB_TLS_FAIL_CERT_REVOKED] = "cert_revoked",
+        [SLB_TLS_FAIL_CERT_NOT_YET_VALID] = "cert_not_yet_valid",
+        [SLB_TLS_FAIL_CERT_KEY_USAGE] = "cert_key_usage",
         [SLB_TLS_FAIL_PROTOCOL_VERSION] = "protocol_version",
         [SLB_TLS_FAIL_BAD_SNI] = "bad_sni",
         [SLB_TLS_FAIL_TIMEOUT] = "timeout",

@@ -65,6 +65,8 @@ enum slb_tls_fail {
     SLB_TLS_FAIL_CERT_EXPIRED,
     SLB_TLS_FAIL_NO_CLIENT_CERT,
     SLB_TLS_FAIL_CERT_REVOKED,
+    SLB_TLS_FAIL_CERT_NOT_YET_VALID,
+    SLB_TLS_FAIL_CERT_KEY_USAGE, /* key usage or extended key usage not for a TLS client */
     SLB_TLS_FAIL_PROTOCOL_VERSION,
     SLB_TLS_FAIL_BAD_SNI,
     SLB_TLS_FAIL_TIMEOUT,

@@ -77,7 +77,9 @@ def test_no_client_certificate_fails(slbd, hx, pki):
 
 
 @pytest.mark.parametrize("client,reason", [("wrong-client", "unknown_ca"),
-                                           ("client-expired", "cert_expired")])
+                                           ("client-expired", "cert_expired"),
+                                           ("client-notyet", "cert_not_yet_valid"),
+                                           ("server", "cert_key_usage")])
 def test_bad_client_certificate_fails(slbd, hx, pki, client, reason):
     port, _ = mtls_site(slbd, hx, pki)
     if client == "wrong-client":

@@ -17,6 +17,7 @@
 #   soon            server cert that expires 10 days after the script ran
 #   client-expired  client cert valid 2020-01-01 .. 2021-01-01
 #   client-revoked  client cert revoked in inter.crl
+#   client-notyet   client cert valid from 2099-01-01
 #   weak-rsa        server cert with an RSA-1024 key
 #   weak-curve      server cert with a secp256k1 key
 #   wrongca         an unrelated self-signed CA; wrong-inter is an intermediate under it and
@@ -178,6 +179,7 @@ issue inter notyet ec server_ext "localhost" "$FUTURE"
 issue inter soon ec server_ext "localhost" "-days 10"
 issue inter client-expired ec client_ext "SLB Test Expired Client" "$PAST"
 issue inter client-revoked ec client_ext "SLB Test Revoked Client"
+issue inter client-notyet ec client_ext "SLB Test Future Client" "$FUTURE"
 issue inter weak-rsa rsa1024 server_ext "localhost"
 issue inter weak-curve k256 server_ext "localhost"
 issue inter-expired server-under-expired ec server_ext "localhost"

@@ -1328,6 +1328,8 @@ static void test_fail_names(void **state)
     assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_NONE), "none");
     assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_NO_SHARED_CIPHER), "no_shared_cipher");
     assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_TIMEOUT), "timeout");
+    assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_CERT_NOT_YET_VALID), "cert_not_yet_valid");
+    assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_CERT_KEY_USAGE), "cert_key_usage");
     assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_COUNT), "other");
     for (int f = 0; f < SLB_TLS_FAIL_COUNT; f++)
         assert_non_null(slb_tls_fail_name((enum slb_tls_fail)f));
