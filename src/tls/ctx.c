@@ -5,6 +5,7 @@
 #include "tls/tls.h"
 
 #include "cert/store.h"
+#include "cert/validate.h"
 #include "config/snapshot.h"
 #include "core/log.h"
 
@@ -354,16 +355,59 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_NOACK;
 }
 
+/* What a ticket carries besides OpenSSL's session, in its app data: facts of the session's
+ * full handshake. A renewed ticket (every TLS 1.3 resumption gets one, and OpenSSL restarts
+ * its session time then) copies them, so they keep describing the full handshake. */
+struct ticket_app {
+    int64_t full_at;        /* unix seconds of the full handshake */
+    int64_t peer_not_after; /* the client certificate's notAfter; INT64_MAX without one */
+};
+
+/* Called by OpenSSL before it encrypts a ticket. A resumed session already carries the app
+ * data of its full handshake: keep it. Only a full handshake allocates (the copy OpenSSL
+ * makes), and a full handshake allocates far more than that anyway. */
+static int ticket_gen_cb(SSL *ssl, void *arg)
+{
+    SSL_SESSION *ss = SSL_get0_session(ssl);
+    void *data = NULL;
+    size_t len = 0;
+    if (!ss)
+        return 0;
+    if (SSL_SESSION_get0_ticket_appdata(ss, &data, &len) == 1 && len == sizeof(struct ticket_app))
+        return 1;
+    struct ticket_app a = {.full_at = (int64_t)time(NULL), .peer_not_after = INT64_MAX};
+    X509 *peer = SSL_SESSION_get0_peer(ss);
+    if (peer) {
+        /* An unreadable notAfter never passed verification; INT64_MIN would refuse anyway. */
+        a.peer_not_after = slb_certval_time(X509_get0_notAfter(peer));
+    }
+    return SSL_SESSION_set1_ticket_appdata(ss, &a, sizeof(a));
+}
+
 /* The ticket carries its own timeout, fixed when it was issued; checking the age against the
- * listener's current lifetime also retires tickets issued under a longer, older setting. */
+ * listener's current lifetime also retires tickets issued under a longer, older setting. But
+ * each resumption renews the ticket, so the session itself is bounded by session_max_age_s
+ * from its full handshake, and by its client certificate's notAfter: past either, the client
+ * gets a full handshake, where its certificate is verified again. A ticket without our app
+ * data (from before it existed) cannot show its age and does not resume. */
 static SSL_TICKET_RETURN ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
                                        size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
 {
     const struct slb_tls_listener *t = arg;
     if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
         return SSL_TICKET_RETURN_IGNORE_RENEW;
-    long age = (long)time(NULL) - (long)SSL_SESSION_get_time(ss);
-    if (age < 0 || age > (long)t->ticket_lifetime_s)
+    int64_t now = (int64_t)time(NULL);
+    int64_t age = now - (int64_t)SSL_SESSION_get_time(ss);
+    if (age < 0 || age > (int64_t)t->ticket_lifetime_s)
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    void *data = NULL;
+    size_t len = 0;
+    struct ticket_app a;
+    if (SSL_SESSION_get0_ticket_appdata(ss, &data, &len) != 1 || len != sizeof(a))
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    memcpy(&a, data, sizeof(a));
+    if (now < a.full_at || now - a.full_at > (int64_t)t->session_max_age_s ||
+        now > a.peer_not_after)
         return SSL_TICKET_RETURN_IGNORE_RENEW;
     /* TLS 1.3 clients use each ticket once (RFC 8446 C.4): a resumption must hand out a fresh
      * one or every other connection falls back to a full handshake. */
@@ -540,6 +584,7 @@ static int alpn_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct slb
 static int tickets_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct slb_tls_cfg *tc)
 {
     t->ticket_lifetime_s = tc->session_ticket_lifetime_s;
+    t->session_max_age_s = tc->session_max_age_s;
     if (t->ticket_lifetime_s && !g_ring)
         slb_warn("listener %s: no session ticket keys loaded; resumption is off", t->name);
     if (t->ticket_lifetime_s == 0 || !g_ring) {
@@ -553,7 +598,7 @@ static int tickets_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct 
      * announces as the ticket lifetime. */
     SSL_CTX_set_timeout(ctx, (long)t->ticket_lifetime_s);
     if (SSL_CTX_set_num_tickets(ctx, 1) != 1 || slb_ticket_ring_install(ctx, t->ring) < 0 ||
-        SSL_CTX_set_session_ticket_cb(ctx, NULL, ticket_dec_cb, t) != 1)
+        SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_dec_cb, t) != 1)
         return -1;
     return 0;
 }

@@ -5,12 +5,13 @@ resumed sessions, client copies removed), optional mode and the handshake failur
 
 import hashlib
 import ssl
+import time
 
 import pytest
 
 import slbd_harness as h
 from http_util import ConnectionEnded, add_listener, client_context, hx, metrics  # noqa: F401
-from pki import pki, tls_block, upload_ca, upload_crl, upload_server  # noqa: F401
+from pki import issue_client, pki, tls_block, upload_ca, upload_crl, upload_server  # noqa: F401
 
 NOHC = h.no_health_check()
 XFC = "x-forwarded-clientcert-"
@@ -170,6 +171,30 @@ def test_headers_on_resumed_session(slbd, hx, pki, version):
     for k in ("clientverify", "subjectdn", "issuerdn", "fingerprint"):
         assert again[XFC + k] == first[XFC + k], (k, first, again)
     assert again[XFC + "clientverify"] == "SUCCESS"
+
+
+@pytest.mark.parametrize("version", ["TLSv1_3", "TLSv1_2"])
+def test_no_resumption_past_client_certificate_expiry(slbd, hx, pki, version):
+    """A session resumes without its client certificate being verified again; once that
+    certificate has expired the ticket no longer resumes, and the full handshake fails."""
+    port, _ = mtls_site(slbd, hx, pki)
+    not_after = int(time.time()) + 6
+    name = issue_client(pki, f"client-short-{version}", not_after)
+    v = getattr(ssl.TLSVersion, version)
+    ctx = ctx_with(pki, name, minimum=v, maximum=v)
+    kind, r, sock = attempt(hx, port, ctx)
+    assert kind == "ok", r
+    sess = sock.session
+    sock.unwrap()
+    kind, r, sock = attempt(hx, port, ctx, session=sess)
+    assert kind == "ok" and sock.session_reused, r
+    sess = sock.session
+    sock.unwrap()
+    time.sleep(max(0, not_after + 1.2 - time.time()))  # the expiry is the point of this test
+    kind, err, _ = attempt(hx, port, ctx, session=sess)
+    assert kind == "fail", "a session of an expired client certificate resumed"
+    h.wait_until(lambda: fail_counts(slbd).get("cert_expired", 0) >= 1, 5,
+                 "a cert_expired failure to be counted")
 
 
 def test_client_sent_clientcert_headers_replaced(slbd, hx, pki):
