@@ -143,6 +143,18 @@ def test_intermediate_crl_under_root_client_ca(slbd, hx, pki):
     assert attempt(hx, port, ctx_with(pki, "client"))[0] == "ok"
 
 
+def test_root_crl_revokes_an_intermediate(slbd, hx, pki):
+    """Every certificate of the client's chain is checked: a root CRL that revokes the
+    intermediate refuses the clients it issued."""
+    port, caid = mtls_site(slbd, hx, pki, ca="root")
+    assert attempt(hx, port, ctx_with(pki, "client"))[0] == "ok"
+    upload_crl(slbd, caid, (pki.dir / "root-revokes-inter.crl").read_text())
+    kind, err, _ = attempt(hx, port, ctx_with(pki, "client"))
+    assert kind == "fail", err
+    h.wait_until(lambda: fail_counts(slbd).get("cert_revoked", 0) >= 1, 5,
+                 "a cert_revoked failure to be counted")
+
+
 def test_root_as_client_ca(slbd, hx, pki):
     port, _ = mtls_site(slbd, hx, pki, ca="root")
     kind, r, _ = attempt(hx, port, ctx_with(pki, "client"))

@@ -37,6 +37,7 @@
 #   inter-stale.crl           CRL of inter whose nextUpdate was in 2021
 #   wrongca.crl               CRL of wrongca
 #   root.crl                  CRL of root (revokes nothing)
+#   root-revokes-inter.crl    CRL of root revoking inter
 # The passphrase of the encrypted keys is "secret". openssl's chatter goes to DIR/openssl.log.
 set -eu
 
@@ -201,6 +202,10 @@ run openssl ca -config "$D/ca-wrongca/openssl.cnf" -batch -gencrl -crlexts crl_e
     -out "$D/wrongca.crl"
 run openssl ca -config "$D/ca-root/openssl.cnf" -batch -gencrl -crlexts crl_ext \
     -out "$D/root.crl"
+run openssl ca -config "$D/ca-root/openssl.cnf" -batch -revoke "$D/inter.pem" \
+    -crl_reason cACompromise
+run openssl ca -config "$D/ca-root/openssl.cnf" -batch -gencrl -crlexts crl_ext \
+    -out "$D/root-revokes-inter.crl"
 
 # Bundles as users paste them.
 cat "$D/server.pem" "$D/inter.pem" >"$D/server-chain.pem"
