@@ -415,62 +415,57 @@ done:
     return rc;
 }
 
-int slb_certval_crl(const char *pem, size_t len, const X509 *ca, int64_t now, unsigned flags,
-                    X509_CRL **out, struct slb_err *err)
+int slb_certval_crls(const char *pem, size_t len, const X509 *ca, int64_t now, unsigned flags,
+                     STACK_OF(X509_CRL) * *crls, STACK_OF(X509) * *issuers, struct slb_err *err)
 {
     struct pem_scan sc = {.what = "crl", .code = "invalid_crl"};
-    X509_CRL *crl = NULL;
-    *out = NULL;
-    int rc = pem_scan(&sc, pem, len, err);
-    if (rc)
-        return rc;
-    if (sc.n != 1 || strcmp(sc.blocks[0].type, "X509 CRL") != 0) {
-        rc = slb_err_set(err, ST, "invalid_crl", "crl",
-                         "the CRL must be exactly one X509 CRL block; got %zu block(s), the "
-                         "first a %s block",
-                         sc.n, sc.blocks[0].type);
-        goto done;
-    }
-    ERR_clear_error();
-    BIO *bio = BIO_new_mem_buf(sc.blocks[0].norm, (int)sc.blocks[0].norm_len);
-    crl = bio ? PEM_read_bio_X509_CRL(bio, NULL, refuse_password, NULL) : NULL;
-    BIO_free(bio);
-    if (!crl) {
-        rc = slb_err_set(err, ST, "invalid_crl", "crl", "the CRL cannot be parsed (%s)",
-                         ossl_reason());
-        goto done;
-    }
-    ERR_clear_error();
-    if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)) != 0 ||
-        X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
+    STACK_OF(X509_CRL) *cs = sk_X509_CRL_new_null();
+    STACK_OF(X509) *xs = sk_X509_new_null();
+    *crls = NULL;
+    *issuers = NULL;
+    int rc = cs && xs ? pem_scan(&sc, pem, len, err)
+                      : slb_err_set(err, 500, "internal", "crl", "out of memory");
+    for (size_t i = 0; rc == 0 && i < sc.n; i++) {
+        const struct pem_block *b = &sc.blocks[i];
+        bool is_crl = strcmp(b->type, "X509 CRL") == 0;
+        if (!is_crl && strcmp(b->type, "CERTIFICATE") != 0) {
+            rc = slb_err_set(err, ST, "invalid_crl", "crl",
+                             "block %zu is a %s block; the field holds X509 CRL blocks and the "
+                             "CERTIFICATE blocks of the intermediates that signed them",
+                             i + 1, b->type);
+            break;
+        }
         ERR_clear_error();
-        char *iss = slb_certval_name_string(X509_CRL_get_issuer(crl));
-        char *sub = slb_certval_name_string(X509_get_subject_name(ca));
-        rc =
-            slb_err_set(err, ST, "crl_signature", "crl",
-                        "the CRL (issuer %.*s) is not signed by this CA (%.*s); upload the "
-                        "CRL that this CA issued",
-                        CERTVAL_SUBJECT_MAX, iss ? iss : "?", CERTVAL_SUBJECT_MAX, sub ? sub : "?");
-        free(iss);
-        free(sub);
-        goto done;
+        BIO *bio = BIO_new_mem_buf(b->norm, (int)b->norm_len);
+        X509_CRL *crl = NULL;
+        X509 *x = NULL;
+        if (bio && is_crl)
+            crl = PEM_read_bio_X509_CRL(bio, NULL, refuse_password, NULL);
+        else if (bio)
+            x = PEM_read_bio_X509(bio, NULL, refuse_password, NULL);
+        BIO_free(bio);
+        if (!crl && !x) {
+            rc = slb_err_set(err, ST, "invalid_crl", "crl", "block %zu (%s) cannot be parsed (%s)",
+                             i + 1, b->type, ossl_reason());
+        } else if (crl ? !sk_X509_CRL_push(cs, crl) : !sk_X509_push(xs, x)) {
+            X509_CRL_free(crl);
+            X509_free(x);
+            rc = slb_err_set(err, 500, "internal", "crl", "out of memory");
+        }
     }
-    int64_t last = slb_certval_time(X509_CRL_get0_lastUpdate(crl));
-    if (last == INT64_MIN) {
-        rc = slb_err_set(err, ST, "invalid_crl", "crl", "the CRL has no readable lastUpdate");
-        goto done;
-    }
-    if (!(flags & SLB_CERTVAL_NO_DATES) && last > now) {
-        char when[32];
-        slb_certval_rfc3339(last, when, sizeof(when));
+    if (rc == 0 && sk_X509_CRL_num(cs) == 0)
         rc = slb_err_set(err, ST, "invalid_crl", "crl",
-                         "the CRL's lastUpdate (%s) is in the future; check the CA's clock", when);
-        goto done;
+                         "the field holds no X509 CRL block (%zu other block(s))", sc.n);
+    if (rc == 0)
+        rc = slb_certval_crls_check(ca, cs, xs, now, flags, err);
+    if (rc == 0) {
+        *crls = cs;
+        *issuers = xs;
+        cs = NULL;
+        xs = NULL;
     }
-    *out = crl;
-    crl = NULL;
-done:
-    X509_CRL_free(crl);
+    sk_X509_CRL_pop_free(cs, X509_CRL_free);
+    sk_X509_pop_free(xs, X509_free);
     scan_free(&sc);
     return rc;
 }

@@ -53,7 +53,8 @@ static void cert_free(struct slb_cert *c)
     X509_free(c->leaf);
     sk_X509_pop_free(c->chain, X509_free);
     EVP_PKEY_free(c->key);
-    X509_CRL_free(c->crl);
+    sk_X509_CRL_pop_free(c->crls, X509_CRL_free);
+    sk_X509_pop_free(c->crl_issuers, X509_free);
     for (size_t i = 0; i < c->nsans; i++)
         free(c->sans[i]);
     free(c->sans);
@@ -71,15 +72,53 @@ void slb_cert_unref(struct slb_cert *c)
         cert_free(c);
 }
 
+/* CRLs of a CA and the intermediates that signed them, as cert_build takes them over. */
+struct crl_set {
+    STACK_OF(X509_CRL) * crls;
+    STACK_OF(X509) * issuers;
+};
+
+static void crl_set_clear(struct crl_set *cs)
+{
+    sk_X509_CRL_pop_free(cs->crls, X509_CRL_free);
+    sk_X509_pop_free(cs->issuers, X509_free);
+    cs->crls = NULL;
+    cs->issuers = NULL;
+}
+
+/* New references to c's CRL set; false on allocation failure (cs is then empty). */
+static bool crl_set_copy(const struct slb_cert *c, struct crl_set *cs)
+{
+    cs->crls = NULL;
+    cs->issuers = NULL;
+    if (!c->crls)
+        return true;
+    cs->crls = sk_X509_CRL_new_reserve(NULL, sk_X509_CRL_num(c->crls));
+    cs->issuers = X509_chain_up_ref(c->crl_issuers);
+    if (!cs->crls || !cs->issuers) {
+        crl_set_clear(cs);
+        return false;
+    }
+    for (int i = 0; i < sk_X509_CRL_num(c->crls); i++) {
+        X509_CRL *crl = sk_X509_CRL_value(c->crls, i);
+        X509_CRL_up_ref(crl);
+        sk_X509_CRL_push(cs->crls, crl); /* reserved above: cannot fail */
+    }
+    return true;
+}
+
 /* A new certificate (one reference) from validated material, which it takes over (m is
- * cleared) together with crl. NULL on allocation failure (m and crl are then freed). */
+ * cleared) together with the CRL set (cleared too; cs may be NULL). NULL on allocation failure
+ * (m and cs are then freed). */
 static struct slb_cert *cert_build(const char *id, const char *name, enum slb_cert_type type,
-                                   uint64_t version, struct slb_certval_material *m, X509_CRL *crl)
+                                   uint64_t version, struct slb_certval_material *m,
+                                   struct crl_set *cs)
 {
     struct slb_cert *c = calloc(1, sizeof(*c));
     if (!c) {
         slb_certval_material_clear(m);
-        X509_CRL_free(crl);
+        if (cs)
+            crl_set_clear(cs);
         return NULL;
     }
     atomic_init(&c->refs, 1);
@@ -90,7 +129,12 @@ static struct slb_cert *cert_build(const char *id, const char *name, enum slb_ce
     c->leaf = m->leaf;
     c->chain = m->chain;
     c->key = m->key;
-    c->crl = crl;
+    if (cs) {
+        c->crls = cs->crls;
+        c->crl_issuers = cs->issuers;
+        cs->crls = NULL;
+        cs->issuers = NULL;
+    }
     snprintf(c->key_type, sizeof(c->key_type), "%s", m->key_type);
     memset(m, 0, sizeof(*m));
     c->not_before = slb_certval_time(X509_get0_notBefore(c->leaf));
@@ -103,8 +147,8 @@ static struct slb_cert *cert_build(const char *id, const char *name, enum slb_ce
     return c;
 }
 
-/* The same material under a new version with another CRL (set_crl). */
-static struct slb_cert *cert_with_crl(const struct slb_cert *old, X509_CRL *crl)
+/* The same material under a new version with another CRL set (set_crl). */
+static struct slb_cert *cert_with_crls(const struct slb_cert *old, struct crl_set *cs)
 {
     struct slb_certval_material m = {0};
     X509_up_ref(old->leaf);
@@ -115,10 +159,10 @@ static struct slb_cert *cert_with_crl(const struct slb_cert *old, X509_CRL *crl)
     snprintf(m.key_type, sizeof(m.key_type), "%s", old->key_type);
     if (!m.chain) {
         slb_certval_material_clear(&m);
-        X509_CRL_free(crl);
+        crl_set_clear(cs);
         return NULL;
     }
-    return cert_build(old->id, old->name, old->type, old->version + 1, &m, crl);
+    return cert_build(old->id, old->name, old->type, old->version + 1, &m, cs);
 }
 
 static json_t *time_json(int64_t t)
@@ -130,16 +174,50 @@ static json_t *time_json(int64_t t)
     return json_string(buf);
 }
 
-static json_t *crl_json(X509_CRL *crl)
+static int crl_revoked(X509_CRL *crl)
 {
-    if (!crl)
-        return json_null();
     STACK_OF(X509_REVOKED) *rev = X509_CRL_get_REVOKED(crl);
     int n = rev ? sk_X509_REVOKED_num(rev) : 0;
-    return json_pack("{s:o, s:o, s:I}", "this_update",
-                     time_json(slb_certval_time(X509_CRL_get0_lastUpdate(crl))), "next_update",
-                     time_json(slb_certval_time(X509_CRL_get0_nextUpdate(crl))), "revoked",
-                     (json_int_t)(n < 0 ? 0 : n));
+    return n < 0 ? 0 : n;
+}
+
+/* {this_update, next_update, revoked, crls: [{issuer, this_update, next_update, revoked}]}:
+ * the summary is the oldest this_update, the earliest next_update (when the set first needs a
+ * refresh) and the sum of the entries; null without CRLs. */
+static json_t *crl_json(STACK_OF(X509_CRL) * crls)
+{
+    if (!crls || sk_X509_CRL_num(crls) == 0)
+        return json_null();
+    int64_t first = INT64_MAX, next = INT64_MAX;
+    json_int_t revoked = 0;
+    json_t *list = json_array();
+    for (int i = 0; list && i < sk_X509_CRL_num(crls); i++) {
+        X509_CRL *crl = sk_X509_CRL_value(crls, i);
+        int64_t tu = slb_certval_time(X509_CRL_get0_lastUpdate(crl));
+        int64_t nu = X509_CRL_get0_nextUpdate(crl) ? slb_certval_time(X509_CRL_get0_nextUpdate(crl))
+                                                   : INT64_MIN;
+        char *iss = slb_certval_name_string(X509_CRL_get_issuer(crl));
+        json_t *o =
+            iss ? json_pack("{s:s, s:o, s:o, s:I}", "issuer", iss, "this_update", time_json(tu),
+                            "next_update", time_json(nu), "revoked", (json_int_t)crl_revoked(crl))
+                : NULL;
+        free(iss);
+        if (json_array_append_new(list, o) != 0) {
+            json_decref(list);
+            return NULL;
+        }
+        if (tu != INT64_MIN && tu < first)
+            first = tu;
+        if (nu != INT64_MIN && nu < next)
+            next = nu;
+        revoked += crl_revoked(crl);
+    }
+    if (!list)
+        return NULL;
+    return json_pack("{s:o, s:o, s:I, s:o}", "this_update",
+                     time_json(first == INT64_MAX ? INT64_MIN : first), "next_update",
+                     time_json(next == INT64_MAX ? INT64_MIN : next), "revoked", revoked, "crls",
+                     list);
 }
 
 json_t *slb_cert_to_json(const struct slb_cert *c)
@@ -159,7 +237,7 @@ json_t *slb_cert_to_json(const struct slb_cert *c)
                   subject, "issuer", issuer, "sans", sans, "not_before", time_json(c->not_before),
                   "not_after", time_json(c->not_after), "fingerprint_sha256", c->fingerprint,
                   "key_type", c->key_type, "version", (json_int_t)c->version, "crl",
-                  crl_json(c->crl));
+                  crl_json(c->crls));
 done:
     json_decref(sans);
     free(subject);
@@ -277,9 +355,14 @@ static json_t *file_json(const struct slb_cert *c, int64_t created)
     } else {
         key_pem = json_null();
     }
-    if (c->crl) {
-        if (PEM_write_bio_X509_CRL(rb, c->crl) != 1)
-            goto done;
+    if (c->crls) {
+        /* The same PEM an upload gives: the intermediates, then the CRLs. */
+        for (int i = 0; i < sk_X509_num(c->crl_issuers); i++)
+            if (PEM_write_bio_X509(rb, sk_X509_value(c->crl_issuers, i)) != 1)
+                goto done;
+        for (int i = 0; i < sk_X509_CRL_num(c->crls); i++)
+            if (PEM_write_bio_X509_CRL(rb, sk_X509_CRL_value(c->crls, i)) != 1)
+                goto done;
         crl_pem = bio_string(rb);
     } else {
         crl_pem = json_null();
@@ -344,7 +427,7 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
 {
     struct slb_err inner = {0};
     struct slb_certval_material m = {0};
-    X509_CRL *crl = NULL;
+    struct crl_set cs = {0};
     const char *fid = json_string_value(json_object_get(doc, "id"));
     const char *name = json_string_value(json_object_get(doc, "name"));
     const char *type = json_string_value(json_object_get(doc, "type"));
@@ -376,12 +459,12 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
     if (rc)
         return load_fail(err, path, inner.code, "%s", inner.msg);
     if (json_is_string(crl_pem) &&
-        slb_certval_crl(json_string_value(crl_pem), json_string_length(crl_pem), m.leaf, 0,
-                        SLB_CERTVAL_NO_DATES, &crl, &inner) != 0) {
+        slb_certval_crls(json_string_value(crl_pem), json_string_length(crl_pem), m.leaf, 0,
+                         SLB_CERTVAL_NO_DATES, &cs.crls, &cs.issuers, &inner) != 0) {
         slb_certval_material_clear(&m);
         return load_fail(err, path, inner.code, "%s", inner.msg);
     }
-    struct slb_cert *c = cert_build(id, name, t, (uint64_t)json_integer_value(ver), &m, crl);
+    struct slb_cert *c = cert_build(id, name, t, (uint64_t)json_integer_value(ver), &m, &cs);
     if (!c || insert(s, c, json_integer_value(created)) != 0) {
         slb_cert_unref(c);
         return load_fail(err, path, "internal", "out of memory");
@@ -681,19 +764,23 @@ int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t 
                               up.private_key_len, now, 0, &m, err);
     if (rc)
         return rc;
-    /* A renewed CA with the same name and key still vouches for its CRL; another CA does
-     * not, and serving a CRL it did not sign would reject every client. */
-    X509_CRL *crl = NULL;
-    if (old->crl) {
-        ERR_clear_error();
-        if (X509_NAME_cmp(X509_CRL_get_issuer(old->crl), X509_get_subject_name(m.leaf)) == 0 &&
-            X509_CRL_verify(old->crl, X509_get0_pubkey(m.leaf)) == 1 && X509_CRL_up_ref(old->crl))
-            crl = old->crl;
-        else
-            slb_info("certificate %s: the new CA did not sign the stored CRL; CRL dropped", id);
-        ERR_clear_error();
+    /* A renewed CA with the same name and key still vouches for its CRLs (and for the
+     * intermediates that signed some); another CA does not, and serving a CRL it did not sign
+     * would reject every client. The set is kept whole or dropped whole. */
+    struct crl_set cs = {0};
+    if (old->crls) {
+        struct slb_err ignored = {0};
+        if (slb_certval_crls_check(m.leaf, old->crls, old->crl_issuers, 0, SLB_CERTVAL_NO_DATES,
+                                   &ignored) != 0)
+            slb_info("certificate %s: the new CA does not vouch for the stored CRLs (%s); CRLs "
+                     "dropped",
+                     id, ignored.msg);
+        else if (!crl_set_copy(old, &cs)) {
+            slb_certval_material_clear(&m);
+            return slb_err_set(err, 500, "internal", "", "out of memory");
+        }
     }
-    struct slb_cert *c = cert_build(id, name, old->type, old->version + 1, &m, crl);
+    struct slb_cert *c = cert_build(id, name, old->type, old->version + 1, &m, &cs);
     if (!c)
         return slb_err_set(err, 500, "internal", "", "out of memory");
     if ((rc = publish(s, e, c, err)) != 0)
@@ -709,7 +796,7 @@ int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *p
                           struct slb_err *err)
 {
     struct cert_entry *e = find(s, id);
-    X509_CRL *crl = NULL;
+    struct crl_set cs = {0};
     if (!e)
         return not_found(err, id);
     if (e->cert->type != SLB_CERT_CA)
@@ -719,19 +806,20 @@ int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *p
                            id);
     if (!pem)
         return slb_err_set(err, 400, "invalid_crl", "crl", "the CRL is missing");
-    int rc = slb_certval_crl(pem, strlen(pem), e->cert->leaf, time(NULL), 0, &crl, err);
+    int rc = slb_certval_crls(pem, strlen(pem), e->cert->leaf, time(NULL), 0, &cs.crls, &cs.issuers,
+                              err);
     if (rc)
         return rc;
-    struct slb_cert *c = cert_with_crl(e->cert, crl);
+    struct slb_cert *c = cert_with_crls(e->cert, &cs);
     if (!c)
         return slb_err_set(err, 500, "internal", "", "out of memory");
     if ((rc = publish(s, e, c, err)) != 0)
         return rc;
-    slb_info("certificate %s (%s): CRL set, %d revoked, version %llu", c->id, c->name,
-             sk_X509_REVOKED_num(X509_CRL_get_REVOKED(c->crl)) > 0
-                 ? sk_X509_REVOKED_num(X509_CRL_get_REVOKED(c->crl))
-                 : 0,
-             (unsigned long long)c->version);
+    int revoked = 0;
+    for (int i = 0; i < sk_X509_CRL_num(c->crls); i++)
+        revoked += crl_revoked(sk_X509_CRL_value(c->crls, i));
+    slb_info("certificate %s (%s): %d CRL(s) set, %d revoked, version %llu", c->id, c->name,
+             sk_X509_CRL_num(c->crls), revoked, (unsigned long long)c->version);
     return 0;
 }
 
@@ -786,12 +874,18 @@ static void tick_expiry(struct cert_entry *e, int64_t now)
                  expiry_levels[level - 1].text, when);
 }
 
-static bool crl_stale(const struct slb_cert *c, int64_t now)
+/* The first of c's CRLs past its next update at now, or NULL. */
+static X509_CRL *crl_stale(const struct slb_cert *c, int64_t now)
 {
-    if (!c->crl || !X509_CRL_get0_nextUpdate(c->crl))
-        return false;
-    int64_t next = slb_certval_time(X509_CRL_get0_nextUpdate(c->crl));
-    return next != INT64_MIN && next < now;
+    for (int i = 0; i < sk_X509_CRL_num(c->crls); i++) {
+        X509_CRL *crl = sk_X509_CRL_value(c->crls, i);
+        int64_t next = X509_CRL_get0_nextUpdate(crl)
+                           ? slb_certval_time(X509_CRL_get0_nextUpdate(crl))
+                           : INT64_MIN;
+        if (next != INT64_MIN && next < now)
+            return crl;
+    }
+    return NULL;
 }
 
 void slb_certstore_tick(struct slb_certstore *s)
@@ -800,10 +894,11 @@ void slb_certstore_tick(struct slb_certstore *s)
     for (size_t i = 0; i < s->n; i++) {
         struct cert_entry *e = &s->v[i];
         tick_expiry(e, now);
-        if (!e->crl_stale_warned && crl_stale(e->cert, now)) {
+        X509_CRL *stale = e->crl_stale_warned ? NULL : crl_stale(e->cert, now);
+        if (stale) {
             char when[32];
             e->crl_stale_warned = true;
-            slb_certval_rfc3339(slb_certval_time(X509_CRL_get0_nextUpdate(e->cert->crl)), when,
+            slb_certval_rfc3339(slb_certval_time(X509_CRL_get0_nextUpdate(stale)), when,
                                 sizeof(when));
             slb_warn("certificate %s (%s): its CRL was due for renewal on %s; upload a fresh "
                      "CRL (the old one is still enforced)",
@@ -817,7 +912,7 @@ size_t slb_certstore_crl_stale(struct slb_certstore *s)
     int64_t now = time(NULL);
     size_t n = 0;
     for (size_t i = 0; i < s->n; i++)
-        n += crl_stale(s->v[i].cert, now);
+        n += crl_stale(s->v[i].cert, now) != NULL;
     return n;
 }
 

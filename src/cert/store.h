@@ -25,11 +25,15 @@ struct slb_cert {
     char id[64];
     char name[128];
     enum slb_cert_type type;
-    uint64_t version;              /* bumped on every replace and CRL change */
-    X509 *leaf;                    /* server: the leaf; ca: the CA certificate */
-    STACK_OF(X509) * chain;        /* server: intermediates in order (no root); may be empty */
-    EVP_PKEY *key;                 /* server only */
-    X509_CRL *crl;                 /* ca only, optional */
+    uint64_t version;       /* bumped on every replace and CRL change */
+    X509 *leaf;             /* server: the leaf; ca: the CA certificate */
+    STACK_OF(X509) * chain; /* server: intermediates in order (no root); may be empty */
+    EVP_PKEY *key;          /* server only */
+    /* ca only: NULL, or the CRLs of the CA and of intermediates under it (one per issuer),
+     * with the intermediates that signed them as uploaded. Those intermediates only vouch
+     * for their CRLs at upload; client verification never trusts them. */
+    STACK_OF(X509_CRL) * crls;
+    STACK_OF(X509) * crl_issuers;
     char key_type[16];             /* "rsa-2048", "ec-p256", ... */
     char fingerprint[65];          /* SHA-256 of the leaf DER, lowercase hex */
     int64_t not_before, not_after; /* unix seconds */
@@ -76,10 +80,11 @@ int slb_certstore_create(struct slb_certstore *s, const json_t *body, struct slb
  * name optional). 404 not_found. */
 int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t *body,
                           struct slb_cert **out, struct slb_err *err);
-/* Attach a CRL (PEM) to CA certificate id: must parse, be signed by that CA, and
- * this_update <= now; codes invalid_crl, crl_signature, not_a_ca (not a ca entry), 404
- * not_found. Like a replace it publishes a new struct slb_cert (version + 1), so holders of
- * the old one keep a consistent view and TLS contexts can tell they must be rebuilt. */
+/* Set the CRLs of CA certificate id from PEM (see slb_certval_crls: the CA's own CRL and/or
+ * intermediates' CRLs with those intermediates), replacing the previous set; codes
+ * invalid_crl, crl_signature, not_a_ca (not a ca entry), 404 not_found. Like a replace it publishes
+ * a new struct slb_cert (version + 1), so holders of the old one keep a consistent view and TLS
+ * contexts can tell they must be rebuilt. */
 int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *pem,
                           struct slb_err *err);
 /* Put back a previous version (a reference the caller owns, consumed here) after a change
@@ -90,7 +95,7 @@ int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err
 
 /* Periodic work (expiry warnings at 30/7/1 days, CRL past next_update); called each second. */
 void slb_certstore_tick(struct slb_certstore *s);
-/* Number of CA certificates whose CRL is past its next_update now (a metrics gauge). */
+/* Number of CA certificates with a CRL past its next_update now (a metrics gauge). */
 size_t slb_certstore_crl_stale(struct slb_certstore *s);
 
 #endif

@@ -327,6 +327,82 @@ void slb_certval_material_clear(struct slb_certval_material *m)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * CRLs
+ * ------------------------------------------------------------------------------------------- */
+
+static int crl_fail(struct slb_err *err, const char *code, const X509_NAME *name, const char *fmt)
+{
+    char *n = slb_certval_name_string(name);
+    int rc = slb_err_set(err, ST, code, "crl", fmt, CERTVAL_SUBJECT_MAX, n ? n : "?");
+    free(n);
+    return rc;
+}
+
+/* The signers a CRL may come from: the CA, then every issuer certificate that links to it
+ * through the others (any order, at most SLB_CERTVAL_MAX_BLOCKS deep since each pass links
+ * at least one). A certificate that links nowhere is refused rather than ignored: it is
+ * what the operator meant to vouch for a CRL. */
+int slb_certval_crls_check(const X509 *ca, STACK_OF(X509_CRL) * crls, STACK_OF(X509) * issuers,
+                           int64_t now, unsigned flags, struct slb_err *err)
+{
+    X509 *signers[SLB_CERTVAL_MAX_BLOCKS + 1] = {(X509 *)ca};
+    size_t nsigners = 1;
+    int nx = sk_X509_num(issuers), ncrl = sk_X509_CRL_num(crls);
+    if (nx + ncrl > SLB_CERTVAL_MAX_BLOCKS)
+        return slb_err_set(err, ST, "invalid_crl", "crl", "more than %d blocks",
+                           SLB_CERTVAL_MAX_BLOCKS);
+    bool linked[SLB_CERTVAL_MAX_BLOCKS] = {false};
+    for (bool progress = true; progress;) {
+        progress = false;
+        for (int i = 0; i < nx; i++) {
+            X509 *x = sk_X509_value(issuers, i);
+            for (size_t j = 0; !linked[i] && j < nsigners; j++) {
+                if (issued_by(x, signers[j]) && X509_check_ca(x) == 1) {
+                    linked[i] = progress = true;
+                    signers[nsigners++] = x;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < nx; i++) {
+        if (!linked[i])
+            return crl_fail(err, "crl_signature", X509_get_subject_name(sk_X509_value(issuers, i)),
+                            "the certificate %.*s is not an intermediate CA issued by this CA "
+                            "(or by another intermediate of the upload that is); only CRLs of "
+                            "this CA and of intermediates under it are accepted");
+    }
+    for (int i = 0; i < ncrl; i++) {
+        X509_CRL *crl = sk_X509_CRL_value(crls, i);
+        const X509_NAME *iss = X509_CRL_get_issuer(crl);
+        bool ok = false;
+        ERR_clear_error();
+        for (size_t j = 0; !ok && j < nsigners; j++)
+            ok = X509_NAME_cmp(iss, X509_get_subject_name(signers[j])) == 0 &&
+                 X509_CRL_verify(crl, X509_get0_pubkey(signers[j])) == 1;
+        ERR_clear_error();
+        if (!ok)
+            return crl_fail(err, "crl_signature", iss,
+                            "the CRL of %.*s is signed neither by this CA nor by an intermediate "
+                            "CA under it given in the same field; upload the CRL this CA issued, "
+                            "or an intermediate's CRL together with the intermediate's "
+                            "certificate");
+        for (int k = 0; k < i; k++) {
+            if (X509_NAME_cmp(iss, X509_CRL_get_issuer(sk_X509_CRL_value(crls, k))) == 0)
+                return crl_fail(err, "invalid_crl", iss,
+                                "two CRLs of %.*s; give one CRL per issuing CA");
+        }
+        int64_t last = slb_certval_time(X509_CRL_get0_lastUpdate(crl));
+        if (last == INT64_MIN)
+            return crl_fail(err, "invalid_crl", iss, "the CRL of %.*s has no readable lastUpdate");
+        if (!(flags & SLB_CERTVAL_NO_DATES) && last > now)
+            return crl_fail(err, "invalid_crl", iss,
+                            "the lastUpdate of the CRL of %.*s is in the future; check the CA's "
+                            "clock");
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Upload body
  * ------------------------------------------------------------------------------------------- */
 

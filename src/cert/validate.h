@@ -89,10 +89,17 @@ int slb_certval_material(enum slb_cert_type type, const char *cert_pem, size_t c
                          struct slb_certval_material *out, struct slb_err *err);
 void slb_certval_material_clear(struct slb_certval_material *m);
 
-/* Parse one "X509 CRL" PEM block, check it is signed by ca (crl_signature) and that its
- * lastUpdate is not in the future unless SLB_CERTVAL_NO_DATES (invalid_crl). */
-int slb_certval_crl(const char *pem, size_t len, const X509 *ca, int64_t now, unsigned flags,
-                    X509_CRL **out, struct slb_err *err);
+/* Parse the crl field of a CRL upload: one or more "X509 CRL" blocks, one per issuing CA,
+ * and the CERTIFICATE blocks of the intermediates that signed some of them, then run
+ * slb_certval_crls_check. *crls and *issuers (never empty / possibly empty) are the caller's. */
+int slb_certval_crls(const char *pem, size_t len, const X509 *ca, int64_t now, unsigned flags,
+                     STACK_OF(X509_CRL) * *crls, STACK_OF(X509) * *issuers, struct slb_err *err);
+/* Each CRL is signed by ca or by one of issuers, each issuer is a CA certificate issued by ca
+ * or by another issuer that is (crl_signature otherwise), no two CRLs share an issuer, and
+ * every lastUpdate is readable and, unless SLB_CERTVAL_NO_DATES, not in the future
+ * (invalid_crl). */
+int slb_certval_crls_check(const X509 *ca, STACK_OF(X509_CRL) * crls, STACK_OF(X509) * issuers,
+                           int64_t now, unsigned flags, struct slb_err *err);
 
 /* Derived fields. */
 /* ASN1 time as unix seconds; INT64_MIN when it cannot be read. */

@@ -75,7 +75,9 @@ struct slb_tls_cfg {
     char client_ca[SLB_NAME_MAX];       /* empty = one-way authentication */
     enum slb_client_auth client_auth;   /* default required */
     enum slb_tls_policy policy;         /* default 1_2_strict_with_1_3 */
-    uint32_t session_ticket_lifetime_s; /* 0..86400, default 300; 0 disables tickets */
+    uint32_t session_ticket_lifetime_s; /* 0..7200, default 300; 0 disables tickets */
+    uint32_t session_max_age_s;         /* 1..86400, default 3600: age of a session's full
+                                           handshake beyond which it no longer resumes */
     char alpn[2][16];                   /* subset of "h2", "http/1.1" in preference order */
     size_t nalpn;
 };

@@ -53,8 +53,8 @@ static const char *const alpn_names[] = {"h2", "http/1.1", NULL};
 static const char *const sticky_keys[] = {"type", "cookie", "timeout_s", NULL};
 static const char *const acl_keys[] = {"mode", "cidrs", NULL};
 static const char *const tls_keys[] = {
-    "certificates", "client_ca", "client_auth", "policy", "session_ticket_lifetime_s",
-    "alpn",         NULL};
+    "certificates",      "client_ca", "client_auth", "policy", "session_ticket_lifetime_s",
+    "session_max_age_s", "alpn",      NULL};
 
 #define MAX_CERTS 16
 #define MAX_ACL 1000
@@ -394,6 +394,7 @@ static int tls_parse(const struct slb_cv *lis, struct slb_tls_cfg *t, json_t **n
                           &policy)) ||
         (rc = slb_cv_u32(&cv, "session_ticket_lifetime_s", 300, 0, 7200,
                          &t->session_ticket_lifetime_s)) ||
+        (rc = slb_cv_u32(&cv, "session_max_age_s", 3600, 1, 86400, &t->session_max_age_s)) ||
         (rc = alpn_parse(&cv, t, &alpn_list)))
         goto fail;
     t->client_auth = auth == 0 ? SLB_CLIENT_AUTH_REQUIRED : SLB_CLIENT_AUTH_OPTIONAL;
@@ -406,6 +407,7 @@ static int tls_parse(const struct slb_cv *lis, struct slb_tls_cfg *t, json_t **n
     bad |= slb_cv_put(n, "client_auth", json_string(client_auths[auth]));
     bad |= slb_cv_put(n, "policy", json_string(tls_policies[policy]));
     bad |= slb_cv_put(n, "session_ticket_lifetime_s", json_integer(t->session_ticket_lifetime_s));
+    bad |= slb_cv_put(n, "session_max_age_s", json_integer(t->session_max_age_s));
     bad |= slb_cv_put(n, "alpn", alpn_list);
     certs_list = alpn_list = NULL;
     if (bad) {

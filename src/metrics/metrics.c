@@ -25,6 +25,9 @@ uint64_t slb_metrics_sum(struct slb_wcount *w, int nworkers, int k)
     return s;
 }
 
+_Static_assert(SLB_LIS_HS_FAIL + SLB_TLS_FAIL_COUNT <= SLB_LIS_REQ_1XX,
+               "a counter slot for every handshake failure reason");
+
 static uint64_t lsum(const struct slb_lis_rt *r, int k)
 {
     return slb_metrics_sum((struct slb_wcount *)r->w, r->nworkers, k);

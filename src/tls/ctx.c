@@ -5,6 +5,7 @@
 #include "tls/tls.h"
 
 #include "cert/store.h"
+#include "cert/validate.h"
 #include "config/snapshot.h"
 #include "core/log.h"
 
@@ -354,16 +355,59 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_NOACK;
 }
 
+/* What a ticket carries besides OpenSSL's session, in its app data: facts of the session's
+ * full handshake. A renewed ticket (every TLS 1.3 resumption gets one, and OpenSSL restarts
+ * its session time then) copies them, so they keep describing the full handshake. */
+struct ticket_app {
+    int64_t full_at;        /* unix seconds of the full handshake */
+    int64_t peer_not_after; /* the client certificate's notAfter; INT64_MAX without one */
+};
+
+/* Called by OpenSSL before it encrypts a ticket. A resumed session already carries the app
+ * data of its full handshake: keep it. Only a full handshake allocates (the copy OpenSSL
+ * makes), and a full handshake allocates far more than that anyway. */
+static int ticket_gen_cb(SSL *ssl, void *arg)
+{
+    SSL_SESSION *ss = SSL_get0_session(ssl);
+    void *data = NULL;
+    size_t len = 0;
+    if (!ss)
+        return 0;
+    if (SSL_SESSION_get0_ticket_appdata(ss, &data, &len) == 1 && len == sizeof(struct ticket_app))
+        return 1;
+    struct ticket_app a = {.full_at = (int64_t)time(NULL), .peer_not_after = INT64_MAX};
+    X509 *peer = SSL_SESSION_get0_peer(ss);
+    if (peer) {
+        /* An unreadable notAfter never passed verification; INT64_MIN would refuse anyway. */
+        a.peer_not_after = slb_certval_time(X509_get0_notAfter(peer));
+    }
+    return SSL_SESSION_set1_ticket_appdata(ss, &a, sizeof(a));
+}
+
 /* The ticket carries its own timeout, fixed when it was issued; checking the age against the
- * listener's current lifetime also retires tickets issued under a longer, older setting. */
+ * listener's current lifetime also retires tickets issued under a longer, older setting. But
+ * each resumption renews the ticket, so the session itself is bounded by session_max_age_s
+ * from its full handshake, and by its client certificate's notAfter: past either, the client
+ * gets a full handshake, where its certificate is verified again. A ticket without our app
+ * data (from before it existed) cannot show its age and does not resume. */
 static SSL_TICKET_RETURN ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
                                        size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
 {
     const struct slb_tls_listener *t = arg;
     if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
         return SSL_TICKET_RETURN_IGNORE_RENEW;
-    long age = (long)time(NULL) - (long)SSL_SESSION_get_time(ss);
-    if (age < 0 || age > (long)t->ticket_lifetime_s)
+    int64_t now = (int64_t)time(NULL);
+    int64_t age = now - (int64_t)SSL_SESSION_get_time(ss);
+    if (age < 0 || age > (int64_t)t->ticket_lifetime_s)
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    void *data = NULL;
+    size_t len = 0;
+    struct ticket_app a;
+    if (SSL_SESSION_get0_ticket_appdata(ss, &data, &len) != 1 || len != sizeof(a))
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    memcpy(&a, data, sizeof(a));
+    if (now < a.full_at || now - a.full_at > (int64_t)t->session_max_age_s ||
+        now > a.peer_not_after)
         return SSL_TICKET_RETURN_IGNORE_RENEW;
     /* TLS 1.3 clients use each ticket once (RFC 8446 C.4): a resumption must hand out a fresh
      * one or every other connection falls back to a full handshake. */
@@ -372,8 +416,21 @@ static SSL_TICKET_RETURN ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned
     return SSL_TICKET_RETURN_USE;
 }
 
-/* CRL checking covers the leaf, and the only CRL we hold is the client CA's. A leaf issued by
- * an intermediate below that CA has no CRL to look up; that alone must not reject it. */
+/* Whether the client CA's CRL set holds a CRL from the issuer of x. */
+static bool have_crl_for(const struct slb_cert *ca, X509 *x)
+{
+    const X509_NAME *iss = X509_get_issuer_name(x);
+    for (int i = 0; i < sk_X509_CRL_num(ca->crls); i++) {
+        if (X509_NAME_cmp(X509_CRL_get_issuer(sk_X509_CRL_value(ca->crls, i)), iss) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* CRL checking covers every certificate of the chain, but we hold CRLs only of the issuers
+ * the operator uploaded: a certificate whose issuer has none (an intermediate below the
+ * client CA without an uploaded CRL, the client CA itself) has nothing to look up, and that
+ * alone must not reject it. An issuer whose CRL we do hold must answer for its certificate. */
 static int verify_cb(int ok, X509_STORE_CTX *xs)
 {
     if (ok)
@@ -384,12 +441,13 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
         X509_STORE_CTX_set_error(xs, X509_V_OK);
         return 1;
     }
-    if (X509_STORE_CTX_get_error(xs) != X509_V_ERR_UNABLE_TO_GET_CRL)
+    int e = X509_STORE_CTX_get_error(xs);
+    if (e != X509_V_ERR_UNABLE_TO_GET_CRL && e != X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER)
         return ok;
     SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
     const struct slb_tls_listener *t = ssl ? listener_of(ssl) : NULL;
     X509 *cur = X509_STORE_CTX_get_current_cert(xs);
-    if (t && t->client_ca && cur && X509_check_issued(t->client_ca->leaf, cur) != X509_V_OK) {
+    if (t && t->client_ca && cur && !have_crl_for(t->client_ca, cur)) {
         X509_STORE_CTX_set_error(xs, X509_V_OK);
         return 1;
     }
@@ -477,12 +535,15 @@ static int client_ca_setup(SSL_CTX *ctx, struct slb_tls_listener *t,
     X509_STORE *st = X509_STORE_new();
     if (!st || !X509_STORE_add_cert(st, ca->leaf))
         goto fail;
-    /* The uploaded CA is the trust anchor even when it is itself an intermediate. */
+    /* The uploaded CA is the trust anchor even when it is itself an intermediate. Its CRL
+     * set may hold intermediates' CRLs too: each is checked against the intermediate the
+     * client presents (the uploaded intermediates are never added: they would become trust
+     * anchors). CRL_CHECK_ALL, so that a CRL of the CA can revoke an intermediate. */
     unsigned long flags = X509_V_FLAG_PARTIAL_CHAIN;
-    if (ca->crl) {
-        if (!X509_STORE_add_crl(st, ca->crl))
+    for (int i = 0; i < sk_X509_CRL_num(ca->crls); i++) {
+        if (!X509_STORE_add_crl(st, sk_X509_CRL_value(ca->crls, i)))
             goto fail;
-        flags |= X509_V_FLAG_CRL_CHECK; /* the leaf only, not CRL_CHECK_ALL */
+        flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
     }
     if (!X509_STORE_set_flags(st, flags) ||
         !X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), flags))
@@ -523,6 +584,7 @@ static int alpn_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct slb
 static int tickets_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct slb_tls_cfg *tc)
 {
     t->ticket_lifetime_s = tc->session_ticket_lifetime_s;
+    t->session_max_age_s = tc->session_max_age_s;
     if (t->ticket_lifetime_s && !g_ring)
         slb_warn("listener %s: no session ticket keys loaded; resumption is off", t->name);
     if (t->ticket_lifetime_s == 0 || !g_ring) {
@@ -536,7 +598,7 @@ static int tickets_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct 
      * announces as the ticket lifetime. */
     SSL_CTX_set_timeout(ctx, (long)t->ticket_lifetime_s);
     if (SSL_CTX_set_num_tickets(ctx, 1) != 1 || slb_ticket_ring_install(ctx, t->ring) < 0 ||
-        SSL_CTX_set_session_ticket_cb(ctx, NULL, ticket_dec_cb, t) != 1)
+        SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_dec_cb, t) != 1)
         return -1;
     return 0;
 }
@@ -679,6 +741,12 @@ static enum slb_tls_fail from_verify(long v)
         return SLB_TLS_FAIL_CERT_EXPIRED;
     case X509_V_ERR_CERT_REVOKED:
         return SLB_TLS_FAIL_CERT_REVOKED;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        return SLB_TLS_FAIL_CERT_NOT_YET_VALID;
+    case X509_V_ERR_INVALID_PURPOSE:
+    case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
+    case X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE:
+        return SLB_TLS_FAIL_CERT_KEY_USAGE;
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
@@ -742,6 +810,8 @@ const char *slb_tls_fail_name(enum slb_tls_fail f)
         [SLB_TLS_FAIL_CERT_EXPIRED] = "cert_expired",
         [SLB_TLS_FAIL_NO_CLIENT_CERT] = "no_client_cert",
         [SLB_TLS_FAIL_CERT_REVOKED] = "cert_revoked",
+        [SLB_TLS_FAIL_CERT_NOT_YET_VALID] = "cert_not_yet_valid",
+        [SLB_TLS_FAIL_CERT_KEY_USAGE] = "cert_key_usage",
         [SLB_TLS_FAIL_PROTOCOL_VERSION] = "protocol_version",
         [SLB_TLS_FAIL_BAD_SNI] = "bad_sni",
         [SLB_TLS_FAIL_TIMEOUT] = "timeout",

@@ -38,6 +38,7 @@ struct slb_tls_listener {
     /* Added by src/tls: */
     struct slb_cert *client_ca; /* referenced; NULL without two-way authentication */
     uint32_t ticket_lifetime_s; /* 0 = tickets off */
+    uint32_t session_max_age_s; /* no resumption once the full handshake is older */
     unsigned char alpn[32];     /* wire format (length-prefixed), what we may select */
     size_t alpn_len;
     char name[64]; /* the listener's name, for log lines */
@@ -65,6 +66,8 @@ enum slb_tls_fail {
     SLB_TLS_FAIL_CERT_EXPIRED,
     SLB_TLS_FAIL_NO_CLIENT_CERT,
     SLB_TLS_FAIL_CERT_REVOKED,
+    SLB_TLS_FAIL_CERT_NOT_YET_VALID,
+    SLB_TLS_FAIL_CERT_KEY_USAGE, /* key usage or extended key usage not for a TLS client */
     SLB_TLS_FAIL_PROTOCOL_VERSION,
     SLB_TLS_FAIL_BAD_SNI,
     SLB_TLS_FAIL_TIMEOUT,

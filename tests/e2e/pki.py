@@ -6,6 +6,7 @@ helpers that upload certificates to slbd and compute what the tests compare agai
 import hashlib
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,22 @@ def _issue_extra(d, name, cn, sans, kind):
     _run(["openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "inter.pem", "-CAkey",
           "inter.key", "-CAcreateserial", "-days", "3650", "-sha256", "-extfile",
           f"{name}.ext", "-out", f"{name}.pem"], d)
+
+
+def issue_client(pki, name, not_after):
+    """A client certificate signed by inter that expires at not_after (unix seconds, UTC);
+    returns name. For tests that watch a certificate expire."""
+    d = pki.dir
+    stamp = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(not_after))
+    start = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() - 60))
+    _run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+          "-out", f"{name}.key"], d)
+    _run(["openssl", "req", "-config", d / "ca-inter" / "openssl.cnf", "-new", "-key",
+          f"{name}.key", "-subj", f"/O=SLB Test/CN={name}", "-out", f"{name}.csr"], d)
+    _run(["openssl", "ca", "-config", d / "ca-inter" / "openssl.cnf", "-batch", "-notext",
+          "-extensions", "client_ext", "-startdate", start, "-enddate", stamp, "-in",
+          f"{name}.csr", "-out", f"{name}.pem"], d)
+    return name
 
 
 _generated = {}

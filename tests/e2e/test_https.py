@@ -295,6 +295,28 @@ def test_session_not_resumed_after_lifetime(slbd, hx, pki):
     assert not reused, "a ticket older than session_ticket_lifetime_s resumed"
 
 
+@pytest.mark.parametrize("version", ["TLSv1_3", "TLSv1_2"])
+def test_session_max_age_bounds_renewed_tickets(slbd, hx, pki, version):
+    """Every TLS 1.3 resumption hands out a fresh ticket; session_max_age_s still ends the
+    session counted from its full handshake."""
+    port, _ = site(slbd, hx, pki, tls_session_max_age_s=3)
+    v = getattr(ssl.TLSVersion, version)
+    ctx = ctx_for(pki, minimum=v, maximum=v)
+    t0 = time.time()
+    reused, sess = tls_request(hx, port, ctx)
+    assert not reused
+    for at in (1, 2):  # each TLS 1.3 resumption renews the ticket
+        time.sleep(max(0, t0 + at - time.time()))
+        reused, sess = tls_request(hx, port, ctx, session=sess)
+        assert reused, "the session did not resume within session_max_age_s"
+    time.sleep(max(0, t0 + 4.2 - time.time()))  # the age is the point of this test
+    reused, sess = tls_request(hx, port, ctx, session=sess)
+    assert not reused, "a session older than session_max_age_s resumed"
+    # The full handshake started a new session.
+    reused, _ = tls_request(hx, port, ctx, session=sess)
+    assert reused
+
+
 def test_tickets_off_with_lifetime_zero(slbd, hx, pki):
     port, _ = site(slbd, hx, pki, tls_session_ticket_lifetime_s=0)
     ctx = ctx_for(pki, maximum=ssl.TLSVersion.TLSv1_2)

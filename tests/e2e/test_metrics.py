@@ -25,7 +25,8 @@ from pki import pki, tls_block, upload_ca, upload_crl, upload_server  # noqa: F4
 NOHC = h.no_health_check()
 DEFAULT_POLICY = "tls_cipher_policy_1_2_strict_with_1_3"
 FAIL_REASONS = ("no_shared_cipher", "unknown_ca", "cert_expired", "no_client_cert",
-                "cert_revoked", "protocol_version", "bad_sni", "timeout", "other")
+                "cert_revoked", "cert_not_yet_valid", "cert_key_usage", "protocol_version",
+                "bad_sni", "timeout", "other")
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 

@@ -5,12 +5,13 @@ resumed sessions, client copies removed), optional mode and the handshake failur
 
 import hashlib
 import ssl
+import time
 
 import pytest
 
 import slbd_harness as h
 from http_util import ConnectionEnded, add_listener, client_context, hx, metrics  # noqa: F401
-from pki import pki, tls_block, upload_ca, upload_crl, upload_server  # noqa: F401
+from pki import issue_client, pki, tls_block, upload_ca, upload_crl, upload_server  # noqa: F401
 
 NOHC = h.no_health_check()
 XFC = "x-forwarded-clientcert-"
@@ -77,7 +78,9 @@ def test_no_client_certificate_fails(slbd, hx, pki):
 
 
 @pytest.mark.parametrize("client,reason", [("wrong-client", "unknown_ca"),
-                                           ("client-expired", "cert_expired")])
+                                           ("client-expired", "cert_expired"),
+                                           ("client-notyet", "cert_not_yet_valid"),
+                                           ("server", "cert_key_usage")])
 def test_bad_client_certificate_fails(slbd, hx, pki, client, reason):
     port, _ = mtls_site(slbd, hx, pki)
     if client == "wrong-client":
@@ -108,6 +111,50 @@ def test_revoked_client_certificate_fails_after_crl(slbd, hx, pki):
     assert kind == "ok" and r.status == 200, r
 
 
+def test_intermediate_crl_under_root_client_ca(slbd, hx, pki):
+    """client_ca is the root; client certificates come from the intermediate, whose CRL is
+    uploaded to the root together with the intermediate's certificate (and the root's own CRL)."""
+    port, caid = mtls_site(slbd, hx, pki, ca="root")
+    assert attempt(hx, port, ctx_with(pki, "client-revoked"))[0] == "ok"
+    inter_crl = (pki.dir / "inter.crl").read_text()
+    # Alone, nothing vouches for the intermediate's CRL.
+    st, js = slbd.api.put(f"/v1/certificates/{caid}/crl", {"crl": inter_crl})
+    assert st == 400 and js["error"]["code"] == "crl_signature", js
+    # An intermediate of another CA does not chain to the root.
+    st, js = slbd.api.put(f"/v1/certificates/{caid}/crl",
+                          {"crl": pki.pem("wrong-inter") + inter_crl})
+    assert st == 400 and js["error"]["code"] == "crl_signature", js
+    js = upload_crl(slbd, caid, (pki.dir / "root.crl").read_text() + pki.pem("inter") +
+                    inter_crl)
+    assert js["crl"]["revoked"] == 1, js
+    assert sorted(c["issuer"] for c in js["crl"]["crls"]) == [
+        "CN=SLB Test Intermediate CA,O=SLB Test", "CN=SLB Test Root CA,O=SLB Test"], js
+    for v in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        kind, err, _ = attempt(hx, port, ctx_with(pki, "client-revoked", minimum=v, maximum=v))
+        assert kind == "fail", err
+        kind, r, _ = attempt(hx, port, ctx_with(pki, "client", minimum=v, maximum=v))
+        assert kind == "ok" and r.status == 200, r
+    h.wait_until(lambda: fail_counts(slbd).get("cert_revoked", 0) >= 2, 5,
+                 "cert_revoked failures to be counted")
+    # The CRLs and their intermediate survive a restart.
+    slbd.restart()
+    kind, err, _ = attempt(hx, port, ctx_with(pki, "client-revoked"))
+    assert kind == "fail", err
+    assert attempt(hx, port, ctx_with(pki, "client"))[0] == "ok"
+
+
+def test_root_crl_revokes_an_intermediate(slbd, hx, pki):
+    """Every certificate of the client's chain is checked: a root CRL that revokes the
+    intermediate refuses the clients it issued."""
+    port, caid = mtls_site(slbd, hx, pki, ca="root")
+    assert attempt(hx, port, ctx_with(pki, "client"))[0] == "ok"
+    upload_crl(slbd, caid, (pki.dir / "root-revokes-inter.crl").read_text())
+    kind, err, _ = attempt(hx, port, ctx_with(pki, "client"))
+    assert kind == "fail", err
+    h.wait_until(lambda: fail_counts(slbd).get("cert_revoked", 0) >= 1, 5,
+                 "a cert_revoked failure to be counted")
+
+
 def test_root_as_client_ca(slbd, hx, pki):
     port, _ = mtls_site(slbd, hx, pki, ca="root")
     kind, r, _ = attempt(hx, port, ctx_with(pki, "client"))
@@ -136,6 +183,30 @@ def test_headers_on_resumed_session(slbd, hx, pki, version):
     for k in ("clientverify", "subjectdn", "issuerdn", "fingerprint"):
         assert again[XFC + k] == first[XFC + k], (k, first, again)
     assert again[XFC + "clientverify"] == "SUCCESS"
+
+
+@pytest.mark.parametrize("version", ["TLSv1_3", "TLSv1_2"])
+def test_no_resumption_past_client_certificate_expiry(slbd, hx, pki, version):
+    """A session resumes without its client certificate being verified again; once that
+    certificate has expired the ticket no longer resumes, and the full handshake fails."""
+    port, _ = mtls_site(slbd, hx, pki)
+    not_after = int(time.time()) + 6
+    name = issue_client(pki, f"client-short-{version}", not_after)
+    v = getattr(ssl.TLSVersion, version)
+    ctx = ctx_with(pki, name, minimum=v, maximum=v)
+    kind, r, sock = attempt(hx, port, ctx)
+    assert kind == "ok", r
+    sess = sock.session
+    sock.unwrap()
+    kind, r, sock = attempt(hx, port, ctx, session=sess)
+    assert kind == "ok" and sock.session_reused, r
+    sess = sock.session
+    sock.unwrap()
+    time.sleep(max(0, not_after + 1.2 - time.time()))  # the expiry is the point of this test
+    kind, err, _ = attempt(hx, port, ctx, session=sess)
+    assert kind == "fail", "a session of an expired client certificate resumed"
+    h.wait_until(lambda: fail_counts(slbd).get("cert_expired", 0) >= 1, 5,
+                 "a cert_expired failure to be counted")
 
 
 def test_client_sent_clientcert_headers_replaced(slbd, hx, pki):

@@ -17,6 +17,7 @@
 #   soon            server cert that expires 10 days after the script ran
 #   client-expired  client cert valid 2020-01-01 .. 2021-01-01
 #   client-revoked  client cert revoked in inter.crl
+#   client-notyet   client cert valid from 2099-01-01
 #   weak-rsa        server cert with an RSA-1024 key
 #   weak-curve      server cert with a secp256k1 key
 #   wrongca         an unrelated self-signed CA; wrong-inter is an intermediate under it and
@@ -35,6 +36,8 @@
 #   inter-future.crl          CRL of inter whose lastUpdate is in 2099
 #   inter-stale.crl           CRL of inter whose nextUpdate was in 2021
 #   wrongca.crl               CRL of wrongca
+#   root.crl                  CRL of root (revokes nothing)
+#   root-revokes-inter.crl    CRL of root revoking inter
 # The passphrase of the encrypted keys is "secret". openssl's chatter goes to DIR/openssl.log.
 set -eu
 
@@ -177,6 +180,7 @@ issue inter notyet ec server_ext "localhost" "$FUTURE"
 issue inter soon ec server_ext "localhost" "-days 10"
 issue inter client-expired ec client_ext "SLB Test Expired Client" "$PAST"
 issue inter client-revoked ec client_ext "SLB Test Revoked Client"
+issue inter client-notyet ec client_ext "SLB Test Future Client" "$FUTURE"
 issue inter weak-rsa rsa1024 server_ext "localhost"
 issue inter weak-curve k256 server_ext "localhost"
 issue inter-expired server-under-expired ec server_ext "localhost"
@@ -196,6 +200,12 @@ run openssl ca -config "$D/ca-inter/openssl.cnf" -batch -gencrl -crlexts crl_ext
     -crl_lastupdate 20200101000000Z -crl_nextupdate 20210101000000Z -out "$D/inter-stale.crl"
 run openssl ca -config "$D/ca-wrongca/openssl.cnf" -batch -gencrl -crlexts crl_ext \
     -out "$D/wrongca.crl"
+run openssl ca -config "$D/ca-root/openssl.cnf" -batch -gencrl -crlexts crl_ext \
+    -out "$D/root.crl"
+run openssl ca -config "$D/ca-root/openssl.cnf" -batch -revoke "$D/inter.pem" \
+    -crl_reason cACompromise
+run openssl ca -config "$D/ca-root/openssl.cnf" -batch -gencrl -crlexts crl_ext \
+    -out "$D/root-revokes-inter.crl"
 
 # Bundles as users paste them.
 cat "$D/server.pem" "$D/inter.pem" >"$D/server-chain.pem"

@@ -173,7 +173,7 @@ static void test_ca_upload(void **unused)
     assert_string_equal(c->id, "client-ca");
     assert_int_equal(c->type, SLB_CERT_CA);
     assert_null(c->key);
-    assert_null(c->crl);
+    assert_null(c->crls);
     assert_int_equal(sk_X509_num(c->chain), 0);
     assert_string_equal(c->key_type, "ec-p256");
     assert_int_equal(slb_certstore_type_of(s, "client-ca"), SLB_CERT_CA);

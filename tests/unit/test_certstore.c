@@ -253,10 +253,10 @@ static void test_crl(void **unused)
     assert_int_equal(set_crl(s, "ca", "inter.crl", code), 0);
     struct slb_cert *c = slb_certstore_get(s, "ca");
     assert_ptr_not_equal(c, old);
-    assert_null(old->crl);
+    assert_null(old->crls);
     slb_cert_unref(old);
     assert_int_equal(c->version, 2);
-    assert_non_null(c->crl);
+    assert_int_equal(sk_X509_CRL_num(c->crls), 1);
     json_t *j = slb_cert_to_json(c);
     json_t *crl = json_object_get(j, "crl");
     assert_true(json_is_object(crl));
@@ -272,16 +272,77 @@ static void test_crl(void **unused)
     assert_int_equal(slb_certstore_replace(s, "ca", b, &c, &err), 0);
     json_decref(b);
     assert_int_equal(c->version, 3);
-    assert_non_null(c->crl);
+    assert_non_null(c->crls);
     slb_certstore_free(s);
 
     s = open_store(dir);
     c = slb_certstore_get(s, "ca");
-    assert_non_null(c->crl);
+    assert_non_null(c->crls);
     assert_int_equal(c->version, 3);
     /* An old CRL (past nextUpdate) is accepted and counted as stale. */
     assert_int_equal(set_crl(s, "ca", "inter-stale.crl", code), 0);
     assert_int_equal(slb_certstore_crl_stale(s), 1);
+    slb_certstore_free(s);
+}
+
+static int set_crl_pem(struct slb_certstore *s, const char *id, char *pem, char *code)
+{
+    struct slb_err err = {0};
+    int rc = slb_certstore_set_crl(s, id, pem, &err);
+    snprintf(code, 48, "%s", rc ? err.code : "");
+    free(pem);
+    return rc;
+}
+
+/* A root CA's CRL set may hold an intermediate's CRL when the intermediate comes with it and
+ * chains to the root; it survives a restart with its intermediate. */
+static void test_crl_of_intermediate(void **unused)
+{
+    char dir[256], code[48];
+    new_state(dir, sizeof(dir));
+    struct slb_certstore *s = open_store(dir);
+    json_t *b = ca_body("roots", pki("root.pem"));
+    json_object_set_new(b, "id", json_string("root"));
+    expect_create_ok(s, b);
+
+    /* Without the intermediate nothing vouches for its CRL. */
+    assert_int_not_equal(set_crl(s, "root", "inter.crl", code), 0);
+    assert_string_equal(code, "crl_signature");
+    /* An intermediate of another CA does not chain to this one. */
+    assert_int_not_equal(
+        set_crl_pem(s, "root", cat(pki("wrong-inter.pem"), pki("inter.crl"), NULL), code), 0);
+    assert_string_equal(code, "crl_signature");
+    /* Two CRLs of one issuer. */
+    assert_int_not_equal(
+        set_crl_pem(s, "root",
+                    cat(pki("inter.pem"), pki("inter.crl"), pki("inter-stale.crl"), NULL), code),
+        0);
+    assert_string_equal(code, "invalid_crl");
+    /* No CRL at all. */
+    assert_int_not_equal(set_crl_pem(s, "root", cat(pki("inter.pem"), NULL), code), 0);
+    assert_string_equal(code, "invalid_crl");
+    assert_int_equal(slb_certstore_get(s, "root")->version, 1);
+
+    /* Either order of the blocks. */
+    assert_int_equal(set_crl_pem(s, "root", cat(pki("inter.crl"), pki("inter.pem"), NULL), code),
+                     0);
+    struct slb_cert *c = slb_certstore_get(s, "root");
+    assert_int_equal(sk_X509_CRL_num(c->crls), 1);
+    assert_int_equal(sk_X509_num(c->crl_issuers), 1);
+    json_t *j = slb_cert_to_json(c);
+    json_t *crl = json_object_get(j, "crl");
+    assert_int_equal(json_integer_value(json_object_get(crl, "revoked")), 1);
+    json_t *one = json_array_get(json_object_get(crl, "crls"), 0);
+    assert_string_equal(json_string_value(json_object_get(one, "issuer")),
+                        "CN=SLB Test Intermediate CA,O=SLB Test");
+    json_decref(j);
+    slb_certstore_free(s);
+
+    s = open_store(dir);
+    c = slb_certstore_get(s, "root");
+    assert_int_equal(sk_X509_CRL_num(c->crls), 1);
+    assert_int_equal(sk_X509_num(c->crl_issuers), 1);
+    assert_int_equal(c->version, 2);
     slb_certstore_free(s);
 }
 
@@ -342,9 +403,9 @@ static void test_tick_warnings(void **unused)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_persist_reopen), cmocka_unit_test(test_replace_and_delete),
-        cmocka_unit_test(test_corrupt_files),  cmocka_unit_test(test_crl),
-        cmocka_unit_test(test_tick_warnings),
+        cmocka_unit_test(test_persist_reopen),      cmocka_unit_test(test_replace_and_delete),
+        cmocka_unit_test(test_corrupt_files),       cmocka_unit_test(test_crl),
+        cmocka_unit_test(test_crl_of_intermediate), cmocka_unit_test(test_tick_warnings),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

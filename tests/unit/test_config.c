@@ -215,6 +215,10 @@ static const struct bad_case bad_cases[] = {
      "listeners[0].tls.policy"},
     {DOC(HTTPS(",'session_ticket_lifetime_s':-1", "")), "invalid_value",
      "listeners[0].tls.session_ticket_lifetime_s"},
+    {DOC(HTTPS(",'session_max_age_s':0", "")), "invalid_value",
+     "listeners[0].tls.session_max_age_s"},
+    {DOC(HTTPS(",'session_max_age_s':86401", "")), "invalid_value",
+     "listeners[0].tls.session_max_age_s"},
     {DOC(HTTPS(",'alpn':['h3']", "")), "invalid_value", "listeners[0].tls.alpn[0]"},
     {DOC(HTTPS(",'alpn':['h2','h2']", "")), "invalid_value", "listeners[0].tls.alpn[1]"},
     {DOC(HTTPS(",'alpn':'h2'", "")), "wrong_type", "listeners[0].tls.alpn"},
@@ -503,6 +507,7 @@ static void test_listener_defaults_https(void **state)
     assert_int_equal(l->tls.client_auth, SLB_CLIENT_AUTH_REQUIRED);
     assert_int_equal(l->tls.policy, SLB_TLS_POLICY_1_2_STRICT_WITH_1_3);
     assert_int_equal(l->tls.session_ticket_lifetime_s, 300);
+    assert_int_equal(l->tls.session_max_age_s, 3600);
     assert_int_equal(l->tls.nalpn, 2);
     assert_string_equal(l->tls.alpn[0], "h2");
     assert_string_equal(l->tls.alpn[1], "http/1.1");
@@ -510,7 +515,8 @@ static void test_listener_defaults_https(void **state)
     assert_null(json_object_get(got, "redirect_to"));
     json_t *want = J("{'certificates':['demo'],'client_ca':'','client_auth':'required',"
                      "'policy':'tls_cipher_policy_1_2_strict_with_1_3',"
-                     "'session_ticket_lifetime_s':300,'alpn':['h2','http/1.1']}");
+                     "'session_ticket_lifetime_s':300,'session_max_age_s':3600,"
+                     "'alpn':['h2','http/1.1']}");
     assert_true(json_equal(json_object_get(got, "tls"), want));
     json_decref(want);
     assert_round_trip(cfg);
@@ -520,13 +526,14 @@ static void test_listener_defaults_https(void **state)
 static void test_listener_values(void **state)
 {
     (void)state;
-    struct slb_config *cfg = build(DOC(LIS(
-        "https", "10.1.2.3:8443",
-        ",'max_connections':1000000,'connect_timeout_ms':100,'x_forwarded_for':false,"
-        "'sticky':{'type':'server','cookie':'JSESSIONID','timeout_s':86400},"
-        "'acl':{'mode':'deny','cidrs':['10.0.0.0/8','::1/128','1.2.3.4','2001:db8::/32']},"
-        "'tls':{'certificates':['demo','other'],'client_ca':'ca1','client_auth':'optional',"
-        "'policy':'tls_cipher_policy_1_0','session_ticket_lifetime_s':0,'alpn':['http/1.1']}")));
+    struct slb_config *cfg = build(DOC(
+        LIS("https", "10.1.2.3:8443",
+            ",'max_connections':1000000,'connect_timeout_ms':100,'x_forwarded_for':false,"
+            "'sticky':{'type':'server','cookie':'JSESSIONID','timeout_s':86400},"
+            "'acl':{'mode':'deny','cidrs':['10.0.0.0/8','::1/128','1.2.3.4','2001:db8::/32']},"
+            "'tls':{'certificates':['demo','other'],'client_ca':'ca1','client_auth':'optional',"
+            "'policy':'tls_cipher_policy_1_0','session_ticket_lifetime_s':0,'session_max_age_s':60,"
+            "'alpn':['http/1.1']}")));
     const struct slb_listener_cfg *l = &cfg->listeners[0];
     const struct sockaddr_in *a = (const void *)&l->addr;
     assert_int_equal(ntohl(a->sin_addr.s_addr), 0x0a010203);
@@ -559,6 +566,7 @@ static void test_listener_values(void **state)
     assert_int_equal(l->tls.policy, SLB_TLS_POLICY_1_0);
     assert_string_equal(slb_tls_policy_name(l->tls.policy), "tls_cipher_policy_1_0");
     assert_int_equal(l->tls.session_ticket_lifetime_s, 0);
+    assert_int_equal(l->tls.session_max_age_s, 60);
     assert_int_equal(l->tls.nalpn, 1);
     assert_string_equal(l->tls.alpn[0], "http/1.1");
     assert_round_trip(cfg);

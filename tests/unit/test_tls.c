@@ -259,6 +259,7 @@ static void lis_init(struct lis *L, const char *name, const char *c0, const char
     L->cfg.tls.policy = SLB_TLS_POLICY_1_2_STRICT_WITH_1_3;
     L->cfg.tls.client_auth = SLB_CLIENT_AUTH_REQUIRED;
     L->cfg.tls.session_ticket_lifetime_s = 300;
+    L->cfg.tls.session_max_age_s = 3600;
     snprintf(L->cfg.tls.alpn[0], sizeof(L->cfg.tls.alpn[0]), "h2");
     snprintf(L->cfg.tls.alpn[1], sizeof(L->cfg.tls.alpn[1]), "http/1.1");
     L->cfg.tls.nalpn = 2;
@@ -1111,6 +1112,33 @@ static void test_resumption_lifetime(void **state)
     lis_free(&L);
 }
 
+/* Renewed tickets do not extend a session beyond session_max_age_s from its full handshake,
+ * although each renewed ticket is younger than the ticket lifetime. */
+static void test_resumption_max_age(void **state)
+{
+    struct lis L;
+    lis_init(&L, "maxage", "ec", NULL, NULL);
+    L.cfg.tls.session_max_age_s = 2;
+    lis_build(&L);
+    struct copts o13 = {0}, o12 = {.max = TLS1_2_VERSION};
+    SSL_SESSION *s13 = full_session(&L, &o13), *s12 = full_session(&L, &o12);
+    SSL_SESSION *n13 = NULL, *n12 = NULL, *m13 = NULL, *m12 = NULL;
+    sleep(1);
+    assert_int_equal(resume(&L, &o13, s13, &n13), 1);
+    assert_int_equal(resume(&L, &o12, s12, &n12), 1);
+    sleep(2);
+    /* The renewed tickets are a second or two old; their sessions are three. */
+    assert_int_equal(resume(&L, &o13, n13, &m13), 0);
+    assert_int_equal(resume(&L, &o12, n12, &m12), 0);
+    /* The full handshakes started new sessions that resume. */
+    assert_int_equal(resume(&L, &o13, m13, NULL), 1);
+    assert_int_equal(resume(&L, &o12, m12, NULL), 1);
+    SSL_SESSION *all[] = {s13, s12, n13, n12, m13, m12};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        SSL_SESSION_free(all[i]);
+    lis_free(&L);
+}
+
 static bool same_ticket(SSL_SESSION *a, SSL_SESSION *b)
 {
     const unsigned char *ta, *tb;
@@ -1328,6 +1356,8 @@ static void test_fail_names(void **state)
     assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_NONE), "none");
     assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_NO_SHARED_CIPHER), "no_shared_cipher");
     assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_TIMEOUT), "timeout");
+    assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_CERT_NOT_YET_VALID), "cert_not_yet_valid");
+    assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_CERT_KEY_USAGE), "cert_key_usage");
     assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_COUNT), "other");
     for (int f = 0; f < SLB_TLS_FAIL_COUNT; f++)
         assert_non_null(slb_tls_fail_name((enum slb_tls_fail)f));
@@ -1361,6 +1391,7 @@ int main(void)
         cmocka_unit_test(test_mtls_chains),
         cmocka_unit_test(test_resumption),
         cmocka_unit_test(test_resumption_lifetime),
+        cmocka_unit_test(test_resumption_max_age),
         cmocka_unit_test(test_rotation_resumes),
         cmocka_unit_test(test_ring_persistence),
         cmocka_unit_test(test_ring_tick),
