@@ -328,6 +328,23 @@ static void raw_goaway(struct h2_conn *c, uint32_t code)
     slb_hbuf_put(&c->out, (const char *)f, sizeof(f));
 }
 
+/* The session failed (a fatal nghttp2 error): it is deleted with the streams, our GOAWAY is
+ * queued (unless send_goaway is false: a client that did not send the preface), and h2_run
+ * ends the connection with a lingering close once it is written (see end_failed). A reset
+ * instead would make the client's kernel drop the GOAWAY along with what it still held. */
+static void session_fail(struct h2_conn *c, uint32_t code, bool send_goaway)
+{
+    if (send_goaway)
+        raw_goaway(c, code);
+    c->fatal = true;
+    c->fatal_code = code;
+    while (c->streams)
+        h2_stream_free(c->streams);
+    nghttp2_session_del(c->ng);
+    c->ng = NULL;
+    slb_timer_start(&c->w->loop, &c->timer, 1000); /* for the GOAWAY to be taken */
+}
+
 /* Write queued frames; false when the connection failed (and is closed). */
 static bool flush(struct h2_conn *c)
 {
@@ -415,24 +432,21 @@ static bool receive(struct h2_conn *c, bool *more)
         }
         c->last_io_ms = c->w->loop.now_ms;
         slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_PAYLOAD_IN], (uint64_t)n);
-        ssize_t r = nghttp2_session_mem_recv(c->ng, (const uint8_t *)buf, (size_t)n);
+        int r = (int)nghttp2_session_mem_recv(c->ng, (const uint8_t *)buf, (size_t)n);
         if (c->closed)
             return false;
         if (r < 0) {
+            uint32_t code = NGHTTP2_INTERNAL_ERROR;
             if (r == NGHTTP2_ERR_FLOODED || r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
                 slb_info("listener %s: client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM",
-                         c->b.l->cfg->name, c->client_ip, nghttp2_strerror((int)r));
+                         c->b.l->cfg->name, c->client_ip, nghttp2_strerror(r));
                 slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_H2_ABUSE], 1);
-                raw_goaway(c, NGHTTP2_ENHANCE_YOUR_CALM);
-            } else if (r != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
-                raw_goaway(c, NGHTTP2_INTERNAL_ERROR);
+                code = NGHTTP2_ENHANCE_YOUR_CALM;
             }
-            c->t.wr_ready = true;
-            flush(c);
-            if (!c->closed)
-                conn_close(c);
-            return false;
+            session_fail(c, code, r != NGHTTP2_ERR_BAD_CLIENT_MAGIC);
         }
+        if (!c->ng)
+            return true; /* h2_run ends the connection */
         if (c->ndispatch)
             h2_dispatch(c);
         if (c->closed)
@@ -477,12 +491,31 @@ void h2_kick(struct h2_conn *c)
     slb_loop_defer(&c->w->loop, kick_cb, c);
 }
 
+/* The session failed: its GOAWAY goes out, then the lingering close. */
+static void end_failed(struct h2_conn *c)
+{
+    c->t.wr_ready = true;
+    if (!flush(c))
+        return;
+    if (!slb_hbuf_pending(&c->out)) {
+        linger_close(c);
+        return;
+    }
+    slb_io_set(&c->w->loop, &c->io, c->t.wr_wants);
+}
+
 void h2_run(struct h2_conn *c)
 {
     if (c->closed || c->lingering)
         return;
     bool more = false;
-    if (!receive(c, &more) || !produce(c) || !flush(c))
+    if (c->ng && !receive(c, &more))
+        return;
+    if (!c->ng) {
+        end_failed(c);
+        return;
+    }
+    if (!produce(c) || !flush(c))
         return;
     /* Writing made room: more frames (DATA the client's windows allow) may be waiting. */
     for (int i = 0; i < 8 && c->t.wr_ready && nghttp2_session_want_write(c->ng) &&
@@ -532,7 +565,7 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
  * then the connection closes. */
 static void goaway(struct h2_conn *c)
 {
-    if (c->goaway || c->closed)
+    if (c->goaway || c->closed || !c->ng)
         return;
     c->goaway = true;
     nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
@@ -543,7 +576,13 @@ static void goaway(struct h2_conn *c)
 static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
 {
     struct h2_conn *c = t->data;
-    if (c->lingering) {
+    if (!c->ng && !c->lingering && slb_hbuf_pending(&c->out) &&
+        loop->now_ms < c->last_write_ms + 1000) {
+        /* The GOAWAY of a failed session is still being taken: a second more. */
+        slb_timer_start(loop, t, c->last_write_ms + 1000 - loop->now_ms);
+        return;
+    }
+    if (c->lingering || !c->ng) {
         conn_close(c);
         return;
     }

@@ -105,7 +105,10 @@ struct h2_conn {
     struct slb_hbuf out; /* frames for the client */
     struct h2_stream *streams;
     unsigned nstreams, ndispatch;
+    /* fatal: the connection ends with GOAWAY fatal_code and reads nothing more. The nghttp2
+     * session is gone (ng NULL) once it failed: our own GOAWAY goes out, then the close. */
     bool closed, goaway, fatal, client_eof, kicked, settings_sent, lingering, wire_due;
+    uint32_t fatal_code;
     uint64_t last_io_ms, last_write_ms;
     struct h2_bucket rst, ctrl;
     uint64_t wire_in_seen, wire_out_seen, log_wire_in, log_wire_out;

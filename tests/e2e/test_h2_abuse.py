@@ -139,6 +139,35 @@ def test_continuation_flood(slbd, hx, pki):  # noqa: F811
     serves_fresh(site.port, pki, hx.track)
 
 
+def test_fatal_goaway_reaches_a_client_that_reads_late(slbd, hx, pki):  # noqa: F811
+    """A CONTINUATION flood ends the nghttp2 session at once. The GOAWAY ENHANCE_YOUR_CALM
+    that slbd then writes itself waits behind a response the client has not read yet, and
+    the flood's last bytes are still unread in slbd's socket: the connection is closed the
+    lingering way, so the client, reading late, still gets the GOAWAY (a reset would have
+    dropped everything slbd's kernel still held for it)."""
+    site = h2_site(slbd, hx, pki)
+    for attempt in range(3):
+        c = RawH2.connect(site.port, client_context(pki), track=hx.track, rcvbuf=4096,
+                          auto_window=False)
+        c.wait(lambda: c.settings_frames, 10, "slbd's SETTINGS")
+        sid = c.request("GET", f"/bytes/{1 << 20}")
+        time.sleep(0.3)  # the first 64 KiB of the response, queued towards the client
+        flood_sid = c.new_sid()
+        c.stream(flood_sid)
+        burst = frame(HEADERS, END_STREAM, flood_sid, hpack_block(request_fields("GET", "/f")))
+        burst += frame(CONTINUATION, 0, flood_sid, hp_literal("x-a", "bb")) * 40
+        burst += ping_frame(b"trailing") * 4000  # left unread by slbd
+        c.wire.write(burst)
+        c.wire.flush(h.scaled(2))
+        time.sleep(0.3)
+        got = c.wait_goaway_or_end(10)
+        assert got, f"attempt {attempt}: no GOAWAY: {c.describe()}"
+        assert got[1] == ENHANCE_YOUR_CALM, c.describe()
+        assert len(c.streams[sid].data) > 0, c.describe()
+        c.close()
+    serves_fresh(site.port, pki, hx.track)
+
+
 @pytest.mark.parametrize("kind", ["ping", "settings", "empty-data"])
 def test_control_frame_floods_get_enhance_your_calm(slbd, hx, pki, kind):  # noqa: F811
     site = h2_site(slbd, hx, pki)
