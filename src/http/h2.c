@@ -51,6 +51,7 @@ static void calm_down(struct h2_conn *c, const char *why)
     slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_H2_ABUSE], 1);
     nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
     c->fatal = true;
+    c->fatal_code = NGHTTP2_ENHANCE_YOUR_CALM;
 }
 
 static void account_wire(struct h2_conn *c)
@@ -73,6 +74,7 @@ static struct h2_stream *stream_get(struct h2_conn *c, int32_t id)
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct h2_conn *c = ud;
+    c->block_bytes = 0;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     if (c->nstreams >= H2_MAX_STREAMS) {
@@ -83,6 +85,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
             calm_down(c, "streams over the limit opened faster than allowed");
         return 0;
     }
+    if (c->fatal)
+        return 0; /* no new stream on a connection that ends */
     /* One allocation per stream: the servers tried go at its end. */
     size_t nsrv = c->b.wg ? c->b.wg->g->nservers : 0;
     struct h2_stream *s = calloc(1, sizeof(*s) + (nsrv ? nsrv : 1));
@@ -133,16 +137,26 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
                      const uint8_t *value, size_t vl, uint8_t flags, void *ud)
 {
     struct h2_conn *c = ud;
+    /* A connection that ends decodes nothing more: a failed callback stops nghttp2 at once,
+     * in the middle of the block, where returning 0 would let it decode (and check) every
+     * field that is left (an HPACK bomb's millions of bytes). The block's size is counted
+     * on the connection, so a refused stream's block counts too. */
+    c->block_bytes += nl + vl + 4;
+    if (c->block_bytes > H2_HEAD_HARD)
+        calm_down(c, "header block over 64 KiB decoded");
+    if (c->fatal)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     struct h2_stream *s = stream_get(c, f->hd.stream_id);
-    if (!s || c->fatal)
+    if (!s)
         return 0;
     s->head_bytes += nl + vl + 4;
-    if (s->head_bytes > H2_HEAD_HARD) {
-        calm_down(c, "header block over 256 KiB decoded");
-        return 0;
+    if (s->head_bytes > H2_HEAD_LIMIT && !s->too_big) {
+        s->too_big = true; /* answered 431 */
+        if (++c->oversized > H2_OVERSIZED_MAX) {
+            calm_down(c, "header blocks over the limit again and again");
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
     }
-    if (s->head_bytes > H2_HEAD_LIMIT)
-        s->too_big = true;
     if (s->too_big || s->bad)
         return 0;
     if (memchr(value, '\r', vl) || memchr(value, '\n', vl) || memchr(value, '\0', vl)) {
@@ -437,7 +451,9 @@ static bool receive(struct h2_conn *c, bool *more)
             return false;
         if (r < 0) {
             uint32_t code = NGHTTP2_INTERNAL_ERROR;
-            if (r == NGHTTP2_ERR_FLOODED || r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
+            if (c->fatal) {
+                code = c->fatal_code; /* we stopped it (calm_down), and said why */
+            } else if (r == NGHTTP2_ERR_FLOODED || r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
                 slb_info("listener %s: client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM",
                          c->b.l->cfg->name, c->client_ip, nghttp2_strerror(r));
                 slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_H2_ABUSE], 1);

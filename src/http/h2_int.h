@@ -12,11 +12,15 @@
 
 #include <nghttp2/nghttp2.h>
 
-#define H2_MAX_STREAMS 100        /* SETTINGS_MAX_CONCURRENT_STREAMS */
-#define H2_NGHTTP2_STREAMS 1000   /* nghttp2's own limit (see advertise_stream_limit) */
-#define H2_HEAD_LIMIT 16384       /* a request head as HTTP/1.1 text, as for HTTP/1.1 clients */
-#define H2_HEAD_HARD (256 * 1024) /* decoded bytes of one header block: an HPACK bomb */
-#define H2_OUT_HIGH (64 * 1024)   /* frames queued for the client before we stop making more */
+#define H2_MAX_STREAMS 100      /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define H2_NGHTTP2_STREAMS 1000 /* nghttp2's own limit (see advertise_stream_limit) */
+#define H2_HEAD_LIMIT 16384     /* a request head as HTTP/1.1 text, as for HTTP/1.1 clients */
+/* Decoded bytes of one header block (an HPACK bomb): decoding stops there, GOAWAY
+ * ENHANCE_YOUR_CALM. A block between H2_HEAD_LIMIT and this is answered 431; a connection
+ * that sends more than H2_OVERSIZED_MAX of those is closed the same way. */
+#define H2_HEAD_HARD (64 * 1024)
+#define H2_OVERSIZED_MAX 4
+#define H2_OUT_HIGH (64 * 1024) /* frames queued for the client before we stop making more */
 #define H2_READS_PER_RUN 16
 #define H2_MAX_INTERIM 8 /* interim (1xx) responses passed on per stream */
 /* Token buckets: a burst, then a sustained rate per second. Streams the client resets
@@ -109,6 +113,8 @@ struct h2_conn {
      * session is gone (ng NULL) once it failed: our own GOAWAY goes out, then the close. */
     bool closed, goaway, fatal, client_eof, kicked, settings_sent, lingering, wire_due;
     uint32_t fatal_code;
+    size_t block_bytes; /* decoded bytes of the header block being read */
+    unsigned oversized; /* header blocks over H2_HEAD_LIMIT */
     uint64_t last_io_ms, last_write_ms;
     struct h2_bucket rst, ctrl;
     uint64_t wire_in_seen, wire_out_seen, log_wire_in, log_wire_out;

@@ -228,6 +228,77 @@ def test_hpack_bomb(slbd, hx, pki):  # noqa: F811
     serves_fresh(site.port, pki, hx.track)
 
 
+def bomb_connection(site, pki, hx, refs):  # noqa: F811
+    """A connection that puts a field of about 4 KiB into slbd's dynamic table (its stream
+    answered), then sends one HEADERS frame referring to it refs times."""
+    c = raw(site, pki, hx)
+    c.wait(lambda: c.settings_frames, 10, "slbd's SETTINGS")
+    size = c.server_settings.get(SETTINGS_HEADER_TABLE_SIZE, 4096) - 32 - 6 - 8
+    first = c.new_sid()
+    seed = hpack_block(request_fields("GET", "/seed")) + hp_literal("x-bomb", "b" * size,
+                                                                   index=True)
+    c.send_headers(first, None, block=seed)
+    s = c.wait_stream(first)
+    assert s.status == 200, s
+    sid = c.new_sid()
+    c.stream(sid)
+    c.send(frame(HEADERS, END_HEADERS | END_STREAM, sid,
+                 hpack_block(request_fields("GET", "/bomb")) + hp_indexed(62) * refs))
+    return c
+
+
+def test_hpack_bomb_stops_decoding_at_once(slbd, hx, pki):  # noqa: F811
+    """A 16 KB header block referring to a 4 KB table entry 12,000 times (about 48 MB once
+    decoded): GOAWAY ENHANCE_YOUR_CALM and the close, with slbd's decoding stopped at the
+    limit, so that such connections cost about what an ordinary one does (before, each cost
+    some 25 times as much: nghttp2 decoded and checked the whole block)."""
+    site = h2_site(slbd, hx, pki)
+    n = 20
+
+    def plain():
+        c = raw(site, pki, hx)
+        assert c.get("/seed").status == 200
+        assert c.get("/one").status == 200
+        c.close()
+
+    plain()  # warm up
+    meter = hu.CpuMeter(slbd.pid)
+    for _ in range(n):
+        plain()
+    base = meter.stop()[0]
+    meter.start()
+    for i in range(n):
+        c = bomb_connection(site, pki, hx, 12000)
+        assert_calmed(c, f"HPACK bomb {i}", timeout=5)
+        c.close()
+    bombs = meter.stop()[0]
+    # Generous: ticks are 10 ms, and the machine is shared. Before the fix: 20-30 times base.
+    assert bombs <= 4 * base + 0.1, (
+        f"{n} HPACK bombs cost slbd {bombs * 1000:.0f} ms of CPU, {n} ordinary connections "
+        f"{base * 1000:.0f} ms")
+    serves_fresh(site.port, pki, hx.track)
+
+
+def test_header_blocks_over_the_limit_again_and_again(slbd, hx, pki):  # noqa: F811
+    """Each header block over 16 KiB is answered 431 on its stream; a connection that keeps
+    sending them is closed with GOAWAY ENHANCE_YOUR_CALM instead of costing a 64 KiB decode
+    per stream for ever."""
+    site = h2_site(slbd, hx, pki, record=True)
+    c = raw(site, pki, hx)
+    statuses = []
+    for i in range(10):
+        sid = c.request("GET", f"/big/{i}", headers=[("cookie", "c=" + "v" * (20 << 10))])
+        c.wait(lambda: c.streams[sid].done or c.goaways or c.ended, 10, f"request {i}")
+        if c.goaways or c.ended:
+            break
+        statuses.append(c.streams[sid].status)
+    assert statuses and all(st == 431 for st in statuses), statuses
+    assert_calmed(c, f"header blocks over the limit ({len(statuses)} answered 431)")
+    assert len(statuses) <= 4, statuses
+    assert b"/big/" not in site.backends[0].recorded()
+    serves_fresh(site.port, pki, hx.track)
+
+
 def test_header_over_the_limit_gets_431(slbd, hx, pki):  # noqa: F811
     site = h2_site(slbd, hx, pki, record=True)
     c = LibH2.connect(site.port, client_context(pki), track=hx.track)
