@@ -41,7 +41,9 @@ static bool bucket_take(struct h2_bucket *b, uint64_t now_ms, uint64_t burst, ui
     return true;
 }
 
-/* The client abuses the protocol: GOAWAY ENHANCE_YOUR_CALM, no more frames read. */
+/* The client abuses the protocol: GOAWAY ENHANCE_YOUR_CALM, no more frames read. The
+ * GOAWAY names the last stream we took, not a later one we refused; the RST_STREAMs queued
+ * before it still go out. */
 static void calm_down(struct h2_conn *c, const char *why)
 {
     if (c->fatal)
@@ -49,7 +51,7 @@ static void calm_down(struct h2_conn *c, const char *why)
     slb_info("listener %s: client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM", c->b.l->cfg->name,
              c->client_ip, why);
     slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_H2_ABUSE], 1);
-    nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+    nghttp2_session_terminate_session2(c->ng, c->last_accepted, NGHTTP2_ENHANCE_YOUR_CALM);
     c->fatal = true;
     c->fatal_code = NGHTTP2_ENHANCE_YOUR_CALM;
 }
@@ -79,9 +81,11 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
         return 0;
     if (c->nstreams >= H2_MAX_STREAMS) {
         /* Over the advertised limit: this stream alone is refused (RFC 9113 5.1.2), the
-         * client may retry it. No state is kept for it; its frames are dropped. */
+         * client may retry it. No state is kept for it; its frames are dropped. A client
+         * that sends its first requests before it read our SETTINGS does this once, so the
+         * refusals come out of the larger budget of frames that carry no request. */
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
-        if (!bucket_take(&c->rst, c->w->loop.now_ms, H2_RST_BURST, H2_RST_RATE))
+        if (!bucket_take(&c->ctrl, c->w->loop.now_ms, H2_CTRL_BURST, H2_CTRL_RATE))
             calm_down(c, "streams over the limit opened faster than allowed");
         return 0;
     }
@@ -108,6 +112,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
         c->streams->prev = s;
     c->streams = s;
     c->nstreams++;
+    if (s->id > c->last_accepted)
+        c->last_accepted = s->id;
     nghttp2_session_set_stream_user_data(ng, s->id, s);
     return 0;
 }
@@ -332,7 +338,7 @@ static void out_compact(struct h2_conn *c)
 /* Our GOAWAY when nghttp2 can no longer make one (a session that hit a fatal error). */
 static void raw_goaway(struct h2_conn *c, uint32_t code)
 {
-    uint32_t last = (uint32_t)nghttp2_session_get_last_proc_stream_id(c->ng);
+    uint32_t last = (uint32_t)c->last_accepted;
     /* length 8, type GOAWAY, no flags, stream 0; then the last stream id and the code */
     uint8_t f[17] = {0, 0, 8, NGHTTP2_GOAWAY};
     for (int k = 0; k < 4; k++) {
@@ -584,8 +590,7 @@ static void goaway(struct h2_conn *c)
     if (c->goaway || c->closed || !c->ng)
         return;
     c->goaway = true;
-    nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
-                          NGHTTP2_NO_ERROR, NULL, 0);
+    nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, c->last_accepted, NGHTTP2_NO_ERROR, NULL, 0);
     h2_run(c);
 }
 

@@ -113,8 +113,9 @@ struct h2_conn {
      * session is gone (ng NULL) once it failed: our own GOAWAY goes out, then the close. */
     bool closed, goaway, fatal, client_eof, kicked, settings_sent, lingering, wire_due;
     uint32_t fatal_code;
-    size_t block_bytes; /* decoded bytes of the header block being read */
-    unsigned oversized; /* header blocks over H2_HEAD_LIMIT */
+    int32_t last_accepted; /* the highest stream given state: GOAWAY's last stream id */
+    size_t block_bytes;    /* decoded bytes of the header block being read */
+    unsigned oversized;    /* header blocks over H2_HEAD_LIMIT */
     uint64_t last_io_ms, last_write_ms;
     struct h2_bucket rst, ctrl;
     uint64_t wire_in_seen, wire_out_seen, log_wire_in, log_wire_out;
