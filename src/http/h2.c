@@ -41,6 +41,13 @@ static bool bucket_take(struct h2_bucket *b, uint64_t now_ms, uint64_t burst, ui
     return true;
 }
 
+static void bucket_give(struct h2_bucket *b, uint64_t n, uint64_t burst)
+{
+    b->milli += n * 1000;
+    if (b->milli > burst * 1000)
+        b->milli = burst * 1000;
+}
+
 /* The client abuses the protocol: GOAWAY ENHANCE_YOUR_CALM, no more frames read. The
  * GOAWAY names the last stream we took, not a later one we refused; the RST_STREAMs queued
  * before it still go out. */
@@ -278,6 +285,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
             break;
         /* fall through */
     case NGHTTP2_PRIORITY:
+    case NGHTTP2_WINDOW_UPDATE: /* given back as we send DATA (on_frame_send) */
         if (!bucket_take(&c->ctrl, now, H2_CTRL_BURST, H2_CTRL_RATE))
             calm_down(c, "flood of control frames");
         break;
@@ -290,6 +298,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct h2_conn *c = ud;
+    if (f->hd.type == NGHTTP2_DATA) {
+        /* A client acknowledges our DATA with a WINDOW_UPDATE for the stream and one for
+         * the connection at most: those cost it nothing of its budget. */
+        bucket_give(&c->ctrl, 2, H2_CTRL_BURST);
+    }
     if (!f->hd.stream_id || (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS))
         return 0;
     struct h2_stream *s = stream_get(c, f->hd.stream_id);

@@ -25,7 +25,8 @@
 #define H2_MAX_INTERIM 8 /* interim (1xx) responses passed on per stream */
 /* Token buckets: a burst, then a sustained rate per second. Streams the client resets
  * (CVE-2023-44487, Rapid Reset), and frames that cost us work but carry no request: PING,
- * SETTINGS, PRIORITY, empty DATA. Past either: GOAWAY ENHANCE_YOUR_CALM. */
+ * SETTINGS, PRIORITY, empty DATA, WINDOW_UPDATE (two given back per DATA frame we send),
+ * streams over the concurrency limit. Past either: GOAWAY ENHANCE_YOUR_CALM. */
 #define H2_RST_BURST 200
 #define H2_RST_RATE 100
 #define H2_CTRL_BURST 500

@@ -16,7 +16,8 @@ from h2_util import (CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_C
                      SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS,
                      HeadCounter, LibH2, RawH2, client_context, error_name, flood, frame,
                      h2_site, hp_indexed, hp_literal, hpack_block, https_listener,
-                     ping_frame, request_fields, rst_frame, serves_fresh, settings_frame)
+                     ping_frame, request_fields, rst_frame, serves_fresh, settings_frame,
+                     window_update_frame)
 from http_util import hx  # noqa: F401
 from pki import pki, upload_server  # noqa: F401
 
@@ -169,7 +170,17 @@ def test_fatal_goaway_reaches_a_client_that_reads_late(slbd, hx, pki):  # noqa: 
     serves_fresh(site.port, pki, hx.track)
 
 
-@pytest.mark.parametrize("kind", ["ping", "settings", "empty-data"])
+def test_window_updates_of_a_download_are_not_a_flood(slbd, hx, pki):  # noqa: F811
+    """A client that gives back every DATA frame at once (a WINDOW_UPDATE for the stream and
+    one for the connection each time) downloads 32 MiB without being taken for a flood."""
+    site = h2_site(slbd, hx, pki)
+    c = raw(site, pki, hx)
+    s = c.get(f"/bytes/{32 << 20}", timeout=60)
+    assert s.status == 200 and s.ended and len(s.data) == 32 << 20, s
+    assert not c.goaways, c.describe()
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings", "empty-data", "window-update"])
 def test_control_frame_floods_get_enhance_your_calm(slbd, hx, pki, kind):  # noqa: F811
     site = h2_site(slbd, hx, pki)
     c = raw(site, pki, hx)
@@ -178,6 +189,8 @@ def test_control_frame_floods_get_enhance_your_calm(slbd, hx, pki, kind):  # noq
         unit = ping_frame(b"floodxxx")
     elif kind == "settings":
         unit = settings_frame({SETTINGS_INITIAL_WINDOW_SIZE: 65535})
+    elif kind == "window-update":
+        unit = window_update_frame(0, 1)
     else:
         sid = c.request("POST", "/empty", end_stream=False)
         unit = frame(DATA, 0, sid, b"")
