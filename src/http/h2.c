@@ -63,6 +63,45 @@ static void calm_down(struct h2_conn *c, const char *why)
     c->fatal_code = NGHTTP2_ENHANCE_YOUR_CALM;
 }
 
+/* Client stream ids that left nghttp2 (see check_closed): for each of the last H2_SID_WINDOW
+ * odd ids below sid_hi, whether a stream was opened with it and whether we reset it. */
+static bool sid_in_window(const struct h2_conn *c, int32_t id)
+{
+    return id > 0 && id <= c->sid_hi &&
+           ((uint32_t)c->sid_hi >> 1) - ((uint32_t)id >> 1) < H2_SID_WINDOW;
+}
+
+static void sid_mark(uint64_t *set, int32_t id)
+{
+    uint32_t k = ((uint32_t)id >> 1) % H2_SID_WINDOW;
+    set[k / 64] |= (uint64_t)1 << (k % 64);
+}
+
+static bool sid_test(const uint64_t *set, int32_t id)
+{
+    uint32_t k = ((uint32_t)id >> 1) % H2_SID_WINDOW;
+    return (set[k / 64] >> (k % 64)) & 1;
+}
+
+/* A new highest client stream id: the slots of the ids it passes are reused. */
+static void sid_advance(struct h2_conn *c, int32_t id)
+{
+    if (id <= c->sid_hi)
+        return;
+    uint32_t from = (uint32_t)c->sid_hi >> 1, to = (uint32_t)id >> 1;
+    if (to - from >= H2_SID_WINDOW) {
+        memset(c->sid_opened, 0, sizeof(c->sid_opened));
+        memset(c->sid_reset, 0, sizeof(c->sid_reset));
+    } else {
+        for (uint32_t k = from + 1; k <= to; k++) {
+            uint64_t bit = (uint64_t)1 << (k % H2_SID_WINDOW % 64);
+            c->sid_opened[k % H2_SID_WINDOW / 64] &= ~bit;
+            c->sid_reset[k % H2_SID_WINDOW / 64] &= ~bit;
+        }
+    }
+    c->sid_hi = id;
+}
+
 static void account_wire(struct h2_conn *c)
 {
     uint64_t in, out;
@@ -86,6 +125,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     c->block_bytes = 0;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
+    sid_advance(c, f->hd.stream_id);
+    sid_mark(c->sid_opened, f->hd.stream_id);
     if (c->nstreams >= H2_MAX_STREAMS) {
         /* Over the advertised limit: this stream alone is refused (RFC 9113 5.1.2), the
          * client may retry it. No state is kept for it; its frames are dropped. A client
@@ -298,6 +339,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct h2_conn *c = ud;
+    if (f->hd.type == NGHTTP2_RST_STREAM && (f->hd.stream_id & 1)) {
+        /* What the client sends on this stream from now on is ignored (RFC 9113 5.1). */
+        sid_advance(c, f->hd.stream_id);
+        sid_mark(c->sid_reset, f->hd.stream_id);
+    }
     if (f->hd.type == NGHTTP2_DATA) {
         /* A client acknowledges our DATA with a WINDOW_UPDATE for the stream and one for
          * the connection at most: those cost it nothing of its budget. */
@@ -361,10 +407,11 @@ static void raw_goaway(struct h2_conn *c, uint32_t code)
     slb_hbuf_put(&c->out, (const char *)f, sizeof(f));
 }
 
-/* The session failed (a fatal nghttp2 error): it is deleted with the streams, our GOAWAY is
- * queued (unless send_goaway is false: a client that did not send the preface), and h2_run
- * ends the connection with a lingering close once it is written (see end_failed). A reset
- * instead would make the client's kernel drop the GOAWAY along with what it still held. */
+/* The session failed (a fatal nghttp2 error, or a connection error nghttp2 does not detect,
+ * see check_closed): it is deleted with the streams, our GOAWAY is queued (unless
+ * send_goaway is false: a client that did not send the preface), and h2_run ends the
+ * connection with a lingering close once it is written (see end_failed). A reset instead
+ * would make the client's kernel drop the GOAWAY along with what it still held. */
 static void session_fail(struct h2_conn *c, uint32_t code, bool send_goaway)
 {
     if (send_goaway)
@@ -443,6 +490,78 @@ static bool produce(struct h2_conn *c)
     return true;
 }
 
+/* A DATA or HEADERS frame on a client stream that left nghttp2, which keeps no closed
+ * streams (see setup_once) and would ignore it. RFC 9113 5.1: after our RST_STREAM it is
+ * ignored; otherwise DATA is a stream error and HEADERS a connection error STREAM_CLOSED,
+ * and HEADERS on an id never used, below the highest one, a connection error PROTOCOL_ERROR
+ * (5.1.1). Frames on ids older than the window are ignored. -1: the session failed. */
+static int check_closed(struct h2_conn *c, uint8_t type, int32_t id)
+{
+    if (!sid_in_window(c, id) || sid_test(c->sid_reset, id) ||
+        nghttp2_session_find_stream(c->ng, id))
+        return 0;
+    bool opened = sid_test(c->sid_opened, id);
+    if (type == NGHTTP2_HEADERS) {
+        slb_debug("listener %s: client %s: HTTP/2 HEADERS on %s stream %d", c->b.l->cfg->name,
+                  c->client_ip, opened ? "a closed" : "an unused lower", (int)id);
+        session_fail(c, opened ? NGHTTP2_STREAM_CLOSED : NGHTTP2_PROTOCOL_ERROR, true);
+        return -1;
+    }
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_STREAM_CLOSED);
+    sid_mark(c->sid_reset, id);
+    if (!bucket_take(&c->ctrl, c->w->loop.now_ms, H2_CTRL_BURST, H2_CTRL_RATE))
+        calm_down(c, "flood of DATA on closed streams");
+    return 0;
+}
+
+/* Give the client's bytes to nghttp2, following the frame boundaries: a DATA or HEADERS
+ * frame that may be on a closed stream is looked at (check_closed) once nghttp2 has
+ * processed every frame before it. 0, or nghttp2's error. */
+static int feed(struct h2_conn *c, const uint8_t *p, size_t n)
+{
+    size_t fed = 0, off = 0;
+    while (off < n && !c->scan_off) {
+        if (c->scan_skip) {
+            size_t k = n - off < c->scan_skip ? n - off : c->scan_skip;
+            off += k;
+            c->scan_skip -= (uint32_t)k;
+            continue;
+        }
+        size_t k = 9u - c->scan_hlen;
+        if (k > n - off)
+            k = n - off;
+        memcpy(c->scan_hd + c->scan_hlen, p + off, k);
+        c->scan_hlen = (uint8_t)(c->scan_hlen + k);
+        if (c->scan_hlen < 9)
+            break;
+        const uint8_t *h = c->scan_hd;
+        uint32_t len = ((uint32_t)h[0] << 16) | ((uint32_t)h[1] << 8) | h[2];
+        uint8_t type = h[3];
+        int32_t id = (int32_t)(((uint32_t)(h[5] & 0x7f) << 24) | ((uint32_t)h[6] << 16) |
+                               ((uint32_t)h[7] << 8) | h[8]);
+        c->scan_hlen = 0;
+        c->scan_skip = len;
+        if (len > H2_MAX_FRAME)
+            c->scan_off = true; /* nghttp2 ends the connection (FRAME_SIZE_ERROR) */
+        if ((type == NGHTTP2_DATA || type == NGHTTP2_HEADERS) && (id & 1) && id <= c->scan_hi &&
+            !c->fatal && !c->goaway) {
+            if (off > fed) {
+                ssize_t r = nghttp2_session_mem_recv(c->ng, p + fed, off - fed);
+                if (r < 0 || c->closed)
+                    return (int)r;
+                fed = off;
+            }
+            if (check_closed(c, type, id) < 0)
+                return 0;
+        }
+        if (type == NGHTTP2_HEADERS && id > c->scan_hi)
+            c->scan_hi = id;
+        off += k;
+    }
+    ssize_t r = n > fed ? nghttp2_session_mem_recv(c->ng, p + fed, n - fed) : 0;
+    return r < 0 ? (int)r : 0;
+}
+
 /* Read from the client and feed nghttp2. false: the connection is closed. */
 static bool receive(struct h2_conn *c, bool *more)
 {
@@ -465,7 +584,7 @@ static bool receive(struct h2_conn *c, bool *more)
         }
         c->last_io_ms = c->w->loop.now_ms;
         slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_PAYLOAD_IN], (uint64_t)n);
-        int r = (int)nghttp2_session_mem_recv(c->ng, (const uint8_t *)buf, (size_t)n);
+        int r = feed(c, (const uint8_t *)buf, (size_t)n);
         if (c->closed)
             return false;
         if (r < 0) {
@@ -765,6 +884,7 @@ int slb_h2_start(const struct slb_h2_handoff *h)
     snprintf(c->client_ip, sizeof(c->client_ip), "%s", h->client_ip);
     c->local_port = h->local_port;
     c->last_io_ms = c->last_write_ms = c->w->loop.now_ms;
+    c->scan_skip = NGHTTP2_CLIENT_MAGIC_LEN; /* the preface comes before the first frame */
     c->link.abort = conn_abort;
     c->link.drain = conn_drain;
     c->link.reconfigured = conn_reconfigured;
