@@ -562,20 +562,23 @@ static int feed(struct h2_conn *c, const uint8_t *p, size_t n)
     return r < 0 ? (int)r : 0;
 }
 
-/* Read from the client and feed nghttp2. false: the connection is closed. */
+/* Read from the client and feed nghttp2. false: the connection is closed. The streams that
+ * the reads of this run made ready go to backends after the last one (h2_dispatch): a stream
+ * reset by a later frame of the same burst, even one in another TLS record, never costs a
+ * backend connection. */
 static bool receive(struct h2_conn *c, bool *more)
 {
     char buf[SLB_BUF_SIZE];
     for (int i = 0; !c->client_eof && (c->t.rd_ready || c->t.ops->pending(&c->t)); i++) {
         if (!nghttp2_session_want_read(c->ng) || slb_hbuf_pending(&c->out) >= H2_OUT_HIGH)
-            return true;
+            break;
         if (i == H2_READS_PER_RUN) {
             *more = true;
-            return true;
+            break;
         }
         ssize_t n = c->t.ops->recv(&c->t, buf, sizeof(buf));
         if (n == 0)
-            return true;
+            break;
         if (n < 0) {
             /* The client is gone (or cut the connection): nothing can reach it any more. */
             c->client_eof = true;
@@ -601,12 +604,10 @@ static bool receive(struct h2_conn *c, bool *more)
         }
         if (!c->ng)
             return true; /* h2_run ends the connection */
-        if (c->ndispatch)
-            h2_dispatch(c);
-        if (c->closed)
-            return false;
     }
-    return true;
+    if (c->ndispatch && !c->fatal) /* a connection that ends starts no exchange */
+        h2_dispatch(c);
+    return !c->closed;
 }
 
 /* The last frame (a GOAWAY) is out: close_notify and our FIN, then what the client still sends
