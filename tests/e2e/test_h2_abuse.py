@@ -116,9 +116,9 @@ def test_rapid_reset_is_cut_off(slbd, hx, pki):  # noqa: F811
 def test_streams_reset_in_the_same_burst_cost_no_backend_connection(slbd, hx, pki):  # noqa: F811
     """Rapid Reset with each frame in a TLS record of its own (as many clients write them):
     streams reset in the same burst as they were opened open no backend connection, where
-    each used to cost a connect (172k in 20 s for one tester). slbd reads 16 records per
-    turn of its loop; only a stream whose RST_STREAM falls into the next turn has its
-    connect started (and aborted at the reset)."""
+    each used to cost a connect (172k in 20 s for one tester; 133 of these 150). slbd reads
+    up to 16 records per turn of its loop; only a stream whose RST_STREAM falls into a later
+    turn has its connect started (and aborted at the reset)."""
     counter = HeadCounter(delay=0.5)
     rb = hx.raw_backend("counter", counter)
     slbd.add_group("g", [rb.server()], health_check=NOHC)
@@ -136,7 +136,7 @@ def test_streams_reset_in_the_same_burst_cost_no_backend_connection(slbd, hx, pk
     c.ping()
     time.sleep(0.3)
     assert not c.goaways, c.describe()
-    assert rb.accepted <= n // 10, (
+    assert rb.accepted <= n // 4, (
         f"{rb.accepted} backend connections for {n} streams reset at once")
     assert c.get("/after").status == 200
 
