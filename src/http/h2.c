@@ -41,7 +41,16 @@ static bool bucket_take(struct h2_bucket *b, uint64_t now_ms, uint64_t burst, ui
     return true;
 }
 
-/* The client abuses the protocol: GOAWAY ENHANCE_YOUR_CALM, no more frames read. */
+static void bucket_give(struct h2_bucket *b, uint64_t n, uint64_t burst)
+{
+    b->milli += n * 1000;
+    if (b->milli > burst * 1000)
+        b->milli = burst * 1000;
+}
+
+/* The client abuses the protocol: GOAWAY ENHANCE_YOUR_CALM, no more frames read. The
+ * GOAWAY names the last stream we took, not a later one we refused; the RST_STREAMs queued
+ * before it still go out. */
 static void calm_down(struct h2_conn *c, const char *why)
 {
     if (c->fatal)
@@ -49,8 +58,48 @@ static void calm_down(struct h2_conn *c, const char *why)
     slb_info("listener %s: client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM", c->b.l->cfg->name,
              c->client_ip, why);
     slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_H2_ABUSE], 1);
-    nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+    nghttp2_session_terminate_session2(c->ng, c->last_accepted, NGHTTP2_ENHANCE_YOUR_CALM);
     c->fatal = true;
+    c->fatal_code = NGHTTP2_ENHANCE_YOUR_CALM;
+}
+
+/* Client stream ids that left nghttp2 (see check_closed): for each of the last H2_SID_WINDOW
+ * odd ids below sid_hi, whether a stream was opened with it and whether we reset it. */
+static bool sid_in_window(const struct h2_conn *c, int32_t id)
+{
+    return id > 0 && id <= c->sid_hi &&
+           ((uint32_t)c->sid_hi >> 1) - ((uint32_t)id >> 1) < H2_SID_WINDOW;
+}
+
+static void sid_mark(uint64_t *set, int32_t id)
+{
+    uint32_t k = ((uint32_t)id >> 1) % H2_SID_WINDOW;
+    set[k / 64] |= (uint64_t)1 << (k % 64);
+}
+
+static bool sid_test(const uint64_t *set, int32_t id)
+{
+    uint32_t k = ((uint32_t)id >> 1) % H2_SID_WINDOW;
+    return (set[k / 64] >> (k % 64)) & 1;
+}
+
+/* A new highest client stream id: the slots of the ids it passes are reused. */
+static void sid_advance(struct h2_conn *c, int32_t id)
+{
+    if (id <= c->sid_hi)
+        return;
+    uint32_t from = (uint32_t)c->sid_hi >> 1, to = (uint32_t)id >> 1;
+    if (to - from >= H2_SID_WINDOW) {
+        memset(c->sid_opened, 0, sizeof(c->sid_opened));
+        memset(c->sid_reset, 0, sizeof(c->sid_reset));
+    } else {
+        for (uint32_t k = from + 1; k <= to; k++) {
+            uint64_t bit = (uint64_t)1 << (k % H2_SID_WINDOW % 64);
+            c->sid_opened[k % H2_SID_WINDOW / 64] &= ~bit;
+            c->sid_reset[k % H2_SID_WINDOW / 64] &= ~bit;
+        }
+    }
+    c->sid_hi = id;
 }
 
 static void account_wire(struct h2_conn *c)
@@ -73,16 +122,23 @@ static struct h2_stream *stream_get(struct h2_conn *c, int32_t id)
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct h2_conn *c = ud;
+    c->block_bytes = 0;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
+    sid_advance(c, f->hd.stream_id);
+    sid_mark(c->sid_opened, f->hd.stream_id);
     if (c->nstreams >= H2_MAX_STREAMS) {
         /* Over the advertised limit: this stream alone is refused (RFC 9113 5.1.2), the
-         * client may retry it. No state is kept for it; its frames are dropped. */
+         * client may retry it. No state is kept for it; its frames are dropped. A client
+         * that sends its first requests before it read our SETTINGS does this once, so the
+         * refusals come out of the larger budget of frames that carry no request. */
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
-        if (!bucket_take(&c->rst, c->w->loop.now_ms, H2_RST_BURST, H2_RST_RATE))
+        if (!bucket_take(&c->ctrl, c->w->loop.now_ms, H2_CTRL_BURST, H2_CTRL_RATE))
             calm_down(c, "streams over the limit opened faster than allowed");
         return 0;
     }
+    if (c->fatal)
+        return 0; /* no new stream on a connection that ends */
     /* One allocation per stream: the servers tried go at its end. */
     size_t nsrv = c->b.wg ? c->b.wg->g->nservers : 0;
     struct h2_stream *s = calloc(1, sizeof(*s) + (nsrv ? nsrv : 1));
@@ -104,6 +160,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
         c->streams->prev = s;
     c->streams = s;
     c->nstreams++;
+    if (s->id > c->last_accepted)
+        c->last_accepted = s->id;
     nghttp2_session_set_stream_user_data(ng, s->id, s);
     return 0;
 }
@@ -133,16 +191,26 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
                      const uint8_t *value, size_t vl, uint8_t flags, void *ud)
 {
     struct h2_conn *c = ud;
+    /* A connection that ends decodes nothing more: a failed callback stops nghttp2 at once,
+     * in the middle of the block, where returning 0 would let it decode (and check) every
+     * field that is left (an HPACK bomb's millions of bytes). The block's size is counted
+     * on the connection, so a refused stream's block counts too. */
+    c->block_bytes += nl + vl + 4;
+    if (c->block_bytes > H2_HEAD_HARD)
+        calm_down(c, "header block over 64 KiB decoded");
+    if (c->fatal)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     struct h2_stream *s = stream_get(c, f->hd.stream_id);
-    if (!s || c->fatal)
+    if (!s)
         return 0;
     s->head_bytes += nl + vl + 4;
-    if (s->head_bytes > H2_HEAD_HARD) {
-        calm_down(c, "header block over 256 KiB decoded");
-        return 0;
+    if (s->head_bytes > H2_HEAD_LIMIT && !s->too_big) {
+        s->too_big = true; /* answered 431 */
+        if (++c->oversized > H2_OVERSIZED_MAX) {
+            calm_down(c, "header blocks over the limit again and again");
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
     }
-    if (s->head_bytes > H2_HEAD_LIMIT)
-        s->too_big = true;
     if (s->too_big || s->bad)
         return 0;
     if (memchr(value, '\r', vl) || memchr(value, '\n', vl) || memchr(value, '\0', vl)) {
@@ -258,6 +326,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
             break;
         /* fall through */
     case NGHTTP2_PRIORITY:
+    case NGHTTP2_WINDOW_UPDATE: /* given back as we send DATA (on_frame_send) */
         if (!bucket_take(&c->ctrl, now, H2_CTRL_BURST, H2_CTRL_RATE))
             calm_down(c, "flood of control frames");
         break;
@@ -270,6 +339,16 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct h2_conn *c = ud;
+    if (f->hd.type == NGHTTP2_RST_STREAM && (f->hd.stream_id & 1)) {
+        /* What the client sends on this stream from now on is ignored (RFC 9113 5.1). */
+        sid_advance(c, f->hd.stream_id);
+        sid_mark(c->sid_reset, f->hd.stream_id);
+    }
+    if (f->hd.type == NGHTTP2_DATA) {
+        /* A client acknowledges our DATA with a WINDOW_UPDATE for the stream and one for
+         * the connection at most: those cost it nothing of its budget. */
+        bucket_give(&c->ctrl, 2, H2_CTRL_BURST);
+    }
     if (!f->hd.stream_id || (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS))
         return 0;
     struct h2_stream *s = stream_get(c, f->hd.stream_id);
@@ -318,7 +397,7 @@ static void out_compact(struct h2_conn *c)
 /* Our GOAWAY when nghttp2 can no longer make one (a session that hit a fatal error). */
 static void raw_goaway(struct h2_conn *c, uint32_t code)
 {
-    uint32_t last = (uint32_t)nghttp2_session_get_last_proc_stream_id(c->ng);
+    uint32_t last = (uint32_t)c->last_accepted;
     /* length 8, type GOAWAY, no flags, stream 0; then the last stream id and the code */
     uint8_t f[17] = {0, 0, 8, NGHTTP2_GOAWAY};
     for (int k = 0; k < 4; k++) {
@@ -326,6 +405,24 @@ static void raw_goaway(struct h2_conn *c, uint32_t code)
         f[13 + k] = (uint8_t)(code >> (24 - 8 * k));
     }
     slb_hbuf_put(&c->out, (const char *)f, sizeof(f));
+}
+
+/* The session failed (a fatal nghttp2 error, or a connection error nghttp2 does not detect,
+ * see check_closed): it is deleted with the streams, our GOAWAY is queued (unless
+ * send_goaway is false: a client that did not send the preface), and h2_run ends the
+ * connection with a lingering close once it is written (see end_failed). A reset instead
+ * would make the client's kernel drop the GOAWAY along with what it still held. */
+static void session_fail(struct h2_conn *c, uint32_t code, bool send_goaway)
+{
+    if (send_goaway)
+        raw_goaway(c, code);
+    c->fatal = true;
+    c->fatal_code = code;
+    while (c->streams)
+        h2_stream_free(c->streams);
+    nghttp2_session_del(c->ng);
+    c->ng = NULL;
+    slb_timer_start(&c->w->loop, &c->timer, 1000); /* for the GOAWAY to be taken */
 }
 
 /* Write queued frames; false when the connection failed (and is closed). */
@@ -393,20 +490,95 @@ static bool produce(struct h2_conn *c)
     return true;
 }
 
-/* Read from the client and feed nghttp2. false: the connection is closed. */
+/* A DATA or HEADERS frame on a client stream that left nghttp2, which keeps no closed
+ * streams (see setup_once) and would ignore it. RFC 9113 5.1: after our RST_STREAM it is
+ * ignored; otherwise DATA is a stream error and HEADERS a connection error STREAM_CLOSED,
+ * and HEADERS on an id never used, below the highest one, a connection error PROTOCOL_ERROR
+ * (5.1.1). Frames on ids older than the window are ignored. -1: the session failed. */
+static int check_closed(struct h2_conn *c, uint8_t type, int32_t id)
+{
+    if (!sid_in_window(c, id) || sid_test(c->sid_reset, id) ||
+        nghttp2_session_find_stream(c->ng, id))
+        return 0;
+    bool opened = sid_test(c->sid_opened, id);
+    if (type == NGHTTP2_HEADERS) {
+        slb_debug("listener %s: client %s: HTTP/2 HEADERS on %s stream %d", c->b.l->cfg->name,
+                  c->client_ip, opened ? "a closed" : "an unused lower", (int)id);
+        session_fail(c, opened ? NGHTTP2_STREAM_CLOSED : NGHTTP2_PROTOCOL_ERROR, true);
+        return -1;
+    }
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_STREAM_CLOSED);
+    sid_mark(c->sid_reset, id);
+    if (!bucket_take(&c->ctrl, c->w->loop.now_ms, H2_CTRL_BURST, H2_CTRL_RATE))
+        calm_down(c, "flood of DATA on closed streams");
+    return 0;
+}
+
+/* Give the client's bytes to nghttp2, following the frame boundaries: a DATA or HEADERS
+ * frame that may be on a closed stream is looked at (check_closed) once nghttp2 has
+ * processed every frame before it. 0, or nghttp2's error. */
+static int feed(struct h2_conn *c, const uint8_t *p, size_t n)
+{
+    size_t fed = 0, off = 0;
+    while (off < n && !c->scan_off) {
+        if (c->scan_skip) {
+            size_t k = n - off < c->scan_skip ? n - off : c->scan_skip;
+            off += k;
+            c->scan_skip -= (uint32_t)k;
+            continue;
+        }
+        size_t k = 9u - c->scan_hlen;
+        if (k > n - off)
+            k = n - off;
+        memcpy(c->scan_hd + c->scan_hlen, p + off, k);
+        c->scan_hlen = (uint8_t)(c->scan_hlen + k);
+        if (c->scan_hlen < 9)
+            break;
+        const uint8_t *h = c->scan_hd;
+        uint32_t len = ((uint32_t)h[0] << 16) | ((uint32_t)h[1] << 8) | h[2];
+        uint8_t type = h[3];
+        int32_t id = (int32_t)(((uint32_t)(h[5] & 0x7f) << 24) | ((uint32_t)h[6] << 16) |
+                               ((uint32_t)h[7] << 8) | h[8]);
+        c->scan_hlen = 0;
+        c->scan_skip = len;
+        if (len > H2_MAX_FRAME)
+            c->scan_off = true; /* nghttp2 ends the connection (FRAME_SIZE_ERROR) */
+        if ((type == NGHTTP2_DATA || type == NGHTTP2_HEADERS) && (id & 1) && id <= c->scan_hi &&
+            !c->fatal && !c->goaway) {
+            if (off > fed) {
+                ssize_t r = nghttp2_session_mem_recv(c->ng, p + fed, off - fed);
+                if (r < 0 || c->closed)
+                    return (int)r;
+                fed = off;
+            }
+            if (check_closed(c, type, id) < 0)
+                return 0;
+        }
+        if (type == NGHTTP2_HEADERS && id > c->scan_hi)
+            c->scan_hi = id;
+        off += k;
+    }
+    ssize_t r = n > fed ? nghttp2_session_mem_recv(c->ng, p + fed, n - fed) : 0;
+    return r < 0 ? (int)r : 0;
+}
+
+/* Read from the client and feed nghttp2. false: the connection is closed. The streams that
+ * the reads of this run made ready go to backends after the last one (h2_dispatch): a stream
+ * reset by a later frame of the same burst, even one in another TLS record, never costs a
+ * backend connection. */
 static bool receive(struct h2_conn *c, bool *more)
 {
     char buf[SLB_BUF_SIZE];
     for (int i = 0; !c->client_eof && (c->t.rd_ready || c->t.ops->pending(&c->t)); i++) {
         if (!nghttp2_session_want_read(c->ng) || slb_hbuf_pending(&c->out) >= H2_OUT_HIGH)
-            return true;
+            break;
         if (i == H2_READS_PER_RUN) {
             *more = true;
-            return true;
+            break;
         }
         ssize_t n = c->t.ops->recv(&c->t, buf, sizeof(buf));
         if (n == 0)
-            return true;
+            break;
         if (n < 0) {
             /* The client is gone (or cut the connection): nothing can reach it any more. */
             c->client_eof = true;
@@ -415,30 +587,27 @@ static bool receive(struct h2_conn *c, bool *more)
         }
         c->last_io_ms = c->w->loop.now_ms;
         slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_PAYLOAD_IN], (uint64_t)n);
-        ssize_t r = nghttp2_session_mem_recv(c->ng, (const uint8_t *)buf, (size_t)n);
+        int r = feed(c, (const uint8_t *)buf, (size_t)n);
         if (c->closed)
             return false;
         if (r < 0) {
-            if (r == NGHTTP2_ERR_FLOODED || r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
+            uint32_t code = NGHTTP2_INTERNAL_ERROR;
+            if (c->fatal) {
+                code = c->fatal_code; /* we stopped it (calm_down), and said why */
+            } else if (r == NGHTTP2_ERR_FLOODED || r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
                 slb_info("listener %s: client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM",
-                         c->b.l->cfg->name, c->client_ip, nghttp2_strerror((int)r));
+                         c->b.l->cfg->name, c->client_ip, nghttp2_strerror(r));
                 slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_H2_ABUSE], 1);
-                raw_goaway(c, NGHTTP2_ENHANCE_YOUR_CALM);
-            } else if (r != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
-                raw_goaway(c, NGHTTP2_INTERNAL_ERROR);
+                code = NGHTTP2_ENHANCE_YOUR_CALM;
             }
-            c->t.wr_ready = true;
-            flush(c);
-            if (!c->closed)
-                conn_close(c);
-            return false;
+            session_fail(c, code, r != NGHTTP2_ERR_BAD_CLIENT_MAGIC);
         }
-        if (c->ndispatch)
-            h2_dispatch(c);
-        if (c->closed)
-            return false;
+        if (!c->ng)
+            return true; /* h2_run ends the connection */
     }
-    return true;
+    if (c->ndispatch && !c->fatal) /* a connection that ends starts no exchange */
+        h2_dispatch(c);
+    return !c->closed;
 }
 
 /* The last frame (a GOAWAY) is out: close_notify and our FIN, then what the client still sends
@@ -477,12 +646,31 @@ void h2_kick(struct h2_conn *c)
     slb_loop_defer(&c->w->loop, kick_cb, c);
 }
 
+/* The session failed: its GOAWAY goes out, then the lingering close. */
+static void end_failed(struct h2_conn *c)
+{
+    c->t.wr_ready = true;
+    if (!flush(c))
+        return;
+    if (!slb_hbuf_pending(&c->out)) {
+        linger_close(c);
+        return;
+    }
+    slb_io_set(&c->w->loop, &c->io, c->t.wr_wants);
+}
+
 void h2_run(struct h2_conn *c)
 {
     if (c->closed || c->lingering)
         return;
     bool more = false;
-    if (!receive(c, &more) || !produce(c) || !flush(c))
+    if (c->ng && !receive(c, &more))
+        return;
+    if (!c->ng) {
+        end_failed(c);
+        return;
+    }
+    if (!produce(c) || !flush(c))
         return;
     /* Writing made room: more frames (DATA the client's windows allow) may be waiting. */
     for (int i = 0; i < 8 && c->t.wr_ready && nghttp2_session_want_write(c->ng) &&
@@ -532,18 +720,23 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
  * then the connection closes. */
 static void goaway(struct h2_conn *c)
 {
-    if (c->goaway || c->closed)
+    if (c->goaway || c->closed || !c->ng)
         return;
     c->goaway = true;
-    nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
-                          NGHTTP2_NO_ERROR, NULL, 0);
+    nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, c->last_accepted, NGHTTP2_NO_ERROR, NULL, 0);
     h2_run(c);
 }
 
 static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
 {
     struct h2_conn *c = t->data;
-    if (c->lingering) {
+    if (!c->ng && !c->lingering && slb_hbuf_pending(&c->out) &&
+        loop->now_ms < c->last_write_ms + 1000) {
+        /* The GOAWAY of a failed session is still being taken: a second more. */
+        slb_timer_start(loop, t, c->last_write_ms + 1000 - loop->now_ms);
+        return;
+    }
+    if (c->lingering || !c->ng) {
         conn_close(c);
         return;
     }
@@ -692,6 +885,7 @@ int slb_h2_start(const struct slb_h2_handoff *h)
     snprintf(c->client_ip, sizeof(c->client_ip), "%s", h->client_ip);
     c->local_port = h->local_port;
     c->last_io_ms = c->last_write_ms = c->w->loop.now_ms;
+    c->scan_skip = NGHTTP2_CLIENT_MAGIC_LEN; /* the preface comes before the first frame */
     c->link.abort = conn_abort;
     c->link.drain = conn_drain;
     c->link.reconfigured = conn_reconfigured;

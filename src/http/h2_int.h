@@ -12,16 +12,26 @@
 
 #include <nghttp2/nghttp2.h>
 
-#define H2_MAX_STREAMS 100        /* SETTINGS_MAX_CONCURRENT_STREAMS */
-#define H2_NGHTTP2_STREAMS 1000   /* nghttp2's own limit (see advertise_stream_limit) */
-#define H2_HEAD_LIMIT 16384       /* a request head as HTTP/1.1 text, as for HTTP/1.1 clients */
-#define H2_HEAD_HARD (256 * 1024) /* decoded bytes of one header block: an HPACK bomb */
-#define H2_OUT_HIGH (64 * 1024)   /* frames queued for the client before we stop making more */
+#define H2_MAX_STREAMS 100      /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define H2_NGHTTP2_STREAMS 1000 /* nghttp2's own limit (see advertise_stream_limit) */
+#define H2_HEAD_LIMIT 16384     /* a request head as HTTP/1.1 text, as for HTTP/1.1 clients */
+/* Decoded bytes of one header block (an HPACK bomb): decoding stops there, GOAWAY
+ * ENHANCE_YOUR_CALM. A block between H2_HEAD_LIMIT and this is answered 431; a connection
+ * that sends more than H2_OVERSIZED_MAX of those is closed the same way. */
+#define H2_HEAD_HARD (64 * 1024)
+#define H2_OVERSIZED_MAX 4
+#define H2_OUT_HIGH (64 * 1024) /* frames queued for the client before we stop making more */
 #define H2_READS_PER_RUN 16
-#define H2_MAX_INTERIM 8 /* interim (1xx) responses passed on per stream */
+#define H2_MAX_FRAME 16384 /* SETTINGS_MAX_FRAME_SIZE: the default, not changed */
+#define H2_MAX_INTERIM 8   /* interim (1xx) responses passed on per stream */
+/* Client stream ids remembered after their stream left nghttp2 (which keeps no closed
+ * streams, see setup_once): the last H2_SID_WINDOW odd ids, two bits each. */
+#define H2_SID_WINDOW 256
 /* Token buckets: a burst, then a sustained rate per second. Streams the client resets
  * (CVE-2023-44487, Rapid Reset), and frames that cost us work but carry no request: PING,
- * SETTINGS, PRIORITY, empty DATA. Past either: GOAWAY ENHANCE_YOUR_CALM. */
+ * SETTINGS, PRIORITY, empty DATA, WINDOW_UPDATE (two given back per DATA frame we send),
+ * streams over the concurrency limit, frames on closed streams. Past either: GOAWAY
+ * ENHANCE_YOUR_CALM. */
 #define H2_RST_BURST 200
 #define H2_RST_RATE 100
 #define H2_CTRL_BURST 500
@@ -105,7 +115,20 @@ struct h2_conn {
     struct slb_hbuf out; /* frames for the client */
     struct h2_stream *streams;
     unsigned nstreams, ndispatch;
+    /* fatal: the connection ends with GOAWAY fatal_code and reads nothing more. The nghttp2
+     * session is gone (ng NULL) once it failed: our own GOAWAY goes out, then the close. */
     bool closed, goaway, fatal, client_eof, kicked, settings_sent, lingering, wire_due;
+    uint32_t fatal_code;
+    int32_t last_accepted; /* the highest stream given state: GOAWAY's last stream id */
+    size_t block_bytes;    /* decoded bytes of the header block being read */
+    unsigned oversized;    /* header blocks over H2_HEAD_LIMIT */
+    int32_t sid_hi;        /* the highest client stream id given to on_begin_headers */
+    /* The frame boundaries in the client's bytes, followed as they go to nghttp2 (see feed) */
+    uint32_t scan_skip; /* bytes before the next frame header */
+    uint8_t scan_hd[9], scan_hlen;
+    bool scan_off;   /* framing nghttp2 refused: nothing more is looked at */
+    int32_t scan_hi; /* the highest stream id of a HEADERS frame seen */
+    uint64_t sid_opened[H2_SID_WINDOW / 64], sid_reset[H2_SID_WINDOW / 64]; /* see sid_* */
     uint64_t last_io_ms, last_write_ms;
     struct h2_bucket rst, ctrl;
     uint64_t wire_in_seen, wire_out_seen, log_wire_in, log_wire_out;

@@ -699,6 +699,15 @@ void h2_start_request(struct h2_stream *s)
         respond_local(s, 431, NULL);
         return;
     }
+    if (s->m_len == 7 && memcmp(s->req.p + s->m_off, "CONNECT", 7) == 0) {
+        /* An HTTP/2 CONNECT has no :path (RFC 9113 8.5): its request line would not parse,
+         * and the answer is the same as for HTTP/1.1's. */
+        if (s->log)
+            slb_access_capture(s->log, c->w->loop.now_ms, NULL);
+        respond_local(s, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n");
+        slb_hbuf_free(&s->req);
+        return;
+    }
     h2_request_line(s);
     struct slb_hbuf *req = &s->req;
     if (s->cookie.len) {

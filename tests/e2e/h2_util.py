@@ -200,8 +200,16 @@ class TlsWire:
 
     @classmethod
     def connect(cls, port, ctx, server_hostname="localhost", host="127.0.0.1", timeout=10,
-                track=None):
-        s = socket.create_connection((host, port), timeout=h.scaled(timeout))
+                track=None, rcvbuf=None):
+        """rcvbuf: a small receive buffer (SO_RCVBUF, set before the connect), so that what
+        slbd sends while the client does not read backs up in slbd's socket."""
+        if rcvbuf:
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            s.settimeout(h.scaled(timeout))
+            s.connect((host, port))
+        else:
+            s = socket.create_connection((host, port), timeout=h.scaled(timeout))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if track is not None:
             track(s)
@@ -540,10 +548,10 @@ class RawH2(_Client):
         self._block = None  # (sid, end_stream, bytearray) while CONTINUATIONs are due
 
     @classmethod
-    def connect(cls, port, ctx, track=None, settings=None, preface=True, **kw):
+    def connect(cls, port, ctx, track=None, settings=None, preface=True, rcvbuf=None, **kw):
         """Connect, check that h2 was selected, and send the preface with settings (push off
         unless given)."""
-        wire = TlsWire.connect(port, ctx, track=track)
+        wire = TlsWire.connect(port, ctx, track=track, rcvbuf=rcvbuf)
         if wire.alpn != "h2":
             raise h.HarnessError(f"ALPN selected {wire.alpn!r} instead of h2")
         c = cls(wire, **kw)

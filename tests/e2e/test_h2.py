@@ -738,3 +738,17 @@ def test_sticky_insert_cookie_over_h2(slbd, hx, pki):  # noqa: F811
         assert s.json()["headers"]["cookie"] == f"a=b; LB={value}", s
 
 
+
+
+def test_connect_is_405(slbd, hx, pki):  # noqa: F811
+    """An HTTP/2 CONNECT (:method and :authority, no :path or :scheme, RFC 9113 8.5) gets the
+    documented 405 with Allow, as over HTTP/1.1, and never reaches the backend."""
+    site = h2_site(slbd, hx, pki, record=True)
+    c = raw(site, pki, hx)
+    sid = c.new_sid()
+    c.send_headers(sid, [(":method", "CONNECT"), (":authority", "example.com:443")])
+    s = c.wait_stream(sid)
+    assert s.status == 405 and s.ended, s
+    assert "GET" in (s.header("allow") or ""), s
+    assert b"CONNECT" not in site.backends[0].recorded()
+    assert c.get("/after").status == 200
