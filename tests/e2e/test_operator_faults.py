@@ -168,10 +168,15 @@ def test_read_only_state_dir_while_running(small_fs, slbd_factory, hx, pki):
     assert d.api.post("/v1/groups", {"name": "new", "servers": []})[0] == 201
 
 
+def generation(slbd):
+    return slbd.api.get("/healthz")[1]["generation"]
+
+
 def test_state_dir_removed_while_running(slbd, hx, pki):
     slbd.allow_errors(WRITE_ERRORS)
     port = serving_site(slbd, hx)
     slbd.add_group("spare", [])
+    gen = generation(slbd)
     subprocess.run(["rm", "-rf", str(slbd.state_dir)], check=True)
     with hu.Prober(port) as p:
         results = refused_writes(slbd, pki)
@@ -181,6 +186,11 @@ def test_state_dir_removed_while_running(slbd, hx, pki):
     assert not slbd.state_dir.exists()
     assert [g["name"] for g in slbd.api.get("/v1/groups")[1]["groups"]] == ["g", "spare"]
     p.assert_all_ok()
+    # The refused writes used up no generation: the next change is the next one.
+    assert generation(slbd) == gen
+    slbd.state_dir.mkdir(mode=0o700)
+    assert slbd.api.post("/v1/groups", {"name": "new", "servers": []})[0] == 201
+    assert generation(slbd) == gen + 1
 
 
 @pytest.mark.parametrize("damage", ["state-dir-is-a-file", "config-json-is-a-directory",
@@ -213,7 +223,7 @@ def test_unusable_state_dir_refused_at_start(slbd_factory, workdir, damage):
         # replaces nothing that was there.
         now = set(os.listdir(state))
         assert set(before) <= now and now - set(before) <= {"certs", "admin.token",
-                                                             "tickets.json"}, now
+                                                             "tickets.json", "lock"}, now
     else:
         assert state.read_text() == "not a directory\n"
 
