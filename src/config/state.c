@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -47,6 +48,52 @@ int slb_state_prepare(const char *dir, struct slb_err *err)
     snprintf(certs, sizeof(certs), "%s/certs", dir);
     slb_fs_remove_leftovers(dir);
     slb_fs_remove_leftovers(certs);
+    return 0;
+}
+
+int slb_state_lock(const char *dir, int *fd, struct slb_err *err)
+{
+    char path[4096];
+    *fd = -1;
+    int rc = state_path(dir, SLB_STATE_LOCK, path, sizeof(path), err);
+    if (rc)
+        return rc;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return slb_err_set(err, STATE_STATUS, "state_dir", dir,
+                           "cannot create the state directory %s: %s", dir, strerror(errno));
+    int lfd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (lfd < 0)
+        return slb_err_set(err, STATE_STATUS, "state_dir", path, "cannot open %s: %s", path,
+                           strerror(errno));
+    if (flock(lfd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        char buf[32] = "";
+        ssize_t n = pread(lfd, buf, sizeof(buf) - 1, 0);
+        close(lfd);
+        if (e != EWOULDBLOCK)
+            return slb_err_set(err, STATE_STATUS, "state_dir", path, "cannot lock %s: %s", path,
+                               strerror(e));
+        long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+        /* Both would write config.json and rotate the ticket keys: one writer only. */
+        if (pid > 0)
+            return slb_err_set(err, STATE_STATUS, "state_locked", path,
+                               "another slbd (pid %ld) is using the state directory %s; stop it "
+                               "or give this one another --state-dir",
+                               pid, dir);
+        return slb_err_set(err, STATE_STATUS, "state_locked", path,
+                           "another slbd is using the state directory %s (it is starting: no pid "
+                           "in %s yet)",
+                           dir, path);
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(lfd, 0) < 0 || pwrite(lfd, pid, (size_t)len, 0) != len) {
+        int e = errno;
+        close(lfd);
+        return slb_err_set(err, STATE_STATUS, "state_dir", path, "cannot write %s: %s", path,
+                           strerror(e));
+    }
+    *fd = lfd;
     return 0;
 }
 

@@ -182,7 +182,9 @@ static void name_config_file(struct slb_err *err, const char *dir)
 
 static int load_state(struct slb_ctl *ctl, const char *dir, json_t **doc, struct slb_err *err)
 {
-    if (slb_state_prepare(dir, err) < 0)
+    /* The lock first: the clean-up in slb_state_prepare removes temporary files, which may
+     * be another running slbd's writes in progress. */
+    if (slb_state_lock(dir, &ctl->lock_fd, err) < 0 || slb_state_prepare(dir, err) < 0)
         return SLB_EINVAL;
     ctl->certs = slb_certstore_open(dir, err);
     if (!ctl->certs)
@@ -232,7 +234,7 @@ int slb_ctl_check(const char *state_dir, bool start, struct slb_err *err)
 int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_err *err)
 {
     memset(ctl, 0, sizeof(*ctl));
-    ctl->ack_fd = ctl->signal_fd = -1;
+    ctl->ack_fd = ctl->signal_fd = ctl->lock_fd = -1;
     snprintf(ctl->state_dir, sizeof(ctl->state_dir), "%s", opt->state_dir);
     ctl->started_ms = slb_wall_ms();
     json_t *doc = NULL;
@@ -343,5 +345,7 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
         close(ctl->ack_fd);
     if (ctl->signal_fd >= 0)
         close(ctl->signal_fd);
+    if (ctl->lock_fd >= 0)
+        close(ctl->lock_fd);
     slb_loop_deinit(&ctl->loop);
 }

@@ -33,6 +33,7 @@ struct slb_ctl {
     int nworkers;
     struct slb_worker *workers;
     int ack_fd;
+    int lock_fd; /* flock on DIR/lock, held for the process's life (config/state.h) */
     struct slb_registry reg;
     struct slb_snapshot *cur;
     json_t *doc; /* the normalized document of cur, owned */

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import threading
 import time
 
@@ -70,6 +71,38 @@ def test_admin_token_mode(slbd):
     slbd.restart()
     assert (slbd.state_dir / "admin.token").read_text() == token
     assert slbd.api.get("/v1/groups")[0] == 200
+
+
+def test_second_slbd_on_the_same_state_dir_is_refused(slbd, backend):
+    """Two daemons on one state directory would both write config.json and rotate the ticket
+    keys: the second exits 1 naming the first one's pid, and touches nothing (not even the
+    leftover of a write the first one may have in progress)."""
+    a = backend("a")
+    slbd.add_group("g", [a.server()])
+    slbd.add_tcp_listener("l", "g")
+    leftover = slbd.state_dir / f".config.json.{slbd.pid}.99.tmp"
+    leftover.write_text("{")
+    before = state_snapshot(slbd.state_dir)
+    argv = [str(h.binary("slbd")), "--state-dir", str(slbd.state_dir), "--admin",
+            f"127.0.0.1:{h.free_port()}", "--workers", "1"]
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    try:
+        out, _ = p.communicate(timeout=h.scaled(10))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("a second slbd started on a state directory that is in use")
+    text = out.decode(errors="replace")
+    assert p.returncode == 1, text
+    assert f"pid {slbd.pid}" in text and "state_locked" in text, text
+    assert state_snapshot(slbd.state_dir) == before
+    assert (slbd.state_dir / "lock").read_text().strip() == str(slbd.pid)
+    assert slbd.api.get("/v1/groups")[0] == 200
+    # Once the first has stopped, the directory is free again.
+    leftover.unlink()
+    slbd.restart()
+    assert (slbd.state_dir / "lock").read_text().strip() == str(slbd.pid)
 
 
 def write_config(state_dir, doc):
