@@ -86,15 +86,32 @@ static void configure_access_log(struct slb_ctl *ctl, const struct slb_settings 
         slb_error("access log: %s", slb_strerror(rc));
 }
 
-int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err *err)
+/* Validate doc (owned) and build its snapshot, unpublished; NULL with err set. */
+static struct slb_snapshot *build(struct slb_ctl *ctl, json_t *doc, struct slb_err *err)
 {
     struct slb_config *cfg = NULL;
     struct slb_cert_lookup lookup = {cert_type_of, ctl->certs};
     int rc = slb_config_from_json(doc, &lookup, &cfg, err);
     json_decref(doc);
     if (rc < 0)
-        return rc;
-    struct slb_snapshot *snap = slb_snapshot_build(&ctl->reg, cfg, err);
+        return NULL;
+    return slb_snapshot_build(&ctl->reg, cfg, err);
+}
+
+int slb_ctl_dry_run(struct slb_ctl *ctl, json_t *doc, json_t **out, struct slb_err *err)
+{
+    struct slb_snapshot *snap = build(ctl, doc, err);
+    if (!snap)
+        return SLB_EINVAL;
+    *out = json_incref(snap->cfg->json);
+    slb_snapshot_discard(&ctl->reg, snap);
+    return 0;
+}
+
+int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err *err)
+{
+    int rc;
+    struct slb_snapshot *snap = build(ctl, doc, err);
     if (!snap)
         return SLB_EINVAL;
     if (persist) {
