@@ -3,6 +3,7 @@
  * current object, changing only the fields given, and putting it back whole (with If-Match, so
  * a concurrent change is never overwritten: the update starts over instead). */
 #include "cli/cli.h"
+#include "config/config.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +162,26 @@ struct listener_edit {
     const json_t *patch; /* --from-json, or NULL */
 };
 
+/* The fields the user gives: the flags and the file's top-level fields. */
+static bool user_sets(const struct listener_edit *e, const char *field)
+{
+    static const char *const flag_of[][2] = {
+        {"name", "--name"},
+        {"protocol", "--protocol"},
+        {"bind", "--bind"},
+        {"backend_group", "--group"},
+        {"proxy_protocol", "--proxy-protocol"},
+    };
+    if (e->patch && json_object_get(e->patch, field))
+        return true;
+    for (size_t i = 0; i < sizeof(flag_of) / sizeof(flag_of[0]); i++)
+        if (strcmp(field, flag_of[i][0]) == 0)
+            return slb_cli_has(e->a, flag_of[i][1]);
+    return strcmp(field, "tls") == 0 &&
+           (slb_cli_has(e->a, "--cert") || slb_cli_has(e->a, "--client-ca") ||
+            slb_cli_has(e->a, "--client-auth") || slb_cli_has(e->a, "--policy"));
+}
+
 static int listener_edit(json_t *obj, void *arg)
 {
     const struct listener_edit *e = arg;
@@ -170,7 +191,22 @@ static int listener_edit(json_t *obj, void *arg)
         json_object_update(obj, copy);
         json_decref(copy);
     }
-    return apply_flags(e->a, obj);
+    int rc = apply_flags(e->a, obj);
+    if (rc != 0)
+        return rc;
+    /* A new protocol: the current object carries every field of the old one, defaults
+     * included ("x_forwarded_for" of an http listener). Those the user did not give and the
+     * new protocol does not take go; the API reports the ones the user gave. */
+    const char *proto = json_string_value(json_object_get(obj, "protocol"));
+    const char *key;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(obj, tmp, key, v)
+    {
+        if (!slb_config_listener_field_applies(key, proto) && !user_sets(e, key))
+            json_object_del(obj, key);
+    }
+    return 0;
 }
 
 int slb_cli_listener_update(struct slb_cli *c, int argc, char **argv)

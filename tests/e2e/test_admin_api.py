@@ -706,3 +706,23 @@ def test_apply_dry_run(slbd, base):
     doc["listeners"][0]["backend_group"] = "g"
     st, js = slbd.api.post("/v1/apply?dry_run=false", doc)
     assert st == 200 and snapshot(slbd)["generation"] == before["generation"] + 1, js
+
+
+def test_slbctl_listener_update_protocol(slbd, base):
+    """`slbctl listener update --protocol` changes the protocol of a listener whose stored
+    object carries the old protocol's fields (defaults the user never set): those go, what the
+    command gives stays, and a field the user gives that the new protocol refuses is still an
+    error."""
+    p = slbctl(slbd, "listener", "update", "l", "--protocol", "http")
+    assert p.returncode == 0, p.stderr
+    lis = slbd.api.get("/v1/listeners/l")[1]
+    assert lis["protocol"] == "http" and "proxy_protocol" not in lis, lis
+    assert lis["bind"] == f"127.0.0.1:{base['port']}" and lis["x_forwarded_for"] is True, lis
+    p = slbctl(slbd, "listener", "update", "l", "--protocol", "tcp", "--proxy-protocol", "v2")
+    assert p.returncode == 0, p.stderr
+    lis = slbd.api.get("/v1/listeners/l")[1]
+    assert lis["protocol"] == "tcp" and lis["proxy_protocol"] == "v2", lis
+    assert "x_forwarded_for" not in lis and "idle_timeout_s" not in lis, lis
+    p = slbctl(slbd, "listener", "update", "l", "--protocol", "http", "--proxy-protocol", "v1")
+    assert p.returncode == 1 and "invalid_field" in p.stderr, p.stderr
+    assert slbd.api.get("/v1/listeners/l")[1] == lis
