@@ -315,3 +315,52 @@ def test_sighup_storm_under_traffic(slbd, hx):
     assert slbd.running()
     p.assert_all_ok(minimum=20)
     assert listener_stats(slbd, "web") is not None
+
+
+# --------------------------------------------------------------------------------------------
+# make run twice
+# --------------------------------------------------------------------------------------------
+
+
+def test_second_demo_is_refused(workdir):
+    """A second `make run` (scripts/demo.sh) while one runs says why it cannot start and
+    touches nothing: the first demo's state directory stays and its listeners keep serving."""
+    ports = [h.free_port() for _ in range(6)]
+    env = dict(os.environ, SLBD_BUILD=str(h.build_dir()), SLBD_DEMO_STATE=str(workdir / "demo"),
+               SLBD_DEMO_ADMIN=f"127.0.0.1:{ports[0]}", HTTPS_PORT=str(ports[1]),
+               HTTP_PORT=str(ports[2]), TCP_PORT=str(ports[3]),
+               SLBD_DEMO_BACKEND_PORTS=f"{ports[4]} {ports[5]}")
+    script = str(h.REPO / "scripts" / "demo.sh")
+    first = subprocess.Popen(["bash", script], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + h.scaled(60)
+        while time.monotonic() < deadline:
+            line = first.stdout.readline().decode(errors="replace")
+            lines.append(line)
+            if not line or "slbd is running" in line:
+                break
+        assert "slbd is running" in "".join(lines), "".join(lines)
+        before = sorted(p.name for p in (workdir / "demo").iterdir())
+        token = (workdir / "demo" / "admin.token").read_bytes()
+        second = subprocess.run(["bash", script], env=env, stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=h.scaled(30))
+        assert second.returncode == 1, (second.stdout, second.stderr)
+        assert "another demo is already running" in second.stderr, second.stderr
+        assert sorted(p.name for p in (workdir / "demo").iterdir()) == before
+        assert (workdir / "demo" / "admin.token").read_bytes() == token
+        # The first demo still serves its tour: the https listener answers through a backend.
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                            str(workdir / "demo" / "demo-pki" / "ca.crt"),
+                            f"https://localhost:{ports[1]}/hello"],
+                           capture_output=True, text=True, timeout=h.scaled(20))
+        assert r.stdout == "200", (r.stdout, r.stderr)
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        try:
+            first.wait(h.scaled(30))
+        except subprocess.TimeoutExpired:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(10)
