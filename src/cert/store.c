@@ -498,7 +498,12 @@ static struct slb_certstore *store_open(const char *state_dir, bool readonly, st
         slb_err_set(err, 500, "state_dir", s->dir, "cannot create %s: %s", s->dir, strerror(errno));
         goto fail;
     }
-    if (stat(s->dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+    if (stat(s->dir, &st) < 0) {
+        /* EACCES on the state directory, ELOOP, EIO...: say which, not "not a directory". */
+        slb_err_set(err, 500, "state_dir", s->dir, "cannot use %s: %s", s->dir, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISDIR(st.st_mode)) {
         slb_err_set(err, 500, "state_dir", s->dir, "%s is not a directory", s->dir);
         goto fail;
     }

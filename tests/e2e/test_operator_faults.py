@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -364,3 +365,27 @@ def test_second_demo_is_refused(workdir):
         except subprocess.TimeoutExpired:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(10)
+
+
+def test_unreachable_certs_dir_names_the_real_error(slbd_factory):
+    """A state directory that slbd's user can stat but not enter: `certs` is a directory all
+    right, and the message says what is wrong with it (Permission denied)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run slbd as another user")
+    top = tempfile.mkdtemp(prefix="slbd-perm-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)
+        state = os.path.join(top, "state")
+        os.mkdir(state, 0o700)
+        os.mkdir(os.path.join(state, "certs"), 0o700)
+        os.chmod(state, 0o600)  # readable, not searchable
+        for args in (["--check"], ["--admin", f"127.0.0.1:{h.free_port()}", "--workers", "1"]):
+            p = subprocess.run(["runuser", "-u", "nobody", "--", str(h.binary("slbd")),
+                                "--state-dir", state, *args], capture_output=True, text=True,
+                               timeout=h.scaled(20), stdin=subprocess.DEVNULL)
+            assert p.returncode == 1, (args, p.stdout, p.stderr)
+            assert "Permission denied" in p.stderr, (args, p.stderr)
+            assert "not a directory" not in p.stderr, (args, p.stderr)
+    finally:
+        os.chmod(os.path.join(top, "state"), 0o700)
+        subprocess.run(["rm", "-rf", top], check=True)
