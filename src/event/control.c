@@ -6,6 +6,7 @@
 #include "admin/admin.h"
 #include "cert/store.h"
 #include "config/state.h"
+#include "core/fsio.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "http/access.h"
@@ -223,6 +224,14 @@ int slb_ctl_check(const char *state_dir, bool start, struct slb_err *err)
     if (!start) {
         char certs[4200];
         struct stat st;
+        if (stat(state_dir, &st) == 0 &&
+            slb_fs_check_owner(state_dir, &st, "state_insecure", err) < 0)
+            return SLB_EINVAL;
+        if (stat(state_dir, &st) == 0 && (st.st_mode & 022))
+            return slb_err_set(err, 400, "state_dir", state_dir,
+                               "%s is writable by group or others; slbd sets its mode to 0700 "
+                               "when it starts, --check leaves it as it is (run chmod 700)",
+                               state_dir);
         snprintf(certs, sizeof(certs), "%s/certs", state_dir);
         if (stat(certs, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 077))
             return slb_err_set(err, 400, "state_dir", certs,

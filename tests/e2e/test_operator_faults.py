@@ -378,6 +378,8 @@ def test_unreachable_certs_dir_names_the_real_error(slbd_factory):
         state = os.path.join(top, "state")
         os.mkdir(state, 0o700)
         os.mkdir(os.path.join(state, "certs"), 0o700)
+        for d in (state, os.path.join(state, "certs")):
+            os.chown(d, 65534, 65534)  # slbd's user: only the mode is in the way
         os.chmod(state, 0o600)  # readable, not searchable
         for args in (["--check"], ["--admin", f"127.0.0.1:{h.free_port()}", "--workers", "1"]):
             p = subprocess.run(["runuser", "-u", "nobody", "--", str(h.binary("slbd")),

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import slbd_harness as h
+from pki import pki  # noqa: F401
 
 
 def disk_config(slbd):
@@ -103,6 +104,62 @@ def test_second_slbd_on_the_same_state_dir_is_refused(slbd, backend):
     leftover.unlink()
     slbd.restart()
     assert (slbd.state_dir / "lock").read_text().strip() == str(slbd.pid)
+
+
+def test_state_dir_modes_and_owners(slbd, pki):
+    """The state directory is private to slbd's user. Secrets that group or others can read
+    (tickets.json, a certificate's file with its private key) or that another user owns are
+    refused at start-up with the file named, as admin.token is; a directory another user owns
+    is refused too; a directory others can write to is closed (0700) with a warning, as
+    certs/ is."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give files to another user")
+    cert = {"name": "site", "type": "server", "certificate": pki.chain("server"),
+            "private_key": pki.key("server")}
+    st, js = slbd.api.post("/v1/certificates", cert)
+    assert st == 201, js
+    assert slbd.stop() == 0
+    state = slbd.state_dir
+    certfile = state / "certs" / f"{js['id']}.json"
+    nobody = 65534
+
+    def refused(path, *, check=True):
+        # Only the lock (taken first: it names the refused start's pid) may change.
+        before = state_snapshot(state)
+        before.pop("lock")
+        for args in ((("--check",),) if check else ()) + ((),):
+            rc, out = slbd.run_once(*args)
+            assert rc == 1 and str(path) in out and "state_insecure" in out, (args, out)
+        after = state_snapshot(state)
+        after.pop("lock", None)
+        assert after == before
+
+    os.chmod(state / "tickets.json", 0o666)
+    refused(state / "tickets.json", check=False)  # --check does not read the ticket keys
+    os.chmod(state / "tickets.json", 0o600)
+    os.chown(state / "tickets.json", nobody, nobody)
+    refused(state / "tickets.json", check=False)
+    os.chown(state / "tickets.json", 0, 0)
+    os.chmod(certfile, 0o644)
+    refused(certfile)
+    os.chmod(certfile, 0o600)
+    os.chown(certfile, nobody, nobody)
+    refused(certfile)
+    os.chown(certfile, 0, 0)
+    os.chown(state, nobody, nobody)
+    refused(state)
+    os.chown(state, 0, 0)
+    os.chown(state / "certs", nobody, nobody)
+    refused(state / "certs")
+    os.chown(state / "certs", 0, 0)
+    # World-writable: --check reports it, a start closes it and runs.
+    os.chmod(state, 0o777)
+    rc, out = slbd.run_once("--check")
+    assert rc == 1 and "writable by group or others" in out, out
+    slbd.start()
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    assert "setting its mode to 0700" in slbd.log_text()
+    assert slbd.api.get(f"/v1/certificates/{js['id']}")[0] == 200
 
 
 def write_config(state_dir, doc):
