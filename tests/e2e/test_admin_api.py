@@ -2,9 +2,12 @@
 """The admin API end to end: authentication, every class of bad input (right status and
 error.code, and nothing changes), create/update/delete round trips, atomic apply, /metrics."""
 
+import http.server
 import json
+import os
 import socket
 import subprocess
+import threading
 
 import pytest
 
@@ -726,3 +729,52 @@ def test_slbctl_listener_update_protocol(slbd, base):
     p = slbctl(slbd, "listener", "update", "l", "--protocol", "http", "--proxy-protocol", "v1")
     assert p.returncode == 1 and "invalid_field" in p.stderr, p.stderr
     assert slbd.api.get("/v1/listeners/l")[1] == lis
+
+
+def test_slbctl_update_sends_if_match_and_retries():
+    """`slbctl group update` reads, edits and writes back with If-Match; when the group
+    changed in between (412) it reads again and retries on the new revision. Against a
+    scripted API so that the race happens every time."""
+    seen = {"gets": 0, "puts": []}
+    group = {"name": "g", "scheduler": "wrr", "servers": []}
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status, body, etag=None):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if etag:
+                self.send_header("ETag", etag)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            seen["gets"] += 1
+            self.answer(200, group, f'"v{seen["gets"]}"')
+
+        def do_PUT(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen["puts"].append((self.headers.get("If-Match"), body["scheduler"]))
+            if len(seen["puts"]) == 1:  # someone else changed it after our first read
+                self.answer(412, {"error": {"code": "precondition_failed", "message": "stale"}})
+            else:
+                self.answer(200, body, '"v9"')
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Api)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        env = dict(os.environ, SLBD_TOKEN="t" * 32)
+        p = subprocess.run([str(h.binary("slbctl")), "--admin",
+                            f"http://127.0.0.1:{srv.server_address[1]}", "group", "update", "g",
+                            "--scheduler", "rr"], capture_output=True, text=True, env=env,
+                           timeout=h.scaled(20), stdin=subprocess.DEVNULL)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert seen["gets"] == 2 and seen["puts"] == [('"v1"', "rr"), ('"v2"', "rr")], seen
