@@ -22,9 +22,13 @@ struct slb_admin_req {
     const char *path;   /* without the query string */
     const char *query;  /* may be "" */
     const char *content_type;
+    const char *if_match; /* the If-Match headers' values joined by ", ", or NULL */
     const char *body;
     size_t body_len;
 };
+
+/* An ETag: a quoted hash of the resource's JSON (see slb_admin_etag). */
+#define SLB_ADMIN_ETAG_SIZE 40
 
 /* What a route answers: status plus either a JSON value (owned, serialized compactly) or a
  * text body (malloc'd, owned). */
@@ -34,7 +38,8 @@ struct slb_admin_resp {
     char *text;
     size_t text_len;
     const char *content_type;
-    const char *allow; /* for 405 */
+    const char *allow;              /* for 405 */
+    char etag[SLB_ADMIN_ETAG_SIZE]; /* sent as ETag when not empty */
 };
 
 void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,

@@ -97,13 +97,23 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
             slb_admin_error(resp, &err);
             return;
         }
-        resp->status = 201;
-        resp->json = resource(ctl, c);
+        slb_admin_answer(resp, 201, resource(ctl, c));
         return;
     }
     if (!slb_config_name_ok(id) || !(c = slb_certstore_get(ctl->certs, id))) {
         slb_admin_error_simple(resp, 404, "not_found", "no certificate with id \"%s\"", id);
         return;
+    }
+    /* A change names the revision it was based on (If-Match: the ETag of the resource as GET
+     * answers it); a stale one is refused before anything is touched. */
+    bool changes = !slb_admin_method_is(req, "GET");
+    if (changes) {
+        char etag[SLB_ADMIN_ETAG_SIZE];
+        json_t *now = resource(ctl, c);
+        slb_admin_etag(now, etag);
+        json_decref(now);
+        if (!slb_admin_if_match(req, etag, "certificate", resp))
+            return;
     }
     if (sub) {
         if (strcmp(sub, "crl") != 0) {
@@ -133,11 +143,11 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
             return;
         }
         if (republish(ctl, id, prev, resp))
-            resp->json = resource(ctl, slb_certstore_get(ctl->certs, id));
+            slb_admin_answer(resp, 200, resource(ctl, slb_certstore_get(ctl->certs, id)));
         return;
     }
-    if (slb_admin_method_is(req, "GET")) {
-        resp->json = resource(ctl, c);
+    if (!changes) {
+        slb_admin_answer(resp, 200, resource(ctl, c));
         return;
     }
     if (slb_admin_method_is(req, "DELETE")) {
@@ -174,5 +184,5 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
         return;
     }
     if (republish(ctl, id, prev, resp))
-        resp->json = resource(ctl, c);
+        slb_admin_answer(resp, 200, resource(ctl, c));
 }

@@ -9,17 +9,41 @@
 
 struct slb_ctl;
 
+/* Longest path segment after /v1/ (a server's "[IPv6]:port", percent-encoded, fits). */
+#define SLB_ADMIN_SEG 128
+#define SLB_ADMIN_MAX_SEGS 4
+
 bool slb_admin_method_is(const struct slb_admin_req *req, const char *m);
 void slb_admin_not_allowed(struct slb_admin_resp *resp, const char *allow);
 json_t *slb_admin_body_object(const struct slb_admin_req *req, struct slb_admin_resp *resp);
 /* The same, accepting NUL bytes inside strings (certificate bodies: the validators then
  * report binary input as invalid_pem). */
 json_t *slb_admin_body_object_binary(const struct slb_admin_req *req, struct slb_admin_resp *resp);
-int slb_admin_split(const char *path, char *coll, char *id, char *sub, size_t size);
+/* Split "/v1/a/b/..." into at most SLB_ADMIN_MAX_SEGS segments; returns their number, 0 for a
+ * path outside /v1/, -1 for an empty or too long segment or too many of them. */
+int slb_admin_split(const char *path, char (*seg)[SLB_ADMIN_SEG]);
+
+/* The resource's ETag: a quoted hash of its JSON (compact, keys sorted), so it changes
+ * exactly when what GET answers changes, and survives restarts. out holds
+ * SLB_ADMIN_ETAG_SIZE bytes. */
+void slb_admin_etag(const json_t *resource, char *out);
+/* Check the request's If-Match against the resource's current ETag: true when there is none,
+ * when it is "*" or lists etag; otherwise fills resp with 412 precondition_failed. */
+bool slb_admin_if_match(const struct slb_admin_req *req, const char *etag, const char *what,
+                        struct slb_admin_resp *resp);
+/* Answer v (owned) with its ETag. */
+void slb_admin_answer(struct slb_admin_resp *resp, int status, json_t *v);
+
+/* The member of arr whose "name" is name (its index in *idx), or NULL. */
+json_t *slb_admin_find_named(json_t *arr, const char *name, size_t *idx);
+/* Apply a modified copy of the configuration (owned); fills resp and returns false on failure. */
+bool slb_admin_apply(struct slb_ctl *ctl, json_t *doc, struct slb_admin_resp *resp);
 
 /* Route families in their own files. */
 void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub,
                             const struct slb_admin_req *req, struct slb_admin_resp *resp);
+void slb_admin_servers(struct slb_ctl *ctl, const char *group, const char *server,
+                       const struct slb_admin_req *req, struct slb_admin_resp *resp);
 void slb_admin_stats(struct slb_ctl *ctl, struct slb_admin_resp *resp);
 void slb_admin_metrics(struct slb_ctl *ctl, struct slb_admin_resp *resp);
 

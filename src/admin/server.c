@@ -119,13 +119,15 @@ static void respond(struct admin_conn *c, struct slb_admin_resp *resp)
         blen = resp->text_len;
     }
     char head[512];
+    bool etag = resp->etag[0] != '\0';
     int hn = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s%s%s%s"
+                      "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s%s%s%s%s%s%s"
                       "Cache-Control: no-store\r\n%s\r\n",
                       resp->status, slb_http_reason(resp->status), blen,
                       ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "",
                       resp->allow ? "Allow: " : "", resp->allow ? resp->allow : "",
-                      resp->allow ? "\r\n" : "", c->close_after ? "Connection: close\r\n" : "");
+                      resp->allow ? "\r\n" : "", etag ? "ETag: " : "", etag ? resp->etag : "",
+                      etag ? "\r\n" : "", c->close_after ? "Connection: close\r\n" : "");
     free(c->out);
     c->out = malloc((size_t)hn + blen);
     if (!c->out) {
@@ -181,6 +183,30 @@ static char *slice_dup(struct slb_slice s)
     return p;
 }
 
+/* Every If-Match header's value joined by ", " (a list may be split over several headers),
+ * or NULL when there is none. */
+static char *if_match_of(const struct slb_http_msg *m)
+{
+    char *out = NULL;
+    size_t len = 0;
+    for (int i = slb_http_find_header(m, "if-match", 0); i >= 0;
+         i = slb_http_find_header(m, "if-match", (size_t)i + 1)) {
+        struct slb_slice v = m->headers[i].value;
+        char *n = realloc(out, len + v.len + 3);
+        if (!n)
+            break;
+        out = n;
+        if (len) {
+            memcpy(out + len, ", ", 2);
+            len += 2;
+        }
+        memcpy(out + len, v.p, v.len);
+        len += v.len;
+        out[len] = '\0';
+    }
+    return out;
+}
+
 /* Handle one complete request sitting in c->in; returns bytes consumed. */
 static void handle(struct admin_conn *c, const struct slb_http_msg *m, const char *body,
                    size_t blen)
@@ -189,7 +215,7 @@ static void handle(struct admin_conn *c, const struct slb_http_msg *m, const cha
     struct slb_admin_resp resp = {.status = 200};
     char *target = slice_dup(m->target);
     char *method = slice_dup(m->method_name);
-    char *ctype = NULL;
+    char *ctype = NULL, *if_match = if_match_of(m);
     int ci = slb_http_find_header(m, "content-type", 0);
     if (ci >= 0)
         ctype = slice_dup(m->headers[ci].value);
@@ -213,6 +239,7 @@ static void handle(struct admin_conn *c, const struct slb_http_msg *m, const cha
         .path = target,
         .query = q ? q : "",
         .content_type = ctype ? ctype : "",
+        .if_match = if_match,
         .body = body,
         .body_len = blen,
     };
@@ -224,6 +251,7 @@ out:
     free(target);
     free(method);
     free(ctype);
+    free(if_match);
 }
 
 static void try_request(struct admin_conn *c)

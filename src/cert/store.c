@@ -496,9 +496,13 @@ static int load_file(struct slb_certstore *s, const char *fname, struct slb_err 
     if (!slb_certval_id_ok(id))
         return load_fail(err, path, "invalid_state",
                          "the file name is not <id>.json with a valid certificate id");
+    /* A private key others could read may have leaked: refused, as admin.token is. */
+    int rc = slb_fs_check_secret_path(path, "state_insecure", "", err);
+    if (rc)
+        return rc;
     char *buf = NULL;
     size_t len = 0;
-    int rc = slb_fs_read_all(path, CERT_FILE_MAX, &buf, &len);
+    rc = slb_fs_read_all(path, CERT_FILE_MAX, &buf, &len);
     if (rc < 0)
         return load_fail(err, path, "unreadable", "cannot read: %s", strerror(-rc));
     json_error_t jerr;
@@ -581,10 +585,17 @@ static struct slb_certstore *store_open(const char *state_dir, bool readonly, st
         slb_err_set(err, 500, "state_dir", s->dir, "cannot create %s: %s", s->dir, strerror(errno));
         goto fail;
     }
-    if (stat(s->dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+    if (stat(s->dir, &st) < 0) {
+        /* EACCES on the state directory, ELOOP, EIO...: say which, not "not a directory". */
+        slb_err_set(err, 500, "state_dir", s->dir, "cannot use %s: %s", s->dir, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISDIR(st.st_mode)) {
         slb_err_set(err, 500, "state_dir", s->dir, "%s is not a directory", s->dir);
         goto fail;
     }
+    if (slb_fs_check_owner(s->dir, &st, "state_insecure", err))
+        goto fail;
     /* Private keys live here: others must not even list the ids. */
     if ((st.st_mode & 077) != 0 && !readonly) {
         slb_warn("%s was accessible to group or others; setting its mode to 0700", s->dir);

@@ -127,8 +127,8 @@ static int call(struct slb_cli *c, const char *method, const char *path, int aut
         return SLB_CLI_EXIT_API;
     }
     char err[256] = "";
-    int rc = slb_cli_http_request(&c->url, method, path, auth ? c->token : NULL, body, body_len,
-                                  resp, err, sizeof(err));
+    int rc = slb_cli_http_request(&c->url, method, path, auth ? c->token : NULL, c->if_match, body,
+                                  body_len, resp, err, sizeof(err));
     if (rc == 0)
         return 0;
     if (rc == SLB_EPROTO)
@@ -149,6 +149,7 @@ int slb_cli_call(struct slb_cli *c, const char *method, const char *path, json_t
 {
     if (out)
         *out = NULL;
+    c->status = 0;
     char *text = NULL;
     if (body) {
         text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -160,10 +161,16 @@ int slb_cli_call(struct slb_cli *c, const char *method, const char *path, json_t
     free(text);
     if (rc != 0)
         return rc;
+    c->status = resp.status;
+    if (resp.status == 412 && c->quiet_412) {
+        rc = SLB_CLI_EXIT_API;
+        goto done;
+    }
     if (resp.status < 200 || resp.status > 299) {
         rc = slb_cli_report_error(c, &resp);
         goto done;
     }
+    snprintf(c->etag, sizeof(c->etag), "%s", resp.etag);
     if (resp.body_len == 0 || !out)
         goto done;
     json_error_t jerr;
@@ -326,6 +333,34 @@ done:
     free(cells);
     free(ptrs);
     json_decref(doc);
+    return rc;
+}
+
+int slb_cli_update(struct slb_cli *c, const char *prefix, const char *id,
+                   int (*edit)(json_t *obj, void *arg), void *arg, json_t **out)
+{
+    char path[512];
+    if (out)
+        *out = NULL;
+    if (slb_cli_path(path, sizeof(path), prefix, id, NULL) < 0)
+        return slb_cli_usage_fail("name too long");
+    int rc = SLB_CLI_EXIT_API;
+    for (int attempt = 1; attempt <= SLB_CLI_UPDATE_TRIES; attempt++) {
+        json_t *obj = NULL;
+        rc = slb_cli_get_object(c, prefix, id, &obj);
+        if (rc == 0)
+            rc = edit(obj, arg);
+        if (rc == 0) {
+            snprintf(c->if_match, sizeof(c->if_match), "%s", c->etag);
+            c->quiet_412 = attempt < SLB_CLI_UPDATE_TRIES;
+            rc = slb_cli_call(c, "PUT", path, obj, out);
+            c->if_match[0] = '\0';
+            c->quiet_412 = 0;
+        }
+        json_decref(obj);
+        if (rc == 0 || c->status != 412)
+            break;
+    }
     return rc;
 }
 

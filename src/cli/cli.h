@@ -37,6 +37,7 @@ struct slb_cli_resp {
     int status;
     char reason[64];
     char content_type[128];
+    char etag[80]; /* the ETag header, "" when absent */
     char *body;
     size_t body_len;
 };
@@ -52,9 +53,10 @@ int slb_cli_http_parse(const char *buf, size_t len, int eof, int no_body, struct
                        char *err, size_t errlen);
 
 /* Send one request and read the whole response. token may be NULL (no Authorization header);
- * body may be NULL. Returns 0, or a negative errno / SLB_EPROTO with err filled. */
+ * body and if_match (sent as If-Match) may be NULL. Returns 0, or a negative errno /
+ * SLB_EPROTO with err filled. */
 int slb_cli_http_request(const struct slb_cli_url *url, const char *method, const char *path,
-                         const char *token, const char *body, size_t body_len,
+                         const char *token, const char *if_match, const char *body, size_t body_len,
                          struct slb_cli_resp *resp, char *err, size_t errlen);
 void slb_cli_resp_deinit(struct slb_cli_resp *resp);
 
@@ -70,7 +72,17 @@ struct slb_cli {
     int json;                /* --json: print the API's JSON instead of tables */
     FILE *out;
     FILE *err; /* where API failures are reported: stderr, or the --watch screen */
+    /* Revisions for read-modify-write: slb_cli_call stores the ETag of each 2xx answer in
+     * etag, and sends if_match (when not empty) as If-Match. */
+    char etag[80];
+    char if_match[80];
+    int status;    /* the HTTP status of the last answer (0: none) */
+    int quiet_412; /* a 412 answer is not reported (the caller reads again and retries) */
 };
+
+/* How often an update that read a resource, changed it and put it back (with If-Match) starts
+ * over when someone else changed the resource in between. */
+#define SLB_CLI_UPDATE_TRIES 5
 
 /* Call the API with an optional JSON body. On 2xx returns 0 and stores the decoded body in
  * *out (NULL for an empty body; out may be NULL). Otherwise prints the problem to c->err and
@@ -87,6 +99,12 @@ int slb_cli_report_error(const struct slb_cli *c, const struct slb_cli_resp *res
 /* "/v1/" + a percent-encoded path segment + optional suffix; -1 when it does not fit. */
 int slb_cli_path(char *buf, size_t size, const char *prefix, const char *segment,
                  const char *suffix);
+/* Read-modify-write of one resource: GET prefix+id, edit(obj, arg) changes it (0, or an exit
+ * status to stop with), PUT it back with If-Match: the ETag of what was read. When the resource
+ * changed in between (412), start over with what is stored now, up to SLB_CLI_UPDATE_TRIES
+ * times. On success *out (may be NULL) is the stored resource. */
+int slb_cli_update(struct slb_cli *c, const char *prefix, const char *id,
+                   int (*edit)(json_t *obj, void *arg), void *arg, json_t **out);
 /* Pretty-print JSON (two-space indent, keys in the API's order) with a final newline. */
 void slb_cli_print_json(FILE *out, const json_t *v);
 /* Read a whole file ("-" = stdin) into a NUL-terminated buffer; 0 or -1 with a message

@@ -210,6 +210,9 @@ static int http_parse_head(const char *buf, size_t hend, struct http_head *h,
             }
         } else if (resp && name_len == 12 && strncasecmp(line, "Content-Type", 12) == 0) {
             snprintf(resp->content_type, sizeof(resp->content_type), "%.*s", (int)vlen, val);
+        } else if (resp && name_len == 4 && strncasecmp(line, "ETag", 4) == 0 &&
+                   vlen < sizeof(resp->etag)) {
+            snprintf(resp->etag, sizeof(resp->etag), "%.*s", (int)vlen, val);
         }
     }
     return 0;
@@ -546,7 +549,7 @@ done:
 }
 
 int slb_cli_http_request(const struct slb_cli_url *url, const char *method, const char *path,
-                         const char *token, const char *body, size_t body_len,
+                         const char *token, const char *if_match, const char *body, size_t body_len,
                          struct slb_cli_resp *resp, char *err, size_t errlen)
 {
     memset(resp, 0, sizeof(*resp));
@@ -563,6 +566,8 @@ int slb_cli_http_request(const struct slb_cli_url *url, const char *method, cons
     fprintf(f, "User-Agent: slbctl\r\nAccept: application/json, text/plain\r\n");
     if (token)
         fprintf(f, "Authorization: Bearer %s\r\n", token);
+    if (if_match && if_match[0])
+        fprintf(f, "If-Match: %s\r\n", if_match);
     if (body)
         fprintf(f, "Content-Type: application/json\r\n");
     if (body || strcmp(method, "GET") != 0)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* `slbctl group ...` and `slbctl server ...`: backend groups, and the servers inside them
- * changed by read-modify-write of the whole group (the API has no per-server resource). */
+/* `slbctl group ...` and `slbctl server ...`: backend groups (updated by read-modify-write
+ * with If-Match), and the servers inside them, each added, removed or re-weighted by its own
+ * request so that concurrent commands never lose each other's servers. */
 #include "cli/cli.h"
 
 #include <arpa/inet.h>
@@ -116,6 +117,22 @@ int slb_cli_group_create(struct slb_cli *c, int argc, char **argv)
     return rc;
 }
 
+struct group_edit {
+    const struct slb_cli_args *a;
+    const json_t *patch;
+};
+
+static int group_edit(json_t *obj, void *arg)
+{
+    const struct group_edit *e = arg;
+    if (e->patch) {
+        json_t *copy = json_deep_copy(e->patch);
+        json_object_update(obj, copy);
+        json_decref(copy);
+    }
+    return apply_flags(e->a, obj);
+}
+
 int slb_cli_group_update(struct slb_cli *c, int argc, char **argv)
 {
     static const struct slb_cli_optspec spec[] = {
@@ -134,25 +151,15 @@ int slb_cli_group_update(struct slb_cli *c, int argc, char **argv)
     if (a.nopt == 0)
         return slb_cli_usage_fail("nothing to update: give the fields to change");
     const char *from = slb_cli_opt(&a, "--from-json");
-    json_t *patch = NULL, *obj = NULL;
+    json_t *patch = NULL, *out = NULL;
     if (from && !(patch = slb_cli_read_json_object(from)))
         return SLB_CLI_EXIT_API;
-    char path[512];
-    if (slb_cli_path(path, sizeof(path), GROUPS, a.pos[0], NULL) < 0) {
-        rc = slb_cli_usage_fail("group name too long");
-        goto done;
-    }
-    rc = slb_cli_get_object(c, GROUPS, a.pos[0], &obj);
-    if (rc != 0)
-        goto done;
-    if (patch)
-        json_object_update(obj, patch);
-    rc = apply_flags(&a, obj);
+    struct group_edit e = {&a, patch};
+    rc = slb_cli_update(c, GROUPS, a.pos[0], group_edit, &e, &out);
     if (rc == 0)
-        rc = send_group(c, "PUT", path, obj);
-done:
+        slb_cli_print_resource(c, out);
+    json_decref(out);
     json_decref(patch);
-    json_decref(obj);
     return rc;
 }
 
@@ -217,33 +224,11 @@ int slb_cli_group_delete(struct slb_cli *c, int argc, char **argv)
     return rc != 0 ? rc : slb_cli_delete_resource(c, GROUPS, "group", a.pos[0]);
 }
 
-/* Same address, comparing IP literals by value so "::1" matches "0:0::1". */
-static int same_address(const char *a, const char *b)
-{
-    unsigned char x[16], y[16];
-    if (inet_pton(AF_INET, a, x) == 1 && inet_pton(AF_INET, b, y) == 1)
-        return memcmp(x, y, 4) == 0;
-    if (inet_pton(AF_INET6, a, x) == 1 && inet_pton(AF_INET6, b, y) == 1)
-        return memcmp(x, y, 16) == 0;
-    return strcasecmp(a, b) == 0;
-}
-
-static long find_server(const json_t *servers, const char *addr, long port)
-{
-    size_t i;
-    const json_t *s;
-    json_array_foreach(servers, i, s)
-    {
-        const char *sa = json_string_value(json_object_get(s, "address"));
-        if (sa && same_address(sa, addr) && json_integer_value(json_object_get(s, "port")) == port)
-            return (long)i;
-    }
-    return -1;
-}
-
 enum server_op { SERVER_ADD, SERVER_REMOVE, SERVER_WEIGHT };
 
-/* The three server commands share one shape: GET the group, edit its servers, PUT it. */
+/* The three server commands: POST /v1/groups/G/servers, DELETE or PATCH
+ * /v1/groups/G/servers/ADDR:PORT. The API finds the server (by address value) and says when
+ * it is missing or already there. */
 static int server_cmd(struct slb_cli *c, int argc, char **argv, enum server_op op)
 {
     static const struct slb_cli_optspec add_spec[] = {{"--weight", SLB_CLI_ARG_REQUIRED},
@@ -263,40 +248,37 @@ static int server_cmd(struct slb_cli *c, int argc, char **argv, enum server_op o
     const char *w = op == SERVER_WEIGHT ? a.pos[2] : slb_cli_opt(&a, "--weight");
     if (w && slb_cli_parse_int(w, 0, 100, &weight) < 0)
         return slb_cli_usage_fail("bad weight '%s' (want 0-100)", w);
+    json_t *probe = server_object(addr, port, weight), *body = NULL, *out = NULL;
     char path[512], shown[300];
-    if (slb_cli_path(path, sizeof(path), GROUPS, group, NULL) < 0)
-        return slb_cli_usage_fail("group name too long");
-    json_t *obj, *out = NULL;
-    rc = slb_cli_get_object(c, GROUPS, group, &obj);
-    if (rc != 0)
-        return rc;
-    json_t *servers = json_object_get(obj, "servers");
-    if (!json_is_array(servers)) {
-        servers = json_array();
-        json_object_set_new(obj, "servers", servers);
-    }
-    json_t *probe = server_object(addr, port, weight);
     server_text(probe, shown, sizeof(shown));
-    long at = find_server(servers, addr, port);
-    if (op == SERVER_ADD && at >= 0) {
-        rc = slb_cli_fail("server %s is already in group %s", shown, group);
+    if (slb_cli_path(path, sizeof(path), GROUPS, group, "/servers") < 0) {
+        rc = slb_cli_usage_fail("group name too long");
         goto done;
     }
-    if (op != SERVER_ADD && at < 0) {
-        rc = slb_cli_fail("server %s is not in group %s", shown, group);
-        goto done;
+    if (op != SERVER_ADD) {
+        /* The server's own path segment, "[v6]:port" percent-encoded like any segment. */
+        char seg[600];
+        size_t len = strlen(path);
+        if (slb_cli_path(seg, sizeof(seg), "/", shown, NULL) < 0 ||
+            len + strlen(seg) >= sizeof(path)) {
+            rc = slb_cli_usage_fail("server name too long");
+            goto done;
+        }
+        memcpy(path + len, seg, strlen(seg) + 1);
     }
     if (op == SERVER_ADD)
-        json_array_append(servers, probe);
+        rc = slb_cli_call(c, "POST", path, probe, &out);
     else if (op == SERVER_REMOVE)
-        json_array_remove(servers, (size_t)at);
-    else
-        json_object_set_new(json_array_get(servers, (size_t)at), "weight", json_integer(weight));
-    rc = slb_cli_call(c, "PUT", path, obj, &out);
+        rc = slb_cli_call(c, "DELETE", path, NULL, &out);
+    else {
+        body = json_pack("{s:I}", "weight", (json_int_t)weight);
+        rc = slb_cli_call(c, "PATCH", path, body, &out);
+    }
     if (rc != 0)
         goto done;
     if (c->json) {
-        slb_cli_print_json(c->out, out ? out : obj);
+        if (out)
+            slb_cli_print_json(c->out, out);
     } else if (op == SERVER_ADD) {
         fprintf(c->out, "added server %s (weight %ld) to group %s\n", shown,
                 weight < 0 ? (long)DEFAULT_WEIGHT : weight, group);
@@ -307,7 +289,7 @@ static int server_cmd(struct slb_cli *c, int argc, char **argv, enum server_op o
     }
 done:
     json_decref(probe);
-    json_decref(obj);
+    json_decref(body);
     json_decref(out);
     return rc;
 }

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* `slbctl listener ...`: create listeners from flags or JSON, and update them by fetching the
- * current object, changing only the fields given, and putting it back whole. */
+ * current object, changing only the fields given, and putting it back whole (with If-Match, so
+ * a concurrent change is never overwritten: the update starts over instead). */
 #include "cli/cli.h"
+#include "config/config.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +157,58 @@ done:
     return rc;
 }
 
+struct listener_edit {
+    const struct slb_cli_args *a;
+    const json_t *patch; /* --from-json, or NULL */
+};
+
+/* The fields the user gives: the flags and the file's top-level fields. */
+static bool user_sets(const struct listener_edit *e, const char *field)
+{
+    static const char *const flag_of[][2] = {
+        {"name", "--name"},
+        {"protocol", "--protocol"},
+        {"bind", "--bind"},
+        {"backend_group", "--group"},
+        {"proxy_protocol", "--proxy-protocol"},
+    };
+    if (e->patch && json_object_get(e->patch, field))
+        return true;
+    for (size_t i = 0; i < sizeof(flag_of) / sizeof(flag_of[0]); i++)
+        if (strcmp(field, flag_of[i][0]) == 0)
+            return slb_cli_has(e->a, flag_of[i][1]);
+    return strcmp(field, "tls") == 0 &&
+           (slb_cli_has(e->a, "--cert") || slb_cli_has(e->a, "--client-ca") ||
+            slb_cli_has(e->a, "--client-auth") || slb_cli_has(e->a, "--policy"));
+}
+
+static int listener_edit(json_t *obj, void *arg)
+{
+    const struct listener_edit *e = arg;
+    if (e->patch) {
+        /* Top-level fields of the file replace the current ones (a "tls" object as a whole). */
+        json_t *copy = json_deep_copy(e->patch);
+        json_object_update(obj, copy);
+        json_decref(copy);
+    }
+    int rc = apply_flags(e->a, obj);
+    if (rc != 0)
+        return rc;
+    /* A new protocol: the current object carries every field of the old one, defaults
+     * included ("x_forwarded_for" of an http listener). Those the user did not give and the
+     * new protocol does not take go; the API reports the ones the user gave. */
+    const char *proto = json_string_value(json_object_get(obj, "protocol"));
+    const char *key;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(obj, tmp, key, v)
+    {
+        if (!slb_config_listener_field_applies(key, proto) && !user_sets(e, key))
+            json_object_del(obj, key);
+    }
+    return 0;
+}
+
 int slb_cli_listener_update(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
@@ -165,28 +219,16 @@ int slb_cli_listener_update(struct slb_cli *c, int argc, char **argv)
         return rc;
     if (a.nopt == 0)
         return slb_cli_usage_fail("nothing to update: give the fields to change");
-    const char *name = a.pos[0];
     const char *from = slb_cli_opt(&a, "--from-json");
-    json_t *patch = NULL, *obj = NULL;
+    json_t *patch = NULL, *out = NULL;
     if (from && !(patch = slb_cli_read_json_object(from)))
         return SLB_CLI_EXIT_API;
-    char path[512];
-    if (slb_cli_path(path, sizeof(path), LISTENERS, name, NULL) < 0) {
-        rc = slb_cli_usage_fail("listener name too long");
-        goto done;
-    }
-    rc = slb_cli_get_object(c, LISTENERS, name, &obj);
-    if (rc != 0)
-        goto done;
-    /* Top-level fields of the file replace the current ones (a "tls" object as a whole). */
-    if (patch)
-        json_object_update(obj, patch);
-    rc = apply_flags(&a, obj);
+    struct listener_edit e = {&a, patch};
+    rc = slb_cli_update(c, LISTENERS, a.pos[0], listener_edit, &e, &out);
     if (rc == 0)
-        rc = send_listener(c, "PUT", path, obj);
-done:
+        slb_cli_print_resource(c, out);
+    json_decref(out);
     json_decref(patch);
-    json_decref(obj);
     return rc;
 }
 

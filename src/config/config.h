@@ -153,6 +153,9 @@ void slb_config_free(struct slb_config *cfg);
 json_t *slb_config_normalize_listener(const json_t *in, const char *where_prefix,
                                       struct slb_err *err);
 json_t *slb_config_normalize_group(const json_t *in, const char *where_prefix, struct slb_err *err);
+/* Whether a listener of protocol ("tcp", "http", "https") may carry field: false only for a
+ * known field of other protocols (unknown names and protocols are left to validation). */
+bool slb_config_listener_field_applies(const char *field, const char *protocol);
 
 /* Lookups in a built configuration; NULL when absent. */
 const struct slb_group_cfg *slb_config_group(const struct slb_config *cfg, const char *name);

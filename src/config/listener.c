@@ -87,6 +87,18 @@ static bool scope_has(enum scope s, enum slb_proto p)
     return false;
 }
 
+bool slb_config_listener_field_applies(const char *field, const char *protocol)
+{
+    int p = -1;
+    for (int i = 0; protocols[i]; i++)
+        if (protocol && strcmp(protocols[i], protocol) == 0)
+            p = i;
+    for (size_t i = 0; p >= 0 && i < sizeof(listener_fields) / sizeof(listener_fields[0]); i++)
+        if (strcmp(field, listener_fields[i].key) == 0)
+            return scope_has(listener_fields[i].scope, (enum slb_proto)p);
+    return true;
+}
+
 static const char *scope_text(enum scope s)
 {
     switch (s) {

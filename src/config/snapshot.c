@@ -378,6 +378,10 @@ void slb_snapshot_discard(struct slb_registry *reg, struct slb_snapshot *snap)
 {
     if (!snap)
         return;
+    /* A snapshot that never went live gives its generation back: the generation counts
+     * changes that happened, so a refused write (or a dry run) must not move it. */
+    if (snap->generation + 1 == reg->next_generation)
+        reg->next_generation--;
     snapshot_free(reg, snap);
     /* Sockets bound only for the discarded snapshot were closed by the unref above. */
 }

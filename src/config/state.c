@@ -3,12 +3,14 @@
  * the admin token that is created on first start. */
 #include "config/state.h"
 #include "core/fsio.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,6 +40,18 @@ int slb_state_prepare(const char *dir, struct slb_err *err)
     if (!S_ISDIR(st.st_mode))
         return slb_err_set(err, STATE_STATUS, "state_dir", dir,
                            "%s is not a directory; give --state-dir a directory", dir);
+    int rc = slb_fs_check_owner(dir, &st, "state_insecure", err);
+    if (rc)
+        return rc;
+    /* Others who can write here could replace config.json or the ticket keys: close the
+     * directory to them, as certs/ is (its files stay as they are and are checked on load). */
+    if (st.st_mode & 022) {
+        slb_warn("%s was writable by group or others (mode %04o); setting its mode to 0700", dir,
+                 (unsigned)(st.st_mode & 07777));
+        if (chmod(dir, 0700) < 0)
+            return slb_err_set(err, STATE_STATUS, "state_dir", dir, "cannot chmod %s: %s", dir,
+                               strerror(errno));
+    }
     /* Catch a read-only or foreign directory now rather than at the first API change. */
     if (access(dir, W_OK | X_OK) < 0)
         return slb_err_set(err, STATE_STATUS, "state_dir", dir,
@@ -47,6 +61,56 @@ int slb_state_prepare(const char *dir, struct slb_err *err)
     snprintf(certs, sizeof(certs), "%s/certs", dir);
     slb_fs_remove_leftovers(dir);
     slb_fs_remove_leftovers(certs);
+    return 0;
+}
+
+int slb_state_lock(const char *dir, int *fd, struct slb_err *err)
+{
+    char path[4096];
+    *fd = -1;
+    int rc = state_path(dir, SLB_STATE_LOCK, path, sizeof(path), err);
+    if (rc)
+        return rc;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return slb_err_set(err, STATE_STATUS, "state_dir", dir,
+                           "cannot create the state directory %s: %s", dir, strerror(errno));
+    /* Not even a lock file in a directory another user controls. */
+    struct stat st;
+    if (stat(dir, &st) == 0 && (rc = slb_fs_check_owner(dir, &st, "state_insecure", err)))
+        return rc;
+    int lfd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (lfd < 0)
+        return slb_err_set(err, STATE_STATUS, "state_dir", path, "cannot open %s: %s", path,
+                           strerror(errno));
+    if (flock(lfd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        char buf[32] = "";
+        ssize_t n = pread(lfd, buf, sizeof(buf) - 1, 0);
+        close(lfd);
+        if (e != EWOULDBLOCK)
+            return slb_err_set(err, STATE_STATUS, "state_dir", path, "cannot lock %s: %s", path,
+                               strerror(e));
+        long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+        /* Both would write config.json and rotate the ticket keys: one writer only. */
+        if (pid > 0)
+            return slb_err_set(err, STATE_STATUS, "state_locked", path,
+                               "another slbd (pid %ld) is using the state directory %s; stop it "
+                               "or give this one another --state-dir",
+                               pid, dir);
+        return slb_err_set(err, STATE_STATUS, "state_locked", path,
+                           "another slbd is using the state directory %s (it is starting: no pid "
+                           "in %s yet)",
+                           dir, path);
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(lfd, 0) < 0 || pwrite(lfd, pid, (size_t)len, 0) != len) {
+        int e = errno;
+        close(lfd);
+        return slb_err_set(err, STATE_STATUS, "state_dir", path, "cannot write %s: %s", path,
+                           strerror(e));
+    }
+    *fd = lfd;
     return 0;
 }
 
@@ -182,6 +246,8 @@ static int token_read(const char *path, char *token, size_t size, struct slb_err
             slb_err_set(err, STATE_STATUS, "token_invalid", path, "%s is not a regular file", path);
         goto done;
     }
+    if ((rc = slb_fs_check_owner(path, &st, "token_insecure", err)))
+        goto done;
     if (st.st_mode & 077) {
         rc = slb_err_set(err, STATE_STATUS, "token_insecure", path,
                          "%s is accessible by group or others (mode %04o); run chmod 600 on it "

@@ -11,10 +11,16 @@
 
 #define SLB_STATE_CONFIG "config.json"
 #define SLB_STATE_TOKEN "admin.token"
+#define SLB_STATE_LOCK "lock"
 #define SLB_STATE_MAX_CONFIG (16u << 20) /* config.json larger than this is refused */
 
 /* Create dir (0700) when missing and check it is a writable directory. */
 int slb_state_prepare(const char *dir, struct slb_err *err);
+
+/* Take the state directory for this process: an exclusive flock on DIR/lock (created 0600,
+ * with the directory when missing), which then holds our pid. *fd keeps the lock until it is
+ * closed (or the process dies). When another process holds it the error names its pid. */
+int slb_state_lock(const char *dir, int *fd, struct slb_err *err);
 
 /* Look at an existing state directory without changing anything in it: 0 when dir is a
  * directory, -ENOENT (err set) when it does not exist, another error when it is unusable. */

@@ -11,6 +11,54 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define FS_STATUS 500
+
+int slb_fs_check_owner(const char *path, const struct stat *st, const char *code,
+                       struct slb_err *err)
+{
+    uid_t me = geteuid();
+    if (st->st_uid == me)
+        return 0;
+    return slb_err_set(err, FS_STATUS, code, path,
+                       "%s is owned by uid %u but slbd runs as uid %u, so another user could "
+                       "change what slbd trusts; run chown %u on it, or give slbd a state "
+                       "directory of its own",
+                       path, (unsigned)st->st_uid, (unsigned)me, (unsigned)me);
+}
+
+int slb_fs_check_secret(const char *path, const struct stat *st, const char *code, const char *hint,
+                        struct slb_err *err)
+{
+    if (!S_ISREG(st->st_mode))
+        return slb_err_set(err, FS_STATUS, code, path, "%s is not a regular file", path);
+    int rc = slb_fs_check_owner(path, st, code, err);
+    if (rc)
+        return rc;
+    if (st->st_mode & 077)
+        return slb_err_set(err, FS_STATUS, code, path,
+                           "%s holds secrets and is accessible by group or others (mode %04o); "
+                           "run chmod 600 on it%s",
+                           path, (unsigned)(st->st_mode & 07777), hint ? hint : "");
+    return 0;
+}
+
+int slb_fs_check_secret_path(const char *path, const char *code, const char *hint,
+                             struct slb_err *err)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        return slb_err_set(err, FS_STATUS, "unreadable", path, "cannot use %s: %s", path,
+                           strerror(errno));
+    }
+    if (S_ISLNK(st.st_mode))
+        return slb_err_set(err, FS_STATUS, code, path,
+                           "%s is a symbolic link; a file holding secrets must be a regular file",
+                           path);
+    return slb_fs_check_secret(path, &st, code, hint, err);
+}
+
 int slb_fs_sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -6,6 +6,7 @@
 #include "admin/admin.h"
 #include "cert/store.h"
 #include "config/state.h"
+#include "core/fsio.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "http/access.h"
@@ -86,15 +87,32 @@ static void configure_access_log(struct slb_ctl *ctl, const struct slb_settings 
         slb_error("access log: %s", slb_strerror(rc));
 }
 
-int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err *err)
+/* Validate doc (owned) and build its snapshot, unpublished; NULL with err set. */
+static struct slb_snapshot *build(struct slb_ctl *ctl, json_t *doc, struct slb_err *err)
 {
     struct slb_config *cfg = NULL;
     struct slb_cert_lookup lookup = {cert_type_of, ctl->certs};
     int rc = slb_config_from_json(doc, &lookup, &cfg, err);
     json_decref(doc);
     if (rc < 0)
-        return rc;
-    struct slb_snapshot *snap = slb_snapshot_build(&ctl->reg, cfg, err);
+        return NULL;
+    return slb_snapshot_build(&ctl->reg, cfg, err);
+}
+
+int slb_ctl_dry_run(struct slb_ctl *ctl, json_t *doc, json_t **out, struct slb_err *err)
+{
+    struct slb_snapshot *snap = build(ctl, doc, err);
+    if (!snap)
+        return SLB_EINVAL;
+    *out = json_incref(snap->cfg->json);
+    slb_snapshot_discard(&ctl->reg, snap);
+    return 0;
+}
+
+int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err *err)
+{
+    int rc;
+    struct slb_snapshot *snap = build(ctl, doc, err);
     if (!snap)
         return SLB_EINVAL;
     if (persist) {
@@ -182,7 +200,9 @@ static void name_config_file(struct slb_err *err, const char *dir)
 
 static int load_state(struct slb_ctl *ctl, const char *dir, json_t **doc, struct slb_err *err)
 {
-    if (slb_state_prepare(dir, err) < 0)
+    /* The lock first: the clean-up in slb_state_prepare removes temporary files, which may
+     * be another running slbd's writes in progress. */
+    if (slb_state_lock(dir, &ctl->lock_fd, err) < 0 || slb_state_prepare(dir, err) < 0)
         return SLB_EINVAL;
     ctl->certs = slb_certstore_open(dir, err);
     if (!ctl->certs)
@@ -204,6 +224,14 @@ int slb_ctl_check(const char *state_dir, bool start, struct slb_err *err)
     if (!start) {
         char certs[4200];
         struct stat st;
+        if (stat(state_dir, &st) == 0 &&
+            slb_fs_check_owner(state_dir, &st, "state_insecure", err) < 0)
+            return SLB_EINVAL;
+        if (stat(state_dir, &st) == 0 && (st.st_mode & 022))
+            return slb_err_set(err, 400, "state_dir", state_dir,
+                               "%s is writable by group or others; slbd sets its mode to 0700 "
+                               "when it starts, --check leaves it as it is (run chmod 700)",
+                               state_dir);
         snprintf(certs, sizeof(certs), "%s/certs", state_dir);
         if (stat(certs, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 077))
             return slb_err_set(err, 400, "state_dir", certs,
@@ -232,7 +260,7 @@ int slb_ctl_check(const char *state_dir, bool start, struct slb_err *err)
 int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_err *err)
 {
     memset(ctl, 0, sizeof(*ctl));
-    ctl->ack_fd = ctl->signal_fd = -1;
+    ctl->ack_fd = ctl->signal_fd = ctl->lock_fd = -1;
     snprintf(ctl->state_dir, sizeof(ctl->state_dir), "%s", opt->state_dir);
     ctl->started_ms = slb_wall_ms();
     json_t *doc = NULL;
@@ -343,5 +371,7 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
         close(ctl->ack_fd);
     if (ctl->signal_fd >= 0)
         close(ctl->signal_fd);
+    if (ctl->lock_fd >= 0)
+        close(ctl->lock_fd);
     slb_loop_deinit(&ctl->loop);
 }

@@ -33,6 +33,7 @@ struct slb_ctl {
     int nworkers;
     struct slb_worker *workers;
     int ack_fd;
+    int lock_fd; /* flock on DIR/lock, held for the process's life (config/state.h) */
     struct slb_registry reg;
     struct slb_snapshot *cur;
     json_t *doc; /* the normalized document of cur, owned */
@@ -52,6 +53,10 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
 /* Validate doc, build and publish it; when persist is set it is written to config.json first
  * (durably). Takes ownership of doc. On failure nothing changes. */
 int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err *err);
+/* Everything slb_ctl_apply checks (bind addresses and TLS contexts included: the snapshot
+ * is built, then dropped), without storing or publishing anything: *out is the normalized
+ * document that applying doc would store. Takes ownership of doc. */
+int slb_ctl_dry_run(struct slb_ctl *ctl, json_t *doc, json_t **out, struct slb_err *err);
 /* Run the control loop until SIGTERM/SIGINT, then drain workers and return 0. */
 int slb_ctl_run(struct slb_ctl *ctl);
 void slb_ctl_deinit(struct slb_ctl *ctl);

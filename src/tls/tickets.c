@@ -289,6 +289,15 @@ struct slb_ticket_ring *slb_ticket_ring_open(const char *state_dir, struct slb_e
         slb_err_set(err, 500, "tls_error", RING_FILE, "cannot set up session ticket keys");
         return NULL;
     }
+    /* Keys others could read may have leaked: refused (as admin.token is) rather than used
+     * or quietly replaced. */
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", state_dir, RING_FILE);
+    if (slb_fs_check_secret_path(path, "state_insecure",
+                                 " or delete it (slbd then generates new keys)", err)) {
+        ring_free(r);
+        return NULL;
+    }
     int rc = ring_load(r, state_dir, why, sizeof(why));
     if (rc == 0 && !due(r, (int64_t)time(NULL)))
         return r;

@@ -2,12 +2,18 @@
 """The admin API end to end: authentication, every class of bad input (right status and
 error.code, and nothing changes), create/update/delete round trips, atomic apply, /metrics."""
 
+import http.server
 import json
+import os
 import socket
+import subprocess
+import threading
 
 import pytest
 
 import slbd_harness as h
+from cert_util import slbctl
+from pki import pki  # noqa: F401
 
 
 def snapshot(slbd):
@@ -258,8 +264,9 @@ def test_oversized_body(slbd, base):
 
 def test_unknown_path_and_wrong_method(slbd, base):
     before = snapshot(slbd)
-    for path in ("/v1/nothing", "/v2/groups", "/v1/groups/g/servers", "/", "/v1",
-                 "/v1/groups/nope", "/v1/listeners/nope"):
+    for path in ("/v1/nothing", "/v2/groups", "/v1/groups/g/members", "/", "/v1",
+                 "/v1/groups/nope", "/v1/listeners/nope", "/v1/groups/nope/servers",
+                 "/v1/groups/g/servers/10.9.9.9:1", "/v1/listeners/l/servers"):
         expect_error(slbd.api.request("GET", path), 404, "not_found")
     for path in ("/v1/groups/nope", "/v1/listeners/nope"):
         expect_error(slbd.api.request("DELETE", path), 404, "not_found")
@@ -537,3 +544,237 @@ def test_healthz_head_has_no_body(slbd):
     assert first.startswith(b"HTTP/1.1 200"), data
     assert after.startswith(b"HTTP/1.1 200"), f"bytes after the HEAD response's head: {after!r}"
     assert json.loads(after.partition(b"\r\n\r\n")[2])["status"] == "ok"
+
+
+# --------------------------------------------------------------------------------------------
+# Revisions (ETag / If-Match), servers as resources, query parameters, dry runs
+# --------------------------------------------------------------------------------------------
+
+
+def test_parallel_server_adds_are_not_lost(slbd, base):
+    """Ten `slbctl server add` at once: every one reports success and every server is in the
+    group afterwards (each add is one change on the server, not a read-modify-write of the
+    whole group)."""
+    addrs = [f"10.0.7.{i}:8{i:03d}" for i in range(1, 11)]
+    procs = []
+    for a in addrs:
+        argv = [str(h.binary("slbctl")), "--admin", f"http://127.0.0.1:{slbd.admin_port}",
+                "--state-dir", str(slbd.state_dir), "server", "add", "g", a, "--weight", "0"]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, stdin=subprocess.DEVNULL))
+    for p in procs:
+        out, err = p.communicate(timeout=h.scaled(30))
+        assert p.returncode == 0 and "added server" in out, (out, err)
+    servers = slbd.api.get("/v1/groups/g")[1]["servers"]
+    got = {f"{s['address']}:{s['port']}" for s in servers}
+    b = base["backend"]
+    assert got == set(addrs) | {f"{b.address}:{b.port}"}, got
+    # Remove and set-weight go through the server's own resource too.
+    p = slbctl(slbd, "server", "set-weight", "g", addrs[0], "7")
+    assert p.returncode == 0, p.stderr
+    p = slbctl(slbd, "server", "remove", "g", addrs[1])
+    assert p.returncode == 0, p.stderr
+    p = slbctl(slbd, "server", "remove", "g", addrs[1])
+    assert p.returncode == 1 and "has no server 10.0.7.2:8002" in p.stderr, p.stderr
+    p = slbctl(slbd, "server", "add", "g", addrs[0])
+    assert p.returncode == 1 and "name_taken" in p.stderr, p.stderr
+    servers = {f"{s['address']}:{s['port']}": s["weight"]
+               for s in slbd.api.get("/v1/groups/g")[1]["servers"]}
+    assert addrs[1] not in servers and servers[addrs[0]] == 7, servers
+    assert h.who(slbd.clients, base["port"]) == "a"
+
+
+def test_if_match(slbd, base):
+    """Every resource answers an ETag; PUT and DELETE with a stale or unknown If-Match are
+    refused with 412 and change nothing; with the current one (or *) they go through."""
+    r = slbd.api.request("GET", "/v1/groups/g")
+    etag = r.headers["ETag"]
+    assert r.status == 200 and etag.startswith('"') and etag.endswith('"'), r.headers
+    body = dict(r.json, scheduler="rr")
+    before = snapshot(slbd)
+    for bad in ('"bogus"', "W/" + etag, etag[:-2] + '"'):
+        r = slbd.api.request("PUT", "/v1/groups/g", body, headers={"If-Match": bad})
+        expect_error(r, 412, "precondition_failed")
+        expect_error(slbd.api.request("DELETE", "/v1/listeners/l", headers={"If-Match": bad}),
+                     412, "precondition_failed")
+    assert snapshot(slbd) == before
+    r = slbd.api.request("PUT", "/v1/groups/g", body, headers={"If-Match": f'"x", {etag}'})
+    assert r.status == 200 and r.json["scheduler"] == "rr", r
+    new = r.headers["ETag"]
+    assert new != etag and slbd.api.request("GET", "/v1/groups/g").headers["ETag"] == new
+    # The old revision is now stale.
+    r = slbd.api.request("PUT", "/v1/groups/g", body, headers={"If-Match": etag})
+    expect_error(r, 412, "precondition_failed")
+    # Listeners, settings, servers and the whole document have revisions too.
+    for path in ("/v1/listeners/l", "/v1/settings",
+                 f"/v1/groups/g/servers/127.0.0.1:{base['backend'].port}"):
+        r = slbd.api.request("GET", path)
+        assert r.status == 200 and r.headers.get("ETag"), (path, r)
+    r = slbd.api.request("PUT", "/v1/settings", {"drain_timeout_s": 3},
+                         headers={"If-Match": '"bogus"'})
+    expect_error(r, 412, "precondition_failed")
+    tag = slbd.api.request("GET", "/v1/settings").headers["ETag"]
+    r = slbd.api.request("PUT", "/v1/settings", {"drain_timeout_s": 3},
+                         headers={"If-Match": tag})
+    assert r.status == 200 and r.json["drain_timeout_s"] == 3, r
+    r = slbd.api.request("DELETE", "/v1/listeners/l", headers={"If-Match": "*"})
+    assert r.status == 204, r
+
+
+def test_certificate_if_match(slbd, pki):
+    cert = {"name": "site", "type": "server", "certificate": pki.chain("server"),
+            "private_key": pki.key("server")}
+    r = slbd.api.request("POST", "/v1/certificates", cert)
+    assert r.status == 201 and r.headers.get("ETag"), r
+    cid, etag = r.json["id"], r.headers["ETag"]
+    assert slbd.api.request("GET", f"/v1/certificates/{cid}").headers["ETag"] == etag
+    for method, body in (("PUT", cert), ("DELETE", None)):
+        r = slbd.api.request(method, f"/v1/certificates/{cid}", body,
+                             headers={"If-Match": '"bogus"'})
+        expect_error(r, 412, "precondition_failed")
+    r = slbd.api.request("PUT", f"/v1/certificates/{cid}", cert, headers={"If-Match": etag})
+    assert r.status == 200 and r.json["version"] == 2 and r.headers["ETag"] != etag, r
+    r = slbd.api.request("DELETE", f"/v1/certificates/{cid}", headers={"If-Match": etag})
+    expect_error(r, 412, "precondition_failed")
+    etag = slbd.api.request("GET", f"/v1/certificates/{cid}").headers["ETag"]
+    r = slbd.api.request("DELETE", f"/v1/certificates/{cid}", headers={"If-Match": etag})
+    assert r.status == 204, r
+
+
+def test_server_resource(slbd, base):
+    """POST /v1/groups/G/servers adds one server, PATCH changes its weight, DELETE removes
+    it; IPv6 addresses are named in brackets (percent-encoded or not) and compared by value."""
+    before = snapshot(slbd)
+    for bad, code, where in (({"address": "10.0.0.1"}, "missing_field", "port"),
+                             ({"address": "10.0.0.1", "port": 80, "weight": 101},
+                              "invalid_value", "weight"),
+                             ({"address": "db.local", "port": 80}, "invalid_value", "address"),
+                             ({"address": "10.0.0.1", "port": 80, "x": 1}, "unknown_field",
+                              "x")):
+        r = slbd.api.request("POST", "/v1/groups/g/servers", bad)
+        expect_error(r, 400, code)
+        assert r.json["error"].get("where") == where, r
+    r = slbd.api.request("POST", "/v1/groups/g/servers", base["backend"].server())
+    expect_error(r, 409, "name_taken")
+    assert snapshot(slbd) == before
+    r = slbd.api.request("POST", "/v1/groups/g/servers", {"address": "::1", "port": 9})
+    assert r.status == 201 and r.json == {"address": "::1", "port": 9, "weight": 100}, r
+    r = slbd.api.request("PATCH", "/v1/groups/g/servers/%5B0:0::1%5D:9", {"weight": 0})
+    assert r.status == 200 and r.json["weight"] == 0, r
+    r = slbd.api.request("PATCH", "/v1/groups/g/servers/[::1]:9", {"port": 10})
+    expect_error(r, 400, "invalid_value")
+    etag = slbd.api.request("GET", "/v1/groups/g/servers/[::1]:9").headers["ETag"]
+    r = slbd.api.request("DELETE", "/v1/groups/g/servers/[::1]:9",
+                         headers={"If-Match": '"old"'})
+    expect_error(r, 412, "precondition_failed")
+    r = slbd.api.request("DELETE", "/v1/groups/g/servers/[::1]:9", headers={"If-Match": etag})
+    assert r.status == 204, r
+    expect_error(slbd.api.request("DELETE", "/v1/groups/g/servers/[::1]:9"), 404, "not_found")
+    assert slbd.api.get("/v1/groups/g/servers")[1] == {"servers": [base["backend"].server()]}
+    assert h.who(slbd.clients, base["port"]) == "a"
+
+
+def test_unknown_query_parameters(slbd, base):
+    before = snapshot(slbd)
+    for method, path in (("GET", "/v1/groups?limit=5"), ("GET", "/v1/groups/g?x"),
+                         ("DELETE", "/v1/listeners/l?force=true"), ("GET", "/v1/stats?a=1"),
+                         ("GET", "/metrics?name=x"), ("GET", "/healthz?verbose=1"),
+                         ("GET", "/v1/certificates?x=1"), ("POST", "/v1/apply?dryrun=true"),
+                         ("POST", "/v1/groups/g/servers?dry_run=true")):
+        body = {} if method == "POST" else None
+        r = slbd.api.request(method, path, body)
+        expect_error(r, 400, "unknown_parameter")
+    assert snapshot(slbd) == before
+
+
+def test_apply_dry_run(slbd, base):
+    """dry_run=true validates like an apply and answers the document that would be stored,
+    changing nothing: not the resources, not config.json, not the generation."""
+    before = snapshot(slbd)
+    port = h.free_port()
+    doc = {"listeners": [{"name": "l2", "protocol": "http", "bind": f"127.0.0.1:{port}",
+                          "backend_group": "g"}]}
+    st, js = slbd.api.post("/v1/apply?dry_run=true", doc)
+    assert st == 200, js
+    assert [x["name"] for x in js["listeners"]] == ["l2"] and js["listeners"][0]["idle_timeout_s"]
+    assert [g["name"] for g in js["groups"]] == ["g"]
+    assert snapshot(slbd) == before
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    doc["listeners"][0]["backend_group"] = "missing"
+    expect_error(slbd.api.request("POST", "/v1/apply?dry_run=true", doc), 400, "unknown_group")
+    expect_error(slbd.api.request("POST", "/v1/apply?dry_run=yes", doc), 400, "invalid_value")
+    assert snapshot(slbd) == before
+    # dry_run=false is an ordinary apply.
+    doc["listeners"][0]["backend_group"] = "g"
+    st, js = slbd.api.post("/v1/apply?dry_run=false", doc)
+    assert st == 200 and snapshot(slbd)["generation"] == before["generation"] + 1, js
+
+
+def test_slbctl_listener_update_protocol(slbd, base):
+    """`slbctl listener update --protocol` changes the protocol of a listener whose stored
+    object carries the old protocol's fields (defaults the user never set): those go, what the
+    command gives stays, and a field the user gives that the new protocol refuses is still an
+    error."""
+    p = slbctl(slbd, "listener", "update", "l", "--protocol", "http")
+    assert p.returncode == 0, p.stderr
+    lis = slbd.api.get("/v1/listeners/l")[1]
+    assert lis["protocol"] == "http" and "proxy_protocol" not in lis, lis
+    assert lis["bind"] == f"127.0.0.1:{base['port']}" and lis["x_forwarded_for"] is True, lis
+    p = slbctl(slbd, "listener", "update", "l", "--protocol", "tcp", "--proxy-protocol", "v2")
+    assert p.returncode == 0, p.stderr
+    lis = slbd.api.get("/v1/listeners/l")[1]
+    assert lis["protocol"] == "tcp" and lis["proxy_protocol"] == "v2", lis
+    assert "x_forwarded_for" not in lis and "idle_timeout_s" not in lis, lis
+    p = slbctl(slbd, "listener", "update", "l", "--protocol", "http", "--proxy-protocol", "v1")
+    assert p.returncode == 1 and "invalid_field" in p.stderr, p.stderr
+    assert slbd.api.get("/v1/listeners/l")[1] == lis
+
+
+def test_slbctl_update_sends_if_match_and_retries():
+    """`slbctl group update` reads, edits and writes back with If-Match; when the group
+    changed in between (412) it reads again and retries on the new revision. Against a
+    scripted API so that the race happens every time."""
+    seen = {"gets": 0, "puts": []}
+    group = {"name": "g", "scheduler": "wrr", "servers": []}
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status, body, etag=None):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if etag:
+                self.send_header("ETag", etag)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            seen["gets"] += 1
+            self.answer(200, group, f'"v{seen["gets"]}"')
+
+        def do_PUT(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen["puts"].append((self.headers.get("If-Match"), body["scheduler"]))
+            if len(seen["puts"]) == 1:  # someone else changed it after our first read
+                self.answer(412, {"error": {"code": "precondition_failed", "message": "stale"}})
+            else:
+                self.answer(200, body, '"v9"')
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Api)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        env = dict(os.environ, SLBD_TOKEN="t" * 32)
+        p = subprocess.run([str(h.binary("slbctl")), "--admin",
+                            f"http://127.0.0.1:{srv.server_address[1]}", "group", "update", "g",
+                            "--scheduler", "rr"], capture_output=True, text=True, env=env,
+                           timeout=h.scaled(20), stdin=subprocess.DEVNULL)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert seen["gets"] == 2 and seen["puts"] == [('"v1"', "rr"), ('"v2"', "rr")], seen

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -168,10 +169,15 @@ def test_read_only_state_dir_while_running(small_fs, slbd_factory, hx, pki):
     assert d.api.post("/v1/groups", {"name": "new", "servers": []})[0] == 201
 
 
+def generation(slbd):
+    return slbd.api.get("/healthz")[1]["generation"]
+
+
 def test_state_dir_removed_while_running(slbd, hx, pki):
     slbd.allow_errors(WRITE_ERRORS)
     port = serving_site(slbd, hx)
     slbd.add_group("spare", [])
+    gen = generation(slbd)
     subprocess.run(["rm", "-rf", str(slbd.state_dir)], check=True)
     with hu.Prober(port) as p:
         results = refused_writes(slbd, pki)
@@ -181,6 +187,11 @@ def test_state_dir_removed_while_running(slbd, hx, pki):
     assert not slbd.state_dir.exists()
     assert [g["name"] for g in slbd.api.get("/v1/groups")[1]["groups"]] == ["g", "spare"]
     p.assert_all_ok()
+    # The refused writes used up no generation: the next change is the next one.
+    assert generation(slbd) == gen
+    slbd.state_dir.mkdir(mode=0o700)
+    assert slbd.api.post("/v1/groups", {"name": "new", "servers": []})[0] == 201
+    assert generation(slbd) == gen + 1
 
 
 @pytest.mark.parametrize("damage", ["state-dir-is-a-file", "config-json-is-a-directory",
@@ -213,7 +224,7 @@ def test_unusable_state_dir_refused_at_start(slbd_factory, workdir, damage):
         # replaces nothing that was there.
         now = set(os.listdir(state))
         assert set(before) <= now and now - set(before) <= {"certs", "admin.token",
-                                                             "tickets.json"}, now
+                                                             "tickets.json", "lock"}, now
     else:
         assert state.read_text() == "not a directory\n"
 
@@ -305,3 +316,78 @@ def test_sighup_storm_under_traffic(slbd, hx):
     assert slbd.running()
     p.assert_all_ok(minimum=20)
     assert listener_stats(slbd, "web") is not None
+
+
+# --------------------------------------------------------------------------------------------
+# make run twice
+# --------------------------------------------------------------------------------------------
+
+
+def test_second_demo_is_refused(workdir):
+    """A second `make run` (scripts/demo.sh) while one runs says why it cannot start and
+    touches nothing: the first demo's state directory stays and its listeners keep serving."""
+    ports = [h.free_port() for _ in range(6)]
+    env = dict(os.environ, SLBD_BUILD=str(h.build_dir()), SLBD_DEMO_STATE=str(workdir / "demo"),
+               SLBD_DEMO_ADMIN=f"127.0.0.1:{ports[0]}", HTTPS_PORT=str(ports[1]),
+               HTTP_PORT=str(ports[2]), TCP_PORT=str(ports[3]),
+               SLBD_DEMO_BACKEND_PORTS=f"{ports[4]} {ports[5]}")
+    script = str(h.REPO / "scripts" / "demo.sh")
+    first = subprocess.Popen(["bash", script], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + h.scaled(60)
+        while time.monotonic() < deadline:
+            line = first.stdout.readline().decode(errors="replace")
+            lines.append(line)
+            if not line or "slbd is running" in line:
+                break
+        assert "slbd is running" in "".join(lines), "".join(lines)
+        before = sorted(p.name for p in (workdir / "demo").iterdir())
+        token = (workdir / "demo" / "admin.token").read_bytes()
+        second = subprocess.run(["bash", script], env=env, stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=h.scaled(30))
+        assert second.returncode == 1, (second.stdout, second.stderr)
+        assert "another demo is already running" in second.stderr, second.stderr
+        assert sorted(p.name for p in (workdir / "demo").iterdir()) == before
+        assert (workdir / "demo" / "admin.token").read_bytes() == token
+        # The first demo still serves its tour: the https listener answers through a backend.
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                            str(workdir / "demo" / "demo-pki" / "ca.crt"),
+                            f"https://localhost:{ports[1]}/hello"],
+                           capture_output=True, text=True, timeout=h.scaled(20))
+        assert r.stdout == "200", (r.stdout, r.stderr)
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        try:
+            first.wait(h.scaled(30))
+        except subprocess.TimeoutExpired:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(10)
+
+
+def test_unreachable_certs_dir_names_the_real_error(slbd_factory):
+    """A state directory that slbd's user can stat but not enter: `certs` is a directory all
+    right, and the message says what is wrong with it (Permission denied)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run slbd as another user")
+    top = tempfile.mkdtemp(prefix="slbd-perm-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)
+        state = os.path.join(top, "state")
+        os.mkdir(state, 0o700)
+        os.mkdir(os.path.join(state, "certs"), 0o700)
+        for d in (state, os.path.join(state, "certs")):
+            os.chown(d, 65534, 65534)  # slbd's user: only the mode is in the way
+        os.chmod(state, 0o600)  # readable, not searchable
+        for args in (["--check"], ["--admin", f"127.0.0.1:{h.free_port()}", "--workers", "1"]):
+            p = subprocess.run(["runuser", "-u", "nobody", "--", str(h.binary("slbd")),
+                                "--state-dir", state, *args], capture_output=True, text=True,
+                               timeout=h.scaled(20), stdin=subprocess.DEVNULL)
+            assert p.returncode == 1, (args, p.stdout, p.stderr)
+            assert "Permission denied" in p.stderr, (args, p.stderr)
+            assert "not a directory" not in p.stderr, (args, p.stderr)
+    finally:
+        os.chmod(os.path.join(top, "state"), 0o700)
+        subprocess.run(["rm", "-rf", top], check=True)

@@ -7,12 +7,14 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import threading
 import time
 
 import pytest
 
 import slbd_harness as h
+from pki import pki  # noqa: F401
 
 
 def disk_config(slbd):
@@ -70,6 +72,94 @@ def test_admin_token_mode(slbd):
     slbd.restart()
     assert (slbd.state_dir / "admin.token").read_text() == token
     assert slbd.api.get("/v1/groups")[0] == 200
+
+
+def test_second_slbd_on_the_same_state_dir_is_refused(slbd, backend):
+    """Two daemons on one state directory would both write config.json and rotate the ticket
+    keys: the second exits 1 naming the first one's pid, and touches nothing (not even the
+    leftover of a write the first one may have in progress)."""
+    a = backend("a")
+    slbd.add_group("g", [a.server()])
+    slbd.add_tcp_listener("l", "g")
+    leftover = slbd.state_dir / f".config.json.{slbd.pid}.99.tmp"
+    leftover.write_text("{")
+    before = state_snapshot(slbd.state_dir)
+    argv = [str(h.binary("slbd")), "--state-dir", str(slbd.state_dir), "--admin",
+            f"127.0.0.1:{h.free_port()}", "--workers", "1"]
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    try:
+        out, _ = p.communicate(timeout=h.scaled(10))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("a second slbd started on a state directory that is in use")
+    text = out.decode(errors="replace")
+    assert p.returncode == 1, text
+    assert f"pid {slbd.pid}" in text and "state_locked" in text, text
+    assert state_snapshot(slbd.state_dir) == before
+    assert (slbd.state_dir / "lock").read_text().strip() == str(slbd.pid)
+    assert slbd.api.get("/v1/groups")[0] == 200
+    # Once the first has stopped, the directory is free again.
+    leftover.unlink()
+    slbd.restart()
+    assert (slbd.state_dir / "lock").read_text().strip() == str(slbd.pid)
+
+
+def test_state_dir_modes_and_owners(slbd, pki):
+    """The state directory is private to slbd's user. Secrets that group or others can read
+    (tickets.json, a certificate's file with its private key) or that another user owns are
+    refused at start-up with the file named, as admin.token is; a directory another user owns
+    is refused too; a directory others can write to is closed (0700) with a warning, as
+    certs/ is."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give files to another user")
+    cert = {"name": "site", "type": "server", "certificate": pki.chain("server"),
+            "private_key": pki.key("server")}
+    st, js = slbd.api.post("/v1/certificates", cert)
+    assert st == 201, js
+    assert slbd.stop() == 0
+    state = slbd.state_dir
+    certfile = state / "certs" / f"{js['id']}.json"
+    nobody = 65534
+
+    def refused(path, *, check=True):
+        # Only the lock (taken first: it names the refused start's pid) may change.
+        before = state_snapshot(state)
+        before.pop("lock")
+        for args in ((("--check",),) if check else ()) + ((),):
+            rc, out = slbd.run_once(*args)
+            assert rc == 1 and str(path) in out and "state_insecure" in out, (args, out)
+        after = state_snapshot(state)
+        after.pop("lock", None)
+        assert after == before
+
+    os.chmod(state / "tickets.json", 0o666)
+    refused(state / "tickets.json", check=False)  # --check does not read the ticket keys
+    os.chmod(state / "tickets.json", 0o600)
+    os.chown(state / "tickets.json", nobody, nobody)
+    refused(state / "tickets.json", check=False)
+    os.chown(state / "tickets.json", 0, 0)
+    os.chmod(certfile, 0o644)
+    refused(certfile)
+    os.chmod(certfile, 0o600)
+    os.chown(certfile, nobody, nobody)
+    refused(certfile)
+    os.chown(certfile, 0, 0)
+    os.chown(state, nobody, nobody)
+    refused(state)
+    os.chown(state, 0, 0)
+    os.chown(state / "certs", nobody, nobody)
+    refused(state / "certs")
+    os.chown(state / "certs", 0, 0)
+    # World-writable: --check reports it, a start closes it and runs.
+    os.chmod(state, 0o777)
+    rc, out = slbd.run_once("--check")
+    assert rc == 1 and "writable by group or others" in out, out
+    slbd.start()
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    assert "setting its mode to 0700" in slbd.log_text()
+    assert slbd.api.get(f"/v1/certificates/{js['id']}")[0] == 200
 
 
 def write_config(state_dir, doc):
