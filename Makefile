@@ -10,6 +10,11 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-pr
 	-Wno-unused-parameter -Isrc $(shell pkg-config --cflags $(PKGS))
 LIBS := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
+# The version lives in VERSION; `git describe` is added when building from a git checkout, or
+# read from .git-describe in a copy that `make deb` made (a tarball has neither: VERSION alone).
+VERSION := $(shell cat VERSION)
+GIT_DESCRIBE := $(or $(if $(wildcard .git),$(shell git describe --tags --always --dirty 2>/dev/null)),$(shell cat .git-describe 2>/dev/null))
+
 ifeq ($(BUILD),asan)
   OUT := build-asan
   CFLAGS_MODE := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -36,6 +41,16 @@ $(OUT)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# Rewritten only when its text changes, so an unchanged version rebuilds nothing.
+$(OUT)/gen/slb_build_version.h: FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define SLB_VERSION "%s"\n#define SLB_GIT_DESCRIBE "%s"\n' '$(VERSION)' \
+	    '$(GIT_DESCRIBE)' >$@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+$(OUT)/obj/src/core/version.o: $(OUT)/gen/slb_build_version.h
+$(OUT)/obj/src/core/version.o: CFLAGS += -I$(OUT)/gen
+
 $(OUT)/libslb.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -53,7 +68,7 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(shell pkg-config --libs cmocka)
 
-.PHONY: all deps run test test-unit test-e2e test-asan clean bench bench-tcp soak fmt fuzz
+.PHONY: all deps run test test-unit test-e2e test-asan clean bench bench-tcp soak fmt fuzz FORCE
 
 deps:
 	@scripts/deps.sh
