@@ -25,7 +25,7 @@ else
   LDFLAGS_MODE :=
 endif
 CFLAGS := $(CFLAGS_BASE) $(CFLAGS_MODE) $(EXTRA_CFLAGS)
-LDFLAGS := $(LDFLAGS_MODE)
+LDFLAGS := $(LDFLAGS_MODE) $(EXTRA_LDFLAGS)
 
 LIB_SRC := $(filter-out src/cli/%,$(wildcard src/*/*.c))
 CLI_SRC := $(wildcard src/cli/*.c)
@@ -68,7 +68,10 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(shell pkg-config --libs cmocka)
 
-.PHONY: all deps run test test-unit test-e2e test-asan clean bench bench-tcp soak fmt fuzz FORCE
+programs: $(OUT)/slbd $(OUT)/slbctl
+
+.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-tcp soak fmt \
+	fuzz install uninstall FORCE
 
 deps:
 	@scripts/deps.sh
@@ -116,7 +119,36 @@ bench-tcp: deps all
 fmt:
 	clang-format -i $(wildcard src/*/*.[ch] src/*.c tests/unit/*.[ch] tests/fuzz/*.c tools/*.c bench/tools/*.c)
 
+# ---- installation (docs/operations.md) ----
+# The unit's ExecStart names SBINDIR. Only /etc/logrotate.d is read by logrotate, so SYSCONFDIR
+# stays /etc whatever PREFIX is.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+INSTALLED := $(SBINDIR)/slbd $(BINDIR)/slbctl $(MANDIR)/man8/slbd.8 $(MANDIR)/man1/slbctl.1 \
+	$(BASHCOMPDIR)/slbctl $(UNITDIR)/slbd.service $(SYSCONFDIR)/logrotate.d/slbd
+
+install: programs
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	install -m 0755 $(OUT)/slbd $(DESTDIR)$(SBINDIR)/slbd
+	install -m 0755 $(OUT)/slbctl $(DESTDIR)$(BINDIR)/slbctl
+	install -m 0644 dist/man/slbd.8 $(DESTDIR)$(MANDIR)/man8/slbd.8
+	install -m 0644 dist/man/slbctl.1 $(DESTDIR)$(MANDIR)/man1/slbctl.1
+	install -m 0644 dist/bash-completion/slbctl $(DESTDIR)$(BASHCOMPDIR)/slbctl
+	sed 's|@SBINDIR@|$(SBINDIR)|g' dist/systemd/slbd.service.in >$(DESTDIR)$(UNITDIR)/slbd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/slbd.service
+	install -m 0644 dist/logrotate/slbd $(DESTDIR)$(SYSCONFDIR)/logrotate.d/slbd
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+
 clean:
 	rm -rf build build-asan
 
--include $(shell find $(OUT) -name '*.d' 2>/dev/null)
+-include $(shell find $(OUT)/obj -name '*.d' -type f 2>/dev/null)
