@@ -71,7 +71,7 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 programs: $(OUT)/slbd $(OUT)/slbctl
 
 .PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-tcp soak fmt \
-	fuzz install uninstall FORCE
+	fuzz install uninstall deb FORCE
 
 deps:
 	@scripts/deps.sh
@@ -147,6 +147,21 @@ install: programs
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+
+# A Debian package built by dpkg-buildpackage in a copy of the sources under build/deb/, so the
+# .deb and its companions land in build/deb/ and not in the repository's parent directory.
+# nocheck: the package build does not run the test suite (`make test` does).
+DEB_DIR := build/deb
+DEB_SRC := Makefile VERSION src tools tests/unit dist debian
+
+deb: deps
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/slbd-$(VERSION)
+	tar -cf - $(DEB_SRC) | tar -C $(DEB_DIR)/slbd-$(VERSION) -xf -
+	echo '$(GIT_DESCRIBE)' >$(DEB_DIR)/slbd-$(VERSION)/.git-describe
+	cd $(DEB_DIR)/slbd-$(VERSION) && DEB_BUILD_OPTIONS="nocheck parallel=2" \
+	    DEB_BUILD_PROFILES=nocheck dpkg-buildpackage -b -uc -us
+	@ls $(DEB_DIR)/*.deb
 
 clean:
 	rm -rf build build-asan

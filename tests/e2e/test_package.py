@@ -10,10 +10,17 @@ package on this machine: they run once, in the release build's run (scripts/run-
 the release and the sanitizer suites side by side), and a lock keeps two checkouts from
 installing at the same time."""
 
+import contextlib
+import fcntl
+import grp
 import os
+import pwd
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -181,3 +188,170 @@ def test_bash_completion(line, want):
 def test_debian_changelog_version_is_the_version():
     first = (h.REPO / "debian/changelog").read_text().splitlines()[0]
     assert first.startswith(f"slbd ({VERSION})"), first
+
+
+# --------------------------------------------------------------------------------------------
+# make deb; dpkg -i, -r, --purge
+# --------------------------------------------------------------------------------------------
+
+
+def dpkg(*args):
+    """dpkg waits for nobody: retry while another apt or dpkg holds its lock."""
+    deadline = time.monotonic() + 180
+    while True:
+        p = run(["dpkg", *args], check=False, timeout=180)
+        if p.returncode == 0:
+            return p
+        if "lock" not in p.stderr or time.monotonic() > deadline:
+            raise AssertionError(f"dpkg {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n"
+                                 f"{p.stderr}")
+        time.sleep(2)
+
+
+def installed():
+    p = run(["dpkg-query", "-W", "-f=${Status}", "slbd"], check=False)
+    return p.returncode == 0 and "installed" in p.stdout.split()
+
+
+def exists_user(name):
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def exists_group(name):
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+# What installing the package may touch besides its own files, compared before and after.
+WATCHED = ["/etc/systemd/system", "/var/lib/systemd/deb-systemd-helper-enabled",
+           "/var/lib/systemd/deb-systemd-helper-masked", "/etc/logrotate.d", "/var/lib/slbd"]
+
+
+def machine_state():
+    state = {}
+    for d in WATCHED:
+        p = Path(d)
+        state[d] = sorted(str(x) for x in p.rglob("*")) if p.is_dir() else p.exists()
+    state["user"] = exists_user("slbd")
+    state["group"] = exists_group("slbd")
+    return state
+
+
+@contextlib.contextmanager
+def machine_lock():
+    """One package test at a time on this machine, whichever checkout runs it."""
+    with open("/tmp/slbd-package-test.lock", "w") as f:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.skip("another checkout's package test held the lock for 4 minutes")
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_packaged_slbd(workdir):
+    """Start /usr/sbin/slbd as the service would (user slbd, /var/lib/slbd, $NOTIFY_SOCKET),
+    wait for READY=1, use it with the packaged slbctl, stop it, wait for STOPPING=1."""
+    name = f"slbd-package-test-{os.getpid()}"
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind("\0" + name)  # abstract: the slbd user may send to it
+    rx.settimeout(30)
+    port = h.free_port()
+    env = dict(os.environ, NOTIFY_SOCKET="@" + name)
+    log = open(workdir / "packaged-slbd.log", "wb")
+    proc = subprocess.Popen(
+        ["setpriv", "--reuid=slbd", "--regid=slbd", "--init-groups", "--",
+         "/usr/sbin/slbd", "--state-dir", "/var/lib/slbd", "--admin", f"127.0.0.1:{port}",
+         "--workers", "1"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        env=env)
+    try:
+        while b"READY=1" not in rx.recv(4096):
+            pass
+        token = Path("/var/lib/slbd/admin.token")
+        st = token.stat()
+        assert st.st_uid == pwd.getpwnam("slbd").pw_uid and st.st_mode & 0o777 == 0o600
+        p = run(["/usr/bin/slbctl", "--state-dir", "/var/lib/slbd", "--admin",
+                 f"http://127.0.0.1:{port}", "group", "create", "--name", "web"])
+        p = run(["/usr/bin/slbctl", "--state-dir", "/var/lib/slbd", "--admin",
+                 f"http://127.0.0.1:{port}", "--json", "group", "list"])
+        assert '"web"' in p.stdout
+        assert Path("/var/lib/slbd/config.json").stat().st_uid == st.st_uid
+        proc.send_signal(signal.SIGTERM)
+        while b"STOPPING=1" not in rx.recv(4096):
+            pass
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        rx.close()
+        log.close()
+    text = (workdir / "packaged-slbd.log").read_text(errors="replace")
+    assert " error " not in text, text
+
+
+@pytest.mark.timeout(420)
+def test_deb_installs_runs_and_purges_cleanly(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("installing a package needs root")
+    for tool in ("dpkg-buildpackage", "dh", "setpriv"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is missing (scripts/deps.sh installs it)")
+    with machine_lock():
+        if installed() or exists_user("slbd") or exists_group("slbd") or \
+                Path("/var/lib/slbd").exists():
+            pytest.skip("slbd is installed here (package, user or /var/lib/slbd): the test "
+                        "would not leave this machine as it found it")
+        before = machine_state()
+        try:
+            make("deb", timeout=300)
+            deb = h.REPO / "build/deb" / f"slbd_{VERSION}_{run(['dpkg', '--print-architecture']).stdout.strip()}.deb"
+            assert deb.exists(), sorted(os.listdir(h.REPO / "build/deb"))
+            assert not list(h.REPO.parent.glob("slbd_*")), "dpkg-buildpackage wrote outside build/"
+
+            dpkg("-i", deb)
+            assert installed()
+            files = [f for f in run(["dpkg", "-L", "slbd"]).stdout.split() if Path(f).is_file()]
+            for f in ("/usr/sbin/slbd", "/usr/bin/slbctl", "/lib/systemd/system/slbd.service",
+                      "/etc/logrotate.d/slbd", "/usr/share/man/man8/slbd.8.gz",
+                      "/usr/share/man/man1/slbctl.1.gz",
+                      "/usr/share/bash-completion/completions/slbctl"):
+                assert f in files, files
+            user = pwd.getpwnam("slbd")
+            assert user.pw_uid < 1000 and user.pw_shell.endswith("nologin"), user
+            assert grp.getgrgid(user.pw_gid).gr_name == "slbd"
+            st = os.stat("/var/lib/slbd")
+            assert (st.st_uid, st.st_mode & 0o777) == (user.pw_uid, 0o700)
+            # Enabled, although no systemd runs here to start it.
+            assert Path("/etc/systemd/system/multi-user.target.wants/slbd.service").is_symlink()
+            for prog in ("/usr/sbin/slbd", "/usr/bin/slbctl"):
+                out = run([prog, "--version"]).stdout
+                assert out.startswith(f"{Path(prog).name} {VERSION}"), out
+            run_packaged_slbd(tmp_path)
+
+            dpkg("-r", "slbd")
+            assert not installed()
+            # Configuration files and the state (certificates, keys) stay until a purge.
+            assert [f for f in files if Path(f).exists()] == ["/etc/logrotate.d/slbd"]
+            assert exists_user("slbd") and Path("/var/lib/slbd/admin.token").exists()
+
+            dpkg("--purge", "slbd")
+            assert [f for f in files if Path(f).exists()] == []
+            assert machine_state() == before
+        finally:
+            if run(["dpkg-query", "-W", "slbd"], check=False).returncode == 0:
+                dpkg("--purge", "slbd")
