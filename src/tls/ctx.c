@@ -311,8 +311,10 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
-/* Server preference: the first of our protocols the client offers; none → no ALPN at all,
- * and the connection goes on as HTTP/1.1. */
+/* Server preference: the first of our protocols the client offers. A client that offers ALPN
+ * but none of ours gets the fatal no_application_protocol alert (RFC 7301 3.2): going on
+ * without ALPN would hand HTTP/1.1 to a client that asked for something else. A client that
+ * sends no ALPN extension never comes here and speaks HTTP/1.1. */
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
@@ -332,7 +334,7 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
             j += 1 + clen;
         }
     }
-    return SSL_TLSEXT_ERR_NOACK;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
 /* The ticket carries its own timeout, fixed when it was issued; checking the age against the
@@ -697,6 +699,8 @@ static enum slb_tls_fail from_reason(unsigned long e)
         return SLB_TLS_FAIL_PROTOCOL_VERSION;
     case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
         return SLB_TLS_FAIL_NO_CLIENT_CERT;
+    case SSL_R_NO_APPLICATION_PROTOCOL:
+        return SLB_TLS_FAIL_NO_APPLICATION_PROTOCOL;
     default:
         return SLB_TLS_FAIL_OTHER;
     }
@@ -731,6 +735,7 @@ const char *slb_tls_fail_name(enum slb_tls_fail f)
         [SLB_TLS_FAIL_CERT_REVOKED] = "cert_revoked",
         [SLB_TLS_FAIL_PROTOCOL_VERSION] = "protocol_version",
         [SLB_TLS_FAIL_BAD_SNI] = "bad_sni",
+        [SLB_TLS_FAIL_NO_APPLICATION_PROTOCOL] = "no_application_protocol",
         [SLB_TLS_FAIL_TIMEOUT] = "timeout",
         [SLB_TLS_FAIL_OTHER] = "other",
     };
