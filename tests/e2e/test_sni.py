@@ -184,14 +184,15 @@ def test_python_clients_by_key_type(slbd, hx, pki, certs):
         pki.fingerprint("server-rsa")
 
 
+@pytest.mark.parametrize("proto", ["-tls1_3", "-tls1_2"])
 @pytest.mark.parametrize("sigalgs,status", [("ECDSA+SHA256", 200), ("RSA-PSS+SHA256", 421)])
-def test_misdirected_judges_the_certificate_served(slbd, hx, pki, sigalgs, status):
+def test_misdirected_judges_the_certificate_served(slbd, hx, pki, sigalgs, status, proto):
     """Both certificates match the SNI name, only the ECDSA one covers www.example.com: the 421
     check looks at the one OpenSSL served."""
     cu.issue_server(pki, "localhost-rsa", kind="rsa", sans="DNS:localhost")
     port = sni_site(slbd, hx, pki, certs=("server", "localhost-rsa"))
     argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-            "-sigalgs", sigalgs, "-quiet"]
+            proto, "-sigalgs", sigalgs, "-quiet"]
     req = b"GET /md HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n"
     p = subprocess.run(argv, input=req, capture_output=True, timeout=h.scaled(15))
     assert p.stdout.startswith(f"HTTP/1.1 {status} ".encode()), p.stdout + p.stderr
