@@ -149,6 +149,19 @@ def test_ecdsa_scheme_for_another_curve_gets_rsa(slbd, hx, pki, args, name, rsa)
     assert fp == pki.fingerprint(rsa), out
 
 
+@pytest.mark.parametrize("name,ec,rsa", [("other.test", "other", "other-rsa"),
+                                         (None, "server", "server-rsa")])
+def test_key_type_after_hello_retry_request(slbd, hx, pki, name, ec, rsa):
+    """A key share for P-521 only, which slbd does not take: a HelloRetryRequest, and the
+    second ClientHello gets the certificates of the first."""
+    port = sni_site(slbd, hx, pki, certs=("server", "server-rsa", "other", "other-rsa"))
+    for sigalgs, want in (("ECDSA+SHA384:RSA-PSS+SHA256", rsa), ("ECDSA+SHA256", ec)):
+        fp, out = s_client_cert(port, name, "-tls1_3", "-groups", "P-521:X25519", "-sigalgs",
+                                sigalgs, "-msg")
+        assert out.count("], ClientHello") == 2, out  # the second answers the retry request
+        assert fp == pki.fingerprint(want), out
+
+
 def test_p384_certificate_served_by_its_scheme(slbd, hx, pki):
     cu.issue_server(pki, "server-p384", kind="ec384")
     port = sni_site(slbd, hx, pki, certs=("server-p384", "server-rsa"))
