@@ -64,9 +64,6 @@ struct http_conn {
     bool closed, client_eof, close_after, tls_failed;
     /* The client sent while we waited for a response: drop the read interest until then. */
     bool rd_muted;
-    /* The request came with the end of the handshake: the NewSessionTicket waits in the
-     * cork and leaves with the first response (see step_handshake). */
-    bool cork_ticket;
     bool abort_reset; /* end the client connection with a reset, not an orderly close */
     bool lingering;   /* our side is closed; what the client still sends is dropped */
     uint16_t local_port;
@@ -773,8 +770,6 @@ static bool step_write_client(struct http_conn *c)
 {
     if (!c->t.wr_ready || !c->x)
         return false; /* no exchange: nothing to send (our own answers have one too) */
-    if (slb_hbuf_pending(&c->out) || c->x->resp_ready)
-        c->cork_ticket = false; /* the first response: the end of the run sends both */
     bool progress = false;
     if (slb_hbuf_pending(&c->out) && c->up && c->x->resp_head_done && c->st != ST_LINGER) {
         /* A small body that is already here goes out with the head: one send (one TLS
@@ -1027,12 +1022,12 @@ static bool step_handshake(struct http_conn *c)
     }
     slb_count_add(
         &lis_counts(c)->v[SSL_session_reused(c->t.ssl) ? SLB_LIS_HS_RESUMED : SLB_LIS_HS_FULL], 1);
-    /* A request already here (it came with the client's Finished) means a response soon: the
-     * ticket goes with it, in one segment. Otherwise the client may be waiting for it (a
-     * session saved after the handshake, TLS 1.2's Finished): it leaves now. */
-    if (c->t.corked && !slb_h2_selected(c->t.ssl) && SSL_has_pending(c->t.ssl))
-        c->cork_ticket = true;
-    else
+    /* A request already here (it came with the client's Finished) is read in this run: an
+     * answer of our own would leave in the ticket's segment. The cork never outlives the run
+     * (run() lifts it): a ticket must not wait for a backend's response or for the rest of the
+     * request, since TCP_CORK would hold it for up to 200 ms and the client may be waiting for
+     * it (a session saved after the handshake) or, in TLS 1.2, for our Finished. */
+    if (!c->t.corked || slb_h2_selected(c->t.ssl) || !SSL_has_pending(c->t.ssl))
         slb_tconn_uncork(&c->t);
     if (slb_h2_selected(c->t.ssl)) {
         hand_off_h2(c);
@@ -1150,7 +1145,7 @@ static void run(struct http_conn *c)
             c->x->client_shut = true;
         }
     }
-    if (c->t.corked && !c->closed && !c->cork_ticket)
+    if (c->t.corked && !c->closed)
         slb_tconn_uncork(&c->t);
     set_interest(c);
     if (more && !c->closed) {
