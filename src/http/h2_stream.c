@@ -76,18 +76,12 @@ static void log_stream(struct h2_stream *s)
 
 /* --- the backend connection of a stream --- */
 
-static void release_server(struct h2_stream *s)
-{
-    slb_up_count_end(s->srv, s->c->w->id, s->up);
-}
-
 /* Let go of the backend connection: back to the pool after a complete exchange both sides
  * kept alive, closed otherwise. */
 static void drop_up(struct h2_stream *s)
 {
     if (!s->up)
         return;
-    release_server(s);
     bool complete = s->st == SS_EXCHANGE && s->resp_done && s->req_done &&
                     !slb_hbuf_pending(&s->tx) && slb_buf_empty(&s->up->in) && s->up_keep_alive;
     if (complete)
@@ -175,7 +169,6 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
     if (s->up) {
         if (s->srv && status >= 500)
             slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
-        release_server(s);
         slb_up_close(s->up);
         s->up = NULL;
     }
@@ -218,7 +211,6 @@ static void upstream_failed(struct h2_stream *s, int status, const char *why)
     if (s->resp_submitted) {
         if (s->srv)
             slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
-        release_server(s);
         slb_up_close(s->up);
         s->up = NULL;
         s->resp_done = s->reset = true;
@@ -475,7 +467,6 @@ static bool write_up(struct h2_stream *s)
 static bool retry_fresh(struct h2_stream *s)
 {
     struct h2_conn *c = s->c;
-    release_server(s);
     slb_up_close(s->up);
     s->up = NULL;
     int err = 0;
@@ -484,8 +475,7 @@ static bool retry_fresh(struct h2_stream *s)
         s->srv = NULL;
         return false;
     }
-    slb_count_add(&srv_counts(s)->v[SLB_SRV_ACTIVE], 1);
-    slb_count_add(&srv_counts(s)->v[SLB_SRV_CONNS], 1);
+    slb_up_count_start(s->up, s->srv);
     s->tx.off = 0;
     s->up_eof = false;
     s->st = SS_CONNECT;
@@ -595,7 +585,6 @@ static void connect_failed(struct h2_stream *s, const char *why)
 {
     slb_warn("listener %s: backend %s: connect: %s", s->l->cfg->name, s->srv->key, why);
     slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
-    release_server(s);
     slb_up_close(s->up);
     s->up = NULL;
     s->srv = NULL;

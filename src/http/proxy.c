@@ -23,6 +23,7 @@
 #include "tls/tls.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -562,16 +563,10 @@ static void upstream_failed(struct http_conn *c, int status, const char *why)
     respond_simple(c, status, NULL, false);
 }
 
-static void release_server(struct http_conn *c)
-{
-    slb_up_count_end(c->srv, c->w->id, c->up);
-}
-
 static bool retry_fresh(struct http_conn *c)
 {
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
-    release_server(c);
     slb_up_close(c->up);
     c->up = NULL;
     int err = 0;
@@ -581,8 +576,7 @@ static bool retry_fresh(struct http_conn *c)
         c->srv = NULL;
         return false;
     }
-    slb_count_add(&srv_counts(c)->v[SLB_SRV_ACTIVE], 1);
-    slb_count_add(&srv_counts(c)->v[SLB_SRV_CONNS], 1);
+    slb_up_count_start(c->up, c->srv);
     slb_hbuf_free(&c->up->head);
     head.off = 0;
     c->up->head = head;
@@ -845,6 +839,8 @@ static bool step_write_client(struct http_conn *c)
  * the next request. false when the connection closed. */
 static bool exchange_end(struct http_conn *c)
 {
+    /* The backend connection was pooled or closed, and its server's active count with it. */
+    assert(!c->up);
     account_wire(c);
     if (c->log)
         log_request(c);
@@ -922,7 +918,6 @@ static bool step_complete(struct http_conn *c)
         c->x->body_unread = true;
     }
     if (c->up) {
-        release_server(c);
         if (c->x->up_keep_alive && c->st == ST_EXCHANGE)
             slb_up_release(c->up);
         else
@@ -1188,7 +1183,6 @@ static void connect_failed(struct http_conn *c, const char *why)
     slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
-    release_server(c);
     slb_up_close(c->up);
     c->up = NULL;
     c->srv = NULL;
@@ -1302,7 +1296,6 @@ static void conn_close(struct http_conn *c)
     c->closed = true;
     struct slb_loop *loop = &c->w->loop;
     if (c->up) {
-        release_server(c);
         slb_up_close(c->up);
         c->up = NULL;
     }

@@ -8,6 +8,7 @@
 #include "lb/sched.h"
 #include "tcp/proxy.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,9 +55,34 @@ static void up_free(void *p)
     free(up);
 }
 
+/* The request on up is over: its server's active count goes back, its bytes are counted. */
+static void count_end(struct http_up *up)
+{
+    struct slb_srv_rt *srv = up->srv;
+    if (!srv)
+        return;
+    struct slb_wcount *wc = &srv->w[up->hw->w->id];
+    /* This worker's line only moves here: zero would mean a request released twice. */
+    assert(slb_count_get(&wc->v[SLB_SRV_ACTIVE]) > 0);
+    slb_count_add(&wc->v[SLB_SRV_ACTIVE], (uint64_t)-1);
+    slb_count_add(&wc->v[SLB_SRV_BYTES_TO], up->bytes_to);
+    slb_count_add(&wc->v[SLB_SRV_BYTES_FROM], up->bytes_from);
+    up->srv = NULL;
+}
+
+void slb_up_count_start(struct http_up *up, struct slb_srv_rt *srv)
+{
+    assert(!up->srv);
+    struct slb_wcount *wc = &srv->w[up->hw->w->id];
+    slb_count_add(&wc->v[SLB_SRV_ACTIVE], 1);
+    slb_count_add(&wc->v[SLB_SRV_CONNS], !up->reused);
+    up->srv = srv;
+}
+
 void slb_up_close(struct http_up *up)
 {
     struct slb_loop *loop = &up->hw->w->loop;
+    count_end(up);
     if (up->pooled)
         pool_unlink(up);
     slb_timer_stop(loop, &up->idle);
@@ -231,18 +257,10 @@ int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
     return 0;
 }
 
-void slb_up_count_end(struct slb_srv_rt *srv, int wid, const struct http_up *up)
-{
-    if (!srv)
-        return;
-    slb_count_add(&srv->w[wid].v[SLB_SRV_ACTIVE], (uint64_t)-1);
-    slb_count_add(&srv->w[wid].v[SLB_SRV_BYTES_TO], up ? up->bytes_to : 0);
-    slb_count_add(&srv->w[wid].v[SLB_SRV_BYTES_FROM], up ? up->bytes_from : 0);
-}
-
 void slb_up_release(struct http_up *up)
 {
     struct slb_http_worker *hw = up->hw;
+    count_end(up);
     if (hw->npooled >= SLB_POOL_MAX_PER_WORKER || !slb_buf_empty(&up->in) || up->send_err ||
         hw->w->drain_deadline_ms) {
         up->owner = NULL;
@@ -299,7 +317,6 @@ struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *
                               struct slb_slice sticky)
 {
     struct slb_group_rt *g = ch->wg->g;
-    int wid = hw->w->id;
     while (ch->attempts < (int)g->nservers) {
         int idx = -1;
         if (ch->attempts == 0 && sticky.len) {
@@ -330,13 +347,13 @@ struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *
         ch->srv_idx = idx;
         ch->srv = g->srv[idx];
         int err = 0;
-        struct http_up *up = slb_up_acquire(hw, &g->cfg->servers[idx], ch->owner, ch->cb, &err);
+        const struct slb_server_cfg *sc = &g->cfg->servers[idx];
+        struct http_up *up = slb_up_acquire(hw, sc, ch->owner, ch->cb, &err);
         if (up) {
-            slb_count_add(&ch->srv->w[wid].v[SLB_SRV_ACTIVE], 1);
-            slb_count_add(&ch->srv->w[wid].v[SLB_SRV_CONNS], !up->reused);
+            slb_up_count_start(up, ch->srv);
             return up;
         }
-        slb_count_add(&ch->srv->w[wid].v[SLB_SRV_FAILS], 1);
+        slb_count_add(&ch->srv->w[hw->w->id].v[SLB_SRV_FAILS], 1);
         slb_warn("listener %s: backend %s: %s", ch->listener, ch->srv->key, slb_strerror(err));
     }
     return NULL;

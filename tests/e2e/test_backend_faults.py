@@ -15,6 +15,7 @@ import pytest
 
 import hostile_util as hu
 import slbd_harness as h
+from h2_util import RawH2, client_context, https_listener
 from http_util import (OK_RESPONSE, ConnectionEnded, HttpConn, Response,  # noqa: F401
                        Scripted, add_listener, build_request, flood_then_reset, hx,
                        listener_stats, reset_mid_chunked, reset_mid_length, rst_close)
@@ -750,3 +751,49 @@ def test_broken_backend_connections_are_not_kept(slbd, hx):
     held = [v for k, v in socks.items() if k in inodes and f"127.0.0.1:{sc.raw.port}" in v]
     assert len(held) <= slbd.workers, (held, to_backend)
     assert hx.get(port, "/ok").body == b"ok"
+
+
+# --------------------------------------------------------------------------------------------
+# Retries, reuse of pooled connections, and each server's count of active requests
+# --------------------------------------------------------------------------------------------
+
+
+def _hang_or_ok(conn, backend):
+    while True:
+        head = conn.read_head()
+        if not head:
+            return
+        if head.startswith(b"GET /hang "):
+            conn.recv_some()  # until slbd gives up and closes
+            return
+        conn.sendall(OK)
+
+
+@pytest.mark.parametrize("proto", ["http", "h2"])
+def test_active_requests_end_with_a_504_and_wlc_picks_the_server_again(slbd, hx, pki, proto):
+    """Each 504 ends its exchange: the server's active count (GET /v1/stats) is back to 0, so
+    a least-connections group sends it its share again once a second server joins."""
+    slow = hx.raw_backend("slow", _hang_or_ok)
+    other = hx.raw_backend("other", _hang_or_ok)
+    slbd.add_group("g", [slow.server()], scheduler="wlc", health_check=NOHC)
+    if proto == "http":
+        port = add_listener(slbd, "web", "g", request_timeout_s=1)
+
+        def status(path):
+            return hx.get(port, path).status
+    else:
+        cid = upload_server(slbd, pki, "server")
+        port = https_listener(slbd, "web", "g", cid, request_timeout_s=1)
+        c = RawH2.connect(port, client_context(pki), track=hx.track)
+
+        def status(path):
+            return c.get(path).status
+    for _ in range(3):
+        assert status("/hang") == 504
+    h.wait_until(lambda: slbd.server_stats("g", slow.port)["active"] == 0, 5,
+                 "the slow server's active count back to 0")
+    slbd.put_group("g", [slow.server(), other.server()], scheduler="wlc", health_check=NOHC)
+    for _ in range(20):
+        assert status("/ok") == 200
+    got = slbd.server_stats("g", slow.port)["requests"]
+    assert got >= 5, f"wlc sent the slow server {got} of 20 requests"
