@@ -484,10 +484,10 @@ static bool retry_fresh(struct h2_stream *s)
 }
 
 /* A kept-alive connection the backend closed (or reset) just as it was reused: the request
- * goes again on a fresh one when nothing of the response came and it had no body. */
+ * goes again on a fresh one only when that cannot make the backend act on it twice. */
 static bool retryable(const struct h2_stream *s)
 {
-    return s->up->reused && s->up->bytes_from == 0 && !s->req_has_body;
+    return slb_up_retryable(s->up, (enum slb_http_method)s->method_id, s->req_has_body);
 }
 
 static bool read_up(struct h2_stream *s)

@@ -525,10 +525,10 @@ static bool step_read_client(struct http_conn *c)
 
 static bool retryable(const struct http_conn *c)
 {
-    /* A kept-alive connection the backend closed just as we reused it: safe to try again on
-     * a fresh one when nothing of the response arrived and the request had no body. */
-    return c->up->reused && !c->x->resp_head_done && c->up->bytes_from == 0 &&
-           c->x->req_body == SLB_BODY_NONE;
+    /* A kept-alive connection the backend closed just as we reused it: the request may go
+     * again on a fresh one only when that cannot make the backend act on it twice. */
+    return !c->x->resp_head_done && slb_up_retryable(c->up, (enum slb_http_method)c->x->method,
+                                                     c->x->req_body != SLB_BODY_NONE);
 }
 
 /* What the client is receiving ends when the connection closes: a backend body without

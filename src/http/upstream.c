@@ -257,6 +257,27 @@ int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
     return 0;
 }
 
+bool slb_up_retryable(const struct http_up *up, enum slb_http_method m, bool has_body)
+{
+    if (!up->reused || up->bytes_from > 0)
+        return false;
+    if (up->bytes_to == 0)
+        return true; /* it never reached the backend */
+    if (has_body)
+        return false;
+    switch (m) {
+    case SLB_HTTP_GET:
+    case SLB_HTTP_HEAD:
+    case SLB_HTTP_OPTIONS:
+    case SLB_HTTP_TRACE:
+    case SLB_HTTP_PUT:
+    case SLB_HTTP_DELETE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 void slb_up_release(struct http_up *up)
 {
     struct slb_http_worker *hw = up->hw;

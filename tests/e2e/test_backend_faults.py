@@ -758,6 +758,78 @@ def test_broken_backend_connections_are_not_kept(slbd, hx):
 # --------------------------------------------------------------------------------------------
 
 
+class CloseOnReuse:
+    """A raw backend that answers the first request of each connection with 200 "ok" and
+    closes without a word at the second one, as a backend whose keep-alive timer fires just
+    as slbd reuses the connection. It records every request line it read."""
+
+    def __init__(self, hx):
+        self.seen = []
+        self._lock = threading.Lock()
+        self.raw = hx.raw_backend("close-on-reuse", self.handle)
+
+    def server(self):
+        return self.raw.server()
+
+    def handle(self, conn, backend):
+        head = conn.read_head()
+        if not head:
+            return
+        with self._lock:
+            self.seen.append(head.split(b"\r\n", 1)[0].decode())
+        conn.sendall(OK)
+        head = conn.read_head()
+        if head:
+            with self._lock:
+                self.seen.append(head.split(b"\r\n", 1)[0].decode())
+
+    def count(self, line):
+        with self._lock:
+            return self.seen.count(line)
+
+
+@pytest.mark.parametrize("method,retried", [("POST", False), ("PATCH", False), ("GET", True),
+                                            ("DELETE", True)])
+def test_only_idempotent_requests_are_retried_on_a_reused_connection(slbd, hx, method,
+                                                                        retried):
+    """A request sent on a reused backend connection that closes without answering may have
+    been acted on: only an idempotent one goes again on a new connection (RFC 9112 9.3.1).
+    A POST (here without a body, which nothing else would keep from a second try) gets 502
+    and reached the backend once."""
+    be = CloseOnReuse(hx)
+    slbd.add_group("g", [be.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    c = hx.connect(port)
+    assert c.request("GET", "/warm").body == b"ok"  # its backend connection is pooled
+    r = c.request(method, "/act")
+    line = f"{method} /act HTTP/1.1"
+    if retried:
+        assert r.status == 200 and r.body == b"ok", r
+        assert be.count(line) == 2, be.seen
+    else:
+        assert r.status == 502, r
+        assert be.count(line) == 1, be.seen
+
+
+@pytest.mark.parametrize("method,retried", [("POST", False), ("GET", True)])
+def test_h2_only_idempotent_requests_are_retried_on_a_reused_connection(slbd, hx, pki, method,
+                                                                           retried):
+    be = CloseOnReuse(hx)
+    slbd.add_group("g", [be.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid)
+    c = RawH2.connect(port, client_context(pki), track=hx.track)
+    assert c.get("/warm").status == 200
+    s = c.wait_stream(c.request(method, "/act"))
+    line = f"{method} /act HTTP/1.1"
+    if retried:
+        assert s.status == 200 and bytes(s.data) == b"ok", s
+        assert be.count(line) == 2, be.seen
+    else:
+        assert s.status == 502, s
+        assert be.count(line) == 1, be.seen
+
+
 def _hang_or_ok(conn, backend):
     while True:
         head = conn.read_head()
