@@ -565,6 +565,7 @@ static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
                                .key = &c->sched_key,
                                .key_of = &c->sched_key_of,
                                .listener = s->l->cfg->name,
+                               .fresh = !c->reuse_ok && s->l->cfg->backend_reuse == SLB_REUSE_SAFE,
                                .owner = s,
                                .cb = up_event};
     s->up = slb_up_choose(c->hw, &ch, sticky);
@@ -809,6 +810,7 @@ void h2_stream_free(struct h2_stream *s)
     if (s->st == SS_DISPATCH)
         c->ndispatch--;
     drop_up(s);
+    c->reuse_ok = true; /* a request of this connection has ended */
     log_stream(s);
     slb_hbuf_free(&s->req);
     slb_hbuf_free(&s->cookie);

@@ -69,7 +69,10 @@ struct http_conn {
      * cork and leaves with the first response (see step_handshake). */
     bool cork_ticket;
     bool abort_reset; /* end the client connection with a reset, not an orderly close */
-    bool lingering;   /* our side is closed; what the client still sends is dropped */
+    /* A request of this connection has ended: under backend_reuse "safe", only from then on
+     * may one go on a pooled backend connection. */
+    bool reuse_ok;
+    bool lingering; /* our side is closed; what the client still sends is dropped */
     uint16_t local_port;
     /* accounting */
     uint64_t wire_in_seen, wire_out_seen;
@@ -221,6 +224,8 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
                                .key = &c->sched_key,
                                .key_of = &c->sched_key_of,
                                .listener = c->b.l->cfg->name,
+                               .fresh =
+                                   !c->reuse_ok && c->b.l->cfg->backend_reuse == SLB_REUSE_SAFE,
                                .owner = c,
                                .cb = up_event};
     c->up = slb_up_choose(c->hw, &ch, sticky);
@@ -845,6 +850,7 @@ static bool exchange_end(struct http_conn *c)
     if (c->log)
         log_request(c);
     c->srv = NULL;
+    c->reuse_ok = true;
     /* A client that half-closed after pipelining still gets every complete request answered
      * (RFC 9112 9.6); it is closed once nothing is left in the buffer. */
     if (c->close_after || (c->client_eof && slb_buf_empty(&c->in))) {

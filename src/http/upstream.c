@@ -369,7 +369,8 @@ struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *
         ch->srv = g->srv[idx];
         int err = 0;
         const struct slb_server_cfg *sc = &g->cfg->servers[idx];
-        struct http_up *up = slb_up_acquire(hw, sc, ch->owner, ch->cb, &err);
+        struct http_up *up = ch->fresh ? slb_up_connect(hw, sc, ch->owner, ch->cb, &err)
+                                       : slb_up_acquire(hw, sc, ch->owner, ch->cb, &err);
         if (up) {
             slb_up_count_start(up, ch->srv);
             return up;

@@ -124,6 +124,10 @@ struct slb_up_choice {
     uint64_t *key;
     uint8_t *key_of;
     const char *listener; /* for log lines */
+    /* A new connection, never a pooled one: the first request of a client connection under
+     * backend_reuse "safe", so that it never meets what a backend left on a connection
+     * another client used. */
+    bool fresh;
     void *owner;
     slb_up_cb cb;
     int srv_idx; /* out: the server chosen */

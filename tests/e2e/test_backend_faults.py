@@ -17,7 +17,7 @@ import hostile_util as hu
 import slbd_harness as h
 from h2_util import RawH2, client_context, https_listener
 from http_util import (OK_RESPONSE, ConnectionEnded, HttpConn, Response,  # noqa: F401
-                       Scripted, add_listener, build_request, flood_then_reset, hx,
+                       Scripted, add_listener, build_request, flood_then_reset, get_listener, hx,
                        listener_stats, reset_mid_chunked, reset_mid_length, rst_close)
 from metering_util import MeteredTls
 from pki import pki, tls_block, upload_server  # noqa: F401
@@ -828,6 +828,81 @@ def test_h2_only_idempotent_requests_are_retried_on_a_reused_connection(slbd, hx
     else:
         assert s.status == 502, s
         assert be.count(line) == 1, be.seen
+
+
+class StrayAfterResponse:
+    """A raw backend that answers /stray and then, `delay` seconds later, sends a second
+    response nobody asked for on the same connection; every other request gets 200 "ok".
+    Connections it accepted are counted (self.raw.accepted)."""
+
+    STRAY = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY"
+
+    def __init__(self, hx, delay):
+        self.delay = delay
+        self.raw = hx.raw_backend("stray", self.handle)
+
+    def server(self):
+        return self.raw.server()
+
+    def handle(self, conn, backend):
+        while True:
+            head = conn.read_head()
+            if not head:
+                return
+            conn.sendall(OK)
+            if head.startswith(b"GET /stray "):
+                time.sleep(self.delay)
+                conn.sendall(self.STRAY)
+
+
+@pytest.mark.slbd(workers=1)
+@pytest.mark.parametrize("mode", ["safe", "always"])
+def test_backend_reuse_keeps_a_stray_response_from_another_client(slbd, hx, mode):
+    """Client A's request is answered, then the backend sends a stray response on that
+    connection, pooled by then. Client B's first request comes just before the stray. Under
+    "always" it takes A's pooled connection and reads the stray as its answer (today's
+    behaviour, kept for comparison with "http-reuse always"); under "safe" (the default) the
+    first request of a client connection never goes on a connection another client used."""
+    be = StrayAfterResponse(hx, delay=0.6)
+    slbd.add_group("g", [be.server()], health_check=NOHC)
+    extra = {} if mode == "safe" else {"backend_reuse": "always"}
+    port = add_listener(slbd, "web", "g", **extra)
+    assert get_listener(slbd, "web")["backend_reuse"] == mode
+    a = hx.connect(port)
+    assert a.request("GET", "/stray").body == b"ok"
+    time.sleep(0.2)  # A's connection is in the pool; the stray comes 0.4 s later
+    b = hx.connect(port)
+    r = b.request("GET", "/b")
+    if mode == "safe":
+        assert r.status == 200 and r.body == b"ok", r
+        assert be.raw.accepted == 2
+    else:
+        assert r.body == b"STRAY", r  # what "safe" prevents
+    # Later requests of a client connection may reuse pooled connections, but never one
+    # that became readable while idle: the stray closed it.
+    time.sleep(0.8)
+    for conn in (a, b):
+        r = conn.request("GET", "/later")
+        assert r.status == 200 and r.body == b"ok", r
+
+
+@pytest.mark.slbd(workers=1)
+def test_a_stray_response_on_an_idle_pooled_connection_closes_it(slbd, hx):
+    """Bytes that arrive on a pooled connection while no request uses it end that connection:
+    the next request (one that may reuse: not the first of its client connection) gets a new
+    connection and the real answer."""
+    be = StrayAfterResponse(hx, delay=0.1)
+    slbd.add_group("g", [be.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    c = hx.connect(port)
+    assert c.request("GET", "/stray").body == b"ok"
+    time.sleep(0.5)
+    r = c.request("GET", "/next")
+    assert r.status == 200 and r.body == b"ok", r
+    assert be.raw.accepted == 2
+    r = c.request("GET", "/again")  # the new one was pooled and is reused
+    assert r.status == 200 and r.body == b"ok", r
+    assert be.raw.accepted == 2
 
 
 def _hang_or_ok(conn, backend):
