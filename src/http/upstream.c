@@ -145,14 +145,22 @@ struct http_up *slb_up_acquire(struct slb_http_worker *hw, const struct slb_serv
                                void *owner, slb_up_cb cb, int *err)
 {
     uint64_t key = addr_key(&srv->addr, srv->addrlen);
-    for (struct http_up *up = hw->buckets[key % SLB_POOL_BUCKETS]; up; up = up->next) {
+    struct http_up *next;
+    for (struct http_up *up = hw->buckets[key % SLB_POOL_BUCKETS]; up; up = next) {
+        next = up->next;
         if (up->key == key && up->addrlen == srv->addrlen &&
             memcmp(&up->addr, &srv->addr, srv->addrlen) == 0) {
+            if (slb_io_pending(&up->io)) {
+                /* Readable while idle, reported in this iteration but not handled yet: the
+                 * backend closed it or sent what no request asked for. */
+                slb_up_close(up);
+                continue;
+            }
             pool_unlink(up);
             up->owner = owner;
             up->cb = cb;
             up->reused = true;
-            /* Nothing can have come since it was pooled (that would have closed it), and a
+            /* Nothing came while it was pooled (that closes it: pooled_cb, and above), and a
              * response cannot come before the request: the loop reports it. */
             up->rd_ready = false;
             up->wr_ready = true;
