@@ -91,6 +91,8 @@ static void drop_up(struct h2_stream *s)
     bool complete = s->st == SS_EXCHANGE && s->resp_done && s->req_done &&
                     !slb_hbuf_pending(&s->tx) && slb_buf_empty(&s->up->in) && s->up_keep_alive;
     if (complete)
+        slb_health_observe(s->srv, s->c->w->id, s->status);
+    if (complete)
         slb_up_release(s->up);
     else
         slb_up_close(s->up);
@@ -213,6 +215,7 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
 static void upstream_failed(struct h2_stream *s, int status, const char *why)
 {
     struct h2_conn *c = s->c;
+    slb_health_observe(s->srv, c->w->id, SLB_XCHG_FAILED);
     if (s->srv)
         slb_warn("listener %s: backend %s: %s", s->l->cfg->name, s->srv->key, why);
     if (s->resp_submitted) {
@@ -595,6 +598,7 @@ static void connect_failed(struct h2_stream *s, const char *why)
 {
     slb_warn("listener %s: backend %s: connect: %s", s->l->cfg->name, s->srv->key, why);
     slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
+    slb_health_observe(s->srv, s->c->w->id, SLB_XCHG_FAILED);
     release_server(s);
     slb_up_close(s->up);
     s->up = NULL;

@@ -540,6 +540,7 @@ static bool close_delimited_to_client(const struct http_conn *c)
 
 static void upstream_failed(struct http_conn *c, int status, const char *why)
 {
+    slb_health_observe(c->srv, c->w->id, SLB_XCHG_FAILED);
     if (c->srv)
         slb_warn("listener %s: backend %s: %s", c->b.l->cfg->name, c->srv->key, why);
     if (c->x->resp_head_done && (c->out.off > 0 || c->x->resp_bytes_out > 0)) {
@@ -922,6 +923,7 @@ static bool step_complete(struct http_conn *c)
         c->x->body_unread = true;
     }
     if (c->up) {
+        slb_health_observe(c->srv, c->w->id, c->x->status);
         release_server(c);
         if (c->x->up_keep_alive && c->st == ST_EXCHANGE)
             slb_up_release(c->up);
@@ -1186,6 +1188,7 @@ static void connect_failed(struct http_conn *c, const char *why)
 {
     slb_warn("listener %s: backend %s: connect: %s", c->b.l->cfg->name, c->srv->key, why);
     slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
+    slb_health_observe(c->srv, c->w->id, SLB_XCHG_FAILED);
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
     release_server(c);

@@ -337,6 +337,7 @@ struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *
             return up;
         }
         slb_count_add(&ch->srv->w[wid].v[SLB_SRV_FAILS], 1);
+        slb_health_observe(ch->srv, wid, err);
         slb_warn("listener %s: backend %s: %s", ch->listener, ch->srv->key, slb_strerror(err));
     }
     return NULL;

@@ -66,15 +66,23 @@ static json_t *server_json(const struct slb_server_cfg *sc, struct slb_srv_rt *r
     for (int b = 0; b < SLB_RESP_BUCKETS; b++)
         n += ssum(r, SLB_SRV_RESP_BUCKET + b);
     double avg_ms = n ? (double)ssum(r, SLB_SRV_RESP_SUM_US) / (double)n / 1000.0 : 0;
-    return json_pack(
-        "{s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}", "address", sc->address,
+    int health = atomic_load(&r->healthy);
+    json_t *j = json_pack(
+        "{s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s, s:I}", "address", sc->address,
         "port", sc->port, "weight", (int)sc->weight, "health",
-        atomic_load(&r->healthy) == SLB_HEALTH_UP ? "up" : "down", "active",
-        (json_int_t)ssum(r, SLB_SRV_ACTIVE), "connections", (json_int_t)ssum(r, SLB_SRV_CONNS),
-        "requests", (json_int_t)ssum(r, SLB_SRV_REQS), "failures",
-        (json_int_t)ssum(r, SLB_SRV_FAILS), "bytes_to", (json_int_t)ssum(r, SLB_SRV_BYTES_TO),
-        "bytes_from", (json_int_t)ssum(r, SLB_SRV_BYTES_FROM), "avg_response_ms", avg_ms,
-        "last_check", r->last_error[0] ? r->last_error : "ok");
+        health == SLB_HEALTH_UP ? "up" : "down", "active", (json_int_t)ssum(r, SLB_SRV_ACTIVE),
+        "connections", (json_int_t)ssum(r, SLB_SRV_CONNS), "requests",
+        (json_int_t)ssum(r, SLB_SRV_REQS), "failures", (json_int_t)ssum(r, SLB_SRV_FAILS),
+        "bytes_to", (json_int_t)ssum(r, SLB_SRV_BYTES_TO), "bytes_from",
+        (json_int_t)ssum(r, SLB_SRV_BYTES_FROM), "avg_response_ms", avg_ms, "last_check",
+        r->last_error[0] ? r->last_error : "ok", "ejections",
+        (json_int_t)ssum(r, SLB_SRV_EJECTIONS));
+    /* Why a server is down: its active checks, or a passive ejection (which shows even
+     * when the active checks also failed meanwhile: it is what brings it back). */
+    if (j && health != SLB_HEALTH_UP)
+        json_object_set_new(j, "down_reason",
+                            json_string(health == SLB_HEALTH_EJECTED ? "passive" : "active"));
+    return j;
 }
 
 static json_t *listener_json(const struct slb_listener_rt *l)
@@ -277,6 +285,8 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
         {SLB_SRV_BYTES_TO, "slbd_server_bytes_sent_total", "counter", "Bytes sent to it."},
         {SLB_SRV_BYTES_FROM, "slbd_server_bytes_received_total", "counter",
          "Bytes received from it."},
+        {SLB_SRV_EJECTIONS, "slbd_server_ejections_total", "counter",
+         "Times passive health checks took it out of rotation."},
     };
     for (size_t m = 0; m < sizeof(srv) / sizeof(srv[0]); m++) {
         family(t, srv[m].name, srv[m].type, srv[m].help);
@@ -288,12 +298,27 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
                     (unsigned long long)ssum(g->srv[k], srv[m].slot));
         }
     }
-    family(t, "slbd_server_up", "gauge", "1 when the server passes its health checks.");
+    family(t, "slbd_server_up", "gauge",
+           "1 when the server is in rotation (passes its health checks, not ejected).");
     for (size_t i = 0; s && i < s->ngroups; i++) {
         struct slb_group_rt *g = &s->groups[i];
         for (size_t k = 0; k < g->nservers; k++)
             put(t, "slbd_server_up{group=\"%s\",server=\"%s\"} %d\n", g->cfg->name,
                 strchr(g->srv[k]->key, '/') + 1, atomic_load(&g->srv[k]->healthy) == SLB_HEALTH_UP);
+    }
+    family(t, "slbd_server_down", "gauge",
+           "1 while the server is out of rotation, by reason: active (failed health checks) or "
+           "passive (ejected after failed exchanges).");
+    for (size_t i = 0; s && i < s->ngroups; i++) {
+        struct slb_group_rt *g = &s->groups[i];
+        for (size_t k = 0; k < g->nservers; k++) {
+            int h = atomic_load(&g->srv[k]->healthy);
+            const char *name = strchr(g->srv[k]->key, '/') + 1;
+            put(t, "slbd_server_down{group=\"%s\",server=\"%s\",reason=\"active\"} %d\n",
+                g->cfg->name, name, h == SLB_HEALTH_DOWN);
+            put(t, "slbd_server_down{group=\"%s\",server=\"%s\",reason=\"passive\"} %d\n",
+                g->cfg->name, name, h == SLB_HEALTH_EJECTED);
+        }
     }
     family(t, "slbd_server_response_seconds", "histogram",
            "Time from the request head sent to the response head received.");
