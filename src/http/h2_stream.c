@@ -787,7 +787,7 @@ void h2_dispatch(struct h2_conn *c)
         bool ok = choose_backend(s, sticky);
         slb_hbuf_free(&s->cookie);
         if (!ok) {
-            slb_info("listener %s: no healthy backend server", s->l->cfg->name);
+            slb_info_limited("listener %s: no healthy backend server", s->l->cfg->name);
             s->st = SS_HEAD; /* not counted in ndispatch any more */
             respond_local(s, 503, NULL);
             continue;

@@ -315,8 +315,8 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     if (cfg->sticky != SLB_STICKY_NONE)
         sticky = slb_http_cookie(m, cfg->sticky_cookie);
     if (!choose_backend(c, sticky)) {
-        slb_info("listener %s: no healthy backend server for %.*s", cfg->name,
-                 (int)(m->target.len > 200 ? 200 : m->target.len), m->target.p);
+        slb_info_limited("listener %s: no healthy backend server for %.*s", cfg->name,
+                         (int)(m->target.len > 200 ? 200 : m->target.len), m->target.p);
         respond_simple(c, 503, NULL, m->keep_alive);
         return;
     }

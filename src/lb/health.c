@@ -372,12 +372,13 @@ static void probe_start(struct slb_health *h, struct slb_srv_rt *srv,
     }
     struct hc_probe *p = calloc(1, sizeof(*p));
     if (!p) {
-        slb_warn("backend %s: health check skipped: out of memory", srv->key);
+        slb_warn_limited("backend %s: health check skipped: out of memory", srv->key);
         return;
     }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        slb_warn("backend %s: health check skipped: socket: %s", srv->key, slb_strerror(-errno));
+        slb_warn_limited("backend %s: health check skipped: socket: %s", srv->key,
+                         slb_strerror(-errno));
         free(p);
         return;
     }
