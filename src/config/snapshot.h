@@ -73,8 +73,9 @@ enum {
     SLB_LIS_HS_FAIL,                        /* + enum slb_tls_fail (10 slots, SLB_TLS_FAIL_COUNT) */
     SLB_LIS_REQ_1XX = SLB_LIS_HS_FAIL + 10, /* + status class - 1 (5 slots) */
     SLB_LIS_REQS = SLB_LIS_REQ_1XX + 5,
-    SLB_LIS_DENIED,   /* ACL */
-    SLB_LIS_H2_ABUSE, /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
+    SLB_LIS_DENIED,     /* ACL */
+    SLB_LIS_H2_ABUSE,   /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
+    SLB_LIS_REFUSED_FD, /* connections that waited in the backlog: connection cap or EMFILE */
     SLB_LIS_SLOTS
 };
 _Static_assert(SLB_LIS_SLOTS <= 32, "listener counters fit one struct slb_wcount");
@@ -135,9 +136,10 @@ struct slb_lsock_slot {
     struct slb_io io;
     struct slb_listener_rt *cur; /* in the worker's current snapshot; worker-owned */
     struct slb_worker *worker;
-    struct slb_timer pause;        /* accept paused after EMFILE */
-    uint64_t pause_logged_ms;      /* last "pausing accepts" message (one per 10 s at most) */
-    unsigned long pauses_unlogged; /* pauses since that message */
+    struct slb_timer pause; /* accept paused after EMFILE */
+    /* Accepting stopped (connection cap or EMFILE) since the backlog was last found empty:
+     * the connections accepted until then waited, and are counted as refused (fd_limit). */
+    bool waiting;
 } __attribute__((aligned(64)));
 
 struct slb_lsock {

@@ -89,10 +89,26 @@ void slb_up_set_interest(struct http_up *up, uint32_t events)
         slb_warn("backend connection: epoll: %s", strerror(errno));
 }
 
+/* Out of descriptors: close one idle pooled connection (whatever its server) to make room. The
+ * connection cap counts two descriptors per client connection, but kept-alive connections
+ * whose clients have gone hold descriptors the cap does not see. */
+static bool pool_evict_one(struct slb_http_worker *hw)
+{
+    for (size_t i = 0; i < SLB_POOL_BUCKETS; i++) {
+        if (hw->buckets[i]) {
+            slb_up_close(hw->buckets[i]);
+            return true;
+        }
+    }
+    return false;
+}
+
 static struct http_up *up_connect(struct slb_http_worker *hw, const struct slb_server_cfg *srv,
                                   uint64_t key, void *owner, slb_up_cb cb, int *err)
 {
     int fd = slb_backend_connect(srv);
+    if ((fd == -EMFILE || fd == -ENFILE) && pool_evict_one(hw))
+        fd = slb_backend_connect(srv);
     if (fd < 0) {
         *err = fd;
         return NULL;
@@ -338,7 +354,8 @@ struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *
         }
         slb_count_add(&ch->srv->w[wid].v[SLB_SRV_FAILS], 1);
         slb_health_observe(ch->srv, wid, err);
-        slb_warn("listener %s: backend %s: %s", ch->listener, ch->srv->key, slb_strerror(err));
+        slb_warn_limited("listener %s: backend %s: %s", ch->listener, ch->srv->key,
+                         slb_strerror(err));
     }
     return NULL;
 }

@@ -360,7 +360,8 @@ def test_out_of_descriptors_listener_does_not_spin_and_recovers(slbd, starved):
     print(f"\nout of descriptors: slbd CPU {cpu:.3f} s over 2 s, {fds} fds open (limit "
           f"{hu.nofile_limit(slbd.pid)[0]})")
     assert cpu < 0.3, f"slbd spins while out of descriptors: {cpu:.2f} s CPU in 2 s"
-    # Each worker pauses accepts ten times a second, but says so once per 10 s at most.
+    # Each worker pauses accepts ten times a second, but the message comes once a second at
+    # most (one rate limit for the statement, whichever worker runs it).
     pauses = slbd.log_text().count("pausing accepts")
     assert 1 <= pauses <= 2 * 2, f"{pauses} 'pausing accepts' lines in about 2 s"
     # Closing the client connections frees descriptors: the queued connections are accepted
