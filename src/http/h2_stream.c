@@ -215,7 +215,9 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
 static void upstream_failed(struct h2_stream *s, int status, const char *why)
 {
     struct h2_conn *c = s->c;
-    slb_health_observe(s->srv, c->w->id, SLB_XCHG_FAILED);
+    /* A timeout is the server's only when it had the whole request and did not answer. */
+    if (status != 504 || (s->req_done && !s->resp_head_done))
+        slb_health_observe(s->srv, c->w->id, SLB_XCHG_FAILED);
     if (s->srv)
         slb_warn("listener %s: backend %s: %s", s->l->cfg->name, s->srv->key, why);
     if (s->resp_submitted) {

@@ -540,7 +540,10 @@ static bool close_delimited_to_client(const struct http_conn *c)
 
 static void upstream_failed(struct http_conn *c, int status, const char *why)
 {
-    slb_health_observe(c->srv, c->w->id, SLB_XCHG_FAILED);
+    /* A timeout is the server's only when it had the whole request and did not answer: a slow
+     * upload or a client that does not read must not get servers ejected. */
+    if (status != 504 || (c->x->req_done && !c->x->resp_head_done))
+        slb_health_observe(c->srv, c->w->id, SLB_XCHG_FAILED);
     if (c->srv)
         slb_warn("listener %s: backend %s: %s", c->b.l->cfg->name, c->srv->key, why);
     if (c->x->resp_head_done && (c->out.off > 0 || c->x->resp_bytes_out > 0)) {

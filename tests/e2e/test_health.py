@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+import hostile_util as hu
 import slbd_harness as h
 from http_util import ConnectionEnded, add_listener, hx, metrics, rst_close  # noqa: F401
 
@@ -198,3 +199,18 @@ def test_passive_check_validation_and_default(slbd):
                                               "health_check": {"passive": bad}})
         assert st == 400 and "health_check.passive" in js["error"]["message"] + str(
             js["error"].get("where", "")), (bad, st, js)
+
+
+def test_passive_check_does_not_blame_servers_for_slow_clients(slbd, hx):
+    """A request timeout caused by a client that trickles its upload is no verdict on the
+    server, even with consecutive_failures 1."""
+    good = hx.backend("good")
+    passive = {"enabled": True, "consecutive_failures": 1}
+    slbd.add_group("g", [good.server()], health_check=http_hc("/health", passive=passive))
+    port = add_listener(slbd, "web", "g", request_timeout_s=1)
+    c = hx.connect(port)
+    c.sock.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+    assert hu.status_of(c.sock.recv(4096)) == 504
+    s = slbd.server_stats("g", good.port)
+    assert s["health"] == "up" and s["ejections"] == 0, s
+    assert hx.get(port, "/x").status == 200
