@@ -93,3 +93,48 @@ def test_clients_beyond_the_cap_wait_in_the_backlog(slbd, hx):
     log = slbd.log_text().splitlines()
     assert len(log) < 25, "\n".join(log[-40:])
     assert not [ln for ln in log if "Too many open files" in ln], "\n".join(log[-40:])
+
+
+@pytest.mark.slbd(nofile=NOFILE)
+@pytest.mark.timeout(90)
+def test_idle_pooled_backend_connections_make_room(slbd, hx):
+    """Kept-alive backend connections whose clients have gone hold descriptors too: a worker
+    keeps its clients plus its pooled connections within its share of the cap, closing idle
+    pooled ones for new backend connections, so clients are served rather than answered 503
+    when pooled connections to other servers pile up."""
+    slow = [hx.backend(f"slow{i}", delay_ms=500) for i in range(3)]
+    other = hx.backend("other")
+    ports = []
+    for i, b in enumerate(slow + [other]):
+        slbd.add_group(f"g{i}", [b.server()], health_check=h.no_health_check())
+        ports.append(add_listener(slbd, f"l{i}", f"g{i}", idle_timeout_s=600,
+                                  header_timeout_s=600))
+    cap = slbd.stats()["connection_cap"]
+    n = cap // 2  # well below every worker's share, however the kernel spreads them
+
+    def burst(port):
+        socks, err = hu.open_many(port, n)
+        assert err is None, err
+        for s in socks:
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        answers, ended = {}, set()
+        deadline = time.monotonic() + h.scaled(20)
+        while len(answers) + len(ended) < n and time.monotonic() < deadline:
+            _collect(socks, answers, ended, 0.5)
+        return socks, sorted(hu.status_of(d) for d in answers.values()), ended
+
+    # n slow requests at once to each of three servers: n backend connections each, which
+    # would stay pooled after their clients leave.
+    for port in ports[:3]:
+        socks, statuses, ended = burst(port)
+        hu.close_all(socks)
+        assert statuses == [200] * n and not ended, (len(statuses), set(statuses), len(ended))
+    # n clients of a fourth server, held: with 3n pooled connections, n clients and n backend
+    # connections, slbd would need more descriptors than its limit gives.
+    assert n * 5 + 30 > NOFILE
+    socks, statuses, ended = burst(ports[3])
+    try:
+        assert not ended, f"{len(ended)} clients were closed or reset"
+        assert statuses == [200] * n, (len(statuses), sorted(set(statuses)))
+    finally:
+        hu.close_all(socks)
