@@ -240,6 +240,8 @@ BAD_CHUNKS = [
     ("size-trailing-space", "5 \r\nhello\r\n0\r\n\r\n"),
     ("size-leading-space", " 5\r\nhello\r\n0\r\n\r\n"),
     ("size-17-digits", "00000000000000005\r\nhello\r\n0\r\n\r\n"),
+    ("size-above-2^31", "80000000\r\nhello\r\n0\r\n\r\n"),
+    ("size-2^32-plus-5", "100000005\r\nhello\r\n0\r\n\r\n"),
     ("size-negative", "-5\r\nhello\r\n0\r\n\r\n"),
     ("size-empty", "\r\nhello\r\n0\r\n\r\n"),
     ("ext-bws", "5 ;a=b\r\nhello\r\n0\r\n\r\n"),
@@ -316,6 +318,8 @@ BAD_RESPONSES = [
                                     b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 502),
     ("bad-chunk-size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n"
                        b"0\r\n\r\n", "cut"),
+    ("chunk-size-above-2^31", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"80000000\r\nhi\r\n0\r\n\r\n", "cut"),
     ("chunk-data-overrun", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhello"
                            b"\r\n0\r\n\r\n", "cut"),
     ("bad-chunk-later", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
