@@ -461,6 +461,37 @@ static void tunnel_shut_backend(struct http_conn *c)
     }
 }
 
+/* The backend's response has reached the client whole. */
+static bool response_all_out(const struct http_conn *c)
+{
+    return c->x->resp_done && !slb_hbuf_pending(&c->out) && !c->x->resp_ready;
+}
+
+/* The client's chunked body turned out invalid: the message cannot be delimited, and nothing
+ * more of it goes to the backend. Before the backend's response, the client gets our 400.
+ * Once that response has begun (the backend answered early), a 400 would be read as more of
+ * its body or as the answer to a next request: the connection ends instead. When the response
+ * is all out, the exchange ends as usual and the connection closes after it; otherwise it is
+ * cut with a reset, so that what arrived cannot look complete (a close-delimited body would). */
+static void request_body_invalid(struct http_conn *c)
+{
+    slb_debug("listener %s: client %s: invalid chunked request body", c->b.l->cfg->name,
+              c->client_ip);
+    if (!c->x->resp_head_done) {
+        respond_simple(c, 400, NULL, false);
+        return;
+    }
+    c->close_after = true;
+    c->x->up_keep_alive = false;
+    c->x->body_unread = true;
+    if (response_all_out(c)) {
+        c->x->req_done = true; /* step_complete ends the exchange */
+        return;
+    }
+    c->abort_reset = true;
+    conn_close(c);
+}
+
 /* Send the request head, then body bytes, to the backend. */
 static bool step_write_upstream(struct http_conn *c)
 {
@@ -485,8 +516,7 @@ static bool step_write_upstream(struct http_conn *c)
     } else if (c->x->req_body == SLB_BODY_CHUNKED) {
         int rc = send_chunked_body(c);
         if (rc < 0) {
-            /* Invalid chunk framing: the message cannot be delimited, stop here. */
-            respond_simple(c, 400, NULL, false);
+            request_body_invalid(c);
             return true;
         }
         if (request_body_complete(c))
@@ -554,7 +584,10 @@ static bool step_read_client(struct http_conn *c)
     }
     if (c->st == ST_EXCHANGE || c->st == ST_CONNECT) {
         if (!c->x->req_done) {
-            /* The client gave up in the middle of its request: nothing to answer. */
+            /* The client gave up in the middle of its request: nothing to answer. A response
+             * the backend began early is cut, so what arrived of it cannot look complete. */
+            if (c->x->resp_head_done && !response_all_out(c))
+                c->abort_reset = true;
             conn_close(c);
             return false;
         }

@@ -5,6 +5,7 @@ backend, proof that nothing of a rejected request reached the backend; then malf
 responses, which must become a 502 (or a cut connection) and never a reused connection."""
 
 import re
+import socket
 import threading
 import time
 
@@ -753,3 +754,46 @@ def test_backend_chunk_size_above_bound_is_502(slbd, hx):
     r = response_or_end(c)
     assert r not in ("eof", "reset"), "no 502"
     assert r.status == 502, r
+
+
+# Item: a backend that answers before the request body is in, then a chunked body that turns
+# out invalid. The backend's response has begun: a 400 from slbd would read as more of its
+# body (or as a second response); the connection ends instead, with a reset when the
+# response is not all out.
+EARLY_ANSWERS = [
+    ("close-delimited", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789", "reset"),
+    ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789", None),
+]
+
+
+@pytest.mark.parametrize("action", ["bad-chunk", "half-close"])
+@pytest.mark.parametrize("answer,how", [(a[1], a[2]) for a in EARLY_ANSWERS],
+                         ids=[a[0] for a in EARLY_ANSWERS])
+def test_request_body_ending_badly_after_an_early_response(slbd, hx, answer, how, action):
+    """The request body turns invalid, or the client half-closes in the middle of it, after
+    the backend's early response: no 400 follows that response, and a response the close
+    would delimit ends with a reset, never an orderly close that makes it look complete."""
+    def handler(conn, backend):
+        if not conn.read_head():
+            return
+        conn.sendall(answer)
+        while conn.recv_some():  # takes what comes until slbd closes
+            pass
+    rb = hx.raw_backend("early", handler)
+    slbd.add_group("g", [rb.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    s = hx.socket(port)
+    s.sendall(req("POST /up HTTP/1.1", "Transfer-Encoding: chunked") + b"5\r\nhello\r\n")
+    got = b""
+    deadline = time.monotonic() + h.scaled(10)
+    while not got.endswith(b"0123456789") and time.monotonic() < deadline:
+        got += s.recv(65536)
+    assert got.endswith(b"0123456789"), got
+    if action == "bad-chunk":
+        s.sendall(b"zz\r\n" + SMUGGLE.encode())
+    else:
+        s.shutdown(socket.SHUT_WR)
+    rest, end = hu.read_to_end(s)
+    assert rest == b"", rest  # nothing after the backend's response: no 400
+    assert end == how if how else end in ("eof", "reset"), end
+    assert not any(b"/smuggled" in x for x in rb.received), rb.received
