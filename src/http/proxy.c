@@ -395,31 +395,74 @@ static bool request_body_complete(const struct http_conn *c)
         return c->x->req_remaining == 0 && c->x->req_ready == 0;
     if (c->x->req_body == SLB_BODY_CHUNKED)
         return rc->ck.done && c->x->req_ready == 0 && rc->frame_off == rc->frame_len &&
-               rc->skip == 0;
+               rc->skip == 0 && !slb_hbuf_pending(&c->up->head);
     return true;
 }
 
-/* Client body bytes that will not be sent (chunk framing we replace). */
-static void request_drop(struct http_conn *c, size_t n)
+/* Client body bytes taken from the input buffer: sent, or chunk framing we replace. */
+static void request_consume(struct http_conn *c, size_t n)
 {
     c->x->req_bytes_in += n;
     slb_buf_consume(&c->in, n);
 }
 
+/* Chunks of at most this many data bytes are gathered (copied) behind the request head's
+ * bytes in its buffer, within the capacity it has: a body of tiny chunks then costs a send
+ * per buffer, not a send (and a packet) per chunk. */
+#define SLB_CHUNK_GATHER_MAX 256
+
 /* A chunked request body goes on re-framed (see slb_rechunk): our size line from the
  * exchange state and the data behind it in the input buffer leave in one sendmsg, so the
  * client's size lines and extensions never reach the backend. Sends until the backend or the
- * client's bytes run out. -400 on invalid framing; else whether bytes moved. */
+ * client's bytes run out. -400 on invalid framing; else whether anything moved. */
 static int send_chunked_body(struct http_conn *c)
 {
     struct slb_rechunk *rc = &c->x->req_chunk;
     struct http_up *up = c->up;
+    struct slb_hbuf *gather = &up->head; /* sent already: its memory holds small chunks */
     bool progress = false;
     for (;;) {
-        size_t frame = (size_t)(rc->frame_len - rc->frame_off);
-        if (frame || c->x->req_ready) {
-            struct iovec iov[2] = {{rc->frame + rc->frame_off, frame},
-                                   {c->in.data + c->in.off, (size_t)c->x->req_ready}};
+        /* The next pieces, while none waits outside the gather buffer. */
+        while (rc->frame_off == rc->frame_len && !c->x->req_ready && !rc->ck.done) {
+            if (rc->skip) {
+                request_consume(c, (size_t)rc->skip);
+                rc->skip = 0;
+                progress = true;
+            }
+            size_t ready;
+            long d =
+                slb_rechunk_next(rc, c->in.len ? c->in.data + c->in.off : "", c->in.len, &ready);
+            if (d < 0)
+                return -400;
+            if (d == 0 && ready == 0 && rc->frame_len == 0)
+                break;
+            request_consume(c, (size_t)d);
+            c->x->req_ready = ready;
+            progress = true;
+            if (!slb_hbuf_pending(gather))
+                slb_hbuf_reset(gather);
+            if (ready > SLB_CHUNK_GATHER_MAX || gather->len + rc->frame_len + ready > gather->cap)
+                break;
+            slb_hbuf_put(gather, rc->frame, rc->frame_len);
+            rc->frame_off = rc->frame_len;
+            slb_hbuf_put(gather, c->in.data + c->in.off, ready);
+            request_consume(c, ready);
+            c->x->req_ready = 0;
+        }
+        bool moved = false;
+        while (slb_hbuf_pending(gather)) {
+            ssize_t n = slb_up_send(up, gather->p + gather->off, slb_hbuf_pending(gather));
+            if (n <= 0)
+                return progress;
+            gather->off += (size_t)n;
+            up->bytes_to += (uint64_t)n;
+            moved = progress = true;
+        }
+        size_t frame;
+        while ((frame = (size_t)(rc->frame_len - rc->frame_off)) || c->x->req_ready) {
+            struct iovec iov[2] = {{rc->frame + rc->frame_off, frame}, {NULL, 0}};
+            if (c->x->req_ready)
+                iov[1] = (struct iovec){c->in.data + c->in.off, (size_t)c->x->req_ready};
             ssize_t n = slb_up_sendv(up, iov, c->x->req_ready ? 2 : 1);
             if (n <= 0)
                 return progress;
@@ -427,25 +470,11 @@ static int send_chunked_body(struct http_conn *c)
             size_t f = (size_t)n < frame ? (size_t)n : frame;
             rc->frame_off = (uint8_t)(rc->frame_off + f);
             c->x->req_ready -= (uint64_t)n - f;
-            request_drop(c, (size_t)n - f);
-            progress = true;
-            continue;
+            request_consume(c, (size_t)n - f);
+            moved = progress = true;
         }
-        if (rc->skip) {
-            request_drop(c, (size_t)rc->skip);
-            rc->skip = 0;
-        }
-        if (rc->ck.done)
+        if (!moved)
             return progress;
-        size_t ready;
-        long d = slb_rechunk_next(rc, c->in.len ? c->in.data + c->in.off : "", c->in.len, &ready);
-        if (d < 0)
-            return -400;
-        if (d == 0 && ready == 0 && rc->frame_len == 0)
-            return progress;
-        request_drop(c, (size_t)d);
-        c->x->req_ready = ready;
-        progress = true;
     }
 }
 

@@ -661,13 +661,36 @@ def test_chunked_request_body_is_reframed(rec, hx):
     assert max(sizes) <= 16384, sizes
 
 
+def test_tiny_chunks_are_relayed_whole(rec, hx):
+    """A body of one-byte chunks (gathered into few sends towards the backend) arrives whole
+    and in order."""
+    port, b = rec
+    data = bytes(range(256)) * 12
+    body = b"".join(b"1;x\r\n" + data[i:i + 1] + b"\r\n" for i in range(len(data)))
+    c, r = _send_and_read(hx, port, req("POST /tiny HTTP/1.1", "Transfer-Encoding: chunked")
+                          + body + b"0\r\n\r\n")
+    assert r.status == 200, r
+    assert r.json()["body_bytes"] == len(data), r.json()
+    sent = b.recorded().partition(b"\r\n\r\n")[2]
+    got, trailer, _ = our_chunks(sent)
+    assert got == data and trailer == b"\r\n"
+
+
+TINY = bytes(range(256)) * 12
+
+
 def _relay_chunked_response(conn, backend):
-    """Answers each request with a chunked body written with extensions, leading zeros,
-    uppercase hex and a trailer field."""
+    """Answers /a with a chunked body written with extensions, leading zeros, uppercase hex
+    and a trailer field, /tiny with one-byte chunks."""
     while True:
         head = conn.read_head()
         if not head:
             return
+        if head.startswith(b"GET /tiny"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                         b"".join(b"1\r\n" + TINY[i:i + 1] + b"\r\n" for i in range(len(TINY)))
+                         + b"0\r\n\r\n")
+            continue
         conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"0005;ext=\"v\"\r\nhello\r\n00A\r\n0123456789\r\n"
                      b"0;z\r\n" + TRAILER + b"\r\n")
@@ -687,6 +710,10 @@ def test_chunked_response_is_reframed(slbd, hx):
     assert b";" not in body, body
     assert data == b"hello0123456789"
     assert trailer == TRAILER + b"\r\n", trailer
+    s = hx.socket(port)
+    s.sendall(req("GET /tiny HTTP/1.1", "Connection: close"))
+    data, trailer, _ = our_chunks(h.read_to_eof(s).partition(b"\r\n\r\n")[2])
+    assert data == TINY and trailer == b"\r\n"
 
 
 def _bits32_backend(heads):
