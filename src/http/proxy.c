@@ -535,7 +535,9 @@ static bool step_write_upstream(struct http_conn *c)
         up->head.off += (size_t)n;
         up->bytes_to += (uint64_t)n;
         progress = true;
-        if (!slb_hbuf_pending(&up->head) && c->st != ST_TUNNEL)
+        /* Not for small chunks of a chunked body gathered in the same buffer later. */
+        if (!slb_hbuf_pending(&up->head) && c->st != ST_TUNNEL && !c->x->req_chunk.had_data &&
+            !c->x->req_chunk.last)
             c->x->sent_us = slb_mono_us();
     }
     if (c->st == ST_TUNNEL) {
@@ -635,14 +637,14 @@ static bool retryable(const struct http_conn *c)
            c->x->req_body == SLB_BODY_NONE;
 }
 
-/* What the client is receiving ends when the connection closes: a backend body without
- * framing, a chunked one decoded for an HTTP/1.0 client, or a tunnel after 101. */
 /* A chunked response re-framed for an HTTP/1.1 client (not decoded, not a tunnel). */
 static bool response_rechunked(const struct http_conn *c)
 {
     return c->x->resp_body == SLB_BODY_CHUNKED && !c->x->resp_unchunk && c->st != ST_TUNNEL;
 }
 
+/* What the client is receiving ends when the connection closes: a backend body without
+ * framing, a chunked one decoded for an HTTP/1.0 client, or a tunnel after 101. */
 static bool close_delimited_to_client(const struct http_conn *c)
 {
     return c->x->resp_head_done &&
