@@ -121,15 +121,23 @@ static void respond(struct admin_conn *c, struct slb_admin_resp *resp)
     }
     char head[1024];
     bool etag = resp->etag[0] != '\0';
-    int hn =
-        snprintf(head, sizeof(head),
-                 "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s%s%s%s%s%s%s"
-                 "Cache-Control: no-store\r\n%s%s\r\n",
-                 resp->status, slb_http_reason(resp->status), blen, ctype ? "Content-Type: " : "",
-                 ctype ? ctype : "", ctype ? "\r\n" : "", resp->allow ? "Allow: " : "",
-                 resp->allow ? resp->allow : "", resp->allow ? "\r\n" : "", etag ? "ETag: " : "",
-                 etag ? resp->etag : "", etag ? "\r\n" : "", resp->headers ? resp->headers : "",
-                 c->close_after ? "Connection: close\r\n" : "");
+    int hn = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s%s%s%s%s%s%s"
+                      "Cache-Control: no-store\r\n%s\r\n",
+                      resp->status, slb_http_reason(resp->status), blen,
+                      ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "",
+                      resp->allow ? "Allow: " : "", resp->allow ? resp->allow : "",
+                      resp->allow ? "\r\n" : "", etag ? "ETag: " : "", etag ? resp->etag : "",
+                      etag ? "\r\n" : "", c->close_after ? "Connection: close\r\n" : "");
+    if (resp->headers && hn >= 2 && (size_t)hn < sizeof(head)) {
+        /* Extra header lines (static, a few hundred bytes) go before the head's blank line. */
+        size_t at = (size_t)hn - 2;
+        int n = snprintf(head + at, sizeof(head) - at, "%s\r\n", resp->headers);
+        if (n > 0 && at + (size_t)n < sizeof(head))
+            hn = (int)(at + (size_t)n);
+        else
+            memcpy(head + at, "\r\n", 3);
+    }
     free(c->out);
     c->out = malloc((size_t)hn + blen);
     if (!c->out) {

@@ -5,10 +5,12 @@ import { h, s } from './dom.js';
 
 const W = 600;
 const H = 180;
-const PAD = { l: 52, r: 8, t: 10, b: 22 };
+const PAD = { l: 64, r: 10, t: 10, b: 22 };
 
-// A round upper bound for the axis: 1, 2 or 5 times a power of ten, at least max.
-export function niceMax(max) {
+// A round upper bound for the axis: 1, 2 or 5 times a power of ten, at least max; with
+// unit 1024, 1, 2 or 5 times a power of ten of KiB (1 KiB, 2 KiB, 5 KiB, 10 KiB, ...).
+export function niceMax(max, unit = 1) {
+    if (unit !== 1 && max > 0) return unit * niceMax(max / unit);
     if (!(max > 0)) return 1;
     const p = 10 ** Math.floor(Math.log10(max));
     for (const m of [1, 2, 5, 10]) if (m * p >= max) return m * p;
@@ -30,8 +32,8 @@ export function pathData(points, t0, t1, vmax) {
 }
 
 // series: [{name, points: [[t, v]]}]; fmt formats a value for the axis and the legend.
-export function lineChart({ title, series, t0, t1, fmt, minMax = 1 }) {
-    const vmax = niceMax(Math.max(minMax, ...series.flatMap((x) => x.points.map((p) => p[1]))));
+export function lineChart({ title, series, t0, t1, fmt, unit = 1 }) {
+    const vmax = niceMax(Math.max(unit, ...series.flatMap((x) => x.points.map((p) => p[1]))), unit);
     const ph = H - PAD.t - PAD.b;
     const grid = [];
     for (let i = 0; i <= 2; i++) {
@@ -42,8 +44,13 @@ export function lineChart({ title, series, t0, t1, fmt, minMax = 1 }) {
     }
     grid.push(s('text', { x: PAD.l, y: H - 4, class: 'axis' }, '−15 min'));
     grid.push(s('text', { x: W - PAD.r, y: H - 4, class: 'axis', 'text-anchor': 'end' }, 'now'));
-    const lines = series.map((x, i) =>
-        s('path', { d: pathData(x.points, t0, t1, vmax), class: `line c${i % 8}` }));
+    // Each line ends in a dot, so a series that started a moment ago is visible at once.
+    const lines = series.map((x, i) => {
+        const d = pathData(x.points, t0, t1, vmax);
+        const end = d.match(/([\d.]+),([\d.]+)$/);
+        return s('g', null, s('path', { d, class: `line c${i % 8}` }),
+            end ? s('circle', { cx: end[1], cy: end[2], r: 3.5, class: `dot c${i % 8}` }) : null);
+    });
     const latest = (x) => (x.points.length ? x.points[x.points.length - 1][1] : 0);
     const label = `${title}: ${series.map((x) => `${x.name} ${fmt(latest(x))}`).join(', ') || 'no data'}`;
     return h('figure', { class: 'chart' },

@@ -49,7 +49,7 @@ export function render(ctx) {
             const over = payload > 0 ? ((wire - payload) / payload) * 100 : 0;
             return h('div', { class: 'traffic' },
                 lineChart({ title: `${l.name}: payload vs wire bytes per second`, t0, t1,
-                    fmt: (v) => `${fmt.bytes(v)}/s`, minMax: 1024,
+                    fmt: (v) => `${fmt.bytes(v)}/s`, unit: 1024,
                     series: [
                         { name: 'payload (billed)', points: pts((x) => x.listeners[l.name]?.payload ?? 0) },
                         { name: 'wire (actual)', points: pts((x) => x.listeners[l.name]?.wire ?? 0) },
@@ -59,7 +59,7 @@ export function render(ctx) {
         });
         append(clear(body),
             h('div', { class: 'cards' },
-                card('Listeners', fmt.count((st.listeners || []).length), `${fmt.count(active)} connections open`),
+                card('Listeners', fmt.count((st.listeners || []).length), `${fmt.count(active)} connection${active === 1 ? '' : 's'} open`),
                 card('Backend groups', fmt.count((st.groups || []).length), `${up} of ${servers.length} servers up`),
                 card('Certificates', fmt.count(certs.length),
                     `${certs.filter((c) => fmt.daysLeft(c.not_after) < 30).length} expiring within 30 days`),
