@@ -3,8 +3,8 @@
 // Drawn from scratch on each poll; a few hundred points per line cost nothing.
 import { h, s } from './dom.js';
 
-const W = 600;
-const H = 180;
+const W = 420;
+const H = 150;
 const PAD = { l: 64, r: 10, t: 10, b: 22 };
 
 // A round upper bound for the axis: 1, 2 or 5 times a power of ten, at least max; with

@@ -12,7 +12,8 @@ export function bytes(n) {
         i += 1;
     }
     const sign = n < 0 ? '-' : '';
-    return i === 0 ? `${sign}${Math.round(v)} B` : `${sign}${v.toFixed(v < 10 ? 2 : 1)} ${UNITS[i]}`;
+    // parseFloat drops trailing zeros: "5 KiB", "1.5 MiB", "4.35 KiB".
+    return i === 0 ? `${sign}${Math.round(v)} B` : `${sign}${parseFloat(v.toFixed(v < 10 ? 2 : 1))} ${UNITS[i]}`;
 }
 
 export function rate(n, unit = '/s') {

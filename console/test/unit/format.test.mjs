@@ -6,9 +6,10 @@ import * as fmt from '../../src/js/format.js';
 test('bytes', () => {
     assert.equal(fmt.bytes(0), '0 B');
     assert.equal(fmt.bytes(1023), '1023 B');
-    assert.equal(fmt.bytes(1024), '1.00 KiB');
-    assert.equal(fmt.bytes(1536 * 1024), '1.50 MiB');
-    assert.equal(fmt.bytes(200 * 1024 ** 3), '200.0 GiB');
+    assert.equal(fmt.bytes(1024), '1 KiB');
+    assert.equal(fmt.bytes(4454), '4.35 KiB');
+    assert.equal(fmt.bytes(1536 * 1024), '1.5 MiB');
+    assert.equal(fmt.bytes(200 * 1024 ** 3), '200 GiB');
     assert.equal(fmt.bytes(NaN), '–');
 });
 

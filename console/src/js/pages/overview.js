@@ -55,7 +55,8 @@ export function render(ctx) {
                         { name: 'wire (actual)', points: pts((x) => x.listeners[l.name]?.wire ?? 0) },
                     ] }),
                 h('p', { class: 'muted' }, `Since start: payload ${fmt.bytes(payload)}, wire ${fmt.bytes(wire)}`,
-                    payload > 0 ? ` (${over >= 0 ? '+' : ''}${over.toFixed(1)} % on the wire: TLS records, handshakes${l.protocol === 'tcp' ? '' : ', framing'})` : ''));
+                    l.protocol !== 'https' ? ' (no encryption: the wire carries the payload)'
+                        : payload > 0 ? ` (${over >= 0 ? '+' : ''}${over.toFixed(1)} % on the wire: TLS handshakes and records)` : ''));
         });
         append(clear(body),
             h('div', { class: 'cards' },
