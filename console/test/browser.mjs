@@ -211,6 +211,47 @@ try {
         await page.click('dialog button:text("Cancel")');
     });
 
+    await step('certificates: a CA uploaded through the form, then its CRL', async () => {
+        await page.click('button:text("Upload certificate")');
+        await page.waitForSelector('dialog[open] form');
+        await page.fill('dialog input[name=name]', 'clients-ca');
+        await page.check('dialog input[name=type][value=ca]');
+        check(await page.isHidden('dialog textarea[name=private_key]'), 'no key field for a CA');
+        await page.fill('dialog textarea[name=certificate]', readFileSync(path.join(UP, 'inter.pem'), 'utf8'));
+        await page.click('dialog button[type=submit]');
+        await page.waitForSelector('dialog', { state: 'detached' });
+        const row = '#cert-table tbody tr:has-text("clients-ca")';
+        await page.click(`${row} button:text("CRL")`);
+        await page.fill('dialog textarea[name=crl]', readFileSync(path.join(UP, 'inter.crl'), 'utf8'));
+        await page.click('dialog button:text("Upload CRLs")');
+        await page.waitForSelector(`${row}:has-text("CRL: 1 revoked")`);
+    });
+
+    await step('listeners: create an https listener with two-way authentication', async () => {
+        await goto('listeners', 'Listeners');
+        await page.click('button:text("Create listener")');
+        await page.waitForSelector('dialog[open] form');
+        await page.fill('dialog input[name=name]', 'mtls');
+        await page.selectOption('dialog select[name=protocol]', 'https');
+        await page.fill('dialog input[name=bind]', '127.0.0.1:70000');
+        await page.check('dialog input[name=certificates][value=demo]');
+        const caId = (await apiGet('/v1/certificates')).data.certificates.find((c) => c.name === 'clients-ca').id;
+        await page.selectOption('dialog select[name=client_ca]', caId);
+        await page.selectOption('dialog select[name=client_auth]', 'optional');
+        await page.uncheck('dialog input[name=alpn][value=h2]');
+        await page.click('dialog button[type=submit]');
+        // The API's message, at the field it names.
+        const err = await page.waitForSelector('dialog .field[data-field="bind"] .field-error:not(:empty)');
+        check((await err.textContent()).includes('out of range'), await err.textContent());
+        await page.fill('dialog input[name=bind]', `127.0.0.1:${env.CONSOLE_FREE_PORT}`);
+        await page.click('dialog button[type=submit]');
+        await page.waitForSelector('dialog', { state: 'detached' });
+        await page.waitForSelector('#listener-table tr[data-name="mtls"]');
+        const l = (await apiGet('/v1/listeners/mtls')).data;
+        check(l.tls.client_ca === caId && l.tls.client_auth === 'optional', JSON.stringify(l.tls));
+        check(JSON.stringify(l.tls.alpn) === '["http/1.1"]' && l.tls.certificates[0] === 'demo', JSON.stringify(l.tls));
+    });
+
     await step('groups: change a weight inline and see the API reflect it', async () => {
         await goto('groups', 'Backend groups');
         const sel = `tr[data-server="${env.CONSOLE_WEIGHT_SERVER}"] input.weight`;
@@ -237,6 +278,17 @@ try {
         await page.waitForTimeout(300);
         await shot('groups');
         await axe('groups');
+    });
+
+    await step('groups: scheduler settings', async () => {
+        await page.click('section[data-group="web"] button:text("Settings")');
+        await page.waitForSelector('dialog[open] form');
+        await page.selectOption('dialog select[name=scheduler]', 'wlc');
+        await page.click('dialog button[type=submit]');
+        await page.waitForSelector('dialog', { state: 'detached' });
+        await page.waitForSelector('section[data-group="web"] p:has-text("scheduler wlc")');
+        const g = (await apiGet('/v1/groups/web')).data;
+        check(g.scheduler === 'wlc' && g.health_check.interval_s === 1 && g.servers.length === 2, JSON.stringify(g));
     });
 
     await step('overview shows the server down as an alarm', async () => {

@@ -93,9 +93,11 @@ def test_embedded_assets_match_sources():
 @pytest.mark.timeout(200)
 def test_console_in_browser(slbd, backend, pki):  # noqa: F811
     """Log in, see the listeners, upload a certificate through the form, a mismatched key's
-    error at the field, an inline weight change reaching the API, a killed backend turning
-    down, hostile certificate text rendered as text, no request to another origin, axe-core
-    clean at both sizes; screenshots of every page in build/console/."""
+    error at the field, a CA and its CRL, an https listener with client authentication
+    created through the form, an inline weight change reaching the API, a killed backend
+    turning down, hostile certificate text rendered as text, no request to another origin,
+    axe-core clean at both sizes; screenshots of every page in build/console/ (see
+    console/test/browser.mjs for every step)."""
     if h.is_sanitized():
         pytest.skip("the browser test runs once, against the release build")
     node = shutil.which("node")
@@ -139,6 +141,8 @@ def test_console_in_browser(slbd, backend, pki):  # noqa: F811
     (up / "other-chain.pem").write_text(pki.chain("other"))
     (up / "other.key").write_text(pki.key("other"))
     (up / "wrong.key").write_text(pki.key("server"))
+    (up / "inter.pem").write_text(pki.pem("inter"))
+    (up / "inter.crl").write_text((pki.dir / "inter.crl").read_text())
 
     artifacts = h.REPO / "build" / "console"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -147,7 +151,7 @@ def test_console_in_browser(slbd, backend, pki):  # noqa: F811
                CONSOLE_UPLOAD_DIR=str(up), CONSOLE_ARTIFACTS=str(artifacts),
                CONSOLE_KILL_PID=str(b2.proc.pid), CONSOLE_KILL_SERVER=f"127.0.0.1:{b2.port}",
                CONSOLE_WEIGHT_SERVER=f"127.0.0.1:{b1.port}", CONSOLE_CHROMIUM=CHROMIUM,
-               CONSOLE_HTTP_PORT=str(http_port))
+               CONSOLE_HTTP_PORT=str(http_port), CONSOLE_FREE_PORT=str(h.free_port()))
     try:
         p = subprocess.run([node, str(CONSOLE / "test" / "browser.mjs")], env=env,
                            capture_output=True, text=True, timeout=180)
@@ -160,6 +164,7 @@ def test_console_in_browser(slbd, backend, pki):  # noqa: F811
         assert "uploaded-in-browser" in names and "mismatch" not in names
     finally:
         # No health probe or pooled backend connection left for the descriptor check.
-        for name in ("https", "http", "tcp"):
+        for name in ("https", "http", "tcp", "mtls"):
             api.delete(f"/v1/listeners/{name}")
         api.delete("/v1/groups/web")
+        b1.kill()  # closes slbd's pooled keep-alive connections to it (idle for up to 15 s)

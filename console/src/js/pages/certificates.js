@@ -153,7 +153,7 @@ export function render(ctx) {
                     h('button', { type: 'button', class: 'secondary small', onClick: () => replace(c),
                         'aria-label': `Replace ${c.name}` }, 'Replace'),
                     c.type === 'ca' ? h('button', { type: 'button', class: 'secondary small', onClick: () => crl(c),
-                        'aria-label': `Upload CRLs for ${c.name}` }, 'CRL') : null,
+                        'aria-label': `CRL of ${c.name}` }, 'CRL') : null,
                     h('button', { type: 'button', class: 'danger small', onClick: () => remove(c),
                         'aria-label': `Delete ${c.name}` }, 'Delete')));
         });
