@@ -206,7 +206,7 @@ export function render(ctx) {
                         h('button', { type: 'button', class: 'secondary small', onClick: () => editGroup(g) }, 'Settings'),
                         h('button', { type: 'button', class: 'danger small', onClick: () => removeGroup(g),
                             'aria-label': `Delete group ${g.name}` }, 'Delete'))),
-                h('div', { class: 'table-wrap' }, h('table', null,
+                h('div', { class: 'table-wrap' }, h('table', { class: 'servers' },
                     h('caption', { class: 'sr-only' }, `Servers of ${g.name}`),
                     h('thead', null, h('tr', null, SERVER_COLS.map((x) => h('th', { scope: 'col' },
                         x === ACTIONS ? h('span', { class: 'sr-only' }, 'Actions') : x)))),
@@ -223,7 +223,9 @@ export function render(ctx) {
                 if (!c) continue;
                 clear(c.health).append(badge(srv.health, srv.health === 'up' ? 'ok' : 'critical'));
                 c.check.textContent = srv.last_check || '';
-                c.load.textContent = `${fmt.count(srv.active)} active · ${fmt.count(srv.requests)} req · ${srv.avg_response_ms?.toFixed?.(1) ?? '–'} ms`;
+                c.load.textContent = srv.requests > 0
+                    ? `${fmt.count(srv.active)} active · ${fmt.count(srv.requests)} requests · ${srv.avg_response_ms.toFixed(1)} ms avg`
+                    : `${fmt.count(srv.active)} active · ${fmt.count(srv.connections)} connections`;
             }
     }
 

@@ -167,7 +167,9 @@ export function render(ctx) {
             cells.set(l.name, c);
             return h('tr', { 'data-name': l.name },
                 h('td', { class: 'strong' }, l.name),
-                h('td', null, l.protocol),
+                h('td', null, l.protocol, l.tls ? h('div', { class: 'muted small-text' },
+                    `${l.tls.certificates.length} certificate${l.tls.certificates.length === 1 ? '' : 's'}`,
+                    l.tls.client_ca ? ` · client auth ${l.tls.client_auth}` : '') : null),
                 h('td', { class: 'mono' }, l.bind),
                 h('td', null, l.backend_group || (l.redirect_to ? `redirect → ${l.redirect_to}` : '')),
                 c.state, c.conns, c.traffic,
