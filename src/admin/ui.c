@@ -13,7 +13,7 @@
  * inline script; it may not be framed (clickjacking) and sends no Referer with its calls. */
 #define UI_SECURITY_HEADERS                                                                        \
     "Content-Security-Policy: default-src 'self'; script-src 'self'; style-src 'self'; "           \
-    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "               \
+    "img-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "                     \
     "form-action 'none'; frame-ancestors 'none'\r\n"                                               \
     "X-Content-Type-Options: nosniff\r\n"                                                          \
     "X-Frame-Options: DENY\r\n"                                                                    \
