@@ -81,19 +81,18 @@ static pid_t spawn_etcd(const char *name, int cport, int pport, const char *clus
     snprintf(ca, sizeof(ca), "%s/ca.pem", tmp);
     snprintf(cert, sizeof(cert), "%s/server.pem", tmp);
     snprintf(key, sizeof(key), "%s/server.key", tmp);
-    const char *argv[40] = {"etcd",  "--name",
-                            name,    "--data-dir",
-                            dir,     "--listen-client-urls",
-                            curl,    "--advertise-client-urls",
-                            curl,    "--listen-peer-urls",
-                            purl,    "--initial-advertise-peer-urls",
-                            purl,    "--initial-cluster",
-                            cluster, "--initial-cluster-state",
-                            "new",   "--initial-cluster-token",
-                            token,   "--heartbeat-interval",
-                            "50",    "--election-timeout",
-                            "500"};
-    int argc = 23;
+    /* clang-format off */
+    const char *argv[40] = {
+        "etcd", "--name", name, "--data-dir", dir,
+        "--listen-client-urls", curl, "--advertise-client-urls", curl,
+        "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+        "--initial-cluster", cluster, "--initial-cluster-state", "new",
+        "--initial-cluster-token", token,
+        "--heartbeat-interval", "50", "--election-timeout", "500",
+        "--experimental-watch-progress-notify-interval", "300ms",
+    };
+    /* clang-format on */
+    int argc = 25;
     if (tls) {
         const char *t[] = {
             "--client-cert-auth", "--trusted-ca-file", ca, "--cert-file", cert, "--key-file", key};
@@ -529,6 +528,9 @@ static void test_watch_in_order(void **state)
     assert_string_equal(l.ev[3].value, "3");
     assert_int_equal(l.ev[3].mod, r4);
     assert_int_equal(slb_etcd_watch_next_revision(w), r4 + 1);
+    /* A quiet watch hears progress notifications (every 300 ms here). */
+    assert_true(wait_count(&l.progress, 1, 3000));
+    assert_true(slb_etcd_watch_next_revision(w) >= r4 + 1);
     slb_etcd_watch_stop(w);
 
     /* From a past revision the history is replayed, in the same order. */
