@@ -110,7 +110,9 @@ struct slb_etcd_txn {
 
 /* Every call copies what it needs, returns 0 or a negative code at once (the callback is then
  * not called), and reports through cb later, from the loop. *callp (may be NULL) receives a
- * handle for slb_etcd_call_cancel, valid until the callback returns. */
+ * handle for slb_etcd_call_cancel, valid until the callback returns. Calls in flight together
+ * travel on separate connections and may be applied in any order: start the next one from
+ * the callback when order matters (or use one txn). */
 int slb_etcd_range(struct slb_etcd *e, const char *key, bool prefix, int64_t revision,
                    slb_etcd_cb cb, void *data, struct slb_etcd_call **callp);
 int slb_etcd_put(struct slb_etcd *e, const char *key, const void *value, size_t value_len,
