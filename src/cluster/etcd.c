@@ -37,7 +37,7 @@ struct slb_etcd {
     size_t nendpoints;
     size_t cur; /* where the next call starts: the last endpoint that answered */
     char *ca_file, *cert_file, *key_file;
-    uint32_t call_timeout_ms, try_timeout_ms;
+    uint32_t call_timeout_ms, try_timeout_ms, watch_idle_timeout_ms;
     struct slb_etcd_call *calls;
     struct slb_etcd_watch *watches;
 };
@@ -912,6 +912,7 @@ static void watch_connect(struct slb_etcd_watch *w)
         .body = body,
         .body_len = body ? strlen(body) : 0,
         .connect_timeout_ms = e->try_timeout_ms,
+        .idle_timeout_ms = e->watch_idle_timeout_ms,
         .ca_file = e->ca_file,
         .cert_file = e->cert_file,
         .key_file = e->key_file,
@@ -1003,6 +1004,7 @@ struct slb_etcd *slb_etcd_new(struct slb_loop *loop, struct slb_httpc *http,
     e->http = http;
     e->call_timeout_ms = o->call_timeout_ms ? o->call_timeout_ms : ETCD_CALL_TIMEOUT_DEFAULT;
     e->try_timeout_ms = o->try_timeout_ms ? o->try_timeout_ms : ETCD_TRY_TIMEOUT_DEFAULT;
+    e->watch_idle_timeout_ms = o->watch_idle_timeout_ms;
     e->endpoints = calloc(o->nendpoints, sizeof(char *));
     if (!e->endpoints)
         goto nomem;

@@ -62,6 +62,11 @@ struct slb_etcd_opts {
     const char *key_file;
     uint32_t call_timeout_ms; /* one call, failover included; 0: 5000 */
     uint32_t try_timeout_ms;  /* one HTTP request to one endpoint; 0: 2000 */
+    /* A watch stream silent for this long is taken as lost (a member that stopped answering
+     * without closing the connection). Set it above etcd's watch progress notification
+     * interval (--experimental-watch-progress-notify-interval, 10 min by default). 0: none,
+     * TCP keep-alive only. */
+    uint32_t watch_idle_timeout_ms;
 };
 
 /* The client; owned by the control thread, lives on its loop, uses http (which must outlive

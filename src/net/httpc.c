@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +37,12 @@ struct slb_httpc_req {
     void *data;
     char *body;
     size_t body_len, body_cap, max_body;
-    int abort_rc;   /* set by the write callback when it stops the transfer */
+    int abort_rc; /* set by the write callback when it stops the transfer */
+    /* Idle timeout: stamped on each arrival, checked lazily when the timer fires (curl's
+     * low-speed limit averages over seconds and reacts far too late to a silent stream). */
+    struct slb_timer idle;
+    uint32_t idle_ms;
+    uint64_t last_data_ms;
     bool finished;  /* taken out of the multi handle */
     bool cancelled; /* no callback any more; a deferred reap frees it */
     char errbuf[CURL_ERROR_SIZE];
@@ -108,8 +114,24 @@ static void req_detach(struct slb_httpc_req *r)
     if (r->finished)
         return;
     r->finished = true;
+    slb_timer_stop(r->c->loop, &r->idle);
     curl_multi_remove_handle(r->c->multi, r->easy);
     req_unlink(r->c, r);
+}
+
+static void finish(struct slb_httpc_req *r, CURLcode cc);
+
+static void idle_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    struct slb_httpc_req *r = t->data;
+    uint64_t now = slb_loop_now(loop);
+    if (now < r->last_data_ms + r->idle_ms) {
+        slb_timer_start(loop, t, r->last_data_ms + r->idle_ms - now);
+        return;
+    }
+    /* Not inside curl here, so the transfer can be ended at once. */
+    snprintf(r->errbuf, sizeof(r->errbuf), "nothing received for %u ms", r->idle_ms);
+    finish(r, CURLE_OPERATION_TIMEDOUT);
 }
 
 static int map_curl_error(struct slb_httpc_req *r, CURLcode cc)
@@ -308,6 +330,8 @@ static size_t write_cb(char *ptr, size_t size, size_t n, void *ud)
     size_t len = size * n;
     if (r->cancelled)
         return 0;
+    if (r->idle_ms)
+        r->last_data_ms = slb_loop_now(r->c->loop);
     if (r->on_chunk) {
         long status = 0;
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -351,6 +375,7 @@ int slb_httpc_start(struct slb_httpc *c, const struct slb_httpc_opts *o,
     if (!r)
         return -ENOMEM;
     r->c = c;
+    slb_timer_init(&r->idle, idle_cb, r);
     r->on_chunk = o->on_chunk;
     r->on_done = o->on_done;
     r->data = o->data;
@@ -404,6 +429,11 @@ int slb_httpc_start(struct slb_httpc *c, const struct slb_httpc_opts *o,
     if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
         goto fail;
     req_link(c, r);
+    if (o->idle_timeout_ms) {
+        r->idle_ms = o->idle_timeout_ms;
+        r->last_data_ms = slb_loop_now(c->loop);
+        slb_timer_start(c->loop, &r->idle, r->idle_ms);
+    }
     if (reqp)
         *reqp = r;
     return 0;

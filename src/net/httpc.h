@@ -47,7 +47,10 @@ struct slb_httpc_opts {
     size_t body_len;
     uint32_t timeout_ms;         /* whole request; 0: none (long-lived streams) */
     uint32_t connect_timeout_ms; /* 0: 10 s */
-    size_t max_body;             /* buffered responses only; 0: 16 MiB */
+    /* Fail with -ETIMEDOUT when nothing arrives for this long (from the start, then from the
+     * last piece of body); for streams whose server sends something regularly. 0: none. */
+    uint32_t idle_timeout_ms;
+    size_t max_body; /* buffered responses only; 0: 16 MiB */
     /* TLS: a CA bundle to verify the server with (NULL: the system's), and a client
      * certificate (PEM, leaf then intermediates) with its key for TLS client authentication. */
     const char *ca_file;

@@ -313,6 +313,7 @@ static bool wait_count(const int *counter, int n, int ms)
 /* --- the single member most tests share --- */
 
 static char single_url[64];
+static pid_t single_pid;
 
 static int group_setup(void **state)
 {
@@ -331,7 +332,7 @@ static int group_setup(void **state)
     int c = free_port(), p = free_port();
     char cluster[128];
     snprintf(cluster, sizeof(cluster), "single=http://127.0.0.1:%d", p);
-    spawn_etcd("single", c, p, cluster, "single", false);
+    single_pid = spawn_etcd("single", c, p, cluster, "single", false);
     snprintf(single_url, sizeof(single_url), "http://127.0.0.1:%d", c);
     const char *eps[] = {single_url};
     struct slb_etcd *e = client(eps, 1, false, false);
@@ -577,6 +578,41 @@ static void test_watch_compacted(void **state)
     slb_etcd_free(e);
 }
 
+static void test_watch_silent_stream(void **state)
+{
+    if (!have_etcd)
+        skip();
+    const char *eps[] = {single_url};
+    struct slb_etcd_opts o = {.endpoints = eps,
+                              .nendpoints = 1,
+                              .call_timeout_ms = 8000,
+                              .try_timeout_ms = 1000,
+                              .watch_idle_timeout_ms = 1000};
+    struct slb_etcd *e = slb_etcd_new(&loop, &http, &o, NULL);
+    assert_non_null(e);
+    struct wlog l = {0};
+    struct slb_etcd_watch *w;
+    assert_int_equal(slb_etcd_watch_start(e, "/t8/", true, 0, watch_cb, &l, &w), 0);
+    assert_true(wait_count(&l.created, 1, 5000));
+    /* Progress notifications (every 300 ms) keep a quiet stream alive. */
+    sleep_loop(1600);
+    assert_int_equal(l.lost, 0);
+
+    /* A member that stops answering without closing anything: the silence is noticed. */
+    kill(single_pid, SIGSTOP);
+    bool lost = wait_count(&l.lost, 1, 4000);
+    kill(single_pid, SIGCONT);
+    assert_true(lost);
+    assert_true(wait_count(&l.created, 2, 8000));
+    int64_t rev = put(e, "/t8/k", "v");
+    assert_true(wait_events(&l, 1, 5000));
+    sleep_loop(100);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.ev[0].mod, rev);
+    slb_etcd_watch_stop(w);
+    slb_etcd_free(e);
+}
+
 static void test_lease_expiry(void **state)
 {
     if (!have_etcd)
@@ -732,6 +768,9 @@ static void test_cluster_failover(void **state)
     int64_t r4 = put(e, "/t6/k", "last");
     assert_true(wait_events(&l, 3, 5000));
     sleep_loop(100);
+    for (size_t i = 0; l.n != 3 && i < l.n; i++)
+        fprintf(stderr, "event %zu: %s=%s at %lld\n", i, l.ev[i].key, l.ev[i].value,
+                (long long)l.ev[i].mod);
     assert_int_equal(l.n, 3);
     assert_int_equal(l.ev[0].mod, r2);
     assert_int_equal(l.ev[1].mod, r3);
@@ -799,10 +838,15 @@ int main(void)
     if (getenv("SLB_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SLB_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_put_range),        cmocka_unit_test(test_txn_conflict),
-        cmocka_unit_test(test_watch_in_order),   cmocka_unit_test(test_watch_compacted),
-        cmocka_unit_test(test_lease_expiry),     cmocka_unit_test(test_cancel_and_unavailable),
-        cmocka_unit_test(test_cluster_failover), cmocka_unit_test(test_tls_client_auth),
+        cmocka_unit_test(test_put_range),
+        cmocka_unit_test(test_txn_conflict),
+        cmocka_unit_test(test_watch_in_order),
+        cmocka_unit_test(test_watch_compacted),
+        cmocka_unit_test(test_watch_silent_stream),
+        cmocka_unit_test(test_lease_expiry),
+        cmocka_unit_test(test_cancel_and_unavailable),
+        cmocka_unit_test(test_cluster_failover),
+        cmocka_unit_test(test_tls_client_auth),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -95,6 +95,12 @@ static void *conn_main(void *arg)
             if (send(fd, "4\r\ntick\r\n", 9, MSG_NOSIGNAL) != 9)
                 break;
         }
+    } else if (strstr(req, " /stall ")) {
+        /* One chunk, then silence with the connection open. */
+        send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     "5\r\nfirst\r\n");
+        while (recv(fd, req, sizeof(req), 0) > 0)
+            ;
     } else if (strstr(req, " /big ")) {
         send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n");
         char x[1000];
@@ -324,6 +330,22 @@ static void test_timeout_and_refused(void **state)
     assert_int_equal(u.rc, SLB_EINVAL);
 }
 
+static void test_idle_stream(void **state)
+{
+    /* A stream that goes silent without closing ends after the idle timeout; no overall
+     * timeout is set. */
+    struct got g = {0};
+    struct slb_httpc_opts o = {.on_chunk = chunk_cb, .idle_timeout_ms = 1000};
+    slb_loop_update_time(&loop);
+    uint64_t t0 = slb_loop_now(&loop);
+    start(&g, "/stall", &o);
+    assert_true(run_until(&g.done, 5000));
+    uint64_t took = slb_loop_now(&loop) - t0;
+    assert_int_equal(g.rc, -ETIMEDOUT);
+    assert_int_equal(g.nchunks, 1);
+    assert_true(took >= 900 && took < 3500);
+}
+
 static void test_body_limit(void **state)
 {
     struct got g = {0};
@@ -404,6 +426,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_buffered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streamed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_and_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_then_deinit, setup, teardown),
