@@ -251,6 +251,8 @@ static int grpc_error(const json_t *o, long status, const char **msg)
     switch (code) {
     case 3: /* INVALID_ARGUMENT */
         return SLB_EINVAL;
+    case 4: /* DEADLINE_EXCEEDED: etcd's own proposal timed out, outcome unknown */
+        return -ETIMEDOUT;
     case 5: /* NOT_FOUND */
         return SLB_ENOTFOUND;
     case 9: /* FAILED_PRECONDITION */
@@ -364,9 +366,21 @@ static int parse_result(struct slb_etcd_call *c, const json_t *top, struct slb_e
 
 static void start_try(struct slb_etcd_call *c);
 
+static void fail_unavailable(struct slb_etcd_call *c)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "no etcd endpoint answered within %u ms (last: %s)",
+             c->e->call_timeout_ms, c->last_error);
+    fail_call(c, SLB_ETCD_EUNAVAILABLE, msg);
+}
+
 static void backoff_cb(struct slb_loop *loop, struct slb_timer *t)
 {
-    start_try(t->data);
+    struct slb_etcd_call *c = t->data;
+    if (slb_loop_now(loop) >= c->deadline_ms)
+        fail_unavailable(c);
+    else
+        start_try(c);
 }
 
 /* The try failed without an answer worth reporting: try the next endpoint, once every
@@ -385,10 +399,7 @@ static void retry(struct slb_etcd_call *c)
     }
     uint64_t now = slb_loop_now(e->loop);
     if (now + delay >= c->deadline_ms) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "no etcd endpoint answered within %u ms (last: %s)",
-                 e->call_timeout_ms, c->last_error);
-        fail_call(c, SLB_ETCD_EUNAVAILABLE, msg);
+        fail_unavailable(c);
         return;
     }
     if (delay == 0)
@@ -406,12 +417,20 @@ static void try_done(struct slb_httpc_req *req, const struct slb_httpc_result *r
         snprintf(c->last_error, sizeof(c->last_error), "%s: %s", e->endpoints[c->ep],
                  res->rc < 0 ? res->error : res->body);
         /* A request that may have been applied is retried only when doing it twice is
-         * harmless; a 5xx is etcd saying it did not do it (no leader, timeout of its own
-         * proposal is reported as 5xx too, and a txn whose compare then fails is safe). */
-        bool may_retry = c->idempotent || !res->connected || res->status >= 500;
+         * harmless. A 503 (no leader, member not ready) means it was not proposed; a 504 or
+         * a timeout of ours leaves a txn's outcome unknown: the caller must read again. */
+        bool may_retry = c->idempotent || !res->connected || res->status == 503;
         if (res->rc == SLB_ETLS || !may_retry) {
+            int rc = res->rc;
+            if (rc == 0) {
+                json_error_t jerr;
+                json_t *top = json_loadb(res->body, res->body_len, 0, &jerr);
+                const char *msg;
+                rc = top ? grpc_error(top, res->status, &msg) : SLB_EPROTO;
+                json_decref(top);
+            }
             slb_warn("etcd: %s", c->last_error);
-            fail_call(c, res->rc < 0 ? res->rc : SLB_EPROTO, c->last_error);
+            fail_call(c, rc, c->last_error);
             return;
         }
         slb_debug("etcd: %s, trying the next endpoint", c->last_error);
@@ -459,8 +478,12 @@ static void start_try(struct slb_etcd_call *c)
     };
     int rc = slb_httpc_start(e->http, &o, &c->req);
     if (rc < 0) {
+        /* Out of memory: try again a little later (never call back from inside the call
+         * that started this one); the deadline still holds. */
         snprintf(c->last_error, sizeof(c->last_error), "%s", slb_strerror(rc));
-        retry(c);
+        if (now + ETCD_BACKOFF_MIN_MS >= c->deadline_ms)
+            c->deadline_ms = now + ETCD_BACKOFF_MIN_MS;
+        slb_timer_start(e->loop, &c->backoff, ETCD_BACKOFF_MIN_MS);
     }
 }
 
@@ -923,8 +946,12 @@ static void watch_connect(struct slb_etcd_watch *w)
     w->line_len = 0;
     int rc = body ? slb_httpc_start(e->http, &opts, &w->req) : -ENOMEM;
     free(body);
-    if (rc < 0)
-        watch_lost(w, slb_strerror(rc));
+    if (rc < 0) {
+        /* Out of memory: try again later, from the timer (this may be inside
+         * slb_etcd_watch_start, which never calls back). */
+        slb_warn("etcd: cannot start the watch request: %s", slb_strerror(rc));
+        slb_timer_start(e->loop, &w->retry, ETCD_BACKOFF_MAX_MS);
+    }
 }
 
 static void watch_retry_cb(struct slb_loop *loop, struct slb_timer *t)
