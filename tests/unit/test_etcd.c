@@ -430,6 +430,34 @@ static void test_put_range(void **state)
     slb_etcd_free(e);
 }
 
+static void test_many_calls_at_once(void **state)
+{
+    if (!have_etcd)
+        skip();
+    /* Calls in flight together each complete once, with their own answer. */
+    struct slb_etcd *e = single();
+    static struct res r[40];
+    memset(r, 0, sizeof(r));
+    char key[32], val[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof(key), "/t9/%02d", i);
+        snprintf(val, sizeof(val), "v%d", i);
+        assert_int_equal(slb_etcd_put(e, key, val, strlen(val), 0, res_cb, &r[i], NULL), 0);
+    }
+    for (int i = 0; i < 40; i++) {
+        wait_res(&r[i], 10000);
+        CHECK_OK(r[i]);
+    }
+    for (int i = 1; i < 40; i++)
+        assert_int_not_equal(r[i].revision, r[0].revision);
+    struct res all = range(e, "/t9/", true, 0);
+    CHECK_OK(all);
+    assert_int_equal(all.count, 40);
+    assert_string_equal(all.kvs[7].key, "/t9/07");
+    assert_string_equal(all.kvs[7].value, "v7");
+    slb_etcd_free(e);
+}
+
 static void test_txn_conflict(void **state)
 {
     if (!have_etcd)
@@ -841,15 +869,11 @@ int main(void)
     if (getenv("SLB_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SLB_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_put_range),
-        cmocka_unit_test(test_txn_conflict),
-        cmocka_unit_test(test_watch_in_order),
-        cmocka_unit_test(test_watch_compacted),
-        cmocka_unit_test(test_watch_silent_stream),
-        cmocka_unit_test(test_lease_expiry),
-        cmocka_unit_test(test_cancel_and_unavailable),
-        cmocka_unit_test(test_cluster_failover),
-        cmocka_unit_test(test_tls_client_auth),
+        cmocka_unit_test(test_put_range),        cmocka_unit_test(test_many_calls_at_once),
+        cmocka_unit_test(test_txn_conflict),     cmocka_unit_test(test_watch_in_order),
+        cmocka_unit_test(test_watch_compacted),  cmocka_unit_test(test_watch_silent_stream),
+        cmocka_unit_test(test_lease_expiry),     cmocka_unit_test(test_cancel_and_unavailable),
+        cmocka_unit_test(test_cluster_failover), cmocka_unit_test(test_tls_client_auth),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
