@@ -11,6 +11,7 @@
 /* clang-format on */
 
 #include "cluster/etcd.h"
+#include "cluster/lease.h"
 #include "core/log.h"
 #include "net/httpc.h"
 
@@ -703,6 +704,77 @@ static void test_lease_expiry(void **state)
     slb_etcd_free(e);
 }
 
+struct klog {
+    int n;
+    enum slb_etcd_keeper_event ev[8];
+    int64_t id[8];
+};
+
+static void keeper_cb(struct slb_etcd_keeper *k, enum slb_etcd_keeper_event ev, int64_t id,
+                      const char *why, void *data)
+{
+    struct klog *l = data;
+    if (l->n < 8) {
+        l->ev[l->n] = ev;
+        l->id[l->n] = id;
+    }
+    l->n++;
+}
+
+static void test_lease_keeper(void **state)
+{
+    if (!have_etcd)
+        skip();
+    struct slb_etcd *e = single();
+    struct klog l = {0};
+    struct slb_etcd_keeper *k;
+    assert_int_equal(slb_etcd_keeper_start(e, &loop, 1, keeper_cb, &l, &k), 0);
+    assert_int_equal(l.n, 0); /* never from inside the start */
+    assert_true(wait_count(&l.n, 1, 5000));
+    assert_int_equal(l.ev[0], SLB_ETCD_LEASE_GRANTED);
+    int64_t id1 = l.id[0];
+    assert_int_equal(slb_etcd_keeper_id(k), id1);
+    struct res p = {0};
+    slb_etcd_put(e, "/t10/node", "me", 2, id1, res_cb, &p, NULL);
+    wait_res(&p, 10000);
+    CHECK_OK(p);
+    /* Kept well past its 1 s TTL. */
+    sleep_loop(2000);
+    assert_int_equal(l.n, 1);
+    struct res r = range(e, "/t10/node", false, 0);
+    assert_int_equal(r.nkvs, 1);
+
+    /* etcd out of reach for longer than the TTL: lost on time, then granted anew. */
+    kill(single_pid, SIGSTOP);
+    bool lost = wait_count(&l.n, 2, 2500);
+    sleep_loop(500);
+    kill(single_pid, SIGCONT);
+    assert_true(lost);
+    assert_int_equal(l.ev[1], SLB_ETCD_LEASE_LOST);
+    assert_int_equal(l.id[1], id1);
+    assert_int_equal(slb_etcd_keeper_id(k), 0);
+    assert_true(wait_count(&l.n, 3, 8000));
+    assert_int_equal(l.ev[2], SLB_ETCD_LEASE_GRANTED);
+    int64_t id2 = l.id[2];
+    assert_true(id2 != 0 && id2 != id1);
+    memset(&p, 0, sizeof(p));
+    slb_etcd_put(e, "/t10/node", "me", 2, id2, res_cb, &p, NULL);
+    wait_res(&p, 10000);
+    CHECK_OK(p);
+
+    /* Stopping with revoke deletes the keys at once. */
+    slb_etcd_keeper_stop(k, true);
+    bool gone = false;
+    for (int i = 0; i < 10 && !gone; i++) {
+        sleep_loop(50);
+        r = range(e, "/t10/node", false, 0);
+        gone = r.rc == 0 && r.nkvs == 0;
+    }
+    assert_true(gone);
+    assert_int_equal(l.n, 3);
+    slb_etcd_free(e);
+}
+
 static void test_cancel_and_unavailable(void **state)
 {
     if (!have_etcd)
@@ -869,11 +941,17 @@ int main(void)
     if (getenv("SLB_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SLB_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_put_range),        cmocka_unit_test(test_many_calls_at_once),
-        cmocka_unit_test(test_txn_conflict),     cmocka_unit_test(test_watch_in_order),
-        cmocka_unit_test(test_watch_compacted),  cmocka_unit_test(test_watch_silent_stream),
-        cmocka_unit_test(test_lease_expiry),     cmocka_unit_test(test_cancel_and_unavailable),
-        cmocka_unit_test(test_cluster_failover), cmocka_unit_test(test_tls_client_auth),
+        cmocka_unit_test(test_put_range),
+        cmocka_unit_test(test_many_calls_at_once),
+        cmocka_unit_test(test_txn_conflict),
+        cmocka_unit_test(test_watch_in_order),
+        cmocka_unit_test(test_watch_compacted),
+        cmocka_unit_test(test_watch_silent_stream),
+        cmocka_unit_test(test_lease_expiry),
+        cmocka_unit_test(test_lease_keeper),
+        cmocka_unit_test(test_cancel_and_unavailable),
+        cmocka_unit_test(test_cluster_failover),
+        cmocka_unit_test(test_tls_client_auth),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
