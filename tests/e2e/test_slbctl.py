@@ -1,9 +1,76 @@
 # SPDX-License-Identifier: Apache-2.0
-"""GET /v1/config: the whole stored document with its ETag."""
+"""slbctl for people: the default `stats` screen fits 100 columns (full tables with --wide,
+JSON with --json), every command's --help lists its options and their values, SLBD_ADMIN
+names the daemon, and `config export` / `config import [--dry-run]` save and restore the whole
+configuration through GET /v1/config and POST /v1/apply."""
+
+import json
+import os
+import re
+import subprocess
 
 import pytest
 
 import slbd_harness as h
+from cert_util import slbctl
+
+
+def run_cli(*args, env_extra=None, drop=("SLBD_TOKEN", "SLBD_ADMIN", "COLUMNS")):
+    """build/slbctl with a clean environment (no admin address, token or width inherited)."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(env_extra or {})
+    return subprocess.run([str(h.binary("slbctl")), *map(str, args)], capture_output=True,
+                          text=True, timeout=h.scaled(30), env=env, stdin=subprocess.DEVNULL)
+
+
+def commands():
+    """{"listener create": its usage text (with continuation lines), ...} from `slbctl help`,
+    which lists the command table."""
+    p = run_cli("help")
+    assert p.returncode == 0, p.stderr
+    out, cur = {}, None
+    for line in p.stdout.splitlines():
+        m = re.match(r"  slbctl (\w+)(?: ([a-z][a-z-]*))?(.*)", line)
+        if m:
+            cur = " ".join(w for w in m.groups()[:2] if w)
+            out[cur] = line
+        elif cur and line.startswith("        "):
+            out[cur] += line
+        else:
+            cur = None
+    return out
+
+
+def test_help_describes_every_command_and_its_options():
+    cmds = commands()
+    assert {"listener create", "group update", "stats", "apply", "config export",
+            "config import", "server set-weight"} <= set(cmds), cmds
+    for cmd, usage in cmds.items():
+        words = cmd.split()
+        for argv in ([*words, "--help"], ["help", *words], [*words, "-h"]):
+            p = run_cli(*argv)
+            assert p.returncode == 0, (argv, p.returncode, p.stderr)
+            assert p.stdout.startswith(f"usage: slbctl {cmd}"), (argv, p.stdout)
+            # Every option of the usage line is described on a line of its own.
+            described = set(re.findall(r"^  (-[-\w]+)|, (-[-\w]+)", p.stdout, re.M))
+            described = {o for pair in described for o in pair if o}
+            wanted = set(re.findall(r"(?<![\w-])--?[a-z][a-z-]*", usage.split(" ", 3)[-1]))
+            assert wanted <= described, (cmd, wanted - described, p.stdout)
+            assert "--admin URL" in p.stdout  # and the global flags
+    # Allowed values are spelled out.
+    text = run_cli("listener", "create", "--help").stdout
+    assert re.search(r"--protocol tcp\|http\|https", text), text
+    assert re.search(r"--client-auth required\|optional", text), text
+    assert "tls_cipher_policy_1_2_strict_with_1_3" in text and "--proxy-protocol v1|v2|none" in text
+    text = run_cli("group", "update", "--help").stdout
+    assert "--scheduler wrr|rr|wlc|sch|tch" in text and "--health tcp|http" in text, text
+    text = run_cli("config", "import", "--help").stdout
+    assert "--dry-run" in text, text
+    # A group alone lists its verbs; an unknown verb is still a usage error.
+    p = run_cli("config", "--help")
+    assert p.returncode == 0 and "slbctl config export" in p.stdout and "config import" in p.stdout
+    p = run_cli("config", "frobnicate")
+    assert p.returncode == 2 and "unknown command 'config frobnicate'" in p.stderr, p.stderr
 
 
 @pytest.fixture
@@ -23,6 +90,67 @@ def site(slbd, backend):
     return names, ports
 
 
+def test_stats_fits_100_columns_wide_and_json(slbd, site, clients):
+    names, ports = site
+    assert h.who(clients, ports[0]) == "a"
+    slbd.wait_health("broken", slbd.api.get("/v1/groups/broken")[1]["servers"][0]["port"],
+                     "down", h.scaled(15))
+    base = ["--admin", f"http://127.0.0.1:{slbd.admin_port}", "--state-dir", slbd.state_dir]
+    p = run_cli(*base, "stats")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 100, p.stdout
+    assert re.match(r"slbd: generation \d+, 2 workers, up \d+ s \(since "
+                    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d\)$", lines[0]), lines[0]
+    for n in names:  # never clipped
+        assert any(re.search(rf"(^|\s){n}(\s|$)", ln) for ln in lines), (n, p.stdout)
+    # The listener that carried a connection, in the row under its name.
+    i = lines.index(names[0])
+    assert re.match(rf"\s+tcp\s+127\.0\.0\.1:{ports[0]}\s+\d+\s+1\s", lines[i + 1]), lines[i + 1]
+    # The health view per group: servers up, and the one down with the reason.
+    row = next(ln for ln in lines if ln.startswith("broken "))
+    assert re.search(r"\s0/1\s.*127\.0\.0\.1:\d+ \(connect: Connection refused\)", row), row
+    assert re.search(r"\s1/1\s", p.stdout[p.stdout.index("web-frontend-backends-production"):])
+    # A narrower terminal is honoured too (COLUMNS when stdout is not a tty).
+    p = run_cli(*base, "stats", env_extra={"COLUMNS": "80"})
+    assert p.returncode == 0 and max(map(len, p.stdout.splitlines())) <= 80, p.stdout
+
+    # --wide: every counter, one row per listener with its full name.
+    p = run_cli(*base, "stats", "--wide")
+    assert p.returncode == 0, p.stderr
+    assert "CONNECTIONS" in p.stdout and "WIRE_BYTES.IN" in p.stdout and "LAST_CHECK" in p.stdout
+    assert any(ln.startswith(names[1] + " ") and f":{ports[1]}" in ln
+               for ln in p.stdout.splitlines()), p.stdout
+    assert "started_ms" not in p.stdout and ", up " in p.stdout.splitlines()[0]
+
+    # --json: the API's document as it is.
+    for args in (("--json", "stats"), ("stats", "--json")):
+        p = run_cli(*base, *args)
+        assert p.returncode == 0, p.stderr
+        doc = json.loads(p.stdout)
+        assert {x["name"] for x in doc["listeners"]} == set(names)
+        assert isinstance(doc["started_ms"], int)
+
+
+def test_slbd_admin_environment(slbd, site):
+    token = {"SLBD_TOKEN": slbd.api.token}
+    live = f"127.0.0.1:{slbd.admin_port}"
+    dead = f"127.0.0.1:{h.dead_port()}"
+    # Without a scheme, like slbd's own --admin ADDR:PORT.
+    for addr in (live, f"http://{live}"):
+        p = run_cli("listener", "list", env_extra={**token, "SLBD_ADMIN": addr})
+        assert p.returncode == 0 and "raw" in p.stdout, (addr, p.returncode, p.stderr)
+    # The environment is used: a dead address fails, naming it.
+    p = run_cli("listener", "list", env_extra={**token, "SLBD_ADMIN": dead})
+    assert p.returncode == 3 and dead in p.stderr, (p.returncode, p.stderr)
+    # --admin wins over it.
+    p = run_cli("--admin", live, "listener", "list", env_extra={**token, "SLBD_ADMIN": dead})
+    assert p.returncode == 0 and "raw" in p.stdout, p.stderr
+    # An empty SLBD_ADMIN is as good as none (the default address).
+    p = run_cli("health", env_extra={**token, "SLBD_ADMIN": ""})
+    assert "127.0.0.1:9000" in p.stderr or p.returncode == 0, p.stderr
+
+
 def test_get_config_answers_the_whole_document_with_its_etag(slbd, site):
     r = slbd.api.request("GET", "/v1/config")
     assert r.status == 200, r
@@ -40,3 +168,72 @@ def test_get_config_answers_the_whole_document_with_its_etag(slbd, site):
     assert slbd.api.request("GET", "/v1/config").headers["ETag"] == r2.headers["ETag"]
     assert slbd.api.request("PUT", "/v1/config", {}).status == 405
     assert slbd.api.request("GET", "/v1/config?x=1").status == 400
+
+
+def generation(slbd):
+    return slbd.api.request("GET", "/healthz", token=None).json["generation"]
+
+
+def test_config_export_import_round_trip(slbd, site, workdir, clients):
+    names, ports = site
+    saved = workdir / "saved.json"
+    p = slbctl(slbd, "config", "export", saved)
+    assert p.returncode == 0, p.stderr
+    assert "exported 4 listeners, 2 groups" in p.stdout, p.stdout
+    exported = json.loads(saved.read_text())
+    assert exported == slbd.api.get("/v1/config")[1]
+    # Without a file: the same JSON on stdout.
+    p = slbctl(slbd, "config", "export")
+    assert p.returncode == 0 and json.loads(p.stdout) == exported
+    # Change things: a listener gone, a group's scheduler, a setting.
+    assert slbd.api.delete(f"/v1/listeners/{names[0]}")[0] == 204
+    g = slbd.api.get("/v1/groups/broken")[1]
+    assert slbd.api.put("/v1/groups/broken", dict(g, scheduler="rr"))[0] == 200
+    assert slbd.api.put("/v1/settings", dict(exported["settings"], drain_timeout_s=3))[0] == 200
+    with pytest.raises(ConnectionRefusedError):
+        clients.connect(ports[0])
+    before = generation(slbd)
+    p = slbctl(slbd, "config", "import", saved)
+    assert p.returncode == 0, p.stderr
+    assert "applied 4 listeners and 2 groups" in p.stdout, p.stdout
+    assert slbd.api.get("/v1/config")[1] == exported
+    assert generation(slbd) > before
+    assert h.who(clients, ports[0]) == "a"
+    # From standard input too.
+    p = subprocess.run([str(h.binary("slbctl")), "--admin", f"http://127.0.0.1:{slbd.admin_port}",
+                        "--state-dir", str(slbd.state_dir), "config", "import", "-"],
+                       input=saved.read_text(), capture_output=True, text=True,
+                       timeout=h.scaled(30))
+    assert p.returncode == 0, p.stderr
+    # Export refuses to write where it cannot, and leaves no temporary file behind.
+    p = slbctl(slbd, "config", "export", workdir / "no-such-dir" / "x.json")
+    assert p.returncode == 1 and "cannot write" in p.stderr, p.stderr
+
+
+def test_config_import_dry_run_changes_nothing(slbd, site, workdir):
+    names, _ = site
+    saved = workdir / "saved.json"
+    assert slbctl(slbd, "config", "export", saved).returncode == 0
+    doc = json.loads(saved.read_text())
+    doc["listeners"] = [x for x in doc["listeners"] if x["name"] != "raw"]
+    doc["settings"]["drain_timeout_s"] = 4
+    changed = workdir / "changed.json"
+    changed.write_text(json.dumps(doc))
+    before, gen = slbd.api.get("/v1/config")[1], generation(slbd)
+    cfg_file = (slbd.state_dir / "config.json").read_bytes()
+    for argv in (("config", "import", changed, "--dry-run"),
+                 ("apply", "-f", changed, "--dry-run")):
+        p = slbctl(slbd, *argv)
+        assert p.returncode == 0, (argv, p.stderr)
+        assert "would apply 3 listeners and 2 groups (dry run, nothing changed)" in p.stdout
+        p = slbctl(slbd, "--json", *argv)
+        assert p.returncode == 0 and json.loads(p.stdout)["settings"]["drain_timeout_s"] == 4
+    assert slbd.api.get("/v1/config")[1] == before
+    assert generation(slbd) == gen
+    assert (slbd.state_dir / "config.json").read_bytes() == cfg_file
+    # A dry run reports what the real import would refuse.
+    doc["listeners"][0]["backend_group"] = "nope"
+    changed.write_text(json.dumps(doc))
+    p = slbctl(slbd, "config", "import", changed, "--dry-run")
+    assert p.returncode == 1 and "nope" in p.stderr, (p.returncode, p.stderr)
+    assert generation(slbd) == gen and slbd.api.get("/v1/config")[1] == before
