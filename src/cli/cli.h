@@ -203,6 +203,10 @@ void slb_cli_human_bytes(double v, char *buf, size_t size);
 void slb_cli_human_duration(double seconds, char *buf, size_t size);
 /* Unix milliseconds as ISO 8601 local time with its offset: 2026-12-07T18:33:22+01:00. */
 void slb_cli_local_time(long long unix_ms, char *buf, size_t size);
+/* A moment relative to now, seconds later (>= 0) or earlier: "in 89d 23h", "12 s ago". */
+void slb_cli_relative_time(double seconds, char *buf, size_t size);
+/* The API's UTC times, "2027-03-07T17:39:16Z", as Unix milliseconds; 0 or -1. */
+int slb_cli_parse_utc(const char *text, long long *unix_ms);
 /* A /v1/stats document as the summary screen: the daemon line, one row per listener, one
  * health row per group, within width columns; now_ms (Unix ms) dates the uptime. */
 void slb_cli_render_stats(FILE *out, const json_t *stats, size_t width, long long now_ms);

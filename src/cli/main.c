@@ -51,7 +51,9 @@ static const struct command commands[] = {
      "  --name NAME        a label for people\n"
      "  --type server|ca   server (default): presented by https listeners; ca: trusted for\n"
      "                     client certificates\n" CERT_ARGS},
-    {"cert", "list", slb_cli_cert_list, "cert list", "List the certificates.\n"},
+    {"cert", "list", slb_cli_cert_list, "cert list",
+     "List the certificates, with the end of their validity in local time and how far away\n"
+     "it is.\n"},
     {"cert", "show", slb_cli_cert_show, "cert show ID", "Show one certificate.\n"},
     {"cert", "replace", slb_cli_cert_replace,
      "cert replace ID --cert FILE [--key FILE] [--name NAME]",

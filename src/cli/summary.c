@@ -50,6 +50,8 @@ void slb_cli_human_duration(double seconds, char *buf, size_t size)
 {
     if (!isfinite(seconds) || seconds < 0)
         seconds = 0;
+    if (seconds > 1e15) /* some 30 million years: keeps the conversion below defined */
+        seconds = 1e15;
     unsigned long long s = (unsigned long long)seconds;
     if (s < 60)
         snprintf(buf, size, "%llu s", s);
@@ -74,6 +76,34 @@ void slb_cli_local_time(long long unix_ms, char *buf, size_t size)
     /* ISO 8601 writes the offset as +hh:mm; strftime gives +hhmm. */
     size_t n = strlen(buf);
     snprintf(buf + n, size - n, "%.3s:%.2s", zone, zone + 3);
+}
+
+void slb_cli_relative_time(double seconds, char *buf, size_t size)
+{
+    char d[32]; /* "106751991167300d 15h" at most */
+    slb_cli_human_duration(fabs(seconds), d, sizeof(d));
+    if (seconds >= 0)
+        snprintf(buf, size, "in %s", d);
+    else
+        snprintf(buf, size, "%s ago", d);
+}
+
+int slb_cli_parse_utc(const char *text, long long *unix_ms)
+{
+    struct tm tm = {0};
+    int n = 0;
+    if (!text ||
+        sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+        n == 0 || text[n] != '\0')
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *unix_ms = (long long)t * 1000;
+    return 0;
 }
 
 /* A number from a stats object, or -1 when absent (printed as "-"). */

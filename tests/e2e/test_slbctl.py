@@ -4,15 +4,18 @@ JSON with --json), every command's --help lists its options and their values, SL
 names the daemon, and `config export` / `config import [--dry-run]` save and restore the whole
 configuration through GET /v1/config and POST /v1/apply."""
 
+import calendar
 import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
 import slbd_harness as h
 from cert_util import slbctl
+from pki import pki, upload_server  # noqa: F401
 
 
 def run_cli(*args, env_extra=None, drop=("SLBD_TOKEN", "SLBD_ADMIN", "COLUMNS")):
@@ -237,3 +240,20 @@ def test_config_import_dry_run_changes_nothing(slbd, site, workdir):
     p = slbctl(slbd, "config", "import", changed, "--dry-run")
     assert p.returncode == 1 and "nope" in p.stderr, (p.returncode, p.stderr)
     assert generation(slbd) == gen and slbd.api.get("/v1/config")[1] == before
+
+
+def test_cert_list_dates_for_people(slbd, pki):
+    cid = upload_server(slbd, pki, "server")
+    not_after = slbd.api.get(f"/v1/certificates/{cid}")[1]["not_after"]
+    left = calendar.timegm(time.strptime(not_after, "%Y-%m-%dT%H:%M:%SZ")) - time.time()
+    p = run_cli("--admin", f"http://127.0.0.1:{slbd.admin_port}", "cert", "list",
+                env_extra={"SLBD_TOKEN": slbd.api.token, "TZ": "XST-05:30"})
+    assert p.returncode == 0, p.stderr
+    header, row = p.stdout.splitlines()
+    assert header.split() == ["ID", "NAME", "TYPE", "KEY", "NOT_AFTER", "EXPIRES", "USED_BY"]
+    # The end of validity in local time (ISO 8601 with the offset), and how far away it is.
+    local = time.strftime("%Y-%m-%dT%H:%M:%S+05:30", time.gmtime(
+        calendar.timegm(time.strptime(not_after, "%Y-%m-%dT%H:%M:%SZ")) + 5 * 3600 + 1800))
+    # (slbctl reads the clock a little later than this test did.)
+    wants = {f"in {int(t // 86400)}d {int(t % 86400 // 3600)}h" for t in (left, left - 10)}
+    assert any(re.search(rf"\s{re.escape(local)}\s+{w}\s", row) for w in wants), (wants, row)

@@ -340,6 +340,18 @@ static void test_human_durations_and_dates(void **state)
         slb_cli_human_duration(cases[i].s, b, sizeof(b));
         assert_string_equal(b, cases[i].text);
     }
+    slb_cli_relative_time(12.4, b, sizeof(b));
+    assert_string_equal(b, "in 12 s");
+    slb_cli_relative_time(-12.4, b, sizeof(b));
+    assert_string_equal(b, "12 s ago");
+    slb_cli_relative_time(-273600, b, sizeof(b));
+    assert_string_equal(b, "3d 4h ago");
+    long long ms = 0;
+    assert_int_equal(slb_cli_parse_utc("2026-12-07T17:36:30Z", &ms), 0);
+    assert_true(ms == 1796664990000LL);
+    assert_int_equal(slb_cli_parse_utc("2026-12-07T17:36:30", &ms), -1);
+    assert_int_equal(slb_cli_parse_utc("2026-12-07T17:36:30Zx", &ms), -1);
+    assert_int_equal(slb_cli_parse_utc(NULL, &ms), -1);
     /* Local time, with the offset ISO 8601 writes (POSIX TZ signs are reversed). */
     setenv("TZ", "UTC", 1);
     tzset();
