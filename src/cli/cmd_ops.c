@@ -107,11 +107,8 @@ int slb_cli_stats(struct slb_cli *c, int argc, char **argv)
             FILE *mem = open_memstream(&buf, &len);
             if (!mem)
                 return slb_cli_fail("out of memory");
-            time_t now = time(NULL);
-            struct tm tm;
             char stamp[64];
-            localtime_r(&now, &tm);
-            strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);
+            slb_cli_local_time(now_ms(), stamp, sizeof(stamp));
             fprintf(mem, "slbctl stats  %s  every %gs  (Ctrl-C to stop)\n\n", c->admin, interval);
             /* A failure goes on the screen (stderr would be wiped by the next refresh) and
              * the loop carries on like watch(1), so a daemon restart does not end it. */

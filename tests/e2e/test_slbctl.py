@@ -8,6 +8,7 @@ import calendar
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -257,3 +258,27 @@ def test_cert_list_dates_for_people(slbd, pki):
     # (slbctl reads the clock a little later than this test did.)
     wants = {f"in {int(t // 86400)}d {int(t % 86400 // 3600)}h" for t in (left, left - 10)}
     assert any(re.search(rf"\s{re.escape(local)}\s+{w}\s", row) for w in wants), (wants, row)
+
+
+def test_stats_watch_refreshes_the_summary(slbd, site):
+    base = [str(h.binary("slbctl")), "--admin", f"http://127.0.0.1:{slbd.admin_port}",
+            "--state-dir", str(slbd.state_dir), "stats"]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SLBD_TOKEN", "SLBD_ADMIN", "COLUMNS")}
+    for extra in (["--watch", "0.2"], ["--watch", "0.2", "--json"]):
+        p = subprocess.Popen(base + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env, stdin=subprocess.DEVNULL)
+        time.sleep(h.scaled(1.5))
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=h.scaled(10))
+        assert p.returncode == 0, (p.returncode, err)
+        if "--json" in extra:
+            docs = [json.loads(ln) for ln in out.splitlines()]
+            assert len(docs) >= 2 and all(d["listeners"] for d in docs), out
+            continue
+        screens = out.split("\x1b[H\x1b[2J")[1:]
+        assert len(screens) >= 2, out
+        for s in screens:
+            assert "LISTENER" in s and "GROUP" in s, s
+            assert max(len(ln) for ln in s.splitlines()) <= 100, s
+            assert re.search(r"^updated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$", s, re.M), s
