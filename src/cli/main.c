@@ -557,7 +557,7 @@ int main(int argc, char **argv)
     c.admin = g.admin ? g.admin : env_admin && env_admin[0] ? env_admin : DEFAULT_ADMIN;
     c.json = g.json;
     if (slb_cli_url_parse(c.admin, &c.url, err, sizeof(err)) < 0) {
-        slb_cli_usage_fail("%s", err);
+        slb_cli_usage_fail("%s%s", g.admin ? "" : "SLBD_ADMIN: ", err);
         goto out;
     }
     load_token(&c, g.token_file, g.state_dir);

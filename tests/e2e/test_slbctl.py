@@ -150,6 +150,9 @@ def test_slbd_admin_environment(slbd, site):
     # --admin wins over it.
     p = run_cli("--admin", live, "listener", "list", env_extra={**token, "SLBD_ADMIN": dead})
     assert p.returncode == 0 and "raw" in p.stdout, p.stderr
+    # A malformed one is a usage error that says where the address came from.
+    p = run_cli("listener", "list", env_extra={**token, "SLBD_ADMIN": "ftp://x"})
+    assert p.returncode == 2 and "SLBD_ADMIN: unsupported URL scheme" in p.stderr, p.stderr
     # An empty SLBD_ADMIN is as good as none (the default address).
     p = run_cli("health", env_extra={**token, "SLBD_ADMIN": ""})
     assert "127.0.0.1:9000" in p.stderr or p.returncode == 0, p.stderr
