@@ -78,7 +78,8 @@ static const struct command commands[] = {
      "        [--proxy-protocol v1|v2|none] [--from-json FILE|-]",
      "Change the given fields of a listener, keeping the others.\n" LISTENER_ARGS},
     {"listener", "delete", slb_cli_listener_delete, "listener delete NAME",
-     "Delete a listener (its connections are closed).\n"},
+     "Delete a listener: it stops accepting at once; HTTP connections end after their\n"
+     "current request, tcp connections go on.\n"},
     {"group", "create", slb_cli_group_create,
      "group create --name NAME [--scheduler wrr|rr|wlc|sch|tch]\n"
      "        [--server ADDR:PORT[:WEIGHT]]... [--health tcp|http] [--health-uri URI]\n"
