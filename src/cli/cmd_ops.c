@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -215,7 +214,7 @@ static int write_file(const char *path, const char *text)
         return slb_cli_fail("%s: path too long", path);
     FILE *f = fopen(tmp, "w");
     if (!f)
-        return slb_cli_fail("cannot write %s: %s", tmp, strerror(errno));
+        return slb_cli_fail("cannot write %s: %s", path, strerror(errno));
     int ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
     ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
     int err = errno;
