@@ -182,10 +182,12 @@ size_t slb_cli_text_width(const char *s);
 
 /* ---- table.c: JSON resources and reports as text ---- */
 
-/* A scalar or array of scalars as a cell: strings raw, null "-", arrays joined by ", ". */
+/* A scalar or array of scalars as a cell: strings raw (but the API's UTC times in local time,
+ * ISO 8601), null "-", arrays joined by ", ". */
 void slb_cli_value_text(const json_t *v, char *buf, size_t size);
-/* A resource as aligned "key: value" lines (nested objects flattened with dots); arrays and
- * maps of objects follow as titled tables. width>0 lets over-wide tables turn sideways. */
+/* A resource as aligned "key: value" lines (nested objects flattened with dots; a time is
+ * followed by how far away it is: "(in 89d 23h)"); arrays and maps of objects follow as
+ * titled tables. width>0 lets over-wide tables turn sideways. */
 void slb_cli_render_object(FILE *out, const json_t *obj, size_t width);
 /* Terminal width for stdout: the tty's, else $COLUMNS, else 0 (unlimited). */
 size_t slb_cli_term_width(void);

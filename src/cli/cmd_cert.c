@@ -188,20 +188,18 @@ int slb_cli_cert_replace(struct slb_cli *c, int argc, char **argv)
 
 static void cert_row(const json_t *item, char (*cells)[SLB_CLI_CELL])
 {
-    static const char *const fields[] = {"id",        "name",      "type",   "key_type",
-                                         "not_after", "not_after", "used_by"};
+    static const char *const fields[] = {"id",        "name", "type",   "key_type",
+                                         "not_after", NULL,   "used_by"};
     for (size_t i = 0; i < 7; i++) {
-        const json_t *v = json_object_get(item, fields[i]);
+        const json_t *v = fields[i] ? json_object_get(item, fields[i]) : NULL;
         if (v)
-            slb_cli_value_text(v, cells[i], SLB_CLI_CELL);
+            slb_cli_value_text(v, cells[i], SLB_CLI_CELL); /* times in local time */
     }
-    /* The end of validity in local time, and how far away it is. */
+    /* How far away the end of validity is. */
     long long ms;
-    if (slb_cli_parse_utc(json_string_value(json_object_get(item, "not_after")), &ms) == 0) {
-        slb_cli_local_time(ms, cells[4], SLB_CLI_CELL);
+    if (slb_cli_parse_utc(json_string_value(json_object_get(item, "not_after")), &ms) == 0)
         slb_cli_relative_time((double)(ms - (long long)time(NULL) * 1000) / 1000, cells[5],
                               SLB_CLI_CELL);
-    }
 }
 
 int slb_cli_cert_list(struct slb_cli *c, int argc, char **argv)

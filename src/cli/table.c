@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Nesting deeper than this is printed as compact JSON rather than more tables. */
@@ -272,10 +273,15 @@ size_t slb_cli_term_width(void)
 static void scalar_text(const json_t *v, char *buf, size_t size)
 {
     switch (json_typeof(v)) {
-    case JSON_STRING:
-        /* An empty string reads as a missing value, and keeps a table's columns visible. */
-        snprintf(buf, size, "%s", json_string_length(v) ? json_string_value(v) : "-");
+    case JSON_STRING: {
+        /* The API's times are UTC ("...Z"); people read them in their own time zone. */
+        long long ms;
+        if (slb_cli_parse_utc(json_string_value(v), &ms) == 0)
+            slb_cli_local_time(ms, buf, size);
+        else /* an empty string reads as a missing value, and keeps a table's columns visible */
+            snprintf(buf, size, "%s", json_string_length(v) ? json_string_value(v) : "-");
         break;
+    }
     case JSON_INTEGER:
         snprintf(buf, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
         break;
@@ -664,6 +670,13 @@ static void print_kv_value(FILE *out, const json_t *v)
             *p = ' ';
     }
     fputs(buf, out);
+    /* A time on a line of its own also says how far away it is. */
+    long long ms;
+    if (json_is_string(v) && slb_cli_parse_utc(json_string_value(v), &ms) == 0) {
+        char rel[64];
+        slb_cli_relative_time((double)(ms - (long long)time(NULL) * 1000) / 1000, rel, sizeof(rel));
+        fprintf(out, " (%s)", rel);
+    }
 }
 
 void slb_cli_render_object(FILE *out, const json_t *obj, size_t width)

@@ -261,6 +261,13 @@ def test_cert_list_dates_for_people(slbd, pki):
     # (slbctl reads the clock a little later than this test did.)
     wants = {f"in {int(t // 86400)}d {int(t % 86400 // 3600)}h" for t in (left, left - 10)}
     assert any(re.search(rf"\s{re.escape(local)}\s+{w}\s", row) for w in wants), (wants, row)
+    # show: the same time on a line of its own, with how far away it is.
+    p = run_cli("--admin", f"http://127.0.0.1:{slbd.admin_port}", "cert", "show", cid,
+                env_extra={"SLBD_TOKEN": slbd.api.token, "TZ": "XST-05:30"})
+    assert p.returncode == 0, p.stderr
+    assert any(re.search(rf"^not_after:\s+{re.escape(local)} \({w}\)$", p.stdout, re.M)
+               for w in wants), (wants, p.stdout)
+    assert "Z\n" not in p.stdout and "Z (" not in p.stdout, p.stdout
 
 
 def test_stats_watch_refreshes_the_summary(slbd, site):

@@ -365,6 +365,26 @@ static void test_human_durations_and_dates(void **state)
     tzset();
 }
 
+static void test_render_times_in_local_time(void **state)
+{
+    (void)state;
+    setenv("TZ", "XST-05:30", 1);
+    tzset();
+    char *out = render("{\"id\":\"c1\",\"not_after\":\"2099-01-01T00:00:00Z\","
+                       "\"not_before\":\"2000-01-01T00:00:00Z\",\"note\":\"2000-01-01\","
+                       "\"crls\":[{\"issuer\":\"ca\",\"next_update\":\"2000-01-01T00:00:00Z\"}]}",
+                       0);
+    /* On a line of its own a time says how far away it is; in a table cell it does not. */
+    assert_non_null(strstr(out, "not_after:  2099-01-01T05:30:00+05:30 (in "));
+    assert_non_null(strstr(out, "not_before: 2000-01-01T05:30:00+05:30 ("));
+    assert_non_null(strstr(out, " ago)\n"));
+    assert_non_null(strstr(out, "note:       2000-01-01\n"));
+    assert_non_null(strstr(out, "ca      2000-01-01T05:30:00+05:30\n"));
+    free(out);
+    unsetenv("TZ");
+    tzset();
+}
+
 /* Every line of text is at most width columns wide. */
 static void assert_fits(const char *text, size_t width)
 {
@@ -524,6 +544,7 @@ int main(void)
         cmocka_unit_test(test_render_non_objects),
         cmocka_unit_test(test_human_numbers),
         cmocka_unit_test(test_human_durations_and_dates),
+        cmocka_unit_test(test_render_times_in_local_time),
         cmocka_unit_test(test_table_fit_wraps_names_and_clips_text),
         cmocka_unit_test(test_stats_summary_fits_100_columns),
         cmocka_unit_test(test_stats_wide_keeps_every_counter),
