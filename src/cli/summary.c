@@ -139,16 +139,38 @@ static void bytes_cell(double v, char *buf)
     slb_cli_human_bytes(v, buf, SLB_CLI_CELL);
 }
 
-static void print_header(FILE *out, const json_t *stats, long long now_ms)
+/* The daemon line: its facts joined by ", ", wrapped between them to stay within width. */
+static void print_header(FILE *out, const json_t *stats, size_t width, long long now_ms)
 {
-    fprintf(out, "slbd: generation %.0f, %.0f worker%s", num(stats, "generation"),
-            num(stats, "workers"), num(stats, "workers") == 1 ? "" : "s");
+    char part[4][128];
+    size_t n = 0;
+    snprintf(part[n++], sizeof(part[0]), "slbd: generation %.0f", num(stats, "generation"));
+    snprintf(part[n++], sizeof(part[0]), "%.0f worker%s", num(stats, "workers"),
+             num(stats, "workers") == 1 ? "" : "s");
+    if (num(stats, "connection_cap") >= 0) {
+        char cap[32];
+        slb_cli_human_count(num(stats, "connection_cap"), cap, sizeof(cap));
+        snprintf(part[n++], sizeof(part[0]), "at most %s connections", cap);
+    }
     double started = num(stats, "started_ms");
     if (started > 0) {
-        char up[64], since[64];
+        char up[32], since[48];
         slb_cli_human_duration(((double)now_ms - started) / 1000, up, sizeof(up));
         slb_cli_local_time((long long)started, since, sizeof(since));
-        fprintf(out, ", up %s (since %s)", up, since);
+        snprintf(part[n++], sizeof(part[0]), "up %s (since %s)", up, since);
+    }
+    size_t col = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t w = strlen(part[i]);
+        if (i > 0 && width > 0 && col + 2 + w > width) {
+            fputs(",\n", out);
+            col = 0;
+        } else if (i > 0) {
+            fputs(", ", out);
+            col += 2;
+        }
+        fputs(part[i], out);
+        col += w;
     }
     fputc('\n', out);
 }
@@ -222,7 +244,11 @@ static void groups_table(FILE *out, const json_t *list, size_t width)
                 continue;
             }
             const char *addr = json_string_value(json_object_get(s, "address"));
-            const char *why = json_string_value(json_object_get(s, "last_check"));
+            /* Ejected by passive checks, the server may well pass its active ones. */
+            const char *reason = json_string_value(json_object_get(s, "down_reason"));
+            const char *why = reason && strcmp(reason, "passive") == 0
+                                  ? "ejected by passive checks"
+                                  : json_string_value(json_object_get(s, "last_check"));
             int v6 = addr && strchr(addr, ':');
             int w = snprintf(cells[8] + used, SLB_CLI_CELL - used, "%s%s%s%s:%.0f%s%s%s",
                              used ? ", " : "", v6 ? "[" : "", addr ? addr : "?", v6 ? "]" : "",
@@ -256,7 +282,7 @@ static void groups_table(FILE *out, const json_t *list, size_t width)
 
 void slb_cli_render_stats(FILE *out, const json_t *stats, size_t width, long long now_ms)
 {
-    print_header(out, stats, now_ms);
+    print_header(out, stats, width, now_ms);
     const json_t *listeners = json_object_get(stats, "listeners");
     const json_t *groups = json_object_get(stats, "groups");
     fputc('\n', out);
@@ -273,7 +299,7 @@ void slb_cli_render_stats(FILE *out, const json_t *stats, size_t width, long lon
 
 void slb_cli_render_stats_wide(FILE *out, const json_t *stats, size_t width, long long now_ms)
 {
-    print_header(out, stats, now_ms);
+    print_header(out, stats, width, now_ms);
     /* The header said these in words; every other field follows as the API names it. */
     json_t *rest = json_copy((json_t *)stats);
     if (!rest)
@@ -281,6 +307,7 @@ void slb_cli_render_stats_wide(FILE *out, const json_t *stats, size_t width, lon
     json_object_del(rest, "generation");
     json_object_del(rest, "workers");
     json_object_del(rest, "started_ms");
+    json_object_del(rest, "connection_cap");
     fputc('\n', out);
     slb_cli_render_object(out, rest, width);
     json_decref(rest);

@@ -474,8 +474,9 @@ static json_t *big_stats(size_t n)
         "ok", "address", "2001:db8::77", "port", 8080, "weight", 100, "health", "down", "active", 0,
         "connections", 10, "requests", 10, "failures", 10, "avg_response_ms", 6.0, "last_check",
         "connect: Connection refused after a rather long wait for the answer");
-    return json_pack("{s:i, s:i, s:I, s:o, s:[{s:s, s:s, s:o}]}", "generation", 6, "workers", 2,
-                     "started_ms", (json_int_t)1000000000000LL, "listeners", ls, "groups", "name",
+    return json_pack("{s:i, s:i, s:i, s:I, s:o, s:[{s:s, s:s, s:o}]}", "generation", 6, "workers",
+                     2, "connection_cap", 498074, "started_ms", (json_int_t)1000000000000LL,
+                     "listeners", ls, "groups", "name",
                      "web-frontend-backends-production-in-the-second-datacenter-xx", "scheduler",
                      "wrr", "servers", servers);
 }
@@ -490,7 +491,8 @@ static void test_stats_summary_fits_100_columns(void **state)
     slb_cli_render_stats(c.f, doc, 100, 1000000000000LL + (3 * 86400 + 4 * 3600 + 59) * 1000LL);
     char *out = capture_end(&c);
     assert_fits(out, 100);
-    assert_non_null(strstr(out, "generation 6, 2 workers, up 3d 4h (since "));
+    assert_non_null(
+        strstr(out, "generation 6, 2 workers, at most 498k connections, up 3d 4h (since "));
     for (size_t i = 0; i < json_array_size(json_object_get(doc, "listeners")); i++) {
         const char *name = json_string_value(
             json_object_get(json_array_get(json_object_get(doc, "listeners"), i), "name"));
@@ -506,6 +508,38 @@ static void test_stats_summary_fits_100_columns(void **state)
     assert_non_null(strstr(out, "wrr    1/2  3       20     40    10    3.0 ms  "
                                 "[2001:db8::77]:8080 (connect:"));
     free(out);
+    /* The daemon line wraps between its facts on a narrow screen. */
+    capture_begin(&c);
+    slb_cli_render_stats(c.f, doc, 60, 1000000000000LL + 59 * 1000LL);
+    out = capture_end(&c);
+    const char *want = "slbd: generation 6, 2 workers, at most 498k connections,\n"
+                       "up 59 s (since ";
+    assert_true(strncmp(out, want, strlen(want)) == 0);
+    free(out);
+    json_decref(doc);
+}
+
+static void test_stats_summary_names_passive_ejections(void **state)
+{
+    (void)state;
+    json_t *doc = parse("{\"generation\":1,\"workers\":1,\"listeners\":[],\"groups\":[{"
+                        "\"name\":\"g\",\"scheduler\":\"rr\",\"servers\":[{\"address\":"
+                        "\"10.0.0.3\",\"port\":80,\"health\":\"down\",\"down_reason\":"
+                        "\"passive\",\"last_check\":\"ok\"},{\"address\":\"10.0.0.4\","
+                        "\"port\":80,\"health\":\"down\",\"down_reason\":\"active\","
+                        "\"last_check\":\"status 503\"}]}]}");
+    struct capture c;
+    capture_begin(&c);
+    slb_cli_render_stats(c.f, doc, 120, 0);
+    char *out = capture_end(&c);
+    assert_string_equal(out, "slbd: generation 1, 1 worker\n"
+                             "\n"
+                             "no listeners\n"
+                             "\n"
+                             "GROUP  SCHED  UP   ACTIVE  CONNS  REQS  FAIL  AVG  DOWN\n"
+                             "g      rr     0/2  0       0      0     0     -    10.0.0.3:80 "
+                             "(ejected by passive checks), 10.0.0.4:80 (status 503)\n");
+    free(out);
     json_decref(doc);
 }
 
@@ -517,8 +551,10 @@ static void test_stats_wide_keeps_every_counter(void **state)
     capture_begin(&c);
     slb_cli_render_stats_wide(c.f, doc, 0, 1000000000000LL + 12000);
     char *out = capture_end(&c);
-    assert_non_null(strstr(out, "slbd: generation 6, 2 workers, up 12 s (since "));
+    assert_non_null(strstr(out, "slbd: generation 6, 2 workers, at most 498k connections, "
+                                "up 12 s (since "));
     assert_null(strstr(out, "started_ms"));
+    assert_null(strstr(out, "connection_cap"));
     assert_non_null(strstr(out, "HANDSHAKES.FAILURES.UNKNOWN_CA"));
     assert_non_null(strstr(out, "123456789012345"));
     assert_non_null(strstr(out, "connect: Connection refused after a rather long wait"));
@@ -547,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_render_times_in_local_time),
         cmocka_unit_test(test_table_fit_wraps_names_and_clips_text),
         cmocka_unit_test(test_stats_summary_fits_100_columns),
+        cmocka_unit_test(test_stats_summary_names_passive_ejections),
         cmocka_unit_test(test_stats_wide_keeps_every_counter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
