@@ -17,7 +17,8 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: slbd [--state-dir DIR] [--admin ADDR:PORT] [--workers N] "
+    fprintf(f, "usage: slbd [--state-dir DIR] [--admin ADDR:PORT|unix:PATH]... "
+               "[--admin-cert FILE --admin-key FILE] [--admin-auth-failures N] [--workers N] "
                "[--log-level debug|info|warn|error] [--check] [--version]\n");
 }
 
@@ -31,14 +32,21 @@ int main(int argc, char **argv)
 {
     struct slb_options opt = {
         .state_dir = "./slbd-state",
-        .admin_addr = "127.0.0.1:9000",
         .workers = (int)sysconf(_SC_NPROCESSORS_ONLN),
+        .admin_auth_failures = -1,
     };
     static const struct option longopts[] = {
-        {"state-dir", required_argument, NULL, 's'}, {"admin", required_argument, NULL, 'a'},
-        {"workers", required_argument, NULL, 'w'},   {"log-level", required_argument, NULL, 'l'},
-        {"check", no_argument, NULL, 'c'},           {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
+        {"state-dir", required_argument, NULL, 's'},
+        {"admin", required_argument, NULL, 'a'},
+        {"admin-cert", required_argument, NULL, 'C'},
+        {"admin-key", required_argument, NULL, 'K'},
+        {"admin-auth-failures", required_argument, NULL, 'F'},
+        {"workers", required_argument, NULL, 'w'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"check", no_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "s:a:w:l:chV", longopts, NULL)) != -1) {
@@ -47,8 +55,28 @@ int main(int argc, char **argv)
             opt.state_dir = optarg;
             break;
         case 'a':
-            opt.admin_addr = optarg;
+            if (opt.nadmin == (int)(sizeof(opt.admin_addrs) / sizeof(opt.admin_addrs[0]))) {
+                fprintf(stderr, "slbd: --admin is given too many times (at most %d)\n", opt.nadmin);
+                return 2;
+            }
+            opt.admin_addrs[opt.nadmin++] = optarg;
             break;
+        case 'C':
+            opt.admin_cert = optarg;
+            break;
+        case 'K':
+            opt.admin_key = optarg;
+            break;
+        case 'F': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || end == optarg || n < 0 || n > 1000000) {
+                fprintf(stderr, "slbd: --admin-auth-failures must be 0..1000000\n");
+                return 2;
+            }
+            opt.admin_auth_failures = (int)n;
+            break;
+        }
         case 'w': {
             char *end;
             long n = strtol(optarg, &end, 10);
@@ -83,6 +111,12 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if ((opt.admin_cert == NULL) != (opt.admin_key == NULL)) {
+        fprintf(stderr, "slbd: --admin-cert and --admin-key go together\n");
+        return 2;
+    }
+    if (opt.nadmin == 0)
+        opt.admin_addrs[opt.nadmin++] = "127.0.0.1:9000";
     if (opt.workers < 1)
         opt.workers = 1;
     if (opt.workers > SLB_MAX_WORKERS)

@@ -329,7 +329,7 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
         goto fail;
     }
     doc = NULL;
-    ctl->admin = slb_admin_new(ctl, opt->admin_addr, err);
+    ctl->admin = slb_admin_new(ctl, opt, err);
     if (!ctl->admin)
         goto fail;
     sigset_t set;

@@ -21,7 +21,10 @@ struct slb_ticket_ring;
 
 struct slb_options {
     const char *state_dir;
-    const char *admin_addr; /* "ADDR:PORT" */
+    const char *admin_addrs[4]; /* "ADDR:PORT" or "unix:PATH" (SLB_ADMIN_MAX_LISTEN) */
+    int nadmin;
+    const char *admin_cert, *admin_key; /* PEM files: TCP admin addresses speak TLS */
+    int admin_auth_failures;            /* per source and minute before 429; 0: no limit */
     int workers;
     bool check_only;
 };

@@ -583,8 +583,10 @@ class Slbd:
     stderr (one file per run, all checked after the test), and the post-test checks."""
 
     def __init__(self, workdir, workers=2, log_level="info", state_dir=None, name="slbd",
-                 nofile=None):
+                 nofile=None, extra_args=()):
         self.workdir = Path(workdir)
+        # More command-line options for every start (e.g. ["--admin-auth-failures", "0"]).
+        self.extra_args = [str(a) for a in extra_args]
         self.workers = workers
         # RLIMIT_NOFILE (soft and hard) of the process, as `ulimit -n` would set it.
         self.nofile = nofile
@@ -613,7 +615,7 @@ class Slbd:
     def argv(self, *extra):
         return [binary("slbd"), "--state-dir", self.state_dir, "--admin",
                 f"127.0.0.1:{self.admin_port}", "--workers", str(self.workers), "--log-level",
-                self.log_level, *extra]
+                self.log_level, *self.extra_args, *extra]
 
     def start(self):
         """Start and wait for /healthz; a new admin port is tried when the chosen one was

@@ -53,6 +53,9 @@ def expect_error(resp, status, code):
 # --------------------------------------------------------------------------------------------
 
 
+# Many wrong tokens from one address on purpose: the failed-authentication limit is off here
+# (tests/e2e/test_admin_keys.py tests it).
+@pytest.mark.slbd(extra_args=["--admin-auth-failures", "0"])
 def test_token_required(slbd):
     for path in ("/v1/groups", "/v1/listeners", "/v1/stats", "/metrics", "/v1/nothing"):
         expect_error(slbd.api.request("GET", path, token=None), 401, "unauthorized")
