@@ -66,6 +66,27 @@ static struct slb_cert *hold(struct slb_cert *c)
     return c;
 }
 
+/* PATCH {"name"}: a new display name without re-uploading; the id, and so the listeners that
+ * use the certificate, stay as they are. */
+static void rename_cert(struct slb_ctl *ctl, const char *id, const struct slb_admin_req *req,
+                        struct slb_admin_resp *resp)
+{
+    json_t *body = slb_admin_body_object(req, resp);
+    if (!body)
+        return;
+    const char *name = json_string_value(json_object_get(body, "name"));
+    struct slb_err err = {0};
+    if (json_object_size(body) != 1 || !name)
+        slb_admin_error_simple(resp, 400, "invalid_body",
+                               "the body must be {\"name\": \"...\"}; to change the material, "
+                               "use PUT");
+    else if (slb_certstore_rename(ctl->certs, id, name, &err) < 0)
+        slb_admin_error(resp, &err);
+    else
+        slb_admin_answer(resp, 200, resource(ctl, slb_certstore_get(ctl->certs, id)));
+    json_decref(body);
+}
+
 void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub,
                             const struct slb_admin_req *req, struct slb_admin_resp *resp)
 {
@@ -168,8 +189,12 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
         resp->status = 204;
         return;
     }
+    if (slb_admin_method_is(req, "PATCH")) {
+        rename_cert(ctl, id, req, resp);
+        return;
+    }
     if (!slb_admin_method_is(req, "PUT")) {
-        slb_admin_not_allowed(resp, "GET, PUT, DELETE");
+        slb_admin_not_allowed(resp, "GET, PUT, PATCH, DELETE");
         return;
     }
     json_t *body = slb_admin_body_object_binary(req, resp);

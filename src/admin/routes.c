@@ -420,7 +420,7 @@ static void item(struct slb_ctl *ctl, const struct coll_kind *k, const char *nam
     json_decref(norm);
 }
 
-/* GET|PUT /v1/settings: the document's settings object as a resource of its own. */
+/* GET|PUT|PATCH /v1/settings: the document's settings object as a resource of its own. */
 static void settings(struct slb_ctl *ctl, const struct slb_admin_req *req,
                      struct slb_admin_resp *resp)
 {
@@ -429,8 +429,9 @@ static void settings(struct slb_ctl *ctl, const struct slb_admin_req *req,
         slb_admin_answer(resp, 200, json_incref(cur));
         return;
     }
-    if (!slb_admin_method_is(req, "PUT")) {
-        slb_admin_not_allowed(resp, "GET, PUT");
+    bool patch = slb_admin_method_is(req, "PATCH");
+    if (!patch && !slb_admin_method_is(req, "PUT")) {
+        slb_admin_not_allowed(resp, "GET, PUT, PATCH");
         return;
     }
     char etag[SLB_ADMIN_ETAG_SIZE];
@@ -440,6 +441,22 @@ static void settings(struct slb_ctl *ctl, const struct slb_admin_req *req,
     json_t *body = slb_admin_body_object(req, resp);
     if (!body)
         return;
+    if (patch) {
+        /* A merge patch (RFC 7396) of the top level: the fields given replace theirs, null
+         * removes one (back to its default); the rest stay. */
+        json_t *merged = json_is_object(cur) ? json_deep_copy(cur) : json_object();
+        const char *k;
+        json_t *v;
+        json_object_foreach(body, k, v)
+        {
+            if (json_is_null(v))
+                json_object_del(merged, k);
+            else
+                json_object_set(merged, k, v);
+        }
+        json_decref(body);
+        body = merged;
+    }
     json_t *doc = json_deep_copy(ctl->doc);
     json_object_set_new(doc, "settings", body);
     if (slb_admin_apply(ctl, doc, resp))

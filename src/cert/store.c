@@ -148,7 +148,9 @@ static struct slb_cert *cert_build(const char *id, const char *name, enum slb_ce
 }
 
 /* The same material under a new version with another CRL set (set_crl). */
-static struct slb_cert *cert_with_crls(const struct slb_cert *old, struct crl_set *cs)
+/* A copy of old's material under name at version, with the CRL set cs (consumed). */
+static struct slb_cert *cert_copy(const struct slb_cert *old, const char *name, uint64_t version,
+                                  struct crl_set *cs)
 {
     struct slb_certval_material m = {0};
     X509_up_ref(old->leaf);
@@ -162,7 +164,12 @@ static struct slb_cert *cert_with_crls(const struct slb_cert *old, struct crl_se
         crl_set_clear(cs);
         return NULL;
     }
-    return cert_build(old->id, old->name, old->type, old->version + 1, &m, cs);
+    return cert_build(old->id, name, old->type, version, &m, cs);
+}
+
+static struct slb_cert *cert_with_crls(const struct slb_cert *old, struct crl_set *cs)
+{
+    return cert_copy(old, old->name, old->version + 1, cs);
 }
 
 static json_t *time_json(int64_t t)
@@ -832,6 +839,33 @@ int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *p
     slb_info("certificate %s (%s): %d CRL(s) set, %d revoked, version %llu", c->id, c->name,
              sk_X509_CRL_num(c->crls), revoked, (unsigned long long)c->version);
     return 0;
+}
+
+int slb_certstore_rename(struct slb_certstore *s, const char *id, const char *name,
+                         struct slb_err *err)
+{
+    struct cert_entry *e = find(s, id);
+    if (!e)
+        return not_found(err, id);
+    if (!name || !slb_certval_name_ok(name))
+        return slb_err_set(err, 400, "invalid_value", "name",
+                           "name: 1 to 127 bytes without control characters");
+    if (find_name(s, name, id))
+        return slb_err_set(err, 400, "name_taken", "name",
+                           "another certificate is named \"%s\"; choose another name", name);
+    struct crl_set cs = {0};
+    if (e->cert->crls && !crl_set_copy(e->cert, &cs))
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    char old[sizeof(e->cert->name)];
+    snprintf(old, sizeof(old), "%s", e->cert->name);
+    /* The material is unchanged, so is the version: TLS contexts need no rebuild. */
+    struct slb_cert *c = cert_copy(e->cert, name, e->cert->version, &cs);
+    if (!c)
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    int rc = publish(s, e, c, err);
+    if (rc == 0)
+        slb_info("certificate %s renamed from \"%s\" to \"%s\"", id, old, name);
+    return rc;
 }
 
 int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err *err)

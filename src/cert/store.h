@@ -90,6 +90,10 @@ int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *p
 /* Put back a previous version (a reference the caller owns, consumed here) after a change
  * that could not be activated; durable like every change. */
 int slb_certstore_restore(struct slb_certstore *s, struct slb_cert *prev, struct slb_err *err);
+/* Give certificate id another display name (no new material, same version); codes
+ * invalid_value, name_taken, 404 not_found. */
+int slb_certstore_rename(struct slb_certstore *s, const char *id, const char *name,
+                         struct slb_err *err);
 /* Remove certificate id from memory and disk (the caller checks it is unused). */
 int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err *err);
 
