@@ -82,15 +82,25 @@ static void to_hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+/* Exactly 2n lowercase hex digits (as keys_save writes them). */
 static bool from_hex(const char *s, unsigned char *out, size_t n)
 {
     if (!s || strlen(s) != 2 * n)
         return false;
     for (size_t i = 0; i < n; i++) {
-        unsigned v = 0;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1)
+        int hi = hex_digit(s[2 * i]), lo = hex_digit(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
             return false;
-        out[i] = (unsigned char)v;
+        out[i] = (unsigned char)(hi << 4 | lo);
     }
     return true;
 }
@@ -157,6 +167,10 @@ static int keys_load(struct slb_auth *a, struct slb_err *err)
                            path);
     }
     a->keys = calloc(json_array_size(arr) + 1, sizeof(*a->keys));
+    if (!a->keys) {
+        json_decref(doc);
+        return slb_err_set(err, 500, "internal", path, "out of memory");
+    }
     size_t i;
     json_t *v;
     json_array_foreach(arr, i, v)
@@ -165,8 +179,8 @@ static int keys_load(struct slb_auth *a, struct slb_err *err)
         const char *name = json_string_value(json_object_get(v, "name"));
         const char *created = json_string_value(json_object_get(v, "created"));
         k->scope = scope_parse(json_string_value(json_object_get(v, "scope")));
-        if (!a->keys || !name || !slb_config_name_ok(name) || strlen(name) >= sizeof(k->name) ||
-            !k->scope || !from_hex(json_string_value(json_object_get(v, "sha256")), k->hash, 32)) {
+        if (!name || !slb_config_name_ok(name) || strlen(name) >= sizeof(k->name) || !k->scope ||
+            !from_hex(json_string_value(json_object_get(v, "sha256")), k->hash, 32)) {
             json_decref(doc);
             return slb_err_set(err, 500, "keys_invalid", path,
                                "%s: key %zu is malformed; restore the file or delete it to "
