@@ -355,12 +355,22 @@ static void dispatch(struct slb_admin *a, const struct slb_auth_who *who, const 
     const char *under = strncmp(req->path, "/v1/", 4) == 0 ? req->path + 4 : req->path;
     snprintf(resource, sizeof(resource), "%s%s%s", under, made && resp->status == 201 ? "/" : "",
              made && resp->status == 201 ? made : "");
+    /* The query too: a dry run (?dry_run=true) must not read as an apply. */
+    char full[SLB_ADMIN_SEG * (SLB_ADMIN_MAX_SEGS + 2) + 8];
+    snprintf(full, sizeof(full), "%s%s%s", req->path, req->query[0] ? "?" : "", req->query);
+    /* Only printable ASCII of the request goes into the JSON line. */
+    for (char *p = full; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
+    for (char *p = resource; *p && p < resource + strlen(under); p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
     struct slb_audit_entry e = {
         .resource = resource,
         .key = who->name,
         .source = peer,
         .method = req->method,
-        .path = req->path,
+        .path = full,
         .old_rev = old_rev,
         .new_rev = resp->status < 300 ? resp->etag : "",
         .status = resp->status,

@@ -285,6 +285,18 @@ def test_audit_records_every_change_with_key_revisions_and_result(slbd):
     for bad in ("limit=0", "limit=x", "limit=10001", "other=1"):
         assert api.get(f"/v1/audit?{bad}")[0] == 400, bad
     assert api.request("POST", "/v1/audit", {}).status == 405
+    # A dry run says so in the path; a target with odd (encoded) bytes still makes a line.
+    assert api.request("POST", "/v1/apply?dry_run=true", {"groups": []}).status == 200
+    assert audit_lines(slbd)[-1]["path"] == "/v1/apply?dry_run=true"
+    assert audit_lines(slbd)[-1]["new_revision"] is None
+    s = socket.create_connection(("127.0.0.1", slbd.admin_port), timeout=h.scaled(10))
+    s.sendall(b"DELETE /v1/groups/%FF%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+              b"Authorization: Bearer " + api.token.encode() + b"\r\n\r\n")
+    while s.recv(65536):
+        pass
+    s.close()
+    last = audit_lines(slbd)[-1]
+    assert last["method"] == "DELETE" and last["status"] >= 400, last
 
 
 # --------------------------------------------------------------------------------------------
