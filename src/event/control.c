@@ -4,6 +4,7 @@
 #include "event/control.h"
 
 #include "admin/admin.h"
+#include "cert/ocsp_fetch.h"
 #include "cert/store.h"
 #include "config/state.h"
 #include "core/fsio.h"
@@ -190,6 +191,8 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
     slb_metrics_sample(ctl);
     if (ctl->certs)
         slb_certstore_tick(ctl->certs);
+    if (ctl->ocsp)
+        slb_ocsp_fetcher_tick(ctl->ocsp);
     if (slb_ticket_ring_tick(&ctl->tickets, ctl->state_dir)) {
         /* New ticket keys reach workers the way every change does: a new snapshot. */
         slb_tls_set_store(ctl->certs, ctl->tickets);
@@ -288,6 +291,11 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
                     strerror(errno));
         goto fail;
     }
+    if (slb_httpc_init(&ctl->httpc, &ctl->loop) < 0 ||
+        !(ctl->ocsp = slb_ocsp_fetcher_new(ctl->certs, &ctl->httpc, opt->state_dir))) {
+        slb_err_set(err, 500, "internal", "", "cannot start the outbound HTTP client");
+        goto fail;
+    }
     ctl->ack_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ctl->nworkers = opt->workers;
     ctl->workers = calloc((size_t)opt->workers, sizeof(*ctl->workers));
@@ -379,6 +387,9 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
     slb_health_free(ctl->health);
     ctl->health = NULL;
     slb_access_shutdown();
+    slb_ocsp_fetcher_free(ctl->ocsp);
+    ctl->ocsp = NULL;
+    slb_httpc_deinit(&ctl->httpc);
     if (ctl->cur) {
         slb_snapshot_retire(&ctl->reg, ctl->cur);
         ctl->cur = NULL;

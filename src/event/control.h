@@ -9,6 +9,7 @@
 #include "config/snapshot.h"
 #include "event/loop.h"
 #include "event/worker.h"
+#include "net/httpc.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -18,6 +19,7 @@ struct slb_admin;
 struct slb_health;
 struct slb_certstore;
 struct slb_ticket_ring;
+struct slb_ocsp_fetcher;
 
 struct slb_options {
     const char *state_dir;
@@ -41,6 +43,8 @@ struct slb_ctl {
     struct slb_health *health;
     struct slb_certstore *certs;
     struct slb_ticket_ring *tickets;
+    struct slb_httpc httpc;        /* outbound HTTP on the control loop (OCSP, ...) */
+    struct slb_ocsp_fetcher *ocsp; /* OCSP stapling schedule (cert/ocsp_fetch.h) */
     struct slb_timer sweep_timer;
     int signal_fd;
     struct slb_io signal_io;

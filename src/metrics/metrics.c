@@ -6,6 +6,7 @@
 #include "metrics/metrics.h"
 
 #include "admin/routes.h"
+#include "cert/ocsp_fetch.h"
 #include "cert/store.h"
 #include "event/control.h"
 #include "http/access.h"
@@ -381,6 +382,40 @@ static void cert_metrics(struct text *t, struct slb_ctl *ctl)
         put_escaped(t, c->name);
         put(t, "\"} %lld\n", (long long)(c->not_after - (int64_t)now));
     }
+    static const char *const states[] = {"none", "fetching", "good", "revoked", "expired", "error"};
+    family(t, "slbd_certificate_ocsp_state", "gauge",
+           "1 for the OCSP stapling state a server certificate is in (none, fetching, good, "
+           "revoked, expired, error).");
+    for (size_t i = 0; i < slb_certstore_count(ctl->certs); i++) {
+        const struct slb_cert *c = slb_certstore_at(ctl->certs, i);
+        struct slb_ocsp_info oi;
+        if (!slb_ocsp_fetcher_info(ctl->ocsp, c->id, &oi))
+            continue;
+        for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++)
+            put(t, "slbd_certificate_ocsp_state{id=\"%s\",state=\"%s\"} %d\n", c->id, states[k],
+                strcmp(oi.state, states[k]) == 0);
+    }
+    family(t, "slbd_certificate_ocsp_next_update_timestamp_seconds", "gauge",
+           "nextUpdate of the OCSP response a certificate staples (unix seconds).");
+    for (size_t i = 0; i < slb_certstore_count(ctl->certs); i++) {
+        const struct slb_cert *c = slb_certstore_at(ctl->certs, i);
+        struct slb_ocsp_info oi;
+        if (slb_ocsp_fetcher_info(ctl->ocsp, c->id, &oi) && oi.next_update)
+            put(t, "slbd_certificate_ocsp_next_update_timestamp_seconds{id=\"%s\"} %lld\n", c->id,
+                (long long)oi.next_update);
+    }
+    family(t, "slbd_certificate_ocsp_failures_total", "counter",
+           "OCSP fetches and uploads that gave no usable response, per certificate version.");
+    for (size_t i = 0; i < slb_certstore_count(ctl->certs); i++) {
+        const struct slb_cert *c = slb_certstore_at(ctl->certs, i);
+        struct slb_ocsp_info oi;
+        if (slb_ocsp_fetcher_info(ctl->ocsp, c->id, &oi))
+            put(t, "slbd_certificate_ocsp_failures_total{id=\"%s\"} %llu\n", c->id,
+                (unsigned long long)oi.failures);
+    }
+    family(t, "slbd_tls_context_builds_total", "counter",
+           "TLS contexts built since start (configuration and certificate changes; never OCSP).");
+    put(t, "slbd_tls_context_builds_total %llu\n", (unsigned long long)slb_tls_context_builds());
     family(t, "slbd_certificate_crl_stale", "gauge",
            "CRLs whose next_update has passed (revocation data out of date).");
     put(t, "slbd_certificate_crl_stale %zu\n", slb_certstore_crl_stale(ctl->certs));
