@@ -360,7 +360,8 @@ static void sync_done(struct slb_httpc_req *req, const struct slb_httpc_result *
     if (res->rc < 0) {
         snprintf(sf->msg, sizeof(sf->msg), "responder %.200s: %.280s", e->url, res->error);
     } else if (res->status != 200) {
-        snprintf(sf->msg, sizeof(sf->msg), "responder %.200s answered HTTP %ld", e->url, res->status);
+        snprintf(sf->msg, sizeof(sf->msg), "responder %.200s answered HTTP %ld", e->url,
+                 res->status);
     } else {
         struct slb_err err = {0};
         struct slb_ocsp_staple *s = slb_ocsp_verify(e->cert, (const unsigned char *)res->body,

@@ -6,6 +6,7 @@ response is refreshed every 2 s instead of at half its validity."""
 
 import base64
 import datetime
+import importlib.util
 import re
 import subprocess
 import time
@@ -227,20 +228,21 @@ def test_responder_down_keeps_the_valid_staple(slbd, hx, op, responder):
     assert hu.metrics(slbd)['slbd_certificate_ocsp_failures_total{id="leaf"}'] >= 1
 
 
-def _short_response(op, next_update_s):
-    """A good response for noaia valid for next_update_s seconds, signed by the responder (the
-    openssl CLI cannot make validity shorter than a minute)."""
+def _made_response(op, next_update_s, status="GOOD", signer="responder"):
+    """A response for noaia valid for next_update_s seconds (negative: expired), signed by
+    signer (the openssl CLI cannot make validity shorter than a minute, nor sign wrongly)."""
     ocsp = pytest.importorskip("cryptography.x509.ocsp")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     cert = x509.load_pem_x509_certificate(op.path("noaia").read_bytes())
     issuer = x509.load_pem_x509_certificate(op.pki.pem("inter").encode())
-    rcert = x509.load_pem_x509_certificate(op.path("responder").read_bytes())
-    rkey = serialization.load_pem_private_key(op.path("responder", "key").read_bytes(), None)
+    rcert = x509.load_pem_x509_certificate(op.path(signer).read_bytes())
+    rkey = serialization.load_pem_private_key(op.path(signer, "key").read_bytes(), None)
     now = datetime.datetime.utcnow()
     b = ocsp.OCSPResponseBuilder().add_response(
-        cert=cert, issuer=issuer, algorithm=hashes.SHA1(), cert_status=ocsp.OCSPCertStatus.GOOD,
-        this_update=now - datetime.timedelta(seconds=10),
+        cert=cert, issuer=issuer, algorithm=hashes.SHA1(),
+        cert_status=getattr(ocsp.OCSPCertStatus, status),
+        this_update=now - datetime.timedelta(seconds=120),
         next_update=now + datetime.timedelta(seconds=next_update_s), revocation_time=None,
         revocation_reason=None)
     b = b.responder_id(ocsp.OCSPResponderEncoding.HASH, rcert).certificates([rcert])
@@ -253,7 +255,7 @@ def put_ocsp(slbd, cert_id, der):
 
 
 def test_expired_staple_is_dropped(slbd, hx, op):
-    der = _short_response(op, 4)
+    der = _made_response(op, 4)
     port = site(slbd, hx, op, "noaia", "noaia")
     assert ocsp_state(slbd, "noaia")["state"] == "none"
     assert staples(port) is None
@@ -276,6 +278,13 @@ def test_uploaded_response(slbd, hx, op):
     assert st == 400 and js["error"]["code"] == "invalid_ocsp_response", js
     st, js = slbd.api.put("/v1/certificates/noaia/ocsp", {"response": "!!"})
     assert st == 400 and js["error"]["code"] == "invalid_body", js
+    if importlib.util.find_spec("cryptography"):
+        # Signed by a certificate of the issuer that is not an OCSP responder; expired;
+        # status unknown: all refused.
+        for der in (_made_response(op, 3600, signer="leaf"), _made_response(op, -60),
+                    _made_response(op, 3600, status="UNKNOWN")):
+            st, js = put_ocsp(slbd, "noaia", der)
+            assert st == 400 and js["error"]["code"] == "invalid_ocsp_response", js
     assert staples(port) is None
     st, js = put_ocsp(slbd, "noaia", op.offline_response("noaia", "noaia-good"))
     assert st == 200, js
