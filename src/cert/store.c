@@ -667,16 +667,31 @@ static int new_id(struct slb_certstore *s, char id[14], struct slb_err *err)
     return slb_err_set(err, 500, "internal", "id", "cannot find a free certificate id");
 }
 
+static const char *type_text(enum slb_cert_type t)
+{
+    return t == SLB_CERT_SERVER ? "server" : t == SLB_CERT_CA ? "ca" : NULL;
+}
+
 int slb_certstore_create(struct slb_certstore *s, const json_t *body, struct slb_cert **out,
                          struct slb_err *err)
 {
     struct slb_certval_upload up;
+    if (out)
+        *out = NULL;
+    int rc = slb_certval_body(body, SLB_CERT_NONE, &up, err);
+    return rc ? rc : slb_certstore_create_material(s, &up, out, err);
+}
+
+int slb_certstore_create_material(struct slb_certstore *s, const struct slb_certval_upload *in,
+                                  struct slb_cert **out, struct slb_err *err)
+{
+    struct slb_certval_upload up = *in;
     struct slb_certval_material m;
     char id[64];
     int64_t now = time(NULL);
     if (out)
         *out = NULL;
-    int rc = slb_certval_body(body, SLB_CERT_NONE, &up, err);
+    int rc = slb_certval_upload_check(&up, type_text(in->type), SLB_CERT_NONE, err);
     if (rc)
         return rc;
     if (find_name(s, up.name, NULL))
@@ -751,6 +766,20 @@ int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t 
                           struct slb_cert **out, struct slb_err *err)
 {
     struct slb_certval_upload up;
+    struct cert_entry *e = find(s, id);
+    if (out)
+        *out = NULL;
+    if (!e)
+        return not_found(err, id);
+    int rc = slb_certval_body(body, e->cert->type, &up, err);
+    return rc ? rc : slb_certstore_replace_material(s, id, &up, out, err);
+}
+
+int slb_certstore_replace_material(struct slb_certstore *s, const char *id,
+                                   const struct slb_certval_upload *in, struct slb_cert **out,
+                                   struct slb_err *err)
+{
+    struct slb_certval_upload up = *in;
     struct slb_certval_material m;
     int64_t now = time(NULL);
     struct cert_entry *e = find(s, id);
@@ -759,7 +788,7 @@ int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t 
     if (!e)
         return not_found(err, id);
     const struct slb_cert *old = e->cert;
-    int rc = slb_certval_body(body, old->type, &up, err);
+    int rc = slb_certval_upload_check(&up, type_text(in->type), old->type, err);
     if (rc)
         return rc;
     if (up.id && strcmp(up.id, id) != 0)

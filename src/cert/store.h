@@ -80,6 +80,14 @@ int slb_certstore_create(struct slb_certstore *s, const json_t *body, struct slb
  * name optional). 404 not_found. */
 int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t *body,
                           struct slb_cert **out, struct slb_err *err);
+/* The same from material rather than a body (the fields of struct slb_certval_upload,
+ * cert/validate.h: type SLB_CERT_NONE means not given), with the same checks and codes. */
+struct slb_certval_upload;
+int slb_certstore_create_material(struct slb_certstore *s, const struct slb_certval_upload *m,
+                                  struct slb_cert **out, struct slb_err *err);
+int slb_certstore_replace_material(struct slb_certstore *s, const char *id,
+                                   const struct slb_certval_upload *m, struct slb_cert **out,
+                                   struct slb_err *err);
 /* Set the CRLs of CA certificate id from PEM (see slb_certval_crls: the CA's own CRL and/or
  * intermediates' CRLs with those intermediates), replacing the previous set; codes
  * invalid_crl, crl_signature, not_a_ca (not a ca entry), 404 not_found. Like a replace it publishes
