@@ -3,7 +3,6 @@
  * workers, signals and the retirement of old snapshots. */
 #include "event/control.h"
 
-#include "admin/admin.h"
 #include "cert/store.h"
 #include "config/state.h"
 #include "core/fsio.h"
@@ -172,7 +171,7 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
 {
     struct slb_ctl *ctl = t->data;
     slb_snapshot_sweep(&ctl->reg);
-    slb_metrics_sample(ctl);
+    slb_metrics_sample(ctl->cur);
     if (ctl->certs)
         slb_certstore_tick(ctl->certs);
     if (slb_ticket_ring_tick(&ctl->tickets, ctl->state_dir)) {
@@ -306,9 +305,6 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
         goto fail;
     }
     doc = NULL;
-    ctl->admin = slb_admin_new(ctl, opt->admin_addr, err);
-    if (!ctl->admin)
-        goto fail;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -327,13 +323,27 @@ fail:
     return SLB_EINVAL;
 }
 
+void slb_ctl_on_stop(struct slb_ctl *ctl, void (*fn)(void *arg), void *arg)
+{
+    ctl->on_stop = fn;
+    ctl->on_stop_arg = arg;
+}
+
+static void stop_clients(struct slb_ctl *ctl)
+{
+    void (*fn)(void *) = ctl->on_stop;
+    ctl->on_stop = NULL;
+    if (fn)
+        fn(ctl->on_stop_arg);
+}
+
 int slb_ctl_run(struct slb_ctl *ctl)
 {
     slb_log_thread_name("control");
     int rc = slb_loop_run(&ctl->loop);
-    /* Graceful stop: close the admin API, tell workers to stop accepting and drain. */
-    slb_admin_free(ctl->admin);
-    ctl->admin = NULL;
+    /* Graceful stop: stop the clients (the admin API), tell workers to stop accepting and
+     * drain. */
+    stop_clients(ctl);
     uint64_t drain_ms =
         ctl->cur ? (uint64_t)ctl->cur->cfg->settings.drain_timeout_s * 1000u : 10000u;
     for (int i = 0; i < ctl->nworkers; i++)
@@ -347,8 +357,7 @@ int slb_ctl_run(struct slb_ctl *ctl)
 
 void slb_ctl_deinit(struct slb_ctl *ctl)
 {
-    slb_admin_free(ctl->admin);
-    ctl->admin = NULL;
+    stop_clients(ctl);
     for (int i = 0; i < ctl->nworkers; i++) {
         slb_worker_request_stop(&ctl->workers[i], 0);
         slb_worker_join(&ctl->workers[i]);

@@ -8,6 +8,7 @@
 
 #include "config/config.h"
 #include "event/control.h"
+#include "metrics/metrics.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -71,6 +72,14 @@ const json_t *slb_ops_config(struct slb_ctl *ctl)
 unsigned long long slb_ops_generation(struct slb_ctl *ctl)
 {
     return ctl->cur ? (unsigned long long)ctl->cur->generation : 0;
+}
+
+void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v)
+{
+    v->snap = ctl->cur;
+    v->nworkers = ctl->nworkers;
+    v->started_ms = ctl->started_ms;
+    v->certs = ctl->certs;
 }
 
 json_t *slb_ops_find_named(const json_t *arr, const char *name, size_t *idx)

@@ -51,6 +51,9 @@ int slb_ops_precondition(const struct slb_op *op, const json_t *resource, const 
 const json_t *slb_ops_config(struct slb_ctl *ctl);
 /* The generation of the active snapshot (0 before the first). */
 unsigned long long slb_ops_generation(struct slb_ctl *ctl);
+/* What /v1/stats and /metrics are computed from (metrics/metrics.h), borrowed. */
+struct slb_metrics_view;
+void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v);
 
 /* --- listeners and groups: named members of the document's "listeners" and "groups" --- */
 
