@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +51,12 @@ struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *
 /* Load DIR/certs/ to validate it, changing nothing and logging nothing: a missing directory is
  * an empty store and its mode is left alone. Only for reading; never modify such a store. */
 struct slb_certstore *slb_certstore_open_readonly(const char *state_dir, struct slb_err *err);
+/* The store over a state backend (state/backend.h: the documents "certs/<id>"), borrowed for
+ * the store's life; readonly as slb_certstore_open_readonly. The two functions above open
+ * the state directory's backend themselves. */
+struct slb_backend;
+struct slb_certstore *slb_certstore_open_backend(struct slb_backend *b, bool readonly,
+                                                 struct slb_err *err);
 void slb_certstore_free(struct slb_certstore *s);
 
 /* 0 missing, SLB_CERT_SERVER or SLB_CERT_CA. */

@@ -11,6 +11,7 @@
 #include "http/access.h"
 #include "lb/health.h"
 #include "metrics/metrics.h"
+#include "state/backend.h"
 #include "tls/tls.h"
 
 #include <errno.h>
@@ -115,7 +116,10 @@ int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err
     if (!snap)
         return SLB_EINVAL;
     if (persist) {
-        rc = slb_state_save_config(ctl->state_dir, snap->cfg->json, err);
+        /* Against the revision we read when others may write too; the directory's lock
+         * makes us its only writer. */
+        uint64_t expect = ctl->backend->ops->shared ? ctl->config_rev : SLB_REV_ANY;
+        rc = slb_state_config_save(ctl->backend, snap->cfg->json, expect, &ctl->config_rev, err);
         if (rc < 0) {
             slb_snapshot_discard(&ctl->reg, snap);
             return rc;
@@ -144,11 +148,13 @@ static void reload(struct slb_ctl *ctl)
         slb_error("reload refused, keeping the running configuration: %s is missing", path);
         return;
     }
-    if (slb_state_load_config(ctl->state_dir, &doc, &err) < 0 ||
+    uint64_t rev = 0;
+    if (slb_state_config_load(ctl->backend, &doc, &rev, &err) < 0 ||
         slb_ctl_apply(ctl, doc, false, &err) < 0) {
         slb_error("reload refused, keeping the running configuration: %s", err.msg);
         return;
     }
+    ctl->config_rev = rev;
     slb_info("configuration reloaded from %s/config.json", ctl->state_dir);
 }
 
@@ -174,7 +180,7 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
     slb_metrics_sample(ctl->cur);
     if (ctl->certs)
         slb_certstore_tick(ctl->certs);
-    if (slb_ticket_ring_tick(&ctl->tickets, ctl->state_dir)) {
+    if (slb_ticket_ring_tick(&ctl->tickets, ctl->backend)) {
         /* New ticket keys reach workers the way every change does: a new snapshot. */
         slb_tls_set_store(ctl->certs, ctl->tickets);
         struct slb_err err = {0};
@@ -203,14 +209,17 @@ static int load_state(struct slb_ctl *ctl, const char *dir, json_t **doc, struct
      * be another running slbd's writes in progress. */
     if (slb_state_lock(dir, &ctl->lock_fd, err) < 0 || slb_state_prepare(dir, err) < 0)
         return SLB_EINVAL;
-    ctl->certs = slb_certstore_open(dir, err);
+    ctl->backend = slb_backend_dir_new(dir, false, err);
+    if (!ctl->backend || slb_backend_dir_prepare(ctl->backend, err) < 0)
+        return SLB_EINVAL;
+    ctl->certs = slb_certstore_open_backend(ctl->backend, false, err);
     if (!ctl->certs)
         return SLB_EINVAL;
-    ctl->tickets = slb_ticket_ring_open(dir, err);
+    ctl->tickets = slb_ticket_ring_open(ctl->backend, err);
     if (!ctl->tickets)
         return SLB_EINVAL;
     slb_tls_set_store(ctl->certs, ctl->tickets);
-    return slb_state_load_config(dir, doc, err);
+    return slb_state_config_load(ctl->backend, doc, &ctl->config_rev, err);
 }
 
 int slb_ctl_check(const char *state_dir, bool start, struct slb_err *err)
@@ -374,6 +383,7 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
     slb_tls_set_store(NULL, NULL);
     slb_ticket_ring_unref(ctl->tickets);
     slb_certstore_free(ctl->certs);
+    slb_backend_free(ctl->backend);
     json_decref(ctl->doc);
     free(ctl->workers);
     if (ctl->ack_fd >= 0)

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 struct slb_health;
+struct slb_backend;
 struct slb_certstore;
 struct slb_ticket_ring;
 
@@ -40,6 +41,8 @@ struct slb_ctl {
     void (*on_stop)(void *arg);
     void *on_stop_arg;
     struct slb_health *health;
+    struct slb_backend *backend; /* the state: documents config, certs/<id>, tickets */
+    uint64_t config_rev;         /* revision of the stored configuration document */
     struct slb_certstore *certs;
     struct slb_ticket_ring *tickets;
     struct slb_timer sweep_timer;
