@@ -4,6 +4,8 @@
 #include "admin/admin.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/notify.h"
+#include "core/version.h"
 #include "event/control.h"
 
 #include <getopt.h>
@@ -17,7 +19,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: slbd [--state-dir DIR] [--admin ADDR:PORT] [--workers N] "
-               "[--log-level debug|info|warn|error] [--check]\n");
+               "[--log-level debug|info|warn|error] [--check] [--version]\n");
 }
 
 static void print_err(const char *what, const struct slb_err *err)
@@ -40,16 +42,13 @@ int main(int argc, char **argv)
         .workers = (int)sysconf(_SC_NPROCESSORS_ONLN),
     };
     static const struct option longopts[] = {
-        {"state-dir", required_argument, NULL, 's'},
-        {"admin", required_argument, NULL, 'a'},
-        {"workers", required_argument, NULL, 'w'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"check", no_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"state-dir", required_argument, NULL, 's'}, {"admin", required_argument, NULL, 'a'},
+        {"workers", required_argument, NULL, 'w'},   {"log-level", required_argument, NULL, 'l'},
+        {"check", no_argument, NULL, 'c'},           {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
     };
     int ch;
-    while ((ch = getopt_long(argc, argv, "s:a:w:l:ch", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "s:a:w:l:chV", longopts, NULL)) != -1) {
         switch (ch) {
         case 's':
             opt.state_dir = optarg;
@@ -78,6 +77,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'V':
+            printf("slbd %s\n", slb_version());
             return 0;
         default:
             usage(stderr);
@@ -133,7 +135,11 @@ int main(int argc, char **argv)
         return 1;
     }
     slb_ctl_on_stop(&ctl, stop_admin, admin);
-    slb_info("slbd started: %d workers, state dir %s", opt.workers, opt.state_dir);
+    slb_info("slbd %s started: %d workers, state dir %s", slb_version(), opt.workers,
+             opt.state_dir);
+    /* The first configuration's listeners and the admin API are open: ready for systemd (the
+     * STATUS line was set when that configuration became active). */
+    slb_notify("READY=1");
     int rc = slb_ctl_run(&ctl);
     slb_ctl_deinit(&ctl);
     return rc < 0 ? 1 : 0;

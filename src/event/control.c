@@ -7,6 +7,7 @@
 #include "config/state.h"
 #include "core/fsio.h"
 #include "core/log.h"
+#include "core/notify.h"
 #include "core/time.h"
 #include "http/access.h"
 #include "lb/health.h"
@@ -133,10 +134,12 @@ int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err
     slb_info("configuration %llu active on %d workers in %.2f ms",
              (unsigned long long)snap->generation, ctl->nworkers,
              (double)(slb_mono_us() - t0) / 1000.0);
+    slb_notify("STATUS=configuration %llu active on %d workers",
+               (unsigned long long)snap->generation, ctl->nworkers);
     return 0;
 }
 
-static void reload(struct slb_ctl *ctl)
+static void reload_config(struct slb_ctl *ctl)
 {
     struct slb_err err = {0};
     json_t *doc = NULL;
@@ -146,16 +149,27 @@ static void reload(struct slb_ctl *ctl)
         /* A missing file means "first start" at start-up; on a reload it is an accident
          * that must not wipe every listener. */
         slb_error("reload refused, keeping the running configuration: %s is missing", path);
+        slb_notify("STATUS=reload refused, keeping the running configuration: %s is missing", path);
         return;
     }
     uint64_t rev = 0;
     if (slb_state_config_load(ctl->backend, &doc, &rev, &err) < 0 ||
         slb_ctl_apply(ctl, doc, false, &err) < 0) {
         slb_error("reload refused, keeping the running configuration: %s", err.msg);
+        slb_notify("STATUS=reload refused, keeping the running configuration: %s", err.msg);
         return;
     }
     ctl->config_rev = rev;
     slb_info("configuration reloaded from %s/config.json", ctl->state_dir);
+}
+
+/* systemd's reload protocol: RELOADING=1 (with the monotonic time newer systemd asks for),
+ * then READY=1 whether the new configuration was taken or refused. */
+static void reload(struct slb_ctl *ctl)
+{
+    slb_notify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)slb_mono_us());
+    reload_config(ctl);
+    slb_notify("READY=1");
 }
 
 static void signal_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
@@ -167,6 +181,7 @@ static void signal_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
             reload(ctl);
         } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             slb_info("signal %u: stopping", si.ssi_signo);
+            slb_notify("STOPPING=1\nSTATUS=stopping: draining connections");
             ctl->stopping = true;
             slb_loop_stop(loop);
         }
