@@ -6,7 +6,7 @@
 #include "core/log.h"
 #include "core/notify.h"
 #include "core/version.h"
-#include "event/control.h"
+#include "daemon/control.h"
 
 #include <getopt.h>
 #include <signal.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The control thread: state directory, configuration changes, synchronous publication to the
  * workers, signals and the retirement of old snapshots. */
-#include "event/control.h"
+#include "daemon/control.h"
 
 #include "cert/store.h"
 #include "config/state.h"

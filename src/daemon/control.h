@@ -3,12 +3,12 @@
  * store, health checks and signals; the admin API runs on its loop. It builds snapshots and
  * publishes them to the workers synchronously: slb_ctl_apply returns only after every worker
  * adopted the new snapshot, so an API answer means "active everywhere". */
-#ifndef SLB_EVENT_CONTROL_H
-#define SLB_EVENT_CONTROL_H
+#ifndef SLB_DAEMON_CONTROL_H
+#define SLB_DAEMON_CONTROL_H
 
 #include "config/snapshot.h"
+#include "daemon/worker.h"
 #include "event/loop.h"
-#include "event/worker.h"
 
 #include <jansson.h>
 #include <limits.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Worker threads: snapshot adoption, accepting, draining, and the per-worker view of backend
  * groups used by the schedulers. */
-#include "event/worker.h"
+#include "daemon/worker.h"
 
 #include "core/buf.h"
 #include "core/log.h"

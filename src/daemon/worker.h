@@ -3,8 +3,8 @@
  * owns the connections it accepted from start to end. The control thread talks to a worker
  * only through its mailbox (an atomic pointer and an eventfd); a worker answers by bumping its
  * adopted generation and poking the control thread's ack eventfd, and never waits on it. */
-#ifndef SLB_EVENT_WORKER_H
-#define SLB_EVENT_WORKER_H
+#ifndef SLB_DAEMON_WORKER_H
+#define SLB_DAEMON_WORKER_H
 
 #include "config/snapshot.h"
 #include "event/loop.h"

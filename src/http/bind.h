@@ -7,7 +7,7 @@
 #ifndef SLB_HTTP_BIND_H
 #define SLB_HTTP_BIND_H
 
-#include "event/worker.h"
+#include "daemon/worker.h"
 
 #include <stdbool.h>
 

@@ -5,7 +5,7 @@
 #ifndef SLB_HTTP_H2_H
 #define SLB_HTTP_H2_H
 
-#include "event/worker.h"
+#include "daemon/worker.h"
 #include "http/bind.h"
 #include "net/transport.h"
 

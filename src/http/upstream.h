@@ -9,7 +9,7 @@
 
 #include "config/config.h"
 #include "core/buf.h"
-#include "event/worker.h"
+#include "daemon/worker.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 

@@ -7,7 +7,7 @@
 
 #include "config/config.h"
 #include "core/log.h"
-#include "event/control.h"
+#include "daemon/control.h"
 
 #include <stdlib.h>
 #include <string.h>

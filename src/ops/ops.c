@@ -7,7 +7,7 @@
 #include "ops/ops_int.h"
 
 #include "config/config.h"
-#include "event/control.h"
+#include "daemon/control.h"
 #include "metrics/metrics.h"
 
 #include <openssl/evp.h>

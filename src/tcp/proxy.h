@@ -4,7 +4,7 @@
 #ifndef SLB_TCP_PROXY_H
 #define SLB_TCP_PROXY_H
 
-#include "event/worker.h"
+#include "daemon/worker.h"
 
 #include <sys/socket.h>
 

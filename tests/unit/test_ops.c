@@ -5,7 +5,7 @@
 #include "cert_fixture.h"
 
 #include "config/state.h"
-#include "event/control.h"
+#include "daemon/control.h"
 #include "ops/ops.h"
 #include "state/backend.h"
 
