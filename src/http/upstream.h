@@ -9,9 +9,9 @@
 
 #include "config/config.h"
 #include "core/buf.h"
-#include "daemon/worker.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
+#include "net/worker_ctx.h"
 
 #include <stdbool.h>
 #include <stdint.h>
