@@ -507,10 +507,25 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
     return 0;
 }
 
+/* A list callback's context: a failure it reports has err filled, unlike one of the list. */
+struct load_ctx {
+    struct slb_certstore *s;
+    struct slb_err *err;
+    bool failed;
+};
+
+static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err *err);
+
 static int load_key(const char *key, void *arg)
 {
-    struct slb_certstore *s = ((void **)arg)[0];
-    struct slb_err *err = ((void **)arg)[1];
+    struct load_ctx *lc = arg;
+    int rc = load_key_doc(lc->s, key, lc->err);
+    lc->failed = rc != 0;
+    return rc;
+}
+
+static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err *err)
+{
     char path[4400], id[64];
     const char *stem = key + strlen(SLB_DOC_CERTS);
     size_t sl = strlen(stem);
@@ -552,11 +567,13 @@ struct slb_certstore *slb_certstore_open_backend(struct slb_backend *b, bool rea
     s->b = b;
     s->readonly = readonly;
     slb_backend_where(b, SLB_DOC_CERTS, s->dir, sizeof(s->dir));
-    void *arg[2] = {s, err};
-    int rc = slb_backend_list(b, SLB_DOC_CERTS, load_key, arg);
+    struct load_ctx lc = {s, err, false};
+    int rc = slb_backend_list(b, SLB_DOC_CERTS, load_key, &lc);
     if (rc != 0) {
-        if (rc != SLB_EINVAL)
-            slb_err_set(err, 500, "state_dir", s->dir, "cannot list %s: %s", s->dir,
+        if (rc == -ENOMEM && !lc.failed)
+            slb_err_set(err, 500, "internal", s->dir, "out of memory");
+        else if (!lc.failed)
+            slb_err_set(err, 500, "state_dir", s->dir, "cannot open %s: %s", s->dir,
                         slb_strerror(rc));
         slb_certstore_free(s);
         return NULL;
