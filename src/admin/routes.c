@@ -4,6 +4,7 @@
  * for listeners, groups, settings, whole-configuration apply and health. */
 #include "admin/routes.h"
 #include "admin/admin.h"
+#include "admin/ui.h"
 
 #include "ops/ops.h"
 
@@ -380,7 +381,8 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         return;
     }
     bool known =
-        (n == 1 && (strcmp(coll, "stats") == 0 || strcmp(coll, "settings") == 0)) ||
+        (n == 1 && (strcmp(coll, "stats") == 0 || strcmp(coll, "settings") == 0 ||
+                    strcmp(coll, "about") == 0)) ||
         (n >= 1 && n <= 3 && strcmp(coll, "certificates") == 0) ||
         (n >= 1 && n <= 2 && (strcmp(coll, "listeners") == 0 || strcmp(coll, "groups") == 0)) ||
         (n >= 3 && strcmp(coll, "groups") == 0 && strcmp(seg[2], "servers") == 0);
@@ -396,6 +398,10 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
             return;
         }
         slb_admin_stats(ctl, resp);
+        return;
+    }
+    if (strcmp(coll, "about") == 0) {
+        slb_admin_about(ctl, req, resp);
         return;
     }
     if (strcmp(coll, "settings") == 0) {

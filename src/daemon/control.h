@@ -50,6 +50,7 @@ struct slb_ctl {
     struct slb_io signal_io;
     bool stopping;
     uint64_t started_ms;
+    unsigned long conn_cap; /* client connections over all workers (slb_conn_cap) */
 };
 
 /* Load the state directory and start workers; err names the file and field on failure. */

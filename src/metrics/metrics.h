@@ -14,6 +14,7 @@ struct slb_certstore;
 struct slb_metrics_view {
     const struct slb_snapshot *snap; /* NULL before the first */
     int nworkers;
+    unsigned long conn_cap; /* client connections over all workers (slb_conn_cap) */
     uint64_t started_ms;
     struct slb_certstore *certs; /* may be NULL */
 };

@@ -78,6 +78,7 @@ void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v)
 {
     v->snap = ctl->cur;
     v->nworkers = ctl->nworkers;
+    v->conn_cap = ctl->conn_cap;
     v->started_ms = ctl->started_ms;
     v->certs = ctl->certs;
 }

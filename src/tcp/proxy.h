@@ -4,6 +4,7 @@
 #ifndef SLB_TCP_PROXY_H
 #define SLB_TCP_PROXY_H
 
+#include "lb/health.h"
 #include "net/worker_ctx.h"
 
 #include <sys/socket.h>
