@@ -8,7 +8,11 @@
  * has adopted it when the call returns), or changes nothing and fills a struct slb_err whose
  * status is the HTTP status an API answers with. Operations never parse HTTP, query strings
  * or request bodies: they take material (a normalized JSON object of the configuration's own
- * schema, certificate PEM text). */
+ * schema, certificate PEM text).
+ *
+ * Operations complete before they return, because the state directory writes synchronously.
+ * A shared backend (etcd) answers later, on the control loop: operations will then take a
+ * completion callback, called once the document is stored and active (or refused). */
 #ifndef SLB_OPS_OPS_H
 #define SLB_OPS_OPS_H
 
