@@ -65,6 +65,9 @@ PKG_LIBS="$(pkg-config --libs openssl jansson libnghttp2 libpcre2-8) -lpthread -
 COMMON="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Isrc $PKG_CFLAGS \
 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter"
+# src/core/version.c includes the header the Makefile writes from VERSION and git describe.
+make --no-print-directory -s build/gen/slb_build_version.h
+COMMON="$COMMON -Ibuild/gen"
 
 # --- the library, compiled with clang --------------------------------------------------------
 

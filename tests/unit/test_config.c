@@ -851,12 +851,9 @@ static void test_rules_limits(void **state)
 {
     (void)state;
     json_t *doc = J(RULES("[{'name':'a','action':{'fixed_response':{'code':200}}}]"));
-    json_t *fr = json_object_get(
-        json_object_get(
-            json_array_get(
-                json_object_get(json_array_get(json_object_get(doc, "listeners"), 0), "rules"), 0),
-            "action"),
-        "fixed_response");
+    json_t *lis = json_array_get(json_object_get(doc, "listeners"), 0);
+    json_t *rule = json_array_get(json_object_get(lis, "rules"), 0);
+    json_t *fr = json_object_get(json_object_get(rule, "action"), "fixed_response");
     char body[SLB_RULE_BODY_MAX + 2];
     memset(body, 'x', sizeof(body) - 1);
     body[SLB_RULE_BODY_MAX + 1] = '\0';
