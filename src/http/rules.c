@@ -8,6 +8,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "http/rules.h"
 
+#include "http/normalize.h"
+
 #include <ctype.h>
 #include <netinet/in.h>
 #include <pcre2.h>
@@ -610,6 +612,46 @@ const struct slb_rule *slb_rules_match(const struct slb_rules *rs, const struct 
     /* Last: the indexed lists have usually lowered best below these rules by now. */
     scan(rs, rs->off_any, rs->n_any, req, host, &best);
     return best < rs->n ? &rs->r[best] : NULL;
+}
+
+bool slb_rule_msg_header(const void *arg, const char *name, size_t i, struct slb_slice *value)
+{
+    const struct slb_http_msg *m = arg;
+    size_t n = strlen(name);
+    for (size_t k = 0; k < m->nheaders; k++) {
+        if (!slb_slice_eq_ci_n(m->headers[k].name, name, n) || i-- > 0)
+            continue;
+        *value = m->headers[k].value;
+        return true;
+    }
+    return false;
+}
+
+int slb_rule_req_from_msg(struct slb_rule_req *req, const struct slb_http_msg *m,
+                          const struct sockaddr_storage *source, char *path_buf)
+{
+    struct slb_slice host = m->host, target = m->target;
+    slb_http_split_absolute(m->target, &host, &target); /* the target's authority wins */
+    *req = (struct slb_rule_req){.method = m->method_name,
+                                 .host = host,
+                                 .source = source,
+                                 .header = slb_rule_msg_header,
+                                 .header_arg = m,
+                                 .path = {path_buf, 0},
+                                 .query = {"", 0}};
+    path_buf[0] = '\0';
+    const char *q = memchr(target.p, '?', target.len);
+    size_t plen = q ? (size_t)(q - target.p) : target.len;
+    if (q)
+        req->query = (struct slb_slice){q + 1, target.len - plen - 1};
+    if (m->method == SLB_HTTP_CONNECT || (target.len == 1 && target.p[0] == '*'))
+        return 0;
+    if (plen == 0) { /* "http://host" or "http://host?q": the path is "/" */
+        memcpy(path_buf, "/", 2);
+        req->path.len = 1;
+        return 0;
+    }
+    return slb_path_normalize(target.p, plen, path_buf, &req->path.len);
 }
 
 /* --- actions --------------------------------------------------------------------------------*/

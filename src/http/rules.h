@@ -44,6 +44,17 @@ struct slb_rule_req {
     const void *header_arg;
 };
 
+/* The request facts of a parsed HTTP/1.x request head (an HTTP/2 stream's once translated):
+ * method, host (an absolute-form target's authority wins over Host), query, a header accessor
+ * over msg, the client address; the path is normalized into path_buf, which has room for
+ * msg->target.len + 2 bytes. The "*" and authority (CONNECT) forms have an empty path, which
+ * no path condition matches. SLB_EINVAL when the path is refused (answer 400). req borrows
+ * msg, path_buf and source. */
+int slb_rule_req_from_msg(struct slb_rule_req *req, const struct slb_http_msg *msg,
+                          const struct sockaddr_storage *source, char *path_buf);
+/* The header accessor slb_rule_req_from_msg installs (arg: the struct slb_http_msg). */
+bool slb_rule_msg_header(const void *arg, const char *name, size_t i, struct slb_slice *value);
+
 /* Compile n rules. resolve maps a forward target's group name to the caller's object (a
  * struct slb_group_rt in a snapshot); NULL from it is an error (unknown_group). Returns NULL
  * with err set on failure (a pattern PCRE2 refuses, out of memory). */

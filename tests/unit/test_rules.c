@@ -648,6 +648,56 @@ static void test_responses(void **state)
     fixture_free(&f);
 }
 
+/* The facts of a parsed request head, as the proxy will give them. */
+static const char *msg_winner(const struct fixture *f, const char *raw)
+{
+    static struct slb_http_msg m;
+    static char path[256];
+    assert_true(slb_http_parse_request(raw, strlen(raw), NULL, &m) > 0);
+    struct slb_rule_req req;
+    if (slb_rule_req_from_msg(&req, &m, NULL, path))
+        return "!";
+    const struct slb_rule *r = slb_rules_match(f->rules, &req);
+    return r ? r->cfg->name : "-";
+}
+
+static void test_facts_from_head(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fixture_build(&f,
+                  "[{'name':'hdr','match':{'headers':{'x-env':'prod'}}," FWD(
+                      "g") "},"
+                           "{'name':'api','match':{'host':'api.example','path_prefix':'/v1/',"
+                           "'query':{'k':'v'}}," FWD(
+                               "g") "},"
+                                    "{'name':'root','match':{'path':'/'}," FWD(
+                                        "g") "},"
+                                             "{'name':'any-host','match':{'host':'*.example'}," FWD(
+                                                 "g") "}]");
+    assert_string_equal(msg_winner(&f, "GET /v1/%2e%2e/v1/x?k=v HTTP/1.1\r\n"
+                                       "Host: API.example:8080\r\n\r\n"),
+                        "api");
+    /* Header names case-insensitive, any occurrence. */
+    assert_string_equal(msg_winner(&f, "GET /x HTTP/1.1\r\nHost: a\r\nX-Env: dev\r\n"
+                                       "x-ENV: prod\r\n\r\n"),
+                        "hdr");
+    /* An absolute-form target's authority wins over Host. */
+    assert_string_equal(msg_winner(&f, "GET http://api.example/v1/y?k=v HTTP/1.1\r\n"
+                                       "Host: other\r\n\r\n"),
+                        "api");
+    assert_string_equal(msg_winner(&f, "GET http://b.example?k=v HTTP/1.1\r\nHost: other\r\n"
+                                       "\r\n"),
+                        "root");
+    /* No path: only conditions on other facts can hold. */
+    assert_string_equal(msg_winner(&f, "OPTIONS * HTTP/1.1\r\nHost: a.example\r\n\r\n"),
+                        "any-host");
+    assert_string_equal(msg_winner(&f, "OPTIONS * HTTP/1.1\r\nHost: other\r\n\r\n"), "-");
+    /* A path no reading of which is safe is refused. */
+    assert_string_equal(msg_winner(&f, "GET /v1/..%2fadmin HTTP/1.1\r\nHost: a\r\n\r\n"), "!");
+    fixture_free(&f);
+}
+
 static void test_build_errors(void **state)
 {
     (void)state;
@@ -681,6 +731,7 @@ int main(void)
         cmocka_unit_test(test_forward_headers),
         cmocka_unit_test(test_redirect_location),
         cmocka_unit_test(test_responses),
+        cmocka_unit_test(test_facts_from_head),
         cmocka_unit_test(test_build_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
