@@ -80,6 +80,11 @@ const struct slb_rule *slb_rules_get(const struct slb_rules *rules, size_t i);
  * client for sticky sessions), in proportion to the weights. Returns the target's index. */
 size_t slb_rule_pick(const struct slb_rule *rule, uint32_t x);
 
+/* Whether a forward rule takes the request header name out of what goes to the backend: it
+ * is removed, or set (the rule's value replaces every occurrence; the caller then adds
+ * cfg->set_headers). Names compare case-insensitively. */
+bool slb_rule_drops_header(const struct slb_rule *rule, struct slb_slice name);
+
 /* The Location of a redirect rule: the rule's scheme, host, port, path and query where set,
  * the request's otherwise (its scheme is https when tls). The request's port is kept only when
  * neither scheme nor host changes; a port that is the scheme's default is left out. A set path

@@ -546,6 +546,12 @@ static void test_forward_headers(void **state)
     assert_string_equal(c->set_headers[1].name, "host");
     assert_int_equal(c->nremove_headers, 1);
     assert_string_equal(c->remove_headers[0], "cookie");
+    const struct slb_rule *r = slb_rules_get(f.rules, 0);
+    assert_true(slb_rule_drops_header(r, (struct slb_slice){"COOKIE", 6}));
+    assert_true(slb_rule_drops_header(r, (struct slb_slice){"X-Route", 7}));
+    assert_true(slb_rule_drops_header(r, (struct slb_slice){"host", 4}));
+    assert_false(slb_rule_drops_header(r, (struct slb_slice){"cookie2", 7}));
+    assert_false(slb_rule_drops_header(r, (struct slb_slice){"accept", 6}));
     fixture_free(&f);
 }
 
