@@ -4,7 +4,8 @@
  * address", then header lines "name: value". Checks that a normalized path is in normal form
  * (no empty, "." or ".." segment, no escaped unreserved character or slash) and a fixed point;
  * that the indexed lookup picks exactly the rule a plain scan of the list in order picks; and
- * that a redirect's Location carries nothing but URL characters. */
+ * that a redirect's Location carries nothing but URL characters. Input that parses as an
+ * HTTP/1.x request head also goes through slb_rule_req_from_msg and the same lookup check. */
 #include "config/validate.h"
 #include "http/normalize.h"
 #include "http/rules.h"
@@ -114,10 +115,43 @@ static bool header_get(const void *arg, const char *name, size_t i, struct slb_s
     return false;
 }
 
+/* The indexed lookup and a scan of the list in order pick the same rule. */
+static const struct slb_rule *lookup_checked(const struct slb_rule_req *req)
+{
+    const struct slb_rule *got = slb_rules_match(rules, req), *want = NULL;
+    for (size_t i = 0; i < slb_rules_count(rules) && !want; i++)
+        if (slb_rule_holds(rules, slb_rules_get(rules, i), req))
+            want = slb_rules_get(rules, i);
+    if (got != want)
+        fprintf(stderr, "fuzz_rules: lookup found %s, a scan in order finds %s\n",
+                got ? got->cfg->name : "none", want ? want->cfg->name : "none");
+    CHECK(got == want);
+    return got;
+}
+
+/* Input that parses as a request head: the facts the proxy will take from it. */
+static void check_head(const uint8_t *data, size_t size)
+{
+    static struct slb_http_msg m;
+    if (slb_http_parse_request((const char *)data, size, NULL, &m) <= 0)
+        return;
+    char *path = malloc(m.target.len + 2);
+    CHECK(path);
+    struct slb_rule_req req;
+    if (slb_rule_req_from_msg(&req, &m, NULL, path) == 0) {
+        CHECK(req.path.len <= m.target.len + 1);
+        if (req.path.len)
+            check_normal_form(req.path.p, req.path.len);
+        lookup_checked(&req);
+    }
+    free(path);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!rules)
         setup();
+    check_head(data, size);
     char *text = malloc(size + 1);
     CHECK(text);
     memcpy(text, data, size);
@@ -161,14 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             .header = header_get,
             .header_arg = rest ? rest : "",
         };
-        const struct slb_rule *got = slb_rules_match(rules, &req), *want = NULL;
-        for (size_t i = 0; i < slb_rules_count(rules) && !want; i++)
-            if (slb_rule_holds(rules, slb_rules_get(rules, i), &req))
-                want = slb_rules_get(rules, i);
-        if (got != want)
-            fprintf(stderr, "fuzz_rules: lookup found %s, a scan in order finds %s\n",
-                    got ? got->cfg->name : "none", want ? want->cfg->name : "none");
-        CHECK(got == want);
+        const struct slb_rule *got = lookup_checked(&req);
         if (got && got->cfg->action == SLB_RULE_REDIRECT) {
             char loc[2048];
             int n = slb_rule_location(got, &req, size & 1, loc, sizeof(loc));
