@@ -10,7 +10,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "core/time.h"
-#include "event/control.h"
+#include "daemon/control.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 
@@ -313,7 +313,9 @@ static void revision_of(struct slb_ctl *ctl, const char *path, char *out)
     snprintf(p, sizeof(p), "%s", path);
     size_t n = strlen(p);
     if (n > 4 && strcmp(p + n - 4, "/crl") == 0)
-        p[n - 4] = '\0'; /* a CRL is part of its certificate */
+        p[n - 4] = '\0'; /* a CRL is part of its certificate, */
+    else if (n > 5 && strcmp(p + n - 5, "/ocsp") == 0)
+        p[n - 5] = '\0'; /* and so is a stapled OCSP response */
     struct slb_admin_req get = {.method = "GET", .path = p, .query = "", .content_type = ""};
     struct slb_admin_resp r = {.status = 200};
     slb_admin_route(ctl, &get, &r);

@@ -469,8 +469,18 @@ static bool write_up(struct h2_stream *s)
     return progress;
 }
 
-static bool retry_fresh(struct h2_stream *s)
+static void connect_failed(struct h2_stream *s, const char *why);
+
+/* Send the request again: a reused connection that failed is replaced by a fresh one to the
+ * same server; a fresh one that failed moves the request to the next server, as a connect
+ * failure does (each server is tried once). */
+static bool retry_fresh(struct h2_stream *s, const char *why)
 {
+    if (!s->up->reused) {
+        s->up_eof = false;
+        connect_failed(s, why);
+        return true;
+    }
     struct h2_conn *c = s->c;
     slb_up_close(s->up);
     s->up = NULL;
@@ -488,8 +498,8 @@ static bool retry_fresh(struct h2_stream *s)
     return true;
 }
 
-/* A kept-alive connection the backend closed (or reset) just as it was reused: the request
- * goes again on a fresh one only when that cannot make the backend act on it twice. */
+/* A connection the backend closed (or reset) before any byte of the response: the request
+ * goes again only when that cannot make the backend act on it twice. */
 static bool retryable(const struct h2_stream *s)
 {
     return slb_up_retryable(s->up, (enum slb_http_method)s->method_id, s->req_has_body);
@@ -513,7 +523,7 @@ static bool read_up(struct h2_stream *s)
         up->rd_ready = false;
         return true;
     }
-    if (retryable(s) && retry_fresh(s))
+    if (retryable(s) && retry_fresh(s, strerror((int)-n)))
         return true;
     upstream_failed(s, 502, strerror((int)-n));
     return true;
@@ -523,7 +533,7 @@ static bool read_up(struct h2_stream *s)
 static void up_closed(struct h2_stream *s)
 {
     if (!s->resp_head_done) {
-        if (retryable(s) && retry_fresh(s))
+        if (retryable(s) && retry_fresh(s, "closed the connection early"))
             return;
         upstream_failed(s, 502, "closed the connection early");
         return;

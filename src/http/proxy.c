@@ -682,8 +682,17 @@ static void upstream_failed(struct http_conn *c, int status, const char *why)
     respond_simple(c, status, NULL, false);
 }
 
-static bool retry_fresh(struct http_conn *c)
+static void connect_failed(struct http_conn *c, const char *why);
+
+/* Send the request again: a reused connection that failed is replaced by a fresh one to the
+ * same server; a fresh one that failed moves the request to the next server, as a connect
+ * failure does (each server is tried once). */
+static bool retry_fresh(struct http_conn *c, const char *why)
 {
+    if (!c->up->reused) {
+        connect_failed(c, why);
+        return true;
+    }
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
     slb_up_close(c->up);
@@ -825,12 +834,13 @@ static bool step_read_upstream(struct http_conn *c)
             c->x->req_done = true;
         return true;
     }
-    if (retryable(c) && retry_fresh(c))
+    const char *why = n == SLB_EEOF ? "closed the connection early" : strerror((int)-n);
+    if (retryable(c) && retry_fresh(c, why))
         return true;
     /* An error (a reset) is never the end of a close-delimited body, nor is any end of a
      * chunked one we decode: upstream_failed cuts the client with a reset then, so the
      * truncation shows. */
-    upstream_failed(c, 502, n == SLB_EEOF ? "closed the connection early" : strerror((int)-n));
+    upstream_failed(c, 502, why);
     return true;
 }
 
