@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "http/access.h"
+#include "http/decide.h"
 #include "http/route.h"
 #include "tls/tls.h"
 
@@ -736,20 +737,10 @@ void h2_start_request(struct h2_stream *s)
     s->method_id = (uint8_t)m->method;
     s->head_only = m->method == SLB_HTTP_HEAD;
     s->req_has_body = m->body != SLB_BODY_NONE;
-    int ei = slb_http_find_header(m, "expect", 0);
-    if (m->method == SLB_HTTP_CONNECT) {
-        respond_local(s, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n");
-    } else if (ei >= 0 && !m->expect_continue) {
-        respond_local(s, 417, NULL);
-    } else if (cfg->redirect_to[0]) {
-        char extra[1200];
-        snprintf(extra, sizeof(extra), "Location: %s%.*s\r\n", cfg->redirect_to,
-                 (int)(m->target.len > 1000 ? 1000 : m->target.len), m->target.p);
-        respond_local(s, 301, extra);
-    } else if (slb_http_misdirected(c->t.ssl, m)) {
-        respond_local(s, 421, NULL);
-    } else if (!s->wg || s->wg->g->nservers == 0) {
-        respond_local(s, 503, NULL);
+    struct slb_http_decision d;
+    slb_http_decide(&d, s->l, s->wg, c->t.ssl, m);
+    if (d.status) {
+        respond_local(s, d.status, d.extra);
     } else {
         /* The backend head is built now, while the parse result is at hand; the server that
          * gets it is chosen once this read's frames are processed (see h2_dispatch), so streams
@@ -758,15 +749,12 @@ void h2_start_request(struct h2_stream *s)
         struct slb_fwd_certs certs;
         struct slb_fwd_info fwd;
         slb_http_fwd_init(&fwd, &certs, s->l, c->t.ssl, c->client_ip, c->local_port);
-        fwd.default_host = s->wg->g->cfg->servers[0].authority;
+        fwd.default_host = d.wg->g->cfg->servers[0].authority;
         slb_http_build_request(&s->tx, m, &fwd);
-        struct slb_slice sticky = {0};
-        if (cfg->sticky != SLB_STICKY_NONE)
-            sticky = slb_http_cookie(m, cfg->sticky_cookie);
-        if (sticky.len) {
+        if (d.sticky.len) {
             /* Kept in the stream until h2_dispatch: the parse result will be gone. */
             slb_hbuf_reset(&s->cookie);
-            slb_hbuf_put(&s->cookie, sticky.p, sticky.len);
+            slb_hbuf_put(&s->cookie, d.sticky.p, d.sticky.len);
         }
         if (s->tx.oom) {
             respond_local(s, 500, NULL);

@@ -12,6 +12,7 @@
 #include "core/time.h"
 #include "http/access.h"
 #include "http/bind.h"
+#include "http/decide.h"
 #include "http/h2.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
@@ -232,22 +233,6 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
     return c->up != NULL;
 }
 
-static bool misdirected(struct http_conn *c, const struct slb_http_msg *m)
-{
-    return slb_http_misdirected(c->t.ssl, m);
-}
-
-static void redirect(struct http_conn *c, const struct slb_http_msg *m)
-{
-    char extra[1200];
-    struct slb_slice authority, path = m->target;
-    if (slb_http_split_absolute(m->target, &authority, &path) && (!path.len || path.p[0] == '?'))
-        path = (struct slb_slice){"/", 1};
-    snprintf(extra, sizeof(extra), "Location: %s%.*s\r\n", c->b.l->cfg->redirect_to,
-             (int)(path.len > 1000 ? 1000 : path.len), path.p);
-    respond_simple(c, 301, extra, m->keep_alive);
-}
-
 /* Build the head for the backend from the parsed request. */
 static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *m)
 {
@@ -287,26 +272,10 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     if (c->log)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
 
-    if (m->method == SLB_HTTP_CONNECT) {
-        /* A reverse proxy has no business opening tunnels to arbitrary places. */
-        respond_simple(c, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n", false);
-        return;
-    }
-    int ei = slb_http_find_header(m, "expect", 0);
-    if (ei >= 0 && !m->expect_continue && m->version_minor == 1) {
-        respond_simple(c, 417, NULL, false);
-        return;
-    }
-    if (cfg->redirect_to[0]) {
-        redirect(c, m);
-        return;
-    }
-    if (misdirected(c, m)) {
-        respond_simple(c, 421, NULL, m->keep_alive);
-        return;
-    }
-    if (!c->b.wg || c->b.wg->g->nservers == 0) {
-        respond_simple(c, 503, NULL, m->keep_alive);
+    struct slb_http_decision d;
+    slb_http_decide(&d, c->b.l, c->b.wg, c->t.ssl, m);
+    if (d.status) {
+        respond_simple(c, d.status, d.extra, !d.close && m->keep_alive);
         return;
     }
     c->x->tried = slb_xchg_tried(c->x, c->b.wg->g->nservers);
@@ -314,10 +283,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
         respond_simple(c, 500, NULL, false);
         return;
     }
-    struct slb_slice sticky = {0};
-    if (cfg->sticky != SLB_STICKY_NONE)
-        sticky = slb_http_cookie(m, cfg->sticky_cookie);
-    if (!choose_backend(c, sticky)) {
+    if (!choose_backend(c, d.sticky)) {
         slb_info_limited("listener %s: no healthy backend server for %.*s", cfg->name,
                          (int)(m->target.len > 200 ? 200 : m->target.len), m->target.p);
         respond_simple(c, 503, NULL, m->keep_alive);
