@@ -7,9 +7,6 @@
 
 #include <stdio.h>
 
-/* A reverse proxy has no business opening tunnels to arbitrary places. */
-#define ALLOW_LINE "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n"
-
 static void answer(struct slb_http_decision *d, int status, bool close)
 {
     d->status = status;
@@ -40,7 +37,8 @@ void slb_http_decide(struct slb_http_decision *d, const struct slb_listener_rt *
     d->wg = NULL;
     d->sticky = (struct slb_slice){0};
     if (m->method == SLB_HTTP_CONNECT) {
-        d->extra = ALLOW_LINE;
+        /* A reverse proxy has no business opening tunnels to arbitrary places. */
+        d->extra = SLB_HTTP_ALLOW;
         answer(d, 405, true);
         return;
     }

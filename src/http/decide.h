@@ -14,6 +14,9 @@
 
 #include <stdbool.h>
 
+/* The methods an answer 405 names (CONNECT is not among them). */
+#define SLB_HTTP_ALLOW "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n"
+
 /* What to do with a request. Lives on the caller's stack for the time of one request start;
  * extra and sticky point into it or into the request's bytes. */
 struct slb_http_decision {
