@@ -7,7 +7,7 @@
 #define SLB_HTTP_DECIDE_H
 
 #include "config/snapshot.h"
-#include "event/worker.h"
+#include "net/worker_ctx.h"
 #include "http/parser.h"
 
 #include <openssl/ssl.h>
