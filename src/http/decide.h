@@ -7,8 +7,8 @@
 #define SLB_HTTP_DECIDE_H
 
 #include "config/snapshot.h"
-#include "net/worker_ctx.h"
 #include "http/parser.h"
+#include "net/worker_ctx.h"
 
 #include <openssl/ssl.h>
 
