@@ -16,7 +16,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: slbd [--state-dir DIR] [--admin ADDR:PORT] [--workers N] "
-               "[--log-level debug|info|warn|error] [--check]\n");
+               "[--log-level debug|info|warn|error] [--check | --upgrade]\n");
 }
 
 static void print_err(const char *what, const struct slb_err *err)
@@ -38,6 +38,7 @@ int main(int argc, char **argv)
         {"workers", required_argument, NULL, 'w'},
         {"log-level", required_argument, NULL, 'l'},
         {"check", no_argument, NULL, 'c'},
+        {"upgrade", no_argument, NULL, 'u'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -69,6 +70,9 @@ int main(int argc, char **argv)
         case 'c':
             opt.check_only = true;
             break;
+        case 'u':
+            opt.upgrade = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -77,7 +81,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc) {
+    if (optind < argc || (opt.check_only && opt.upgrade)) {
         usage(stderr);
         return 2;
     }
@@ -86,9 +90,13 @@ int main(int argc, char **argv)
     if (opt.workers > SLB_MAX_WORKERS)
         opt.workers = SLB_MAX_WORKERS;
 
+    /* A failed upgrade leaves the running slbd as it was: say so. */
+    const char *fail = opt.check_only ? "invalid state"
+                       : opt.upgrade  ? "upgrade failed, the running slbd goes on unchanged"
+                                      : "cannot start";
     struct slb_err err = {0};
     if (slb_ctl_check(opt.state_dir, !opt.check_only, &err) < 0) {
-        print_err(opt.check_only ? "invalid state" : "cannot start", &err);
+        print_err(fail, &err);
         return 1;
     }
     if (opt.check_only) {
@@ -115,7 +123,7 @@ int main(int argc, char **argv)
 
     static struct slb_ctl ctl;
     if (slb_ctl_init(&ctl, &opt, &err) < 0) {
-        print_err("cannot start", &err);
+        print_err(fail, &err);
         slb_ctl_deinit(&ctl);
         return 1;
     }

@@ -519,6 +519,14 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         slb_admin_metrics(ctl, resp);
         return;
     }
+    if (ctl->handover_state && !slb_admin_method_is(req, "GET") &&
+        !slb_admin_method_is(req, "HEAD")) {
+        /* The state directory is being handed over to a new process (slbd --upgrade): a change
+         * made now could be missed by it. */
+        slb_admin_error_simple(resp, 503, "upgrading",
+                               "slbd is handing over to a new process; retry in a moment");
+        return;
+    }
     char seg[SLB_ADMIN_MAX_SEGS][SLB_ADMIN_SEG];
     int n = slb_admin_split(req->path, seg);
     const char *coll = n >= 1 ? seg[0] : "";

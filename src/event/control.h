@@ -9,6 +9,7 @@
 #include "config/snapshot.h"
 #include "event/loop.h"
 #include "event/worker.h"
+#include "net/handover.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -24,6 +25,14 @@ struct slb_options {
     const char *admin_addr; /* "ADDR:PORT" */
     int workers;
     bool check_only;
+    bool upgrade; /* take the sockets and the state directory over from the running slbd */
+};
+
+/* Where a hand-over to a new process stands (the old process's side, net/handover.h). */
+enum slb_handover_state {
+    SLB_HANDOVER_NONE,
+    SLB_HANDOVER_SENT, /* a new process has our sockets and is starting: no state writes */
+    SLB_HANDOVER_DONE, /* it serves: we stopped accepting and drain */
 };
 
 struct slb_ctl {
@@ -44,6 +53,15 @@ struct slb_ctl {
     struct slb_timer sweep_timer;
     int signal_fd;
     struct slb_io signal_io;
+    /* Upgrades: DIR/upgrade.sock, the new process's connection while one is in progress, and
+     * its time limit; handover is the new side's conversation while we start. */
+    int upgrade_fd;
+    struct slb_io upgrade_io;
+    int upgrade_conn;
+    struct slb_io upgrade_conn_io;
+    struct slb_timer upgrade_timer;
+    enum slb_handover_state handover_state;
+    struct slb_handover handover;
     bool stopping;
     uint64_t started_ms;
 };

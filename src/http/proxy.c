@@ -1336,11 +1336,15 @@ static void conn_abort(struct slb_conn_link *link)
 }
 
 /* Stopping: an idle keep-alive connection closes now; one with a request in progress gets
- * its response (marked Connection: close) and closes after it. */
+ * its response (marked Connection: close) and closes after it. After a hand-over to a new
+ * process every connection gets one more response (its timeouts and the drain bound it): a
+ * client that connected a moment ago, or is about to reuse its connection, sent a request
+ * that closing now would fail. */
 static void conn_drain(struct slb_conn_link *link)
 {
     struct http_conn *c = (struct http_conn *)link;
-    if ((c->st == ST_HEAD && slb_buf_empty(&c->in)) || c->st == ST_HANDSHAKE) {
+    if (!c->w->gentle_drain &&
+        ((c->st == ST_HEAD && slb_buf_empty(&c->in)) || c->st == ST_HANDSHAKE)) {
         conn_close(c);
         return;
     }
