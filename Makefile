@@ -10,6 +10,11 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-pr
 	-Wno-unused-parameter -Isrc $(shell pkg-config --cflags $(PKGS))
 LIBS := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
+# The version lives in VERSION; `git describe` is added when building from a git checkout, or
+# read from .git-describe in a copy that `make deb` made (a tarball has neither: VERSION alone).
+VERSION := $(shell cat VERSION)
+GIT_DESCRIBE := $(or $(if $(wildcard .git),$(shell git describe --tags --always --dirty 2>/dev/null)),$(shell cat .git-describe 2>/dev/null))
+
 ifeq ($(BUILD),asan)
   OUT := build-asan
   CFLAGS_MODE := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -20,7 +25,7 @@ else
   LDFLAGS_MODE :=
 endif
 CFLAGS := $(CFLAGS_BASE) $(CFLAGS_MODE) $(EXTRA_CFLAGS)
-LDFLAGS := $(LDFLAGS_MODE)
+LDFLAGS := $(LDFLAGS_MODE) $(EXTRA_LDFLAGS)
 
 LIB_SRC := $(filter-out src/cli/%,$(wildcard src/*/*.c))
 CLI_SRC := $(wildcard src/cli/*.c)
@@ -35,6 +40,16 @@ all: $(OUT)/slbd $(OUT)/slbctl $(TOOLS) $(UNIT_BIN)
 $(OUT)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# Rewritten only when its text changes, so an unchanged version rebuilds nothing.
+$(OUT)/gen/slb_build_version.h: FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define SLB_VERSION "%s"\n#define SLB_GIT_DESCRIBE "%s"\n' '$(VERSION)' \
+	    '$(GIT_DESCRIBE)' >$@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+$(OUT)/obj/src/core/version.o: $(OUT)/gen/slb_build_version.h
+$(OUT)/obj/src/core/version.o: CFLAGS += -I$(OUT)/gen
 
 $(OUT)/libslb.a: $(LIB_OBJ)
 	@rm -f $@
@@ -53,7 +68,10 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(shell pkg-config --libs cmocka)
 
-.PHONY: all deps run test test-unit test-e2e test-asan clean bench bench-tcp soak fmt fuzz
+programs: $(OUT)/slbd $(OUT)/slbctl
+
+.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-tcp soak fmt \
+	fuzz install uninstall deb FORCE
 
 deps:
 	@scripts/deps.sh
@@ -101,7 +119,51 @@ bench-tcp: deps all
 fmt:
 	clang-format -i $(wildcard src/*/*.[ch] src/*.c tests/unit/*.[ch] tests/fuzz/*.c tools/*.c bench/tools/*.c)
 
+# ---- installation (docs/operations.md) ----
+# The unit's ExecStart names SBINDIR. Only /etc/logrotate.d is read by logrotate, so SYSCONFDIR
+# stays /etc whatever PREFIX is.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+INSTALLED := $(SBINDIR)/slbd $(BINDIR)/slbctl $(MANDIR)/man8/slbd.8 $(MANDIR)/man1/slbctl.1 \
+	$(BASHCOMPDIR)/slbctl $(UNITDIR)/slbd.service $(SYSCONFDIR)/logrotate.d/slbd
+
+install: programs
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	install -m 0755 $(OUT)/slbd $(DESTDIR)$(SBINDIR)/slbd
+	install -m 0755 $(OUT)/slbctl $(DESTDIR)$(BINDIR)/slbctl
+	install -m 0644 dist/man/slbd.8 $(DESTDIR)$(MANDIR)/man8/slbd.8
+	install -m 0644 dist/man/slbctl.1 $(DESTDIR)$(MANDIR)/man1/slbctl.1
+	install -m 0644 dist/bash-completion/slbctl $(DESTDIR)$(BASHCOMPDIR)/slbctl
+	sed 's|@SBINDIR@|$(SBINDIR)|g' dist/systemd/slbd.service.in >$(DESTDIR)$(UNITDIR)/slbd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/slbd.service
+	install -m 0644 dist/logrotate/slbd $(DESTDIR)$(SYSCONFDIR)/logrotate.d/slbd
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+
+# A Debian package built by dpkg-buildpackage in a copy of the sources under build/deb/, so the
+# .deb and its companions land in build/deb/ and not in the repository's parent directory.
+# nocheck: the package build does not run the test suite (`make test` does).
+DEB_DIR := build/deb
+DEB_SRC := Makefile VERSION src tools tests/unit dist debian
+
+deb: deps
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/slbd-$(VERSION)
+	tar -cf - $(DEB_SRC) | tar -C $(DEB_DIR)/slbd-$(VERSION) -xf -
+	echo '$(GIT_DESCRIBE)' >$(DEB_DIR)/slbd-$(VERSION)/.git-describe
+	cd $(DEB_DIR)/slbd-$(VERSION) && DEB_BUILD_OPTIONS="nocheck parallel=2" \
+	    DEB_BUILD_PROFILES=nocheck dpkg-buildpackage -b -uc -us
+	@ls $(DEB_DIR)/*.deb
+
 clean:
 	rm -rf build build-asan
 
--include $(shell find $(OUT) -name '*.d' 2>/dev/null)
+-include $(shell find $(OUT)/obj -name '*.d' -type f 2>/dev/null)

@@ -244,10 +244,13 @@ class Slbd(Server):
             "servers": [{"address": "127.0.0.1", "port": e.backend_port, "weight": 100}],
             "health_check": {"enabled": False}}, 201)
         # The idle-connection scenario holds connections for several seconds before and after
-        # their first request: 60 s like the anchors' keep-alive timeouts.
+        # their first request: 60 s like the anchors' keep-alive timeouts. Pooled backend
+        # connections go to any request, a client connection's first one too, as with
+        # HAProxy's "http-reuse always" and nginx's upstream keepalive (slbd's default,
+        # "safe", would open a backend connection per new client connection).
         self._must("POST", "/v1/listeners", {
             "name": "bench", "protocol": "https", "bind": f"127.0.0.1:{e.port}",
-            "backend_group": "be", "idle_timeout_s": 60,
+            "backend_group": "be", "idle_timeout_s": 60, "backend_reuse": "always",
             "tls": {"certificates": [self.CERT_ID], "session_ticket_lifetime_s": 300}}, 201)
 
     def stats(self):

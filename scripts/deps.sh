@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Installs the Debian packages slbd needs to build, run and test; quiet when all are present.
+# Installs the Debian packages slbd needs to build, run, test and package (`make deb`: debhelper,
+# and systemd for `systemd-analyze verify` of the unit); quiet when all are present.
 set -euo pipefail
 pkgs=(build-essential pkg-config libssl-dev libjansson-dev libcmocka-dev libnghttp2-dev
       python3 python3-pytest python3-h2 curl openssl nghttp2-client wrk iproute2
-      testssl.sh slowhttptest clang libclang-rt-14-dev)
+      testssl.sh slowhttptest clang libclang-rt-14-dev
+      debhelper dpkg-dev fakeroot adduser systemd)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,8 @@
  * the control thread's state and run it. */
 #include "core/err.h"
 #include "core/log.h"
+#include "core/notify.h"
+#include "core/version.h"
 #include "event/control.h"
 
 #include <getopt.h>
@@ -16,7 +18,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: slbd [--state-dir DIR] [--admin ADDR:PORT] [--workers N] "
-               "[--log-level debug|info|warn|error] [--check | --upgrade]\n");
+               "[--log-level debug|info|warn|error] [--check | --upgrade] [--version]\n");
 }
 
 static void print_err(const char *what, const struct slb_err *err)
@@ -40,10 +42,11 @@ int main(int argc, char **argv)
         {"check", no_argument, NULL, 'c'},
         {"upgrade", no_argument, NULL, 'u'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     int ch;
-    while ((ch = getopt_long(argc, argv, "s:a:w:l:ch", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "s:a:w:l:chV", longopts, NULL)) != -1) {
         switch (ch) {
         case 's':
             opt.state_dir = optarg;
@@ -75,6 +78,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'V':
+            printf("slbd %s\n", slb_version());
             return 0;
         default:
             usage(stderr);
@@ -127,7 +133,13 @@ int main(int argc, char **argv)
         slb_ctl_deinit(&ctl);
         return 1;
     }
-    slb_info("slbd started: %d workers, state dir %s", opt.workers, opt.state_dir);
+    slb_info("slbd %s started: %d workers, state dir %s", slb_version(), opt.workers,
+             opt.state_dir);
+    /* The first configuration's listeners and the admin API are open: ready for systemd (the
+     * STATUS line was set when that configuration became active). An upgrade said it with
+     * its new main pid. */
+    if (!opt.upgrade)
+        slb_notify("READY=1");
     int rc = slb_ctl_run(&ctl);
     slb_ctl_deinit(&ctl);
     return rc < 0 ? 1 : 0;

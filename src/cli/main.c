@@ -4,6 +4,8 @@
  * value parsing those commands share. */
 #include "cli/cli.h"
 
+#include "core/version.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -91,6 +93,7 @@ static void usage(FILE *out, const char *group)
                  "  --state-dir DIR    read the token from DIR/admin.token "
                  "(default " DEFAULT_STATE_DIR ")\n"
                  "  --json             print the API's JSON instead of tables\n"
+                 "  --version          print slbctl's version and exit\n"
                  "The token comes from --token-file, else $SLBD_TOKEN, else DIR/admin.token.\n"
                  "Exit status: 0 success, 1 refused by the API, 2 usage error, 3 cannot reach "
                  "the API.\n");
@@ -166,6 +169,7 @@ struct globals {
     const char *state_dir;
     int json;
     int help;
+    int version;
 };
 
 static int global_value(const char *name, int argc, char **argv, int *i, const char **out)
@@ -215,6 +219,8 @@ static int split_globals(int argc, char **argv, struct globals *g, char **rest)
             g->json = 1;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             g->help = 1;
+        else if (strcmp(argv[i], "--version") == 0)
+            g->version = 1;
         else
             rest[n++] = argv[i];
     }
@@ -407,6 +413,11 @@ int main(int argc, char **argv)
     if (n < 0) {
         fprintf(stderr, "usage: slbctl [--admin URL] [--token-file FILE] [--state-dir DIR] "
                         "[--json] COMMAND ... ('slbctl help' lists the commands)\n");
+        goto out;
+    }
+    if (g.version) {
+        printf("slbctl %s\n", slb_version());
+        rc = SLB_CLI_EXIT_OK;
         goto out;
     }
     if (n == 0 || strcmp(rest[0], "help") == 0) {

@@ -23,6 +23,9 @@ enum slb_hc_proto { SLB_HC_TCP, SLB_HC_HTTP };
 enum slb_hc_method { SLB_HC_HEAD, SLB_HC_GET };
 enum slb_sticky { SLB_STICKY_NONE, SLB_STICKY_INSERT, SLB_STICKY_SERVER };
 enum slb_acl_mode { SLB_ACL_NONE, SLB_ACL_ALLOW, SLB_ACL_DENY };
+/* Which requests may go on a pooled backend connection: "safe", all but the first of a client
+ * connection (that one gets a new connection); "always", any. */
+enum slb_backend_reuse { SLB_REUSE_SAFE, SLB_REUSE_ALWAYS };
 enum slb_client_auth { SLB_CLIENT_AUTH_REQUIRED, SLB_CLIENT_AUTH_OPTIONAL };
 enum slb_tls_policy {
     SLB_TLS_POLICY_1_0,
@@ -107,6 +110,7 @@ struct slb_listener_cfg {
     uint32_t idle_timeout_s;                 /* default 15 */
     uint32_t request_timeout_s;              /* default 60 */
     char redirect_to[256];                   /* empty or "https://host[:port]" target for 301s */
+    enum slb_backend_reuse backend_reuse;    /* default safe */
     enum slb_sticky sticky;
     char sticky_cookie[64];
     uint32_t sticky_timeout_s;

@@ -31,6 +31,7 @@ static const struct {
     {"header_timeout_s", S_HTTPX},
     {"idle_timeout_s", S_HTTPX},
     {"request_timeout_s", S_HTTPX},
+    {"backend_reuse", S_HTTPX},
     {"redirect_to", S_HTTP},
     {"sticky", S_HTTPX},
     {"acl", S_HTTPX},
@@ -41,6 +42,7 @@ static const char *const protocols[] = {"tcp", "http", "https", NULL};
 static const char *const proxy_versions[] = {"v1", "v2", NULL};
 static const char *const sticky_types[] = {"insert", "server", NULL};
 static const char *const acl_modes[] = {"allow", "deny", NULL};
+static const char *const reuse_modes[] = {"safe", "always", NULL};
 static const char *const client_auths[] = {"required", "optional", NULL};
 static const char *const tls_policies[] = {"tls_cipher_policy_1_0",
                                            "tls_cipher_policy_1_1",
@@ -513,12 +515,13 @@ static int tcp_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t
 static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t *n)
 {
     json_t *sticky = NULL, *acl = NULL, *tls = NULL;
-    int rc;
+    int rc, reuse = SLB_REUSE_SAFE;
     if ((rc = slb_cv_bool(cv, "x_forwarded_for", true, &l->x_forwarded_for)) ||
         (rc = slb_cv_bool(cv, "x_forwarded_proto", true, &l->x_forwarded_proto)) ||
         (rc = slb_cv_u32(cv, "header_timeout_s", 10, 1, 3600, &l->header_timeout_s)) ||
         (rc = slb_cv_u32(cv, "idle_timeout_s", 15, 1, 3600, &l->idle_timeout_s)) ||
         (rc = slb_cv_u32(cv, "request_timeout_s", 60, 1, 3600, &l->request_timeout_s)) ||
+        (rc = slb_cv_enum(cv, "backend_reuse", false, SLB_REUSE_SAFE, reuse_modes, &reuse)) ||
         (rc = sticky_parse(cv, l, &sticky)) || (rc = acl_parse(cv, l, &acl)))
         goto fail;
     if (l->protocol == SLB_PROTO_HTTPS && (rc = tls_parse(cv, &l->tls, &tls)))
@@ -529,6 +532,8 @@ static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_
     bad |= slb_cv_put(n, "header_timeout_s", json_integer(l->header_timeout_s));
     bad |= slb_cv_put(n, "idle_timeout_s", json_integer(l->idle_timeout_s));
     bad |= slb_cv_put(n, "request_timeout_s", json_integer(l->request_timeout_s));
+    l->backend_reuse = (enum slb_backend_reuse)reuse;
+    bad |= slb_cv_put(n, "backend_reuse", json_string(reuse_modes[reuse]));
     if (l->protocol == SLB_PROTO_HTTP)
         bad |= slb_cv_put(n, "redirect_to", json_string(l->redirect_to));
     bad |= slb_cv_put(n, "sticky", sticky);

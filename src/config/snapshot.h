@@ -69,8 +69,8 @@ enum {
     SLB_LIS_ERRORS,
     SLB_LIS_HS_FULL,
     SLB_LIS_HS_RESUMED,
-    SLB_LIS_HS_FAIL,                        /* + enum slb_tls_fail (12 slots, SLB_TLS_FAIL_COUNT) */
-    SLB_LIS_REQ_1XX = SLB_LIS_HS_FAIL + 12, /* + status class - 1 (5 slots) */
+    SLB_LIS_HS_FAIL, /* + enum slb_tls_fail (SLB_TLS_FAIL_COUNT slots) */
+    SLB_LIS_REQ_1XX = SLB_LIS_HS_FAIL + SLB_TLS_FAIL_COUNT, /* + status class - 1 (5 slots) */
     SLB_LIS_REQS = SLB_LIS_REQ_1XX + 5,
     SLB_LIS_DENIED,   /* ACL */
     SLB_LIS_H2_ABUSE, /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */

@@ -8,6 +8,7 @@
 #include "config/state.h"
 #include "core/fsio.h"
 #include "core/log.h"
+#include "core/notify.h"
 #include "core/time.h"
 #include "http/access.h"
 #include "lb/health.h"
@@ -135,10 +136,12 @@ int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err
     slb_info("configuration %llu active on %d workers in %.2f ms",
              (unsigned long long)snap->generation, ctl->nworkers,
              (double)(slb_mono_us() - t0) / 1000.0);
+    slb_notify("STATUS=configuration %llu active on %d workers",
+               (unsigned long long)snap->generation, ctl->nworkers);
     return 0;
 }
 
-static void reload(struct slb_ctl *ctl)
+static void reload_config(struct slb_ctl *ctl)
 {
     struct slb_err err = {0};
     json_t *doc = NULL;
@@ -148,14 +151,25 @@ static void reload(struct slb_ctl *ctl)
         /* A missing file means "first start" at start-up; on a reload it is an accident
          * that must not wipe every listener. */
         slb_error("reload refused, keeping the running configuration: %s is missing", path);
+        slb_notify("STATUS=reload refused, keeping the running configuration: %s is missing", path);
         return;
     }
     if (slb_state_load_config(ctl->state_dir, &doc, &err) < 0 ||
         slb_ctl_apply(ctl, doc, false, &err) < 0) {
         slb_error("reload refused, keeping the running configuration: %s", err.msg);
+        slb_notify("STATUS=reload refused, keeping the running configuration: %s", err.msg);
         return;
     }
     slb_info("configuration reloaded from %s/config.json", ctl->state_dir);
+}
+
+/* systemd's reload protocol: RELOADING=1 (with the monotonic time newer systemd asks for),
+ * then READY=1 whether the new configuration was taken or refused. */
+static void reload(struct slb_ctl *ctl)
+{
+    slb_notify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)slb_mono_us());
+    reload_config(ctl);
+    slb_notify("READY=1");
 }
 
 static void signal_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
@@ -167,6 +181,7 @@ static void signal_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
             reload(ctl);
         } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             slb_info("signal %u: stopping", si.ssi_signo);
+            slb_notify("STOPPING=1\nSTATUS=stopping: draining connections");
             ctl->stopping = true;
             slb_loop_stop(loop);
         }
@@ -274,7 +289,10 @@ static void upgrade_complete(struct slb_ctl *ctl, long pid)
     int rc = slb_handover_send(ctl->upgrade_conn, "done", NULL, 0);
     if (rc < 0)
         slb_warn("upgrade: cannot confirm the hand-over to pid %ld: %s", pid, strerror(-rc));
-    upgrade_end(ctl);
+    /* The connection stays open until the new process closes it, after it told systemd it
+     * is the main process: we exit only then (slb_ctl_run), or systemd would take our exit
+     * for the service's end. */
+    slb_io_set(&ctl->loop, &ctl->upgrade_conn_io, 0);
     slb_info("upgrade: pid %ld serves now; draining connections (at most %u s), then exiting", pid,
              ctl->cur->cfg->settings.drain_timeout_s);
     ctl->stopping = true;
@@ -389,7 +407,6 @@ static int upgrade_commit(struct slb_ctl *ctl, struct slb_err *err)
 {
     long old = (long)ctl->handover.old_pid;
     int rc = slb_handover_commit(&ctl->handover, 30000, err);
-    slb_handover_deinit(&ctl->handover);
     if (rc < 0)
         return rc;
     slb_info("upgrade complete: took over from pid %ld", old);
@@ -583,11 +600,8 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
         /* Last: whoever waits for the lock file to name us finds everything in place. Under
          * systemd (NotifyAccess=all) the service's main process becomes us. */
         write_lock_pid(ctl);
-        char state[64];
-        snprintf(state, sizeof(state), "MAINPID=%ld\nREADY=1", (long)getpid());
-        slb_notify(state);
-    } else {
-        slb_notify("READY=1");
+        slb_notify("MAINPID=%ld\nREADY=1", (long)getpid());
+        slb_handover_deinit(&ctl->handover); /* the old process may exit now */
     }
     return 0;
 fail:
@@ -614,9 +628,11 @@ int slb_ctl_run(struct slb_ctl *ctl)
     /* Graceful stop: close the admin API, tell workers to stop accepting and drain. */
     slb_admin_free(ctl->admin);
     ctl->admin = NULL;
-    if (ctl->handover_state != SLB_HANDOVER_DONE)
-        slb_notify("STOPPING=1");
     stop_workers(ctl, ctl->handover_state == SLB_HANDOVER_DONE);
+    if (ctl->upgrade_conn >= 0 && ctl->handover_state == SLB_HANDOVER_DONE) {
+        struct pollfd p = {.fd = ctl->upgrade_conn, .events = POLLIN};
+        poll(&p, 1, 10000);
+    }
     slb_info("stopped");
     return rc;
 }

@@ -74,19 +74,22 @@ void slb_io_init(struct slb_io *io, int fd, slb_io_cb cb, void *data)
 
 int slb_io_set(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 {
-    if (events == io->events)
+    events &= ~SLB_IO_PENDING;
+    uint32_t cur = io->events & ~SLB_IO_PENDING;
+    if (events == cur)
         return 0;
     int op;
     struct epoll_event ev = {.events = events, .data.ptr = io};
     if (events == 0)
         op = EPOLL_CTL_DEL;
-    else if (io->events == 0)
+    else if (cur == 0)
         op = EPOLL_CTL_ADD;
     else
         op = EPOLL_CTL_MOD;
     if (epoll_ctl(loop->epfd, op, io->fd, &ev) < 0)
         return -errno;
-    io->events = events;
+    /* Unregistered, its pending event is dropped (below); still registered, it stays due. */
+    io->events = events ? events | (io->events & SLB_IO_PENDING) : 0;
     return 0;
 }
 
@@ -223,10 +226,16 @@ int slb_loop_once(struct slb_loop *loop, int max_wait_ms)
     if (n < 0 && errno != EINTR)
         return -errno;
     loop->now_ms = slb_mono_ms();
+    /* Mark every descriptor of the batch first, so that a callback can tell that another one
+     * was already readable before it ran (slb_io_pending). Every io here is registered and
+     * allocated: a closed descriptor left the epoll set. */
+    for (int i = 0; i < n; i++)
+        ((struct slb_io *)evs[i].data.ptr)->events |= SLB_IO_PENDING;
     for (int i = 0; i < n; i++) {
         struct slb_io *io = evs[i].data.ptr;
         /* An earlier callback in this batch may have unregistered io (it is then still
          * allocated: frees are deferred), so skip it rather than call into a closed object. */
+        io->events &= ~SLB_IO_PENDING;
         if (io->events == 0)
             continue;
         io->cb(loop, io, evs[i].events);

@@ -18,10 +18,15 @@ typedef void (*slb_io_cb)(struct slb_loop *loop, struct slb_io *io, uint32_t eve
 typedef void (*slb_timer_cb)(struct slb_loop *loop, struct slb_timer *t);
 typedef void (*slb_free_cb)(void *obj);
 
+/* In slb_io.events: the current iteration's epoll_wait reported this descriptor and its
+ * callback has not run yet (see slb_io_pending). Never part of an interest set. */
+#define SLB_IO_PENDING (1u << 30)
+
 /* A file descriptor watched by the loop. Embedded in its owner; the owner closes the fd. */
 struct slb_io {
     int fd;
-    uint32_t events; /* EPOLLIN/EPOLLOUT currently registered, 0 = not registered */
+    /* EPOLLIN/EPOLLOUT currently registered, 0 = not registered; plus SLB_IO_PENDING */
+    uint32_t events;
     slb_io_cb cb;
     void *data;
 };
@@ -62,6 +67,12 @@ void slb_loop_update_time(struct slb_loop *loop);
 void slb_io_init(struct slb_io *io, int fd, slb_io_cb cb, void *data);
 /* Register or change the interest set (EPOLLIN and/or EPOLLOUT); 0 removes it. */
 int slb_io_set(struct slb_loop *loop, struct slb_io *io, uint32_t events);
+/* Whether this iteration's epoll_wait reported io and its callback is still to come: its
+ * readiness was observed before anything that ran in this iteration so far. */
+static inline bool slb_io_pending(const struct slb_io *io)
+{
+    return io->events & SLB_IO_PENDING;
+}
 /* The descriptor is about to be closed: closing takes it out of the epoll set (no descriptor
  * of ours is ever duplicated), so the registration is only forgotten, with no epoll_ctl. */
 static inline void slb_io_forget(struct slb_io *io)

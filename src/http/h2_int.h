@@ -135,6 +135,9 @@ struct h2_conn {
     char client_ip[INET6_ADDRSTRLEN];
     uint16_t local_port;
     uint8_t sched_key_of; /* sched_key: see struct slb_up_choice */
+    /* A stream of this connection has ended: under backend_reuse "safe", only from then on
+     * may one go on a pooled backend connection. */
+    bool reuse_ok;
     uint64_t sched_key;
 };
 

@@ -76,18 +76,12 @@ static void log_stream(struct h2_stream *s)
 
 /* --- the backend connection of a stream --- */
 
-static void release_server(struct h2_stream *s)
-{
-    slb_up_count_end(s->srv, s->c->w->id, s->up);
-}
-
 /* Let go of the backend connection: back to the pool after a complete exchange both sides
  * kept alive, closed otherwise. */
 static void drop_up(struct h2_stream *s)
 {
     if (!s->up)
         return;
-    release_server(s);
     bool complete = s->st == SS_EXCHANGE && s->resp_done && s->req_done &&
                     !slb_hbuf_pending(&s->tx) && slb_buf_empty(&s->up->in) && s->up_keep_alive;
     if (complete)
@@ -175,7 +169,6 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
     if (s->up) {
         if (s->srv && status >= 500)
             slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
-        release_server(s);
         slb_up_close(s->up);
         s->up = NULL;
     }
@@ -218,7 +211,6 @@ static void upstream_failed(struct h2_stream *s, int status, const char *why)
     if (s->resp_submitted) {
         if (s->srv)
             slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
-        release_server(s);
         slb_up_close(s->up);
         s->up = NULL;
         s->resp_done = s->reset = true;
@@ -475,7 +467,6 @@ static bool write_up(struct h2_stream *s)
 static bool retry_fresh(struct h2_stream *s)
 {
     struct h2_conn *c = s->c;
-    release_server(s);
     slb_up_close(s->up);
     s->up = NULL;
     int err = 0;
@@ -484,8 +475,7 @@ static bool retry_fresh(struct h2_stream *s)
         s->srv = NULL;
         return false;
     }
-    slb_count_add(&srv_counts(s)->v[SLB_SRV_ACTIVE], 1);
-    slb_count_add(&srv_counts(s)->v[SLB_SRV_CONNS], 1);
+    slb_up_count_start(s->up, s->srv);
     s->tx.off = 0;
     s->up_eof = false;
     s->st = SS_CONNECT;
@@ -494,10 +484,10 @@ static bool retry_fresh(struct h2_stream *s)
 }
 
 /* A kept-alive connection the backend closed (or reset) just as it was reused: the request
- * goes again on a fresh one when nothing of the response came and it had no body. */
+ * goes again on a fresh one only when that cannot make the backend act on it twice. */
 static bool retryable(const struct h2_stream *s)
 {
-    return s->up->reused && s->up->bytes_from == 0 && !s->req_has_body;
+    return slb_up_retryable(s->up, (enum slb_http_method)s->method_id, s->req_has_body);
 }
 
 static bool read_up(struct h2_stream *s)
@@ -575,6 +565,7 @@ static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
                                .key = &c->sched_key,
                                .key_of = &c->sched_key_of,
                                .listener = s->l->cfg->name,
+                               .fresh = !c->reuse_ok && s->l->cfg->backend_reuse == SLB_REUSE_SAFE,
                                .owner = s,
                                .cb = up_event};
     s->up = slb_up_choose(c->hw, &ch, sticky);
@@ -595,7 +586,6 @@ static void connect_failed(struct h2_stream *s, const char *why)
 {
     slb_warn("listener %s: backend %s: connect: %s", s->l->cfg->name, s->srv->key, why);
     slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
-    release_server(s);
     slb_up_close(s->up);
     s->up = NULL;
     s->srv = NULL;
@@ -829,6 +819,7 @@ void h2_stream_free(struct h2_stream *s)
     if (s->st == SS_DISPATCH)
         c->ndispatch--;
     drop_up(s);
+    c->reuse_ok = true; /* a request of this connection has ended */
     log_stream(s);
     slb_hbuf_free(&s->req);
     slb_hbuf_free(&s->cookie);

@@ -23,6 +23,7 @@
 #include "tls/tls.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -64,11 +65,11 @@ struct http_conn {
     bool closed, client_eof, close_after, tls_failed;
     /* The client sent while we waited for a response: drop the read interest until then. */
     bool rd_muted;
-    /* The request came with the end of the handshake: the NewSessionTicket waits in the
-     * cork and leaves with the first response (see step_handshake). */
-    bool cork_ticket;
     bool abort_reset; /* end the client connection with a reset, not an orderly close */
-    bool lingering;   /* our side is closed; what the client still sends is dropped */
+    /* A request of this connection has ended: under backend_reuse "safe", only from then on
+     * may one go on a pooled backend connection. */
+    bool reuse_ok;
+    bool lingering; /* our side is closed; what the client still sends is dropped */
     uint16_t local_port;
     /* accounting */
     uint64_t wire_in_seen, wire_out_seen;
@@ -220,6 +221,8 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
                                .key = &c->sched_key,
                                .key_of = &c->sched_key_of,
                                .listener = c->b.l->cfg->name,
+                               .fresh =
+                                   !c->reuse_ok && c->b.l->cfg->backend_reuse == SLB_REUSE_SAFE,
                                .owner = c,
                                .cb = up_event};
     c->up = slb_up_choose(c->hw, &ch, sticky);
@@ -524,10 +527,10 @@ static bool step_read_client(struct http_conn *c)
 
 static bool retryable(const struct http_conn *c)
 {
-    /* A kept-alive connection the backend closed just as we reused it: safe to try again on
-     * a fresh one when nothing of the response arrived and the request had no body. */
-    return c->up->reused && !c->x->resp_head_done && c->up->bytes_from == 0 &&
-           c->x->req_body == SLB_BODY_NONE;
+    /* A kept-alive connection the backend closed just as we reused it: the request may go
+     * again on a fresh one only when that cannot make the backend act on it twice. */
+    return !c->x->resp_head_done && slb_up_retryable(c->up, (enum slb_http_method)c->x->method,
+                                                     c->x->req_body != SLB_BODY_NONE);
 }
 
 /* What the client is receiving ends when the connection closes: a backend body without
@@ -562,16 +565,10 @@ static void upstream_failed(struct http_conn *c, int status, const char *why)
     respond_simple(c, status, NULL, false);
 }
 
-static void release_server(struct http_conn *c)
-{
-    slb_up_count_end(c->srv, c->w->id, c->up);
-}
-
 static bool retry_fresh(struct http_conn *c)
 {
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
-    release_server(c);
     slb_up_close(c->up);
     c->up = NULL;
     int err = 0;
@@ -581,8 +578,7 @@ static bool retry_fresh(struct http_conn *c)
         c->srv = NULL;
         return false;
     }
-    slb_count_add(&srv_counts(c)->v[SLB_SRV_ACTIVE], 1);
-    slb_count_add(&srv_counts(c)->v[SLB_SRV_CONNS], 1);
+    slb_up_count_start(c->up, c->srv);
     slb_hbuf_free(&c->up->head);
     head.off = 0;
     c->up->head = head;
@@ -773,8 +769,6 @@ static bool step_write_client(struct http_conn *c)
 {
     if (!c->t.wr_ready || !c->x)
         return false; /* no exchange: nothing to send (our own answers have one too) */
-    if (slb_hbuf_pending(&c->out) || c->x->resp_ready)
-        c->cork_ticket = false; /* the first response: the end of the run sends both */
     bool progress = false;
     if (slb_hbuf_pending(&c->out) && c->up && c->x->resp_head_done && c->st != ST_LINGER) {
         /* A small body that is already here goes out with the head: one send (one TLS
@@ -845,10 +839,13 @@ static bool step_write_client(struct http_conn *c)
  * the next request. false when the connection closed. */
 static bool exchange_end(struct http_conn *c)
 {
+    /* The backend connection was pooled or closed, and its server's active count with it. */
+    assert(!c->up);
     account_wire(c);
     if (c->log)
         log_request(c);
     c->srv = NULL;
+    c->reuse_ok = true;
     /* A client that half-closed after pipelining still gets every complete request answered
      * (RFC 9112 9.6); it is closed once nothing is left in the buffer. */
     if (c->close_after || (c->client_eof && slb_buf_empty(&c->in))) {
@@ -922,7 +919,6 @@ static bool step_complete(struct http_conn *c)
         c->x->body_unread = true;
     }
     if (c->up) {
-        release_server(c);
         if (c->x->up_keep_alive && c->st == ST_EXCHANGE)
             slb_up_release(c->up);
         else
@@ -1027,12 +1023,12 @@ static bool step_handshake(struct http_conn *c)
     }
     slb_count_add(
         &lis_counts(c)->v[SSL_session_reused(c->t.ssl) ? SLB_LIS_HS_RESUMED : SLB_LIS_HS_FULL], 1);
-    /* A request already here (it came with the client's Finished) means a response soon: the
-     * ticket goes with it, in one segment. Otherwise the client may be waiting for it (a
-     * session saved after the handshake, TLS 1.2's Finished): it leaves now. */
-    if (c->t.corked && !slb_h2_selected(c->t.ssl) && SSL_has_pending(c->t.ssl))
-        c->cork_ticket = true;
-    else
+    /* A request already here (it came with the client's Finished) is read in this run: an
+     * answer of our own would leave in the ticket's segment. The cork never outlives the run
+     * (run() lifts it): a ticket must not wait for a backend's response or for the rest of the
+     * request, since TCP_CORK would hold it for up to 200 ms and the client may be waiting for
+     * it (a session saved after the handshake) or, in TLS 1.2, for our Finished. */
+    if (!c->t.corked || slb_h2_selected(c->t.ssl) || !SSL_has_pending(c->t.ssl))
         slb_tconn_uncork(&c->t);
     if (slb_h2_selected(c->t.ssl)) {
         hand_off_h2(c);
@@ -1150,7 +1146,7 @@ static void run(struct http_conn *c)
             c->x->client_shut = true;
         }
     }
-    if (c->t.corked && !c->closed && !c->cork_ticket)
+    if (c->t.corked && !c->closed)
         slb_tconn_uncork(&c->t);
     set_interest(c);
     if (more && !c->closed) {
@@ -1188,7 +1184,6 @@ static void connect_failed(struct http_conn *c, const char *why)
     slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
-    release_server(c);
     slb_up_close(c->up);
     c->up = NULL;
     c->srv = NULL;
@@ -1302,7 +1297,6 @@ static void conn_close(struct http_conn *c)
     c->closed = true;
     struct slb_loop *loop = &c->w->loop;
     if (c->up) {
-        release_server(c);
         slb_up_close(c->up);
         c->up = NULL;
     }

@@ -8,6 +8,7 @@
 #include "lb/sched.h"
 #include "tcp/proxy.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,9 +55,34 @@ static void up_free(void *p)
     free(up);
 }
 
+/* The request on up is over: its server's active count goes back, its bytes are counted. */
+static void count_end(struct http_up *up)
+{
+    struct slb_srv_rt *srv = up->srv;
+    if (!srv)
+        return;
+    struct slb_wcount *wc = &srv->w[up->hw->w->id];
+    /* This worker's line only moves here: zero would mean a request released twice. */
+    assert(slb_count_get(&wc->v[SLB_SRV_ACTIVE]) > 0);
+    slb_count_add(&wc->v[SLB_SRV_ACTIVE], (uint64_t)-1);
+    slb_count_add(&wc->v[SLB_SRV_BYTES_TO], up->bytes_to);
+    slb_count_add(&wc->v[SLB_SRV_BYTES_FROM], up->bytes_from);
+    up->srv = NULL;
+}
+
+void slb_up_count_start(struct http_up *up, struct slb_srv_rt *srv)
+{
+    assert(!up->srv);
+    struct slb_wcount *wc = &srv->w[up->hw->w->id];
+    slb_count_add(&wc->v[SLB_SRV_ACTIVE], 1);
+    slb_count_add(&wc->v[SLB_SRV_CONNS], !up->reused);
+    up->srv = srv;
+}
+
 void slb_up_close(struct http_up *up)
 {
     struct slb_loop *loop = &up->hw->w->loop;
+    count_end(up);
     if (up->pooled)
         pool_unlink(up);
     slb_timer_stop(loop, &up->idle);
@@ -119,14 +145,22 @@ struct http_up *slb_up_acquire(struct slb_http_worker *hw, const struct slb_serv
                                void *owner, slb_up_cb cb, int *err)
 {
     uint64_t key = addr_key(&srv->addr, srv->addrlen);
-    for (struct http_up *up = hw->buckets[key % SLB_POOL_BUCKETS]; up; up = up->next) {
+    struct http_up *next;
+    for (struct http_up *up = hw->buckets[key % SLB_POOL_BUCKETS]; up; up = next) {
+        next = up->next;
         if (up->key == key && up->addrlen == srv->addrlen &&
             memcmp(&up->addr, &srv->addr, srv->addrlen) == 0) {
+            if (slb_io_pending(&up->io)) {
+                /* Readable while idle, reported in this iteration but not handled yet: the
+                 * backend closed it or sent what no request asked for. */
+                slb_up_close(up);
+                continue;
+            }
             pool_unlink(up);
             up->owner = owner;
             up->cb = cb;
             up->reused = true;
-            /* Nothing can have come since it was pooled (that would have closed it), and a
+            /* Nothing came while it was pooled (that closes it: pooled_cb, and above), and a
              * response cannot come before the request: the loop reports it. */
             up->rd_ready = false;
             up->wr_ready = true;
@@ -231,18 +265,31 @@ int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
     return 0;
 }
 
-void slb_up_count_end(struct slb_srv_rt *srv, int wid, const struct http_up *up)
+bool slb_up_retryable(const struct http_up *up, enum slb_http_method m, bool has_body)
 {
-    if (!srv)
-        return;
-    slb_count_add(&srv->w[wid].v[SLB_SRV_ACTIVE], (uint64_t)-1);
-    slb_count_add(&srv->w[wid].v[SLB_SRV_BYTES_TO], up ? up->bytes_to : 0);
-    slb_count_add(&srv->w[wid].v[SLB_SRV_BYTES_FROM], up ? up->bytes_from : 0);
+    if (!up->reused || up->bytes_from > 0)
+        return false;
+    if (up->bytes_to == 0)
+        return true; /* it never reached the backend */
+    if (has_body)
+        return false;
+    switch (m) {
+    case SLB_HTTP_GET:
+    case SLB_HTTP_HEAD:
+    case SLB_HTTP_OPTIONS:
+    case SLB_HTTP_TRACE:
+    case SLB_HTTP_PUT:
+    case SLB_HTTP_DELETE:
+        return true;
+    default:
+        return false;
+    }
 }
 
 void slb_up_release(struct http_up *up)
 {
     struct slb_http_worker *hw = up->hw;
+    count_end(up);
     if (hw->npooled >= SLB_POOL_MAX_PER_WORKER || !slb_buf_empty(&up->in) || up->send_err ||
         hw->w->drain_deadline_ms) {
         up->owner = NULL;
@@ -299,7 +346,6 @@ struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *
                               struct slb_slice sticky)
 {
     struct slb_group_rt *g = ch->wg->g;
-    int wid = hw->w->id;
     while (ch->attempts < (int)g->nservers) {
         int idx = -1;
         if (ch->attempts == 0 && sticky.len) {
@@ -330,13 +376,14 @@ struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *
         ch->srv_idx = idx;
         ch->srv = g->srv[idx];
         int err = 0;
-        struct http_up *up = slb_up_acquire(hw, &g->cfg->servers[idx], ch->owner, ch->cb, &err);
+        const struct slb_server_cfg *sc = &g->cfg->servers[idx];
+        struct http_up *up = ch->fresh ? slb_up_connect(hw, sc, ch->owner, ch->cb, &err)
+                                       : slb_up_acquire(hw, sc, ch->owner, ch->cb, &err);
         if (up) {
-            slb_count_add(&ch->srv->w[wid].v[SLB_SRV_ACTIVE], 1);
-            slb_count_add(&ch->srv->w[wid].v[SLB_SRV_CONNS], !up->reused);
+            slb_up_count_start(up, ch->srv);
             return up;
         }
-        slb_count_add(&ch->srv->w[wid].v[SLB_SRV_FAILS], 1);
+        slb_count_add(&ch->srv->w[hw->w->id].v[SLB_SRV_FAILS], 1);
         slb_warn("listener %s: backend %s: %s", ch->listener, ch->srv->key, slb_strerror(err));
     }
     return NULL;

@@ -37,6 +37,10 @@ struct http_up {
     struct slb_hbuf head; /* request head to send */
     bool connected, reused, rd_ready, wr_ready, pooled;
     int send_err; /* errno of a failed send: the backend reset the connection */
+    /* The server whose active-request count this connection holds while a request uses it
+     * (see slb_up_count_start); NULL while pooled. Closing or pooling the connection gives the
+     * count back, so every way an exchange ends releases it exactly once. */
+    struct slb_srv_rt *srv;
     uint64_t bytes_to, bytes_from;
     struct http_up *next, *prev; /* pool bucket */
 };
@@ -84,13 +88,20 @@ ssize_t slb_up_send(struct http_up *up, const void *p, size_t n);
  * section's bytes are appended there. 0, or -1 on invalid framing. */
 int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
                    struct slb_hbuf *trailers);
-/* The exchange on up with server srv ends: one active request less, its bytes counted (up
- * may be NULL: none). srv NULL: nothing. */
-void slb_up_count_end(struct slb_srv_rt *srv, int wid, const struct http_up *up);
+/* A request on up to server srv starts: one active request more on srv (and one connection
+ * more when up is new), held by up until it is closed or pooled. */
+void slb_up_count_start(struct http_up *up, struct slb_srv_rt *srv);
+/* Whether a request (method m, with a body or not) whose reused connection ended before any
+ * byte of a response may go again on a fresh one. Only when nothing of it was written, or it
+ * is idempotent (RFC 9110 9.2.2) and has no body that would have to be sent again: a
+ * non-idempotent request the backend may have acted on is never sent twice (RFC 9112
+ * 9.3.1). */
+bool slb_up_retryable(const struct http_up *up, enum slb_http_method m, bool has_body);
 /* Give a connection back after a complete keep-alive exchange (or close it when the pool is
- * full). */
+ * full). The active request it held ends, its bytes counted. */
 void slb_up_release(struct http_up *up);
-/* Close and free (deferred) an upstream connection. */
+/* Close and free (deferred) an upstream connection; the active request it held (if any)
+ * ends, its bytes counted. */
 void slb_up_close(struct http_up *up);
 void slb_up_set_interest(struct http_up *up, uint32_t events);
 void slb_up_pool_drain(struct slb_http_worker *hw);
@@ -113,6 +124,10 @@ struct slb_up_choice {
     uint64_t *key;
     uint8_t *key_of;
     const char *listener; /* for log lines */
+    /* A new connection, never a pooled one: the first request of a client connection under
+     * backend_reuse "safe", so that it never meets what a backend left on a connection
+     * another client used. */
+    bool fresh;
     void *owner;
     slb_up_cb cb;
     int srv_idx; /* out: the server chosen */
@@ -120,8 +135,8 @@ struct slb_up_choice {
 };
 /* The server a usable sticky cookie names (first attempt only), else the scheduler's pick
  * among servers not tried yet; a server whose socket cannot be made counts as failed and the
- * next is tried. Returns the connection (counted active on its server), or NULL when no
- * server is left. */
+ * next is tried. Returns the connection (counted active on its server, see
+ * slb_up_count_start), or NULL when no server is left. */
 struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *ch,
                               struct slb_slice sticky);
 

@@ -282,24 +282,3 @@ void slb_handover_deinit(struct slb_handover *h)
     }
     h->conn = h->lock_fd = h->admin_fd = -1;
 }
-
-void slb_notify(const char *state)
-{
-    const char *path = getenv("NOTIFY_SOCKET");
-    if (!path || !path[0])
-        return;
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    size_t len = strlen(path);
-    if (len >= sizeof(sun.sun_path) || (path[0] != '/' && path[0] != '@'))
-        return;
-    memcpy(sun.sun_path, path, len);
-    if (path[0] == '@')
-        sun.sun_path[0] = '\0'; /* the abstract namespace */
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;
-    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
-    ssize_t r = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun, alen);
-    (void)r;
-    close(fd);
-}

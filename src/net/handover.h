@@ -2,7 +2,7 @@
 /* Upgrade without dropping a connection: the running slbd hands its listening sockets, its
  * admin socket and its state-directory lock to a new process over DIR/upgrade.sock
  * (SOCK_SEQPACKET, SCM_RIGHTS), as HAProxy's -x and nginx's USR2 do. This module is the
- * wire: messages, descriptor passing, the new side's request, and systemd's notify socket.
+ * wire: messages, descriptor passing and the new side's request.
  * The decisions (freeze, stop, drain) are the control thread's (src/event/control.c).
  *
  * The conversation, one message per line below (fds in brackets travel with the message):
@@ -70,8 +70,5 @@ struct sockaddr_storage;
 /* The normalized "addr:port" of an address ("[addr]:port" for IPv6): the socket registry's
  * key, and how both sides name a socket. */
 void slb_handover_addr_key(const struct sockaddr_storage *ss, char *out, size_t size);
-
-/* sd_notify(3) without libsystemd: send state (e.g. "READY=1") to $NOTIFY_SOCKET if set. */
-void slb_notify(const char *state);
 
 #endif

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Per-listener TLS contexts: one SSL_CTX per https listener built from the certificate store
- * and the listener's policy, certificate choice by SNI and key type at ClientHello time,
+ * and the listener's policy, the certificates SNI offers at ClientHello time,
  * client certificate verification, ALPN, and handshake failure classification. */
 #include "tls/tls.h"
 
@@ -102,33 +102,38 @@ static bool site_match(const struct slb_tls_site *s, const char *name, size_t le
     return false;
 }
 
-/* Exact SAN matches beat wildcard matches, which beat the default certificate; within the
- * winning tier the key type the client can verify (ECDSA when it offers an ECDSA signature
- * scheme, else RSA) wins, then configuration order. Without a match the default certificate
- * is used, or its twin with the same names and the wanted key type. */
-static const struct slb_tls_site *site_pick(const struct slb_tls_listener *t, const char *name,
-                                            size_t len, enum slb_tls_key_kind want)
+/* Adds s to the pair unless it already holds a certificate of s's key type: OpenSSL keeps one
+ * certificate per key type, and configuration order decides within a type. */
+static void pair_add(const struct slb_tls_site *pair[2], const struct slb_tls_site *s)
 {
+    if (!pair[0])
+        pair[0] = s;
+    else if (!pair[1] && s->kind != pair[0]->kind)
+        pair[1] = s;
+}
+
+/* The certificates offered for a server name: exact SAN matches beat wildcard matches, which
+ * beat the default certificate (with its twins, the certificates with the same names). From
+ * the winning tier, the first certificate of each key type (pair[1] may be NULL). Which of the
+ * two is served is OpenSSL's choice from what the client can verify (see client_hello_cb). */
+static void site_pick(const struct slb_tls_listener *t, const char *name, size_t len,
+                      const struct slb_tls_site *pair[2])
+{
+    pair[0] = pair[1] = NULL;
     if (name) {
-        for (int wild = 0; wild < 2; wild++) {
-            const struct slb_tls_site *first = NULL;
-            for (size_t i = 0; i < t->nsites; i++) {
-                if (!site_match(&t->sites[i], name, len, wild))
-                    continue;
-                if (t->sites[i].kind == want)
-                    return &t->sites[i];
-                if (!first)
-                    first = &t->sites[i];
+        for (int wild = 0; wild < 2 && !pair[0]; wild++) {
+            for (size_t i = 0; i < t->nsites && !pair[1]; i++) {
+                if (site_match(&t->sites[i], name, len, wild))
+                    pair_add(pair, &t->sites[i]);
             }
-            if (first)
-                return first;
         }
+        if (pair[0])
+            return;
     }
-    for (size_t i = 0; i < t->nsites; i++) {
-        if (t->sites[i].default_twin && t->sites[i].kind == want)
-            return &t->sites[i];
+    for (size_t i = 0; i < t->nsites && !pair[1]; i++) {
+        if (t->sites[i].default_twin)
+            pair_add(pair, &t->sites[i]);
     }
-    return &t->sites[0];
 }
 
 /* Host header value → host name: drops ":port", unwraps "[v6]". false when malformed. */
@@ -174,9 +179,18 @@ const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl)
     /* Without SNI nothing was selected by name, so there is nothing for Host to contradict. */
     if (!slb_tls_ssl_servername(ssl))
         return NULL;
+    const struct slb_tls_listener *t = listener_of(ssl);
+    if (!t)
+        return NULL;
+    /* The certificate OpenSSL served (after a resumption, which serves none, one of those SNI
+     * offered): the SSL holds the site's own X509, so a pointer identifies it. */
+    const X509 *x = SSL_get_certificate(ssl);
+    for (size_t i = 0; x && i < t->nsites; i++) {
+        if (t->sites[i].cert->leaf == x)
+            return &t->sites[i];
+    }
     const struct slb_tls_site *site = SSL_get_ex_data(ssl, ssl_site_idx);
-    const struct slb_tls_listener *t = site ? NULL : listener_of(ssl);
-    return site ? site : t ? &t->sites[0] : NULL;
+    return site ? site : &t->sites[0];
 }
 
 bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len)
@@ -210,26 +224,7 @@ static int sni_parse(const unsigned char *p, size_t len, const char **name, size
     return 0;
 }
 
-static bool client_offers_ecdsa(SSL *ssl)
-{
-    const unsigned char *p;
-    size_t len;
-    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_signature_algorithms, &p, &len) || len < 2)
-        return false;
-    size_t n = (size_t)(p[0] << 8 | p[1]);
-    if (n + 2 > len)
-        return false;
-    for (size_t i = 2; i + 1 < n + 2; i += 2) {
-        unsigned v = (unsigned)(p[i] << 8 | p[i + 1]);
-        /* ecdsa_secp256r1_sha256, ecdsa_secp384r1_sha384, ecdsa_secp521r1_sha512 */
-        if (v == 0x0403 || v == 0x0503 || v == 0x0603)
-            return true;
-    }
-    return false;
-}
-
-/* TLS 1.3 suites do not name the certificate type; a client that cannot do TLS 1.3 also
- * needs an ECDHE_ECDSA suite for an ECDSA certificate. */
+/* Whether this ClientHello can lead to TLS 1.3 (see client_hello_cb for why it matters). */
 static bool client_offers_tls13(SSL *ssl)
 {
     const unsigned char *p;
@@ -254,26 +249,6 @@ static bool client_offers_tls13_suite(SSL *ssl)
     return false;
 }
 
-/* An ECDHE_ECDSA suite the client offers and the listener's policy also allows: one the
- * policy refuses cannot be negotiated, so it must not pull in the ECDSA certificate. */
-static bool client_offers_ecdsa_suite(SSL *ssl)
-{
-    const unsigned char *p;
-    size_t len = SSL_client_hello_get0_ciphers(ssl, &p);
-    STACK_OF(SSL_CIPHER) *ours = SSL_get_ciphers(ssl);
-    for (int k = 0; k < sk_SSL_CIPHER_num(ours); k++) {
-        const SSL_CIPHER *c = sk_SSL_CIPHER_value(ours, k);
-        if (SSL_CIPHER_get_auth_nid(c) != NID_auth_ecdsa)
-            continue;
-        unsigned id = (unsigned)(SSL_CIPHER_get_protocol_id(c) & 0xffff);
-        for (size_t i = 0; i + 1 < len; i += 2) {
-            if ((unsigned)(p[i] << 8 | p[i + 1]) == id)
-                return true;
-        }
-    }
-    return false;
-}
-
 static int client_hello_cb(SSL *ssl, int *al, void *arg)
 {
     const struct slb_tls_listener *t = arg;
@@ -290,24 +265,30 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
         raw_len = nlen;
         name_trim(&name, &nlen);
     }
+    /* TLS 1.3 happens only if both sides allow it; then OpenSSL reports this ClientHello's
+     * name itself (below). */
     long max = SSL_get_max_proto_version(ssl);
-    /* TLS 1.3 happens only if both sides allow it and the client has a 1.3 suite. */
     bool tls13 = (max == 0 || max >= TLS1_3_VERSION) && client_offers_tls13(ssl) &&
                  client_offers_tls13_suite(ssl);
-    bool ec = client_offers_ecdsa(ssl) && (tls13 || client_offers_ecdsa_suite(ssl));
-    enum slb_tls_key_kind want = ec ? SLB_TLS_KEY_EC : SLB_TLS_KEY_RSA;
-    const struct slb_tls_site *site = site_pick(t, name, nlen, want);
-    /* SSL_new copied the context's certificate, which is the default site's; any other site
-     * replaces it (after a HelloRetryRequest the first ClientHello's choice may be installed).
-     * Clearing first matters: OpenSSL keeps one certificate per key type, and a leftover
-     * default of the other type could otherwise be served for this name. */
+    const struct slb_tls_site *pair[2];
+    site_pick(t, name, nlen, pair);
+    /* SNI decides the certificates on offer, at most one per key type, and OpenSSL picks the
+     * one the client can use, as it does for a context holding both: by the TLS 1.3 signature
+     * schemes with their curves and signature_algorithms_cert, or by the TLS 1.2 cipher suite,
+     * signature algorithms and supported groups. SSL_new copied the context's certificates,
+     * which are the default pair; any other pair replaces them (after a HelloRetryRequest the
+     * first ClientHello's pair is installed: install again). Clearing first matters: a default
+     * of a key type the new pair lacks would otherwise be served for this name. */
     const struct slb_tls_site *installed = SSL_get_ex_data(ssl, ssl_site_idx);
-    if (site != (installed ? installed : &t->sites[0])) {
-        const struct slb_cert *c = site->cert;
+    bool dflt = pair[0] == t->dflt[0] && pair[1] == t->dflt[1];
+    if (installed || !dflt) {
         SSL_certs_clear(ssl);
-        if (!SSL_use_cert_and_key(ssl, c->leaf, c->key, c->chain, 1)) {
-            *al = SSL_AD_INTERNAL_ERROR;
-            return SSL_CLIENT_HELLO_ERROR;
+        for (int k = 0; k < 2 && pair[k]; k++) {
+            const struct slb_cert *c = pair[k]->cert;
+            if (!SSL_use_cert_and_key(ssl, c->leaf, c->key, c->chain, 1)) {
+                *al = SSL_AD_INTERNAL_ERROR;
+                return SSL_CLIENT_HELLO_ERROR;
+            }
         }
     }
     /* The first SSL_set_ex_data of a connection allocates OpenSSL's ex_data stack (two blocks,
@@ -316,8 +297,8 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
      * with SSL_get_servername. That reports this ClientHello's name in TLS 1.3 only: in a TLS
      * 1.2 resumption it gives the session's, which OpenSSL keeps only when a servername callback
      * accepted it (slbd has none). So below 1.3 the name is kept here, as sent. */
-    if (site != &t->sites[0] || installed)
-        SSL_set_ex_data(ssl, ssl_site_idx, (void *)site);
+    if (!dflt || installed)
+        SSL_set_ex_data(ssl, ssl_site_idx, (void *)pair[0]);
     if (!tls13 && !SSL_get_ex_data(ssl, ssl_flags_idx)) {
         char *copy = raw ? strndup(raw, raw_len) : NULL;
         bool kept = !raw || (copy && SSL_set_ex_data(ssl, ssl_name_idx, copy));
@@ -331,8 +312,10 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
-/* Server preference: the first of our protocols the client offers; none → no ALPN at all,
- * and the connection goes on as HTTP/1.1. */
+/* Server preference: the first of our protocols the client offers. A client that offers ALPN
+ * but none of ours gets the fatal no_application_protocol alert (RFC 7301 3.2): going on
+ * without ALPN would hand HTTP/1.1 to a client that asked for something else. A client that
+ * sends no ALPN extension never comes here and speaks HTTP/1.1. */
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
@@ -352,7 +335,7 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
             j += 1 + clen;
         }
     }
-    return SSL_TLSEXT_ERR_NOACK;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
 /* What a ticket carries besides OpenSSL's session, in its app data: facts of the session's
@@ -681,13 +664,19 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
     }
     if (sites_check(ctx, t, l, err) < 0)
         goto fail;
-    const struct slb_cert *def = t->sites[0].cert;
-    ERR_clear_error();
-    if (!SSL_CTX_use_cert_and_key(ctx, def->leaf, def->key, def->chain, 1)) {
-        snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[0]", l->index);
-        snprintf(what, sizeof(what), "certificate %s", def->id);
-        tls_fail(err, l, where, what);
-        goto fail;
+    /* Both default certificates are in the context, so SSL_new gives every connection the
+     * default pair and OpenSSL chooses between them with no work in client_hello_cb. */
+    site_pick(t, NULL, 0, t->dflt);
+    for (int k = 0; k < 2 && t->dflt[k]; k++) {
+        const struct slb_cert *def = t->dflt[k]->cert;
+        ERR_clear_error();
+        if (!SSL_CTX_use_cert_and_key(ctx, def->leaf, def->key, def->chain, 1)) {
+            snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[%zu]", l->index,
+                     (size_t)(t->dflt[k] - t->sites));
+            snprintf(what, sizeof(what), "certificate %s", def->id);
+            tls_fail(err, l, where, what);
+            goto fail;
+        }
     }
     SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, t);
 
@@ -778,6 +767,8 @@ static enum slb_tls_fail from_reason(unsigned long e)
         return SLB_TLS_FAIL_PROTOCOL_VERSION;
     case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
         return SLB_TLS_FAIL_NO_CLIENT_CERT;
+    case SSL_R_NO_APPLICATION_PROTOCOL:
+        return SLB_TLS_FAIL_NO_APPLICATION_PROTOCOL;
     default:
         return SLB_TLS_FAIL_OTHER;
     }
@@ -814,6 +805,7 @@ const char *slb_tls_fail_name(enum slb_tls_fail f)
         [SLB_TLS_FAIL_CERT_KEY_USAGE] = "cert_key_usage",
         [SLB_TLS_FAIL_PROTOCOL_VERSION] = "protocol_version",
         [SLB_TLS_FAIL_BAD_SNI] = "bad_sni",
+        [SLB_TLS_FAIL_NO_APPLICATION_PROTOCOL] = "no_application_protocol",
         [SLB_TLS_FAIL_TIMEOUT] = "timeout",
         [SLB_TLS_FAIL_OTHER] = "other",
     };

@@ -32,6 +32,9 @@ struct slb_tls_listener {
     SSL_CTX *ctx;               /* the context every connection starts on */
     struct slb_tls_site *sites; /* one per certificate id, in configuration order */
     size_t nsites;
+    /* What ctx serves without SNI or a matching name: the first site and its twin of the
+     * other key type, if any (dflt[1] may be NULL). */
+    const struct slb_tls_site *dflt[2];
     struct slb_ticket_ring *ring; /* referenced */
     bool client_auth;             /* a client CA is configured */
     bool client_cert_required;
@@ -70,12 +73,14 @@ enum slb_tls_fail {
     SLB_TLS_FAIL_CERT_KEY_USAGE, /* key usage or extended key usage not for a TLS client */
     SLB_TLS_FAIL_PROTOCOL_VERSION,
     SLB_TLS_FAIL_BAD_SNI,
+    SLB_TLS_FAIL_NO_APPLICATION_PROTOCOL, /* ALPN offered, nothing in common (RFC 7301 3.2) */
     SLB_TLS_FAIL_TIMEOUT,
     SLB_TLS_FAIL_OTHER,
     SLB_TLS_FAIL_COUNT
 };
-/* The certificate SNI chose for this connection; NULL before the ClientHello and when the
- * client sent no server_name (nothing was chosen by name, so no Host can contradict it). */
+/* The certificate served on this connection, among those SNI offered; NULL before the
+ * ClientHello and when the client sent no server_name (nothing was chosen by name, so no Host
+ * can contradict it). */
 const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl);
 /* The server name this connection's ClientHello sent (SNI), or NULL. Unlike
  * SSL_get_servername, also right for a TLS 1.2 resumption. */

@@ -139,13 +139,15 @@ def parse_rfc3339(s):
 
 def issue_server(pki, name, kind="ec", sans=SERVER_SANS_EXT, cn="localhost", days=3650):
     """A server certificate pki/<name>.pem + .key signed by the intermediate, made once per
-    session (the PKI directory is shared). kind: "ec" (P-256) or "rsa" (2048 bits)."""
+    session (the PKI directory is shared). kind: "ec" (P-256), "ec384" (P-384) or "rsa" (2048
+    bits)."""
     d = pki.dir
     with _issue_lock:
         if (d / f"{name}.pem").exists():
             return name
-        if kind == "ec":
-            _openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+        if kind in ("ec", "ec384"):
+            curve = "P-384" if kind == "ec384" else "P-256"
+            _openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", f"ec_paramgen_curve:{curve}",
                       "-out", f"{name}.key"], d)
         else:
             _openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out",

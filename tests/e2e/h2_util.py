@@ -221,7 +221,9 @@ class TlsWire:
     def alpn(self):
         return self.obj.selected_alpn_protocol()
 
-    def handshake(self, timeout=10):
+    def handshake(self, timeout=10, flush_last=True):
+        """flush_last=False leaves our last flight (TLS 1.3: the Finished) in .pending, to go
+        out with what is written next."""
         deadline = time.monotonic() + h.scaled(timeout)
         while True:
             try:
@@ -233,7 +235,8 @@ class TlsWire:
                     raise h.HarnessError(f"TLS handshake did not complete ({self.ended})")
                 continue
             self._queue()
-            self.flush(deadline - time.monotonic())
+            if flush_last:
+                self.flush(deadline - time.monotonic())
             return
 
     def _queue(self):

@@ -15,8 +15,9 @@ import pytest
 
 import hostile_util as hu
 import slbd_harness as h
+from h2_util import RawH2, client_context, https_listener
 from http_util import (OK_RESPONSE, ConnectionEnded, HttpConn, Response,  # noqa: F401
-                       Scripted, add_listener, build_request, flood_then_reset, hx,
+                       Scripted, add_listener, build_request, flood_then_reset, get_listener, hx,
                        listener_stats, reset_mid_chunked, reset_mid_length, rst_close)
 from metering_util import MeteredTls
 from pki import pki, tls_block, upload_server  # noqa: F401
@@ -750,3 +751,196 @@ def test_broken_backend_connections_are_not_kept(slbd, hx):
     held = [v for k, v in socks.items() if k in inodes and f"127.0.0.1:{sc.raw.port}" in v]
     assert len(held) <= slbd.workers, (held, to_backend)
     assert hx.get(port, "/ok").body == b"ok"
+
+
+# --------------------------------------------------------------------------------------------
+# Retries, reuse of pooled connections, and each server's count of active requests
+# --------------------------------------------------------------------------------------------
+
+
+class CloseOnReuse:
+    """A raw backend that answers the first request of each connection with 200 "ok" and
+    closes without a word at the second one, as a backend whose keep-alive timer fires just
+    as slbd reuses the connection. It records every request line it read."""
+
+    def __init__(self, hx):
+        self.seen = []
+        self._lock = threading.Lock()
+        self.raw = hx.raw_backend("close-on-reuse", self.handle)
+
+    def server(self):
+        return self.raw.server()
+
+    def handle(self, conn, backend):
+        head = conn.read_head()
+        if not head:
+            return
+        with self._lock:
+            self.seen.append(head.split(b"\r\n", 1)[0].decode())
+        conn.sendall(OK)
+        head = conn.read_head()
+        if head:
+            with self._lock:
+                self.seen.append(head.split(b"\r\n", 1)[0].decode())
+
+    def count(self, line):
+        with self._lock:
+            return self.seen.count(line)
+
+
+@pytest.mark.parametrize("method,retried", [("POST", False), ("PATCH", False), ("GET", True),
+                                            ("DELETE", True)])
+def test_only_idempotent_requests_are_retried_on_a_reused_connection(slbd, hx, method,
+                                                                        retried):
+    """A request sent on a reused backend connection that closes without answering may have
+    been acted on: only an idempotent one goes again on a new connection (RFC 9112 9.3.1).
+    A POST (here without a body, which nothing else would keep from a second try) gets 502
+    and reached the backend once."""
+    be = CloseOnReuse(hx)
+    slbd.add_group("g", [be.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    c = hx.connect(port)
+    assert c.request("GET", "/warm").body == b"ok"  # its backend connection is pooled
+    r = c.request(method, "/act")
+    line = f"{method} /act HTTP/1.1"
+    if retried:
+        assert r.status == 200 and r.body == b"ok", r
+        assert be.count(line) == 2, be.seen
+    else:
+        assert r.status == 502, r
+        assert be.count(line) == 1, be.seen
+
+
+@pytest.mark.parametrize("method,retried", [("POST", False), ("GET", True)])
+def test_h2_only_idempotent_requests_are_retried_on_a_reused_connection(slbd, hx, pki, method,
+                                                                           retried):
+    be = CloseOnReuse(hx)
+    slbd.add_group("g", [be.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid)
+    c = RawH2.connect(port, client_context(pki), track=hx.track)
+    assert c.get("/warm").status == 200
+    s = c.wait_stream(c.request(method, "/act"))
+    line = f"{method} /act HTTP/1.1"
+    if retried:
+        assert s.status == 200 and bytes(s.data) == b"ok", s
+        assert be.count(line) == 2, be.seen
+    else:
+        assert s.status == 502, s
+        assert be.count(line) == 1, be.seen
+
+
+class StrayAfterResponse:
+    """A raw backend that answers /stray and then, `delay` seconds later, sends a second
+    response nobody asked for on the same connection; every other request gets 200 "ok".
+    Connections it accepted are counted (self.raw.accepted)."""
+
+    STRAY = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY"
+
+    def __init__(self, hx, delay):
+        self.delay = delay
+        self.raw = hx.raw_backend("stray", self.handle)
+
+    def server(self):
+        return self.raw.server()
+
+    def handle(self, conn, backend):
+        while True:
+            head = conn.read_head()
+            if not head:
+                return
+            conn.sendall(OK)
+            if head.startswith(b"GET /stray "):
+                time.sleep(self.delay)
+                conn.sendall(self.STRAY)
+
+
+@pytest.mark.slbd(workers=1)
+@pytest.mark.parametrize("mode", ["safe", "always"])
+def test_backend_reuse_keeps_a_stray_response_from_another_client(slbd, hx, mode):
+    """Client A's request is answered, then the backend sends a stray response on that
+    connection, pooled by then. Client B's first request comes just before the stray. Under
+    "always" it takes A's pooled connection and reads the stray as its answer (today's
+    behaviour, kept for comparison with "http-reuse always"); under "safe" (the default) the
+    first request of a client connection never goes on a connection another client used."""
+    be = StrayAfterResponse(hx, delay=0.6)
+    slbd.add_group("g", [be.server()], health_check=NOHC)
+    extra = {} if mode == "safe" else {"backend_reuse": "always"}
+    port = add_listener(slbd, "web", "g", **extra)
+    assert get_listener(slbd, "web")["backend_reuse"] == mode
+    a = hx.connect(port)
+    assert a.request("GET", "/stray").body == b"ok"
+    time.sleep(0.2)  # A's connection is in the pool; the stray comes 0.4 s later
+    b = hx.connect(port)
+    r = b.request("GET", "/b")
+    if mode == "safe":
+        assert r.status == 200 and r.body == b"ok", r
+        assert be.raw.accepted == 2
+    else:
+        assert r.body == b"STRAY", r  # what "safe" prevents
+    # Later requests of a client connection may reuse pooled connections, but never one
+    # that became readable while idle: the stray closed it.
+    time.sleep(0.8)
+    for conn in (a, b):
+        r = conn.request("GET", "/later")
+        assert r.status == 200 and r.body == b"ok", r
+
+
+@pytest.mark.slbd(workers=1)
+def test_a_stray_response_on_an_idle_pooled_connection_closes_it(slbd, hx):
+    """Bytes that arrive on a pooled connection while no request uses it end that connection:
+    the next request (one that may reuse: not the first of its client connection) gets a new
+    connection and the real answer."""
+    be = StrayAfterResponse(hx, delay=0.1)
+    slbd.add_group("g", [be.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    c = hx.connect(port)
+    assert c.request("GET", "/stray").body == b"ok"
+    time.sleep(0.5)
+    r = c.request("GET", "/next")
+    assert r.status == 200 and r.body == b"ok", r
+    assert be.raw.accepted == 2
+    r = c.request("GET", "/again")  # the new one was pooled and is reused
+    assert r.status == 200 and r.body == b"ok", r
+    assert be.raw.accepted == 2
+
+
+def _hang_or_ok(conn, backend):
+    while True:
+        head = conn.read_head()
+        if not head:
+            return
+        if head.startswith(b"GET /hang "):
+            conn.recv_some()  # until slbd gives up and closes
+            return
+        conn.sendall(OK)
+
+
+@pytest.mark.parametrize("proto", ["http", "h2"])
+def test_active_requests_end_with_a_504_and_wlc_picks_the_server_again(slbd, hx, pki, proto):
+    """Each 504 ends its exchange: the server's active count (GET /v1/stats) is back to 0, so
+    a least-connections group sends it its share again once a second server joins."""
+    slow = hx.raw_backend("slow", _hang_or_ok)
+    other = hx.raw_backend("other", _hang_or_ok)
+    slbd.add_group("g", [slow.server()], scheduler="wlc", health_check=NOHC)
+    if proto == "http":
+        port = add_listener(slbd, "web", "g", request_timeout_s=1)
+
+        def status(path):
+            return hx.get(port, path).status
+    else:
+        cid = upload_server(slbd, pki, "server")
+        port = https_listener(slbd, "web", "g", cid, request_timeout_s=1)
+        c = RawH2.connect(port, client_context(pki), track=hx.track)
+
+        def status(path):
+            return c.get(path).status
+    for _ in range(3):
+        assert status("/hang") == 504
+    h.wait_until(lambda: slbd.server_stats("g", slow.port)["active"] == 0, 5,
+                 "the slow server's active count back to 0")
+    slbd.put_group("g", [slow.server(), other.server()], scheduler="wlc", health_check=NOHC)
+    for _ in range(20):
+        assert status("/ok") == 200
+    got = slbd.server_stats("g", slow.port)["requests"]
+    assert got >= 5, f"wlc sent the slow server {got} of 20 requests"

@@ -10,13 +10,17 @@ import hashlib
 import json
 import random
 import re
+import shutil
 import signal
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
 import pytest
 
+import http_util as hu
 import slbd_harness as h
 from h2_util import (CANCEL, CONNECTION_SPECIFIC, INTERNAL_ERROR, NOHC, PROTOCOL_ERROR,
                      SETTINGS_INITIAL_WINDOW_SIZE, LibH2, RawH2, TlsWire,
@@ -69,13 +73,39 @@ def test_http11_only_listener_never_selects_h2(slbd, hx, pki, workdir):  # noqa:
                         track=hx.track)
     assert w.alpn == "http/1.1", w.alpn
     w.close()
-    # Nothing in common: no ALPN at all (documented), the connection goes on as HTTP/1.1.
-    w = TlsWire.connect(site.port, client_context(pki, alpn=("h2",)), track=hx.track)
-    assert w.alpn is None, w.alpn
-    w.close()
     r = curl(site.port, pki, "/fallback", workdir)
     assert r.version == "1.1" and r.status == 200, r
     assert json.loads(r.body)["path"] == "/fallback"
+
+
+@pytest.mark.parametrize("alpn,offered", [(None, ("h3",)), (None, ("foo", "spdy/3")),
+                                          (["http/1.1"], ("h2",))])
+def test_alpn_nothing_in_common_is_fatal(slbd, hx, pki, alpn, offered):  # noqa: F811
+    """RFC 7301 3.2: a client that offers ALPN but no protocol of the listener's gets the
+    fatal no_application_protocol alert, counted under its own reason; one that offers no ALPN
+    at all speaks HTTP/1.1."""
+    site = h2_site(slbd, hx, pki, tls_extra={"alpn": alpn} if alpn else None)
+    with pytest.raises(ssl.SSLError, match="no application protocol"):
+        TlsWire.connect(site.port, client_context(pki, alpn=offered), track=hx.track)
+    w = TlsWire.connect(site.port, client_context(pki, alpn=None), track=hx.track)
+    assert w.alpn is None, w.alpn
+    w.send(b"GET /noalpn HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    assert w.recv(h.scaled(10)).startswith(b"HTTP/1.1 200 "), "no HTTP/1.1 answer"
+    w.close()
+    key = 'slbd_listener_handshake_failures_total{listener="h2",reason="no_application_protocol"}'
+    h.wait_until(lambda: hu.metrics(slbd).get(key) == 1, 10,
+                 "the failure counted as no_application_protocol")
+
+
+def test_s_client_alpn_foo_gets_the_alert(slbd, hx, pki):  # noqa: F811
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    site = h2_site(slbd, hx, pki)
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{site.port}",
+                        "-servername", "localhost", "-alpn", "foo"], input=b"",
+                       capture_output=True, timeout=h.scaled(15))
+    out = (p.stdout + p.stderr).decode(errors="replace")
+    assert p.returncode != 0 and "no application protocol" in out, out
 
 
 # --------------------------------------------------------------------------------------------

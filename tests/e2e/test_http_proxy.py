@@ -101,7 +101,7 @@ def test_hash_scheduler_change_reaches_an_open_keep_alive_connection(slbd, hx):
 
 @pytest.mark.slbd(workers=1)
 def test_backend_connection_reused(slbd, hx):
-    port, _ = web(slbd, hx)
+    port, _ = web(slbd, hx, backend_reuse="always")
     peers = []
     for i in range(5):
         # A fresh client connection each time: only the backend side can be reused.
@@ -109,6 +109,23 @@ def test_backend_connection_reused(slbd, hx):
         assert r.status == 200, r
         peers.append(r.json()["peer"])
     assert len(set(peers)) == 1, peers
+
+
+@pytest.mark.slbd(workers=1)
+def test_backend_reuse_safe_gives_a_first_request_its_own_connection(slbd, hx):
+    """The default, "safe": the first request of each client connection gets a new backend
+    connection; the later ones reuse pooled connections."""
+    port, _ = web(slbd, hx)
+    firsts = []
+    for i in range(3):
+        c = hx.connect(port)
+        r = c.request("GET", f"/first/{i}")
+        assert r.status == 200, r
+        firsts.append(r.json()["peer"])
+        later = {c.request("GET", f"/later/{i}/{k}").json()["peer"] for k in range(3)}
+        assert len(later) == 1 and later <= set(firsts), (later, firsts)
+        c.close()
+    assert len(set(firsts)) == 3, firsts
 
 
 def test_pipelined_requests_answered_in_order(slbd, hx):

@@ -26,7 +26,7 @@ NOHC = h.no_health_check()
 DEFAULT_POLICY = "tls_cipher_policy_1_2_strict_with_1_3"
 FAIL_REASONS = ("no_shared_cipher", "unknown_ca", "cert_expired", "no_client_cert",
                 "cert_revoked", "cert_not_yet_valid", "cert_key_usage", "protocol_version",
-                "bad_sni", "timeout", "other")
+                "bad_sni", "no_application_protocol", "timeout", "other")
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -327,6 +327,13 @@ def leaf_only_context(pki, name):  # noqa: F811
     return ctx
 
 
+def alpn_context(pki, protocols):  # noqa: F811
+    """A client with a good certificate offering only the given ALPN protocols."""
+    ctx = tls_client_context(pki, cert="client")
+    ctx.set_alpn_protocols(protocols)
+    return ctx
+
+
 def half_handshake(port, hx, pki):  # noqa: F811
     """Send a ClientHello, read slbd's answer and then go quiet; returns how long slbd took
     to close the connection."""
@@ -343,7 +350,8 @@ def half_handshake(port, hx, pki):  # noqa: F811
 def test_handshake_failures_by_reason(slbd, hx, pki):  # noqa: F811
     """Each failure increments exactly its own reason (and no completed-handshake counter):
     no client certificate, one from another CA, an expired one, TLS 1.1 only, no ECDHE
-    suite, a handshake left half done until header_timeout_s, and a revoked certificate."""
+    suite, ALPN with no protocol in common, a handshake left half done until header_timeout_s,
+    and a revoked certificate."""
     a = hx.backend("a")
     slbd.add_group("g", [a.server()], health_check=NOHC)
     cert = upload_server(slbd, pki, "server")
@@ -362,6 +370,7 @@ def test_handshake_failures_by_reason(slbd, hx, pki):  # noqa: F811
         ("no_shared_cipher", lambda: tls_attempt(port, tls_client_context(
             pki, version=ssl.TLSVersion.TLSv1_2, cert="client",
             ciphers="AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256:AES128-SHA"))),
+        ("no_application_protocol", lambda: tls_attempt(port, alpn_context(pki, ["foo"]))),
         ("timeout", lambda: half_handshake(port, hx, pki)),
         # Last: the CRL is attached to the CA (the listener is rebuilt) before this attempt.
         ("cert_revoked", lambda: tls_attempt(port, tls_client_context(

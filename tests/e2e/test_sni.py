@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+import cert_util as cu
 import slbd_harness as h
 from http_util import add_listener, client_context, hx  # noqa: F401
 from pki import pki, tls_block, upload_server  # noqa: F401
@@ -130,6 +131,84 @@ def test_tls12_client_with_rsa_suites_only(slbd, hx, pki):
     c = hx.tls_connect(port, ctx, server_hostname="localhost")
     assert hashlib.sha256(c.sock.getpeercert(binary_form=True)).hexdigest() == \
         pki.fingerprint("server")
+
+
+# OpenSSL chooses among the certificates SNI offers (one per key type), from everything the
+# client says it can verify: a TLS 1.3 ECDSA scheme names its curve (ecdsa_secp384r1_sha384 is
+# no use for a P-256 key), a TLS 1.2 ECDSA key must be on a curve the client lists.
+@pytest.mark.parametrize("name,rsa", [("localhost", "server-rsa"), ("other.test", "other-rsa"),
+                                      (None, "server-rsa")])
+@pytest.mark.parametrize("args", [
+    ("-tls1_3", "-sigalgs", "ECDSA+SHA384:RSA-PSS+SHA256"),
+    ("-tls1_3", "-sigalgs", "ECDSA+SHA384:ECDSA+SHA512:RSA-PSS+SHA256"),
+    ("-tls1_2", "-curves", "P-384"),
+])
+def test_ecdsa_scheme_for_another_curve_gets_rsa(slbd, hx, pki, args, name, rsa):
+    port = sni_site(slbd, hx, pki, certs=("server", "server-rsa", "other", "other-rsa"))
+    fp, out = s_client_cert(port, name, *args)
+    assert fp == pki.fingerprint(rsa), out
+
+
+@pytest.mark.parametrize("name,ec,rsa", [("other.test", "other", "other-rsa"),
+                                         (None, "server", "server-rsa")])
+def test_key_type_after_hello_retry_request(slbd, hx, pki, name, ec, rsa):
+    """A key share for P-521 only, which slbd does not take: a HelloRetryRequest, and the
+    second ClientHello gets the certificates of the first."""
+    port = sni_site(slbd, hx, pki, certs=("server", "server-rsa", "other", "other-rsa"))
+    for sigalgs, want in (("ECDSA+SHA384:RSA-PSS+SHA256", rsa), ("ECDSA+SHA256", ec)):
+        fp, out = s_client_cert(port, name, "-tls1_3", "-groups", "P-521:X25519", "-sigalgs",
+                                sigalgs, "-msg")
+        assert out.count("], ClientHello") == 2, out  # the second answers the retry request
+        assert fp == pki.fingerprint(want), out
+
+
+def test_p384_certificate_served_by_its_scheme(slbd, hx, pki):
+    cu.issue_server(pki, "server-p384", kind="ec384")
+    port = sni_site(slbd, hx, pki, certs=("server-p384", "server-rsa"))
+    fp, out = s_client_cert(port, "localhost", "-tls1_3", "-sigalgs",
+                            "ECDSA+SHA256:RSA-PSS+SHA256")
+    assert fp == pki.fingerprint("server-rsa"), out
+    fp, out = s_client_cert(port, "localhost", "-tls1_3", "-sigalgs",
+                            "ECDSA+SHA256:ECDSA+SHA384:RSA-PSS+SHA256")
+    assert fp == pki.fingerprint("server-p384"), out
+    fp, out = s_client_cert(port, "localhost", "-tls1_2", "-curves", "P-256")
+    assert fp == pki.fingerprint("server-rsa"), out
+    fp, out = s_client_cert(port, "localhost", "-tls1_2")
+    assert fp == pki.fingerprint("server-p384"), out
+
+
+@pytest.mark.parametrize("certs", [("server", "server-rsa"), ("server-rsa", "server")])
+def test_python_clients_by_key_type(slbd, hx, pki, certs):
+    """Python ssl: a default client gets ECDSA whichever certificate is the default; a TLS 1.2
+    client without P-256 among its groups, or offering only ECDHE-RSA suites, gets RSA."""
+    port = sni_site(slbd, hx, pki, certs=certs)
+    for maximum in (None, ssl.TLSVersion.TLSv1_2):
+        assert served(hx, port, pki, "localhost", maximum=maximum) == pki.fingerprint("server")
+    ctx = client_context(pki.root, maximum=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ecdh_curve("secp384r1")  # the client's supported groups: P-384 only
+    c = hx.tls_connect(port, ctx, server_hostname="localhost")
+    assert hashlib.sha256(c.sock.getpeercert(binary_form=True)).hexdigest() == \
+        pki.fingerprint("server-rsa")
+    assert c.request("GET", "/p384", host="localhost").status == 200
+    ctx = client_context(pki.root, maximum=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ciphers("ECDHE-RSA-AES256-GCM-SHA384")
+    c = hx.tls_connect(port, ctx, server_hostname="localhost")
+    assert hashlib.sha256(c.sock.getpeercert(binary_form=True)).hexdigest() == \
+        pki.fingerprint("server-rsa")
+
+
+@pytest.mark.parametrize("proto", ["-tls1_3", "-tls1_2"])
+@pytest.mark.parametrize("sigalgs,status", [("ECDSA+SHA256", 200), ("RSA-PSS+SHA256", 421)])
+def test_misdirected_judges_the_certificate_served(slbd, hx, pki, sigalgs, status, proto):
+    """Both certificates match the SNI name, only the ECDSA one covers www.example.com: the 421
+    check looks at the one OpenSSL served."""
+    cu.issue_server(pki, "localhost-rsa", kind="rsa", sans="DNS:localhost")
+    port = sni_site(slbd, hx, pki, certs=("server", "localhost-rsa"))
+    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+            proto, "-sigalgs", sigalgs, "-quiet"]
+    req = b"GET /md HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n"
+    p = subprocess.run(argv, input=req, capture_output=True, timeout=h.scaled(15))
+    assert p.stdout.startswith(f"HTTP/1.1 {status} ".encode()), p.stdout + p.stderr
 
 
 @pytest.mark.parametrize("sni,host,status", [

@@ -17,6 +17,8 @@ import pytest
 
 import hostile_util as hu
 import slbd_harness as h
+from h2_util import TlsWire
+from h2_util import client_context as h2_client_context
 from http_util import HttpConn, add_listener, hx, metrics  # noqa: F401
 from pki import pki, tls_block, upload_ca, upload_crl, upload_server  # noqa: F401
 
@@ -291,6 +293,52 @@ def test_ecdsa_suite_the_policy_refuses_does_not_pick_the_ecdsa_certificate(slbd
     except ssl.SSLError as e:
         got = str(e)
     assert got == 200, got
+
+
+# --------------------------------------------------------------------------------------------
+# The session ticket
+# --------------------------------------------------------------------------------------------
+
+
+def _finished_with_partial_request(port, hx, pki):
+    """A TLS 1.3 client whose Finished and the first part of a request leave in one write.
+    Returns how long the NewSessionTicket took to arrive (None: not within 2 s), before the
+    rest of the request is sent at all; then completes the request and checks the answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=h.scaled(10))
+    hx.track(s)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    w = TlsWire(s, h2_client_context(pki, alpn=None))
+    w.handshake(flush_last=False)
+    assert w.obj.version() == "TLSv1.3" and w.pending
+    w.write(b"GET /ticket HTTP/1.1\r\nHost: localhost\r\n")
+    assert w.sock.send(w.pending) == len(w.pending)  # the Finished and the request, one write
+    w.pending.clear()
+    t0 = time.monotonic()
+    got = w._fill(2.0)  # one socket read, as soon as bytes come
+    took = time.monotonic() - t0 if got else None
+    if got:
+        # What came is the ticket: no response comes before the request is complete.
+        assert w.recv(0) is None
+        assert w.obj.session is not None and w.obj.session.has_ticket
+    w.send(b"Connection: close\r\n\r\n")
+    resp = w.recv(h.scaled(10))
+    assert resp and resp.startswith(b"HTTP/1.1 200 "), resp
+    w.sock.close()
+    return took
+
+
+def test_ticket_not_held_for_the_rest_of_the_first_request(slbd, hx, pki):
+    """The client's Finished and an incomplete request in one segment: the NewSessionTicket
+    must leave when slbd has read them, not wait in the cork (TCP_CORK holds it 200 ms) for the
+    rest of the request. The median of three, so one stall of a loaded machine does not
+    count."""
+    port = site(slbd, hx, pki)
+    times = []
+    for _ in range(3):
+        took = _finished_with_partial_request(port, hx, pki)
+        assert took is not None, "no NewSessionTicket before the request was complete"
+        times.append(took)
+    assert sorted(times)[1] < 0.15, f"the ticket came after {times} s: held in the cork"
 
 
 # --------------------------------------------------------------------------------------------

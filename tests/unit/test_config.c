@@ -157,6 +157,7 @@ static const struct bad_case bad_cases[] = {
     {DOC(HTTPS("", ",'proxy_protocol':'v1'")), "invalid_field", "listeners[0].proxy_protocol"},
     {DOC(HTTPS("", ",'redirect_to':'https://x'")), "invalid_field", "listeners[0].redirect_to"},
     {DOC(TCP(",'x_forwarded_for':true")), "invalid_field", "listeners[0].x_forwarded_for"},
+    {DOC(TCP(",'backend_reuse':'always'")), "invalid_field", "listeners[0].backend_reuse"},
     {DOC(HTTP(",'sni_routes':{}")), "invalid_field", "listeners[0].sni_routes"},
     /* tcp */
     {DOC(TCP(",'proxy_protocol':'v3'")), "invalid_value", "listeners[0].proxy_protocol"},
@@ -175,6 +176,8 @@ static const struct bad_case bad_cases[] = {
     {DOC(HTTP(",'header_timeout_s':3601")), "invalid_value", "listeners[0].header_timeout_s"},
     {DOC(HTTP(",'idle_timeout_s':0")), "invalid_value", "listeners[0].idle_timeout_s"},
     {DOC(HTTP(",'request_timeout_s':1.5")), "wrong_type", "listeners[0].request_timeout_s"},
+    {DOC(HTTP(",'backend_reuse':'never'")), "invalid_value", "listeners[0].backend_reuse"},
+    {DOC(HTTP(",'backend_reuse':true")), "wrong_type", "listeners[0].backend_reuse"},
     {DOC(HTTP(",'redirect_to':'http://example.com'")), "invalid_value", "listeners[0].redirect_to"},
     {DOC(HTTP(",'redirect_to':'https://example.com/path'")), "invalid_value",
      "listeners[0].redirect_to"},
@@ -436,6 +439,7 @@ static void test_listener_defaults_http(void **state)
     assert_int_equal(l->header_timeout_s, 10);
     assert_int_equal(l->idle_timeout_s, 15);
     assert_int_equal(l->request_timeout_s, 60);
+    assert_int_equal(l->backend_reuse, SLB_REUSE_SAFE);
     assert_string_equal(l->redirect_to, "");
     assert_int_equal(l->sticky, SLB_STICKY_NONE);
     assert_int_equal(l->acl_mode, SLB_ACL_NONE);
@@ -447,7 +451,8 @@ static void test_listener_defaults_http(void **state)
     json_t *want = J("{'name':'l','protocol':'http','bind':'*:80','backend_group':'g',"
                      "'max_connections':0,'connect_timeout_ms':5000,'x_forwarded_for':true,"
                      "'x_forwarded_proto':true,'header_timeout_s':10,'idle_timeout_s':15,"
-                     "'request_timeout_s':60,'redirect_to':'','sticky':null,'acl':null}");
+                     "'request_timeout_s':60,'backend_reuse':'safe','redirect_to':'','sticky':null,"
+                     "'acl':null}");
     json_t *got = json_array_get(json_object_get(cfg->json, "listeners"), 0);
     assert_true(json_equal(got, want));
     /* Stable key order: the normalized form is what GET returns and config.json stores. */
@@ -526,14 +531,15 @@ static void test_listener_defaults_https(void **state)
 static void test_listener_values(void **state)
 {
     (void)state;
-    struct slb_config *cfg = build(DOC(
-        LIS("https", "10.1.2.3:8443",
-            ",'max_connections':1000000,'connect_timeout_ms':100,'x_forwarded_for':false,"
-            "'sticky':{'type':'server','cookie':'JSESSIONID','timeout_s':86400},"
-            "'acl':{'mode':'deny','cidrs':['10.0.0.0/8','::1/128','1.2.3.4','2001:db8::/32']},"
-            "'tls':{'certificates':['demo','other'],'client_ca':'ca1','client_auth':'optional',"
-            "'policy':'tls_cipher_policy_1_0','session_ticket_lifetime_s':0,'session_max_age_s':60,"
-            "'alpn':['http/1.1']}")));
+    struct slb_config *cfg = build(DOC(LIS(
+        "https", "10.1.2.3:8443",
+        ",'max_connections':1000000,'connect_timeout_ms':100,'x_forwarded_for':false,"
+        "'backend_reuse':'always',"
+        "'sticky':{'type':'server','cookie':'JSESSIONID','timeout_s':86400},"
+        "'acl':{'mode':'deny','cidrs':['10.0.0.0/8','::1/128','1.2.3.4','2001:db8::/32']},"
+        "'tls':{'certificates':['demo','other'],'client_ca':'ca1','client_auth':'optional',"
+        "'policy':'tls_cipher_policy_1_0','session_ticket_lifetime_s':0,'session_max_age_s':60,"
+        "'alpn':['http/1.1']}")));
     const struct slb_listener_cfg *l = &cfg->listeners[0];
     const struct sockaddr_in *a = (const void *)&l->addr;
     assert_int_equal(ntohl(a->sin_addr.s_addr), 0x0a010203);
@@ -542,6 +548,7 @@ static void test_listener_values(void **state)
     assert_int_equal(l->connect_timeout_ms, 100);
     assert_false(l->x_forwarded_for);
     assert_true(l->x_forwarded_proto);
+    assert_int_equal(l->backend_reuse, SLB_REUSE_ALWAYS);
     assert_int_equal(l->sticky, SLB_STICKY_SERVER);
     assert_string_equal(l->sticky_cookie, "JSESSIONID");
     assert_int_equal(l->sticky_timeout_s, 86400);

@@ -119,6 +119,54 @@ static void test_io_and_deferred_free(void **state)
     slb_loop_deinit(&loop);
 }
 
+/* Two sockets readable in one batch: whichever callback runs first sees the other one's
+ * event still pending, and no callback sees its own. */
+static struct slb_io pend_io[2];
+static int pend_seen[2], pend_own;
+
+static void pending_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    int me = io == &pend_io[1];
+    char b[8];
+    ssize_t n = read(io->fd, b, sizeof(b));
+    (void)n;
+    pend_own += slb_io_pending(io);
+    pend_seen[me] = slb_io_pending(&pend_io[!me]) ? 1 : 2;
+    /* The pending mark is not part of the interest set: no epoll_ctl for it. */
+    assert_int_equal(slb_io_set(loop, io, EPOLLIN), 0);
+    assert_int_equal(io->events, (uint32_t)EPOLLIN);
+}
+
+static void test_io_pending_within_a_batch(void **state)
+{
+    struct slb_loop loop;
+    assert_int_equal(slb_loop_init(&loop), 0);
+    int a[2], b[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+    slb_io_init(&pend_io[0], a[0], pending_cb, NULL);
+    slb_io_init(&pend_io[1], b[0], pending_cb, NULL);
+    assert_int_equal(slb_io_set(&loop, &pend_io[0], EPOLLIN), 0);
+    assert_int_equal(slb_io_set(&loop, &pend_io[1], EPOLLIN), 0);
+    assert_int_equal(write(a[1], "x", 1), 1);
+    assert_int_equal(write(b[1], "y", 1), 1);
+    pend_own = 0;
+    assert_int_equal(slb_loop_once(&loop, 1000), 0);
+    /* One ran first and saw the other pending (1); the second saw nothing pending (2). */
+    assert_int_equal(pend_seen[0] + pend_seen[1], 3);
+    assert_int_equal(pend_own, 0);
+    assert_false(slb_io_pending(&pend_io[0]) || slb_io_pending(&pend_io[1]));
+    /* Nothing readable: nothing pending in the next batch. */
+    pend_seen[0] = pend_seen[1] = 0;
+    assert_int_equal(slb_loop_once(&loop, 10), 0);
+    assert_int_equal(pend_seen[0] + pend_seen[1], 0);
+    for (int i = 0; i < 2; i++) {
+        close(a[i]);
+        close(b[i]);
+    }
+    slb_loop_deinit(&loop);
+}
+
 static void test_buf_lifecycle(void **state)
 {
     struct slb_buf b = {0};
@@ -148,6 +196,7 @@ int main(void)
         cmocka_unit_test(test_timers_fire_in_deadline_order),
         cmocka_unit_test(test_timer_stop_and_rearm),
         cmocka_unit_test(test_io_and_deferred_free),
+        cmocka_unit_test(test_io_pending_within_a_batch),
         cmocka_unit_test(test_buf_lifecycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -538,14 +538,31 @@ static void test_default_tls13_and_alpn(void **state)
     assert_memory_equal(sel, "http/1.1", 8);
     hs_free(&h);
 
-    /* A client offering only protocols we do not speak goes on without ALPN. */
+    /* A client offering only protocols we do not speak gets the no_application_protocol
+     * alert (RFC 7301 3.2), counted under its own reason. */
     static const unsigned char other[] = "\x06spdy/3\x02h3";
     o.alpn = other;
     o.alpn_len = sizeof(other) - 1;
     hs_run(&L, &o, &h);
+    assert_int_equal(h.sst, -1);
+    assert_int_equal(h.why, SLB_TLS_FAIL_NO_APPLICATION_PROTOCOL);
+    assert_int_equal(ERR_GET_REASON(h.cerr), SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL);
+    hs_free(&h);
+
+    /* No ALPN extension at all: HTTP/1.1, no alert. */
+    hs_run(&L, &dflt, &h);
     assert_hs_ok(&h);
     SSL_get0_alpn_selected(h.c, &sel, &len);
     assert_int_equal(len, 0);
+    hs_free(&h);
+
+    /* A listener with ALPN off ("alpn": []) ignores the extension. */
+    lis_free(&L);
+    lis_init(&L, "web", "ec", "rsa", NULL);
+    L.cfg.tls.nalpn = 0;
+    lis_build(&L);
+    hs_run(&L, &o, &h);
+    assert_hs_ok(&h);
     hs_free(&h);
     lis_free(&L);
 
