@@ -430,7 +430,7 @@ static void upgrade_accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t
         return;
     /* The socket is 0600 in a 0700 directory; the peer's uid is checked all the same, as the
      * descriptors it would receive are every listener of this machine. */
-    struct ucred cr;
+    struct ucred cr = {.uid = (uid_t)-1};
     socklen_t len = sizeof(cr);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 || cr.uid != geteuid()) {
         slb_warn("upgrade: refused a connection from uid %ld", (long)cr.uid);
