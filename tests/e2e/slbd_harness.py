@@ -693,12 +693,13 @@ class Slbd:
                 raise HarnessError(f"slbd exited with {rc} on SIGTERM")
         return self.start()
 
-    def upgrade(self, *extra, env=None, wait_old=True, timeout=30):
+    def upgrade(self, *extra, env=None, wait_old=True, baseline=True, timeout=30):
         """`slbd --upgrade` with this daemon's options (plus extra): waits until the new process
         took over (the state directory's lock file names it), then, with wait_old, until the
         old one drained and exited with code 0. From then on this object tracks the new
         process. Returns the old process's Popen (see wait_old_exit). Fails when the new
-        process exits instead."""
+        process exits instead. baseline=False skips the descriptor baseline (slow to take
+        under load; call fd_baseline() once the load is over)."""
         old = self.proc
         err_path = self.workdir / f"{self.name}.{len(self._runs)}.stderr"
         self._runs.append(err_path)
@@ -719,7 +720,9 @@ class Slbd:
                 return False
         wait_until(took_over, timeout, "the new slbd taking over")
         self.proc = new
-        self.fd_baseline()
+        self._fd_baseline = None
+        if baseline:
+            self.fd_baseline()
         if wait_old:
             self.wait_old_exit(old, timeout)
         return old

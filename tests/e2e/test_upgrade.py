@@ -148,22 +148,27 @@ def test_twenty_upgrades_under_load_fail_no_request(slbd, hx, site):
              RequestLoop(site.https, site.ctx).start(),
              RequestLoop(site.https, site.ctx, keepalive=True).start()]
     wrk = WrkRounds([(site.http, "http"), (site.https, "https")])
+    def progress(n):
+        before = [lp.ok for lp in loops]
+        h.wait_until(lambda: all(lp.ok >= b + n for lp, b in zip(loops, before)), 30,
+                     f"{n} requests of every loop")
     try:
         wrk.poll()
+        progress(20)  # wrk has connected meanwhile too
         pids = {slbd.pid}
         for _ in range(UPGRADES):
-            before = [lp.ok for lp in loops]
-            slbd.upgrade()
+            slbd.upgrade(baseline=False)
             pids.add(slbd.pid)
             wrk.poll()
             # Each upgrade happens under traffic: every loop got answers since the last one.
-            h.wait_until(lambda: all(lp.ok > b for lp, b in zip(loops, before)), 30,
-                         "requests of every loop between two upgrades")
+            progress(10)
         assert len(pids) == UPGRADES + 1
     finally:
         for lp in loops:
             lp.stop()
         results = wrk.finish()
+    # The last process's descriptors, for the post-test leak check, now that the load is over.
+    slbd.fd_baseline()
     for lp in loops:
         assert lp.failures == [], lp.failures[:10]
     for (port, scheme), res in results:
