@@ -348,3 +348,23 @@ def test_sigusr2_runs_the_upgrade_itself(slbd, hx, site):
             return True
     h.wait_until(gone, 30, "the upgraded process to stop")
     assert "stopped" in slbd.log_text().rsplit("upgrade complete", 1)[1]
+
+
+def test_the_new_process_may_have_another_configuration(slbd, hx, site):
+    """A listener removed from config.json before the upgrade: its sockets are closed (the
+    new process does not keep what it does not use); more workers bind the sockets the old
+    process did not have."""
+    cfg_path = slbd.state_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["listeners"] = [x for x in cfg["listeners"] if x["name"] != "secure"]
+    cfg_path.write_text(json.dumps(cfg))
+    slbd.upgrade("--workers", "3")
+    text = slbd.log_text()
+    assert f"closing 2 listening sockets of 127.0.0.1:{site.https}" in text, text
+    assert f"adopted 2 listening sockets of 127.0.0.1:{site.http}" in text, text
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", site.https), timeout=h.scaled(5)).close()
+    for _ in range(12):  # spread over the three workers' sockets
+        assert hx.get(site.http).status == 200
+    st, js = slbd.api.get("/v1/listeners")
+    assert st == 200 and [x["name"] for x in js["listeners"]] == ["plain"], js
