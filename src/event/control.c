@@ -422,6 +422,42 @@ static void upgrade_timeout_cb(struct slb_loop *loop, struct slb_timer *t)
     upgrade_abort(t->data, "the new process did not serve within 120 s");
 }
 
+/* A second upgrade while one is in progress: its request is read before the answer, since
+ * closing a unix socket with unread data resets the peer, which would then not read "busy". */
+struct slb_busy_conn {
+    struct slb_io io;
+    struct slb_ctl *ctl;
+    struct slb_busy_conn *next;
+};
+
+static void busy_close(struct slb_ctl *ctl, struct slb_busy_conn *b)
+{
+    for (struct slb_busy_conn **pp = &ctl->upgrade_busy; *pp; pp = &(*pp)->next) {
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    }
+    slb_io_set(&ctl->loop, &b->io, 0);
+    close(b->io.fd);
+    slb_loop_defer_free(&ctl->loop, free, b);
+}
+
+static void busy_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    struct slb_busy_conn *b = io->data;
+    char msg[SLB_HANDOVER_MSG];
+    int fds[SLB_HANDOVER_MAX_FDS], nfds = 0;
+    ssize_t n = slb_handover_recv(io->fd, msg, sizeof(msg), fds, &nfds, SLB_HANDOVER_MAX_FDS);
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    if (n == -EAGAIN)
+        return;
+    if (n > 0)
+        slb_handover_send(io->fd, "busy", NULL, 0);
+    busy_close(b->ctl, b);
+}
+
 static void upgrade_accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 {
     struct slb_ctl *ctl = io->data;
@@ -439,8 +475,16 @@ static void upgrade_accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t
     }
     if (ctl->upgrade_conn >= 0 || ctl->stopping) {
         /* One upgrade at a time: the second one is told why and exits non-zero. */
-        slb_handover_send(fd, "busy", NULL, 0);
-        close(fd);
+        struct slb_busy_conn *b = calloc(1, sizeof(*b));
+        if (!b) {
+            close(fd);
+            return;
+        }
+        b->ctl = ctl;
+        b->next = ctl->upgrade_busy;
+        ctl->upgrade_busy = b;
+        slb_io_init(&b->io, fd, busy_cb, b);
+        slb_io_set(loop, &b->io, EPOLLIN);
         return;
     }
     ctl->upgrade_conn = fd;
@@ -743,6 +787,12 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
     if (ctl->signal_fd >= 0)
         close(ctl->signal_fd);
     upgrade_end(ctl);
+    while (ctl->upgrade_busy) {
+        struct slb_busy_conn *b = ctl->upgrade_busy;
+        ctl->upgrade_busy = b->next;
+        close(b->io.fd);
+        free(b);
+    }
     slb_handover_deinit(&ctl->handover);
     free(ctl->upgrade_argv);
     ctl->upgrade_argv = NULL;

@@ -20,6 +20,7 @@ struct slb_admin;
 struct slb_health;
 struct slb_certstore;
 struct slb_ticket_ring;
+struct slb_busy_conn;
 
 struct slb_options {
     const char *state_dir;
@@ -61,6 +62,7 @@ struct slb_ctl {
     struct slb_io upgrade_io;
     int upgrade_conn;
     struct slb_io upgrade_conn_io;
+    struct slb_busy_conn *upgrade_busy; /* later requests, to be answered "busy" */
     struct slb_timer upgrade_timer;
     enum slb_handover_state handover_state;
     struct slb_handover handover;

@@ -269,6 +269,12 @@ def test_one_upgrade_at_a_time_and_changes_wait(slbd, hx, site):
     assert hx.get(site.http).status == 200
     rc, text = slbd.run_once("--upgrade")
     assert rc == 1 and "another upgrade" in text, text
+    for _ in range(5):  # the answer is read, however early the request arrived
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as second:
+            second.settimeout(h.scaled(10))
+            second.connect(str(slbd.state_dir / "upgrade.sock"))
+            second.send(b"upgrade 1")
+            assert second.recv(256) == b"busy"
     assert_locked(slbd)
     # The would-be new process goes away: the old one goes on as before.
     sock.close()
