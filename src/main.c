@@ -33,7 +33,6 @@ int main(int argc, char **argv)
         .state_dir = "./slbd-state",
         .admin_addr = "127.0.0.1:9000",
         .workers = (int)sysconf(_SC_NPROCESSORS_ONLN),
-        .argv = argv,
     };
     static const struct option longopts[] = {
         {"state-dir", required_argument, NULL, 's'},
@@ -125,8 +124,6 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR2);
-    sigaddset(&set, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 

@@ -26,7 +26,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define PUBLISH_TIMEOUT_MS 10000
@@ -173,77 +172,6 @@ static void reload(struct slb_ctl *ctl)
     slb_notify("READY=1");
 }
 
-/* SIGUSR2 (systemd's reload, see docs/operations.md): run `slbd --upgrade` with our own
- * command line, from the binary's path, which may hold a new version by now. The child takes
- * over through DIR/upgrade.sock as any upgrade does and tells systemd its pid. */
-static void upgrade_spawn(struct slb_ctl *ctl)
-{
-    if (ctl->upgrade_child > 0 || ctl->handover_state != SLB_HANDOVER_NONE || ctl->stopping ||
-        !ctl->upgrade_argv) {
-        slb_warn("SIGUSR2: an upgrade is in progress already");
-        return;
-    }
-    slb_notify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)slb_mono_us());
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* Only async-signal-safe calls from here: other threads' locks may be held. */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (strchr(ctl->exe, '/'))
-            execv(ctl->exe, ctl->upgrade_argv);
-        else
-            execvp(ctl->exe, ctl->upgrade_argv);
-        _exit(127);
-    }
-    if (pid < 0) {
-        slb_error("SIGUSR2: cannot start %s --upgrade: %s", ctl->exe, strerror(errno));
-        slb_notify("READY=1");
-        return;
-    }
-    ctl->upgrade_child = pid;
-    slb_info("SIGUSR2: started %s --upgrade (pid %ld)", ctl->exe, (long)pid);
-}
-
-static void upgrade_reap(struct slb_ctl *ctl)
-{
-    int status;
-    if (ctl->upgrade_child <= 0 ||
-        waitpid(ctl->upgrade_child, &status, WNOHANG) != ctl->upgrade_child)
-        return;
-    long pid = (long)ctl->upgrade_child;
-    ctl->upgrade_child = 0;
-    if (ctl->handover_state == SLB_HANDOVER_DONE)
-        return;
-    /* Its own message (on the same standard error) says why; systemd's reload ends here. */
-    slb_error("upgrade failed: the new process (pid %ld) exited with %s %d; still serving", pid,
-              WIFEXITED(status) ? "code" : "signal",
-              WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    slb_notify("READY=1\nSTATUS=upgrade failed, still serving (pid %ld)", (long)getpid());
-}
-
-/* Our command line with --upgrade, for SIGUSR2. */
-static void upgrade_prepare_argv(struct slb_ctl *ctl, char **argv)
-{
-    if (!argv || !argv[0])
-        return;
-    if (!strchr(argv[0], '/') || !realpath(argv[0], ctl->exe))
-        snprintf(ctl->exe, sizeof(ctl->exe), "%s", argv[0]);
-    int n = 0;
-    while (argv[n])
-        n++;
-    ctl->upgrade_argv = calloc((size_t)n + 2, sizeof(char *));
-    if (!ctl->upgrade_argv)
-        return;
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        if (strcmp(argv[i], "--upgrade") != 0)
-            ctl->upgrade_argv[k++] = argv[i];
-    }
-    ctl->upgrade_argv[k++] = (char *)"--upgrade";
-    ctl->upgrade_argv[k] = NULL;
-}
-
 static void signal_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 {
     struct slb_ctl *ctl = io->data;
@@ -251,10 +179,6 @@ static void signal_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
     while (read(ctl->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGHUP) {
             reload(ctl);
-        } else if (si.ssi_signo == SIGUSR2) {
-            upgrade_spawn(ctl);
-        } else if (si.ssi_signo == SIGCHLD) {
-            upgrade_reap(ctl);
         } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             slb_info("signal %u: stopping", si.ssi_signo);
             slb_notify("STOPPING=1\nSTATUS=stopping: draining connections");
@@ -643,7 +567,6 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     snprintf(ctl->state_dir, sizeof(ctl->state_dir), "%s", opt->state_dir);
     ctl->started_ms = slb_wall_ms();
     slb_timer_init(&ctl->upgrade_timer, upgrade_timeout_cb, ctl);
-    upgrade_prepare_argv(ctl, opt->argv);
     json_t *doc = NULL;
     /* An upgrade asks the running slbd for its sockets and its lock first: until we tell it we
      * serve, it serves as before, and refuses configuration changes we could miss. */
@@ -704,8 +627,6 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR2);
-    sigaddset(&set, SIGCHLD);
     ctl->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (ctl->signal_fd >= 0) {
         slb_io_init(&ctl->signal_io, ctl->signal_fd, signal_cb, ctl);
@@ -794,8 +715,6 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
         free(b);
     }
     slb_handover_deinit(&ctl->handover);
-    free(ctl->upgrade_argv);
-    ctl->upgrade_argv = NULL;
     if (ctl->upgrade_fd >= 0) {
         /* Still ours (no hand-over): remove it while we hold the lock. */
         char path[PATH_MAX + 16];

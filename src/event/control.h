@@ -14,7 +14,6 @@
 #include <jansson.h>
 #include <limits.h>
 #include <stdbool.h>
-#include <sys/types.h>
 
 struct slb_admin;
 struct slb_health;
@@ -28,7 +27,6 @@ struct slb_options {
     int workers;
     bool check_only;
     bool upgrade; /* take the sockets and the state directory over from the running slbd */
-    char **argv;  /* the command line (main's), which SIGUSR2 runs again with --upgrade */
 };
 
 /* Where a hand-over to a new process stands (the old process's side, net/handover.h). */
@@ -66,11 +64,6 @@ struct slb_ctl {
     struct slb_timer upgrade_timer;
     enum slb_handover_state handover_state;
     struct slb_handover handover;
-    /* SIGUSR2: the binary (resolved at start, so a relative path still works) and command
-     * line of `slbd --upgrade`, and the child running it until it takes over or fails. */
-    char exe[PATH_MAX];
-    char **upgrade_argv;
-    pid_t upgrade_child;
     bool stopping;
     uint64_t started_ms;
 };

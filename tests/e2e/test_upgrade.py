@@ -10,7 +10,6 @@ import fcntl
 import http.client
 import json
 import os
-import signal
 import socket
 import ssl
 import threading
@@ -319,41 +318,6 @@ def test_systemd_learns_the_new_main_pid(slbd, workdir, site):
     # STATUS lines may come first; readiness comes once, together with the new main pid.
     assert msgs[-1].split("\n") == [f"MAINPID={slbd.pid}", "READY=1"], msgs
     assert not any("READY=1" in m for m in msgs[:-1]), msgs
-
-
-def test_sigusr2_runs_the_upgrade_itself(slbd, hx, site):
-    """What systemctl reload does (docs/operations.md): the running slbd starts
-    `slbd --upgrade` with its own command line."""
-    pid = slbd.pid
-    # A child that fails (config.json does not parse): the old process goes on.
-    cfg_path = slbd.state_dir / "config.json"
-    original = cfg_path.read_text()
-    cfg_path.write_text("{")
-    slbd.allow_errors(r"upgrade failed")
-    try:
-        slbd.signal(signal.SIGUSR2)
-        h.wait_until(lambda: "exited with code 1; still serving" in slbd.log_text(), 30,
-                     "the failed upgrade to be reported")
-    finally:
-        cfg_path.write_text(original)
-    assert slbd.running() and lock_pid(slbd) == pid
-    assert hx.get(site.http).status == 200
-    old = slbd.proc
-    slbd.signal(signal.SIGUSR2)
-    h.wait_until(lambda: lock_pid(slbd) not in (pid, None), 30, "the new process taking over")
-    new = lock_pid(slbd)
-    slbd.wait_old_exit(old)
-    assert hx.get(site.http).status == 200
-    # The new process is not this test's child: stop it as systemd would, and see it go.
-    os.kill(new, signal.SIGTERM)
-
-    def gone():
-        try:
-            return open(f"/proc/{new}/stat").read().split()[2] == "Z"
-        except OSError:
-            return True
-    h.wait_until(gone, 30, "the upgraded process to stop")
-    assert "stopped" in slbd.log_text().rsplit("upgrade complete", 1)[1]
 
 
 def test_the_new_process_may_have_another_configuration(slbd, hx, site):
