@@ -7,18 +7,22 @@
 #include "core/version.h"
 #include "event/control.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: slbd [--state-dir DIR] [--admin ADDR:PORT] [--workers N] "
-               "[--log-level debug|info|warn|error] [--check | --upgrade] [--version]\n");
+               "[--log-level debug|info|warn|error] [--check | --upgrade [--detach]] "
+               "[--version]\n");
 }
 
 static void print_err(const char *what, const struct slb_err *err)
@@ -27,23 +31,57 @@ static void print_err(const char *what, const struct slb_err *err)
             err->msg, err->code);
 }
 
+/* --upgrade --detach, for systemd's ExecReload (a command that must end): the new daemon is a
+ * child, forked before any thread starts; this process exits 0 once the child took over, or
+ * with the child's code when it failed. Returns -1 in the child, which goes on. */
+static int detach_upgrade(struct slb_options *opt)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        fprintf(stderr, "slbd: --detach: %s\n", strerror(errno));
+        return 1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "slbd: --detach: %s\n", strerror(errno));
+        return 1;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        setsid(); /* not killed with the invoking command's process group */
+        opt->ready_fd = p[1];
+        return -1;
+    }
+    close(p[1]);
+    char c;
+    ssize_t n;
+    do
+        n = read(p[0], &c, 1);
+    while (n < 0 && errno == EINTR);
+    close(p[0]);
+    if (n == 1)
+        return 0;
+    int st = 0;
+    if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) == 0)
+        return 1;
+    return WEXITSTATUS(st);
+}
+
 int main(int argc, char **argv)
 {
     struct slb_options opt = {
         .state_dir = "./slbd-state",
         .admin_addr = "127.0.0.1:9000",
         .workers = (int)sysconf(_SC_NPROCESSORS_ONLN),
+        .ready_fd = -1,
     };
+    bool detach = false;
     static const struct option longopts[] = {
-        {"state-dir", required_argument, NULL, 's'},
-        {"admin", required_argument, NULL, 'a'},
-        {"workers", required_argument, NULL, 'w'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"check", no_argument, NULL, 'c'},
-        {"upgrade", no_argument, NULL, 'u'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"state-dir", required_argument, NULL, 's'}, {"admin", required_argument, NULL, 'a'},
+        {"workers", required_argument, NULL, 'w'},   {"log-level", required_argument, NULL, 'l'},
+        {"check", no_argument, NULL, 'c'},           {"upgrade", no_argument, NULL, 'u'},
+        {"detach", no_argument, NULL, 'D'},          {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "s:a:w:l:chV", longopts, NULL)) != -1) {
@@ -76,6 +114,9 @@ int main(int argc, char **argv)
         case 'u':
             opt.upgrade = true;
             break;
+        case 'D':
+            detach = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -87,7 +128,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc || (opt.check_only && opt.upgrade)) {
+    if (optind < argc || (opt.check_only && opt.upgrade) || (detach && !opt.upgrade)) {
         usage(stderr);
         return 2;
     }
@@ -108,6 +149,11 @@ int main(int argc, char **argv)
     if (opt.check_only) {
         printf("slbd: %s is valid\n", opt.state_dir);
         return 0;
+    }
+    if (detach) {
+        int rc = detach_upgrade(&opt);
+        if (rc >= 0)
+            return rc;
     }
 
     /* A load balancer holds two descriptors per proxied connection: take the hard limit. */

@@ -646,6 +646,12 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
         write_lock_pid(ctl);
         slb_notify("MAINPID=%ld\nREADY=1", (long)getpid());
         slb_handover_deinit(&ctl->handover); /* the old process may exit now */
+        if (opt->ready_fd >= 0) {
+            /* --detach: the command that started us ends now, with success. */
+            ssize_t w = write(opt->ready_fd, "1", 1);
+            (void)w;
+            close(opt->ready_fd);
+        }
     }
     return 0;
 fail:

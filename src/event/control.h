@@ -27,6 +27,7 @@ struct slb_options {
     int workers;
     bool check_only;
     bool upgrade; /* take the sockets and the state directory over from the running slbd */
+    int ready_fd; /* --detach: one byte written once the upgrade took over, else -1 */
 };
 
 /* Where a hand-over to a new process stands (the old process's side, net/handover.h). */

@@ -10,8 +10,10 @@ import fcntl
 import http.client
 import json
 import os
+import signal
 import socket
 import ssl
+import subprocess
 import threading
 
 import pytest
@@ -338,3 +340,43 @@ def test_the_new_process_may_have_another_configuration(slbd, hx, site):
         assert hx.get(site.http).status == 200
     st, js = slbd.api.get("/v1/listeners")
     assert st == 200 and [x["name"] for x in js["listeners"]] == ["plain"], js
+
+
+def test_detached_upgrade_ends_once_the_new_process_serves(slbd, hx, site, workdir):
+    """`slbd --upgrade --detach` (for systemd's ExecReload, a command that must end) exits 0
+    once its child took over, which goes on as the daemon; and with the child's code when
+    the child fails."""
+    pid, old = slbd.pid, slbd.proc
+    argv = [str(a) for a in slbd.argv("--upgrade", "--detach")]
+    log = workdir / "detached.stderr"
+    slbd._runs.append(log)  # checked after the test like the daemon's own output
+
+    def run():
+        with open(log, "ab") as f:
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=f,
+                                  stderr=subprocess.STDOUT, timeout=h.scaled(60),
+                                  env=h._sanitizer_env()).returncode
+    cfg_path = slbd.state_dir / "config.json"
+    original = cfg_path.read_text()
+    cfg_path.write_text("{")
+    try:
+        assert run() == 1
+    finally:
+        cfg_path.write_text(original)
+    assert slbd.running() and lock_pid(slbd) == pid
+    assert run() == 0
+    new = lock_pid(slbd)
+    assert new != pid
+    slbd.wait_old_exit(old)
+    assert hx.get(site.http).status == 200
+    # The daemon is not this test's child: stop it as systemd would, and see it go.
+    os.kill(new, signal.SIGTERM)
+
+    def gone():
+        try:
+            with open(f"/proc/{new}/stat") as f:
+                return f.read().split()[2] == "Z"
+        except OSError:
+            return True
+    h.wait_until(gone, 30, "the detached daemon to stop")
+    assert "upgrade complete" in log.read_text() and "stopped" in log.read_text()
