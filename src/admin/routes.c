@@ -4,6 +4,7 @@
  * by slb_ctl_apply; on any error the running configuration is untouched. */
 #include "admin/routes.h"
 #include "admin/admin.h"
+#include "admin/ui.h"
 
 #include "cert/store.h"
 #include "config/config.h"
@@ -537,7 +538,8 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         return;
     }
     bool known =
-        (n == 1 && (strcmp(coll, "stats") == 0 || strcmp(coll, "settings") == 0)) ||
+        (n == 1 && (strcmp(coll, "stats") == 0 || strcmp(coll, "settings") == 0 ||
+                    strcmp(coll, "about") == 0 || strcmp(coll, "config") == 0)) ||
         (n >= 1 && n <= 3 && strcmp(coll, "certificates") == 0) ||
         (n >= 1 && n <= 2 && (strcmp(coll, "listeners") == 0 || strcmp(coll, "groups") == 0)) ||
         (n >= 3 && strcmp(coll, "groups") == 0 && strcmp(seg[2], "servers") == 0);
@@ -555,8 +557,20 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         slb_admin_stats(ctl, resp);
         return;
     }
+    if (strcmp(coll, "about") == 0) {
+        slb_admin_about(ctl, req, resp);
+        return;
+    }
     if (strcmp(coll, "settings") == 0) {
         settings(ctl, req, resp);
+        return;
+    }
+    if (strcmp(coll, "config") == 0) {
+        /* The whole stored document, with the ETag POST /v1/apply checks in If-Match. */
+        if (!slb_admin_method_is(req, "GET"))
+            slb_admin_not_allowed(resp, "GET");
+        else
+            slb_admin_answer(resp, 200, json_incref(ctl->doc));
         return;
     }
     if (strcmp(coll, "certificates") == 0) {

@@ -3,6 +3,7 @@
  * DIR/certs/<id>.json, and the create/replace/CRL/delete transactions that keep both in step
  * (disk first, then memory, so a failed write changes nothing). */
 #include "cert/store.h"
+#include "cert/ocsp.h"
 #include "cert/validate.h"
 #include "core/fsio.h"
 #include "core/log.h"
@@ -58,6 +59,7 @@ static void cert_free(struct slb_cert *c)
     for (size_t i = 0; i < c->nsans; i++)
         free(c->sans[i]);
     free(c->sans);
+    slb_ocsp_cert_free(c);
     free(c);
 }
 

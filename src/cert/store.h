@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 struct slb_certstore;
+struct slb_ocsp_staple;
 
 enum slb_cert_type { SLB_CERT_NONE = 0, SLB_CERT_SERVER = 1, SLB_CERT_CA = 2 };
 
@@ -39,6 +40,11 @@ struct slb_cert {
     int64_t not_before, not_after; /* unix seconds */
     char **sans;                   /* DNS names (and IP literals) of the leaf */
     size_t nsans;
+    /* The one mutable part: the OCSP response handshakes staple (cert/ocsp.h), published by
+     * the control thread with an atomic store and read by workers with an atomic load, so a
+     * new response reaches every TLS context using this version without rebuilding any. */
+    _Atomic(struct slb_ocsp_staple *) staple;
+    struct slb_ocsp_staple *staple_retired; /* control thread only */
 };
 
 void slb_cert_ref(struct slb_cert *c);

@@ -49,6 +49,7 @@ enum {
     SLB_SRV_REQS,
     SLB_SRV_BYTES_TO,
     SLB_SRV_BYTES_FROM,
+    SLB_SRV_EJECTIONS,   /* passive health check ejections */
     SLB_SRV_RESP_SUM_US, /* response time (request sent to response head), microseconds */
     SLB_SRV_RESP_BUCKET, /* + SLB_RESP_BUCKETS per-bucket (not cumulative) counts */
     SLB_SRV_SLOTS = SLB_SRV_RESP_BUCKET + 13
@@ -72,14 +73,18 @@ enum {
     SLB_LIS_HS_FAIL, /* + enum slb_tls_fail (SLB_TLS_FAIL_COUNT slots) */
     SLB_LIS_REQ_1XX = SLB_LIS_HS_FAIL + SLB_TLS_FAIL_COUNT, /* + status class - 1 (5 slots) */
     SLB_LIS_REQS = SLB_LIS_REQ_1XX + 5,
-    SLB_LIS_DENIED,   /* ACL */
-    SLB_LIS_H2_ABUSE, /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
+    SLB_LIS_DENIED,     /* ACL */
+    SLB_LIS_H2_ABUSE,   /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
+    SLB_LIS_REFUSED_FD, /* connections that waited in the backlog: connection cap or EMFILE */
     SLB_LIS_SLOTS
 };
 _Static_assert(SLB_LIS_SLOTS <= 32, "listener counters fit one struct slb_wcount");
 
-/* Health of a server as workers see it: written by the control thread only. */
-enum { SLB_HEALTH_UP = 1, SLB_HEALTH_DOWN = 0 };
+/* Health of a server as workers see it (srv_rt->healthy). The control thread writes UP and
+ * DOWN from its active checks and ends ejections; a worker only ever moves UP to EJECTED (a
+ * compare-and-swap, when passive checks saw too many failed exchanges in a row). Anything
+ * but UP keeps the server out of rotation. */
+enum { SLB_HEALTH_DOWN = 0, SLB_HEALTH_UP = 1, SLB_HEALTH_EJECTED = 2 };
 
 /* Runtime state of one backend server of one group: survives configuration changes while a
  * server with the same group and address stays configured. Owned by the server registry. */
@@ -90,7 +95,15 @@ struct slb_srv_rt {
     char sticky_id[17];
     int refs; /* control thread only */
     _Atomic int healthy;
+    /* Passive checks: the group's settings, copied here by the control thread when a
+     * configuration is published (threshold 0 = off), and the failed exchanges in a row seen by
+     * all workers (written only on failures, and on a success that follows one). */
+    _Atomic uint32_t passive_threshold;
+    _Atomic bool passive_5xx;
+    _Atomic uint32_t passive_fails;
     /* health checker state, control thread only */
+    bool active_down;        /* the active checks' verdict, kept while the server is ejected */
+    uint64_t eject_until_ms; /* end of the current ejection, 0 until the checker saw it */
     int ok_streak, fail_streak;
     uint64_t next_check_ms;
     void *hc_probe; /* an in-flight probe, owned by the health checker */
@@ -123,9 +136,10 @@ struct slb_lsock_slot {
     struct slb_io io;
     struct slb_listener_rt *cur; /* in the worker's current snapshot; worker-owned */
     struct slb_worker *worker;
-    struct slb_timer pause;        /* accept paused after EMFILE */
-    uint64_t pause_logged_ms;      /* last "pausing accepts" message (one per 10 s at most) */
-    unsigned long pauses_unlogged; /* pauses since that message */
+    struct slb_timer pause; /* accept paused after EMFILE */
+    /* Accepting stopped (connection cap or EMFILE) since the backlog was last found empty:
+     * the connections accepted until then waited, and are counted as refused (fd_limit). */
+    bool waiting;
 } __attribute__((aligned(64)));
 
 struct slb_lsock {

@@ -4,6 +4,7 @@
 #include "event/control.h"
 
 #include "admin/admin.h"
+#include "cert/ocsp_fetch.h"
 #include "cert/store.h"
 #include "config/state.h"
 #include "core/fsio.h"
@@ -195,9 +196,12 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
     slb_metrics_sample(ctl);
     if (ctl->certs)
         slb_certstore_tick(ctl->certs);
-    /* While a new process takes over, the state directory is its to write. */
-    if (ctl->handover_state == SLB_HANDOVER_NONE &&
-        slb_ticket_ring_tick(&ctl->tickets, ctl->state_dir)) {
+    /* While a new process takes over, the state directory is its to write (stored OCSP
+     * responses, ticket keys). */
+    bool owner = ctl->handover_state == SLB_HANDOVER_NONE;
+    if (ctl->ocsp && owner)
+        slb_ocsp_fetcher_tick(ctl->ocsp);
+    if (owner && slb_ticket_ring_tick(&ctl->tickets, ctl->state_dir)) {
         /* New ticket keys reach workers the way every change does: a new snapshot. */
         slb_tls_set_store(ctl->certs, ctl->tickets);
         struct slb_err err = {0};
@@ -581,6 +585,11 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
                     strerror(errno));
         goto fail;
     }
+    if (slb_httpc_init(&ctl->httpc, &ctl->loop) < 0 ||
+        !(ctl->ocsp = slb_ocsp_fetcher_new(ctl->certs, &ctl->httpc, opt->state_dir))) {
+        slb_err_set(err, 500, "internal", "", "cannot start the outbound HTTP client");
+        goto fail;
+    }
     ctl->ack_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ctl->nworkers = opt->workers;
     ctl->workers = calloc((size_t)opt->workers, sizeof(*ctl->workers));
@@ -592,9 +601,17 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     ctl->reg.inherited = ctl->handover.socks;
     ctl->handover.socks = NULL;
     ctl->health = slb_health_new(&ctl->loop);
+    /* Each worker holds its share of the connection cap, counted by itself: nothing is shared
+     * between workers on the accept and close paths (docs/architecture.md). */
+    unsigned long nofile, reserve;
+    unsigned long share = slb_conn_cap(&nofile, &reserve) / (unsigned long)opt->workers;
+    ctl->conn_cap = (share ? share : 1) * (unsigned long)opt->workers;
+    slb_info("connection cap %lu (open-file limit %lu, %lu descriptors reserved, two per "
+             "connection)",
+             ctl->conn_cap, nofile, reserve);
     /* Workers start with an empty snapshot so a bad config.json leaves nothing half-bound. */
     for (int i = 0; i < opt->workers; i++) {
-        int rc = slb_worker_start(&ctl->workers[i], i, ctl->ack_fd);
+        int rc = slb_worker_start(&ctl->workers[i], i, ctl->ack_fd, share ? share : 1);
         if (rc < 0) {
             slb_err_set(err, 500, "internal", "", "cannot start worker %d: %s", i,
                         slb_strerror(rc));
@@ -698,6 +715,9 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
     slb_health_free(ctl->health);
     ctl->health = NULL;
     slb_access_shutdown();
+    slb_ocsp_fetcher_free(ctl->ocsp);
+    ctl->ocsp = NULL;
+    slb_httpc_deinit(&ctl->httpc);
     if (ctl->cur) {
         slb_snapshot_retire(&ctl->reg, ctl->cur);
         ctl->cur = NULL;

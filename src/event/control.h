@@ -10,6 +10,7 @@
 #include "event/loop.h"
 #include "event/worker.h"
 #include "net/handover.h"
+#include "net/httpc.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -20,6 +21,7 @@ struct slb_health;
 struct slb_certstore;
 struct slb_ticket_ring;
 struct slb_busy_conn;
+struct slb_ocsp_fetcher;
 
 struct slb_options {
     const char *state_dir;
@@ -52,6 +54,8 @@ struct slb_ctl {
     struct slb_health *health;
     struct slb_certstore *certs;
     struct slb_ticket_ring *tickets;
+    struct slb_httpc httpc;        /* outbound HTTP on the control loop (OCSP, ...) */
+    struct slb_ocsp_fetcher *ocsp; /* OCSP stapling schedule (cert/ocsp_fetch.h) */
     struct slb_timer sweep_timer;
     int signal_fd;
     struct slb_io signal_io;
@@ -67,6 +71,7 @@ struct slb_ctl {
     struct slb_handover handover;
     bool stopping;
     uint64_t started_ms;
+    unsigned long conn_cap; /* client connections over all workers (slb_conn_cap) */
 };
 
 /* Load the state directory and start workers; err names the file and field on failure. */

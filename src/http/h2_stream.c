@@ -85,6 +85,8 @@ static void drop_up(struct h2_stream *s)
     bool complete = s->st == SS_EXCHANGE && s->resp_done && s->req_done &&
                     !slb_hbuf_pending(&s->tx) && slb_buf_empty(&s->up->in) && s->up_keep_alive;
     if (complete)
+        slb_health_observe(s->srv, s->c->w->id, s->status);
+    if (complete)
         slb_up_release(s->up);
     else
         slb_up_close(s->up);
@@ -206,6 +208,9 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
 static void upstream_failed(struct h2_stream *s, int status, const char *why)
 {
     struct h2_conn *c = s->c;
+    /* A timeout is the server's only when it had the whole request and did not answer. */
+    if (status != 504 || (s->req_done && !s->resp_head_done))
+        slb_health_observe(s->srv, c->w->id, SLB_XCHG_FAILED);
     if (s->srv)
         slb_warn("listener %s: backend %s: %s", s->l->cfg->name, s->srv->key, why);
     if (s->resp_submitted) {
@@ -586,6 +591,7 @@ static void connect_failed(struct h2_stream *s, const char *why)
 {
     slb_warn("listener %s: backend %s: connect: %s", s->l->cfg->name, s->srv->key, why);
     slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
+    slb_health_observe(s->srv, s->c->w->id, SLB_XCHG_FAILED);
     slb_up_close(s->up);
     s->up = NULL;
     s->srv = NULL;
@@ -782,7 +788,7 @@ void h2_dispatch(struct h2_conn *c)
         bool ok = choose_backend(s, sticky);
         slb_hbuf_free(&s->cookie);
         if (!ok) {
-            slb_info("listener %s: no healthy backend server", s->l->cfg->name);
+            slb_info_limited("listener %s: no healthy backend server", s->l->cfg->name);
             s->st = SS_HEAD; /* not counted in ndispatch any more */
             respond_local(s, 503, NULL);
             continue;

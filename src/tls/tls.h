@@ -58,6 +58,9 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err);
 /* Free what slb_tls_listener_build made; NULL is accepted. */
 void slb_tls_listener_free(void *tls);
 
+/* TLS contexts built since start (control thread; the slbd_tls_context_builds_total metric). */
+uint64_t slb_tls_context_builds(void);
+
 /* Worker side: a new server-side SSL for a connection accepted on l (NULL on failure). */
 SSL *slb_tls_ssl_new(struct slb_listener_rt *l);
 
