@@ -13,7 +13,11 @@ struct slb_admin;
 
 #define SLB_ADMIN_MAX_BODY (1u << 20) /* bodies above 1 MiB get 413 */
 
-struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const char *addr, struct slb_err *err);
+/* Listen on addr, or serve on fd when it is >= 0 (a listening socket on addr handed over by
+ * the previous process; taken even on failure). */
+struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const char *addr, int fd, struct slb_err *err);
+/* The listening socket (to hand over to the next process). */
+int slb_admin_listen_fd(const struct slb_admin *a);
 void slb_admin_free(struct slb_admin *a);
 
 /* A parsed admin request handed to the routes. */

@@ -446,26 +446,39 @@ static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
     }
 }
 
-struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const char *addr, struct slb_err *err)
+int slb_admin_listen_fd(const struct slb_admin *a)
+{
+    return a->fd;
+}
+
+struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const char *addr, int fd, struct slb_err *err)
 {
     struct sockaddr_storage ss;
     socklen_t len;
     if (slb_config_parse_hostport(addr, &ss, &len) < 0) {
         slb_err_set(err, 400, "invalid_value", "--admin", "admin address \"%s\" is not ADDR:PORT",
                     addr);
+        if (fd >= 0)
+            close(fd);
         return NULL;
     }
     struct slb_admin *a = calloc(1, sizeof(*a));
     if (!a) {
         slb_err_set(err, 500, "internal", "--admin", "out of memory");
+        if (fd >= 0)
+            close(fd);
         return NULL;
     }
     a->ctl = ctl;
-    a->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    a->fd = fd;
     int one = 1;
-    if (a->fd >= 0)
-        setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (a->fd < 0 || bind(a->fd, (struct sockaddr *)&ss, len) < 0 || listen(a->fd, 128) < 0) {
+    if (fd < 0) {
+        a->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (a->fd >= 0)
+            setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    }
+    if (a->fd < 0 ||
+        (fd < 0 && (bind(a->fd, (struct sockaddr *)&ss, len) < 0 || listen(a->fd, 128) < 0))) {
         slb_err_set(err, 400, "bind_failed", "--admin", "cannot listen on %s for the admin API: %s",
                     addr, strerror(errno));
         if (a->fd >= 0)
