@@ -73,6 +73,7 @@ def test_make_install_and_uninstall(tmp_path):
     assert all(m == 0o644 for f, m in modes.items() if "bin/" not in f), modes
     unit = (dest / "usr/local/lib/systemd/system/slbd.service").read_text()
     assert "ExecStart=/usr/local/sbin/slbd --state-dir /var/lib/slbd " in unit
+    assert "ExecReload=/usr/local/sbin/slbd --upgrade --detach --state-dir /var/lib/slbd " in unit
     assert "@" not in unit.replace("$MAINPID", "")  # every @PLACEHOLDER@ was replaced
     for prog in ("sbin/slbd", "bin/slbctl"):
         out = run([dest / "usr/local" / prog, "--version"]).stdout
@@ -102,8 +103,15 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
                  "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
                  "ProtectControlGroups=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
                  "LockPersonality=yes", "MemoryDenyWriteExecute=yes", "RestrictRealtime=yes",
-                 "SystemCallArchitectures=native", "ExecReload=/bin/kill -HUP $MAINPID"):
+                 "SystemCallArchitectures=native", "NotifyAccess=all"):
         assert f"\n{line}\n" in text, line
+    # A reload is an upgrade with the service's own options (docs/operations.md).
+    start = re.search(r"\nExecStart=(\S+) (.*)\n", text)
+    reload = re.search(r"\nExecReload=(\S+) --upgrade --detach (.*)\n", text)
+    assert start and reload and reload.groups() == start.groups(), text
+    # The stop covers a drain of settings.drain_timeout_s (default 10 s) with room to spare.
+    stop = re.search(r"\nTimeoutStopSec=(\d+)\n", text)
+    assert stop and int(stop.group(1)) >= 30, text
     p = run(["systemd-analyze", "security", "--offline=yes", unit], check=False)
     m = re.search(r"Overall exposure level for slbd.service: ([0-9.]+)", p.stdout + p.stderr)
     assert m and float(m.group(1)) <= 3.5, p.stdout[-2000:] + p.stderr
