@@ -276,9 +276,29 @@ def machine_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def running(pid):
+    """pid is a process that has not exited (a zombie waiting for its reaper has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def packaged_reload_command(port):
+    """The installed unit's ExecReload= (what `systemctl reload slbd` runs), on the test's admin
+    port and with one worker, as run_packaged_slbd starts slbd."""
+    unit = Path("/lib/systemd/system/slbd.service").read_text()
+    argv = re.search(r"\nExecReload=(.*)\n", unit).group(1).split()
+    assert argv[:3] == ["/usr/sbin/slbd", "--upgrade", "--detach"], argv
+    return [f"127.0.0.1:{port}" if a == "127.0.0.1:9000" else a for a in argv] + ["--workers", "1"]
+
+
 def run_packaged_slbd(workdir):
     """Start /usr/sbin/slbd as the service would (user slbd, /var/lib/slbd, $NOTIFY_SOCKET),
-    wait for READY=1, use it with the packaged slbctl, stop it, wait for STOPPING=1."""
+    wait for READY=1, use it with the packaged slbctl, reload it with the unit's ExecReload= (a
+    new main process says MAINPID= and READY=1, the old one exits 0), stop the new one, wait for
+    STOPPING=1."""
     name = f"slbd-package-test-{os.getpid()}"
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.bind("\0" + name)  # abstract: the slbd user may send to it
@@ -286,6 +306,7 @@ def run_packaged_slbd(workdir):
     port = h.free_port()
     env = dict(os.environ, NOTIFY_SOCKET="@" + name)
     log = open(workdir / "packaged-slbd.log", "wb")
+    new_pid = None
     proc = subprocess.Popen(
         ["setpriv", "--reuid=slbd", "--regid=slbd", "--init-groups", "--",
          "/usr/sbin/slbd", "--state-dir", "/var/lib/slbd", "--admin", f"127.0.0.1:{port}",
@@ -303,14 +324,34 @@ def run_packaged_slbd(workdir):
                  f"http://127.0.0.1:{port}", "--json", "group", "list"])
         assert '"web"' in p.stdout
         assert Path("/var/lib/slbd/config.json").stat().st_uid == st.st_uid
-        proc.send_signal(signal.SIGTERM)
+        # systemctl reload: the command ends once the new process serves.
+        r = subprocess.run(["setpriv", "--reuid=slbd", "--regid=slbd", "--init-groups", "--",
+                            *packaged_reload_command(port)], stdin=subprocess.DEVNULL,
+                           stdout=log, stderr=subprocess.STDOUT, env=env, timeout=60)
+        assert r.returncode == 0
+        m = None
+        while not m:
+            m = re.search(rb"MAINPID=(\d+)\nREADY=1", rx.recv(4096))
+        new_pid = int(m.group(1))
+        assert new_pid != proc.pid
+        assert proc.wait(30) == 0  # the old main process drained and exited
+        p = run(["/usr/bin/slbctl", "--state-dir", "/var/lib/slbd", "--admin",
+                 f"http://127.0.0.1:{port}", "--json", "group", "list"])
+        assert '"web"' in p.stdout
+        os.kill(new_pid, signal.SIGTERM)
         while b"STOPPING=1" not in rx.recv(4096):
             pass
-        assert proc.wait(30) == 0
+        deadline = time.monotonic() + 30
+        while running(new_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(new_pid)
+        new_pid = None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        if new_pid and running(new_pid):
+            os.kill(new_pid, signal.SIGKILL)
         rx.close()
         log.close()
     text = (workdir / "packaged-slbd.log").read_text(errors="replace")
