@@ -26,9 +26,10 @@
 #define SLB_MAX_WORKERS 64
 
 /* Counters written by one worker (relaxed atomic stores: no lock prefix on x86) and summed by
- * the control thread when read. One cache line per worker so workers never share a line. */
+ * the control thread when read. Whole cache lines per worker so workers never share a line. */
+#define SLB_WCOUNT_SLOTS 64
 struct slb_wcount {
-    _Atomic uint64_t v[32];
+    _Atomic uint64_t v[SLB_WCOUNT_SLOTS];
 } __attribute__((aligned(64)));
 
 static inline void slb_count_add(_Atomic uint64_t *c, uint64_t n)
@@ -76,7 +77,7 @@ enum {
     SLB_LIS_H2_ABUSE, /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
     SLB_LIS_SLOTS
 };
-_Static_assert(SLB_LIS_SLOTS <= 32, "listener counters fit one struct slb_wcount");
+_Static_assert(SLB_LIS_SLOTS <= SLB_WCOUNT_SLOTS, "listener counters fit one struct slb_wcount");
 
 /* Health of a server as workers see it: written by the control thread only. */
 enum { SLB_HEALTH_UP = 1, SLB_HEALTH_DOWN = 0 };

@@ -978,6 +978,29 @@ static void hand_off_h2(struct http_conn *c)
     slb_loop_defer_free(loop, conn_free, c);
 }
 
+/* A plain HTTP request on an https port (OpenSSL saw a method where a TLS record belongs and
+ * sent no alert): tell the person at the browser in plain text, as nginx does, then close
+ * without reading the rest of the request. */
+static void answer_plain_http(struct http_conn *c)
+{
+    static const char resp[] = "HTTP/1.1 400 Bad Request\r\n"
+                               "Content-Type: text/plain\r\n"
+                               "Content-Length: 50\r\n"
+                               "Connection: close\r\n"
+                               "\r\n"
+                               "400 The plain HTTP request was sent to HTTPS port\n";
+    _Static_assert(sizeof("400 The plain HTTP request was sent to HTTPS port\n") - 1 == 50,
+                   "Content-Length");
+    ssize_t n = send(c->t.fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0)
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_WIRE_OUT], (uint64_t)n);
+    /* The request's bytes are still arriving: linger (as linger_close, without TLS). */
+    c->lingering = true;
+    shutdown(c->t.fd, SHUT_WR);
+    slb_io_set(&c->w->loop, &c->io, EPOLLIN);
+    slb_timer_start(&c->w->loop, &c->timer, 1000);
+}
+
 static bool step_handshake(struct http_conn *c)
 {
     if (c->st != ST_HANDSHAKE)
@@ -1018,7 +1041,10 @@ static bool step_handshake(struct http_conn *c)
         slb_debug("listener %s: client %s: TLS handshake failed: %s", c->b.l->cfg->name,
                   c->client_ip, slb_tls_fail_name(why));
         c->tls_failed = true;
-        conn_close(c);
+        if (why == SLB_TLS_FAIL_HTTP_ON_HTTPS)
+            answer_plain_http(c);
+        else
+            conn_close(c);
         return false;
     }
     slb_count_add(

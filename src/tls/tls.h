@@ -74,6 +74,7 @@ enum slb_tls_fail {
     SLB_TLS_FAIL_PROTOCOL_VERSION,
     SLB_TLS_FAIL_BAD_SNI,
     SLB_TLS_FAIL_NO_APPLICATION_PROTOCOL, /* ALPN offered, nothing in common (RFC 7301 3.2) */
+    SLB_TLS_FAIL_HTTP_ON_HTTPS,           /* plain HTTP sent to an https port (answered 400) */
     SLB_TLS_FAIL_TIMEOUT,
     SLB_TLS_FAIL_OTHER,
     SLB_TLS_FAIL_COUNT

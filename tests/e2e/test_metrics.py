@@ -7,6 +7,7 @@ histogram, certificate expiry, connection rates, /v1/stats agreeing with /metric
 
 import json
 import math
+import socket
 import ssl
 import subprocess
 import time
@@ -26,7 +27,7 @@ NOHC = h.no_health_check()
 DEFAULT_POLICY = "tls_cipher_policy_1_2_strict_with_1_3"
 FAIL_REASONS = ("no_shared_cipher", "unknown_ca", "cert_expired", "no_client_cert",
                 "cert_revoked", "cert_not_yet_valid", "cert_key_usage", "protocol_version",
-                "bad_sni", "no_application_protocol", "timeout", "other")
+                "bad_sni", "no_application_protocol", "http_on_https", "timeout", "other")
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -407,6 +408,47 @@ def test_handshake_failures_by_reason(slbd, hx, pki):  # noqa: F811
     ls = settle(slbd, "mtls")
     assert ls["connections"] == 1 + len(cases)
     assert ls["handshakes"]["failures"] == fails, (ls["handshakes"], fails)
+
+
+def plain_http_exchange(port, request):
+    """Send plain HTTP bytes to a port and read until slbd closes; returns what came back."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=h.scaled(5))
+    try:
+        s.sendall(request)
+        got = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                return got
+            got += b
+    finally:
+        s.close()
+
+
+def test_plain_http_on_https_port(slbd, hx, stack):
+    """Plain HTTP sent to an https port gets nginx's plain answer (400, "The plain HTTP
+    request was sent to HTTPS port") instead of a silent close, also while a request body is
+    still arriving, and each one counts as handshake failure http_on_https, not as a
+    request; TLS clients on the same listener are not affected."""
+    before, done0 = hs_counts(scrape(slbd), "tls")
+    get = plain_http_exchange(stack.tls, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    body = b"x" * 200000
+    post = plain_http_exchange(stack.tls, b"POST /up HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    for got in (get, post):
+        head, _, text = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), got[:200]
+        assert b"connection: close" in head.lower(), head
+        assert text == b"400 The plain HTTP request was sent to HTTPS port\n", text
+    doc = wait_metric(slbd, lambda d: hs_counts(d, "tls")[0]["http_on_https"] >= 2, 10,
+                      "plain HTTP to be counted")
+    fails, done = hs_counts(doc, "tls")
+    diff = {k: fails[k] - before[k] for k in fails if fails[k] != before[k]}
+    assert diff == {"http_on_https": 2}, diff
+    assert done == done0
+    assert doc.value("slbd_listener_requests_total", listener="tls", **{"class": "4xx"}) == 0
+    c, r = tls_request(stack.tls, stack.ctx, "/", track=hx.track)
+    assert r.status == 200, r
 
 
 def test_full_and_resumed_handshakes(slbd, hx, stack):
