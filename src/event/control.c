@@ -147,14 +147,18 @@ static void reload_config(struct slb_ctl *ctl)
          * that must not wipe every listener. */
         slb_error("reload refused, keeping the running configuration: %s is missing", path);
         slb_notify("STATUS=reload refused, keeping the running configuration: %s is missing", path);
+        ctl->reload_ok = false;
         return;
     }
     if (slb_state_load_config(ctl->state_dir, &doc, &err) < 0 ||
         slb_ctl_apply(ctl, doc, false, &err) < 0) {
         slb_error("reload refused, keeping the running configuration: %s", err.msg);
         slb_notify("STATUS=reload refused, keeping the running configuration: %s", err.msg);
+        ctl->reload_ok = false;
         return;
     }
+    ctl->reload_ok = true;
+    ctl->reload_ok_ms = slb_wall_ms();
     slb_info("configuration reloaded from %s/config.json", ctl->state_dir);
 }
 
@@ -278,6 +282,8 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     ctl->ack_fd = ctl->signal_fd = ctl->lock_fd = -1;
     snprintf(ctl->state_dir, sizeof(ctl->state_dir), "%s", opt->state_dir);
     ctl->started_ms = slb_wall_ms();
+    ctl->reload_ok = true; /* the start is the first load */
+    ctl->reload_ok_ms = ctl->started_ms;
     json_t *doc = NULL;
     if (load_state(ctl, opt->state_dir, &doc, err) < 0)
         return SLB_EINVAL;

@@ -46,6 +46,9 @@ struct slb_ctl {
     struct slb_io signal_io;
     bool stopping;
     uint64_t started_ms;
+    /* The last SIGHUP reload (or the start): whether it was taken, and when one last was. */
+    bool reload_ok;
+    uint64_t reload_ok_ms;
 };
 
 /* Load the state directory and start workers; err names the file and field on failure. */

@@ -7,15 +7,21 @@
 
 #include "admin/routes.h"
 #include "cert/store.h"
+#include "core/version.h"
 #include "event/control.h"
 #include "http/access.h"
 #include "tls/tls.h"
 
+#include <dirent.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t slb_metrics_sum(struct slb_wcount *w, int nworkers, int k)
 {
@@ -328,6 +334,14 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
 
 static void cert_metrics(struct text *t, struct slb_ctl *ctl)
 {
+    family(t, "slbd_certificate_not_after_timestamp_seconds", "gauge",
+           "The certificate's not_after as a Unix time (alert on it minus time()).");
+    for (size_t i = 0; i < slb_certstore_count(ctl->certs); i++) {
+        const struct slb_cert *c = slb_certstore_at(ctl->certs, i);
+        put(t, "slbd_certificate_not_after_timestamp_seconds{id=\"%s\",name=\"", c->id);
+        put_escaped(t, c->name);
+        put(t, "\"} %lld\n", (long long)c->not_after);
+    }
     family(t, "slbd_certificate_expiry_seconds", "gauge",
            "Seconds until the certificate's not_after (negative once expired).");
     time_t now = time(NULL);
@@ -342,10 +356,75 @@ static void cert_metrics(struct text *t, struct slb_ctl *ctl)
     put(t, "slbd_certificate_crl_stale %zu\n", slb_certstore_crl_stale(ctl->certs));
 }
 
+/* The standard process_* families every Prometheus client library exports, so existing
+ * dashboards and the fd-usage alert work unchanged. Read from /proc at scrape time. */
+static void process_metrics(struct text *t, struct slb_ctl *ctl)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        family(t, "process_cpu_seconds_total", "counter", "User and system CPU time spent.");
+        put(t, "process_cpu_seconds_total %.6f\n",
+            (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+    }
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        long n = 0;
+        for (struct dirent *e; (e = readdir(d)) != NULL;)
+            n += e->d_name[0] != '.';
+        closedir(d);
+        family(t, "process_open_fds", "gauge", "Open file descriptors.");
+        put(t, "process_open_fds %ld\n", n - 1); /* less the one reading the directory */
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        family(t, "process_max_fds", "gauge", "The open-file limit (RLIMIT_NOFILE, soft).");
+        put(t, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f) {
+        unsigned long long vm, rss;
+        if (fscanf(f, "%llu %llu", &vm, &rss) == 2) {
+            unsigned long long page = (unsigned long long)sysconf(_SC_PAGESIZE);
+            family(t, "process_virtual_memory_bytes", "gauge", "Virtual memory size.");
+            put(t, "process_virtual_memory_bytes %llu\n", vm * page);
+            family(t, "process_resident_memory_bytes", "gauge", "Resident memory size.");
+            put(t, "process_resident_memory_bytes %llu\n", rss * page);
+        }
+        fclose(f);
+    }
+    family(t, "process_start_time_seconds", "gauge", "Start time of the process (Unix time).");
+    put(t, "process_start_time_seconds %.3f\n", (double)ctl->started_ms / 1000.0);
+}
+
+/* slbd_build_info's labels: the release, and the git description when built from git. */
+static void build_info(struct text *t)
+{
+    const char *v = slb_version(); /* "0.1.0" or "0.1.0 (git 330e4cb-dirty)" */
+    const char *sp = strchr(v, ' ');
+    const char *rev = sp && strncmp(sp, " (git ", 6) == 0 ? sp + 6 : "";
+    size_t rlen = *rev ? strcspn(rev, ")") : 0;
+    family(t, "slbd_build_info", "gauge",
+           "Always 1; the labels say which build runs and with which libraries.");
+    put(t,
+        "slbd_build_info{version=\"%.*s\",revision=\"%.*s\",openssl=\"%s\","
+        "nghttp2=\"%s\"} 1\n",
+        (int)(sp ? (size_t)(sp - v) : strlen(v)), v, (int)rlen, rev,
+        OpenSSL_version(OPENSSL_VERSION_STRING), nghttp2_version(0)->version_str);
+}
+
 char *slb_metrics_prometheus(struct slb_ctl *ctl, size_t *len)
 {
     struct text t = {0};
     struct slb_snapshot *s = ctl->cur;
+    build_info(&t);
+    family(&t, "slbd_config_reload_success", "gauge",
+           "1 when the last reload (SIGHUP) was taken, 0 when it was refused.");
+    put(&t, "slbd_config_reload_success %d\n", ctl->reload_ok ? 1 : 0);
+    family(&t, "slbd_config_last_reload_success_timestamp_seconds", "gauge",
+           "When config.json was last loaded successfully (start or SIGHUP), Unix time.");
+    put(&t, "slbd_config_last_reload_success_timestamp_seconds %.3f\n",
+        (double)ctl->reload_ok_ms / 1000.0);
     family(&t, "slbd_config_generation", "gauge", "Generation of the active configuration.");
     put(&t, "slbd_config_generation %llu\n", (unsigned long long)(s ? s->generation : 0));
     family(&t, "slbd_workers", "gauge", "Worker threads.");
@@ -356,6 +435,7 @@ char *slb_metrics_prometheus(struct slb_ctl *ctl, size_t *len)
     family(&t, "slbd_access_log_dropped_total", "counter",
            "Access-log batches dropped because the logger fell behind.");
     put(&t, "slbd_access_log_dropped_total %llu\n", (unsigned long long)slb_access_dropped());
+    process_metrics(&t, ctl);
     if (t.oom) {
         free(t.p);
         return NULL;

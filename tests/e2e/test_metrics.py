@@ -7,10 +7,14 @@ histogram, certificate expiry, connection rates, /v1/stats agreeing with /metric
 
 import json
 import math
+import os
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -179,7 +183,8 @@ def test_metrics_parse_strictly_with_traffic(slbd, stack):
         assert fam is not None, f"family {name} missing from /metrics"
         assert fam.type == type_, f"{name} is a {fam.type}, expected {type_}"
         assert fam.help, f"{name} has no HELP text"
-    assert all(n.startswith("slbd_") for n in doc.families), sorted(doc.families)
+    # slbd's own families, and the standard process_* ones.
+    assert all(n.startswith(("slbd_", "process_")) for n in doc.families), sorted(doc.families)
     # Every listener has its four byte counters; the protocol decides the rest.
     for lis in ("web", "tls", "raw"):
         for d in ("in", "out"):
@@ -769,3 +774,78 @@ def test_client_gone_mid_head_leaves_at_once(slbd, hx, stack, protocol):
     if ls["requests"]["total"] != 0:
         problems.append(f"responses counted for a client that had gone: {ls['requests']}")
     assert not problems, f"{protocol}: " + "; ".join(problems)
+
+
+# --------------------------------------------------------------------------------------------
+# What an operator alerts on: promtool, build, reloads, certificates, the process
+# --------------------------------------------------------------------------------------------
+
+
+def promtool():
+    path = shutil.which("promtool")
+    if not path:
+        pytest.skip("promtool is not installed (Debian package prometheus; scripts/deps.sh "
+                    "installs it)")
+    return path
+
+
+def test_promtool_check_metrics(slbd, hx, stack):
+    """Prometheus' own linter finds nothing to say about /metrics with every kind of
+    listener, traffic, a certificate and a handshake failure in it."""
+    tool = promtool()
+    stack.traffic()
+    tls_attempt(stack.tls, tls_client_context(stack.pki, version=ssl.TLSVersion.TLSv1_1,
+                                              seclevel0=True))
+    for name in ("web", "tls", "raw"):
+        settle(slbd, name)
+    text = slbd.api.request("GET", "/metrics").text
+    r = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True,
+                       timeout=h.scaled(30))
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+        f"promtool check metrics (rc {r.returncode}):\n{r.stdout}{r.stderr}"
+
+
+def test_build_reload_certificate_and_process_metrics(slbd, hx, stack):
+    """slbd_build_info names the version; a refused SIGHUP reload sets
+    slbd_config_reload_success to 0 and keeps the last success time, a taken one sets it
+    back to 1 with a new time; the certificate's not_after is exported as a timestamp; the
+    standard process_* families describe this very process."""
+    slbd.allow_errors(r"reload refused")
+    t_start = time.time()
+    doc = scrape(slbd)
+    info = doc.select("slbd_build_info")
+    version = (Path(__file__).resolve().parents[2] / "VERSION").read_text().strip()
+    assert len(info) == 1 and info[0].value == 1, info
+    assert info[0].labels["version"] == version, info[0].labels
+    assert info[0].labels["openssl"].startswith("3."), info[0].labels
+    assert doc.value("slbd_config_reload_success") == 1
+    started = doc.value("slbd_config_last_reload_success_timestamp_seconds")
+    assert t_start - 120 < started <= t_start + 1, (started, t_start)
+    na = [x for x in doc.select("slbd_certificate_not_after_timestamp_seconds", id=stack.cert)]
+    assert len(na) == 1 and na[0].labels["name"] == "server", na
+    assert na[0].value == not_after(stack.pki, "server"), na
+    # Process metrics of this process.
+    pid = slbd.pid
+    fds = doc.value("process_open_fds")
+    assert 0 < fds <= doc.value("process_max_fds"), fds
+    assert abs(fds - len(list(Path(f"/proc/{pid}/fd").iterdir()))) <= 4, fds
+    with open(f"/proc/{pid}/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    assert 0.5 * rss < doc.value("process_resident_memory_bytes") < 2 * rss
+    assert doc.value("process_cpu_seconds_total") > 0
+    assert abs(doc.value("process_start_time_seconds") - started) < 2
+    # A refused reload.
+    cfg = slbd.state_dir / "config.json"
+    good = cfg.read_text()
+    cfg.write_text("{ not json")
+    slbd.signal(signal.SIGHUP)
+    wait_metric(slbd, lambda d: d.value("slbd_config_reload_success") == 0, 10,
+                "the refused reload to show")
+    assert scrape(slbd).value("slbd_config_last_reload_success_timestamp_seconds") == started
+    # A taken one.
+    time.sleep(0.01)
+    cfg.write_text(good)
+    slbd.signal(signal.SIGHUP)
+    doc = wait_metric(slbd, lambda d: d.value("slbd_config_reload_success") == 1, 10,
+                      "the reload to be taken")
+    assert doc.value("slbd_config_last_reload_success_timestamp_seconds") > started
