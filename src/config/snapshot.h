@@ -42,22 +42,55 @@ static inline uint64_t slb_count_get(_Atomic uint64_t *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
+/* Histograms of durations share their buckets (upper bounds in seconds; the last, +Inf,
+ * implied): SLB_HIST_BUCKETS per-bucket (not cumulative) counts, then the sum in
+ * microseconds, in consecutive counter slots. */
+#define SLB_HIST_BUCKETS 13
+#define SLB_HIST_SLOTS (SLB_HIST_BUCKETS + 1)
+#define SLB_RESP_BUCKETS SLB_HIST_BUCKETS
+extern const double slb_resp_bucket_le[SLB_HIST_BUCKETS - 1];
+/* Count one duration in the histogram whose first slot is w->v[base]. */
+void slb_hist_observe(struct slb_wcount *w, int base, uint64_t us);
+
+/* Why a backend server failed a request or connection: the reason label of
+ * slbd_server_failures_total and the access log's "error". */
+enum slb_srv_fail {
+    SLB_SRV_FAIL_CONNECT_REFUSED,
+    SLB_SRV_FAIL_CONNECT_TIMEOUT, /* not connected within connect_timeout_ms */
+    SLB_SRV_FAIL_CONNECT_ERROR,   /* any other connect error (unreachable, no socket) */
+    SLB_SRV_FAIL_RESET,           /* reset (or another socket error) during the exchange */
+    SLB_SRV_FAIL_CLOSED,          /* closed before its response was complete */
+    SLB_SRV_FAIL_TIMEOUT,         /* request_timeout_s passed (a 504, or a stalled body) */
+    SLB_SRV_FAIL_INVALID,         /* a response slbd could not forward (malformed, ...) */
+    SLB_SRV_FAIL_STATUS_5XX,      /* the server answered 5xx */
+    SLB_SRV_FAIL_COUNT
+};
+const char *slb_srv_fail_name(enum slb_srv_fail f);
+/* The connect failure reason of an errno (positive or negative); ETIMEDOUT is a timeout. */
+enum slb_srv_fail slb_srv_fail_connect(int err);
+
 /* Per-server counter slots (index into slb_wcount.v). */
 enum {
     SLB_SRV_ACTIVE,
     SLB_SRV_CONNS,
-    SLB_SRV_FAILS,
     SLB_SRV_REQS,
     SLB_SRV_BYTES_TO,
     SLB_SRV_BYTES_FROM,
-    SLB_SRV_RESP_SUM_US, /* response time (request sent to response head), microseconds */
-    SLB_SRV_RESP_BUCKET, /* + SLB_RESP_BUCKETS per-bucket (not cumulative) counts */
-    SLB_SRV_SLOTS = SLB_SRV_RESP_BUCKET + 13
+    SLB_SRV_FAIL,                                     /* + enum slb_srv_fail */
+    SLB_SRV_RESP = SLB_SRV_FAIL + SLB_SRV_FAIL_COUNT, /* histogram: request sent to response head */
+    SLB_SRV_CONNECT = SLB_SRV_RESP + SLB_HIST_SLOTS,  /* histogram: connect start to connected */
+    SLB_SRV_SLOTS = SLB_SRV_CONNECT + SLB_HIST_SLOTS
 };
-#define SLB_RESP_BUCKETS 13 /* the last one is +Inf */
-extern const double slb_resp_bucket_le[SLB_RESP_BUCKETS - 1];
+_Static_assert(SLB_SRV_SLOTS <= SLB_WCOUNT_SLOTS, "server counters fit one struct slb_wcount");
 /* Count one response time in a server's histogram line. */
-void slb_srv_observe(struct slb_wcount *w, uint64_t us);
+static inline void slb_srv_observe(struct slb_wcount *w, uint64_t us)
+{
+    slb_hist_observe(w, SLB_SRV_RESP, us);
+}
+static inline void slb_srv_failed(struct slb_wcount *w, enum slb_srv_fail f)
+{
+    slb_count_add(&w->v[SLB_SRV_FAIL + f], 1);
+}
 /* Per-listener counter slots. */
 enum {
     SLB_LIS_CONNS,
@@ -73,11 +106,27 @@ enum {
     SLB_LIS_HS_FAIL, /* + enum slb_tls_fail (SLB_TLS_FAIL_COUNT slots) */
     SLB_LIS_REQ_1XX = SLB_LIS_HS_FAIL + SLB_TLS_FAIL_COUNT, /* + status class - 1 (5 slots) */
     SLB_LIS_REQS = SLB_LIS_REQ_1XX + 5,
-    SLB_LIS_DENIED,   /* ACL */
-    SLB_LIS_H2_ABUSE, /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
-    SLB_LIS_SLOTS
+    SLB_LIS_DENIED,      /* ACL */
+    SLB_LIS_H2_ABUSE,    /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
+    SLB_LIS_5XX_LOCAL,   /* 5xx answers slbd made itself (no backend answer to forward) */
+    SLB_LIS_5XX_BACKEND, /* 5xx answers of backends forwarded */
+    SLB_LIS_RETRIES,     /* requests sent again: to the next server, or on a fresh connection */
+    SLB_LIS_DURATION,    /* histogram: request head parsed to the end of the exchange */
+    SLB_LIS_SLOTS = SLB_LIS_DURATION + SLB_HIST_SLOTS
 };
 _Static_assert(SLB_LIS_SLOTS <= SLB_WCOUNT_SLOTS, "listener counters fit one struct slb_wcount");
+/* Count a response of the given status in the class counters (delta +1, or -1 when a
+ * response counted is replaced by slbd's own), and 5xx by source. */
+static inline void slb_lis_count_status(struct slb_wcount *w, int status, bool local, int delta)
+{
+    int cls = status / 100;
+    if (cls >= 1 && cls <= 5)
+        slb_count_add(&w->v[SLB_LIS_REQ_1XX + cls - 1], (uint64_t)(int64_t)delta);
+    slb_count_add(&w->v[SLB_LIS_REQS], (uint64_t)(int64_t)delta);
+    if (cls == 5)
+        slb_count_add(&w->v[local ? SLB_LIS_5XX_LOCAL : SLB_LIS_5XX_BACKEND],
+                      (uint64_t)(int64_t)delta);
+}
 
 /* Health of a server as workers see it: written by the control thread only. */
 enum { SLB_HEALTH_UP = 1, SLB_HEALTH_DOWN = 0 };
@@ -94,7 +143,8 @@ struct slb_srv_rt {
     /* health checker state, control thread only */
     int ok_streak, fail_streak;
     uint64_t next_check_ms;
-    void *hc_probe; /* an in-flight probe, owned by the health checker */
+    uint64_t went_up, went_down; /* health transitions, for metrics */
+    void *hc_probe;              /* an in-flight probe, owned by the health checker */
     char last_error[96];
     struct slb_srv_rt *next; /* registry list */
     int nworkers;

@@ -79,7 +79,8 @@ static void publish(struct slb_ctl *ctl, struct slb_snapshot *snap)
 static void configure_access_log(struct slb_ctl *ctl, const struct slb_settings *st)
 {
     char target[PATH_MAX + 300];
-    if (st->access_log[0] && strcmp(st->access_log, "stdout") != 0)
+    if (st->access_log[0] && st->access_log[0] != '/' && strcmp(st->access_log, "stdout") != 0 &&
+        strcmp(st->access_log, "syslog") != 0)
         snprintf(target, sizeof(target), "%s/%s", ctl->state_dir, st->access_log);
     else
         snprintf(target, sizeof(target), "%s", st->access_log);
@@ -178,6 +179,9 @@ static void signal_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
     while (read(ctl->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGHUP) {
             reload(ctl);
+        } else if (si.ssi_signo == SIGUSR1) {
+            slb_info("signal %u: reopening the access log", si.ssi_signo);
+            slb_access_reopen();
         } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             slb_info("signal %u: stopping", si.ssi_signo);
             slb_notify("STOPPING=1\nSTATUS=stopping: draining connections");
@@ -335,6 +339,7 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     ctl->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (ctl->signal_fd >= 0) {
         slb_io_init(&ctl->signal_io, ctl->signal_fd, signal_cb, ctl);

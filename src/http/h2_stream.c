@@ -27,13 +27,9 @@ static struct slb_wcount *srv_counts(struct h2_stream *s)
     return &s->srv->w[s->c->w->id];
 }
 
-static void count_status(struct h2_stream *s, int status, int64_t dir)
+static void count_status(struct h2_stream *s, int status, bool local, int dir)
 {
-    struct h2_conn *c = s->c;
-    int cls = status / 100;
-    if (cls >= 1 && cls <= 5)
-        slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], (uint64_t)dir);
-    slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_REQS], (uint64_t)dir);
+    slb_lis_count_status(h2_lis_counts(s->c), status, local, dir);
     s->status = dir > 0 ? status : 0;
 }
 
@@ -51,9 +47,11 @@ static void log_stream(struct h2_stream *s)
     const char *name = slb_tls_ssl_servername(c->t.ssl);
     if (name)
         snprintf(sni, sizeof(sni), "%s", name);
+    const char *up = s->srv ? s->srv->key : s->fail_srv;
     struct slb_access_entry e = {
         .listener = s->l->cfg->name,
         .client = c->client_ip,
+        .client_port = c->client_port,
         .tls_version = SSL_get_version(c->t.ssl),
         .cipher = SSL_get_cipher_name(c->t.ssl),
         .resumed = SSL_session_reused(c->t.ssl),
@@ -65,9 +63,10 @@ static void log_stream(struct h2_stream *s)
         .bytes_out = s->bytes_out,
         .wire_in = in - c->log_wire_in,
         .wire_out = out - c->log_wire_out,
-        .upstream = s->srv ? strchr(s->srv->key, '/') + 1 : NULL,
-        .request_ms = (double)(c->w->loop.now_ms - s->log->start_ms),
-        .upstream_ms = s->resp_ms,
+        .upstream = up ? strchr(up, '/') + 1 : NULL,
+        .error = s->status >= 500 ? slb_access_error_name(s->fail) : NULL,
+        .request_ms = (double)(slb_mono_us() - s->log->start_us) / 1000.0,
+        .upstream_ms = s->resp_us ? (double)(s->resp_us - s->log->start_us) / 1000.0 : 0,
     };
     slb_access_write(c->w, &e);
     c->log_wire_in = in;
@@ -167,8 +166,6 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
 {
     struct h2_conn *c = s->c;
     if (s->up) {
-        if (s->srv && status >= 500)
-            slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
         slb_up_close(s->up);
         s->up = NULL;
     }
@@ -190,7 +187,7 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
     }
     s->local.off = (size_t)rc;
     s->resp_done = true;
-    count_status(s, status, 1);
+    count_status(s, status, true, 1);
     if (submit_head(s, m, true, slb_hbuf_pending(&s->local) > 0, NULL) != 0)
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
     /* What the client still sends for this stream is read and dropped. */
@@ -203,14 +200,15 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
 
 /* The exchange with the backend failed: our error when nothing of the response went out yet,
  * otherwise the stream is reset, so the client cannot take a cut body for a whole one. */
-static void upstream_failed(struct h2_stream *s, int status, const char *why)
+static void upstream_failed(struct h2_stream *s, int status, enum slb_srv_fail f, const char *why)
 {
     struct h2_conn *c = s->c;
-    if (s->srv)
+    if (s->srv) {
         slb_warn("listener %s: backend %s: %s", s->l->cfg->name, s->srv->key, why);
+        slb_srv_failed(srv_counts(s), f);
+    }
+    s->fail = (uint8_t)(f + 1);
     if (s->resp_submitted) {
-        if (s->srv)
-            slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
         slb_up_close(s->up);
         s->up = NULL;
         s->resp_done = s->reset = true;
@@ -220,7 +218,7 @@ static void upstream_failed(struct h2_stream *s, int status, const char *why)
         return;
     }
     if (s->resp_head_done)
-        count_status(s, s->status, -1);
+        count_status(s, s->status, false, -1);
     respond_local(s, status, NULL);
 }
 
@@ -236,7 +234,8 @@ static void finish_response_head(struct h2_stream *s, const struct slb_http_msg 
         slb_http_sticky_response(&so, s->l->cfg, s->wg->g, s->srv_idx, true);
     if (!so.prefix_name) {
         if (submit_head(s, m, true, body, so.set_cookie) != 0)
-            upstream_failed(s, 502, "response head cannot be given to an HTTP/2 client");
+            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID,
+                            "response head cannot be given to an HTTP/2 client");
         return;
     }
     slb_hbuf_reset(&s->local);
@@ -248,7 +247,8 @@ static void finish_response_head(struct h2_stream *s, const struct slb_http_msg 
     if (s->local.oom ||
         slb_http_parse_response(s->local.p, s->local.len, &lim, SLB_HTTP_GET, rm) <= 0 ||
         submit_head(s, rm, true, body, NULL) != 0)
-        upstream_failed(s, 502, "response head cannot be given to an HTTP/2 client");
+        upstream_failed(s, 502, SLB_SRV_FAIL_INVALID,
+                        "response head cannot be given to an HTTP/2 client");
     slb_hbuf_free(&s->local);
 }
 
@@ -263,11 +263,11 @@ static bool parse_response(struct h2_stream *s)
         if (rc == 0)
             return false;
         if (rc < 0) {
-            upstream_failed(s, 502, why);
+            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, why);
             return true;
         }
         if (m->status == 101) {
-            upstream_failed(s, 502, "101 to an HTTP/2 request");
+            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "101 to an HTTP/2 request");
             return true;
         }
         if (m->status >= 200)
@@ -275,7 +275,7 @@ static bool parse_response(struct h2_stream *s)
         /* Interim responses (100, 103 Early Hints) go on as non-final HEADERS; HEADERS are
          * not flow-controlled, so a backend that sends them without end is stopped. */
         if (++s->interims > H2_MAX_INTERIM) {
-            upstream_failed(s, 502, "too many interim responses");
+            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "too many interim responses");
             return true;
         }
         int r = submit_head(s, m, false, false, NULL);
@@ -283,15 +283,15 @@ static bool parse_response(struct h2_stream *s)
         if (r != 0 || slb_buf_empty(&up->in))
             return true;
     }
+    s->resp_us = slb_mono_us();
     if (s->sent_us)
-        slb_srv_observe(srv_counts(s), slb_mono_us() - s->sent_us);
+        slb_srv_observe(srv_counts(s), s->resp_us - s->sent_us);
     s->sent_us = 0;
+    s->fail = 0; /* a server answered: earlier failed connects are not this answer's cause */
     if (m->status >= 500)
-        slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
+        slb_srv_failed(srv_counts(s), SLB_SRV_FAIL_STATUS_5XX);
     slb_count_add(&srv_counts(s)->v[SLB_SRV_REQS], 1);
-    count_status(s, m->status, 1);
-    if (s->log)
-        s->resp_ms = (double)(s->c->w->loop.now_ms - s->log->start_ms);
+    count_status(s, m->status, false, 1);
     s->resp_head_done = true;
     s->up_keep_alive = m->keep_alive;
     s->resp_body = (uint8_t)m->body;
@@ -398,7 +398,8 @@ static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     if (s->reset || !s->up)
         return NGHTTP2_ERR_DEFERRED; /* our RST_STREAM goes out before any more DATA */
     if (body_ready(s) < 0) {
-        upstream_failed(s, 502, "malformed chunked response"); /* queues RST_STREAM */
+        /* queues RST_STREAM */
+        upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
         return NGHTTP2_ERR_DEFERRED;
     }
     struct http_up *up = s->up;
@@ -476,6 +477,7 @@ static bool retry_fresh(struct h2_stream *s)
         return false;
     }
     slb_up_count_start(s->up, s->srv);
+    slb_count_add(&h2_lis_counts(s->c)->v[SLB_LIS_RETRIES], 1);
     s->tx.off = 0;
     s->up_eof = false;
     s->st = SS_CONNECT;
@@ -510,7 +512,7 @@ static bool read_up(struct h2_stream *s)
     }
     if (retryable(s) && retry_fresh(s))
         return true;
-    upstream_failed(s, 502, strerror((int)-n));
+    upstream_failed(s, 502, SLB_SRV_FAIL_RESET, strerror((int)-n));
     return true;
 }
 
@@ -520,13 +522,14 @@ static void up_closed(struct h2_stream *s)
     if (!s->resp_head_done) {
         if (retryable(s) && retry_fresh(s))
             return;
-        upstream_failed(s, 502, "closed the connection early");
+        upstream_failed(s, 502, SLB_SRV_FAIL_CLOSED, "closed the connection early");
         return;
     }
     if (s->resp_body == SLB_BODY_UNTIL_CLOSE)
         s->resp_done = true;
     else if (!s->resp_done && body_ready(s) == 0 && !s->resp_done)
-        upstream_failed(s, 502, "closed the connection in the middle of the body");
+        upstream_failed(s, 502, SLB_SRV_FAIL_CLOSED,
+                        "closed the connection in the middle of the body");
 }
 
 /* Move what can move between the stream and its backend. */
@@ -582,16 +585,20 @@ static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
     return true;
 }
 
-static void connect_failed(struct h2_stream *s, const char *why)
+static void connect_failed(struct h2_stream *s, enum slb_srv_fail f, const char *why)
 {
     slb_warn("listener %s: backend %s: connect: %s", s->l->cfg->name, s->srv->key, why);
-    slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
+    slb_srv_failed(srv_counts(s), f);
+    s->fail = (uint8_t)(f + 1);
+    s->fail_srv = s->srv->key;
     slb_up_close(s->up);
     s->up = NULL;
     s->srv = NULL;
     s->tx.off = 0;
     if (!choose_backend(s, (struct slb_slice){0}))
         respond_local(s, 502, NULL);
+    else
+        slb_count_add(&h2_lis_counts(s->c)->v[SLB_LIS_RETRIES], 1);
 }
 
 static void up_event(struct http_up *up, uint32_t events)
@@ -602,7 +609,7 @@ static void up_event(struct http_up *up, uint32_t events)
         return;
     int rc = slb_up_on_event(up, events);
     if (rc < 0) {
-        connect_failed(s, strerror(-rc));
+        connect_failed(s, slb_srv_fail_connect(rc), strerror(-rc));
     } else if (rc == 1) {
         s->st = SS_EXCHANGE;
         stream_timer(s);
@@ -617,7 +624,7 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
     struct h2_stream *s = t->data;
     struct h2_conn *c = s->c;
     if (s->st == SS_CONNECT) {
-        connect_failed(s, "timeout");
+        connect_failed(s, SLB_SRV_FAIL_CONNECT_TIMEOUT, "timeout");
         if (s->st == SS_EXCHANGE)
             h2_stream_io(s);
     } else if (s->st == SS_EXCHANGE) {
@@ -630,7 +637,7 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
             slb_timer_start(loop, t, due - loop->now_ms);
             return;
         }
-        upstream_failed(s, 504,
+        upstream_failed(s, 504, SLB_SRV_FAIL_TIMEOUT,
                         !s->resp_head_done ? "response timeout"
                         : !s->req_done     ? "request body timeout"
                                            : "response body stalled");
@@ -727,6 +734,7 @@ void h2_start_request(struct h2_stream *s)
     }
     if (s->log)
         slb_access_capture(s->log, c->w->loop.now_ms, m);
+    s->start_us = slb_mono_us();
     s->method_id = (uint8_t)m->method;
     s->head_only = m->method == SLB_HTTP_HEAD;
     s->req_has_body = m->body != SLB_BODY_NONE;
@@ -743,6 +751,7 @@ void h2_start_request(struct h2_stream *s)
     } else if (slb_http_misdirected(c->t.ssl, m)) {
         respond_local(s, 421, NULL);
     } else if (!s->wg || s->wg->g->nservers == 0) {
+        s->fail = SLB_ACCESS_NO_SERVER;
         respond_local(s, 503, NULL);
     } else {
         /* The backend head is built now, while the parse result is at hand; the server that
@@ -753,6 +762,8 @@ void h2_start_request(struct h2_stream *s)
         struct slb_fwd_info fwd;
         slb_http_fwd_init(&fwd, &certs, s->l, c->t.ssl, c->client_ip, c->local_port);
         fwd.default_host = s->wg->g->cfg->servers[0].authority;
+        if (s->log && s->log->request_id_ours)
+            fwd.request_id = s->log->request_id;
         slb_http_build_request(&s->tx, m, &fwd);
         struct slb_slice sticky = {0};
         if (cfg->sticky != SLB_STICKY_NONE)
@@ -783,6 +794,8 @@ void h2_dispatch(struct h2_conn *c)
         slb_hbuf_free(&s->cookie);
         if (!ok) {
             slb_info("listener %s: no healthy backend server", s->l->cfg->name);
+            if (!s->fail) /* all connects failed at once: that reason stays */
+                s->fail = SLB_ACCESS_NO_SERVER;
             s->st = SS_HEAD; /* not counted in ndispatch any more */
             respond_local(s, 503, NULL);
             continue;
@@ -820,6 +833,8 @@ void h2_stream_free(struct h2_stream *s)
         c->ndispatch--;
     drop_up(s);
     c->reuse_ok = true; /* a request of this connection has ended */
+    if (s->start_us && s->status)
+        slb_hist_observe(h2_lis_counts(c), SLB_LIS_DURATION, slb_mono_us() - s->start_us);
     log_stream(s);
     slb_hbuf_free(&s->req);
     slb_hbuf_free(&s->cookie);

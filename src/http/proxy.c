@@ -75,6 +75,7 @@ struct http_conn {
     uint64_t wire_in_seen, wire_out_seen;
     uint64_t log_wire_in, log_wire_out; /* at the end of the last request logged */
     char client_ip[INET6_ADDRSTRLEN];
+    uint16_t client_port;
     struct slb_access_rec *log; /* the request being logged, when the access log is on */
 };
 
@@ -105,13 +106,10 @@ static void account_wire(struct http_conn *c)
     c->wire_out_seen = out;
 }
 
-static void count_status(struct http_conn *c, int status)
+static void count_status(struct http_conn *c, int status, bool local)
 {
     c->x->status = status;
-    int cls = status / 100;
-    if (cls >= 1 && cls <= 5)
-        slb_count_add(&lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], 1);
-    slb_count_add(&lis_counts(c)->v[SLB_LIS_REQS], 1);
+    slb_lis_count_status(lis_counts(c), status, local, 1);
 }
 
 /* One access-log line for the request that just ended. */
@@ -123,9 +121,12 @@ static void log_request(struct http_conn *c)
     const char *name = slb_tls_ssl_servername(c->t.ssl);
     if (name)
         snprintf(sni, sizeof(sni), "%s", name);
+    uint64_t now_us = slb_mono_us();
+    const char *up = c->srv ? c->srv->key : c->x->fail_srv;
     struct slb_access_entry e = {
         .listener = c->b.l->cfg->name,
         .client = c->client_ip,
+        .client_port = c->client_port,
         .tls_version = c->t.ssl ? SSL_get_version(c->t.ssl) : NULL,
         .cipher = c->t.ssl ? SSL_get_cipher_name(c->t.ssl) : NULL,
         .resumed = c->t.ssl ? SSL_session_reused(c->t.ssl) : -1,
@@ -139,9 +140,10 @@ static void log_request(struct http_conn *c)
         .bytes_out = c->x->resp_bytes_out,
         .wire_in = in - c->log_wire_in,
         .wire_out = out - c->log_wire_out,
-        .upstream = c->srv ? strchr(c->srv->key, '/') + 1 : NULL,
-        .request_ms = (double)(c->w->loop.now_ms - c->log->start_ms),
-        .upstream_ms = c->x->resp_start_ms ? (double)(c->x->resp_start_ms - c->log->start_ms) : 0,
+        .upstream = up ? strchr(up, '/') + 1 : NULL,
+        .error = c->x->status >= 500 ? slb_access_error_name(c->x->fail) : NULL,
+        .request_ms = (double)(now_us - c->log->start_us) / 1000.0,
+        .upstream_ms = c->x->resp_us ? (double)(c->x->resp_us - c->log->start_us) / 1000.0 : 0,
     };
     slb_access_write(c->w, &e);
     c->log_wire_in = in;
@@ -199,9 +201,7 @@ static void respond_simple(struct http_conn *c, int status, const char *extra, b
     if (!keep)
         c->close_after = true;
     slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
-    count_status(c, status);
-    if (status >= 500 && c->srv)
-        slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
+    count_status(c, status, true);
     c->st = ST_LINGER;
     c->x->req_done = c->x->resp_done = true;
     c->x->resp_ready = 0;
@@ -259,6 +259,8 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
         !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
           slb_slice_eq_ci(m->headers[slb_http_find_header(m, "upgrade", 0)].value, "h2c"));
     fwd.default_host = c->b.wg->g->cfg->servers[c->srv_idx].authority;
+    if (c->log && c->log->request_id_ours)
+        fwd.request_id = c->log->request_id;
     c->x->upgrade_req = fwd.upgrade;
     slb_hbuf_reset(&c->up->head);
     slb_http_build_request(&c->up->head, m, &fwd);
@@ -282,8 +284,12 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->x->exchange_deadline_ms = 0;
     c->x->status = 0;
     c->x->attempts = 0;
+    c->x->fail = 0;
+    c->x->fail_srv = NULL;
+    c->x->resp_us = 0;
     c->srv = NULL;
     c->x->req_bytes_in = c->x->resp_bytes_out = 0;
+    c->x->start_us = slb_mono_us();
     if (c->log)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
 
@@ -306,6 +312,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
         return;
     }
     if (!c->b.wg || c->b.wg->g->nservers == 0) {
+        c->x->fail = SLB_ACCESS_NO_SERVER;
         respond_simple(c, 503, NULL, m->keep_alive);
         return;
     }
@@ -320,6 +327,8 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     if (!choose_backend(c, sticky)) {
         slb_info("listener %s: no healthy backend server for %.*s", cfg->name,
                  (int)(m->target.len > 200 ? 200 : m->target.len), m->target.p);
+        if (!c->x->fail) /* all connects failed at once: that reason stays */
+            c->x->fail = SLB_ACCESS_NO_SERVER;
         respond_simple(c, 503, NULL, m->keep_alive);
         return;
     }
@@ -417,7 +426,7 @@ static bool request_body_complete(const struct http_conn *c)
     return true;
 }
 
-static void upstream_failed(struct http_conn *c, int status, const char *why);
+static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f, const char *why);
 
 /* In a tunnel, the client's end of its stream becomes the backend's once every byte the client
  * sent before it has gone there (a half-close, as on tcp listeners). */
@@ -461,7 +470,7 @@ static bool step_write_upstream(struct http_conn *c)
             if (n < 0 && up->send_err && c->st == ST_TUNNEL) {
                 /* The backend reset the tunnel (a send may see it before a recv does): the
                  * bytes in flight are lost both ways, so the client is cut with a reset. */
-                upstream_failed(c, 502, strerror(errno));
+                upstream_failed(c, 502, SLB_SRV_FAIL_RESET, strerror(errno));
                 return true;
             }
             return progress;
@@ -541,10 +550,13 @@ static bool close_delimited_to_client(const struct http_conn *c)
            (c->st == ST_TUNNEL || c->x->resp_body == SLB_BODY_UNTIL_CLOSE || c->x->resp_unchunk);
 }
 
-static void upstream_failed(struct http_conn *c, int status, const char *why)
+static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f, const char *why)
 {
-    if (c->srv)
+    if (c->srv) {
         slb_warn("listener %s: backend %s: %s", c->b.l->cfg->name, c->srv->key, why);
+        slb_srv_failed(srv_counts(c), f);
+    }
+    c->x->fail = (uint8_t)(f + 1);
     if (c->x->resp_head_done && (c->out.off > 0 || c->x->resp_bytes_out > 0)) {
         /* Part of the response is out: the only honest signal left is to cut the connection.
          * When the close itself ends the body (or the tunnel), an orderly close would make
@@ -557,10 +569,7 @@ static void upstream_failed(struct http_conn *c, int status, const char *why)
     if (c->x->resp_head_done) {
         /* The backend's head was built but not sent: replace it with our error. */
         slb_hbuf_reset(&c->out);
-        int cls = c->x->status / 100;
-        if (cls >= 1 && cls <= 5)
-            slb_count_add(&lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], (uint64_t)-1);
-        slb_count_add(&lis_counts(c)->v[SLB_LIS_REQS], (uint64_t)-1);
+        slb_lis_count_status(lis_counts(c), c->x->status, false, -1);
     }
     respond_simple(c, status, NULL, false);
 }
@@ -579,6 +588,7 @@ static bool retry_fresh(struct http_conn *c)
         return false;
     }
     slb_up_count_start(c->up, c->srv);
+    slb_count_add(&lis_counts(c)->v[SLB_LIS_RETRIES], 1);
     slb_hbuf_free(&c->up->head);
     head.off = 0;
     c->up->head = head;
@@ -600,7 +610,8 @@ static bool finish_response_head(struct http_conn *c, const struct slb_http_msg 
      * coding (gzip, ...) is part of the body bytes, and without the Transfer-Encoding field,
      * which it must not be sent, the client could not know to undo it: refused. */
     if (c->x->req_minor == 0 && m->body != SLB_BODY_NONE && slb_http_other_transfer_coding(m)) {
-        upstream_failed(c, 502, "transfer coding an HTTP/1.0 client cannot take");
+        upstream_failed(c, 502, SLB_SRV_FAIL_INVALID,
+                        "transfer coding an HTTP/1.0 client cannot take");
         return false;
     }
     c->x->resp_unchunk = c->x->req_minor == 0 && m->body == SLB_BODY_CHUNKED;
@@ -642,7 +653,7 @@ static bool step_parse_response(struct http_conn *c)
         if (rc == 0)
             return progress;
         if (rc < 0) {
-            upstream_failed(c, 502, why);
+            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, why);
             return true;
         }
         if (m->status < 100 || m->status >= 200 || m->status == 101)
@@ -658,12 +669,14 @@ static bool step_parse_response(struct http_conn *c)
     }
     if (!c->x->resp_start_ms)
         c->x->resp_start_ms = c->w->loop.now_ms;
+    c->x->resp_us = slb_mono_us();
     if (c->x->sent_us)
-        slb_srv_observe(srv_counts(c), slb_mono_us() - c->x->sent_us);
+        slb_srv_observe(srv_counts(c), c->x->resp_us - c->x->sent_us);
     c->x->sent_us = 0;
-    count_status(c, m->status);
+    c->x->fail = 0; /* a server answered: earlier failed connects are not this answer's cause */
+    count_status(c, m->status, false);
     if (m->status >= 500)
-        slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
+        slb_srv_failed(srv_counts(c), SLB_SRV_FAIL_STATUS_5XX);
     slb_count_add(&srv_counts(c)->v[SLB_SRV_REQS], 1);
     c->x->up_keep_alive = m->keep_alive;
     c->x->resp_body = (uint8_t)m->body;
@@ -672,7 +685,7 @@ static bool step_parse_response(struct http_conn *c)
     c->x->resp_head_done = true;
     if (m->status == 101) {
         if (!m->upgrade || !c->x->upgrade_req) {
-            upstream_failed(c, 502, "101 without an upgrade");
+            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "101 without an upgrade");
             return true;
         }
         slb_http_build_response(&c->out, m, true, NULL, NULL, NULL);
@@ -683,7 +696,11 @@ static bool step_parse_response(struct http_conn *c)
         return true;
     }
     slb_buf_consume(&up->in, (size_t)rc); /* counted in bytes_from when it was read */
-    if (c->x->resp_body == SLB_BODY_NONE && c->st != ST_TUNNEL)
+    /* Content-Length: 0 is complete now too: a backend closing right after it has not cut
+     * anything. */
+    if ((c->x->resp_body == SLB_BODY_NONE ||
+         (c->x->resp_body == SLB_BODY_LENGTH && c->x->resp_remaining == 0)) &&
+        c->st != ST_TUNNEL)
         c->x->resp_done = true;
     return true;
 }
@@ -713,7 +730,8 @@ static bool step_read_upstream(struct http_conn *c)
     /* An error (a reset) is never the end of a close-delimited body, nor is any end of a
      * chunked one we decode: upstream_failed cuts the client with a reset then, so the
      * truncation shows. */
-    upstream_failed(c, 502, n == SLB_EEOF ? "closed the connection early" : strerror((int)-n));
+    upstream_failed(c, 502, n == SLB_EEOF ? SLB_SRV_FAIL_CLOSED : SLB_SRV_FAIL_RESET,
+                    n == SLB_EEOF ? "closed the connection early" : strerror((int)-n));
     return true;
 }
 
@@ -774,7 +792,7 @@ static bool step_write_client(struct http_conn *c)
         /* A small body that is already here goes out with the head: one send (one TLS
          * record) instead of two. */
         if (response_body_ready(c) < 0) {
-            upstream_failed(c, 502, "malformed chunked response");
+            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return true;
         }
         if (c->x->resp_ready > 0 && c->x->resp_ready <= SLB_BUF_SIZE) {
@@ -812,7 +830,7 @@ static bool step_write_client(struct http_conn *c)
         return progress;
     bool was_done = c->x->resp_done;
     if (response_body_ready(c) < 0) {
-        upstream_failed(c, 502, "malformed chunked response");
+        upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
         return true;
     }
     progress |= c->x->resp_done != was_done;
@@ -842,6 +860,8 @@ static bool exchange_end(struct http_conn *c)
     /* The backend connection was pooled or closed, and its server's active count with it. */
     assert(!c->up);
     account_wire(c);
+    if (c->x->start_us)
+        slb_hist_observe(lis_counts(c), SLB_LIS_DURATION, slb_mono_us() - c->x->start_us);
     if (c->log)
         log_request(c);
     c->srv = NULL;
@@ -961,6 +981,7 @@ static void hand_off_h2(struct http_conn *c)
                                .b = c->b,
                                .t = c->t,
                                .client_ip = c->client_ip,
+                               .client_port = c->client_port,
                                .local_port = c->local_port,
                                .wire_in_seen = c->wire_in_seen,
                                .wire_out_seen = c->wire_out_seen};
@@ -1204,10 +1225,12 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 }
 
 /* The connect to c->srv failed: move the prepared request head to the next server. */
-static void connect_failed(struct http_conn *c, const char *why)
+static void connect_failed(struct http_conn *c, enum slb_srv_fail f, const char *why)
 {
     slb_warn("listener %s: backend %s: connect: %s", c->b.l->cfg->name, c->srv->key, why);
-    slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
+    slb_srv_failed(srv_counts(c), f);
+    c->x->fail = (uint8_t)(f + 1);
+    c->x->fail_srv = c->srv->key;
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
     slb_up_close(c->up);
@@ -1218,6 +1241,7 @@ static void connect_failed(struct http_conn *c, const char *why)
         respond_simple(c, 502, NULL, false);
         return;
     }
+    slb_count_add(&lis_counts(c)->v[SLB_LIS_RETRIES], 1);
     slb_hbuf_free(&c->up->head);
     head.off = 0;
     c->up->head = head;
@@ -1235,7 +1259,7 @@ static void up_event(struct http_up *up, uint32_t events)
         return;
     int rc = slb_up_on_event(up, events);
     if (rc < 0) {
-        connect_failed(c, strerror(-rc));
+        connect_failed(c, slb_srv_fail_connect(rc), strerror(-rc));
     } else if (rc == 1) {
         c->st = ST_EXCHANGE;
         arm_timer(c);
@@ -1269,7 +1293,7 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
         respond_simple(c, 408, NULL, false);
         break;
     case ST_CONNECT:
-        connect_failed(c, "timeout");
+        connect_failed(c, SLB_SRV_FAIL_CONNECT_TIMEOUT, "timeout");
         break;
     case ST_EXCHANGE:
     case ST_TUNNEL: {
@@ -1289,7 +1313,7 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
             conn_close(c);
             return;
         }
-        upstream_failed(c, 504,
+        upstream_failed(c, 504, SLB_SRV_FAIL_TIMEOUT,
                         !c->x->resp_head_done ? "response timeout"
                         : !c->x->req_done     ? "request body timeout"
                                               : "response body stalled");
@@ -1401,6 +1425,9 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     slb_worker_link(w, &c->link);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], 1);
     slb_http_format_ip(peer, c->client_ip, sizeof(c->client_ip));
+    c->client_port =
+        ntohs(peer->ss_family == AF_INET ? ((const struct sockaddr_in *)peer)->sin_port
+                                         : ((const struct sockaddr_in6 *)peer)->sin6_port);
     /* The local port is the one the listener binds (a bind always names it); TCP_NODELAY came from
      * the listening socket. */
     const struct sockaddr_storage *local = &l->cfg->addr;

@@ -31,6 +31,11 @@ struct http_xchg {
     uint64_t req_remaining, req_ready;
     struct slb_chunked req_chunk;
     uint64_t resp_start_ms;
+    uint64_t start_us; /* request head parsed, for the request duration histogram */
+    uint64_t resp_us;  /* response head received, for the access log */
+    /* Why slbd answered 5xx itself (see slb_access_error_name) and the server it last tried */
+    uint8_t fail;
+    const char *fail_srv;
     uint64_t sent_us;    /* request head handed to the backend, for the response histogram */
     uint64_t last_io_ms; /* last time bytes moved during an exchange or tunnel */
     uint64_t exchange_deadline_ms; /* request_timeout_s after the request first went out */

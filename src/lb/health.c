@@ -77,6 +77,7 @@ static void health_success(struct slb_srv_rt *srv, uint32_t healthy_threshold)
     if (atomic_load(&srv->healthy) == SLB_HEALTH_UP)
         return;
     atomic_store(&srv->healthy, SLB_HEALTH_UP);
+    srv->went_up++;
     slb_info("backend %s is up (%d successful checks)", srv->key, srv->ok_streak);
 }
 
@@ -90,6 +91,7 @@ static void health_failure(struct slb_srv_rt *srv, uint32_t unhealthy_threshold,
         atomic_load(&srv->healthy) == SLB_HEALTH_DOWN)
         return;
     atomic_store(&srv->healthy, SLB_HEALTH_DOWN);
+    srv->went_down++;
     slb_warn("backend %s is down (%d failed checks): %s", srv->key, srv->fail_streak, reason);
 }
 
@@ -421,6 +423,7 @@ static void health_disable_group(const struct slb_group_rt *grp)
         srv->last_error[0] = '\0';
         if (atomic_load(&srv->healthy) != SLB_HEALTH_UP) {
             atomic_store(&srv->healthy, SLB_HEALTH_UP);
+            srv->went_up++;
             slb_info("backend %s is up (health check disabled)", srv->key);
         }
     }

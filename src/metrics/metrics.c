@@ -69,21 +69,29 @@ static double conn_rate(const struct slb_lis_rt *r, unsigned secs)
 
 static const char *const status_class[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
+static uint64_t srv_failures(const struct slb_srv_rt *r)
+{
+    uint64_t n = 0;
+    for (int f = 0; f < SLB_SRV_FAIL_COUNT; f++)
+        n += ssum(r, SLB_SRV_FAIL + f);
+    return n;
+}
+
 static json_t *server_json(const struct slb_server_cfg *sc, struct slb_srv_rt *r)
 {
     uint64_t n = 0;
-    for (int b = 0; b < SLB_RESP_BUCKETS; b++)
-        n += ssum(r, SLB_SRV_RESP_BUCKET + b);
-    double avg_ms = n ? (double)ssum(r, SLB_SRV_RESP_SUM_US) / (double)n / 1000.0 : 0;
-    return json_pack(
-        "{s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}", "address", sc->address,
-        "port", sc->port, "weight", (int)sc->weight, "health",
-        atomic_load(&r->healthy) == SLB_HEALTH_UP ? "up" : "down", "active",
-        (json_int_t)ssum(r, SLB_SRV_ACTIVE), "connections", (json_int_t)ssum(r, SLB_SRV_CONNS),
-        "requests", (json_int_t)ssum(r, SLB_SRV_REQS), "failures",
-        (json_int_t)ssum(r, SLB_SRV_FAILS), "bytes_to", (json_int_t)ssum(r, SLB_SRV_BYTES_TO),
-        "bytes_from", (json_int_t)ssum(r, SLB_SRV_BYTES_FROM), "avg_response_ms", avg_ms,
-        "last_check", r->last_error[0] ? r->last_error : "ok");
+    for (int b = 0; b < SLB_HIST_BUCKETS; b++)
+        n += ssum(r, SLB_SRV_RESP + b);
+    double avg_ms = n ? (double)ssum(r, SLB_SRV_RESP + SLB_HIST_BUCKETS) / (double)n / 1000.0 : 0;
+    return json_pack("{s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}", "address",
+                     sc->address, "port", sc->port, "weight", (int)sc->weight, "health",
+                     atomic_load(&r->healthy) == SLB_HEALTH_UP ? "up" : "down", "active",
+                     (json_int_t)ssum(r, SLB_SRV_ACTIVE), "connections",
+                     (json_int_t)ssum(r, SLB_SRV_CONNS), "requests",
+                     (json_int_t)ssum(r, SLB_SRV_REQS), "failures", (json_int_t)srv_failures(r),
+                     "bytes_to", (json_int_t)ssum(r, SLB_SRV_BYTES_TO), "bytes_from",
+                     (json_int_t)ssum(r, SLB_SRV_BYTES_FROM), "avg_response_ms", avg_ms,
+                     "last_check", r->last_error[0] ? r->last_error : "ok");
 }
 
 static json_t *listener_json(const struct slb_listener_rt *l)
@@ -191,6 +199,25 @@ static void put_escaped(struct text *t, const char *s)
     }
 }
 
+/* One series of a duration histogram (see slb_hist_observe): cumulative buckets, sum, count.
+ * labels is the series' label list without braces. */
+static void histogram(struct text *t, const char *name, const char *labels,
+                      const struct slb_wcount *w, int nworkers, int base)
+{
+    uint64_t cum = 0;
+    for (int b = 0; b < SLB_HIST_BUCKETS; b++) {
+        cum += slb_metrics_sum((struct slb_wcount *)w, nworkers, base + b);
+        if (b < SLB_HIST_BUCKETS - 1)
+            put(t, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, slb_resp_bucket_le[b],
+                (unsigned long long)cum);
+        else
+            put(t, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
+    }
+    put(t, "%s_sum{%s} %.6f\n", name, labels,
+        (double)slb_metrics_sum((struct slb_wcount *)w, nworkers, base + SLB_HIST_BUCKETS) / 1e6);
+    put(t, "%s_count{%s} %llu\n", name, labels, (unsigned long long)cum);
+}
+
 static void listener_metrics(struct text *t, struct slb_snapshot *s)
 {
     static const struct {
@@ -208,6 +235,9 @@ static void listener_metrics(struct text *t, struct slb_snapshot *s)
         {SLB_LIS_H2_ABUSE, "slbd_listener_http2_abuse_total", "counter",
          "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM (floods, rapid reset, "
          "HPACK bombs)."},
+        {SLB_LIS_RETRIES, "slbd_listener_retries_total", "counter",
+         "HTTP requests sent again: to the next server after a failed connect, or on a fresh "
+         "connection after a kept-alive one failed."},
     };
     for (size_t m = 0; m < sizeof(simple) / sizeof(simple[0]); m++) {
         family(t, simple[m].name, simple[m].type, simple[m].help);
@@ -249,6 +279,29 @@ static void listener_metrics(struct text *t, struct slb_snapshot *s)
             put(t, "slbd_listener_requests_total{listener=\"%s\",class=\"%s\"} %llu\n", r->name,
                 status_class[c], (unsigned long long)lsum(r, SLB_LIS_REQ_1XX + c));
     }
+    family(t, "slbd_listener_responses_5xx_total", "counter",
+           "5xx responses sent to clients: made by slbd itself (no usable server, connect "
+           "failures, timeouts, broken responses) or forwarded from a backend.");
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        if (s->listeners[i].cfg->protocol == SLB_PROTO_TCP)
+            continue;
+        const struct slb_lis_rt *r = s->listeners[i].stats;
+        put(t, "slbd_listener_responses_5xx_total{listener=\"%s\",source=\"slbd\"} %llu\n", r->name,
+            (unsigned long long)lsum(r, SLB_LIS_5XX_LOCAL));
+        put(t, "slbd_listener_responses_5xx_total{listener=\"%s\",source=\"backend\"} %llu\n",
+            r->name, (unsigned long long)lsum(r, SLB_LIS_5XX_BACKEND));
+    }
+    family(t, "slbd_listener_request_duration_seconds", "histogram",
+           "Time from a request's head parsed to the end of its response.");
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        if (s->listeners[i].cfg->protocol == SLB_PROTO_TCP)
+            continue;
+        const struct slb_lis_rt *r = s->listeners[i].stats;
+        char labels[SLB_NAME_MAX + 16];
+        snprintf(labels, sizeof(labels), "listener=\"%s\"", r->name);
+        histogram(t, "slbd_listener_request_duration_seconds", labels, r->w, r->nworkers,
+                  SLB_LIS_DURATION);
+    }
     family(t, "slbd_listener_handshakes_total", "counter", "Completed TLS handshakes.");
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         if (s->listeners[i].cfg->protocol != SLB_PROTO_HTTPS)
@@ -281,8 +334,6 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
         {SLB_SRV_ACTIVE, "slbd_server_connections_active", "gauge", "Open connections."},
         {SLB_SRV_CONNS, "slbd_server_connections_total", "counter", "Connections opened."},
         {SLB_SRV_REQS, "slbd_server_requests_total", "counter", "HTTP responses received."},
-        {SLB_SRV_FAILS, "slbd_server_failures_total", "counter",
-         "Failed connects, broken exchanges and 5xx answers."},
         {SLB_SRV_BYTES_TO, "slbd_server_bytes_sent_total", "counter", "Bytes sent to it."},
         {SLB_SRV_BYTES_FROM, "slbd_server_bytes_received_total", "counter",
          "Bytes received from it."},
@@ -304,30 +355,53 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
             put(t, "slbd_server_up{group=\"%s\",server=\"%s\"} %d\n", g->cfg->name,
                 strchr(g->srv[k]->key, '/') + 1, atomic_load(&g->srv[k]->healthy) == SLB_HEALTH_UP);
     }
-    family(t, "slbd_server_response_seconds", "histogram",
-           "Time from the request head sent to the response head received.");
+    family(t, "slbd_server_failures_total", "counter",
+           "Failed connects, broken exchanges and 5xx answers, by reason.");
+    for (size_t i = 0; s && i < s->ngroups; i++) {
+        struct slb_group_rt *g = &s->groups[i];
+        for (size_t k = 0; k < g->nservers; k++)
+            for (int f = 0; f < SLB_SRV_FAIL_COUNT; f++)
+                put(t,
+                    "slbd_server_failures_total{group=\"%s\",server=\"%s\",reason=\"%s\"} %llu\n",
+                    g->cfg->name, strchr(g->srv[k]->key, '/') + 1,
+                    slb_srv_fail_name((enum slb_srv_fail)f),
+                    (unsigned long long)ssum(g->srv[k], SLB_SRV_FAIL + f));
+    }
+    family(t, "slbd_server_health_transitions_total", "counter",
+           "Health check verdicts that changed the server's state, by the new state.");
     for (size_t i = 0; s && i < s->ngroups; i++) {
         struct slb_group_rt *g = &s->groups[i];
         for (size_t k = 0; k < g->nservers; k++) {
             const char *name = strchr(g->srv[k]->key, '/') + 1;
-            uint64_t cum = 0;
-            for (int b = 0; b < SLB_RESP_BUCKETS; b++) {
-                cum += ssum(g->srv[k], SLB_SRV_RESP_BUCKET + b);
-                if (b < SLB_RESP_BUCKETS - 1)
-                    put(t,
-                        "slbd_server_response_seconds_bucket{group=\"%s\",server=\"%s\","
-                        "le=\"%g\"} %llu\n",
-                        g->cfg->name, name, slb_resp_bucket_le[b], (unsigned long long)cum);
-                else
-                    put(t,
-                        "slbd_server_response_seconds_bucket{group=\"%s\",server=\"%s\","
-                        "le=\"+Inf\"} %llu\n",
-                        g->cfg->name, name, (unsigned long long)cum);
+            put(t,
+                "slbd_server_health_transitions_total{group=\"%s\",server=\"%s\",to=\"up\"} %llu\n",
+                g->cfg->name, name, (unsigned long long)g->srv[k]->went_up);
+            put(t,
+                "slbd_server_health_transitions_total{group=\"%s\",server=\"%s\",to=\"down\"} "
+                "%llu\n",
+                g->cfg->name, name, (unsigned long long)g->srv[k]->went_down);
+        }
+    }
+    static const struct {
+        const char *name, *help;
+        int base;
+    } hists[] = {
+        {"slbd_server_response_seconds",
+         "Time from the request head sent to the response head received.", SLB_SRV_RESP},
+        {"slbd_server_connect_seconds", "Time a new backend connection took to connect.",
+         SLB_SRV_CONNECT},
+    };
+    for (size_t m = 0; m < sizeof(hists) / sizeof(hists[0]); m++) {
+        family(t, hists[m].name, "histogram", hists[m].help);
+        for (size_t i = 0; s && i < s->ngroups; i++) {
+            struct slb_group_rt *g = &s->groups[i];
+            for (size_t k = 0; k < g->nservers; k++) {
+                char labels[SLB_NAME_MAX + 120];
+                snprintf(labels, sizeof(labels), "group=\"%s\",server=\"%s\"", g->cfg->name,
+                         strchr(g->srv[k]->key, '/') + 1);
+                histogram(t, hists[m].name, labels, g->srv[k]->w, g->srv[k]->nworkers,
+                          hists[m].base);
             }
-            put(t, "slbd_server_response_seconds_sum{group=\"%s\",server=\"%s\"} %.6f\n",
-                g->cfg->name, name, (double)ssum(g->srv[k], SLB_SRV_RESP_SUM_US) / 1e6);
-            put(t, "slbd_server_response_seconds_count{group=\"%s\",server=\"%s\"} %llu\n",
-                g->cfg->name, name, (unsigned long long)cum);
         }
     }
 }

@@ -388,7 +388,7 @@ static void try_connect(struct tcp_conn *t);
 
 static void connect_failed(struct tcp_conn *t, int err)
 {
-    slb_count_add(&srv_counts(t)->v[SLB_SRV_FAILS], 1);
+    slb_srv_failed(srv_counts(t), err ? slb_srv_fail_connect(err) : SLB_SRV_FAIL_CONNECT_TIMEOUT);
     slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
     slb_warn("listener %s: backend %s: connect failed: %s", t->l->cfg->name, t->srv->key,
              err ? strerror(err) : "timeout");
@@ -440,7 +440,7 @@ static void try_connect(struct tcp_conn *t)
         int fd = slb_backend_connect(&g->cfg->servers[idx]);
         if (fd < 0) {
             t->s.fd = -1;
-            slb_count_add(&srv_counts(t)->v[SLB_SRV_FAILS], 1);
+            slb_srv_failed(srv_counts(t), slb_srv_fail_connect(fd));
             slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
             slb_warn("listener %s: backend %s: %s", t->l->cfg->name, t->srv->key, strerror(-fd));
             t->srv = NULL;

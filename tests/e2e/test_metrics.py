@@ -8,6 +8,7 @@ histogram, certificate expiry, connection rates, /v1/stats agreeing with /metric
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,7 +21,8 @@ import pytest
 
 import promparse
 import slbd_harness as h
-from http_util import HttpConn, add_listener, hx, put_listener  # noqa: F401
+from http_util import (HttpConn, Scripted, add_listener, hx, put_listener,  # noqa: F401
+                       rst_close)
 from metering_util import (ConnectionBurst, CountingSocket, MeteredTls, listener_stats,
                            monotonic_series, request_bytes, scrape, settle, slbctl,
                            tls_attempt, tls_client_context, tls_request, wait_metric,
@@ -33,6 +35,8 @@ FAIL_REASONS = ("no_shared_cipher", "unknown_ca", "cert_expired", "no_client_cer
                 "cert_revoked", "cert_not_yet_valid", "cert_key_usage", "protocol_version",
                 "bad_sni", "no_application_protocol", "http_on_https", "timeout", "other")
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+SERVER_FAIL_REASONS = ("connect_refused", "connect_timeout", "connect_error", "reset", "closed",
+                       "timeout", "invalid_response", "status_5xx")
 
 
 class Stack:
@@ -505,7 +509,13 @@ def test_requests_by_status_class(slbd, hx):
     # The backend answered 7 of them; slbd's own 503s never reached it.
     assert doc.value("slbd_server_requests_total", **srv) == 7
     assert doc.value("slbd_server_response_seconds_count", **srv) == 7
-    assert doc.value("slbd_server_failures_total", **srv) == 1  # its own 503
+    fails = {x.labels["reason"]: x.value for x in doc.select("slbd_server_failures_total", **srv)}
+    assert fails == dict.fromkeys(SERVER_FAIL_REASONS, 0) | {"status_5xx": 1}, fails  # its 503
+    # 5xx by source: the backend's one 503, and slbd's two for the drained group.
+    assert doc.value("slbd_listener_responses_5xx_total", listener="web", source="backend") == 1
+    assert doc.value("slbd_listener_responses_5xx_total", listener="web", source="slbd") == 2
+    # Every answer is in the duration histogram, slbd's own ones included.
+    assert doc.value("slbd_listener_request_duration_seconds_count", listener="web") == 9
 
 
 def test_response_histogram_per_server(slbd, hx):
@@ -617,10 +627,12 @@ def stats_pairs(stats, doc):
             for key, fam in (("active", "slbd_server_connections_active"),
                              ("connections", "slbd_server_connections_total"),
                              ("requests", "slbd_server_requests_total"),
-                             ("failures", "slbd_server_failures_total"),
                              ("bytes_to", "slbd_server_bytes_sent_total"),
                              ("bytes_from", "slbd_server_bytes_received_total")):
                 out.append((f"{w} {key}", s[key], m(fam, **lab)))
+            fails = doc.select("slbd_server_failures_total", **lab)
+            out.append((f"{w} failures", s["failures"],
+                        sum(x.value for x in fails) if fails else None))
             out.append((f"{w} up", 1 if s["health"] == "up" else 0, m("slbd_server_up", **lab)))
     return out
 
@@ -849,3 +861,120 @@ def test_build_reload_certificate_and_process_metrics(slbd, hx, stack):
     doc = wait_metric(slbd, lambda d: d.value("slbd_config_reload_success") == 1, 10,
                       "the reload to be taken")
     assert doc.value("slbd_config_last_reload_success_timestamp_seconds") > started
+
+
+# --------------------------------------------------------------------------------------------
+# Backend failures by reason, retries, connect and request durations, health transitions
+# --------------------------------------------------------------------------------------------
+
+
+def server_fails(doc, group, server):
+    return {x.labels["reason"]: x.value
+            for x in doc.select("slbd_server_failures_total", group=group, server=server)}
+
+
+@pytest.mark.slbd(workers=1)  # one rr cycle: the dead server comes first for a request
+def test_server_failures_by_reason_retries_and_histograms(slbd, hx):
+    """Each kind of backend failure counts under its own reason of slbd_server_failures_total
+    (refused connect, reset, early close, timeout, malformed response, a 5xx); a request moved
+    to the next server counts as a retry; slbd's own 5xx and the backends' are told apart; the
+    connect and request-duration histograms move."""
+    def slow(conn):
+        time.sleep(h.scaled(1) + 1)
+        return False
+    scripted = Scripted(hx, {
+        "/reset": lambda conn: rst_close(conn),
+        "/close": lambda conn: False,
+        "/slow": slow,
+        "/garbage": lambda conn: conn.sendall(b"garbage\r\n\r\n"),
+        "/503": lambda conn: conn.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"),
+    })
+    dead = h.dead_port()
+    slbd.add_group("s", [scripted.server()], health_check=NOHC)
+    slbd.add_group("d", [{"address": "127.0.0.1", "port": dead, "weight": 100}],
+                   health_check=NOHC)
+    ok = hx.backend("ok")
+    slbd.add_group("m", [{"address": "127.0.0.1", "port": dead, "weight": 100}, ok.server()],
+                   scheduler="rr", health_check=NOHC)
+    ps = add_listener(slbd, "ps", "s", request_timeout_s=1, backend_reuse="safe")
+    pd = add_listener(slbd, "pd", "d")
+    pm = add_listener(slbd, "pm", "m")
+    expect = {"/reset": (502, "reset"), "/close": (502, "closed"), "/slow": (504, "timeout"),
+              "/garbage": (502, "invalid_response"), "/503": (503, "status_5xx")}
+    for path, (status, _) in expect.items():
+        r = hx.get(ps, path)
+        assert r.status == status, (path, r)
+    assert hx.get(pd, "/").status == 502
+    # Group m: the rr cycle puts the dead server first for at least one of two requests; that
+    # request moves to the good server (a retry) and is answered.
+    for _ in range(2):
+        r = hx.get(pm, "/")
+        assert r.status == 200, r
+    for n in ("ps", "pd", "pm"):
+        settle(slbd, n)
+    doc = scrape(slbd)
+    zero = dict.fromkeys(SERVER_FAIL_REASONS, 0)
+    s_srv = f"127.0.0.1:{scripted.raw.port}"
+    assert server_fails(doc, "s", s_srv) == zero | {v[1]: 1 for v in expect.values()}
+    dead_srv = f"127.0.0.1:{dead}"
+    assert server_fails(doc, "d", dead_srv) == zero | {"connect_refused": 1}
+    # Each refused connect in group m moved its request to the good server: one retry each.
+    refused = server_fails(doc, "m", dead_srv)["connect_refused"]
+    assert refused >= 1 and server_fails(doc, "m", dead_srv) == zero | {"connect_refused": refused}
+    assert doc.value("slbd_listener_retries_total", listener="pm") == refused
+    assert doc.value("slbd_listener_retries_total", listener="ps") == 0
+    # slbd made 4 of ps's 5xx answers (502, 502, 504, 502), the backend one (503).
+    assert doc.value("slbd_listener_responses_5xx_total", listener="ps", source="slbd") == 4
+    assert doc.value("slbd_listener_responses_5xx_total", listener="ps", source="backend") == 1
+    assert doc.value("slbd_listener_responses_5xx_total", listener="pd", source="slbd") == 1
+    # Durations: the slow request lies between 1 s and 2.5 s, the others well below.
+    lab = {"listener": "ps"}
+    assert doc.value("slbd_listener_request_duration_seconds_count", **lab) == 5
+    assert doc.value("slbd_listener_request_duration_seconds_bucket", le="0.5", **lab) == 4
+    assert doc.value("slbd_listener_request_duration_seconds_bucket", le="2.5", **lab) == 5
+    assert 1 <= doc.value("slbd_listener_request_duration_seconds_sum", **lab) < 3
+    # Connects: each of ps's five requests had a new connection to the scripted server.
+    c = {"group": "s", "server": s_srv}
+    assert doc.value("slbd_server_connect_seconds_count", **c) == 5
+    assert doc.value("slbd_server_connect_seconds_bucket", le="0.1", **c) == 5
+    ok_lab = {"group": "m", "server": f"127.0.0.1:{ok.port}"}
+    assert doc.value("slbd_server_connect_seconds_count", **ok_lab) >= 1
+    # A refused connect never completed: not in the histogram.
+    assert doc.value("slbd_server_connect_seconds_count", group="d", server=dead_srv) == 0
+
+
+def test_health_transitions(slbd, hx):
+    """A server taken out by its health checks and brought back counts one transition each
+    way."""
+    a = hx.backend("a")
+    slbd.add_group("g", [a.server()], health_check=h.fast_health_check())
+    lab = {"group": "g", "server": f"127.0.0.1:{a.port}"}
+    slbd.wait_health("g", a.port, "up", 10)
+    doc = scrape(slbd)
+    assert doc.value("slbd_server_health_transitions_total", to="down", **lab) == 0
+    up0 = doc.value("slbd_server_health_transitions_total", to="up", **lab)
+    a.stop()
+    slbd.wait_health("g", a.port, "down", 15)
+    a.restart()
+    slbd.wait_health("g", a.port, "up", 15)
+    doc = scrape(slbd)
+    assert doc.value("slbd_server_health_transitions_total", to="down", **lab) == 1
+    assert doc.value("slbd_server_health_transitions_total", to="up", **lab) == up0 + 1
+
+
+def test_prometheus_rules_example(slbd, hx, stack):
+    """examples/prometheus-rules.yml passes `promtool check rules`, and every metric it names
+    is one slbd exports (a renamed metric would leave an alert that never fires)."""
+    tool = promtool()
+    rules = Path(__file__).resolve().parents[2] / "examples" / "prometheus-rules.yml"
+    r = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True,
+                       timeout=h.scaled(30))
+    assert r.returncode == 0, f"promtool check rules:\n{r.stdout}{r.stderr}"
+    stack.traffic()
+    doc = scrape(slbd)
+    text = rules.read_text()
+    exprs = "\n".join(re.findall(r"expr: (\|\n(?:\s{10}.*\n)+|.*)", text))
+    names = set(re.findall(r"\b((?:slbd|process)_[a-z0-9_]+)", exprs))
+    assert len(names) >= 8, names
+    missing = sorted(n for n in names if doc.family(n) is None)
+    assert not missing, f"metrics named by the rules but not exported: {missing}"
