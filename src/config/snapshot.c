@@ -233,7 +233,7 @@ static struct slb_lis_rt *lis_get(struct slb_registry *reg, const char *name)
         }
     }
     struct slb_lis_rt *r =
-        calloc(1, sizeof(*r) + (size_t)reg->nworkers * sizeof(struct slb_wcount));
+        calloc(1, sizeof(*r) + 2 * (size_t)reg->nworkers * sizeof(struct slb_wcount));
     if (!r)
         return NULL;
     snprintf(r->name, sizeof(r->name), "%s", name);

@@ -161,8 +161,15 @@ struct slb_lis_rt {
     unsigned nsamples, sample_pos;
     struct slb_lis_rt *next;
     int nworkers;
-    struct slb_wcount w[]; /* one per worker */
+    /* Two lines per worker: w[i] the counters above, w[nworkers + i] the handshakes by
+     * version and cipher suite (slb_tls_suite_slot) */
+    struct slb_wcount w[];
 };
+static inline struct slb_wcount *slb_lis_tls_counts(struct slb_lis_rt *r, int worker)
+{
+    return &r->w[r->nworkers + worker];
+}
+_Static_assert(SLB_TLS_SUITE_SLOTS <= SLB_WCOUNT_SLOTS, "a slot for every TLS suite");
 
 struct slb_worker;
 struct slb_listener_rt;

@@ -1070,6 +1070,7 @@ static bool step_handshake(struct http_conn *c)
     }
     slb_count_add(
         &lis_counts(c)->v[SSL_session_reused(c->t.ssl) ? SLB_LIS_HS_RESUMED : SLB_LIS_HS_FULL], 1);
+    slb_count_add(&slb_lis_tls_counts(c->b.l->stats, c->w->id)->v[slb_tls_suite_slot(c->t.ssl)], 1);
     /* A request already here (it came with the client's Finished) is read in this run: an
      * answer of our own would leave in the ticket's segment. The cork never outlives the run
      * (run() lifts it): a ticket must not wait for a backend's response or for the rest of the

@@ -312,6 +312,22 @@ static void listener_metrics(struct text *t, struct slb_snapshot *s)
         put(t, "slbd_listener_handshakes_total{listener=\"%s\",type=\"resumed\"} %llu\n", r->name,
             (unsigned long long)lsum(r, SLB_LIS_HS_RESUMED));
     }
+    family(t, "slbd_listener_tls_handshakes_total", "counter",
+           "Completed TLS handshakes by protocol version and cipher suite (pairs seen so far).");
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        if (s->listeners[i].cfg->protocol != SLB_PROTO_HTTPS)
+            continue;
+        struct slb_lis_rt *r = s->listeners[i].stats;
+        const char *version, *cipher;
+        for (int k = 0; slb_tls_suite_describe(k, &version, &cipher); k++) {
+            uint64_t n = slb_metrics_sum(slb_lis_tls_counts(r, 0), r->nworkers, k);
+            if (n)
+                put(t,
+                    "slbd_listener_tls_handshakes_total{listener=\"%s\",version=\"%s\","
+                    "cipher=\"%s\"} %llu\n",
+                    r->name, version, cipher, (unsigned long long)n);
+        }
+    }
     family(t, "slbd_listener_handshake_failures_total", "counter",
            "Failed TLS handshakes by reason.");
     for (size_t i = 0; s && i < s->nlisteners; i++) {

@@ -93,6 +93,14 @@ bool slb_tls_site_matches_host(const struct slb_tls_site *s, const char *host, s
  * chose but matches another certificate of the listener. */
 bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len);
 
+/* Handshakes by protocol version and cipher suite: each (version, suite) pair a policy can
+ * negotiate has a counter slot, the last slot (version and cipher "other") takes the rest. */
+#define SLB_TLS_SUITE_SLOTS 26
+/* The slot of a completed handshake (a few string compares: once per handshake). */
+int slb_tls_suite_slot(SSL *ssl);
+/* The version ("TLSv1.2", as SSL_get_version says) and suite of a slot; false past the end. */
+bool slb_tls_suite_describe(int slot, const char **version, const char **cipher);
+
 /* ALPN: the protocols a listener's alpn list may name and slbd speaks ("h2", "http/1.1"). */
 bool slb_tls_alpn_supported(const char *proto);
 

@@ -400,3 +400,27 @@ def test_error_reasons_of_502_503_504(slbd, hx, access_log):
         line = wait_for(path, lambda x, t=target: x.get("path") == t, f"the {target} line")[0]
         assert line["status"] == status and line["error"] == error, line
         assert line["upstream"] == (f"127.0.0.1:{up}" if up else None), line
+
+
+def test_daemon_log_json(slbd, hx):
+    """--log-format json: every line slbd writes to standard error is one JSON object with
+    time, level, thread and msg, and the harness still sees error lines in that form."""
+    slbd.stop()
+    slbd.extra_args = ["--log-format", "json"]
+    slbd.start()
+    dead = h.dead_port()
+    slbd.add_group("d", [{"address": "127.0.0.1", "port": dead, "weight": 100}],
+                   health_check=NOHC)
+    port = add_listener(slbd, "pd", "d")
+    assert hx.get(port, "/").status == 502
+    run = slbd._runs[-1]
+    h.wait_until(lambda: "Connection refused" in run.read_text(), 10, "the connect warning")
+    lines = [json.loads(ln) for ln in run.read_text().splitlines()]
+    assert lines and all(set(x) == {"time", "level", "thread", "msg"} for x in lines), lines
+    assert any(x["level"] == "info" and x["thread"] == "main" and "started" in x["msg"]
+               for x in lines), lines
+    warn = [x for x in lines if x["level"] == "warn" and "Connection refused" in x["msg"]]
+    assert warn and warn[0]["thread"].startswith("w"), lines
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", warn[0]["time"]), warn
+    assert h.ERROR_LINE.search('{"time":"2026-01-01T00:00:00.000Z","level":"error","thread":'
+                               '"w0","msg":"x"}')

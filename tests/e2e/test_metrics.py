@@ -478,6 +478,26 @@ def test_full_and_resumed_handshakes(slbd, hx, stack):
     doc = scrape(slbd)
     assert hs_counts(doc, "tls")[1] == expect
     assert set(hs_counts(doc, "tls")[0].values()) == {0}
+    # The same handshakes by version and suite: TLS 1.3 four times (one full, three resumed),
+    # TLS 1.2 three times, each with the suite the client saw.
+    by = {(x.labels["version"], x.labels["cipher"]): x.value
+          for x in doc.select("slbd_listener_tls_handshakes_total", listener="tls")}
+    assert sum(by.values()) == expect["full"] + expect["resumed"], by
+    assert sum(v for (ver, _), v in by.items() if ver == "TLSv1.3") == 4, by
+    assert sum(v for (ver, _), v in by.items() if ver == "TLSv1.2") == 3, by
+    assert all(c.startswith("TLS_") == (v == "TLSv1.3") and c != "other" for v, c in by), by
+    ctx = tls_client_context(stack.pki, version=ssl.TLSVersion.TLSv1_2,
+                             ciphers="ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384")
+    c, r = tls_request(stack.tls, ctx, "/pinned", track=hx.track)
+    assert r.status == 200
+    doc = wait_metric(slbd, lambda d: sum(x.value for x in d.select(
+        "slbd_listener_tls_handshakes_total", listener="tls")) == 8, 10, "the pinned handshake")
+    got = {(x.labels["version"], x.labels["cipher"]): x.value
+           for x in doc.select("slbd_listener_tls_handshakes_total", listener="tls")}
+    diff = {k: v - by.get(k, 0) for k, v in got.items() if v != by.get(k, 0)}
+    assert len(diff) == 1 and list(diff.values()) == [1], diff
+    (ver, cipher), = diff
+    assert ver == "TLSv1.2" and cipher.endswith("-AES256-GCM-SHA384"), diff
 
 
 # --------------------------------------------------------------------------------------------
