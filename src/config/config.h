@@ -44,6 +44,14 @@ struct slb_server_cfg {
     socklen_t addrlen;
 };
 
+/* Passive checks: the outcome of real traffic takes a server out for a while. */
+struct slb_passive_cfg {
+    bool enabled;                  /* default false */
+    uint32_t consecutive_failures; /* 1..1000, default 5 */
+    bool include_5xx;              /* 5xx responses count as failures; default false */
+    uint32_t ejection_s;           /* 1..3600, default 30 */
+};
+
 struct slb_health_cfg {
     bool enabled;                 /* default true */
     enum slb_hc_proto protocol;   /* default tcp */
@@ -56,6 +64,7 @@ struct slb_health_cfg {
     uint32_t healthy_threshold;   /* 2..10, default 3 */
     uint32_t unhealthy_threshold; /* 2..10, default 3 */
     uint16_t port;                /* 0 = the server's port */
+    struct slb_passive_cfg passive;
 };
 
 struct slb_group_cfg {

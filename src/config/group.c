@@ -22,7 +22,10 @@ static const char *const hc_keys[] = {"enabled",
                                       "healthy_threshold",
                                       "unhealthy_threshold",
                                       "port",
+                                      "passive",
                                       NULL};
+static const char *const passive_keys[] = {"enabled", "consecutive_failures", "include_5xx",
+                                           "ejection_s", NULL};
 static const char *const hc_protocols[] = {"tcp", "http", NULL};
 static const char *const hc_methods[] = {"head", "get", NULL};
 
@@ -181,6 +184,42 @@ static bool uri_ok(const char *s)
     return true;
 }
 
+/* health_check.passive: off unless asked for (see docs/configuration.md). */
+static int passive_parse(const struct slb_cv *hc_cv, struct slb_passive_cfg *p, json_t *norm)
+{
+    struct slb_err *err = hc_cv->err;
+    char self[SLB_CV_PATH];
+    slb_cv_path(hc_cv, "passive", self);
+    const json_t *in = slb_cv_get(hc_cv, "passive");
+    json_t *empty = NULL, *out = NULL;
+    if (!in)
+        in = empty = json_object();
+    if (!in)
+        return slb_cv_oom(err);
+    struct slb_cv cv;
+    int rc = slb_cv_open(&cv, in, self, "the passive health check", err);
+    if (rc || (rc = slb_cv_keys(&cv, passive_keys)) ||
+        (rc = slb_cv_bool(&cv, "enabled", false, &p->enabled)) ||
+        (rc = slb_cv_u32(&cv, "consecutive_failures", 5, 1, 1000, &p->consecutive_failures)) ||
+        (rc = slb_cv_bool(&cv, "include_5xx", false, &p->include_5xx)) ||
+        (rc = slb_cv_u32(&cv, "ejection_s", 30, 1, 3600, &p->ejection_s)))
+        goto done;
+    out = json_object();
+    int bad = out ? 0 : -1;
+    bad |= slb_cv_put(out, "enabled", json_boolean(p->enabled));
+    bad |= slb_cv_put(out, "consecutive_failures", json_integer(p->consecutive_failures));
+    bad |= slb_cv_put(out, "include_5xx", json_boolean(p->include_5xx));
+    bad |= slb_cv_put(out, "ejection_s", json_integer(p->ejection_s));
+    bad |= slb_cv_put(norm, "passive", out); /* takes out, even on failure */
+    out = NULL;
+    if (bad)
+        rc = slb_cv_oom(err);
+done:
+    json_decref(out);
+    json_decref(empty);
+    return rc;
+}
+
 static int health_parse(const struct slb_cv *group, struct slb_health_cfg *hc, json_t *norm)
 {
     struct slb_err *err = group->err;
@@ -227,7 +266,8 @@ static int health_parse(const struct slb_cv *group, struct slb_health_cfg *hc, j
         (rc = slb_cv_u32(&cv, "timeout_s", 5, 1, 300, &hc->timeout_s)) ||
         (rc = slb_cv_u32(&cv, "healthy_threshold", 3, 2, 10, &hc->healthy_threshold)) ||
         (rc = slb_cv_u32(&cv, "unhealthy_threshold", 3, 2, 10, &hc->unhealthy_threshold)) ||
-        (rc = slb_cv_u32(&cv, "port", 0, 0, 65535, &port)))
+        (rc = slb_cv_u32(&cv, "port", 0, 0, 65535, &port)) ||
+        (rc = passive_parse(&cv, &hc->passive, norm)))
         goto done;
     hc->protocol = (enum slb_hc_proto)proto;
     hc->method = (enum slb_hc_method)method;

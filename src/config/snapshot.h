@@ -76,6 +76,7 @@ enum {
     SLB_SRV_REQS,
     SLB_SRV_BYTES_TO,
     SLB_SRV_BYTES_FROM,
+    SLB_SRV_EJECTIONS,                                /* passive health check ejections */
     SLB_SRV_FAIL,                                     /* + enum slb_srv_fail */
     SLB_SRV_RESP = SLB_SRV_FAIL + SLB_SRV_FAIL_COUNT, /* histogram: request sent to response head */
     SLB_SRV_CONNECT = SLB_SRV_RESP + SLB_HIST_SLOTS,  /* histogram: connect start to connected */
@@ -108,6 +109,7 @@ enum {
     SLB_LIS_REQS = SLB_LIS_REQ_1XX + 5,
     SLB_LIS_DENIED,      /* ACL */
     SLB_LIS_H2_ABUSE,    /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
+    SLB_LIS_REFUSED_FD,  /* connections that waited in the backlog: connection cap or EMFILE */
     SLB_LIS_5XX_LOCAL,   /* 5xx answers slbd made itself (no backend answer to forward) */
     SLB_LIS_5XX_BACKEND, /* 5xx answers of backends forwarded */
     SLB_LIS_RETRIES,     /* requests sent again: to the next server, or on a fresh connection */
@@ -128,8 +130,11 @@ static inline void slb_lis_count_status(struct slb_wcount *w, int status, bool l
                       (uint64_t)(int64_t)delta);
 }
 
-/* Health of a server as workers see it: written by the control thread only. */
-enum { SLB_HEALTH_UP = 1, SLB_HEALTH_DOWN = 0 };
+/* Health of a server as workers see it (srv_rt->healthy). The control thread writes UP and
+ * DOWN from its active checks and ends ejections; a worker only ever moves UP to EJECTED (a
+ * compare-and-swap, when passive checks saw too many failed exchanges in a row). Anything
+ * but UP keeps the server out of rotation. */
+enum { SLB_HEALTH_DOWN = 0, SLB_HEALTH_UP = 1, SLB_HEALTH_EJECTED = 2 };
 
 /* Runtime state of one backend server of one group: survives configuration changes while a
  * server with the same group and address stays configured. Owned by the server registry. */
@@ -140,7 +145,15 @@ struct slb_srv_rt {
     char sticky_id[17];
     int refs; /* control thread only */
     _Atomic int healthy;
+    /* Passive checks: the group's settings, copied here by the control thread when a
+     * configuration is published (threshold 0 = off), and the failed exchanges in a row seen by
+     * all workers (written only on failures, and on a success that follows one). */
+    _Atomic uint32_t passive_threshold;
+    _Atomic bool passive_5xx;
+    _Atomic uint32_t passive_fails;
     /* health checker state, control thread only */
+    bool active_down;        /* the active checks' verdict, kept while the server is ejected */
+    uint64_t eject_until_ms; /* end of the current ejection, 0 until the checker saw it */
     int ok_streak, fail_streak;
     uint64_t next_check_ms;
     uint64_t went_up, went_down; /* health transitions, for metrics */
@@ -181,9 +194,10 @@ struct slb_lsock_slot {
     struct slb_io io;
     struct slb_listener_rt *cur; /* in the worker's current snapshot; worker-owned */
     struct slb_worker *worker;
-    struct slb_timer pause;        /* accept paused after EMFILE */
-    uint64_t pause_logged_ms;      /* last "pausing accepts" message (one per 10 s at most) */
-    unsigned long pauses_unlogged; /* pauses since that message */
+    struct slb_timer pause; /* accept paused after EMFILE */
+    /* Accepting stopped (connection cap or EMFILE) since the backlog was last found empty:
+     * the connections accepted until then waited, and are counted as refused (fd_limit). */
+    bool waiting;
 } __attribute__((aligned(64)));
 
 struct slb_lsock {

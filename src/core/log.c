@@ -4,6 +4,7 @@
 #include "core/log.h"
 
 #include "core/err.h"
+#include "core/time.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -69,7 +70,8 @@ static size_t format_json(char *out, size_t size, const char *stamp, const char 
     return o + 3;
 }
 
-void slb_log_write(enum slb_log_level lvl, const char *fmt, ...)
+/* One line: the prefix, the message, then suffix (may be empty). */
+static void log_vwrite(enum slb_log_level lvl, const char *suffix, const char *fmt, va_list ap)
 {
     static const char *tags[] = {"debug", "info", "warn", "error"};
     char line[2048];
@@ -80,13 +82,16 @@ void slb_log_write(enum slb_log_level lvl, const char *fmt, ...)
     int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s [%s] ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      ts.tv_nsec / 1000000, tags[lvl], log_thread);
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2;
+    if (*suffix) {
+        int k = snprintf(line + len, sizeof(line) - 1 - len, "%s", suffix);
+        len += k < 0 ? 0 : (size_t)k;
+        if (len > sizeof(line) - 2)
+            len = sizeof(line) - 2;
+    }
     line[len++] = '\n';
     if (log_json) {
         char stamp[64], json[2 * sizeof(line) + 128];
@@ -100,4 +105,34 @@ void slb_log_write(enum slb_log_level lvl, const char *fmt, ...)
     }
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
+}
+
+void slb_log_write(enum slb_log_level lvl, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(lvl, "", fmt, ap);
+    va_end(ap);
+}
+
+void slb_log_write_limited(struct slb_log_limit *rl, enum slb_log_level lvl, const char *fmt, ...)
+{
+    /* +1: a statement that never fired has last_ms 0, and the clock may be below 1000. */
+    uint64_t now = slb_mono_ms() + 1000;
+    uint64_t last = atomic_load_explicit(&rl->last_ms, memory_order_relaxed);
+    /* One thread per second wins the exchange and writes; the others only count. */
+    if (now - last < 1000 ||
+        !atomic_compare_exchange_strong_explicit(&rl->last_ms, &last, now, memory_order_relaxed,
+                                                 memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&rl->suppressed, 1, memory_order_relaxed);
+        return;
+    }
+    uint64_t n = atomic_exchange_explicit(&rl->suppressed, 0, memory_order_relaxed);
+    char suffix[64] = "";
+    if (n)
+        snprintf(suffix, sizeof(suffix), " (%llu similar lines suppressed)", (unsigned long long)n);
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(lvl, suffix, fmt, ap);
+    va_end(ap);
 }

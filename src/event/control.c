@@ -307,9 +307,17 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     }
     slb_registry_init(&ctl->reg, opt->workers);
     ctl->health = slb_health_new(&ctl->loop);
+    /* Each worker holds its share of the connection cap, counted by itself: nothing is shared
+     * between workers on the accept and close paths (docs/architecture.md). */
+    unsigned long nofile, reserve;
+    unsigned long share = slb_conn_cap(&nofile, &reserve) / (unsigned long)opt->workers;
+    ctl->conn_cap = (share ? share : 1) * (unsigned long)opt->workers;
+    slb_info("connection cap %lu (open-file limit %lu, %lu descriptors reserved, two per "
+             "connection)",
+             ctl->conn_cap, nofile, reserve);
     /* Workers start with an empty snapshot so a bad config.json leaves nothing half-bound. */
     for (int i = 0; i < opt->workers; i++) {
-        int rc = slb_worker_start(&ctl->workers[i], i, ctl->ack_fd);
+        int rc = slb_worker_start(&ctl->workers[i], i, ctl->ack_fd, share ? share : 1);
         if (rc < 0) {
             slb_err_set(err, 500, "internal", "", "cannot start worker %d: %s", i,
                         slb_strerror(rc));

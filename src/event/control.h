@@ -49,6 +49,7 @@ struct slb_ctl {
     /* The last SIGHUP reload (or the start): whether it was taken, and when one last was. */
     bool reload_ok;
     uint64_t reload_ok_ms;
+    unsigned long conn_cap; /* client connections over all workers (slb_conn_cap) */
 };
 
 /* Load the state directory and start workers; err names the file and field on failure. */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -161,7 +162,9 @@ static void listeners_sync(struct slb_worker *w, struct slb_snapshot *old,
         if (slot->io.events == 0 && slot->fd >= 0 && !slb_timer_active(&slot->pause)) {
             slb_io_init(&slot->io, slot->fd, accept_cb, slot);
             slot->pause.cb = paused_cb;
-            if (slb_io_set(&w->loop, &slot->io, EPOLLIN) < 0)
+            /* At the cap a new socket waits, like the others, for cap_resume. */
+            slot->waiting = w->at_cap;
+            if (!w->at_cap && slb_io_set(&w->loop, &slot->io, EPOLLIN) < 0)
                 slb_error("listener %s: epoll: %s", l->cfg->name, strerror(errno));
         }
     }
@@ -233,6 +236,48 @@ static void wake_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
     (void)r;
 }
 
+/* The worker holds its share of the connection cap: stop watching every listening socket, so
+ * new clients wait in the kernel's backlog (their SYN was answered: they see a slow accept, not
+ * an error) instead of being accepted into a process that has no descriptor for their backend
+ * connection. cap_resume undoes it once connections have closed. */
+static void cap_pause(struct slb_worker *w)
+{
+    if (w->at_cap)
+        return;
+    w->at_cap = true;
+    struct slb_snapshot *snap = w->cur->snap;
+    for (size_t i = 0; i < snap->nlisteners; i++) {
+        struct slb_lsock_slot *slot = &snap->listeners[i].sock->slot[w->id];
+        slb_io_set(&w->loop, &slot->io, 0);
+        slot->waiting = true;
+    }
+    slb_warn_limited("worker %d holds its share of the connection cap (%lu connections): new "
+                     "connections wait in the listen backlog",
+                     w->id, w->cap);
+}
+
+static void cap_resume(struct slb_worker *w)
+{
+    w->at_cap = false;
+    if (!w->cur || w->drain_deadline_ms)
+        return;
+    struct slb_snapshot *snap = w->cur->snap;
+    for (size_t i = 0; i < snap->nlisteners; i++) {
+        struct slb_lsock_slot *slot = &snap->listeners[i].sock->slot[w->id];
+        if (slot->cur && slot->fd >= 0 && !slb_timer_active(&slot->pause) &&
+            slb_io_set(&w->loop, &slot->io, EPOLLIN) < 0)
+            slb_error("listener %s: epoll: %s", slot->cur->cfg->name, strerror(errno));
+    }
+}
+
+/* Accepting resumes a little below the cap, so that a worker at the boundary does not switch
+ * its sockets off and on (two epoll_ctl calls per listener) for every connection. */
+static unsigned long cap_resume_level(const struct slb_worker *w)
+{
+    unsigned long gap = w->cap / 64 ? w->cap / 64 : 1;
+    return w->cap > gap ? w->cap - gap : 0;
+}
+
 static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 {
     struct slb_lsock_slot *slot = io->data;
@@ -242,39 +287,36 @@ static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
         return;
     struct slb_lis_rt *st = l->stats;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
+        if (w->nclients >= w->cap) {
+            cap_pause(w);
+            return;
+        }
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
         int fd = accept4(slot->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) {
+                if (errno == EAGAIN)
+                    slot->waiting = false; /* the backlog is empty */
                 return;
+            }
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: stop watching this socket briefly rather than spin on
-                 * a level-triggered event we cannot clear. */
-                int e = errno;
-                /* Every pause is counted (refused); the message comes once per 10 s at most,
-                 * or a descriptor shortage would flood the log ten times a second. */
-                if (slot->pause_logged_ms == 0 || loop->now_ms - slot->pause_logged_ms >= 10000) {
-                    if (slot->pauses_unlogged)
-                        slb_warn("listener %s: accept: %s; pausing accepts (%lu more pauses "
-                                 "since the last message)",
-                                 l->cfg->name, strerror(e), slot->pauses_unlogged);
-                    else
-                        slb_warn("listener %s: accept: %s; pausing accepts", l->cfg->name,
-                                 strerror(e));
-                    slot->pause_logged_ms = loop->now_ms ? loop->now_ms : 1;
-                    slot->pauses_unlogged = 0;
-                } else {
-                    slot->pauses_unlogged++;
-                }
-                slb_count_add(&st->w[w->id].v[SLB_LIS_REFUSED], 1);
+                /* Out of descriptors below the cap (the limit was lowered while running, or
+                 * something else holds them): stop watching this socket briefly rather than
+                 * spin on a level-triggered event we cannot clear. The connection waits in
+                 * the backlog and is counted once, when it is finally accepted. */
+                slb_warn_limited("listener %s: accept: %s; pausing accepts", l->cfg->name,
+                                 strerror(errno));
+                slot->waiting = true;
                 slb_io_set(loop, io, 0);
                 slb_timer_start(loop, &slot->pause, 100);
                 return;
             }
-            slb_warn("listener %s: accept: %s", l->cfg->name, strerror(errno));
+            slb_warn_limited("listener %s: accept: %s", l->cfg->name, strerror(errno));
             return;
         }
+        if (slot->waiting)
+            slb_count_add(&st->w[w->id].v[SLB_LIS_REFUSED_FD], 1);
         if (l->cfg->max_connections) {
             uint64_t active = 0;
             for (int k = 0; k < st->nworkers; k++)
@@ -296,7 +338,7 @@ static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 static void paused_cb(struct slb_loop *loop, struct slb_timer *t)
 {
     struct slb_lsock_slot *slot = t->data;
-    if (slot->cur && slot->fd >= 0)
+    if (slot->cur && slot->fd >= 0 && !slot->worker->at_cap)
         slb_io_set(loop, &slot->io, EPOLLIN);
 }
 
@@ -312,6 +354,8 @@ static void *worker_main(void *arg)
             wait = 100;
         slb_loop_once(&w->loop, wait);
         slb_access_flush(w);
+        if (w->at_cap && w->nclients <= cap_resume_level(w))
+            cap_resume(w);
         if (w->drain_deadline_ms) {
             if (w->nconns == 0 || w->loop.now_ms >= w->drain_deadline_ms)
                 break;
@@ -329,10 +373,26 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-int slb_worker_start(struct slb_worker *w, int id, int ack_fd)
+unsigned long slb_conn_cap(unsigned long *nofile, unsigned long *reserve)
+{
+    struct rlimit rl;
+    unsigned long n = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        n = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1ul << 30) ? 1ul << 30
+                                                                      : (unsigned long)rl.rlim_cur;
+    unsigned long r = n / 20 > 64 ? n / 20 : 64;
+    if (nofile)
+        *nofile = n;
+    if (reserve)
+        *reserve = r;
+    return n > r + 2 ? (n - r) / 2 : 1;
+}
+
+int slb_worker_start(struct slb_worker *w, int id, int ack_fd, unsigned long cap)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
+    w->cap = cap ? cap : 1;
     w->ack_fd = ack_fd;
     w->conns.next = w->conns.prev = &w->conns;
     int rc = slb_loop_init(&w->loop);

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct slb_worker;
@@ -38,6 +39,7 @@ struct slb_wsnap {
  * drain times out. abort must unlink and free (or defer the free of) the connection. */
 struct slb_conn_link {
     struct slb_conn_link *prev, *next;
+    struct slb_worker *worker; /* set by slb_worker_link */
     void (*abort)(struct slb_conn_link *c);
     /* Optional: the worker stops (SIGTERM); close if idle, else finish the current work and
      * close. May unlink and close the connection. */
@@ -64,11 +66,25 @@ struct slb_worker {
     struct slb_wsnap *cur;
     struct slb_wsnap *old; /* older holds still used by connections */
     unsigned long nconns;  /* all live connections of this worker */
+    /* The connection cap (see slb_worker_start): client connections linked in conns, this
+     * worker's share of the cap, and whether its listening sockets are unwatched because
+     * the share is used up. Worker-local: no atomics on the accept or close path. */
+    unsigned long nclients;
+    unsigned long cap;
+    bool at_cap;
     /* Protocol-specific worker state (backend connection pools, TLS scratch). */
     void *http;
 };
 
-int slb_worker_start(struct slb_worker *w, int id, int ack_fd);
+/* cap: the most client connections this worker holds at once (its share of the process's
+ * connection cap, slb_conn_cap); at the cap it stops accepting and new clients wait in the
+ * kernel's listen backlog until connections close. */
+int slb_worker_start(struct slb_worker *w, int id, int ack_fd, unsigned long cap);
+/* The process's connection cap from RLIMIT_NOFILE: two descriptors per proxied connection
+ * (client and backend), after a reserve of max(64, 5 %) for the admin API, health checks,
+ * state files, logs and the sockets and pipes slbd holds anyway. *nofile and *reserve (may
+ * be NULL) say what it was derived from. */
+unsigned long slb_conn_cap(unsigned long *nofile, unsigned long *reserve);
 /* Hand a snapshot to the worker (takes one reference for it). */
 void slb_worker_post(struct slb_worker *w, struct slb_snapshot *snap);
 void slb_worker_request_stop(struct slb_worker *w, uint64_t drain_ms);
@@ -92,6 +108,8 @@ void slb_wsnap_release(struct slb_wsnap *ws);
 
 static inline void slb_worker_link(struct slb_worker *w, struct slb_conn_link *c)
 {
+    c->worker = w;
+    w->nclients++;
     c->next = w->conns.next;
     c->prev = &w->conns;
     w->conns.next->prev = c;
@@ -104,6 +122,7 @@ static inline void slb_worker_unlink(struct slb_conn_link *c)
     c->prev->next = c->next;
     c->next->prev = c->prev;
     c->next = c->prev = NULL;
+    c->worker->nclients--;
 }
 
 /* Pick a server of wg for a new connection; tried[] marks servers already tried (may be NULL).

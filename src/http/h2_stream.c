@@ -84,6 +84,8 @@ static void drop_up(struct h2_stream *s)
     bool complete = s->st == SS_EXCHANGE && s->resp_done && s->req_done &&
                     !slb_hbuf_pending(&s->tx) && slb_buf_empty(&s->up->in) && s->up_keep_alive;
     if (complete)
+        slb_health_observe(s->srv, s->c->w->id, s->status);
+    if (complete)
         slb_up_release(s->up);
     else
         slb_up_close(s->up);
@@ -203,6 +205,9 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
 static void upstream_failed(struct h2_stream *s, int status, enum slb_srv_fail f, const char *why)
 {
     struct h2_conn *c = s->c;
+    /* A timeout is the server's only when it had the whole request and did not answer. */
+    if (status != 504 || (s->req_done && !s->resp_head_done))
+        slb_health_observe(s->srv, c->w->id, SLB_XCHG_FAILED);
     if (s->srv) {
         slb_warn("listener %s: backend %s: %s", s->l->cfg->name, s->srv->key, why);
         slb_srv_failed(srv_counts(s), f);
@@ -589,6 +594,7 @@ static void connect_failed(struct h2_stream *s, enum slb_srv_fail f, const char 
 {
     slb_warn("listener %s: backend %s: connect: %s", s->l->cfg->name, s->srv->key, why);
     slb_srv_failed(srv_counts(s), f);
+    slb_health_observe(s->srv, s->c->w->id, SLB_XCHG_FAILED);
     s->fail = (uint8_t)(f + 1);
     s->fail_srv = s->srv->key;
     slb_up_close(s->up);
@@ -793,7 +799,7 @@ void h2_dispatch(struct h2_conn *c)
         bool ok = choose_backend(s, sticky);
         slb_hbuf_free(&s->cookie);
         if (!ok) {
-            slb_info("listener %s: no healthy backend server", s->l->cfg->name);
+            slb_info_limited("listener %s: no healthy backend server", s->l->cfg->name);
             if (!s->fail) /* all connects failed at once: that reason stays */
                 s->fail = SLB_ACCESS_NO_SERVER;
             s->st = SS_HEAD; /* not counted in ndispatch any more */

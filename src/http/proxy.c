@@ -325,8 +325,8 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     if (cfg->sticky != SLB_STICKY_NONE)
         sticky = slb_http_cookie(m, cfg->sticky_cookie);
     if (!choose_backend(c, sticky)) {
-        slb_info("listener %s: no healthy backend server for %.*s", cfg->name,
-                 (int)(m->target.len > 200 ? 200 : m->target.len), m->target.p);
+        slb_info_limited("listener %s: no healthy backend server for %.*s", cfg->name,
+                         (int)(m->target.len > 200 ? 200 : m->target.len), m->target.p);
         if (!c->x->fail) /* all connects failed at once: that reason stays */
             c->x->fail = SLB_ACCESS_NO_SERVER;
         respond_simple(c, 503, NULL, m->keep_alive);
@@ -552,6 +552,10 @@ static bool close_delimited_to_client(const struct http_conn *c)
 
 static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f, const char *why)
 {
+    /* A timeout is the server's only when it had the whole request and did not answer: a slow
+     * upload or a client that does not read must not get servers ejected. */
+    if (status != 504 || (c->x->req_done && !c->x->resp_head_done))
+        slb_health_observe(c->srv, c->w->id, SLB_XCHG_FAILED);
     if (c->srv) {
         slb_warn("listener %s: backend %s: %s", c->b.l->cfg->name, c->srv->key, why);
         slb_srv_failed(srv_counts(c), f);
@@ -939,6 +943,7 @@ static bool step_complete(struct http_conn *c)
         c->x->body_unread = true;
     }
     if (c->up) {
+        slb_health_observe(c->srv, c->w->id, c->x->status);
         if (c->x->up_keep_alive && c->st == ST_EXCHANGE)
             slb_up_release(c->up);
         else
@@ -1230,6 +1235,7 @@ static void connect_failed(struct http_conn *c, enum slb_srv_fail f, const char 
 {
     slb_warn("listener %s: backend %s: connect: %s", c->b.l->cfg->name, c->srv->key, why);
     slb_srv_failed(srv_counts(c), f);
+    slb_health_observe(c->srv, c->w->id, SLB_XCHG_FAILED);
     c->x->fail = (uint8_t)(f + 1);
     c->x->fail_srv = c->srv->key;
     struct slb_hbuf head = c->up->head;

@@ -116,10 +116,31 @@ void slb_up_set_interest(struct http_up *up, uint32_t events)
         slb_warn("backend connection: epoll: %s", strerror(errno));
 }
 
+/* Close one idle pooled connection (whatever its server) to make room for a new one. */
+static bool pool_evict_one(struct slb_http_worker *hw)
+{
+    for (size_t i = 0; i < SLB_POOL_BUCKETS; i++) {
+        if (hw->buckets[i]) {
+            slb_up_close(hw->buckets[i]);
+            return true;
+        }
+    }
+    return false;
+}
+
 static struct http_up *up_connect(struct slb_http_worker *hw, const struct slb_server_cfg *srv,
                                   uint64_t key, void *owner, slb_up_cb cb, int *err)
 {
+    /* The connection cap counts two descriptors per client connection; pooled connections
+     * hold one each too, so a worker keeps its clients plus pooled connections within its
+     * share: then its descriptors stay within twice the share. */
+    struct slb_worker *w = hw->w;
+    while (hw->npooled > 0 && w->nclients + hw->npooled > w->cap)
+        pool_evict_one(hw);
     int fd = slb_backend_connect(srv);
+    /* Out of descriptors all the same (HTTP/2 streams, a limit lowered at run time). */
+    if ((fd == -EMFILE || fd == -ENFILE) && pool_evict_one(hw))
+        fd = slb_backend_connect(srv);
     if (fd < 0) {
         *err = fd;
         return NULL;
@@ -296,7 +317,7 @@ void slb_up_release(struct http_up *up)
     struct slb_http_worker *hw = up->hw;
     count_end(up);
     if (hw->npooled >= SLB_POOL_MAX_PER_WORKER || !slb_buf_empty(&up->in) || up->send_err ||
-        hw->w->drain_deadline_ms) {
+        hw->w->drain_deadline_ms || hw->w->nclients + hw->npooled >= hw->w->cap) {
         up->owner = NULL;
         slb_up_close(up);
         return;
@@ -389,7 +410,9 @@ struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *
             return up;
         }
         slb_srv_failed(&ch->srv->w[hw->w->id], slb_srv_fail_connect(err));
-        slb_warn("listener %s: backend %s: %s", ch->listener, ch->srv->key, slb_strerror(err));
+        slb_health_observe(ch->srv, hw->w->id, err);
+        slb_warn_limited("listener %s: backend %s: %s", ch->listener, ch->srv->key,
+                         slb_strerror(err));
     }
     return NULL;
 }

@@ -12,6 +12,7 @@
 #include "event/worker.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
+#include "lb/health.h"
 
 #include <stdbool.h>
 #include <stdint.h>

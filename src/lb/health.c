@@ -74,11 +74,16 @@ static void health_success(struct slb_srv_rt *srv, uint32_t healthy_threshold)
         return;
     /* A server that passed enough checks in a row has no current error worth showing. */
     srv->last_error[0] = '\0';
-    if (atomic_load(&srv->healthy) == SLB_HEALTH_UP)
+    srv->active_down = false;
+    if (atomic_load(&srv->healthy) != SLB_HEALTH_DOWN)
         return;
-    atomic_store(&srv->healthy, SLB_HEALTH_UP);
-    srv->went_up++;
-    slb_info("backend %s is up (%d successful checks)", srv->key, srv->ok_streak);
+    /* An ejected server stays out until its ejection ends (health_passive_expire). Only the
+     * control thread moves a server out of DOWN, so this cannot race with a worker. */
+    int down = SLB_HEALTH_DOWN;
+    if (atomic_compare_exchange_strong(&srv->healthy, &down, SLB_HEALTH_UP)) {
+        srv->went_up++;
+        slb_info("backend %s is up (%d successful checks)", srv->key, srv->ok_streak);
+    }
 }
 
 static void health_failure(struct slb_srv_rt *srv, uint32_t unhealthy_threshold, const char *reason)
@@ -87,12 +92,71 @@ static void health_failure(struct slb_srv_rt *srv, uint32_t unhealthy_threshold,
     if (srv->fail_streak < HC_STREAK_MAX)
         srv->fail_streak++;
     snprintf(srv->last_error, sizeof(srv->last_error), "%s", reason);
-    if ((uint32_t)srv->fail_streak < unhealthy_threshold ||
-        atomic_load(&srv->healthy) == SLB_HEALTH_DOWN)
+    if ((uint32_t)srv->fail_streak < unhealthy_threshold || srv->active_down)
         return;
-    atomic_store(&srv->healthy, SLB_HEALTH_DOWN);
+    srv->active_down = true;
     srv->went_down++;
+    /* A worker may be ejecting it at this very moment: then it stays EJECTED, and goes DOWN
+     * when the ejection ends. */
+    int up = SLB_HEALTH_UP;
+    atomic_compare_exchange_strong(&srv->healthy, &up, SLB_HEALTH_DOWN);
     slb_warn("backend %s is down (%d failed checks): %s", srv->key, srv->fail_streak, reason);
+}
+
+/* --- passive checks --- */
+
+/* Failures that are ours, not the server's: no descriptor, no memory. */
+static bool local_failure(int result)
+{
+    return result == -EMFILE || result == -ENFILE || result == -ENOMEM || result == -ENOBUFS;
+}
+
+void slb_health_observe(struct slb_srv_rt *srv, int wid, int result)
+{
+    if (!srv)
+        return;
+    uint32_t threshold = atomic_load_explicit(&srv->passive_threshold, memory_order_relaxed);
+    if (threshold == 0 || local_failure(result))
+        return;
+    bool failed = result < 0 ||
+                  (result >= 500 && atomic_load_explicit(&srv->passive_5xx, memory_order_relaxed));
+    if (!failed) {
+        /* The common case reads a line nobody writes while the server is well. */
+        if (atomic_load_explicit(&srv->passive_fails, memory_order_relaxed) != 0)
+            atomic_store_explicit(&srv->passive_fails, 0, memory_order_relaxed);
+        return;
+    }
+    uint32_t n = atomic_fetch_add_explicit(&srv->passive_fails, 1, memory_order_relaxed) + 1;
+    if (n < threshold)
+        return;
+    /* One worker wins the ejection; the control thread times it and ends it. */
+    int up = SLB_HEALTH_UP;
+    if (!atomic_compare_exchange_strong(&srv->healthy, &up, SLB_HEALTH_EJECTED))
+        return;
+    atomic_store_explicit(&srv->passive_fails, 0, memory_order_relaxed);
+    slb_count_add(&srv->w[wid].v[SLB_SRV_EJECTIONS], 1);
+    slb_warn("backend %s is down (passive check: %u failed exchanges in a row)", srv->key, n);
+}
+
+/* End ejections whose time is up (and time the new ones: a worker only flags them). */
+static void health_passive_expire(const struct slb_group_rt *grp, uint64_t now)
+{
+    for (size_t i = 0; i < grp->nservers; i++) {
+        struct slb_srv_rt *srv = grp->srv[i];
+        if (!srv || atomic_load(&srv->healthy) != SLB_HEALTH_EJECTED)
+            continue;
+        if (srv->eject_until_ms == 0) {
+            srv->eject_until_ms = now + (uint64_t)grp->cfg->hc.passive.ejection_s * 1000u;
+            continue;
+        }
+        if (now < srv->eject_until_ms && grp->cfg->hc.passive.enabled)
+            continue;
+        srv->eject_until_ms = 0;
+        atomic_store_explicit(&srv->passive_fails, 0, memory_order_relaxed);
+        atomic_store(&srv->healthy, srv->active_down ? SLB_HEALTH_DOWN : SLB_HEALTH_UP);
+        slb_info("backend %s: passive ejection over, %s", srv->key,
+                 srv->active_down ? "still down by its health checks" : "back in rotation");
+    }
 }
 
 /* --- probe lifecycle --- */
@@ -311,12 +375,13 @@ static void probe_start(struct slb_health *h, struct slb_srv_rt *srv,
     }
     struct hc_probe *p = calloc(1, sizeof(*p));
     if (!p) {
-        slb_warn("backend %s: health check skipped: out of memory", srv->key);
+        slb_warn_limited("backend %s: health check skipped: out of memory", srv->key);
         return;
     }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        slb_warn("backend %s: health check skipped: socket: %s", srv->key, slb_strerror(-errno));
+        slb_warn_limited("backend %s: health check skipped: socket: %s", srv->key,
+                         slb_strerror(-errno));
         free(p);
         return;
     }
@@ -373,6 +438,7 @@ static int health_walk(struct slb_health *h)
     for (size_t g = 0; snap && g < snap->ngroups; g++) {
         const struct slb_group_rt *grp = &snap->groups[g];
         const struct slb_health_cfg *hc = &grp->cfg->hc;
+        health_passive_expire(grp, now);
         if (!hc->enabled)
             continue;
         for (size_t i = 0; i < grp->nservers; i++) {
@@ -421,8 +487,10 @@ static void health_disable_group(const struct slb_group_rt *grp)
         srv->ok_streak = srv->fail_streak = 0;
         srv->next_check_ms = 0;
         srv->last_error[0] = '\0';
-        if (atomic_load(&srv->healthy) != SLB_HEALTH_UP) {
-            atomic_store(&srv->healthy, SLB_HEALTH_UP);
+        srv->active_down = false;
+        /* An ejected server comes back when its ejection ends. */
+        int down = SLB_HEALTH_DOWN;
+        if (atomic_compare_exchange_strong(&srv->healthy, &down, SLB_HEALTH_UP)) {
             srv->went_up++;
             slb_info("backend %s is up (health check disabled)", srv->key);
         }
@@ -437,8 +505,19 @@ void slb_health_update(struct slb_health *h, const struct slb_snapshot *cur)
         return;
     }
     for (size_t g = 0; g < cur->ngroups; g++) {
-        if (!cur->groups[g].cfg->hc.enabled)
-            health_disable_group(&cur->groups[g]);
+        const struct slb_group_rt *grp = &cur->groups[g];
+        const struct slb_passive_cfg *pc = &grp->cfg->hc.passive;
+        if (!grp->cfg->hc.enabled)
+            health_disable_group(grp);
+        /* Workers read the passive settings from the server; an ejection that passive checks
+         * no longer back ends at the next tick. */
+        for (size_t i = 0; i < grp->nservers; i++) {
+            if (!grp->srv[i])
+                continue;
+            atomic_store(&grp->srv[i]->passive_5xx, pc->include_5xx);
+            atomic_store(&grp->srv[i]->passive_threshold,
+                         pc->enabled ? pc->consecutive_failures : 0);
+        }
     }
     /* New servers are due at once (next_check_ms 0); the next tick, not this call, starts
      * them so an update made from inside another callback never does socket work. */

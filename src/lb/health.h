@@ -8,12 +8,24 @@
 #include "config/snapshot.h"
 #include "event/loop.h"
 
+#include <errno.h>
+
 struct slb_health;
 
 struct slb_health *slb_health_new(struct slb_loop *loop);
 /* Check the servers of this snapshot from now on (call after each publication). */
 void slb_health_update(struct slb_health *h, const struct slb_snapshot *cur);
 void slb_health_free(struct slb_health *h);
+/* Passive checks, called by workers where an exchange with srv ends: result is 0 or the
+ * response's HTTP status for an exchange that completed, a negative errno when it failed
+ * (connect error, reset, timeout, malformed response: SLB_XCHG_FAILED when there is no errno).
+ * Our own shortage (EMFILE, ENFILE, ENOMEM, ENOBUFS) is not held against the server. After the
+ * group's consecutive_failures failed exchanges in a row (5xx count with include_5xx), the
+ * server is ejected: out of rotation for every worker until the control thread ends the
+ * ejection. No-op when the group has passive checks off; no allocation, no lock. wid: the
+ * calling worker's id. */
+#define SLB_XCHG_FAILED (-EIO)
+void slb_health_observe(struct slb_srv_rt *srv, int wid, int result);
 /* Cancel a probe in flight for srv (called when its runtime object is freed). */
 void slb_health_probe_cancel(struct slb_srv_rt *srv);
 

@@ -83,15 +83,23 @@ static json_t *server_json(const struct slb_server_cfg *sc, struct slb_srv_rt *r
     for (int b = 0; b < SLB_HIST_BUCKETS; b++)
         n += ssum(r, SLB_SRV_RESP + b);
     double avg_ms = n ? (double)ssum(r, SLB_SRV_RESP + SLB_HIST_BUCKETS) / (double)n / 1000.0 : 0;
-    return json_pack("{s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}", "address",
-                     sc->address, "port", sc->port, "weight", (int)sc->weight, "health",
-                     atomic_load(&r->healthy) == SLB_HEALTH_UP ? "up" : "down", "active",
-                     (json_int_t)ssum(r, SLB_SRV_ACTIVE), "connections",
-                     (json_int_t)ssum(r, SLB_SRV_CONNS), "requests",
-                     (json_int_t)ssum(r, SLB_SRV_REQS), "failures", (json_int_t)srv_failures(r),
-                     "bytes_to", (json_int_t)ssum(r, SLB_SRV_BYTES_TO), "bytes_from",
-                     (json_int_t)ssum(r, SLB_SRV_BYTES_FROM), "avg_response_ms", avg_ms,
-                     "last_check", r->last_error[0] ? r->last_error : "ok");
+    int health = atomic_load(&r->healthy);
+    json_t *j = json_pack(
+        "{s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s, s:I}", "address", sc->address,
+        "port", sc->port, "weight", (int)sc->weight, "health",
+        health == SLB_HEALTH_UP ? "up" : "down", "active", (json_int_t)ssum(r, SLB_SRV_ACTIVE),
+        "connections", (json_int_t)ssum(r, SLB_SRV_CONNS), "requests",
+        (json_int_t)ssum(r, SLB_SRV_REQS), "failures", (json_int_t)srv_failures(r), "bytes_to",
+        (json_int_t)ssum(r, SLB_SRV_BYTES_TO), "bytes_from",
+        (json_int_t)ssum(r, SLB_SRV_BYTES_FROM), "avg_response_ms", avg_ms, "last_check",
+        r->last_error[0] ? r->last_error : "ok", "ejections",
+        (json_int_t)ssum(r, SLB_SRV_EJECTIONS));
+    /* Why a server is down: its active checks, or a passive ejection (which shows even
+     * when the active checks also failed meanwhile: it is what brings it back). */
+    if (j && health != SLB_HEALTH_UP)
+        json_object_set_new(j, "down_reason",
+                            json_string(health == SLB_HEALTH_EJECTED ? "passive" : "active"));
+    return j;
 }
 
 static json_t *listener_json(const struct slb_listener_rt *l)
@@ -101,12 +109,18 @@ static json_t *listener_json(const struct slb_listener_rt *l)
         "{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:{s:f, s:f}, s:{s:I, s:I}, s:{s:I, s:I}}",
         "name", l->cfg->name, "protocol", slb_proto_name(l->cfg->protocol), "bind", l->cfg->bind,
         "connections", (json_int_t)lsum(r, SLB_LIS_CONNS), "active",
-        (json_int_t)lsum(r, SLB_LIS_ACTIVE), "refused", (json_int_t)lsum(r, SLB_LIS_REFUSED),
-        "denied", (json_int_t)lsum(r, SLB_LIS_DENIED), "http2_abuse",
-        (json_int_t)lsum(r, SLB_LIS_H2_ABUSE), "new_connections_per_s", "1s", conn_rate(r, 1),
-        "60s", conn_rate(r, 60), "payload_bytes", "in", (json_int_t)lsum(r, SLB_LIS_PAYLOAD_IN),
-        "out", (json_int_t)lsum(r, SLB_LIS_PAYLOAD_OUT), "wire_bytes", "in",
+        (json_int_t)lsum(r, SLB_LIS_ACTIVE), "refused",
+        (json_int_t)(lsum(r, SLB_LIS_REFUSED) + lsum(r, SLB_LIS_REFUSED_FD)), "denied",
+        (json_int_t)lsum(r, SLB_LIS_DENIED), "http2_abuse", (json_int_t)lsum(r, SLB_LIS_H2_ABUSE),
+        "new_connections_per_s", "1s", conn_rate(r, 1), "60s", conn_rate(r, 60), "payload_bytes",
+        "in", (json_int_t)lsum(r, SLB_LIS_PAYLOAD_IN), "out",
+        (json_int_t)lsum(r, SLB_LIS_PAYLOAD_OUT), "wire_bytes", "in",
         (json_int_t)lsum(r, SLB_LIS_WIRE_IN), "out", (json_int_t)lsum(r, SLB_LIS_WIRE_OUT));
+    if (j)
+        json_object_set_new(j, "refused_by_reason",
+                            json_pack("{s:I, s:I}", "max_connections",
+                                      (json_int_t)lsum(r, SLB_LIS_REFUSED), "fd_limit",
+                                      (json_int_t)lsum(r, SLB_LIS_REFUSED_FD)));
     if (l->cfg->protocol != SLB_PROTO_TCP) {
         json_t *req = json_object();
         json_object_set_new(req, "total", json_integer((json_int_t)lsum(r, SLB_LIS_REQS)));
@@ -142,9 +156,10 @@ json_t *slb_metrics_stats_json(struct slb_ctl *ctl)
         json_array_append_new(gs, json_pack("{s:s, s:s, s:o}", "name", g->cfg->name, "scheduler",
                                             slb_sched_name(g->cfg->scheduler), "servers", srv));
     }
-    return json_pack("{s:I, s:i, s:I, s:o, s:o}", "generation", (json_int_t)(s ? s->generation : 0),
-                     "workers", ctl->nworkers, "started_ms", (json_int_t)ctl->started_ms,
-                     "listeners", ls, "groups", gs);
+    return json_pack("{s:I, s:i, s:I, s:I, s:o, s:o}", "generation",
+                     (json_int_t)(s ? s->generation : 0), "workers", ctl->nworkers,
+                     "connection_cap", (json_int_t)ctl->conn_cap, "started_ms",
+                     (json_int_t)ctl->started_ms, "listeners", ls, "groups", gs);
 }
 
 /* --- Prometheus text exposition format --- */
@@ -226,8 +241,6 @@ static void listener_metrics(struct text *t, struct slb_snapshot *s)
     } simple[] = {
         {SLB_LIS_CONNS, "slbd_listener_connections_total", "counter", "Connections accepted."},
         {SLB_LIS_ACTIVE, "slbd_listener_connections_active", "gauge", "Connections open now."},
-        {SLB_LIS_REFUSED, "slbd_listener_connections_refused_total", "counter",
-         "Connections refused by max_connections or lack of descriptors."},
         {SLB_LIS_DENIED, "slbd_listener_connections_denied_total", "counter",
          "Connections reset by the listener's ACL."},
         {SLB_LIS_ERRORS, "slbd_listener_no_backend_total", "counter",
@@ -244,6 +257,20 @@ static void listener_metrics(struct text *t, struct slb_snapshot *s)
         for (size_t i = 0; s && i < s->nlisteners; i++)
             put(t, "%s{listener=\"%s\"} %llu\n", simple[m].name, s->listeners[i].stats->name,
                 (unsigned long long)lsum(s->listeners[i].stats, simple[m].slot));
+    }
+    family(t, "slbd_listener_connections_refused_total", "counter",
+           "Connections refused by the listener's max_connections (closed at accept), or "
+           "held in the listen backlog by the connection cap or a lack of descriptors "
+           "(fd_limit: accepted late).");
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        const struct slb_lis_rt *r = s->listeners[i].stats;
+        put(t,
+            "slbd_listener_connections_refused_total{listener=\"%s\",reason=\"max_connections\"} "
+            "%llu\n",
+            r->name, (unsigned long long)lsum(r, SLB_LIS_REFUSED));
+        put(t,
+            "slbd_listener_connections_refused_total{listener=\"%s\",reason=\"fd_limit\"} %llu\n",
+            r->name, (unsigned long long)lsum(r, SLB_LIS_REFUSED_FD));
     }
     family(t, "slbd_listener_new_connections_per_second", "gauge",
            "New connections per second over the last 1 s and 60 s.");
@@ -353,6 +380,8 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
         {SLB_SRV_BYTES_TO, "slbd_server_bytes_sent_total", "counter", "Bytes sent to it."},
         {SLB_SRV_BYTES_FROM, "slbd_server_bytes_received_total", "counter",
          "Bytes received from it."},
+        {SLB_SRV_EJECTIONS, "slbd_server_ejections_total", "counter",
+         "Times passive health checks took it out of rotation."},
     };
     for (size_t m = 0; m < sizeof(srv) / sizeof(srv[0]); m++) {
         family(t, srv[m].name, srv[m].type, srv[m].help);
@@ -364,7 +393,8 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
                     (unsigned long long)ssum(g->srv[k], srv[m].slot));
         }
     }
-    family(t, "slbd_server_up", "gauge", "1 when the server passes its health checks.");
+    family(t, "slbd_server_up", "gauge",
+           "1 when the server is in rotation (passes its health checks, not ejected).");
     for (size_t i = 0; s && i < s->ngroups; i++) {
         struct slb_group_rt *g = &s->groups[i];
         for (size_t k = 0; k < g->nservers; k++)
@@ -382,6 +412,20 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
                     g->cfg->name, strchr(g->srv[k]->key, '/') + 1,
                     slb_srv_fail_name((enum slb_srv_fail)f),
                     (unsigned long long)ssum(g->srv[k], SLB_SRV_FAIL + f));
+    }
+    family(t, "slbd_server_down", "gauge",
+           "1 while the server is out of rotation, by reason: active (failed health checks) or "
+           "passive (ejected after failed exchanges).");
+    for (size_t i = 0; s && i < s->ngroups; i++) {
+        struct slb_group_rt *g = &s->groups[i];
+        for (size_t k = 0; k < g->nservers; k++) {
+            int h = atomic_load(&g->srv[k]->healthy);
+            const char *name = strchr(g->srv[k]->key, '/') + 1;
+            put(t, "slbd_server_down{group=\"%s\",server=\"%s\",reason=\"active\"} %d\n",
+                g->cfg->name, name, h == SLB_HEALTH_DOWN);
+            put(t, "slbd_server_down{group=\"%s\",server=\"%s\",reason=\"passive\"} %d\n",
+                g->cfg->name, name, h == SLB_HEALTH_EJECTED);
+        }
     }
     family(t, "slbd_server_health_transitions_total", "counter",
            "Health check verdicts that changed the server's state, by the new state.");
@@ -519,6 +563,10 @@ char *slb_metrics_prometheus(struct slb_ctl *ctl, size_t *len)
     put(&t, "slbd_config_generation %llu\n", (unsigned long long)(s ? s->generation : 0));
     family(&t, "slbd_workers", "gauge", "Worker threads.");
     put(&t, "slbd_workers %d\n", ctl->nworkers);
+    family(&t, "slbd_connection_cap", "gauge",
+           "Client connections slbd holds at most (from the open-file limit); beyond it new "
+           "connections wait in the listen backlog.");
+    put(&t, "slbd_connection_cap %lu\n", ctl->conn_cap);
     listener_metrics(&t, s);
     server_metrics(&t, s);
     cert_metrics(&t, ctl);

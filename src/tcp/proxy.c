@@ -390,6 +390,7 @@ static void connect_failed(struct tcp_conn *t, int err)
 {
     slb_srv_failed(srv_counts(t), err ? slb_srv_fail_connect(err) : SLB_SRV_FAIL_CONNECT_TIMEOUT);
     slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
+    slb_health_observe(t->srv, t->w->id, err ? -err : -ETIMEDOUT);
     slb_warn("listener %s: backend %s: connect failed: %s", t->l->cfg->name, t->srv->key,
              err ? strerror(err) : "timeout");
     slb_io_set(&t->w->loop, &t->s.io, 0);
@@ -402,6 +403,7 @@ static void connect_failed(struct tcp_conn *t, int err)
 static void established(struct tcp_conn *t)
 {
     t->connected = true;
+    slb_health_observe(t->srv, t->w->id, 0);
     if (t->l->cfg->proxy_protocol) {
         /* The header goes first in the client→server buffer, before any client byte (a
          * ClientHello read for SNI routing may already be there; routing leaves room). */
@@ -442,7 +444,9 @@ static void try_connect(struct tcp_conn *t)
             t->s.fd = -1;
             slb_srv_failed(srv_counts(t), slb_srv_fail_connect(fd));
             slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
-            slb_warn("listener %s: backend %s: %s", t->l->cfg->name, t->srv->key, strerror(-fd));
+            slb_health_observe(t->srv, t->w->id, fd);
+            slb_warn_limited("listener %s: backend %s: %s", t->l->cfg->name, t->srv->key,
+                             strerror(-fd));
             t->srv = NULL;
             continue;
         }
@@ -454,7 +458,8 @@ static void try_connect(struct tcp_conn *t)
     }
     /* No server left: refuse promptly with a reset so the client does not wait. */
     slb_count_add(&lis_counts(t)->v[SLB_LIS_ERRORS], 1);
-    slb_info("listener %s: no healthy backend server, refusing connection", t->l->cfg->name);
+    slb_info_limited("listener %s: no healthy backend server, refusing connection",
+                     t->l->cfg->name);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(t->c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     conn_close(t);

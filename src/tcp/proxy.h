@@ -5,6 +5,7 @@
 #define SLB_TCP_PROXY_H
 
 #include "event/worker.h"
+#include "lb/health.h"
 
 #include <sys/socket.h>
 

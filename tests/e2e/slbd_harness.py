@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import resource
 import selectors
 import signal
 import socket
@@ -581,9 +582,12 @@ class Slbd:
     """One slbd under test: a state directory, an admin port, the process (restartable), its
     stderr (one file per run, all checked after the test), and the post-test checks."""
 
-    def __init__(self, workdir, workers=2, log_level="info", state_dir=None, name="slbd"):
+    def __init__(self, workdir, workers=2, log_level="info", state_dir=None, name="slbd",
+                 nofile=None):
         self.workdir = Path(workdir)
         self.workers = workers
+        # RLIMIT_NOFILE (soft and hard) of the process, as `ulimit -n` would set it.
+        self.nofile = nofile
         self.log_level = log_level
         self.state_dir = Path(state_dir) if state_dir else self.workdir / f"{name}-state"
         self.name = name
@@ -623,7 +627,8 @@ class Slbd:
             self._runs.append(err_path)
             with open(err_path, "wb") as err:
                 self.proc = _spawn(self.argv(), stdin=subprocess.DEVNULL, stdout=err,
-                                   stderr=subprocess.STDOUT, env=_sanitizer_env())
+                                   stderr=subprocess.STDOUT, env=_sanitizer_env(),
+                                   preexec_fn=self._preexec())
             self.api = None
             if self._wait_ready():
                 return self
@@ -633,6 +638,15 @@ class Slbd:
                 continue
             raise HarnessError(f"slbd did not start (rc {self.proc.returncode}):\n{_tail(text)}")
         raise HarnessError("slbd could not bind an admin port in 5 attempts")
+
+    def _preexec(self):
+        if not self.nofile:
+            return None
+        n = self.nofile
+
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+        return limit
 
     def _wait_ready(self):
         base = f"http://127.0.0.1:{self.admin_port}"

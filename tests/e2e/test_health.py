@@ -4,7 +4,11 @@ unhealthy thresholds, the check port and switch, and what /v1/stats and /metrics
 
 import time
 
+import pytest
+
+import hostile_util as hu
 import slbd_harness as h
+from http_util import ConnectionEnded, add_listener, hx, metrics, rst_close  # noqa: F401
 
 
 def http_hc(uri="/health", **kw):
@@ -120,3 +124,93 @@ def test_stats_shape(slbd, backend, clients):
     assert lis["connections"] == 1
     h.wait_until(lambda: slbd.stats()["listeners"][0]["active"] == 0, 5,
                  "the closed connection to leave the active count")
+
+
+# --- passive checks ---
+
+
+def _status_line_then_reset(conn, backend):
+    """A backend whose health checks pass (a good status line) but whose answers never
+    complete: after the status line, the connection is reset."""
+    if conn.read_head():
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        time.sleep(0.1)  # the health check reads its line before the reset
+    rst_close(conn)
+
+
+def _requests_until(hx, port, pred, limit):
+    """Sequential GETs until pred() holds; returns the statuses (None: connection cut)."""
+    statuses = []
+    for _ in range(limit):
+        if pred():
+            return statuses
+        try:
+            statuses.append(hx.get(port, "/x").status)
+        except ConnectionEnded:
+            statuses.append(None)
+    assert pred(), f"condition not reached after {limit} requests: {statuses}"
+    return statuses
+
+
+@pytest.mark.timeout(90)
+def test_passive_check_ejects_a_server_whose_exchanges_fail(slbd, hx):
+    bad = hx.raw_backend("bad", _status_line_then_reset)
+    good = hx.backend("good")
+    passive = {"enabled": True, "consecutive_failures": 3, "ejection_s": 3}
+    slbd.add_group("g", [bad.server(), good.server()], scheduler="rr",
+                   health_check=http_hc("/health", passive=passive))
+    st, js = slbd.api.get("/v1/groups/g")
+    assert js["health_check"]["passive"] == {"enabled": True, "consecutive_failures": 3,
+                                             "include_5xx": False, "ejection_s": 3}, js
+    port = add_listener(slbd, "web", "g")
+    time.sleep(1.5)  # active checks have run on both: they pass
+    assert slbd.server_stats("g", bad.port)["health"] == "up"
+
+    def ejected():
+        s = slbd.server_stats("g", bad.port)
+        return s["health"] == "down" and s.get("down_reason") == "passive" and s
+    _requests_until(hx, port, ejected, 60)
+    s = ejected()
+    assert s["ejections"] == 1, s
+    m = metrics(slbd)
+    lbl = f'group="g",server="127.0.0.1:{bad.port}"'
+    assert m[f"slbd_server_up{{{lbl}}}"] == 0
+    assert m[f'slbd_server_down{{{lbl},reason="passive"}}'] == 1
+    assert m[f'slbd_server_down{{{lbl},reason="active"}}'] == 0
+    assert m[f"slbd_server_ejections_total{{{lbl}}}"] == 1
+    # Ejected: every request goes to the healthy server, none fails.
+    before = s["connections"]
+    statuses = [hx.get(port, "/x").status for _ in range(20)]
+    assert statuses == [200] * 20, statuses
+    assert slbd.server_stats("g", bad.port)["connections"] == before
+    # After the back-off it is back (its active checks pass), and the next run of failures
+    # ejects it again.
+    slbd.wait_health("g", bad.port, "up", timeout=8)
+    _requests_until(hx, port, lambda: slbd.server_stats("g", bad.port)["ejections"] == 2, 60)
+
+
+def test_passive_check_validation_and_default(slbd):
+    st, js = slbd.api.post("/v1/groups", {"name": "d", "servers": []})
+    assert st == 201 and js["health_check"]["passive"] == {
+        "enabled": False, "consecutive_failures": 5, "include_5xx": False, "ejection_s": 30}, js
+    for bad in ({"consecutive_failures": 0}, {"ejection_s": 0}, {"ejection_s": 3601},
+                {"include_5xx": "yes"}, {"bogus": 1}):
+        st, js = slbd.api.post("/v1/groups", {"name": "v", "servers": [],
+                                              "health_check": {"passive": bad}})
+        assert st == 400 and "health_check.passive" in js["error"]["message"] + str(
+            js["error"].get("where", "")), (bad, st, js)
+
+
+def test_passive_check_does_not_blame_servers_for_slow_clients(slbd, hx):
+    """A request timeout caused by a client that trickles its upload is no verdict on the
+    server, even with consecutive_failures 1."""
+    good = hx.backend("good")
+    passive = {"enabled": True, "consecutive_failures": 1}
+    slbd.add_group("g", [good.server()], health_check=http_hc("/health", passive=passive))
+    port = add_listener(slbd, "web", "g", request_timeout_s=1)
+    c = hx.connect(port)
+    c.sock.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+    assert hu.status_of(c.sock.recv(4096)) == 504
+    s = slbd.server_stats("g", good.port)
+    assert s["health"] == "up" and s["ejections"] == 0, s
+    assert hx.get(port, "/x").status == 200

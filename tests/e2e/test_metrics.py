@@ -619,7 +619,8 @@ def stats_pairs(stats, doc):
                  m("slbd_listener_connections_total", listener=n)),
                 (f"{n} active", ls["active"], m("slbd_listener_connections_active", listener=n)),
                 (f"{n} refused", ls["refused"],
-                 m("slbd_listener_connections_refused_total", listener=n)),
+                 sum(m("slbd_listener_connections_refused_total", listener=n, reason=r)
+                     for r in ("max_connections", "fd_limit"))),
                 (f"{n} denied", ls["denied"],
                  m("slbd_listener_connections_denied_total", listener=n))]
         for w in ("1s", "60s"):
@@ -754,7 +755,8 @@ def test_connection_gauges_refused_and_denied(slbd, hx, stack):
     ls = settle(slbd, "raw", active=2)
     doc = scrape(slbd)
     assert ls["refused"] == 1 and doc.value("slbd_listener_connections_refused_total",
-                                            listener="raw") == 1, ls
+                                            listener="raw", reason="max_connections") == 1, ls
+    assert ls["refused_by_reason"] == {"max_connections": 1, "fd_limit": 0}, ls
     assert doc.value("slbd_listener_connections_active", listener="raw") == 2
     assert doc.value("slbd_server_connections_active", group="gt",
                      server=server_label(stack.t)) == 2

@@ -377,7 +377,9 @@ static void test_group_defaults(void **state)
                      "{'address':'2001:db8::1','port':80,'weight':0}],"
                      "'health_check':{'enabled':true,'protocol':'tcp','uri':'/','domain':'',"
                      "'method':'head','http_codes':['http_2xx','http_3xx'],'interval_s':2,"
-                     "'timeout_s':5,'healthy_threshold':3,'unhealthy_threshold':3,'port':0}}");
+                     "'timeout_s':5,'healthy_threshold':3,'unhealthy_threshold':3,'port':0,"
+                     "'passive':{'enabled':false,'consecutive_failures':5,'include_5xx':false,"
+                     "'ejection_s':30}}}");
     assert_true(json_equal(json_array_get(json_object_get(cfg->json, "groups"), 0), want));
     json_decref(want);
     assert_round_trip(cfg);

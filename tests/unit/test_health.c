@@ -512,13 +512,91 @@ static void test_cancel_and_free(void **unused)
     fixture_deinit(&fx);
 }
 
+/* Passive checks: failed exchanges in a row eject a server (a success in between starts the
+ * count again; our own shortage of descriptors and, without include_5xx, 5xx answers do not
+ * count); the checker times the ejection and brings the server back, or down when its active
+ * checks failed meanwhile. */
+static void test_passive_ejection(void **unused)
+{
+    struct fixture fx;
+    fixture_init(&fx);
+    struct acceptor a;
+    acceptor_open(&fx.loop, &a, 0);
+    uint16_t ports[] = {port_of(a.fd)};
+    struct slb_health_cfg hc = hc_default(SLB_HC_TCP);
+    hc.enabled = false;
+    hc.passive = (struct slb_passive_cfg){
+        .enabled = true, .consecutive_failures = 3, .include_5xx = false, .ejection_s = 1};
+    group_add(&fx, 0, "p", &hc, ports, 1);
+    struct slb_srv_rt *s = fx.g[0].srv[0];
+
+    /* Before the configuration is published to the checker, passive checks are off. */
+    for (int i = 0; i < 5; i++)
+        slb_health_observe(s, 0, SLB_XCHG_FAILED);
+    assert_true(is_up(s));
+    slb_health_update(fx.h, &fx.snap);
+
+    slb_health_observe(s, 0, SLB_XCHG_FAILED);
+    slb_health_observe(s, 0, SLB_XCHG_FAILED);
+    slb_health_observe(s, 0, 200); /* a success: the count starts again */
+    slb_health_observe(s, 0, SLB_XCHG_FAILED);
+    slb_health_observe(s, 0, SLB_XCHG_FAILED);
+    slb_health_observe(s, 0, -EMFILE); /* ours, not the server's */
+    slb_health_observe(s, 0, 503);     /* include_5xx is off: an answer is a success */
+    slb_health_observe(s, 0, -ECONNREFUSED);
+    slb_health_observe(s, 0, -ECONNRESET);
+    assert_true(is_up(s));
+    slb_health_observe(s, 0, SLB_XCHG_FAILED);
+    assert_int_equal(atomic_load(&s->healthy), SLB_HEALTH_EJECTED);
+    assert_int_equal(slb_count_get(&s->w[0].v[SLB_SRV_EJECTIONS]), 1);
+    /* More failures of exchanges already under way change nothing. */
+    for (int i = 0; i < 5; i++)
+        slb_health_observe(s, 0, SLB_XCHG_FAILED);
+    assert_int_equal(slb_count_get(&s->w[0].v[SLB_SRV_EJECTIONS]), 1);
+
+    /* Back after ejection_s (plus a tick or two). */
+    uint64_t t0 = slb_mono_ms();
+    RUN_UNTIL(&fx, is_up(s), 2500);
+    assert_true(is_up(s));
+    assert_true(slb_mono_ms() - t0 >= 900);
+    assert_int_equal(atomic_load(&s->passive_fails), 0);
+
+    /* With include_5xx, 5xx answers count. */
+    fx.g[0].cfg.hc.passive.include_5xx = true;
+    slb_health_update(fx.h, &fx.snap);
+    for (int i = 0; i < 3; i++)
+        slb_health_observe(s, 0, 502);
+    assert_int_equal(atomic_load(&s->healthy), SLB_HEALTH_EJECTED);
+    /* The active checks' verdict while it is ejected decides where it goes at the end. */
+    s->active_down = true;
+    RUN_UNTIL(&fx, atomic_load(&s->healthy) != SLB_HEALTH_EJECTED, 2500);
+    assert_int_equal(atomic_load(&s->healthy), SLB_HEALTH_DOWN);
+
+    /* Passive checks turned off: an ejection ends at the next tick, and nothing counts. */
+    s->active_down = false;
+    atomic_store(&s->healthy, SLB_HEALTH_UP);
+    for (int i = 0; i < 3; i++)
+        slb_health_observe(s, 0, SLB_XCHG_FAILED);
+    assert_int_equal(atomic_load(&s->healthy), SLB_HEALTH_EJECTED);
+    fx.g[0].cfg.hc.passive.enabled = false;
+    slb_health_update(fx.h, &fx.snap);
+    RUN_UNTIL(&fx, is_up(s), 500);
+    assert_true(is_up(s));
+    for (int i = 0; i < 5; i++)
+        slb_health_observe(s, 0, SLB_XCHG_FAILED);
+    assert_true(is_up(s));
+    slb_health_observe(NULL, 0, SLB_XCHG_FAILED);
+
+    acceptor_close(&fx.loop, &a);
+    fixture_deinit(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tcp_checks),
-        cmocka_unit_test(test_http_checks),
-        cmocka_unit_test(test_disabled_group),
-        cmocka_unit_test(test_cancel_and_free),
+        cmocka_unit_test(test_tcp_checks),       cmocka_unit_test(test_http_checks),
+        cmocka_unit_test(test_disabled_group),   cmocka_unit_test(test_cancel_and_free),
+        cmocka_unit_test(test_passive_ejection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
