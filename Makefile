@@ -71,7 +71,7 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 programs: $(OUT)/slbd $(OUT)/slbctl
 
 .PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-tcp soak fmt \
-	fuzz install uninstall deb FORCE
+	fuzz install uninstall deb console console-test FORCE
 
 deps:
 	@scripts/deps.sh
@@ -87,7 +87,21 @@ test: deps
 	@$(MAKE) --no-print-directory BUILD=asan all
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory BUILD=asan test-unit
+	@$(MAKE) --no-print-directory console-test
 	@scripts/run-e2e.sh
+
+# The web console (docs/console.md): console/src is embedded into src/admin/ui_assets.c, which
+# is committed so that `make` needs no Node.js. `make console` regenerates it and runs the
+# console's JavaScript unit tests; the browser test is tests/e2e/test_console.py (make test).
+console: console-test
+	/usr/bin/python3 scripts/console-embed.py
+	/usr/bin/python3 scripts/console-embed.py --check
+
+console-test:
+	@scripts/console-deps.sh
+	@for f in $$(find console/src/js -name '*.js'); do \
+	    node --check --input-type=module <"$$f" || { echo "syntax error in $$f"; exit 1; }; done
+	@cd console && node --test --test-reporter=dot test/unit/
 
 test-unit: $(UNIT_BIN)
 	@scripts/run-unit.sh $(UNIT_BIN)

@@ -86,6 +86,7 @@ ctl listener create --name tcp --protocol tcp --bind "127.0.0.1:$TCP_PORT" --gro
 cat <<MSG
 
 slbd is running (state directory: $STATE, admin API: http://$ADMIN).
+Web console: http://$ADMIN/  (sign in with the content of $STATE/admin.token)
 Try:
   curl --cacert $pki/ca.crt https://localhost:$HTTPS_PORT/hello
   curl -i http://localhost:$HTTP_PORT/hello          # 301 to https

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Installs the Debian packages slbd needs to build, run, test and package (`make deb`: debhelper,
-# and systemd for `systemd-analyze verify` of the unit; prometheus for `promtool`, which checks
+# and systemd for `systemd-analyze verify` of the unit; chromium, nodejs and npm for the web
+# console's tests, never needed to build or run slbd; prometheus for `promtool`, which checks
 # /metrics and examples/prometheus-rules.yml, and which Debian ships only in that package);
 # quiet when all are present.
 set -euo pipefail
 pkgs=(build-essential pkg-config libssl-dev libjansson-dev libcmocka-dev libnghttp2-dev
       python3 python3-pytest python3-h2 curl openssl nghttp2-client wrk iproute2
       testssl.sh slowhttptest clang libclang-rt-14-dev
-      debhelper dpkg-dev fakeroot adduser systemd prometheus)
+      debhelper dpkg-dev fakeroot adduser systemd chromium nodejs prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm: Debian's package, unless the installed nodejs brings its own (NodeSource's does).
+command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "deps: installing ${missing[*]}"
 SUDO=""

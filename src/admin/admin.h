@@ -39,6 +39,7 @@ struct slb_admin_resp {
     size_t text_len;
     const char *content_type;
     const char *allow;              /* for 405 */
+    const char *headers;            /* extra header lines, each ending in CRLF (static), or NULL */
     char etag[SLB_ADMIN_ETAG_SIZE]; /* sent as ETag when not empty */
 };
 

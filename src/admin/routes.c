@@ -4,6 +4,7 @@
  * by slb_ctl_apply; on any error the running configuration is untouched. */
 #include "admin/routes.h"
 #include "admin/admin.h"
+#include "admin/ui.h"
 
 #include "cert/store.h"
 #include "config/config.h"
@@ -529,7 +530,8 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         return;
     }
     bool known =
-        (n == 1 && (strcmp(coll, "stats") == 0 || strcmp(coll, "settings") == 0)) ||
+        (n == 1 && (strcmp(coll, "stats") == 0 || strcmp(coll, "settings") == 0 ||
+                    strcmp(coll, "about") == 0)) ||
         (n >= 1 && n <= 3 && strcmp(coll, "certificates") == 0) ||
         (n >= 1 && n <= 2 && (strcmp(coll, "listeners") == 0 || strcmp(coll, "groups") == 0)) ||
         (n >= 3 && strcmp(coll, "groups") == 0 && strcmp(seg[2], "servers") == 0);
@@ -545,6 +547,10 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
             return;
         }
         slb_admin_stats(ctl, resp);
+        return;
+    }
+    if (strcmp(coll, "about") == 0) {
+        slb_admin_about(ctl, req, resp);
         return;
     }
     if (strcmp(coll, "settings") == 0) {

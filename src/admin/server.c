@@ -2,6 +2,7 @@
 /* The admin API's HTTP/1.1 server: connections on the control thread's loop, the strict
  * request parser, Bearer-token check in constant time, bounded bodies, keep-alive. */
 #include "admin/admin.h"
+#include "admin/ui.h"
 
 #include "config/config.h"
 #include "core/log.h"
@@ -118,7 +119,7 @@ static void respond(struct admin_conn *c, struct slb_admin_resp *resp)
         resp->text = NULL;
         blen = resp->text_len;
     }
-    char head[512];
+    char head[1024];
     bool etag = resp->etag[0] != '\0';
     int hn = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s%s%s%s%s%s%s"
@@ -128,6 +129,15 @@ static void respond(struct admin_conn *c, struct slb_admin_resp *resp)
                       resp->allow ? "Allow: " : "", resp->allow ? resp->allow : "",
                       resp->allow ? "\r\n" : "", etag ? "ETag: " : "", etag ? resp->etag : "",
                       etag ? "\r\n" : "", c->close_after ? "Connection: close\r\n" : "");
+    if (resp->headers && hn >= 2 && (size_t)hn < sizeof(head)) {
+        /* Extra header lines (static, a few hundred bytes) go before the head's blank line. */
+        size_t at = (size_t)hn - 2;
+        int n = snprintf(head + at, sizeof(head) - at, "%s\r\n", resp->headers);
+        if (n > 0 && at + (size_t)n < sizeof(head))
+            hn = (int)(at + (size_t)n);
+        else
+            memcpy(head + at, "\r\n", 3);
+    }
     free(c->out);
     c->out = malloc((size_t)hn + blen);
     if (!c->out) {
@@ -226,7 +236,9 @@ static void handle(struct admin_conn *c, const struct slb_http_msg *m, const cha
     char *q = strchr(target, '?');
     if (q)
         *q++ = '\0';
-    bool public_path = strcmp(target, "/healthz") == 0;
+    /* The console's files hold no data (every datum comes from the API, with the token). */
+    bool ui = slb_admin_ui_path(target);
+    bool public_path = ui || strcmp(target, "/healthz") == 0;
     if (!public_path && !token_ok(ctl, m)) {
         slb_admin_error_simple(&resp, 401, "unauthorized",
                                "missing or wrong bearer token (see admin.token in the state "
@@ -243,7 +255,10 @@ static void handle(struct admin_conn *c, const struct slb_http_msg *m, const cha
         .body = body,
         .body_len = blen,
     };
-    slb_admin_route(ctl, &req, &resp);
+    if (ui)
+        slb_admin_ui(&req, &resp);
+    else
+        slb_admin_route(ctl, &req, &resp);
 out:
     if (resp.status >= 400 || !m->keep_alive)
         c->close_after = c->close_after || !m->keep_alive;

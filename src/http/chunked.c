@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Strict, byte-at-a-time chunked transfer-coding decoder (RFC 9112 7.1, see parser.h). */
+/* Strict, byte-at-a-time chunked transfer-coding decoder (RFC 9112 7.1), and the re-framing
+ * of a chunked body for the next hop built on it (see parser.h). */
 #include "http/parser.h"
 
 #include <string.h>
@@ -82,7 +83,7 @@ static int step(struct slb_chunked *c, unsigned char ch)
             if (c->line_len >= 16)
                 return CH_ERROR;
             c->remaining = (c->remaining << 4) | (uint64_t)v;
-            return CH_SIZE;
+            return c->remaining > SLB_CHUNKED_MAX_SIZE ? CH_ERROR : CH_SIZE;
         }
         if (c->line_len == 0)
             return CH_ERROR;
@@ -216,4 +217,69 @@ long slb_chunked_feed(struct slb_chunked *c, const char *buf, size_t len, const 
             break;
     }
     return (long)i;
+}
+
+void slb_rechunk_init(struct slb_rechunk *r)
+{
+    memset(r, 0, sizeof(*r));
+    slb_chunked_init(&r->ck);
+    r->ck.stop_at_trailer = true;
+}
+
+static void frame_put(struct slb_rechunk *r, const char *p, size_t n)
+{
+    memcpy(r->frame + r->frame_len, p, n);
+    r->frame_len = (uint8_t)(r->frame_len + n);
+}
+
+/* The CRLF that ends the data chunk before, when there was one. */
+static void frame_start(struct slb_rechunk *r)
+{
+    r->frame_len = 0;
+    r->frame_off = 0;
+    if (r->had_data)
+        frame_put(r, "\r\n", 2);
+}
+
+long slb_rechunk_next(struct slb_rechunk *r, const char *buf, size_t len, size_t *ready)
+{
+    *ready = 0;
+    r->frame_len = 0;
+    r->frame_off = 0;
+    r->skip = 0;
+    if (r->ck.done)
+        return 0;
+    bool trailer = slb_chunked_in_trailer(&r->ck);
+    if (trailer && !r->last) {
+        /* The feed that reached the last chunk stopped there (stop_at_trailer). */
+        frame_start(r);
+        frame_put(r, "0\r\n", 3);
+        r->last = true;
+    }
+    const char *data;
+    size_t dlen;
+    long n = slb_chunked_feed(&r->ck, buf, len, &data, &dlen);
+    if (n < 0)
+        return n;
+    if (trailer) {
+        /* Trailer field lines and the final CRLF: checked field by field, sent as they are. */
+        *ready = (size_t)n;
+        return 0;
+    }
+    if (dlen == 0)
+        return n; /* framing only (the last-chunk line goes out with the next step) */
+    static const char hex[] = "0123456789abcdef";
+    char digits[16];
+    size_t k = 0;
+    for (size_t v = dlen; v; v >>= 4)
+        digits[k++] = hex[v & 15];
+    frame_start(r);
+    while (k)
+        r->frame[r->frame_len++] = digits[--k];
+    frame_put(r, "\r\n", 2);
+    r->had_data = true;
+    size_t pre = (size_t)(data - buf);
+    *ready = dlen;
+    r->skip = (uint64_t)n - pre - dlen;
+    return (long)pre;
 }

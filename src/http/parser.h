@@ -110,9 +110,13 @@ static inline bool slb_http_is_tchar(unsigned char c)
 }
 
 /* Incremental chunked-body decoder. Feed raw bytes; it reports how many it consumed and where
- * the data bytes are, so a proxy can forward the chunk framing verbatim or re-frame. */
+ * the data bytes are, so a proxy can re-frame them (slb_rechunk) or decode them. */
 #define SLB_CHUNKED_MAX_LINE 4096    /* chunk-size line with its extensions, CRLF excluded */
 #define SLB_CHUNKED_MAX_TRAILER 8192 /* whole trailer section, every CRLF included */
+/* The largest chunk size accepted (2^31 - 1): a size that does not fit a signed 32-bit
+ * integer is refused, as HAProxy does, rather than relayed to (or read from) a peer that could
+ * keep it in fewer bits than we do. */
+#define SLB_CHUNKED_MAX_SIZE 0x7fffffffu
 struct slb_chunked {
     int state;
     uint64_t remaining; /* data bytes left in the current chunk */
@@ -128,12 +132,37 @@ void slb_chunked_init(struct slb_chunked *c);
 bool slb_chunked_in_trailer(const struct slb_chunked *c);
 /* Consumes up to len bytes of buf. On return *data and *data_len give the data bytes found in
  * the consumed prefix (at most one contiguous run per call). Returns bytes consumed (>0 or 0
- * when len == 0) or -400 for invalid framing (bad size, overflow, missing CRLF, oversized
- * line or extension). c->done is set after the final CRLF of the trailer section; from then on
- * it consumes nothing and returns 0, so bytes after the body (a pipelined request) stay with
- * the caller. Extensions and trailer fields are validated and skipped; data or data_len may be
- * NULL when the caller only needs the framing. */
+ * when len == 0) or -400 for invalid framing (bad size, a size above SLB_CHUNKED_MAX_SIZE,
+ * missing CRLF, oversized line or extension). c->done is set after the final CRLF of the
+ * trailer section; from then on it consumes nothing and returns 0, so bytes after the body (a
+ * pipelined request) stay with the caller. Extensions and trailer fields are validated and
+ * skipped; data or data_len may be NULL when the caller only needs the framing. */
 long slb_chunked_feed(struct slb_chunked *c, const char *buf, size_t len, const char **data,
                       size_t *data_len);
+
+/* Re-framing a chunked body for the next hop: each run of data bytes in hand leaves as one
+ * chunk with our own size line (never larger than what was in hand), extensions are dropped,
+ * and the trailer section follows the last chunk as it came (validated by the decoder). The
+ * peer's size lines never reach the next hop, so a reader there that keeps sizes in fewer
+ * bits cannot be made to see a different body. Pure: the caller moves the bytes.
+ *
+ * One step at a time, when everything of the previous step has gone out:
+ *   d = slb_rechunk_next(r, buf, len, &ready);
+ *   drop d bytes from the front of buf (framing), then send r->frame[0, frame_len), then the
+ *   next `ready` bytes of buf as they are, then drop r->skip bytes (framing after them).
+ * Nothing to do (d, ready and frame_len all 0): more bytes are needed, or r->ck.done. */
+struct slb_rechunk {
+    struct slb_chunked ck;
+    uint64_t skip;     /* framing bytes after the ready bytes, dropped once they are sent */
+    bool had_data;     /* a data chunk went out: the next frame starts with its CRLF */
+    bool last;         /* the last-chunk line went out: the trailer section follows */
+    uint8_t frame_len; /* our framing to send before the ready bytes */
+    uint8_t frame_off; /* for the caller: how much of frame has gone out */
+    char frame[24];    /* "\r\n" + up to 16 hex digits + "\r\n" */
+};
+void slb_rechunk_init(struct slb_rechunk *r);
+/* The next step on buf[0, len), the bytes not consumed yet: returns the bytes to drop now, or
+ * -400 on invalid framing; sets *ready, r->frame, r->frame_len (frame_off = 0) and r->skip. */
+long slb_rechunk_next(struct slb_rechunk *r, const char *buf, size_t len, size_t *ready);
 
 #endif

@@ -277,7 +277,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->x->req_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
     c->x->req_ready = 0;
     c->x->req_done = false;
-    slb_chunked_init(&c->x->req_chunk);
+    slb_rechunk_init(&c->x->req_chunk);
     c->x->resp_head_done = c->x->resp_done = false;
     c->x->resp_unchunk = false;
     c->x->resp_ready = 0;
@@ -389,41 +389,105 @@ static bool step_parse_request(struct http_conn *c)
     return true;
 }
 
-/* How many bytes at the front of c->in belong to the request body and are validated. */
-static int request_body_ready(struct http_conn *c)
+/* A Content-Length body: how many bytes at the front of c->in belong to it. */
+static void request_body_ready(struct http_conn *c)
 {
-    if (c->x->req_done || slb_buf_empty(&c->in) || c->x->req_ready >= c->in.len)
-        return 0;
-    const char *p = c->in.data + c->in.off + c->x->req_ready;
-    size_t avail = c->in.len - c->x->req_ready;
-    if (c->x->req_body == SLB_BODY_LENGTH) {
-        uint64_t n = avail < c->x->req_remaining ? avail : c->x->req_remaining;
-        c->x->req_ready += n;
-        c->x->req_remaining -= n;
-        return 0;
-    }
-    /* The decoder stops after each chunk's data; feed until everything here is validated
-     * so no bytes wait for an event that will not come. */
-    while (avail > 0 && !c->x->req_chunk.done) {
-        long n = slb_chunked_feed(&c->x->req_chunk, p, avail, NULL, NULL);
-        if (n < 0)
-            return -400;
-        if (n == 0)
-            break;
-        c->x->req_ready += (uint64_t)n;
-        p += n;
-        avail -= (size_t)n;
-    }
-    return 0;
+    if (c->x->req_done || c->x->req_ready >= c->in.len)
+        return;
+    uint64_t avail = c->in.len - c->x->req_ready;
+    uint64_t n = avail < c->x->req_remaining ? avail : c->x->req_remaining;
+    c->x->req_ready += n;
+    c->x->req_remaining -= n;
 }
 
 static bool request_body_complete(const struct http_conn *c)
 {
+    const struct slb_rechunk *rc = &c->x->req_chunk;
     if (c->x->req_body == SLB_BODY_LENGTH)
         return c->x->req_remaining == 0 && c->x->req_ready == 0;
     if (c->x->req_body == SLB_BODY_CHUNKED)
-        return c->x->req_chunk.done && c->x->req_ready == 0;
+        return rc->ck.done && c->x->req_ready == 0 && rc->frame_off == rc->frame_len &&
+               rc->skip == 0 && !slb_hbuf_pending(&c->up->head);
     return true;
+}
+
+/* Client body bytes taken from the input buffer: sent, or chunk framing we replace. */
+static void request_consume(struct http_conn *c, size_t n)
+{
+    c->x->req_bytes_in += n;
+    slb_buf_consume(&c->in, n);
+}
+
+/* Chunks of at most this many data bytes are gathered (copied) behind the request head's
+ * bytes in its buffer, within the capacity it has: a body of tiny chunks then costs a send
+ * per buffer, not a send (and a packet) per chunk. */
+#define SLB_CHUNK_GATHER_MAX 256
+
+/* A chunked request body goes on re-framed (see slb_rechunk): our size line from the
+ * exchange state and the data behind it in the input buffer leave in one sendmsg, so the
+ * client's size lines and extensions never reach the backend. Sends until the backend or the
+ * client's bytes run out. -400 on invalid framing; else whether anything moved. */
+static int send_chunked_body(struct http_conn *c)
+{
+    struct slb_rechunk *rc = &c->x->req_chunk;
+    struct http_up *up = c->up;
+    struct slb_hbuf *gather = &up->head; /* sent already: its memory holds small chunks */
+    bool progress = false;
+    for (;;) {
+        /* The next pieces, while none waits outside the gather buffer. */
+        while (rc->frame_off == rc->frame_len && !c->x->req_ready && !rc->ck.done) {
+            if (rc->skip) {
+                request_consume(c, (size_t)rc->skip);
+                rc->skip = 0;
+                progress = true;
+            }
+            size_t ready;
+            long d =
+                slb_rechunk_next(rc, c->in.len ? c->in.data + c->in.off : "", c->in.len, &ready);
+            if (d < 0)
+                return -400;
+            if (d == 0 && ready == 0 && rc->frame_len == 0)
+                break;
+            request_consume(c, (size_t)d);
+            c->x->req_ready = ready;
+            progress = true;
+            if (!slb_hbuf_pending(gather))
+                slb_hbuf_reset(gather);
+            if (ready > SLB_CHUNK_GATHER_MAX || gather->len + rc->frame_len + ready > gather->cap)
+                break;
+            slb_hbuf_put(gather, rc->frame, rc->frame_len);
+            rc->frame_off = rc->frame_len;
+            slb_hbuf_put(gather, c->in.data + c->in.off, ready);
+            request_consume(c, ready);
+            c->x->req_ready = 0;
+        }
+        bool moved = false;
+        while (slb_hbuf_pending(gather)) {
+            ssize_t n = slb_up_send(up, gather->p + gather->off, slb_hbuf_pending(gather));
+            if (n <= 0)
+                return progress;
+            gather->off += (size_t)n;
+            up->bytes_to += (uint64_t)n;
+            moved = progress = true;
+        }
+        size_t frame;
+        while ((frame = (size_t)(rc->frame_len - rc->frame_off)) || c->x->req_ready) {
+            struct iovec iov[2] = {{rc->frame + rc->frame_off, frame}, {NULL, 0}};
+            if (c->x->req_ready)
+                iov[1] = (struct iovec){c->in.data + c->in.off, (size_t)c->x->req_ready};
+            ssize_t n = slb_up_sendv(up, iov, c->x->req_ready ? 2 : 1);
+            if (n <= 0)
+                return progress;
+            up->bytes_to += (uint64_t)n;
+            size_t f = (size_t)n < frame ? (size_t)n : frame;
+            rc->frame_off = (uint8_t)(rc->frame_off + f);
+            c->x->req_ready -= (uint64_t)n - f;
+            request_consume(c, (size_t)n - f);
+            moved = progress = true;
+        }
+        if (!moved)
+            return progress;
+    }
 }
 
 static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f, const char *why);
@@ -436,6 +500,37 @@ static void tunnel_shut_backend(struct http_conn *c)
         shutdown(c->up->fd, SHUT_WR);
         c->x->up_shut = true;
     }
+}
+
+/* The backend's response has reached the client whole. */
+static bool response_all_out(const struct http_conn *c)
+{
+    return c->x->resp_done && !slb_hbuf_pending(&c->out) && !c->x->resp_ready;
+}
+
+/* The client's chunked body turned out invalid: the message cannot be delimited, and nothing
+ * more of it goes to the backend. Before the backend's response, the client gets our 400.
+ * Once that response has begun (the backend answered early), a 400 would be read as more of
+ * its body or as the answer to a next request: the connection ends instead. When the response
+ * is all out, the exchange ends as usual and the connection closes after it; otherwise it is
+ * cut with a reset, so that what arrived cannot look complete (a close-delimited body would). */
+static void request_body_invalid(struct http_conn *c)
+{
+    slb_debug("listener %s: client %s: invalid chunked request body", c->b.l->cfg->name,
+              c->client_ip);
+    if (!c->x->resp_head_done) {
+        respond_simple(c, 400, NULL, false);
+        return;
+    }
+    c->close_after = true;
+    c->x->up_keep_alive = false;
+    c->x->body_unread = true;
+    if (response_all_out(c)) {
+        c->x->req_done = true; /* step_complete ends the exchange */
+        return;
+    }
+    c->abort_reset = true;
+    conn_close(c);
 }
 
 /* Send the request head, then body bytes, to the backend. */
@@ -452,17 +547,26 @@ static bool step_write_upstream(struct http_conn *c)
         up->head.off += (size_t)n;
         up->bytes_to += (uint64_t)n;
         progress = true;
-        if (!slb_hbuf_pending(&up->head) && c->st != ST_TUNNEL)
+        /* Not for small chunks of a chunked body gathered in the same buffer later. */
+        if (!slb_hbuf_pending(&up->head) && c->st != ST_TUNNEL && !c->x->req_chunk.had_data &&
+            !c->x->req_chunk.last)
             c->x->sent_us = slb_mono_us();
     }
     if (c->st == ST_TUNNEL) {
         c->x->req_ready = c->in.len;
-    } else if (!c->x->req_done) {
-        if (request_body_ready(c) < 0) {
-            /* Invalid chunk framing: the message cannot be delimited, stop here. */
-            respond_simple(c, 400, NULL, false);
+    } else if (c->x->req_done) {
+        return progress;
+    } else if (c->x->req_body == SLB_BODY_CHUNKED) {
+        int rc = send_chunked_body(c);
+        if (rc < 0) {
+            request_body_invalid(c);
             return true;
         }
+        if (request_body_complete(c))
+            c->x->req_done = true;
+        return progress || rc > 0;
+    } else {
+        request_body_ready(c);
     }
     while (c->x->req_ready > 0) {
         ssize_t n = slb_up_send(up, c->in.data + c->in.off, c->x->req_ready);
@@ -523,7 +627,10 @@ static bool step_read_client(struct http_conn *c)
     }
     if (c->st == ST_EXCHANGE || c->st == ST_CONNECT) {
         if (!c->x->req_done) {
-            /* The client gave up in the middle of its request: nothing to answer. */
+            /* The client gave up in the middle of its request: nothing to answer. A response
+             * the backend began early is cut, so what arrived of it cannot look complete. */
+            if (c->x->resp_head_done && !response_all_out(c))
+                c->abort_reset = true;
             conn_close(c);
             return false;
         }
@@ -540,6 +647,12 @@ static bool retryable(const struct http_conn *c)
      * again on a fresh one only when that cannot make the backend act on it twice. */
     return !c->x->resp_head_done && slb_up_retryable(c->up, (enum slb_http_method)c->x->method,
                                                      c->x->req_body != SLB_BODY_NONE);
+}
+
+/* A chunked response re-framed for an HTTP/1.1 client (not decoded, not a tunnel). */
+static bool response_rechunked(const struct http_conn *c)
+{
+    return c->x->resp_body == SLB_BODY_CHUNKED && !c->x->resp_unchunk && c->st != ST_TUNNEL;
 }
 
 /* What the client is receiving ends when the connection closes: a backend body without
@@ -685,7 +798,7 @@ static bool step_parse_response(struct http_conn *c)
     c->x->up_keep_alive = m->keep_alive;
     c->x->resp_body = (uint8_t)m->body;
     c->x->resp_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
-    slb_chunked_init(&c->x->resp_chunk);
+    slb_rechunk_init(&c->x->resp_chunk);
     c->x->resp_head_done = true;
     if (m->status == 101) {
         if (!m->upgrade || !c->x->upgrade_req) {
@@ -743,17 +856,58 @@ static bool step_read_upstream(struct http_conn *c)
  * validated and dropped). */
 static int response_body_unchunk(struct http_conn *c)
 {
-    if (slb_up_unchunk(c->up, &c->x->resp_chunk, &c->x->resp_ready, NULL) < 0)
+    if (slb_up_unchunk(c->up, &c->x->resp_chunk.ck, &c->x->resp_ready, NULL) < 0)
         return -502;
-    if (c->x->resp_chunk.done)
+    if (c->x->resp_chunk.ck.done)
         c->x->resp_done = true;
+    return 0;
+}
+
+/* A chunked response to an HTTP/1.1 client goes on re-framed (see slb_rechunk): the size
+ * line of each piece into c->out, its data left in up->in (resp_ready) to be sent from there.
+ * Small pieces are copied behind their size line, so a run of small chunks leaves in one send
+ * (one TLS record). Called with nothing of the previous piece left in resp_ready. */
+static int response_chunk_next(struct http_conn *c)
+{
+    struct slb_rechunk *rc = &c->x->resp_chunk;
+    struct http_up *up = c->up;
+    while (!c->x->resp_ready) {
+        if (rc->skip) {
+            slb_buf_consume(&up->in, (size_t)rc->skip);
+            rc->skip = 0;
+        }
+        if (rc->ck.done) {
+            c->x->resp_done = true;
+            break;
+        }
+        size_t ready;
+        long d =
+            slb_rechunk_next(rc, up->in.len ? up->in.data + up->in.off : "", up->in.len, &ready);
+        if (d < 0)
+            return -502;
+        if (d == 0 && ready == 0 && rc->frame_len == 0)
+            break;
+        slb_buf_consume(&up->in, (size_t)d);
+        slb_hbuf_put(&c->out, rc->frame, rc->frame_len);
+        c->x->resp_ready = ready;
+        if (ready && ready <= SLB_BUF_SIZE / 4 &&
+            slb_hbuf_pending(&c->out) + ready <= SLB_BUF_SIZE) {
+            slb_hbuf_put(&c->out, up->in.data + up->in.off, ready);
+            slb_buf_consume(&up->in, ready);
+            c->x->resp_ready = 0;
+        }
+    }
     return 0;
 }
 
 static int response_body_ready(struct http_conn *c)
 {
     struct http_up *up = c->up;
-    if (!up || !c->x->resp_head_done || c->x->resp_done || up->in.len <= c->x->resp_ready)
+    if (!up || !c->x->resp_head_done || c->x->resp_done)
+        return 0;
+    if (response_rechunked(c))
+        return response_chunk_next(c); /* also when nothing is left to read: the end is known */
+    if (up->in.len <= c->x->resp_ready)
         return 0;
     size_t avail = up->in.len - c->x->resp_ready;
     if (c->st == ST_TUNNEL || c->x->resp_body == SLB_BODY_UNTIL_CLOSE) {
@@ -762,26 +916,10 @@ static int response_body_ready(struct http_conn *c)
     }
     if (c->x->resp_unchunk)
         return response_body_unchunk(c);
-    if (c->x->resp_body == SLB_BODY_LENGTH) {
-        uint64_t n = avail < c->x->resp_remaining ? avail : c->x->resp_remaining;
-        c->x->resp_ready += n;
-        c->x->resp_remaining -= n;
-        if (c->x->resp_remaining == 0)
-            c->x->resp_done = true;
-        return 0;
-    }
-    const char *p = up->in.data + up->in.off + c->x->resp_ready;
-    while (avail > 0 && !c->x->resp_chunk.done) {
-        long n = slb_chunked_feed(&c->x->resp_chunk, p, avail, NULL, NULL);
-        if (n < 0)
-            return -502;
-        if (n == 0)
-            break;
-        c->x->resp_ready += (uint64_t)n;
-        p += n;
-        avail -= (size_t)n;
-    }
-    if (c->x->resp_chunk.done)
+    uint64_t n = avail < c->x->resp_remaining ? avail : c->x->resp_remaining; /* Content-Length */
+    c->x->resp_ready += n;
+    c->x->resp_remaining -= n;
+    if (c->x->resp_remaining == 0)
         c->x->resp_done = true;
     return 0;
 }
@@ -814,47 +952,58 @@ static bool step_write_client(struct http_conn *c)
     size_t left = slb_hbuf_pending(&c->out) + (size_t)c->x->resp_ready;
     if (c->close_after && c->x->resp_done && left > 0 && left <= SLB_BUF_SIZE)
         slb_tconn_cork(&c->t);
-    while (slb_hbuf_pending(&c->out)) {
-        ssize_t n = c->t.ops->send(&c->t, c->out.p + c->out.off, slb_hbuf_pending(&c->out));
-        if (n <= 0) {
-            if (n < 0) {
-                conn_close(c);
-                return false;
-            }
-            return progress;
-        }
-        c->out.off += (size_t)n;
-        c->x->resp_bytes_out += (uint64_t)n;
-        slb_count_add(&lis_counts(c)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
-        progress = true;
-    }
-    if (c->out.len)
-        slb_hbuf_reset(&c->out);
-    if (c->st == ST_LINGER || !c->up)
-        return progress;
-    bool was_done = c->x->resp_done;
-    if (response_body_ready(c) < 0) {
-        upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
-        return true;
-    }
-    progress |= c->x->resp_done != was_done;
     struct http_up *up = c->up;
-    while (c->x->resp_ready > 0) {
-        ssize_t n = c->t.ops->send(&c->t, up->in.data + up->in.off, c->x->resp_ready);
-        if (n <= 0) {
-            if (n < 0) {
-                conn_close(c);
-                return false;
+    for (;;) {
+        while (slb_hbuf_pending(&c->out)) {
+            ssize_t n = c->t.ops->send(&c->t, c->out.p + c->out.off, slb_hbuf_pending(&c->out));
+            if (n <= 0) {
+                if (n < 0) {
+                    conn_close(c);
+                    return false;
+                }
+                return progress;
             }
-            return progress;
+            c->out.off += (size_t)n;
+            c->x->resp_bytes_out += (uint64_t)n;
+            slb_count_add(&lis_counts(c)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
+            progress = true;
         }
-        c->x->resp_ready -= (uint64_t)n;
-        c->x->resp_bytes_out += (uint64_t)n;
-        slb_count_add(&lis_counts(c)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
-        slb_buf_consume(&up->in, (size_t)n);
-        progress = true;
+        if (c->out.len)
+            slb_hbuf_reset(&c->out);
+        if (c->st == ST_LINGER || !up)
+            return progress;
+        bool was_done = c->x->resp_done;
+        if (response_body_ready(c) < 0) {
+            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
+            return true;
+        }
+        if (c->out.oom) {
+            conn_close(c);
+            return false;
+        }
+        progress |= c->x->resp_done != was_done;
+        if (slb_hbuf_pending(&c->out))
+            continue; /* a chunk's size line goes before its data */
+        if (!c->x->resp_ready)
+            return progress;
+        while (c->x->resp_ready > 0) {
+            ssize_t n = c->t.ops->send(&c->t, up->in.data + up->in.off, c->x->resp_ready);
+            if (n <= 0) {
+                if (n < 0) {
+                    conn_close(c);
+                    return false;
+                }
+                return progress;
+            }
+            c->x->resp_ready -= (uint64_t)n;
+            c->x->resp_bytes_out += (uint64_t)n;
+            slb_count_add(&lis_counts(c)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
+            slb_buf_consume(&up->in, (size_t)n);
+            progress = true;
+        }
+        if (!response_rechunked(c))
+            return progress;
     }
-    return progress;
 }
 
 /* The exchange is over, its backend connection given back: log it, then close, or wait for
@@ -1140,6 +1289,7 @@ static void set_interest(struct http_conn *c)
         if (c->x->resp_done && !c->x->req_done && c->st == ST_EXCHANGE)
             uev |= EPOLLIN; /* to see the backend go (see step_complete) */
         if (slb_hbuf_pending(&up->head) || c->x->req_ready ||
+            c->x->req_chunk.frame_off < c->x->req_chunk.frame_len ||
             (c->st == ST_TUNNEL && !slb_buf_empty(&c->in)))
             uev |= EPOLLOUT;
     }

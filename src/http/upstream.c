@@ -259,6 +259,19 @@ ssize_t slb_up_send(struct http_up *up, const void *p, size_t n)
     return w;
 }
 
+ssize_t slb_up_sendv(struct http_up *up, const struct iovec *iov, int n)
+{
+    struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+    ssize_t w = sendmsg(up->fd, &mh, MSG_NOSIGNAL);
+    if (w < 0) {
+        if (errno == EAGAIN || errno == EINTR)
+            up->wr_ready = false;
+        else
+            up->send_err = errno;
+    }
+    return w;
+}
+
 int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
                    struct slb_hbuf *trailers)
 {

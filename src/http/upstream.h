@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 struct http_up;
 struct slb_http_worker;
@@ -85,6 +86,8 @@ ssize_t slb_up_read(struct http_up *up);
 /* Send to the backend: bytes sent, or -1 with errno (EAGAIN and EINTR clear wr_ready; any
  * other error is kept in send_err). */
 ssize_t slb_up_send(struct http_up *up, const void *p, size_t n);
+/* The same for pieces in several places (a size line we wrote and the data after it). */
+ssize_t slb_up_sendv(struct http_up *up, const struct iovec *iov, int n);
 /* Decode a chunked body in place: the front of up->in becomes *ready data bytes, followed
  * by the raw bytes not decoded yet. With trailers (and ck->stop_at_trailer), the trailer
  * section's bytes are appended there. 0, or -1 on invalid framing. */

@@ -28,8 +28,10 @@ struct http_xchg {
     bool upgrade_req;  /* the request asked for a protocol upgrade we forwarded */
     uint8_t req_minor; /* HTTP/1.x minor version of the request */
     uint8_t req_body;
+    /* req_ready: body bytes at the front of the input buffer to send as they are (for a
+     * chunked body, data or trailer bytes; our framing is in req_chunk.frame). */
     uint64_t req_remaining, req_ready;
-    struct slb_chunked req_chunk;
+    struct slb_rechunk req_chunk;
     uint64_t resp_start_ms;
     uint64_t start_us; /* request head parsed, for the request duration histogram */
     uint64_t resp_us;  /* response head received, for the access log */
@@ -46,7 +48,7 @@ struct http_xchg {
     bool client_shut, up_shut; /* tunnel: our write side towards that peer is shut down */
     uint8_t resp_body;
     uint64_t resp_remaining, resp_ready;
-    struct slb_chunked resp_chunk;
+    struct slb_rechunk resp_chunk; /* re-framed for an HTTP/1.1 client, decoded for 1.0 */
     /* accounting */
     uint64_t req_bytes_in, resp_bytes_out;
     /* Per server of the group: already tried for this request (see slb_xchg_tried). */

@@ -132,7 +132,7 @@ def test_every_route_wants_the_token(slbd, populated, workdir):
     st, _, _ = raw(slbd, "GET", "/v1/groups", token=False,
                    headers=[f"Authorization: bearer {token}"])
     assert st == 200
-    # /healthz alone is public, and says nothing but that slbd is up.
+    # /healthz is public (and says nothing but that slbd is up), as are the console's files.
     st, _, text = raw(slbd, "GET", "/healthz", token=False)
     assert st == 200 and set(json.loads(text)) == {"status", "generation"}, text
 

@@ -488,6 +488,26 @@ def test_response_before_the_request_body_ends_the_stream_with_no_error(slbd, hx
     assert not c.goaways and not c.ended, c.describe()
 
 
+def _huge_chunk(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"100000005\r\nhello\r\n0\r\n\r\n")
+    time.sleep(h.scaled(10))  # and the connection stays open: only slbd can end the stream
+
+
+def test_backend_chunk_size_above_bound_ends_the_stream(slbd, hx, pki):  # noqa: F811
+    """A backend's chunk size above 2^31 - 1 is refused for an HTTP/2 client as for HTTP/1:
+    the stream gets a 502 (or a reset once its head went out), at once, not after 4 GB."""
+    sc = Scripted(hx, {"/huge": _huge_chunk})
+    slbd.add_group("g", [sc.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid)
+    c = RawH2.connect(port, client_context(pki), track=hx.track)
+    s = c.get("/huge", timeout=5)
+    assert s.status == 502 or (s.reset and not s.ended), s
+    assert b"hello" not in bytes(s.data), s
+    assert c.get("/ok").status == 200
+
+
 def _length_then_close(conn):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\ncomplete")
 

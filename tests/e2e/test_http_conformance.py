@@ -4,6 +4,8 @@ and edge-case requests, each with the exact status slbd must answer and, through
 backend, proof that nothing of a rejected request reached the backend; then malformed backend
 responses, which must become a 502 (or a cut connection) and never a reused connection."""
 
+import re
+import socket
 import threading
 import time
 
@@ -240,6 +242,8 @@ BAD_CHUNKS = [
     ("size-trailing-space", "5 \r\nhello\r\n0\r\n\r\n"),
     ("size-leading-space", " 5\r\nhello\r\n0\r\n\r\n"),
     ("size-17-digits", "00000000000000005\r\nhello\r\n0\r\n\r\n"),
+    ("size-above-2^31", "80000000\r\nhello\r\n0\r\n\r\n"),
+    ("size-2^32-plus-5", "100000005\r\nhello\r\n0\r\n\r\n"),
     ("size-negative", "-5\r\nhello\r\n0\r\n\r\n"),
     ("size-empty", "\r\nhello\r\n0\r\n\r\n"),
     ("ext-bws", "5 ;a=b\r\nhello\r\n0\r\n\r\n"),
@@ -316,6 +320,8 @@ BAD_RESPONSES = [
                                     b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 502),
     ("bad-chunk-size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n"
                        b"0\r\n\r\n", "cut"),
+    ("chunk-size-above-2^31", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"80000000\r\nhi\r\n0\r\n\r\n", "cut"),
     ("chunk-data-overrun", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhello"
                            b"\r\n0\r\n\r\n", "cut"),
     ("bad-chunk-later", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
@@ -603,3 +609,218 @@ def test_a_body_slbd_answers_without_reading_is_not_taken_for_a_request(slbd, hx
     time.sleep(0.2)
     rec = be.record_path.read_bytes() if be.record_path.exists() else b""
     assert b"/inner" not in rec, rec[:300]
+
+
+# --------------------------------------------------------------------------------------------
+# Chunked bodies leave in slbd's own framing: the peer's chunk sizes, leading zeros and
+# extensions never reach the next hop, so a reader there that keeps sizes in fewer bits than
+# slbd cannot be made to see a different body (or a second request).
+# --------------------------------------------------------------------------------------------
+
+TRAILER = b"X-Sum: 42\r\n"
+
+
+def our_chunks(body):
+    """(data, trailer section, chunk sizes) of a chunked body as slbd writes it: lowercase hex
+    sizes without leading zeros or extensions. Anything else fails."""
+    i, data, sizes = 0, b"", []
+    while True:
+        m = re.match(rb"([1-9a-f][0-9a-f]*|0)\r\n", body[i:])
+        assert m, f"not slbd's size line at {i}: {body[i:i + 40]!r}"
+        size = int(m.group(1), 16)
+        i += m.end()
+        if size == 0:
+            return data, body[i:], sizes
+        sizes.append(size)
+        data += body[i:i + size]
+        assert body[i + size:i + size + 2] == b"\r\n", body[i + size:i + size + 10]
+        i += size + 2
+
+
+def test_chunked_request_body_is_reframed(rec, hx):
+    """Extensions, leading zeros and uppercase sizes stay at slbd: the backend gets the same
+    data and trailer field in chunks slbd sized, none larger than its buffer."""
+    port, b = rec
+    parts = [b"a" * 3, b"B" * 0x1A, b"c" * 40000, b"d"]
+    body = (b"0003;name=value\r\n" + parts[0] + b"\r\n" +
+            b"1A;q=\"a;b\"\r\n" + parts[1] + b"\r\n" +
+            b"%X\r\n" % len(parts[2]) + parts[2] + b"\r\n" +
+            b"00000001;x\r\n" + parts[3] + b"\r\n" +
+            b"0;last=1\r\n" + TRAILER + b"\r\n")
+    c, r = _send_and_read(hx, port, req("POST /rf HTTP/1.1", "Transfer-Encoding: chunked")
+                          + body)
+    assert r.status == 200, r
+    assert r.json()["body_bytes"] == sum(len(p) for p in parts), r.json()
+    got = b.recorded()
+    head, _, sent = got.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    assert b";" not in sent, sent[:200]  # no extension anywhere
+    data, trailer, sizes = our_chunks(sent)
+    assert data == b"".join(parts)
+    assert trailer == TRAILER + b"\r\n", trailer
+    assert max(sizes) <= 16384, sizes
+
+
+def test_tiny_chunks_are_relayed_whole(rec, hx):
+    """A body of one-byte chunks (gathered into few sends towards the backend) arrives whole
+    and in order."""
+    port, b = rec
+    data = bytes(range(256)) * 12
+    body = b"".join(b"1;x\r\n" + data[i:i + 1] + b"\r\n" for i in range(len(data)))
+    c, r = _send_and_read(hx, port, req("POST /tiny HTTP/1.1", "Transfer-Encoding: chunked")
+                          + body + b"0\r\n\r\n")
+    assert r.status == 200, r
+    assert r.json()["body_bytes"] == len(data), r.json()
+    sent = b.recorded().partition(b"\r\n\r\n")[2]
+    got, trailer, _ = our_chunks(sent)
+    assert got == data and trailer == b"\r\n"
+
+
+TINY = bytes(range(256)) * 12
+
+
+def _relay_chunked_response(conn, backend):
+    """Answers /a with a chunked body written with extensions, leading zeros, uppercase hex
+    and a trailer field, /tiny with one-byte chunks."""
+    while True:
+        head = conn.read_head()
+        if not head:
+            return
+        if head.startswith(b"GET /tiny"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                         b"".join(b"1\r\n" + TINY[i:i + 1] + b"\r\n" for i in range(len(TINY)))
+                         + b"0\r\n\r\n")
+            continue
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"0005;ext=\"v\"\r\nhello\r\n00A\r\n0123456789\r\n"
+                     b"0;z\r\n" + TRAILER + b"\r\n")
+
+
+def test_chunked_response_is_reframed(slbd, hx):
+    rb = hx.raw_backend("chunky", _relay_chunked_response)
+    slbd.add_group("g", [rb.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    s = hx.socket(port)
+    s.sendall(req("GET /a HTTP/1.1", "Connection: close"))
+    raw = h.read_to_eof(s)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    data, trailer, _ = our_chunks(body)
+    assert b";" not in body, body
+    assert data == b"hello0123456789"
+    assert trailer == TRAILER + b"\r\n", trailer
+    s = hx.socket(port)
+    s.sendall(req("GET /tiny HTTP/1.1", "Connection: close"))
+    data, trailer, _ = our_chunks(h.read_to_eof(s).partition(b"\r\n\r\n")[2])
+    assert data == TINY and trailer == b"\r\n"
+
+
+def _bits32_backend(heads):
+    """A backend that keeps chunk sizes in 32 bits (as some do): it reads 100000005 as 5. Each
+    request head it reads goes to `heads`; each request gets a 200."""
+    def handler(conn, backend):
+        while True:
+            head = conn.read_head()
+            if not head:
+                return
+            heads.append(head)
+            if b"chunked" in head.lower():
+                while True:
+                    while b"\r\n" not in conn.buf:
+                        chunk = conn.recv_some()
+                        if not chunk:
+                            return
+                        conn.buf += chunk
+                    line, _, rest = bytes(conn.buf).partition(b"\r\n")
+                    size = int(line.split(b";")[0], 16) & 0xFFFFFFFF
+                    need = size + 2 if size else 2
+                    while len(rest) < need:
+                        chunk = conn.recv_some()
+                        if not chunk:
+                            return
+                        rest += chunk
+                    conn.buf = bytearray(rest[need:])
+                    if size == 0:
+                        break
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    return handler
+
+
+def test_chunk_size_a_32_bit_backend_truncates_is_refused(slbd, hx):
+    """0x100000005 is 5 to a reader that keeps 32 bits: relayed as it came, the bytes after
+    five of data would be a second request there. slbd refuses sizes above 2^31 - 1."""
+    heads = []
+    rb = hx.raw_backend("bits32", _bits32_backend(heads))
+    slbd.add_group("g", [rb.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    body = (b"100000005\r\nhello\r\n0\r\n\r\n" + SMUGGLE.encode() + b"x" * 64)
+    c, r = _send_and_read(hx, port, req("POST /big HTTP/1.1", "Transfer-Encoding: chunked")
+                          + body)
+    assert r.status == 400, r
+    assert c.closed(h.scaled(5)) in ("eof", "reset")
+    r = hx.get(port, "/after")
+    assert r.status == 200, r
+    assert not any(b"/smuggled" in x for x in heads), heads
+    assert not any(b"/smuggled" in x for x in rb.received), rb.received
+
+
+def test_backend_chunk_size_above_bound_is_502(slbd, hx):
+    """The same bound on a backend's chunk sizes: with the head and the size line in hand
+    together, the client gets a 502 and never the backend's head."""
+    def handler(conn, backend):
+        if conn.read_head():
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"100000005\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n")
+            time.sleep(h.scaled(2))
+    rb = hx.raw_backend("big", handler)
+    slbd.add_group("g", [rb.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    c = hx.connect(port)
+    c.send(req("GET /big HTTP/1.1"))
+    r = response_or_end(c)
+    assert r not in ("eof", "reset"), "no 502"
+    assert r.status == 502, r
+
+
+# Item: a backend that answers before the request body is in, then a chunked body that turns
+# out invalid. The backend's response has begun: a 400 from slbd would read as more of its
+# body (or as a second response); the connection ends instead, with a reset when the
+# response is not all out.
+EARLY_ANSWERS = [
+    ("close-delimited", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789", "reset"),
+    ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789", None),
+]
+
+
+@pytest.mark.parametrize("action", ["bad-chunk", "half-close"])
+@pytest.mark.parametrize("answer,how", [(a[1], a[2]) for a in EARLY_ANSWERS],
+                         ids=[a[0] for a in EARLY_ANSWERS])
+def test_request_body_ending_badly_after_an_early_response(slbd, hx, answer, how, action):
+    """The request body turns invalid, or the client half-closes in the middle of it, after
+    the backend's early response: no 400 follows that response, and a response the close
+    would delimit ends with a reset, never an orderly close that makes it look complete."""
+    def handler(conn, backend):
+        if not conn.read_head():
+            return
+        conn.sendall(answer)
+        while conn.recv_some():  # takes what comes until slbd closes
+            pass
+    rb = hx.raw_backend("early", handler)
+    slbd.add_group("g", [rb.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    s = hx.socket(port)
+    s.sendall(req("POST /up HTTP/1.1", "Transfer-Encoding: chunked") + b"5\r\nhello\r\n")
+    got = b""
+    deadline = time.monotonic() + h.scaled(10)
+    while not got.endswith(b"0123456789") and time.monotonic() < deadline:
+        got += s.recv(65536)
+    assert got.endswith(b"0123456789"), got
+    if action == "bad-chunk":
+        s.sendall(b"zz\r\n" + SMUGGLE.encode())
+    else:
+        s.shutdown(socket.SHUT_WR)
+    rest, end = hu.read_to_end(s)
+    assert rest == b"", rest  # nothing after the backend's response: no 400
+    assert end == how if how else end in ("eof", "reset"), end
+    assert not any(b"/smuggled" in x for x in rb.received), rb.received

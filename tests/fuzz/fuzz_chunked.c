@@ -2,7 +2,10 @@
 /* libFuzzer target for the chunked-body decoder: the promises of slb_chunked_feed (consumed
  * bytes, data slices inside what was consumed, nothing consumed once done, errors that stick),
  * the same outcome whether the body arrives whole, byte by byte or in uneven pieces, and data
- * and body length that agree with a simple reading of the chunk sizes. */
+ * and body length that agree with a simple reading of the chunk sizes. Then the re-framing on
+ * top of it (slb_rechunk): relayed in uneven pieces, a body comes out in slbd's own framing
+ * (no extensions, no leading zeros, no chunk larger than the piece in hand) that decodes to
+ * the same data, and a body the decoder refuses is refused there too. */
 #include "http/parser.h"
 
 #include <stdint.h>
@@ -173,6 +176,87 @@ static void check_reference(const char *buf, const struct outcome *o)
     CHECK(d == o->data_len);
 }
 
+/* Relay buf through slb_rechunk as the proxy does, the input arriving in pieces of the given
+ * sizes (cycled) into a window; check the output against the decoder's outcome `whole`. */
+static void relay(const char *buf, size_t len, const size_t *pieces, size_t npieces,
+                  const struct outcome *whole)
+{
+    struct slb_rechunk r;
+    slb_rechunk_init(&r);
+    size_t cap = 8 * len + 64, out_len = 0, off = 0, avail = 0, k = 0, max_piece = 0;
+    char *out = malloc(cap);
+    CHECK(out != NULL);
+    bool error = false;
+    for (;;) {
+        char *win = malloc(avail ? avail : 1); /* a private copy, so ASan sees any overread */
+        CHECK(win != NULL);
+        memcpy(win, buf + off, avail);
+        size_t ready = (size_t)-1;
+        long d = slb_rechunk_next(&r, win, avail, &ready);
+        if (d < 0) {
+            CHECK(d == -400);
+            free(win);
+            error = true;
+            break;
+        }
+        CHECK((size_t)d + ready + r.skip <= avail);
+        CHECK(r.frame_len <= sizeof(r.frame) && r.frame_off == 0);
+        CHECK(out_len + r.frame_len + ready <= cap);
+        memcpy(out + out_len, r.frame, r.frame_len);
+        out_len += r.frame_len;
+        memcpy(out + out_len, win + d, ready);
+        out_len += ready;
+        free(win);
+        size_t used = (size_t)d + ready + (size_t)r.skip;
+        off += used;
+        avail -= used;
+        if (d == 0 && ready == 0 && r.frame_len == 0) {
+            if (r.ck.done || off + avail == len)
+                break;
+            size_t want = pieces[k++ % npieces];
+            avail += want;
+            if (avail > len - off)
+                avail = len - off;
+            if (avail > max_piece)
+                max_piece = avail;
+        }
+    }
+    CHECK(error == whole->error);
+    if (!error) {
+        CHECK(r.ck.done == whole->done);
+        CHECK(off == whole->consumed);
+    }
+    if (r.ck.done) {
+        /* The output is a chunked body of our framing with the same data. */
+        struct outcome again;
+        decode(out, out_len, NULL, 0, &again);
+        CHECK(again.done && !again.error && again.consumed == out_len);
+        CHECK(again.data_len == whole->data_len);
+        CHECK(again.data_len == 0 || memcmp(again.data, whole->data, again.data_len) == 0);
+        outcome_free(&again);
+        size_t i = 0;
+        for (;;) {
+            uint64_t size = 0;
+            size_t digits = 0;
+            int v;
+            while ((v = hexval(out[i])) >= 0) {
+                CHECK(out[i] < 'A' || out[i] > 'F');
+                size = size << 4 | (uint64_t)v;
+                digits++;
+                i++;
+            }
+            CHECK(digits == 1 || out[i - digits] != '0'); /* no leading zeros */
+            CHECK(out[i] == '\r');                        /* no extension */
+            i += 2;
+            if (size == 0)
+                break;
+            CHECK(size <= max_piece);
+            i += (size_t)size + 2;
+        }
+    }
+    free(out);
+}
+
 static uint64_t hash(const uint8_t *d, size_t len)
 {
     uint64_t h = 0xcbf29ce484222325u;
@@ -203,6 +287,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     decode(buf, size, pieces, 6, &uneven);
     check_same(&whole, &uneven);
+    relay(buf, size, pieces, 6, &whole);
+    relay(buf, size, one, 1, &whole);
 
     outcome_free(&whole);
     outcome_free(&bytes);

@@ -808,10 +808,21 @@ static void test_chunked_sizes(void **state)
     struct slb_chunked c;
     const char *d;
     size_t dl;
+    /* Sizes up to SLB_CHUNKED_MAX_SIZE, with or without leading zeros (16 digits at most). */
     slb_chunked_init(&c);
-    assert_int_equal(slb_chunked_feed(&c, "ffffffffffffffff\r\nab", 20, &d, &dl), 20);
-    assert_true(c.remaining == UINT64_MAX - 2);
+    assert_int_equal(slb_chunked_feed(&c, "7fffffff\r\nab", 12, &d, &dl), 12);
+    assert_true(c.remaining == SLB_CHUNKED_MAX_SIZE - 2);
     assert_int_equal(dl, 2);
+    slb_chunked_init(&c);
+    assert_int_equal(slb_chunked_feed(&c, "000000007FFFFFFF\r\n", 18, &d, &dl), 18);
+    assert_true(c.remaining == SLB_CHUNKED_MAX_SIZE);
+    /* Above it: refused at the digit that crosses it, whatever follows. */
+    static const char *const big[] = {"80000000\r\n", "100000005\r\n", "ffffffff\r\n",
+                                      "ffffffffffffffff\r\n", "0000000080000000\r\n"};
+    for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+        slb_chunked_init(&c);
+        assert_int_equal(slb_chunked_feed(&c, big[i], strlen(big[i]), &d, &dl), -400);
+    }
     slb_chunked_init(&c);
     assert_int_equal(slb_chunked_feed(&c, "10000000000000000", 17, &d, &dl), -400);
     /* Once broken, always broken. */
@@ -819,6 +830,120 @@ static void test_chunked_sizes(void **state)
     slb_chunked_init(&c);
     assert_int_equal(slb_chunked_feed(&c, "1F\r\n", 4, &d, &dl), 4);
     assert_true(c.remaining == 31);
+}
+
+/* Relays raw through slb_rechunk the way the proxy does: the input arrives `step` bytes at a
+ * time (each window a heap copy, for ASan), what a step drops or sends leaves the window, our
+ * framing and the bytes sent go to out. Returns the bytes of raw consumed, or -400. */
+static long rechunk(const char *raw, size_t len, size_t step, char *out, size_t *out_len,
+                    bool *done)
+{
+    struct slb_rechunk r;
+    slb_rechunk_init(&r);
+    size_t off = 0, avail = 0;
+    *out_len = 0;
+    for (;;) {
+        char *win = malloc(avail ? avail : 1);
+        assert_non_null(win);
+        memcpy(win, raw + off, avail);
+        size_t ready;
+        long d = slb_rechunk_next(&r, win, avail, &ready);
+        if (d < 0) {
+            free(win);
+            *done = false;
+            return d;
+        }
+        assert_true((size_t)d + ready + r.skip <= avail);
+        assert_true(r.frame_len <= sizeof(r.frame));
+        memcpy(out + *out_len, r.frame, r.frame_len);
+        *out_len += r.frame_len;
+        memcpy(out + *out_len, win + d, ready);
+        *out_len += ready;
+        free(win);
+        size_t used = (size_t)d + ready + (size_t)r.skip;
+        off += used;
+        avail -= used;
+        if (d == 0 && ready == 0 && r.frame_len == 0) {
+            if (r.ck.done || off + avail == len)
+                break;
+            avail += step;
+            if (avail > len - off)
+                avail = len - off;
+        }
+    }
+    *done = r.ck.done;
+    return (long)off;
+}
+
+/* out is a chunked body as slbd writes it: lowercase sizes without leading zeros, each at
+ * most max, no extensions; then "0", the trailer section. Returns the data length. */
+static size_t check_our_framing(const char *out, size_t len, size_t max, const char *trailer)
+{
+    size_t i = 0, data = 0;
+    for (;;) {
+        size_t size = 0, digits = 0;
+        while (i < len && strchr("0123456789abcdef", out[i]) && out[i]) {
+            size = size * 16 + (size_t)(out[i] <= '9' ? out[i] - '0' : out[i] - 'a' + 10);
+            i++;
+            digits++;
+        }
+        assert_true(digits > 0 && (digits == 1 || out[i - digits] != '0'));
+        assert_true(i + 2 <= len && out[i] == '\r' && out[i + 1] == '\n');
+        i += 2;
+        if (size == 0)
+            break;
+        assert_true(size <= max);
+        assert_true(i + size + 2 <= len && out[i + size] == '\r' && out[i + size + 1] == '\n');
+        i += size + 2;
+        data += size;
+    }
+    assert_int_equal(len - i, strlen(trailer));
+    assert_memory_equal(out + i, trailer, len - i);
+    return data;
+}
+
+static void test_rechunk(void **state)
+{
+    char out[512];
+    size_t ol;
+    bool done;
+    /* Extensions go, sizes are ours, the trailer section stays, what follows is left. */
+    const char *raw = "0005;name=\"v;x\"\r\nhello\r\nA;e\r\n0123456789\r\n000\r\nX-T: 1\r\n\r\n"
+                      "GET / HTTP/1.1\r\n";
+    const char *want = "5\r\nhello\r\na\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
+    size_t len = strlen(raw);
+    assert_int_equal(rechunk(raw, len, len, out, &ol, &done), (long)len - 16);
+    assert_true(done);
+    assert_int_equal(ol, strlen(want));
+    assert_memory_equal(out, want, ol);
+    /* Whatever the pieces, the data and the trailers are the same, each chunk at most a
+     * piece. */
+    static const size_t steps[] = {1, 2, 3, 4, 5, 7, 11, 64};
+    for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+        assert_int_equal(rechunk(raw, len, steps[s], out, &ol, &done), (long)len - 16);
+        assert_true(done);
+        assert_int_equal(check_our_framing(out, ol, steps[s], "X-T: 1\r\n\r\n"), 15);
+        char dec[512];
+        size_t dl;
+        bool dd;
+        assert_int_equal(decode(out, ol, ol, dec, &dl, &dd), (long)ol);
+        assert_true(dd);
+        assert_int_equal(dl, 15);
+        assert_memory_equal(dec, "hello0123456789", 15);
+    }
+    /* No data, no trailers. */
+    assert_int_equal(rechunk("0\r\n\r\n", 5, 5, out, &ol, &done), 5);
+    assert_true(done);
+    assert_int_equal(ol, 5);
+    assert_memory_equal(out, "0\r\n\r\n", 5);
+    /* A size a 32-bit reader would take for 5 never becomes a chunk: refused. */
+    const char *smuggle = "100000005\r\nGET /x HTTP/1.1\r\n\r\n0\r\n\r\n";
+    assert_int_equal(rechunk(smuggle, strlen(smuggle), 64, out, &ol, &done), -400);
+    assert_int_equal(ol, 0);
+    /* An error after some data: what went before is out, nothing after. */
+    const char *bad = "3\r\nabc\r\nzz\r\n";
+    assert_int_equal(rechunk(bad, strlen(bad), 64, out, &ol, &done), -400);
+    assert_true(ol == 0 || (ol == 6 && memcmp(out, "3\r\nabc", 6) == 0));
 }
 
 static void test_chunked_line_limits(void **state)
@@ -888,6 +1013,7 @@ int main(void)
         cmocka_unit_test(test_chunked_stop_at_trailer),
         cmocka_unit_test(test_chunked_sizes),
         cmocka_unit_test(test_chunked_line_limits),
+        cmocka_unit_test(test_rechunk),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     release_copy();
