@@ -8,8 +8,9 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config libssl-dev libjansson-dev libcmocka-dev libnghttp2-dev
       python3 python3-pytest python3-h2 curl openssl nghttp2-client wrk iproute2
-      testssl.sh slowhttptest clang libclang-rt-14-dev
-      debhelper dpkg-dev fakeroot adduser systemd chromium nodejs prometheus)
+      testssl.sh slowhttptest clang libclang-rt-14-dev libcurl4-openssl-dev etcd-server
+      etcd-client debhelper dpkg-dev fakeroot adduser systemd chromium nodejs
+      prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

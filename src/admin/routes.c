@@ -531,7 +531,7 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
     }
     bool known =
         (n == 1 && (strcmp(coll, "stats") == 0 || strcmp(coll, "settings") == 0 ||
-                    strcmp(coll, "about") == 0)) ||
+                    strcmp(coll, "about") == 0 || strcmp(coll, "config") == 0)) ||
         (n >= 1 && n <= 3 && strcmp(coll, "certificates") == 0) ||
         (n >= 1 && n <= 2 && (strcmp(coll, "listeners") == 0 || strcmp(coll, "groups") == 0)) ||
         (n >= 3 && strcmp(coll, "groups") == 0 && strcmp(seg[2], "servers") == 0);
@@ -555,6 +555,14 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
     }
     if (strcmp(coll, "settings") == 0) {
         settings(ctl, req, resp);
+        return;
+    }
+    if (strcmp(coll, "config") == 0) {
+        /* The whole stored document, with the ETag POST /v1/apply checks in If-Match. */
+        if (!slb_admin_method_is(req, "GET"))
+            slb_admin_not_allowed(resp, "GET");
+        else
+            slb_admin_answer(resp, 200, json_incref(ctl->doc));
         return;
     }
     if (strcmp(coll, "certificates") == 0) {

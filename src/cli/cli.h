@@ -169,19 +169,52 @@ struct slb_cli_table *slb_cli_table_transpose(const struct slb_cli_table *t,
                                               const char *first_header);
 /* Columns separated by two spaces, padded to the widest cell; no trailing blanks. */
 void slb_cli_table_print(const struct slb_cli_table *t, FILE *out);
+/* The same within width columns (0: unlimited): a first-column cell too long for the space
+ * left goes on a line of its own with its row below it; then the widest of the columns marked
+ * with _set_clip are narrowed (down to their header), their cells clipped and ended by "…".
+ * Numbers are never clipped: a line that cannot fit so stays too long. */
+void slb_cli_table_print_fit(const struct slb_cli_table *t, FILE *out, size_t width);
+/* Lets slb_cli_table_print_fit clip column col (text that stays useful when cut short). */
+void slb_cli_table_set_clip(struct slb_cli_table *t, size_t col);
 void slb_cli_table_free(struct slb_cli_table *t);
 /* Display width of a UTF-8 string (code points; control characters print as '?'). */
 size_t slb_cli_text_width(const char *s);
 
 /* ---- table.c: JSON resources and reports as text ---- */
 
-/* A scalar or array of scalars as a cell: strings raw, null "-", arrays joined by ", ". */
+/* A scalar or array of scalars as a cell: strings raw (but the API's UTC times in local time,
+ * ISO 8601), null "-", arrays joined by ", ". */
 void slb_cli_value_text(const json_t *v, char *buf, size_t size);
-/* A resource as aligned "key: value" lines (nested objects flattened with dots); arrays and
- * maps of objects follow as titled tables. width>0 lets over-wide tables turn sideways. */
+/* A resource as aligned "key: value" lines (nested objects flattened with dots; a time is
+ * followed by how far away it is: "(in 89d 23h)"); arrays and maps of objects follow as
+ * titled tables. width>0 lets over-wide tables turn sideways. */
 void slb_cli_render_object(FILE *out, const json_t *obj, size_t width);
 /* Terminal width for stdout: the tty's, else $COLUMNS, else 0 (unlimited). */
 size_t slb_cli_term_width(void);
+
+/* ---- summary.c: numbers for people, the default stats screen ---- */
+
+/* The default width of `stats` and other summaries when the terminal's is unknown. */
+#define SLB_CLI_SUMMARY_WIDTH 100
+
+/* 999, 1.2k, 12k, 3.4M ...; a fraction below 10 keeps one decimal (rates); "-" if negative. */
+void slb_cli_human_count(double v, char *buf, size_t size);
+/* 157 B, 1.2 KiB, 34 MiB ...; "-" if negative. */
+void slb_cli_human_bytes(double v, char *buf, size_t size);
+/* 12 s, 5m 3s, 4h 10m, 3d 4h: the two largest units. */
+void slb_cli_human_duration(double seconds, char *buf, size_t size);
+/* Unix milliseconds as ISO 8601 local time with its offset: 2026-12-07T18:33:22+01:00. */
+void slb_cli_local_time(long long unix_ms, char *buf, size_t size);
+/* A moment relative to now, seconds later (>= 0) or earlier: "in 89d 23h", "12 s ago". */
+void slb_cli_relative_time(double seconds, char *buf, size_t size);
+/* The API's UTC times, "2027-03-07T17:39:16Z", as Unix milliseconds; 0 or -1. */
+int slb_cli_parse_utc(const char *text, long long *unix_ms);
+/* A /v1/stats document as the summary screen: the daemon line, one row per listener, one
+ * health row per group, within width columns; now_ms (Unix ms) dates the uptime. */
+void slb_cli_render_stats(FILE *out, const json_t *stats, size_t width, long long now_ms);
+/* `stats --wide`: the same daemon line, then every field in full tables (wider than width
+ * when they must be; width only decides when a table turns sideways). */
+void slb_cli_render_stats_wide(FILE *out, const json_t *stats, size_t width, long long now_ms);
 
 /* ---- commands: each takes the words after the verb, returns an exit status ---- */
 
@@ -212,6 +245,8 @@ int slb_cli_server_set_weight(struct slb_cli *c, int argc, char **argv);
 
 int slb_cli_stats(struct slb_cli *c, int argc, char **argv);
 int slb_cli_apply(struct slb_cli *c, int argc, char **argv);
+int slb_cli_config_export(struct slb_cli *c, int argc, char **argv);
+int slb_cli_config_import(struct slb_cli *c, int argc, char **argv);
 int slb_cli_metrics(struct slb_cli *c, int argc, char **argv);
 int slb_cli_health(struct slb_cli *c, int argc, char **argv);
 

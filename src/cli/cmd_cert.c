@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CERTS "/v1/certificates/"
 
@@ -187,24 +188,31 @@ int slb_cli_cert_replace(struct slb_cli *c, int argc, char **argv)
 
 static void cert_row(const json_t *item, char (*cells)[SLB_CLI_CELL])
 {
-    static const char *const fields[] = {"id", "name", "type", "key_type", "not_after", "used_by"};
-    for (size_t i = 0; i < 6; i++) {
-        const json_t *v = json_object_get(item, fields[i]);
+    static const char *const fields[] = {"id",        "name", "type",   "key_type",
+                                         "not_after", NULL,   "used_by"};
+    for (size_t i = 0; i < 7; i++) {
+        const json_t *v = fields[i] ? json_object_get(item, fields[i]) : NULL;
         if (v)
-            slb_cli_value_text(v, cells[i], SLB_CLI_CELL);
+            slb_cli_value_text(v, cells[i], SLB_CLI_CELL); /* times in local time */
     }
+    /* How far away the end of validity is. */
+    long long ms;
+    if (slb_cli_parse_utc(json_string_value(json_object_get(item, "not_after")), &ms) == 0)
+        slb_cli_relative_time((double)(ms - (long long)time(NULL) * 1000) / 1000, cells[5],
+                              SLB_CLI_CELL);
 }
 
 int slb_cli_cert_list(struct slb_cli *c, int argc, char **argv)
 {
-    static const char *const headers[] = {"ID", "NAME", "TYPE", "KEY", "NOT_AFTER", "USED_BY"};
+    static const char *const headers[] = {"ID",        "NAME",    "TYPE",   "KEY",
+                                          "NOT_AFTER", "EXPIRES", "USED_BY"};
     struct slb_cli_args a;
     int rc = slb_cli_args_parse(&a, argc, argv, NULL);
     if (rc == 0)
         rc = slb_cli_want_pos(&a, 0, 0);
     if (rc != 0)
         return rc;
-    return slb_cli_list(c, "/v1/certificates", "certificates", 6, headers, cert_row);
+    return slb_cli_list(c, "/v1/certificates", "certificates", 7, headers, cert_row);
 }
 
 static int one_id(int argc, char **argv, const char **id)

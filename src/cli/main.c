@@ -19,44 +19,112 @@ struct command {
     const char *verb; /* NULL for single-word commands */
     slb_cli_cmd_fn fn;
     const char *usage;
+    const char *help; /* what it does, then its options and their allowed values */
 };
+
+#define CERT_ARGS                                                                                  \
+    "  --cert FILE        PEM certificate, its chain after it\n"                                   \
+    "  --key FILE         PEM private key (server certificates)\n"
+#define LISTENER_ARGS                                                                              \
+    "  --protocol tcp|http|https\n"                                                                \
+    "  --bind ADDR:PORT   address to listen on ([v6]:PORT for IPv6)\n"                             \
+    "  --group GROUP      backend group that receives the traffic\n"                               \
+    "  --cert ID          certificate id (https); repeat or give ID,ID for several\n"              \
+    "  --client-ca ID     CA certificate that client certificates must chain to (none: off)\n"     \
+    "  --client-auth required|optional\n"                                                          \
+    "  --policy P         tls_cipher_policy_1_0|tls_cipher_policy_1_1|tls_cipher_policy_1_2|\n"    \
+    "                     tls_cipher_policy_1_2_strict|tls_cipher_policy_1_2_strict_with_1_3\n"    \
+    "  --proxy-protocol v1|v2|none   PROXY protocol header sent to the backends\n"                 \
+    "  --from-json FILE|- the listener as JSON (see docs/configuration.md); flags override it\n"
+#define GROUP_ARGS                                                                                 \
+    "  --scheduler wrr|rr|wlc|sch|tch\n"                                                           \
+    "                     weighted round robin, round robin, weighted least connections,\n"        \
+    "                     source hash, TCP 4-tuple hash\n"                                         \
+    "  --health tcp|http  health check protocol\n"                                                 \
+    "  --health-uri URI   path of the http health check\n"                                         \
+    "  --from-json FILE|- the group as JSON (see docs/configuration.md); flags override it\n"
 
 static const struct command commands[] = {
     {"cert", "upload", slb_cli_cert_upload,
-     "cert upload --name NAME [--type server|ca] --cert FILE [--key FILE]"},
-    {"cert", "list", slb_cli_cert_list, "cert list"},
-    {"cert", "show", slb_cli_cert_show, "cert show ID"},
+     "cert upload --name NAME [--type server|ca] --cert FILE [--key FILE]",
+     "Upload a certificate (and its key) and print its id.\n"
+     "  --name NAME        a label for people\n"
+     "  --type server|ca   server (default): presented by https listeners; ca: trusted for\n"
+     "                     client certificates\n" CERT_ARGS},
+    {"cert", "list", slb_cli_cert_list, "cert list",
+     "List the certificates, with the end of their validity in local time and how far away\n"
+     "it is.\n"},
+    {"cert", "show", slb_cli_cert_show, "cert show ID", "Show one certificate.\n"},
     {"cert", "replace", slb_cli_cert_replace,
-     "cert replace ID --cert FILE [--key FILE] [--name NAME]"},
-    {"cert", "delete", slb_cli_cert_delete, "cert delete ID"},
-    {"cert", "crl", slb_cli_cert_crl, "cert crl ID --crl FILE"},
+     "cert replace ID --cert FILE [--key FILE] [--name NAME]",
+     "Replace a certificate in place; listeners using it serve the new one at once.\n" CERT_ARGS
+     "  --name NAME        a new label\n"},
+    {"cert", "delete", slb_cli_cert_delete, "cert delete ID",
+     "Delete a certificate that no listener uses.\n"},
+    {"cert", "crl", slb_cli_cert_crl, "cert crl ID --crl FILE",
+     "Set the revocation lists of a CA certificate.\n"
+     "  --crl FILE         PEM CRLs issued by that CA\n"},
     {"listener", "create", slb_cli_listener_create,
      "listener create --name NAME --protocol tcp|http|https --bind ADDR:PORT --group GROUP\n"
      "        [--cert ID]... [--client-ca ID] [--client-auth required|optional] [--policy P]\n"
-     "        [--proxy-protocol v1|v2|none] [--from-json FILE|-]"},
-    {"listener", "list", slb_cli_listener_list, "listener list"},
-    {"listener", "show", slb_cli_listener_show, "listener show NAME"},
+     "        [--proxy-protocol v1|v2|none] [--from-json FILE|-]",
+     "Create a listener.\n"
+     "  --name NAME        1-63 of A-Z a-z 0-9 . _ -\n" LISTENER_ARGS},
+    {"listener", "list", slb_cli_listener_list, "listener list", "List the listeners.\n"},
+    {"listener", "show", slb_cli_listener_show, "listener show NAME", "Show one listener.\n"},
     {"listener", "update", slb_cli_listener_update,
      "listener update NAME [--protocol P] [--bind ADDR:PORT] [--group GROUP] [--cert ID]...\n"
      "        [--client-ca ID|none] [--client-auth required|optional] [--policy P]\n"
-     "        [--proxy-protocol v1|v2|none] [--from-json FILE|-]"},
-    {"listener", "delete", slb_cli_listener_delete, "listener delete NAME"},
+     "        [--proxy-protocol v1|v2|none] [--from-json FILE|-]",
+     "Change the given fields of a listener, keeping the others.\n" LISTENER_ARGS},
+    {"listener", "delete", slb_cli_listener_delete, "listener delete NAME",
+     "Delete a listener: it stops accepting at once; HTTP connections end after their\n"
+     "current request, tcp connections go on.\n"},
     {"group", "create", slb_cli_group_create,
-     "group create --name NAME [--scheduler wrr|rr|wlc|sch|tch] [--server ADDR:PORT[:WEIGHT]]...\n"
-     "        [--health tcp|http] [--health-uri URI] [--from-json FILE|-]"},
-    {"group", "list", slb_cli_group_list, "group list"},
-    {"group", "show", slb_cli_group_show, "group show NAME"},
+     "group create --name NAME [--scheduler wrr|rr|wlc|sch|tch]\n"
+     "        [--server ADDR:PORT[:WEIGHT]]... [--health tcp|http] [--health-uri URI]\n"
+     "        [--from-json FILE|-]",
+     "Create a backend group.\n"
+     "  --name NAME        1-63 of A-Z a-z 0-9 . _ -\n"
+     "  --server ADDR:PORT[:WEIGHT]   a backend server, weight 0-100 (default 100); "
+     "repeat\n" GROUP_ARGS},
+    {"group", "list", slb_cli_group_list, "group list", "List the backend groups.\n"},
+    {"group", "show", slb_cli_group_show, "group show NAME", "Show one backend group.\n"},
     {"group", "update", slb_cli_group_update,
-     "group update NAME [--scheduler S] [--health tcp|http] [--health-uri URI]\n"
-     "        [--from-json FILE|-]"},
-    {"group", "delete", slb_cli_group_delete, "group delete NAME"},
-    {"server", "add", slb_cli_server_add, "server add GROUP ADDR:PORT [--weight W]"},
-    {"server", "remove", slb_cli_server_remove, "server remove GROUP ADDR:PORT"},
-    {"server", "set-weight", slb_cli_server_set_weight, "server set-weight GROUP ADDR:PORT W"},
-    {"stats", NULL, slb_cli_stats, "stats [--watch [SECONDS]]"},
-    {"apply", NULL, slb_cli_apply, "apply -f FILE|-"},
-    {"metrics", NULL, slb_cli_metrics, "metrics"},
-    {"health", NULL, slb_cli_health, "health"},
+     "group update NAME [--scheduler wrr|rr|wlc|sch|tch] [--health tcp|http] [--health-uri URI]\n"
+     "        [--from-json FILE|-]",
+     "Change the given fields of a group, keeping the others (servers: slbctl "
+     "server).\n" GROUP_ARGS},
+    {"group", "delete", slb_cli_group_delete, "group delete NAME",
+     "Delete a group that no listener uses.\n"},
+    {"server", "add", slb_cli_server_add, "server add GROUP ADDR:PORT [--weight W]",
+     "Add a server to a group.\n"
+     "  --weight W         0-100 (default 100; 0 drains the server)\n"},
+    {"server", "remove", slb_cli_server_remove, "server remove GROUP ADDR:PORT",
+     "Remove a server from a group.\n"},
+    {"server", "set-weight", slb_cli_server_set_weight, "server set-weight GROUP ADDR:PORT W",
+     "Set a server's weight, 0-100.\n"},
+    {"stats", NULL, slb_cli_stats, "stats [--wide] [--watch [SECONDS]]",
+     "Traffic and health: a summary per listener and per group, within 100 columns (or the\n"
+     "terminal's width).\n"
+     "  --wide             every counter, in full tables\n"
+     "  --watch [SECONDS], -w [SECONDS]   refresh every SECONDS (default 2, 0.1-3600)\n"
+     "  --json             the API's JSON (with --watch: one document per line)\n"},
+    {"apply", NULL, slb_cli_apply, "apply -f FILE|- [--dry-run]",
+     "Replace all listeners and groups (and the settings, when given) with a file's, as one\n"
+     "change.\n"
+     "  -f FILE|-, --file FILE|-   {\"listeners\": [...], \"groups\": [...], \"settings\": {...}}\n"
+     "  --dry-run          only check it; nothing changes\n"},
+    {"config", "export", slb_cli_config_export, "config export [FILE]",
+     "Save the whole configuration (listeners, groups, settings; certificates aside) as JSON\n"
+     "to FILE, or print it.\n"},
+    {"config", "import", slb_cli_config_import, "config import FILE|- [--dry-run]",
+     "Apply a configuration saved by config export, as one change.\n"
+     "  --dry-run          only check it (validation, certificates, bind addresses, TLS);\n"
+     "                     nothing changes\n"},
+    {"metrics", NULL, slb_cli_metrics, "metrics", "Print the Prometheus metrics.\n"},
+    {"health", NULL, slb_cli_health, "health",
+     "Whether the daemon answers, and its configuration generation (needs no token).\n"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -76,6 +144,14 @@ static const char *canonical_group(const char *word)
     return word;
 }
 
+#define GLOBAL_FLAGS                                                                               \
+    "  --admin URL        admin API, default $SLBD_ADMIN, else " DEFAULT_ADMIN "\n"                \
+    "  --token-file FILE  file holding the admin token\n"                                          \
+    "  --state-dir DIR    read the token from DIR/admin.token (default " DEFAULT_STATE_DIR ")\n"   \
+    "  --json             print the API's JSON instead of tables\n"                                \
+    "  --help, -h         describe a command and its options\n"                                    \
+    "  --version          print slbctl's version and exit\n"
+
 static void usage(FILE *out, const char *group)
 {
     fprintf(out, "usage: slbctl [--admin URL] [--token-file FILE] [--state-dir DIR] [--json] "
@@ -85,18 +161,22 @@ static void usage(FILE *out, const char *group)
         if (!group || strcmp(commands[i].group, group) == 0)
             fprintf(out, "  slbctl %s\n", commands[i].usage);
     }
-    if (group)
+    if (group) {
+        fprintf(out, "\n'slbctl %s VERB --help' describes one of them.\n", group);
         return;
-    fprintf(out, "\nglobal flags (before or after the command):\n"
-                 "  --admin URL        admin API, default " DEFAULT_ADMIN "\n"
-                 "  --token-file FILE  file holding the admin token\n"
-                 "  --state-dir DIR    read the token from DIR/admin.token "
-                 "(default " DEFAULT_STATE_DIR ")\n"
-                 "  --json             print the API's JSON instead of tables\n"
-                 "  --version          print slbctl's version and exit\n"
+    }
+    fprintf(out, "\n'slbctl COMMAND --help' describes a command and its options.\n"
+                 "\nglobal flags (before or after the command):\n" GLOBAL_FLAGS
                  "The token comes from --token-file, else $SLBD_TOKEN, else DIR/admin.token.\n"
                  "Exit status: 0 success, 1 refused by the API, 2 usage error, 3 cannot reach "
                  "the API.\n");
+}
+
+/* `slbctl COMMAND --help`: the usage line, what the command does, its options. */
+static void command_help(FILE *out, const struct command *cmd)
+{
+    fprintf(out, "usage: slbctl %s\n\n%s", cmd->usage, cmd->help);
+    fprintf(out, "\nglobal flags:\n" GLOBAL_FLAGS);
 }
 
 /* Reads a token file: one line, surrounding blanks ignored. */
@@ -235,6 +315,22 @@ static int known_group(const char *group)
             return 1;
     }
     return 0;
+}
+
+/* The command of group named by the next word (its verb), or group's single-word command;
+ * words (may be NULL) becomes how many words of the line named it. */
+static const struct command *find_command(const char *group, int argc, char **argv, int *words)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(commands[i].group, group) != 0)
+            continue;
+        if (!commands[i].verb || (argc > 0 && strcmp(commands[i].verb, argv[0]) == 0)) {
+            if (words)
+                *words = commands[i].verb ? 2 : 1;
+            return &commands[i];
+        }
+    }
+    return NULL;
 }
 
 /* ---- per-command options and values ---- */
@@ -423,7 +519,11 @@ int main(int argc, char **argv)
     if (n == 0 || strcmp(rest[0], "help") == 0) {
         const char *group = n > 1 ? canonical_group(rest[1]) : NULL;
         int ok = n > 0 || g.help;
-        usage(ok ? stdout : stderr, group && known_group(group) ? group : NULL);
+        const struct command *cmd = group ? find_command(group, n - 2, rest + 2, NULL) : NULL;
+        if (cmd && (n > 2 || !cmd->verb))
+            command_help(stdout, cmd);
+        else
+            usage(ok ? stdout : stderr, group && known_group(group) ? group : NULL);
         rc = ok ? SLB_CLI_EXIT_OK : SLB_CLI_EXIT_USAGE;
         goto out;
     }
@@ -433,19 +533,11 @@ int main(int argc, char **argv)
         usage(stderr, NULL);
         goto out;
     }
-    const struct command *cmd = NULL;
     int words = 1;
-    for (size_t i = 0; i < NCOMMANDS && !cmd; i++) {
-        if (strcmp(commands[i].group, group) != 0)
-            continue;
-        if (!commands[i].verb)
-            cmd = &commands[i];
-        else if (n > 1 && strcmp(commands[i].verb, rest[1]) == 0)
-            cmd = &commands[i], words = 2;
-    }
+    const struct command *cmd = find_command(group, n - 1, rest + 1, &words);
     if (g.help) {
-        if (cmd && cmd->verb)
-            fprintf(stdout, "usage: slbctl %s\n", cmd->usage);
+        if (cmd)
+            command_help(stdout, cmd);
         else
             usage(stdout, group);
         rc = SLB_CLI_EXIT_OK;
@@ -460,10 +552,13 @@ int main(int argc, char **argv)
         goto out;
     }
     char err[300];
-    c.admin = g.admin ? g.admin : DEFAULT_ADMIN;
+    /* Like the token, the address may come from the environment, so a shell (or a script's
+     * caller) set up for one daemon needs no flag on every command. */
+    const char *env_admin = getenv("SLBD_ADMIN");
+    c.admin = g.admin ? g.admin : env_admin && env_admin[0] ? env_admin : DEFAULT_ADMIN;
     c.json = g.json;
     if (slb_cli_url_parse(c.admin, &c.url, err, sizeof(err)) < 0) {
-        slb_cli_usage_fail("%s", err);
+        slb_cli_usage_fail("%s%s", g.admin ? "" : "SLBD_ADMIN: ", err);
         goto out;
     }
     load_token(&c, g.token_file, g.state_dir);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Nesting deeper than this is printed as compact JSON rather than more tables. */
@@ -19,7 +20,8 @@ struct slb_cli_table {
     size_t ncols;
     size_t nrows; /* including the header row */
     size_t cap;
-    char **cells; /* nrows * ncols */
+    char **cells;            /* nrows * ncols */
+    unsigned long long clip; /* bit c: column c may be clipped to fit a width */
 };
 
 size_t slb_cli_text_width(const char *s)
@@ -91,6 +93,12 @@ int slb_cli_table_add(struct slb_cli_table *t, const char *const *cells)
     return table_push(t, cells);
 }
 
+void slb_cli_table_set_clip(struct slb_cli_table *t, size_t col)
+{
+    if (col < t->ncols && col < 64)
+        t->clip |= 1ull << col;
+}
+
 size_t slb_cli_table_rows(const struct slb_cli_table *t)
 {
     return t->nrows - 1;
@@ -152,28 +160,91 @@ struct slb_cli_table *slb_cli_table_transpose(const struct slb_cli_table *t,
     return out;
 }
 
-void slb_cli_table_print(const struct slb_cli_table *t, FILE *out)
+/* Prints the first n code points of s and, when s is longer, "…" in the last of them. */
+static void put_clipped(FILE *out, const char *s, size_t n)
+{
+    if (slb_cli_text_width(s) <= n) {
+        fputs(s, out);
+        return;
+    }
+    const unsigned char *p = (const unsigned char *)s;
+    size_t w = 0;
+    for (; *p; p++) {
+        if ((*p & 0xC0) != 0x80 && ++w == n)
+            break;
+        fputc(*p, out);
+    }
+    fputs("\xe2\x80\xa6", out); /* U+2026 HORIZONTAL ELLIPSIS */
+}
+
+/* Narrows w[] so the lines fit width: first the first column (its longer cells then go on a
+ * line of their own), then the widest of the columns that may be clipped, each no narrower
+ * than its header. */
+static void fit_widths(const struct slb_cli_table *t, size_t *w, size_t total, size_t width)
+{
+    if (width == 0 || total <= width)
+        return;
+    size_t excess = total - width;
+    size_t floor0 = slb_cli_text_width(cell(t, 0, 0));
+    size_t cut = w[0] - floor0 < excess ? w[0] - floor0 : excess;
+    w[0] -= cut;
+    excess -= cut;
+    while (excess > 0) {
+        size_t widest = 0;
+        for (size_t c = 1; c < t->ncols; c++) {
+            size_t floor = slb_cli_text_width(cell(t, 0, c));
+            if (floor < 4)
+                floor = 4;
+            if (c < 64 && (t->clip >> c & 1) && w[c] > floor && (widest == 0 || w[c] > w[widest]))
+                widest = c;
+        }
+        if (widest == 0)
+            return; /* nothing left to narrow: the line stays too long */
+        /* One column at a time, so the widest ones end up equally narrowed. */
+        w[widest]--;
+        excess--;
+    }
+}
+
+void slb_cli_table_print_fit(const struct slb_cli_table *t, FILE *out, size_t width)
 {
     size_t *w = calloc(t->ncols, sizeof(*w));
     if (!w)
         return;
-    column_widths(t, w);
+    fit_widths(t, w, column_widths(t, w), width);
     for (size_t r = 0; r < t->nrows; r++) {
         /* Trailing empty cells would only add blanks at the end of the line. */
         size_t last = t->ncols;
         while (last > 1 && cell(t, r, last - 1)[0] == '\0')
             last--;
-        for (size_t c = 0; c < last; c++) {
+        size_t first = 0;
+        if (slb_cli_text_width(cell(t, r, 0)) > w[0]) {
+            /* A name is never clipped (it would become ambiguous): it gets a line of its own
+             * and the row follows under it, like df(1) does with long device names. */
+            fprintf(out, "%s\n", cell(t, r, 0));
+            if (last == 1)
+                continue;
+            for (size_t pad = 0; pad < w[0] + 2; pad++)
+                fputc(' ', out);
+            first = 1;
+        }
+        for (size_t c = first; c < last; c++) {
             const char *s = cell(t, r, c);
-            fputs(s, out);
+            put_clipped(out, s, c == 0 ? (size_t)-1 : w[c]);
             if (c + 1 < last) {
-                for (size_t pad = slb_cli_text_width(s); pad < w[c] + 2; pad++)
+                size_t sw = slb_cli_text_width(s);
+                for (size_t pad = sw < w[c] ? sw : w[c]; pad < w[c] + 2; pad++)
                     fputc(' ', out);
             }
         }
         fputc('\n', out);
     }
     free(w);
+}
+
+void slb_cli_table_print(const struct slb_cli_table *t, FILE *out)
+{
+    slb_cli_table_print_fit(t, out, 0);
 }
 
 void slb_cli_table_free(struct slb_cli_table *t)
@@ -202,10 +273,15 @@ size_t slb_cli_term_width(void)
 static void scalar_text(const json_t *v, char *buf, size_t size)
 {
     switch (json_typeof(v)) {
-    case JSON_STRING:
-        /* An empty string reads as a missing value, and keeps a table's columns visible. */
-        snprintf(buf, size, "%s", json_string_length(v) ? json_string_value(v) : "-");
+    case JSON_STRING: {
+        /* The API's times are UTC ("...Z"); people read them in their own time zone. */
+        long long ms;
+        if (slb_cli_parse_utc(json_string_value(v), &ms) == 0)
+            slb_cli_local_time(ms, buf, size);
+        else /* an empty string reads as a missing value, and keeps a table's columns visible */
+            snprintf(buf, size, "%s", json_string_length(v) ? json_string_value(v) : "-");
         break;
+    }
     case JSON_INTEGER:
         snprintf(buf, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
         break;
@@ -594,6 +670,13 @@ static void print_kv_value(FILE *out, const json_t *v)
             *p = ' ';
     }
     fputs(buf, out);
+    /* A time on a line of its own also says how far away it is. */
+    long long ms;
+    if (json_is_string(v) && slb_cli_parse_utc(json_string_value(v), &ms) == 0) {
+        char rel[64];
+        slb_cli_relative_time((double)(ms - (long long)time(NULL) * 1000) / 1000, rel, sizeof(rel));
+        fprintf(out, " (%s)", rel);
+    }
 }
 
 void slb_cli_render_object(FILE *out, const json_t *obj, size_t width)

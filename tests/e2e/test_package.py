@@ -164,8 +164,8 @@ _filedir() { COMPREPLY=(FILE${1:+-DIR}); }
 
 
 @pytest.mark.parametrize("line, want", [
-    ("slbctl ", {"cert", "listener", "group", "server", "stats", "apply", "metrics", "health",
-                 "help"}),
+    ("slbctl ", {"cert", "listener", "group", "server", "stats", "apply", "config", "metrics",
+                 "health", "help"}),
     ("slbctl --state-dir /x lis", {"listener"}),
     ("slbctl listener ", {"create", "list", "show", "update", "delete"}),
     ("slbctl listener create --pro", {"--protocol", "--proxy-protocol"}),
@@ -174,7 +174,11 @@ _filedir() { COMPREPLY=(FILE${1:+-DIR}); }
     ("slbctl cert upload --cert ", {"FILE"}),
     ("slbctl --state-dir ", {"FILE-DIR"}),
     ("slbctl server ", {"add", "remove", "set-weight"}),
-    ("slbctl stats --w", {"--watch"}),
+    ("slbctl stats --w", {"--watch", "--wide"}),
+    ("slbctl config ", {"export", "import"}),
+    ("slbctl config import --d", {"--dry-run"}),
+    ("slbctl config import ", {"FILE"}),
+    ("slbctl apply --dr", {"--dry-run"}),
     ("slbctl --ver", {"--version"}),
 ])
 def test_bash_completion(line, want):

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests for slbctl's table and JSON rendering: alignment, cell sanitizing, transposition,
- * value formatting and the key/value + sub-table layout of `show` and `stats`. */
+ * fitting a width, value formatting, the key/value + sub-table layout of `show` and
+ * `stats --wide`, and the default `stats` summary with its numbers and times for people. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +10,8 @@
 #include <cmocka.h>
 
 /* slbctl is not part of libslb.a, so its rendering code is compiled into this test directly;
- * table.c depends on nothing else of the CLI. */
+ * table.c and summary.c depend on nothing else of the CLI. */
+#include "cli/summary.c"
 #include "cli/table.c"
 
 #include <stdlib.h>
@@ -303,6 +305,263 @@ static void test_render_non_objects(void **state)
     free(out);
 }
 
+static void test_human_numbers(void **state)
+{
+    (void)state;
+    char b[64];
+    static const struct {
+        double v;
+        const char *count, *bytes;
+    } cases[] = {
+        {0, "0", "0 B"},          {7, "7", "7 B"},
+        {0.5, "0.5", "0 B"},      {999, "999", "999 B"},
+        {1000, "1k", "1000 B"},   {1234, "1.2k", "1.2 KiB"},
+        {56789, "57k", "55 KiB"}, {3.4e6, "3.4M", "3.2 MiB"},
+        {2e12, "2T", "1.8 TiB"},  {-1, "-", "-"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        slb_cli_human_count(cases[i].v, b, sizeof(b));
+        assert_string_equal(b, cases[i].count);
+        slb_cli_human_bytes(cases[i].v, b, sizeof(b));
+        assert_string_equal(b, cases[i].bytes);
+    }
+}
+
+static void test_human_durations_and_dates(void **state)
+{
+    (void)state;
+    char b[64];
+    static const struct {
+        double s;
+        const char *text;
+    } cases[] = {{0, "0 s"},        {12.9, "12 s"},    {303, "5m 3s"},
+                 {15000, "4h 10m"}, {273600, "3d 4h"}, {-5, "0 s"}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        slb_cli_human_duration(cases[i].s, b, sizeof(b));
+        assert_string_equal(b, cases[i].text);
+    }
+    slb_cli_relative_time(12.4, b, sizeof(b));
+    assert_string_equal(b, "in 12 s");
+    slb_cli_relative_time(-12.4, b, sizeof(b));
+    assert_string_equal(b, "12 s ago");
+    slb_cli_relative_time(-273600, b, sizeof(b));
+    assert_string_equal(b, "3d 4h ago");
+    long long ms = 0;
+    assert_int_equal(slb_cli_parse_utc("2026-12-07T17:36:30Z", &ms), 0);
+    assert_true(ms == 1796664990000LL);
+    assert_int_equal(slb_cli_parse_utc("2026-12-07T17:36:30", &ms), -1);
+    assert_int_equal(slb_cli_parse_utc("2026-12-07T17:36:30Zx", &ms), -1);
+    assert_int_equal(slb_cli_parse_utc(NULL, &ms), -1);
+    /* Local time, with the offset ISO 8601 writes (POSIX TZ signs are reversed). */
+    setenv("TZ", "UTC", 1);
+    tzset();
+    slb_cli_local_time(1796664990076LL, b, sizeof(b));
+    assert_string_equal(b, "2026-12-07T17:36:30+00:00");
+    setenv("TZ", "XST-05:30", 1);
+    tzset();
+    slb_cli_local_time(1796664990076LL, b, sizeof(b));
+    assert_string_equal(b, "2026-12-07T23:06:30+05:30");
+    unsetenv("TZ");
+    tzset();
+}
+
+static void test_render_times_in_local_time(void **state)
+{
+    (void)state;
+    setenv("TZ", "XST-05:30", 1);
+    tzset();
+    char *out = render("{\"id\":\"c1\",\"not_after\":\"2099-01-01T00:00:00Z\","
+                       "\"not_before\":\"2000-01-01T00:00:00Z\",\"note\":\"2000-01-01\","
+                       "\"crls\":[{\"issuer\":\"ca\",\"next_update\":\"2000-01-01T00:00:00Z\"}]}",
+                       0);
+    /* On a line of its own a time says how far away it is; in a table cell it does not. */
+    assert_non_null(strstr(out, "not_after:  2099-01-01T05:30:00+05:30 (in "));
+    assert_non_null(strstr(out, "not_before: 2000-01-01T05:30:00+05:30 ("));
+    assert_non_null(strstr(out, " ago)\n"));
+    assert_non_null(strstr(out, "note:       2000-01-01\n"));
+    assert_non_null(strstr(out, "ca      2000-01-01T05:30:00+05:30\n"));
+    free(out);
+    unsetenv("TZ");
+    tzset();
+}
+
+/* Every line of text is at most width columns wide. */
+static void assert_fits(const char *text, size_t width)
+{
+    const char *p = text;
+    while (*p) {
+        size_t len = strcspn(p, "\n");
+        char line[1024];
+        snprintf(line, sizeof(line), "%.*s", (int)len, p);
+        if (slb_cli_text_width(line) > width)
+            fail_msg("line wider than %zu columns: \"%s\"", width, line);
+        p += len + (p[len] == '\n');
+    }
+}
+
+static void test_table_fit_wraps_names_and_clips_text(void **state)
+{
+    (void)state;
+    const char *h[] = {"NAME", "N", "WHY"};
+    struct slb_cli_table *t = slb_cli_table_new(3, h);
+    const char *r1[] = {"a-rather-long-name", "1", "connect: Connection refused"};
+    const char *r2[] = {"short", "22", "ok"};
+    assert_int_equal(slb_cli_table_add(t, r1), 0);
+    assert_int_equal(slb_cli_table_add(t, r2), 0);
+    struct capture c;
+    /* Wide enough: printed as ever. */
+    capture_begin(&c);
+    slb_cli_table_print_fit(t, c.f, 80);
+    char *out = capture_end(&c);
+    assert_string_equal(out, "NAME                N   WHY\n"
+                             "a-rather-long-name  1   connect: Connection refused\n"
+                             "short               22  ok\n");
+    free(out);
+    /* Names longer than their header go on a line of their own; WHY may not be clipped, so
+     * the line stays too long. */
+    capture_begin(&c);
+    slb_cli_table_print_fit(t, c.f, 30);
+    out = capture_end(&c);
+    assert_string_equal(out, "NAME  N   WHY\n"
+                             "a-rather-long-name\n"
+                             "      1   connect: Connection refused\n"
+                             "short\n"
+                             "      22  ok\n");
+    free(out);
+    slb_cli_table_set_clip(t, 2);
+    capture_begin(&c);
+    slb_cli_table_print_fit(t, c.f, 30);
+    out = capture_end(&c);
+    assert_string_equal(out, "NAME  N   WHY\n"
+                             "a-rather-long-name\n"
+                             "      1   connect: Connection\xe2\x80\xa6\n"
+                             "short\n"
+                             "      22  ok\n");
+    assert_fits(out, 30);
+    free(out);
+    slb_cli_table_free(t);
+}
+
+/* A /v1/stats document with n listeners of 63-character names and large counters, and a
+ * group with one server down. */
+static json_t *big_stats(size_t n)
+{
+    json_t *ls = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char name[96]; /* 63 characters used */
+        snprintf(name, sizeof(name), "listener-%02zu-%.*s", i, 51,
+                 "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdef");
+        json_array_append_new(
+            ls, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:{s:f, s:f},"
+                          " s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I, s:I},"
+                          " s:{s:I, s:I, s:{s:I, s:I}}}",
+                          "name", name, "protocol", "https", "bind", "[2001:db8::1234]:44321",
+                          "connections", (json_int_t)123456789, "active", (json_int_t)45678,
+                          "refused", (json_int_t)0, "denied", (json_int_t)3, "http2_abuse",
+                          (json_int_t)0, "new_connections_per_s", "1s", 1234.5, "60s", 1000.25,
+                          "payload_bytes", "in", (json_int_t)1, "out", (json_int_t)2, "wire_bytes",
+                          "in", (json_int_t)987654321098LL, "out", (json_int_t)123456789012345LL,
+                          "requests", "total", (json_int_t)99999999, "2xx", (json_int_t)99999000,
+                          "5xx", (json_int_t)999, "handshakes", "full", (json_int_t)5, "resumed",
+                          (json_int_t)6, "failures", "unknown_ca", (json_int_t)1500,
+                          "no_shared_cipher", (json_int_t)7));
+    }
+    json_t *servers = json_pack(
+        "[{s:s, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:f, s:s},"
+        " {s:s, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:f, s:s}]",
+        "address", "10.0.0.1", "port", 8080, "weight", 100, "health", "up", "active", 3,
+        "connections", 10, "requests", 30, "failures", 0, "avg_response_ms", 2.0, "last_check",
+        "ok", "address", "2001:db8::77", "port", 8080, "weight", 100, "health", "down", "active", 0,
+        "connections", 10, "requests", 10, "failures", 10, "avg_response_ms", 6.0, "last_check",
+        "connect: Connection refused after a rather long wait for the answer");
+    return json_pack("{s:i, s:i, s:i, s:I, s:o, s:[{s:s, s:s, s:o}]}", "generation", 6, "workers",
+                     2, "connection_cap", 498074, "started_ms", (json_int_t)1000000000000LL,
+                     "listeners", ls, "groups", "name",
+                     "web-frontend-backends-production-in-the-second-datacenter-xx", "scheduler",
+                     "wrr", "servers", servers);
+}
+
+static void test_stats_summary_fits_100_columns(void **state)
+{
+    (void)state;
+    json_t *doc = big_stats(6);
+    struct capture c;
+    capture_begin(&c);
+    /* 3 days, 4 hours and a bit after started_ms. */
+    slb_cli_render_stats(c.f, doc, 100, 1000000000000LL + (3 * 86400 + 4 * 3600 + 59) * 1000LL);
+    char *out = capture_end(&c);
+    assert_fits(out, 100);
+    assert_non_null(
+        strstr(out, "generation 6, 2 workers, at most 498k connections, up 3d 4h (since "));
+    for (size_t i = 0; i < json_array_size(json_object_get(doc, "listeners")); i++) {
+        const char *name = json_string_value(
+            json_object_get(json_array_get(json_object_get(doc, "listeners"), i), "name"));
+        char line[128];
+        /* Names are never clipped: each has a line of its own. */
+        snprintf(line, sizeof(line), "\n%s\n", name);
+        assert_non_null(strstr(out, line));
+    }
+    /* Counters for people: 123456789 connections, 112 TiB out, 1507 handshake failures. */
+    assert_non_null(strstr(out, "[2001:db8::1234]:44321  46k     123M   1.2k   100M  999  920 GiB"
+                                "  112 TiB  1.5k"));
+    /* The group: one of two servers up, request-weighted mean response time, which is down. */
+    assert_non_null(strstr(out, "wrr    1/2  3       20     40    10    3.0 ms  "
+                                "[2001:db8::77]:8080 (connect:"));
+    free(out);
+    /* The daemon line wraps between its facts on a narrow screen. */
+    capture_begin(&c);
+    slb_cli_render_stats(c.f, doc, 60, 1000000000000LL + 59 * 1000LL);
+    out = capture_end(&c);
+    const char *want = "slbd: generation 6, 2 workers, at most 498k connections,\n"
+                       "up 59 s (since ";
+    assert_true(strncmp(out, want, strlen(want)) == 0);
+    free(out);
+    json_decref(doc);
+}
+
+static void test_stats_summary_names_passive_ejections(void **state)
+{
+    (void)state;
+    json_t *doc = parse("{\"generation\":1,\"workers\":1,\"listeners\":[],\"groups\":[{"
+                        "\"name\":\"g\",\"scheduler\":\"rr\",\"servers\":[{\"address\":"
+                        "\"10.0.0.3\",\"port\":80,\"health\":\"down\",\"down_reason\":"
+                        "\"passive\",\"last_check\":\"ok\"},{\"address\":\"10.0.0.4\","
+                        "\"port\":80,\"health\":\"down\",\"down_reason\":\"active\","
+                        "\"last_check\":\"status 503\"}]}]}");
+    struct capture c;
+    capture_begin(&c);
+    slb_cli_render_stats(c.f, doc, 120, 0);
+    char *out = capture_end(&c);
+    assert_string_equal(out, "slbd: generation 1, 1 worker\n"
+                             "\n"
+                             "no listeners\n"
+                             "\n"
+                             "GROUP  SCHED  UP   ACTIVE  CONNS  REQS  FAIL  AVG  DOWN\n"
+                             "g      rr     0/2  0       0      0     0     -    10.0.0.3:80 "
+                             "(ejected by passive checks), 10.0.0.4:80 (status 503)\n");
+    free(out);
+    json_decref(doc);
+}
+
+static void test_stats_wide_keeps_every_counter(void **state)
+{
+    (void)state;
+    json_t *doc = big_stats(1);
+    struct capture c;
+    capture_begin(&c);
+    slb_cli_render_stats_wide(c.f, doc, 0, 1000000000000LL + 12000);
+    char *out = capture_end(&c);
+    assert_non_null(strstr(out, "slbd: generation 6, 2 workers, at most 498k connections, "
+                                "up 12 s (since "));
+    assert_null(strstr(out, "started_ms"));
+    assert_null(strstr(out, "connection_cap"));
+    assert_non_null(strstr(out, "HANDSHAKES.FAILURES.UNKNOWN_CA"));
+    assert_non_null(strstr(out, "123456789012345"));
+    assert_non_null(strstr(out, "connect: Connection refused after a rather long wait"));
+    free(out);
+    json_decref(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +578,13 @@ int main(void)
         cmocka_unit_test(test_render_narrow_terminal_turns_table),
         cmocka_unit_test(test_render_map_of_objects),
         cmocka_unit_test(test_render_non_objects),
+        cmocka_unit_test(test_human_numbers),
+        cmocka_unit_test(test_human_durations_and_dates),
+        cmocka_unit_test(test_render_times_in_local_time),
+        cmocka_unit_test(test_table_fit_wraps_names_and_clips_text),
+        cmocka_unit_test(test_stats_summary_fits_100_columns),
+        cmocka_unit_test(test_stats_summary_names_passive_ejections),
+        cmocka_unit_test(test_stats_wide_keeps_every_counter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
