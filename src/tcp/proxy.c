@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/time.h"
 #include "tcp/proxyproto.h"
 #include "tls/clienthello.h"
 
@@ -54,6 +55,7 @@ struct tcp_conn {
     struct tcp_end c, s; /* client, server */
     struct slb_timer timer;
     uint64_t last_activity;
+    uint64_t connect_us; /* when the current connect started, for the connect histogram */
     struct sockaddr_storage peer, local;
     uint8_t *tried;
 };
@@ -403,6 +405,7 @@ static void connect_failed(struct tcp_conn *t, int err)
 static void established(struct tcp_conn *t)
 {
     t->connected = true;
+    slb_hist_observe(srv_counts(t), SLB_SRV_CONNECT, slb_mono_us() - t->connect_us);
     slb_health_observe(t->srv, t->w->id, 0);
     if (t->l->cfg->proxy_protocol) {
         /* The header goes first in the client→server buffer, before any client byte (a
@@ -439,6 +442,7 @@ static void try_connect(struct tcp_conn *t)
         t->srv = g->srv[idx];
         slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], 1);
         slb_count_add(&srv_counts(t)->v[SLB_SRV_CONNS], 1);
+        t->connect_us = slb_mono_us();
         int fd = slb_backend_connect(&g->cfg->servers[idx]);
         if (fd < 0) {
             t->s.fd = -1;

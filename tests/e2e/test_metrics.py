@@ -187,6 +187,9 @@ def test_metrics_parse_strictly_with_traffic(slbd, stack):
         assert fam is not None, f"family {name} missing from /metrics"
         assert fam.type == type_, f"{name} is a {fam.type}, expected {type_}"
         assert fam.help, f"{name} has no HELP text"
+    # tcp listeners time their backend connects too: one per proxied connection.
+    assert doc.value("slbd_server_connect_seconds_count", group="gt",
+                     server=server_label(stack.t)) == 3
     # slbd's own families, and the standard process_* ones.
     assert all(n.startswith(("slbd_", "process_")) for n in doc.families), sorted(doc.families)
     # Every listener has its four byte counters; the protocol decides the rest.
