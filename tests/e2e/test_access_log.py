@@ -319,7 +319,7 @@ def test_syslog_target(slbd, hx, access_log, tmp_path, monkeypatch):
 
 
 def recorded_ids(backend):
-    return re.findall(rb"\r\nX-Request-Id: ([^\r]*)\r\n", backend.recorded())
+    return re.findall(rb"(?i)\r\nX-Request-Id: ([^\r]*)\r\n", backend.recorded())
 
 
 @pytest.mark.slbd(workers=1)
@@ -424,3 +424,38 @@ def test_daemon_log_json(slbd, hx):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", warn[0]["time"]), warn
     assert h.ERROR_LINE.search('{"time":"2026-01-01T00:00:00.000Z","level":"error","thread":'
                                '"w0","msg":"x"}')
+
+
+@pytest.mark.slbd(workers=1)
+def test_http2_fields_and_request_id(slbd, hx, pki, access_log):
+    """HTTP/2 streams get the same fields: Host from :authority, the User-Agent, the client's
+    port, an id sent to the backend as X-Request-Id (the client's own kept)."""
+    access_log("h2.log")
+    path = slbd.state_dir / "h2.log"
+    b = hx.backend("a", record=True)
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = add_listener(slbd, "secure", "g", protocol="https", tls=tls_block([cid]))
+
+    def curl(target, *headers):
+        p = subprocess.run(["curl", "-sS", "--http2", "--cacert", pki.root, "--resolve",
+                            f"localhost:{port}:127.0.0.1", "-A", "h2probe/2",
+                            *[a for hd in headers for a in ("-H", hd)],
+                            f"https://localhost:{port}{target}"], capture_output=True,
+                           timeout=h.scaled(20))
+        assert p.returncode == 0, p.stderr
+    curl("/warm")
+    wait_for(path, lambda x: x.get("path") == "/warm", "the warm-up line")
+    b.clear_record()
+    curl("/h2-ours")
+    line = wait_for(path, lambda x: x.get("path") == "/h2-ours", "the /h2-ours line")[0]
+    assert line["proto"] == "HTTP/2", line
+    assert line["host"] == f"localhost:{port}" and line["user_agent"] == "h2probe/2", line
+    assert isinstance(line["client_port"], int) and line["client_port"] > 0, line
+    assert re.fullmatch(r"[0-9a-f]{32}", line["id"]), line
+    assert recorded_ids(b) == [line["id"].encode()]
+    b.clear_record()
+    curl("/h2-theirs", "X-Request-Id: from-client-7")
+    line = wait_for(path, lambda x: x.get("path") == "/h2-theirs", "the /h2-theirs line")[0]
+    assert line["id"] == "from-client-7", line
+    assert recorded_ids(b) == [b"from-client-7"]
