@@ -988,13 +988,19 @@ def test_health_transitions(slbd, hx):
 
 
 def test_prometheus_rules_example(slbd, hx, stack):
-    """examples/prometheus-rules.yml passes `promtool check rules`, and every metric it names
-    is one slbd exports (a renamed metric would leave an alert that never fires)."""
+    """examples/prometheus-rules.yml passes `promtool check rules` and the alert cases of
+    prometheus_rules_test.yml (`promtool test rules`), and every metric it names is one slbd
+    exports (a renamed metric would leave an alert that never fires)."""
     tool = promtool()
     rules = Path(__file__).resolve().parents[2] / "examples" / "prometheus-rules.yml"
     r = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True,
                        timeout=h.scaled(30))
     assert r.returncode == 0, f"promtool check rules:\n{r.stdout}{r.stderr}"
+    # The alerts fire on the series slbd exports, and only then (prometheus_rules_test.yml).
+    cases = Path(__file__).resolve().parent / "prometheus_rules_test.yml"
+    r = subprocess.run([tool, "test", "rules", str(cases)], capture_output=True, text=True,
+                       timeout=h.scaled(60))
+    assert r.returncode == 0, f"promtool test rules:\n{r.stdout}{r.stderr}"
     stack.traffic()
     doc = scrape(slbd)
     text = rules.read_text()
