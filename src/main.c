@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* slbd: parse the command line, validate the state directory without changing it, then start
  * the control thread's state and run it. */
+#include "admin/admin.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/notify.h"
 #include "core/version.h"
-#include "event/control.h"
+#include "daemon/control.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -26,6 +27,12 @@ static void print_err(const char *what, const struct slb_err *err)
 {
     fprintf(stderr, "slbd: %s: %s%s%s (%s)\n", what, err->where, err->where[0] ? ": " : "",
             err->msg, err->code);
+}
+
+/* The admin API stops before the workers drain: no change can start while they do. */
+static void stop_admin(void *arg)
+{
+    slb_admin_free(arg);
 }
 
 int main(int argc, char **argv)
@@ -134,6 +141,13 @@ int main(int argc, char **argv)
         slb_ctl_deinit(&ctl);
         return 1;
     }
+    struct slb_admin *admin = slb_admin_new(&ctl, opt.admin_addr, &err);
+    if (!admin) {
+        print_err("cannot start", &err);
+        slb_ctl_deinit(&ctl);
+        return 1;
+    }
+    slb_ctl_on_stop(&ctl, stop_admin, admin);
     slb_info("slbd %s started: %d workers, state dir %s", slb_version(), opt.workers,
              opt.state_dir);
     /* The first configuration's listeners and the admin API are open: ready for systemd (the

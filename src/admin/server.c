@@ -6,7 +6,7 @@
 
 #include "config/config.h"
 #include "core/log.h"
-#include "event/control.h"
+#include "daemon/control.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 

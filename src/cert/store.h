@@ -11,10 +11,12 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct slb_certstore;
+struct slb_ocsp_staple;
 
 enum slb_cert_type { SLB_CERT_NONE = 0, SLB_CERT_SERVER = 1, SLB_CERT_CA = 2 };
 
@@ -39,6 +41,11 @@ struct slb_cert {
     int64_t not_before, not_after; /* unix seconds */
     char **sans;                   /* DNS names (and IP literals) of the leaf */
     size_t nsans;
+    /* The one mutable part: the OCSP response handshakes staple (cert/ocsp.h), published by
+     * the control thread with an atomic store and read by workers with an atomic load, so a
+     * new response reaches every TLS context using this version without rebuilding any. */
+    _Atomic(struct slb_ocsp_staple *) staple;
+    struct slb_ocsp_staple *staple_retired; /* control thread only */
 };
 
 void slb_cert_ref(struct slb_cert *c);
@@ -50,6 +57,12 @@ struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *
 /* Load DIR/certs/ to validate it, changing nothing and logging nothing: a missing directory is
  * an empty store and its mode is left alone. Only for reading; never modify such a store. */
 struct slb_certstore *slb_certstore_open_readonly(const char *state_dir, struct slb_err *err);
+/* The store over a state backend (state/backend.h: the documents "certs/<id>"), borrowed for
+ * the store's life; readonly as slb_certstore_open_readonly. The two functions above open
+ * the state directory's backend themselves. */
+struct slb_backend;
+struct slb_certstore *slb_certstore_open_backend(struct slb_backend *b, bool readonly,
+                                                 struct slb_err *err);
 void slb_certstore_free(struct slb_certstore *s);
 
 /* 0 missing, SLB_CERT_SERVER or SLB_CERT_CA. */
@@ -80,6 +93,14 @@ int slb_certstore_create(struct slb_certstore *s, const json_t *body, struct slb
  * name optional). 404 not_found. */
 int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t *body,
                           struct slb_cert **out, struct slb_err *err);
+/* The same from material rather than a body (the fields of struct slb_certval_upload,
+ * cert/validate.h: type SLB_CERT_NONE means not given), with the same checks and codes. */
+struct slb_certval_upload;
+int slb_certstore_create_material(struct slb_certstore *s, const struct slb_certval_upload *m,
+                                  struct slb_cert **out, struct slb_err *err);
+int slb_certstore_replace_material(struct slb_certstore *s, const char *id,
+                                   const struct slb_certval_upload *m, struct slb_cert **out,
+                                   struct slb_err *err);
 /* Set the CRLs of CA certificate id from PEM (see slb_certval_crls: the CA's own CRL and/or
  * intermediates' CRLs with those intermediates), replacing the previous set; codes
  * invalid_crl, crl_signature, not_a_ca (not a ca entry), 404 not_found. Like a replace it publishes

@@ -5,7 +5,7 @@
 #include "config/snapshot.h"
 #include "core/log.h"
 #include "core/time.h"
-#include "event/worker.h"
+#include "net/worker_ctx.h"
 
 #include <errno.h>
 #include <fcntl.h>

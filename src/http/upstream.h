@@ -9,10 +9,10 @@
 
 #include "config/config.h"
 #include "core/buf.h"
-#include "event/worker.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 #include "lb/health.h"
+#include "net/worker_ctx.h"
 
 #include <stdbool.h>
 #include <stdint.h>

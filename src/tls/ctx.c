@@ -4,6 +4,7 @@
  * client certificate verification, ALPN, and handshake failure classification. */
 #include "tls/tls.h"
 
+#include "cert/ocsp.h"
 #include "cert/store.h"
 #include "cert/validate.h"
 #include "config/snapshot.h"
@@ -13,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,7 @@ enum { FLAG_BAD_SNI = 1, FLAG_KEPT_NAME = 2 };
 /* Control-thread build context (slb_tls_set_store). */
 static struct slb_certstore *g_store;
 static struct slb_ticket_ring *g_ring;
+static uint64_t g_context_builds; /* control thread only */
 
 static pthread_once_t idx_once = PTHREAD_ONCE_INIT;
 static int ssl_site_idx = -1, ssl_flags_idx = -1, ssl_name_idx = -1, ctx_listener_idx = -1;
@@ -191,6 +194,38 @@ const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl)
     }
     const struct slb_tls_site *site = SSL_get_ex_data(ssl, ssl_site_idx);
     return site ? site : &t->sites[0];
+}
+
+/* --- OCSP stapling --- */
+
+/* Called by OpenSSL when the client asked for a certificate status (TLS 1.2 status_request; in
+ * TLS 1.3 the response goes in the leaf's certificate entry). The staple is read from the
+ * served certificate's slot with one atomic load: a new response never rebuilds a context. */
+static int status_cb(SSL *ssl, void *arg)
+{
+    const struct slb_tls_listener *t = arg;
+    const X509 *x = SSL_get_certificate(ssl);
+    const struct slb_cert *c = NULL;
+    for (size_t i = 0; x && i < t->nsites && !c; i++)
+        if (t->sites[i].cert->leaf == x)
+            c = t->sites[i].cert;
+    const struct slb_ocsp_staple *s =
+        c ? atomic_load_explicit(&((struct slb_cert *)c)->staple, memory_order_acquire) : NULL;
+    /* The control thread drops an expired staple within a second; this check closes that
+     * second. */
+    if (!s || (int64_t)time(NULL) >= s->next_update)
+        return SSL_TLSEXT_ERR_NOACK;
+    unsigned char *copy = OPENSSL_memdup(s->der, s->len);
+    if (!copy || !SSL_set_tlsext_status_ocsp_resp(ssl, copy, (long)s->len)) {
+        OPENSSL_free(copy);
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+uint64_t slb_tls_context_builds(void)
+{
+    return g_context_builds;
 }
 
 bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len)
@@ -648,6 +683,7 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
         t->sites[i].default_twin = i == 0 || same_names(t->sites[0].cert, t->sites[i].cert);
 
     ERR_clear_error();
+    g_context_builds++;
     SSL_CTX *ctx = t->ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
         tls_fail(err, l, where, "SSL_CTX_new");
@@ -679,6 +715,8 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
         }
     }
     SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, t);
+    SSL_CTX_set_tlsext_status_cb(ctx, status_cb);
+    SSL_CTX_set_tlsext_status_arg(ctx, t);
 
     if (tc->client_ca[0] && client_ca_setup(ctx, t, l, err) < 0)
         goto fail;
