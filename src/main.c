@@ -19,7 +19,8 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: slbd [--state-dir DIR] [--admin ADDR:PORT] [--workers N] "
-               "[--log-level debug|info|warn|error] [--check] [--version]\n");
+               "[--log-level debug|info|warn|error] [--log-format text|json] [--check] "
+               "[--version]\n");
 }
 
 static void print_err(const char *what, const struct slb_err *err)
@@ -42,10 +43,15 @@ int main(int argc, char **argv)
         .workers = (int)sysconf(_SC_NPROCESSORS_ONLN),
     };
     static const struct option longopts[] = {
-        {"state-dir", required_argument, NULL, 's'}, {"admin", required_argument, NULL, 'a'},
-        {"workers", required_argument, NULL, 'w'},   {"log-level", required_argument, NULL, 'l'},
-        {"check", no_argument, NULL, 'c'},           {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
+        {"state-dir", required_argument, NULL, 's'},
+        {"admin", required_argument, NULL, 'a'},
+        {"workers", required_argument, NULL, 'w'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"check", no_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"log-format", required_argument, NULL, 'F'},
+        {NULL, 0, NULL, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "s:a:w:l:chV", longopts, NULL)) != -1) {
@@ -69,6 +75,12 @@ int main(int argc, char **argv)
         case 'l':
             if (slb_log_set_level(optarg) < 0) {
                 fprintf(stderr, "slbd: unknown log level \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'F':
+            if (slb_log_set_format(optarg) < 0) {
+                fprintf(stderr, "slbd: unknown log format \"%s\" (text or json)\n", optarg);
                 return 2;
             }
             break;
@@ -119,6 +131,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 

@@ -31,7 +31,7 @@ SANITIZER_PATTERNS = (
 )
 # slbd's log format is "<time> <level> [<thread>] <message>"; error lines are internal faults
 # unless a test declares them expected.
-ERROR_LINE = re.compile(r" error \[")
+ERROR_LINE = re.compile(r' error \[|^\{"time":"[^"]*","level":"error"')  # text or --log-format json
 
 
 class HarnessError(AssertionError):
@@ -600,6 +600,7 @@ class Slbd:
         self._exits = []  # (pid, rc, expected) of processes that ended
         self._stop_sent = None  # pid that the test sent SIGTERM/SIGINT to
         self._fd_baseline = None
+        self.extra_args = []  # more slbd options, from the next start on
 
     # --- lifecycle ---
 
@@ -613,7 +614,7 @@ class Slbd:
     def argv(self, *extra):
         return [binary("slbd"), "--state-dir", self.state_dir, "--admin",
                 f"127.0.0.1:{self.admin_port}", "--workers", str(self.workers), "--log-level",
-                self.log_level, *extra]
+                self.log_level, *self.extra_args, *extra]
 
     def start(self):
         """Start and wait for /healthz; a new admin port is tried when the chosen one was
