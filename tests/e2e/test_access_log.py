@@ -118,6 +118,8 @@ def test_http_lines(slbd, hx, access_log):
         got = wait_for(path, lambda x, s=status: x.get("status") == s, f"a {status} line")
         assert got[0]["listener"] == listener, got
         assert got[0]["upstream"] is None, got
+        # An empty group is decided before any server is chosen: still no healthy server.
+        assert got[0]["error"] == ("no_healthy_server" if status == 503 else None), got
     assert wait_for(path, lambda x: x["status"] == 503, "503")[0]["path"] == "/none"
     mode = stat.S_IMODE(os.stat(path).st_mode)
     assert mode & 0o007 == 0, oct(mode)  # not world-readable
@@ -429,19 +431,22 @@ def test_daemon_log_json(slbd, hx):
 @pytest.mark.slbd(workers=1)
 def test_http2_fields_and_request_id(slbd, hx, pki, access_log):
     """HTTP/2 streams get the same fields: Host from :authority, the User-Agent, the client's
-    port, an id sent to the backend as X-Request-Id (the client's own kept)."""
+    port, an id sent to the backend as X-Request-Id (the client's own kept), the error of a 503
+    for an empty group."""
     access_log("h2.log")
     path = slbd.state_dir / "h2.log"
     b = hx.backend("a", record=True)
     slbd.add_group("g", [b.server()], health_check=NOHC)
     cid = upload_server(slbd, pki, "server")
     port = add_listener(slbd, "secure", "g", protocol="https", tls=tls_block([cid]))
+    slbd.add_group("empty", [], health_check=NOHC)
+    port503 = add_listener(slbd, "secure-empty", "empty", protocol="https", tls=tls_block([cid]))
 
-    def curl(target, *headers):
+    def curl(target, *headers, at=port):
         p = subprocess.run(["curl", "-sS", "--http2", "--cacert", pki.root, "--resolve",
-                            f"localhost:{port}:127.0.0.1", "-A", "h2probe/2",
+                            f"localhost:{at}:127.0.0.1", "-A", "h2probe/2",
                             *[a for hd in headers for a in ("-H", hd)],
-                            f"https://localhost:{port}{target}"], capture_output=True,
+                            f"https://localhost:{at}{target}"], capture_output=True,
                            timeout=h.scaled(20))
         assert p.returncode == 0, p.stderr
     curl("/warm")
@@ -459,3 +464,7 @@ def test_http2_fields_and_request_id(slbd, hx, pki, access_log):
     line = wait_for(path, lambda x: x.get("path") == "/h2-theirs", "the /h2-theirs line")[0]
     assert line["id"] == "from-client-7", line
     assert recorded_ids(b) == [b"from-client-7"]
+    curl("/h2-empty", at=port503)
+    line = wait_for(path, lambda x: x.get("path") == "/h2-empty", "the /h2-empty line")[0]
+    assert line["status"] == 503 and line["error"] == "no_healthy_server", line
+    assert line["upstream"] is None, line
