@@ -23,7 +23,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: slbd [--state-dir DIR] [--admin ADDR:PORT|unix:PATH]... "
                "[--admin-cert FILE --admin-key FILE] [--admin-auth-failures N] [--workers N] "
-               "[--log-level debug|info|warn|error] [--check | --upgrade [--detach]] "
+               "[--log-level debug|info|warn|error] [--log-format text|json] "
+               "[--check | --upgrade [--detach]] "
                "[--version]\n");
 }
 
@@ -103,6 +104,7 @@ int main(int argc, char **argv)
         {"detach", no_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"log-format", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -147,6 +149,12 @@ int main(int argc, char **argv)
         case 'l':
             if (slb_log_set_level(optarg) < 0) {
                 fprintf(stderr, "slbd: unknown log level \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'L':
+            if (slb_log_set_format(optarg) < 0) {
+                fprintf(stderr, "slbd: unknown log format \"%s\" (text or json)\n", optarg);
                 return 2;
             }
             break;
@@ -218,6 +226,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -228,8 +237,8 @@ int main(int argc, char **argv)
     }
     /* The admin API before the configuration; its first address serves on the socket an
      * upgrade was handed when the running slbd listened there too. */
-    struct slb_admin *admin = slb_admin_new(
-        &ctl, &opt, slb_ctl_inherited_admin_fd(&ctl, opt.admin_addrs[0]), &err);
+    struct slb_admin *admin =
+        slb_admin_new(&ctl, &opt, slb_ctl_inherited_admin_fd(&ctl, opt.admin_addrs[0]), &err);
     if (!admin) {
         print_err(fail, &err);
         slb_ctl_deinit(&ctl);

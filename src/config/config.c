@@ -84,11 +84,13 @@ static int settings_parse(const struct slb_cv *doc, struct slb_settings *s, json
         (rc = slb_cv_u32(&cv, "drain_timeout_s", 10, 0, 3600, &s->drain_timeout_s)) ||
         (rc = slb_cv_str(&cv, "access_log", false, "", sizeof(s->access_log), &log)))
         goto done;
-    /* A bare file name keeps the log inside the state directory, which the daemon owns. */
-    if (*log && strcmp(log, "stdout") != 0 && !slb_config_name_ok(log)) {
+    /* A bare file name keeps the log inside the state directory, which the daemon owns; an
+     * absolute path is the operator's choice (/var/log/slbd/...). */
+    if (*log && strcmp(log, "stdout") != 0 && strcmp(log, "syslog") != 0 &&
+        !slb_config_name_ok(log) && !(log[0] == '/' && log[1] && !strstr(log, "/../"))) {
         rc = slb_cv_fail(doc->err, "invalid_value", "settings.access_log",
-                         "\"%.80s\" must be empty (off), \"stdout\" or a file name without '/' "
-                         "(created in the state directory)",
+                         "\"%.80s\" must be empty (off), \"stdout\", \"syslog\", an absolute path "
+                         "or a file name without '/' (created in the state directory)",
                          log);
         goto done;
     }

@@ -17,17 +17,45 @@
 #include <string.h>
 #include <unistd.h>
 
-const double slb_resp_bucket_le[SLB_RESP_BUCKETS - 1] = {
+const double slb_resp_bucket_le[SLB_HIST_BUCKETS - 1] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 };
 
-void slb_srv_observe(struct slb_wcount *w, uint64_t us)
+void slb_hist_observe(struct slb_wcount *w, int base, uint64_t us)
 {
-    size_t b = 0;
-    while (b < SLB_RESP_BUCKETS - 1 && (double)us > slb_resp_bucket_le[b] * 1e6)
+    /* Integer bounds in microseconds: no floating point per request. */
+    static const uint64_t le_us[SLB_HIST_BUCKETS - 1] = {
+        1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000,
+    };
+    int b = 0;
+    while (b < SLB_HIST_BUCKETS - 1 && us > le_us[b])
         b++;
-    slb_count_add(&w->v[SLB_SRV_RESP_BUCKET + b], 1);
-    slb_count_add(&w->v[SLB_SRV_RESP_SUM_US], us);
+    slb_count_add(&w->v[base + b], 1);
+    slb_count_add(&w->v[base + SLB_HIST_BUCKETS], us);
+}
+
+const char *slb_srv_fail_name(enum slb_srv_fail f)
+{
+    static const char *const names[SLB_SRV_FAIL_COUNT] = {
+        [SLB_SRV_FAIL_CONNECT_REFUSED] = "connect_refused",
+        [SLB_SRV_FAIL_CONNECT_TIMEOUT] = "connect_timeout",
+        [SLB_SRV_FAIL_CONNECT_ERROR] = "connect_error",
+        [SLB_SRV_FAIL_RESET] = "reset",
+        [SLB_SRV_FAIL_CLOSED] = "closed",
+        [SLB_SRV_FAIL_TIMEOUT] = "timeout",
+        [SLB_SRV_FAIL_INVALID] = "invalid_response",
+        [SLB_SRV_FAIL_STATUS_5XX] = "status_5xx",
+    };
+    return (unsigned)f < SLB_SRV_FAIL_COUNT ? names[f] : "unknown";
+}
+
+enum slb_srv_fail slb_srv_fail_connect(int err)
+{
+    if (err < 0)
+        err = -err;
+    return err == ECONNREFUSED ? SLB_SRV_FAIL_CONNECT_REFUSED
+           : err == ETIMEDOUT  ? SLB_SRV_FAIL_CONNECT_TIMEOUT
+                               : SLB_SRV_FAIL_CONNECT_ERROR;
 }
 
 void slb_registry_init(struct slb_registry *reg, int nworkers)
@@ -214,7 +242,7 @@ static struct slb_lis_rt *lis_get(struct slb_registry *reg, const char *name)
         }
     }
     struct slb_lis_rt *r =
-        calloc(1, sizeof(*r) + (size_t)reg->nworkers * sizeof(struct slb_wcount));
+        calloc(1, sizeof(*r) + 2 * (size_t)reg->nworkers * sizeof(struct slb_wcount));
     if (!r)
         return NULL;
     snprintf(r->name, sizeof(r->name), "%s", name);

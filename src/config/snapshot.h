@@ -26,9 +26,10 @@
 #define SLB_MAX_WORKERS 64
 
 /* Counters written by one worker (relaxed atomic stores: no lock prefix on x86) and summed by
- * the control thread when read. One cache line per worker so workers never share a line. */
+ * the control thread when read. Whole cache lines per worker so workers never share a line. */
+#define SLB_WCOUNT_SLOTS 64
 struct slb_wcount {
-    _Atomic uint64_t v[32];
+    _Atomic uint64_t v[SLB_WCOUNT_SLOTS];
 } __attribute__((aligned(64)));
 
 static inline void slb_count_add(_Atomic uint64_t *c, uint64_t n)
@@ -41,23 +42,56 @@ static inline uint64_t slb_count_get(_Atomic uint64_t *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
+/* Histograms of durations share their buckets (upper bounds in seconds; the last, +Inf,
+ * implied): SLB_HIST_BUCKETS per-bucket (not cumulative) counts, then the sum in
+ * microseconds, in consecutive counter slots. */
+#define SLB_HIST_BUCKETS 13
+#define SLB_HIST_SLOTS (SLB_HIST_BUCKETS + 1)
+#define SLB_RESP_BUCKETS SLB_HIST_BUCKETS
+extern const double slb_resp_bucket_le[SLB_HIST_BUCKETS - 1];
+/* Count one duration in the histogram whose first slot is w->v[base]. */
+void slb_hist_observe(struct slb_wcount *w, int base, uint64_t us);
+
+/* Why a backend server failed a request or connection: the reason label of
+ * slbd_server_failures_total and the access log's "error". */
+enum slb_srv_fail {
+    SLB_SRV_FAIL_CONNECT_REFUSED,
+    SLB_SRV_FAIL_CONNECT_TIMEOUT, /* not connected within connect_timeout_ms */
+    SLB_SRV_FAIL_CONNECT_ERROR,   /* any other connect error (unreachable, no socket) */
+    SLB_SRV_FAIL_RESET,           /* reset (or another socket error) during the exchange */
+    SLB_SRV_FAIL_CLOSED,          /* closed before its response was complete */
+    SLB_SRV_FAIL_TIMEOUT,         /* request_timeout_s passed (a 504, or a stalled body) */
+    SLB_SRV_FAIL_INVALID,         /* a response slbd could not forward (malformed, ...) */
+    SLB_SRV_FAIL_STATUS_5XX,      /* the server answered 5xx */
+    SLB_SRV_FAIL_COUNT
+};
+const char *slb_srv_fail_name(enum slb_srv_fail f);
+/* The connect failure reason of an errno (positive or negative); ETIMEDOUT is a timeout. */
+enum slb_srv_fail slb_srv_fail_connect(int err);
+
 /* Per-server counter slots (index into slb_wcount.v). */
 enum {
     SLB_SRV_ACTIVE,
     SLB_SRV_CONNS,
-    SLB_SRV_FAILS,
     SLB_SRV_REQS,
     SLB_SRV_BYTES_TO,
     SLB_SRV_BYTES_FROM,
-    SLB_SRV_EJECTIONS,   /* passive health check ejections */
-    SLB_SRV_RESP_SUM_US, /* response time (request sent to response head), microseconds */
-    SLB_SRV_RESP_BUCKET, /* + SLB_RESP_BUCKETS per-bucket (not cumulative) counts */
-    SLB_SRV_SLOTS = SLB_SRV_RESP_BUCKET + 13
+    SLB_SRV_EJECTIONS,                                /* passive health check ejections */
+    SLB_SRV_FAIL,                                     /* + enum slb_srv_fail */
+    SLB_SRV_RESP = SLB_SRV_FAIL + SLB_SRV_FAIL_COUNT, /* histogram: request sent to response head */
+    SLB_SRV_CONNECT = SLB_SRV_RESP + SLB_HIST_SLOTS,  /* histogram: connect start to connected */
+    SLB_SRV_SLOTS = SLB_SRV_CONNECT + SLB_HIST_SLOTS
 };
-#define SLB_RESP_BUCKETS 13 /* the last one is +Inf */
-extern const double slb_resp_bucket_le[SLB_RESP_BUCKETS - 1];
+_Static_assert(SLB_SRV_SLOTS <= SLB_WCOUNT_SLOTS, "server counters fit one struct slb_wcount");
 /* Count one response time in a server's histogram line. */
-void slb_srv_observe(struct slb_wcount *w, uint64_t us);
+static inline void slb_srv_observe(struct slb_wcount *w, uint64_t us)
+{
+    slb_hist_observe(w, SLB_SRV_RESP, us);
+}
+static inline void slb_srv_failed(struct slb_wcount *w, enum slb_srv_fail f)
+{
+    slb_count_add(&w->v[SLB_SRV_FAIL + f], 1);
+}
 /* Per-listener counter slots. */
 enum {
     SLB_LIS_CONNS,
@@ -73,12 +107,16 @@ enum {
     SLB_LIS_HS_FAIL, /* + enum slb_tls_fail (SLB_TLS_FAIL_COUNT slots) */
     SLB_LIS_REQ_1XX = SLB_LIS_HS_FAIL + SLB_TLS_FAIL_COUNT, /* + status class - 1 (5 slots) */
     SLB_LIS_REQS = SLB_LIS_REQ_1XX + 5,
-    SLB_LIS_DENIED,     /* ACL */
-    SLB_LIS_H2_ABUSE,   /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
-    SLB_LIS_REFUSED_FD, /* connections that waited in the backlog: connection cap or EMFILE */
-    SLB_LIS_SLOTS
+    SLB_LIS_DENIED,      /* ACL */
+    SLB_LIS_H2_ABUSE,    /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
+    SLB_LIS_REFUSED_FD,  /* connections that waited in the backlog: connection cap or EMFILE */
+    SLB_LIS_5XX_LOCAL,   /* 5xx answers slbd made itself (no backend answer to forward) */
+    SLB_LIS_5XX_BACKEND, /* 5xx answers of backends forwarded */
+    SLB_LIS_RETRIES,     /* requests sent again: to the next server, or on a fresh connection */
+    SLB_LIS_DURATION,    /* histogram: request head parsed to the end of the exchange */
+    SLB_LIS_SLOTS = SLB_LIS_DURATION + SLB_HIST_SLOTS
 };
-_Static_assert(SLB_LIS_SLOTS <= 32, "listener counters fit one struct slb_wcount");
+_Static_assert(SLB_LIS_SLOTS <= SLB_WCOUNT_SLOTS, "listener counters fit one struct slb_wcount");
 
 /* Health of a server as workers see it (srv_rt->healthy). The control thread writes UP and
  * DOWN from its active checks and ends ejections; a worker only ever moves UP to EJECTED (a
@@ -106,7 +144,8 @@ struct slb_srv_rt {
     uint64_t eject_until_ms; /* end of the current ejection, 0 until the checker saw it */
     int ok_streak, fail_streak;
     uint64_t next_check_ms;
-    void *hc_probe; /* an in-flight probe, owned by the health checker */
+    uint64_t went_up, went_down; /* health transitions, for metrics */
+    void *hc_probe;              /* an in-flight probe, owned by the health checker */
     char last_error[96];
     struct slb_srv_rt *next; /* registry list */
     int nworkers;
@@ -123,8 +162,15 @@ struct slb_lis_rt {
     unsigned nsamples, sample_pos;
     struct slb_lis_rt *next;
     int nworkers;
-    struct slb_wcount w[]; /* one per worker */
+    /* Two lines per worker: w[i] the counters above, w[nworkers + i] the handshakes by
+     * version and cipher suite (slb_tls_suite_slot) */
+    struct slb_wcount w[];
 };
+static inline struct slb_wcount *slb_lis_tls_counts(struct slb_lis_rt *r, int worker)
+{
+    return &r->w[r->nworkers + worker];
+}
+_Static_assert(SLB_TLS_SUITE_SLOTS <= SLB_WCOUNT_SLOTS, "a slot for every TLS suite");
 
 struct slb_worker;
 struct slb_listener_rt;

@@ -7,6 +7,7 @@
 #include "core/time.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -14,6 +15,7 @@
 
 enum slb_log_level slb_log_min = SLB_LOG_INFO;
 static _Thread_local char log_thread[16] = "main";
+static bool log_json; /* set once at start-up, before any thread */
 
 int slb_log_set_level(const char *name)
 {
@@ -30,6 +32,42 @@ int slb_log_set_level(const char *name)
 void slb_log_thread_name(const char *name)
 {
     snprintf(log_thread, sizeof(log_thread), "%s", name);
+}
+
+int slb_log_set_format(const char *name)
+{
+    if (strcmp(name, "text") != 0 && strcmp(name, "json") != 0)
+        return SLB_EINVAL;
+    log_json = strcmp(name, "json") == 0;
+    return 0;
+}
+
+/* The JSON form of a line: msg (len bytes) escaped as a JSON string. */
+static size_t format_json(char *out, size_t size, const char *stamp, const char *level,
+                          const char *msg, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    int n = snprintf(out, size, "{\"time\":\"%s\",\"level\":\"%s\",\"thread\":\"%s\",\"msg\":\"",
+                     stamp, level, log_thread);
+    size_t o = n < 0 ? 0 : (size_t)n;
+    for (size_t i = 0; i < len && o + 10 < size; i++) {
+        unsigned char c = (unsigned char)msg[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            out[o++] = '\\';
+            out[o++] = 'u';
+            out[o++] = '0';
+            out[o++] = '0';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else {
+            out[o++] = (char)c; /* UTF-8 passes through; other bytes are the caller's text */
+        }
+    }
+    memcpy(out + o, "\"}\n", 3);
+    return o + 3;
 }
 
 /* One line: the prefix, the message, then suffix (may be empty). */
@@ -55,6 +93,16 @@ static void log_vwrite(enum slb_log_level lvl, const char *suffix, const char *f
             len = sizeof(line) - 2;
     }
     line[len++] = '\n';
+    if (log_json) {
+        char stamp[64], json[2 * sizeof(line) + 128];
+        snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+        size_t jl =
+            format_json(json, sizeof(json), stamp, tags[lvl], line + n, len - 1 - (size_t)n);
+        ssize_t w = write(STDERR_FILENO, json, jl);
+        (void)w;
+        return;
+    }
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }

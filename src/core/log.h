@@ -12,6 +12,9 @@ extern enum slb_log_level slb_log_min;
 
 /* Parse "debug|info|warn|error"; returns 0 or SLB_EINVAL. */
 int slb_log_set_level(const char *name);
+/* Parse "text|json" (--log-format): json writes each line as one JSON object
+ * {"time","level","thread","msg"} for log shippers; returns 0 or SLB_EINVAL. */
+int slb_log_set_format(const char *name);
 /* Name of the calling thread in log lines ("main", "control", "w0"...); copied. */
 void slb_log_thread_name(const char *name);
 void slb_log_write(enum slb_log_level lvl, const char *fmt, ...)

@@ -85,7 +85,8 @@ static void publish(struct slb_ctl *ctl, struct slb_snapshot *snap)
 static void configure_access_log(struct slb_ctl *ctl, const struct slb_settings *st)
 {
     char target[PATH_MAX + 300];
-    if (st->access_log[0] && strcmp(st->access_log, "stdout") != 0)
+    if (st->access_log[0] && st->access_log[0] != '/' && strcmp(st->access_log, "stdout") != 0 &&
+        strcmp(st->access_log, "syslog") != 0)
         snprintf(target, sizeof(target), "%s/%s", ctl->state_dir, st->access_log);
     else
         snprintf(target, sizeof(target), "%s", st->access_log);
@@ -156,6 +157,7 @@ static void reload_config(struct slb_ctl *ctl)
          * that must not wipe every listener. */
         slb_error("reload refused, keeping the running configuration: %s is missing", path);
         slb_notify("STATUS=reload refused, keeping the running configuration: %s is missing", path);
+        ctl->reload_ok = false;
         return;
     }
     uint64_t rev = 0;
@@ -163,8 +165,11 @@ static void reload_config(struct slb_ctl *ctl)
         slb_ctl_apply(ctl, doc, false, &err) < 0) {
         slb_error("reload refused, keeping the running configuration: %s", err.msg);
         slb_notify("STATUS=reload refused, keeping the running configuration: %s", err.msg);
+        ctl->reload_ok = false;
         return;
     }
+    ctl->reload_ok = true;
+    ctl->reload_ok_ms = slb_wall_ms();
     ctl->config_rev = rev;
     slb_info("configuration reloaded from %s/config.json", ctl->state_dir);
 }
@@ -185,6 +190,9 @@ static void signal_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
     while (read(ctl->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGHUP) {
             reload(ctl);
+        } else if (si.ssi_signo == SIGUSR1) {
+            slb_info("signal %u: reopening the access log", si.ssi_signo);
+            slb_access_reopen();
         } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             slb_info("signal %u: stopping", si.ssi_signo);
             slb_notify("STOPPING=1\nSTATUS=stopping: draining connections");
@@ -602,6 +610,8 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     ctl->handover.conn = ctl->handover.lock_fd = ctl->handover.admin_fd = -1;
     snprintf(ctl->state_dir, sizeof(ctl->state_dir), "%s", opt->state_dir);
     ctl->started_ms = slb_wall_ms();
+    ctl->reload_ok = true; /* the start is the first load */
+    ctl->reload_ok_ms = ctl->started_ms;
     slb_timer_init(&ctl->upgrade_timer, upgrade_timeout_cb, ctl);
     /* An upgrade asks the running slbd for its sockets and its lock first: until we tell it we
      * serve, it serves as before, and refuses configuration changes we could miss. */
@@ -683,6 +693,7 @@ int slb_ctl_start(struct slb_ctl *ctl, const struct slb_options *opt, struct slb
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     ctl->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (ctl->signal_fd >= 0) {
         slb_io_init(&ctl->signal_io, ctl->signal_fd, signal_cb, ctl);

@@ -80,6 +80,9 @@ struct slb_ctl {
     struct slb_handover handover;
     bool stopping;
     uint64_t started_ms;
+    /* The last SIGHUP reload (or the start): whether it was taken, and when one last was. */
+    bool reload_ok;
+    uint64_t reload_ok_ms;
     unsigned long conn_cap; /* client connections over all workers (slb_conn_cap) */
 };
 

@@ -13,16 +13,29 @@
 struct slb_worker;
 struct slb_listener_rt;
 
-/* Per-request fields captured when the head is parsed (the head bytes are gone later). */
+/* Per-request fields captured when the head is parsed (the head bytes are gone later); the
+ * strings are JSON-escaped already. */
 struct slb_access_rec {
     uint64_t start_ms;
+    uint64_t start_us; /* for sub-millisecond request_ms */
     char method[16];
     char path[400];
+    char host[160];
+    char user_agent[200];
+    /* The client's X-Request-Id, or one of ours (32 hex digits) that the backend gets too */
+    char request_id[80];
+    bool request_id_ours;
 };
+
+/* Why slbd answered 5xx itself, for the access log's "error": 0 none, else
+ * enum slb_srv_fail + 1, or SLB_ACCESS_NO_SERVER. */
+#define SLB_ACCESS_NO_SERVER 255
+const char *slb_access_error_name(uint8_t e);
 
 struct slb_access_entry {
     const char *listener;
     const char *client;
+    unsigned client_port;
     const char *tls_version; /* NULL for plain http */
     const char *cipher;
     int resumed; /* -1 not TLS */
@@ -33,11 +46,15 @@ struct slb_access_entry {
     uint64_t bytes_in, bytes_out; /* payload */
     uint64_t wire_in, wire_out;   /* wire bytes of the connection during this request */
     const char *upstream;         /* "addr:port" or NULL */
+    const char *error; /* why slbd answered 5xx itself (slb_access_error_name), or NULL */
     double request_ms, upstream_ms;
 };
 
-/* Control thread: start the logger (once) and point it at "" (off), "stdout" or a path. */
+/* Control thread: start the logger (once) and point it at "" (off), "stdout", "syslog" (one
+ * datagram per line to /dev/log, or to the socket SLBD_SYSLOG_SOCKET names) or a path. */
 int slb_access_configure(const char *target, int nworkers);
+/* Control thread (SIGUSR1): open the target again, for log rotation. */
+void slb_access_reopen(void);
 void slb_access_shutdown(void);
 bool slb_access_enabled(void);
 uint64_t slb_access_dropped(void);
@@ -45,7 +62,8 @@ uint64_t slb_access_dropped(void);
 /* Worker side. rec is NULL when logging is off. */
 struct slb_access_rec *slb_access_new(struct slb_worker *w, struct slb_listener_rt *l);
 void slb_access_free(struct slb_access_rec *rec);
-/* Capture method and target (m NULL: the request could not be parsed). */
+/* Capture method, target, Host, User-Agent and the request id (m NULL: the request could not
+ * be parsed); a request without X-Request-Id gets an id of ours (request_id_ours). */
 void slb_access_capture(struct slb_access_rec *rec, uint64_t now_ms, const struct slb_http_msg *m);
 void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e);
 /* Push the worker's buffered lines to the logger (called at least every loop wake-up with

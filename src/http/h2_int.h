@@ -83,6 +83,11 @@ struct h2_stream {
     struct slb_srv_rt *srv;
     int srv_idx, attempts;
     uint64_t exchange_deadline_ms, last_io_ms, sent_us;
+    uint64_t start_us; /* request head parsed, for the request duration histogram */
+    uint64_t resp_us;  /* response head received, for the access log */
+    /* Why slbd answered 5xx itself (see slb_access_error_name) and the server it last tried */
+    uint8_t fail;
+    const char *fail_srv;
     /* response */
     bool resp_head_done, resp_submitted, resp_done, up_keep_alive, deferred, reset;
     bool up_eof; /* the backend closed its side */
@@ -96,7 +101,6 @@ struct h2_stream {
     /* accounting */
     uint64_t bytes_in, bytes_out;
     struct slb_access_rec *log;
-    double resp_ms; /* request start to response head, for the access log */
     bool logged;
     uint8_t tried[]; /* per server of the group (at least one): already tried */
 };
@@ -133,6 +137,7 @@ struct h2_conn {
     struct h2_bucket rst, ctrl;
     uint64_t wire_in_seen, wire_out_seen, log_wire_in, log_wire_out;
     char client_ip[INET6_ADDRSTRLEN];
+    uint16_t client_port;
     uint16_t local_port;
     uint8_t sched_key_of; /* sched_key: see struct slb_up_choice */
     /* A stream of this connection has ended: under backend_reuse "safe", only from then on

@@ -29,9 +29,9 @@ static struct slb_wcount *srv_counts(struct h2_stream *s)
     return &s->srv->w[s->c->w->id];
 }
 
-static void count_status(struct h2_stream *s, int status, int64_t dir)
+static void count_status(struct h2_stream *s, int status, bool local, int dir)
 {
-    slb_xchg_count_status(h2_lis_counts(s->c), status, dir);
+    slb_xchg_count_status(h2_lis_counts(s->c), status, local, dir);
     s->status = dir > 0 ? status : 0;
 }
 
@@ -49,8 +49,11 @@ static void log_stream(struct h2_stream *s)
         .status = s->status,
         .bytes_in = s->bytes_in,
         .bytes_out = s->bytes_out,
+        .client_port = c->client_port,
         .srv = s->srv,
-        .upstream_ms = s->resp_ms,
+        .fail_srv = s->fail_srv,
+        .fail = s->fail,
+        .resp_us = s->resp_us,
     };
     slb_xchg_log(c->w, s->l, &c->t, c->client_ip, &x, &c->log_wire_in, &c->log_wire_out);
 }
@@ -147,8 +150,6 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
 {
     struct h2_conn *c = s->c;
     if (s->up) {
-        if (s->srv && status >= 500)
-            slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
         slb_up_close(s->up);
         s->up = NULL;
     }
@@ -170,7 +171,7 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
     }
     s->local.off = (size_t)rc;
     s->resp_done = true;
-    count_status(s, status, 1);
+    count_status(s, status, true, 1);
     if (submit_head(s, m, true, slb_hbuf_pending(&s->local) > 0, NULL) != 0)
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
     /* What the client still sends for this stream is read and dropped. */
@@ -183,13 +184,12 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
 
 /* The exchange with the backend failed: our error when nothing of the response went out yet,
  * otherwise the stream is reset, so the client cannot take a cut body for a whole one. */
-static void upstream_failed(struct h2_stream *s, int status, const char *why)
+static void upstream_failed(struct h2_stream *s, int status, enum slb_srv_fail f, const char *why)
 {
     struct h2_conn *c = s->c;
-    slb_xchg_failed(c->w->id, s->l, s->srv, status, s->req_done, s->resp_head_done, why);
+    slb_xchg_failed(c->w->id, s->l, s->srv, status, s->req_done, s->resp_head_done, f, why);
+    s->fail = slb_xchg_fail_code(f);
     if (s->resp_submitted) {
-        if (s->srv)
-            slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
         slb_up_close(s->up);
         s->up = NULL;
         s->resp_done = s->reset = true;
@@ -199,7 +199,7 @@ static void upstream_failed(struct h2_stream *s, int status, const char *why)
         return;
     }
     if (s->resp_head_done)
-        count_status(s, s->status, -1);
+        count_status(s, s->status, false, -1);
     respond_local(s, status, NULL);
 }
 
@@ -215,7 +215,8 @@ static void finish_response_head(struct h2_stream *s, const struct slb_http_msg 
         slb_http_sticky_response(&so, s->l->cfg, s->wg->g, s->srv_idx, true);
     if (!so.prefix_name) {
         if (submit_head(s, m, true, body, so.set_cookie) != 0)
-            upstream_failed(s, 502, "response head cannot be given to an HTTP/2 client");
+            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID,
+                            "response head cannot be given to an HTTP/2 client");
         return;
     }
     slb_hbuf_reset(&s->local);
@@ -227,7 +228,8 @@ static void finish_response_head(struct h2_stream *s, const struct slb_http_msg 
     if (s->local.oom ||
         slb_http_parse_response(s->local.p, s->local.len, &lim, SLB_HTTP_GET, rm) <= 0 ||
         submit_head(s, rm, true, body, NULL) != 0)
-        upstream_failed(s, 502, "response head cannot be given to an HTTP/2 client");
+        upstream_failed(s, 502, SLB_SRV_FAIL_INVALID,
+                        "response head cannot be given to an HTTP/2 client");
     slb_hbuf_free(&s->local);
 }
 
@@ -242,11 +244,11 @@ static bool parse_response(struct h2_stream *s)
         if (rc == 0)
             return false;
         if (rc < 0) {
-            upstream_failed(s, 502, why);
+            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, why);
             return true;
         }
         if (m->status == 101) {
-            upstream_failed(s, 502, "101 to an HTTP/2 request");
+            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "101 to an HTTP/2 request");
             return true;
         }
         if (m->status >= 200)
@@ -254,7 +256,7 @@ static bool parse_response(struct h2_stream *s)
         /* Interim responses (100, 103 Early Hints) go on as non-final HEADERS; HEADERS are
          * not flow-controlled, so a backend that sends them without end is stopped. */
         if (++s->interims > H2_MAX_INTERIM) {
-            upstream_failed(s, 502, "too many interim responses");
+            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "too many interim responses");
             return true;
         }
         int r = submit_head(s, m, false, false, NULL);
@@ -262,10 +264,10 @@ static bool parse_response(struct h2_stream *s)
         if (r != 0 || slb_buf_empty(&up->in))
             return true;
     }
-    slb_xchg_count_head(h2_lis_counts(c), srv_counts(s), m->status, &s->sent_us);
+    s->resp_us = slb_mono_us();
+    s->fail = 0; /* a server answered: earlier failed connects are not this answer's cause */
+    slb_xchg_count_head(h2_lis_counts(c), srv_counts(s), m->status, &s->sent_us, s->resp_us);
     s->status = m->status;
-    if (s->log)
-        s->resp_ms = (double)(s->c->w->loop.now_ms - s->log->start_ms);
     s->resp_head_done = true;
     s->up_keep_alive = m->keep_alive;
     s->resp_body = (uint8_t)m->body;
@@ -372,7 +374,8 @@ static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     if (s->reset || !s->up)
         return NGHTTP2_ERR_DEFERRED; /* our RST_STREAM goes out before any more DATA */
     if (body_ready(s) < 0) {
-        upstream_failed(s, 502, "malformed chunked response"); /* queues RST_STREAM */
+        /* queues RST_STREAM */
+        upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
         return NGHTTP2_ERR_DEFERRED;
     }
     struct http_up *up = s->up;
@@ -438,21 +441,21 @@ static bool write_up(struct h2_stream *s)
     return progress;
 }
 
-static void connect_failed(struct h2_stream *s, const char *why);
+static void connect_failed(struct h2_stream *s, enum slb_srv_fail f, const char *why);
 
 /* Send the request again: a reused connection that failed is replaced by a fresh one to the
  * same server; a fresh one that failed moves the request to the next server, as a connect
  * failure does (each server is tried once). */
-static bool retry_fresh(struct h2_stream *s, const char *why)
+static bool retry_fresh(struct h2_stream *s, enum slb_srv_fail f, const char *why)
 {
     if (!s->up->reused) {
         s->up_eof = false;
-        connect_failed(s, why);
+        connect_failed(s, f, why);
         return true;
     }
     struct h2_conn *c = s->c;
-    if (!slb_xchg_reconnect(c->hw, &s->up, &s->wg->g->cfg->servers[s->srv_idx], s->srv, s,
-                            up_event)) {
+    if (!slb_xchg_reconnect(c->hw, h2_lis_counts(c), &s->up, &s->wg->g->cfg->servers[s->srv_idx],
+                            s->srv, s, up_event)) {
         s->srv = NULL;
         return false;
     }
@@ -488,9 +491,9 @@ static bool read_up(struct h2_stream *s)
         up->rd_ready = false;
         return true;
     }
-    if (retryable(s) && retry_fresh(s, strerror((int)-n)))
+    if (retryable(s) && retry_fresh(s, SLB_SRV_FAIL_RESET, strerror((int)-n)))
         return true;
-    upstream_failed(s, 502, strerror((int)-n));
+    upstream_failed(s, 502, SLB_SRV_FAIL_RESET, strerror((int)-n));
     return true;
 }
 
@@ -498,15 +501,16 @@ static bool read_up(struct h2_stream *s)
 static void up_closed(struct h2_stream *s)
 {
     if (!s->resp_head_done) {
-        if (retryable(s) && retry_fresh(s, "closed the connection early"))
+        if (retryable(s) && retry_fresh(s, SLB_SRV_FAIL_CLOSED, "closed the connection early"))
             return;
-        upstream_failed(s, 502, "closed the connection early");
+        upstream_failed(s, 502, SLB_SRV_FAIL_CLOSED, "closed the connection early");
         return;
     }
     if (s->resp_body == SLB_BODY_UNTIL_CLOSE)
         s->resp_done = true;
     else if (!s->resp_done && body_ready(s) == 0 && !s->resp_done)
-        upstream_failed(s, 502, "closed the connection in the middle of the body");
+        upstream_failed(s, 502, SLB_SRV_FAIL_CLOSED,
+                        "closed the connection in the middle of the body");
 }
 
 /* Move what can move between the stream and its backend. */
@@ -562,15 +566,19 @@ static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
     return true;
 }
 
-static void connect_failed(struct h2_stream *s, const char *why)
+static void connect_failed(struct h2_stream *s, enum slb_srv_fail f, const char *why)
 {
-    slb_xchg_connect_failed(s->c->w->id, s->l, s->srv, why);
+    slb_xchg_connect_failed(s->c->w->id, s->l, s->srv, f, why);
+    s->fail = slb_xchg_fail_code(f);
+    s->fail_srv = s->srv->key;
     slb_up_close(s->up);
     s->up = NULL;
     s->srv = NULL;
     s->tx.off = 0;
     if (!choose_backend(s, (struct slb_slice){0}))
         respond_local(s, 502, NULL);
+    else
+        slb_count_add(&h2_lis_counts(s->c)->v[SLB_LIS_RETRIES], 1);
 }
 
 static void up_event(struct http_up *up, uint32_t events)
@@ -581,7 +589,7 @@ static void up_event(struct http_up *up, uint32_t events)
         return;
     int rc = slb_up_on_event(up, events);
     if (rc < 0) {
-        connect_failed(s, strerror(-rc));
+        connect_failed(s, slb_srv_fail_connect(rc), strerror(-rc));
     } else if (rc == 1) {
         s->st = SS_EXCHANGE;
         stream_timer(s);
@@ -596,7 +604,7 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
     struct h2_stream *s = t->data;
     struct h2_conn *c = s->c;
     if (s->st == SS_CONNECT) {
-        connect_failed(s, "timeout");
+        connect_failed(s, SLB_SRV_FAIL_CONNECT_TIMEOUT, "timeout");
         if (s->st == SS_EXCHANGE)
             h2_stream_io(s);
     } else if (s->st == SS_EXCHANGE) {
@@ -608,7 +616,8 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
             slb_timer_start(loop, t, due - loop->now_ms);
             return;
         }
-        upstream_failed(s, 504, slb_xchg_timeout_why(s->req_done, s->resp_head_done));
+        upstream_failed(s, 504, SLB_SRV_FAIL_TIMEOUT,
+                        slb_xchg_timeout_why(s->req_done, s->resp_head_done));
     } else if (s->st == SS_LOCAL) {
         /* Our own response is stuck behind a client that does not read. */
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
@@ -702,12 +711,15 @@ void h2_start_request(struct h2_stream *s)
     }
     if (s->log)
         slb_access_capture(s->log, c->w->loop.now_ms, m);
+    s->start_us = slb_mono_us();
     s->method_id = (uint8_t)m->method;
     s->head_only = m->method == SLB_HTTP_HEAD;
     s->req_has_body = m->body != SLB_BODY_NONE;
     struct slb_http_decision d;
     slb_http_decide(&d, s->l, s->wg, c->t.ssl, m);
     if (d.status) {
+        if (d.status == 503) /* no group, or an empty one */
+            s->fail = SLB_ACCESS_NO_SERVER;
         respond_local(s, d.status, d.extra);
     } else {
         /* The backend head is built now, while the parse result is at hand; the server that
@@ -718,6 +730,8 @@ void h2_start_request(struct h2_stream *s)
         struct slb_fwd_info fwd;
         slb_http_fwd_init(&fwd, &certs, s->l, c->t.ssl, c->client_ip, c->local_port);
         fwd.default_host = d.wg->g->cfg->servers[0].authority;
+        if (s->log && s->log->request_id_ours)
+            fwd.request_id = s->log->request_id;
         slb_http_build_request(&s->tx, m, &fwd);
         if (d.sticky.len) {
             /* Kept in the stream until h2_dispatch: the parse result will be gone. */
@@ -745,6 +759,8 @@ void h2_dispatch(struct h2_conn *c)
         slb_hbuf_free(&s->cookie);
         if (!ok) {
             slb_info_limited("listener %s: no healthy backend server", s->l->cfg->name);
+            if (!s->fail) /* all connects failed at once: that reason stays */
+                s->fail = SLB_ACCESS_NO_SERVER;
             s->st = SS_HEAD; /* not counted in ndispatch any more */
             respond_local(s, 503, NULL);
             continue;
@@ -782,6 +798,8 @@ void h2_stream_free(struct h2_stream *s)
         c->ndispatch--;
     drop_up(s);
     c->reuse_ok = true; /* a request of this connection has ended */
+    if (s->status)
+        slb_xchg_count_duration(h2_lis_counts(c), s->start_us, slb_mono_us());
     log_stream(s);
     slb_hbuf_free(&s->req);
     slb_hbuf_free(&s->cookie);

@@ -76,6 +76,7 @@ struct http_conn {
     uint64_t wire_in_seen, wire_out_seen;
     uint64_t log_wire_in, log_wire_out; /* at the end of the last request logged */
     char client_ip[INET6_ADDRSTRLEN];
+    uint16_t client_port;
     struct slb_access_rec *log; /* the request being logged, when the access log is on */
 };
 
@@ -106,10 +107,10 @@ static void account_wire(struct http_conn *c)
     c->wire_out_seen = out;
 }
 
-static void count_status(struct http_conn *c, int status)
+static void count_status(struct http_conn *c, int status, bool local)
 {
     c->x->status = status;
-    slb_xchg_count_status(lis_counts(c), status, 1);
+    slb_xchg_count_status(lis_counts(c), status, local, 1);
 }
 
 /* One access-log line for the request that just ended. */
@@ -123,8 +124,11 @@ static void log_request(struct http_conn *c)
         .status = c->x->status,
         .bytes_in = c->x->req_bytes_in,
         .bytes_out = c->x->resp_bytes_out,
+        .client_port = c->client_port,
         .srv = c->srv,
-        .upstream_ms = c->x->resp_start_ms ? (double)(c->x->resp_start_ms - c->log->start_ms) : 0,
+        .fail_srv = c->x->fail_srv,
+        .fail = c->x->fail,
+        .resp_us = c->x->resp_us,
     };
     slb_xchg_log(c->w, c->b.l, &c->t, c->client_ip, &x, &c->log_wire_in, &c->log_wire_out);
 }
@@ -177,9 +181,7 @@ static void respond_simple(struct http_conn *c, int status, const char *extra, b
     if (!keep)
         c->close_after = true;
     slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
-    count_status(c, status);
-    if (status >= 500 && c->srv)
-        slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
+    count_status(c, status, true);
     c->st = ST_LINGER;
     c->x->req_done = c->x->resp_done = true;
     c->x->resp_ready = 0;
@@ -220,6 +222,8 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
         !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
           slb_slice_eq_ci(m->headers[slb_http_find_header(m, "upgrade", 0)].value, "h2c"));
     fwd.default_host = c->b.wg->g->cfg->servers[c->srv_idx].authority;
+    if (c->log && c->log->request_id_ours)
+        fwd.request_id = c->log->request_id;
     c->x->upgrade_req = fwd.upgrade;
     slb_hbuf_reset(&c->up->head);
     slb_http_build_request(&c->up->head, m, &fwd);
@@ -243,14 +247,20 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->x->exchange_deadline_ms = 0;
     c->x->status = 0;
     c->x->attempts = 0;
+    c->x->fail = 0;
+    c->x->fail_srv = NULL;
+    c->x->resp_us = 0;
     c->srv = NULL;
     c->x->req_bytes_in = c->x->resp_bytes_out = 0;
+    c->x->start_us = slb_mono_us();
     if (c->log)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
 
     struct slb_http_decision d;
     slb_http_decide(&d, c->b.l, c->b.wg, c->t.ssl, m);
     if (d.status) {
+        if (d.status == 503) /* no group, or an empty one */
+            c->x->fail = SLB_ACCESS_NO_SERVER;
         respond_simple(c, d.status, d.extra, !d.close && m->keep_alive);
         return;
     }
@@ -262,6 +272,8 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     if (!choose_backend(c, d.sticky)) {
         slb_info_limited("listener %s: no healthy backend server for %.*s", cfg->name,
                          (int)(m->target.len > 200 ? 200 : m->target.len), m->target.p);
+        if (!c->x->fail) /* all connects failed at once: that reason stays */
+            c->x->fail = SLB_ACCESS_NO_SERVER;
         respond_simple(c, 503, NULL, m->keep_alive);
         return;
     }
@@ -425,7 +437,7 @@ static int send_chunked_body(struct http_conn *c)
     }
 }
 
-static void upstream_failed(struct http_conn *c, int status, const char *why);
+static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f, const char *why);
 
 /* In a tunnel, the client's end of its stream becomes the backend's once every byte the client
  * sent before it has gone there (a half-close, as on tcp listeners). */
@@ -509,7 +521,7 @@ static bool step_write_upstream(struct http_conn *c)
             if (n < 0 && up->send_err && c->st == ST_TUNNEL) {
                 /* The backend reset the tunnel (a send may see it before a recv does): the
                  * bytes in flight are lost both ways, so the client is cut with a reset. */
-                upstream_failed(c, 502, strerror(errno));
+                upstream_failed(c, 502, SLB_SRV_FAIL_RESET, strerror(errno));
                 return true;
             }
             return progress;
@@ -598,9 +610,10 @@ static bool close_delimited_to_client(const struct http_conn *c)
            (c->st == ST_TUNNEL || c->x->resp_body == SLB_BODY_UNTIL_CLOSE || c->x->resp_unchunk);
 }
 
-static void upstream_failed(struct http_conn *c, int status, const char *why)
+static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f, const char *why)
 {
-    slb_xchg_failed(c->w->id, c->b.l, c->srv, status, c->x->req_done, c->x->resp_head_done, why);
+    slb_xchg_failed(c->w->id, c->b.l, c->srv, status, c->x->req_done, c->x->resp_head_done, f, why);
+    c->x->fail = slb_xchg_fail_code(f);
     if (c->x->resp_head_done && (c->out.off > 0 || c->x->resp_bytes_out > 0)) {
         /* Part of the response is out: the only honest signal left is to cut the connection.
          * When the close itself ends the body (or the tunnel), an orderly close would make
@@ -613,26 +626,26 @@ static void upstream_failed(struct http_conn *c, int status, const char *why)
     if (c->x->resp_head_done) {
         /* The backend's head was built but not sent: replace it with our error. */
         slb_hbuf_reset(&c->out);
-        slb_xchg_count_status(lis_counts(c), c->x->status, -1);
+        slb_xchg_count_status(lis_counts(c), c->x->status, false, -1);
     }
     respond_simple(c, status, NULL, false);
 }
 
-static void connect_failed(struct http_conn *c, const char *why);
+static void connect_failed(struct http_conn *c, enum slb_srv_fail f, const char *why);
 
 /* Send the request again: a reused connection that failed is replaced by a fresh one to the
  * same server; a fresh one that failed moves the request to the next server, as a connect
  * failure does (each server is tried once). */
-static bool retry_fresh(struct http_conn *c, const char *why)
+static bool retry_fresh(struct http_conn *c, enum slb_srv_fail f, const char *why)
 {
     if (!c->up->reused) {
-        connect_failed(c, why);
+        connect_failed(c, f, why);
         return true;
     }
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
-    if (!slb_xchg_reconnect(c->hw, &c->up, &c->b.wg->g->cfg->servers[c->srv_idx], c->srv, c,
-                            up_event)) {
+    if (!slb_xchg_reconnect(c->hw, lis_counts(c), &c->up, &c->b.wg->g->cfg->servers[c->srv_idx],
+                            c->srv, c, up_event)) {
         slb_hbuf_free(&head);
         c->srv = NULL;
         return false;
@@ -658,7 +671,8 @@ static bool finish_response_head(struct http_conn *c, const struct slb_http_msg 
      * coding (gzip, ...) is part of the body bytes, and without the Transfer-Encoding field,
      * which it must not be sent, the client could not know to undo it: refused. */
     if (c->x->req_minor == 0 && m->body != SLB_BODY_NONE && slb_http_other_transfer_coding(m)) {
-        upstream_failed(c, 502, "transfer coding an HTTP/1.0 client cannot take");
+        upstream_failed(c, 502, SLB_SRV_FAIL_INVALID,
+                        "transfer coding an HTTP/1.0 client cannot take");
         return false;
     }
     c->x->resp_unchunk = c->x->req_minor == 0 && m->body == SLB_BODY_CHUNKED;
@@ -700,7 +714,7 @@ static bool step_parse_response(struct http_conn *c)
         if (rc == 0)
             return progress;
         if (rc < 0) {
-            upstream_failed(c, 502, why);
+            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, why);
             return true;
         }
         if (m->status < 100 || m->status >= 200 || m->status == 101)
@@ -714,10 +728,10 @@ static bool step_parse_response(struct http_conn *c)
         if (slb_buf_empty(&up->in))
             return true;
     }
-    if (!c->x->resp_start_ms)
-        c->x->resp_start_ms = c->w->loop.now_ms;
     c->x->status = m->status;
-    slb_xchg_count_head(lis_counts(c), srv_counts(c), m->status, &c->x->sent_us);
+    c->x->resp_us = slb_mono_us();
+    c->x->fail = 0; /* a server answered: earlier failed connects are not this answer's cause */
+    slb_xchg_count_head(lis_counts(c), srv_counts(c), m->status, &c->x->sent_us, c->x->resp_us);
     c->x->up_keep_alive = m->keep_alive;
     c->x->resp_body = (uint8_t)m->body;
     c->x->resp_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
@@ -725,7 +739,7 @@ static bool step_parse_response(struct http_conn *c)
     c->x->resp_head_done = true;
     if (m->status == 101) {
         if (!m->upgrade || !c->x->upgrade_req) {
-            upstream_failed(c, 502, "101 without an upgrade");
+            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "101 without an upgrade");
             return true;
         }
         slb_http_build_response(&c->out, m, true, NULL, NULL, NULL);
@@ -736,7 +750,11 @@ static bool step_parse_response(struct http_conn *c)
         return true;
     }
     slb_buf_consume(&up->in, (size_t)rc); /* counted in bytes_from when it was read */
-    if (c->x->resp_body == SLB_BODY_NONE && c->st != ST_TUNNEL)
+    /* Content-Length: 0 is complete now too: a backend closing right after it has not cut
+     * anything. */
+    if ((c->x->resp_body == SLB_BODY_NONE ||
+         (c->x->resp_body == SLB_BODY_LENGTH && c->x->resp_remaining == 0)) &&
+        c->st != ST_TUNNEL)
         c->x->resp_done = true;
     return true;
 }
@@ -761,13 +779,14 @@ static bool step_read_upstream(struct http_conn *c)
             c->x->req_done = true;
         return true;
     }
+    enum slb_srv_fail f = n == SLB_EEOF ? SLB_SRV_FAIL_CLOSED : SLB_SRV_FAIL_RESET;
     const char *why = n == SLB_EEOF ? "closed the connection early" : strerror((int)-n);
-    if (retryable(c) && retry_fresh(c, why))
+    if (retryable(c) && retry_fresh(c, f, why))
         return true;
     /* An error (a reset) is never the end of a close-delimited body, nor is any end of a
      * chunked one we decode: upstream_failed cuts the client with a reset then, so the
      * truncation shows. */
-    upstream_failed(c, 502, why);
+    upstream_failed(c, 502, f, why);
     return true;
 }
 
@@ -853,7 +872,7 @@ static bool step_write_client(struct http_conn *c)
         /* A small body that is already here goes out with the head: one send (one TLS
          * record) instead of two. */
         if (response_body_ready(c) < 0) {
-            upstream_failed(c, 502, "malformed chunked response");
+            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return true;
         }
         if (c->x->resp_ready > 0 && c->x->resp_ready <= SLB_BUF_SIZE) {
@@ -893,7 +912,7 @@ static bool step_write_client(struct http_conn *c)
             return progress;
         bool was_done = c->x->resp_done;
         if (response_body_ready(c) < 0) {
-            upstream_failed(c, 502, "malformed chunked response");
+            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return true;
         }
         if (c->out.oom) {
@@ -932,6 +951,7 @@ static bool exchange_end(struct http_conn *c)
     /* The backend connection was pooled or closed, and its server's active count with it. */
     assert(!c->up);
     account_wire(c);
+    slb_xchg_count_duration(lis_counts(c), c->x->start_us, slb_mono_us());
     if (c->log)
         log_request(c);
     c->srv = NULL;
@@ -1048,6 +1068,7 @@ static void hand_off_h2(struct http_conn *c)
                                .b = c->b,
                                .t = c->t,
                                .client_ip = c->client_ip,
+                               .client_port = c->client_port,
                                .local_port = c->local_port,
                                .wire_in_seen = c->wire_in_seen,
                                .wire_out_seen = c->wire_out_seen};
@@ -1063,6 +1084,29 @@ static void hand_off_h2(struct http_conn *c)
     slb_worker_unlink(&c->link);
     slb_tconn_init_raw(&c->t, -1); /* the TLS state is not ours to free any more */
     slb_loop_defer_free(loop, conn_free, c);
+}
+
+/* A plain HTTP request on an https port (OpenSSL saw a method where a TLS record belongs and
+ * sent no alert): tell the person at the browser in plain text, as nginx does, then close
+ * without reading the rest of the request. */
+static void answer_plain_http(struct http_conn *c)
+{
+    static const char resp[] = "HTTP/1.1 400 Bad Request\r\n"
+                               "Content-Type: text/plain\r\n"
+                               "Content-Length: 50\r\n"
+                               "Connection: close\r\n"
+                               "\r\n"
+                               "400 The plain HTTP request was sent to HTTPS port\n";
+    _Static_assert(sizeof("400 The plain HTTP request was sent to HTTPS port\n") - 1 == 50,
+                   "Content-Length");
+    ssize_t n = send(c->t.fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0)
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_WIRE_OUT], (uint64_t)n);
+    /* The request's bytes are still arriving: linger (as linger_close, without TLS). */
+    c->lingering = true;
+    shutdown(c->t.fd, SHUT_WR);
+    slb_io_set(&c->w->loop, &c->io, EPOLLIN);
+    slb_timer_start(&c->w->loop, &c->timer, 1000);
 }
 
 static bool step_handshake(struct http_conn *c)
@@ -1105,11 +1149,15 @@ static bool step_handshake(struct http_conn *c)
         slb_debug("listener %s: client %s: TLS handshake failed: %s", c->b.l->cfg->name,
                   c->client_ip, slb_tls_fail_name(why));
         c->tls_failed = true;
-        conn_close(c);
+        if (why == SLB_TLS_FAIL_HTTP_ON_HTTPS)
+            answer_plain_http(c);
+        else
+            conn_close(c);
         return false;
     }
     slb_count_add(
         &lis_counts(c)->v[SSL_session_reused(c->t.ssl) ? SLB_LIS_HS_RESUMED : SLB_LIS_HS_FULL], 1);
+    slb_count_add(&slb_lis_tls_counts(c->b.l->stats, c->w->id)->v[slb_tls_suite_slot(c->t.ssl)], 1);
     /* A request already here (it came with the client's Finished) is read in this run: an
      * answer of our own would leave in the ticket's segment. The cork never outlives the run
      * (run() lifts it): a ticket must not wait for a backend's response or for the rest of the
@@ -1266,9 +1314,11 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 }
 
 /* The connect to c->srv failed: move the prepared request head to the next server. */
-static void connect_failed(struct http_conn *c, const char *why)
+static void connect_failed(struct http_conn *c, enum slb_srv_fail f, const char *why)
 {
-    slb_xchg_connect_failed(c->w->id, c->b.l, c->srv, why);
+    slb_xchg_connect_failed(c->w->id, c->b.l, c->srv, f, why);
+    c->x->fail = slb_xchg_fail_code(f);
+    c->x->fail_srv = c->srv->key;
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
     slb_up_close(c->up);
@@ -1279,6 +1329,7 @@ static void connect_failed(struct http_conn *c, const char *why)
         respond_simple(c, 502, NULL, false);
         return;
     }
+    slb_count_add(&lis_counts(c)->v[SLB_LIS_RETRIES], 1);
     slb_hbuf_free(&c->up->head);
     head.off = 0;
     c->up->head = head;
@@ -1296,7 +1347,7 @@ static void up_event(struct http_up *up, uint32_t events)
         return;
     int rc = slb_up_on_event(up, events);
     if (rc < 0) {
-        connect_failed(c, strerror(-rc));
+        connect_failed(c, slb_srv_fail_connect(rc), strerror(-rc));
     } else if (rc == 1) {
         c->st = ST_EXCHANGE;
         arm_timer(c);
@@ -1330,7 +1381,7 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
         respond_simple(c, 408, NULL, false);
         break;
     case ST_CONNECT:
-        connect_failed(c, "timeout");
+        connect_failed(c, SLB_SRV_FAIL_CONNECT_TIMEOUT, "timeout");
         break;
     case ST_EXCHANGE:
     case ST_TUNNEL: {
@@ -1350,7 +1401,8 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
             conn_close(c);
             return;
         }
-        upstream_failed(c, 504, slb_xchg_timeout_why(c->x->req_done, c->x->resp_head_done));
+        upstream_failed(c, 504, SLB_SRV_FAIL_TIMEOUT,
+                        slb_xchg_timeout_why(c->x->req_done, c->x->resp_head_done));
         break;
     }
     case ST_LINGER:
@@ -1470,6 +1522,9 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     slb_worker_link(w, &c->link);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], 1);
     slb_http_format_ip(peer, c->client_ip, sizeof(c->client_ip));
+    c->client_port =
+        ntohs(peer->ss_family == AF_INET ? ((const struct sockaddr_in *)peer)->sin_port
+                                         : ((const struct sockaddr_in6 *)peer)->sin6_port);
     /* The local port is the one the listener binds (a bind always names it); TCP_NODELAY came from
      * the listening socket. */
     const struct sockaddr_storage *local = &l->cfg->addr;

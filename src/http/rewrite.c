@@ -294,6 +294,11 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
     slb_hbuf_puts(out, "X-Real-IP: ");
     slb_hbuf_puts(out, fwd->client_ip);
     slb_hbuf_puts(out, "\r\n");
+    if (fwd->request_id) {
+        slb_hbuf_puts(out, "X-Request-Id: ");
+        slb_hbuf_puts(out, fwd->request_id);
+        slb_hbuf_puts(out, "\r\n");
+    }
     if (fwd->cert_verify) {
         slb_hbuf_printf(out, "X-Forwarded-Clientcert-clientverify: %s\r\n", fwd->cert_verify);
         if (fwd->cert_subject) {

@@ -43,6 +43,7 @@ struct slb_fwd_info {
     const char *strip_cookie_prefix_name;
     bool upgrade;             /* keep Connection: upgrade / Upgrade for a WebSocket tunnel */
     const char *default_host; /* Host for HTTP/1.0 requests that sent none */
+    const char *request_id;   /* X-Request-Id to add (the client sent none), or NULL */
 };
 
 /* True when header i of msg is hop-by-hop: a fixed set plus those listed in Connection. */

@@ -4,6 +4,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/time.h"
 #include "http/route.h"
 #include "lb/sched.h"
 #include "tcp/proxy.h"
@@ -155,6 +156,7 @@ static struct http_up *up_connect(struct slb_http_worker *hw, const struct slb_s
     up->owner = owner;
     up->cb = cb;
     up->key = key;
+    up->connect_us = slb_mono_us();
     memcpy(&up->addr, &srv->addr, srv->addrlen);
     up->addrlen = srv->addrlen;
     slb_io_init(&up->io, fd, pooled_cb, up);
@@ -211,6 +213,9 @@ int slb_up_on_event(struct http_up *up, uint32_t events)
         up->connected = true;
         up->wr_ready = true;
         up->rd_ready = false;
+        if (up->srv)
+            slb_hist_observe(&up->srv->w[up->hw->w->id], SLB_SRV_CONNECT,
+                             slb_mono_us() - up->connect_us);
         rc = 1;
     }
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
@@ -417,7 +422,7 @@ struct http_up *slb_up_choose(struct slb_http_worker *hw, struct slb_up_choice *
             slb_up_count_start(up, ch->srv);
             return up;
         }
-        slb_count_add(&ch->srv->w[hw->w->id].v[SLB_SRV_FAILS], 1);
+        slb_srv_failed(&ch->srv->w[hw->w->id], slb_srv_fail_connect(err));
         slb_health_observe(ch->srv, hw->w->id, err);
         slb_warn_limited("listener %s: backend %s: %s", ch->listener, ch->srv->key,
                          slb_strerror(err));

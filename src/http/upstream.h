@@ -44,6 +44,7 @@ struct http_up {
      * count back, so every way an exchange ends releases it exactly once. */
     struct slb_srv_rt *srv;
     uint64_t bytes_to, bytes_from;
+    uint64_t connect_us;         /* when the connect started, for the connect histogram */
     struct http_up *next, *prev; /* pool bucket */
 };
 

@@ -122,15 +122,17 @@ void slb_xchg_lists_free(struct slb_http_worker *hw)
 
 /* --- the steps both client protocols share --- */
 
-struct http_up *slb_xchg_reconnect(struct slb_http_worker *hw, struct http_up **up,
-                                   const struct slb_server_cfg *scfg, struct slb_srv_rt *srv,
-                                   void *owner, slb_up_cb cb)
+struct http_up *slb_xchg_reconnect(struct slb_http_worker *hw, struct slb_wcount *lis,
+                                   struct http_up **up, const struct slb_server_cfg *scfg,
+                                   struct slb_srv_rt *srv, void *owner, slb_up_cb cb)
 {
     slb_up_close(*up);
     int err = 0;
     *up = slb_up_connect(hw, scfg, owner, cb, &err);
-    if (*up)
+    if (*up) {
         slb_up_count_start(*up, srv);
+        slb_count_add(&lis->v[SLB_LIS_RETRIES], 1);
+    }
     return *up;
 }
 
@@ -145,32 +147,34 @@ void slb_xchg_up_done(struct http_up **up, struct slb_srv_rt *srv, int wid, int 
 }
 
 void slb_xchg_count_head(struct slb_wcount *lis, struct slb_wcount *srv, int status,
-                         uint64_t *sent_us)
+                         uint64_t *sent_us, uint64_t now_us)
 {
     if (*sent_us)
-        slb_srv_observe(srv, slb_mono_us() - *sent_us);
+        slb_srv_observe(srv, now_us - *sent_us);
     *sent_us = 0;
     if (status >= 500)
-        slb_count_add(&srv->v[SLB_SRV_FAILS], 1);
+        slb_srv_failed(srv, SLB_SRV_FAIL_STATUS_5XX);
     slb_count_add(&srv->v[SLB_SRV_REQS], 1);
-    slb_xchg_count_status(lis, status, 1);
+    slb_xchg_count_status(lis, status, false, 1);
 }
 
 void slb_xchg_connect_failed(int wid, const struct slb_listener_rt *l, struct slb_srv_rt *srv,
-                             const char *why)
+                             enum slb_srv_fail f, const char *why)
 {
     slb_warn("listener %s: backend %s: connect: %s", l->cfg->name, srv->key, why);
-    slb_count_add(&srv->w[wid].v[SLB_SRV_FAILS], 1);
+    slb_srv_failed(&srv->w[wid], f);
     slb_health_observe(srv, wid, SLB_XCHG_FAILED);
 }
 
 void slb_xchg_failed(int wid, const struct slb_listener_rt *l, struct slb_srv_rt *srv, int status,
-                     bool req_done, bool resp_head_done, const char *why)
+                     bool req_done, bool resp_head_done, enum slb_srv_fail f, const char *why)
 {
     if (status != 504 || (req_done && !resp_head_done))
         slb_health_observe(srv, wid, SLB_XCHG_FAILED);
-    if (srv)
+    if (srv) {
         slb_warn("listener %s: backend %s: %s", l->cfg->name, srv->key, why);
+        slb_srv_failed(&srv->w[wid], f);
+    }
 }
 
 void slb_xchg_log(struct slb_worker *w, const struct slb_listener_rt *l, const struct slb_tconn *t,
@@ -183,9 +187,12 @@ void slb_xchg_log(struct slb_worker *w, const struct slb_listener_rt *l, const s
     const char *name = slb_tls_ssl_servername(t->ssl);
     if (name)
         snprintf(sni, sizeof(sni), "%s", name);
+    const char *up = x->srv ? x->srv->key : x->fail_srv;
+    uint64_t start_us = x->rec->start_us;
     struct slb_access_entry e = {
         .listener = l->cfg->name,
         .client = client_ip,
+        .client_port = x->client_port,
         .tls_version = t->ssl ? SSL_get_version(t->ssl) : NULL,
         .cipher = t->ssl ? SSL_get_cipher_name(t->ssl) : NULL,
         .resumed = t->ssl ? SSL_session_reused(t->ssl) : -1,
@@ -197,9 +204,10 @@ void slb_xchg_log(struct slb_worker *w, const struct slb_listener_rt *l, const s
         .bytes_out = x->bytes_out,
         .wire_in = in - *wire_in,
         .wire_out = out - *wire_out,
-        .upstream = x->srv ? strchr(x->srv->key, '/') + 1 : NULL,
-        .request_ms = (double)(w->loop.now_ms - x->rec->start_ms),
-        .upstream_ms = x->upstream_ms,
+        .upstream = up ? strchr(up, '/') + 1 : NULL,
+        .error = x->status >= 500 ? slb_access_error_name(x->fail) : NULL,
+        .request_ms = (double)(slb_mono_us() - start_us) / 1000.0,
+        .upstream_ms = x->resp_us ? (double)(x->resp_us - start_us) / 1000.0 : 0,
     };
     slb_access_write(w, &e);
     *wire_in = in;

@@ -40,7 +40,11 @@ struct http_xchg {
      * chunked body, data or trailer bytes; our framing is in req_chunk.frame). */
     uint64_t req_remaining, req_ready;
     struct slb_rechunk req_chunk;
-    uint64_t resp_start_ms;
+    uint64_t start_us; /* request head parsed, for the request duration histogram */
+    uint64_t resp_us;  /* response head received, for the access log */
+    /* Why slbd answered 5xx itself (see slb_access_error_name) and the server it last tried */
+    uint8_t fail;
+    const char *fail_srv;
     uint64_t sent_us;    /* request head handed to the backend, for the response histogram */
     uint64_t last_io_ms; /* last time bytes moved during an exchange or tunnel */
     uint64_t exchange_deadline_ms; /* request_timeout_s after the request first went out */
@@ -89,10 +93,11 @@ static inline bool slb_xchg_fresh_only(const struct slb_listener_cfg *cfg, bool 
 
 /* A reused connection failed before any byte of the response and the request may go again
  * (slb_up_retryable): *up is closed and replaced by a new connection to the same server,
- * counted active on srv. NULL (and *up NULL) when none can be made. */
-struct http_up *slb_xchg_reconnect(struct slb_http_worker *hw, struct http_up **up,
-                                   const struct slb_server_cfg *scfg, struct slb_srv_rt *srv,
-                                   void *owner, slb_up_cb cb);
+ * counted active on srv, and the retry counted on the listener (lis). NULL (and *up NULL)
+ * when none can be made. */
+struct http_up *slb_xchg_reconnect(struct slb_http_worker *hw, struct slb_wcount *lis,
+                                   struct http_up **up, const struct slb_server_cfg *scfg,
+                                   struct slb_srv_rt *srv, void *owner, slb_up_cb cb);
 
 /* The response on up is complete: the server's answer (status) counts for the passive health
  * checks, and the connection goes back to the pool when both sides keep alive (keep), else
@@ -100,30 +105,50 @@ struct http_up *slb_xchg_reconnect(struct slb_http_worker *hw, struct http_up **
 void slb_xchg_up_done(struct http_up **up, struct slb_srv_rt *srv, int wid, int status, bool keep);
 
 /* The listener's request counters: one request more (dir 1) with this status, or one less
- * (dir -1, a backend's head replaced by our error before it went out). */
-static inline void slb_xchg_count_status(struct slb_wcount *lis, int status, int64_t dir)
+ * (dir -1, a backend's head replaced by our error before it went out); a 5xx also by its source,
+ * slbd's own answer (local) or a backend's. */
+static inline void slb_xchg_count_status(struct slb_wcount *lis, int status, bool local,
+                                         int64_t dir)
 {
     int cls = status / 100;
     if (cls >= 1 && cls <= 5)
         slb_count_add(&lis->v[SLB_LIS_REQ_1XX + cls - 1], (uint64_t)dir);
     slb_count_add(&lis->v[SLB_LIS_REQS], (uint64_t)dir);
+    if (cls == 5)
+        slb_count_add(&lis->v[local ? SLB_LIS_5XX_LOCAL : SLB_LIS_5XX_BACKEND], (uint64_t)dir);
 }
 
-/* A backend's final response head arrived: the server's response-time histogram (from
- * *sent_us, then cleared), its request and failure counters, the listener's. */
-void slb_xchg_count_head(struct slb_wcount *lis, struct slb_wcount *srv, int status,
-                         uint64_t *sent_us);
+/* The request (its head parsed at start_us, 0: never started) has ended: the listener's
+ * request-duration histogram. */
+static inline void slb_xchg_count_duration(struct slb_wcount *lis, uint64_t start_us,
+                                           uint64_t now_us)
+{
+    if (start_us)
+        slb_hist_observe(lis, SLB_LIS_DURATION, now_us - start_us);
+}
 
-/* The connect to srv failed: logged, counted, and reported to the passive health checks. */
+/* A backend's final response head arrived at now_us: the server's response-time histogram
+ * (from *sent_us, then cleared), its request and failure counters, the listener's. */
+void slb_xchg_count_head(struct slb_wcount *lis, struct slb_wcount *srv, int status,
+                         uint64_t *sent_us, uint64_t now_us);
+
+/* The access log's "error" for a failure of reason f (see slb_access_error_name). */
+static inline uint8_t slb_xchg_fail_code(enum slb_srv_fail f)
+{
+    return (uint8_t)(f + 1);
+}
+
+/* The connect to srv failed for reason f: logged, counted, and reported to the passive health
+ * checks. */
 void slb_xchg_connect_failed(int wid, const struct slb_listener_rt *l, struct slb_srv_rt *srv,
-                             const char *why);
+                             enum slb_srv_fail f, const char *why);
 
 /* The exchange with srv (NULL when none was chosen) failed and the client gets status (or a
  * cut): logged and reported to the passive health checks. A timeout (504) is the server's
  * only when it had the whole request and did not answer: a slow upload or a client that does
  * not read must not get servers ejected. */
 void slb_xchg_failed(int wid, const struct slb_listener_rt *l, struct slb_srv_rt *srv, int status,
-                     bool req_done, bool resp_head_done, const char *why);
+                     bool req_done, bool resp_head_done, enum slb_srv_fail f, const char *why);
 
 /* The request timeout (request_timeout_s): a fixed deadline from the moment the request first
  * goes to a backend until its body is sent and the response head has arrived, which moving
@@ -156,9 +181,12 @@ struct slb_xchg_log {
     const struct slb_access_rec *rec;
     const char *proto; /* NULL: the request could not be parsed */
     int status;
+    unsigned client_port;
     uint64_t bytes_in, bytes_out;
     const struct slb_srv_rt *srv; /* NULL: no backend */
-    double upstream_ms;
+    const char *fail_srv;         /* without srv: the key of the server last tried, or NULL */
+    uint8_t fail;                 /* why slbd answered 5xx itself (slb_access_error_name) */
+    uint64_t resp_us;             /* the response head arrived (0: none did) */
 };
 /* Write the access-log line of an exchange of client connection t (at client_ip, served by
  * listener l). The wire bytes are the connection's since *wire_in/out, which move on: the

@@ -80,8 +80,10 @@ static void health_success(struct slb_srv_rt *srv, uint32_t healthy_threshold)
     /* An ejected server stays out until its ejection ends (health_passive_expire). Only the
      * control thread moves a server out of DOWN, so this cannot race with a worker. */
     int down = SLB_HEALTH_DOWN;
-    if (atomic_compare_exchange_strong(&srv->healthy, &down, SLB_HEALTH_UP))
+    if (atomic_compare_exchange_strong(&srv->healthy, &down, SLB_HEALTH_UP)) {
+        srv->went_up++;
         slb_info("backend %s is up (%d successful checks)", srv->key, srv->ok_streak);
+    }
 }
 
 static void health_failure(struct slb_srv_rt *srv, uint32_t unhealthy_threshold, const char *reason)
@@ -93,6 +95,7 @@ static void health_failure(struct slb_srv_rt *srv, uint32_t unhealthy_threshold,
     if ((uint32_t)srv->fail_streak < unhealthy_threshold || srv->active_down)
         return;
     srv->active_down = true;
+    srv->went_down++;
     /* A worker may be ejecting it at this very moment: then it stays EJECTED, and goes DOWN
      * when the ejection ends. */
     int up = SLB_HEALTH_UP;
@@ -487,8 +490,10 @@ static void health_disable_group(const struct slb_group_rt *grp)
         srv->active_down = false;
         /* An ejected server comes back when its ejection ends. */
         int down = SLB_HEALTH_DOWN;
-        if (atomic_compare_exchange_strong(&srv->healthy, &down, SLB_HEALTH_UP))
+        if (atomic_compare_exchange_strong(&srv->healthy, &down, SLB_HEALTH_UP)) {
+            srv->went_up++;
             slb_info("backend %s is up (health check disabled)", srv->key);
+        }
     }
 }
 

@@ -7,14 +7,20 @@
 
 #include "cert/ocsp_fetch.h"
 #include "cert/store.h"
+#include "core/version.h"
 #include "http/access.h"
 #include "tls/tls.h"
 
+#include <dirent.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t slb_metrics_sum(struct slb_wcount *w, int nworkers, int k)
 {
@@ -61,20 +67,28 @@ static double conn_rate(const struct slb_lis_rt *r, unsigned secs)
 
 static const char *const status_class[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
+static uint64_t srv_failures(const struct slb_srv_rt *r)
+{
+    uint64_t n = 0;
+    for (int f = 0; f < SLB_SRV_FAIL_COUNT; f++)
+        n += ssum(r, SLB_SRV_FAIL + f);
+    return n;
+}
+
 static json_t *server_json(const struct slb_server_cfg *sc, struct slb_srv_rt *r)
 {
     uint64_t n = 0;
-    for (int b = 0; b < SLB_RESP_BUCKETS; b++)
-        n += ssum(r, SLB_SRV_RESP_BUCKET + b);
-    double avg_ms = n ? (double)ssum(r, SLB_SRV_RESP_SUM_US) / (double)n / 1000.0 : 0;
+    for (int b = 0; b < SLB_HIST_BUCKETS; b++)
+        n += ssum(r, SLB_SRV_RESP + b);
+    double avg_ms = n ? (double)ssum(r, SLB_SRV_RESP + SLB_HIST_BUCKETS) / (double)n / 1000.0 : 0;
     int health = atomic_load(&r->healthy);
     json_t *j = json_pack(
         "{s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s, s:I}", "address", sc->address,
         "port", sc->port, "weight", (int)sc->weight, "health",
         health == SLB_HEALTH_UP ? "up" : "down", "active", (json_int_t)ssum(r, SLB_SRV_ACTIVE),
         "connections", (json_int_t)ssum(r, SLB_SRV_CONNS), "requests",
-        (json_int_t)ssum(r, SLB_SRV_REQS), "failures", (json_int_t)ssum(r, SLB_SRV_FAILS),
-        "bytes_to", (json_int_t)ssum(r, SLB_SRV_BYTES_TO), "bytes_from",
+        (json_int_t)ssum(r, SLB_SRV_REQS), "failures", (json_int_t)srv_failures(r), "bytes_to",
+        (json_int_t)ssum(r, SLB_SRV_BYTES_TO), "bytes_from",
         (json_int_t)ssum(r, SLB_SRV_BYTES_FROM), "avg_response_ms", avg_ms, "last_check",
         r->last_error[0] ? r->last_error : "ok", "ejections",
         (json_int_t)ssum(r, SLB_SRV_EJECTIONS));
@@ -198,6 +212,25 @@ static void put_escaped(struct text *t, const char *s)
     }
 }
 
+/* One series of a duration histogram (see slb_hist_observe): cumulative buckets, sum, count.
+ * labels is the series' label list without braces. */
+static void histogram(struct text *t, const char *name, const char *labels,
+                      const struct slb_wcount *w, int nworkers, int base)
+{
+    uint64_t cum = 0;
+    for (int b = 0; b < SLB_HIST_BUCKETS; b++) {
+        cum += slb_metrics_sum((struct slb_wcount *)w, nworkers, base + b);
+        if (b < SLB_HIST_BUCKETS - 1)
+            put(t, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, slb_resp_bucket_le[b],
+                (unsigned long long)cum);
+        else
+            put(t, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
+    }
+    put(t, "%s_sum{%s} %.6f\n", name, labels,
+        (double)slb_metrics_sum((struct slb_wcount *)w, nworkers, base + SLB_HIST_BUCKETS) / 1e6);
+    put(t, "%s_count{%s} %llu\n", name, labels, (unsigned long long)cum);
+}
+
 static void listener_metrics(struct text *t, const struct slb_snapshot *s)
 {
     static const struct {
@@ -213,6 +246,9 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
         {SLB_LIS_H2_ABUSE, "slbd_listener_http2_abuse_total", "counter",
          "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM (floods, rapid reset, "
          "HPACK bombs)."},
+        {SLB_LIS_RETRIES, "slbd_listener_retries_total", "counter",
+         "HTTP requests sent again: to the next server after a failed connect, or on a fresh "
+         "connection after a kept-alive one failed."},
     };
     for (size_t m = 0; m < sizeof(simple) / sizeof(simple[0]); m++) {
         family(t, simple[m].name, simple[m].type, simple[m].help);
@@ -268,6 +304,29 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
             put(t, "slbd_listener_requests_total{listener=\"%s\",class=\"%s\"} %llu\n", r->name,
                 status_class[c], (unsigned long long)lsum(r, SLB_LIS_REQ_1XX + c));
     }
+    family(t, "slbd_listener_responses_5xx_total", "counter",
+           "5xx responses sent to clients: made by slbd itself (no usable server, connect "
+           "failures, timeouts, broken responses) or forwarded from a backend.");
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        if (s->listeners[i].cfg->protocol == SLB_PROTO_TCP)
+            continue;
+        const struct slb_lis_rt *r = s->listeners[i].stats;
+        put(t, "slbd_listener_responses_5xx_total{listener=\"%s\",source=\"slbd\"} %llu\n", r->name,
+            (unsigned long long)lsum(r, SLB_LIS_5XX_LOCAL));
+        put(t, "slbd_listener_responses_5xx_total{listener=\"%s\",source=\"backend\"} %llu\n",
+            r->name, (unsigned long long)lsum(r, SLB_LIS_5XX_BACKEND));
+    }
+    family(t, "slbd_listener_request_duration_seconds", "histogram",
+           "Time from a request's head parsed to the end of its response.");
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        if (s->listeners[i].cfg->protocol == SLB_PROTO_TCP)
+            continue;
+        const struct slb_lis_rt *r = s->listeners[i].stats;
+        char labels[SLB_NAME_MAX + 16];
+        snprintf(labels, sizeof(labels), "listener=\"%s\"", r->name);
+        histogram(t, "slbd_listener_request_duration_seconds", labels, r->w, r->nworkers,
+                  SLB_LIS_DURATION);
+    }
     family(t, "slbd_listener_handshakes_total", "counter", "Completed TLS handshakes.");
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         if (s->listeners[i].cfg->protocol != SLB_PROTO_HTTPS)
@@ -277,6 +336,22 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
             (unsigned long long)lsum(r, SLB_LIS_HS_FULL));
         put(t, "slbd_listener_handshakes_total{listener=\"%s\",type=\"resumed\"} %llu\n", r->name,
             (unsigned long long)lsum(r, SLB_LIS_HS_RESUMED));
+    }
+    family(t, "slbd_listener_tls_handshakes_total", "counter",
+           "Completed TLS handshakes by protocol version and cipher suite (pairs seen so far).");
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        if (s->listeners[i].cfg->protocol != SLB_PROTO_HTTPS)
+            continue;
+        struct slb_lis_rt *r = s->listeners[i].stats;
+        const char *version, *cipher;
+        for (int k = 0; slb_tls_suite_describe(k, &version, &cipher); k++) {
+            uint64_t n = slb_metrics_sum(slb_lis_tls_counts(r, 0), r->nworkers, k);
+            if (n)
+                put(t,
+                    "slbd_listener_tls_handshakes_total{listener=\"%s\",version=\"%s\","
+                    "cipher=\"%s\"} %llu\n",
+                    r->name, version, cipher, (unsigned long long)n);
+        }
     }
     family(t, "slbd_listener_handshake_failures_total", "counter",
            "Failed TLS handshakes by reason.");
@@ -300,8 +375,6 @@ static void server_metrics(struct text *t, const struct slb_snapshot *s)
         {SLB_SRV_ACTIVE, "slbd_server_connections_active", "gauge", "Open connections."},
         {SLB_SRV_CONNS, "slbd_server_connections_total", "counter", "Connections opened."},
         {SLB_SRV_REQS, "slbd_server_requests_total", "counter", "HTTP responses received."},
-        {SLB_SRV_FAILS, "slbd_server_failures_total", "counter",
-         "Failed connects, broken exchanges and 5xx answers."},
         {SLB_SRV_BYTES_TO, "slbd_server_bytes_sent_total", "counter", "Bytes sent to it."},
         {SLB_SRV_BYTES_FROM, "slbd_server_bytes_received_total", "counter",
          "Bytes received from it."},
@@ -326,6 +399,18 @@ static void server_metrics(struct text *t, const struct slb_snapshot *s)
             put(t, "slbd_server_up{group=\"%s\",server=\"%s\"} %d\n", g->cfg->name,
                 strchr(g->srv[k]->key, '/') + 1, atomic_load(&g->srv[k]->healthy) == SLB_HEALTH_UP);
     }
+    family(t, "slbd_server_failures_total", "counter",
+           "Failed connects, broken exchanges and 5xx answers, by reason.");
+    for (size_t i = 0; s && i < s->ngroups; i++) {
+        struct slb_group_rt *g = &s->groups[i];
+        for (size_t k = 0; k < g->nservers; k++)
+            for (int f = 0; f < SLB_SRV_FAIL_COUNT; f++)
+                put(t,
+                    "slbd_server_failures_total{group=\"%s\",server=\"%s\",reason=\"%s\"} %llu\n",
+                    g->cfg->name, strchr(g->srv[k]->key, '/') + 1,
+                    slb_srv_fail_name((enum slb_srv_fail)f),
+                    (unsigned long long)ssum(g->srv[k], SLB_SRV_FAIL + f));
+    }
     family(t, "slbd_server_down", "gauge",
            "1 while the server is out of rotation, by reason: active (failed health checks) or "
            "passive (ejected after failed exchanges).");
@@ -340,36 +425,55 @@ static void server_metrics(struct text *t, const struct slb_snapshot *s)
                 g->cfg->name, name, h == SLB_HEALTH_EJECTED);
         }
     }
-    family(t, "slbd_server_response_seconds", "histogram",
-           "Time from the request head sent to the response head received.");
+    family(t, "slbd_server_health_transitions_total", "counter",
+           "Health check verdicts that changed the server's state, by the new state.");
     for (size_t i = 0; s && i < s->ngroups; i++) {
         struct slb_group_rt *g = &s->groups[i];
         for (size_t k = 0; k < g->nservers; k++) {
             const char *name = strchr(g->srv[k]->key, '/') + 1;
-            uint64_t cum = 0;
-            for (int b = 0; b < SLB_RESP_BUCKETS; b++) {
-                cum += ssum(g->srv[k], SLB_SRV_RESP_BUCKET + b);
-                if (b < SLB_RESP_BUCKETS - 1)
-                    put(t,
-                        "slbd_server_response_seconds_bucket{group=\"%s\",server=\"%s\","
-                        "le=\"%g\"} %llu\n",
-                        g->cfg->name, name, slb_resp_bucket_le[b], (unsigned long long)cum);
-                else
-                    put(t,
-                        "slbd_server_response_seconds_bucket{group=\"%s\",server=\"%s\","
-                        "le=\"+Inf\"} %llu\n",
-                        g->cfg->name, name, (unsigned long long)cum);
+            put(t,
+                "slbd_server_health_transitions_total{group=\"%s\",server=\"%s\",to=\"up\"} %llu\n",
+                g->cfg->name, name, (unsigned long long)g->srv[k]->went_up);
+            put(t,
+                "slbd_server_health_transitions_total{group=\"%s\",server=\"%s\",to=\"down\"} "
+                "%llu\n",
+                g->cfg->name, name, (unsigned long long)g->srv[k]->went_down);
+        }
+    }
+    static const struct {
+        const char *name, *help;
+        int base;
+    } hists[] = {
+        {"slbd_server_response_seconds",
+         "Time from the request head sent to the response head received.", SLB_SRV_RESP},
+        {"slbd_server_connect_seconds", "Time a new backend connection took to connect.",
+         SLB_SRV_CONNECT},
+    };
+    for (size_t m = 0; m < sizeof(hists) / sizeof(hists[0]); m++) {
+        family(t, hists[m].name, "histogram", hists[m].help);
+        for (size_t i = 0; s && i < s->ngroups; i++) {
+            struct slb_group_rt *g = &s->groups[i];
+            for (size_t k = 0; k < g->nservers; k++) {
+                char labels[SLB_NAME_MAX + 120];
+                snprintf(labels, sizeof(labels), "group=\"%s\",server=\"%s\"", g->cfg->name,
+                         strchr(g->srv[k]->key, '/') + 1);
+                histogram(t, hists[m].name, labels, g->srv[k]->w, g->srv[k]->nworkers,
+                          hists[m].base);
             }
-            put(t, "slbd_server_response_seconds_sum{group=\"%s\",server=\"%s\"} %.6f\n",
-                g->cfg->name, name, (double)ssum(g->srv[k], SLB_SRV_RESP_SUM_US) / 1e6);
-            put(t, "slbd_server_response_seconds_count{group=\"%s\",server=\"%s\"} %llu\n",
-                g->cfg->name, name, (unsigned long long)cum);
         }
     }
 }
 
 static void cert_metrics(struct text *t, struct slb_certstore *certs, struct slb_ocsp_fetcher *ocsp)
 {
+    family(t, "slbd_certificate_not_after_timestamp_seconds", "gauge",
+           "The certificate's not_after as a Unix time (alert on it minus time()).");
+    for (size_t i = 0; i < slb_certstore_count(certs); i++) {
+        const struct slb_cert *c = slb_certstore_at(certs, i);
+        put(t, "slbd_certificate_not_after_timestamp_seconds{id=\"%s\",name=\"", c->id);
+        put_escaped(t, c->name);
+        put(t, "\"} %lld\n", (long long)c->not_after);
+    }
     family(t, "slbd_certificate_expiry_seconds", "gauge",
            "Seconds until the certificate's not_after (negative once expired).");
     time_t now = time(NULL);
@@ -418,10 +522,75 @@ static void cert_metrics(struct text *t, struct slb_certstore *certs, struct slb
     put(t, "slbd_certificate_crl_stale %zu\n", slb_certstore_crl_stale(certs));
 }
 
+/* The standard process_* families every Prometheus client library exports, so existing
+ * dashboards and the fd-usage alert work unchanged. Read from /proc at scrape time. */
+static void process_metrics(struct text *t, uint64_t started_ms)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        family(t, "process_cpu_seconds_total", "counter", "User and system CPU time spent.");
+        put(t, "process_cpu_seconds_total %.6f\n",
+            (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+    }
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        long n = 0;
+        for (struct dirent *e; (e = readdir(d)) != NULL;)
+            n += e->d_name[0] != '.';
+        closedir(d);
+        family(t, "process_open_fds", "gauge", "Open file descriptors.");
+        put(t, "process_open_fds %ld\n", n - 1); /* less the one reading the directory */
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        family(t, "process_max_fds", "gauge", "The open-file limit (RLIMIT_NOFILE, soft).");
+        put(t, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f) {
+        unsigned long long vm, rss;
+        if (fscanf(f, "%llu %llu", &vm, &rss) == 2) {
+            unsigned long long page = (unsigned long long)sysconf(_SC_PAGESIZE);
+            family(t, "process_virtual_memory_bytes", "gauge", "Virtual memory size.");
+            put(t, "process_virtual_memory_bytes %llu\n", vm * page);
+            family(t, "process_resident_memory_bytes", "gauge", "Resident memory size.");
+            put(t, "process_resident_memory_bytes %llu\n", rss * page);
+        }
+        fclose(f);
+    }
+    family(t, "process_start_time_seconds", "gauge", "Start time of the process (Unix time).");
+    put(t, "process_start_time_seconds %.3f\n", (double)started_ms / 1000.0);
+}
+
+/* slbd_build_info's labels: the release, and the git description when built from git. */
+static void build_info(struct text *t)
+{
+    const char *v = slb_version(); /* "0.1.0" or "0.1.0 (git 330e4cb-dirty)" */
+    const char *sp = strchr(v, ' ');
+    const char *rev = sp && strncmp(sp, " (git ", 6) == 0 ? sp + 6 : "";
+    size_t rlen = *rev ? strcspn(rev, ")") : 0;
+    family(t, "slbd_build_info", "gauge",
+           "Always 1; the labels say which build runs and with which libraries.");
+    put(t,
+        "slbd_build_info{version=\"%.*s\",revision=\"%.*s\",openssl=\"%s\","
+        "nghttp2=\"%s\"} 1\n",
+        (int)(sp ? (size_t)(sp - v) : strlen(v)), v, (int)rlen, rev,
+        OpenSSL_version(OPENSSL_VERSION_STRING), nghttp2_version(0)->version_str);
+}
+
 char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len)
 {
     struct text t = {0};
     const struct slb_snapshot *s = v->snap;
+    build_info(&t);
+    family(&t, "slbd_config_reload_success", "gauge",
+           "1 when the last reload (SIGHUP) was taken, 0 when it was refused.");
+    put(&t, "slbd_config_reload_success %d\n", v->reload_ok ? 1 : 0);
+    family(&t, "slbd_config_last_reload_success_timestamp_seconds", "gauge",
+           "When config.json was last loaded successfully (start or SIGHUP), Unix time.");
+    put(&t, "slbd_config_last_reload_success_timestamp_seconds %.3f\n",
+        (double)v->reload_ok_ms / 1000.0);
     family(&t, "slbd_config_generation", "gauge", "Generation of the active configuration.");
     put(&t, "slbd_config_generation %llu\n", (unsigned long long)(s ? s->generation : 0));
     family(&t, "slbd_workers", "gauge", "Worker threads.");
@@ -436,6 +605,7 @@ char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len)
     family(&t, "slbd_access_log_dropped_total", "counter",
            "Access-log batches dropped because the logger fell behind.");
     put(&t, "slbd_access_log_dropped_total %llu\n", (unsigned long long)slb_access_dropped());
+    process_metrics(&t, v->started_ms);
     if (t.oom) {
         free(t.p);
         return NULL;

@@ -17,6 +17,8 @@ struct slb_metrics_view {
     int nworkers;
     unsigned long conn_cap; /* client connections over all workers (slb_conn_cap) */
     uint64_t started_ms;
+    bool reload_ok;                /* the last SIGHUP reload (or the start) was taken */
+    uint64_t reload_ok_ms;         /* and when config.json was last loaded */
     struct slb_certstore *certs;   /* may be NULL */
     struct slb_ocsp_fetcher *ocsp; /* OCSP staple states; may be NULL */
 };

@@ -88,6 +88,8 @@ void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v)
     v->nworkers = ctl->nworkers;
     v->conn_cap = ctl->conn_cap;
     v->started_ms = ctl->started_ms;
+    v->reload_ok = ctl->reload_ok;
+    v->reload_ok_ms = ctl->reload_ok_ms;
     v->certs = ctl->certs;
     v->ocsp = ctl->ocsp;
 }

@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/time.h"
 #include "tcp/proxyproto.h"
 #include "tls/clienthello.h"
 
@@ -54,6 +55,7 @@ struct tcp_conn {
     struct tcp_end c, s; /* client, server */
     struct slb_timer timer;
     uint64_t last_activity;
+    uint64_t connect_us; /* when the current connect started, for the connect histogram */
     struct sockaddr_storage peer, local;
     uint8_t *tried;
 };
@@ -388,7 +390,7 @@ static void try_connect(struct tcp_conn *t);
 
 static void connect_failed(struct tcp_conn *t, int err)
 {
-    slb_count_add(&srv_counts(t)->v[SLB_SRV_FAILS], 1);
+    slb_srv_failed(srv_counts(t), err ? slb_srv_fail_connect(err) : SLB_SRV_FAIL_CONNECT_TIMEOUT);
     slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
     slb_health_observe(t->srv, t->w->id, err ? -err : -ETIMEDOUT);
     slb_warn("listener %s: backend %s: connect failed: %s", t->l->cfg->name, t->srv->key,
@@ -403,6 +405,7 @@ static void connect_failed(struct tcp_conn *t, int err)
 static void established(struct tcp_conn *t)
 {
     t->connected = true;
+    slb_hist_observe(srv_counts(t), SLB_SRV_CONNECT, slb_mono_us() - t->connect_us);
     slb_health_observe(t->srv, t->w->id, 0);
     if (t->l->cfg->proxy_protocol) {
         /* The header goes first in the client→server buffer, before any client byte (a
@@ -439,10 +442,11 @@ static void try_connect(struct tcp_conn *t)
         t->srv = g->srv[idx];
         slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], 1);
         slb_count_add(&srv_counts(t)->v[SLB_SRV_CONNS], 1);
+        t->connect_us = slb_mono_us();
         int fd = slb_backend_connect(&g->cfg->servers[idx]);
         if (fd < 0) {
             t->s.fd = -1;
-            slb_count_add(&srv_counts(t)->v[SLB_SRV_FAILS], 1);
+            slb_srv_failed(srv_counts(t), slb_srv_fail_connect(fd));
             slb_count_add(&srv_counts(t)->v[SLB_SRV_ACTIVE], (uint64_t)-1);
             slb_health_observe(t->srv, t->w->id, fd);
             slb_warn_limited("listener %s: backend %s: %s", t->l->cfg->name, t->srv->key,

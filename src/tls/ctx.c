@@ -807,6 +807,9 @@ static enum slb_tls_fail from_reason(unsigned long e)
         return SLB_TLS_FAIL_NO_CLIENT_CERT;
     case SSL_R_NO_APPLICATION_PROTOCOL:
         return SLB_TLS_FAIL_NO_APPLICATION_PROTOCOL;
+    case SSL_R_HTTP_REQUEST:        /* the first record began "GET ", "POST ", "HEAD ", "PUT " */
+    case SSL_R_HTTPS_PROXY_REQUEST: /* ... or "CONNE" */
+        return SLB_TLS_FAIL_HTTP_ON_HTTPS;
     default:
         return SLB_TLS_FAIL_OTHER;
     }
@@ -844,6 +847,7 @@ const char *slb_tls_fail_name(enum slb_tls_fail f)
         [SLB_TLS_FAIL_PROTOCOL_VERSION] = "protocol_version",
         [SLB_TLS_FAIL_BAD_SNI] = "bad_sni",
         [SLB_TLS_FAIL_NO_APPLICATION_PROTOCOL] = "no_application_protocol",
+        [SLB_TLS_FAIL_HTTP_ON_HTTPS] = "http_on_https",
         [SLB_TLS_FAIL_TIMEOUT] = "timeout",
         [SLB_TLS_FAIL_OTHER] = "other",
     };

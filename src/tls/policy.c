@@ -171,3 +171,78 @@ void slb_tls_drain_errors(char *buf, size_t len)
     if (used == 0)
         snprintf(buf, len, "unknown error");
 }
+
+/* --- handshakes by version and cipher suite --- */
+
+/* Every suite a policy can offer and the versions it can be negotiated in: what the
+ * per-listener handshake counters are indexed by (SLB_TLS_SUITE_SLOTS slots). */
+enum { V10 = 1, V11 = 2, V12 = 4, V13 = 8 };
+static const struct {
+    const char *name;
+    unsigned versions;
+} suites[] = {
+    {"TLS_AES_128_GCM_SHA256", V13},           {"TLS_AES_256_GCM_SHA384", V13},
+    {"TLS_CHACHA20_POLY1305_SHA256", V13},     {"ECDHE-ECDSA-AES128-GCM-SHA256", V12},
+    {"ECDHE-RSA-AES128-GCM-SHA256", V12},      {"ECDHE-ECDSA-AES256-GCM-SHA384", V12},
+    {"ECDHE-RSA-AES256-GCM-SHA384", V12},      {"ECDHE-ECDSA-CHACHA20-POLY1305", V12},
+    {"ECDHE-RSA-CHACHA20-POLY1305", V12},      {"ECDHE-ECDSA-AES128-SHA256", V12},
+    {"ECDHE-RSA-AES128-SHA256", V12},          {"ECDHE-ECDSA-AES256-SHA384", V12},
+    {"ECDHE-RSA-AES256-SHA384", V12},          {"ECDHE-ECDSA-AES128-SHA", V10 | V11 | V12},
+    {"ECDHE-RSA-AES128-SHA", V10 | V11 | V12}, {"ECDHE-ECDSA-AES256-SHA", V10 | V11 | V12},
+    {"ECDHE-RSA-AES256-SHA", V10 | V11 | V12},
+};
+static const char *const version_names[] = {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"};
+
+static unsigned version_bit(int v)
+{
+    switch (v) {
+    case TLS1_VERSION:
+        return V10;
+    case TLS1_1_VERSION:
+        return V11;
+    case TLS1_2_VERSION:
+        return V12;
+    case TLS1_3_VERSION:
+        return V13;
+    default:
+        return 0;
+    }
+}
+
+int slb_tls_suite_slot(SSL *ssl)
+{
+    unsigned vb = version_bit(SSL_version(ssl));
+    const char *name = SSL_get_cipher_name(ssl);
+    int slot = 0;
+    for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++) {
+        for (unsigned b = V10; b <= V13; b <<= 1) {
+            if (!(suites[i].versions & b))
+                continue;
+            if (b == vb && name && strcmp(name, suites[i].name) == 0)
+                return slot;
+            slot++;
+        }
+    }
+    return slot; /* anything else: the last slot */
+}
+
+bool slb_tls_suite_describe(int slot, const char **version, const char **cipher)
+{
+    int k = 0;
+    for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++) {
+        for (int v = 0; v < 4; v++) {
+            if (!(suites[i].versions & (1u << v)))
+                continue;
+            if (k++ == slot) {
+                *version = version_names[v];
+                *cipher = suites[i].name;
+                return true;
+            }
+        }
+    }
+    if (slot == k) {
+        *version = *cipher = "other";
+        return true;
+    }
+    return false;
+}

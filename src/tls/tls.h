@@ -77,6 +77,7 @@ enum slb_tls_fail {
     SLB_TLS_FAIL_PROTOCOL_VERSION,
     SLB_TLS_FAIL_BAD_SNI,
     SLB_TLS_FAIL_NO_APPLICATION_PROTOCOL, /* ALPN offered, nothing in common (RFC 7301 3.2) */
+    SLB_TLS_FAIL_HTTP_ON_HTTPS,           /* plain HTTP sent to an https port (answered 400) */
     SLB_TLS_FAIL_TIMEOUT,
     SLB_TLS_FAIL_OTHER,
     SLB_TLS_FAIL_COUNT
@@ -94,6 +95,14 @@ bool slb_tls_site_matches_host(const struct slb_tls_site *s, const char *host, s
 /* The HTTP layer's 421 test: the client sent SNI, and host does not match the certificate SNI
  * chose but matches another certificate of the listener. */
 bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len);
+
+/* Handshakes by protocol version and cipher suite: each (version, suite) pair a policy can
+ * negotiate has a counter slot, the last slot (version and cipher "other") takes the rest. */
+#define SLB_TLS_SUITE_SLOTS 26
+/* The slot of a completed handshake (a few string compares: once per handshake). */
+int slb_tls_suite_slot(SSL *ssl);
+/* The version ("TLSv1.2", as SSL_get_version says) and suite of a slot; false past the end. */
+bool slb_tls_suite_describe(int slot, const char **version, const char **cipher);
 
 /* ALPN: the protocols a listener's alpn list may name and slbd speaks ("h2", "http/1.1"). */
 bool slb_tls_alpn_supported(const char *proto);

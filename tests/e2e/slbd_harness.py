@@ -31,7 +31,7 @@ SANITIZER_PATTERNS = (
 )
 # slbd's log format is "<time> <level> [<thread>] <message>"; error lines are internal faults
 # unless a test declares them expected.
-ERROR_LINE = re.compile(r" error \[")
+ERROR_LINE = re.compile(r' error \[|^\{"time":"[^"]*","level":"error"')  # text or --log-format json
 
 
 class HarnessError(AssertionError):
@@ -607,6 +607,7 @@ class Slbd:
         self._exits = []  # (pid, rc, expected) of processes that ended
         self._stop_sent = None  # pid that the test sent SIGTERM/SIGINT to
         self._fd_baseline = None
+        self.extra_args = []  # more slbd options, from the next start on
 
     # --- lifecycle ---
 

@@ -19,7 +19,7 @@ from h2_util import RawH2, client_context, https_listener
 from http_util import (OK_RESPONSE, ConnectionEnded, HttpConn, Response,  # noqa: F401
                        Scripted, add_listener, build_request, flood_then_reset, get_listener, hx,
                        listener_stats, reset_mid_chunked, reset_mid_length, rst_close)
-from metering_util import MeteredTls
+from metering_util import MeteredTls, scrape
 from pki import pki, tls_block, upload_server  # noqa: F401
 
 NOHC = h.no_health_check()
@@ -809,6 +809,8 @@ def test_only_idempotent_requests_are_retried_on_a_reused_connection(slbd, hx, m
     else:
         assert r.status == 502, r
         assert be.count(line) == 1, be.seen
+    # The request sent again on a fresh connection counts as the listener's retry.
+    assert scrape(slbd).value("slbd_listener_retries_total", listener="web") == int(retried)
 
 
 @pytest.mark.parametrize("method,retried", [("POST", False), ("GET", True)])
@@ -828,6 +830,7 @@ def test_h2_only_idempotent_requests_are_retried_on_a_reused_connection(slbd, hx
     else:
         assert s.status == 502, s
         assert be.count(line) == 1, be.seen
+    assert scrape(slbd).value("slbd_listener_retries_total", listener="h2") == int(retried)
 
 
 class CloseAtOnce:

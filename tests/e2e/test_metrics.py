@@ -7,15 +7,22 @@ histogram, certificate expiry, connection rates, /v1/stats agreeing with /metric
 
 import json
 import math
+import os
+import re
+import shutil
+import signal
+import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 import promparse
 import slbd_harness as h
-from http_util import HttpConn, add_listener, hx, put_listener  # noqa: F401
+from http_util import (HttpConn, Scripted, add_listener, hx, put_listener,  # noqa: F401
+                       rst_close)
 from metering_util import (ConnectionBurst, CountingSocket, MeteredTls, listener_stats,
                            monotonic_series, request_bytes, scrape, settle, slbctl,
                            tls_attempt, tls_client_context, tls_request, wait_metric,
@@ -26,8 +33,10 @@ NOHC = h.no_health_check()
 DEFAULT_POLICY = "tls_cipher_policy_1_2_strict_with_1_3"
 FAIL_REASONS = ("no_shared_cipher", "unknown_ca", "cert_expired", "no_client_cert",
                 "cert_revoked", "cert_not_yet_valid", "cert_key_usage", "protocol_version",
-                "bad_sni", "no_application_protocol", "timeout", "other")
+                "bad_sni", "no_application_protocol", "http_on_https", "timeout", "other")
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+SERVER_FAIL_REASONS = ("connect_refused", "connect_timeout", "connect_error", "reset", "closed",
+                       "timeout", "invalid_response", "status_5xx")
 
 
 class Stack:
@@ -178,7 +187,11 @@ def test_metrics_parse_strictly_with_traffic(slbd, stack):
         assert fam is not None, f"family {name} missing from /metrics"
         assert fam.type == type_, f"{name} is a {fam.type}, expected {type_}"
         assert fam.help, f"{name} has no HELP text"
-    assert all(n.startswith("slbd_") for n in doc.families), sorted(doc.families)
+    # tcp listeners time their backend connects too: one per proxied connection.
+    assert doc.value("slbd_server_connect_seconds_count", group="gt",
+                     server=server_label(stack.t)) == 3
+    # slbd's own families, and the standard process_* ones.
+    assert all(n.startswith(("slbd_", "process_")) for n in doc.families), sorted(doc.families)
     # Every listener has its four byte counters; the protocol decides the rest.
     for lis in ("web", "tls", "raw"):
         for d in ("in", "out"):
@@ -409,6 +422,47 @@ def test_handshake_failures_by_reason(slbd, hx, pki):  # noqa: F811
     assert ls["handshakes"]["failures"] == fails, (ls["handshakes"], fails)
 
 
+def plain_http_exchange(port, request):
+    """Send plain HTTP bytes to a port and read until slbd closes; returns what came back."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=h.scaled(5))
+    try:
+        s.sendall(request)
+        got = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                return got
+            got += b
+    finally:
+        s.close()
+
+
+def test_plain_http_on_https_port(slbd, hx, stack):
+    """Plain HTTP sent to an https port gets nginx's plain answer (400, "The plain HTTP
+    request was sent to HTTPS port") instead of a silent close, also while a request body is
+    still arriving, and each one counts as handshake failure http_on_https, not as a
+    request; TLS clients on the same listener are not affected."""
+    before, done0 = hs_counts(scrape(slbd), "tls")
+    get = plain_http_exchange(stack.tls, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    body = b"x" * 200000
+    post = plain_http_exchange(stack.tls, b"POST /up HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    for got in (get, post):
+        head, _, text = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), got[:200]
+        assert b"connection: close" in head.lower(), head
+        assert text == b"400 The plain HTTP request was sent to HTTPS port\n", text
+    doc = wait_metric(slbd, lambda d: hs_counts(d, "tls")[0]["http_on_https"] >= 2, 10,
+                      "plain HTTP to be counted")
+    fails, done = hs_counts(doc, "tls")
+    diff = {k: fails[k] - before[k] for k in fails if fails[k] != before[k]}
+    assert diff == {"http_on_https": 2}, diff
+    assert done == done0
+    assert doc.value("slbd_listener_requests_total", listener="tls", **{"class": "4xx"}) == 0
+    c, r = tls_request(stack.tls, stack.ctx, "/", track=hx.track)
+    assert r.status == 200, r
+
+
 def test_full_and_resumed_handshakes(slbd, hx, stack):
     expect = {"full": 0, "resumed": 0}
     for version, resumptions in ((ssl.TLSVersion.TLSv1_3, 3), (ssl.TLSVersion.TLSv1_2, 2)):
@@ -427,6 +481,26 @@ def test_full_and_resumed_handshakes(slbd, hx, stack):
     doc = scrape(slbd)
     assert hs_counts(doc, "tls")[1] == expect
     assert set(hs_counts(doc, "tls")[0].values()) == {0}
+    # The same handshakes by version and suite: TLS 1.3 four times (one full, three resumed),
+    # TLS 1.2 three times, each with the suite the client saw.
+    by = {(x.labels["version"], x.labels["cipher"]): x.value
+          for x in doc.select("slbd_listener_tls_handshakes_total", listener="tls")}
+    assert sum(by.values()) == expect["full"] + expect["resumed"], by
+    assert sum(v for (ver, _), v in by.items() if ver == "TLSv1.3") == 4, by
+    assert sum(v for (ver, _), v in by.items() if ver == "TLSv1.2") == 3, by
+    assert all(c.startswith("TLS_") == (v == "TLSv1.3") and c != "other" for v, c in by), by
+    ctx = tls_client_context(stack.pki, version=ssl.TLSVersion.TLSv1_2,
+                             ciphers="ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384")
+    c, r = tls_request(stack.tls, ctx, "/pinned", track=hx.track)
+    assert r.status == 200
+    doc = wait_metric(slbd, lambda d: sum(x.value for x in d.select(
+        "slbd_listener_tls_handshakes_total", listener="tls")) == 8, 10, "the pinned handshake")
+    got = {(x.labels["version"], x.labels["cipher"]): x.value
+           for x in doc.select("slbd_listener_tls_handshakes_total", listener="tls")}
+    diff = {k: v - by.get(k, 0) for k, v in got.items() if v != by.get(k, 0)}
+    assert len(diff) == 1 and list(diff.values()) == [1], diff
+    (ver, cipher), = diff
+    assert ver == "TLSv1.2" and cipher.endswith("-AES256-GCM-SHA384"), diff
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,7 +532,13 @@ def test_requests_by_status_class(slbd, hx):
     # The backend answered 7 of them; slbd's own 503s never reached it.
     assert doc.value("slbd_server_requests_total", **srv) == 7
     assert doc.value("slbd_server_response_seconds_count", **srv) == 7
-    assert doc.value("slbd_server_failures_total", **srv) == 1  # its own 503
+    fails = {x.labels["reason"]: x.value for x in doc.select("slbd_server_failures_total", **srv)}
+    assert fails == dict.fromkeys(SERVER_FAIL_REASONS, 0) | {"status_5xx": 1}, fails  # its 503
+    # 5xx by source: the backend's one 503, and slbd's two for the drained group.
+    assert doc.value("slbd_listener_responses_5xx_total", listener="web", source="backend") == 1
+    assert doc.value("slbd_listener_responses_5xx_total", listener="web", source="slbd") == 2
+    # Every answer is in the duration histogram, slbd's own ones included.
+    assert doc.value("slbd_listener_request_duration_seconds_count", listener="web") == 9
 
 
 def test_response_histogram_per_server(slbd, hx):
@@ -571,10 +651,12 @@ def stats_pairs(stats, doc):
             for key, fam in (("active", "slbd_server_connections_active"),
                              ("connections", "slbd_server_connections_total"),
                              ("requests", "slbd_server_requests_total"),
-                             ("failures", "slbd_server_failures_total"),
                              ("bytes_to", "slbd_server_bytes_sent_total"),
                              ("bytes_from", "slbd_server_bytes_received_total")):
                 out.append((f"{w} {key}", s[key], m(fam, **lab)))
+            fails = doc.select("slbd_server_failures_total", **lab)
+            out.append((f"{w} failures", s["failures"],
+                        sum(x.value for x in fails) if fails else None))
             out.append((f"{w} up", 1 if s["health"] == "up" else 0, m("slbd_server_up", **lab)))
     return out
 
@@ -729,3 +811,201 @@ def test_client_gone_mid_head_leaves_at_once(slbd, hx, stack, protocol):
     if ls["requests"]["total"] != 0:
         problems.append(f"responses counted for a client that had gone: {ls['requests']}")
     assert not problems, f"{protocol}: " + "; ".join(problems)
+
+
+# --------------------------------------------------------------------------------------------
+# What an operator alerts on: promtool, build, reloads, certificates, the process
+# --------------------------------------------------------------------------------------------
+
+
+def promtool():
+    path = shutil.which("promtool")
+    if not path:
+        pytest.skip("promtool is not installed (Debian package prometheus; scripts/deps.sh "
+                    "installs it)")
+    return path
+
+
+def test_promtool_check_metrics(slbd, hx, stack):
+    """Prometheus' own linter finds nothing to say about /metrics with every kind of
+    listener, traffic, a certificate and a handshake failure in it."""
+    tool = promtool()
+    stack.traffic()
+    tls_attempt(stack.tls, tls_client_context(stack.pki, version=ssl.TLSVersion.TLSv1_1,
+                                              seclevel0=True))
+    for name in ("web", "tls", "raw"):
+        settle(slbd, name)
+    text = slbd.api.request("GET", "/metrics").text
+    r = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True,
+                       timeout=h.scaled(30))
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+        f"promtool check metrics (rc {r.returncode}):\n{r.stdout}{r.stderr}"
+
+
+def test_build_reload_certificate_and_process_metrics(slbd, hx, stack):
+    """slbd_build_info names the version; a refused SIGHUP reload sets
+    slbd_config_reload_success to 0 and keeps the last success time, a taken one sets it
+    back to 1 with a new time; the certificate's not_after is exported as a timestamp; the
+    standard process_* families describe this very process."""
+    slbd.allow_errors(r"reload refused")
+    t_start = time.time()
+    doc = scrape(slbd)
+    info = doc.select("slbd_build_info")
+    version = (Path(__file__).resolve().parents[2] / "VERSION").read_text().strip()
+    assert len(info) == 1 and info[0].value == 1, info
+    assert info[0].labels["version"] == version, info[0].labels
+    assert info[0].labels["openssl"].startswith("3."), info[0].labels
+    assert doc.value("slbd_config_reload_success") == 1
+    started = doc.value("slbd_config_last_reload_success_timestamp_seconds")
+    assert t_start - 120 < started <= t_start + 1, (started, t_start)
+    na = [x for x in doc.select("slbd_certificate_not_after_timestamp_seconds", id=stack.cert)]
+    assert len(na) == 1 and na[0].labels["name"] == "server", na
+    assert na[0].value == not_after(stack.pki, "server"), na
+    # Process metrics of this process.
+    pid = slbd.pid
+    fds = doc.value("process_open_fds")
+    assert 0 < fds <= doc.value("process_max_fds"), fds
+    assert abs(fds - len(list(Path(f"/proc/{pid}/fd").iterdir()))) <= 4, fds
+    with open(f"/proc/{pid}/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    assert 0.5 * rss < doc.value("process_resident_memory_bytes") < 2 * rss
+    assert doc.value("process_cpu_seconds_total") > 0
+    assert abs(doc.value("process_start_time_seconds") - started) < 2
+    # A refused reload.
+    cfg = slbd.state_dir / "config.json"
+    good = cfg.read_text()
+    cfg.write_text("{ not json")
+    slbd.signal(signal.SIGHUP)
+    wait_metric(slbd, lambda d: d.value("slbd_config_reload_success") == 0, 10,
+                "the refused reload to show")
+    assert scrape(slbd).value("slbd_config_last_reload_success_timestamp_seconds") == started
+    # A taken one.
+    time.sleep(0.01)
+    cfg.write_text(good)
+    slbd.signal(signal.SIGHUP)
+    doc = wait_metric(slbd, lambda d: d.value("slbd_config_reload_success") == 1, 10,
+                      "the reload to be taken")
+    assert doc.value("slbd_config_last_reload_success_timestamp_seconds") > started
+
+
+# --------------------------------------------------------------------------------------------
+# Backend failures by reason, retries, connect and request durations, health transitions
+# --------------------------------------------------------------------------------------------
+
+
+def server_fails(doc, group, server):
+    return {x.labels["reason"]: x.value
+            for x in doc.select("slbd_server_failures_total", group=group, server=server)}
+
+
+@pytest.mark.slbd(workers=1)  # one rr cycle: the dead server comes first for a request
+def test_server_failures_by_reason_retries_and_histograms(slbd, hx):
+    """Each kind of backend failure counts under its own reason of slbd_server_failures_total
+    (refused connect, reset, early close, timeout, malformed response, a 5xx); a request moved
+    to the next server counts as a retry; slbd's own 5xx and the backends' are told apart; the
+    connect and request-duration histograms move."""
+    def slow(conn):
+        time.sleep(h.scaled(1) + 1)
+        return False
+    scripted = Scripted(hx, {
+        "/reset": lambda conn: rst_close(conn),
+        "/close": lambda conn: False,
+        "/slow": slow,
+        "/garbage": lambda conn: conn.sendall(b"garbage\r\n\r\n"),
+        "/503": lambda conn: conn.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"),
+    })
+    dead = h.dead_port()
+    slbd.add_group("s", [scripted.server()], health_check=NOHC)
+    slbd.add_group("d", [{"address": "127.0.0.1", "port": dead, "weight": 100}],
+                   health_check=NOHC)
+    ok = hx.backend("ok")
+    slbd.add_group("m", [{"address": "127.0.0.1", "port": dead, "weight": 100}, ok.server()],
+                   scheduler="rr", health_check=NOHC)
+    ps = add_listener(slbd, "ps", "s", request_timeout_s=1, backend_reuse="safe")
+    pd = add_listener(slbd, "pd", "d")
+    pm = add_listener(slbd, "pm", "m")
+    expect = {"/reset": (502, "reset"), "/close": (502, "closed"), "/slow": (504, "timeout"),
+              "/garbage": (502, "invalid_response"), "/503": (503, "status_5xx")}
+    for path, (status, _) in expect.items():
+        r = hx.get(ps, path)
+        assert r.status == status, (path, r)
+    assert hx.get(pd, "/").status == 502
+    # Group m: the rr cycle puts the dead server first for at least one of two requests; that
+    # request moves to the good server (a retry) and is answered.
+    for _ in range(2):
+        r = hx.get(pm, "/")
+        assert r.status == 200, r
+    for n in ("ps", "pd", "pm"):
+        settle(slbd, n)
+    doc = scrape(slbd)
+    zero = dict.fromkeys(SERVER_FAIL_REASONS, 0)
+    s_srv = f"127.0.0.1:{scripted.raw.port}"
+    assert server_fails(doc, "s", s_srv) == zero | {v[1]: 1 for v in expect.values()}
+    dead_srv = f"127.0.0.1:{dead}"
+    assert server_fails(doc, "d", dead_srv) == zero | {"connect_refused": 1}
+    # Each refused connect in group m moved its request to the good server: one retry each.
+    refused = server_fails(doc, "m", dead_srv)["connect_refused"]
+    assert refused >= 1 and server_fails(doc, "m", dead_srv) == zero | {"connect_refused": refused}
+    assert doc.value("slbd_listener_retries_total", listener="pm") == refused
+    assert doc.value("slbd_listener_retries_total", listener="ps") == 0
+    # slbd made 4 of ps's 5xx answers (502, 502, 504, 502), the backend one (503).
+    assert doc.value("slbd_listener_responses_5xx_total", listener="ps", source="slbd") == 4
+    assert doc.value("slbd_listener_responses_5xx_total", listener="ps", source="backend") == 1
+    assert doc.value("slbd_listener_responses_5xx_total", listener="pd", source="slbd") == 1
+    # Durations: the slow request lies between 1 s and 2.5 s, the others well below.
+    lab = {"listener": "ps"}
+    assert doc.value("slbd_listener_request_duration_seconds_count", **lab) == 5
+    assert doc.value("slbd_listener_request_duration_seconds_bucket", le="0.5", **lab) == 4
+    assert doc.value("slbd_listener_request_duration_seconds_bucket", le="2.5", **lab) == 5
+    assert 1 <= doc.value("slbd_listener_request_duration_seconds_sum", **lab) < 3
+    # Connects: each of ps's five requests had a new connection to the scripted server.
+    c = {"group": "s", "server": s_srv}
+    assert doc.value("slbd_server_connect_seconds_count", **c) == 5
+    assert doc.value("slbd_server_connect_seconds_bucket", le="0.1", **c) == 5
+    ok_lab = {"group": "m", "server": f"127.0.0.1:{ok.port}"}
+    assert doc.value("slbd_server_connect_seconds_count", **ok_lab) >= 1
+    # A refused connect never completed: not in the histogram.
+    assert doc.value("slbd_server_connect_seconds_count", group="d", server=dead_srv) == 0
+
+
+def test_health_transitions(slbd, hx):
+    """A server taken out by its health checks and brought back counts one transition each
+    way."""
+    a = hx.backend("a")
+    slbd.add_group("g", [a.server()], health_check=h.fast_health_check())
+    lab = {"group": "g", "server": f"127.0.0.1:{a.port}"}
+    slbd.wait_health("g", a.port, "up", 10)
+    doc = scrape(slbd)
+    assert doc.value("slbd_server_health_transitions_total", to="down", **lab) == 0
+    up0 = doc.value("slbd_server_health_transitions_total", to="up", **lab)
+    a.stop()
+    slbd.wait_health("g", a.port, "down", 15)
+    a.restart()
+    slbd.wait_health("g", a.port, "up", 15)
+    doc = scrape(slbd)
+    assert doc.value("slbd_server_health_transitions_total", to="down", **lab) == 1
+    assert doc.value("slbd_server_health_transitions_total", to="up", **lab) == up0 + 1
+
+
+def test_prometheus_rules_example(slbd, hx, stack):
+    """examples/prometheus-rules.yml passes `promtool check rules` and the alert cases of
+    prometheus_rules_test.yml (`promtool test rules`), and every metric it names is one slbd
+    exports (a renamed metric would leave an alert that never fires)."""
+    tool = promtool()
+    rules = Path(__file__).resolve().parents[2] / "examples" / "prometheus-rules.yml"
+    r = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True,
+                       timeout=h.scaled(30))
+    assert r.returncode == 0, f"promtool check rules:\n{r.stdout}{r.stderr}"
+    # The alerts fire on the series slbd exports, and only then (prometheus_rules_test.yml).
+    cases = Path(__file__).resolve().parent / "prometheus_rules_test.yml"
+    r = subprocess.run([tool, "test", "rules", str(cases)], capture_output=True, text=True,
+                       timeout=h.scaled(60))
+    assert r.returncode == 0, f"promtool test rules:\n{r.stdout}{r.stderr}"
+    stack.traffic()
+    doc = scrape(slbd)
+    text = rules.read_text()
+    exprs = "\n".join(re.findall(r"expr: (\|\n(?:\s{10}.*\n)+|.*)", text))
+    names = set(re.findall(r"\b((?:slbd|process)_[a-z0-9_]+)", exprs))
+    assert len(names) >= 8, names
+    missing = sorted(n for n in names if doc.family(n) is None)
+    assert not missing, f"metrics named by the rules but not exported: {missing}"

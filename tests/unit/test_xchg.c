@@ -22,17 +22,24 @@ static void test_count_status_and_undo(void **state)
 {
     static struct slb_wcount lis;
     memset(&lis, 0, sizeof(lis));
-    slb_xchg_count_status(&lis, 503, 1);
-    slb_xchg_count_status(&lis, 200, 1);
+    slb_xchg_count_status(&lis, 503, true, 1);
+    slb_xchg_count_status(&lis, 200, false, 1);
     assert_int_equal(get(&lis, SLB_LIS_REQS), 2);
     assert_int_equal(get(&lis, SLB_LIS_REQ_1XX + 4), 1);
     assert_int_equal(get(&lis, SLB_LIS_REQ_1XX + 1), 1);
+    /* 5xx by source: slbd's own answer or a backend's. */
+    assert_int_equal(get(&lis, SLB_LIS_5XX_LOCAL), 1);
+    assert_int_equal(get(&lis, SLB_LIS_5XX_BACKEND), 0);
+    slb_xchg_count_status(&lis, 502, false, 1);
+    assert_int_equal(get(&lis, SLB_LIS_5XX_BACKEND), 1);
+    slb_xchg_count_status(&lis, 502, false, -1);
+    assert_int_equal(get(&lis, SLB_LIS_5XX_BACKEND), 0);
     /* A backend's head replaced by our error before it went out is taken back. */
-    slb_xchg_count_status(&lis, 200, -1);
+    slb_xchg_count_status(&lis, 200, false, -1);
     assert_int_equal(get(&lis, SLB_LIS_REQS), 1);
     assert_int_equal(get(&lis, SLB_LIS_REQ_1XX + 1), 0);
     /* A status outside the classes counts as a request only. */
-    slb_xchg_count_status(&lis, 99, 1);
+    slb_xchg_count_status(&lis, 99, false, 1);
     assert_int_equal(get(&lis, SLB_LIS_REQS), 2);
 }
 
@@ -42,13 +49,15 @@ static void test_count_head(void **state)
     memset(&lis, 0, sizeof(lis));
     memset(&srv, 0, sizeof(srv));
     uint64_t sent = 0;
-    slb_xchg_count_head(&lis, &srv, 502, &sent);
-    slb_xchg_count_head(&lis, &srv, 204, &sent);
+    slb_xchg_count_head(&lis, &srv, 502, &sent, 5000);
+    slb_xchg_count_head(&lis, &srv, 204, &sent, 5000);
     assert_int_equal(get(&srv, SLB_SRV_REQS), 2);
-    assert_int_equal(get(&srv, SLB_SRV_FAILS), 1);
+    assert_int_equal(get(&srv, SLB_SRV_FAIL + SLB_SRV_FAIL_STATUS_5XX), 1);
     assert_int_equal(get(&lis, SLB_LIS_REQS), 2);
+    assert_int_equal(get(&lis, SLB_LIS_5XX_BACKEND), 1); /* a backend's 5xx, not slbd's */
+    assert_int_equal(get(&lis, SLB_LIS_5XX_LOCAL), 0);
     sent = 1;
-    slb_xchg_count_head(&lis, &srv, 200, &sent);
+    slb_xchg_count_head(&lis, &srv, 200, &sent, 5000);
     assert_int_equal(sent, 0); /* observed once */
 }
 
