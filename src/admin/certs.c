@@ -152,6 +152,10 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
         json_t *body = slb_admin_body_object_binary(req, resp);
         if (!body)
             return;
+        if (slb_admin_acme_refuse_body(body, resp)) {
+            json_decref(body);
+            return;
+        }
         int rc = slb_certstore_create(ctl->certs, body, &c, &err);
         json_decref(body);
         if (rc < 0) {
@@ -254,6 +258,10 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
     json_t *body = slb_admin_body_object_binary(req, resp);
     if (!body)
         return;
+    if (slb_admin_acme_refuse_body(body, resp)) {
+        json_decref(body);
+        return;
+    }
     struct slb_cert *prev = hold(c);
     int rc = slb_certstore_replace(ctl->certs, id, body, &c, &err);
     json_decref(body);
