@@ -3,6 +3,8 @@
  * while orders are pending) and searched linearly. */
 #include "acme/challenge.h"
 
+#include "http/parser.h"
+
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -135,6 +137,14 @@ const char *slb_acme_http01_answer(const char *path, size_t len)
             return t->http[i].key_authorization;
     }
     return NULL;
+}
+
+const char *slb_acme_http01_request(const struct slb_http_msg *m)
+{
+    if (m->method != SLB_HTTP_GET && m->method != SLB_HTTP_HEAD)
+        return NULL;
+    const char *q = memchr(m->target.p, '?', m->target.len);
+    return slb_acme_http01_answer(m->target.p, q ? (size_t)(q - m->target.p) : m->target.len);
 }
 
 bool slb_acme_alpn_lookup(const char *domain, size_t len, X509 **cert, EVP_PKEY **key)

@@ -39,6 +39,9 @@ void slb_acme_challenges_reap(uint64_t now_ms, bool force);
  * with, or NULL when path is not a pending http-01 token. The string stays valid for the grace
  * period, far longer than answering one request takes. */
 const char *slb_acme_http01_answer(const char *path, size_t len);
+/* The same for a parsed request: GET or HEAD of an origin-form target (query ignored). */
+struct slb_http_msg;
+const char *slb_acme_http01_request(const struct slb_http_msg *m);
 /* Any thread (ClientHello callback): the challenge certificate and key for a tls-alpn-01
  * handshake to domain; false when none is pending. */
 bool slb_acme_alpn_lookup(const char *domain, size_t len, X509 **cert, EVP_PKEY **key);

@@ -7,6 +7,7 @@
  * from the backend only as fast as the client's window lets DATA go. */
 #include "http/h2_int.h"
 
+#include "acme/challenge.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "http/access.h"
@@ -165,7 +166,7 @@ static int submit_head(struct h2_stream *s, const struct slb_http_msg *m, bool f
 }
 
 /* Our own response (an error, a redirect), built as HTTP/1.1 and sent as h2. */
-static void respond_local(struct h2_stream *s, int status, const char *extra)
+static void respond_local_text(struct h2_stream *s, int status, const char *extra, const char *text)
 {
     struct h2_conn *c = s->c;
     if (s->up) {
@@ -180,7 +181,10 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
     /* A client that never reads our answer: its stream is reset after request_timeout_s. */
     slb_timer_start(&c->w->loop, &s->timer, (uint64_t)s->l->cfg->request_timeout_s * 1000u);
     slb_hbuf_reset(&s->local);
-    slb_http_build_simple(&s->local, status, extra, true, s->head_only);
+    if (text)
+        slb_http_build_text(&s->local, status, text, true, s->head_only);
+    else
+        slb_http_build_simple(&s->local, status, extra, true, s->head_only);
     struct slb_http_limits lim;
     slb_http_limits_default(&lim);
     struct slb_http_msg *m = &c->hw->msg;
@@ -201,6 +205,11 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
         s->unconsumed = 0;
     }
     slb_hbuf_free(&s->tx);
+}
+
+static void respond_local(struct h2_stream *s, int status, const char *extra)
+{
+    respond_local_text(s, status, extra, NULL);
 }
 
 /* The exchange with the backend failed: our error when nothing of the response went out yet,
@@ -737,10 +746,13 @@ void h2_start_request(struct h2_stream *s)
     s->head_only = m->method == SLB_HTTP_HEAD;
     s->req_has_body = m->body != SLB_BODY_NONE;
     int ei = slb_http_find_header(m, "expect", 0);
+    const char *acme;
     if (m->method == SLB_HTTP_CONNECT) {
         respond_local(s, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n");
     } else if (ei >= 0 && !m->expect_continue) {
         respond_local(s, 417, NULL);
+    } else if ((acme = slb_acme_http01_request(m)) != NULL) {
+        respond_local_text(s, 200, NULL, acme);
     } else if (cfg->redirect_to[0]) {
         char extra[1200];
         snprintf(extra, sizeof(extra), "Location: %s%.*s\r\n", cfg->redirect_to,

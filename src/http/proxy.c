@@ -7,6 +7,7 @@
  * answered in order. */
 #include "http/proxy.h"
 
+#include "acme/challenge.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/time.h"
@@ -183,7 +184,9 @@ static void arm_timer(struct http_conn *c)
 
 /* --- our own responses --- */
 
-static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
+/* Our own response: the standard body for status, or text as a text/plain body. */
+static void respond_local(struct http_conn *c, int status, const char *extra, const char *text,
+                          bool keep)
 {
     if (c->up) {
         slb_up_close(c->up);
@@ -198,13 +201,21 @@ static void respond_simple(struct http_conn *c, int status, const char *extra, b
     }
     if (!keep)
         c->close_after = true;
-    slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
+    if (text)
+        slb_http_build_text(&c->out, status, text, !c->close_after, c->x->head_only);
+    else
+        slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
     count_status(c, status);
     if (status >= 500 && c->srv)
         slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
     c->st = ST_LINGER;
     c->x->req_done = c->x->resp_done = true;
     c->x->resp_ready = 0;
+}
+
+static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
+{
+    respond_local(c, status, extra, NULL, keep);
 }
 
 /* --- request start --- */
@@ -295,6 +306,12 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     int ei = slb_http_find_header(m, "expect", 0);
     if (ei >= 0 && !m->expect_continue && m->version_minor == 1) {
         respond_simple(c, 417, NULL, false);
+        return;
+    }
+    /* Before any redirect: a CA validates on plain port 80 (docs/certificates.md, ACME). */
+    const char *acme = slb_acme_http01_request(m);
+    if (acme) {
+        respond_local(c, 200, NULL, acme, m->keep_alive);
         return;
     }
     if (cfg->redirect_to[0]) {
