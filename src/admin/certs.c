@@ -53,6 +53,7 @@ static void answer(struct slb_ctl *ctl, struct slb_admin_resp *resp, int status,
     json_t *j = resource(ctl, c);
     slb_admin_answer(resp, status, j);
     json_object_set_new(j, "ocsp", slb_ocsp_fetcher_json(ctl->ocsp, c->id));
+    slb_admin_acme_decorate(ctl, j, c->id);
 }
 
 /* A certificate that requires stapling (must-staple) is kept only when a response can be
@@ -141,7 +142,11 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
                 const char *cid = json_string_value(json_object_get(v, "id"));
                 json_object_set_new(v, "used_by", cert_users(ctl->doc, cid ? cid : ""));
                 json_object_set_new(v, "ocsp", slb_ocsp_fetcher_json(ctl->ocsp, cid ? cid : ""));
+                slb_admin_acme_decorate(ctl, v, cid ? cid : "");
             }
+            json_t *pending = slb_admin_acme_pending_list(ctl);
+            json_array_extend(list, pending);
+            json_decref(pending);
             resp->json = json_pack("{s:o}", "certificates", list);
             return;
         }
@@ -152,7 +157,7 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
         json_t *body = slb_admin_body_object_binary(req, resp);
         if (!body)
             return;
-        if (slb_admin_acme_refuse_body(body, resp)) {
+        if (slb_admin_acme_create(ctl, body, false, resp)) {
             json_decref(body);
             return;
         }
@@ -174,6 +179,9 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
         answer(ctl, resp, 201, c);
         return;
     }
+    if (slb_config_name_ok(id) && !slb_certstore_get(ctl->certs, id) &&
+        slb_admin_acme_pending(ctl, id, req, resp))
+        return;
     if (!slb_config_name_ok(id) || !(c = slb_certstore_get(ctl->certs, id))) {
         slb_admin_error_simple(resp, 404, "not_found", "no certificate with id \"%s\"", id);
         return;
@@ -258,7 +266,7 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
     json_t *body = slb_admin_body_object_binary(req, resp);
     if (!body)
         return;
-    if (slb_admin_acme_refuse_body(body, resp)) {
+    if (slb_admin_acme_create(ctl, body, true, resp)) {
         json_decref(body);
         return;
     }
