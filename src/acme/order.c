@@ -36,7 +36,7 @@ struct account {
     char directory[512];
     char email[256];
     char ca_file[1024]; /* DIR/acme/<name>.ca.pem, or "" */
-    char *ca_pem;      /* NULL: the system's trust */
+    char *ca_pem;       /* NULL: the system's trust */
     EVP_PKEY *key;
     char kid[512]; /* account URL once registered */
     char new_nonce[512], new_account[512], new_order[512];
@@ -121,8 +121,11 @@ static char *key_pem(EVP_PKEY *k)
     BIO *b = BIO_new(BIO_s_mem());
     char *out = NULL, *p;
     if (b && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL)) {
-        long n = BIO_get_mem_data(b, &p);
-        out = strndup(p, (size_t)n);
+        long n = BIO_get_mem_data(b, &p); /* not NUL-terminated */
+        if (n > 0 && (out = malloc((size_t)n + 1))) {
+            memcpy(out, p, (size_t)n);
+            out[n] = '\0';
+        }
     }
     BIO_free(b);
     ERR_clear_error();
@@ -164,6 +167,11 @@ static int cert_save(struct acert *c)
                   c->alpn ? "tls-alpn-01" : "http-01", "state", state_names[c->state], "error",
                   c->error, "order", c->order_url, "order_key", c->key_pem, "renew_at",
                   (json_int_t)c->renew_at, "issued", c->issued);
+    /* The challenge being answered: a restart answers it again at once. */
+    if (doc && c->token[0]) {
+        json_object_set_new(doc, "token", json_string(c->token));
+        json_object_set_new(doc, "challenge_domain", json_string(c->chall_domain));
+    }
     char file[200];
     snprintf(file, sizeof(file), "cert-%s.json", c->id);
     return doc ? save_json(c->a, file, doc) : -ENOMEM;
@@ -510,7 +518,7 @@ static void on_authz(struct acert *c, json_t *o)
         if (t && strcmp(t, want) == 0)
             found = ch;
     }
-    if (st && strcmp(st, "pending") == 0 && found && !c->token[0]) {
+    if (st && strcmp(st, "pending") == 0 && found && !c->chall_url[0]) {
         const char *tok = json_string_value(json_object_get(found, "token"));
         const char *url = json_string_value(json_object_get(found, "url"));
         if (!tok || !url || !dom || strlen(tok) >= sizeof(c->token)) {
@@ -521,6 +529,7 @@ static void on_authz(struct acert *c, json_t *o)
         snprintf(c->chall_url, sizeof(c->chall_url), "%s", url);
         snprintf(c->chall_domain, sizeof(c->chall_domain), "%s", dom);
         publish(c->a); /* before the CA is told to look */
+        cert_save(c);
         const char *cst = json_string_value(json_object_get(found, "status"));
         /* Resumed after a restart while the CA was validating: answer again, wait. */
         c->pending_kind = cst && strcmp(cst, "processing") == 0 ? K_AUTHZ : K_CHALLENGE;
@@ -559,8 +568,9 @@ static void on_done(struct slb_httpc_req *req, const struct slb_httpc_result *re
     char nonce[256], loc[512];
     if (slb_httpc_header(req, "Replay-Nonce", nonce, sizeof(nonce)))
         snprintf(ac->nonce, sizeof(ac->nonce), "%s", nonce);
-    if (c->kind != K_DIRECTORY && c->kind != K_NONCE && c->kind != K_DOWNLOAD &&
-        is_bad_nonce(res) && ++c->nonce_retries <= MAX_NONCE_RETRIES) {
+    /* Every signed request may meet a rejected nonce: send it again with the new one. */
+    if (c->kind != K_DIRECTORY && c->kind != K_NONCE && is_bad_nonce(res) &&
+        ++c->nonce_retries <= MAX_NONCE_RETRIES) {
         step(c);
         return;
     }
@@ -929,9 +939,6 @@ int slb_acme_cert_create(struct slb_acme *a, const json_t *body, json_t **out, s
     if (ch && strcmp(ch, "http-01") != 0 && strcmp(ch, "tls-alpn-01") != 0)
         return slb_err_set(err, 400, "invalid_value", "acme.challenge",
                            "acme.challenge: \"http-01\" or \"tls-alpn-01\"");
-    if (ch && strcmp(ch, "tls-alpn-01") == 0)
-        return slb_err_set(err, 501, "acme_not_available", "acme.challenge",
-                           "acme.challenge: tls-alpn-01 is not available yet; use http-01");
     char gen[64];
     if (id) {
         if (!text_ok(id, 64) || strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -1026,6 +1033,17 @@ static void load(struct slb_acme *a)
                                : st && strcmp(st, "failed") == 0 ? ST_FAILED
                                                                  : ST_PENDING;
                     /* A pending order resumes at once (its order URL says where it is). */
+                    const char *tok = json_string_value(json_object_get(doc, "token"));
+                    const char *cd = json_string_value(json_object_get(doc, "challenge_domain"));
+                    if (c->order_url[0] && tok && cd && strlen(tok) < sizeof(c->token) &&
+                        strlen(cd) < sizeof(c->chall_domain)) {
+                        snprintf(c->token, sizeof(c->token), "%s", tok);
+                        snprintf(c->chall_domain, sizeof(c->chall_domain), "%s", cd);
+                        a->publish = true;
+                    }
+                    if (c->order_url[0])
+                        slb_info("acme: certificate %s (%s): resuming order %s", c->id, c->name,
+                                 c->order_url);
                     if (!c->issued || c->order_url[0])
                         c->renew_at = 0;
                     else
@@ -1059,6 +1077,8 @@ struct slb_acme *slb_acme_new(struct slb_certstore *store, struct slb_httpc *htt
     }
     slb_fs_remove_leftovers(a->dir);
     load(a);
+    if (a->publish)
+        publish(a); /* before the first request of a restarted order */
     return a;
 }
 
