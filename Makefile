@@ -4,7 +4,7 @@
 # AddressSanitizer and UndefinedBehaviorSanitizer.
 
 BUILD ?= release
-PKGS := openssl jansson libnghttp2 libcurl
+PKGS := openssl jansson libnghttp2 libcurl libpcre2-8
 CC ?= cc
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wno-unused-parameter -Isrc $(shell pkg-config --cflags $(PKGS))
@@ -33,7 +33,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(OUT)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(OUT)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
-TOOLS := $(OUT)/echo-backend
+TOOLS := $(OUT)/echo-backend $(OUT)/rules-bench
 
 all: $(OUT)/slbd $(OUT)/slbctl $(TOOLS) $(UNIT_BIN)
 
@@ -70,8 +70,8 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 
 programs: $(OUT)/slbd $(OUT)/slbctl
 
-.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-tcp soak fmt \
-	fuzz install uninstall deb console console-test FORCE
+.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-tcp \
+	soak fmt fuzz install uninstall deb console console-test FORCE
 
 deps:
 	@scripts/deps.sh
@@ -125,6 +125,13 @@ fuzz: deps
 
 bench: deps all
 	@bench/run.sh $(BENCH_ARGS)
+
+# Cost of one forwarding-rule lookup for 10 and 1,000 rules (docs/benchmarks.md).
+bench-rules: $(OUT)/rules-bench
+	@$(OUT)/rules-bench
+
+$(OUT)/rules-bench: $(OUT)/obj/bench/tools/rules-match.o $(OUT)/libslb.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # The tcp listener's copy modes (buffers, splice for bulk flows, splice always) side by side.
 bench-tcp: deps all

@@ -57,14 +57,17 @@ if ! "$CLANG" -fsanitize=fuzzer,address,undefined "$probe.c" -o "$probe" >"$prob
     exit 2
 fi
 
-PKG_CFLAGS=$(pkg-config --cflags openssl jansson libnghttp2 libcurl)
-PKG_LIBS="$(pkg-config --libs openssl jansson libnghttp2 libcurl) -lpthread -lm"
+PKG_CFLAGS=$(pkg-config --cflags openssl jansson libnghttp2 libcurl libpcre2-8)
+PKG_LIBS="$(pkg-config --libs openssl jansson libnghttp2 libcurl libpcre2-8) -lpthread -lm"
 # -O1 keeps the fuzzers fast while the stack traces stay readable; UBSan findings abort so
 # libFuzzer keeps the input. Library warnings are shown but do not fail the build: another
 # compiler may warn where gcc did not, and that is the library's business, not the fuzzer's.
 COMMON="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Isrc $PKG_CFLAGS \
 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter"
+# src/core/version.c includes the header the Makefile writes from VERSION and git describe.
+make --no-print-directory -s build/gen/slb_build_version.h
+COMMON="$COMMON -Ibuild/gen"
 
 # --- the library, compiled with clang --------------------------------------------------------
 

@@ -6,7 +6,7 @@
 
 #include "acme/order.h"
 #include "core/err.h"
-#include "event/control.h"
+#include "daemon/control.h"
 
 #include <jansson.h>
 #include <string.h>

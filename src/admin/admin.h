@@ -10,10 +10,17 @@
 
 struct slb_ctl;
 struct slb_admin;
+struct slb_options;
 
 #define SLB_ADMIN_MAX_BODY (1u << 20) /* bodies above 1 MiB get 413 */
 
-struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const char *addr, struct slb_err *err);
+/* Addresses the admin API listens on at once (--admin given several times). */
+#define SLB_ADMIN_MAX_LISTEN 4
+
+/* Listen on each of opt's admin addresses: "ADDR:PORT" (TLS with admin_cert and admin_key)
+ * or "unix:PATH". */
+struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const struct slb_options *opt,
+                                struct slb_err *err);
 void slb_admin_free(struct slb_admin *a);
 
 /* A parsed admin request handed to the routes. */

@@ -1,17 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Admin API routes for listeners, groups, whole-configuration apply and health. Every change
- * is made on a copy of the current document, validated as a whole, persisted and published
- * by slb_ctl_apply; on any error the running configuration is untouched. */
+/* The admin API's route table: paths, methods, query parameters, bodies and ETags, mapped
+ * onto the operations layer (src/ops/), which makes every change. This file has the routes
+ * for listeners, groups, settings, whole-configuration apply and health. */
 #include "admin/routes.h"
 #include "admin/admin.h"
 #include "admin/ui.h"
 
-#include "cert/store.h"
-#include "config/config.h"
-#include "core/log.h"
-#include "event/control.h"
+#include "ops/ops.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,46 +193,16 @@ static bool param_bool(const struct slb_admin_req *req, const char *name, bool *
 
 void slb_admin_etag(const json_t *resource, char *out)
 {
-    out[0] = '\0';
-    char *text = json_dumps(resource, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (text && EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(), NULL) == 1) {
-        /* 128 bits of SHA-256: no accidental collision, short enough to paste. */
-        static const char hex[] = "0123456789abcdef";
-        out[0] = '"';
-        for (int i = 0; i < 16; i++) {
-            out[1 + 2 * i] = hex[md[i] >> 4];
-            out[2 + 2 * i] = hex[md[i] & 15];
-        }
-        out[33] = '"';
-        out[34] = '\0';
-    }
-    free(text);
+    slb_ops_revision(resource, out);
 }
 
-bool slb_admin_if_match(const struct slb_admin_req *req, const char *etag, const char *what,
+bool slb_admin_if_match(const struct slb_admin_req *req, const json_t *resource, const char *what,
                         struct slb_admin_resp *resp)
 {
-    if (!req->if_match)
+    struct slb_err err = {0};
+    if (slb_ops_precondition(&(struct slb_op){.expect = req->if_match}, resource, what, &err) == 0)
         return true;
-    const char *p = req->if_match;
-    size_t elen = strlen(etag);
-    while (*p) {
-        p += strspn(p, " \t,");
-        size_t len = strcspn(p, ",");
-        size_t tlen = len;
-        while (tlen > 0 && (p[tlen - 1] == ' ' || p[tlen - 1] == '\t'))
-            tlen--;
-        /* Strong comparison (RFC 9110 13.1.1): a weak tag W/"..." never matches. */
-        if ((tlen == 1 && p[0] == '*') || (elen && tlen == elen && memcmp(p, etag, elen) == 0))
-            return true;
-        p += len;
-    }
-    slb_admin_error_simple(resp, 412, "precondition_failed",
-                           "the %s changed since you read it (If-Match does not list its ETag "
-                           "%s); read it again and retry",
-                           what, etag);
+    slb_admin_error(resp, &err);
     return false;
 }
 
@@ -248,73 +214,30 @@ void slb_admin_answer(struct slb_admin_resp *resp, int status, json_t *v)
     slb_admin_etag(v, resp->etag);
 }
 
-json_t *slb_admin_find_named(json_t *arr, const char *name, size_t *idx)
+void slb_admin_answer_op(struct slb_admin_resp *resp, int rc, const struct slb_err *err, int status,
+                         json_t *v)
 {
-    size_t i;
-    json_t *v;
-    json_array_foreach(arr, i, v)
-    {
-        const char *n = json_string_value(json_object_get(v, "name"));
-        if (n && strcmp(n, name) == 0) {
-            if (idx)
-                *idx = i;
-            return v;
-        }
+    if (rc < 0) {
+        json_decref(v);
+        slb_admin_error(resp, err);
+    } else if (status == 204) {
+        json_decref(v);
+        resp->status = 204;
+    } else {
+        slb_admin_answer(resp, status, v);
     }
-    return NULL;
-}
-
-bool slb_admin_apply(struct slb_ctl *ctl, json_t *doc, struct slb_admin_resp *resp)
-{
-    struct slb_err err = {0};
-    if (slb_ctl_apply(ctl, doc, true, &err) < 0) {
-        slb_admin_error(resp, &err);
-        return false;
-    }
-    return true;
 }
 
 /* --- listeners and groups share one shape of collection route --- */
 
-struct coll_kind {
-    const char *coll; /* "listeners" / "groups" */
-    const char *what; /* "listener" / "group" */
-    json_t *(*normalize)(const json_t *in, const char *where, struct slb_err *err);
-};
+static const char *const coll_names[] = {"listeners", "groups"};
 
-static const struct coll_kind kinds[] = {
-    {"listeners", "listener", slb_config_normalize_listener},
-    {"groups", "group", slb_config_normalize_group},
-};
-
-/* Listeners that name group (as backend or SNI route target). */
-static json_t *group_users(const json_t *doc, const char *group)
-{
-    json_t *users = json_array();
-    size_t i;
-    json_t *l;
-    json_array_foreach(json_object_get(doc, "listeners"), i, l)
-    {
-        bool uses = false;
-        const char *g = json_string_value(json_object_get(l, "backend_group"));
-        uses |= g && strcmp(g, group) == 0;
-        const char *k;
-        json_t *v;
-        json_object_foreach(json_object_get(l, "sni_routes"), k, v)
-        {
-            uses |= json_is_string(v) && strcmp(json_string_value(v), group) == 0;
-        }
-        if (uses)
-            json_array_append(users, json_object_get(l, "name"));
-    }
-    return users;
-}
-
-static void collection(struct slb_ctl *ctl, const struct coll_kind *k,
-                       const struct slb_admin_req *req, struct slb_admin_resp *resp)
+static void collection(struct slb_ctl *ctl, enum slb_ops_kind k, const struct slb_admin_req *req,
+                       struct slb_admin_resp *resp)
 {
     if (slb_admin_method_is(req, "GET")) {
-        resp->json = json_pack("{s:O}", k->coll, json_object_get(ctl->doc, k->coll));
+        resp->json =
+            json_pack("{s:O}", coll_names[k], json_object_get(slb_ops_config(ctl), coll_names[k]));
         return;
     }
     if (!slb_admin_method_is(req, "POST")) {
@@ -325,37 +248,19 @@ static void collection(struct slb_ctl *ctl, const struct coll_kind *k,
     if (!body)
         return;
     struct slb_err err = {0};
-    json_t *norm = k->normalize(body, "", &err);
+    json_t *out = NULL;
+    int rc = slb_ops_item_create(ctl, k, body, NULL, &out, &err);
     json_decref(body);
-    if (!norm) {
-        slb_admin_error(resp, &err);
-        return;
-    }
-    const char *name = json_string_value(json_object_get(norm, "name"));
-    if (slb_admin_find_named(json_object_get(ctl->doc, k->coll), name, NULL)) {
-        slb_admin_error_simple(resp, 409, "name_taken", "a %s named \"%s\" already exists", k->what,
-                               name);
-        json_decref(norm);
-        return;
-    }
-    json_t *doc = json_deep_copy(ctl->doc);
-    json_array_append(json_object_get(doc, k->coll), norm);
-    if (slb_admin_apply(ctl, doc, resp))
-        slb_admin_answer(
-            resp, 201,
-            json_incref(slb_admin_find_named(json_object_get(ctl->doc, k->coll), name, NULL)));
-    json_decref(norm);
+    slb_admin_answer_op(resp, rc, &err, 201, out);
 }
 
-static void item(struct slb_ctl *ctl, const struct coll_kind *k, const char *name,
+static void item(struct slb_ctl *ctl, enum slb_ops_kind k, const char *name,
                  const struct slb_admin_req *req, struct slb_admin_resp *resp)
 {
-    size_t idx = 0;
-    json_t *cur = slb_config_name_ok(name)
-                      ? slb_admin_find_named(json_object_get(ctl->doc, k->coll), name, &idx)
-                      : NULL;
+    struct slb_err err = {0};
+    json_t *cur = slb_ops_item_get(ctl, k, name, &err);
     if (!cur) {
-        slb_admin_error_simple(resp, 404, "not_found", "no %s named \"%s\"", k->what, name);
+        slb_admin_error(resp, &err);
         return;
     }
     if (slb_admin_method_is(req, "GET")) {
@@ -367,83 +272,66 @@ static void item(struct slb_ctl *ctl, const struct coll_kind *k, const char *nam
         slb_admin_not_allowed(resp, "GET, PUT, DELETE");
         return;
     }
-    char etag[SLB_ADMIN_ETAG_SIZE];
-    slb_admin_etag(cur, etag);
-    if (!slb_admin_if_match(req, etag, k->what, resp))
+    /* The precondition before the body, so a stale client learns that first. */
+    const char *what = k == SLB_OPS_GROUP ? "group" : "listener";
+    if (!slb_admin_if_match(req, cur, what, resp))
         return;
+    const struct slb_op op = {.expect = req->if_match};
     if (del) {
-        if (strcmp(k->coll, "groups") == 0) {
-            json_t *users = group_users(ctl->doc, name);
-            if (json_array_size(users) > 0) {
-                char *list = json_dumps(users, JSON_COMPACT);
-                slb_admin_error_simple(resp, 409, "in_use", "group \"%s\" is used by listeners %s",
-                                       name, list);
-                free(list);
-                json_decref(users);
-                return;
-            }
-            json_decref(users);
-        }
-        json_t *doc = json_deep_copy(ctl->doc);
-        json_array_remove(json_object_get(doc, k->coll), idx);
-        if (slb_admin_apply(ctl, doc, resp))
-            resp->status = 204;
+        int rc = slb_ops_item_delete(ctl, k, name, &op, &err);
+        slb_admin_answer_op(resp, rc, &err, 204, NULL);
         return;
     }
     json_t *body = slb_admin_body_object(req, resp);
     if (!body)
         return;
-    /* The path names the resource; a body may repeat the name but not rename it. */
-    const char *bname = json_string_value(json_object_get(body, "name"));
-    if (json_object_get(body, "name") && (!bname || strcmp(bname, name) != 0)) {
-        slb_admin_error_simple(resp, 400, "invalid_value",
-                               "name: the body's name must match the path (\"%s\"); renaming "
-                               "is delete and create",
-                               name);
-        json_decref(body);
-        return;
-    }
-    json_object_set_new(body, "name", json_string(name));
-    struct slb_err err = {0};
-    json_t *norm = k->normalize(body, "", &err);
+    json_t *out = NULL;
+    int rc = slb_ops_item_update(ctl, k, name, body, &op, &out, &err);
     json_decref(body);
-    if (!norm) {
-        slb_admin_error(resp, &err);
-        return;
-    }
-    json_t *doc = json_deep_copy(ctl->doc);
-    json_array_set(json_object_get(doc, k->coll), idx, norm);
-    if (slb_admin_apply(ctl, doc, resp))
-        slb_admin_answer(
-            resp, 200,
-            json_incref(slb_admin_find_named(json_object_get(ctl->doc, k->coll), name, NULL)));
-    json_decref(norm);
+    slb_admin_answer_op(resp, rc, &err, 200, out);
 }
 
-/* GET|PUT /v1/settings: the document's settings object as a resource of its own. */
+/* GET|PUT|PATCH /v1/settings: the document's settings object as a resource of its own. */
 static void settings(struct slb_ctl *ctl, const struct slb_admin_req *req,
                      struct slb_admin_resp *resp)
 {
-    json_t *cur = json_object_get(ctl->doc, "settings");
+    json_t *cur = json_object_get(slb_ops_config(ctl), "settings");
     if (slb_admin_method_is(req, "GET")) {
         slb_admin_answer(resp, 200, json_incref(cur));
         return;
     }
-    if (!slb_admin_method_is(req, "PUT")) {
-        slb_admin_not_allowed(resp, "GET, PUT");
+    bool patch = slb_admin_method_is(req, "PATCH");
+    if (!patch && !slb_admin_method_is(req, "PUT")) {
+        slb_admin_not_allowed(resp, "GET, PUT, PATCH");
         return;
     }
-    char etag[SLB_ADMIN_ETAG_SIZE];
-    slb_admin_etag(cur, etag);
-    if (!slb_admin_if_match(req, etag, "settings", resp))
+    if (!slb_admin_if_match(req, cur, "settings", resp))
         return;
     json_t *body = slb_admin_body_object(req, resp);
     if (!body)
         return;
-    json_t *doc = json_deep_copy(ctl->doc);
-    json_object_set_new(doc, "settings", body);
-    if (slb_admin_apply(ctl, doc, resp))
-        slb_admin_answer(resp, 200, json_incref(json_object_get(ctl->doc, "settings")));
+    if (patch) {
+        /* A merge patch (RFC 7396) of the top level: the fields given replace theirs, null
+         * removes one (back to its default); the rest stay. */
+        json_t *merged = json_is_object(cur) ? json_deep_copy(cur) : json_object();
+        const char *k;
+        json_t *v;
+        json_object_foreach(body, k, v)
+        {
+            if (json_is_null(v))
+                json_object_del(merged, k);
+            else
+                json_object_set(merged, k, v);
+        }
+        json_decref(body);
+        body = merged;
+    }
+    struct slb_err err = {0};
+    json_t *out = NULL;
+    int rc =
+        slb_ops_settings_update(ctl, body, &(struct slb_op){.expect = req->if_match}, &out, &err);
+    json_decref(body);
+    slb_admin_answer_op(resp, rc, &err, 200, out);
 }
 
 /* POST /v1/apply: replace all listeners and groups (and settings when given) at once; with
@@ -458,40 +346,20 @@ static void apply_all(struct slb_ctl *ctl, const struct slb_admin_req *req,
     bool dry_run = false;
     if (!param_bool(req, "dry_run", &dry_run, resp))
         return;
-    char etag[SLB_ADMIN_ETAG_SIZE];
-    slb_admin_etag(ctl->doc, etag);
-    if (!slb_admin_if_match(req, etag, "configuration", resp))
+    if (!slb_admin_if_match(req, slb_ops_config(ctl), "configuration", resp))
         return;
     json_t *body = slb_admin_body_object(req, resp);
     if (!body)
         return;
-    json_t *doc = json_deep_copy(ctl->doc);
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        if (strcmp(key, "listeners") != 0 && strcmp(key, "groups") != 0 &&
-            strcmp(key, "settings") != 0) {
-            slb_admin_error_simple(resp, 400, "unknown_field",
-                                   "%s: unknown field; expected listeners, groups, settings", key);
-            json_decref(doc);
-            json_decref(body);
-            return;
-        }
-        json_object_set(doc, key, v);
-    }
+    struct slb_err err = {0};
+    json_t *out = NULL;
+    const struct slb_op op = {.expect = req->if_match, .dry_run = dry_run};
+    int rc = slb_ops_apply(ctl, body, &op, &out, &err);
     json_decref(body);
-    if (dry_run) {
-        struct slb_err err = {0};
-        json_t *would = NULL;
-        if (slb_ctl_dry_run(ctl, doc, &would, &err) < 0)
-            slb_admin_error(resp, &err);
-        else
-            resp->json = would; /* no ETag: it describes no stored state */
-        return;
-    }
-    if (slb_admin_apply(ctl, doc, resp))
-        slb_admin_answer(resp, 200, json_incref(ctl->doc));
+    if (rc == 0 && dry_run)
+        resp->json = out; /* no ETag: it describes no stored state */
+    else
+        slb_admin_answer_op(resp, rc, &err, 200, out);
 }
 
 static const char *const apply_params[] = {"dry_run", NULL};
@@ -507,7 +375,7 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
             return;
         }
         resp->json = json_pack("{s:s, s:I}", "status", "ok", "generation",
-                               (json_int_t)(ctl->cur ? ctl->cur->generation : 0));
+                               (json_int_t)slb_ops_generation(ctl));
         return;
     }
     if (strcmp(req->path, "/metrics") == 0) {
@@ -566,7 +434,7 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         if (!slb_admin_method_is(req, "GET"))
             slb_admin_not_allowed(resp, "GET");
         else
-            slb_admin_answer(resp, 200, json_incref(ctl->doc));
+            slb_admin_answer(resp, 200, json_incref((json_t *)slb_ops_config(ctl)));
         return;
     }
     if (strcmp(coll, "certificates") == 0) {
@@ -577,7 +445,7 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         slb_admin_servers(ctl, seg[1], n == 4 ? seg[3] : NULL, req, resp);
         return;
     }
-    const struct coll_kind *k = &kinds[strcmp(coll, "groups") == 0];
+    enum slb_ops_kind k = strcmp(coll, "groups") == 0 ? SLB_OPS_GROUP : SLB_OPS_LISTENER;
     if (n == 1)
         collection(ctl, k, req, resp);
     else

@@ -23,21 +23,20 @@ json_t *slb_admin_body_object_binary(const struct slb_admin_req *req, struct slb
  * path outside /v1/, -1 for an empty or too long segment or too many of them. */
 int slb_admin_split(const char *path, char (*seg)[SLB_ADMIN_SEG]);
 
-/* The resource's ETag: a quoted hash of its JSON (compact, keys sorted), so it changes
- * exactly when what GET answers changes, and survives restarts. out holds
- * SLB_ADMIN_ETAG_SIZE bytes. */
+/* The resource's ETag: its revision (slb_ops_revision). out holds SLB_ADMIN_ETAG_SIZE bytes. */
 void slb_admin_etag(const json_t *resource, char *out);
-/* Check the request's If-Match against the resource's current ETag: true when there is none,
- * when it is "*" or lists etag; otherwise fills resp with 412 precondition_failed. */
-bool slb_admin_if_match(const struct slb_admin_req *req, const char *etag, const char *what,
+/* Check the request's If-Match against the resource's current revision: true when there is
+ * none, when it is "*" or lists it; otherwise fills resp with 412 precondition_failed. The
+ * operations check again; checking here first keeps a stale client's answer a 412 whatever
+ * else is wrong with its request. */
+bool slb_admin_if_match(const struct slb_admin_req *req, const json_t *resource, const char *what,
                         struct slb_admin_resp *resp);
 /* Answer v (owned) with its ETag. */
 void slb_admin_answer(struct slb_admin_resp *resp, int status, json_t *v);
-
-/* The member of arr whose "name" is name (its index in *idx), or NULL. */
-json_t *slb_admin_find_named(json_t *arr, const char *name, size_t *idx);
-/* Apply a modified copy of the configuration (owned); fills resp and returns false on failure. */
-bool slb_admin_apply(struct slb_ctl *ctl, json_t *doc, struct slb_admin_resp *resp);
+/* Answer an operation's outcome: err when rc < 0, else status with v (owned; its ETag), or
+ * no body for 204. */
+void slb_admin_answer_op(struct slb_admin_resp *resp, int rc, const struct slb_err *err, int status,
+                         json_t *v);
 
 /* Route families in their own files. */
 void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub,

@@ -2,22 +2,31 @@
 /* The admin API's HTTP/1.1 server: connections on the control thread's loop, the strict
  * request parser, Bearer-token check in constant time, bounded bodies, keep-alive. */
 #include "admin/admin.h"
+#include "admin/audit.h"
+#include "admin/auth.h"
+#include "admin/routes.h"
 #include "admin/ui.h"
 
 #include "config/config.h"
 #include "core/log.h"
-#include "event/control.h"
+#include "core/time.h"
+#include "daemon/control.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define ADMIN_MAX_HEAD 16384
@@ -36,14 +45,28 @@ struct admin_conn {
     bool close_after;
     bool head_only;     /* answering HEAD: headers only */
     bool continue_sent; /* "100 Continue" already sent for the request being received */
+    char peer[64];      /* the source address, for the failed-authentication limit and audit */
+    char extra[64];     /* a response's dynamic header line (Retry-After) */
+    SSL *ssl;           /* NULL on a plain or unix connection */
     struct admin_conn *prev, *next;
+};
+
+/* One address the admin API listens on. */
+struct admin_listen {
+    struct slb_admin *a;
+    int fd;
+    struct slb_io io;
+    struct slb_timer pause; /* accepting paused after EMFILE */
+    char unix_path[108];    /* a unix socket's path, removed at exit; "" for TCP */
 };
 
 struct slb_admin {
     struct slb_ctl *ctl;
-    int fd;
-    struct slb_io io;
-    struct slb_timer pause; /* accepting paused after EMFILE */
+    struct admin_listen ls[SLB_ADMIN_MAX_LISTEN];
+    int nls;
+    struct slb_auth *auth;
+    struct slb_audit *audit;
+    SSL_CTX *tls; /* --admin-cert/--admin-key: TCP addresses speak TLS; NULL otherwise */
     struct admin_conn *conns;
     int nconns;
 };
@@ -74,6 +97,7 @@ void slb_admin_error_simple(struct slb_admin_resp *resp, int status, const char 
 static void conn_free(void *p)
 {
     struct admin_conn *c = p;
+    SSL_free(c->ssl);
     free(c->in);
     free(c->out);
     free(c);
@@ -84,6 +108,11 @@ static void conn_close(struct admin_conn *c)
     struct slb_loop *loop = &c->a->ctl->loop;
     slb_io_set(loop, &c->io, 0);
     slb_timer_stop(loop, &c->timer);
+    if (c->ssl && SSL_is_init_finished(c->ssl)) {
+        ERR_clear_error();
+        SSL_shutdown(c->ssl); /* best effort close_notify; never waits */
+        ERR_clear_error();
+    }
     close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
@@ -93,6 +122,54 @@ static void conn_close(struct admin_conn *c)
         c->next->prev = c->prev;
     c->a->nconns--;
     slb_loop_defer_free(loop, conn_free, c);
+}
+
+/* The connection's bytes, plain or through TLS: >0 moved, 0 would block, -1 closed or failed.
+ * A TLS read that needs to write first (the handshake's answer on a full socket) waits for
+ * EPOLLOUT too; conn_cb then reads again. */
+static ssize_t conn_recv(struct admin_conn *c, void *buf, size_t len)
+{
+    if (!c->ssl) {
+        ssize_t n = recv(c->fd, buf, len, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return 0;
+        return n > 0 ? n : -1;
+    }
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    if (n > 0)
+        return n;
+    int e = SSL_get_error(c->ssl, n);
+    if (e == SSL_ERROR_WANT_READ)
+        return 0;
+    if (e == SSL_ERROR_WANT_WRITE) {
+        slb_io_set(&c->a->ctl->loop, &c->io, EPOLLIN | EPOLLOUT);
+        return 0;
+    }
+    if (e == SSL_ERROR_SSL)
+        slb_debug("admin API: TLS from %s failed: %s", c->peer,
+                  ERR_reason_error_string(ERR_peek_error())
+                      ? ERR_reason_error_string(ERR_peek_error())
+                      : "?");
+    ERR_clear_error();
+    return -1;
+}
+
+static ssize_t conn_send(struct admin_conn *c, const void *buf, size_t len)
+{
+    if (!c->ssl) {
+        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return 0;
+        return n >= 0 ? n : -1;
+    }
+    ERR_clear_error();
+    int n = SSL_write(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    if (n > 0)
+        return n;
+    int e = SSL_get_error(c->ssl, n);
+    ERR_clear_error();
+    return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? 0 : -1;
 }
 
 /* Serialize resp into c->out and start sending. */
@@ -166,23 +243,6 @@ static void respond_error(struct admin_conn *c, int status, const char *code, co
     respond(c, &resp);
 }
 
-/* Constant-time comparison: the time taken does not depend on where the strings differ. */
-static bool token_ok(const struct slb_ctl *ctl, const struct slb_http_msg *m)
-{
-    int i = slb_http_find_header(m, "authorization", 0);
-    if (i < 0)
-        return false;
-    struct slb_slice v = m->headers[i].value;
-    if (v.len < 7 || strncasecmp(v.p, "Bearer ", 7) != 0)
-        return false;
-    const char *tok = v.p + 7;
-    size_t tlen = v.len - 7, want = strlen(ctl->token);
-    unsigned diff = (unsigned)(tlen ^ want);
-    for (size_t k = 0; k < want; k++)
-        diff |= (unsigned char)ctl->token[k] ^ (unsigned char)(k < tlen ? tok[k] : 0);
-    return diff == 0;
-}
-
 static char *slice_dup(struct slb_slice s)
 {
     char *p = malloc(s.len + 1);
@@ -217,6 +277,110 @@ static char *if_match_of(const struct slb_http_msg *m)
     return out;
 }
 
+/* Who sent the request; false with resp filled (401, or 429 for a source that failed too
+ * often) when nobody valid did. */
+static bool authenticate(struct admin_conn *c, const struct slb_http_msg *m,
+                         struct slb_auth_who *who, struct slb_admin_resp *resp)
+{
+    int i = slb_http_find_header(m, "authorization", 0);
+    unsigned retry = 0;
+    enum slb_auth_result r =
+        slb_auth_check(c->a->auth, i >= 0 ? m->headers[i].value.p : NULL,
+                       i >= 0 ? m->headers[i].value.len : 0, c->peer, slb_mono_ms(), who, &retry);
+    if (r == SLB_AUTH_OK)
+        return true;
+    if (r == SLB_AUTH_LIMITED) {
+        slb_admin_error_simple(resp, 429, "too_many_failures",
+                               "too many failed authentications from %s; retry in %u s", c->peer,
+                               retry);
+        snprintf(c->extra, sizeof(c->extra), "Retry-After: %u\r\n", retry);
+        resp->headers = c->extra;
+        return false;
+    }
+    slb_admin_error_simple(resp, 401, "unauthorized",
+                           "missing or wrong bearer token (see admin.token in the state "
+                           "directory, or create a key with POST /v1/keys)");
+    return false;
+}
+
+/* The resource's revision (ETag) as a GET of path answers it now, "" when there is none: what
+ * a change is about to replace, for the audit log. */
+static void revision_of(struct slb_ctl *ctl, const char *path, char *out)
+{
+    char p[SLB_ADMIN_SEG * SLB_ADMIN_MAX_SEGS + 8];
+    if (strcmp(path, "/v1/apply") == 0)
+        path = "/v1/config"; /* apply replaces the whole document */
+    snprintf(p, sizeof(p), "%s", path);
+    size_t n = strlen(p);
+    if (n > 4 && strcmp(p + n - 4, "/crl") == 0)
+        p[n - 4] = '\0'; /* a CRL is part of its certificate, */
+    else if (n > 5 && strcmp(p + n - 5, "/ocsp") == 0)
+        p[n - 5] = '\0'; /* and so is a stapled OCSP response */
+    struct slb_admin_req get = {.method = "GET", .path = p, .query = "", .content_type = ""};
+    struct slb_admin_resp r = {.status = 200};
+    slb_admin_route(ctl, &get, &r);
+    snprintf(out, SLB_ADMIN_ETAG_SIZE, "%s", r.status == 200 ? r.etag : "");
+    json_decref(r.json);
+    free(r.text);
+}
+
+/* Check the caller's scope, answer the request, and write an audit line for every attempted
+ * change (refused ones included). */
+static void dispatch(struct slb_admin *a, const struct slb_auth_who *who, const char *peer,
+                     const struct slb_admin_req *req, struct slb_admin_resp *resp)
+{
+    bool change = !slb_admin_method_is(req, "GET") && !slb_admin_method_is(req, "HEAD");
+    char old_rev[SLB_ADMIN_ETAG_SIZE] = "";
+    if (slb_auth_allowed(who, slb_auth_needed(req->method, req->path), resp)) {
+        if (change && strncmp(req->path, "/v1/keys", 8) != 0)
+            revision_of(a->ctl, req->path, old_rev);
+        if (slb_auth_route(a->auth, who, req, resp))
+            ;
+        else if (strcmp(req->path, "/v1/audit") == 0)
+            slb_audit_route(a->audit, req, resp);
+        else
+            slb_admin_route(a->ctl, req, resp);
+    }
+    if (!change)
+        return;
+    const char *result = "ok";
+    if (resp->status >= 400) {
+        const char *code =
+            json_string_value(json_object_get(json_object_get(resp->json, "error"), "code"));
+        result = code ? code : "error";
+    }
+    /* A create names what it made: "groups/web", "certificates/c0123", "keys/ci". */
+    char resource[SLB_ADMIN_SEG * (SLB_ADMIN_MAX_SEGS + 1) + 8];
+    const char *made = json_string_value(json_object_get(resp->json, "id"));
+    if (!made)
+        made = json_string_value(json_object_get(resp->json, "name"));
+    const char *under = strncmp(req->path, "/v1/", 4) == 0 ? req->path + 4 : req->path;
+    snprintf(resource, sizeof(resource), "%s%s%s", under, made && resp->status == 201 ? "/" : "",
+             made && resp->status == 201 ? made : "");
+    /* The query too: a dry run (?dry_run=true) must not read as an apply. */
+    char full[SLB_ADMIN_SEG * (SLB_ADMIN_MAX_SEGS + 2) + 8];
+    snprintf(full, sizeof(full), "%s%s%s", req->path, req->query[0] ? "?" : "", req->query);
+    /* Only printable ASCII of the request goes into the JSON line. */
+    for (char *p = full; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
+    for (char *p = resource; *p && p < resource + strlen(under); p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
+    struct slb_audit_entry e = {
+        .resource = resource,
+        .key = who->name,
+        .source = peer,
+        .method = req->method,
+        .path = full,
+        .old_rev = old_rev,
+        .new_rev = resp->status < 300 ? resp->etag : "",
+        .status = resp->status,
+        .result = result,
+    };
+    slb_audit_write(a->audit, &e);
+}
+
 /* Handle one complete request sitting in c->in; returns bytes consumed. */
 static void handle(struct admin_conn *c, const struct slb_http_msg *m, const char *body,
                    size_t blen)
@@ -239,12 +403,6 @@ static void handle(struct admin_conn *c, const struct slb_http_msg *m, const cha
     /* The console's files hold no data (every datum comes from the API, with the token). */
     bool ui = slb_admin_ui_path(target);
     bool public_path = ui || strcmp(target, "/healthz") == 0;
-    if (!public_path && !token_ok(ctl, m)) {
-        slb_admin_error_simple(&resp, 401, "unauthorized",
-                               "missing or wrong bearer token (see admin.token in the state "
-                               "directory)");
-        goto out;
-    }
     c->head_only = strcmp(method, "HEAD") == 0;
     struct slb_admin_req req = {
         .method = method,
@@ -255,10 +413,18 @@ static void handle(struct admin_conn *c, const struct slb_http_msg *m, const cha
         .body = body,
         .body_len = blen,
     };
-    if (ui)
+    if (ui) {
         slb_admin_ui(&req, &resp);
-    else
+        goto out;
+    }
+    if (public_path) {
         slb_admin_route(ctl, &req, &resp);
+        goto out;
+    }
+    struct slb_auth_who who = {0};
+    if (!authenticate(c, m, &who, &resp))
+        goto out;
+    dispatch(c->a, &who, c->peer, &req, &resp);
 out:
     if (resp.status >= 400 || !m->keep_alive)
         c->close_after = c->close_after || !m->keep_alive;
@@ -308,7 +474,7 @@ static void try_request(struct admin_conn *c)
         /* The client waits for this before sending the body (curl does for > 1 KiB). The
          * head was accepted, so invite the body; a failed send just means no invitation. */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        ssize_t w = send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
+        ssize_t w = conn_send(c, cont, sizeof(cont) - 1);
         (void)w;
         c->continue_sent = true;
     }
@@ -338,12 +504,17 @@ static void try_request(struct admin_conn *c)
 static void conn_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 {
     struct admin_conn *c = io->data;
+    if ((events & EPOLLOUT) && c->outlen == 0 && c->ssl) {
+        /* A TLS read waited to write: read again. */
+        slb_io_set(loop, io, EPOLLIN);
+        events = EPOLLIN;
+    }
     if (events & EPOLLOUT) {
         while (c->outoff < c->outlen) {
-            ssize_t n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff, MSG_NOSIGNAL);
+            ssize_t n = conn_send(c, c->out + c->outoff, c->outlen - c->outoff);
+            if (n == 0)
+                return;
             if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR)
-                    return;
                 conn_close(c);
                 return;
             }
@@ -360,32 +531,37 @@ static void conn_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
         slb_timer_start(loop, &c->timer, ADMIN_IDLE_MS);
         if (c->inlen > 0)
             try_request(c);
-        return;
-    }
-    if (c->incap - c->inlen < 4096) {
-        size_t cap = c->incap ? c->incap * 2 : 8192;
-        if (cap > ADMIN_MAX_HEAD + SLB_ADMIN_MAX_BODY + 8192) {
-            respond_error(c, 413, "body_too_large", "request too large");
+        /* Bytes TLS already decrypted raise no socket event: read them now. */
+        if (!(c->ssl && c->outlen == 0 && SSL_pending(c->ssl) > 0))
             return;
+    }
+    do {
+        if (c->incap - c->inlen < 4096) {
+            size_t cap = c->incap ? c->incap * 2 : 8192;
+            if (cap > ADMIN_MAX_HEAD + SLB_ADMIN_MAX_BODY + 8192) {
+                respond_error(c, 413, "body_too_large", "request too large");
+                return;
+            }
+            char *n = realloc(c->in, cap);
+            if (!n) {
+                conn_close(c);
+                return;
+            }
+            c->in = n;
+            c->incap = cap;
         }
-        char *n = realloc(c->in, cap);
-        if (!n) {
+        ssize_t n = conn_recv(c, c->in + c->inlen, c->incap - c->inlen);
+        if (n == 0)
+            return;
+        if (n < 0) {
             conn_close(c);
             return;
         }
-        c->in = n;
-        c->incap = cap;
-    }
-    ssize_t n = recv(c->fd, c->in + c->inlen, c->incap - c->inlen, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n <= 0) {
-        conn_close(c);
-        return;
-    }
-    c->inlen += (size_t)n;
-    slb_timer_start(loop, &c->timer, ADMIN_IDLE_MS);
-    try_request(c);
+        c->inlen += (size_t)n;
+        slb_timer_start(loop, &c->timer, ADMIN_IDLE_MS);
+        try_request(c);
+        /* Requests are answered one at a time: with an answer under way, the rest waits. */
+    } while (c->ssl && c->outlen == 0 && SSL_pending(c->ssl) > 0);
 }
 
 static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
@@ -395,21 +571,36 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
 
 static void resume_cb(struct slb_loop *loop, struct slb_timer *t)
 {
-    struct slb_admin *a = t->data;
-    slb_io_set(loop, &a->io, EPOLLIN);
+    struct admin_listen *l = t->data;
+    slb_io_set(loop, &l->io, EPOLLIN);
+}
+
+static void peer_text(const struct sockaddr_storage *ss, char *out, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, host, sizeof(host));
+    else if (ss->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, host, sizeof(host));
+    else
+        snprintf(host, sizeof(host), "unix");
+    snprintf(out, size, "%s", host);
 }
 
 static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 {
-    struct slb_admin *a = io->data;
+    struct admin_listen *l = io->data;
+    struct slb_admin *a = l->a;
     for (;;) {
-        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Out of descriptors: the level-triggered socket would wake us at once,
                  * forever. Stop watching it for a moment. */
                 slb_io_set(loop, io, 0);
-                slb_timer_start(loop, &a->pause, 100);
+                slb_timer_start(loop, &l->pause, 100);
             }
             return;
         }
@@ -434,6 +625,18 @@ static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
         }
         c->a = a;
         c->fd = fd;
+        peer_text(&ss, c->peer, sizeof(c->peer));
+        if (a->tls && !l->unix_path[0]) {
+            c->ssl = SSL_new(a->tls);
+            if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+                ERR_clear_error();
+                SSL_free(c->ssl);
+                free(c);
+                close(fd);
+                continue;
+            }
+            SSL_set_accept_state(c->ssl);
+        }
         slb_io_init(&c->io, fd, conn_cb, c);
         slb_timer_init(&c->timer, timer_cb, c);
         c->next = a->conns;
@@ -446,38 +649,129 @@ static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
     }
 }
 
-struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const char *addr, struct slb_err *err)
+/* A unix socket at path (after "unix:"), mode 0660: its group may use the API (with a token
+ * or key, like any client). A socket left by a previous run is replaced; any other file is
+ * not. */
+static int listen_unix(struct admin_listen *l, const char *path, struct slb_err *err)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (!path[0] || strlen(path) >= sizeof(sun.sun_path))
+        return slb_err_set(err, 400, "invalid_value", "--admin",
+                           "unix socket path \"%s\" is empty or too long", path);
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return slb_err_set(err, 400, "bind_failed", "--admin",
+                               "%s exists and is not a socket; remove it or choose another path",
+                               path);
+        unlink(path);
+    }
+    l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    /* Created 0600 at bind (no window where others could connect), then opened to the group. */
+    mode_t old = umask(0177);
+    int rc = l->fd < 0 ? -1 : bind(l->fd, (struct sockaddr *)&sun, sizeof(sun));
+    int e = errno;
+    umask(old);
+    if (rc == 0 && (chmod(path, 0660) < 0 || listen(l->fd, 128) < 0))
+        rc = -1, e = errno;
+    if (rc < 0) {
+        slb_err_set(err, 400, "bind_failed", "--admin",
+                    "cannot listen on unix:%s for the admin API: %s", path, strerror(e));
+        if (l->fd >= 0)
+            close(l->fd);
+        l->fd = -1;
+        return SLB_EINVAL;
+    }
+    snprintf(l->unix_path, sizeof(l->unix_path), "%s", path);
+    slb_info("admin API on unix:%s", path);
+    return 0;
+}
+
+static int listen_tcp(struct admin_listen *l, const char *addr, struct slb_err *err)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (slb_config_parse_hostport(addr, &ss, &len) < 0) {
-        slb_err_set(err, 400, "invalid_value", "--admin", "admin address \"%s\" is not ADDR:PORT",
-                    addr);
-        return NULL;
+    if (slb_config_parse_hostport(addr, &ss, &len) < 0)
+        return slb_err_set(err, 400, "invalid_value", "--admin",
+                           "admin address \"%s\" is not ADDR:PORT or unix:PATH", addr);
+    l->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (l->fd >= 0)
+        setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (l->fd < 0 || bind(l->fd, (struct sockaddr *)&ss, len) < 0 || listen(l->fd, 128) < 0) {
+        slb_err_set(err, 400, "bind_failed", "--admin", "cannot listen on %s for the admin API: %s",
+                    addr, strerror(errno));
+        if (l->fd >= 0)
+            close(l->fd);
+        l->fd = -1;
+        return SLB_EINVAL;
     }
+    slb_info("admin API on %s://%s", l->a->tls ? "https" : "http", addr);
+    return 0;
+}
+
+/* The admin API's TLS: the certificate (chain) and key from PEM files, TLS 1.2 or later with
+ * forward secrecy only, as for listeners. */
+static SSL_CTX *tls_new(const char *cert, const char *key, struct slb_err *err)
+{
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx && SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 &&
+        SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") == 1 &&
+        SSL_CTX_use_certificate_chain_file(ctx, cert) == 1 &&
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) == 1 &&
+        SSL_CTX_check_private_key(ctx) == 1) {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                     SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET);
+        SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        return ctx;
+    }
+    const char *why = ERR_reason_error_string(ERR_peek_last_error());
+    slb_err_set(err, 400, "invalid_tls", "--admin-cert",
+                "cannot use %s and %s for the admin API's TLS: %s", cert, key,
+                why ? why : "unknown error");
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const struct slb_options *opt,
+                                struct slb_err *err)
+{
     struct slb_admin *a = calloc(1, sizeof(*a));
     if (!a) {
         slb_err_set(err, 500, "internal", "--admin", "out of memory");
         return NULL;
     }
     a->ctl = ctl;
-    a->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (a->fd >= 0)
-        setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (a->fd < 0 || bind(a->fd, (struct sockaddr *)&ss, len) < 0 || listen(a->fd, 128) < 0) {
-        slb_err_set(err, 400, "bind_failed", "--admin", "cannot listen on %s for the admin API: %s",
-                    addr, strerror(errno));
-        if (a->fd >= 0)
-            close(a->fd);
-        free(a);
-        return NULL;
+    unsigned max_failures =
+        opt->admin_auth_failures < 0 ? SLB_AUTH_FAIL_MAX : (unsigned)opt->admin_auth_failures;
+    if (!(a->auth = slb_auth_new(ctl->state_dir, ctl->token, max_failures, err)) ||
+        !(a->audit = slb_audit_open(ctl->state_dir, err)))
+        goto fail;
+    if ((opt->admin_cert || opt->admin_key) &&
+        !(a->tls = tls_new(opt->admin_cert ? opt->admin_cert : "(none)",
+                           opt->admin_key ? opt->admin_key : "(none)", err)))
+        goto fail;
+    const char *const *addrs = opt->admin_addrs;
+    int naddrs = opt->nadmin;
+    for (int i = 0; i < naddrs && i < SLB_ADMIN_MAX_LISTEN; i++) {
+        struct admin_listen *l = &a->ls[i];
+        l->a = a;
+        int rc = strncmp(addrs[i], "unix:", 5) == 0 ? listen_unix(l, addrs[i] + 5, err)
+                                                    : listen_tcp(l, addrs[i], err);
+        if (rc < 0)
+            goto fail;
+        a->nls++;
+        slb_io_init(&l->io, l->fd, accept_cb, l);
+        slb_timer_init(&l->pause, resume_cb, l);
+        slb_io_set(&ctl->loop, &l->io, EPOLLIN);
     }
-    slb_io_init(&a->io, a->fd, accept_cb, a);
-    slb_timer_init(&a->pause, resume_cb, a);
-    slb_io_set(&ctl->loop, &a->io, EPOLLIN);
-    slb_info("admin API on http://%s", addr);
     return a;
+fail:
+    slb_admin_free(a);
+    return NULL;
 }
 
 void slb_admin_free(struct slb_admin *a)
@@ -486,8 +780,16 @@ void slb_admin_free(struct slb_admin *a)
         return;
     while (a->conns)
         conn_close(a->conns);
-    slb_timer_stop(&a->ctl->loop, &a->pause);
-    slb_io_set(&a->ctl->loop, &a->io, 0);
-    close(a->fd);
+    for (int i = 0; i < a->nls; i++) {
+        struct admin_listen *l = &a->ls[i];
+        slb_timer_stop(&a->ctl->loop, &l->pause);
+        slb_io_set(&a->ctl->loop, &l->io, 0);
+        close(l->fd);
+        if (l->unix_path[0])
+            unlink(l->unix_path);
+    }
+    slb_auth_free(a->auth);
+    slb_audit_free(a->audit);
+    SSL_CTX_free(a->tls);
     free(a);
 }

@@ -4,7 +4,7 @@
 
 #include "admin/routes.h"
 #include "core/version.h"
-#include "event/control.h"
+#include "daemon/control.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -5,10 +5,9 @@
 #include "cert/store.h"
 #include "cert/ocsp.h"
 #include "cert/validate.h"
-#include "core/fsio.h"
 #include "core/log.h"
+#include "state/backend.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -22,7 +21,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define CERTS_SUBDIR "certs"
 /* A stored bundle is a few KiB; anything near this is not a file we wrote. */
 #define CERT_FILE_MAX (4u << 20)
 #define DAY 86400
@@ -39,7 +37,9 @@ struct cert_entry {
 /* Owned by the control thread, from slb_certstore_open to slb_certstore_free. entries is
  * sorted by id so listing needs no sort and lookups stay simple. */
 struct slb_certstore {
-    char dir[4096]; /* DIR/certs */
+    struct slb_backend *b; /* documents "certs/<id>" */
+    bool owns_backend;
+    char dir[4096]; /* where the certificates are, for messages ("DIR/certs") */
     struct cert_entry *v;
     size_t n, cap;
     bool readonly; /* opened to validate: nothing created or changed, nothing logged */
@@ -150,7 +150,9 @@ static struct slb_cert *cert_build(const char *id, const char *name, enum slb_ce
 }
 
 /* The same material under a new version with another CRL set (set_crl). */
-static struct slb_cert *cert_with_crls(const struct slb_cert *old, struct crl_set *cs)
+/* A copy of old's material under name at version, with the CRL set cs (consumed). */
+static struct slb_cert *cert_copy(const struct slb_cert *old, const char *name, uint64_t version,
+                                  struct crl_set *cs)
 {
     struct slb_certval_material m = {0};
     X509_up_ref(old->leaf);
@@ -164,7 +166,12 @@ static struct slb_cert *cert_with_crls(const struct slb_cert *old, struct crl_se
         crl_set_clear(cs);
         return NULL;
     }
-    return cert_build(old->id, old->name, old->type, old->version + 1, &m, cs);
+    return cert_build(old->id, name, old->type, version, &m, cs);
+}
+
+static struct slb_cert *cert_with_crls(const struct slb_cert *old, struct crl_set *cs)
+{
+    return cert_copy(old, old->name, old->version + 1, cs);
 }
 
 static json_t *time_json(int64_t t)
@@ -389,11 +396,17 @@ done:
     return doc;
 }
 
+static void cert_key(const char *id, char *key, size_t size)
+{
+    snprintf(key, size, "%s%s", SLB_DOC_CERTS, id);
+}
+
 static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_t created,
                        struct slb_err *err)
 {
-    char name[80];
+    char name[80], key[SLB_DOC_KEY_MAX], where[4400];
     snprintf(name, sizeof(name), "%s.json", c->id);
+    cert_key(c->id, key, sizeof(key));
     json_t *doc = file_json(c, created);
     char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     if (doc)
@@ -402,12 +415,29 @@ static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_
         return slb_err_set(err, 500, "storage_failed", name,
                            "cannot encode certificate %s for storage (out of memory)", c->id);
     size_t len = strlen(text);
-    int rc = slb_fs_write_atomic(s->dir, name, text, len, 0600);
+    int rc = slb_backend_put(s->b, key, text, len, SLB_REV_ANY, NULL);
     OPENSSL_cleanse(text, len);
     free(text);
-    if (rc < 0)
-        return slb_err_set(err, 500, "storage_failed", name, "cannot write %s/%s: %s", s->dir, name,
-                           strerror(-rc));
+    if (rc < 0) {
+        slb_backend_where(s->b, key, where, sizeof(where));
+        return slb_err_set(err, 500, "storage_failed", name, "cannot write %s: %s", where,
+                           slb_strerror(rc));
+    }
+    return 0;
+}
+
+/* Remove certificate id's document; 0 or a message in err. */
+static int store_remove(struct slb_certstore *s, const char *id, struct slb_err *err)
+{
+    char name[80], key[SLB_DOC_KEY_MAX], where[4400];
+    snprintf(name, sizeof(name), "%s.json", id);
+    cert_key(id, key, sizeof(key));
+    int rc = slb_backend_del(s->b, key, SLB_REV_ANY);
+    if (rc < 0 && rc != -ENOENT) {
+        slb_backend_where(s->b, key, where, sizeof(where));
+        return slb_err_set(err, 500, "storage_failed", name, "cannot remove %s: %s", where,
+                           slb_strerror(rc));
+    }
     return 0;
 }
 
@@ -486,31 +516,44 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
     return 0;
 }
 
-static int load_file(struct slb_certstore *s, const char *fname, struct slb_err *err)
+/* A list callback's context: a failure it reports has err filled, unlike one of the list. */
+struct load_ctx {
+    struct slb_certstore *s;
+    struct slb_err *err;
+    bool failed;
+};
+
+static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err *err);
+
+static int load_key(const char *key, void *arg)
+{
+    struct load_ctx *lc = arg;
+    int rc = load_key_doc(lc->s, key, lc->err);
+    lc->failed = rc != 0;
+    return rc;
+}
+
+static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err *err)
 {
     char path[4400], id[64];
-    size_t fl = strlen(fname);
-    snprintf(path, sizeof(path), "%s/%s", s->dir, fname);
-    if (fl - 5 >= sizeof(id))
+    const char *stem = key + strlen(SLB_DOC_CERTS);
+    size_t sl = strlen(stem);
+    slb_backend_where(s->b, key, path, sizeof(path));
+    if (sl >= sizeof(id))
         return load_fail(err, path, "invalid_state", "the file name is not <id>.json");
-    memcpy(id, fname, fl - 5);
-    id[fl - 5] = '\0';
+    memcpy(id, stem, sl + 1);
     if (!slb_certval_id_ok(id))
         return load_fail(err, path, "invalid_state",
                          "the file name is not <id>.json with a valid certificate id");
-    /* A private key others could read may have leaked: refused, as admin.token is. */
-    int rc = slb_fs_check_secret_path(path, "state_insecure", "", err);
-    if (rc)
+    struct slb_doc d;
+    int rc = slb_backend_get(s->b, key, CERT_FILE_MAX, &d, err);
+    if (rc == SLB_EINVAL)
         return rc;
-    char *buf = NULL;
-    size_t len = 0;
-    rc = slb_fs_read_all(path, CERT_FILE_MAX, &buf, &len);
     if (rc < 0)
-        return load_fail(err, path, "unreadable", "cannot read: %s", strerror(-rc));
+        return load_fail(err, path, "unreadable", "cannot read: %s", slb_strerror(rc));
     json_error_t jerr;
-    json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    OPENSSL_cleanse(buf, len);
-    free(buf);
+    json_t *doc = json_loadb(d.data, d.len, JSON_REJECT_DUPLICATES, &jerr);
+    slb_doc_clear(&d);
     if (!doc)
         return load_fail(err, path, "invalid_json", "line %d column %d: %s", jerr.line, jerr.column,
                          jerr.text);
@@ -522,108 +565,45 @@ static int load_file(struct slb_certstore *s, const char *fname, struct slb_err 
     return rc;
 }
 
-static int cmp_str(const void *a, const void *b)
+struct slb_certstore *slb_certstore_open_backend(struct slb_backend *b, bool readonly,
+                                                 struct slb_err *err)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Certificate files in name order (start-up logs and errors do not depend on readdir order).
- * Dot-files are leftovers of interrupted atomic writes and are skipped. */
-static int list_files(const char *dir, char ***out, size_t *n, struct slb_err *err)
-{
-    DIR *d = opendir(dir);
-    char **v = NULL;
-    size_t cap = 0;
-    *n = 0;
-    if (!d)
-        return slb_err_set(err, 500, "state_dir", dir, "cannot open %s: %s", dir, strerror(errno));
-    struct dirent *de;
-    int rc = 0;
-    while ((de = readdir(d)) != NULL) {
-        size_t l = strlen(de->d_name);
-        if (de->d_name[0] == '.' || l <= 5 || strcmp(de->d_name + l - 5, ".json") != 0)
-            continue;
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nv = realloc(v, cap * sizeof(*v));
-            if (!nv) {
-                rc = -ENOMEM;
-                break;
-            }
-            v = nv;
-        }
-        if (!(v[*n] = strdup(de->d_name))) {
-            rc = -ENOMEM;
-            break;
-        }
-        (*n)++;
+    struct slb_certstore *s = calloc(1, sizeof(*s));
+    if (!s) {
+        slb_err_set(err, 500, "internal", "", "out of memory");
+        return NULL;
     }
-    closedir(d);
-    if (rc == 0 && *n > 0)
-        qsort(v, *n, sizeof(*v), cmp_str);
-    *out = v;
-    return rc ? slb_err_set(err, 500, "internal", dir, "out of memory") : 0;
+    s->b = b;
+    s->readonly = readonly;
+    slb_backend_where(b, SLB_DOC_CERTS, s->dir, sizeof(s->dir));
+    struct load_ctx lc = {s, err, false};
+    int rc = slb_backend_list(b, SLB_DOC_CERTS, load_key, &lc);
+    if (rc != 0) {
+        if (rc == -ENOMEM && !lc.failed)
+            slb_err_set(err, 500, "internal", s->dir, "out of memory");
+        else if (!lc.failed)
+            slb_err_set(err, 500, "state_dir", s->dir, "cannot open %s: %s", s->dir,
+                        slb_strerror(rc));
+        slb_certstore_free(s);
+        return NULL;
+    }
+    if (!readonly)
+        slb_info("loaded %zu certificate(s) from %s", s->n, s->dir);
+    return s;
 }
 
 static struct slb_certstore *store_open(const char *state_dir, bool readonly, struct slb_err *err)
 {
-    struct slb_certstore *s = calloc(1, sizeof(*s));
-    char **files = NULL;
-    size_t nfiles = 0;
-    struct stat st;
+    struct slb_backend *b = slb_backend_dir_new(state_dir, readonly, err);
+    struct slb_certstore *s = b && slb_backend_dir_prepare(b, err) == 0
+                                  ? slb_certstore_open_backend(b, readonly, err)
+                                  : NULL;
     if (!s) {
-        slb_err_set(err, 500, "internal", state_dir, "out of memory");
+        slb_backend_free(b);
         return NULL;
     }
-    s->readonly = readonly;
-    if ((size_t)snprintf(s->dir, sizeof(s->dir), "%s/%s", state_dir, CERTS_SUBDIR) >=
-        sizeof(s->dir)) {
-        slb_err_set(err, 500, "state_dir", state_dir, "the state directory path is too long");
-        goto fail;
-    }
-    if (readonly && lstat(s->dir, &st) < 0 && errno == ENOENT)
-        return s; /* no certificate was ever stored */
-    if (!readonly && mkdir(s->dir, 0700) < 0 && errno != EEXIST) {
-        slb_err_set(err, 500, "state_dir", s->dir, "cannot create %s: %s", s->dir, strerror(errno));
-        goto fail;
-    }
-    if (stat(s->dir, &st) < 0) {
-        /* EACCES on the state directory, ELOOP, EIO...: say which, not "not a directory". */
-        slb_err_set(err, 500, "state_dir", s->dir, "cannot use %s: %s", s->dir, strerror(errno));
-        goto fail;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        slb_err_set(err, 500, "state_dir", s->dir, "%s is not a directory", s->dir);
-        goto fail;
-    }
-    if (slb_fs_check_owner(s->dir, &st, "state_insecure", err))
-        goto fail;
-    /* Private keys live here: others must not even list the ids. */
-    if ((st.st_mode & 077) != 0 && !readonly) {
-        slb_warn("%s was accessible to group or others; setting its mode to 0700", s->dir);
-        if (chmod(s->dir, 0700) < 0) {
-            slb_err_set(err, 500, "state_dir", s->dir, "cannot chmod %s: %s", s->dir,
-                        strerror(errno));
-            goto fail;
-        }
-    }
-    if (list_files(s->dir, &files, &nfiles, err) != 0)
-        goto fail;
-    for (size_t i = 0; i < nfiles; i++)
-        if (load_file(s, files[i], err) != 0)
-            goto fail;
-    for (size_t i = 0; i < nfiles; i++)
-        free(files[i]);
-    free(files);
-    if (!readonly)
-        slb_info("loaded %zu certificate(s) from %s", s->n, s->dir);
+    s->owns_backend = true;
     return s;
-fail:
-    for (size_t i = 0; i < nfiles; i++)
-        free(files[i]);
-    free(files);
-    slb_certstore_free(s);
-    return NULL;
 }
 
 struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *err)
@@ -643,6 +623,8 @@ void slb_certstore_free(struct slb_certstore *s)
     for (size_t i = 0; i < s->n; i++)
         slb_cert_unref(s->v[i].cert);
     free(s->v);
+    if (s->owns_backend)
+        slb_backend_free(s->b);
     free(s);
 }
 
@@ -669,16 +651,31 @@ static int new_id(struct slb_certstore *s, char id[14], struct slb_err *err)
     return slb_err_set(err, 500, "internal", "id", "cannot find a free certificate id");
 }
 
+static const char *type_text(enum slb_cert_type t)
+{
+    return t == SLB_CERT_SERVER ? "server" : t == SLB_CERT_CA ? "ca" : NULL;
+}
+
 int slb_certstore_create(struct slb_certstore *s, const json_t *body, struct slb_cert **out,
                          struct slb_err *err)
 {
     struct slb_certval_upload up;
+    if (out)
+        *out = NULL;
+    int rc = slb_certval_body(body, SLB_CERT_NONE, &up, err);
+    return rc ? rc : slb_certstore_create_material(s, &up, out, err);
+}
+
+int slb_certstore_create_material(struct slb_certstore *s, const struct slb_certval_upload *in,
+                                  struct slb_cert **out, struct slb_err *err)
+{
+    struct slb_certval_upload up = *in;
     struct slb_certval_material m;
     char id[64];
     int64_t now = time(NULL);
     if (out)
         *out = NULL;
-    int rc = slb_certval_body(body, SLB_CERT_NONE, &up, err);
+    int rc = slb_certval_upload_check(&up, type_text(in->type), SLB_CERT_NONE, err);
     if (rc)
         return rc;
     if (find_name(s, up.name, NULL))
@@ -712,9 +709,8 @@ int slb_certstore_create(struct slb_certstore *s, const json_t *body, struct slb
     if (insert(s, c, now) != 0) {
         /* The file is written but memory is short: take the file back so disk and memory
          * agree, and report the failure. */
-        char name[80];
-        snprintf(name, sizeof(name), "%s.json", c->id);
-        slb_fs_remove(s->dir, name);
+        struct slb_err ignored = {0};
+        store_remove(s, c->id, &ignored);
         slb_cert_unref(c);
         return slb_err_set(err, 500, "internal", "", "out of memory");
     }
@@ -753,6 +749,20 @@ int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t 
                           struct slb_cert **out, struct slb_err *err)
 {
     struct slb_certval_upload up;
+    struct cert_entry *e = find(s, id);
+    if (out)
+        *out = NULL;
+    if (!e)
+        return not_found(err, id);
+    int rc = slb_certval_body(body, e->cert->type, &up, err);
+    return rc ? rc : slb_certstore_replace_material(s, id, &up, out, err);
+}
+
+int slb_certstore_replace_material(struct slb_certstore *s, const char *id,
+                                   const struct slb_certval_upload *in, struct slb_cert **out,
+                                   struct slb_err *err)
+{
+    struct slb_certval_upload up = *in;
     struct slb_certval_material m;
     int64_t now = time(NULL);
     struct cert_entry *e = find(s, id);
@@ -761,7 +771,7 @@ int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t 
     if (!e)
         return not_found(err, id);
     const struct slb_cert *old = e->cert;
-    int rc = slb_certval_body(body, old->type, &up, err);
+    int rc = slb_certval_upload_check(&up, type_text(in->type), old->type, err);
     if (rc)
         return rc;
     if (up.id && strcmp(up.id, id) != 0)
@@ -836,17 +846,41 @@ int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *p
     return 0;
 }
 
+int slb_certstore_rename(struct slb_certstore *s, const char *id, const char *name,
+                         struct slb_err *err)
+{
+    struct cert_entry *e = find(s, id);
+    if (!e)
+        return not_found(err, id);
+    if (!name || !slb_certval_name_ok(name))
+        return slb_err_set(err, 400, "invalid_value", "name",
+                           "name: 1 to 127 bytes without control characters");
+    if (find_name(s, name, id))
+        return slb_err_set(err, 400, "name_taken", "name",
+                           "another certificate is named \"%s\"; choose another name", name);
+    struct crl_set cs = {0};
+    if (e->cert->crls && !crl_set_copy(e->cert, &cs))
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    char old[sizeof(e->cert->name)];
+    snprintf(old, sizeof(old), "%s", e->cert->name);
+    /* The material is unchanged, so is the version: TLS contexts need no rebuild. */
+    struct slb_cert *c = cert_copy(e->cert, name, e->cert->version, &cs);
+    if (!c)
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    int rc = publish(s, e, c, err);
+    if (rc == 0)
+        slb_info("certificate %s renamed from \"%s\" to \"%s\"", id, old, name);
+    return rc;
+}
+
 int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err *err)
 {
     struct cert_entry *e = find(s, id);
-    char name[80];
     if (!e)
         return not_found(err, id);
-    snprintf(name, sizeof(name), "%s.json", id);
-    int rc = slb_fs_remove(s->dir, name);
+    int rc = store_remove(s, id, err);
     if (rc < 0)
-        return slb_err_set(err, 500, "storage_failed", name, "cannot remove %s/%s: %s", s->dir,
-                           name, strerror(-rc));
+        return rc;
     struct slb_cert *c = e->cert;
     size_t at = (size_t)(e - s->v);
     memmove(&s->v[at], &s->v[at + 1], (s->n - at - 1) * sizeof(*s->v));

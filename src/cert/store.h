@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,12 @@ struct slb_certstore *slb_certstore_open(const char *state_dir, struct slb_err *
 /* Load DIR/certs/ to validate it, changing nothing and logging nothing: a missing directory is
  * an empty store and its mode is left alone. Only for reading; never modify such a store. */
 struct slb_certstore *slb_certstore_open_readonly(const char *state_dir, struct slb_err *err);
+/* The store over a state backend (state/backend.h: the documents "certs/<id>"), borrowed for
+ * the store's life; readonly as slb_certstore_open_readonly. The two functions above open
+ * the state directory's backend themselves. */
+struct slb_backend;
+struct slb_certstore *slb_certstore_open_backend(struct slb_backend *b, bool readonly,
+                                                 struct slb_err *err);
 void slb_certstore_free(struct slb_certstore *s);
 
 /* 0 missing, SLB_CERT_SERVER or SLB_CERT_CA. */
@@ -86,6 +93,14 @@ int slb_certstore_create(struct slb_certstore *s, const json_t *body, struct slb
  * name optional). 404 not_found. */
 int slb_certstore_replace(struct slb_certstore *s, const char *id, const json_t *body,
                           struct slb_cert **out, struct slb_err *err);
+/* The same from material rather than a body (the fields of struct slb_certval_upload,
+ * cert/validate.h: type SLB_CERT_NONE means not given), with the same checks and codes. */
+struct slb_certval_upload;
+int slb_certstore_create_material(struct slb_certstore *s, const struct slb_certval_upload *m,
+                                  struct slb_cert **out, struct slb_err *err);
+int slb_certstore_replace_material(struct slb_certstore *s, const char *id,
+                                   const struct slb_certval_upload *m, struct slb_cert **out,
+                                   struct slb_err *err);
 /* Set the CRLs of CA certificate id from PEM (see slb_certval_crls: the CA's own CRL and/or
  * intermediates' CRLs with those intermediates), replacing the previous set; codes
  * invalid_crl, crl_signature, not_a_ca (not a ca entry), 404 not_found. Like a replace it publishes
@@ -96,6 +111,10 @@ int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *p
 /* Put back a previous version (a reference the caller owns, consumed here) after a change
  * that could not be activated; durable like every change. */
 int slb_certstore_restore(struct slb_certstore *s, struct slb_cert *prev, struct slb_err *err);
+/* Give certificate id another display name (no new material, same version); codes
+ * invalid_value, name_taken, 404 not_found. */
+int slb_certstore_rename(struct slb_certstore *s, const char *id, const char *name,
+                         struct slb_err *err);
 /* Remove certificate id from memory and disk (the caller checks it is unused). */
 int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err *err);
 

@@ -486,6 +486,12 @@ int slb_certval_body(const json_t *body, enum slb_cert_type existing,
         (rc = body_str(body, "certificate", &out->certificate, &out->certificate_len, err)) ||
         (rc = body_str(body, "private_key", &out->private_key, &out->private_key_len, err)))
         return rc;
+    return slb_certval_upload_check(out, type, existing, err);
+}
+
+int slb_certval_upload_check(struct slb_certval_upload *out, const char *type,
+                             enum slb_cert_type existing, struct slb_err *err)
+{
     if (out->id && !slb_certval_id_ok(out->id))
         return slb_err_set(err, ST, "invalid_body", "id",
                            "id must be 1 to 63 characters of A-Z a-z 0-9 . _ - (not \".\" or "

@@ -40,6 +40,11 @@ struct slb_certval_upload {
  * JSON null counts as absent). */
 int slb_certval_body(const json_t *body, enum slb_cert_type existing,
                      struct slb_certval_upload *out, struct slb_err *err);
+/* The checks of slb_certval_body past the JSON shape, for material that did not come as a
+ * body: type is the given type's text ("server", "ca") or NULL when absent; out->type is set
+ * to the effective type. */
+int slb_certval_upload_check(struct slb_certval_upload *out, const char *type,
+                             enum slb_cert_type existing, struct slb_err *err);
 
 /* A valid certificate id: 1..63 of [A-Za-z0-9._-], not "." or "..". */
 bool slb_certval_id_ok(const char *id);

@@ -112,8 +112,11 @@ int slb_cli_report_error(const struct slb_cli *c, const struct slb_cli_resp *res
     if (where && where[0])
         fprintf(c->err, "slbctl:   at %s\n", where);
     if (resp->status == 401)
-        fprintf(c->err, "slbctl:   check the token (SLBD_TOKEN, --token-file or "
+        fprintf(c->err, "slbctl:   check the token or API key (SLBD_TOKEN, --token-file or "
                         "--state-dir DIR/admin.token)\n");
+    if (resp->status == 429)
+        fprintf(c->err, "slbctl:   too many wrong tokens came from this address; wait and retry "
+                        "with the right one\n");
     json_decref(doc);
     return SLB_CLI_EXIT_API;
 }

@@ -24,11 +24,15 @@ enum {
 
 /* ---- client.c: a minimal HTTP/1.1 client (one request per connection) ---- */
 
-/* A parsed http:// admin URL. base is a path prefix without a trailing slash ("" usually). */
+/* A parsed admin URL: http://, https:// or unix:PATH. base is a path prefix without a trailing
+ * slash ("" usually). */
 struct slb_cli_url {
     char host[256]; /* without brackets for IPv6 */
     char port[8];
     char base[256];
+    char unix_path[108]; /* unix:PATH: the socket; host and port are then unused */
+    int tls;             /* https:// */
+    const char *cacert;  /* https: the CA file to verify the daemon with (NULL: system's) */
 };
 
 /* A complete response. body is NUL-terminated and malloc'd (never NULL after a successful
@@ -42,7 +46,8 @@ struct slb_cli_resp {
     size_t body_len;
 };
 
-/* Parse "http://host[:port][/base]" (the scheme may be omitted); 0 or -1 with err filled. */
+/* Parse "http[s]://host[:port][/base]" (the scheme may be omitted) or "unix:PATH"; 0 or -1
+ * with err filled. */
 int slb_cli_url_parse(const char *text, struct slb_cli_url *url, char *err, size_t errlen);
 
 /* Parse a response accumulated in buf[0..len). eof tells whether the peer has closed, which
@@ -226,6 +231,12 @@ int slb_cli_cert_show(struct slb_cli *c, int argc, char **argv);
 int slb_cli_cert_replace(struct slb_cli *c, int argc, char **argv);
 int slb_cli_cert_delete(struct slb_cli *c, int argc, char **argv);
 int slb_cli_cert_crl(struct slb_cli *c, int argc, char **argv);
+int slb_cli_cert_rename(struct slb_cli *c, int argc, char **argv);
+
+int slb_cli_key_create(struct slb_cli *c, int argc, char **argv);
+int slb_cli_key_list(struct slb_cli *c, int argc, char **argv);
+int slb_cli_key_revoke(struct slb_cli *c, int argc, char **argv);
+int slb_cli_audit(struct slb_cli *c, int argc, char **argv);
 
 int slb_cli_listener_create(struct slb_cli *c, int argc, char **argv);
 int slb_cli_listener_list(struct slb_cli *c, int argc, char **argv);

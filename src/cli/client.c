@@ -1,19 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* slbctl's HTTP/1.1 client: one request per TCP connection (Connection: close), with a bounded
+/* slbctl's HTTP/1.1 client: one request per connection (Connection: close) over TCP, TLS (the
+ * daemon verified against --cacert or the system's CAs) or a unix socket, with a bounded
  * connect, Content-Length, chunked and read-until-close response framing. */
 #include "cli/cli.h"
 
 #include "core/err.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,10 +27,23 @@ int slb_cli_url_parse(const char *text, struct slb_cli_url *url, char *err, size
 {
     memset(url, 0, sizeof(*url));
     const char *p = text;
+    if (strncmp(text, "unix:", 5) == 0) {
+        const char *path = text + 5;
+        if (!path[0] || strlen(path) >= sizeof(url->unix_path)) {
+            snprintf(err, errlen, "bad unix socket path in admin address '%s'", text);
+            return -1;
+        }
+        snprintf(url->unix_path, sizeof(url->unix_path), "%s", path);
+        snprintf(url->host, sizeof(url->host), "localhost");
+        return 0;
+    }
     const char *scheme_end = strstr(text, "://");
     if (scheme_end) {
-        if ((size_t)(scheme_end - text) != 4 || strncasecmp(text, "http", 4) != 0) {
-            snprintf(err, errlen, "unsupported URL scheme in '%s' (only http:// is supported)",
+        size_t slen = (size_t)(scheme_end - text);
+        if (slen == 5 && strncasecmp(text, "https", 5) == 0) {
+            url->tls = 1;
+        } else if (slen != 4 || strncasecmp(text, "http", 4) != 0) {
+            snprintf(err, errlen, "unsupported URL scheme in '%s' (http://, https:// or unix:PATH)",
                      text);
             return -1;
         }
@@ -84,7 +103,7 @@ int slb_cli_url_parse(const char *text, struct slb_cli_url *url, char *err, size
         }
         snprintf(url->port, sizeof(url->port), "%ld", v);
     } else {
-        snprintf(url->port, sizeof(url->port), "80");
+        snprintf(url->port, sizeof(url->port), "%s", url->tls ? "443" : "80");
     }
     const char *rest = p + alen;
     if (*rest == '?' || *rest == '#') {
@@ -407,8 +426,26 @@ static int wait_fd(int fd, short events, long long deadline)
 
 /* Tries each resolved address in turn within one overall connect deadline, the way a user
  * expects "localhost" to work whether the daemon listens on ::1 or 127.0.0.1. */
+static int unix_connect(const struct slb_cli_url *url, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", url->unix_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        /* A unix socket connects at once or not at all (EAGAIN: its backlog is full). */
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", url->unix_path, strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return -e;
+    }
+    return fd;
+}
+
 static int http_connect(const struct slb_cli_url *url, char *err, size_t errlen)
 {
+    if (url->unix_path[0])
+        return unix_connect(url, err, errlen);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
     int gai = getaddrinfo(url->host, url->port, &hints, &res);
@@ -460,11 +497,102 @@ static int http_connect(const struct slb_cli_url *url, char *err, size_t errlen)
     return last;
 }
 
-static int send_all(int fd, const char *data, size_t len, char *err, size_t errlen)
+/* One connection: a socket, with TLS over it for https. */
+struct conn {
+    int fd;
+    SSL *ssl;
+    short want; /* the poll events a would-block needs */
+};
+
+/* send(2)/recv(2) semantics through TLS too: >0 bytes, 0 end of stream (recv), -1 with errno
+ * (EAGAIN with c->want set when it would block). */
+static ssize_t conn_io(struct conn *c, int out, void *buf, size_t len)
+{
+    c->want = out ? POLLOUT : POLLIN;
+    if (!c->ssl)
+        return out ? send(c->fd, buf, len, MSG_NOSIGNAL) : recv(c->fd, buf, len, 0);
+    ERR_clear_error();
+    int n = out ? SSL_write(c->ssl, buf, (int)(len > 65536 ? 65536 : len))
+                : SSL_read(c->ssl, buf, (int)(len > 65536 ? 65536 : len));
+    if (n > 0)
+        return n;
+    int e = SSL_get_error(c->ssl, n);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->want = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+        errno = EAGAIN;
+        return -1;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    errno = e == SSL_ERROR_SYSCALL && errno ? errno : ECONNRESET;
+    return -1;
+}
+
+/* TLS to the daemon: its certificate must chain to cacert (or the system's CAs) and name the
+ * URL's host (a DNS name or an IP address). 0, or -1 with err filled. */
+static int tls_start(struct conn *c, const struct slb_cli_url *url, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    int ok = ctx && SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 &&
+             (url->cacert ? SSL_CTX_load_verify_locations(ctx, url->cacert, NULL)
+                          : SSL_CTX_set_default_verify_paths(ctx)) == 1;
+    if (!ok) {
+        snprintf(err, errlen, "cannot load the CA file %s",
+                 url->cacert ? url->cacert : "(system default)");
+        SSL_CTX_free(ctx);
+        ERR_clear_error();
+        return -1;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    c->ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx); /* the SSL holds its own reference */
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, url->host, ip) == 1 || inet_pton(AF_INET6, url->host, ip) == 1;
+    X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
+    if (is_ip)
+        X509_VERIFY_PARAM_set1_ip_asc(param, url->host);
+    else {
+        SSL_set_tlsext_host_name(c->ssl, url->host);
+        SSL_set1_host(c->ssl, url->host);
+    }
+    long long deadline = now_ms() + SLB_CLI_CONNECT_TIMEOUT_MS;
+    for (;;) {
+        ERR_clear_error();
+        int n = SSL_connect(c->ssl);
+        if (n == 1)
+            return 0;
+        int e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            if (wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) > 0)
+                continue;
+            snprintf(err, errlen, "TLS handshake timed out");
+            return -1;
+        }
+        long v = SSL_get_verify_result(c->ssl);
+        if (v != X509_V_OK)
+            snprintf(err, errlen, "TLS: the daemon's certificate is not trusted: %s%s",
+                     X509_verify_cert_error_string(v),
+                     url->cacert ? "" : " (give its CA with --cacert FILE)");
+        else {
+            const char *why = ERR_reason_error_string(ERR_peek_error());
+            snprintf(err, errlen, "TLS handshake failed: %s", why ? why : "connection closed");
+        }
+        ERR_clear_error();
+        return -1;
+    }
+}
+
+static int send_all(struct conn *cn, const char *data, size_t len, char *err, size_t errlen)
 {
     size_t off = 0;
     while (off < len) {
-        ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL);
+        ssize_t n = conn_io(cn, 1, (void *)(data + off), len - off);
         if (n > 0) {
             off += (size_t)n;
             continue;
@@ -472,7 +600,7 @@ static int send_all(int fd, const char *data, size_t len, char *err, size_t errl
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rc = wait_fd(fd, POLLOUT, now_ms() + SLB_CLI_IO_TIMEOUT_MS);
+            int rc = wait_fd(cn->fd, cn->want, now_ms() + SLB_CLI_IO_TIMEOUT_MS);
             if (rc > 0)
                 continue;
             snprintf(err, errlen, "%s while sending the request",
@@ -487,7 +615,8 @@ static int send_all(int fd, const char *data, size_t len, char *err, size_t errl
 }
 
 /* Reads until the parser says the response is complete or the peer closes. */
-static int recv_response(int fd, int no_body, struct slb_cli_resp *resp, char *err, size_t errlen)
+static int recv_response(struct conn *cn, int no_body, struct slb_cli_resp *resp, char *err,
+                         size_t errlen)
 {
     size_t cap = 16384, len = 0;
     char *buf = malloc(cap);
@@ -511,11 +640,11 @@ static int recv_response(int fd, int no_body, struct slb_cli_resp *resp, char *e
             buf = nb;
             cap *= 2;
         }
-        ssize_t n = recv(fd, buf + len, cap - len, 0);
+        ssize_t n = conn_io(cn, 0, buf + len, cap - len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rc = wait_fd(fd, POLLIN, now_ms() + SLB_CLI_IO_TIMEOUT_MS);
+            int rc = wait_fd(cn->fd, cn->want, now_ms() + SLB_CLI_IO_TIMEOUT_MS);
             if (rc > 0)
                 continue;
             snprintf(err, errlen, "%s while waiting for the response",
@@ -562,7 +691,10 @@ int slb_cli_http_request(const struct slb_cli_url *url, const char *method, cons
         return -ENOMEM;
     }
     fprintf(f, "%s %s%s HTTP/1.1\r\n", method, url->base, path);
-    fprintf(f, "Host: %s%s%s:%s\r\n", v6 ? "[" : "", url->host, v6 ? "]" : "", url->port);
+    if (url->unix_path[0])
+        fprintf(f, "Host: localhost\r\n");
+    else
+        fprintf(f, "Host: %s%s%s:%s\r\n", v6 ? "[" : "", url->host, v6 ? "]" : "", url->port);
     fprintf(f, "User-Agent: slbctl\r\nAccept: application/json, text/plain\r\n");
     if (token)
         fprintf(f, "Authorization: Bearer %s\r\n", token);
@@ -583,20 +715,29 @@ int slb_cli_http_request(const struct slb_cli_url *url, const char *method, cons
         free(head);
         return fd;
     }
-    int rc = send_all(fd, head, head_len, err, errlen);
+    struct conn cn = {.fd = fd};
+    int rc = url->tls ? tls_start(&cn, url, err, errlen) : 0;
+    if (rc < 0) {
+        free(head);
+        SSL_free(cn.ssl);
+        close(fd);
+        return -ECONNREFUSED;
+    }
+    rc = send_all(&cn, head, head_len, err, errlen);
     if (rc == 0 && body && body_len > 0)
-        rc = send_all(fd, body, body_len, err, errlen);
+        rc = send_all(&cn, body, body_len, err, errlen);
     free(head);
     int no_body = strcmp(method, "HEAD") == 0;
     if (rc == 0) {
-        rc = recv_response(fd, no_body, resp, err, errlen);
+        rc = recv_response(&cn, no_body, resp, err, errlen);
     } else if (rc == -EPIPE || rc == -ECONNRESET) {
         /* The server may refuse a body early (413) and close; its answer says more than the
          * broken pipe does, so read it when it is there. */
         char err2[256];
-        if (recv_response(fd, no_body, resp, err2, sizeof(err2)) == 0)
+        if (recv_response(&cn, no_body, resp, err2, sizeof(err2)) == 0)
             rc = 0;
     }
+    SSL_free(cn.ssl);
     close(fd);
     return rc;
 }

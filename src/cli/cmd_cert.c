@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* `slbctl cert ...`: upload, list, show, replace and delete certificates and attach CRLs,
+/* `slbctl cert ...`: upload, list, show, replace, rename and delete certificates and attach CRLs,
  * reading PEM files locally and sending them as JSON strings. */
 #include "cli/cli.h"
 
@@ -267,6 +267,29 @@ int slb_cli_cert_crl(struct slb_cli *c, int argc, char **argv)
         slb_cli_print_resource(c, obj);
     else if (rc == 0 && !c->json)
         fprintf(c->out, "CRL attached to certificate %s\n", a.pos[0]);
+    json_decref(obj);
+    return rc;
+}
+
+int slb_cli_cert_rename(struct slb_cli *c, int argc, char **argv)
+{
+    struct slb_cli_args a;
+    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
+    if (rc == 0)
+        rc = slb_cli_want_pos(&a, 2, 2);
+    if (rc != 0)
+        return rc;
+    char path[512];
+    if (slb_cli_path(path, sizeof(path), CERTS, a.pos[0], NULL) < 0)
+        return slb_cli_usage_fail("certificate id too long");
+    json_t *body = json_pack("{s:s}", "name", a.pos[1]);
+    json_t *obj = NULL;
+    rc = slb_cli_call(c, "PATCH", path, body, &obj);
+    json_decref(body);
+    if (rc == 0 && c->json)
+        slb_cli_print_resource(c, obj);
+    else if (rc == 0)
+        fprintf(c->out, "certificate %s renamed to %s\n", a.pos[0], a.pos[1]);
     json_decref(obj);
     return rc;
 }

@@ -59,6 +59,8 @@ static const struct command commands[] = {
      "cert replace ID --cert FILE [--key FILE] [--name NAME]",
      "Replace a certificate in place; listeners using it serve the new one at once.\n" CERT_ARGS
      "  --name NAME        a new label\n"},
+    {"cert", "rename", slb_cli_cert_rename, "cert rename ID NAME",
+     "Give a certificate a new name; its id, material and the listeners using it stay.\n"},
     {"cert", "delete", slb_cli_cert_delete, "cert delete ID",
      "Delete a certificate that no listener uses.\n"},
     {"cert", "crl", slb_cli_cert_crl, "cert crl ID --crl FILE",
@@ -122,6 +124,18 @@ static const struct command commands[] = {
      "Apply a configuration saved by config export, as one change.\n"
      "  --dry-run          only check it (validation, certificates, bind addresses, TLS);\n"
      "                     nothing changes\n"},
+    {"key", "create", slb_cli_key_create,
+     "key create NAME --scope read|certificates|operator|admin",
+     "Create an API key and print its secret (shown only this once).\n"
+     "  --scope S          read: read everything, change nothing; certificates: also manage\n"
+     "                     certificates and CRLs; operator: also listeners, groups and\n"
+     "                     servers; admin: everything (keys, settings, apply)\n"},
+    {"key", "list", slb_cli_key_list, "key list", "List the API keys (never their secrets).\n"},
+    {"key", "revoke", slb_cli_key_revoke, "key revoke NAME",
+     "Revoke an API key: it stops working at once.\n"},
+    {"audit", NULL, slb_cli_audit, "audit [--limit N]",
+     "The latest changes made through the API: who, what, and the result.\n"
+     "  --limit N          how many, 1-10000 (default 20)\n"},
     {"metrics", NULL, slb_cli_metrics, "metrics", "Print the Prometheus metrics.\n"},
     {"health", NULL, slb_cli_health, "health",
      "Whether the daemon answers, and its configuration generation (needs no token).\n"},
@@ -135,7 +149,7 @@ static const char *canonical_group(const char *word)
     static const char *const alias[][2] = {
         {"certs", "cert"},         {"certificate", "cert"}, {"certificates", "cert"},
         {"listeners", "listener"}, {"groups", "group"},     {"servers", "server"},
-        {"healthz", "health"},
+        {"healthz", "health"},     {"keys", "key"},
     };
     for (size_t i = 0; i < sizeof(alias) / sizeof(alias[0]); i++) {
         if (strcmp(word, alias[i][0]) == 0)
@@ -145,7 +159,9 @@ static const char *canonical_group(const char *word)
 }
 
 #define GLOBAL_FLAGS                                                                               \
-    "  --admin URL        admin API, default $SLBD_ADMIN, else " DEFAULT_ADMIN "\n"                \
+    "  --admin URL        admin API (http://, https:// or unix:PATH), default $SLBD_ADMIN,\n"      \
+    "                     else " DEFAULT_ADMIN "\n"                                                \
+    "  --cacert FILE      CA certificate(s) to verify an https:// admin API with\n"                \
     "  --token-file FILE  file holding the admin token\n"                                          \
     "  --state-dir DIR    read the token from DIR/admin.token (default " DEFAULT_STATE_DIR ")\n"   \
     "  --json             print the API's JSON instead of tables\n"                                \
@@ -154,8 +170,8 @@ static const char *canonical_group(const char *word)
 
 static void usage(FILE *out, const char *group)
 {
-    fprintf(out, "usage: slbctl [--admin URL] [--token-file FILE] [--state-dir DIR] [--json] "
-                 "COMMAND ...\n");
+    fprintf(out, "usage: slbctl [--admin URL] [--cacert FILE] [--token-file FILE] "
+                 "[--state-dir DIR] [--json] COMMAND ...\n");
     fprintf(out, group ? "\n" : "\ncommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
         if (!group || strcmp(commands[i].group, group) == 0)
@@ -245,6 +261,7 @@ static void load_token(struct slb_cli *c, const char *token_file, const char *st
 /* Global flags' values, collected from anywhere on the command line. */
 struct globals {
     const char *admin;
+    const char *cacert;
     const char *token_file;
     const char *state_dir;
     int json;
@@ -289,6 +306,7 @@ static int split_globals(int argc, char **argv, struct globals *g, char **rest)
         }
         int rc;
         if ((rc = global_value("--admin", argc, argv, &i, &g->admin)) != 0 ||
+            (rc = global_value("--cacert", argc, argv, &i, &g->cacert)) != 0 ||
             (rc = global_value("--token-file", argc, argv, &i, &g->token_file)) != 0 ||
             (rc = global_value("--state-dir", argc, argv, &i, &g->state_dir)) != 0) {
             if (rc < 0)
@@ -507,8 +525,9 @@ int main(int argc, char **argv)
     }
     int n = split_globals(argc, argv, &g, rest);
     if (n < 0) {
-        fprintf(stderr, "usage: slbctl [--admin URL] [--token-file FILE] [--state-dir DIR] "
-                        "[--json] COMMAND ... ('slbctl help' lists the commands)\n");
+        fprintf(stderr,
+                "usage: slbctl [--admin URL] [--cacert FILE] [--token-file FILE] [--state-dir DIR] "
+                "[--json] COMMAND ... ('slbctl help' lists the commands)\n");
         goto out;
     }
     if (g.version) {
@@ -561,6 +580,7 @@ int main(int argc, char **argv)
         slb_cli_usage_fail("%s%s", g.admin ? "" : "SLBD_ADMIN: ", err);
         goto out;
     }
+    c.url.cacert = g.cacert;
     load_token(&c, g.token_file, g.state_dir);
     rc = cmd->fn(&c, n - words, rest + words);
     if (rc == SLB_CLI_EXIT_USAGE)

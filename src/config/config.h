@@ -99,6 +99,58 @@ struct slb_sni_route {
     char group[SLB_NAME_MAX];
 };
 
+/* Forwarding rules of an http/https listener (src/config/rules.c). Every pointer is owned by
+ * the rule and freed with the listener's configuration; NULL or 0 means "not set". */
+#define SLB_RULES_MAX 1000
+#define SLB_RULE_BODY_MAX 4096
+enum slb_rule_action { SLB_RULE_FORWARD, SLB_RULE_REDIRECT, SLB_RULE_FIXED };
+
+/* A header or query condition, or a header to set. */
+struct slb_rule_kv {
+    char *name;  /* headers: lower-cased */
+    char *value; /* exact value, or the pattern when regex */
+    bool regex;
+};
+
+struct slb_rule_target {
+    char group[SLB_NAME_MAX];
+    uint32_t weight; /* 0..100; the targets' sum is above 0 */
+};
+
+struct slb_rule_cfg {
+    char name[SLB_NAME_MAX];
+    /* conditions, all of which hold for the rule to apply */
+    char *host;          /* lower-cased; "*.suffix" matches any name ending ".suffix" */
+    char *path;          /* exact, on the normalized path */
+    char *path_prefix;   /* on the normalized path */
+    char *path_regex;    /* PCRE2, on the normalized path */
+    char (*methods)[16]; /* upper-cased tokens */
+    size_t nmethods;
+    struct slb_rule_kv *headers; /* value exact or regex; any occurrence may match */
+    size_t nheaders;
+    struct slb_rule_kv *query; /* exact, compared with the percent-decoded pair */
+    size_t nquery;
+    struct slb_cidr *source;
+    size_t nsource;
+    /* action */
+    enum slb_rule_action action;
+    struct slb_rule_target *forward;
+    size_t nforward;
+    struct slb_rule_kv *set_headers;
+    size_t nset_headers;
+    char **remove_headers; /* lower-cased */
+    size_t nremove_headers;
+    uint16_t code;      /* redirect 301/302/303/307/308, fixed_response 200..599 */
+    char *redir_scheme; /* "http" or "https" */
+    char *redir_host;
+    uint16_t redir_port; /* 0 = not set */
+    char *redir_path;
+    char *redir_query; /* without '?'; "" drops the query */
+    char *content_type;
+    char *body;
+    size_t body_len;
+};
+
 struct slb_listener_cfg {
     char name[SLB_NAME_MAX];
     enum slb_proto protocol;
@@ -126,6 +178,8 @@ struct slb_listener_cfg {
     enum slb_acl_mode acl_mode;
     struct slb_cidr *acl;
     size_t nacl;
+    struct slb_rule_cfg *rules; /* in order: the first rule whose conditions hold wins */
+    size_t nrules;
     /* https */
     struct slb_tls_cfg tls;
 };
@@ -155,7 +209,9 @@ struct slb_cert_lookup {
  * types, out-of-range values, duplicate names, unknown backend groups or certificate ids and
  * two listeners on one bind address are errors: err names the JSON path ("listeners[1].bind")
  * and code ("invalid_value", "unknown_field", "wrong_type", "duplicate_name", "unknown_group",
- * "unknown_certificate", "missing_field"). Does not take ownership of doc. */
+ * "unknown_certificate", "missing_field", "conflicting_actions" in a rule's action;
+ * "not_available" for forwarding rules, which requests do not apply yet). Does not take
+ * ownership of doc. */
 int slb_config_from_json(const json_t *doc, const struct slb_cert_lookup *certs,
                          struct slb_config **out, struct slb_err *err);
 void slb_config_free(struct slb_config *cfg);

@@ -35,6 +35,7 @@ static const struct {
     {"redirect_to", S_HTTP},
     {"sticky", S_HTTPX},
     {"acl", S_HTTPX},
+    {"rules", S_HTTPX},
     {"tls", S_HTTPS},
 };
 
@@ -514,7 +515,7 @@ static int tcp_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t
 
 static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t *n)
 {
-    json_t *sticky = NULL, *acl = NULL, *tls = NULL;
+    json_t *sticky = NULL, *acl = NULL, *tls = NULL, *rules = NULL;
     int rc, reuse = SLB_REUSE_SAFE;
     if ((rc = slb_cv_bool(cv, "x_forwarded_for", true, &l->x_forwarded_for)) ||
         (rc = slb_cv_bool(cv, "x_forwarded_proto", true, &l->x_forwarded_proto)) ||
@@ -522,7 +523,8 @@ static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_
         (rc = slb_cv_u32(cv, "idle_timeout_s", 15, 1, 3600, &l->idle_timeout_s)) ||
         (rc = slb_cv_u32(cv, "request_timeout_s", 60, 1, 3600, &l->request_timeout_s)) ||
         (rc = slb_cv_enum(cv, "backend_reuse", false, SLB_REUSE_SAFE, reuse_modes, &reuse)) ||
-        (rc = sticky_parse(cv, l, &sticky)) || (rc = acl_parse(cv, l, &acl)))
+        (rc = sticky_parse(cv, l, &sticky)) || (rc = acl_parse(cv, l, &acl)) ||
+        (rc = slb_cv_rules(cv, l, &rules)))
         goto fail;
     if (l->protocol == SLB_PROTO_HTTPS && (rc = tls_parse(cv, &l->tls, &tls)))
         goto fail;
@@ -538,6 +540,11 @@ static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_
         bad |= slb_cv_put(n, "redirect_to", json_string(l->redirect_to));
     bad |= slb_cv_put(n, "sticky", sticky);
     bad |= slb_cv_put(n, "acl", acl);
+    /* Shown once non-empty: rules are refused by config.c until requests apply them. */
+    if (l->nrules)
+        bad |= slb_cv_put(n, "rules", rules);
+    else
+        json_decref(rules);
     if (tls)
         bad |= slb_cv_put(n, "tls", tls);
     return bad ? slb_cv_oom(cv->err) : 0;
@@ -545,6 +552,7 @@ fail:
     json_decref(sticky);
     json_decref(acl);
     json_decref(tls);
+    json_decref(rules);
     return rc;
 }
 
@@ -555,6 +563,9 @@ void slb_cv_listener_deinit(struct slb_listener_cfg *l)
     free(l->sni_routes);
     free(l->acl);
     free(l->tls.certificates);
+    slb_cv_rules_free(l->rules, l->nrules);
+    l->rules = NULL;
+    l->nrules = 0;
     l->sni_routes = NULL;
     l->acl = NULL;
     l->tls.certificates = NULL;

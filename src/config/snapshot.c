@@ -4,6 +4,7 @@
 #include "config/snapshot.h"
 
 #include "core/log.h"
+#include "http/rules.h"
 #include "lb/health.h"
 
 #include <arpa/inet.h>
@@ -267,6 +268,7 @@ static void snapshot_free(struct slb_registry *reg, struct slb_snapshot *s)
             lsock_unref(reg, l->sock);
         lis_unref(reg, l->stats);
         free(l->sni);
+        slb_rules_free(l->rules);
         slb_tls_listener_free(l->tls);
     }
     for (size_t i = 0; i < s->ngroups; i++)
@@ -307,6 +309,16 @@ static int group_rt_build(struct slb_registry *reg, const struct slb_group_cfg *
 oom:
     free(ids);
     return slb_err_set(err, 500, "internal", gc->name, "out of memory building group %s", gc->name);
+}
+
+/* A rule's forward target: the snapshot's group of that name. */
+static void *rule_group(void *arg, const char *name)
+{
+    struct slb_snapshot *s = arg;
+    for (size_t g = 0; g < s->ngroups; g++)
+        if (strcmp(s->groups[g].cfg->name, name) == 0)
+            return &s->groups[g];
+    return NULL;
 }
 
 struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_config *cfg,
@@ -356,6 +368,8 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
                 }
             }
         }
+        if (lc->nrules && !(l->rules = slb_rules_build(lc->rules, lc->nrules, rule_group, s, err)))
+            goto fail;
         l->stats = lis_get(reg, lc->name);
         if (!l->stats) {
             slb_err_set(err, 500, "internal", lc->name, "out of memory");

@@ -128,6 +128,7 @@ struct slb_lis_rt {
 
 struct slb_worker;
 struct slb_listener_rt;
+struct slb_rules;
 
 /* A bound listening address with one SO_REUSEPORT socket per worker, so the kernel spreads
  * accepts. fds are created by the control thread; worker i only touches slot i. */
@@ -174,6 +175,9 @@ struct slb_listener_rt {
     struct slb_group_rt *group; /* NULL only for redirect-only http listeners */
     struct slb_sni_route_rt *sni;
     size_t nsni;
+    /* Forwarding rules compiled from cfg->rules (src/http/rules.h), NULL when there are none;
+     * their forward targets resolve to this snapshot's struct slb_group_rt. */
+    struct slb_rules *rules;
     void *tls; /* TLS contexts (src/tls), NULL for tcp/http */
 };
 

@@ -4,6 +4,7 @@
 #include "config/state.h"
 #include "core/fsio.h"
 #include "core/log.h"
+#include "state/backend.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -136,21 +137,22 @@ static json_t *empty_doc(void)
     return json_pack("{s:[], s:[], s:{}}", "listeners", "groups", "settings");
 }
 
-int slb_state_load_config(const char *dir, json_t **out, struct slb_err *err)
+int slb_state_config_load(struct slb_backend *b, json_t **out, uint64_t *rev, struct slb_err *err)
 {
-    char path[4096];
-    char *buf = NULL;
-    size_t len = 0;
+    char path[4400];
+    struct slb_doc d;
     *out = NULL;
-    int rc = state_path(dir, SLB_STATE_CONFIG, path, sizeof(path), err);
-    if (rc)
-        return rc;
-    rc = slb_fs_read_all(path, SLB_STATE_MAX_CONFIG, &buf, &len);
+    if (rev)
+        *rev = SLB_REV_ABSENT;
+    slb_backend_where(b, SLB_DOC_CONFIG, path, sizeof(path));
+    int rc = slb_backend_get(b, SLB_DOC_CONFIG, SLB_STATE_MAX_CONFIG, &d, err);
     if (rc == -ENOENT) {
         /* First start: nothing configured yet. */
         *out = empty_doc();
         return *out ? 0 : slb_err_set(err, STATE_STATUS, "internal", path, "out of memory");
     }
+    if (rc == SLB_EINVAL)
+        return rc;
     if (rc == -EFBIG)
         return slb_err_set(err, STATE_STATUS, "too_large", path,
                            "%s is larger than %u MiB; it cannot be a configuration this daemon "
@@ -158,12 +160,14 @@ int slb_state_load_config(const char *dir, json_t **out, struct slb_err *err)
                            path, SLB_STATE_MAX_CONFIG >> 20);
     if (rc < 0)
         return slb_err_set(err, STATE_STATUS, "unreadable", path, "cannot read %s: %s", path,
-                           strerror(-rc));
+                           slb_strerror(rc));
     json_error_t jerr;
     /* Duplicate keys are refused: a hand edit that repeats a key would otherwise silently
      * lose one of the values. */
-    json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    free(buf);
+    json_t *doc = json_loadb(d.data, d.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (rev)
+        *rev = d.rev;
+    slb_doc_clear(&d);
     if (!doc) {
         char where[sizeof(err->where)];
         snprintf(where, sizeof(where), "%.120s:%d:%d", path, jerr.line, jerr.column);
@@ -174,7 +178,8 @@ int slb_state_load_config(const char *dir, json_t **out, struct slb_err *err)
     return 0;
 }
 
-int slb_state_save_config(const char *dir, const json_t *doc, struct slb_err *err)
+int slb_state_config_save(struct slb_backend *b, const json_t *doc, uint64_t expect, uint64_t *rev,
+                          struct slb_err *err)
 {
     char *text = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (!text)
@@ -188,12 +193,40 @@ int slb_state_save_config(const char *dir, const json_t *doc, struct slb_err *er
     }
     buf[len++] = '\n';
     buf[len] = '\0';
-    int rc = slb_fs_write_atomic(dir, SLB_STATE_CONFIG, buf, len, 0600);
+    int rc = slb_backend_put(b, SLB_DOC_CONFIG, buf, len, expect, rev);
     free(buf);
-    if (rc < 0)
+    if (rc == SLB_ECONFLICT)
+        return slb_err_set(err, 409, "conflict", SLB_STATE_CONFIG,
+                           "the stored configuration changed since it was read; read it again "
+                           "and retry");
+    if (rc < 0) {
+        char where[4400];
+        slb_backend_where(b, SLB_DOC_CONFIG, where, sizeof(where));
         return slb_err_set(err, STATE_STATUS, "write_failed", SLB_STATE_CONFIG,
-                           "cannot write %s/%s: %s", dir, SLB_STATE_CONFIG, strerror(-rc));
+                           "cannot write %s: %s", where, slb_strerror(rc));
+    }
     return 0;
+}
+
+int slb_state_load_config(const char *dir, json_t **out, struct slb_err *err)
+{
+    *out = NULL;
+    struct slb_backend *b = slb_backend_dir_new(dir, true, err);
+    if (!b)
+        return SLB_EINVAL;
+    int rc = slb_state_config_load(b, out, NULL, err);
+    slb_backend_free(b);
+    return rc;
+}
+
+int slb_state_save_config(const char *dir, const json_t *doc, struct slb_err *err)
+{
+    struct slb_backend *b = slb_backend_dir_new(dir, false, err);
+    if (!b)
+        return SLB_EINVAL;
+    int rc = slb_state_config_save(b, doc, SLB_REV_ANY, NULL, err);
+    slb_backend_free(b);
+    return rc;
 }
 
 static int token_create(const char *dir, struct slb_err *err)

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define SLB_STATE_CONFIG "config.json"
 #define SLB_STATE_TOKEN "admin.token"
@@ -25,7 +26,17 @@ int slb_state_lock(const char *dir, int *fd, struct slb_err *err);
 /* Look at an existing state directory without changing anything in it: 0 when dir is a
  * directory, -ENOENT (err set) when it does not exist, another error when it is unusable. */
 int slb_state_inspect(const char *dir, struct slb_err *err);
-/* Load config.json as JSON. A missing file yields an empty document
+/* The configuration document ("config") of a state backend (state/backend.h). Load: as
+ * slb_state_load_config below, *rev its revision (SLB_REV_ABSENT when there is none). Save:
+ * pretty, sorted keys, trailing newline, against expect (a mismatch is 409 conflict), *rev
+ * the new revision. */
+struct slb_backend;
+int slb_state_config_load(struct slb_backend *b, json_t **out, uint64_t *rev, struct slb_err *err);
+int slb_state_config_save(struct slb_backend *b, const json_t *doc, uint64_t expect, uint64_t *rev,
+                          struct slb_err *err);
+
+/* The same on the state directory dir. Load config.json as JSON. A missing file yields an empty
+ * document
  * {"listeners": [], "groups": [], "settings": {}}. A parse error names the file, line and
  * column (code "invalid_json", where "DIR/config.json:LINE:COL"). Caller owns *out. */
 int slb_state_load_config(const char *dir, json_t **out, struct slb_err *err);

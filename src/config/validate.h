@@ -84,4 +84,15 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
                     struct slb_err *err);
 void slb_cv_listener_deinit(struct slb_listener_cfg *l);
 
+/* Forwarding rules (rules.c): the listener's "rules" list into l->rules and *norm (a JSON
+ * array, [] when absent). On failure the rules built so far stay in l for the caller's
+ * deinit. */
+int slb_cv_rules(const struct slb_cv *lis, struct slb_listener_cfg *l, json_t **norm);
+void slb_cv_rules_free(struct slb_rule_cfg *rules, size_t n);
+/* unknown_group for a forward target naming no group of cfg. */
+int slb_cv_rules_refs(const struct slb_config *cfg, const struct slb_listener_cfg *l,
+                      const char *path, struct slb_err *err);
+/* 0 when pattern compiles as PCRE2; else SLB_EINVAL and why says what and where. */
+int slb_cv_regex_check(const char *pattern, char *why, size_t size);
+
 #endif

@@ -4,7 +4,7 @@
 
 #include "core/log.h"
 #include "core/time.h"
-#include "event/worker.h"
+#include "net/worker_ctx.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -7,7 +7,7 @@
 #ifndef SLB_HTTP_BIND_H
 #define SLB_HTTP_BIND_H
 
-#include "event/worker.h"
+#include "net/worker_ctx.h"
 
 #include <stdbool.h>
 

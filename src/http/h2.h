@@ -5,9 +5,9 @@
 #ifndef SLB_HTTP_H2_H
 #define SLB_HTTP_H2_H
 
-#include "event/worker.h"
 #include "http/bind.h"
 #include "net/transport.h"
+#include "net/worker_ctx.h"
 
 #include <netinet/in.h>
 #include <stdbool.h>

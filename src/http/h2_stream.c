@@ -11,7 +11,9 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "http/access.h"
+#include "http/decide.h"
 #include "http/route.h"
+#include "http/xchg.h"
 #include "tls/tls.h"
 
 #include <errno.h>
@@ -30,11 +32,7 @@ static struct slb_wcount *srv_counts(struct h2_stream *s)
 
 static void count_status(struct h2_stream *s, int status, int64_t dir)
 {
-    struct h2_conn *c = s->c;
-    int cls = status / 100;
-    if (cls >= 1 && cls <= 5)
-        slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], (uint64_t)dir);
-    slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_REQS], (uint64_t)dir);
+    slb_xchg_count_status(h2_lis_counts(s->c), status, dir);
     s->status = dir > 0 ? status : 0;
 }
 
@@ -46,33 +44,16 @@ static void log_stream(struct h2_stream *s)
     if (!s->log || s->logged || !s->log->start_ms)
         return;
     s->logged = true;
-    uint64_t in, out;
-    slb_tconn_wire(&c->t, &in, &out);
-    char sni[256] = "";
-    const char *name = slb_tls_ssl_servername(c->t.ssl);
-    if (name)
-        snprintf(sni, sizeof(sni), "%s", name);
-    struct slb_access_entry e = {
-        .listener = s->l->cfg->name,
-        .client = c->client_ip,
-        .tls_version = SSL_get_version(c->t.ssl),
-        .cipher = SSL_get_cipher_name(c->t.ssl),
-        .resumed = SSL_session_reused(c->t.ssl),
-        .sni = sni,
+    struct slb_xchg_log x = {
         .rec = s->log,
         .proto = "HTTP/2",
         .status = s->status,
         .bytes_in = s->bytes_in,
         .bytes_out = s->bytes_out,
-        .wire_in = in - c->log_wire_in,
-        .wire_out = out - c->log_wire_out,
-        .upstream = s->srv ? strchr(s->srv->key, '/') + 1 : NULL,
-        .request_ms = (double)(c->w->loop.now_ms - s->log->start_ms),
+        .srv = s->srv,
         .upstream_ms = s->resp_ms,
     };
-    slb_access_write(c->w, &e);
-    c->log_wire_in = in;
-    c->log_wire_out = out;
+    slb_xchg_log(c->w, s->l, &c->t, c->client_ip, &x, &c->log_wire_in, &c->log_wire_out);
 }
 
 /* --- the backend connection of a stream --- */
@@ -85,12 +66,11 @@ static void drop_up(struct h2_stream *s)
         return;
     bool complete = s->st == SS_EXCHANGE && s->resp_done && s->req_done &&
                     !slb_hbuf_pending(&s->tx) && slb_buf_empty(&s->up->in) && s->up_keep_alive;
-    if (complete)
-        slb_health_observe(s->srv, s->c->w->id, s->status);
-    if (complete)
-        slb_up_release(s->up);
-    else
-        slb_up_close(s->up);
+    if (complete) {
+        slb_xchg_up_done(&s->up, s->srv, s->c->w->id, s->status, true);
+        return;
+    }
+    slb_up_close(s->up);
     s->up = NULL;
 }
 
@@ -114,13 +94,11 @@ static void up_interest(struct h2_stream *s)
 static void stream_timer(struct h2_stream *s)
 {
     const struct slb_listener_cfg *cfg = s->l->cfg;
-    uint64_t now = s->c->w->loop.now_ms, ms;
+    uint64_t ms;
     if (s->st == SS_CONNECT) {
         ms = cfg->connect_timeout_ms;
     } else if (s->st == SS_EXCHANGE) {
-        if (!s->exchange_deadline_ms)
-            s->exchange_deadline_ms = now + (uint64_t)cfg->request_timeout_s * 1000u;
-        ms = s->exchange_deadline_ms > now ? s->exchange_deadline_ms - now : 0;
+        ms = slb_xchg_deadline_in(cfg, &s->exchange_deadline_ms, s->c->w->loop.now_ms);
     } else {
         ms = (uint64_t)cfg->request_timeout_s * 1000u;
     }
@@ -217,11 +195,7 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
 static void upstream_failed(struct h2_stream *s, int status, const char *why)
 {
     struct h2_conn *c = s->c;
-    /* A timeout is the server's only when it had the whole request and did not answer. */
-    if (status != 504 || (s->req_done && !s->resp_head_done))
-        slb_health_observe(s->srv, c->w->id, SLB_XCHG_FAILED);
-    if (s->srv)
-        slb_warn("listener %s: backend %s: %s", s->l->cfg->name, s->srv->key, why);
+    slb_xchg_failed(c->w->id, s->l, s->srv, status, s->req_done, s->resp_head_done, why);
     if (s->resp_submitted) {
         if (s->srv)
             slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
@@ -297,13 +271,8 @@ static bool parse_response(struct h2_stream *s)
         if (r != 0 || slb_buf_empty(&up->in))
             return true;
     }
-    if (s->sent_us)
-        slb_srv_observe(srv_counts(s), slb_mono_us() - s->sent_us);
-    s->sent_us = 0;
-    if (m->status >= 500)
-        slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
-    slb_count_add(&srv_counts(s)->v[SLB_SRV_REQS], 1);
-    count_status(s, m->status, 1);
+    slb_xchg_count_head(h2_lis_counts(c), srv_counts(s), m->status, &s->sent_us);
+    s->status = m->status;
     if (s->log)
         s->resp_ms = (double)(s->c->w->loop.now_ms - s->log->start_ms);
     s->resp_head_done = true;
@@ -478,18 +447,24 @@ static bool write_up(struct h2_stream *s)
     return progress;
 }
 
-static bool retry_fresh(struct h2_stream *s)
+static void connect_failed(struct h2_stream *s, const char *why);
+
+/* Send the request again: a reused connection that failed is replaced by a fresh one to the
+ * same server; a fresh one that failed moves the request to the next server, as a connect
+ * failure does (each server is tried once). */
+static bool retry_fresh(struct h2_stream *s, const char *why)
 {
+    if (!s->up->reused) {
+        s->up_eof = false;
+        connect_failed(s, why);
+        return true;
+    }
     struct h2_conn *c = s->c;
-    slb_up_close(s->up);
-    s->up = NULL;
-    int err = 0;
-    s->up = slb_up_connect(c->hw, &s->wg->g->cfg->servers[s->srv_idx], s, up_event, &err);
-    if (!s->up) {
+    if (!slb_xchg_reconnect(c->hw, &s->up, &s->wg->g->cfg->servers[s->srv_idx], s->srv, s,
+                            up_event)) {
         s->srv = NULL;
         return false;
     }
-    slb_up_count_start(s->up, s->srv);
     s->tx.off = 0;
     s->up_eof = false;
     s->st = SS_CONNECT;
@@ -497,8 +472,8 @@ static bool retry_fresh(struct h2_stream *s)
     return true;
 }
 
-/* A kept-alive connection the backend closed (or reset) just as it was reused: the request
- * goes again on a fresh one only when that cannot make the backend act on it twice. */
+/* A connection the backend closed (or reset) before any byte of the response: the request
+ * goes again only when that cannot make the backend act on it twice. */
 static bool retryable(const struct h2_stream *s)
 {
     return slb_up_retryable(s->up, (enum slb_http_method)s->method_id, s->req_has_body);
@@ -522,7 +497,7 @@ static bool read_up(struct h2_stream *s)
         up->rd_ready = false;
         return true;
     }
-    if (retryable(s) && retry_fresh(s))
+    if (retryable(s) && retry_fresh(s, strerror((int)-n)))
         return true;
     upstream_failed(s, 502, strerror((int)-n));
     return true;
@@ -532,7 +507,7 @@ static bool read_up(struct h2_stream *s)
 static void up_closed(struct h2_stream *s)
 {
     if (!s->resp_head_done) {
-        if (retryable(s) && retry_fresh(s))
+        if (retryable(s) && retry_fresh(s, "closed the connection early"))
             return;
         upstream_failed(s, 502, "closed the connection early");
         return;
@@ -579,7 +554,7 @@ static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
                                .key = &c->sched_key,
                                .key_of = &c->sched_key_of,
                                .listener = s->l->cfg->name,
-                               .fresh = !c->reuse_ok && s->l->cfg->backend_reuse == SLB_REUSE_SAFE,
+                               .fresh = slb_xchg_fresh_only(s->l->cfg, c->reuse_ok),
                                .owner = s,
                                .cb = up_event};
     s->up = slb_up_choose(c->hw, &ch, sticky);
@@ -598,9 +573,7 @@ static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
 
 static void connect_failed(struct h2_stream *s, const char *why)
 {
-    slb_warn("listener %s: backend %s: connect: %s", s->l->cfg->name, s->srv->key, why);
-    slb_count_add(&srv_counts(s)->v[SLB_SRV_FAILS], 1);
-    slb_health_observe(s->srv, s->c->w->id, SLB_XCHG_FAILED);
+    slb_xchg_connect_failed(s->c->w->id, s->l, s->srv, why);
     slb_up_close(s->up);
     s->up = NULL;
     s->srv = NULL;
@@ -638,17 +611,13 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
     } else if (s->st == SS_EXCHANGE) {
         /* A fixed deadline until the request is sent and the response head is here; then
          * the response body only has to keep moving (as for HTTP/1.1). */
-        uint64_t limit = (uint64_t)s->l->cfg->request_timeout_s * 1000u;
         bool fixed = !s->req_done || !s->resp_head_done;
-        uint64_t due = fixed ? s->exchange_deadline_ms : s->last_io_ms + limit;
+        uint64_t due = slb_xchg_due(s->l->cfg, fixed, s->exchange_deadline_ms, s->last_io_ms);
         if (loop->now_ms < due) {
             slb_timer_start(loop, t, due - loop->now_ms);
             return;
         }
-        upstream_failed(s, 504,
-                        !s->resp_head_done ? "response timeout"
-                        : !s->req_done     ? "request body timeout"
-                                           : "response body stalled");
+        upstream_failed(s, 504, slb_xchg_timeout_why(s->req_done, s->resp_head_done));
     } else if (s->st == SS_LOCAL) {
         /* Our own response is stuck behind a client that does not read. */
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
@@ -709,7 +678,7 @@ void h2_start_request(struct h2_stream *s)
          * and the answer is the same as for HTTP/1.1's. */
         if (s->log)
             slb_access_capture(s->log, c->w->loop.now_ms, NULL);
-        respond_local(s, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n");
+        respond_local(s, 405, SLB_HTTP_ALLOW);
         slb_hbuf_free(&s->req);
         return;
     }
@@ -745,23 +714,10 @@ void h2_start_request(struct h2_stream *s)
     s->method_id = (uint8_t)m->method;
     s->head_only = m->method == SLB_HTTP_HEAD;
     s->req_has_body = m->body != SLB_BODY_NONE;
-    int ei = slb_http_find_header(m, "expect", 0);
-    const char *acme;
-    if (m->method == SLB_HTTP_CONNECT) {
-        respond_local(s, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n");
-    } else if (ei >= 0 && !m->expect_continue) {
-        respond_local(s, 417, NULL);
-    } else if ((acme = slb_acme_http01_request(m)) != NULL) {
-        respond_local_text(s, 200, NULL, acme);
-    } else if (cfg->redirect_to[0]) {
-        char extra[1200];
-        snprintf(extra, sizeof(extra), "Location: %s%.*s\r\n", cfg->redirect_to,
-                 (int)(m->target.len > 1000 ? 1000 : m->target.len), m->target.p);
-        respond_local(s, 301, extra);
-    } else if (slb_http_misdirected(c->t.ssl, m)) {
-        respond_local(s, 421, NULL);
-    } else if (!s->wg || s->wg->g->nservers == 0) {
-        respond_local(s, 503, NULL);
+    struct slb_http_decision d;
+    slb_http_decide(&d, s->l, s->wg, c->t.ssl, m);
+    if (d.status) {
+        respond_local_text(s, d.status, d.extra, d.text);
     } else {
         /* The backend head is built now, while the parse result is at hand; the server that
          * gets it is chosen once this read's frames are processed (see h2_dispatch), so streams
@@ -770,15 +726,12 @@ void h2_start_request(struct h2_stream *s)
         struct slb_fwd_certs certs;
         struct slb_fwd_info fwd;
         slb_http_fwd_init(&fwd, &certs, s->l, c->t.ssl, c->client_ip, c->local_port);
-        fwd.default_host = s->wg->g->cfg->servers[0].authority;
+        fwd.default_host = d.wg->g->cfg->servers[0].authority;
         slb_http_build_request(&s->tx, m, &fwd);
-        struct slb_slice sticky = {0};
-        if (cfg->sticky != SLB_STICKY_NONE)
-            sticky = slb_http_cookie(m, cfg->sticky_cookie);
-        if (sticky.len) {
+        if (d.sticky.len) {
             /* Kept in the stream until h2_dispatch: the parse result will be gone. */
             slb_hbuf_reset(&s->cookie);
-            slb_hbuf_put(&s->cookie, sticky.p, sticky.len);
+            slb_hbuf_put(&s->cookie, d.sticky.p, d.sticky.len);
         }
         if (s->tx.oom) {
             respond_local(s, 500, NULL);

@@ -13,6 +13,7 @@
 #include "core/time.h"
 #include "http/access.h"
 #include "http/bind.h"
+#include "http/decide.h"
 #include "http/h2.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
@@ -109,28 +110,13 @@ static void account_wire(struct http_conn *c)
 static void count_status(struct http_conn *c, int status)
 {
     c->x->status = status;
-    int cls = status / 100;
-    if (cls >= 1 && cls <= 5)
-        slb_count_add(&lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], 1);
-    slb_count_add(&lis_counts(c)->v[SLB_LIS_REQS], 1);
+    slb_xchg_count_status(lis_counts(c), status, 1);
 }
 
 /* One access-log line for the request that just ended. */
 static void log_request(struct http_conn *c)
 {
-    uint64_t in, out;
-    slb_tconn_wire(&c->t, &in, &out);
-    char sni[256] = "";
-    const char *name = slb_tls_ssl_servername(c->t.ssl);
-    if (name)
-        snprintf(sni, sizeof(sni), "%s", name);
-    struct slb_access_entry e = {
-        .listener = c->b.l->cfg->name,
-        .client = c->client_ip,
-        .tls_version = c->t.ssl ? SSL_get_version(c->t.ssl) : NULL,
-        .cipher = c->t.ssl ? SSL_get_cipher_name(c->t.ssl) : NULL,
-        .resumed = c->t.ssl ? SSL_session_reused(c->t.ssl) : -1,
-        .sni = sni,
+    struct slb_xchg_log x = {
         .rec = c->log,
         .proto = c->log->method[0] == '-' ? NULL /* not parsed */
                  : c->x->req_minor        ? "HTTP/1.1"
@@ -138,15 +124,10 @@ static void log_request(struct http_conn *c)
         .status = c->x->status,
         .bytes_in = c->x->req_bytes_in,
         .bytes_out = c->x->resp_bytes_out,
-        .wire_in = in - c->log_wire_in,
-        .wire_out = out - c->log_wire_out,
-        .upstream = c->srv ? strchr(c->srv->key, '/') + 1 : NULL,
-        .request_ms = (double)(c->w->loop.now_ms - c->log->start_ms),
+        .srv = c->srv,
         .upstream_ms = c->x->resp_start_ms ? (double)(c->x->resp_start_ms - c->log->start_ms) : 0,
     };
-    slb_access_write(c->w, &e);
-    c->log_wire_in = in;
-    c->log_wire_out = out;
+    slb_xchg_log(c->w, c->b.l, &c->t, c->client_ip, &x, &c->log_wire_in, &c->log_wire_out);
 }
 
 /* --- timers: one per connection, deadline chosen by state --- */
@@ -169,10 +150,7 @@ static void arm_timer(struct http_conn *c)
     case ST_EXCHANGE: {
         /* The request timeout runs from the moment the request first goes to a backend and
          * is never pushed back (see timer_cb). */
-        uint64_t now = c->w->loop.now_ms;
-        if (!c->x->exchange_deadline_ms)
-            c->x->exchange_deadline_ms = now + (uint64_t)cfg->request_timeout_s * 1000u;
-        ms = c->x->exchange_deadline_ms > now ? c->x->exchange_deadline_ms - now : 0;
+        ms = slb_xchg_deadline_in(cfg, &c->x->exchange_deadline_ms, c->w->loop.now_ms);
         break;
     }
     default:
@@ -232,8 +210,7 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
                                .key = &c->sched_key,
                                .key_of = &c->sched_key_of,
                                .listener = c->b.l->cfg->name,
-                               .fresh =
-                                   !c->reuse_ok && c->b.l->cfg->backend_reuse == SLB_REUSE_SAFE,
+                               .fresh = slb_xchg_fresh_only(c->b.l->cfg, c->reuse_ok),
                                .owner = c,
                                .cb = up_event};
     c->up = slb_up_choose(c->hw, &ch, sticky);
@@ -241,22 +218,6 @@ static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
     c->srv_idx = ch.srv_idx;
     c->srv = ch.srv;
     return c->up != NULL;
-}
-
-static bool misdirected(struct http_conn *c, const struct slb_http_msg *m)
-{
-    return slb_http_misdirected(c->t.ssl, m);
-}
-
-static void redirect(struct http_conn *c, const struct slb_http_msg *m)
-{
-    char extra[1200];
-    struct slb_slice authority, path = m->target;
-    if (slb_http_split_absolute(m->target, &authority, &path) && (!path.len || path.p[0] == '?'))
-        path = (struct slb_slice){"/", 1};
-    snprintf(extra, sizeof(extra), "Location: %s%.*s\r\n", c->b.l->cfg->redirect_to,
-             (int)(path.len > 1000 ? 1000 : path.len), path.p);
-    respond_simple(c, 301, extra, m->keep_alive);
 }
 
 /* Build the head for the backend from the parsed request. */
@@ -298,32 +259,10 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     if (c->log)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
 
-    if (m->method == SLB_HTTP_CONNECT) {
-        /* A reverse proxy has no business opening tunnels to arbitrary places. */
-        respond_simple(c, 405, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n", false);
-        return;
-    }
-    int ei = slb_http_find_header(m, "expect", 0);
-    if (ei >= 0 && !m->expect_continue && m->version_minor == 1) {
-        respond_simple(c, 417, NULL, false);
-        return;
-    }
-    /* Before any redirect: a CA validates on plain port 80 (docs/certificates.md, ACME). */
-    const char *acme = slb_acme_http01_request(m);
-    if (acme) {
-        respond_local(c, 200, NULL, acme, m->keep_alive);
-        return;
-    }
-    if (cfg->redirect_to[0]) {
-        redirect(c, m);
-        return;
-    }
-    if (misdirected(c, m)) {
-        respond_simple(c, 421, NULL, m->keep_alive);
-        return;
-    }
-    if (!c->b.wg || c->b.wg->g->nservers == 0) {
-        respond_simple(c, 503, NULL, m->keep_alive);
+    struct slb_http_decision d;
+    slb_http_decide(&d, c->b.l, c->b.wg, c->t.ssl, m);
+    if (d.status) {
+        respond_local(c, d.status, d.extra, d.text, !d.close && m->keep_alive);
         return;
     }
     c->x->tried = slb_xchg_tried(c->x, c->b.wg->g->nservers);
@@ -331,10 +270,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
         respond_simple(c, 500, NULL, false);
         return;
     }
-    struct slb_slice sticky = {0};
-    if (cfg->sticky != SLB_STICKY_NONE)
-        sticky = slb_http_cookie(m, cfg->sticky_cookie);
-    if (!choose_backend(c, sticky)) {
+    if (!choose_backend(c, d.sticky)) {
         slb_info_limited("listener %s: no healthy backend server for %.*s", cfg->name,
                          (int)(m->target.len > 200 ? 200 : m->target.len), m->target.p);
         respond_simple(c, 503, NULL, m->keep_alive);
@@ -673,12 +609,7 @@ static bool close_delimited_to_client(const struct http_conn *c)
 
 static void upstream_failed(struct http_conn *c, int status, const char *why)
 {
-    /* A timeout is the server's only when it had the whole request and did not answer: a slow
-     * upload or a client that does not read must not get servers ejected. */
-    if (status != 504 || (c->x->req_done && !c->x->resp_head_done))
-        slb_health_observe(c->srv, c->w->id, SLB_XCHG_FAILED);
-    if (c->srv)
-        slb_warn("listener %s: backend %s: %s", c->b.l->cfg->name, c->srv->key, why);
+    slb_xchg_failed(c->w->id, c->b.l, c->srv, status, c->x->req_done, c->x->resp_head_done, why);
     if (c->x->resp_head_done && (c->out.off > 0 || c->x->resp_bytes_out > 0)) {
         /* Part of the response is out: the only honest signal left is to cut the connection.
          * When the close itself ends the body (or the tunnel), an orderly close would make
@@ -691,28 +622,30 @@ static void upstream_failed(struct http_conn *c, int status, const char *why)
     if (c->x->resp_head_done) {
         /* The backend's head was built but not sent: replace it with our error. */
         slb_hbuf_reset(&c->out);
-        int cls = c->x->status / 100;
-        if (cls >= 1 && cls <= 5)
-            slb_count_add(&lis_counts(c)->v[SLB_LIS_REQ_1XX + cls - 1], (uint64_t)-1);
-        slb_count_add(&lis_counts(c)->v[SLB_LIS_REQS], (uint64_t)-1);
+        slb_xchg_count_status(lis_counts(c), c->x->status, -1);
     }
     respond_simple(c, status, NULL, false);
 }
 
-static bool retry_fresh(struct http_conn *c)
+static void connect_failed(struct http_conn *c, const char *why);
+
+/* Send the request again: a reused connection that failed is replaced by a fresh one to the
+ * same server; a fresh one that failed moves the request to the next server, as a connect
+ * failure does (each server is tried once). */
+static bool retry_fresh(struct http_conn *c, const char *why)
 {
+    if (!c->up->reused) {
+        connect_failed(c, why);
+        return true;
+    }
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
-    slb_up_close(c->up);
-    c->up = NULL;
-    int err = 0;
-    c->up = slb_up_connect(c->hw, &c->b.wg->g->cfg->servers[c->srv_idx], c, up_event, &err);
-    if (!c->up) {
+    if (!slb_xchg_reconnect(c->hw, &c->up, &c->b.wg->g->cfg->servers[c->srv_idx], c->srv, c,
+                            up_event)) {
         slb_hbuf_free(&head);
         c->srv = NULL;
         return false;
     }
-    slb_up_count_start(c->up, c->srv);
     slb_hbuf_free(&c->up->head);
     head.off = 0;
     c->up->head = head;
@@ -792,13 +725,8 @@ static bool step_parse_response(struct http_conn *c)
     }
     if (!c->x->resp_start_ms)
         c->x->resp_start_ms = c->w->loop.now_ms;
-    if (c->x->sent_us)
-        slb_srv_observe(srv_counts(c), slb_mono_us() - c->x->sent_us);
-    c->x->sent_us = 0;
-    count_status(c, m->status);
-    if (m->status >= 500)
-        slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
-    slb_count_add(&srv_counts(c)->v[SLB_SRV_REQS], 1);
+    c->x->status = m->status;
+    slb_xchg_count_head(lis_counts(c), srv_counts(c), m->status, &c->x->sent_us);
     c->x->up_keep_alive = m->keep_alive;
     c->x->resp_body = (uint8_t)m->body;
     c->x->resp_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
@@ -842,12 +770,13 @@ static bool step_read_upstream(struct http_conn *c)
             c->x->req_done = true;
         return true;
     }
-    if (retryable(c) && retry_fresh(c))
+    const char *why = n == SLB_EEOF ? "closed the connection early" : strerror((int)-n);
+    if (retryable(c) && retry_fresh(c, why))
         return true;
     /* An error (a reset) is never the end of a close-delimited body, nor is any end of a
      * chunked one we decode: upstream_failed cuts the client with a reset then, so the
      * truncation shows. */
-    upstream_failed(c, 502, n == SLB_EEOF ? "closed the connection early" : strerror((int)-n));
+    upstream_failed(c, 502, why);
     return true;
 }
 
@@ -1089,12 +1018,8 @@ static bool step_complete(struct http_conn *c)
         c->x->body_unread = true;
     }
     if (c->up) {
-        slb_health_observe(c->srv, c->w->id, c->x->status);
-        if (c->x->up_keep_alive && c->st == ST_EXCHANGE)
-            slb_up_release(c->up);
-        else
-            slb_up_close(c->up);
-        c->up = NULL;
+        slb_xchg_up_done(&c->up, c->srv, c->w->id, c->x->status,
+                         c->x->up_keep_alive && c->st == ST_EXCHANGE);
     }
     return exchange_end(c);
 }
@@ -1352,9 +1277,7 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 /* The connect to c->srv failed: move the prepared request head to the next server. */
 static void connect_failed(struct http_conn *c, const char *why)
 {
-    slb_warn("listener %s: backend %s: connect: %s", c->b.l->cfg->name, c->srv->key, why);
-    slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
-    slb_health_observe(c->srv, c->w->id, SLB_XCHG_FAILED);
+    slb_xchg_connect_failed(c->w->id, c->b.l, c->srv, why);
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
     slb_up_close(c->up);
@@ -1425,9 +1348,9 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
          * trickled response head cannot hold the connection and the backend longer. After
          * that, the response body and a tunnel only need to keep moving: activity stamps a
          * time and the timer is re-armed here for the remainder. */
-        uint64_t limit = (uint64_t)c->b.l->cfg->request_timeout_s * 1000u;
         bool fixed = c->st == ST_EXCHANGE && (!c->x->req_done || !c->x->resp_head_done);
-        uint64_t due = fixed ? c->x->exchange_deadline_ms : c->x->last_io_ms + limit;
+        uint64_t due =
+            slb_xchg_due(c->b.l->cfg, fixed, c->x->exchange_deadline_ms, c->x->last_io_ms);
         if (loop->now_ms < due) {
             slb_timer_start(loop, t, due - loop->now_ms);
             return;
@@ -1436,10 +1359,7 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
             conn_close(c);
             return;
         }
-        upstream_failed(c, 504,
-                        !c->x->resp_head_done ? "response timeout"
-                        : !c->x->req_done     ? "request body timeout"
-                                              : "response body stalled");
+        upstream_failed(c, 504, slb_xchg_timeout_why(c->x->req_done, c->x->resp_head_done));
         break;
     }
     case ST_LINGER:

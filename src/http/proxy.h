@@ -3,7 +3,7 @@
 #ifndef SLB_HTTP_PROXY_H
 #define SLB_HTTP_PROXY_H
 
-#include "event/worker.h"
+#include "net/worker_ctx.h"
 
 #include <sys/socket.h>
 

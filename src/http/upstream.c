@@ -301,7 +301,7 @@ int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
 
 bool slb_up_retryable(const struct http_up *up, enum slb_http_method m, bool has_body)
 {
-    if (!up->reused || up->bytes_from > 0)
+    if (up->bytes_from > 0)
         return false;
     if (up->bytes_to == 0)
         return true; /* it never reached the backend */

@@ -9,10 +9,10 @@
 
 #include "config/config.h"
 #include "core/buf.h"
-#include "event/worker.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 #include "lb/health.h"
+#include "net/worker_ctx.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -95,9 +95,10 @@ int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
 /* A request on up to server srv starts: one active request more on srv (and one connection
  * more when up is new), held by up until it is closed or pooled. */
 void slb_up_count_start(struct http_up *up, struct slb_srv_rt *srv);
-/* Whether a request (method m, with a body or not) whose reused connection ended before any
- * byte of a response may go again on a fresh one. Only when nothing of it was written, or it
- * is idempotent (RFC 9110 9.2.2) and has no body that would have to be sent again: a
+/* Whether a request (method m, with a body or not) whose connection ended before any byte of
+ * a response may be sent again: on a fresh connection to the same server when up was reused,
+ * to the next server when up was fresh. Only when nothing of it was written, or it is
+ * idempotent (RFC 9110 9.2.2) and has no body that would have to be sent again: a
  * non-idempotent request the backend may have acted on is never sent twice (RFC 9112
  * 9.3.1). */
 bool slb_up_retryable(const struct http_up *up, enum slb_http_method m, bool has_body);

@@ -1,8 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/* The exchange of a request with a backend: the steps both client protocols share, and the
+ * worker's lists of exchange states (see xchg.h). */
 #include "http/xchg.h"
 
+#include "core/log.h"
+#include "core/time.h"
 #include "http/upstream.h"
+#include "lb/health.h"
+#include "tls/tls.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,4 +118,90 @@ void slb_xchg_lists_free(struct slb_http_worker *hw)
         hw->heads = h->next;
         free(h);
     }
+}
+
+/* --- the steps both client protocols share --- */
+
+struct http_up *slb_xchg_reconnect(struct slb_http_worker *hw, struct http_up **up,
+                                   const struct slb_server_cfg *scfg, struct slb_srv_rt *srv,
+                                   void *owner, slb_up_cb cb)
+{
+    slb_up_close(*up);
+    int err = 0;
+    *up = slb_up_connect(hw, scfg, owner, cb, &err);
+    if (*up)
+        slb_up_count_start(*up, srv);
+    return *up;
+}
+
+void slb_xchg_up_done(struct http_up **up, struct slb_srv_rt *srv, int wid, int status, bool keep)
+{
+    slb_health_observe(srv, wid, status);
+    if (keep)
+        slb_up_release(*up);
+    else
+        slb_up_close(*up);
+    *up = NULL;
+}
+
+void slb_xchg_count_head(struct slb_wcount *lis, struct slb_wcount *srv, int status,
+                         uint64_t *sent_us)
+{
+    if (*sent_us)
+        slb_srv_observe(srv, slb_mono_us() - *sent_us);
+    *sent_us = 0;
+    if (status >= 500)
+        slb_count_add(&srv->v[SLB_SRV_FAILS], 1);
+    slb_count_add(&srv->v[SLB_SRV_REQS], 1);
+    slb_xchg_count_status(lis, status, 1);
+}
+
+void slb_xchg_connect_failed(int wid, const struct slb_listener_rt *l, struct slb_srv_rt *srv,
+                             const char *why)
+{
+    slb_warn("listener %s: backend %s: connect: %s", l->cfg->name, srv->key, why);
+    slb_count_add(&srv->w[wid].v[SLB_SRV_FAILS], 1);
+    slb_health_observe(srv, wid, SLB_XCHG_FAILED);
+}
+
+void slb_xchg_failed(int wid, const struct slb_listener_rt *l, struct slb_srv_rt *srv, int status,
+                     bool req_done, bool resp_head_done, const char *why)
+{
+    if (status != 504 || (req_done && !resp_head_done))
+        slb_health_observe(srv, wid, SLB_XCHG_FAILED);
+    if (srv)
+        slb_warn("listener %s: backend %s: %s", l->cfg->name, srv->key, why);
+}
+
+void slb_xchg_log(struct slb_worker *w, const struct slb_listener_rt *l, const struct slb_tconn *t,
+                  const char *client_ip, const struct slb_xchg_log *x, uint64_t *wire_in,
+                  uint64_t *wire_out)
+{
+    uint64_t in, out;
+    slb_tconn_wire(t, &in, &out);
+    char sni[256] = "";
+    const char *name = slb_tls_ssl_servername(t->ssl);
+    if (name)
+        snprintf(sni, sizeof(sni), "%s", name);
+    struct slb_access_entry e = {
+        .listener = l->cfg->name,
+        .client = client_ip,
+        .tls_version = t->ssl ? SSL_get_version(t->ssl) : NULL,
+        .cipher = t->ssl ? SSL_get_cipher_name(t->ssl) : NULL,
+        .resumed = t->ssl ? SSL_session_reused(t->ssl) : -1,
+        .sni = sni,
+        .rec = x->rec,
+        .proto = x->proto,
+        .status = x->status,
+        .bytes_in = x->bytes_in,
+        .bytes_out = x->bytes_out,
+        .wire_in = in - *wire_in,
+        .wire_out = out - *wire_out,
+        .upstream = x->srv ? strchr(x->srv->key, '/') + 1 : NULL,
+        .request_ms = (double)(w->loop.now_ms - x->rec->start_ms),
+        .upstream_ms = x->upstream_ms,
+    };
+    slb_access_write(w, &e);
+    *wire_in = in;
+    *wire_out = out;
 }

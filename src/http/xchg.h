@@ -1,12 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The state of one HTTP/1.x exchange, and the worker's lists that keep these states and the
- * connections' response-head buffers between requests, so that a keep-alive request
- * allocates nothing and an idle connection holds neither. */
+/* The exchange of a request with a backend. The steps both client protocols share (HTTP/1.x
+ * in proxy.c, HTTP/2 streams in h2_stream.c): the choice of a new connection, the retry on a
+ * fresh one, the counters of a response head, what a failure tells health checks and the
+ * log, the request timeout, and the access-log line. Also the state of one HTTP/1.x
+ * exchange, and the worker's lists that keep these states and the connections'
+ * response-head buffers between requests, so that a keep-alive request allocates nothing and
+ * an idle connection holds neither. */
 #ifndef SLB_HTTP_XCHG_H
 #define SLB_HTTP_XCHG_H
 
+#include "config/snapshot.h"
+#include "http/access.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
+#include "http/upstream.h"
+#include "net/transport.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -69,5 +77,94 @@ void slb_xchg_free(struct http_xchg *x);
 uint8_t *slb_xchg_tried(struct http_xchg *x, size_t n);
 /* Free the worker's lists (the worker is going away). */
 void slb_xchg_lists_free(struct slb_http_worker *hw);
+
+/* --- the steps both client protocols share --- */
+
+/* Whether a request must get a new backend connection rather than a pooled one: under the
+ * listener's backend_reuse "safe", until a request of its client connection has ended. */
+static inline bool slb_xchg_fresh_only(const struct slb_listener_cfg *cfg, bool reuse_ok)
+{
+    return !reuse_ok && cfg->backend_reuse == SLB_REUSE_SAFE;
+}
+
+/* A reused connection failed before any byte of the response and the request may go again
+ * (slb_up_retryable): *up is closed and replaced by a new connection to the same server,
+ * counted active on srv. NULL (and *up NULL) when none can be made. */
+struct http_up *slb_xchg_reconnect(struct slb_http_worker *hw, struct http_up **up,
+                                   const struct slb_server_cfg *scfg, struct slb_srv_rt *srv,
+                                   void *owner, slb_up_cb cb);
+
+/* The response on up is complete: the server's answer (status) counts for the passive health
+ * checks, and the connection goes back to the pool when both sides keep alive (keep), else
+ * closes, giving its server's active count back either way. *up becomes NULL. */
+void slb_xchg_up_done(struct http_up **up, struct slb_srv_rt *srv, int wid, int status, bool keep);
+
+/* The listener's request counters: one request more (dir 1) with this status, or one less
+ * (dir -1, a backend's head replaced by our error before it went out). */
+static inline void slb_xchg_count_status(struct slb_wcount *lis, int status, int64_t dir)
+{
+    int cls = status / 100;
+    if (cls >= 1 && cls <= 5)
+        slb_count_add(&lis->v[SLB_LIS_REQ_1XX + cls - 1], (uint64_t)dir);
+    slb_count_add(&lis->v[SLB_LIS_REQS], (uint64_t)dir);
+}
+
+/* A backend's final response head arrived: the server's response-time histogram (from
+ * *sent_us, then cleared), its request and failure counters, the listener's. */
+void slb_xchg_count_head(struct slb_wcount *lis, struct slb_wcount *srv, int status,
+                         uint64_t *sent_us);
+
+/* The connect to srv failed: logged, counted, and reported to the passive health checks. */
+void slb_xchg_connect_failed(int wid, const struct slb_listener_rt *l, struct slb_srv_rt *srv,
+                             const char *why);
+
+/* The exchange with srv (NULL when none was chosen) failed and the client gets status (or a
+ * cut): logged and reported to the passive health checks. A timeout (504) is the server's
+ * only when it had the whole request and did not answer: a slow upload or a client that does
+ * not read must not get servers ejected. */
+void slb_xchg_failed(int wid, const struct slb_listener_rt *l, struct slb_srv_rt *srv, int status,
+                     bool req_done, bool resp_head_done, const char *why);
+
+/* The request timeout (request_timeout_s): a fixed deadline from the moment the request first
+ * goes to a backend until its body is sent and the response head has arrived, which moving
+ * bytes do not push back; after that an inactivity limit on the response body. */
+/* Milliseconds until the fixed deadline, which starts (*deadline_ms set) at the first call. */
+static inline uint64_t slb_xchg_deadline_in(const struct slb_listener_cfg *cfg,
+                                            uint64_t *deadline_ms, uint64_t now_ms)
+{
+    if (!*deadline_ms)
+        *deadline_ms = now_ms + (uint64_t)cfg->request_timeout_s * 1000u;
+    return *deadline_ms > now_ms ? *deadline_ms - now_ms : 0;
+}
+/* When the exchange's timer is due: the fixed deadline while fixed, else the inactivity one. */
+static inline uint64_t slb_xchg_due(const struct slb_listener_cfg *cfg, bool fixed,
+                                    uint64_t deadline_ms, uint64_t last_io_ms)
+{
+    return fixed ? deadline_ms : last_io_ms + (uint64_t)cfg->request_timeout_s * 1000u;
+}
+/* The log's words for a request timeout that passed. */
+static inline const char *slb_xchg_timeout_why(bool req_done, bool resp_head_done)
+{
+    return !resp_head_done ? "response timeout"
+           : !req_done     ? "request body timeout"
+                           : "response body stalled";
+}
+
+/* One exchange's facts for its access-log line; those of the client connection (TLS, wire
+ * bytes) are read from it by slb_xchg_log. */
+struct slb_xchg_log {
+    const struct slb_access_rec *rec;
+    const char *proto; /* NULL: the request could not be parsed */
+    int status;
+    uint64_t bytes_in, bytes_out;
+    const struct slb_srv_rt *srv; /* NULL: no backend */
+    double upstream_ms;
+};
+/* Write the access-log line of an exchange of client connection t (at client_ip, served by
+ * listener l). The wire bytes are the connection's since *wire_in/out, which move on: the
+ * requests of one connection share them. */
+void slb_xchg_log(struct slb_worker *w, const struct slb_listener_rt *l, const struct slb_tconn *t,
+                  const char *client_ip, const struct slb_xchg_log *x, uint64_t *wire_in,
+                  uint64_t *wire_out);
 
 #endif

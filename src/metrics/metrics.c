@@ -5,10 +5,8 @@
  * stays configured. */
 #include "metrics/metrics.h"
 
-#include "admin/routes.h"
 #include "cert/ocsp_fetch.h"
 #include "cert/store.h"
-#include "event/control.h"
 #include "http/access.h"
 #include "tls/tls.h"
 
@@ -39,9 +37,8 @@ static uint64_t ssum(const struct slb_srv_rt *r, int k)
     return slb_metrics_sum((struct slb_wcount *)r->w, r->nworkers, k);
 }
 
-void slb_metrics_sample(struct slb_ctl *ctl)
+void slb_metrics_sample(const struct slb_snapshot *s)
 {
-    struct slb_snapshot *s = ctl->cur;
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         struct slb_lis_rt *r = s->listeners[i].stats;
         r->conn_samples[r->sample_pos] = lsum(r, SLB_LIS_CONNS);
@@ -129,9 +126,9 @@ static json_t *listener_json(const struct slb_listener_rt *l)
     return j;
 }
 
-json_t *slb_metrics_stats_json(struct slb_ctl *ctl)
+json_t *slb_metrics_stats_json(const struct slb_metrics_view *v)
 {
-    struct slb_snapshot *s = ctl->cur;
+    const struct slb_snapshot *s = v->snap;
     json_t *ls = json_array(), *gs = json_array();
     for (size_t i = 0; s && i < s->nlisteners; i++)
         json_array_append_new(ls, listener_json(&s->listeners[i]));
@@ -144,9 +141,9 @@ json_t *slb_metrics_stats_json(struct slb_ctl *ctl)
                                             slb_sched_name(g->cfg->scheduler), "servers", srv));
     }
     return json_pack("{s:I, s:i, s:I, s:I, s:o, s:o}", "generation",
-                     (json_int_t)(s ? s->generation : 0), "workers", ctl->nworkers,
-                     "connection_cap", (json_int_t)ctl->conn_cap, "started_ms",
-                     (json_int_t)ctl->started_ms, "listeners", ls, "groups", gs);
+                     (json_int_t)(s ? s->generation : 0), "workers", v->nworkers, "connection_cap",
+                     (json_int_t)v->conn_cap, "started_ms", (json_int_t)v->started_ms, "listeners",
+                     ls, "groups", gs);
 }
 
 /* --- Prometheus text exposition format --- */
@@ -201,7 +198,7 @@ static void put_escaped(struct text *t, const char *s)
     }
 }
 
-static void listener_metrics(struct text *t, struct slb_snapshot *s)
+static void listener_metrics(struct text *t, const struct slb_snapshot *s)
 {
     static const struct {
         int slot;
@@ -294,7 +291,7 @@ static void listener_metrics(struct text *t, struct slb_snapshot *s)
     }
 }
 
-static void server_metrics(struct text *t, struct slb_snapshot *s)
+static void server_metrics(struct text *t, const struct slb_snapshot *s)
 {
     static const struct {
         int slot;
@@ -371,13 +368,13 @@ static void server_metrics(struct text *t, struct slb_snapshot *s)
     }
 }
 
-static void cert_metrics(struct text *t, struct slb_ctl *ctl)
+static void cert_metrics(struct text *t, struct slb_certstore *certs, struct slb_ocsp_fetcher *ocsp)
 {
     family(t, "slbd_certificate_expiry_seconds", "gauge",
            "Seconds until the certificate's not_after (negative once expired).");
     time_t now = time(NULL);
-    for (size_t i = 0; i < slb_certstore_count(ctl->certs); i++) {
-        const struct slb_cert *c = slb_certstore_at(ctl->certs, i);
+    for (size_t i = 0; i < slb_certstore_count(certs); i++) {
+        const struct slb_cert *c = slb_certstore_at(certs, i);
         put(t, "slbd_certificate_expiry_seconds{id=\"%s\",name=\"", c->id);
         put_escaped(t, c->name);
         put(t, "\"} %lld\n", (long long)(c->not_after - (int64_t)now));
@@ -386,10 +383,10 @@ static void cert_metrics(struct text *t, struct slb_ctl *ctl)
     family(t, "slbd_certificate_ocsp_state", "gauge",
            "1 for the OCSP stapling state a server certificate is in (none, fetching, good, "
            "revoked, expired, error).");
-    for (size_t i = 0; i < slb_certstore_count(ctl->certs); i++) {
-        const struct slb_cert *c = slb_certstore_at(ctl->certs, i);
+    for (size_t i = 0; i < slb_certstore_count(certs); i++) {
+        const struct slb_cert *c = slb_certstore_at(certs, i);
         struct slb_ocsp_info oi;
-        if (!slb_ocsp_fetcher_info(ctl->ocsp, c->id, &oi))
+        if (!slb_ocsp_fetcher_info(ocsp, c->id, &oi))
             continue;
         for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++)
             put(t, "slbd_certificate_ocsp_state{id=\"%s\",state=\"%s\"} %d\n", c->id, states[k],
@@ -397,19 +394,19 @@ static void cert_metrics(struct text *t, struct slb_ctl *ctl)
     }
     family(t, "slbd_certificate_ocsp_next_update_timestamp_seconds", "gauge",
            "nextUpdate of the OCSP response a certificate staples (unix seconds).");
-    for (size_t i = 0; i < slb_certstore_count(ctl->certs); i++) {
-        const struct slb_cert *c = slb_certstore_at(ctl->certs, i);
+    for (size_t i = 0; i < slb_certstore_count(certs); i++) {
+        const struct slb_cert *c = slb_certstore_at(certs, i);
         struct slb_ocsp_info oi;
-        if (slb_ocsp_fetcher_info(ctl->ocsp, c->id, &oi) && oi.next_update)
+        if (slb_ocsp_fetcher_info(ocsp, c->id, &oi) && oi.next_update)
             put(t, "slbd_certificate_ocsp_next_update_timestamp_seconds{id=\"%s\"} %lld\n", c->id,
                 (long long)oi.next_update);
     }
     family(t, "slbd_certificate_ocsp_failures_total", "counter",
            "OCSP fetches and uploads that gave no usable response, per certificate version.");
-    for (size_t i = 0; i < slb_certstore_count(ctl->certs); i++) {
-        const struct slb_cert *c = slb_certstore_at(ctl->certs, i);
+    for (size_t i = 0; i < slb_certstore_count(certs); i++) {
+        const struct slb_cert *c = slb_certstore_at(certs, i);
         struct slb_ocsp_info oi;
-        if (slb_ocsp_fetcher_info(ctl->ocsp, c->id, &oi))
+        if (slb_ocsp_fetcher_info(ocsp, c->id, &oi))
             put(t, "slbd_certificate_ocsp_failures_total{id=\"%s\"} %llu\n", c->id,
                 (unsigned long long)oi.failures);
     }
@@ -418,24 +415,24 @@ static void cert_metrics(struct text *t, struct slb_ctl *ctl)
     put(t, "slbd_tls_context_builds_total %llu\n", (unsigned long long)slb_tls_context_builds());
     family(t, "slbd_certificate_crl_stale", "gauge",
            "CRLs whose next_update has passed (revocation data out of date).");
-    put(t, "slbd_certificate_crl_stale %zu\n", slb_certstore_crl_stale(ctl->certs));
+    put(t, "slbd_certificate_crl_stale %zu\n", slb_certstore_crl_stale(certs));
 }
 
-char *slb_metrics_prometheus(struct slb_ctl *ctl, size_t *len)
+char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len)
 {
     struct text t = {0};
-    struct slb_snapshot *s = ctl->cur;
+    const struct slb_snapshot *s = v->snap;
     family(&t, "slbd_config_generation", "gauge", "Generation of the active configuration.");
     put(&t, "slbd_config_generation %llu\n", (unsigned long long)(s ? s->generation : 0));
     family(&t, "slbd_workers", "gauge", "Worker threads.");
-    put(&t, "slbd_workers %d\n", ctl->nworkers);
+    put(&t, "slbd_workers %d\n", v->nworkers);
     family(&t, "slbd_connection_cap", "gauge",
            "Client connections slbd holds at most (from the open-file limit); beyond it new "
            "connections wait in the listen backlog.");
-    put(&t, "slbd_connection_cap %lu\n", ctl->conn_cap);
+    put(&t, "slbd_connection_cap %lu\n", v->conn_cap);
     listener_metrics(&t, s);
     server_metrics(&t, s);
-    cert_metrics(&t, ctl);
+    cert_metrics(&t, v->certs, v->ocsp);
     family(&t, "slbd_access_log_dropped_total", "counter",
            "Access-log batches dropped because the logger fell behind.");
     put(&t, "slbd_access_log_dropped_total %llu\n", (unsigned long long)slb_access_dropped());
@@ -445,22 +442,4 @@ char *slb_metrics_prometheus(struct slb_ctl *ctl, size_t *len)
     }
     *len = t.len;
     return t.p;
-}
-
-void slb_admin_stats(struct slb_ctl *ctl, struct slb_admin_resp *resp)
-{
-    resp->json = slb_metrics_stats_json(ctl);
-}
-
-void slb_admin_metrics(struct slb_ctl *ctl, struct slb_admin_resp *resp)
-{
-    size_t len = 0;
-    char *text = slb_metrics_prometheus(ctl, &len);
-    if (!text) {
-        slb_admin_error_simple(resp, 500, "internal", "out of memory");
-        return;
-    }
-    resp->text = text;
-    resp->text_len = len;
-    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }

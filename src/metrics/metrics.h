@@ -7,15 +7,27 @@
 
 #include <jansson.h>
 
-struct slb_ctl;
+struct slb_certstore;
+struct slb_ocsp_fetcher;
+
+/* What the numbers are read from: the active snapshot and the daemon's facts, borrowed for
+ * the call (the admin API fills it from the daemon). */
+struct slb_metrics_view {
+    const struct slb_snapshot *snap; /* NULL before the first */
+    int nworkers;
+    unsigned long conn_cap; /* client connections over all workers (slb_conn_cap) */
+    uint64_t started_ms;
+    struct slb_certstore *certs;   /* may be NULL */
+    struct slb_ocsp_fetcher *ocsp; /* OCSP staple states; may be NULL */
+};
 
 /* Sum slot k of a per-worker counter array. */
 uint64_t slb_metrics_sum(struct slb_wcount *w, int nworkers, int k);
 
-json_t *slb_metrics_stats_json(struct slb_ctl *ctl);
-/* Sample connection totals for the per-second rates; call once a second. */
-void slb_metrics_sample(struct slb_ctl *ctl);
+json_t *slb_metrics_stats_json(const struct slb_metrics_view *v);
+/* Sample connection totals of s's listeners for the per-second rates; call once a second. */
+void slb_metrics_sample(const struct slb_snapshot *s);
 /* Prometheus text exposition format; malloc'd, *len set. */
-char *slb_metrics_prometheus(struct slb_ctl *ctl, size_t *len);
+char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len);
 
 #endif

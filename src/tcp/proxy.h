@@ -4,8 +4,8 @@
 #ifndef SLB_TCP_PROXY_H
 #define SLB_TCP_PROXY_H
 
-#include "event/worker.h"
 #include "lb/health.h"
+#include "net/worker_ctx.h"
 
 #include <sys/socket.h>
 

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Session ticket keys: an immutable, reference-counted ring of up to three keys (the newest
- * encrypts, all decrypt), persisted in DIR/tickets.json and rotated by the control thread. */
+ * encrypts, all decrypt), persisted as the "tickets" document of the state backend
+ * (DIR/tickets.json) and rotated by the control thread. */
 #include "tls/tls.h"
 
-#include "core/fsio.h"
 #include "core/log.h"
+#include "state/backend.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -179,7 +180,7 @@ static int hex_get(const char *in, uint8_t *out, size_t n)
 
 /* The file is formatted by hand into a buffer we can wipe, rather than through jansson whose
  * internal copies of the hex strings would linger in freed memory. */
-static int ring_save(const struct slb_ticket_ring *r, const char *dir)
+static int ring_save(const struct slb_ticket_ring *r, struct slb_backend *b)
 {
     char buf[RING_MAX * 320 + 64];
     size_t used = 0;
@@ -203,28 +204,31 @@ static int ring_save(const struct slb_ticket_ring *r, const char *dir)
     }
     int rc = -ENOBUFS;
     if (n >= 0 && (size_t)n < sizeof(buf) - used)
-        rc = slb_fs_write_atomic(dir, RING_FILE, buf, used + (size_t)n, 0600);
+        rc = slb_backend_put(b, SLB_DOC_TICKETS, buf, used + (size_t)n, SLB_REV_ANY, NULL);
     OPENSSL_cleanse(buf, sizeof(buf));
     return rc;
 }
 
-/* Parse tickets.json into r (keys newest first). 0, -ENOENT when the file is missing, or
- * SLB_EINVAL with why filled (never with key material). */
-static int ring_load(struct slb_ticket_ring *r, const char *dir, char *why, size_t wlen)
+/* Parse the ticket document into r (keys newest first). 0, -ENOENT when there is none,
+ * SLB_EINVAL with why filled (never with key material), or SLB_ETLS when the backend refused
+ * it (err filled: a file others can read). */
+static int ring_load(struct slb_ticket_ring *r, struct slb_backend *b, char *why, size_t wlen,
+                     struct slb_err *err)
 {
-    char path[4096];
-    char *data = NULL;
-    size_t len = 0;
+    struct slb_doc d;
     json_t *doc = NULL;
     int rc = SLB_EINVAL;
-    snprintf(path, sizeof(path), "%s/%s", dir, RING_FILE);
-    int frc = slb_fs_read_all(path, 64 * 1024, &data, &len);
+    int frc = slb_backend_get(b, SLB_DOC_TICKETS, 64 * 1024, &d, err);
     if (frc == -ENOENT)
         return -ENOENT;
+    if (frc == SLB_EINVAL)
+        return SLB_ETLS;
     if (frc < 0) {
         snprintf(why, wlen, "cannot read: %s", slb_strerror(frc));
         return SLB_EINVAL;
     }
+    char *data = d.data;
+    size_t len = d.len;
     json_error_t jerr;
     doc = json_loadb(data, len, 0, &jerr);
     if (!doc) {
@@ -255,8 +259,7 @@ static int ring_load(struct slb_ticket_ring *r, const char *dir, char *why, size
     rc = 0;
 out:
     json_decref(doc);
-    OPENSSL_cleanse(data, len);
-    free(data);
+    slb_doc_clear(&d);
     return rc;
 }
 
@@ -281,69 +284,70 @@ static bool due(const struct slb_ticket_ring *r, int64_t now)
     return now - r->k[0].created >= rotate_period() || now < r->k[0].created;
 }
 
-struct slb_ticket_ring *slb_ticket_ring_open(const char *state_dir, struct slb_err *err)
+struct slb_ticket_ring *slb_ticket_ring_open(struct slb_backend *b, struct slb_err *err)
 {
     struct slb_ticket_ring *r = ring_alloc(NULL);
-    char why[160] = "";
+    char why[160] = "", where[4400];
     if (!r) {
         slb_err_set(err, 500, "tls_error", RING_FILE, "cannot set up session ticket keys");
         return NULL;
     }
-    /* Keys others could read may have leaked: refused (as admin.token is) rather than used
-     * or quietly replaced. */
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/%s", state_dir, RING_FILE);
-    if (slb_fs_check_secret_path(path, "state_insecure",
-                                 " or delete it (slbd then generates new keys)", err)) {
+    slb_backend_where(b, SLB_DOC_TICKETS, where, sizeof(where));
+    /* Keys others could read may have leaked: the backend refuses them (as admin.token is)
+     * rather than have them used or quietly replaced. */
+    int rc = ring_load(r, b, why, sizeof(why), err);
+    if (rc == SLB_ETLS) {
         ring_free(r);
         return NULL;
     }
-    int rc = ring_load(r, state_dir, why, sizeof(why));
     if (rc == 0 && !due(r, (int64_t)time(NULL)))
         return r;
     /* A damaged file costs resumption for tickets already out, nothing else: regenerate
      * rather than refusing to start. */
     if (rc == SLB_EINVAL)
-        slb_warn("tickets: %s/%s: %s; generating new keys", state_dir, RING_FILE, why);
+        slb_warn("tickets: %s: %s; generating new keys", where, why);
     struct slb_ticket_ring *fresh = ring_rotated(rc == 0 ? r : NULL);
     ring_free(r);
     if (!fresh) {
         slb_err_set(err, 500, "tls_error", RING_FILE, "cannot generate session ticket keys");
         return NULL;
     }
-    rc = ring_save(fresh, state_dir);
+    rc = ring_save(fresh, b);
     if (rc < 0) {
-        slb_err_set(err, 500, "storage_failed", RING_FILE, "cannot write %s/%s: %s", state_dir,
-                    RING_FILE, slb_strerror(rc));
+        slb_err_set(err, 500, "storage_failed", RING_FILE, "cannot write %s: %s", where,
+                    slb_strerror(rc));
         ring_free(fresh);
         return NULL;
     }
     return fresh;
 }
 
-bool slb_ticket_ring_rotate(struct slb_ticket_ring **ring, const char *state_dir)
+bool slb_ticket_ring_rotate(struct slb_ticket_ring **ring, struct slb_backend *b)
 {
     struct slb_ticket_ring *r = ring_rotated(*ring);
     if (!r) {
         slb_error("tickets: cannot generate a new session ticket key");
         return false;
     }
-    int rc = ring_save(r, state_dir);
+    int rc = ring_save(r, b);
     /* Keep rotating in memory even if the disk refuses: a restart then loses resumption, but
      * serving with an over-aged key would be worse. */
-    if (rc < 0)
-        slb_error("tickets: cannot write %s/%s: %s", state_dir, RING_FILE, slb_strerror(rc));
+    if (rc < 0) {
+        char where[4400];
+        slb_backend_where(b, SLB_DOC_TICKETS, where, sizeof(where));
+        slb_error("tickets: cannot write %s: %s", where, slb_strerror(rc));
+    }
     slb_ticket_ring_unref(*ring);
     *ring = r;
     slb_info("tickets: rotated session ticket keys (%zu in the ring)", r->n);
     return true;
 }
 
-bool slb_ticket_ring_tick(struct slb_ticket_ring **ring, const char *state_dir)
+bool slb_ticket_ring_tick(struct slb_ticket_ring **ring, struct slb_backend *b)
 {
     if (!*ring || !due(*ring, (int64_t)time(NULL)))
         return false;
-    return slb_ticket_ring_rotate(ring, state_dir);
+    return slb_ticket_ring_rotate(ring, b);
 }
 
 /* --- the OpenSSL callback --- */

@@ -127,16 +127,18 @@ bool slb_tls_client_cert_info(SSL *ssl, char *subject, size_t slen, char *issuer
                               char *fp, size_t fplen);
 
 /* --- session ticket keys --- */
-/* Load DIR/tickets.json (creating keys when missing), rotate keys older than rotate_s. */
-struct slb_ticket_ring *slb_ticket_ring_open(const char *state_dir, struct slb_err *err);
+/* Load the "tickets" document of the state backend (state/backend.h; DIR/tickets.json),
+ * creating keys when missing, rotating keys older than rotate_s. */
+struct slb_backend;
+struct slb_ticket_ring *slb_ticket_ring_open(struct slb_backend *b, struct slb_err *err);
 /* Called each second by the control thread; returns true when it rotated (the caller then
  * rebuilds and publishes the configuration so workers see the new ring). */
-bool slb_ticket_ring_tick(struct slb_ticket_ring **ring, const char *state_dir);
+bool slb_ticket_ring_tick(struct slb_ticket_ring **ring, struct slb_backend *b);
 void slb_ticket_ring_ref(struct slb_ticket_ring *r);
 void slb_ticket_ring_unref(struct slb_ticket_ring *r);
 /* Rotate now regardless of age (what tick does when the newest key is due); true when a new
  * ring replaced *ring (it is persisted too; a failed write is logged, not fatal). */
-bool slb_ticket_ring_rotate(struct slb_ticket_ring **ring, const char *state_dir);
+bool slb_ticket_ring_rotate(struct slb_ticket_ring **ring, struct slb_backend *b);
 /* Keys in the ring (1..3) and the name of key i (0 = newest), for tests and diagnostics; the
  * key material itself never leaves tickets.c. */
 size_t slb_ticket_ring_count(const struct slb_ticket_ring *r);

@@ -27,8 +27,8 @@ class PhaseTimeout(BaseException):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slbd(workers=N, log_level=L, nofile=N): options for the slbd fixture's "
-        "daemon")
+        "markers", "slbd(workers=N, log_level=L, nofile=N, extra_args=[...]): options for the "
+        "slbd fixture's daemon")
     config.addinivalue_line(
         "markers", "timeout(seconds): time limit per test phase (default 60, x3 under ASan)")
 

@@ -216,10 +216,13 @@ class ApiClient:
     """The admin API over urllib: one connection per request (urllib sends Connection: close),
     no proxies from the environment."""
 
-    def __init__(self, base_url, token):
+    def __init__(self, base_url, token, context=None):
         self.base = base_url
         self.token = token
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        handlers = [urllib.request.ProxyHandler({})]
+        if context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self._opener = urllib.request.build_opener(*handlers)
 
     def request(self, method, path, body=None, *, data=None, content_type="application/json",
                 token=_DEFAULT, headers=None, timeout=None):
@@ -583,8 +586,12 @@ class Slbd:
     stderr (one file per run, all checked after the test), and the post-test checks."""
 
     def __init__(self, workdir, workers=2, log_level="info", state_dir=None, name="slbd",
-                 nofile=None):
+                 nofile=None, extra_args=()):
         self.workdir = Path(workdir)
+        # More command-line options for every start (e.g. ["--admin-auth-failures", "0"]).
+        self.extra_args = [str(a) for a in extra_args]
+        # With --admin-cert in extra_args: the ssl.SSLContext that verifies the admin API.
+        self.admin_ssl = None
         self.workers = workers
         # RLIMIT_NOFILE (soft and hard) of the process, as `ulimit -n` would set it.
         self.nofile = nofile
@@ -613,7 +620,7 @@ class Slbd:
     def argv(self, *extra):
         return [binary("slbd"), "--state-dir", self.state_dir, "--admin",
                 f"127.0.0.1:{self.admin_port}", "--workers", str(self.workers), "--log-level",
-                self.log_level, *extra]
+                self.log_level, *self.extra_args, *extra]
 
     def start(self):
         """Start and wait for /healthz; a new admin port is tried when the chosen one was
@@ -648,8 +655,8 @@ class Slbd:
         return limit
 
     def _wait_ready(self):
-        base = f"http://127.0.0.1:{self.admin_port}"
-        probe = ApiClient(base, None)
+        base = f"{'https' if self.admin_ssl else 'http'}://127.0.0.1:{self.admin_port}"
+        probe = ApiClient(base, None, self.admin_ssl)
         deadline = time.monotonic() + scaled(20)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -664,7 +671,7 @@ class Slbd:
         else:
             raise HarnessError("slbd did not answer /healthz in time")
         token = (self.state_dir / "admin.token").read_text().strip()
-        self.api = ApiClient(base, token)
+        self.api = ApiClient(base, token, self.admin_ssl)
         self.fd_baseline()
         return True
 

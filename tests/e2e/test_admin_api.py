@@ -53,6 +53,9 @@ def expect_error(resp, status, code):
 # --------------------------------------------------------------------------------------------
 
 
+# Many wrong tokens from one address on purpose: the failed-authentication limit is off here
+# (tests/e2e/test_admin_keys.py tests it).
+@pytest.mark.slbd(extra_args=["--admin-auth-failures", "0"])
 def test_token_required(slbd):
     for path in ("/v1/groups", "/v1/listeners", "/v1/stats", "/metrics", "/v1/nothing"):
         expect_error(slbd.api.request("GET", path, token=None), 401, "unauthorized")
@@ -158,6 +161,22 @@ def bad_listeners(port):
         ("missing group", {"name": "new", "protocol": "tcp", "bind": f"127.0.0.1:{port}"}, 400,
          "missing_field"),
         ("unknown group", listener(port, backend_group="nope"), 400, "unknown_group"),
+        ("rules on tcp", listener(port, rules=[]), 400, "invalid_field"),
+        ("rule with two actions",
+         listener(port, protocol="http",
+                  rules=[{"name": "a", "action": {"forward": "g", "redirect": {"path": "/"}}}]),
+         400, "conflicting_actions"),
+        ("rule with a bad regex",
+         listener(port, protocol="http",
+                  rules=[{"name": "a", "match": {"path_regex": "("}, "action": {"forward": "g"}}]),
+         400, "invalid_value"),
+        ("rule to an unknown group",
+         listener(port, protocol="http", rules=[{"name": "a", "action": {"forward": "nope"}}]),
+         400, "unknown_group"),
+        # Valid rules are refused until requests apply them: none is ever silently ignored.
+        ("rules not available yet",
+         listener(port, protocol="http", rules=[{"name": "a", "action": {"forward": "g"}}]),
+         400, "not_available"),
     ]
 
 
@@ -170,6 +189,28 @@ def test_bad_listener_refused(slbd, base):
         # Nothing was bound either.
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_rules_errors_name_the_rule(slbd, base):
+    """Rule errors carry the JSON path down to the rule's field; an empty list is accepted and
+    not shown."""
+    port = h.free_port()
+    body = listener(port, protocol="http", rules=[
+        {"name": "a", "action": {"forward": "g"}},
+        {"name": "b", "match": {"path": "/v1/../admin"}, "action": {"forward": "g"}}])
+    resp = slbd.api.request("POST", "/v1/listeners", body)
+    expect_error(resp, 400, "invalid_value")
+    assert resp.json["error"]["message"].startswith("rules[1].match.path: "), resp
+    assert '"/admin"' in resp.json["error"]["message"], resp
+    body["rules"] = body["rules"][:1]
+    resp = slbd.api.request("POST", "/v1/listeners", body)
+    expect_error(resp, 400, "not_available")
+    assert resp.json["error"]["message"].startswith("listeners[1].rules: "), resp
+    body["rules"] = []
+    st, created = slbd.api.post("/v1/listeners", body)
+    assert st == 201, created
+    st, got = slbd.api.get("/v1/listeners/new")
+    assert st == 200 and got["name"] == "new" and "rules" not in got, got
 
 
 def test_bad_json_and_body_shape(slbd, base):

@@ -830,6 +830,68 @@ def test_h2_only_idempotent_requests_are_retried_on_a_reused_connection(slbd, hx
         assert be.count(line) == 1, be.seen
 
 
+class CloseAtOnce:
+    """A raw backend that reads each request and closes without a word, as a server that
+    accepted the connection and then died. It records every request line it read."""
+
+    def __init__(self, hx):
+        self.seen = []
+        self._lock = threading.Lock()
+        self.raw = hx.raw_backend("close-at-once", self.handle)
+
+    def server(self):
+        return self.raw.server()
+
+    def handle(self, conn, backend):
+        head = conn.read_head()
+        if head:
+            with self._lock:
+                self.seen.append(head.split(b"\r\n", 1)[0].decode())
+
+    def count(self, line):
+        with self._lock:
+            return self.seen.count(line)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_fresh_connection_that_fails_moves_an_idempotent_request_on(slbd, hx, method):
+    """With backend_reuse "safe" a client connection's first request gets a fresh backend
+    connection. When that one ends before any response byte, an idempotent request goes to
+    the next server, as after a failed connect; a POST, which the backend may have acted on,
+    gets 502 and reached it once."""
+    bad = CloseAtOnce(hx)
+    good = hx.backend("good")
+    slbd.add_group("g", [bad.server(), good.server()], scheduler="rr", health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    statuses = []
+    for _ in range(6):
+        c = hx.connect(port)
+        statuses.append(c.request(method, "/act").status)
+        c.close()
+    line = f"{method} /act HTTP/1.1"
+    assert bad.count(line) >= 2, bad.seen  # rr sent it there about every second time
+    if method == "GET":
+        assert statuses == [200] * 6, statuses
+    else:
+        assert statuses.count(502) == bad.count(line), (statuses, bad.seen)
+        assert statuses.count(200) == 6 - statuses.count(502), statuses
+
+
+def test_h2_a_fresh_connection_that_fails_moves_a_get_on(slbd, hx, pki):
+    bad = CloseAtOnce(hx)
+    good = hx.backend("good")
+    slbd.add_group("g", [bad.server(), good.server()], scheduler="rr", health_check=NOHC)
+    cid = upload_server(slbd, pki, "server")
+    port = https_listener(slbd, "h2", "g", cid)
+    statuses = []
+    for _ in range(6):
+        c = RawH2.connect(port, client_context(pki), track=hx.track)
+        statuses.append(c.get("/act").status)
+        c.close()
+    assert bad.count("GET /act HTTP/1.1") >= 2, bad.seen
+    assert statuses == [200] * 6, statuses
+
+
 class StrayAfterResponse:
     """A raw backend that answers /stray and then, `delay` seconds later, sends a second
     response nobody asked for on the same connection; every other request gets 200 "ok".

@@ -261,23 +261,30 @@ static void check_material(enum slb_cert_type type, const struct fields *f, STAC
 
 static void check_crl(const struct fields *f, X509 *ca)
 {
-    X509_CRL *crl = NULL;
+    STACK_OF(X509_CRL) *crls = NULL;
+    STACK_OF(X509) *issuers = NULL;
     struct slb_err err;
     memset(&err, 0, sizeof(err));
-    int rc = slb_certval_crl(f->crl, f->crl_len, ca, NOW, 0, &crl, &err);
+    int rc = slb_certval_crls(f->crl, f->crl_len, ca, NOW, 0, &crls, &issuers, &err);
     if (rc) {
         check_err(rc, &err);
-        CHECK(crl == NULL);
+        CHECK(crls == NULL && issuers == NULL);
     } else {
-        CHECK(crl != NULL);
-        CHECK(slb_certval_time(X509_CRL_get0_lastUpdate(crl)) <= NOW);
-        X509_CRL_free(crl);
+        CHECK(crls != NULL && sk_X509_CRL_num(crls) > 0);
+        for (int i = 0; i < sk_X509_CRL_num(crls); i++)
+            CHECK(slb_certval_time(X509_CRL_get0_lastUpdate(sk_X509_CRL_value(crls, i))) <= NOW);
     }
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
+    sk_X509_pop_free(issuers, X509_free);
+    crls = NULL;
+    issuers = NULL;
     memset(&err, 0, sizeof(err));
-    rc = slb_certval_crl(f->crl, f->crl_len, ca, NOW, SLB_CERTVAL_NO_DATES, &crl, &err);
+    rc = slb_certval_crls(f->crl, f->crl_len, ca, NOW, SLB_CERTVAL_NO_DATES, &crls, &issuers,
+                          &err);
     if (rc)
         check_err(rc, &err);
-    X509_CRL_free(crl);
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
+    sk_X509_pop_free(issuers, X509_free);
     ERR_clear_error();
 }
 

@@ -39,7 +39,8 @@ static void check_err(const struct slb_err *err)
      * another protocol. */
     static const char *const codes[] = {
         "invalid_value",       "unknown_field", "wrong_type",    "duplicate_name", "unknown_group",
-        "unknown_certificate", "missing_field", "bind_conflict", "invalid_field",  "internal"};
+        "unknown_certificate", "missing_field", "bind_conflict", "invalid_field",  "internal",
+        "conflicting_actions", "not_available"};
     CHECK(err->status == 400 || (err->status == 500 && strcmp(err->code, "internal") == 0));
     CHECK(memchr(err->code, '\0', sizeof(err->code)) && memchr(err->msg, '\0', sizeof(err->msg)));
     CHECK(memchr(err->where, '\0', sizeof(err->where)) != NULL);

@@ -7,9 +7,9 @@
  * limits all run. The listener has no backend group: every request slbd accepts is answered
  * 503 (or 301 when the first input byte is odd: a redirect listener, whose Location carries
  * the request's path). Memory errors, leaks and undefined behaviour are the findings. */
-#include "event/worker.h"
 #include "http/h2.h"
 #include "http/upstream.h"
+#include "net/worker_ctx.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -58,6 +58,8 @@ static const struct slb_cert_lookup certs = {fake_type_of, NULL};
     LIS("https", "*:443", ",'tls':{'certificates':['demo']" tls_extra "}" extra)
 #define DOC(listeners) "{" GROUPS ",'listeners':[" listeners "]}"
 #define GDOC(group) "{'groups':[" group "]}"
+#define RULES(list) DOC(HTTP(",'rules':" list))
+#define FWD(name, extra) "{'name':'" name "','action':{'forward':'g'" extra "}}"
 #define GSRV(servers) GDOC("{'name':'g','servers':[" servers "]}")
 #define GHC(hc) GDOC("{'name':'g','health_check':{" hc "}}")
 
@@ -225,6 +227,90 @@ static const struct bad_case bad_cases[] = {
     {DOC(HTTPS(",'alpn':['h3']", "")), "invalid_value", "listeners[0].tls.alpn[0]"},
     {DOC(HTTPS(",'alpn':['h2','h2']", "")), "invalid_value", "listeners[0].tls.alpn[1]"},
     {DOC(HTTPS(",'alpn':'h2'", "")), "wrong_type", "listeners[0].tls.alpn"},
+    /* forwarding rules */
+    {DOC(TCP(",'rules':[]")), "invalid_field", "listeners[0].rules"},
+    {RULES("{}"), "wrong_type", "listeners[0].rules"},
+    {RULES("[7]"), "wrong_type", "listeners[0].rules[0]"},
+    {RULES("[{'action':{'forward':'g'}}]"), "missing_field", "listeners[0].rules[0].name"},
+    {RULES("[" FWD("a", "") "," FWD("b", "") "," FWD("a", "") "]"), "duplicate_name",
+     "listeners[0].rules[2].name"},
+    {RULES("[{'name':'a','match':{'hots':'x'},'action':{'forward':'g'}}]"), "unknown_field",
+     "listeners[0].rules[0].match.hots"},
+    {RULES("[{'name':'a','match':{}}]"), "missing_field", "listeners[0].rules[0].action"},
+    {RULES("[{'name':'a','action':{}}]"), "missing_field", "listeners[0].rules[0].action"},
+    {RULES("[{'name':'a','action':{'forward':'nope'}}]"), "unknown_group",
+     "listeners[0].rules[0].action.forward[0].group"},
+    {RULES("[" FWD("a", "") ",{'name':'b','action':{'forward':[{'group':'g','weight':50},"
+                            "{'group':'nope','weight':50}]}}]"),
+     "unknown_group", "listeners[0].rules[1].action.forward[1].group"},
+    {RULES("[{'name':'a','action':{'forward':[{'group':'g','weight':0}]}}]"), "invalid_value",
+     "listeners[0].rules[0].action.forward"},
+    {RULES("[{'name':'a','action':{'forward':[{'group':'g','weight':101}]}}]"), "invalid_value",
+     "listeners[0].rules[0].action.forward[0].weight"},
+    {RULES("[{'name':'a','action':{'forward':['g','g']}}]"), "invalid_value",
+     "listeners[0].rules[0].action.forward[1]"},
+    {RULES("[{'name':'a','action':{'forward':[]}}]"), "invalid_value",
+     "listeners[0].rules[0].action.forward"},
+    {RULES("[{'name':'a','action':{'forward':'g','redirect':{'path':'/'}}}]"),
+     "conflicting_actions", "listeners[0].rules[0].action.redirect"},
+    {RULES("[{'name':'a','action':{'redirect':{'path':'/'},'fixed_response':{'code':200}}}]"),
+     "conflicting_actions", "listeners[0].rules[0].action.fixed_response"},
+    {RULES("[{'name':'a','action':{'redirect':{'path':'/'},'set_request_headers':{'a':'b'}}}]"),
+     "conflicting_actions", "listeners[0].rules[0].action.set_request_headers"},
+    {RULES("[" FWD("a", ",'set_request_headers':{'X-A':'1'},'remove_request_headers':['x-a']") "]"),
+     "conflicting_actions", "listeners[0].rules[0].action.remove_request_headers[0]"},
+    {RULES("[" FWD("a", ",'set_request_headers':{'Content-Length':'1'}") "]"), "invalid_value",
+     "listeners[0].rules[0].action.set_request_headers[\"Content-Length\"]"},
+    {RULES("[" FWD("a", ",'set_request_headers':{'x-a':'1\\r\\nx: y'}") "]"), "invalid_value",
+     "listeners[0].rules[0].action.set_request_headers[\"x-a\"]"},
+    {RULES("[" FWD("a", ",'remove_request_headers':['host']") "]"), "invalid_value",
+     "listeners[0].rules[0].action.remove_request_headers[0]"},
+    {RULES("[{'name':'a','match':{'path_regex':'(unclosed'},'action':{'forward':'g'}}]"),
+     "invalid_value", "listeners[0].rules[0].match.path_regex"},
+    {RULES("[{'name':'a','match':{'headers':{'x-env':{'regex':'['}}},'action':{'forward':'g'}}]"),
+     "invalid_value", "listeners[0].rules[0].match.headers[\"x-env\"]"},
+    {RULES("[{'name':'a','match':{'headers':{'x env':'1'}},'action':{'forward':'g'}}]"),
+     "invalid_value", "listeners[0].rules[0].match.headers[\"x env\"]"},
+    {RULES("[{'name':'a','match':{'headers':{'x':1}},'action':{'forward':'g'}}]"), "wrong_type",
+     "listeners[0].rules[0].match.headers[\"x\"]"},
+    {RULES("[{'name':'a','match':{'host':'a b'},'action':{'forward':'g'}}]"), "invalid_value",
+     "listeners[0].rules[0].match.host"},
+    {RULES("[{'name':'a','match':{'path':'v1'},'action':{'forward':'g'}}]"), "invalid_value",
+     "listeners[0].rules[0].match.path"},
+    {RULES("[{'name':'a','match':{'path':'/a/../admin'},'action':{'forward':'g'}}]"),
+     "invalid_value", "listeners[0].rules[0].match.path"},
+    {RULES("[{'name':'a','match':{'path_prefix':'/%2e%2e/'},'action':{'forward':'g'}}]"),
+     "invalid_value", "listeners[0].rules[0].match.path_prefix"},
+    {RULES("[{'name':'a','match':{'path_prefix':'/a%2Fb'},'action':{'forward':'g'}}]"),
+     "invalid_value", "listeners[0].rules[0].match.path_prefix"},
+    {RULES("[{'name':'a','match':{'methods':[]},'action':{'forward':'g'}}]"), "invalid_value",
+     "listeners[0].rules[0].match.methods"},
+    {RULES("[{'name':'a','match':{'methods':['GET','get']},'action':{'forward':'g'}}]"),
+     "invalid_value", "listeners[0].rules[0].match.methods[1]"},
+    {RULES("[{'name':'a','match':{'source':['10.0.0.0/33']},'action':{'forward':'g'}}]"),
+     "invalid_value", "listeners[0].rules[0].match.source[0]"},
+    {RULES("[{'name':'a','match':{'query':{}},'action':{'forward':'g'}}]"), "invalid_value",
+     "listeners[0].rules[0].match.query"},
+    {RULES("[{'name':'a','action':{'redirect':{'code':304,'path':'/'}}}]"), "invalid_value",
+     "listeners[0].rules[0].action.redirect.code"},
+    {RULES("[{'name':'a','action':{'redirect':{'code':200,'path':'/'}}}]"), "invalid_value",
+     "listeners[0].rules[0].action.redirect.code"},
+    {RULES("[{'name':'a','action':{'redirect':{'code':302}}}]"), "invalid_value",
+     "listeners[0].rules[0].action.redirect"},
+    {RULES("[{'name':'a','action':{'redirect':{'scheme':'ftp'}}}]"), "invalid_value",
+     "listeners[0].rules[0].action.redirect.scheme"},
+    {RULES("[{'name':'a','action':{'redirect':{'path':'new'}}}]"), "invalid_value",
+     "listeners[0].rules[0].action.redirect.path"},
+    {RULES("[{'name':'a','action':{'redirect':{'port':0}}}]"), "invalid_value",
+     "listeners[0].rules[0].action.redirect.port"},
+    {RULES("[{'name':'a','action':{'fixed_response':{'body':'x'}}}]"), "missing_field",
+     "listeners[0].rules[0].action.fixed_response.code"},
+    {RULES("[{'name':'a','action':{'fixed_response':{'code':204}}}]"), "invalid_value",
+     "listeners[0].rules[0].action.fixed_response.code"},
+    {RULES("[{'name':'a','action':{'fixed_response':{'code':200,'content_type':''}}}]"),
+     "invalid_value", "listeners[0].rules[0].action.fixed_response.content_type"},
+    /* valid rules are refused until requests apply them */
+    {RULES("[" FWD("a", "") "]"), "not_available", "listeners[0].rules"},
 };
 
 static void test_invalid_documents(void **state)
@@ -533,15 +619,15 @@ static void test_listener_defaults_https(void **state)
 static void test_listener_values(void **state)
 {
     (void)state;
-    struct slb_config *cfg = build(DOC(LIS(
-        "https", "10.1.2.3:8443",
-        ",'max_connections':1000000,'connect_timeout_ms':100,'x_forwarded_for':false,"
-        "'backend_reuse':'always',"
-        "'sticky':{'type':'server','cookie':'JSESSIONID','timeout_s':86400},"
-        "'acl':{'mode':'deny','cidrs':['10.0.0.0/8','::1/128','1.2.3.4','2001:db8::/32']},"
-        "'tls':{'certificates':['demo','other'],'client_ca':'ca1','client_auth':'optional',"
-        "'policy':'tls_cipher_policy_1_0','session_ticket_lifetime_s':0,'session_max_age_s':60,"
-        "'alpn':['http/1.1']}")));
+    struct slb_config *cfg = build(DOC(
+        LIS("https", "10.1.2.3:8443",
+            ",'max_connections':1000000,'connect_timeout_ms':100,'x_forwarded_for':false,"
+            "'backend_reuse':'always',"
+            "'sticky':{'type':'server','cookie':'JSESSIONID','timeout_s':86400},"
+            "'acl':{'mode':'deny','cidrs':['10.0.0.0/8','::1/128','1.2.3.4','2001:db8::/32']},"
+            "'tls':{'certificates':['demo','other'],'client_ca':'ca1','client_auth':'optional',"
+            "'policy':'tls_cipher_policy_1_0','session_ticket_lifetime_s':0,'session_max_age_s':60,"
+            "'alpn':['http/1.1']}")));
     const struct slb_listener_cfg *l = &cfg->listeners[0];
     const struct sockaddr_in *a = (const void *)&l->addr;
     assert_int_equal(ntohl(a->sin_addr.s_addr), 0x0a010203);
@@ -702,6 +788,93 @@ static void test_normalize_api_paths(void **state)
     json_decref(in);
 }
 
+/* The issue's example: conditions as given (host lower-cased, methods upper-cased, header names
+ * lower-cased), forward always a list with weights, defaults filled in, and normalizing twice
+ * changes nothing. */
+static void test_rules_normalized(void **state)
+{
+    (void)state;
+    json_t *in =
+        J(HTTP(",'rules':["
+               "{'name':'api','match':{'host':'API.example.com','path_prefix':'/v1/',"
+               "'methods':['get','POST'],'headers':{'X-Env':'prod','X-Ver':{'regex':'^2'}},"
+               "'query':{'a':'b c'},'source':['10.0.0.0/8']},"
+               "'action':{'forward':[{'group':'api','weight':100}],"
+               "'set_request_headers':{'X-Api':'1'},'remove_request_headers':['Cookie']}},"
+               "{'name':'canary','match':{'host':'*.example.com'},"
+               "'action':{'forward':[{'group':'blue','weight':90},{'group':'green','weight':10}]}},"
+               "{'name':'moved','match':{'path_prefix':'/old/'},"
+               "'action':{'redirect':{'code':301,'path':'/new/'}}},"
+               "{'name':'lb-health','match':{'path':'/lb-health'},"
+               "'action':{'fixed_response':{'code':200,'content_type':'text/plain','body':'ok'}}},"
+               "{'name':'rest','action':{'forward':'g'}}]"));
+    const char *want =
+        "[{'name':'api','match':{'host':'api.example.com','path_prefix':'/v1/',"
+        "'methods':['GET','POST'],'headers':{'x-env':'prod','x-ver':{'regex':'^2'}},"
+        "'query':{'a':'b c'},'source':['10.0.0.0/8']},"
+        "'action':{'forward':[{'group':'api','weight':100}],"
+        "'set_request_headers':{'x-api':'1'},'remove_request_headers':['cookie']}},"
+        "{'name':'canary','match':{'host':'*.example.com'},"
+        "'action':{'forward':[{'group':'blue','weight':90},{'group':'green','weight':10}],"
+        "'set_request_headers':{},'remove_request_headers':[]}},"
+        "{'name':'moved','match':{'path_prefix':'/old/'},"
+        "'action':{'redirect':{'code':301,'path':'/new/'}}},"
+        "{'name':'lb-health','match':{'path':'/lb-health'},"
+        "'action':{'fixed_response':{'code':200,'content_type':'text/plain','body':'ok'}}},"
+        "{'name':'rest','match':{},'action':{'forward':[{'group':'g','weight':100}],"
+        "'set_request_headers':{},'remove_request_headers':[]}}]";
+    struct slb_err err;
+    json_t *n1 = slb_config_normalize_listener(in, "", &err);
+    if (!n1)
+        print_error("%s\n", err.msg);
+    assert_non_null(n1);
+    json_t *expect = J(want);
+    assert_true(json_equal(json_object_get(n1, "rules"), expect));
+    json_t *n2 = slb_config_normalize_listener(n1, "", &err);
+    assert_non_null(n2);
+    assert_true(json_equal(n1, n2));
+    /* A listener without rules shows none: the field stays out of sight until it is usable. */
+    json_t *plain = J(HTTP(",'rules':[]"));
+    json_t *n3 = slb_config_normalize_listener(plain, "", &err);
+    assert_non_null(n3);
+    assert_null(json_object_get(n3, "rules"));
+    json_decref(in);
+    json_decref(n1);
+    json_decref(n2);
+    json_decref(n3);
+    json_decref(plain);
+    json_decref(expect);
+}
+
+/* A fixed response body is at most 4 KiB; an empty rules list is accepted (nothing to apply). */
+static void test_rules_limits(void **state)
+{
+    (void)state;
+    json_t *doc = J(RULES("[{'name':'a','action':{'fixed_response':{'code':200}}}]"));
+    json_t *lis = json_array_get(json_object_get(doc, "listeners"), 0);
+    json_t *rule = json_array_get(json_object_get(lis, "rules"), 0);
+    json_t *fr = json_object_get(json_object_get(rule, "action"), "fixed_response");
+    char body[SLB_RULE_BODY_MAX + 2];
+    memset(body, 'x', sizeof(body) - 1);
+    body[SLB_RULE_BODY_MAX + 1] = '\0';
+    json_object_set_new(fr, "body", json_string(body));
+    struct slb_config *cfg = NULL;
+    struct slb_err err;
+    assert_int_equal(slb_config_from_json(doc, &certs, &cfg, &err), SLB_EINVAL);
+    assert_string_equal(err.where, "listeners[0].rules[0].action.fixed_response.body");
+    body[SLB_RULE_BODY_MAX] = '\0';
+    json_object_set_new(fr, "body", json_string(body));
+    assert_int_equal(slb_config_from_json(doc, &certs, &cfg, &err), SLB_EINVAL);
+    assert_string_equal(err.code, "not_available");
+    json_decref(doc);
+
+    doc = J(RULES("[]"));
+    assert_int_equal(slb_config_from_json(doc, &certs, &cfg, &err), 0);
+    assert_int_equal(cfg->listeners[0].nrules, 0);
+    slb_config_free(cfg);
+    json_decref(doc);
+}
+
 static void test_no_cert_lookup(void **state)
 {
     (void)state;
@@ -852,6 +1025,8 @@ int main(void)
         cmocka_unit_test(test_redirect_listener),
         cmocka_unit_test(test_normalize_idempotent),
         cmocka_unit_test(test_normalize_api_paths),
+        cmocka_unit_test(test_rules_normalized),
+        cmocka_unit_test(test_rules_limits),
         cmocka_unit_test(test_no_cert_lookup),
         cmocka_unit_test(test_example_config),
         cmocka_unit_test(test_name_ok),

@@ -17,6 +17,7 @@
 #include "config/snapshot.h"
 #include "core/fsio.h"
 #include "core/log.h"
+#include "state/backend.h"
 #include "tls/tls.h"
 
 #include <jansson.h>
@@ -174,6 +175,21 @@ static X509 *leaf_of(const char *id)
     return c->leaf;
 }
 
+/* The state directory dir as a state backend (the ticket ring persists through one); kept
+ * until the group ends. */
+static struct slb_backend *backends[32];
+static size_t nbackends;
+
+static struct slb_backend *dir_backend(const char *dir)
+{
+    struct slb_err err = {0};
+    assert_true(nbackends < sizeof(backends) / sizeof(backends[0]));
+    struct slb_backend *b = slb_backend_dir_new(dir, false, &err);
+    assert_non_null(b);
+    backends[nbackends++] = b;
+    return b;
+}
+
 static int group_setup(void **state)
 {
     snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/slb-tls-XXXXXX");
@@ -215,7 +231,7 @@ static int group_setup(void **state)
         return -1;
     }
     free(crl);
-    ring = slb_ticket_ring_open(state_dir, &err);
+    ring = slb_ticket_ring_open(dir_backend(state_dir), &err);
     if (!ring) {
         fprintf(stderr, "ring: %s\n", err.msg);
         return -1;
@@ -229,6 +245,8 @@ static int group_teardown(void **state)
     slb_tls_set_store(NULL, NULL);
     slb_ticket_ring_unref(ring);
     slb_certstore_free(store);
+    for (size_t i = 0; i < nbackends; i++)
+        slb_backend_free(backends[i]);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp_dir);
     return system(cmd) == 0 ? 0 : -1;
@@ -1171,7 +1189,7 @@ static void test_rotation_resumes(void **state)
     snprintf(dir, sizeof(dir), "%s/rot", tmp_dir);
     assert_int_equal(mkdir(dir, 0700), 0);
     struct slb_err err = {0};
-    struct slb_ticket_ring *r = slb_ticket_ring_open(dir, &err);
+    struct slb_ticket_ring *r = slb_ticket_ring_open(dir_backend(dir), &err);
     assert_non_null(r);
     slb_tls_set_store(store, r);
     struct copts o12 = {.max = TLS1_2_VERSION}, o13 = {0};
@@ -1185,7 +1203,7 @@ static void test_rotation_resumes(void **state)
     SSL_SESSION_free(n);
     lis_free(&L);
 
-    assert_true(slb_ticket_ring_rotate(&r, dir));
+    assert_true(slb_ticket_ring_rotate(&r, dir_backend(dir)));
     assert_int_equal(slb_ticket_ring_count(r), 2);
     slb_tls_set_store(store, r);
     lis_build(&L);
@@ -1197,8 +1215,8 @@ static void test_rotation_resumes(void **state)
     lis_free(&L);
 
     /* Two more rotations push the first key out of the ring. */
-    assert_true(slb_ticket_ring_rotate(&r, dir));
-    assert_true(slb_ticket_ring_rotate(&r, dir));
+    assert_true(slb_ticket_ring_rotate(&r, dir_backend(dir)));
+    assert_true(slb_ticket_ring_rotate(&r, dir_backend(dir)));
     assert_int_equal(slb_ticket_ring_count(r), 3);
     slb_tls_set_store(store, r);
     lis_build(&L);
@@ -1228,7 +1246,7 @@ static void test_ring_persistence(void **state)
     snprintf(path, sizeof(path), "%s/tickets.json", dir);
     assert_int_equal(mkdir(dir, 0700), 0);
     struct slb_err err = {0};
-    struct slb_ticket_ring *r = slb_ticket_ring_open(dir, &err);
+    struct slb_ticket_ring *r = slb_ticket_ring_open(dir_backend(dir), &err);
     assert_non_null(r);
     assert_int_equal(slb_ticket_ring_count(r), 1);
     struct stat st;
@@ -1243,14 +1261,14 @@ static void test_ring_persistence(void **state)
     SSL_SESSION *sess = full_session(&L, &dflt);
     lis_free(&L);
 
-    assert_true(slb_ticket_ring_rotate(&r, dir));
+    assert_true(slb_ticket_ring_rotate(&r, dir_backend(dir)));
     uint8_t before[3][16], after[3][16];
     names_of(r, before);
     assert_int_equal(slb_ticket_ring_count(r), 2);
     assert_memory_not_equal(before[0], before[1], 16);
 
     /* ...resumes on a ring reloaded from disk: a restart keeps resumption working. */
-    struct slb_ticket_ring *again = slb_ticket_ring_open(dir, &err);
+    struct slb_ticket_ring *again = slb_ticket_ring_open(dir_backend(dir), &err);
     assert_non_null(again);
     assert_int_equal(slb_ticket_ring_count(again), 2);
     names_of(again, after);
@@ -1279,7 +1297,7 @@ static void test_ring_persistence(void **state)
     /* A damaged file is replaced by fresh keys rather than stopping start-up. */
     assert_int_equal(
         slb_fs_write_atomic(dir, "tickets.json", "{\"version\": 1, \"keys\": [{}]}", 28, 0600), 0);
-    struct slb_ticket_ring *fresh = slb_ticket_ring_open(dir, &err);
+    struct slb_ticket_ring *fresh = slb_ticket_ring_open(dir_backend(dir), &err);
     assert_non_null(fresh);
     assert_int_equal(slb_ticket_ring_count(fresh), 1);
     uint8_t name[16];
@@ -1300,18 +1318,18 @@ static void test_ring_tick(void **state)
     snprintf(dir, sizeof(dir), "%s/tick", tmp_dir);
     assert_int_equal(mkdir(dir, 0700), 0);
     struct slb_err err = {0};
-    struct slb_ticket_ring *r = slb_ticket_ring_open(dir, &err);
+    struct slb_ticket_ring *r = slb_ticket_ring_open(dir_backend(dir), &err);
     assert_non_null(r);
     struct slb_ticket_ring *first = r;
-    assert_false(slb_ticket_ring_tick(&r, dir));
+    assert_false(slb_ticket_ring_tick(&r, dir_backend(dir)));
     assert_ptr_equal(r, first);
     sleep(3);
-    assert_true(slb_ticket_ring_tick(&r, dir));
+    assert_true(slb_ticket_ring_tick(&r, dir_backend(dir)));
     assert_int_equal(slb_ticket_ring_count(r), 2);
-    assert_false(slb_ticket_ring_tick(&r, dir));
+    assert_false(slb_ticket_ring_tick(&r, dir_backend(dir)));
     uint8_t before[3][16], after[3][16];
     names_of(r, before);
-    struct slb_ticket_ring *again = slb_ticket_ring_open(dir, &err);
+    struct slb_ticket_ring *again = slb_ticket_ring_open(dir_backend(dir), &err);
     assert_non_null(again);
     names_of(again, after);
     assert_memory_equal(before, after, sizeof(before));

@@ -1,22 +1,22 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The control thread: owns the configuration document, the state directory, the certificate
- * store, the admin API, health checks and signals. It builds snapshots and publishes them to
- * the workers synchronously: slb_ctl_apply returns only after every worker adopted the new
- * snapshot, so an API answer means "active everywhere". */
-#ifndef SLB_EVENT_CONTROL_H
-#define SLB_EVENT_CONTROL_H
+ * store, health checks and signals; the admin API runs on its loop. It builds snapshots and
+ * publishes them to the workers synchronously: slb_ctl_apply returns only after every worker
+ * adopted the new snapshot, so an API answer means "active everywhere". */
+#ifndef SLB_DAEMON_CONTROL_H
+#define SLB_DAEMON_CONTROL_H
 
 #include "config/snapshot.h"
+#include "daemon/worker.h"
 #include "event/loop.h"
-#include "event/worker.h"
 #include "net/httpc.h"
 
 #include <jansson.h>
 #include <limits.h>
 #include <stdbool.h>
 
-struct slb_admin;
 struct slb_health;
+struct slb_backend;
 struct slb_certstore;
 struct slb_ticket_ring;
 struct slb_ocsp_fetcher;
@@ -24,7 +24,10 @@ struct slb_acme;
 
 struct slb_options {
     const char *state_dir;
-    const char *admin_addr; /* "ADDR:PORT" */
+    const char *admin_addrs[4]; /* "ADDR:PORT" or "unix:PATH" (SLB_ADMIN_MAX_LISTEN) */
+    int nadmin;
+    const char *admin_cert, *admin_key; /* PEM files: TCP admin addresses speak TLS */
+    int admin_auth_failures;            /* per source and minute before 429; 0: no limit */
     int workers;
     bool check_only;
 };
@@ -40,8 +43,12 @@ struct slb_ctl {
     struct slb_registry reg;
     struct slb_snapshot *cur;
     json_t *doc; /* the normalized document of cur, owned */
-    struct slb_admin *admin;
+    /* Called once when the loop stops, before workers drain (the admin API closes there). */
+    void (*on_stop)(void *arg);
+    void *on_stop_arg;
     struct slb_health *health;
+    struct slb_backend *backend; /* the state: documents config, certs/<id>, tickets */
+    uint64_t config_rev;         /* revision of the stored configuration document */
     struct slb_certstore *certs;
     struct slb_ticket_ring *tickets;
     struct slb_httpc httpc;        /* outbound HTTP on the control loop (OCSP, ...) */
@@ -64,6 +71,10 @@ int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err
  * is built, then dropped), without storing or publishing anything: *out is the normalized
  * document that applying doc would store. Takes ownership of doc. */
 int slb_ctl_dry_run(struct slb_ctl *ctl, json_t *doc, json_t **out, struct slb_err *err);
+/* The clients of the control loop (the admin API) are started by the program above the daemon
+ * (src/main.c), so the daemon never calls up into them: fn(arg) runs once when the loop stops,
+ * before the workers drain, or from slb_ctl_deinit. */
+void slb_ctl_on_stop(struct slb_ctl *ctl, void (*fn)(void *arg), void *arg);
 /* Run the control loop until SIGTERM/SIGINT, then drain workers and return 0. */
 int slb_ctl_run(struct slb_ctl *ctl);
 void slb_ctl_deinit(struct slb_ctl *ctl);

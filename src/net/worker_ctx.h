@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Worker threads: each runs its own event loop, accepts on its own SO_REUSEPORT sockets and
- * owns the connections it accepted from start to end. The control thread talks to a worker
- * only through its mailbox (an atomic pointer and an eventfd); a worker answers by bumping its
- * adopted generation and poking the control thread's ack eventfd, and never waits on it. */
-#ifndef SLB_EVENT_WORKER_H
-#define SLB_EVENT_WORKER_H
+/* What a connection sees of the worker thread that owns it: the worker's loop and connection
+ * list, its holds on configuration snapshots and its view of backend groups. Protocols
+ * (src/http/, src/tcp/) use this; starting, feeding and stopping the thread is the daemon's
+ * (daemon/worker.h), so no protocol depends on the daemon. */
+#ifndef SLB_NET_WORKER_CTX_H
+#define SLB_NET_WORKER_CTX_H
 
 #include "config/snapshot.h"
 #include "event/loop.h"
@@ -76,20 +76,6 @@ struct slb_worker {
     void *http;
 };
 
-/* cap: the most client connections this worker holds at once (its share of the process's
- * connection cap, slb_conn_cap); at the cap it stops accepting and new clients wait in the
- * kernel's listen backlog until connections close. */
-int slb_worker_start(struct slb_worker *w, int id, int ack_fd, unsigned long cap);
-/* The process's connection cap from RLIMIT_NOFILE: two descriptors per proxied connection
- * (client and backend), after a reserve of max(64, 5 %) for the admin API, health checks,
- * state files, logs and the sockets and pipes slbd holds anyway. *nofile and *reserve (may
- * be NULL) say what it was derived from. */
-unsigned long slb_conn_cap(unsigned long *nofile, unsigned long *reserve);
-/* Hand a snapshot to the worker (takes one reference for it). */
-void slb_worker_post(struct slb_worker *w, struct slb_snapshot *snap);
-void slb_worker_request_stop(struct slb_worker *w, uint64_t drain_ms);
-void slb_worker_join(struct slb_worker *w);
-
 /* Connections: take and release a hold on the worker's current snapshot. */
 static inline struct slb_wsnap *slb_wsnap_hold(struct slb_worker *w)
 {
@@ -129,5 +115,12 @@ static inline void slb_worker_unlink(struct slb_conn_link *c)
  * Returns the index or -1 when none is usable. */
 int slb_wgroup_pick(struct slb_wgroup *wg, uint64_t key, const uint8_t *tried);
 struct slb_wgroup *slb_wsnap_group(struct slb_wsnap *ws, const struct slb_group_rt *g);
+
+/* For the worker thread: a new hold of snap (NULL when memory is short; the snapshot
+ * reference stays the caller's then), the free of a hold, and letting go of the older holds
+ * that no connection uses any more. */
+struct slb_wsnap *slb_wsnap_new(struct slb_worker *w, struct slb_snapshot *snap);
+void slb_wsnap_free(struct slb_wsnap *ws);
+void slb_worker_release_idle_holds(struct slb_worker *w);
 
 #endif

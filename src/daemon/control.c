@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The control thread: state directory, configuration changes, synchronous publication to the
  * workers, signals and the retirement of old snapshots. */
-#include "event/control.h"
+#include "daemon/control.h"
 
 #include "acme/order.h"
-#include "admin/admin.h"
 #include "cert/ocsp_fetch.h"
 #include "cert/store.h"
 #include "config/state.h"
@@ -15,6 +14,7 @@
 #include "http/access.h"
 #include "lb/health.h"
 #include "metrics/metrics.h"
+#include "state/backend.h"
 #include "tls/tls.h"
 
 #include <errno.h>
@@ -119,7 +119,10 @@ int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err
     if (!snap)
         return SLB_EINVAL;
     if (persist) {
-        rc = slb_state_save_config(ctl->state_dir, snap->cfg->json, err);
+        /* Against the revision we read when others may write too; the directory's lock
+         * makes us its only writer. */
+        uint64_t expect = ctl->backend->ops->shared ? ctl->config_rev : SLB_REV_ANY;
+        rc = slb_state_config_save(ctl->backend, snap->cfg->json, expect, &ctl->config_rev, err);
         if (rc < 0) {
             slb_snapshot_discard(&ctl->reg, snap);
             return rc;
@@ -151,12 +154,14 @@ static void reload_config(struct slb_ctl *ctl)
         slb_notify("STATUS=reload refused, keeping the running configuration: %s is missing", path);
         return;
     }
-    if (slb_state_load_config(ctl->state_dir, &doc, &err) < 0 ||
+    uint64_t rev = 0;
+    if (slb_state_config_load(ctl->backend, &doc, &rev, &err) < 0 ||
         slb_ctl_apply(ctl, doc, false, &err) < 0) {
         slb_error("reload refused, keeping the running configuration: %s", err.msg);
         slb_notify("STATUS=reload refused, keeping the running configuration: %s", err.msg);
         return;
     }
+    ctl->config_rev = rev;
     slb_info("configuration reloaded from %s/config.json", ctl->state_dir);
 }
 
@@ -189,14 +194,14 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
 {
     struct slb_ctl *ctl = t->data;
     slb_snapshot_sweep(&ctl->reg);
-    slb_metrics_sample(ctl);
+    slb_metrics_sample(ctl->cur);
     if (ctl->certs)
         slb_certstore_tick(ctl->certs);
     if (ctl->ocsp)
         slb_ocsp_fetcher_tick(ctl->ocsp);
     if (ctl->acme)
         slb_acme_tick(ctl->acme);
-    if (slb_ticket_ring_tick(&ctl->tickets, ctl->state_dir)) {
+    if (slb_ticket_ring_tick(&ctl->tickets, ctl->backend)) {
         /* New ticket keys reach workers the way every change does: a new snapshot. */
         slb_tls_set_store(ctl->certs, ctl->tickets);
         struct slb_err err = {0};
@@ -225,14 +230,17 @@ static int load_state(struct slb_ctl *ctl, const char *dir, json_t **doc, struct
      * be another running slbd's writes in progress. */
     if (slb_state_lock(dir, &ctl->lock_fd, err) < 0 || slb_state_prepare(dir, err) < 0)
         return SLB_EINVAL;
-    ctl->certs = slb_certstore_open(dir, err);
+    ctl->backend = slb_backend_dir_new(dir, false, err);
+    if (!ctl->backend || slb_backend_dir_prepare(ctl->backend, err) < 0)
+        return SLB_EINVAL;
+    ctl->certs = slb_certstore_open_backend(ctl->backend, false, err);
     if (!ctl->certs)
         return SLB_EINVAL;
-    ctl->tickets = slb_ticket_ring_open(dir, err);
+    ctl->tickets = slb_ticket_ring_open(ctl->backend, err);
     if (!ctl->tickets)
         return SLB_EINVAL;
     slb_tls_set_store(ctl->certs, ctl->tickets);
-    return slb_state_load_config(dir, doc, err);
+    return slb_state_config_load(ctl->backend, doc, &ctl->config_rev, err);
 }
 
 int slb_ctl_check(const char *state_dir, bool start, struct slb_err *err)
@@ -354,9 +362,6 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
         goto fail;
     }
     doc = NULL;
-    ctl->admin = slb_admin_new(ctl, opt->admin_addr, err);
-    if (!ctl->admin)
-        goto fail;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -375,13 +380,27 @@ fail:
     return SLB_EINVAL;
 }
 
+void slb_ctl_on_stop(struct slb_ctl *ctl, void (*fn)(void *arg), void *arg)
+{
+    ctl->on_stop = fn;
+    ctl->on_stop_arg = arg;
+}
+
+static void stop_clients(struct slb_ctl *ctl)
+{
+    void (*fn)(void *) = ctl->on_stop;
+    ctl->on_stop = NULL;
+    if (fn)
+        fn(ctl->on_stop_arg);
+}
+
 int slb_ctl_run(struct slb_ctl *ctl)
 {
     slb_log_thread_name("control");
     int rc = slb_loop_run(&ctl->loop);
-    /* Graceful stop: close the admin API, tell workers to stop accepting and drain. */
-    slb_admin_free(ctl->admin);
-    ctl->admin = NULL;
+    /* Graceful stop: stop the clients (the admin API), tell workers to stop accepting and
+     * drain. */
+    stop_clients(ctl);
     uint64_t drain_ms =
         ctl->cur ? (uint64_t)ctl->cur->cfg->settings.drain_timeout_s * 1000u : 10000u;
     for (int i = 0; i < ctl->nworkers; i++)
@@ -395,8 +414,7 @@ int slb_ctl_run(struct slb_ctl *ctl)
 
 void slb_ctl_deinit(struct slb_ctl *ctl)
 {
-    slb_admin_free(ctl->admin);
-    ctl->admin = NULL;
+    stop_clients(ctl);
     for (int i = 0; i < ctl->nworkers; i++) {
         slb_worker_request_stop(&ctl->workers[i], 0);
         slb_worker_join(&ctl->workers[i]);
@@ -418,6 +436,7 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
     slb_tls_set_store(NULL, NULL);
     slb_ticket_ring_unref(ctl->tickets);
     slb_certstore_free(ctl->certs);
+    slb_backend_free(ctl->backend);
     json_decref(ctl->doc);
     free(ctl->workers);
     if (ctl->ack_fd >= 0)
