@@ -85,6 +85,7 @@ struct acert {
     struct slb_httpc_req *req;
     uint64_t next_ms; /* monotonic: when to send the next request */
     uint32_t backoff_s;
+    uint64_t failures;
     struct acert *next;
 };
 
@@ -237,6 +238,7 @@ static void fail(struct acert *c, const char *fmt, ...)
     va_end(ap);
     slb_warn("acme: certificate %s (%s): %s; retrying in %u s", c->id, c->name, c->error,
              c->backoff_s ? c->backoff_s : BACKOFF_MIN_S);
+    c->failures++;
     if (!c->issued)
         c->state = ST_FAILED;
     c->working = false;
@@ -1124,4 +1126,27 @@ void slb_acme_tick(struct slb_acme *a)
     if (a->publish)
         publish(a);
     slb_acme_challenges_reap(now, false);
+}
+
+size_t slb_acme_count(struct slb_acme *a)
+{
+    size_t n = 0;
+    for (struct acert *c = a ? a->certs : NULL; c; c = c->next)
+        n++;
+    return n;
+}
+
+bool slb_acme_info_at(struct slb_acme *a, size_t i, struct slb_acme_info *out)
+{
+    struct acert *c = a ? a->certs : NULL;
+    for (; c && i; c = c->next)
+        i--;
+    if (!c)
+        return false;
+    *out = (struct slb_acme_info){.id = c->id,
+                                  .name = c->name,
+                                  .state = state_names[c->state],
+                                  .renew_at = c->issued ? c->renew_at : 0,
+                                  .failures = c->failures};
+    return true;
 }

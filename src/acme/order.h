@@ -11,6 +11,8 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 struct slb_certstore;
 struct slb_httpc;
@@ -46,5 +48,15 @@ json_t *slb_acme_cert_json(struct slb_acme *a, const char *id);
 json_t *slb_acme_pending_json(struct slb_acme *a, const char *id);
 /* ACME certificates not in the store yet, as resources (for the list). */
 json_t *slb_acme_pending_list(struct slb_acme *a);
+
+/* What the metrics show of ACME certificate i (0 <= i < slb_acme_count). */
+struct slb_acme_info {
+    const char *id, *name;
+    const char *state; /* pending, valid, renewing, failed */
+    int64_t renew_at;  /* unix seconds; 0: not issued yet */
+    uint64_t failures; /* failed attempts since start */
+};
+size_t slb_acme_count(struct slb_acme *a);
+bool slb_acme_info_at(struct slb_acme *a, size_t i, struct slb_acme_info *out);
 
 #endif

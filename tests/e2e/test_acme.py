@@ -161,6 +161,10 @@ def test_obtain_http01_and_serve(slbd, pki, setup):
     hu.put_listener(slbd, "secure", lis)
     der = served_cert(setup["https"], "a.acme.test")
     assert cu.sha256_hex(der) == res["fingerprint_sha256"]
+    metrics = slbd.api.request("GET", "/metrics").text
+    assert f'slbd_acme_certificate_state{{id="{cid}",name="auto",state="valid"}} 1' in metrics
+    assert f'slbd_acme_certificate_state{{id="{cid}",name="auto",state="pending"}} 0' in metrics
+    assert f'slbd_acme_renewal_timestamp_seconds{{id="{cid}"}}' in metrics
     accts = slbd.api.get("/v1/acme/accounts")[1]["accounts"]
     assert [a["status"] for a in accts] == ["registered"], accts
 
@@ -226,6 +230,9 @@ def test_ca_error_is_surfaced(slbd, pki, setup):
     res = wait_state(slbd, cid, ("failed",))
     err = res["acme"]["error"]
     assert "gone.acme.test" in err and "urn:ietf:params:acme:error:" in err, res
+    metrics = slbd.api.request("GET", "/metrics").text
+    assert f'slbd_acme_certificate_state{{id="{cid}",name="auto",state="failed"}} 1' in metrics
+    assert f'slbd_acme_failures_total{{id="{cid}"}} 0' not in metrics
     slbd.allow_errors("acme: certificate")
 
 
