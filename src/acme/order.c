@@ -1084,6 +1084,20 @@ struct slb_acme *slb_acme_new(struct slb_certstore *store, struct slb_httpc *htt
     return a;
 }
 
+static void cert_free(struct acert *c)
+{
+    if (c->req)
+        slb_httpc_cancel(c->req);
+    for (size_t i = 0; i < c->ndomains; i++)
+        free(c->domains[i]);
+    free(c->domains);
+    json_decref(c->authzs);
+    if (c->key_pem)
+        OPENSSL_cleanse(c->key_pem, strlen(c->key_pem));
+    free(c->key_pem);
+    free(c);
+}
+
 void slb_acme_free(struct slb_acme *a)
 {
     if (!a)
@@ -1091,16 +1105,7 @@ void slb_acme_free(struct slb_acme *a)
     while (a->certs) {
         struct acert *c = a->certs;
         a->certs = c->next;
-        if (c->req)
-            slb_httpc_cancel(c->req);
-        for (size_t i = 0; i < c->ndomains; i++)
-            free(c->domains[i]);
-        free(c->domains);
-        json_decref(c->authzs);
-        if (c->key_pem)
-            OPENSSL_cleanse(c->key_pem, strlen(c->key_pem));
-        free(c->key_pem);
-        free(c);
+        cert_free(c);
     }
     while (a->accounts) {
         struct account *ac = a->accounts;
@@ -1117,7 +1122,20 @@ void slb_acme_tick(struct slb_acme *a)
 {
     uint64_t now = slb_mono_ms();
     int64_t wall = time(NULL);
-    for (struct acert *c = a->certs; c; c = c->next) {
+    for (struct acert **pp = &a->certs; *pp;) {
+        struct acert *c = *pp;
+        if (c->issued && !slb_certstore_get(a->store, c->id)) {
+            /* Deleted through the API: the ACME certificate ends with it. */
+            char file[200];
+            snprintf(file, sizeof(file), "cert-%s.json", c->id);
+            slb_fs_remove(a->dir, file);
+            slb_info("acme: certificate %s (%s) deleted: no more renewals", c->id, c->name);
+            *pp = c->next;
+            cert_free(c);
+            a->publish = true;
+            continue;
+        }
+        pp = &c->next;
         if (c->req || now < c->next_ms)
             continue;
         if (c->working || c->state == ST_FAILED || !c->issued || wall >= c->renew_at)

@@ -6,6 +6,7 @@ authority connects to slbd's own listeners: http-01 on the http listener, tls-al
 https listener."""
 
 import json
+import re
 import shutil
 import ssl
 import socket
@@ -161,6 +162,11 @@ def test_obtain_http01_and_serve(slbd, pki, setup):
     hu.put_listener(slbd, "secure", lis)
     der = served_cert(setup["https"], "a.acme.test")
     assert cu.sha256_hex(der) == res["fingerprint_sha256"]
+    # slbctl cert show has the ACME state.
+    shown = cu.slbctl(slbd, "cert", "show", cid)
+    assert shown.returncode == 0, shown
+    assert re.search(r"^acme\.state: +valid$", shown.stdout, re.M), shown.stdout
+    assert re.search(r"^acme\.account: +pebble$", shown.stdout, re.M), shown.stdout
     metrics = slbd.api.request("GET", "/metrics").text
     assert f'slbd_acme_certificate_state{{id="{cid}",name="auto",state="valid"}} 1' in metrics
     assert f'slbd_acme_certificate_state{{id="{cid}",name="auto",state="pending"}} 0' in metrics
@@ -193,6 +199,12 @@ def test_obtain_tls_alpn01(slbd, pki, setup):
     # Once validated, the name gets the listener's certificate again, not a challenge one.
     assert cu.sha256_hex(served_cert(setup["https"], "t.acme.test")) == \
         cu.sha256_hex(pki.der("server"))
+    # Deleting it ends the ACME certificate too: no renewal, no state left.
+    assert slbd.api.delete(f"/v1/certificates/{cid}")[0] in (200, 204)
+    f = slbd.state_dir / "acme" / f"cert-{cid}.json"
+    h.wait_until(lambda: not f.exists(), h.scaled(10), "the ACME state removed")
+    assert slbd.api.get(f"/v1/certificates/{cid}")[0] == 404
+    assert f'id="{cid}"' not in slbd.api.request("GET", "/metrics").text
 
 
 def test_api_checks_and_refusals(slbd, pki, setup):
