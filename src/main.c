@@ -8,19 +8,23 @@
 #include "core/version.h"
 #include "daemon/control.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: slbd [--state-dir DIR] [--admin ADDR:PORT|unix:PATH]... "
                "[--admin-cert FILE --admin-key FILE] [--admin-auth-failures N] [--workers N] "
-               "[--log-level debug|info|warn|error] [--check] [--version]\n");
+               "[--log-level debug|info|warn|error] [--check | --upgrade [--detach]] "
+               "[--version]\n");
 }
 
 static void print_err(const char *what, const struct slb_err *err)
@@ -29,10 +33,52 @@ static void print_err(const char *what, const struct slb_err *err)
             err->msg, err->code);
 }
 
-/* The admin API stops before the workers drain: no change can start while they do. */
+/* The admin API stops before the workers drain (or once a new process took over from us): no
+ * change can start while they do. */
+static struct slb_ctl ctl;
+
 static void stop_admin(void *arg)
 {
+    /* After a hand-over the unix socket files serve the next process: leave them. */
+    if (ctl.handover_state == SLB_HANDOVER_DONE)
+        slb_admin_keep_paths(arg);
     slb_admin_free(arg);
+}
+
+/* --upgrade --detach, for systemd's ExecReload (a command that must end): the new daemon is a
+ * child, forked before any thread starts; this process exits 0 once the child took over, or
+ * with the child's code when it failed. Returns -1 in the child, which goes on. */
+static int detach_upgrade(struct slb_options *opt)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        fprintf(stderr, "slbd: --detach: %s\n", strerror(errno));
+        return 1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "slbd: --detach: %s\n", strerror(errno));
+        return 1;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        setsid(); /* not killed with the invoking command's process group */
+        opt->ready_fd = p[1];
+        return -1;
+    }
+    close(p[1]);
+    char c;
+    ssize_t n;
+    do
+        n = read(p[0], &c, 1);
+    while (n < 0 && errno == EINTR);
+    close(p[0]);
+    if (n == 1)
+        return 0;
+    int st = 0;
+    if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) == 0)
+        return 1;
+    return WEXITSTATUS(st);
 }
 
 int main(int argc, char **argv)
@@ -41,7 +87,9 @@ int main(int argc, char **argv)
         .state_dir = "./slbd-state",
         .workers = (int)sysconf(_SC_NPROCESSORS_ONLN),
         .admin_auth_failures = -1,
+        .ready_fd = -1,
     };
+    bool detach = false;
     static const struct option longopts[] = {
         {"state-dir", required_argument, NULL, 's'},
         {"admin", required_argument, NULL, 'a'},
@@ -51,6 +99,8 @@ int main(int argc, char **argv)
         {"workers", required_argument, NULL, 'w'},
         {"log-level", required_argument, NULL, 'l'},
         {"check", no_argument, NULL, 'c'},
+        {"upgrade", no_argument, NULL, 'u'},
+        {"detach", no_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -103,6 +153,12 @@ int main(int argc, char **argv)
         case 'c':
             opt.check_only = true;
             break;
+        case 'u':
+            opt.upgrade = true;
+            break;
+        case 'D':
+            detach = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -114,7 +170,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc) {
+    if (optind < argc || (opt.check_only && opt.upgrade) || (detach && !opt.upgrade)) {
         usage(stderr);
         return 2;
     }
@@ -129,14 +185,23 @@ int main(int argc, char **argv)
     if (opt.workers > SLB_MAX_WORKERS)
         opt.workers = SLB_MAX_WORKERS;
 
+    /* A failed upgrade leaves the running slbd as it was: say so. */
+    const char *fail = opt.check_only ? "invalid state"
+                       : opt.upgrade  ? "upgrade failed, the running slbd goes on unchanged"
+                                      : "cannot start";
     struct slb_err err = {0};
     if (slb_ctl_check(opt.state_dir, !opt.check_only, &err) < 0) {
-        print_err(opt.check_only ? "invalid state" : "cannot start", &err);
+        print_err(fail, &err);
         return 1;
     }
     if (opt.check_only) {
         printf("slbd: %s is valid\n", opt.state_dir);
         return 0;
+    }
+    if (detach) {
+        int rc = detach_upgrade(&opt);
+        if (rc >= 0)
+            return rc;
     }
 
     /* A load balancer holds two descriptors per proxied connection: take the hard limit. */
@@ -156,24 +221,34 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    static struct slb_ctl ctl;
     if (slb_ctl_init(&ctl, &opt, &err) < 0) {
-        print_err("cannot start", &err);
+        print_err(fail, &err);
         slb_ctl_deinit(&ctl);
         return 1;
     }
-    struct slb_admin *admin = slb_admin_new(&ctl, &opt, &err);
+    /* The admin API before the configuration; its first address serves on the socket an
+     * upgrade was handed when the running slbd listened there too. */
+    struct slb_admin *admin = slb_admin_new(
+        &ctl, &opt, slb_ctl_inherited_admin_fd(&ctl, opt.admin_addrs[0]), &err);
     if (!admin) {
-        print_err("cannot start", &err);
+        print_err(fail, &err);
         slb_ctl_deinit(&ctl);
         return 1;
     }
     slb_ctl_on_stop(&ctl, stop_admin, admin);
+    slb_ctl_set_admin_fd(&ctl, slb_admin_listen_fd(admin));
+    if (slb_ctl_start(&ctl, &opt, &err) < 0) {
+        print_err(fail, &err);
+        slb_ctl_deinit(&ctl);
+        return 1;
+    }
     slb_info("slbd %s started: %d workers, state dir %s", slb_version(), opt.workers,
              opt.state_dir);
     /* The first configuration's listeners and the admin API are open: ready for systemd (the
-     * STATUS line was set when that configuration became active). */
-    slb_notify("READY=1");
+     * STATUS line was set when that configuration became active). An upgrade said it with
+     * its new main pid. */
+    if (!opt.upgrade)
+        slb_notify("READY=1");
     int rc = slb_ctl_run(&ctl);
     slb_ctl_deinit(&ctl);
     return rc < 0 ? 1 : 0;

@@ -18,9 +18,14 @@ struct slb_options;
 #define SLB_ADMIN_MAX_LISTEN 4
 
 /* Listen on each of opt's admin addresses: "ADDR:PORT" (TLS with admin_cert and admin_key)
- * or "unix:PATH". */
+ * or "unix:PATH". The first one serves on inherited_fd instead when it is >= 0 (its listening
+ * socket, handed over by the previous process on an upgrade; taken even on failure). */
 struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const struct slb_options *opt,
-                                struct slb_err *err);
+                                int inherited_fd, struct slb_err *err);
+/* The first address's listening socket (to hand over to the next process). */
+int slb_admin_listen_fd(const struct slb_admin *a);
+/* After a hand-over: the unix socket paths now belong to the next process; free leaves them. */
+void slb_admin_keep_paths(struct slb_admin *a);
 void slb_admin_free(struct slb_admin *a);
 
 /* A parsed admin request handed to the routes. */

@@ -388,6 +388,14 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         slb_admin_metrics(ctl, resp);
         return;
     }
+    struct slb_err werr = {0};
+    if (!slb_admin_method_is(req, "GET") && !slb_admin_method_is(req, "HEAD") &&
+        slb_ops_writable(ctl, &werr) < 0) {
+        /* The state directory is being handed over to a new process (slbd --upgrade): every
+         * change is refused alike, whatever its body. */
+        slb_admin_error(resp, &werr);
+        return;
+    }
     char seg[SLB_ADMIN_MAX_SEGS][SLB_ADMIN_SEG];
     int n = slb_admin_split(req->path, seg);
     const char *coll = n >= 1 ? seg[0] : "";

@@ -58,6 +58,8 @@ struct admin_listen {
     struct slb_io io;
     struct slb_timer pause; /* accepting paused after EMFILE */
     char unix_path[108];    /* a unix socket's path, removed at exit; "" for TCP */
+    ino_t path_ino;         /* the socket file's identity at unix_path */
+    dev_t path_dev;
 };
 
 struct slb_admin {
@@ -652,14 +654,25 @@ static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
 /* A unix socket at path (after "unix:"), mode 0660: its group may use the API (with a token
  * or key, like any client). A socket left by a previous run is replaced; any other file is
  * not. */
-static int listen_unix(struct admin_listen *l, const char *path, struct slb_err *err)
+static int listen_unix(struct admin_listen *l, const char *path, int fd, struct slb_err *err)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    if (!path[0] || strlen(path) >= sizeof(sun.sun_path))
+    if (!path[0] || strlen(path) >= sizeof(sun.sun_path)) {
+        if (fd >= 0)
+            close(fd);
         return slb_err_set(err, 400, "invalid_value", "--admin",
                            "unix socket path \"%s\" is empty or too long", path);
+    }
     snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
     struct stat st;
+    if (fd >= 0) { /* handed over: the same socket, already bound and listening at path */
+        l->fd = fd;
+        snprintf(l->unix_path, sizeof(l->unix_path), "%s", path);
+        if (lstat(path, &st) == 0)
+            l->path_ino = st.st_ino, l->path_dev = st.st_dev;
+        slb_info("admin API on unix:%s (handed over)", path);
+        return 0;
+    }
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             return slb_err_set(err, 400, "bind_failed", "--admin",
@@ -684,17 +697,27 @@ static int listen_unix(struct admin_listen *l, const char *path, struct slb_err 
         return SLB_EINVAL;
     }
     snprintf(l->unix_path, sizeof(l->unix_path), "%s", path);
+    if (lstat(path, &st) == 0)
+        l->path_ino = st.st_ino, l->path_dev = st.st_dev;
     slb_info("admin API on unix:%s", path);
     return 0;
 }
 
-static int listen_tcp(struct admin_listen *l, const char *addr, struct slb_err *err)
+static int listen_tcp(struct admin_listen *l, const char *addr, int fd, struct slb_err *err)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (slb_config_parse_hostport(addr, &ss, &len) < 0)
+    if (slb_config_parse_hostport(addr, &ss, &len) < 0) {
+        if (fd >= 0)
+            close(fd);
         return slb_err_set(err, 400, "invalid_value", "--admin",
                            "admin address \"%s\" is not ADDR:PORT or unix:PATH", addr);
+    }
+    if (fd >= 0) { /* handed over: already bound and listening */
+        l->fd = fd;
+        slb_info("admin API on %s://%s (handed over)", l->a->tls ? "https" : "http", addr);
+        return 0;
+    }
     l->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (l->fd >= 0)
@@ -736,12 +759,25 @@ static SSL_CTX *tls_new(const char *cert, const char *key, struct slb_err *err)
     return NULL;
 }
 
+int slb_admin_listen_fd(const struct slb_admin *a)
+{
+    return a->nls > 0 ? a->ls[0].fd : -1;
+}
+
+void slb_admin_keep_paths(struct slb_admin *a)
+{
+    for (int i = 0; a && i < a->nls; i++)
+        a->ls[i].unix_path[0] = '\0';
+}
+
 struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const struct slb_options *opt,
-                                struct slb_err *err)
+                                int inherited_fd, struct slb_err *err)
 {
     struct slb_admin *a = calloc(1, sizeof(*a));
     if (!a) {
         slb_err_set(err, 500, "internal", "--admin", "out of memory");
+        if (inherited_fd >= 0)
+            close(inherited_fd);
         return NULL;
     }
     a->ctl = ctl;
@@ -759,8 +795,10 @@ struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const struct slb_options *o
     for (int i = 0; i < naddrs && i < SLB_ADMIN_MAX_LISTEN; i++) {
         struct admin_listen *l = &a->ls[i];
         l->a = a;
-        int rc = strncmp(addrs[i], "unix:", 5) == 0 ? listen_unix(l, addrs[i] + 5, err)
-                                                    : listen_tcp(l, addrs[i], err);
+        int fd = i == 0 ? inherited_fd : -1;
+        inherited_fd = -1;
+        int rc = strncmp(addrs[i], "unix:", 5) == 0 ? listen_unix(l, addrs[i] + 5, fd, err)
+                                                    : listen_tcp(l, addrs[i], fd, err);
         if (rc < 0)
             goto fail;
         a->nls++;
@@ -770,6 +808,8 @@ struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const struct slb_options *o
     }
     return a;
 fail:
+    if (inherited_fd >= 0)
+        close(inherited_fd);
     slb_admin_free(a);
     return NULL;
 }
@@ -785,7 +825,10 @@ void slb_admin_free(struct slb_admin *a)
         slb_timer_stop(&a->ctl->loop, &l->pause);
         slb_io_set(&a->ctl->loop, &l->io, 0);
         close(l->fd);
-        if (l->unix_path[0])
+        /* Only our own socket file: a next process may have bound a new one at the path. */
+        struct stat st;
+        if (l->unix_path[0] && lstat(l->unix_path, &st) == 0 && st.st_ino == l->path_ino &&
+            st.st_dev == l->path_dev)
             unlink(l->unix_path);
     }
     slb_auth_free(a->auth);

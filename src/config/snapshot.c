@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "http/rules.h"
 #include "lb/health.h"
+#include "net/handover.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,19 +41,7 @@ void slb_registry_init(struct slb_registry *reg, int nworkers)
 
 static void addr_key(const struct sockaddr_storage *ss, char *out, size_t size)
 {
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const void *)ss;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-        snprintf(out, size, "%s:%u", host, port);
-    } else {
-        const struct sockaddr_in6 *in6 = (const void *)ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-        snprintf(out, size, "[%s]:%u", host, port);
-    }
+    slb_handover_addr_key(ss, out, size);
 }
 
 static unsigned port_of(const struct sockaddr_storage *ss)
@@ -124,9 +113,17 @@ static struct slb_lsock *lsock_get(struct slb_registry *reg, const struct slb_li
             return ls;
         }
     }
+    struct slb_inherited_sock *inh = NULL;
+    for (struct slb_inherited_sock *i = reg->inherited; i; i = i->next) {
+        if (strcmp(i->key, key) == 0)
+            inh = i;
+    }
     /* Our own SO_REUSEPORT sockets on the same port (another address, or the wildcard) can
-     * coexist with the new ones; only probe ports we do not hold. */
-    bool ours = false;
+     * coexist with the new ones; only probe ports we do not hold. Sockets handed over by
+     * the previous process are ours too. */
+    bool ours = inh != NULL;
+    for (struct slb_inherited_sock *i = reg->inherited; i; i = i->next)
+        ours |= i->nfds > 0 && strcmp(strrchr(i->key, ':'), strrchr(key, ':')) == 0;
     for (struct slb_lsock *o = reg->lsocks; o; o = o->next)
         ours |= !o->closed && o->port == port_of(&l->addr);
     int rc = ours ? 0 : probe_port_free(l);
@@ -148,7 +145,18 @@ static struct slb_lsock *lsock_get(struct slb_registry *reg, const struct slb_li
         ls->slot[i].fd = -1;
         slb_timer_init(&ls->slot[i].pause, NULL, &ls->slot[i]);
     }
+    /* The previous process's sockets first: connections waiting in their accept queues are
+     * ours to accept, and no new socket joins the port's SO_REUSEPORT group. */
+    for (int i = 0; inh && i < reg->nworkers && i < inh->nfds; i++) {
+        ls->slot[i].fd = inh->fds[i];
+        inh->fds[i] = -1;
+    }
+    if (inh)
+        slb_info("listener %s: adopted %d listening sockets of %s from the previous process",
+                 l->name, inh->nfds < reg->nworkers ? inh->nfds : reg->nworkers, key);
     for (int i = 0; i < reg->nworkers; i++) {
+        if (ls->slot[i].fd >= 0)
+            continue;
         rc = bind_one(l, &ls->slot[i].fd);
         if (rc < 0) {
             slb_err_set(err, 400, "bind_failed", l->name, "listener %s cannot bind %s: %s", l->name,
@@ -441,8 +449,30 @@ void slb_registry_close_unused(struct slb_registry *reg, const struct slb_snapsh
     }
 }
 
+void slb_registry_close_inherited(struct slb_registry *reg)
+{
+    while (reg->inherited) {
+        struct slb_inherited_sock *i = reg->inherited;
+        reg->inherited = i->next;
+        int n = 0;
+        for (int k = 0; k < i->nfds; k++) {
+            if (i->fds[k] >= 0) {
+                close(i->fds[k]);
+                n++;
+            }
+        }
+        if (n)
+            slb_info("closing %d listening sockets of %s handed over by the previous process: "
+                     "%s",
+                     n, i->key,
+                     n == i->nfds ? "no listener binds it any more" : "fewer workers now");
+        free(i);
+    }
+}
+
 void slb_registry_deinit(struct slb_registry *reg)
 {
+    slb_registry_close_inherited(reg);
     slb_snapshot_sweep(reg);
     if (reg->retired)
         slb_warn("%zu configuration snapshots still referenced at exit", slb_snapshot_sweep(reg));

@@ -192,10 +192,15 @@ struct slb_snapshot {
     struct slb_snapshot *next_retired;
 };
 
+struct slb_inherited_sock;
+
 /* Registries shared by consecutive snapshots (control thread only). */
 struct slb_registry {
     int nworkers;
     struct slb_lsock *lsocks;
+    /* Listening sockets handed over by the previous process (net/handover.h), adopted by
+     * address instead of binding new ones; owned by the registry until adopted or closed. */
+    struct slb_inherited_sock *inherited;
     struct slb_srv_rt *servers;
     struct slb_lis_rt *lis;
     uint64_t next_generation;
@@ -208,7 +213,7 @@ void slb_registry_deinit(struct slb_registry *reg);
 
 /* Build a snapshot for cfg (takes ownership of cfg, even on failure). Binds sockets for new
  * bind addresses (err code "bind_failed" naming the listener and the errno text), reuses
- * existing ones. refs starts at 1. */
+ * existing ones and adopts inherited ones. refs starts at 1. */
 struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_config *cfg,
                                         struct slb_err *err);
 /* Drop the control thread's reference and put snap on the retired list. */
@@ -221,6 +226,9 @@ size_t slb_snapshot_sweep(struct slb_registry *reg);
 /* After every worker adopted cur: close listening sockets cur no longer uses, so the kernel
  * stops queueing connections nobody will accept. */
 void slb_registry_close_unused(struct slb_registry *reg, const struct slb_snapshot *cur);
+/* Close the inherited sockets no snapshot adopted (the new configuration has no listener on
+ * their address). */
+void slb_registry_close_inherited(struct slb_registry *reg);
 
 static inline void slb_snapshot_ref(struct slb_snapshot *s)
 {

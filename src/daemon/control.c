@@ -24,12 +24,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define PUBLISH_TIMEOUT_MS 10000
 #define SWEEP_INTERVAL_MS 1000
+/* From handing our sockets over until the new process serves: it loads the state directory and
+ * builds every TLS context meanwhile, which a large configuration on a busy machine makes slow. */
+#define UPGRADE_TIMEOUT_MS 120000
 
 static int cert_type_of(void *arg, const char *id)
 {
@@ -197,11 +202,15 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
     slb_metrics_sample(ctl->cur);
     if (ctl->certs)
         slb_certstore_tick(ctl->certs);
-    if (ctl->ocsp)
+    /* While a new process takes over, the state directory is its to write (stored OCSP
+     * responses, ticket keys). */
+    bool owner = ctl->handover_state == SLB_HANDOVER_NONE;
+    if (ctl->ocsp && owner)
         slb_ocsp_fetcher_tick(ctl->ocsp);
-    if (ctl->acme)
+    /* ACME orders write DIR/acme/ and answer challenges: the owner of the state only. */
+    if (ctl->acme && owner)
         slb_acme_tick(ctl->acme);
-    if (slb_ticket_ring_tick(&ctl->tickets, ctl->backend)) {
+    if (owner && slb_ticket_ring_tick(&ctl->tickets, ctl->backend)) {
         /* New ticket keys reach workers the way every change does: a new snapshot. */
         slb_tls_set_store(ctl->certs, ctl->tickets);
         struct slb_err err = {0};
@@ -211,6 +220,289 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
             slb_info("session ticket keys rotated");
     }
     slb_timer_start(loop, t, SWEEP_INTERVAL_MS);
+}
+
+void slb_ctl_on_stop(struct slb_ctl *ctl, void (*fn)(void *arg), void *arg)
+{
+    ctl->on_stop = fn;
+    ctl->on_stop_arg = arg;
+}
+
+void slb_ctl_set_admin_fd(struct slb_ctl *ctl, int fd)
+{
+    ctl->admin_fd = fd;
+}
+
+bool slb_ctl_handing_over(const struct slb_ctl *ctl)
+{
+    return ctl->handover_state != SLB_HANDOVER_NONE;
+}
+
+/* Stop the clients of the control loop (the admin API, with its socket). */
+static void stop_clients(struct slb_ctl *ctl)
+{
+    void (*fn)(void *) = ctl->on_stop;
+    ctl->on_stop = NULL;
+    ctl->admin_fd = -1;
+    if (fn)
+        fn(ctl->on_stop_arg);
+}
+
+/* --- upgrades, the running process's side (net/handover.h) --- */
+
+static void upgrade_end(struct slb_ctl *ctl)
+{
+    slb_timer_stop(&ctl->loop, &ctl->upgrade_timer);
+    if (ctl->upgrade_conn >= 0) {
+        slb_io_set(&ctl->loop, &ctl->upgrade_conn_io, 0);
+        close(ctl->upgrade_conn);
+    }
+    ctl->upgrade_conn = -1;
+}
+
+static void upgrade_abort(struct slb_ctl *ctl, const char *why)
+{
+    slb_error("upgrade failed: %s; still serving, configuration changes are accepted again", why);
+    upgrade_end(ctl);
+    ctl->handover_state = SLB_HANDOVER_NONE;
+}
+
+/* Send every listening socket (one per worker), the admin socket and the locked DIR/lock.
+ * The descriptors are copies: we keep serving on ours until the new process is ready. */
+static int upgrade_send(struct slb_ctl *ctl)
+{
+    int fd = ctl->upgrade_conn, rc;
+    char msg[SLB_HANDOVER_MSG];
+    if ((rc = slb_handover_send(fd, "lock", &ctl->lock_fd, 1)) < 0)
+        return rc;
+    if (ctl->admin_fd >= 0) {
+        int afd = ctl->admin_fd;
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        char key[96];
+        if (getsockname(afd, (struct sockaddr *)&ss, &len) < 0)
+            return -errno;
+        slb_handover_addr_key(&ss, key, sizeof(key));
+        snprintf(msg, sizeof(msg), "admin %s", key);
+        if ((rc = slb_handover_send(fd, msg, &afd, 1)) < 0)
+            return rc;
+    }
+    for (struct slb_lsock *ls = ctl->reg.lsocks; ls; ls = ls->next) {
+        const char *name = NULL;
+        for (size_t i = 0; ctl->cur && i < ctl->cur->nlisteners; i++) {
+            if (ctl->cur->listeners[i].sock == ls)
+                name = ctl->cur->listeners[i].cfg->name;
+        }
+        if (ls->closed || !name)
+            continue;
+        int fds[SLB_HANDOVER_MAX_FDS], n = 0;
+        for (int i = 0; i < ls->nworkers && n < SLB_HANDOVER_MAX_FDS; i++) {
+            if (ls->slot[i].fd >= 0)
+                fds[n++] = ls->slot[i].fd;
+        }
+        snprintf(msg, sizeof(msg), "listen %s %s", ls->key, name);
+        if (n && (rc = slb_handover_send(fd, msg, fds, n)) < 0)
+            return rc;
+    }
+    return slb_handover_send(fd, "end", NULL, 0);
+}
+
+/* The new process serves on every socket: stop accepting, stop writing to the state
+ * directory, give the lock up (the new process holds the same open file, so the flock stays
+ * taken throughout), confirm, and drain. */
+static void upgrade_complete(struct slb_ctl *ctl, long pid)
+{
+    slb_timer_stop(&ctl->loop, &ctl->upgrade_timer);
+    ctl->handover_state = SLB_HANDOVER_DONE;
+    slb_io_set(&ctl->loop, &ctl->upgrade_io, 0);
+    close(ctl->upgrade_fd); /* the new process replaces DIR/upgrade.sock with its own */
+    ctl->upgrade_fd = -1;
+    stop_clients(ctl); /* the admin API: its socket serves in the new process */
+    for (int i = 0; i < ctl->nworkers; i++)
+        slb_worker_request_stop(&ctl->workers[i], ctl->cur->cfg->settings.drain_timeout_s * 1000u,
+                                true);
+    if (ctl->lock_fd >= 0)
+        close(ctl->lock_fd);
+    ctl->lock_fd = -1;
+    int rc = slb_handover_send(ctl->upgrade_conn, "done", NULL, 0);
+    if (rc < 0)
+        slb_warn("upgrade: cannot confirm the hand-over to pid %ld: %s", pid, strerror(-rc));
+    /* The connection stays open until the new process closes it, after it told systemd it
+     * is the main process: we exit only then (slb_ctl_run), or systemd would take our exit
+     * for the service's end. */
+    slb_io_set(&ctl->loop, &ctl->upgrade_conn_io, 0);
+    slb_info("upgrade: pid %ld serves now; draining connections (at most %u s), then exiting", pid,
+             ctl->cur->cfg->settings.drain_timeout_s);
+    ctl->stopping = true;
+    slb_loop_stop(&ctl->loop);
+}
+
+static void upgrade_conn_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    struct slb_ctl *ctl = io->data;
+    char msg[SLB_HANDOVER_MSG], why[SLB_HANDOVER_MSG + 64];
+    int fds[SLB_HANDOVER_MAX_FDS], nfds = 0;
+    ssize_t n =
+        slb_handover_recv(ctl->upgrade_conn, msg, sizeof(msg), fds, &nfds, SLB_HANDOVER_MAX_FDS);
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    if (n == -EAGAIN)
+        return;
+    long pid = 0;
+    if (n > 0 && ctl->handover_state == SLB_HANDOVER_NONE &&
+        sscanf(msg, "upgrade %ld", &pid) == 1) {
+        slb_info("upgrade: pid %ld takes over; configuration changes wait until it serves", pid);
+        ctl->handover_state = SLB_HANDOVER_SENT;
+        int rc = upgrade_send(ctl);
+        if (rc < 0) {
+            snprintf(why, sizeof(why), "cannot send the sockets to pid %ld: %s", pid,
+                     slb_strerror(rc));
+            upgrade_abort(ctl, why);
+            return;
+        }
+        slb_timer_start(loop, &ctl->upgrade_timer, UPGRADE_TIMEOUT_MS);
+        return;
+    }
+    if (n > 0 && ctl->handover_state == SLB_HANDOVER_SENT && sscanf(msg, "ready %ld", &pid) == 1) {
+        upgrade_complete(ctl, pid);
+        return;
+    }
+    if (ctl->handover_state == SLB_HANDOVER_NONE) {
+        upgrade_end(ctl); /* it went before asking: nothing was sent */
+        return;
+    }
+    if (n > 0)
+        snprintf(why, sizeof(why), "unexpected message from the new process: %s", msg);
+    else
+        snprintf(why, sizeof(why), "the new process exited before it served (%s)",
+                 n == 0 ? "see its own message" : slb_strerror((int)n));
+    upgrade_abort(ctl, why);
+}
+
+static void upgrade_timeout_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    upgrade_abort(t->data, "the new process did not serve within 120 s");
+}
+
+/* A second upgrade while one is in progress: its request is read before the answer, since
+ * closing a unix socket with unread data resets the peer, which would then not read "busy". */
+struct slb_busy_conn {
+    struct slb_io io;
+    struct slb_ctl *ctl;
+    struct slb_busy_conn *next;
+};
+
+static void busy_close(struct slb_ctl *ctl, struct slb_busy_conn *b)
+{
+    for (struct slb_busy_conn **pp = &ctl->upgrade_busy; *pp; pp = &(*pp)->next) {
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    }
+    slb_io_set(&ctl->loop, &b->io, 0);
+    close(b->io.fd);
+    slb_loop_defer_free(&ctl->loop, free, b);
+}
+
+static void busy_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    struct slb_busy_conn *b = io->data;
+    char msg[SLB_HANDOVER_MSG];
+    int fds[SLB_HANDOVER_MAX_FDS], nfds = 0;
+    ssize_t n = slb_handover_recv(io->fd, msg, sizeof(msg), fds, &nfds, SLB_HANDOVER_MAX_FDS);
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    if (n == -EAGAIN)
+        return;
+    if (n > 0)
+        slb_handover_send(io->fd, "busy", NULL, 0);
+    busy_close(b->ctl, b);
+}
+
+static void upgrade_accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
+{
+    struct slb_ctl *ctl = io->data;
+    int fd = accept4(ctl->upgrade_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    /* The socket is 0600 in a 0700 directory; the peer's uid is checked all the same, as the
+     * descriptors it would receive are every listener of this machine. */
+    struct ucred cr = {.uid = (uid_t)-1};
+    socklen_t len = sizeof(cr);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 || cr.uid != geteuid()) {
+        slb_warn("upgrade: refused a connection from uid %ld", (long)cr.uid);
+        close(fd);
+        return;
+    }
+    if (ctl->upgrade_conn >= 0 || ctl->stopping) {
+        /* One upgrade at a time: the second one is told why and exits non-zero. */
+        struct slb_busy_conn *b = calloc(1, sizeof(*b));
+        if (!b) {
+            close(fd);
+            return;
+        }
+        b->ctl = ctl;
+        b->next = ctl->upgrade_busy;
+        ctl->upgrade_busy = b;
+        slb_io_init(&b->io, fd, busy_cb, b);
+        slb_io_set(loop, &b->io, EPOLLIN);
+        return;
+    }
+    ctl->upgrade_conn = fd;
+    slb_io_init(&ctl->upgrade_conn_io, fd, upgrade_conn_cb, ctl);
+    slb_io_set(loop, &ctl->upgrade_conn_io, EPOLLIN);
+}
+
+static void upgrade_listen(struct slb_ctl *ctl)
+{
+    struct slb_err err = {0};
+    if (slb_handover_listen(ctl->state_dir, &ctl->upgrade_fd, &err) < 0) {
+        slb_warn("slbd --upgrade will not be possible: %s", err.msg);
+        return;
+    }
+    slb_io_init(&ctl->upgrade_io, ctl->upgrade_fd, upgrade_accept_cb, ctl);
+    slb_io_set(&ctl->loop, &ctl->upgrade_io, EPOLLIN);
+}
+
+/* --- upgrades, the new process's side --- */
+
+/* The lock passed by the old process must be our state directory's, and locked. */
+static int adopt_lock(struct slb_ctl *ctl, const char *dir, struct slb_err *err)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/%s", dir, SLB_STATE_LOCK);
+    struct stat a, b;
+    int lfd = ctl->handover.lock_fd;
+    if (fstat(lfd, &a) < 0 || stat(path, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino ||
+        flock(lfd, LOCK_EX | LOCK_NB) < 0)
+        return slb_err_set(err, 500, "upgrade_failed", path,
+                           "the running slbd passed a lock that is not %s's", path);
+    ctl->lock_fd = lfd;
+    ctl->handover.lock_fd = -1;
+    return 0;
+}
+
+/* We serve: tell the old process and wait for its "done"; from then on the state directory
+ * is ours. */
+static int upgrade_commit(struct slb_ctl *ctl, struct slb_err *err)
+{
+    long old = (long)ctl->handover.old_pid;
+    int rc = slb_handover_commit(&ctl->handover, 30000, err);
+    if (rc < 0)
+        return rc;
+    slb_info("upgrade complete: took over from pid %ld", old);
+    return 0;
+}
+
+/* The lock file names the process that holds it, for the messages of those refused. */
+static void write_lock_pid(struct slb_ctl *ctl)
+{
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(ctl->lock_fd, 0) < 0 || pwrite(ctl->lock_fd, pid, (size_t)len, 0) != len)
+        slb_warn("cannot write our pid to %s/%s: %s", ctl->state_dir, SLB_STATE_LOCK,
+                 strerror(errno));
 }
 
 /* Errors found in config.json carry the field in their message; name the file as the place
@@ -228,7 +520,9 @@ static int load_state(struct slb_ctl *ctl, const char *dir, json_t **doc, struct
 {
     /* The lock first: the clean-up in slb_state_prepare removes temporary files, which may
      * be another running slbd's writes in progress. */
-    if (slb_state_lock(dir, &ctl->lock_fd, err) < 0 || slb_state_prepare(dir, err) < 0)
+    int rc = ctl->handover.conn >= 0 ? adopt_lock(ctl, dir, err)
+                                     : slb_state_lock(dir, &ctl->lock_fd, err);
+    if (rc < 0 || slb_state_prepare(dir, err) < 0)
         return SLB_EINVAL;
     ctl->backend = slb_backend_dir_new(dir, false, err);
     if (!ctl->backend || slb_backend_dir_prepare(ctl->backend, err) < 0)
@@ -298,37 +592,57 @@ static int acme_stored(const char *id, bool created, void *data, struct slb_err 
     return slb_ctl_apply(ctl, json_incref(ctl->doc), false, err);
 }
 
+/* The admin socket handed over, when it listens on the address we are told to use. */
+int slb_ctl_inherited_admin_fd(struct slb_ctl *ctl, const char *addr)
+{
+    int fd = ctl->handover.admin_fd;
+    ctl->handover.admin_fd = -1;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char key[96];
+    if (fd >= 0 && slb_config_parse_hostport(addr, &ss, &len) == 0) {
+        slb_handover_addr_key(&ss, key, sizeof(key));
+        if (strcmp(key, ctl->handover.admin_key) == 0)
+            return fd;
+    }
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
 int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_err *err)
 {
     memset(ctl, 0, sizeof(*ctl));
-    ctl->ack_fd = ctl->signal_fd = ctl->lock_fd = -1;
+    ctl->ack_fd = ctl->signal_fd = ctl->lock_fd = ctl->upgrade_fd = ctl->upgrade_conn = -1;
+    ctl->admin_fd = -1;
+    ctl->handover.conn = ctl->handover.lock_fd = ctl->handover.admin_fd = -1;
     snprintf(ctl->state_dir, sizeof(ctl->state_dir), "%s", opt->state_dir);
     ctl->started_ms = slb_wall_ms();
-    json_t *doc = NULL;
-    if (load_state(ctl, opt->state_dir, &doc, err) < 0)
+    slb_timer_init(&ctl->upgrade_timer, upgrade_timeout_cb, ctl);
+    /* An upgrade asks the running slbd for its sockets and its lock first: until we tell it we
+     * serve, it serves as before, and refuses configuration changes we could miss. */
+    if (opt->upgrade && slb_handover_request(opt->state_dir, &ctl->handover, err) < 0)
+        return SLB_EINVAL;
+    if (load_state(ctl, opt->state_dir, &ctl->start_doc, err) < 0)
         return SLB_EINVAL;
     if (slb_state_admin_token(opt->state_dir, ctl->token, sizeof(ctl->token), err) < 0)
-        goto fail;
-    if (slb_loop_init(&ctl->loop) < 0) {
-        slb_err_set(err, 500, "internal", "", "cannot create the control loop: %s",
-                    strerror(errno));
-        goto fail;
-    }
+        return SLB_EINVAL;
+    if (slb_loop_init(&ctl->loop) < 0)
+        return slb_err_set(err, 500, "internal", "", "cannot create the control loop: %s",
+                           strerror(errno));
     if (slb_httpc_init(&ctl->httpc, &ctl->loop) < 0 ||
-        !(ctl->ocsp = slb_ocsp_fetcher_new(ctl->certs, &ctl->httpc, opt->state_dir))) {
-        slb_err_set(err, 500, "internal", "", "cannot start the outbound HTTP client");
-        goto fail;
-    }
+        !(ctl->ocsp = slb_ocsp_fetcher_new(ctl->certs, &ctl->httpc, opt->state_dir)))
+        return slb_err_set(err, 500, "internal", "", "cannot start the outbound HTTP client");
     if (!(ctl->acme = slb_acme_new(ctl->certs, &ctl->httpc, opt->state_dir, acme_stored, ctl, err)))
-        goto fail;
+        return SLB_EINVAL;
     ctl->ack_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ctl->nworkers = opt->workers;
     ctl->workers = calloc((size_t)opt->workers, sizeof(*ctl->workers));
-    if (ctl->ack_fd < 0 || !ctl->workers) {
-        slb_err_set(err, 500, "internal", "", "cannot allocate workers");
-        goto fail;
-    }
+    if (ctl->ack_fd < 0 || !ctl->workers)
+        return slb_err_set(err, 500, "internal", "", "cannot allocate workers");
     slb_registry_init(&ctl->reg, opt->workers);
+    ctl->reg.inherited = ctl->handover.socks;
+    ctl->handover.socks = NULL;
     ctl->health = slb_health_new(&ctl->loop);
     /* Each worker holds its share of the connection cap, counted by itself: nothing is shared
      * between workers on the accept and close paths (docs/architecture.md). */
@@ -342,10 +656,9 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     for (int i = 0; i < opt->workers; i++) {
         int rc = slb_worker_start(&ctl->workers[i], i, ctl->ack_fd, share ? share : 1);
         if (rc < 0) {
-            slb_err_set(err, 500, "internal", "", "cannot start worker %d: %s", i,
-                        slb_strerror(rc));
             ctl->nworkers = i;
-            goto fail;
+            return slb_err_set(err, 500, "internal", "", "cannot start worker %d: %s", i,
+                               slb_strerror(rc));
         }
     }
     struct slb_config *empty = NULL;
@@ -354,14 +667,35 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     json_decref(edoc);
     struct slb_snapshot *s0 = empty ? slb_snapshot_build(&ctl->reg, empty, err) : NULL;
     if (!s0)
-        goto fail;
+        return SLB_EINVAL;
     publish(ctl, s0);
+    return 0;
+}
+
+/* Stop accepting and drain (bounded by settings.drain_timeout_s); gentle after a hand-over. */
+static void stop_workers(struct slb_ctl *ctl, bool gentle)
+{
+    uint64_t drain_ms =
+        ctl->cur ? (uint64_t)ctl->cur->cfg->settings.drain_timeout_s * 1000u : 10000u;
+    for (int i = 0; i < ctl->nworkers; i++)
+        slb_worker_request_stop(&ctl->workers[i], drain_ms, gentle);
+    for (int i = 0; i < ctl->nworkers; i++)
+        slb_worker_join(&ctl->workers[i]);
+    ctl->nworkers = 0;
+}
+
+/* After slb_ctl_init, once the program started the admin API (an upgrade's admin socket
+ * included): once the configuration is published the workers accept, and after an upgrade's
+ * commit nothing may fail any more. */
+int slb_ctl_start(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_err *err)
+{
+    json_t *doc = ctl->start_doc;
+    ctl->start_doc = NULL;
     if (slb_ctl_apply(ctl, doc, false, err) < 0) {
-        doc = NULL;
         name_config_file(err, opt->state_dir);
-        goto fail;
+        return SLB_EINVAL;
     }
-    doc = NULL;
+    slb_registry_close_inherited(&ctl->reg);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -374,24 +708,26 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     }
     slb_timer_init(&ctl->sweep_timer, sweep_cb, ctl);
     slb_timer_start(&ctl->loop, &ctl->sweep_timer, SWEEP_INTERVAL_MS);
+    if (opt->upgrade && upgrade_commit(ctl, err) < 0) {
+        /* We may have accepted connections already: they finish, as when stopping. */
+        stop_workers(ctl, true);
+        return SLB_EINVAL;
+    }
+    upgrade_listen(ctl);
+    if (opt->upgrade) {
+        /* Last: whoever waits for the lock file to name us finds everything in place. Under
+         * systemd (NotifyAccess=all) the service's main process becomes us. */
+        write_lock_pid(ctl);
+        slb_notify("MAINPID=%ld\nREADY=1", (long)getpid());
+        slb_handover_deinit(&ctl->handover); /* the old process may exit now */
+        if (opt->ready_fd >= 0) {
+            /* --detach: the command that started us ends now, with success. */
+            ssize_t w = write(opt->ready_fd, "1", 1);
+            (void)w;
+            close(opt->ready_fd);
+        }
+    }
     return 0;
-fail:
-    json_decref(doc);
-    return SLB_EINVAL;
-}
-
-void slb_ctl_on_stop(struct slb_ctl *ctl, void (*fn)(void *arg), void *arg)
-{
-    ctl->on_stop = fn;
-    ctl->on_stop_arg = arg;
-}
-
-static void stop_clients(struct slb_ctl *ctl)
-{
-    void (*fn)(void *) = ctl->on_stop;
-    ctl->on_stop = NULL;
-    if (fn)
-        fn(ctl->on_stop_arg);
 }
 
 int slb_ctl_run(struct slb_ctl *ctl)
@@ -399,15 +735,13 @@ int slb_ctl_run(struct slb_ctl *ctl)
     slb_log_thread_name("control");
     int rc = slb_loop_run(&ctl->loop);
     /* Graceful stop: stop the clients (the admin API), tell workers to stop accepting and
-     * drain. */
+     * drain (gently after a hand-over). */
     stop_clients(ctl);
-    uint64_t drain_ms =
-        ctl->cur ? (uint64_t)ctl->cur->cfg->settings.drain_timeout_s * 1000u : 10000u;
-    for (int i = 0; i < ctl->nworkers; i++)
-        slb_worker_request_stop(&ctl->workers[i], drain_ms);
-    for (int i = 0; i < ctl->nworkers; i++)
-        slb_worker_join(&ctl->workers[i]);
-    ctl->nworkers = 0;
+    stop_workers(ctl, ctl->handover_state == SLB_HANDOVER_DONE);
+    if (ctl->upgrade_conn >= 0 && ctl->handover_state == SLB_HANDOVER_DONE) {
+        struct pollfd p = {.fd = ctl->upgrade_conn, .events = POLLIN};
+        poll(&p, 1, 10000);
+    }
     slb_info("stopped");
     return rc;
 }
@@ -416,7 +750,7 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
 {
     stop_clients(ctl);
     for (int i = 0; i < ctl->nworkers; i++) {
-        slb_worker_request_stop(&ctl->workers[i], 0);
+        slb_worker_request_stop(&ctl->workers[i], 0, false);
         slb_worker_join(&ctl->workers[i]);
     }
     slb_health_free(ctl->health);
@@ -438,11 +772,28 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
     slb_certstore_free(ctl->certs);
     slb_backend_free(ctl->backend);
     json_decref(ctl->doc);
+    json_decref(ctl->start_doc);
     free(ctl->workers);
     if (ctl->ack_fd >= 0)
         close(ctl->ack_fd);
     if (ctl->signal_fd >= 0)
         close(ctl->signal_fd);
+    upgrade_end(ctl);
+    while (ctl->upgrade_busy) {
+        struct slb_busy_conn *b = ctl->upgrade_busy;
+        ctl->upgrade_busy = b->next;
+        close(b->io.fd);
+        free(b);
+    }
+    slb_handover_deinit(&ctl->handover);
+    if (ctl->upgrade_fd >= 0) {
+        /* Still ours (no hand-over): remove it while we hold the lock. */
+        char path[PATH_MAX + 16];
+        snprintf(path, sizeof(path), "%s/%s", ctl->state_dir, SLB_HANDOVER_SOCK);
+        unlink(path);
+        close(ctl->upgrade_fd);
+        ctl->upgrade_fd = -1;
+    }
     if (ctl->lock_fd >= 0)
         close(ctl->lock_fd);
     slb_loop_deinit(&ctl->loop);

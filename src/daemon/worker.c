@@ -311,9 +311,10 @@ void slb_worker_post(struct slb_worker *w, struct slb_snapshot *snap)
     wake(w);
 }
 
-void slb_worker_request_stop(struct slb_worker *w, uint64_t drain_ms)
+void slb_worker_request_stop(struct slb_worker *w, uint64_t drain_ms, bool gentle)
 {
     w->drain_ms = drain_ms;
+    w->gentle_drain = gentle;
     atomic_store(&w->stop_req, 1);
     wake(w);
 }

@@ -20,7 +20,8 @@ int slb_worker_start(struct slb_worker *w, int id, int ack_fd, unsigned long cap
 unsigned long slb_conn_cap(unsigned long *nofile, unsigned long *reserve);
 /* Hand a snapshot to the worker (takes one reference for it). */
 void slb_worker_post(struct slb_worker *w, struct slb_snapshot *snap);
-void slb_worker_request_stop(struct slb_worker *w, uint64_t drain_ms);
+/* gentle: see gentle_drain (net/worker_ctx.h). */
+void slb_worker_request_stop(struct slb_worker *w, uint64_t drain_ms, bool gentle);
 void slb_worker_join(struct slb_worker *w);
 
 #endif

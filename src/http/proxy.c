@@ -324,6 +324,8 @@ static bool step_parse_request(struct http_conn *c)
         return true;
     }
     rebind(c); /* a new configuration since the last request */
+    if (c->w->drain_deadline_ms)
+        c->close_after = true; /* stopping: the connection's last request */
     start_request(c, m);
     c->x->req_bytes_in += (uint64_t)rc;
     slb_buf_consume(&c->in, (size_t)rc);
@@ -1423,10 +1425,21 @@ static void conn_abort(struct slb_conn_link *link)
 }
 
 /* Stopping: an idle keep-alive connection closes now; one with a request in progress gets
- * its response (marked Connection: close) and closes after it. */
+ * its response (marked Connection: close) and closes after it. After a hand-over to a new
+ * process every connection gets one more response (its timeouts and the drain bound it): a
+ * client that connected a moment ago, or is about to reuse its connection, sent a request
+ * that closing now would fail. */
 static void conn_drain(struct slb_conn_link *link)
 {
     struct http_conn *c = (struct http_conn *)link;
+    if (c->w->gentle_drain) {
+        /* A response head that left (or is leaving) without Connection: close promised the
+         * client it may send another request at once: that one is answered, and closes the
+         * connection (step_head). */
+        if (!c->x || !(c->x->resp_head_done || c->st == ST_LINGER))
+            c->close_after = true;
+        return;
+    }
     if ((c->st == ST_HEAD && slb_buf_empty(&c->in)) || c->st == ST_HANDSHAKE) {
         conn_close(c);
         return;

@@ -62,6 +62,11 @@ struct slb_worker {
     _Atomic int exited;
     uint64_t drain_ms;
     uint64_t drain_deadline_ms;
+    /* The drain follows a hand-over (net/handover.h): the listening sockets live on in the new
+     * process, so a connection accepted here but still without its first request (in its TLS
+     * handshake, or its request not yet arrived) is answered before it closes, as is the next
+     * request of an idle keep-alive connection. Written before stop_req. */
+    bool gentle_drain;
     struct slb_conn_link conns; /* list head of live connections */
     struct slb_wsnap *cur;
     struct slb_wsnap *old; /* older holds still used by connections */

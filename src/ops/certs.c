@@ -122,6 +122,8 @@ static int republish(struct slb_ctl *ctl, const char *id, struct slb_cert *prev,
 int slb_ops_cert_create(struct slb_ctl *ctl, const struct slb_certval_upload *m,
                         const struct slb_op *op, struct slb_cert **out, struct slb_err *err)
 {
+    if (slb_ops_writable(ctl, err) < 0)
+        return SLB_EINVAL;
     if (no_dry_run(op, err) < 0)
         return SLB_EINVAL;
     struct slb_cert *c = NULL;
@@ -143,6 +145,8 @@ int slb_ops_cert_create(struct slb_ctl *ctl, const struct slb_certval_upload *m,
 int slb_ops_cert_replace(struct slb_ctl *ctl, const char *id, const struct slb_certval_upload *m,
                          const struct slb_op *op, struct slb_cert **out, struct slb_err *err)
 {
+    if (slb_ops_writable(ctl, err) < 0)
+        return SLB_EINVAL;
     struct slb_cert *c = cert_for_change(ctl, id, op, err);
     if (!c)
         return SLB_EINVAL;
@@ -175,6 +179,8 @@ int slb_ops_cert_set_crl(struct slb_ctl *ctl, const char *id, const char *pem,
 {
     if (out)
         *out = NULL;
+    if (slb_ops_writable(ctl, err) < 0)
+        return SLB_EINVAL;
     struct slb_cert *c = cert_for_change(ctl, id, op, err);
     if (!c)
         return SLB_EINVAL;
@@ -209,6 +215,8 @@ int slb_ops_cert_rename(struct slb_ctl *ctl, const char *id, const char *name,
 int slb_ops_cert_delete(struct slb_ctl *ctl, const char *id, const struct slb_op *op,
                         struct slb_err *err)
 {
+    if (slb_ops_writable(ctl, err) < 0)
+        return SLB_EINVAL;
     if (!cert_for_change(ctl, id, op, err))
         return SLB_EINVAL;
     if (no_dry_run(op, err) < 0)
@@ -228,6 +236,8 @@ json_t *slb_ops_cert_ocsp(struct slb_ctl *ctl, const char *id)
 int slb_ops_cert_set_ocsp(struct slb_ctl *ctl, const char *id, const unsigned char *der, size_t len,
                           struct slb_err *err)
 {
+    if (slb_ops_writable(ctl, err) < 0)
+        return SLB_EINVAL;
     if (!slb_ops_cert_get(ctl, id, err))
         return SLB_EINVAL;
     return slb_ocsp_fetcher_upload(ctl->ocsp, id, der, len, err);

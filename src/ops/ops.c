@@ -14,6 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+int slb_ops_writable(struct slb_ctl *ctl, struct slb_err *err)
+{
+    if (slb_ctl_handing_over(ctl))
+        return slb_err_set(err, 503, "upgrading", "",
+                           "slbd is handing over to a new process; retry in a moment");
+    return 0;
+}
+
 /* --- revisions --- */
 
 void slb_ops_revision(const json_t *resource, char *out)
@@ -104,6 +112,12 @@ json_t *slb_ops_find_named(const json_t *arr, const char *name, size_t *idx)
 int slb_ops_commit(struct slb_ctl *ctl, json_t *doc, const struct slb_op *op, json_t **would,
                    struct slb_err *err)
 {
+    if (slb_ops_writable(ctl, err) < 0) {
+        json_decref(doc);
+        if (would)
+            *would = NULL;
+        return SLB_EINVAL;
+    }
     if (op && op->dry_run) {
         json_t *norm = NULL;
         int rc = slb_ctl_dry_run(ctl, doc, &norm, err);

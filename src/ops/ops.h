@@ -42,6 +42,11 @@ struct slb_op {
     bool dry_run;
 };
 
+/* 0 when changes are accepted; 503 upgrading while the daemon hands the state over to a new
+ * process (slbd --upgrade), which may have read it already: every change below checks it
+ * first, and a transport may ask before it reads a request's body. */
+int slb_ops_writable(struct slb_ctl *ctl, struct slb_err *err);
+
 /* out receives the revision of resource (SLB_OPS_REV_SIZE bytes; "" when out of memory). */
 void slb_ops_revision(const json_t *resource, char *out);
 /* 0 when op (may be NULL) accepts resource's current revision; otherwise 412
@@ -138,7 +143,7 @@ int slb_ops_cert_delete(struct slb_ctl *ctl, const char *id, const struct slb_op
  * certificate's revision: it changes on its own. */
 json_t *slb_ops_cert_ocsp(struct slb_ctl *ctl, const char *id);
 /* Staple an uploaded DER OCSP response for certificate id, verified like a fetched one. */
-int slb_ops_cert_set_ocsp(struct slb_ctl *ctl, const char *id, const unsigned char *der,
-                          size_t len, struct slb_err *err);
+int slb_ops_cert_set_ocsp(struct slb_ctl *ctl, const char *id, const unsigned char *der, size_t len,
+                          struct slb_err *err);
 
 #endif

@@ -434,13 +434,13 @@ class NewConnectionLoad:
 
 
 class WrkLoad:
-    """wrk with "Connection: close" (a new connection and TLS handshake per request) for a
-    fixed time; result() parses its summary."""
+    """wrk with "Connection: close" (a new connection and TLS handshake per request; with
+    close=False, keep-alive) for a fixed time; result() parses its summary."""
 
-    def __init__(self, port, seconds, connections=8, threads=2):
+    def __init__(self, port, seconds, connections=8, threads=2, scheme="https", close=True):
         self.argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-                     "--timeout", "10s", "-H", "Connection: close",
-                     f"https://127.0.0.1:{port}/"]
+                     "--timeout", "10s", *(["-H", "Connection: close"] if close else []),
+                     f"{scheme}://127.0.0.1:{port}/"]
         self.seconds = seconds
         self.proc = None
 

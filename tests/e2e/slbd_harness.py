@@ -714,6 +714,55 @@ class Slbd:
                 raise HarnessError(f"slbd exited with {rc} on SIGTERM")
         return self.start()
 
+    def upgrade(self, *extra, env=None, wait_old=True, baseline=True, timeout=30):
+        """`slbd --upgrade` with this daemon's options (plus extra): waits until the new process
+        took over (the state directory's lock file names it), then, with wait_old, until the
+        old one drained and exited with code 0. From then on this object tracks the new
+        process. Returns the old process's Popen (see wait_old_exit). Fails when the new
+        process exits instead. baseline=False skips the descriptor baseline (slow to take
+        under load; call fd_baseline() once the load is over)."""
+        old = self.proc
+        err_path = self.workdir / f"{self.name}.{len(self._runs)}.stderr"
+        self._runs.append(err_path)
+        with open(err_path, "wb") as err:
+            new = _spawn(self.argv("--upgrade", *extra), stdin=subprocess.DEVNULL, stdout=err,
+                         stderr=subprocess.STDOUT, env={**_sanitizer_env(), **(env or {})})
+        lock = self.state_dir / "lock"
+
+        def took_over():
+            if new.poll() is not None:
+                self._exits.append((new.pid, new.returncode, True))
+                _live_procs.discard(new)
+                raise HarnessError(f"slbd --upgrade exited with {new.returncode}:\n"
+                                   f"{_tail(err_path.read_text(errors='replace'))}")
+            try:
+                return lock.read_text().strip() == str(new.pid)
+            except OSError:
+                return False
+        wait_until(took_over, timeout, "the new slbd taking over")
+        self.proc = new
+        self._fd_baseline = None
+        if baseline:
+            self.fd_baseline()
+        if wait_old:
+            self.wait_old_exit(old, timeout)
+        return old
+
+    def wait_old_exit(self, old, timeout=30):
+        """The process an upgrade replaced exits with code 0 once its connections are done."""
+        try:
+            rc = old.wait(scaled(timeout))
+        except subprocess.TimeoutExpired:
+            old.kill()
+            old.wait(10)
+            self._exits.append((old.pid, -9, True))
+            _live_procs.discard(old)
+            raise HarnessError(f"the old slbd (pid {old.pid}) did not exit after the upgrade")
+        self._exits.append((old.pid, rc, True))
+        _live_procs.discard(old)
+        if rc != 0:
+            raise HarnessError(f"the old slbd (pid {old.pid}) exited with {rc} after the upgrade")
+
     def run_once(self, *args, timeout=30):
         """Run slbd to completion with extra arguments (--check, or a start that must fail):
         returns (rc, stdout+stderr text). Its output is checked for sanitizer reports too."""

@@ -7,6 +7,7 @@ answer or a log line."""
 
 import json
 import os
+import stat
 import socket
 import subprocess
 import threading
@@ -50,7 +51,7 @@ def raw(slbd, method, target, body=None, token=True, ctype="application/json", h
 
 
 def files_under(d):
-    """{relative path: (mode, bytes)} of every file below d (logs excluded)."""
+    """{relative path: (mode, bytes)} of every file below d (logs and sockets excluded)."""
     out = {}
     for root, dirs, files in os.walk(d):
         for n in files:
@@ -58,6 +59,8 @@ def files_under(d):
                 continue  # logs; audit.log records refused changes too
             p = os.path.join(root, n)
             st = os.lstat(p)
+            if stat.S_ISSOCK(st.st_mode):
+                continue  # upgrade.sock: no contents
             with open(p, "rb") as f:
                 out[os.path.relpath(p, d)] = (st.st_mode, f.read())
         for n in dirs:

@@ -74,13 +74,13 @@ def fill(path):
 
 
 def state_snapshot(d):
-    """Every file of the state directory with its bytes (the filler and the audit log, which
-    records the refused writes too, excluded)."""
+    """Every file of the state directory with its bytes (the filler, the audit log, which
+    records the refused writes too, and upgrade.sock, a socket, excluded)."""
     out = {}
     for root, _, files in os.walk(d):
         for n in files:
             p = os.path.join(root, n)
-            if n.startswith("filler") or n == "audit.log":
+            if n.startswith("filler") or n == "audit.log" or not os.path.isfile(p):
                 continue
             with open(p, "rb") as f:
                 out[os.path.relpath(p, d)] = f.read()

@@ -73,6 +73,7 @@ def test_make_install_and_uninstall(tmp_path):
     assert all(m == 0o644 for f, m in modes.items() if "bin/" not in f), modes
     unit = (dest / "usr/local/lib/systemd/system/slbd.service").read_text()
     assert "ExecStart=/usr/local/sbin/slbd --state-dir /var/lib/slbd " in unit
+    assert "ExecReload=/usr/local/sbin/slbd --upgrade --detach --state-dir /var/lib/slbd " in unit
     assert "@" not in unit.replace("$MAINPID", "")  # every @PLACEHOLDER@ was replaced
     for prog in ("sbin/slbd", "bin/slbctl"):
         out = run([dest / "usr/local" / prog, "--version"]).stdout
@@ -102,8 +103,15 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
                  "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
                  "ProtectControlGroups=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
                  "LockPersonality=yes", "MemoryDenyWriteExecute=yes", "RestrictRealtime=yes",
-                 "SystemCallArchitectures=native", "ExecReload=/bin/kill -HUP $MAINPID"):
+                 "SystemCallArchitectures=native", "NotifyAccess=all"):
         assert f"\n{line}\n" in text, line
+    # A reload is an upgrade with the service's own options (docs/operations.md).
+    start = re.search(r"\nExecStart=(\S+) (.*)\n", text)
+    reload = re.search(r"\nExecReload=(\S+) --upgrade --detach (.*)\n", text)
+    assert start and reload and reload.groups() == start.groups(), text
+    # The stop covers a drain of settings.drain_timeout_s (default 10 s) with room to spare.
+    stop = re.search(r"\nTimeoutStopSec=(\d+)\n", text)
+    assert stop and int(stop.group(1)) >= 30, text
     p = run(["systemd-analyze", "security", "--offline=yes", unit], check=False)
     m = re.search(r"Overall exposure level for slbd.service: ([0-9.]+)", p.stdout + p.stderr)
     assert m and float(m.group(1)) <= 3.5, p.stdout[-2000:] + p.stderr
@@ -269,9 +277,29 @@ def machine_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def running(pid):
+    """pid is a process that has not exited (a zombie waiting for its reaper has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def packaged_reload_command(port):
+    """The installed unit's ExecReload= (what `systemctl reload slbd` runs), on the test's admin
+    port and with one worker, as run_packaged_slbd starts slbd."""
+    unit = Path("/lib/systemd/system/slbd.service").read_text()
+    argv = re.search(r"\nExecReload=(.*)\n", unit).group(1).split()
+    assert argv[:3] == ["/usr/sbin/slbd", "--upgrade", "--detach"], argv
+    return [f"127.0.0.1:{port}" if a == "127.0.0.1:9000" else a for a in argv] + ["--workers", "1"]
+
+
 def run_packaged_slbd(workdir):
     """Start /usr/sbin/slbd as the service would (user slbd, /var/lib/slbd, $NOTIFY_SOCKET),
-    wait for READY=1, use it with the packaged slbctl, stop it, wait for STOPPING=1."""
+    wait for READY=1, use it with the packaged slbctl, reload it with the unit's ExecReload= (a
+    new main process says MAINPID= and READY=1, the old one exits 0), stop the new one, wait for
+    STOPPING=1."""
     name = f"slbd-package-test-{os.getpid()}"
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.bind("\0" + name)  # abstract: the slbd user may send to it
@@ -279,6 +307,7 @@ def run_packaged_slbd(workdir):
     port = h.free_port()
     env = dict(os.environ, NOTIFY_SOCKET="@" + name)
     log = open(workdir / "packaged-slbd.log", "wb")
+    new_pid = None
     proc = subprocess.Popen(
         ["setpriv", "--reuid=slbd", "--regid=slbd", "--init-groups", "--",
          "/usr/sbin/slbd", "--state-dir", "/var/lib/slbd", "--admin", f"127.0.0.1:{port}",
@@ -296,14 +325,34 @@ def run_packaged_slbd(workdir):
                  f"http://127.0.0.1:{port}", "--json", "group", "list"])
         assert '"web"' in p.stdout
         assert Path("/var/lib/slbd/config.json").stat().st_uid == st.st_uid
-        proc.send_signal(signal.SIGTERM)
+        # systemctl reload: the command ends once the new process serves.
+        r = subprocess.run(["setpriv", "--reuid=slbd", "--regid=slbd", "--init-groups", "--",
+                            *packaged_reload_command(port)], stdin=subprocess.DEVNULL,
+                           stdout=log, stderr=subprocess.STDOUT, env=env, timeout=60)
+        assert r.returncode == 0
+        m = None
+        while not m:
+            m = re.search(rb"MAINPID=(\d+)\nREADY=1", rx.recv(4096))
+        new_pid = int(m.group(1))
+        assert new_pid != proc.pid
+        assert proc.wait(30) == 0  # the old main process drained and exited
+        p = run(["/usr/bin/slbctl", "--state-dir", "/var/lib/slbd", "--admin",
+                 f"http://127.0.0.1:{port}", "--json", "group", "list"])
+        assert '"web"' in p.stdout
+        os.kill(new_pid, signal.SIGTERM)
         while b"STOPPING=1" not in rx.recv(4096):
             pass
-        assert proc.wait(30) == 0
+        deadline = time.monotonic() + 30
+        while running(new_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(new_pid)
+        new_pid = None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        if new_pid and running(new_pid):
+            os.kill(new_pid, signal.SIGKILL)
         rx.close()
         log.close()
     text = (workdir / "packaged-slbd.log").read_text(errors="replace")

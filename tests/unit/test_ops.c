@@ -26,7 +26,7 @@ static int ops_setup(void **state)
     new_state(f->dir, sizeof(f->dir));
     struct slb_options opt = {.state_dir = f->dir, .workers = 1};
     struct slb_err err = {0};
-    if (slb_ctl_init(&f->ctl, &opt, &err) < 0) {
+    if (slb_ctl_init(&f->ctl, &opt, &err) < 0 || slb_ctl_start(&f->ctl, &opt, &err) < 0) {
         fprintf(stderr, "slb_ctl_init: %s: %s\n", err.code, err.msg);
         slb_ctl_deinit(&f->ctl);
         free(f);
@@ -281,6 +281,44 @@ static void test_items(void **state)
     assert_int_equal(err.status, 404);
 }
 
+/* While a new process takes the state over (slbd --upgrade), every change is refused with 503
+ * upgrading and nothing is stored, whichever client asks; reads go on. */
+static void test_changes_wait_for_handover(void **state)
+{
+    struct ops_fixture *f = *state;
+    struct slb_ctl *ctl = &f->ctl;
+    struct slb_err err = {0};
+    char *before = file_text(f->dir, "config.json");
+    ctl->handover_state = SLB_HANDOVER_SENT;
+    json_t *g = json_pack("{s:s, s:[]}", "name", "g", "servers");
+    assert_true(slb_ops_item_create(ctl, SLB_OPS_GROUP, g, NULL, NULL, &err) < 0);
+    assert_int_equal(err.status, 503);
+    assert_string_equal(err.code, "upgrading");
+    struct slb_op dry = {.dry_run = true};
+    memset(&err, 0, sizeof(err));
+    assert_true(slb_ops_item_create(ctl, SLB_OPS_GROUP, g, &dry, NULL, &err) < 0);
+    assert_string_equal(err.code, "upgrading");
+    struct slb_certval_upload m = server_material("web");
+    struct slb_cert *c = NULL;
+    memset(&err, 0, sizeof(err));
+    assert_true(slb_ops_cert_create(ctl, &m, NULL, &c, &err) < 0);
+    assert_string_equal(err.code, "upgrading");
+    assert_null(c);
+    json_t *list = slb_ops_cert_list(ctl);
+    assert_int_equal(json_array_size(list), 0);
+    json_decref(list);
+    assert_null(slb_ops_item_get(ctl, SLB_OPS_GROUP, "g", NULL));
+    char *after = file_text(f->dir, "config.json");
+    assert_true((!before && !after) || (before && after && strcmp(before, after) == 0));
+    free(before);
+    free(after);
+
+    /* The hand-over failed: changes are accepted again. */
+    ctl->handover_state = SLB_HANDOVER_NONE;
+    assert_int_equal(slb_ops_item_create(ctl, SLB_OPS_GROUP, g, NULL, NULL, &err), 0);
+    json_decref(g);
+}
+
 /* --- the state directory as a backend --- */
 
 static void test_backend_put_revision(void **state)
@@ -402,6 +440,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_server_stale_revision, ops_setup, ops_teardown),
         cmocka_unit_test_setup_teardown(test_apply_dry_run, ops_setup, ops_teardown),
         cmocka_unit_test_setup_teardown(test_items, ops_setup, ops_teardown),
+        cmocka_unit_test_setup_teardown(test_changes_wait_for_handover, ops_setup, ops_teardown),
         cmocka_unit_test(test_backend_put_revision),
         cmocka_unit_test(test_backend_torn_write_invisible),
         cmocka_unit_test(test_backend_secret_files),
