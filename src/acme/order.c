@@ -861,6 +861,17 @@ json_t *slb_acme_pending_list(struct slb_acme *a)
 static struct acert *cert_add(struct slb_acme *a, const char *id, const char *name,
                               const char *account, const json_t *domains, int key_type, bool alpn)
 {
+    /* From a file too: anything missing makes it unusable rather than a crash. */
+    if (!id || !name || !account || !json_is_array(domains) || json_array_size(domains) == 0 ||
+        key_type < 0)
+        return NULL;
+    size_t k;
+    json_t *dv;
+    json_array_foreach(domains, k, dv)
+    {
+        if (!json_is_string(dv))
+            return NULL;
+    }
     struct acert *c = calloc(1, sizeof(*c));
     if (!c || !(c->domains = calloc(json_array_size(domains), sizeof(char *)))) {
         free(c);
@@ -872,7 +883,10 @@ static struct acert *cert_add(struct slb_acme *a, const char *id, const char *na
     snprintf(c->account, sizeof(c->account), "%s", account);
     size_t i;
     json_t *d;
-    json_array_foreach(domains, i, d) c->domains[c->ndomains++] = strdup(json_string_value(d));
+    json_array_foreach(domains, i, d)
+    {
+        c->domains[c->ndomains++] = strdup(json_string_value(d));
+    }
     c->key_type = key_type;
     c->alpn = alpn;
     c->next = a->certs;
