@@ -3,7 +3,10 @@
  * request body becomes material, the operation validates, stores and activates it. */
 #include "admin/routes.h"
 
+#include "cert/store.h"
 #include "cert/validate.h"
+#include "config/config.h"
+#include "daemon/control.h"
 #include "ops/ops.h"
 
 #include <openssl/evp.h>
@@ -18,6 +21,7 @@ static void answer_resource(struct slb_ctl *ctl, struct slb_admin_resp *resp, in
     json_t *j = slb_ops_cert_resource(ctl, c);
     slb_admin_answer(resp, status, j);
     json_object_set_new(j, "ocsp", slb_ops_cert_ocsp(ctl, c->id));
+    slb_admin_acme_decorate(ctl, j, c->id);
 }
 
 /* Answer a certificate operation: its resource, or the error. */
@@ -92,7 +96,17 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
     struct slb_cert *c = NULL;
     if (!id) {
         if (slb_admin_method_is(req, "GET")) {
-            resp->json = json_pack("{s:o}", "certificates", slb_ops_cert_list(ctl));
+            json_t *list = slb_ops_cert_list(ctl), *v;
+            size_t i;
+            json_array_foreach(list, i, v)
+            {
+                const char *cid = json_string_value(json_object_get(v, "id"));
+                slb_admin_acme_decorate(ctl, v, cid ? cid : "");
+            }
+            json_t *pending = slb_admin_acme_pending_list(ctl);
+            json_array_extend(list, pending);
+            json_decref(pending);
+            resp->json = json_pack("{s:o}", "certificates", list);
             return;
         }
         if (!slb_admin_method_is(req, "POST")) {
@@ -102,6 +116,10 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
         json_t *body = slb_admin_body_object_binary(req, resp);
         if (!body)
             return;
+        if (slb_admin_acme_create(ctl, body, false, resp)) {
+            json_decref(body);
+            return;
+        }
         int rc = slb_certval_body(body, SLB_CERT_NONE, &m, &err);
         if (rc == 0)
             rc = slb_ops_cert_create(ctl, &m, NULL, &c, &err);
@@ -109,6 +127,9 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
         json_decref(body);
         return;
     }
+    if (slb_config_name_ok(id) && !slb_certstore_get(ctl->certs, id) &&
+        slb_admin_acme_pending(ctl, id, req, resp))
+        return;
     if (!(c = slb_ops_cert_get(ctl, id, &err))) {
         slb_admin_error(resp, &err);
         return;
@@ -176,6 +197,10 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
     json_t *body = slb_admin_body_object_binary(req, resp);
     if (!body)
         return;
+    if (slb_admin_acme_create(ctl, body, true, resp)) {
+        json_decref(body);
+        return;
+    }
     int rc = slb_certval_body(body, c->type, &m, &err);
     if (rc == 0)
         rc = slb_ops_cert_replace(ctl, id, &m, &op, &c, &err);

@@ -405,6 +405,10 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
             apply_all(ctl, req, resp);
         return;
     }
+    if (strcmp(coll, "acme") == 0) {
+        slb_admin_acme(ctl, req, resp);
+        return;
+    }
     bool known =
         (n == 1 && (strcmp(coll, "stats") == 0 || strcmp(coll, "settings") == 0 ||
                     strcmp(coll, "about") == 0 || strcmp(coll, "config") == 0)) ||

@@ -43,6 +43,16 @@ void slb_admin_certificates(struct slb_ctl *ctl, const char *id, const char *sub
                             const struct slb_admin_req *req, struct slb_admin_resp *resp);
 void slb_admin_servers(struct slb_ctl *ctl, const char *group, const char *server,
                        const struct slb_admin_req *req, struct slb_admin_resp *resp);
+/* ACME (admin/acme.c): /v1/acme/accounts[/{name}]; a certificate body with "acme" (true:
+ * answered); the "acme" member of a certificate resource; certificates not issued yet. */
+void slb_admin_acme(struct slb_ctl *ctl, const struct slb_admin_req *req,
+                    struct slb_admin_resp *resp);
+bool slb_admin_acme_create(struct slb_ctl *ctl, const json_t *body, bool replace,
+                           struct slb_admin_resp *resp);
+void slb_admin_acme_decorate(struct slb_ctl *ctl, json_t *resource, const char *id);
+bool slb_admin_acme_pending(struct slb_ctl *ctl, const char *id, const struct slb_admin_req *req,
+                            struct slb_admin_resp *resp);
+json_t *slb_admin_acme_pending_list(struct slb_ctl *ctl);
 void slb_admin_stats(struct slb_ctl *ctl, struct slb_admin_resp *resp);
 void slb_admin_metrics(struct slb_ctl *ctl, struct slb_admin_resp *resp);
 

@@ -3,6 +3,7 @@
  * workers, signals and the retirement of old snapshots. */
 #include "daemon/control.h"
 
+#include "acme/order.h"
 #include "cert/ocsp_fetch.h"
 #include "cert/store.h"
 #include "config/state.h"
@@ -214,6 +215,9 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
     bool owner = ctl->handover_state == SLB_HANDOVER_NONE;
     if (ctl->ocsp && owner)
         slb_ocsp_fetcher_tick(ctl->ocsp);
+    /* ACME orders write DIR/acme/ and answer challenges: the owner of the state only. */
+    if (ctl->acme && owner)
+        slb_acme_tick(ctl->acme);
     if (owner && slb_ticket_ring_tick(&ctl->tickets, ctl->backend)) {
         /* New ticket keys reach workers the way every change does: a new snapshot. */
         slb_tls_set_store(ctl->certs, ctl->tickets);
@@ -584,6 +588,18 @@ int slb_ctl_check(const char *state_dir, bool start, struct slb_err *err)
     return rc;
 }
 
+/* An ACME certificate was issued or renewed: a renewal reaches the listeners using it the way
+ * an API replace does (a new snapshot, no connection dropped). */
+static int acme_stored(const char *id, bool created, void *data, struct slb_err *err)
+{
+    struct slb_ctl *ctl = data;
+    if (ctl->ocsp)
+        slb_ocsp_fetcher_tick(ctl->ocsp);
+    if (created)
+        return 0;
+    return slb_ctl_apply(ctl, json_incref(ctl->doc), false, err);
+}
+
 /* The admin socket handed over, when it listens on the address we are told to use. */
 int slb_ctl_inherited_admin_fd(struct slb_ctl *ctl, const char *addr)
 {
@@ -627,6 +643,8 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     if (slb_httpc_init(&ctl->httpc, &ctl->loop) < 0 ||
         !(ctl->ocsp = slb_ocsp_fetcher_new(ctl->certs, &ctl->httpc, opt->state_dir)))
         return slb_err_set(err, 500, "internal", "", "cannot start the outbound HTTP client");
+    if (!(ctl->acme = slb_acme_new(ctl->certs, &ctl->httpc, opt->state_dir, acme_stored, ctl, err)))
+        return SLB_EINVAL;
     ctl->ack_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ctl->nworkers = opt->workers;
     ctl->workers = calloc((size_t)opt->workers, sizeof(*ctl->workers));
@@ -749,6 +767,8 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
     slb_health_free(ctl->health);
     ctl->health = NULL;
     slb_access_shutdown();
+    slb_acme_free(ctl->acme);
+    ctl->acme = NULL;
     slb_ocsp_fetcher_free(ctl->ocsp);
     ctl->ocsp = NULL;
     slb_httpc_deinit(&ctl->httpc);

@@ -22,6 +22,7 @@ struct slb_certstore;
 struct slb_ticket_ring;
 struct slb_busy_conn;
 struct slb_ocsp_fetcher;
+struct slb_acme;
 
 struct slb_options {
     const char *state_dir;
@@ -65,6 +66,7 @@ struct slb_ctl {
     struct slb_ticket_ring *tickets;
     struct slb_httpc httpc;        /* outbound HTTP on the control loop (OCSP, ...) */
     struct slb_ocsp_fetcher *ocsp; /* OCSP stapling schedule (cert/ocsp_fetch.h) */
+    struct slb_acme *acme;         /* ACME accounts and orders (acme/order.h) */
     struct slb_timer sweep_timer;
     int signal_fd;
     struct slb_io signal_io;

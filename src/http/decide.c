@@ -2,6 +2,7 @@
 /* The decision step of an HTTP request, for both client protocols (see decide.h). */
 #include "http/decide.h"
 
+#include "acme/challenge.h"
 #include "http/rewrite.h"
 #include "http/route.h"
 
@@ -34,6 +35,7 @@ void slb_http_decide(struct slb_http_decision *d, const struct slb_listener_rt *
     d->status = 0;
     d->close = false;
     d->extra = NULL;
+    d->text = NULL;
     d->wg = NULL;
     d->sticky = (struct slb_slice){0};
     if (m->method == SLB_HTTP_CONNECT) {
@@ -45,6 +47,10 @@ void slb_http_decide(struct slb_http_decision *d, const struct slb_listener_rt *
     /* HTTP/1.0 has no Expect (RFC 9110 10.1.1): ignored there. */
     if (m->version_minor == 1 && !m->expect_continue && slb_http_find_header(m, "expect", 0) >= 0) {
         answer(d, 417, true);
+        return;
+    }
+    if ((d->text = slb_acme_http01_request(m)) != NULL) {
+        answer(d, 200, false);
         return;
     }
     if (cfg->redirect_to[0]) {

@@ -23,6 +23,8 @@ struct slb_http_decision {
     int status;              /* an answer with this status; 0: forward to wg */
     bool close;              /* the answer ends an HTTP/1.x connection whatever the request asked */
     const char *extra;       /* the answer's extra header lines ("Name: value\r\n"...), or NULL */
+    const char *text;        /* the answer's text/plain body (an ACME http-01 key authorization;
+                                acme/challenge.h), or NULL for the standard one */
     struct slb_wgroup *wg;   /* forward: the worker's view of the group */
     struct slb_slice sticky; /* forward: the sticky cookie's value in the request, or empty */
     char buf[1200];          /* room for extra */
@@ -31,8 +33,9 @@ struct slb_http_decision {
 /* Decide for request m arriving on listener l. wg is the worker's view of the listener's own
  * group (NULL when it has none); ssl is the client's TLS state (NULL for plain http), which
  * the 421 check reads. In order: CONNECT (405), an Expect other than 100-continue on
- * HTTP/1.1 (417), the listener's redirect_to (301), a Host the TLS handshake did not pick
- * (421), then the group: none or empty answers 503. */
+ * HTTP/1.1 (417), a pending ACME http-01 token (200 with its key authorization, before any
+ * redirect: a CA validates on plain port 80), the listener's redirect_to (301), a Host the TLS
+ * handshake did not pick (421), then the group: none or empty answers 503. */
 void slb_http_decide(struct slb_http_decision *d, const struct slb_listener_rt *l,
                      struct slb_wgroup *wg, SSL *ssl, const struct slb_http_msg *m);
 

@@ -7,6 +7,7 @@
  * from the backend only as fast as the client's window lets DATA go. */
 #include "http/h2_int.h"
 
+#include "acme/challenge.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "http/access.h"
@@ -146,7 +147,7 @@ static int submit_head(struct h2_stream *s, const struct slb_http_msg *m, bool f
 }
 
 /* Our own response (an error, a redirect), built as HTTP/1.1 and sent as h2. */
-static void respond_local(struct h2_stream *s, int status, const char *extra)
+static void respond_local_text(struct h2_stream *s, int status, const char *extra, const char *text)
 {
     struct h2_conn *c = s->c;
     if (s->up) {
@@ -159,7 +160,10 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
     /* A client that never reads our answer: its stream is reset after request_timeout_s. */
     slb_timer_start(&c->w->loop, &s->timer, (uint64_t)s->l->cfg->request_timeout_s * 1000u);
     slb_hbuf_reset(&s->local);
-    slb_http_build_simple(&s->local, status, extra, true, s->head_only);
+    if (text)
+        slb_http_build_text(&s->local, status, text, true, s->head_only);
+    else
+        slb_http_build_simple(&s->local, status, extra, true, s->head_only);
     struct slb_http_limits lim;
     slb_http_limits_default(&lim);
     struct slb_http_msg *m = &c->hw->msg;
@@ -180,6 +184,11 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
         s->unconsumed = 0;
     }
     slb_hbuf_free(&s->tx);
+}
+
+static void respond_local(struct h2_stream *s, int status, const char *extra)
+{
+    respond_local_text(s, status, extra, NULL);
 }
 
 /* The exchange with the backend failed: our error when nothing of the response went out yet,
@@ -720,7 +729,7 @@ void h2_start_request(struct h2_stream *s)
     if (d.status) {
         if (d.status == 503) /* no group, or an empty one */
             s->fail = SLB_ACCESS_NO_SERVER;
-        respond_local(s, d.status, d.extra);
+        respond_local_text(s, d.status, d.extra, d.text);
     } else {
         /* The backend head is built now, while the parse result is at hand; the server that
          * gets it is chosen once this read's frames are processed (see h2_dispatch), so streams

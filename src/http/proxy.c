@@ -7,6 +7,7 @@
  * answered in order. */
 #include "http/proxy.h"
 
+#include "acme/challenge.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/time.h"
@@ -165,7 +166,9 @@ static void arm_timer(struct http_conn *c)
 
 /* --- our own responses --- */
 
-static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
+/* Our own response: the standard body for status, or text as a text/plain body. */
+static void respond_local(struct http_conn *c, int status, const char *extra, const char *text,
+                          bool keep)
 {
     if (c->up) {
         slb_up_close(c->up);
@@ -180,11 +183,19 @@ static void respond_simple(struct http_conn *c, int status, const char *extra, b
     }
     if (!keep)
         c->close_after = true;
-    slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
+    if (text)
+        slb_http_build_text(&c->out, status, text, !c->close_after, c->x->head_only);
+    else
+        slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
     count_status(c, status, true);
     c->st = ST_LINGER;
     c->x->req_done = c->x->resp_done = true;
     c->x->resp_ready = 0;
+}
+
+static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
+{
+    respond_local(c, status, extra, NULL, keep);
 }
 
 /* --- request start --- */
@@ -261,7 +272,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     if (d.status) {
         if (d.status == 503) /* no group, or an empty one */
             c->x->fail = SLB_ACCESS_NO_SERVER;
-        respond_simple(c, d.status, d.extra, !d.close && m->keep_alive);
+        respond_local(c, d.status, d.extra, d.text, !d.close && m->keep_alive);
         return;
     }
     c->x->tried = slb_xchg_tried(c->x, c->b.wg->g->nservers);

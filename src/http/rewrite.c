@@ -500,6 +500,19 @@ void slb_http_build_simple(struct slb_hbuf *out, int status, const char *extra_h
         slb_hbuf_put(out, body, (size_t)blen);
 }
 
+void slb_http_build_text(struct slb_hbuf *out, int status, const char *text, bool keep_alive,
+                         bool head_only)
+{
+    size_t len = strlen(text);
+    slb_hbuf_printf(out,
+                    "HTTP/1.1 %d %s\r\nServer: slbd\r\nContent-Type: text/plain\r\n"
+                    "Content-Length: %zu\r\n%s\r\n",
+                    status, slb_http_reason(status), len,
+                    keep_alive ? "" : "Connection: close\r\n");
+    if (!head_only)
+        slb_hbuf_put(out, text, len);
+}
+
 struct slb_slice slb_http_cookie(const struct slb_http_msg *m, const char *name)
 {
     struct slb_slice none = {NULL, 0};

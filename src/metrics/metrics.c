@@ -5,6 +5,7 @@
  * stays configured. */
 #include "metrics/metrics.h"
 
+#include "acme/order.h"
 #include "cert/ocsp_fetch.h"
 #include "cert/store.h"
 #include "core/version.h"
@@ -579,6 +580,32 @@ static void build_info(struct text *t)
         OpenSSL_version(OPENSSL_VERSION_STRING), nghttp2_version(0)->version_str);
 }
 
+static void acme_metrics(struct text *t, struct slb_acme *acme)
+{
+    static const char *const states[] = {"pending", "valid", "renewing", "failed"};
+    struct slb_acme_info ai;
+    family(t, "slbd_acme_certificate_state", "gauge",
+           "1 for the state an ACME certificate is in (pending, valid, renewing, failed).");
+    for (size_t i = 0; slb_acme_info_at(acme, i, &ai); i++) {
+        for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++) {
+            put(t, "slbd_acme_certificate_state{id=\"%s\",name=\"", ai.id);
+            put_escaped(t, ai.name);
+            put(t, "\",state=\"%s\"} %d\n", states[k], strcmp(ai.state, states[k]) == 0);
+        }
+    }
+    family(t, "slbd_acme_renewal_timestamp_seconds", "gauge",
+           "When the renewal of an issued ACME certificate starts (unix seconds).");
+    for (size_t i = 0; slb_acme_info_at(acme, i, &ai); i++)
+        if (ai.renew_at)
+            put(t, "slbd_acme_renewal_timestamp_seconds{id=\"%s\"} %lld\n", ai.id,
+                (long long)ai.renew_at);
+    family(t, "slbd_acme_failures_total", "counter",
+           "Failed ACME order attempts per certificate since start (each is retried).");
+    for (size_t i = 0; slb_acme_info_at(acme, i, &ai); i++)
+        put(t, "slbd_acme_failures_total{id=\"%s\"} %llu\n", ai.id,
+            (unsigned long long)ai.failures);
+}
+
 char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len)
 {
     struct text t = {0};
@@ -602,6 +629,7 @@ char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len)
     listener_metrics(&t, s);
     server_metrics(&t, s);
     cert_metrics(&t, v->certs, v->ocsp);
+    acme_metrics(&t, v->acme);
     family(&t, "slbd_access_log_dropped_total", "counter",
            "Access-log batches dropped because the logger fell behind.");
     put(&t, "slbd_access_log_dropped_total %llu\n", (unsigned long long)slb_access_dropped());

@@ -9,6 +9,7 @@
 
 struct slb_certstore;
 struct slb_ocsp_fetcher;
+struct slb_acme;
 
 /* What the numbers are read from: the active snapshot and the daemon's facts, borrowed for
  * the call (the admin API fills it from the daemon). */
@@ -21,6 +22,7 @@ struct slb_metrics_view {
     uint64_t reload_ok_ms;         /* and when config.json was last loaded */
     struct slb_certstore *certs;   /* may be NULL */
     struct slb_ocsp_fetcher *ocsp; /* OCSP staple states; may be NULL */
+    struct slb_acme *acme;         /* ACME certificate states; may be NULL */
 };
 
 /* Sum slot k of a per-worker counter array. */

@@ -442,6 +442,16 @@ fail:
     return -ENOMEM;
 }
 
+bool slb_httpc_header(struct slb_httpc_req *req, const char *name, char *out, size_t cap)
+{
+    struct curl_header *h = NULL;
+    if (!req || !req->easy || cap == 0 ||
+        curl_easy_header(req->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || !h)
+        return false;
+    snprintf(out, cap, "%s", h->value);
+    return true;
+}
+
 static void reap(void *obj)
 {
     struct slb_httpc_req *r = obj;

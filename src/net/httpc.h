@@ -79,6 +79,10 @@ void slb_httpc_deinit(struct slb_httpc *c);
  * memory, SLB_EINVAL for a missing URL or callback); *reqp (may be NULL) receives the handle. */
 int slb_httpc_start(struct slb_httpc *c, const struct slb_httpc_opts *opts,
                     struct slb_httpc_req **reqp);
+/* The value of response header name (case-insensitive; the first of repeated ones) copied into
+ * out (NUL-terminated, truncated to cap); false when the response has no such header. Only
+ * from inside the request's done callback, for a response (rc 0). */
+bool slb_httpc_header(struct slb_httpc_req *req, const char *name, char *out, size_t cap);
 /* Abort a request: no callback is called for it after this returns. Safe from inside its own
  * chunk callback; a no-op from inside its done callback. */
 void slb_httpc_cancel(struct slb_httpc_req *req);

@@ -92,6 +92,7 @@ void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v)
     v->reload_ok_ms = ctl->reload_ok_ms;
     v->certs = ctl->certs;
     v->ocsp = ctl->ocsp;
+    v->acme = ctl->acme;
 }
 
 json_t *slb_ops_find_named(const json_t *arr, const char *name, size_t *idx)

@@ -4,6 +4,7 @@
  * client certificate verification, ALPN, and handshake failure classification. */
 #include "tls/tls.h"
 
+#include "acme/challenge.h"
 #include "cert/ocsp.h"
 #include "cert/store.h"
 #include "cert/validate.h"
@@ -22,8 +23,9 @@
 #include <time.h>
 
 /* Per-SSL flags kept in ex_data next to the chosen site (see client_hello_cb for when):
- * FLAG_KEPT_NAME says the ClientHello's server name, if it sent one, is in ssl_name_idx. */
-enum { FLAG_BAD_SNI = 1, FLAG_KEPT_NAME = 2 };
+ * FLAG_KEPT_NAME says the ClientHello's server name, if it sent one, is in ssl_name_idx;
+ * FLAG_ACME marks an ACME CA's tls-alpn-01 validation handshake (acme_alpn). */
+enum { FLAG_BAD_SNI = 1, FLAG_KEPT_NAME = 2, FLAG_ACME = 4 };
 
 #define VERIFY_DEPTH 4
 #define TLS_MAX_HOSTNAME 255 /* RFC 6066: HostName is at most 2^8-1 bytes in practice */
@@ -284,6 +286,28 @@ static bool client_offers_tls13_suite(SSL *ssl)
     return false;
 }
 
+/* An ACME CA validating tls-alpn-01 (RFC 8737): a ClientHello offering acme-tls/1 for a
+ * domain with a pending challenge gets that challenge's certificate, and nothing else. 1: so,
+ * 0: an ordinary handshake, -1: error. */
+static int acme_alpn(SSL *ssl, const char *name, size_t nlen)
+{
+    const unsigned char *ext;
+    size_t len;
+    X509 *cert;
+    EVP_PKEY *key;
+    if (!name ||
+        !SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext,
+                                   &len) ||
+        len < 2 || !slb_acme_alpn_offered(ext + 2, len - 2) ||
+        !slb_acme_alpn_lookup(name, nlen, &cert, &key))
+        return 0;
+    SSL_certs_clear(ssl);
+    if (!SSL_use_cert_and_key(ssl, cert, key, NULL, 1) ||
+        !SSL_set_ex_data(ssl, ssl_flags_idx, (void *)(uintptr_t)FLAG_ACME))
+        return -1;
+    return 1;
+}
+
 static int client_hello_cb(SSL *ssl, int *al, void *arg)
 {
     const struct slb_tls_listener *t = arg;
@@ -299,6 +323,11 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
         raw = name;
         raw_len = nlen;
         name_trim(&name, &nlen);
+    }
+    int acme = acme_alpn(ssl, name, nlen);
+    if (acme != 0) {
+        *al = SSL_AD_INTERNAL_ERROR;
+        return acme > 0 ? SSL_CLIENT_HELLO_SUCCESS : SSL_CLIENT_HELLO_ERROR;
     }
     /* TLS 1.3 happens only if both sides allow it; then OpenSSL reports this ClientHello's
      * name itself (below). */
@@ -355,6 +384,14 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
     const struct slb_tls_listener *t = arg;
+    if ((uintptr_t)SSL_get_ex_data(ssl, ssl_flags_idx) & FLAG_ACME) {
+        static const unsigned char acme[] = SLB_ACME_TLS_ALPN;
+        *out = acme;
+        *outlen = sizeof(acme) - 1;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    if (!t->alpn_len)
+        return SSL_TLSEXT_ERR_NOACK; /* as without a callback: the client speaks HTTP/1.1 */
     for (size_t i = 0; i < t->alpn_len; i += 1 + (size_t)t->alpn[i]) {
         const unsigned char *ours = &t->alpn[i + 1];
         unsigned char olen = t->alpn[i];
@@ -594,8 +631,8 @@ static int alpn_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct slb
         memcpy(&t->alpn[t->alpn_len + 1], p, n);
         t->alpn_len += 1 + n;
     }
-    if (t->alpn_len)
-        SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, t);
+    /* Always: an ACME tls-alpn-01 validation needs it even on a listener without ALPN. */
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, t);
     return 0;
 }
 

@@ -74,7 +74,9 @@ static void *conn_main(void *arg)
     }
     char head[256];
     if (strstr(req, " /hello ")) {
-        send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+        send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nReplay-Nonce: n-1\r\n"
+                     "Link: <a>;rel=up\r\nLink: <b>;rel=alternate\r\nConnection: close\r\n\r\n"
+                     "hello");
     } else if (strstr(req, " /echo ")) {
         snprintf(head, sizeof(head),
                  "HTTP/1.1 201 Created\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", n);
@@ -185,6 +187,8 @@ struct got {
     char body[4096];
     size_t body_len;
     char error[256];
+    char nonce[64], link[64];
+    bool has_nonce, has_link, has_missing;
     char chunks[4096];
     size_t chunks_len;
     int nchunks;
@@ -204,6 +208,10 @@ static void done_cb(struct slb_httpc_req *req, const struct slb_httpc_result *re
     g->body_len = res->body_len;
     memcpy(g->body, res->body, res->body_len < sizeof(g->body) - 1 ? res->body_len + 1 : 0);
     snprintf(g->error, sizeof(g->error), "%s", res->error);
+    char missing[8];
+    g->has_nonce = slb_httpc_header(req, "replay-nonce", g->nonce, sizeof(g->nonce));
+    g->has_link = slb_httpc_header(req, "Link", g->link, sizeof(g->link));
+    g->has_missing = slb_httpc_header(req, "Location", missing, sizeof(missing));
 }
 
 static int chunk_cb(struct slb_httpc_req *req, long status, const char *buf, size_t len, void *data)
@@ -253,6 +261,12 @@ static void test_buffered(void **state)
     assert_true(g.connected);
     assert_string_equal(g.body, "hello");
     assert_string_equal(g.error, "");
+    /* Response headers for the done callback: any case, the first of repeated ones. */
+    assert_true(g.has_nonce);
+    assert_string_equal(g.nonce, "n-1");
+    assert_true(g.has_link);
+    assert_string_equal(g.link, "<a>;rel=up");
+    assert_false(g.has_missing);
 
     /* The method, headers and body go out as given; no Expect: round trip. */
     const char *hdrs[] = {"X-Test: yes", "Content-Type: application/json", NULL};
