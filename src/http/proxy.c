@@ -76,6 +76,11 @@ struct http_conn {
     uint64_t wire_in_seen, wire_out_seen;
     uint64_t log_wire_in, log_wire_out; /* at the end of the last request logged */
     char client_ip[INET6_ADDRSTRLEN];
+    struct sockaddr_storage peer; /* the client's address (rules' "source") */
+    /* The current request's group, as decided (a rule's, or the listener's), and the rule
+     * that decided it (NULL: none). */
+    struct slb_wgroup *wg;
+    const struct slb_rule *rule;
     struct slb_access_rec *log; /* the request being logged, when the access log is on */
 };
 
@@ -161,7 +166,9 @@ static void arm_timer(struct http_conn *c)
 
 /* --- our own responses --- */
 
-static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
+/* Our own answer: status with extra header lines, or the answer of decision d when not NULL. */
+static void respond_built(struct http_conn *c, int status, const char *extra, bool keep,
+                          const struct slb_http_decision *d)
 {
     if (c->up) {
         slb_up_close(c->up);
@@ -176,13 +183,21 @@ static void respond_simple(struct http_conn *c, int status, const char *extra, b
     }
     if (!keep)
         c->close_after = true;
-    slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
+    if (d)
+        slb_http_decision_answer(&c->out, d, !c->close_after, c->x->head_only);
+    else
+        slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
     count_status(c, status);
     if (status >= 500 && c->srv)
         slb_count_add(&srv_counts(c)->v[SLB_SRV_FAILS], 1);
     c->st = ST_LINGER;
     c->x->req_done = c->x->resp_done = true;
     c->x->resp_ready = 0;
+}
+
+static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
+{
+    respond_built(c, status, extra, keep, NULL);
 }
 
 /* --- request start --- */
@@ -192,7 +207,7 @@ static void up_event(struct http_up *up, uint32_t events);
 /* Pick a server (sticky cookie first) and get a backend connection. false: nothing usable. */
 static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
 {
-    struct slb_up_choice ch = {.wg = c->b.wg,
+    struct slb_up_choice ch = {.wg = c->wg,
                                .tried = c->x->tried,
                                .attempts = c->x->attempts,
                                .client_fd = c->t.fd,
@@ -219,7 +234,8 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
         m->upgrade &&
         !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
           slb_slice_eq_ci(m->headers[slb_http_find_header(m, "upgrade", 0)].value, "h2c"));
-    fwd.default_host = c->b.wg->g->cfg->servers[c->srv_idx].authority;
+    fwd.default_host = c->wg->g->cfg->servers[c->srv_idx].authority;
+    fwd.rule = c->rule;
     c->x->upgrade_req = fwd.upgrade;
     slb_hbuf_reset(&c->up->head);
     slb_http_build_request(&c->up->head, m, &fwd);
@@ -249,12 +265,14 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
 
     struct slb_http_decision d;
-    slb_http_decide(&d, c->b.l, c->b.wg, c->t.ssl, m);
+    slb_http_decide(&d, c->b.l, slb_http_bind_snap(&c->b), c->b.wg, c->t.ssl, &c->peer, m);
+    c->rule = d.rule;
     if (d.status) {
-        respond_simple(c, d.status, d.extra, !d.close && m->keep_alive);
+        respond_built(c, d.status, d.extra, !d.close && m->keep_alive, &d);
         return;
     }
-    c->x->tried = slb_xchg_tried(c->x, c->b.wg->g->nservers);
+    c->wg = d.wg;
+    c->x->tried = slb_xchg_tried(c->x, c->wg->g->nservers);
     if (!c->x->tried) {
         respond_simple(c, 500, NULL, false);
         return;
@@ -629,7 +647,7 @@ static bool retry_fresh(struct http_conn *c, const char *why)
     }
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
-    if (!slb_xchg_reconnect(c->hw, &c->up, &c->b.wg->g->cfg->servers[c->srv_idx], c->srv, c,
+    if (!slb_xchg_reconnect(c->hw, &c->up, &c->wg->g->cfg->servers[c->srv_idx], c->srv, c,
                             up_event)) {
         slb_hbuf_free(&head);
         c->srv = NULL;
@@ -649,7 +667,7 @@ static bool retry_fresh(struct http_conn *c, const char *why)
 static bool finish_response_head(struct http_conn *c, const struct slb_http_msg *m)
 {
     struct slb_sticky_out so;
-    slb_http_sticky_response(&so, c->b.l->cfg, c->b.wg->g, c->srv_idx, c->t.ssl != NULL);
+    slb_http_sticky_response(&so, c->b.l->cfg, c->wg->g, c->srv_idx, c->t.ssl != NULL);
     const char *set_cookie = so.set_cookie, *prefix_name = so.prefix_name, *prefix = so.prefix;
     /* An HTTP/1.0 client cannot take chunked framing (RFC 9112 6.1): it gets the decoded
      * body, ended by our close. Trailers are dropped with the framing. Any other transfer
@@ -1046,6 +1064,7 @@ static void hand_off_h2(struct http_conn *c)
                                .b = c->b,
                                .t = c->t,
                                .client_ip = c->client_ip,
+                               .peer = &c->peer,
                                .local_port = c->local_port,
                                .wire_in_seen = c->wire_in_seen,
                                .wire_out_seen = c->wire_out_seen};
@@ -1457,6 +1476,7 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     slb_worker_link(w, &c->link);
     slb_count_add(&lis_counts(c)->v[SLB_LIS_ACTIVE], 1);
     slb_http_format_ip(peer, c->client_ip, sizeof(c->client_ip));
+    c->peer = *peer;
     /* The local port is the one the listener binds (a bind always names it); TCP_NODELAY came from
      * the listening socket. */
     const struct sockaddr_storage *local = &l->cfg->addr;
