@@ -61,13 +61,10 @@ static uint32_t rand32(void)
     return mix32(state);
 }
 
-/* Sticky sessions keep a client on its group: a hash of the sticky cookie when the request
- * has one, else of the client's address (not its port). */
-static uint32_t sticky_key(struct slb_slice cookie, const struct sockaddr_storage *client)
+/* A hash of the client's address (not its port). */
+static uint32_t client_key(const struct sockaddr_storage *client)
 {
     uint64_t h = 0xcbf29ce484222325ull;
-    if (cookie.len)
-        return mix32(fnv1a(h, cookie.p, cookie.len));
     if (client && client->ss_family == AF_INET)
         h = fnv1a(h, &((const struct sockaddr_in *)client)->sin_addr, 4);
     else if (client && client->ss_family == AF_INET6)
@@ -117,10 +114,20 @@ static bool apply_rules(struct slb_http_decision *d, const struct slb_listener_r
         break;
     }
     struct slb_slice cookie = {0};
-    if (l->cfg->sticky != SLB_STICKY_NONE)
+    const struct slb_group_rt *g = NULL;
+    if (l->cfg->sticky != SLB_STICKY_NONE) {
+        /* A sticky cookie naming a server of one of the targets keeps the client on that
+         * group (and server); else the client's address picks the group, the same for all
+         * its requests. */
         cookie = slb_http_cookie(m, l->cfg->sticky_cookie);
-    uint32_t x = l->cfg->sticky != SLB_STICKY_NONE ? sticky_key(cookie, client) : rand32();
-    const struct slb_group_rt *g = rule->groups[slb_rule_pick(rule, x)];
+        for (size_t k = 0; cookie.len && !g && k < rc->nforward; k++)
+            if (rc->forward[k].weight && slb_http_sticky_lookup(rule->groups[k], cookie) >= 0)
+                g = rule->groups[k];
+        if (!g)
+            g = rule->groups[slb_rule_pick(rule, client_key(client))];
+    } else {
+        g = rule->groups[slb_rule_pick(rule, rand32())];
+    }
     struct slb_wgroup *wg = slb_wsnap_group(ws, g);
     if (!wg || wg->g->nservers == 0) {
         answer(d, 503, false);

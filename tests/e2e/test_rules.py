@@ -250,3 +250,33 @@ def test_rule_group_with_more_than_32_servers(slbd, hx, pki, proto):  # noqa: F8
     for i in range(4):
         assert Client(site, proto).server(f"/big/{i}") == "live"
     assert Client(site, proto).server("/other") == "dflt"
+
+
+def test_sticky_keeps_a_client_on_its_group_and_server(slbd, hx):  # noqa: F811
+    """With sticky sessions a weighted forward picks the group by the client address (every
+    request of an address lands in one group; addresses spread over both), and a sticky
+    cookie keeps its server whatever address sends it."""
+    bs = {n: hx.backend(n) for n in ("a1", "a2", "b1", "b2", "d")}
+    slbd.add_group("a", [bs["a1"].server(), bs["a2"].server()], health_check=NOHC)
+    slbd.add_group("b", [bs["b1"].server(), bs["b2"].server()], health_check=NOHC)
+    slbd.add_group("d", [bs["d"].server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "d", sticky={"type": "insert", "cookie": "SRVID"}, rules=[
+        {"name": "split", "action": {"forward": [{"group": "a"}, {"group": "b"}]}}])
+    groups = set()
+    cookies = {}
+    for i in range(2, 18):
+        src = f"127.0.0.{i}"
+        got = set()
+        for k in range(3):
+            r = hx.connect(port, source=src).request("GET", f"/s/{k}")
+            assert r.status == 200, r
+            got.add(r.json()["server"][0])
+            cookies[r.json()["server"]] = r.header("Set-Cookie").split(";")[0]
+        assert len(got) == 1, (src, got)
+        groups |= got
+    assert groups == {"a", "b"}, groups
+    for server, cookie in cookies.items():
+        for i in (20, 21, 22):
+            r = hx.connect(port, source=f"127.0.0.{i}").request(
+                "GET", "/c", headers=[("Cookie", cookie)])
+            assert r.json()["server"] == server, (cookie, r.json())
