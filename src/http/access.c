@@ -194,9 +194,16 @@ static size_t json_escape(char *out, size_t size, const char *s, size_t len)
     return o;
 }
 
+void slb_access_rule(struct slb_access_rec *rec, const char *name)
+{
+    if (rec)
+        snprintf(rec->rule, sizeof(rec->rule), "%s", name);
+}
+
 void slb_access_capture(struct slb_access_rec *rec, uint64_t now_ms, const struct slb_http_msg *m)
 {
     rec->start_ms = now_ms;
+    rec->rule[0] = '\0';
     if (!m) {
         snprintf(rec->method, sizeof(rec->method), "-");
         snprintf(rec->path, sizeof(rec->path), "-");
@@ -240,7 +247,7 @@ void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e)
         "\"method\":\"%s\",\"path\":\"%s\",\"proto\":\"%s\",\"status\":%d,\"bytes_in\":%llu,"
         "\"bytes_out\":%llu,"
         "\"wire_in\":%llu,\"wire_out\":%llu,\"upstream\":%s%s%s,\"request_ms\":%.3f,"
-        "\"upstream_ms\":%.3f}\n",
+        "\"upstream_ms\":%.3f,\"rule\":%s%s%s}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
         ts.tv_nsec / 1000000, e->listener, e->client, e->tls_version ? "\"" : "",
         e->tls_version ? e->tls_version : "null", e->tls_version ? "\"" : "", e->cipher ? "\"" : "",
@@ -249,7 +256,9 @@ void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e)
         e->rec->path, e->proto ? e->proto : "-", e->status, (unsigned long long)e->bytes_in,
         (unsigned long long)e->bytes_out, (unsigned long long)e->wire_in,
         (unsigned long long)e->wire_out, e->upstream ? "\"" : "",
-        e->upstream ? e->upstream : "null", e->upstream ? "\"" : "", e->request_ms, e->upstream_ms);
+        e->upstream ? e->upstream : "null", e->upstream ? "\"" : "", e->request_ms, e->upstream_ms,
+        e->rec->rule[0] ? "\"" : "", e->rec->rule[0] ? e->rec->rule : "null",
+        e->rec->rule[0] ? "\"" : "");
     if (n <= 0)
         return;
     size_t len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;

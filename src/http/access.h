@@ -18,6 +18,7 @@ struct slb_access_rec {
     uint64_t start_ms;
     char method[16];
     char path[400];
+    char rule[64]; /* the forwarding rule that took the request; "" when none */
 };
 
 struct slb_access_entry {
@@ -48,6 +49,8 @@ void slb_access_free(struct slb_access_rec *rec);
 /* Capture method and target (m NULL: the request could not be parsed). */
 void slb_access_capture(struct slb_access_rec *rec, uint64_t now_ms, const struct slb_http_msg *m);
 void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e);
+/* Name the forwarding rule that took the request (rec NULL: logging is off). */
+void slb_access_rule(struct slb_access_rec *rec, const char *name);
 /* Push the worker's buffered lines to the logger (called at least every loop wake-up with
  * pending lines, and at exit). */
 void slb_access_flush(struct slb_worker *w);

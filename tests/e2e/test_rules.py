@@ -8,7 +8,7 @@ import types
 import pytest
 
 import slbd_harness as h
-from h2_util import NOHC, LibH2, client_context, https_listener
+from h2_util import NOHC, LibH2, access_lines, client_context, https_listener, set_access_log
 from http_util import add_listener, hx  # noqa: F401
 from pki import pki, upload_server  # noqa: F401
 
@@ -280,3 +280,27 @@ def test_sticky_keeps_a_client_on_its_group_and_server(slbd, hx):  # noqa: F811
             r = hx.connect(port, source=f"127.0.0.{i}").request(
                 "GET", "/c", headers=[("Cookie", cookie)])
             assert r.json()["server"] == server, (cookie, r.json())
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_access_log_names_the_rule(site, slbd, proto):
+    set_access_log(slbd, "access.log")
+    try:
+        path = slbd.state_dir / "access.log"
+        c = Client(site, proto)
+
+        def lines():
+            c.get("/warm")
+            return [x for x in access_lines(path) if x["path"] == "/warm"]
+        h.wait_until(lines, 10, "the access log to be on")
+        c.get("/exact")
+        c.get("/lb-health")
+        c.get("/r301")
+        c.get("/nothing")
+        want = {"/exact": "exact", "/lb-health": "health", "/r301": "r301", "/nothing": None}
+        got = h.wait_until(lambda: (x := {ln["path"]: ln["rule"] for ln in access_lines(path)
+                                          if ln["path"] in want}) and len(x) == 4 and x,
+                           10, "the lines")
+        assert got == want, got
+    finally:
+        set_access_log(slbd, "")
