@@ -720,8 +720,10 @@ void h2_start_request(struct h2_stream *s)
     struct slb_http_decision d;
     slb_http_decide(&d, s->l, s->ws, s->wg, c->t.ssl, &c->peer, m);
     s->rule = d.rule;
-    if (d.rule)
+    if (d.rule) {
+        slb_count_add(&s->l->rule_stats[d.rule->index]->w[c->w->id].v[SLB_RULE_REQS], 1);
         slb_access_rule(s->log, d.rule->cfg->name);
+    }
     if (!d.status && d.wg != s->wg) {
         /* A rule chose another group: the tried flags follow its size. */
         size_t n = d.wg->g->nservers;

@@ -267,8 +267,10 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     struct slb_http_decision d;
     slb_http_decide(&d, c->b.l, slb_http_bind_snap(&c->b), c->b.wg, c->t.ssl, &c->peer, m);
     c->rule = d.rule;
-    if (d.rule)
+    if (d.rule) {
+        slb_count_add(&c->b.l->rule_stats[d.rule->index]->w[c->w->id].v[SLB_RULE_REQS], 1);
         slb_access_rule(c->log, d.rule->cfg->name);
+    }
     if (d.status) {
         respond_built(c, d.status, d.extra, !d.close && m->keep_alive, &d);
         return;

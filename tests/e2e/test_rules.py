@@ -304,3 +304,37 @@ def test_access_log_names_the_rule(site, slbd, proto):
         assert got == want, got
     finally:
         set_access_log(slbd, "")
+
+
+def test_rule_counters_in_metrics_and_stats(site, slbd):
+    c1, c2 = Client(site, "h1"), Client(site, "h2")
+    for _ in range(3):
+        c1.get("/exact")
+        c2.get("/exact")
+    c1.get("/lb-health")
+    c2.get("/r301")
+    c1.get("/nothing")
+
+    def stats_rules(name):
+        ls = [x for x in slbd.stats()["listeners"] if x["name"] == name][0]
+        return {r["name"]: r["requests"] for r in ls["rules"]}
+
+    want_web = {"exact": 3, "health": 1}
+    want_tls = {"exact": 3, "r301": 1}
+    h.wait_until(lambda: all(stats_rules("web")[k] == v for k, v in want_web.items()) and
+                 all(stats_rules("tls")[k] == v for k, v in want_tls.items()), 10, "rule stats")
+    web = stats_rules("web")
+    assert [r["name"] for r in RULES] == list(web), web
+    assert sum(web.values()) == 4 and sum(stats_rules("tls").values()) == 4
+    r = slbd.api.request("GET", "/metrics")
+    m = h.parse_metrics(r.text)
+    assert m['slbd_rule_requests_total{listener="web",rule="exact"}'] == 3, m
+    assert m['slbd_rule_requests_total{listener="tls",rule="r301"}'] == 1, m
+    assert m['slbd_rule_requests_total{listener="web",rule="weighted"}'] == 0, m
+    # a configuration change keeps the counts of a rule that stays
+    st, js = slbd.api.get("/v1/listeners/web")
+    js["rules"] = [x for x in js["rules"] if x["name"] != "health"]
+    st, out = slbd.api.put("/v1/listeners/web", js)
+    assert st == 200, out
+    web = stats_rules("web")
+    assert web["exact"] == 3 and "health" not in web, web
