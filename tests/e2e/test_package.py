@@ -164,8 +164,8 @@ _filedir() { COMPREPLY=(FILE${1:+-DIR}); }
 
 
 @pytest.mark.parametrize("line, want", [
-    ("slbctl ", {"cert", "listener", "group", "server", "stats", "apply", "config", "metrics",
-                 "health", "help"}),
+    ("slbctl ", {"cert", "listener", "rule", "group", "server", "stats", "apply", "config",
+                 "metrics", "health", "help"}),
     ("slbctl --state-dir /x lis", {"listener"}),
     ("slbctl listener ", {"create", "list", "show", "update", "delete"}),
     ("slbctl listener create --pro", {"--protocol", "--proxy-protocol"}),

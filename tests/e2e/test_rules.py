@@ -3,6 +3,7 @@
 every condition, every action, the weighted pick, hostile paths that must not walk around a
 rule, and the decided group's servers (more than 32) being tried on a failure."""
 
+import json
 import types
 
 import pytest
@@ -88,7 +89,6 @@ class Client:
     def server(self, path, **kw):
         st, _, body = self.get(path, **kw)
         assert st == 200, (path, st, body)
-        import json
         return json.loads(body)["server"]
 
 
@@ -180,7 +180,6 @@ def test_request_headers_set_and_removed(site, proto):
     st, _, body = c.get("/hdr/x", headers=[("x-drop", "1"), ("x-over", "old"),
                                            ("x-keep", "k")])
     assert st == 200, body
-    import json
     js = json.loads(body)
     hd = js["headers"]
     assert js["server"] == "a"
@@ -222,7 +221,6 @@ def test_weighted_forward(site, proto):
                 assert r.status == 200, r
                 seen[r.json()["server"]] += 1
     else:
-        import json
         batch = 50
         for i in range(0, n, batch):
             sids = [c.c.request("GET", f"/w/{i + k}") for k in range(batch)]
@@ -338,3 +336,40 @@ def test_rule_counters_in_metrics_and_stats(site, slbd):
     assert st == 200, out
     web = stats_rules("web")
     assert web["exact"] == 3 and "health" not in web, web
+
+
+def test_slbctl_rule_commands(slbd, hx, workdir):  # noqa: F811
+    from cert_util import slbctl
+    for g in ("d", "a"):
+        slbd.add_group(g, [hx.backend(g).server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "d")
+    c = hx.connect(port)
+    assert c.request("GET", "/x").json()["server"] == "d"
+    p = slbctl(slbd, "rule", "list", "web", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout) == [], p
+    rule = workdir / "rule.json"
+    rule.write_text(json.dumps({"name": "x", "match": {"path": "/x"}, "action": {"forward": "a"}}))
+    p = slbctl(slbd, "rule", "add", "web", "--from-json", rule)
+    assert p.returncode == 0, p.stderr
+    assert c.request("GET", "/x").json()["server"] == "a"
+    rule.write_text(json.dumps({"name": "all", "action": {"fixed_response": {"code": 200,
+                                                                             "body": "all"}}}))
+    p = slbctl(slbd, "rule", "add", "web", "--from-json", rule)
+    assert p.returncode == 0, p.stderr
+    assert c.request("GET", "/x").json()["server"] == "a"
+    p = slbctl(slbd, "rule", "move", "web", "all", "--to", "1")
+    assert p.returncode == 0, p.stderr
+    assert c.request("GET", "/x").body == b"all"
+    p = slbctl(slbd, "rule", "list", "web")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "MATCH", "ACTION"], lines
+    assert lines[1].split()[0] == "all" and lines[1].split()[-2:] == ["fixed_response", "200"]
+    assert lines[2].split() == ["x", '{"path":"/x"}', "forward", "a:100"], lines
+    p = slbctl(slbd, "rule", "remove", "web", "all")
+    assert p.returncode == 0, p.stderr
+    assert c.request("GET", "/x").json()["server"] == "a"
+    p = slbctl(slbd, "rule", "remove", "web", "nope")
+    assert p.returncode != 0 and "no rule named 'nope'" in p.stderr, p
+    p = slbctl(slbd, "rule", "list", "web", "--json")
+    assert [r["name"] for r in json.loads(p.stdout)] == ["x"], p.stdout
