@@ -885,7 +885,8 @@ int slb_h2_start(const struct slb_h2_handoff *h)
     c->wire_in_seen = c->log_wire_in = h->wire_in_seen;
     c->wire_out_seen = c->log_wire_out = h->wire_out_seen;
     snprintf(c->client_ip, sizeof(c->client_ip), "%s", h->client_ip);
-    c->peer = *h->peer;
+    if (h->peer)
+        c->peer = *h->peer; /* else unknown: no "source" rule matches */
     c->local_port = h->local_port;
     c->last_io_ms = c->last_write_ms = c->w->loop.now_ms;
     c->scan_skip = NGHTTP2_CLIENT_MAGIC_LEN; /* the preface comes before the first frame */
