@@ -588,7 +588,8 @@ class Slbd:
     def __init__(self, workdir, workers=2, log_level="info", state_dir=None, name="slbd",
                  nofile=None, extra_args=()):
         self.workdir = Path(workdir)
-        # More command-line options for every start (e.g. ["--admin-auth-failures", "0"]).
+        # More command-line options for every start (e.g. ["--admin-auth-failures", "0"]); a
+        # test may change them, for the next start on.
         self.extra_args = [str(a) for a in extra_args]
         # With --admin-cert in extra_args: the ssl.SSLContext that verifies the admin API.
         self.admin_ssl = None
@@ -607,7 +608,6 @@ class Slbd:
         self._exits = []  # (pid, rc, expected) of processes that ended
         self._stop_sent = None  # pid that the test sent SIGTERM/SIGINT to
         self._fd_baseline = None
-        self.extra_args = []  # more slbd options, from the next start on
 
     # --- lifecycle ---
 
