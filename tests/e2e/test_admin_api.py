@@ -508,7 +508,8 @@ def test_metrics(slbd, base, clients):
     assert r.status == 200, r
     assert r.headers.get("Content-Type", "").startswith("text/plain"), r.headers
     m = h.parse_metrics(r.text)
-    assert m and all(k.startswith("slbd_") for k in m), list(m)[:10]
+    # slbd's own families, and the standard process_* ones (docs/api.md)
+    assert m and all(k.startswith(("slbd_", "process_")) for k in m), list(m)[:10]
     assert m['slbd_listener_connections_total{listener="l"}'] >= 1
     key = 'slbd_listener_bytes_total{listener="l",direction="in",kind="payload"}'
 
