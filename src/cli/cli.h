@@ -250,6 +250,11 @@ int slb_cli_group_show(struct slb_cli *c, int argc, char **argv);
 int slb_cli_group_update(struct slb_cli *c, int argc, char **argv);
 int slb_cli_group_delete(struct slb_cli *c, int argc, char **argv);
 
+int slb_cli_rule_list(struct slb_cli *c, int argc, char **argv);
+int slb_cli_rule_add(struct slb_cli *c, int argc, char **argv);
+int slb_cli_rule_remove(struct slb_cli *c, int argc, char **argv);
+int slb_cli_rule_move(struct slb_cli *c, int argc, char **argv);
+
 int slb_cli_server_add(struct slb_cli *c, int argc, char **argv);
 int slb_cli_server_remove(struct slb_cli *c, int argc, char **argv);
 int slb_cli_server_set_weight(struct slb_cli *c, int argc, char **argv);

@@ -90,6 +90,17 @@ static const struct command commands[] = {
      "  --name NAME        1-63 of A-Z a-z 0-9 . _ -\n"
      "  --server ADDR:PORT[:WEIGHT]   a backend server, weight 0-100 (default 100); "
      "repeat\n" GROUP_ARGS},
+    {"rule", "list", slb_cli_rule_list, "rule list LISTENER",
+     "List a listener's forwarding rules, in the order they are tried.\n"},
+    {"rule", "add", slb_cli_rule_add, "rule add LISTENER --from-json FILE|- [--position N]",
+     "Add a forwarding rule.\n"
+     "  --from-json FILE|- the rule as JSON (see docs/configuration.md)\n"
+     "  --position N       where it goes, 1 = first (default: last)\n"},
+    {"rule", "remove", slb_cli_rule_remove, "rule remove LISTENER RULE",
+     "Remove a forwarding rule.\n"},
+    {"rule", "move", slb_cli_rule_move, "rule move LISTENER RULE --to N",
+     "Move a forwarding rule.\n"
+     "  --to N             its new position, 1 = tried first\n"},
     {"group", "list", slb_cli_group_list, "group list", "List the backend groups.\n"},
     {"group", "show", slb_cli_group_show, "group show NAME", "Show one backend group.\n"},
     {"group", "update", slb_cli_group_update,
@@ -148,8 +159,8 @@ static const char *canonical_group(const char *word)
 {
     static const char *const alias[][2] = {
         {"certs", "cert"},         {"certificate", "cert"}, {"certificates", "cert"},
-        {"listeners", "listener"}, {"groups", "group"},     {"servers", "server"},
-        {"healthz", "health"},     {"keys", "key"},
+        {"listeners", "listener"}, {"groups", "group"},     {"rules", "rule"},
+        {"servers", "server"},     {"healthz", "health"},   {"keys", "key"},
     };
     for (size_t i = 0; i < sizeof(alias) / sizeof(alias[0]); i++) {
         if (strcmp(word, alias[i][0]) == 0)

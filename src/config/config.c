@@ -237,15 +237,6 @@ static int listener_refs(const struct slb_config *cfg, size_t i, const char *pat
     int rc = slb_cv_rules_refs(cfg, l, path, err);
     if (rc)
         return rc;
-    /* Rules are validated in full, but the request path does not apply them yet: accepting
-     * them would forward requests that a rule meant to redirect, answer or send elsewhere. */
-    if (l->nrules) {
-        slb_cv_join(where, path, "rules");
-        return slb_cv_fail(err, "not_available", where,
-                           "forwarding rules are not available yet in this version (they are "
-                           "validated but not applied to requests); remove \"rules\" or set it "
-                           "to []");
-    }
     return certs_check(l, path, certs, err);
 }
 

@@ -209,9 +209,8 @@ struct slb_cert_lookup {
  * types, out-of-range values, duplicate names, unknown backend groups or certificate ids and
  * two listeners on one bind address are errors: err names the JSON path ("listeners[1].bind")
  * and code ("invalid_value", "unknown_field", "wrong_type", "duplicate_name", "unknown_group",
- * "unknown_certificate", "missing_field", "conflicting_actions" in a rule's action;
- * "not_available" for forwarding rules, which requests do not apply yet). Does not take
- * ownership of doc. */
+ * "unknown_certificate", "missing_field", "conflicting_actions" in a rule's action).
+ * Does not take ownership of doc. */
 int slb_config_from_json(const json_t *doc, const struct slb_cert_lookup *certs,
                          struct slb_config **out, struct slb_err *err);
 void slb_config_free(struct slb_config *cfg);

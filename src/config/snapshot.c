@@ -279,6 +279,33 @@ static void lis_unref(struct slb_registry *reg, struct slb_lis_rt *r)
     REG_UNREF(reg->lis, struct slb_lis_rt, r, (void)0);
 }
 
+static struct slb_rule_rt *rule_get(struct slb_registry *reg, const char *lis, const char *rule)
+{
+    char key[sizeof(((struct slb_rule_rt *)0)->key)];
+    snprintf(key, sizeof(key), "%s/%s", lis, rule);
+    for (struct slb_rule_rt *r = reg->rules; r; r = r->next) {
+        if (strcmp(r->key, key) == 0) {
+            r->refs++;
+            return r;
+        }
+    }
+    struct slb_rule_rt *r =
+        calloc(1, sizeof(*r) + (size_t)reg->nworkers * sizeof(struct slb_wcount));
+    if (!r)
+        return NULL;
+    memcpy(r->key, key, sizeof(key));
+    r->refs = 1;
+    r->nworkers = reg->nworkers;
+    r->next = reg->rules;
+    reg->rules = r;
+    return r;
+}
+
+static void rule_unref(struct slb_registry *reg, struct slb_rule_rt *r)
+{
+    REG_UNREF(reg->rules, struct slb_rule_rt, r, (void)0);
+}
+
 static void lsock_unref(struct slb_registry *reg, struct slb_lsock *ls)
 {
     REG_UNREF(reg->lsocks, struct slb_lsock, ls, lsock_close(ls));
@@ -303,6 +330,9 @@ static void snapshot_free(struct slb_registry *reg, struct slb_snapshot *s)
         if (l->sock)
             lsock_unref(reg, l->sock);
         lis_unref(reg, l->stats);
+        for (size_t r = 0; l->rule_stats && r < l->cfg->nrules; r++)
+            rule_unref(reg, l->rule_stats[r]);
+        free(l->rule_stats);
         free(l->sni);
         slb_rules_free(l->rules);
         slb_tls_listener_free(l->tls);
@@ -406,6 +436,16 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
         }
         if (lc->nrules && !(l->rules = slb_rules_build(lc->rules, lc->nrules, rule_group, s, err)))
             goto fail;
+        if (lc->nrules && !(l->rule_stats = calloc(lc->nrules, sizeof(*l->rule_stats)))) {
+            slb_err_set(err, 500, "internal", lc->name, "out of memory");
+            goto fail;
+        }
+        for (size_t r = 0; r < lc->nrules; r++) {
+            if (!(l->rule_stats[r] = rule_get(reg, lc->name, lc->rules[r].name))) {
+                slb_err_set(err, 500, "internal", lc->name, "out of memory");
+                goto fail;
+            }
+        }
         l->stats = lis_get(reg, lc->name);
         if (!l->stats) {
             slb_err_set(err, 500, "internal", lc->name, "out of memory");

@@ -172,6 +172,17 @@ static inline struct slb_wcount *slb_lis_tls_counts(struct slb_lis_rt *r, int wo
 }
 _Static_assert(SLB_TLS_SUITE_SLOTS <= SLB_WCOUNT_SLOTS, "a slot for every TLS suite");
 
+/* Runtime state of one forwarding rule of one listener, by names: its counters survive
+ * updates of the listener while a rule of that name stays in it. Slot 0: requests taken. */
+enum { SLB_RULE_REQS, SLB_RULE_SLOTS };
+struct slb_rule_rt {
+    char key[2 * SLB_NAME_MAX]; /* "listener/rule" */
+    int refs;
+    struct slb_rule_rt *next;
+    int nworkers;
+    struct slb_wcount w[]; /* one per worker */
+};
+
 struct slb_worker;
 struct slb_listener_rt;
 struct slb_rules;
@@ -224,7 +235,8 @@ struct slb_listener_rt {
     /* Forwarding rules compiled from cfg->rules (src/http/rules.h), NULL when there are none;
      * their forward targets resolve to this snapshot's struct slb_group_rt. */
     struct slb_rules *rules;
-    void *tls; /* TLS contexts (src/tls), NULL for tcp/http */
+    struct slb_rule_rt **rule_stats; /* per rule, parallel to cfg->rules; NULL when none */
+    void *tls;                       /* TLS contexts (src/tls), NULL for tcp/http */
 };
 
 struct slb_snapshot {
@@ -249,6 +261,7 @@ struct slb_registry {
     struct slb_inherited_sock *inherited;
     struct slb_srv_rt *servers;
     struct slb_lis_rt *lis;
+    struct slb_rule_rt *rules;
     uint64_t next_generation;
     struct slb_snapshot *retired;
 };

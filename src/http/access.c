@@ -335,11 +335,18 @@ static void capture_header(char *out, size_t size, const struct slb_http_msg *m,
         out[0] = '\0';
 }
 
+void slb_access_rule(struct slb_access_rec *rec, const char *name)
+{
+    if (rec)
+        snprintf(rec->rule, sizeof(rec->rule), "%s", name);
+}
+
 void slb_access_capture(struct slb_access_rec *rec, uint64_t now_ms, const struct slb_http_msg *m)
 {
     rec->start_ms = now_ms;
     rec->start_us = slb_mono_us();
     rec->request_id_ours = false;
+    rec->rule[0] = '\0';
     if (!m) {
         snprintf(rec->method, sizeof(rec->method), "-");
         snprintf(rec->path, sizeof(rec->path), "-");
@@ -405,7 +412,7 @@ void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e)
         "\"sni\":\"%s\",\"method\":\"%s\",\"host\":\"%s\",\"path\":\"%s\",\"proto\":\"%s\","
         "\"status\":%d,\"user_agent\":\"%s\",\"bytes_in\":%llu,\"bytes_out\":%llu,"
         "\"wire_in\":%llu,\"wire_out\":%llu,\"upstream\":%s%s%s,\"error\":%s%s%s,"
-        "\"request_ms\":%.3f,\"upstream_ms\":%.3f}\n",
+        "\"request_ms\":%.3f,\"upstream_ms\":%.3f,\"rule\":%s%s%s}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
         ts.tv_nsec / 1000000, r->request_id, e->listener, e->client, e->client_port,
         e->tls_version ? "\"" : "", e->tls_version ? e->tls_version : "null",
@@ -415,7 +422,8 @@ void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e)
         (unsigned long long)e->bytes_in, (unsigned long long)e->bytes_out,
         (unsigned long long)e->wire_in, (unsigned long long)e->wire_out, e->upstream ? "\"" : "",
         e->upstream ? e->upstream : "null", e->upstream ? "\"" : "", e->error ? "\"" : "",
-        e->error ? e->error : "null", e->error ? "\"" : "", e->request_ms, e->upstream_ms);
+        e->error ? e->error : "null", e->error ? "\"" : "", e->request_ms, e->upstream_ms,
+        r->rule[0] ? "\"" : "", r->rule[0] ? r->rule : "null", r->rule[0] ? "\"" : "");
     if (n <= 0)
         return;
     size_t len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;

@@ -25,6 +25,7 @@ struct slb_access_rec {
     /* The client's X-Request-Id, or one of ours (32 hex digits) that the backend gets too */
     char request_id[80];
     bool request_id_ours;
+    char rule[64]; /* the forwarding rule that took the request; "" when none */
 };
 
 /* Why slbd answered 5xx itself, for the access log's "error": 0 none, else
@@ -66,6 +67,8 @@ void slb_access_free(struct slb_access_rec *rec);
  * be parsed); a request without X-Request-Id gets an id of ours (request_id_ours). */
 void slb_access_capture(struct slb_access_rec *rec, uint64_t now_ms, const struct slb_http_msg *m);
 void slb_access_write(struct slb_worker *w, const struct slb_access_entry *e);
+/* Name the forwarding rule that took the request (rec NULL: logging is off). */
+void slb_access_rule(struct slb_access_rec *rec, const char *name);
 /* Push the worker's buffered lines to the logger (called at least every loop wake-up with
  * pending lines, and at exit). */
 void slb_access_flush(struct slb_worker *w);

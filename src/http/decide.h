@@ -8,6 +8,8 @@
 
 #include "config/snapshot.h"
 #include "http/parser.h"
+#include "http/rewrite.h"
+#include "http/rules.h"
 #include "net/worker_ctx.h"
 
 #include <openssl/ssl.h>
@@ -27,16 +29,29 @@ struct slb_http_decision {
                                 acme/challenge.h), or NULL for the standard one */
     struct slb_wgroup *wg;   /* forward: the worker's view of the group */
     struct slb_slice sticky; /* forward: the sticky cookie's value in the request, or empty */
-    char buf[1200];          /* room for extra */
+    const struct slb_rule *rule; /* the forwarding rule that took the request, or NULL */
+    /* A rule's own answer (fixed_response, redirect with its Location in buf): built by
+     * slb_http_decision_answer, not as a plain status. */
+    bool rule_answer;
+    char buf[2048]; /* room for extra, or a rule redirect's Location */
 };
 
-/* Decide for request m arriving on listener l. wg is the worker's view of the listener's own
- * group (NULL when it has none); ssl is the client's TLS state (NULL for plain http), which
- * the 421 check reads. In order: CONNECT (405), an Expect other than 100-continue on
- * HTTP/1.1 (417), a pending ACME http-01 token (200 with its key authorization, before any
- * redirect: a CA validates on plain port 80), the listener's redirect_to (301), a Host the TLS
- * handshake did not pick (421), then the group: none or empty answers 503. */
+/* Decide for request m arriving on listener l. ws is the worker's hold on the snapshot l
+ * lives in (rules name groups of it); wg is the worker's view of the listener's own group
+ * (NULL when it has none); ssl is the client's TLS state (NULL for plain http), which the 421
+ * check reads; client is the client's address (rules' "source", sticky group choice). In
+ * order: CONNECT (405), an Expect other than 100-continue on HTTP/1.1 (417), a pending ACME
+ * http-01 token (200 with its key authorization, before any redirect: a CA validates on plain
+ * port 80), the listener's redirect_to (301), a Host the TLS handshake did not pick (421), the
+ * forwarding rules (a path the normalizer refuses: 400; the first matching rule answers or
+ * names the group), then the group: none or empty answers 503. */
 void slb_http_decide(struct slb_http_decision *d, const struct slb_listener_rt *l,
-                     struct slb_wgroup *wg, SSL *ssl, const struct slb_http_msg *m);
+                     struct slb_wsnap *ws, struct slb_wgroup *wg, SSL *ssl,
+                     const struct sockaddr_storage *client, const struct slb_http_msg *m);
+
+/* The answer of decision d (d->status != 0) as an HTTP/1.1 response into out: keep_alive says
+ * whether the connection stays open after it, head_only that the request was HEAD. */
+void slb_http_decision_answer(struct slb_hbuf *out, const struct slb_http_decision *d,
+                              bool keep_alive, bool head_only);
 
 #endif

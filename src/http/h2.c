@@ -149,6 +149,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     slb_wsnap_ref(s->ws);
     s->l = c->b.l;
     s->wg = c->b.wg;
+    s->tried = s->tried_in;
+    s->ntried = nsrv ? nsrv : 1;
     s->id = f->hd.stream_id;
     s->st = SS_HEAD;
     slb_timer_init(&s->timer, h2_stream_timer_cb, s);
@@ -883,6 +885,8 @@ int slb_h2_start(const struct slb_h2_handoff *h)
     c->wire_in_seen = c->log_wire_in = h->wire_in_seen;
     c->wire_out_seen = c->log_wire_out = h->wire_out_seen;
     snprintf(c->client_ip, sizeof(c->client_ip), "%s", h->client_ip);
+    if (h->peer)
+        c->peer = *h->peer; /* else unknown: no "source" rule matches */
     c->local_port = h->local_port;
     c->client_port = h->client_port;
     c->last_io_ms = c->last_write_ms = c->w->loop.now_ms;

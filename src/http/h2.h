@@ -25,6 +25,7 @@ struct slb_h2_handoff {
     struct slb_tconn t;
     const char *client_ip;
     uint16_t client_port;
+    const struct sockaddr_storage *peer; /* the client's address; NULL: unknown */
     uint16_t local_port;
     uint64_t wire_in_seen, wire_out_seen; /* wire bytes already counted for the listener */
 };

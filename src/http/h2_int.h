@@ -102,7 +102,12 @@ struct h2_stream {
     uint64_t bytes_in, bytes_out;
     struct slb_access_rec *log;
     bool logged;
-    uint8_t tried[]; /* per server of the group (at least one): already tried */
+    const struct slb_rule *rule; /* the forwarding rule that chose wg, or NULL */
+    /* Per server of wg: already tried. tried_in (sized for the listener's group, at least
+     * one) unless a rule chose a bigger group: then its own allocation. */
+    uint8_t *tried;
+    size_t ntried;
+    uint8_t tried_in[];
 };
 
 struct h2_conn {
@@ -138,6 +143,7 @@ struct h2_conn {
     uint64_t wire_in_seen, wire_out_seen, log_wire_in, log_wire_out;
     char client_ip[INET6_ADDRSTRLEN];
     uint16_t client_port;
+    struct sockaddr_storage peer;
     uint16_t local_port;
     uint8_t sched_key_of; /* sched_key: see struct slb_up_choice */
     /* A stream of this connection has ended: under backend_reuse "safe", only from then on

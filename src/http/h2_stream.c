@@ -147,7 +147,9 @@ static int submit_head(struct h2_stream *s, const struct slb_http_msg *m, bool f
 }
 
 /* Our own response (an error, a redirect), built as HTTP/1.1 and sent as h2. */
-static void respond_local_text(struct h2_stream *s, int status, const char *extra, const char *text)
+/* Our own answer: status with extra header lines, or the answer of decision d when not NULL. */
+static void respond_built(struct h2_stream *s, int status, const char *extra,
+                          const struct slb_http_decision *d)
 {
     struct h2_conn *c = s->c;
     if (s->up) {
@@ -160,8 +162,8 @@ static void respond_local_text(struct h2_stream *s, int status, const char *extr
     /* A client that never reads our answer: its stream is reset after request_timeout_s. */
     slb_timer_start(&c->w->loop, &s->timer, (uint64_t)s->l->cfg->request_timeout_s * 1000u);
     slb_hbuf_reset(&s->local);
-    if (text)
-        slb_http_build_text(&s->local, status, text, true, s->head_only);
+    if (d)
+        slb_http_decision_answer(&s->local, d, true, s->head_only);
     else
         slb_http_build_simple(&s->local, status, extra, true, s->head_only);
     struct slb_http_limits lim;
@@ -188,7 +190,7 @@ static void respond_local_text(struct h2_stream *s, int status, const char *extr
 
 static void respond_local(struct h2_stream *s, int status, const char *extra)
 {
-    respond_local_text(s, status, extra, NULL);
+    respond_built(s, status, extra, NULL);
 }
 
 /* The exchange with the backend failed: our error when nothing of the response went out yet,
@@ -586,8 +588,11 @@ static void connect_failed(struct h2_stream *s, enum slb_srv_fail f, const char 
     s->tx.off = 0;
     if (!choose_backend(s, (struct slb_slice){0}))
         respond_local(s, 502, NULL);
-    else
+    else {
         slb_count_add(&h2_lis_counts(s->c)->v[SLB_LIS_RETRIES], 1);
+        if (s->st == SS_CONNECT)
+            up_interest(s); /* else the next server's connect is only seen at its timeout */
+    }
 }
 
 static void up_event(struct http_up *up, uint32_t events)
@@ -725,11 +730,31 @@ void h2_start_request(struct h2_stream *s)
     s->head_only = m->method == SLB_HTTP_HEAD;
     s->req_has_body = m->body != SLB_BODY_NONE;
     struct slb_http_decision d;
-    slb_http_decide(&d, s->l, s->wg, c->t.ssl, m);
+    slb_http_decide(&d, s->l, s->ws, s->wg, c->t.ssl, &c->peer, m);
+    s->rule = d.rule;
+    if (d.rule) {
+        slb_count_add(&s->l->rule_stats[d.rule->index]->w[c->w->id].v[SLB_RULE_REQS], 1);
+        slb_access_rule(s->log, d.rule->cfg->name);
+    }
+    if (!d.status && d.wg != s->wg) {
+        /* A rule chose another group: the tried flags follow its size. */
+        size_t n = d.wg->g->nservers;
+        if (n > s->ntried) {
+            uint8_t *t = calloc(n, 1);
+            if (!t) {
+                respond_local(s, 500, NULL);
+                slb_hbuf_free(req);
+                return;
+            }
+            s->tried = t;
+            s->ntried = n;
+        }
+        s->wg = d.wg;
+    }
     if (d.status) {
         if (d.status == 503) /* no group, or an empty one */
             s->fail = SLB_ACCESS_NO_SERVER;
-        respond_local_text(s, d.status, d.extra, d.text);
+        respond_built(s, d.status, d.extra, &d);
     } else {
         /* The backend head is built now, while the parse result is at hand; the server that
          * gets it is chosen once this read's frames are processed (see h2_dispatch), so streams
@@ -741,6 +766,7 @@ void h2_start_request(struct h2_stream *s)
         fwd.default_host = d.wg->g->cfg->servers[0].authority;
         if (s->log && s->log->request_id_ours)
             fwd.request_id = s->log->request_id;
+        fwd.rule = d.rule;
         slb_http_build_request(&s->tx, m, &fwd);
         if (d.sticky.len) {
             /* Kept in the stream until h2_dispatch: the parse result will be gone. */
@@ -816,6 +842,8 @@ void h2_stream_free(struct h2_stream *s)
     slb_hbuf_free(&s->tx);
     slb_hbuf_free(&s->resp_trailers);
     slb_hbuf_free(&s->local);
+    if (s->tried != s->tried_in)
+        free(s->tried);
     slb_access_free(s->log);
     if (s->prev)
         s->prev->next = s->next;

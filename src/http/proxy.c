@@ -78,6 +78,11 @@ struct http_conn {
     uint64_t log_wire_in, log_wire_out; /* at the end of the last request logged */
     char client_ip[INET6_ADDRSTRLEN];
     uint16_t client_port;
+    struct sockaddr_storage peer; /* the client's address (rules' "source") */
+    /* The current request's group, as decided (a rule's, or the listener's), and the rule
+     * that decided it (NULL: none). */
+    struct slb_wgroup *wg;
+    const struct slb_rule *rule;
     struct slb_access_rec *log; /* the request being logged, when the access log is on */
 };
 
@@ -166,9 +171,9 @@ static void arm_timer(struct http_conn *c)
 
 /* --- our own responses --- */
 
-/* Our own response: the standard body for status, or text as a text/plain body. */
-static void respond_local(struct http_conn *c, int status, const char *extra, const char *text,
-                          bool keep)
+/* Our own answer: status with extra header lines, or the answer of decision d when not NULL. */
+static void respond_built(struct http_conn *c, int status, const char *extra, bool keep,
+                          const struct slb_http_decision *d)
 {
     if (c->up) {
         slb_up_close(c->up);
@@ -183,8 +188,8 @@ static void respond_local(struct http_conn *c, int status, const char *extra, co
     }
     if (!keep)
         c->close_after = true;
-    if (text)
-        slb_http_build_text(&c->out, status, text, !c->close_after, c->x->head_only);
+    if (d)
+        slb_http_decision_answer(&c->out, d, !c->close_after, c->x->head_only);
     else
         slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
     count_status(c, status, true);
@@ -195,7 +200,7 @@ static void respond_local(struct http_conn *c, int status, const char *extra, co
 
 static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
 {
-    respond_local(c, status, extra, NULL, keep);
+    respond_built(c, status, extra, keep, NULL);
 }
 
 /* --- request start --- */
@@ -205,7 +210,7 @@ static void up_event(struct http_up *up, uint32_t events);
 /* Pick a server (sticky cookie first) and get a backend connection. false: nothing usable. */
 static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
 {
-    struct slb_up_choice ch = {.wg = c->b.wg,
+    struct slb_up_choice ch = {.wg = c->wg,
                                .tried = c->x->tried,
                                .attempts = c->x->attempts,
                                .client_fd = c->t.fd,
@@ -232,9 +237,10 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
         m->upgrade &&
         !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
           slb_slice_eq_ci(m->headers[slb_http_find_header(m, "upgrade", 0)].value, "h2c"));
-    fwd.default_host = c->b.wg->g->cfg->servers[c->srv_idx].authority;
+    fwd.default_host = c->wg->g->cfg->servers[c->srv_idx].authority;
     if (c->log && c->log->request_id_ours)
         fwd.request_id = c->log->request_id;
+    fwd.rule = c->rule;
     c->x->upgrade_req = fwd.upgrade;
     slb_hbuf_reset(&c->up->head);
     slb_http_build_request(&c->up->head, m, &fwd);
@@ -268,14 +274,20 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
 
     struct slb_http_decision d;
-    slb_http_decide(&d, c->b.l, c->b.wg, c->t.ssl, m);
+    slb_http_decide(&d, c->b.l, slb_http_bind_snap(&c->b), c->b.wg, c->t.ssl, &c->peer, m);
+    c->rule = d.rule;
+    if (d.rule) {
+        slb_count_add(&c->b.l->rule_stats[d.rule->index]->w[c->w->id].v[SLB_RULE_REQS], 1);
+        slb_access_rule(c->log, d.rule->cfg->name);
+    }
     if (d.status) {
         if (d.status == 503) /* no group, or an empty one */
             c->x->fail = SLB_ACCESS_NO_SERVER;
-        respond_local(c, d.status, d.extra, d.text, !d.close && m->keep_alive);
+        respond_built(c, d.status, d.extra, !d.close && m->keep_alive, &d);
         return;
     }
-    c->x->tried = slb_xchg_tried(c->x, c->b.wg->g->nservers);
+    c->wg = d.wg;
+    c->x->tried = slb_xchg_tried(c->x, c->wg->g->nservers);
     if (!c->x->tried) {
         respond_simple(c, 500, NULL, false);
         return;
@@ -655,7 +667,7 @@ static bool retry_fresh(struct http_conn *c, enum slb_srv_fail f, const char *wh
     }
     struct slb_hbuf head = c->up->head;
     c->up->head = (struct slb_hbuf){0};
-    if (!slb_xchg_reconnect(c->hw, lis_counts(c), &c->up, &c->b.wg->g->cfg->servers[c->srv_idx],
+    if (!slb_xchg_reconnect(c->hw, lis_counts(c), &c->up, &c->wg->g->cfg->servers[c->srv_idx],
                             c->srv, c, up_event)) {
         slb_hbuf_free(&head);
         c->srv = NULL;
@@ -675,7 +687,7 @@ static bool retry_fresh(struct http_conn *c, enum slb_srv_fail f, const char *wh
 static bool finish_response_head(struct http_conn *c, const struct slb_http_msg *m)
 {
     struct slb_sticky_out so;
-    slb_http_sticky_response(&so, c->b.l->cfg, c->b.wg->g, c->srv_idx, c->t.ssl != NULL);
+    slb_http_sticky_response(&so, c->b.l->cfg, c->wg->g, c->srv_idx, c->t.ssl != NULL);
     const char *set_cookie = so.set_cookie, *prefix_name = so.prefix_name, *prefix = so.prefix;
     /* An HTTP/1.0 client cannot take chunked framing (RFC 9112 6.1): it gets the decoded
      * body, ended by our close. Trailers are dropped with the framing. Any other transfer
@@ -1080,6 +1092,7 @@ static void hand_off_h2(struct http_conn *c)
                                .t = c->t,
                                .client_ip = c->client_ip,
                                .client_port = c->client_port,
+                               .peer = &c->peer,
                                .local_port = c->local_port,
                                .wire_in_seen = c->wire_in_seen,
                                .wire_out_seen = c->wire_out_seen};
@@ -1536,6 +1549,7 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     c->client_port =
         ntohs(peer->ss_family == AF_INET ? ((const struct sockaddr_in *)peer)->sin_port
                                          : ((const struct sockaddr_in6 *)peer)->sin6_port);
+    c->peer = *peer;
     /* The local port is the one the listener binds (a bind always names it); TCP_NODELAY came from
      * the listening socket. */
     const struct sockaddr_storage *local = &l->cfg->addr;

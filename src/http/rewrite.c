@@ -2,6 +2,8 @@
 /* Head rewriting for the HTTP proxy (see rewrite.h). */
 #include "http/rewrite.h"
 
+#include "http/rules.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +254,8 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
          * as HTTP/1.1 it would ask the backend for a 100 the client must not get. */
         if (req->version_minor == 0 && name_is(h->name, "expect"))
             continue;
+        if (fwd->rule && slb_rule_drops_header(fwd->rule, h->name))
+            continue;
         if (slb_http_is_hop_by_hop(req, i)) {
             if (fwd->upgrade && name_is(h->name, "upgrade"))
                 put_header(out, h);
@@ -261,6 +265,15 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
             put_cookie_stripped(out, h, fwd->strip_cookie_prefix_name);
         else
             put_header(out, h);
+    }
+    if (fwd->rule) {
+        const struct slb_rule_cfg *rc = fwd->rule->cfg;
+        for (size_t i = 0; i < rc->nset_headers; i++) {
+            slb_hbuf_puts(out, rc->set_headers[i].name);
+            slb_hbuf_puts(out, ": ");
+            slb_hbuf_puts(out, rc->set_headers[i].value);
+            slb_hbuf_puts(out, "\r\n");
+        }
     }
     if (req->body == SLB_BODY_CHUNKED)
         slb_hbuf_puts(out, "Transfer-Encoding: chunked\r\n");

@@ -31,6 +31,8 @@ static inline size_t slb_hbuf_pending(const struct slb_hbuf *b)
 }
 
 /* What the proxy adds to a request it forwards. */
+struct slb_rule;
+
 struct slb_fwd_info {
     const char *client_ip; /* X-Forwarded-For (appended), X-Real-IP */
     const char *proto;     /* "http" / "https"; NULL: no X-Forwarded-Proto */
@@ -44,6 +46,9 @@ struct slb_fwd_info {
     bool upgrade;             /* keep Connection: upgrade / Upgrade for a WebSocket tunnel */
     const char *default_host; /* Host for HTTP/1.0 requests that sent none */
     const char *request_id;   /* X-Request-Id to add (the client sent none), or NULL */
+    /* The forwarding rule that chose the group (NULL: none): its remove_headers and
+     * set_headers apply to the request's own headers (see slb_rule_drops_header). */
+    const struct slb_rule *rule;
 };
 
 /* True when header i of msg is hop-by-hop: a fixed set plus those listed in Connection. */

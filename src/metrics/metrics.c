@@ -39,6 +39,11 @@ static uint64_t lsum(const struct slb_lis_rt *r, int k)
     return slb_metrics_sum((struct slb_wcount *)r->w, r->nworkers, k);
 }
 
+static uint64_t rule_sum(const struct slb_rule_rt *r, int k)
+{
+    return slb_metrics_sum((struct slb_wcount *)r->w, r->nworkers, k);
+}
+
 static uint64_t ssum(const struct slb_srv_rt *r, int k)
 {
     return slb_metrics_sum((struct slb_wcount *)r->w, r->nworkers, k);
@@ -127,6 +132,14 @@ static json_t *listener_json(const struct slb_listener_rt *l)
             json_object_set_new(req, status_class[c],
                                 json_integer((json_int_t)lsum(r, SLB_LIS_REQ_1XX + c)));
         json_object_set_new(j, "requests", req);
+        if (l->cfg->nrules) {
+            json_t *rules = json_array();
+            for (size_t i = 0; i < l->cfg->nrules; i++)
+                json_array_append_new(
+                    rules, json_pack("{s:s, s:I}", "name", l->cfg->rules[i].name, "requests",
+                                     (json_int_t)rule_sum(l->rule_stats[i], SLB_RULE_REQS)));
+            json_object_set_new(j, "rules", rules);
+        }
     }
     if (l->cfg->protocol == SLB_PROTO_HTTPS) {
         json_t *fails = json_object();
@@ -327,6 +340,15 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
         snprintf(labels, sizeof(labels), "listener=\"%s\"", r->name);
         histogram(t, "slbd_listener_request_duration_seconds", labels, r->w, r->nworkers,
                   SLB_LIS_DURATION);
+    }
+    family(t, "slbd_rule_requests_total", "counter",
+           "Requests a forwarding rule took (forwarded or answered).");
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        const struct slb_listener_rt *l = &s->listeners[i];
+        for (size_t k = 0; k < l->cfg->nrules; k++)
+            put(t, "slbd_rule_requests_total{listener=\"%s\",rule=\"%s\"} %llu\n", l->cfg->name,
+                l->cfg->rules[k].name,
+                (unsigned long long)rule_sum(l->rule_stats[k], SLB_RULE_REQS));
     }
     family(t, "slbd_listener_handshakes_total", "counter", "Completed TLS handshakes.");
     for (size_t i = 0; s && i < s->nlisteners; i++) {

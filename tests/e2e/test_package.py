@@ -172,8 +172,8 @@ _filedir() { COMPREPLY=(FILE${1:+-DIR}); }
 
 
 @pytest.mark.parametrize("line, want", [
-    ("slbctl ", {"cert", "listener", "group", "server", "key", "stats", "apply", "config",
-                 "audit", "metrics", "health", "help"}),
+    ("slbctl ", {"cert", "listener", "rule", "group", "server", "key", "stats", "apply",
+                 "config", "audit", "metrics", "health", "help"}),
     ("slbctl key create --scope ", {"read", "certificates", "operator", "admin"}),
     ("slbctl --state-dir /x lis", {"listener"}),
     ("slbctl listener ", {"create", "list", "show", "update", "delete"}),

@@ -40,7 +40,7 @@ static void check_err(const struct slb_err *err)
     static const char *const codes[] = {
         "invalid_value",       "unknown_field", "wrong_type",    "duplicate_name", "unknown_group",
         "unknown_certificate", "missing_field", "bind_conflict", "invalid_field",  "internal",
-        "conflicting_actions", "not_available"};
+        "conflicting_actions"};
     CHECK(err->status == 400 || (err->status == 500 && strcmp(err->code, "internal") == 0));
     CHECK(memchr(err->code, '\0', sizeof(err->code)) && memchr(err->msg, '\0', sizeof(err->msg)));
     CHECK(memchr(err->where, '\0', sizeof(err->where)) != NULL);

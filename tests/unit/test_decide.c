@@ -35,7 +35,7 @@ static struct fixture *fx(size_t nservers)
 static void decide(struct fixture *f, const char *raw, bool group)
 {
     assert_true(slb_http_parse_request(raw, strlen(raw), NULL, &f->m) > 0);
-    slb_http_decide(&f->d, &f->l, group ? &f->wg : NULL, NULL, &f->m);
+    slb_http_decide(&f->d, &f->l, NULL, group ? &f->wg : NULL, NULL, NULL, &f->m);
 }
 
 static void test_forward_to_group(void **state)
