@@ -141,8 +141,8 @@ static bool param_known(const char *key, size_t klen, const char *val, size_t vl
 
 /* False (resp filled with 400 unknown_parameter) when the query names a parameter that is
  * not in accepted (a NULL-terminated list, or NULL for none). */
-static bool params_ok(const struct slb_admin_req *req, const char *const *accepted,
-                      struct slb_admin_resp *resp)
+bool slb_admin_params_ok(const struct slb_admin_req *req, const char *const *accepted,
+                         struct slb_admin_resp *resp)
 {
     struct param_check pc = {accepted, resp};
     return query_each(req->query, param_known, &pc);
@@ -232,12 +232,44 @@ void slb_admin_answer_op(struct slb_admin_resp *resp, int rc, const struct slb_e
 
 static const char *const coll_names[] = {"listeners", "groups"};
 
+static const char *const listener_filters[] = {"protocol", "backend_group", NULL};
+static const char *const group_filters[] = {"scheduler", NULL};
+static const char *const listener_protocols[] = {"tcp", "http", "https", NULL};
+static const char *const group_schedulers[] = {"wrr", "rr", "wlc", "sch", "tch", NULL};
+
+/* GET /v1/listeners|groups: paged, filtered by listener protocol and backend_group or by group
+ * scheduler (each the field of that name equal to the value). */
+static void list_items(struct slb_ctl *ctl, enum slb_ops_kind k, const struct slb_admin_req *req,
+                       struct slb_admin_resp *resp)
+{
+    struct slb_admin_page pg;
+    char f1[SLB_ADMIN_SEG] = "", f2[SLB_ADMIN_SEG] = "";
+    const char *n1 = k == SLB_OPS_GROUP ? "scheduler" : "protocol";
+    if (!slb_admin_page_parse(req, k == SLB_OPS_GROUP ? group_filters : listener_filters, &pg,
+                              resp) ||
+        !slb_admin_filter_enum(req, n1, k == SLB_OPS_GROUP ? group_schedulers : listener_protocols,
+                               f1, sizeof(f1), resp) ||
+        (k == SLB_OPS_LISTENER &&
+         !slb_admin_filter_enum(req, "backend_group", NULL, f2, sizeof(f2), resp)))
+        return;
+    json_t *items = json_array(), *v;
+    size_t i;
+    json_array_foreach(json_object_get(slb_ops_config(ctl), coll_names[k]), i, v)
+    {
+        const char *a = json_string_value(json_object_get(v, n1));
+        const char *b = json_string_value(json_object_get(v, "backend_group"));
+        if ((f1[0] && (!a || strcmp(a, f1) != 0)) || (f2[0] && (!b || strcmp(b, f2) != 0)))
+            continue;
+        json_array_append(items, v);
+    }
+    slb_admin_list_json(resp, coll_names[k], items, &pg, slb_admin_key_name);
+}
+
 static void collection(struct slb_ctl *ctl, enum slb_ops_kind k, const struct slb_admin_req *req,
                        struct slb_admin_resp *resp)
 {
     if (slb_admin_method_is(req, "GET")) {
-        resp->json =
-            json_pack("{s:O}", coll_names[k], json_object_get(slb_ops_config(ctl), coll_names[k]));
+        list_items(ctl, k, req, resp);
         return;
     }
     if (!slb_admin_method_is(req, "POST")) {
@@ -368,7 +400,7 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
                      struct slb_admin_resp *resp)
 {
     if (strcmp(req->path, "/healthz") == 0) {
-        if (!params_ok(req, NULL, resp))
+        if (!slb_admin_params_ok(req, NULL, resp))
             return;
         if (!slb_admin_method_is(req, "GET") && !slb_admin_method_is(req, "HEAD")) {
             slb_admin_not_allowed(resp, "GET, HEAD");
@@ -379,7 +411,7 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         return;
     }
     if (strcmp(req->path, "/metrics") == 0) {
-        if (!params_ok(req, NULL, resp))
+        if (!slb_admin_params_ok(req, NULL, resp))
             return;
         if (!slb_admin_method_is(req, "GET")) {
             slb_admin_not_allowed(resp, "GET");
@@ -401,7 +433,7 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
     const char *coll = n >= 1 ? seg[0] : "";
     /* Every route below accepts no query parameter but POST /v1/apply's dry_run. */
     if (n == 1 && strcmp(coll, "apply") == 0) {
-        if (params_ok(req, apply_params, resp))
+        if (slb_admin_params_ok(req, apply_params, resp))
             apply_all(ctl, req, resp);
         return;
     }
@@ -419,7 +451,12 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         slb_admin_error_simple(resp, 404, "not_found", "no such endpoint: %s", req->path);
         return;
     }
-    if (!params_ok(req, NULL, resp))
+    /* The lists take paging and filters (admin/pages.c) and check their parameters themselves. */
+    bool list = slb_admin_method_is(req, "GET") &&
+                ((n == 1 && (strcmp(coll, "certificates") == 0 || strcmp(coll, "listeners") == 0 ||
+                             strcmp(coll, "groups") == 0)) ||
+                 (n == 3 && strcmp(coll, "groups") == 0));
+    if (!list && !slb_admin_params_ok(req, NULL, resp))
         return;
     if (strcmp(coll, "stats") == 0) {
         if (!slb_admin_method_is(req, "GET")) {

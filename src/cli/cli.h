@@ -83,7 +83,11 @@ struct slb_cli {
     char if_match[80];
     int status;    /* the HTTP status of the last answer (0: none) */
     int quiet_412; /* a 412 answer is not reported (the caller reads again and retries) */
+    int page_size; /* --page-size: items per request of a list (0: SLB_CLI_PAGE_SIZE) */
 };
+
+/* Items per request when slbctl pages through a list (the API takes 1..1000). */
+#define SLB_CLI_PAGE_SIZE 500
 
 /* How often an update that read a resource, changed it and put it back (with If-Match) starts
  * over when someone else changed the resource in between. */

@@ -176,6 +176,7 @@ static const char *canonical_group(const char *word)
     "  --token-file FILE  file holding the admin token\n"                                          \
     "  --state-dir DIR    read the token from DIR/admin.token (default " DEFAULT_STATE_DIR ")\n"   \
     "  --json             print the API's JSON instead of tables\n"                                \
+    "  --page-size N      fetch lists N items per request (1-1000, default 500)\n"                 \
     "  --help, -h         describe a command and its options\n"                                    \
     "  --version          print slbctl's version and exit\n"
 
@@ -275,6 +276,7 @@ struct globals {
     const char *cacert;
     const char *token_file;
     const char *state_dir;
+    const char *page_size;
     int json;
     int help;
     int version;
@@ -319,7 +321,8 @@ static int split_globals(int argc, char **argv, struct globals *g, char **rest)
         if ((rc = global_value("--admin", argc, argv, &i, &g->admin)) != 0 ||
             (rc = global_value("--cacert", argc, argv, &i, &g->cacert)) != 0 ||
             (rc = global_value("--token-file", argc, argv, &i, &g->token_file)) != 0 ||
-            (rc = global_value("--state-dir", argc, argv, &i, &g->state_dir)) != 0) {
+            (rc = global_value("--state-dir", argc, argv, &i, &g->state_dir)) != 0 ||
+            (rc = global_value("--page-size", argc, argv, &i, &g->page_size)) != 0) {
             if (rc < 0)
                 return -1;
             continue;
@@ -587,6 +590,12 @@ int main(int argc, char **argv)
     const char *env_admin = getenv("SLBD_ADMIN");
     c.admin = g.admin ? g.admin : env_admin && env_admin[0] ? env_admin : DEFAULT_ADMIN;
     c.json = g.json;
+    long ps = SLB_CLI_PAGE_SIZE;
+    if (g.page_size && slb_cli_parse_int(g.page_size, 1, 1000, &ps) < 0) {
+        slb_cli_usage_fail("--page-size: give a number from 1 to 1000");
+        goto out;
+    }
+    c.page_size = (int)ps;
     if (slb_cli_url_parse(c.admin, &c.url, err, sizeof(err)) < 0) {
         slb_cli_usage_fail("%s%s", g.admin ? "" : "SLBD_ADMIN: ", err);
         goto out;

@@ -294,3 +294,24 @@ def test_stats_watch_refreshes_the_summary(slbd, site):
             assert "LISTENER" in s and "GROUP" in s, s
             assert max(len(ln) for ln in s.splitlines()) <= 100, s
             assert re.search(r"^updated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$", s, re.M), s
+
+
+def test_lists_page_through_the_api(slbd, pki):
+    """slbctl fetches lists a page at a time (--page-size, default 500) and shows them whole."""
+    body = {"type": "server", "certificate": pki.chain("server"), "private_key": pki.key("server")}
+    ids = [f"c{i:02d}" for i in range(23)]
+    for cid in ids:
+        st, js = slbd.api.post("/v1/certificates", {**body, "id": cid, "name": cid})
+        assert st == 201, js
+    for args in (["--page-size", "5"], ["--page-size=1"], []):
+        p = slbctl(slbd, *args, "cert", "list")
+        assert p.returncode == 0, p.stderr
+        assert [ln.split()[0] for ln in p.stdout.splitlines()[1:]] == ids, (args, p.stdout)
+        p = slbctl(slbd, *args, "--json", "cert", "list")
+        assert p.returncode == 0, p.stderr
+        doc = json.loads(p.stdout)
+        assert list(doc) == ["certificates"], doc.keys()
+        assert [c["id"] for c in doc["certificates"]] == ids
+    for bad in ("0", "1001", "x"):
+        p = slbctl(slbd, "--page-size", bad, "cert", "list")
+        assert p.returncode == 2 and "--page-size" in p.stderr, (bad, p.stderr)
