@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 
 #define SLB_NAME_MAX 64 /* names and ids: [A-Za-z0-9._-], 1..63 chars, not "." or ".." */
-#define SLB_MAX_SERVERS 1024
+#define SLB_MAX_SERVERS 10000
 #define SLB_MAX_LISTENERS 256
 #define SLB_MAX_GROUPS 256
 
