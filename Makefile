@@ -70,7 +70,7 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 
 programs: $(OUT)/slbd $(OUT)/slbctl
 
-.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-tcp \
+.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-sched bench-tcp \
 	soak fmt fuzz install uninstall deb console console-test FORCE
 
 deps:
@@ -131,6 +131,13 @@ bench-rules: $(OUT)/rules-bench
 	@$(OUT)/rules-bench
 
 $(OUT)/rules-bench: $(OUT)/obj/bench/tools/rules-match.o $(OUT)/libslb.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# Cost of one backend pick for groups of 10 and 5,000 servers, and memory per server.
+bench-sched: $(OUT)/sched-bench
+	@$(OUT)/sched-bench
+
+$(OUT)/sched-bench: $(OUT)/obj/bench/tools/sched-pick.o $(OUT)/libslb.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # The tcp listener's copy modes (buffers, splice for bulk flows, splice always) side by side.
