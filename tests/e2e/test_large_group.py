@@ -56,3 +56,15 @@ def test_weight_change_in_a_5000_server_group_keeps_the_others_state(slbd, backe
     seen = {h.who(clients, port) for _ in range(40)}
     assert seen == {b.name for b in live}, seen
     print(f"weight change of one server in a group of {N}: {took * 1000:.0f} ms")
+
+    # Its servers page: 1,000 at a time, each once, in address:port order.
+    keys, after = [], None
+    while True:
+        q = "limit=1000" + (f"&after={after}" if after else "")
+        st, js = slbd.api.get(f"/v1/groups/big/servers?{q}")
+        assert st == 200 and len(js["servers"]) <= 1000
+        keys += [f"{s['address']}:{s['port']}" for s in js["servers"]]
+        after = js.get("next")
+        if not after:
+            break
+    assert keys == sorted(f"{s['address']}:{s['port']}" for s in servers)
