@@ -281,7 +281,9 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
         slb_access_rule(c->log, d.rule->cfg->name);
     }
     if (d.status) {
-        if (d.status == 503) /* no group, or an empty one */
+        if (d.limited)
+            c->x->fail = SLB_ACCESS_RATE_LIMITED;
+        else if (d.status == 503) /* no group, or an empty one */
             c->x->fail = SLB_ACCESS_NO_SERVER;
         respond_built(c, d.status, d.extra, !d.close && m->keep_alive, &d);
         return;
