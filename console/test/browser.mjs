@@ -152,6 +152,25 @@ try {
         await page.waitForSelector('dialog', { state: 'detached' });
     });
 
+    await step('listeners: stop and start with confirmation', async () => {
+        const row = '#listener-table tr[data-name="http"]';
+        await page.click(`${row} button:text("Stop")`);
+        await page.waitForSelector('dialog[open] h2:text("Stop http")');
+        check((await page.textContent('dialog[open]')).includes('configuration is kept'), 'stop explained');
+        await axe('stop dialog');
+        await page.click('dialog button:text("Stop")');
+        await page.waitForSelector(`${row} .badge:text("stopped")`);
+        check((await apiGet('/v1/listeners/http')).data.status === 'stopped', 'stopped in the API');
+        const refused = await fetch(`http://127.0.0.1:${env.CONSOLE_HTTP_PORT}/hello`).then(() => false, () => true);
+        check(refused, 'a stopped listener refuses connections');
+        await shot('listener-stopped');
+        await page.click(`${row} button:text("Start")`);
+        await page.click('dialog button:text("Start")');
+        await page.waitForSelector(`${row} .badge:text("serving")`);
+        check((await apiGet('/v1/listeners/http')).data.status === 'running', 'running in the API');
+        await fetch(`http://127.0.0.1:${env.CONSOLE_HTTP_PORT}/hello`).then((r) => r.text());
+    });
+
     await step('certificates: hostile text is shown as text', async () => {
         await goto('certificates', 'Certificates');
         await page.waitForSelector('#cert-table tr[data-id="hostile"]');

@@ -9,6 +9,15 @@ import { ACTIONS, badge, dialog, field, input, select, pageHeader, showError, ta
 const POLICIES = ['tls_cipher_policy_1_2_strict_with_1_3', 'tls_cipher_policy_1_2_strict',
     'tls_cipher_policy_1_2', 'tls_cipher_policy_1_1', 'tls_cipher_policy_1_0'];
 
+// The state badge of a listener: its configured status first, then what its counters say
+// (s: its /v1/stats entry, r: its rates over the last poll). [text, level].
+export function listenerState(l, s, r) {
+    if (l.status === 'stopped') return ['stopped', 'unknown'];
+    if (!s) return ['starting', 'unknown'];
+    if (r && r.refused > 0) return ['refusing', 'warning'];
+    return ['serving', 'ok'];
+}
+
 // The listener object the form describes, on top of the stored one (fields the form does
 // not show are kept as they are).
 export function listenerFromForm(v, stored) {
@@ -121,7 +130,7 @@ export function render(ctx) {
     const root = h('section', { class: 'page' });
     const list = h('div');
     root.append(pageHeader('Listeners', h('button', { type: 'button', onClick: () => edit() }, 'Create listener')),
-        h('p', { class: 'muted' }, 'Every configured listener is serving. Starting and stopping a listener is not in the API yet: delete it to stop it.'),
+        h('p', { class: 'muted' }, 'A stopped listener keeps its configuration and closes its socket; start it to accept connections again.'),
         list);
     let listeners = [];
 
@@ -146,6 +155,18 @@ export function render(ctx) {
         });
         dlg = dialog(l ? `Edit listener ${l.name}` : 'Create a listener', form, [{ text: 'Cancel', kind: 'secondary' }]);
         dlg.querySelector('.actions').prepend(h('button', { type: 'submit', form: 'listener-form' }, l ? 'Save' : 'Create'));
+    }
+
+    function setStatus(l, action) {
+        const stop = action === 'stop';
+        confirm(`${stop ? 'Stop' : 'Start'} ${l.name}`,
+            stop ? `Stop listener ${l.name} on ${l.bind}? Its socket closes: new connections are refused, connections in progress finish. Its configuration is kept.`
+                : `Start listener ${l.name}? It opens ${l.bind} again.`,
+            stop ? 'Stop' : 'Start', async () => {
+                await api.post(`/v1/listeners/${api.seg(l.name)}/${action}`);
+                notice(`${stop ? 'Stopped' : 'Started'} listener ${l.name}`);
+                load();
+            });
     }
 
     function remove(l) {
@@ -176,6 +197,11 @@ export function render(ctx) {
                 h('td', { class: 'row-actions' },
                     h('button', { type: 'button', class: 'secondary small', onClick: () => edit(l),
                         'aria-label': `Edit ${l.name}` }, 'Edit'),
+                    l.status === 'stopped'
+                        ? h('button', { type: 'button', class: 'secondary small', onClick: () => setStatus(l, 'start'),
+                            'aria-label': `Start ${l.name}` }, 'Start')
+                        : h('button', { type: 'button', class: 'secondary small', onClick: () => setStatus(l, 'stop'),
+                            'aria-label': `Stop ${l.name}` }, 'Stop'),
                     h('button', { type: 'button', class: 'danger small', onClick: () => remove(l),
                         'aria-label': `Delete ${l.name}` }, 'Delete')));
         });
@@ -187,11 +213,11 @@ export function render(ctx) {
     function update(feed) {
         const st = new Map((feed.latest?.listeners || []).map((x) => [x.name, x]));
         const last = feed.history[feed.history.length - 1];
+        const byName = new Map(listeners.map((l) => [l.name, l]));
         for (const [name, c] of cells) {
             const s = st.get(name);
             const r = last?.listeners[name];
-            clear(c.state).append(s ? (r && r.refused > 0 ? badge('refusing', 'warning') : badge('serving', 'ok'))
-                : badge('starting', 'unknown'));
+            clear(c.state).append(badge(...listenerState(byName.get(name) || {}, s, r)));
             c.conns.textContent = s ? `${fmt.count(s.active)} open · ${fmt.rate(r?.conns ?? 0)} new` : '–';
             c.traffic.textContent = s ? `${fmt.bytes(r?.payload ?? 0)}/s payload · ${fmt.bytes(r?.wire ?? 0)}/s wire` : '–';
         }
