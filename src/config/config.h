@@ -165,6 +165,7 @@ struct slb_listener_cfg {
     /* limits (0 = none), across all workers together (core/ratelimit.h) */
     uint32_t connections_per_s; /* new connections beyond it are reset at accept */
     uint32_t requests_per_s;    /* http/https: requests beyond it get 503 with Retry-After */
+    uint32_t bandwidth_mbps;    /* http/https: what slbd sends to clients, shaped to it */
     /* tcp */
     int proxy_protocol;             /* 0 none, 1 or 2 */
     uint32_t established_timeout_s; /* default 900 */

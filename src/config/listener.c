@@ -44,8 +44,9 @@ static const struct {
 static const char *const protocols[] = {"tcp", "http", "https", NULL};
 static const char *const statuses[] = {"running", "stopped", NULL};
 /* limits: requests_per_s needs requests, so not on tcp listeners */
-static const char *const limit_keys[] = {"connections_per_s", "requests_per_s", NULL};
-static const uint32_t limit_max[] = {1000000, 10000000};
+static const char *const limit_keys[] = {"connections_per_s", "requests_per_s", "bandwidth_mbps",
+                                         NULL};
+static const uint32_t limit_max[] = {1000000, 10000000, 100000};
 static const char *const proxy_versions[] = {"v1", "v2", NULL};
 static const char *const sticky_types[] = {"insert", "server", NULL};
 static const char *const acl_modes[] = {"allow", "deny", NULL};
@@ -238,16 +239,19 @@ int slb_cv_limits(const struct slb_cv *parent, const char *const *keys, const ui
 
 static int limits_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t **norm)
 {
-    uint32_t *const vals[] = {&l->connections_per_s, &l->requests_per_s};
+    uint32_t *const vals[] = {&l->connections_per_s, &l->requests_per_s, &l->bandwidth_mbps};
     const json_t *in = slb_cv_get(cv, "limits");
-    const json_t *rps = json_is_object(in) ? json_object_get(in, "requests_per_s") : NULL;
-    if (l->protocol == SLB_PROTO_TCP && rps && !json_is_null(rps)) {
+    for (int i = 1; l->protocol == SLB_PROTO_TCP && i <= 2 && json_is_object(in); i++) {
+        const json_t *v = json_object_get(in, limit_keys[i]);
+        if (!v || json_is_null(v))
+            continue;
         char self[SLB_CV_PATH], where[SLB_CV_PATH];
         slb_cv_path(cv, "limits", self);
-        slb_cv_join(where, self, "requests_per_s");
+        slb_cv_join(where, self, limit_keys[i]);
         return slb_cv_fail(cv->err, "invalid_field", where,
-                           "\"requests_per_s\" applies only to http and https listeners; remove "
-                           "it from this tcp listener");
+                           "\"%s\" applies only to http and https listeners; remove it from "
+                           "this tcp listener",
+                           limit_keys[i]);
     }
     return slb_cv_limits(cv, limit_keys, limit_max, vals, norm);
 }

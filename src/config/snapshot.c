@@ -247,9 +247,11 @@ static struct slb_lis_rt *lis_get(struct slb_registry *reg, const char *name)
         return NULL;
     r->conn_rate = slb_ratelimit_new(reg->nworkers);
     r->req_rate = slb_ratelimit_new(reg->nworkers);
-    if (!r->conn_rate || !r->req_rate) {
+    r->bw_rate = slb_ratelimit_new(reg->nworkers);
+    if (!r->conn_rate || !r->req_rate || !r->bw_rate) {
         slb_ratelimit_free(r->conn_rate);
         slb_ratelimit_free(r->req_rate);
+        slb_ratelimit_free(r->bw_rate);
         free(r);
         return NULL;
     }
@@ -285,7 +287,8 @@ static void srv_unref(struct slb_registry *reg, struct slb_srv_rt *r)
 static void lis_unref(struct slb_registry *reg, struct slb_lis_rt *r)
 {
     REG_UNREF(reg->lis, struct slb_lis_rt, r,
-              (slb_ratelimit_free(r->conn_rate), slb_ratelimit_free(r->req_rate)));
+              (slb_ratelimit_free(r->conn_rate), slb_ratelimit_free(r->req_rate),
+               slb_ratelimit_free(r->bw_rate)));
 }
 
 static struct slb_rule_rt *rule_get(struct slb_registry *reg, const char *lis, const char *rule)

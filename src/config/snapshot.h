@@ -163,8 +163,9 @@ struct slb_lis_rt {
     /* connections total sampled once a second by the control thread, for rates */
     uint64_t conn_samples[SLB_RATE_WINDOW];
     unsigned nsamples, sample_pos;
-    /* limits.connections_per_s and requests_per_s, shared by the workers */
-    struct slb_ratelimit *conn_rate, *req_rate;
+    /* limits.connections_per_s, requests_per_s and bandwidth_mbps (in bytes), shared by the
+     * workers */
+    struct slb_ratelimit *conn_rate, *req_rate, *bw_rate;
     struct slb_lis_rt *next;
     int nworkers;
     /* Two lines per worker: w[i] the counters above, w[nworkers + i] the handshakes by

@@ -9,6 +9,7 @@ the first and the last attempt (docs/configuration.md#limits), so the tests comp
 figure, measured around the burst, rather than with wall-clock rates."""
 
 import socket
+import threading
 import time
 
 import pytest
@@ -200,8 +201,62 @@ def test_limits_validation_and_export(slbd, site):
         "name": "bad", "protocol": "tcp", "bind": f"127.0.0.1:{h.free_port()}",
         "backend_group": "g", "limits": {"requests_per_s": 5}})
     assert st == 400 and js["error"]["code"] == "invalid_field", js
-    add_listener(slbd, "web", "g", limits={"requests_per_s": 5, "connections_per_s": 7})
+    st, js = slbd.api.post("/v1/listeners", {
+        "name": "bad", "protocol": "http", "bind": f"127.0.0.1:{h.free_port()}",
+        "backend_group": "g", "limits": {"bandwidth_mbps": 100001}})
+    assert st == 400 and js["error"]["where"] == "limits.bandwidth_mbps", js
+    add_listener(slbd, "web", "g", limits={"requests_per_s": 5, "connections_per_s": 7,
+                                           "bandwidth_mbps": 9})
     doc = slbd.api.get("/v1/config")[1]
     lis = [x for x in doc["listeners"] if x["name"] == "web"][0]
-    assert lis["limits"] == {"connections_per_s": 7, "requests_per_s": 5}
+    assert lis["limits"] == {"connections_per_s": 7, "requests_per_s": 5, "bandwidth_mbps": 9}
     assert lis["status"] == "running"
+
+
+def download(get, size):
+    """Seconds a download of size bytes took through get(path) -> body."""
+    start = time.monotonic()
+    body = get(f"/bytes/{size}")
+    assert len(body) == size, len(body)
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_bandwidth_shaped_across_workers(slbd, site, pki, proto):  # noqa: F811
+    mbps = 16  # 2,000,000 bytes/s
+    rate = mbps * 125000
+    size, nclients = 3 * rate // 2, 2  # 3 s at the limit for both downloads together
+    if proto == "h1":
+        port = add_listener(slbd, "web", "g", limits={"bandwidth_mbps": mbps})
+        conns = [site.connect(port) for _ in range(nclients)]
+
+        def getter(c):
+            return lambda path: c.request("GET", path, host="x", timeout=h.scaled(30)).body
+    else:
+        cert = upload_server(slbd, pki, "server")
+        port = https_listener(slbd, "web", "g", cert, limits={"bandwidth_mbps": mbps})
+        conns = [LibH2.connect(port, client_context(pki)) for _ in range(nclients)]
+
+        def getter(c):
+            return lambda path: bytes(c.get(path, timeout=h.scaled(30)).data)
+    # Two downloads at once, on connections that the kernel spreads over the workers: the
+    # budget is shared, so together they take the time of one download of both sizes.
+    results = []
+    threads = [threading.Thread(target=lambda c=c: results.append(download(getter(c), size)))
+               for c in conns]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(h.scaled(60))
+    elapsed = time.monotonic() - start
+    assert len(results) == nclients, results
+    # The budget's tenth of a second is there at the start.
+    want = (nclients * size - rate / 10) / rate
+    assert abs(elapsed - want) <= 0.10 * want, (elapsed, want, results)
+    if proto == "h2":
+        for c in conns:
+            c.close()
+    # The payload counted is what the clients received: shaped, not dropped.
+    st = [x for x in slbd.stats()["listeners"] if x["name"] == "web"][0]
+    assert st["payload_bytes"]["out"] >= nclients * size
