@@ -43,7 +43,7 @@ static const struct {
 
 static const char *const protocols[] = {"tcp", "http", "https", NULL};
 static const char *const statuses[] = {"running", "stopped", NULL};
-/* limits: requests_per_s needs requests, so not on tcp listeners */
+/* limits: requests_per_s needs requests, so not on tcp listeners (limits_parse) */
 static const char *const limit_keys[] = {"connections_per_s", "requests_per_s", "bandwidth_mbps",
                                          NULL};
 static const uint32_t limit_max[] = {1000000, 10000000, 100000};
@@ -241,17 +241,14 @@ static int limits_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, jso
 {
     uint32_t *const vals[] = {&l->connections_per_s, &l->requests_per_s, &l->bandwidth_mbps};
     const json_t *in = slb_cv_get(cv, "limits");
-    for (int i = 1; l->protocol == SLB_PROTO_TCP && i <= 2 && json_is_object(in); i++) {
-        const json_t *v = json_object_get(in, limit_keys[i]);
-        if (!v || json_is_null(v))
-            continue;
+    const json_t *rps = json_is_object(in) ? json_object_get(in, "requests_per_s") : NULL;
+    if (l->protocol == SLB_PROTO_TCP && rps && !json_is_null(rps)) {
         char self[SLB_CV_PATH], where[SLB_CV_PATH];
         slb_cv_path(cv, "limits", self);
-        slb_cv_join(where, self, limit_keys[i]);
+        slb_cv_join(where, self, "requests_per_s");
         return slb_cv_fail(cv->err, "invalid_field", where,
-                           "\"%s\" applies only to http and https listeners; remove it from "
-                           "this tcp listener",
-                           limit_keys[i]);
+                           "\"requests_per_s\" applies only to http and https listeners; remove "
+                           "it from this tcp listener");
     }
     return slb_cv_limits(cv, limit_keys, limit_max, vals, norm);
 }

@@ -76,3 +76,15 @@ uint64_t slb_ratelimit_take(struct slb_ratelimit *r, int worker, uint64_t rate, 
     loc->tokens -= granted;
     return granted;
 }
+
+uint64_t slb_ratelimit_repay(struct slb_ratelimit *r, int worker, uint64_t rate, uint64_t *owed)
+{
+    if (!*owed)
+        return 0;
+    *owed -= slb_ratelimit_take(r, worker, rate, *owed, NULL);
+    if (!*owed)
+        return 0;
+    uint64_t part = *owed < rate / 10 ? *owed : rate / 10;
+    uint64_t ms = part * 1000u / rate;
+    return ms ? ms : 1;
+}

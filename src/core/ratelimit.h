@@ -34,4 +34,9 @@ void slb_ratelimit_free(struct slb_ratelimit *r);
 uint64_t slb_ratelimit_take(struct slb_ratelimit *r, int worker, uint64_t rate, uint64_t want,
                             uint64_t *wait_ns);
 
+/* Shaping by debt: bytes already sent beyond the budget are *owed. Pay what the budget covers
+ * now: 0 when nothing is owed any more, else the milliseconds after which to try again (the
+ * time the budget takes to refill what is owed, at most a tenth of a second; at least 1). */
+uint64_t slb_ratelimit_repay(struct slb_ratelimit *r, int worker, uint64_t rate, uint64_t *owed);
+
 #endif

@@ -111,16 +111,9 @@ void slb_tconn_shape(struct slb_tconn *t, struct slb_ratelimit *r, uint64_t rate
 
 uint64_t slb_tconn_repay(struct slb_tconn *t)
 {
-    if (!t->owed || !t->shape)
+    if (!t->shape)
         return t->owed = 0;
-    t->owed -= slb_ratelimit_take(t->shape, t->shape_worker, t->shape_rate, t->owed, NULL);
-    if (!t->owed)
-        return 0;
-    /* The time the budget takes to refill what is owed, or a tenth of a second's worth (its
-     * size) when more is owed: at least 1 ms. */
-    uint64_t part = t->owed < t->shape_rate / 10 ? t->owed : t->shape_rate / 10;
-    uint64_t ms = part * 1000u / t->shape_rate;
-    return ms ? ms : 1;
+    return slb_ratelimit_repay(t->shape, t->shape_worker, t->shape_rate, &t->owed);
 }
 
 void slb_tconn_cork(struct slb_tconn *t)

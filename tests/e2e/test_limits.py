@@ -221,7 +221,19 @@ def download(get, size):
     return time.monotonic() - start
 
 
-@pytest.mark.parametrize("proto", ["h1", "h2"])
+def raw_get(port, path):
+    """A request through a tcp listener (to an http backend): the response's body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=h.scaled(30)) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = bytearray()
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2", "tcp"])
 def test_bandwidth_shaped_across_workers(slbd, site, pki, proto):  # noqa: F811
     mbps = 16  # 2,000,000 bytes/s
     rate = mbps * 125000
@@ -232,6 +244,12 @@ def test_bandwidth_shaped_across_workers(slbd, site, pki, proto):  # noqa: F811
 
         def getter(c):
             return lambda path: c.request("GET", path, host="x", timeout=h.scaled(30)).body
+    elif proto == "tcp":
+        port = add_listener(slbd, "web", "g", protocol="tcp", limits={"bandwidth_mbps": mbps})
+        conns = [port] * nclients
+
+        def getter(p):
+            return lambda path: raw_get(p, path)
     else:
         cert = upload_server(slbd, pki, "server")
         port = https_listener(slbd, "web", "g", cert, limits={"bandwidth_mbps": mbps})

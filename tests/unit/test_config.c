@@ -238,8 +238,6 @@ static const struct bad_case bad_cases[] = {
     {DOC(HTTP(",'limits':{'rps':5}")), "unknown_field", "listeners[0].limits.rps"},
     {DOC(TCP(",'limits':{'requests_per_s':5}")), "invalid_field",
      "listeners[0].limits.requests_per_s"},
-    {DOC(TCP(",'limits':{'bandwidth_mbps':5}")), "invalid_field",
-     "listeners[0].limits.bandwidth_mbps"},
     {DOC(HTTP(",'limits':{'bandwidth_mbps':100001}")), "invalid_value",
      "listeners[0].limits.bandwidth_mbps"},
     {RULES("[{'name':'r','match':{'path':'/'},'action':{'forward':[{'group':'g'}]},"
