@@ -49,10 +49,16 @@ test('the state badge: a stopped listener shows stopped whatever its counters', 
     assert.deepEqual(listenerState({}, {}, { refused: 0 }), ['serving', 'ok']);
 });
 
-test('an edit keeps the status and limits', () => {
+test('an edit keeps the status; the limits are the form\'s', () => {
     const stored = { name: 'web', protocol: 'https', bind: '0.0.0.0:443', status: 'stopped',
         limits: { requests_per_s: 5 }, tls: { certificates: ['c1'] } };
-    const l = listenerFromForm(form, stored);
+    let l = listenerFromForm(form, stored);
     assert.equal(l.status, 'stopped');
-    assert.deepEqual(l.limits, { requests_per_s: 5 });
+    assert.equal(l.limits, undefined); // the form's limit fields were left empty
+    l = listenerFromForm({ ...form, limits: { requests_per_s: '5', connections_per_s: '',
+        bandwidth_mbps: '100' } }, stored);
+    assert.deepEqual(l.limits, { requests_per_s: 5, bandwidth_mbps: 100 });
+    l = listenerFromForm({ ...form, protocol: 'tcp', limits: { requests_per_s: '5',
+        connections_per_s: '9' } }, stored);
+    assert.deepEqual(l.limits, { connections_per_s: 9 });
 });

@@ -29,6 +29,15 @@ export function listenerFromForm(v, stored) {
     else delete l.backend_group;
     l.max_connections = Number(v.max_connections || 0);
     l.connect_timeout_ms = Number(v.connect_timeout_ms || 5000);
+    // Limits: an empty field is no limit; requests_per_s needs requests (not on tcp).
+    const limits = {};
+    for (const k of ['connections_per_s', 'requests_per_s', 'bandwidth_mbps']) {
+        const x = v.limits?.[k];
+        if (x !== undefined && x !== '' && !(k === 'requests_per_s' && v.protocol === 'tcp'))
+            limits[k] = Number(x);
+    }
+    if (Object.keys(limits).length) l.limits = limits;
+    else delete l.limits;
     if (v.protocol === 'http') {
         if (v.redirect_to) l.redirect_to = v.redirect_to;
         else if (l.redirect_to !== undefined) l.redirect_to = '';
@@ -82,6 +91,9 @@ function listenerForm(stored, groups, certs, onDone) {
     const httpPart = h('div', null, field('Redirect to (http only)', input('redirect_to',
         { value: stored?.redirect_to || '', placeholder: 'https://HOST:PORT' }),
         'Answer every request with a redirect; the backend group may then be empty'));
+    const rpsPart = h('div', null, field('Requests per second (limit)', input('limits.requests_per_s',
+        { type: 'number', min: 1, value: stored?.limits?.requests_per_s ?? '' }),
+    'Empty: no limit. Beyond it requests get 503 with Retry-After (http and https)'));
     form.append(h('div', { class: 'form-error', role: 'alert' }),
         field('Name', input('name', { value: stored?.name || '', required: true, readonly: !!stored })),
         field('Protocol', proto, stored ? 'Changing the protocol is delete and create' : null),
@@ -92,10 +104,16 @@ function listenerForm(stored, groups, certs, onDone) {
             value: stored?.max_connections ?? 0 }), '0: no limit'),
         field('Backend connect timeout (ms)', input('connect_timeout_ms', { type: 'number', min: 100,
             value: stored?.connect_timeout_ms ?? 5000 })),
+        field('New connections per second (limit)', input('limits.connections_per_s', { type: 'number',
+            min: 1, value: stored?.limits?.connections_per_s ?? '' }), 'Empty: no limit. Beyond it connections are reset'),
+        rpsPart,
+        field('Bandwidth to clients (Mbit/s)', input('limits.bandwidth_mbps', { type: 'number',
+            min: 1, value: stored?.limits?.bandwidth_mbps ?? '' }), 'Empty: no limit. Traffic is shaped, not dropped'),
         httpPart, httpsPart);
     const sync = () => {
         httpsPart.hidden = proto.value !== 'https';
         httpPart.hidden = proto.value !== 'http';
+        rpsPart.hidden = proto.value === 'tcp';
     };
     proto.addEventListener('change', sync);
     sync();
@@ -111,6 +129,11 @@ function listenerForm(stored, groups, certs, onDone) {
             certificates: checked('certificates'), client_ca: el.client_ca.value,
             client_auth: el.client_auth.value, policy: el.policy.value,
             session_ticket_lifetime_s: el.session_ticket_lifetime_s.value, alpn: checked('alpn'),
+            limits: {
+                connections_per_s: el['limits.connections_per_s'].value,
+                requests_per_s: el['limits.requests_per_s'].value,
+                bandwidth_mbps: el['limits.bandwidth_mbps'].value,
+            },
         };
         const body = listenerFromForm(v, stored?.obj);
         try {
