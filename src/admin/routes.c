@@ -323,6 +323,33 @@ static void item(struct slb_ctl *ctl, enum slb_ops_kind k, const char *name,
     slb_admin_answer_op(resp, rc, &err, 200, out);
 }
 
+/* POST /v1/listeners/{name}/start|stop: the listener's status, its configuration kept. */
+static void listener_action(struct slb_ctl *ctl, const char *name, const char *action,
+                            const struct slb_admin_req *req, struct slb_admin_resp *resp)
+{
+    bool stop = strcmp(action, "stop") == 0;
+    if (!stop && strcmp(action, "start") != 0) {
+        slb_admin_error_simple(resp, 404, "not_found", "no such endpoint: %s", req->path);
+        return;
+    }
+    if (!slb_admin_method_is(req, "POST")) {
+        slb_admin_not_allowed(resp, "POST");
+        return;
+    }
+    struct slb_err err = {0};
+    json_t *cur = slb_ops_item_get(ctl, SLB_OPS_LISTENER, name, &err);
+    if (!cur) {
+        slb_admin_error(resp, &err);
+        return;
+    }
+    if (!slb_admin_if_match(req, cur, "listener", resp))
+        return;
+    json_t *out = NULL;
+    int rc = slb_ops_listener_status(ctl, name, stop, &(struct slb_op){.expect = req->if_match},
+                                     &out, &err);
+    slb_admin_answer_op(resp, rc, &err, 200, out);
+}
+
 /* GET|PUT|PATCH /v1/settings: the document's settings object as a resource of its own. */
 static void settings(struct slb_ctl *ctl, const struct slb_admin_req *req,
                      struct slb_admin_resp *resp)
@@ -446,6 +473,7 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
                     strcmp(coll, "about") == 0 || strcmp(coll, "config") == 0)) ||
         (n >= 1 && n <= 3 && strcmp(coll, "certificates") == 0) ||
         (n >= 1 && n <= 2 && (strcmp(coll, "listeners") == 0 || strcmp(coll, "groups") == 0)) ||
+        (n == 3 && strcmp(coll, "listeners") == 0) ||
         (n >= 3 && strcmp(coll, "groups") == 0 && strcmp(seg[2], "servers") == 0);
     if (!known) {
         slb_admin_error_simple(resp, 404, "not_found", "no such endpoint: %s", req->path);
@@ -484,6 +512,10 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
     }
     if (strcmp(coll, "certificates") == 0) {
         slb_admin_certificates(ctl, n >= 2 ? seg[1] : NULL, n >= 3 ? seg[2] : NULL, req, resp);
+        return;
+    }
+    if (n == 3 && strcmp(coll, "listeners") == 0) {
+        listener_action(ctl, seg[1], seg[2], req, resp);
         return;
     }
     if (n >= 3) {

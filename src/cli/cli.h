@@ -247,6 +247,8 @@ int slb_cli_listener_list(struct slb_cli *c, int argc, char **argv);
 int slb_cli_listener_show(struct slb_cli *c, int argc, char **argv);
 int slb_cli_listener_update(struct slb_cli *c, int argc, char **argv);
 int slb_cli_listener_delete(struct slb_cli *c, int argc, char **argv);
+int slb_cli_listener_start(struct slb_cli *c, int argc, char **argv);
+int slb_cli_listener_stop(struct slb_cli *c, int argc, char **argv);
 
 int slb_cli_group_create(struct slb_cli *c, int argc, char **argv);
 int slb_cli_group_list(struct slb_cli *c, int argc, char **argv);

@@ -82,6 +82,11 @@ static const struct command commands[] = {
     {"listener", "delete", slb_cli_listener_delete, "listener delete NAME",
      "Delete a listener: it stops accepting at once; HTTP connections end after their\n"
      "current request, tcp connections go on.\n"},
+    {"listener", "stop", slb_cli_listener_stop, "listener stop NAME",
+     "Stop a listener, keeping its configuration: its socket closes (new connections are\n"
+     "refused), connections in progress end as for a delete.\n"},
+    {"listener", "start", slb_cli_listener_start, "listener start NAME",
+     "Start a stopped listener: its socket opens again.\n"},
     {"group", "create", slb_cli_group_create,
      "group create --name NAME [--scheduler wrr|rr|wlc|sch|tch]\n"
      "        [--server ADDR:PORT[:WEIGHT]]... [--health tcp|http] [--health-uri URI]\n"

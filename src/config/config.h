@@ -149,6 +149,7 @@ struct slb_rule_cfg {
     char *content_type;
     char *body;
     size_t body_len;
+    uint32_t requests_per_s; /* limits.requests_per_s of the rule; 0 = none */
 };
 
 struct slb_listener_cfg {
@@ -160,6 +161,11 @@ struct slb_listener_cfg {
     char backend_group[SLB_NAME_MAX]; /* may be empty only with redirect_to */
     uint32_t max_connections;         /* 0 = unlimited (bounded by fds) */
     uint32_t connect_timeout_ms;      /* backend connect, default 5000 */
+    bool stopped;                     /* status "stopped": configured, but no socket */
+    /* limits (0 = none), across all workers together (core/ratelimit.h) */
+    uint32_t connections_per_s; /* new connections beyond it are reset at accept */
+    uint32_t requests_per_s;    /* http/https: requests beyond it get 503 with Retry-After */
+    uint32_t bandwidth_mbps;    /* http/https: what slbd sends to clients, shaped to it */
     /* tcp */
     int proxy_protocol;             /* 0 none, 1 or 2 */
     uint32_t established_timeout_s; /* default 900 */

@@ -23,6 +23,8 @@ static const struct {
     {"backend_group", S_ALL},
     {"max_connections", S_ALL},
     {"connect_timeout_ms", S_ALL},
+    {"status", S_ALL},
+    {"limits", S_ALL},
     {"proxy_protocol", S_TCP},
     {"established_timeout_s", S_TCP},
     {"sni_routes", S_TCP},
@@ -40,6 +42,11 @@ static const struct {
 };
 
 static const char *const protocols[] = {"tcp", "http", "https", NULL};
+static const char *const statuses[] = {"running", "stopped", NULL};
+/* limits: requests_per_s needs requests, so not on tcp listeners (limits_parse) */
+static const char *const limit_keys[] = {"connections_per_s", "requests_per_s", "bandwidth_mbps",
+                                         NULL};
+static const uint32_t limit_max[] = {1000000, 10000000, 100000};
 static const char *const proxy_versions[] = {"v1", "v2", NULL};
 static const char *const sticky_types[] = {"insert", "server", NULL};
 static const char *const acl_modes[] = {"allow", "deny", NULL};
@@ -190,6 +197,60 @@ static bool cookie_ok(const char *s)
         if (!isalnum(*p) && !strchr("!#$%&'*+-.^_`|~", *p))
             return false;
     return true;
+}
+
+int slb_cv_limits(const struct slb_cv *parent, const char *const *keys, const uint32_t *max,
+                  uint32_t *const *vals, json_t **norm)
+{
+    const json_t *in = slb_cv_get(parent, "limits");
+    *norm = NULL;
+    for (size_t i = 0; keys[i]; i++)
+        *vals[i] = 0;
+    if (!in || json_is_null(in))
+        return 0;
+    char self[SLB_CV_PATH];
+    slb_cv_path(parent, "limits", self);
+    struct slb_cv cv;
+    int rc = slb_cv_open(&cv, in, self, "limits", parent->err);
+    if (rc || (rc = slb_cv_keys(&cv, keys)))
+        return rc;
+    json_t *n = json_object();
+    if (!n)
+        return slb_cv_oom(parent->err);
+    for (size_t i = 0; keys[i]; i++) {
+        const json_t *v = slb_cv_get(&cv, keys[i]);
+        if (!v || json_is_null(v))
+            continue;
+        if ((rc = slb_cv_u32(&cv, keys[i], 0, 1, max[i], vals[i]))) {
+            json_decref(n);
+            return rc;
+        }
+        if (slb_cv_put(n, keys[i], json_integer(*vals[i]))) {
+            json_decref(n);
+            return slb_cv_oom(parent->err);
+        }
+    }
+    if (json_object_size(n) == 0)
+        json_decref(n);
+    else
+        *norm = n;
+    return 0;
+}
+
+static int limits_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t **norm)
+{
+    uint32_t *const vals[] = {&l->connections_per_s, &l->requests_per_s, &l->bandwidth_mbps};
+    const json_t *in = slb_cv_get(cv, "limits");
+    const json_t *rps = json_is_object(in) ? json_object_get(in, "requests_per_s") : NULL;
+    if (l->protocol == SLB_PROTO_TCP && rps && !json_is_null(rps)) {
+        char self[SLB_CV_PATH], where[SLB_CV_PATH];
+        slb_cv_path(cv, "limits", self);
+        slb_cv_join(where, self, "requests_per_s");
+        return slb_cv_fail(cv->err, "invalid_field", where,
+                           "\"requests_per_s\" applies only to http and https listeners; remove "
+                           "it from this tcp listener");
+    }
+    return slb_cv_limits(cv, limit_keys, limit_max, vals, norm);
 }
 
 static int sticky_parse(const struct slb_cv *lis, struct slb_listener_cfg *l, json_t **norm)
@@ -578,7 +639,7 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
     memset(l, 0, sizeof(*l));
     *norm = NULL;
     struct slb_cv cv;
-    json_t *n = NULL;
+    json_t *n = NULL, *limits = NULL;
     const char *bind, *redirect = "";
     char where[SLB_CV_PATH], why[128];
     int rc = slb_cv_open(&cv, in, path, "a listener", err);
@@ -605,10 +666,14 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
     }
     snprintf(l->redirect_to, sizeof(l->redirect_to), "%s", redirect);
     /* A redirect-only listener never forwards, so it may go without a backend group. */
+    int status;
     if ((rc = slb_cv_name(&cv, "backend_group", !*redirect, l->backend_group)) ||
         (rc = slb_cv_u32(&cv, "max_connections", 0, 0, 1000000, &l->max_connections)) ||
-        (rc = slb_cv_u32(&cv, "connect_timeout_ms", 5000, 100, 60000, &l->connect_timeout_ms)))
+        (rc = slb_cv_u32(&cv, "connect_timeout_ms", 5000, 100, 60000, &l->connect_timeout_ms)) ||
+        (rc = slb_cv_enum(&cv, "status", false, 0, statuses, &status)) ||
+        (rc = limits_parse(&cv, l, &limits)))
         goto fail;
+    l->stopped = status == 1;
 
     n = json_object();
     int bad = n ? 0 : -1;
@@ -618,6 +683,11 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
     bad |= slb_cv_put(n, "backend_group", json_string(l->backend_group));
     bad |= slb_cv_put(n, "max_connections", json_integer(l->max_connections));
     bad |= slb_cv_put(n, "connect_timeout_ms", json_integer(l->connect_timeout_ms));
+    bad |= slb_cv_put(n, "status", json_string(statuses[status]));
+    /* Shown once set, so documents without limits read as they always did. */
+    if (limits)
+        bad |= slb_cv_put(n, "limits", limits);
+    limits = NULL;
     if (bad) {
         rc = slb_cv_oom(err);
         goto fail;
@@ -629,6 +699,7 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
     return 0;
 fail:
     json_decref(n);
+    json_decref(limits);
     slb_cv_listener_deinit(l);
     return rc;
 }

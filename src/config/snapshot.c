@@ -294,6 +294,16 @@ static struct slb_lis_rt *lis_get(struct slb_registry *reg, const char *name)
         calloc(1, sizeof(*r) + 2 * (size_t)reg->nworkers * sizeof(struct slb_wcount));
     if (!r)
         return NULL;
+    r->conn_rate = slb_ratelimit_new(reg->nworkers);
+    r->req_rate = slb_ratelimit_new(reg->nworkers);
+    r->bw_rate = slb_ratelimit_new(reg->nworkers);
+    if (!r->conn_rate || !r->req_rate || !r->bw_rate) {
+        slb_ratelimit_free(r->conn_rate);
+        slb_ratelimit_free(r->req_rate);
+        slb_ratelimit_free(r->bw_rate);
+        free(r);
+        return NULL;
+    }
     snprintf(r->name, sizeof(r->name), "%s", name);
     r->refs = 1;
     r->nworkers = reg->nworkers;
@@ -326,7 +336,9 @@ static void srv_unref(struct slb_registry *reg, struct slb_srv_rt *r)
 
 static void lis_unref(struct slb_registry *reg, struct slb_lis_rt *r)
 {
-    REG_UNREF(reg->lis, struct slb_lis_rt, r, (void)0);
+    REG_UNREF(reg->lis, struct slb_lis_rt, r,
+              (slb_ratelimit_free(r->conn_rate), slb_ratelimit_free(r->req_rate),
+               slb_ratelimit_free(r->bw_rate)));
 }
 
 static struct slb_rule_rt *rule_get(struct slb_registry *reg, const char *lis, const char *rule)
@@ -343,6 +355,10 @@ static struct slb_rule_rt *rule_get(struct slb_registry *reg, const char *lis, c
         calloc(1, sizeof(*r) + (size_t)reg->nworkers * sizeof(struct slb_wcount));
     if (!r)
         return NULL;
+    if (!(r->req_rate = slb_ratelimit_new(reg->nworkers))) {
+        free(r);
+        return NULL;
+    }
     memcpy(r->key, key, sizeof(key));
     r->refs = 1;
     r->nworkers = reg->nworkers;
@@ -353,7 +369,7 @@ static struct slb_rule_rt *rule_get(struct slb_registry *reg, const char *lis, c
 
 static void rule_unref(struct slb_registry *reg, struct slb_rule_rt *r)
 {
-    REG_UNREF(reg->rules, struct slb_rule_rt, r, (void)0);
+    REG_UNREF(reg->rules, struct slb_rule_rt, r, slb_ratelimit_free(r->req_rate));
 }
 
 static void lsock_unref(struct slb_registry *reg, struct slb_lsock *ls)
@@ -503,8 +519,9 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
         }
         if (lc->protocol == SLB_PROTO_HTTPS && slb_tls_listener_build(l, err) < 0)
             goto fail;
-        l->sock = lsock_get(reg, lc, err);
-        if (!l->sock)
+        /* A stopped listener keeps everything but its socket, which closes once every worker
+         * adopted this snapshot (slb_registry_close_unused), as for a deleted listener. */
+        if (!lc->stopped && !(l->sock = lsock_get(reg, lc, err)))
             goto fail;
     }
     s->generation = reg->next_generation++;

@@ -752,7 +752,9 @@ void h2_start_request(struct h2_stream *s)
         s->wg = d.wg;
     }
     if (d.status) {
-        if (d.status == 503) /* no group, or an empty one */
+        if (d.limited)
+            s->fail = SLB_ACCESS_RATE_LIMITED;
+        else if (d.status == 503) /* no group, or an empty one */
             s->fail = SLB_ACCESS_NO_SERVER;
         respond_built(s, d.status, d.extra, &d);
     } else {

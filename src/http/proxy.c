@@ -55,10 +55,11 @@ struct http_conn {
     struct slb_tconn t;
     struct slb_io io;
     struct slb_timer timer;
-    struct slb_buf in;   /* bytes from the client */
-    struct slb_hbuf out; /* heads and our own responses to the client */
-    struct http_xchg *x; /* while a request is parsed, answered or tunnelled; else NULL */
-    struct http_up *up;  /* only during an exchange (so x is there too) */
+    struct slb_timer shape_timer; /* limits.bandwidth_mbps: sending again (slb_tconn_repay) */
+    struct slb_buf in;            /* bytes from the client */
+    struct slb_hbuf out;          /* heads and our own responses to the client */
+    struct http_xchg *x;          /* while a request is parsed, answered or tunnelled; else NULL */
+    struct http_up *up;           /* only during an exchange (so x is there too) */
     struct slb_srv_rt *srv;
     int srv_idx;
     uint8_t sched_key_of; /* sched_key: see struct slb_up_choice */
@@ -88,6 +89,7 @@ struct http_conn {
 
 static void run(struct http_conn *c);
 static void conn_close(struct http_conn *c);
+static void shape_cb(struct slb_loop *loop, struct slb_timer *t);
 static void linger_close(struct http_conn *c);
 static void conn_free(void *p);
 static void rebind(struct http_conn *c);
@@ -281,7 +283,9 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
         slb_access_rule(c->log, d.rule->cfg->name);
     }
     if (d.status) {
-        if (d.status == 503) /* no group, or an empty one */
+        if (d.limited)
+            c->x->fail = SLB_ACCESS_RATE_LIMITED;
+        else if (d.status == 503) /* no group, or an empty one */
             c->x->fail = SLB_ACCESS_NO_SERVER;
         respond_built(c, d.status, d.extra, !d.close && m->keep_alive, &d);
         return;
@@ -1098,6 +1102,7 @@ static void hand_off_h2(struct http_conn *c)
                                .wire_out_seen = c->wire_out_seen};
     struct slb_loop *loop = &c->w->loop;
     slb_timer_stop(loop, &c->timer);
+    slb_timer_stop(loop, &c->shape_timer);
     slb_io_set(loop, &c->io, 0);
     if (slb_h2_start(&h) < 0) {
         c->tls_failed = true;
@@ -1230,8 +1235,13 @@ static void set_interest(struct http_conn *c)
     }
     if (want_read && !c->client_eof)
         ev |= c->t.rd_wants;
-    if (slb_hbuf_pending(&c->out) || (c->x && c->x->resp_ready))
+    if (c->t.owed) {
+        /* Over the bandwidth limit: the socket is writable, so wait for the budget instead. */
+        if (!slb_timer_active(&c->shape_timer))
+            slb_timer_start(&c->w->loop, &c->shape_timer, slb_tconn_repay(&c->t));
+    } else if (slb_hbuf_pending(&c->out) || (c->x && c->x->resp_ready)) {
         ev |= c->t.wr_wants;
+    }
     slb_io_set(&c->w->loop, &c->io, ev);
 
     struct http_up *up = c->up;
@@ -1334,6 +1344,20 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
     if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) &&
         (c->st == ST_CONNECT || c->st == ST_EXCHANGE) && c->x->req_done)
         c->rd_muted = true; /* kept interest (set_interest) fired: no busy loop */
+    run(c);
+}
+
+/* The bandwidth budget may cover what the connection owes now. */
+static void shape_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    struct http_conn *c = t->data;
+    if (c->closed || c->lingering)
+        return;
+    uint64_t ms = slb_tconn_repay(&c->t);
+    if (ms) {
+        slb_timer_start(loop, &c->shape_timer, ms);
+        return;
+    }
     run(c);
 }
 
@@ -1461,6 +1485,7 @@ static void conn_close(struct http_conn *c)
         c->up = NULL;
     }
     slb_timer_stop(loop, &c->timer);
+    slb_timer_stop(loop, &c->shape_timer);
     slb_io_forget(&c->io);
     if (c->abort_reset) {
         /* No close_notify either: TLS clients must see the cut as well. */
@@ -1559,8 +1584,12 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     (void)peerlen;
     slb_io_init(&c->io, fd, client_cb, c);
     slb_timer_init(&c->timer, timer_cb, c);
+    slb_timer_init(&c->shape_timer, shape_cb, c);
     c->log = slb_access_new(w, l);
     slb_tconn_init_raw(&c->t, fd);
+    if (l->cfg->bandwidth_mbps)
+        slb_tconn_shape(&c->t, l->stats->bw_rate, (uint64_t)l->cfg->bandwidth_mbps * 125000u,
+                        w->id);
     if (l->cfg->protocol == SLB_PROTO_HTTPS) {
         /* The TLS state is made when the ClientHello arrives (see rebind): nothing to do
          * until the socket is readable. */

@@ -288,6 +288,22 @@ int slb_ops_item_delete(struct slb_ctl *ctl, enum slb_ops_kind kind, const char 
     return slb_ops_commit(ctl, doc, op, NULL, err);
 }
 
+int slb_ops_listener_status(struct slb_ctl *ctl, const char *name, bool stopped,
+                            const struct slb_op *op, json_t **out, struct slb_err *err)
+{
+    json_t *cur = slb_ops_item_get(ctl, SLB_OPS_LISTENER, name, err);
+    if (!cur)
+        return SLB_ENOTFOUND;
+    json_t *obj = json_deep_copy(cur);
+    if (!obj || json_object_set_new(obj, "status", json_string(stopped ? "stopped" : "running"))) {
+        json_decref(obj);
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    }
+    int rc = slb_ops_item_update(ctl, SLB_OPS_LISTENER, name, obj, op, out, err);
+    json_decref(obj);
+    return rc;
+}
+
 /* --- settings and whole documents --- */
 
 int slb_ops_settings_update(struct slb_ctl *ctl, const json_t *settings, const struct slb_op *op,

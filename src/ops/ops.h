@@ -85,6 +85,13 @@ int slb_ops_item_update(struct slb_ctl *ctl, enum slb_ops_kind kind, const char 
 int slb_ops_item_delete(struct slb_ctl *ctl, enum slb_ops_kind kind, const char *name,
                         const struct slb_op *op, struct slb_err *err);
 
+/* Start (stopped false) or stop a listener: its "status" field, through slb_ops_item_update.
+ * A stopped listener keeps its configuration and closes its socket once the workers adopted
+ * the change (connections in progress finish as for a deleted listener); starting binds it
+ * again (400 bind_failed when that fails). *out as for slb_ops_item_update. */
+int slb_ops_listener_status(struct slb_ctl *ctl, const char *name, bool stopped,
+                            const struct slb_op *op, json_t **out, struct slb_err *err);
+
 /* Replace the settings object. */
 int slb_ops_settings_update(struct slb_ctl *ctl, const json_t *settings, const struct slb_op *op,
                             json_t **out, struct slb_err *err);
