@@ -113,6 +113,9 @@ enum {
     SLB_LIS_5XX_LOCAL,   /* 5xx answers slbd made itself (no backend answer to forward) */
     SLB_LIS_5XX_BACKEND, /* 5xx answers of backends forwarded */
     SLB_LIS_RETRIES,     /* requests sent again: to the next server, or on a fresh connection */
+    SLB_LIS_GZIP,        /* responses compressed (listener gzip) */
+    SLB_LIS_GZIP_IN,     /* their body bytes before compression */
+    SLB_LIS_GZIP_OUT,    /* and after (gzip stream bytes, without framing) */
     SLB_LIS_DURATION,    /* histogram: request head parsed to the end of the exchange */
     SLB_LIS_SLOTS = SLB_LIS_DURATION + SLB_HIST_SLOTS
 };

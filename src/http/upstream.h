@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "core/buf.h"
+#include "http/gzip.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 #include "lb/health.h"
@@ -64,6 +65,8 @@ struct slb_http_worker {
     /* Response-head buffers those connections gave back (see http/xchg.h). */
     struct head_mem *heads;
     size_t nheads;
+    /* Compressors responses gave back (http/gzip.h). */
+    struct slb_gzip_pool gz_pool;
 };
 
 struct slb_http_worker *slb_http_worker_get(struct slb_worker *w);
