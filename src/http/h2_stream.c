@@ -86,7 +86,7 @@ static void up_interest(struct h2_stream *s)
     if (!up->connected) {
         ev = EPOLLOUT;
     } else {
-        if (!s->resp_done && !s->up_eof && slb_buf_space(&up->in) > 0)
+        if (!s->resp_done && !s->up_eof && slb_up_room(up))
             ev |= EPOLLIN;
         if (slb_hbuf_pending(&s->tx))
             ev |= EPOLLOUT;
@@ -394,7 +394,7 @@ static void body_end(struct h2_stream *s, uint32_t *flags)
 static ssize_t gzip_read(struct h2_stream *s, uint8_t *buf, size_t len, uint32_t *flags)
 {
     struct http_up *up = s->up;
-    bool was_full = slb_buf_space(&up->in) == 0;
+    bool was_full = !slb_up_room(up);
     size_t total = 0;
     while (s->gz && total < len) {
         if (body_ready(s) < 0) {
@@ -425,7 +425,7 @@ static ssize_t gzip_read(struct h2_stream *s, uint8_t *buf, size_t len, uint32_t
             break;
         }
     }
-    if (was_full && slb_buf_space(&up->in) > 0)
+    if (was_full && slb_up_room(up))
         up_interest(s);
     if (!s->gz) {
         body_end(s, flags);
@@ -455,22 +455,23 @@ static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         return NGHTTP2_ERR_DEFERRED; /* our RST_STREAM goes out before any more DATA */
     if (s->resp_gzip)
         return gzip_read(s, buf, len, flags);
+    struct http_up *up = s->up;
+    /* Before the decoding too: dropping a chunked body's framing makes room as well. */
+    bool was_full = !slb_up_room(up);
     if (body_ready(s) < 0) {
         /* queues RST_STREAM */
         upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
         return NGHTTP2_ERR_DEFERRED;
     }
-    struct http_up *up = s->up;
     size_t n = s->resp_ready < len ? (size_t)s->resp_ready : len;
     if (n) {
-        bool was_full = slb_buf_space(&up->in) == 0;
         memcpy(buf, up->in.data + up->in.off, n);
         slb_buf_consume(&up->in, n);
         s->resp_ready -= n;
         s->last_io_ms = s->c->w->loop.now_ms;
-        if (was_full)
-            up_interest(s);
     }
+    if (was_full && slb_up_room(up))
+        up_interest(s);
     if (s->resp_done && s->resp_ready == 0) {
         body_end(s, flags);
         return (ssize_t)n;
@@ -554,7 +555,7 @@ static bool retryable(const struct h2_stream *s)
 static bool read_up(struct h2_stream *s)
 {
     struct http_up *up = s->up;
-    if (!up || !up->connected || !up->rd_ready || s->resp_done || slb_buf_space(&up->in) == 0)
+    if (!up || !up->connected || !up->rd_ready || s->resp_done || !slb_up_room(up))
         return false;
     ssize_t n = slb_up_read(up);
     if (n > 0)

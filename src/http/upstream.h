@@ -71,6 +71,15 @@ struct slb_http_worker {
 
 struct slb_http_worker *slb_http_worker_get(struct slb_worker *w);
 
+/* Whether up->in can take more bytes: room at its end, or at its front, which slb_up_read
+ * takes back by moving what is left down first. A body read from the front of a full buffer
+ * leaves its room there while the rest waits (a chunk's size line cut by the buffer's end):
+ * a reader that looked at the end alone would wait forever. */
+static inline bool slb_up_room(const struct http_up *up)
+{
+    return slb_buf_space(&up->in) > 0 || up->in.off > 0;
+}
+
 /* Take a kept-alive connection to srv from the pool, or start a new connect. Returns NULL
  * with *err set (-errno) when a socket cannot be created. */
 struct http_up *slb_up_acquire(struct slb_http_worker *hw, const struct slb_server_cfg *srv,

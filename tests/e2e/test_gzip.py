@@ -361,7 +361,7 @@ def test_h2_exclusions_are_not_compressed(slbd, hx, pki):  # noqa: F811
     port = h2_site(slbd, hx, pki)
     c = LibH2.connect(port, client_context(pki), track=hx.track)
     ae = [("accept-encoding", "gzip")]
-    for path in ("/small", "/png", "/encoded", "/no-transform"):
+    for path in ("/small", "/png", "/encoded", "/no-transform", "/events"):
         s = c.get(path, timeout=30, headers=ae)
         assert s.status == 200 and s.header("content-encoding") != "gzip", s
         assert bytes(s.data) == backend_body(path), path
