@@ -7,7 +7,9 @@ validated and exported; the payload counters count what the client received."""
 
 import gzip
 import random
+import socket
 import subprocess
+import time
 import zlib
 
 import pytest
@@ -277,9 +279,8 @@ def test_slow_reader_gets_every_byte(slbd, hx):  # noqa: F811
     still decompresses to the backend's bytes."""
     port = site(slbd, hx)
     s = hx.socket(port, timeout=60)
-    s.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.sendall(build_request("GET", "/chunked", [("Accept-Encoding", "gzip")], host="localhost"))
-    import time
     time.sleep(1)
     r = HttpConn(s).read_response(timeout=60)
     assert_compressed(r, BIG)
