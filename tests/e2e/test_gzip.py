@@ -412,3 +412,30 @@ def test_decompressor_agrees_with_zlib_stream_end(slbd, hx):  # noqa: F811
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     assert d.decompress(r.body) == BIG
     assert d.eof and d.unused_data == b""
+
+
+def cutting_handler(conn, backend):
+    """Promises BIG with a Content-Length, sends a part of it and closes."""
+    if conn.read_head():
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: " +
+                     str(len(BIG)).encode() + b"\r\n\r\n" + BIG[:200_000])
+
+
+def test_a_cut_backend_body_never_looks_complete(slbd, hx, pki):  # noqa: F811
+    """The backend closes in the middle of its body: the HTTP/1.1 client's chunked stream has
+    no last chunk, the HTTP/2 stream is reset; neither gets a whole gzip stream."""
+    rb = hx.raw_backend("cut", cutting_handler)
+    slbd.add_group("g", [rb.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g", gzip=True)
+    c = hx.connect(port)
+    c.send(build_request("GET", "/", [("Accept-Encoding", "gzip")], host="localhost"))
+    with pytest.raises((AssertionError, h.HarnessError)):
+        c.read_response(timeout=20)  # the connection ends before the last chunk
+    cid = upload_server(slbd, pki, "server")
+    port2 = https_listener(slbd, "h2", "g", cid, gzip=True)
+    c2 = LibH2.connect(port2, client_context(pki), track=hx.track)
+    s = c2.get("/", timeout=20, headers=[("accept-encoding", "gzip")])
+    assert s.reset is not None and not s.ended, s
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    d.decompress(bytes(s.data))
+    assert not d.eof
