@@ -52,6 +52,7 @@ CASES = {
     "/small-chunked": ("200 OK", ["Content-Type: text/plain"], b"tiny but chunked", "chunked"),
     "/svg": ("200 OK", ["Content-Type: image/svg+xml"], MID, "length"),
     "/notfound": ("404 Not Found", ["Content-Type: text/html"], MID, "length"),
+    "/early": ("200 OK", ["Content-Type: text/html"], MID, "chunked"),  # after a 103
     # exclusions
     "/small": ("200 OK", ["Content-Type: text/html"], MID[:1023], "length"),
     "/png": ("200 OK", ["Content-Type: image/png"], PNGISH, "length"),
@@ -91,6 +92,8 @@ def site_handler(conn, backend):
         elif framing == "close":
             out.append("Connection: close")
         wire = ("\r\n".join(out) + "\r\n\r\n").encode()
+        if path == "/early":
+            wire = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + wire
         if method != "HEAD" and framing != "none":
             if framing == "chunked":
                 # Uneven chunk sizes, some of them tiny, as a streaming backend sends.
@@ -186,6 +189,20 @@ def test_small_chunked_and_other_statuses_are_compressed(slbd, hx):  # noqa: F81
     # "*" and x-gzip are acceptance too.
     assert_compressed(get(hx, port, "/mid", [("Accept-Encoding", "br;q=1, *;q=0.1")]), MID)
     assert_compressed(get(hx, port, "/mid", [("Accept-Encoding", "x-gzip")]), MID)
+
+
+def test_interim_response_passes_and_the_final_one_is_compressed(slbd, hx, pki):  # noqa: F811
+    port = site(slbd, hx)
+    r = get(hx, port, "/early")
+    assert [st for st, _, _ in r.interim] == [103], r
+    assert all(n.lower() != "content-encoding" for n, _ in r.interim[0][2]), r.interim
+    assert_compressed(r, MID)
+    cid = upload_server(slbd, pki, "server")
+    c = LibH2.connect(https_listener(slbd, "h2", "g", cid, gzip=True), client_context(pki),
+                      track=hx.track)
+    s = c.get("/early", headers=[("accept-encoding", "gzip")])
+    assert len(s.interim) == 1 and s.header("content-encoding") == "gzip", s
+    assert gzip.decompress(bytes(s.data)) == MID
 
 
 def test_exclusions_are_not_compressed(slbd, hx):  # noqa: F811
