@@ -86,7 +86,7 @@ static void up_interest(struct h2_stream *s)
     if (!up->connected) {
         ev = EPOLLOUT;
     } else {
-        if (!s->resp_done && !s->up_eof && slb_up_room(up))
+        if (!s->resp_done && !s->up_eof && slb_up_room(up, s->resp_ready))
             ev |= EPOLLIN;
         if (slb_hbuf_pending(&s->tx))
             ev |= EPOLLOUT;
@@ -394,7 +394,7 @@ static void body_end(struct h2_stream *s, uint32_t *flags)
 static ssize_t gzip_read(struct h2_stream *s, uint8_t *buf, size_t len, uint32_t *flags)
 {
     struct http_up *up = s->up;
-    bool was_full = !slb_up_room(up);
+    bool was_full = !slb_up_room(up, s->resp_ready);
     size_t total = 0;
     while (s->gz && total < len) {
         if (body_ready(s) < 0) {
@@ -425,7 +425,7 @@ static ssize_t gzip_read(struct h2_stream *s, uint8_t *buf, size_t len, uint32_t
             break;
         }
     }
-    if (was_full && slb_up_room(up))
+    if (was_full && slb_up_room(up, s->resp_ready))
         up_interest(s);
     if (!s->gz) {
         body_end(s, flags);
@@ -457,7 +457,7 @@ static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         return gzip_read(s, buf, len, flags);
     struct http_up *up = s->up;
     /* Before the decoding too: dropping a chunked body's framing makes room as well. */
-    bool was_full = !slb_up_room(up);
+    bool was_full = !slb_up_room(up, s->resp_ready);
     if (body_ready(s) < 0) {
         /* queues RST_STREAM */
         upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
@@ -470,7 +470,7 @@ static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         s->resp_ready -= n;
         s->last_io_ms = s->c->w->loop.now_ms;
     }
-    if (was_full && slb_up_room(up))
+    if (was_full && slb_up_room(up, s->resp_ready))
         up_interest(s);
     if (s->resp_done && s->resp_ready == 0) {
         body_end(s, flags);
@@ -555,7 +555,7 @@ static bool retryable(const struct h2_stream *s)
 static bool read_up(struct h2_stream *s)
 {
     struct http_up *up = s->up;
-    if (!up || !up->connected || !up->rd_ready || s->resp_done || !slb_up_room(up))
+    if (!up || !up->connected || !up->rd_ready || s->resp_done || !slb_up_room(up, s->resp_ready))
         return false;
     ssize_t n = slb_up_read(up);
     if (n > 0)

@@ -807,7 +807,7 @@ static bool step_read_upstream(struct http_conn *c)
 {
     struct http_up *up = c->up;
     if (!up || !up->connected || !up->rd_ready || c->x->resp_done || c->st == ST_LINGER ||
-        !slb_up_room(up))
+        !slb_up_room(up, c->x->resp_ready))
         return false;
     ssize_t n = slb_up_read(up);
     if (n >= 0)
@@ -1340,7 +1340,7 @@ static void set_interest(struct http_conn *c)
     if (!up->connected) {
         uev = EPOLLOUT;
     } else {
-        if (!c->x->resp_done && slb_up_room(up) && c->st != ST_LINGER)
+        if (!c->x->resp_done && slb_up_room(up, c->x->resp_ready) && c->st != ST_LINGER)
             uev |= EPOLLIN;
         if (c->x->resp_done && !c->x->req_done && c->st == ST_EXCHANGE)
             uev |= EPOLLIN; /* to see the backend go (see step_complete) */

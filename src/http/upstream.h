@@ -71,13 +71,15 @@ struct slb_http_worker {
 
 struct slb_http_worker *slb_http_worker_get(struct slb_worker *w);
 
-/* Whether up->in can take more bytes: room at its end, or at its front, which slb_up_read
- * takes back by moving what is left down first. A body read from the front of a full buffer
- * leaves its room there while the rest waits (a chunk's size line cut by the buffer's end):
- * a reader that looked at the end alone would wait forever. */
-static inline bool slb_up_room(const struct http_up *up)
+/* Whether up->in can take more bytes: room at its end, or at its front (slb_up_read moves the
+ * bytes down first) once none of what is left is ready to go (ready: body bytes at its front
+ * waiting to be sent). A chunked body decoded and sent from the front of a full buffer leaves
+ * its room there while the rest of a chunk's framing waits: a reader that looked at the end
+ * alone would wait forever. While bytes are ready, sending them makes the room, without a
+ * move. */
+static inline bool slb_up_room(const struct http_up *up, uint64_t ready)
 {
-    return slb_buf_space(&up->in) > 0 || up->in.off > 0;
+    return slb_buf_space(&up->in) > 0 || (up->in.off > 0 && ready == 0);
 }
 
 /* Take a kept-alive connection to srv from the pool, or start a new connect. Returns NULL
