@@ -272,7 +272,9 @@ int slb_gzip_rewrite_head(struct slb_http_msg *m, struct slb_gzip_scratch *sc, b
     size_t out = 0;
     for (size_t i = 0; i < m->nheaders; i++) {
         struct slb_http_header h = m->headers[i];
-        if (SLB_SLICE_IS(h.name, "content-length") || SLB_SLICE_IS(h.name, "transfer-encoding"))
+        /* An empty Content-Encoding (the only one slb_gzip_decide lets through) goes too. */
+        if (SLB_SLICE_IS(h.name, "content-length") || SLB_SLICE_IS(h.name, "transfer-encoding") ||
+            SLB_SLICE_IS(h.name, "content-encoding"))
             continue;
         if (SLB_SLICE_IS(h.name, "etag") &&
             !(h.value.len >= 2 && h.value.p[0] == 'W' && h.value.p[1] == '/')) {

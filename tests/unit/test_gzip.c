@@ -266,6 +266,14 @@ static void test_rewrite_head(void **state)
     assert_null(strstr(h, "Content-Length"));
     free(h);
 
+    /* An empty Content-Encoding does not stay beside ours. */
+    h = rewritten(R200("Content-Type: text/html\r\nContent-Encoding: \r\nContent-Length: 5000\r\n"),
+                  true, &rc);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(h, "Content-Encoding: gzip\r\n"));
+    assert_null(strstr(h, "Content-Encoding: \r\n"));
+    free(h);
+
     /* Two strong ETags: left alone, not compressed. */
     h = rewritten(R200("Content-Type: text/html\r\nETag: \"a\"\r\nETag: \"b\"\r\n"
                        "Content-Length: 5000\r\n"),
