@@ -4,7 +4,7 @@
 # AddressSanitizer and UndefinedBehaviorSanitizer.
 
 BUILD ?= release
-PKGS := openssl jansson libnghttp2 libcurl libpcre2-8
+PKGS := openssl jansson libnghttp2 libcurl libpcre2-8 zlib
 CC ?= cc
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wno-unused-parameter -Isrc $(shell pkg-config --cflags $(PKGS))

@@ -13,6 +13,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+/* A listener's gzip_types: "type/subtype", "type/STAR" or "type/STAR+suffix" (STAR: an
+ * asterisk), lower case. */
+#define SLB_GZIP_TYPES_MAX 32
+#define SLB_GZIP_TYPE_MAX 64
 #define SLB_NAME_MAX 64 /* names and ids: [A-Za-z0-9._-], 1..63 chars, not "." or ".." */
 #define SLB_MAX_SERVERS 10000
 #define SLB_MAX_LISTENERS 256
@@ -186,6 +190,10 @@ struct slb_listener_cfg {
     size_t nacl;
     struct slb_rule_cfg *rules; /* in order: the first rule whose conditions hold wins */
     size_t nrules;
+    /* Response compression (http/gzip.h); gzip_types holds the defaults when none are set. */
+    bool gzip;
+    uint8_t ngzip_types;
+    char gzip_types[SLB_GZIP_TYPES_MAX][SLB_GZIP_TYPE_MAX];
     /* https */
     struct slb_tls_cfg tls;
 };

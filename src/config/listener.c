@@ -38,6 +38,8 @@ static const struct {
     {"sticky", S_HTTPX},
     {"acl", S_HTTPX},
     {"rules", S_HTTPX},
+    {"gzip", S_HTTPX},
+    {"gzip_types", S_HTTPX},
     {"tls", S_HTTPS},
 };
 
@@ -65,6 +67,12 @@ static const char *const acl_keys[] = {"mode", "cidrs", NULL};
 static const char *const tls_keys[] = {
     "certificates",      "client_ca", "client_auth", "policy", "session_ticket_lifetime_s",
     "session_max_age_s", "alpn",      NULL};
+
+/* Compressible media types when a listener names none (see http/gzip.c for what a pattern
+ * matches; text/event-stream is never compressed). */
+static const char *const gzip_default_types[] = {
+    "text/*",          "application/json",  "application/*+json", "application/javascript",
+    "application/xml", "application/*+xml", "image/svg+xml",      NULL};
 
 #define MAX_CERTS 16
 #define MAX_ACL 1000
@@ -574,9 +582,76 @@ static int tcp_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t
     return bad ? slb_cv_oom(cv->err) : 0;
 }
 
+/* A media-type token: letters, digits and the other tchar of RFC 9110 5.6.2 that media types
+ * use, lower-cased into out. */
+static bool gzip_token(const char *s, size_t n, bool *upper)
+{
+    if (!n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (isupper(ch))
+            *upper = true;
+        if (!isalnum(ch) && !strchr("!#$&-^_.+", ch))
+            return false;
+    }
+    return true;
+}
+
+/* "type/subtype", "type/STAR" or "type/STAR+suffix" (STAR the asterisk). */
+static bool gzip_type_ok(const char *s, bool *upper)
+{
+    const char *slash = strchr(s, '/');
+    if (!slash || strlen(s) >= SLB_GZIP_TYPE_MAX || !gzip_token(s, (size_t)(slash - s), upper))
+        return false;
+    const char *sub = slash + 1;
+    if (sub[0] != '*')
+        return gzip_token(sub, strlen(sub), upper);
+    return sub[1] == 0 || (sub[1] == '+' && gzip_token(sub + 2, strlen(sub + 2), upper));
+}
+
+static int gzip_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t **norm)
+{
+    const json_t *arr;
+    char base[SLB_CV_PATH], path[SLB_CV_PATH];
+    int rc;
+    if ((rc = slb_cv_bool(cv, "gzip", false, &l->gzip)) ||
+        (rc = slb_cv_array(cv, "gzip_types", SLB_GZIP_TYPES_MAX, &arr)))
+        return rc;
+    if (!(*norm = json_array()))
+        return slb_cv_oom(cv->err);
+    slb_cv_path(cv, "gzip_types", base);
+    size_t n = arr ? json_array_size(arr) : 0;
+    for (size_t i = 0; arr ? i < n : gzip_default_types[i] != NULL; i++) {
+        const char *t = gzip_default_types[i];
+        if (arr) {
+            const json_t *v = json_array_get(arr, i);
+            bool upper = false;
+            slb_cv_index(path, base, i);
+            if (!json_is_string(v))
+                return slb_cv_fail(cv->err, "wrong_type", path, "expected a media type, got %s",
+                                   slb_cv_type_name(v));
+            t = json_string_value(v);
+            if (!gzip_type_ok(t, &upper) || upper)
+                return slb_cv_fail(cv->err, "invalid_value", path,
+                                   "\"%.80s\" is not a lower-case media type "
+                                   "(\"type/subtype\", \"type/*\" or \"type/*+suffix\")",
+                                   t);
+            for (size_t j = 0; j < l->ngzip_types; j++)
+                if (strcmp(l->gzip_types[j], t) == 0)
+                    return slb_cv_fail(cv->err, "duplicate_name", path, "\"%s\" is listed twice",
+                                       t);
+        }
+        snprintf(l->gzip_types[l->ngzip_types++], SLB_GZIP_TYPE_MAX, "%s", t);
+        if (json_array_append_new(*norm, json_string(t)))
+            return slb_cv_oom(cv->err);
+    }
+    return 0;
+}
+
 static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t *n)
 {
-    json_t *sticky = NULL, *acl = NULL, *tls = NULL, *rules = NULL;
+    json_t *sticky = NULL, *acl = NULL, *tls = NULL, *rules = NULL, *gz_types = NULL;
     int rc, reuse = SLB_REUSE_SAFE;
     if ((rc = slb_cv_bool(cv, "x_forwarded_for", true, &l->x_forwarded_for)) ||
         (rc = slb_cv_bool(cv, "x_forwarded_proto", true, &l->x_forwarded_proto)) ||
@@ -585,7 +660,7 @@ static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_
         (rc = slb_cv_u32(cv, "request_timeout_s", 60, 1, 3600, &l->request_timeout_s)) ||
         (rc = slb_cv_enum(cv, "backend_reuse", false, SLB_REUSE_SAFE, reuse_modes, &reuse)) ||
         (rc = sticky_parse(cv, l, &sticky)) || (rc = acl_parse(cv, l, &acl)) ||
-        (rc = slb_cv_rules(cv, l, &rules)))
+        (rc = slb_cv_rules(cv, l, &rules)) || (rc = gzip_parse(cv, l, &gz_types)))
         goto fail;
     if (l->protocol == SLB_PROTO_HTTPS && (rc = tls_parse(cv, &l->tls, &tls)))
         goto fail;
@@ -608,8 +683,16 @@ static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_
         json_decref(rules);
     if (tls)
         bad |= slb_cv_put(n, "tls", tls);
+    /* Shown once set, so the form of listeners without compression stays as it was. */
+    if (l->gzip || slb_cv_get(cv, "gzip_types")) {
+        bad |= slb_cv_put(n, "gzip", json_boolean(l->gzip));
+        bad |= slb_cv_put(n, "gzip_types", gz_types);
+    } else {
+        json_decref(gz_types);
+    }
     return bad ? slb_cv_oom(cv->err) : 0;
 fail:
+    json_decref(gz_types);
     json_decref(sticky);
     json_decref(acl);
     json_decref(tls);

@@ -116,6 +116,9 @@ enum {
     SLB_LIS_RETRIES,      /* requests sent again: to the next server, or on a fresh connection */
     SLB_LIS_LIMITED_CONN, /* connections reset at accept: limits.connections_per_s */
     SLB_LIS_LIMITED_REQ,  /* requests answered 503: limits.requests_per_s (listener or rule) */
+    SLB_LIS_GZIP,         /* responses compressed (listener gzip) */
+    SLB_LIS_GZIP_IN,      /* their body bytes before compression */
+    SLB_LIS_GZIP_OUT,     /* and after (gzip stream bytes, without framing) */
     SLB_LIS_DURATION,     /* histogram: request head parsed to the end of the exchange */
     SLB_LIS_SLOTS = SLB_LIS_DURATION + SLB_HIST_SLOTS
 };

@@ -103,6 +103,11 @@ struct h2_stream {
     struct slb_access_rec *log;
     bool logged;
     const struct slb_rule *rule; /* the forwarding rule that chose wg, or NULL */
+    /* compression (http/gzip.h): the request's facts; resp_gzip: the response is compressed,
+     * by gz until its gzip trailer is out (then gz is back in the worker's pool) */
+    struct slb_gzip_req gz_req;
+    bool resp_gzip;
+    struct slb_gzip *gz;
     /* Per server of wg: already tried. tried_in (sized for the listener's group, at least
      * one) unless a rule chose a bigger group: then its own allocation. */
     uint8_t *tried;

@@ -86,7 +86,7 @@ static void up_interest(struct h2_stream *s)
     if (!up->connected) {
         ev = EPOLLOUT;
     } else {
-        if (!s->resp_done && !s->up_eof && slb_buf_space(&up->in) > 0)
+        if (!s->resp_done && !s->up_eof && slb_up_room(up, s->resp_ready))
             ev |= EPOLLIN;
         if (slb_hbuf_pending(&s->tx))
             ev |= EPOLLOUT;
@@ -217,10 +217,20 @@ static void upstream_failed(struct h2_stream *s, int status, enum slb_srv_fail f
 /* The head of a final response: the backend's fields (hop-by-hop ones left out) and the sticky
  * cookie of "insert" mode. The "server" mode rewrites the backend's own Set-Cookie, which the
  * HTTP/1.1 builder does: its head is built, parsed back and submitted. */
-static void finish_response_head(struct h2_stream *s, const struct slb_http_msg *m)
+static void finish_response_head(struct h2_stream *s, struct slb_http_msg *m)
 {
     struct h2_conn *c = s->c;
     bool body = s->resp_body != SLB_BODY_NONE;
+    /* Compression (listener gzip): the head rewritten in place (the scratch holds its new
+     * values until it is submitted); the body goes through gzip_read. */
+    struct slb_gzip_scratch gz_sc;
+    if (body && slb_gzip_wanted(&s->gz_req, m, s->l->cfg) &&
+        (s->gz = slb_gzip_take(&c->hw->gz_pool)) && slb_gzip_rewrite_head(m, &gz_sc, false) == 0) {
+        s->resp_gzip = true;
+        slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_GZIP], 1);
+    } else {
+        slb_gzip_give(&c->hw->gz_pool, &s->gz);
+    }
     struct slb_sticky_out so = {0};
     if (s->l->cfg->sticky != SLB_STICKY_NONE)
         slb_http_sticky_response(&so, s->l->cfg, s->wg->g, s->srv_idx, true);
@@ -369,6 +379,65 @@ static void submit_trailers(struct h2_stream *s)
     nghttp2_submit_trailer(s->c->ng, s->id, nva, n);
 }
 
+/* The end of the response's DATA: the trailers, if any, follow as HEADERS. */
+static void body_end(struct h2_stream *s, uint32_t *flags)
+{
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (s->resp_trailers.len > 2) {
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        submit_trailers(s);
+    }
+}
+
+/* A compressed response (resp_gzip): what is ready of the body goes through the compressor
+ * into the DATA frame's buffer; once the body is all in, the gzip trailer follows. */
+static ssize_t gzip_read(struct h2_stream *s, uint8_t *buf, size_t len, uint32_t *flags)
+{
+    struct http_up *up = s->up;
+    bool was_full = !slb_up_room(up, s->resp_ready);
+    size_t total = 0;
+    while (s->gz && total < len) {
+        if (body_ready(s) < 0) {
+            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
+            return NGHTTP2_ERR_DEFERRED;
+        }
+        size_t avail = (size_t)s->resp_ready, used, made;
+        if (!avail && !s->resp_done)
+            break;
+        int rc = slb_gzip_run(s->gz, avail ? up->in.data + up->in.off : "", avail, &used,
+                              buf + total, len - total, &made, s->resp_done);
+        if (rc < 0) {
+            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "compression failed");
+            return NGHTTP2_ERR_DEFERRED;
+        }
+        if (used) {
+            slb_buf_consume(&up->in, used);
+            s->resp_ready -= used;
+            s->last_io_ms = s->c->w->loop.now_ms;
+        }
+        total += made;
+        if (rc == 1) {
+            struct slb_wcount *lc = h2_lis_counts(s->c);
+            slb_count_add(&lc->v[SLB_LIS_GZIP_IN], slb_gzip_total_in(s->gz));
+            slb_count_add(&lc->v[SLB_LIS_GZIP_OUT], slb_gzip_total_out(s->gz));
+            slb_gzip_give(&s->c->hw->gz_pool, &s->gz);
+        } else if (!used && !made) {
+            break;
+        }
+    }
+    if (was_full && slb_up_room(up, s->resp_ready))
+        up_interest(s);
+    if (!s->gz) {
+        body_end(s, flags);
+        return (ssize_t)total;
+    }
+    if (total == 0) {
+        s->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)total;
+}
+
 static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
                             uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
@@ -384,28 +453,27 @@ static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     }
     if (s->reset || !s->up)
         return NGHTTP2_ERR_DEFERRED; /* our RST_STREAM goes out before any more DATA */
+    if (s->resp_gzip)
+        return gzip_read(s, buf, len, flags);
+    struct http_up *up = s->up;
+    /* Before the decoding too: dropping a chunked body's framing makes room as well. */
+    bool was_full = !slb_up_room(up, s->resp_ready);
     if (body_ready(s) < 0) {
         /* queues RST_STREAM */
         upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
         return NGHTTP2_ERR_DEFERRED;
     }
-    struct http_up *up = s->up;
     size_t n = s->resp_ready < len ? (size_t)s->resp_ready : len;
     if (n) {
-        bool was_full = slb_buf_space(&up->in) == 0;
         memcpy(buf, up->in.data + up->in.off, n);
         slb_buf_consume(&up->in, n);
         s->resp_ready -= n;
         s->last_io_ms = s->c->w->loop.now_ms;
-        if (was_full)
-            up_interest(s);
     }
+    if (was_full && slb_up_room(up, s->resp_ready))
+        up_interest(s);
     if (s->resp_done && s->resp_ready == 0) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->resp_trailers.len > 2) {
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            submit_trailers(s);
-        }
+        body_end(s, flags);
         return (ssize_t)n;
     }
     if (n == 0) {
@@ -487,7 +555,7 @@ static bool retryable(const struct h2_stream *s)
 static bool read_up(struct h2_stream *s)
 {
     struct http_up *up = s->up;
-    if (!up || !up->connected || !up->rd_ready || s->resp_done || slb_buf_space(&up->in) == 0)
+    if (!up || !up->connected || !up->rd_ready || s->resp_done || !slb_up_room(up, s->resp_ready))
         return false;
     ssize_t n = slb_up_read(up);
     if (n > 0)
@@ -729,6 +797,8 @@ void h2_start_request(struct h2_stream *s)
     s->method_id = (uint8_t)m->method;
     s->head_only = m->method == SLB_HTTP_HEAD;
     s->req_has_body = m->body != SLB_BODY_NONE;
+    if (s->l->cfg->gzip)
+        slb_gzip_req_facts(&s->gz_req, m);
     struct slb_http_decision d;
     slb_http_decide(&d, s->l, s->ws, s->wg, c->t.ssl, &c->peer, m);
     s->rule = d.rule;
@@ -844,6 +914,7 @@ void h2_stream_free(struct h2_stream *s)
     slb_hbuf_free(&s->tx);
     slb_hbuf_free(&s->resp_trailers);
     slb_hbuf_free(&s->local);
+    slb_gzip_give(&c->hw->gz_pool, &s->gz);
     if (s->tried != s->tried_in)
         free(s->tried);
     slb_access_free(s->log);

@@ -14,6 +14,7 @@
 #include "http/access.h"
 #include "http/bind.h"
 #include "http/decide.h"
+#include "http/gzip.h"
 #include "http/h2.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
@@ -198,6 +199,8 @@ static void respond_built(struct http_conn *c, int status, const char *extra, bo
     c->st = ST_LINGER;
     c->x->req_done = c->x->resp_done = true;
     c->x->resp_ready = 0;
+    c->x->resp_gzip = false;
+    slb_gzip_give(&c->hw->gz_pool, &c->x->gz);
 }
 
 static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
@@ -263,6 +266,11 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->x->resp_head_done = c->x->resp_done = false;
     c->x->resp_unchunk = false;
     c->x->resp_ready = 0;
+    c->x->resp_gzip = false;
+    slb_gzip_give(&c->hw->gz_pool, &c->x->gz);
+    c->x->gz_req = (struct slb_gzip_req){0};
+    if (cfg->gzip)
+        slb_gzip_req_facts(&c->x->gz_req, m);
     c->x->exchange_deadline_ms = 0;
     c->x->status = 0;
     c->x->attempts = 0;
@@ -623,10 +631,12 @@ static bool retryable(const struct http_conn *c)
                                                      c->x->req_body != SLB_BODY_NONE);
 }
 
-/* A chunked response re-framed for an HTTP/1.1 client (not decoded, not a tunnel). */
+/* A chunked response re-framed for an HTTP/1.1 client (not decoded, not a tunnel, not
+ * compressed). */
 static bool response_rechunked(const struct http_conn *c)
 {
-    return c->x->resp_body == SLB_BODY_CHUNKED && !c->x->resp_unchunk && c->st != ST_TUNNEL;
+    return c->x->resp_body == SLB_BODY_CHUNKED && !c->x->resp_unchunk && !c->x->resp_gzip &&
+           c->st != ST_TUNNEL;
 }
 
 /* What the client is receiving ends when the connection closes: a backend body without
@@ -688,7 +698,7 @@ static bool retry_fresh(struct http_conn *c, enum slb_srv_fail f, const char *wh
 
 /* Build the response head for the client; false when the response cannot be given to it
  * (then it already has our 502 instead and the backend connection is closed). */
-static bool finish_response_head(struct http_conn *c, const struct slb_http_msg *m)
+static bool finish_response_head(struct http_conn *c, struct slb_http_msg *m)
 {
     struct slb_sticky_out so;
     slb_http_sticky_response(&so, c->b.l->cfg, c->wg->g, c->srv_idx, c->t.ssl != NULL);
@@ -710,6 +720,17 @@ static bool finish_response_head(struct http_conn *c, const struct slb_http_msg 
                 (c->x->req_done || c->x->up_keep_alive);
     if (!keep)
         c->close_after = true;
+    /* Compression (listener gzip) for HTTP/1.1 clients: the head says gzip and chunked; the
+     * body goes through gzip_pump. The scratch holds rewritten values until the head is built. */
+    struct slb_gzip_scratch gz_sc;
+    if (c->x->req_minor > 0 && m->status != 101 && slb_gzip_wanted(&c->x->gz_req, m, c->b.l->cfg) &&
+        (c->x->gz = slb_gzip_take(&c->hw->gz_pool)) &&
+        slb_gzip_rewrite_head(m, &gz_sc, true) == 0) {
+        c->x->resp_gzip = true;
+        slb_count_add(&lis_counts(c)->v[SLB_LIS_GZIP], 1);
+    } else {
+        slb_gzip_give(&c->hw->gz_pool, &c->x->gz);
+    }
     if (c->x->resp_unchunk)
         slb_http_build_response_unchunked(&c->out, m, set_cookie, prefix_name, prefix);
     else
@@ -790,7 +811,7 @@ static bool step_read_upstream(struct http_conn *c)
 {
     struct http_up *up = c->up;
     if (!up || !up->connected || !up->rd_ready || c->x->resp_done || c->st == ST_LINGER ||
-        slb_buf_space(&up->in) == 0)
+        !slb_up_room(up, c->x->resp_ready))
         return false;
     ssize_t n = slb_up_read(up);
     if (n >= 0)
@@ -879,13 +900,68 @@ static int response_body_ready(struct http_conn *c)
         c->x->resp_ready = up->in.len;
         return 0;
     }
-    if (c->x->resp_unchunk)
-        return response_body_unchunk(c);
+    if (c->x->resp_unchunk || (c->x->resp_gzip && c->x->resp_body == SLB_BODY_CHUNKED))
+        return response_body_unchunk(c); /* compression takes the decoded body */
     uint64_t n = avail < c->x->resp_remaining ? avail : c->x->resp_remaining; /* Content-Length */
     c->x->resp_ready += n;
     c->x->resp_remaining -= n;
     if (c->x->resp_remaining == 0)
         c->x->resp_done = true;
+    return 0;
+}
+
+/* The most compressed bytes one chunk of a compressed response carries. */
+#define GZIP_CHUNK 8192
+
+/* A compressed response (resp_gzip): the body bytes that are ready (resp_ready at the front of
+ * up->in, decoded when the backend chunked them) go through the compressor into c->out, as
+ * chunks, while c->out holds less than a buffer's worth; once the body is all in, the gzip
+ * trailer and the last chunk follow, and the compressor goes back to the worker. <0 when the
+ * compressor failed. */
+static int gzip_pump(struct http_conn *c)
+{
+    struct http_xchg *x = c->x;
+    struct http_up *up = c->up;
+    while (x->gz && slb_hbuf_pending(&c->out) < SLB_BUF_SIZE) {
+        if (response_body_ready(c) < 0)
+            return -502;
+        size_t avail = (size_t)x->resp_ready;
+        if (!avail && !x->resp_done)
+            return 0;
+        /* Room for the size line (4 hex digits), the data and its CRLF. */
+        size_t base = c->out.len;
+        char *p = slb_hbuf_extend(&c->out, 6 + GZIP_CHUNK + 2);
+        if (!p)
+            return 0; /* c->out.oom: the caller closes */
+        size_t used, made;
+        int rc = slb_gzip_run(x->gz, avail ? up->in.data + up->in.off : "", avail, &used, p + 6,
+                              GZIP_CHUNK, &made, x->resp_done);
+        if (rc < 0)
+            return -500;
+        if (used) {
+            slb_buf_consume(&up->in, used);
+            x->resp_ready -= used;
+        }
+        c->out.len = base;
+        if (made) {
+            char line[8];
+            int hl = snprintf(line, sizeof(line), "%zx\r\n", made);
+            memmove(p + hl, p + 6, made);
+            memcpy(p, line, (size_t)hl);
+            memcpy(p + hl + made, "\r\n", 2);
+            c->out.len = base + (size_t)hl + made + 2;
+        }
+        if (rc == 1) {
+            slb_hbuf_puts(&c->out, "0\r\n\r\n");
+            struct slb_wcount *lc = lis_counts(c);
+            slb_count_add(&lc->v[SLB_LIS_GZIP_IN], slb_gzip_total_in(x->gz));
+            slb_count_add(&lc->v[SLB_LIS_GZIP_OUT], slb_gzip_total_out(x->gz));
+            slb_gzip_give(&c->hw->gz_pool, &x->gz);
+            return 0;
+        }
+        if (!used && !made)
+            return 0;
+    }
     return 0;
 }
 
@@ -902,7 +978,11 @@ static bool step_write_client(struct http_conn *c)
             upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return true;
         }
-        if (c->x->resp_ready > 0 && c->x->resp_ready <= SLB_BUF_SIZE) {
+        if (c->x->resp_gzip && gzip_pump(c) < 0) {
+            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
+            return true;
+        }
+        if (c->x->resp_ready > 0 && c->x->resp_ready <= SLB_BUF_SIZE && !c->x->resp_gzip) {
             slb_hbuf_put(&c->out, c->up->in.data + c->up->in.off, c->x->resp_ready);
             slb_buf_consume(&c->up->in, c->x->resp_ready);
             c->x->resp_ready = 0;
@@ -937,6 +1017,25 @@ static bool step_write_client(struct http_conn *c)
             slb_hbuf_reset(&c->out);
         if (c->st == ST_LINGER || !up)
             return progress;
+        if (c->x->resp_gzip) {
+            if (!c->x->gz)
+                return progress; /* all out */
+            size_t before = c->out.len;
+            int rc = gzip_pump(c);
+            if (rc < 0) {
+                upstream_failed(c, 502, SLB_SRV_FAIL_INVALID,
+                                rc == -502 ? "malformed chunked response" : "compression failed");
+                return true;
+            }
+            if (c->out.oom) {
+                conn_close(c);
+                return false;
+            }
+            progress |= c->out.len != before || !c->x->gz;
+            if (slb_hbuf_pending(&c->out))
+                continue;
+            return progress;
+        }
         bool was_done = c->x->resp_done;
         if (response_body_ready(c) < 0) {
             upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
@@ -1042,7 +1141,7 @@ static bool step_complete(struct http_conn *c)
 {
     if (c->st == ST_HEAD || c->st == ST_HANDSHAKE || c->st == ST_TUNNEL)
         return false;
-    if (!c->x->resp_done || slb_hbuf_pending(&c->out) || c->x->resp_ready)
+    if (!c->x->resp_done || slb_hbuf_pending(&c->out) || c->x->resp_ready || c->x->gz)
         return false;
     if (!c->x->req_done) {
         /* The backend answered before the request's body was all in (an early 413, say).
@@ -1239,7 +1338,8 @@ static void set_interest(struct http_conn *c)
         /* Over the bandwidth limit: the socket is writable, so wait for the budget instead. */
         if (!slb_timer_active(&c->shape_timer))
             slb_timer_start(&c->w->loop, &c->shape_timer, slb_tconn_repay(&c->t));
-    } else if (slb_hbuf_pending(&c->out) || (c->x && c->x->resp_ready)) {
+    } else if (slb_hbuf_pending(&c->out) ||
+               (c->x && (c->x->resp_ready || (c->x->gz && c->x->resp_done)))) {
         ev |= c->t.wr_wants;
     }
     slb_io_set(&c->w->loop, &c->io, ev);
@@ -1251,7 +1351,7 @@ static void set_interest(struct http_conn *c)
     if (!up->connected) {
         uev = EPOLLOUT;
     } else {
-        if (!c->x->resp_done && slb_buf_space(&up->in) > 0 && c->st != ST_LINGER)
+        if (!c->x->resp_done && slb_up_room(up, c->x->resp_ready) && c->st != ST_LINGER)
             uev |= EPOLLIN;
         if (c->x->resp_done && !c->x->req_done && c->st == ST_EXCHANGE)
             uev |= EPOLLIN; /* to see the backend go (see step_complete) */

@@ -56,6 +56,11 @@ struct http_xchg {
     uint8_t resp_body;
     uint64_t resp_remaining, resp_ready;
     struct slb_rechunk resp_chunk; /* re-framed for an HTTP/1.1 client, decoded for 1.0 */
+    /* compression (http/gzip.h): the request's facts; resp_gzip: this response is compressed,
+     * by gz until its gzip trailer is out (then gz is back in the worker's pool) */
+    struct slb_gzip_req gz_req;
+    bool resp_gzip;
+    struct slb_gzip *gz;
     /* accounting */
     uint64_t req_bytes_in, resp_bytes_out;
     /* Per server of the group: already tried for this request (see slb_xchg_tried). */

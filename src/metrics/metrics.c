@@ -274,6 +274,12 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
         {SLB_LIS_RETRIES, "slbd_listener_retries_total", "counter",
          "HTTP requests sent again: to the next server after a failed connect, or on a fresh "
          "connection after a kept-alive one failed."},
+        {SLB_LIS_GZIP, "slbd_listener_gzip_responses_total", "counter",
+         "HTTP responses compressed by the listener (gzip)."},
+        {SLB_LIS_GZIP_IN, "slbd_listener_gzip_bytes_in_total", "counter",
+         "Body bytes of compressed responses, as the backends sent them."},
+        {SLB_LIS_GZIP_OUT, "slbd_listener_gzip_bytes_out_total", "counter",
+         "Body bytes of compressed responses, as the clients received them (the gzip stream)."},
     };
     for (size_t m = 0; m < sizeof(simple) / sizeof(simple[0]); m++) {
         family(t, simple[m].name, simple[m].type, simple[m].help);
