@@ -238,6 +238,7 @@ ROWS = [
     ("close: client closes", "connections/s", "close", "conn_per_s", "", True, "{:,.0f}"),
     ("", "CPU µs / connection", "close", "cpu_us_per_conn", "", False, "{:.1f}"),
     ("", "TCP segments / conn", "close", "segments_per_conn", "", False, "{:.1f}"),
+    ("", "TCP resets / conn", "close", "resets_per_conn", "", False, "{:.2f}"),
     ("4 1 MiB responses", "MiB/s", "big", "mib_per_s", "", True, "{:,.0f}"),
     ("", "CPU µs / MiB", "big", "cpu_us_per_mib", "", False, "{:.0f}"),
     ("5 idle TLS conns", "KiB / connection", "memory", "kib_per_conn", "", False, "{:.1f}"),

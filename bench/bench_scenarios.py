@@ -139,6 +139,7 @@ def connections(env, server, mode):
     r["conn_per_s"] = r["per_s"]
     r["cpu_us_per_conn"] = r["phase"]["server_cpu_s"] * 1e6 / done
     r["segments_per_conn"] = r["phase"]["tcp_segments"] / done
+    r["resets_per_conn"] = r["phase"]["tcp_resets"] / done
     # Each slot's first connection has nothing to resume.
     r["resumable"] = max(r["full"] + r["resumed"] - a.tls_conns, 0)
     r["tool"] = f"bench/tools/tlsload --mode {mode} -c{a.tls_conns} --duration {a.duration}"
@@ -164,6 +165,8 @@ def client_close(env, server):
     r["conn_per_s"] = r["requests"] / r["duration_s"]
     r["cpu_us_per_conn"] = r["phase"]["server_cpu_s"] * 1e6 / done
     r["segments_per_conn"] = r["phase"]["tcp_segments"] / done
+    # Both ends close at once: the resets say whose close met the other's data.
+    r["resets_per_conn"] = r["phase"]["tcp_resets"] / done
     r["tool"] = f"wrk -t1 -c{a.tls_conns} -d{a.duration}s -H 'Connection: close'"
     if a.syscalls:
         r["syscalls"] = syscalls(env, server, "close", lambda: _wrk(
