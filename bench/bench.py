@@ -293,8 +293,8 @@ def print_table(rows, servers):
         verdict = "higher is better" if r["higher_is_better"] else "lower is better"
         if r["slbd_ratio"] is not None:
             line += f"   {r['slbd_ratio']:.2f}x ({verdict})"
-            if based:
-                line = line.ljust(len(head) - len("   slbd / slbd-base"))
+        if based:
+            line = line.ljust(len(head) - len("   slbd / slbd-base"))
         if based and r["base_ratio"] is not None:
             line += f"   {r['base_ratio']:.2f}x" + ("" if r["slbd_ratio"] is not None else
                                                     f" ({verdict})")
