@@ -255,6 +255,9 @@ int slb_cli_rule_add(struct slb_cli *c, int argc, char **argv);
 int slb_cli_rule_remove(struct slb_cli *c, int argc, char **argv);
 int slb_cli_rule_move(struct slb_cli *c, int argc, char **argv);
 
+int slb_cli_cluster_status(struct slb_cli *c, int argc, char **argv);
+int slb_cli_cluster_export(struct slb_cli *c, int argc, char **argv);
+
 int slb_cli_server_add(struct slb_cli *c, int argc, char **argv);
 int slb_cli_server_remove(struct slb_cli *c, int argc, char **argv);
 int slb_cli_server_set_weight(struct slb_cli *c, int argc, char **argv);

@@ -27,6 +27,9 @@ static void watch_sleep(double seconds)
         ;
 }
 
+/* What `stats` fetches: this node's counters, or with --cluster every node's added up. */
+static const char *stats_path = "/v1/stats";
+
 /* How `stats` lays out what it fetched. */
 enum stats_view { STATS_SUMMARY, STATS_WIDE, STATS_JSON_LINE };
 
@@ -42,7 +45,7 @@ static int stats_once(struct slb_cli *c, FILE *out, enum stats_view view)
 {
     json_t *doc;
     FILE *saved = c->out;
-    int rc = slb_cli_call(c, "GET", "/v1/stats", NULL, &doc);
+    int rc = slb_cli_call(c, "GET", stats_path, NULL, &doc);
     if (rc != 0)
         return rc;
     c->out = out;
@@ -69,6 +72,7 @@ int slb_cli_stats(struct slb_cli *c, int argc, char **argv)
     static const struct slb_cli_optspec spec[] = {{"--watch", SLB_CLI_ARG_OPTIONAL_NUMBER},
                                                   {"-w", SLB_CLI_ARG_OPTIONAL_NUMBER},
                                                   {"--wide", SLB_CLI_ARG_NONE},
+                                                  {"--cluster", SLB_CLI_ARG_NONE},
                                                   {NULL, 0}};
     struct slb_cli_args a;
     int rc = slb_cli_args_parse(&a, argc, argv, spec);
@@ -77,6 +81,8 @@ int slb_cli_stats(struct slb_cli *c, int argc, char **argv)
     if (rc != 0)
         return rc;
     enum stats_view view = slb_cli_has(&a, "--wide") ? STATS_WIDE : STATS_SUMMARY;
+    if (slb_cli_has(&a, "--cluster"))
+        stats_path = "/v1/stats?scope=cluster";
     int watch = slb_cli_has(&a, "--watch") || slb_cli_has(&a, "-w");
     if (!watch)
         return stats_once(c, c->out, view);
