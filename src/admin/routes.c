@@ -4,6 +4,7 @@
  * for listeners, groups, settings, whole-configuration apply and health. */
 #include "admin/routes.h"
 #include "admin/admin.h"
+#include "admin/cluster_export.h"
 #include "admin/ui.h"
 
 #include "ops/ops.h"
@@ -407,6 +408,11 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
     }
     if (strcmp(coll, "acme") == 0) {
         slb_admin_acme(ctl, req, resp);
+        return;
+    }
+    if (n == 2 && strcmp(coll, "cluster") == 0 && strcmp(seg[1], "export") == 0) {
+        if (params_ok(req, NULL, resp))
+            slb_admin_cluster_export(ctl, req, resp);
         return;
     }
     bool known =

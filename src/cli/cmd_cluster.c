@@ -148,17 +148,15 @@ int slb_cli_cluster_export(struct slb_cli *c, int argc, char **argv)
         free(text);
     }
     if (rc == 0 && !c->json) {
-        json_t *r = json_object_get(doc, "revision");
         fprintf(c->out,
-                "exported the configuration, %zu certificate%s%s at revision %lld to %s "
-                "(start a single node with --state-dir %s)\n",
+                "exported the configuration, %zu certificate%s%s to %s (a single node starts "
+                "from it with --state-dir %s)\n",
                 ncerts, ncerts == 1 ? "" : "s",
-                json_object_get(docs, "tickets") ? " and the ticket keys" : "",
-                json_is_integer(r) ? (long long)json_integer_value(r) : 0LL, dir, dir);
+                json_object_get(docs, "tickets") ? " and the ticket keys" : "", dir, dir);
     } else if (rc == 0) {
-        json_t *r = json_object_get(doc, "revision");
-        json_t *out = json_pack("{s:s, s:O?, s:i}", "directory", dir, "revision", r, "certificates",
-                                (json_int_t)ncerts);
+        json_t *out =
+            json_pack("{s:s, s:I, s:b}", "directory", dir, "certificates", (json_int_t)ncerts,
+                      "tickets", json_object_get(docs, "tickets") != NULL);
         if (out)
             slb_cli_print_json(c->out, out);
         json_decref(out);
