@@ -164,3 +164,194 @@ int slb_cli_cluster_export(struct slb_cli *c, int argc, char **argv)
     json_decref(doc);
     return rc;
 }
+
+/* --- stats --cluster: every node's /v1/stats added up --- */
+
+/* Two array items stand for the same thing: same "name" (listeners, groups, rules), else
+ * same "address" and "port" (servers). */
+static int same_item(const json_t *a, const json_t *b)
+{
+    const char *na = json_string_value(json_object_get(a, "name"));
+    const char *nb = json_string_value(json_object_get(b, "name"));
+    if (na || nb)
+        return na && nb && strcmp(na, nb) == 0;
+    const char *aa = json_string_value(json_object_get(a, "address"));
+    const char *ab = json_string_value(json_object_get(b, "address"));
+    return aa && ab && strcmp(aa, ab) == 0 &&
+           json_integer_value(json_object_get(a, "port")) ==
+               json_integer_value(json_object_get(b, "port"));
+}
+
+static void merge_value(json_t *dst_parent, const char *key, json_t *dst, json_t *src,
+                        double dst_requests, double src_requests);
+
+static void merge_object(json_t *dst, json_t *src)
+{
+    /* Read before the counters are added up: the weights of a mean. */
+    double rd = json_number_value(json_object_get(dst, "requests"));
+    double rs = json_number_value(json_object_get(src, "requests"));
+    const char *key;
+    json_t *sv;
+    json_object_foreach(src, key, sv)
+    {
+        json_t *dv = json_object_get(dst, key);
+        if (!dv)
+            json_object_set_new(dst, key, json_deep_copy(sv));
+        else
+            merge_value(dst, key, dv, sv, rd, rs);
+    }
+}
+
+static void merge_array(json_t *dst, json_t *src)
+{
+    size_t i;
+    json_t *sv;
+    json_array_foreach(src, i, sv)
+    {
+        if (!json_is_object(sv))
+            continue;
+        json_t *match = NULL;
+        size_t j;
+        json_t *dv;
+        json_array_foreach(dst, j, dv)
+        {
+            if (json_is_object(dv) && same_item(dv, sv)) {
+                match = dv;
+                break;
+            }
+        }
+        if (match)
+            merge_object(match, sv);
+        else
+            json_array_append_new(dst, json_deep_copy(sv));
+    }
+}
+
+/* Counters and gauges add up; identities, settings and the configuration's generation stay
+ * as the first node has them; a server is "down" when it is down for any node; a mean
+ * response time is weighted by each node's requests. */
+static void merge_value(json_t *parent, const char *key, json_t *dst, json_t *src, double rd,
+                        double rs)
+{
+    static const char *const keep[] = {"generation", "port", "weight", "bind", NULL};
+    for (const char *const *k = keep; *k; k++)
+        if (strcmp(key, *k) == 0)
+            return;
+    if (json_is_object(dst) && json_is_object(src)) {
+        merge_object(dst, src);
+    } else if (json_is_array(dst) && json_is_array(src)) {
+        merge_array(dst, src);
+    } else if (json_is_number(dst) && json_is_number(src)) {
+        double a = json_number_value(dst), b = json_number_value(src);
+        if (strcmp(key, "started_ms") == 0) {
+            if (b < a)
+                json_object_set(parent, key, src);
+        } else if (strcmp(key, "avg_response_ms") == 0) {
+            double mean = rd + rs > 0 ? (a * rd + b * rs) / (rd + rs) : (a + b) / 2;
+            json_object_set_new(parent, key, json_real(mean));
+        } else if (json_is_integer(dst) && json_is_integer(src)) {
+            json_object_set_new(parent, key,
+                                json_integer(json_integer_value(dst) + json_integer_value(src)));
+        } else {
+            json_object_set_new(parent, key, json_real(a + b));
+        }
+    } else if (json_is_string(dst) && json_is_string(src) && strcmp(key, "health") == 0) {
+        if (strcmp(json_string_value(src), "down") == 0) {
+            json_object_set(parent, key, src);
+        }
+    }
+}
+
+/* One node's /v1/stats through its registered admin address ("HOST:PORT", or a URL), with
+ * this invocation's scheme, CA and token. NULL with why filled on failure. */
+static json_t *node_stats(struct slb_cli *c, const char *admin, char *why, size_t whylen)
+{
+    char text[512];
+    if (strncmp(admin, "unix:", 5) == 0 || strstr(admin, "://"))
+        snprintf(text, sizeof(text), "%s", admin);
+    else
+        snprintf(text, sizeof(text), "%s://%s", c->url.tls ? "https" : "http", admin);
+    struct slb_cli_url url;
+    if (slb_cli_url_parse(text, &url, why, whylen) < 0)
+        return NULL;
+    url.cacert = c->url.cacert;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/v1/stats", url.base);
+    struct slb_cli_resp resp;
+    if (slb_cli_http_request(&url, "GET", path, c->have_token ? c->token : NULL, NULL, NULL, 0,
+                             &resp, why, whylen) < 0)
+        return NULL;
+    json_t *doc = NULL;
+    if (resp.status == 200)
+        doc = json_loadb(resp.body, resp.body_len, 0, NULL);
+    if (!json_is_object(doc)) {
+        snprintf(why, whylen, "answered %d%s", resp.status,
+                 resp.status == 401 ? " (this token is not valid there: give every node the "
+                                      "same admin token or API key)"
+                                    : "");
+        json_decref(doc);
+        doc = NULL;
+    }
+    slb_cli_resp_deinit(&resp);
+    return doc;
+}
+
+int slb_cli_cluster_stats(struct slb_cli *c, json_t **out)
+{
+    *out = NULL;
+    json_t *cl;
+    int rc = slb_cli_call(c, "GET", "/v1/cluster", NULL, &cl);
+    if (rc != 0)
+        return rc;
+    json_t *nodes = json_object_get(cl, "nodes");
+    if (!json_is_array(nodes)) {
+        json_decref(cl);
+        fprintf(c->err, "slbctl: bad response from %s: no \"nodes\" array\n", c->admin);
+        return SLB_CLI_EXIT_CONN;
+    }
+    json_t *sum = NULL, *report = json_array();
+    size_t i;
+    json_t *n;
+    json_array_foreach(nodes, i, n)
+    {
+        const char *name = json_string_value(json_object_get(n, "name"));
+        const char *admin = json_string_value(json_object_get(n, "admin"));
+        char why[512] = "";
+        json_t *doc = NULL;
+        if (json_is_true(json_object_get(n, "self"))) {
+            FILE *saved = c->err;
+            c->err = fopen("/dev/null", "w");
+            if (slb_cli_call(c, "GET", "/v1/stats", NULL, &doc) != 0)
+                snprintf(why, sizeof(why), "GET /v1/stats failed");
+            if (c->err)
+                fclose(c->err);
+            c->err = saved;
+        } else if (admin && *admin) {
+            doc = node_stats(c, admin, why, sizeof(why));
+        } else {
+            snprintf(why, sizeof(why), "no admin address registered");
+        }
+        json_t *r = json_pack("{s:s?, s:s?, s:b}", "name", name, "admin", admin, "ok", doc != NULL);
+        if (!doc) {
+            json_object_set_new(r, "error", json_string(why));
+            fprintf(c->err, "slbctl: node %s (%s): %s; its counters are left out\n",
+                    name ? name : "?", admin ? admin : "-", why);
+        }
+        json_array_append_new(report, r);
+        if (doc && !sum)
+            sum = doc;
+        else if (doc) {
+            merge_object(sum, doc);
+            json_decref(doc);
+        }
+    }
+    json_decref(cl);
+    if (!sum) {
+        json_decref(report);
+        return slb_cli_fail("no node of the cluster answered GET /v1/stats");
+    }
+    json_object_set_new(sum, "scope", json_string("cluster"));
+    json_object_set_new(sum, "nodes", report);
+    *out = sum;
+    return 0;
+}

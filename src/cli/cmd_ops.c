@@ -27,8 +27,8 @@ static void watch_sleep(double seconds)
         ;
 }
 
-/* What `stats` fetches: this node's counters, or with --cluster every node's added up. */
-static const char *stats_path = "/v1/stats";
+/* `stats --cluster`: every node's counters added up (slb_cli_cluster_stats). */
+static int stats_cluster;
 
 /* How `stats` lays out what it fetched. */
 enum stats_view { STATS_SUMMARY, STATS_WIDE, STATS_JSON_LINE };
@@ -45,7 +45,8 @@ static int stats_once(struct slb_cli *c, FILE *out, enum stats_view view)
 {
     json_t *doc;
     FILE *saved = c->out;
-    int rc = slb_cli_call(c, "GET", stats_path, NULL, &doc);
+    int rc = stats_cluster ? slb_cli_cluster_stats(c, &doc)
+                           : slb_cli_call(c, "GET", "/v1/stats", NULL, &doc);
     if (rc != 0)
         return rc;
     c->out = out;
@@ -81,8 +82,7 @@ int slb_cli_stats(struct slb_cli *c, int argc, char **argv)
     if (rc != 0)
         return rc;
     enum stats_view view = slb_cli_has(&a, "--wide") ? STATS_WIDE : STATS_SUMMARY;
-    if (slb_cli_has(&a, "--cluster"))
-        stats_path = "/v1/stats?scope=cluster";
+    stats_cluster = slb_cli_has(&a, "--cluster");
     int watch = slb_cli_has(&a, "--watch") || slb_cli_has(&a, "-w");
     if (!watch)
         return stats_once(c, c->out, view);

@@ -121,7 +121,9 @@ static const struct command commands[] = {
      "Traffic and health: a summary per listener and per group, within 100 columns (or the\n"
      "terminal's width).\n"
      "  --wide             every counter, in full tables\n"
-     "  --cluster          the counters of every node of the cluster added up\n"
+     "  --cluster          every node of the cluster added up: the nodes GET /v1/cluster lists\n"
+     "                     are asked with the same token (give the nodes one admin token or\n"
+     "                     API key); a node that does not answer is named and left out\n"
      "  --watch [SECONDS], -w [SECONDS]   refresh every SECONDS (default 2, 0.1-3600)\n"
      "  --json             the API's JSON (with --watch: one document per line)\n"},
     {"apply", NULL, slb_cli_apply, "apply -f FILE|- [--dry-run]",

@@ -361,8 +361,11 @@ class ClusterHarness:
     """An etcd cluster plus slbd nodes sharing one cluster key and prefix. node(i) is
     started on 127.0.0.(i+1)."""
 
-    def __init__(self, workdir, etcd_members=3, tls=False, prefix=None):
+    def __init__(self, workdir, etcd_members=3, tls=False, prefix=None, shared_token=False):
         self.workdir = Path(workdir)
+        # One admin token for every node (written into each state directory before its first
+        # start), as `slbctl stats --cluster` needs; else each node creates its own.
+        self.shared_token = os.urandom(32).hex() if shared_token else None
         self.etcd = EtcdCluster(workdir, etcd_members, tls=tls)
         self.prefix = prefix or f"/slbd-test-{os.getpid()}/"
         self.key_file = self.workdir / "cluster.key"
@@ -378,6 +381,11 @@ class ClusterHarness:
         i = len(self.nodes)
         node = ClusterNode(self, name or f"node{chr(ord('a') + i)}", f"127.0.0.{i + 1}", **kw)
         self.nodes.append(node)
+        if self.shared_token:
+            node.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tok = node.state_dir / "admin.token"
+            tok.write_text(self.shared_token)
+            os.chmod(tok, 0o600)
         if start:
             node.start()
         return node
@@ -421,13 +429,15 @@ class ClusterHarness:
 
 @pytest.fixture
 def cluster_factory(workdir):
-    """cluster_factory(nodes=3, tls=False, etcd_members=3, start=True): an etcd cluster and
+    """cluster_factory(nodes=3, tls=False, etcd_members=3, start=True, shared_token=False): an
+    etcd cluster and
     that many slbd nodes (node a on 127.0.0.1, b on 127.0.0.2, ...). Torn down after the test
     with the nodes' post-test checks."""
     made = []
 
-    def make(nodes=3, tls=False, etcd_members=3, start=True):
-        c = ClusterHarness(workdir, etcd_members=etcd_members, tls=tls)
+    def make(nodes=3, tls=False, etcd_members=3, start=True, shared_token=False):
+        c = ClusterHarness(workdir, etcd_members=etcd_members, tls=tls,
+                           shared_token=shared_token)
         made.append(c)
         if start:
             c.start(nodes)

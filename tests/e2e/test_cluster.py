@@ -436,3 +436,38 @@ def test_slbctl_cluster_export_is_a_state_directory(cluster, hx, pki, slbd_facto
     single = slbd_factory(name="single", state_dir=out_dir)
     assert single.api.get(f"/v1/certificates/{cid}")[0] == 200
     assert serves("127.0.0.1", new_port, verify_ctx(pki), pki.fingerprint("server"))
+
+
+def test_slbctl_stats_cluster_adds_up_the_nodes(cluster_factory, hx, pki):
+    cl = cluster_factory(shared_token=True)
+    a, b, c = cl.nodes
+    port, _, _ = https_site(a, hx, pki)
+    ctx = verify_ctx(pki)
+    wait_served(HOSTS, port, ctx)
+    sent = {HOSTS[0]: 2, HOSTS[1]: 3, HOSTS[2]: 4}
+    for host, count in sent.items():
+        for _ in range(count):
+            assert https_get(host, port, ctx)[0] == 200
+    # wait_served's probes count too: compare with what the nodes say one by one.
+
+    def total():
+        return sum(next(x["requests"]["total"] for x in n.stats()["listeners"]
+                        if x["name"] == "web") for n in cl.nodes)
+    want = total()
+    assert want >= 9
+
+    def summed():
+        rc, out, err = slbctl(b, "--json", "stats", "--cluster")
+        assert rc == 0, err
+        js = json.loads(out)
+        got = next(x["requests"]["total"] for x in js["listeners"] if x["name"] == "web")
+        return js if got == total() else False
+    js = h.wait_until(summed, 10, "stats --cluster to add up the three nodes")
+    assert js["scope"] == "cluster"
+    assert sorted((n["name"], n["ok"]) for n in js["nodes"]) == \
+        [("nodea", True), ("nodeb", True), ("nodec", True)]
+    g = next(x for x in js["groups"] if x["name"] == "g")
+    web = next(x for x in js["listeners"] if x["name"] == "web")
+    assert g["servers"][0]["requests"] == web["requests"]["total"]
+    rc, out, err = slbctl(c, "stats", "--cluster")
+    assert rc == 0 and "web" in out, (out, err)
