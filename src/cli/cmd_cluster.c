@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static void node_row(const json_t *item, char (*cells)[SLB_CLI_CELL])
@@ -17,6 +18,14 @@ static void node_row(const json_t *item, char (*cells)[SLB_CLI_CELL])
                                          "last_seen", "version", "state"};
     for (size_t i = 0; i < 6; i++)
         slb_cli_value_text(json_object_get(item, fields[i]), cells[i], SLB_CLI_CELL);
+    /* last_seen is Unix seconds: say how long ago, as people read it. */
+    json_t *seen = json_object_get(item, "last_seen");
+    if (json_is_integer(seen)) {
+        char rel[64];
+        slb_cli_relative_time((double)json_integer_value(seen) - (double)time(NULL), rel,
+                              sizeof(rel));
+        snprintf(cells[3], SLB_CLI_CELL, "%s", rel);
+    }
 }
 
 int slb_cli_cluster_status(struct slb_cli *c, int argc, char **argv)
