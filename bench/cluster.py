@@ -13,6 +13,7 @@ usage: bench/cluster.py [--changes N] [--interval-ms MS]   (SLBD_BUILD=build by 
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -29,11 +30,11 @@ import slbd_harness as h  # noqa: E402
 
 
 def pct(values, p):
+    """Nearest-rank percentile."""
     v = sorted(values)
     if not v:
         return None
-    k = min(len(v) - 1, max(0, int(round(p / 100.0 * len(v) + 0.5)) - 1))
-    return v[k]
+    return v[min(len(v) - 1, max(0, math.ceil(p / 100.0 * len(v)) - 1))]
 
 
 def poll_until(node, path, weight, deadline, out, key):

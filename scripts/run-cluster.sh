@@ -36,12 +36,15 @@ for port in "${ports[@]}"; do
     fi
 done
 
-pids=()
+pids=() node_pids=()
 cleanup() {
     trap - EXIT INT TERM
-    # The slbd nodes first (they leave the registry), then etcd, then the backends.
+    # The slbd nodes first (they leave the registry while etcd is there), then etcd and the
+    # backends; each is waited for.
+    for p in "${node_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${node_pids[@]}"; do wait "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT INT TERM
 
@@ -55,8 +58,12 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localh
 printf "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3\n" > "$pki/ext.cnf"
 openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
     -CAcreateserial -days 90 -extfile "$pki/ext.cnf" -out "$pki/server.crt" 2>/dev/null
-# The cluster key: 32 random bytes, readable by slbd only, never stored in etcd.
-(umask 077 && head -c 32 /dev/urandom > "$DIR/cluster.key")
+# The cluster key: 32 random bytes, readable by slbd only, never stored in etcd. One admin
+# token for the three nodes (each would make its own), so that `slbctl stats --cluster`,
+# which asks every node with the same token, works.
+(umask 077 && head -c 32 /dev/urandom > "$DIR/cluster.key" &&
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/admin.token" &&
+    for n in a b c; do mkdir -p "$DIR/node-$n" && cp "$DIR/admin.token" "$DIR/node-$n/"; done)
 
 initial="" endpoints=""
 for i in 0 1 2; do
@@ -91,7 +98,7 @@ start_node() { # index
         --cluster "$endpoints" --node "$n" --cluster-key-file "$DIR/cluster.key" \
         --cluster-prefix "$PREFIX" --bind-host "127.0.0.$((i + 1))" \
         > "$DIR/node-$n.log" 2>&1 9<&- &
-    pids+=($!)
+    node_pids+=($!)
     for _ in $(seq 100); do
         curl -sf "http://127.0.0.1:$((ADMIN_BASE + i))/healthz" >/dev/null 2>&1 && return 0
         sleep 0.1
@@ -122,7 +129,7 @@ cat <<MSG
   node a: https://127.0.0.1:$HTTPS_PORT  admin http://127.0.0.1:$ADMIN_BASE
   node b: https://127.0.0.2:$HTTPS_PORT  admin http://127.0.0.1:$((ADMIN_BASE + 1))
   node c: https://127.0.0.3:$HTTPS_PORT  admin http://127.0.0.1:$((ADMIN_BASE + 2))
-Each node has its own admin token: $DIR/node-X/admin.token.
+The nodes share one admin token, $DIR/admin.token (copied into each state directory).
 Try:
   for h in 1 2 3; do curl -s --cacert $pki/ca.crt --resolve localhost:$HTTPS_PORT:127.0.0.\$h \\
       https://localhost:$HTTPS_PORT/hello | head -c 80; echo; done
@@ -131,10 +138,11 @@ Try:
   $BUILD/slbctl --admin http://127.0.0.1:$((ADMIN_BASE + 1)) --state-dir $DIR/node-b \\
       server set-weight web 127.0.0.1:${BACKEND_PORTS[1]} 0
   $BUILD/slbctl --admin http://127.0.0.1:$((ADMIN_BASE + 2)) --state-dir $DIR/node-c group show web
+  $BUILD/slbctl --admin http://127.0.0.1:$ADMIN_BASE --state-dir $DIR/node-a stats --cluster
   # what etcd holds (no private key in the clear):
   ETCDCTL_API=3 etcdctl --endpoints $endpoints get --prefix $PREFIX --keys-only
   # static stability: stop etcd (kill the etcd pids), traffic goes on, writes answer 503
   $BUILD/slbctl --admin http://127.0.0.1:$ADMIN_BASE --state-dir $DIR/node-a cluster export /tmp/slbd-export
 Ctrl-C stops the nodes, etcd and the backends.
 MSG
-wait "${pids[-1]}"
+wait "${node_pids[0]}"

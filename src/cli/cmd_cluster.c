@@ -22,9 +22,9 @@ static void node_row(const json_t *item, char (*cells)[SLB_CLI_CELL])
     json_t *seen = json_object_get(item, "last_seen");
     if (json_is_integer(seen)) {
         char rel[64];
-        slb_cli_relative_time((double)json_integer_value(seen) - (double)time(NULL), rel,
-                              sizeof(rel));
-        snprintf(cells[3], SLB_CLI_CELL, "%s", rel);
+        double ago = (double)json_integer_value(seen) - (double)time(NULL);
+        slb_cli_relative_time(ago < 0 ? ago : 0, rel, sizeof(rel));
+        snprintf(cells[3], SLB_CLI_CELL, "%s", ago > -1 ? "now" : rel);
     }
 }
 
