@@ -387,7 +387,7 @@ static void route(struct slb_ctl *ctl, const struct slb_admin_req *req,
 
 /* Conflicts with another node's write are validated again against the configuration it
  * stored and retried this many times before 409 conflict is the answer. */
-#define CLUSTER_CONFLICT_RETRIES 3
+#define CLUSTER_CONFLICT_RETRIES 5
 
 static bool is_conflict(const struct slb_admin_resp *resp)
 {
