@@ -43,6 +43,10 @@ struct slb_cluster {
      * refuses a new transfer from within its own callbacks). */
     struct slb_timer rewatch;
     int64_t rewatch_from;
+    /* Ticket key rotation: by the node holding <prefix>leader/tickets under its lease. */
+    bool leader;
+    bool electing;
+    int64_t leader_lease; /* the lease our leadership hangs on */
 };
 
 /* --- options --- */
@@ -203,6 +207,8 @@ static void apply_event(struct slb_cluster *c, const struct slb_etcd_event *ev, 
         node_update(c, key + 6, del ? NULL : ev->kv.value, ev->kv.value_len);
         return;
     }
+    if (strncmp(key, "leader/", 7) == 0)
+        return; /* elect() asks again each second */
     /* The revision served is that of the newest shared document applied (registrations,
      * which change every few seconds, do not count). */
     if (!c->need_resync && ev->kv.mod_revision > c->revision)
@@ -469,6 +475,53 @@ static void register_node(struct slb_cluster *c)
     free(text);
 }
 
+/* --- the ticket key leader --- */
+
+static void elected_cb(struct slb_etcd *e, const struct slb_etcd_resp *r, void *data)
+{
+    struct slb_cluster *c = data;
+    c->electing = false;
+    if (r->rc < 0)
+        return;
+    int64_t lease = c->keeper ? slb_etcd_keeper_id(c->keeper) : 0;
+    bool was = c->leader;
+    /* Created now, or ours from an earlier round under the same lease. */
+    c->leader = lease != 0 && (r->succeeded || (r->nkvs == 1 && r->kvs[0].lease == lease));
+    c->leader_lease = c->leader ? lease : 0;
+    if (c->leader && !was)
+        slb_info("cluster: this node rotates the session ticket keys of the cluster");
+}
+
+static void elect(struct slb_cluster *c)
+{
+    int64_t lease = c->keeper ? slb_etcd_keeper_id(c->keeper) : 0;
+    if (c->leader && lease != c->leader_lease) {
+        c->leader = false; /* the lease it hung on is gone */
+        slb_info("cluster: this node no longer rotates the session ticket keys");
+    }
+    if (!lease || c->electing || !c->connected)
+        return;
+    char key[256];
+    snprintf(key, sizeof(key), "%sleader/tickets", c->prefix);
+    struct slb_etcd_cmp cmp = {
+        .key = key, .target = SLB_ETCD_CREATE, .result = SLB_ETCD_EQUAL, .rev = 0};
+    struct slb_etcd_op put = {.kind = SLB_ETCD_OP_PUT,
+                              .key = key,
+                              .value = c->name,
+                              .value_len = strlen(c->name),
+                              .lease = lease};
+    struct slb_etcd_op get = {.kind = SLB_ETCD_OP_RANGE, .key = key};
+    struct slb_etcd_txn txn = {
+        .cmp = &cmp, .ncmp = 1, .success = &put, .nsuccess = 1, .failure = &get, .nfailure = 1};
+    if (slb_etcd_txn(c->etcd, &txn, elected_cb, c, NULL) == 0)
+        c->electing = true;
+}
+
+bool slb_cluster_rotates_tickets(const struct slb_cluster *c)
+{
+    return !c || c->leader;
+}
+
 static void keeper_cb(struct slb_etcd_keeper *k, enum slb_etcd_keeper_event ev, int64_t id,
                       const char *why, void *data)
 {
@@ -492,6 +545,7 @@ void slb_cluster_tick(struct slb_cluster *c)
     if (c->connected &&
         (c->registered_rev != c->revision || slb_wall_ms() - c->registered_ms >= NODE_REFRESH_MS))
         register_node(c);
+    elect(c);
 }
 
 /* --- life --- */
@@ -585,7 +639,7 @@ json_t *slb_cluster_status(struct slb_cluster *c)
     }
     if (!self)
         json_array_append_new(nodes, self_json(c, (int64_t)slb_wall_ms()));
-    return json_pack("{s:s, s:I, s:b, s:s, s:o}", "mode", "cluster", "revision",
-                     (json_int_t)c->revision, "connected", c->connected, "node", c->name, "nodes",
-                     nodes);
+    return json_pack("{s:s, s:I, s:b, s:s, s:b, s:o}", "mode", "cluster", "revision",
+                     (json_int_t)c->revision, "connected", c->connected, "node", c->name,
+                     "ticket_leader", c->leader, "nodes", nodes);
 }

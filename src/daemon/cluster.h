@@ -44,6 +44,10 @@ bool slb_cluster_connected(const struct slb_cluster *c);
 int64_t slb_cluster_revision(const struct slb_cluster *c);
 /* A write of this node was stored at revision rev (and is active). */
 void slb_cluster_wrote(struct slb_cluster *c, int64_t rev);
+/* Whether this node rotates the session ticket keys: true on a single node (c NULL); in a
+ * cluster only the leader, the node that created <prefix>leader/tickets under its lease. The
+ * others adopt the ring it stores, through the watch. */
+bool slb_cluster_rotates_tickets(const struct slb_cluster *c);
 /* GET /v1/cluster: {"revision", "connected", "node", "nodes": [...]}; owned. */
 json_t *slb_cluster_status(struct slb_cluster *c);
 

@@ -220,7 +220,8 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
     /* ACME orders write DIR/acme/ and answer challenges: the owner of the state only. */
     if (ctl->acme && owner)
         slb_acme_tick(ctl->acme);
-    if (owner && slb_ticket_ring_tick(&ctl->tickets, ctl->backend)) {
+    if (owner && slb_cluster_rotates_tickets(ctl->cluster) &&
+        slb_ticket_ring_tick(&ctl->tickets, ctl->backend)) {
         /* New ticket keys reach workers the way every change does: a new snapshot. */
         slb_tls_set_store(ctl->certs, ctl->tickets);
         struct slb_err err = {0};
