@@ -418,6 +418,9 @@ static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_
     int rc = slb_backend_put(s->b, key, text, len, SLB_REV_ANY, NULL);
     OPENSSL_cleanse(text, len);
     free(text);
+    if (rc == SLB_BACKEND_EUNAVAILABLE)
+        return slb_err_set(err, 503, "cluster_unavailable", name,
+                           "etcd cannot be reached: certificates cannot change now; retry later");
     if (rc < 0) {
         slb_backend_where(s->b, key, where, sizeof(where));
         return slb_err_set(err, 500, "storage_failed", name, "cannot write %s: %s", where,
@@ -433,6 +436,9 @@ static int store_remove(struct slb_certstore *s, const char *id, struct slb_err 
     snprintf(name, sizeof(name), "%s.json", id);
     cert_key(id, key, sizeof(key));
     int rc = slb_backend_del(s->b, key, SLB_REV_ANY);
+    if (rc == SLB_BACKEND_EUNAVAILABLE)
+        return slb_err_set(err, 503, "cluster_unavailable", name,
+                           "etcd cannot be reached: certificates cannot change now; retry later");
     if (rc < 0 && rc != -ENOENT) {
         slb_backend_where(s->b, key, where, sizeof(where));
         return slb_err_set(err, 500, "storage_failed", name, "cannot remove %s: %s", where,
@@ -896,6 +902,43 @@ int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err
 
 /* Thresholds, most severe last; expiry_warned is the index + 1 of the last one logged, so each
  * is logged once per version and a restart inside a window logs only the current one. */
+int slb_certstore_adopt(struct slb_certstore *s, const char *id, const char *data, size_t len,
+                        struct slb_err *err)
+{
+    struct cert_entry *e = find(s, id);
+    struct slb_cert *old = NULL;
+    int64_t created = 0;
+    if (e) {
+        old = e->cert;
+        created = e->created;
+        size_t at = (size_t)(e - s->v);
+        memmove(&s->v[at], &s->v[at + 1], (s->n - at - 1) * sizeof(*s->v));
+        s->n--;
+    }
+    if (!data) {
+        if (old)
+            slb_info("certificate %s (%s) deleted by another node", old->id, old->name);
+        slb_cert_unref(old);
+        return 0;
+    }
+    char path[4400], key[SLB_DOC_KEY_MAX];
+    cert_key(id, key, sizeof(key));
+    slb_backend_where(s->b, key, path, sizeof(path));
+    json_error_t jerr;
+    json_t *doc = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    int rc = doc && json_is_object(doc) ? load_doc(s, path, id, doc, err)
+                                        : load_fail(err, path, "invalid_json", "not a JSON object");
+    json_decref_secret(doc);
+    if (rc < 0) {
+        if (old && insert(s, old, created) == 0)
+            old = NULL;
+        slb_cert_unref(old);
+        return rc;
+    }
+    slb_cert_unref(old);
+    return 0;
+}
+
 static const struct {
     int64_t within;
     const char *text;

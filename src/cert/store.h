@@ -118,6 +118,12 @@ int slb_certstore_rename(struct slb_certstore *s, const char *id, const char *na
 /* Remove certificate id from memory and disk (the caller checks it is unused). */
 int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err *err);
 
+/* Take certificate id as another node of the cluster stored it: data (len bytes) is its
+ * document as in the store (NULL: it was deleted). Nothing is written. On an invalid document
+ * the previous version stays and err says why. */
+int slb_certstore_adopt(struct slb_certstore *s, const char *id, const char *data, size_t len,
+                        struct slb_err *err);
+
 /* Periodic work (expiry warnings at 30/7/1 days, CRL past next_update); called each second. */
 void slb_certstore_tick(struct slb_certstore *s);
 /* Number of CA certificates with a CRL past its next_update now (a metrics gauge). */

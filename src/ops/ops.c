@@ -7,8 +7,11 @@
 #include "ops/ops_int.h"
 
 #include "config/config.h"
+#include "config/state.h"
+#include "daemon/cluster.h"
 #include "daemon/control.h"
 #include "metrics/metrics.h"
+#include "state/backend.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -19,6 +22,45 @@ int slb_ops_writable(struct slb_ctl *ctl, struct slb_err *err)
     if (slb_ctl_handing_over(ctl))
         return slb_err_set(err, 503, "upgrading", "",
                            "slbd is handing over to a new process; retry in a moment");
+    return 0;
+}
+
+/* --- cluster mode --- */
+
+bool slb_ops_cluster(struct slb_ctl *ctl, bool *connected, long long *revision)
+{
+    if (!ctl->cluster)
+        return false;
+    *connected = slb_cluster_connected(ctl->cluster);
+    *revision = (long long)slb_cluster_revision(ctl->cluster);
+    return true;
+}
+
+json_t *slb_ops_cluster_status(struct slb_ctl *ctl)
+{
+    return ctl->cluster ? slb_cluster_status(ctl->cluster) : NULL;
+}
+
+int slb_ops_cluster_refresh(struct slb_ctl *ctl, struct slb_err *err)
+{
+    json_t *doc = NULL;
+    uint64_t rev = 0;
+    if (slb_state_config_load(ctl->backend, &doc, &rev, err) < 0)
+        return SLB_EINVAL;
+    if (!slb_backend_etcd_online(ctl->backend)) {
+        json_decref(doc);
+        return slb_err_set(err, 503, "cluster_unavailable", "",
+                           "etcd cannot be reached: the cluster's state cannot change now; retry "
+                           "later");
+    }
+    if (rev == ctl->config_rev) {
+        json_decref(doc);
+        return 0;
+    }
+    if (slb_ctl_apply(ctl, doc, false, err) < 0)
+        return SLB_EINVAL;
+    ctl->config_rev = rev;
+    slb_cluster_wrote(ctl->cluster, (int64_t)rev);
     return 0;
 }
 
@@ -93,6 +135,7 @@ void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v)
     v->certs = ctl->certs;
     v->ocsp = ctl->ocsp;
     v->acme = ctl->acme;
+    v->clustered = slb_ops_cluster(ctl, &v->cluster_connected, &v->cluster_revision);
 }
 
 json_t *slb_ops_find_named(const json_t *arr, const char *name, size_t *idx)

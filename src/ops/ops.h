@@ -64,6 +64,17 @@ unsigned long long slb_ops_generation(struct slb_ctl *ctl);
 struct slb_metrics_view;
 void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v);
 
+/* --- cluster mode (daemon/cluster.h) --- */
+
+/* False on a single node; else whether etcd is reachable and the revision this node serves. */
+bool slb_ops_cluster(struct slb_ctl *ctl, bool *connected, long long *revision);
+/* GET /v1/cluster's answer (owned), or NULL on a single node. */
+json_t *slb_ops_cluster_status(struct slb_ctl *ctl);
+/* After a 409 conflict (another node changed the configuration since this node applied it):
+ * read the configuration from etcd again and serve it, so the change can be validated again
+ * against it. 0 or err (503 cluster_unavailable). */
+int slb_ops_cluster_refresh(struct slb_ctl *ctl, struct slb_err *err);
+
 /* --- listeners and groups: named members of the document's "listeners" and "groups" --- */
 
 enum slb_ops_kind { SLB_OPS_LISTENER = 0, SLB_OPS_GROUP = 1 };
