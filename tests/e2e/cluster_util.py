@@ -361,13 +361,20 @@ class ClusterHarness:
     """An etcd cluster plus slbd nodes sharing one cluster key and prefix. node(i) is
     started on 127.0.0.(i+1)."""
 
-    def __init__(self, workdir, etcd_members=3, tls=False, prefix=None, shared_token=False):
+    _count = 0
+
+    def __init__(self, workdir, etcd_members=3, tls=False, prefix=None, shared_token=False,
+                 etcd=None):
         self.workdir = Path(workdir)
+        ClusterHarness._count += 1
         # One admin token for every node (written into each state directory before its first
         # start), as `slbctl stats --cluster` needs; else each node creates its own.
         self.shared_token = os.urandom(32).hex() if shared_token else None
-        self.etcd = EtcdCluster(workdir, etcd_members, tls=tls)
-        self.prefix = prefix or f"/slbd-test-{os.getpid()}/"
+        # An etcd cluster of the module that other tests use too (under other prefixes), or
+        # one of our own, which the test may kill and which goes with us.
+        self.own_etcd = etcd is None
+        self.etcd = etcd or EtcdCluster(workdir, etcd_members, tls=tls)
+        self.prefix = prefix or f"/slbd-test-{os.getpid()}-{ClusterHarness._count}/"
         self.key_file = self.workdir / "cluster.key"
         self.key_file.write_bytes(os.urandom(32))
         os.chmod(self.key_file, 0o600)
@@ -423,21 +430,41 @@ class ClusterHarness:
                 n.teardown()
             except AssertionError as e:
                 errors.append(str(e))
-        self.etcd.teardown()
+        if self.own_etcd:
+            self.etcd.teardown()
         return errors
 
 
+@pytest.fixture(scope="module")
+def shared_etcd(tmp_path_factory):
+    """A 3-member etcd cluster for the tests of a module that leave etcd alone: each test's
+    nodes use a prefix of their own, and starting etcd once saves seconds per test."""
+    if not (ETCD and ETCDCTL):
+        pytest.skip("etcd is not installed")
+    e = EtcdCluster(tmp_path_factory.mktemp("etcd-shared"))
+    try:
+        yield e.start()
+    finally:
+        e.teardown()
+
+
 @pytest.fixture
-def cluster_factory(workdir):
-    """cluster_factory(nodes=3, tls=False, etcd_members=3, start=True, shared_token=False): an
-    etcd cluster and
-    that many slbd nodes (node a on 127.0.0.1, b on 127.0.0.2, ...). Torn down after the test
-    with the nodes' post-test checks."""
+def cluster_factory(workdir, request):
+    """cluster_factory(nodes=3, tls=False, etcd_members=3, start=True, shared_token=False,
+    own_etcd=False): etcd and that many slbd nodes (node a on 127.0.0.1, b on 127.0.0.2,
+    ...). The etcd is the module's shared one unless the test asks for its own (own_etcd, tls
+    or another member count): a test that kills or stops etcd members must. Torn down after
+    the test with the nodes' post-test checks."""
     made = []
 
-    def make(nodes=3, tls=False, etcd_members=3, start=True, shared_token=False):
+    def make(nodes=3, tls=False, etcd_members=3, start=True, shared_token=False,
+             own_etcd=False):
+        etcd = None
+        if not (own_etcd or tls or etcd_members != 3):
+            etcd = request.getfixturevalue("shared_etcd")
+            etcd.start_all()  # a no-op when all are up; waits until they are healthy
         c = ClusterHarness(workdir, etcd_members=etcd_members, tls=tls,
-                           shared_token=shared_token)
+                           shared_token=shared_token, etcd=etcd)
         made.append(c)
         if start:
             c.start(nodes)
@@ -453,5 +480,5 @@ def cluster_factory(workdir):
 
 @pytest.fixture
 def cluster(cluster_factory):
-    """3 etcd members and 3 slbd nodes, plain HTTP to etcd."""
+    """3 slbd nodes on the module's shared 3-member etcd, plain HTTP to etcd."""
     return cluster_factory()

@@ -19,7 +19,7 @@ import time
 import pytest
 
 import slbd_harness as h
-from cluster_util import cluster, cluster_factory, needs_etcd  # noqa: F401
+from cluster_util import cluster, cluster_factory, needs_etcd, shared_etcd  # noqa: F401
 from http_util import hx  # noqa: F401
 from pki import pki, tls_block, upload_server  # noqa: F401
 
@@ -193,7 +193,8 @@ def test_ticket_from_a_resumes_on_c(cluster, hx, pki, version):
 # --------------------------------------------------------------------------------------------
 
 
-def test_one_etcd_member_killed(cluster, hx, pki):
+def test_one_etcd_member_killed(cluster_factory, hx, pki):
+    cluster = cluster_factory(own_etcd=True)
     a, b, c = cluster.nodes
     cluster.allow_etcd_trouble()
     port, _, _ = https_site(a, hx, pki)
@@ -212,7 +213,8 @@ def test_one_etcd_member_killed(cluster, hx, pki):
         assert serves(host, port, ctx), host
 
 
-def test_all_etcd_stopped_nodes_serve_writes_refused_then_converge(cluster, hx, pki):
+def test_all_etcd_stopped_nodes_serve_writes_refused_then_converge(cluster_factory, hx, pki):
+    cluster = cluster_factory(own_etcd=True)
     a, b, c = cluster.nodes
     cluster.allow_etcd_trouble()
     port, _, be = https_site(a, hx, pki)
@@ -326,7 +328,7 @@ def test_compaction_forces_a_resync(cluster_factory):
     """Node c talks to etcd member 2 only; while that member is down, a and b keep writing
     (quorum holds) and etcd is compacted past what c has seen. When the member returns, c's
     watch cannot resume: it must read everything again, deletions included."""
-    cl = cluster_factory(start=False)
+    cl = cluster_factory(start=False, own_etcd=True)
     cl.etcd.start()
     a, b = cl.add_node(), cl.add_node()
     ms = cl.etcd.members
