@@ -350,6 +350,8 @@ def test_compaction_forces_a_resync(cluster_factory):
     cl.etcd.wait_healthy()
     doc = cl.converged(timeout=30)
     assert {g["name"] for g in doc["groups"]} == {f"new{i}" for i in range(5)}
+    # It got there by the resync, not by a watch that could resume.
+    assert "compacted" in c.log_text(), h._tail(c.log_text())
 
 
 # --------------------------------------------------------------------------------------------
