@@ -382,6 +382,21 @@ def test_etcd_holds_no_private_key(cluster, hx, pki):
                     assert os.stat(p).st_mode & 0o077 == 0, p
 
 
+def test_node_with_another_cluster_key_refuses_to_start(cluster, hx, pki):
+    a, b, c = cluster.nodes
+    upload_server(a, pki, "server")
+    cluster.converged()
+    cluster.key_file = cluster.workdir / "other-cluster.key"
+    cluster.key_file.write_bytes(os.urandom(32))
+    os.chmod(cluster.key_file, 0o600)
+    d = cluster.add_node(start=False, name="noded")
+    cluster.nodes.remove(d)  # never started: nothing to check after the test
+    rc, out = d.run_once(*cluster.node_args(d))
+    assert rc == 1, out
+    assert "cannot be opened with the cluster key" in out, out
+    assert "PRIVATE KEY" not in out
+
+
 def test_etcd_with_tls_client_auth(cluster_factory, hx, pki):
     cl = cluster_factory(nodes=2, tls=True)
     a, b = cl.nodes
