@@ -188,6 +188,20 @@ def test_ticket_from_a_resumes_on_c(cluster, hx, pki, version):
     assert reused, "node b did not resume a session whose ticket node a issued"
 
 
+def test_ticket_leader_death_hands_rotation_over(cluster):
+    """Exactly one node rotates the shared ticket keys; when it dies (kill -9: its lease is
+    not revoked, it expires), another takes over."""
+    def leaders():
+        return [n for n in cluster.nodes
+                if n.running() and n.cluster().get("ticket_leader") is True]
+    first = h.wait_until(lambda: leaders() if len(leaders()) == 1 else False, 10,
+                         "one ticket leader")[0]
+    first.kill9()
+    new = h.wait_until(lambda: leaders() if len(leaders()) == 1 else False, 25,
+                       "another node to become the ticket leader")[0]
+    assert new is not first
+
+
 # --------------------------------------------------------------------------------------------
 # etcd failures
 # --------------------------------------------------------------------------------------------
