@@ -353,6 +353,11 @@ def test_compaction_forces_a_resync(cluster_factory):
     a.add_group("old", [], health_check=NOHC)
     cl.converged()
     ms[2].kill()
+    # Cut off from etcd, c serves what it has and refuses changes.
+    h.wait_until(lambda: not etcd_reachable(c.cluster()), 10, "node c to lose etcd")
+    r = c.api.request("POST", "/v1/groups", {"name": "fromc", "servers": [],
+                                             "health_check": NOHC})
+    assert r.status == 503 and r.error_code() == "cluster_unavailable", r
     for i in range(5):
         r = retry_write(lambda: a.api.request("POST", "/v1/groups", {
             "name": f"new{i}", "servers": [], "health_check": NOHC}), what="a write")
@@ -507,3 +512,11 @@ def test_slbctl_stats_cluster_adds_up_the_nodes(cluster_factory, hx, pki):
     assert g["servers"][0]["requests"] == web["requests"]["total"]
     rc, out, err = slbctl(c, "stats", "--cluster")
     assert rc == 0 and "web" in out, (out, err)
+    # A registered node that does not answer is named and left out (its lease still runs).
+    c.kill9()
+    rc, out, err = slbctl(a, "--json", "stats", "--cluster")
+    assert rc == 0, err
+    js = json.loads(out)
+    assert "nodec" in err, err
+    assert {n["name"]: n["ok"] for n in js["nodes"]} == {"nodea": True, "nodeb": True,
+                                                         "nodec": False}
