@@ -79,7 +79,8 @@ def main():
                 errors.append(f"change {i}: PATCH answered {st}")
                 continue
             deadline = t_ans + 10
-            ts = [threading.Thread(target=poll_until, args=(n, path, weight, deadline, seen, n.name))
+            ts = [threading.Thread(target=poll_until,
+                                   args=(n, path, weight, deadline, seen, n.name))
                   for n in (b, c)]
             for t in ts:
                 t.start()

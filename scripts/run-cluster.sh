@@ -74,7 +74,8 @@ for i in 0 1 2; do
     c=$((ETCD_BASE + 10 * i)) p=$((ETCD_BASE + 10 * i + 1))
     etcd --name "e$i" --data-dir "$DIR/etcd$i" \
         --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
-        --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+        --listen-peer-urls "http://127.0.0.1:$p" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$p" \
         --initial-cluster "$initial" --initial-cluster-state new \
         --initial-cluster-token "slbd-demo-$$" > "$DIR/etcd$i.log" 2>&1 9<&- &
     pids+=($!)
@@ -142,7 +143,8 @@ Try:
   # what etcd holds (no private key in the clear):
   ETCDCTL_API=3 etcdctl --endpoints $endpoints get --prefix $PREFIX --keys-only
   # static stability: stop etcd (kill the etcd pids), traffic goes on, writes answer 503
-  $BUILD/slbctl --admin http://127.0.0.1:$ADMIN_BASE --state-dir $DIR/node-a cluster export /tmp/slbd-export
+  $BUILD/slbctl --admin http://127.0.0.1:$ADMIN_BASE --state-dir $DIR/node-a \
+      cluster export /tmp/slbd-export
 Ctrl-C stops the nodes, etcd and the backends.
 MSG
 wait "${node_pids[0]}"
