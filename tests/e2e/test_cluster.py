@@ -244,6 +244,11 @@ def test_all_etcd_stopped_nodes_serve_writes_refused_then_converge(cluster_facto
         assert r.status == 503 and r.error_code() == "cluster_unavailable", (node.name, r)
         h.wait_until(lambda: not etcd_reachable(node.cluster()), 10,
                      f"GET /v1/cluster on {node.name} to say etcd is unreachable")
+        # /healthz stays 200 (the node serves) and says so; so does /metrics.
+        r = node.api.request("GET", "/healthz", token=None)
+        assert r.status == 200 and r.json["cluster"]["connected"] is False, r
+        r = node.api.request("GET", "/metrics")
+        assert h.parse_metrics(r.text)["slbd_cluster_connected"] == 0, r.text[:300]
     # A node restarted while etcd is away starts from its cache and serves.
     c.kill9()
     c.start()
