@@ -639,6 +639,19 @@ json_t *slb_cluster_status(struct slb_cluster *c)
     }
     if (!self)
         json_array_append_new(nodes, self_json(c, (int64_t)slb_wall_ms()));
+    /* By name (a few nodes: insertion sort). */
+    for (size_t i = 1; i < json_array_size(nodes); i++) {
+        for (size_t j = i; j > 0; j--) {
+            json_t *a = json_array_get(nodes, j - 1), *b = json_array_get(nodes, j);
+            const char *na = json_string_value(json_object_get(a, "name"));
+            const char *nb = json_string_value(json_object_get(b, "name"));
+            if (!na || !nb || strcmp(na, nb) <= 0)
+                break;
+            json_incref(a);
+            json_array_set(nodes, j - 1, b);
+            json_array_set_new(nodes, j, a);
+        }
+    }
     return json_pack("{s:s, s:I, s:b, s:s, s:b, s:o}", "mode", "cluster", "revision",
                      (json_int_t)c->revision, "connected", c->connected, "node", c->name,
                      "ticket_leader", c->leader, "nodes", nodes);

@@ -36,6 +36,12 @@ bool slb_ops_cluster(struct slb_ctl *ctl, bool *connected, long long *revision)
     return true;
 }
 
+void slb_ops_cluster_wrote(struct slb_ctl *ctl)
+{
+    if (ctl->cluster)
+        slb_cluster_wrote(ctl->cluster, slb_backend_etcd_last_write(ctl->backend));
+}
+
 json_t *slb_ops_cluster_status(struct slb_ctl *ctl)
 {
     return ctl->cluster ? slb_cluster_status(ctl->cluster) : NULL;
