@@ -22,6 +22,7 @@
 
 #define NODE_LEASE_TTL_S 10
 #define NODE_REFRESH_MS 5000u
+#define WATCH_IDLE_MS (3 * NODE_REFRESH_MS)
 #define MAX_ENDPOINTS 16
 
 struct slb_cluster {
@@ -569,8 +570,10 @@ struct slb_cluster *slb_cluster_start(struct slb_ctl *ctl, const struct slb_clus
     snprintf(c->admin, sizeof(c->admin), "%s", admin_addr ? admin_addr : "");
     struct slb_etcd_opts eo;
     etcd_opts(o, &ep, &eo);
-    /* A watch silent for longer than etcd's progress notifications is taken as lost. */
-    eo.watch_idle_timeout_ms = 0;
+    /* This node's own registration is put every NODE_REFRESH_MS and comes back through the
+     * watch: a stream silent for much longer hangs on a member that stopped answering without
+     * closing it (etcd's own progress notifications come only every 10 minutes). */
+    eo.watch_idle_timeout_ms = WATCH_IDLE_MS;
     c->etcd = slb_etcd_new(&ctl->loop, &ctl->httpc, &eo, err);
     if (!c->etcd) {
         slb_cluster_free(c, false);
