@@ -369,6 +369,50 @@ static int count_logged(struct slb_certstore *s, int ticks, const char *needle)
     return n;
 }
 
+/* Cluster mode: a certificate another node stored is taken from its document as is (nothing
+ * written here); an invalid one leaves the previous version; NULL deletes it. */
+static void test_adopt(void **unused)
+{
+    char dir1[256], dir2[256], path[512];
+    struct slb_err err = {0};
+    new_state(dir1, sizeof(dir1));
+    new_state(dir2, sizeof(dir2));
+    struct slb_certstore *a = open_store(dir1);
+    json_t *b = server_body("web", pki("server-full.pem"), pki("server.key"));
+    json_object_set_new(b, "id", json_string("web"));
+    struct slb_cert *c = expect_create_ok(a, b);
+    char fp[65];
+    snprintf(fp, sizeof(fp), "%s", c->fingerprint);
+    char *file = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof(path), "%s/certs/web.json", dir1);
+    assert_int_equal(slb_fs_read_all(path, 1 << 20, &file, &len), 0);
+
+    struct slb_certstore *other = open_store(dir2);
+    assert_int_equal(slb_certstore_adopt(other, "web", file, len, &err), 0);
+    c = slb_certstore_get(other, "web");
+    assert_non_null(c);
+    assert_string_equal(c->fingerprint, fp);
+    assert_string_equal(c->name, "web");
+    snprintf(path, sizeof(path), "%s/certs/web.json", dir2);
+    assert_int_equal(access(path, F_OK), -1);
+    /* Adopting it again (a resync) replaces it by an equal one. */
+    assert_int_equal(slb_certstore_adopt(other, "web", file, len, &err), 0);
+    assert_int_equal(slb_certstore_count(other), 1);
+    /* A broken document is refused and the previous version stays. */
+    assert_int_not_equal(slb_certstore_adopt(other, "web", "{\"id\":\"web\"}", 12, &err), 0);
+    assert_non_null(slb_certstore_get(other, "web"));
+    assert_int_not_equal(slb_certstore_adopt(other, "web", "not json", 8, &err), 0);
+    assert_non_null(slb_certstore_get(other, "web"));
+    /* Deleted by another node. */
+    assert_int_equal(slb_certstore_adopt(other, "web", NULL, 0, &err), 0);
+    assert_null(slb_certstore_get(other, "web"));
+    assert_int_equal(slb_certstore_count(other), 0);
+    free(file);
+    slb_certstore_free(other);
+    slb_certstore_free(a);
+}
+
 static void test_tick_warnings(void **unused)
 {
     char dir[256], code[48];
@@ -403,9 +447,13 @@ static void test_tick_warnings(void **unused)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_persist_reopen),      cmocka_unit_test(test_replace_and_delete),
-        cmocka_unit_test(test_corrupt_files),       cmocka_unit_test(test_crl),
-        cmocka_unit_test(test_crl_of_intermediate), cmocka_unit_test(test_tick_warnings),
+        cmocka_unit_test(test_persist_reopen),
+        cmocka_unit_test(test_replace_and_delete),
+        cmocka_unit_test(test_corrupt_files),
+        cmocka_unit_test(test_crl),
+        cmocka_unit_test(test_crl_of_intermediate),
+        cmocka_unit_test(test_tick_warnings),
+        cmocka_unit_test(test_adopt),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
