@@ -235,10 +235,13 @@ static void apply_event(struct slb_cluster *c, const struct slb_etcd_event *ev, 
     } else if (strncmp(key, SLB_DOC_CERTS, strlen(SLB_DOC_CERTS)) == 0) {
         const char *id = key + strlen(SLB_DOC_CERTS);
         struct slb_err err = {0};
-        if (slb_certstore_adopt(ctl->certs, id, data, len, &err) < 0) {
+        /* Taken already by a refresh after a conflict. */
+        bool have = !del && slb_certstore_rev(ctl->certs, id) == (uint64_t)ev->kv.mod_revision;
+        if (!have && slb_certstore_adopt(ctl->certs, id, data, len, (uint64_t)ev->kv.mod_revision,
+                                         &err) < 0) {
             slb_error("cluster: certificate %s at revision %lld refused: %s", id,
                       (long long)ev->kv.mod_revision, err.msg);
-        } else {
+        } else if (!have) {
             slb_backend_etcd_cache(ctl->backend, key, data, len);
             *rebuild = true;
         }
@@ -283,6 +286,47 @@ static int collect_node(const char *key, void *arg)
     return 0;
 }
 
+/* Every certificate etcd holds, taken when its revision differs from the one held; *ids
+ * receives their ids. Those no longer in etcd are dropped by certs_drop, once a configuration
+ * that does not use them is active. 0, or SLB_BACKEND_EUNAVAILABLE. */
+static int certs_take(struct slb_cluster *c, struct cert_ids *ids, const char *why)
+{
+    struct slb_ctl *ctl = c->ctl;
+    struct slb_backend *b = ctl->backend;
+    struct slb_err err = {0};
+    int rc = slb_backend_list(b, SLB_DOC_CERTS, collect_id, ids);
+    for (size_t i = 0; rc == 0 && i < ids->n; i++) {
+        char key[SLB_DOC_KEY_MAX];
+        snprintf(key, sizeof(key), "%s%s", SLB_DOC_CERTS, ids->v[i]);
+        struct slb_doc d;
+        if (slb_backend_get(b, key, 1u << 20, &d, &err) == 0) {
+            if (d.rev != slb_certstore_rev(ctl->certs, ids->v[i]) &&
+                slb_certstore_adopt(ctl->certs, ids->v[i], d.data, d.len, d.rev, &err) < 0)
+                slb_error("cluster: %s: certificate %s refused: %s", why, ids->v[i], err.msg);
+            slb_doc_clear(&d);
+        }
+    }
+    return slb_backend_etcd_online(b) ? rc : SLB_BACKEND_EUNAVAILABLE;
+}
+
+static void certs_drop(struct slb_cluster *c, const struct cert_ids *ids)
+{
+    struct slb_ctl *ctl = c->ctl;
+    struct slb_err err = {0};
+    for (size_t i = slb_certstore_count(ctl->certs); i-- > 0;) {
+        const char *id = slb_certstore_at(ctl->certs, i)->id;
+        bool keep = false;
+        for (size_t j = 0; j < ids->n && !keep; j++)
+            keep = strcmp(ids->v[j], id) == 0;
+        if (!keep) {
+            char key[SLB_DOC_KEY_MAX];
+            snprintf(key, sizeof(key), "%s%s", SLB_DOC_CERTS, id);
+            slb_backend_etcd_cache(ctl->backend, key, NULL, 0);
+            slb_certstore_adopt(ctl->certs, id, NULL, 0, 0, &err);
+        }
+    }
+}
+
 /* Read the whole prefix again and serve it; 0 with *rev the revision to watch from + 1. */
 static int resync(struct slb_cluster *c, int64_t *rev)
 {
@@ -303,18 +347,7 @@ static int resync(struct slb_cluster *c, int64_t *rev)
     /* Whatever changes after this revision comes again through the watch. */
     *rev = slb_backend_etcd_revision(b);
     struct cert_ids ids = {0};
-    rc = slb_backend_list(b, SLB_DOC_CERTS, collect_id, &ids);
-    for (size_t i = 0; rc == 0 && i < ids.n; i++) {
-        char key[SLB_DOC_KEY_MAX];
-        snprintf(key, sizeof(key), "%s%s", SLB_DOC_CERTS, ids.v[i]);
-        struct slb_doc d;
-        if (slb_backend_get(b, key, 1u << 20, &d, &err) == 0) {
-            if (slb_certstore_adopt(ctl->certs, ids.v[i], d.data, d.len, &err) < 0)
-                slb_error("cluster: resync: certificate %s refused: %s", ids.v[i], err.msg);
-            slb_doc_clear(&d);
-        }
-    }
-    if (!slb_backend_etcd_online(b)) {
+    if (certs_take(c, &ids, "resync") < 0) {
         free(ids.v);
         json_decref(doc);
         return SLB_BACKEND_EUNAVAILABLE;
@@ -327,23 +360,43 @@ static int resync(struct slb_cluster *c, int64_t *rev)
                   err.msg);
     else
         ctl->config_rev = crev;
-    /* Certificates gone from etcd (unused now that its configuration is active). */
-    for (size_t i = slb_certstore_count(ctl->certs); i-- > 0;) {
-        const char *id = slb_certstore_at(ctl->certs, i)->id;
-        bool keep = false;
-        for (size_t j = 0; j < ids.n && !keep; j++)
-            keep = strcmp(ids.v[j], id) == 0;
-        if (!keep) {
-            char key[SLB_DOC_KEY_MAX];
-            snprintf(key, sizeof(key), "%s%s", SLB_DOC_CERTS, id);
-            slb_backend_etcd_cache(b, key, NULL, 0);
-            slb_certstore_adopt(ctl->certs, id, NULL, 0, &err);
-        }
-    }
+    certs_drop(c, &ids);
     free(ids.v);
     apply_current(ctl, "resync");
     slb_info("cluster: resynchronized with etcd at revision %lld", (long long)*rev);
     return 0;
+}
+
+int slb_cluster_refresh(struct slb_cluster *c, struct slb_err *err)
+{
+    struct slb_ctl *ctl = c->ctl;
+    json_t *doc = NULL;
+    uint64_t crev = 0;
+    struct cert_ids ids = {0};
+    if (slb_state_config_load(ctl->backend, &doc, &crev, err) < 0)
+        return SLB_EINVAL;
+    if (!slb_backend_etcd_online(ctl->backend) || certs_take(c, &ids, "refresh") < 0) {
+        json_decref(doc);
+        free(ids.v);
+        return slb_err_set(err, 503, "cluster_unavailable", "",
+                           "etcd cannot be reached: the cluster's state cannot change now; retry "
+                           "later");
+    }
+    int rc = 0;
+    if (crev != ctl->config_rev) {
+        if ((rc = slb_ctl_apply(ctl, doc, false, err)) == 0) {
+            ctl->config_rev = crev;
+            slb_cluster_wrote(c, (int64_t)crev);
+        }
+    } else {
+        json_decref(doc);
+        rc = apply_current(ctl, "refresh"); /* certificates may have changed */
+        if (rc < 0)
+            slb_err_set(err, 500, "internal", "", "cannot rebuild the configuration");
+    }
+    certs_drop(c, &ids);
+    free(ids.v);
+    return rc;
 }
 
 /* --- the watch --- */
