@@ -640,6 +640,8 @@ struct slb_cluster *slb_cluster_start(struct slb_ctl *ctl, const struct slb_clus
         slb_backend_etcd_set_offline(ctl->backend, true);
         watch_from(c, 0);
     } else {
+        /* The nodes registered before us, then every change after the start's load. */
+        slb_backend_list(ctl->backend, "nodes/", collect_node, c);
         watch_from(c, revision + 1);
     }
     if (slb_etcd_keeper_start(c->etcd, &ctl->loop, NODE_LEASE_TTL_S, keeper_cb, c, &c->keeper) < 0)
