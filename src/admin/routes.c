@@ -421,6 +421,8 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         *resp = start;
         route(ctl, req, resp);
     }
+    if (resp->status < 300 && !slb_admin_method_is(req, "GET") && !slb_admin_method_is(req, "HEAD"))
+        slb_ops_cluster_wrote(ctl); /* certificates' writes included */
     slb_ops_cluster(ctl, &connected, &rev);
     snprintf(resp->revision, sizeof(resp->revision), "%lld", rev);
 }

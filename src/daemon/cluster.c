@@ -22,6 +22,7 @@
 
 #define NODE_LEASE_TTL_S 10
 #define NODE_REFRESH_MS 5000u
+#define WATCH_IDLE_MS (3 * NODE_REFRESH_MS)
 #define MAX_ENDPOINTS 16
 
 struct slb_cluster {
@@ -234,10 +235,13 @@ static void apply_event(struct slb_cluster *c, const struct slb_etcd_event *ev, 
     } else if (strncmp(key, SLB_DOC_CERTS, strlen(SLB_DOC_CERTS)) == 0) {
         const char *id = key + strlen(SLB_DOC_CERTS);
         struct slb_err err = {0};
-        if (slb_certstore_adopt(ctl->certs, id, data, len, &err) < 0) {
+        /* Taken already by a refresh after a conflict. */
+        bool have = !del && slb_certstore_rev(ctl->certs, id) == (uint64_t)ev->kv.mod_revision;
+        if (!have && slb_certstore_adopt(ctl->certs, id, data, len, (uint64_t)ev->kv.mod_revision,
+                                         &err) < 0) {
             slb_error("cluster: certificate %s at revision %lld refused: %s", id,
                       (long long)ev->kv.mod_revision, err.msg);
-        } else {
+        } else if (!have) {
             slb_backend_etcd_cache(ctl->backend, key, data, len);
             *rebuild = true;
         }
@@ -282,6 +286,47 @@ static int collect_node(const char *key, void *arg)
     return 0;
 }
 
+/* Every certificate etcd holds, taken when its revision differs from the one held; *ids
+ * receives their ids. Those no longer in etcd are dropped by certs_drop, once a configuration
+ * that does not use them is active. 0, or SLB_BACKEND_EUNAVAILABLE. */
+static int certs_take(struct slb_cluster *c, struct cert_ids *ids, const char *why)
+{
+    struct slb_ctl *ctl = c->ctl;
+    struct slb_backend *b = ctl->backend;
+    struct slb_err err = {0};
+    int rc = slb_backend_list(b, SLB_DOC_CERTS, collect_id, ids);
+    for (size_t i = 0; rc == 0 && i < ids->n; i++) {
+        char key[SLB_DOC_KEY_MAX];
+        snprintf(key, sizeof(key), "%s%s", SLB_DOC_CERTS, ids->v[i]);
+        struct slb_doc d;
+        if (slb_backend_get(b, key, 1u << 20, &d, &err) == 0) {
+            if (d.rev != slb_certstore_rev(ctl->certs, ids->v[i]) &&
+                slb_certstore_adopt(ctl->certs, ids->v[i], d.data, d.len, d.rev, &err) < 0)
+                slb_error("cluster: %s: certificate %s refused: %s", why, ids->v[i], err.msg);
+            slb_doc_clear(&d);
+        }
+    }
+    return slb_backend_etcd_online(b) ? rc : SLB_BACKEND_EUNAVAILABLE;
+}
+
+static void certs_drop(struct slb_cluster *c, const struct cert_ids *ids)
+{
+    struct slb_ctl *ctl = c->ctl;
+    struct slb_err err = {0};
+    for (size_t i = slb_certstore_count(ctl->certs); i-- > 0;) {
+        const char *id = slb_certstore_at(ctl->certs, i)->id;
+        bool keep = false;
+        for (size_t j = 0; j < ids->n && !keep; j++)
+            keep = strcmp(ids->v[j], id) == 0;
+        if (!keep) {
+            char key[SLB_DOC_KEY_MAX];
+            snprintf(key, sizeof(key), "%s%s", SLB_DOC_CERTS, id);
+            slb_backend_etcd_cache(ctl->backend, key, NULL, 0);
+            slb_certstore_adopt(ctl->certs, id, NULL, 0, 0, &err);
+        }
+    }
+}
+
 /* Read the whole prefix again and serve it; 0 with *rev the revision to watch from + 1. */
 static int resync(struct slb_cluster *c, int64_t *rev)
 {
@@ -302,18 +347,7 @@ static int resync(struct slb_cluster *c, int64_t *rev)
     /* Whatever changes after this revision comes again through the watch. */
     *rev = slb_backend_etcd_revision(b);
     struct cert_ids ids = {0};
-    rc = slb_backend_list(b, SLB_DOC_CERTS, collect_id, &ids);
-    for (size_t i = 0; rc == 0 && i < ids.n; i++) {
-        char key[SLB_DOC_KEY_MAX];
-        snprintf(key, sizeof(key), "%s%s", SLB_DOC_CERTS, ids.v[i]);
-        struct slb_doc d;
-        if (slb_backend_get(b, key, 1u << 20, &d, &err) == 0) {
-            if (slb_certstore_adopt(ctl->certs, ids.v[i], d.data, d.len, &err) < 0)
-                slb_error("cluster: resync: certificate %s refused: %s", ids.v[i], err.msg);
-            slb_doc_clear(&d);
-        }
-    }
-    if (!slb_backend_etcd_online(b)) {
+    if (certs_take(c, &ids, "resync") < 0) {
         free(ids.v);
         json_decref(doc);
         return SLB_BACKEND_EUNAVAILABLE;
@@ -326,23 +360,43 @@ static int resync(struct slb_cluster *c, int64_t *rev)
                   err.msg);
     else
         ctl->config_rev = crev;
-    /* Certificates gone from etcd (unused now that its configuration is active). */
-    for (size_t i = slb_certstore_count(ctl->certs); i-- > 0;) {
-        const char *id = slb_certstore_at(ctl->certs, i)->id;
-        bool keep = false;
-        for (size_t j = 0; j < ids.n && !keep; j++)
-            keep = strcmp(ids.v[j], id) == 0;
-        if (!keep) {
-            char key[SLB_DOC_KEY_MAX];
-            snprintf(key, sizeof(key), "%s%s", SLB_DOC_CERTS, id);
-            slb_backend_etcd_cache(b, key, NULL, 0);
-            slb_certstore_adopt(ctl->certs, id, NULL, 0, &err);
-        }
-    }
+    certs_drop(c, &ids);
     free(ids.v);
     apply_current(ctl, "resync");
     slb_info("cluster: resynchronized with etcd at revision %lld", (long long)*rev);
     return 0;
+}
+
+int slb_cluster_refresh(struct slb_cluster *c, struct slb_err *err)
+{
+    struct slb_ctl *ctl = c->ctl;
+    json_t *doc = NULL;
+    uint64_t crev = 0;
+    struct cert_ids ids = {0};
+    if (slb_state_config_load(ctl->backend, &doc, &crev, err) < 0)
+        return SLB_EINVAL;
+    if (!slb_backend_etcd_online(ctl->backend) || certs_take(c, &ids, "refresh") < 0) {
+        json_decref(doc);
+        free(ids.v);
+        return slb_err_set(err, 503, "cluster_unavailable", "",
+                           "etcd cannot be reached: the cluster's state cannot change now; retry "
+                           "later");
+    }
+    int rc = 0;
+    if (crev != ctl->config_rev) {
+        if ((rc = slb_ctl_apply(ctl, doc, false, err)) == 0) {
+            ctl->config_rev = crev;
+            slb_cluster_wrote(c, (int64_t)crev);
+        }
+    } else {
+        json_decref(doc);
+        rc = apply_current(ctl, "refresh"); /* certificates may have changed */
+        if (rc < 0)
+            slb_err_set(err, 500, "internal", "", "cannot rebuild the configuration");
+    }
+    certs_drop(c, &ids);
+    free(ids.v);
+    return rc;
 }
 
 /* --- the watch --- */
@@ -569,8 +623,10 @@ struct slb_cluster *slb_cluster_start(struct slb_ctl *ctl, const struct slb_clus
     snprintf(c->admin, sizeof(c->admin), "%s", admin_addr ? admin_addr : "");
     struct slb_etcd_opts eo;
     etcd_opts(o, &ep, &eo);
-    /* A watch silent for longer than etcd's progress notifications is taken as lost. */
-    eo.watch_idle_timeout_ms = 0;
+    /* This node's own registration is put every NODE_REFRESH_MS and comes back through the
+     * watch: a stream silent for much longer hangs on a member that stopped answering without
+     * closing it (etcd's own progress notifications come only every 10 minutes). */
+    eo.watch_idle_timeout_ms = WATCH_IDLE_MS;
     c->etcd = slb_etcd_new(&ctl->loop, &ctl->httpc, &eo, err);
     if (!c->etcd) {
         slb_cluster_free(c, false);
@@ -584,6 +640,8 @@ struct slb_cluster *slb_cluster_start(struct slb_ctl *ctl, const struct slb_clus
         slb_backend_etcd_set_offline(ctl->backend, true);
         watch_from(c, 0);
     } else {
+        /* The nodes registered before us, then every change after the start's load. */
+        slb_backend_list(ctl->backend, "nodes/", collect_node, c);
         watch_from(c, revision + 1);
     }
     if (slb_etcd_keeper_start(c->etcd, &ctl->loop, NODE_LEASE_TTL_S, keeper_cb, c, &c->keeper) < 0)
@@ -639,6 +697,19 @@ json_t *slb_cluster_status(struct slb_cluster *c)
     }
     if (!self)
         json_array_append_new(nodes, self_json(c, (int64_t)slb_wall_ms()));
+    /* By name (a few nodes: insertion sort). */
+    for (size_t i = 1; i < json_array_size(nodes); i++) {
+        for (size_t j = i; j > 0; j--) {
+            json_t *a = json_array_get(nodes, j - 1), *b = json_array_get(nodes, j);
+            const char *na = json_string_value(json_object_get(a, "name"));
+            const char *nb = json_string_value(json_object_get(b, "name"));
+            if (!na || !nb || strcmp(na, nb) <= 0)
+                break;
+            json_incref(a);
+            json_array_set(nodes, j - 1, b);
+            json_array_set_new(nodes, j, a);
+        }
+    }
     return json_pack("{s:s, s:I, s:b, s:s, s:b, s:o}", "mode", "cluster", "revision",
                      (json_int_t)c->revision, "connected", c->connected, "node", c->name,
                      "ticket_leader", c->leader, "nodes", nodes);

@@ -48,6 +48,9 @@ void slb_cluster_wrote(struct slb_cluster *c, int64_t rev);
  * cluster only the leader, the node that created <prefix>leader/tickets under its lease. The
  * others adopt the ring it stores, through the watch. */
 bool slb_cluster_rotates_tickets(const struct slb_cluster *c);
+/* After a 409 conflict: read the configuration and the certificates from etcd again and serve
+ * them, so the change can be validated again. 0 or err (503 cluster_unavailable). */
+int slb_cluster_refresh(struct slb_cluster *c, struct slb_err *err);
 /* GET /v1/cluster: {"revision", "connected", "node", "nodes": [...]}; owned. */
 json_t *slb_cluster_status(struct slb_cluster *c);
 

@@ -36,6 +36,12 @@ bool slb_ops_cluster(struct slb_ctl *ctl, bool *connected, long long *revision)
     return true;
 }
 
+void slb_ops_cluster_wrote(struct slb_ctl *ctl)
+{
+    if (ctl->cluster)
+        slb_cluster_wrote(ctl->cluster, slb_backend_etcd_last_write(ctl->backend));
+}
+
 json_t *slb_ops_cluster_status(struct slb_ctl *ctl)
 {
     return ctl->cluster ? slb_cluster_status(ctl->cluster) : NULL;
@@ -43,25 +49,7 @@ json_t *slb_ops_cluster_status(struct slb_ctl *ctl)
 
 int slb_ops_cluster_refresh(struct slb_ctl *ctl, struct slb_err *err)
 {
-    json_t *doc = NULL;
-    uint64_t rev = 0;
-    if (slb_state_config_load(ctl->backend, &doc, &rev, err) < 0)
-        return SLB_EINVAL;
-    if (!slb_backend_etcd_online(ctl->backend)) {
-        json_decref(doc);
-        return slb_err_set(err, 503, "cluster_unavailable", "",
-                           "etcd cannot be reached: the cluster's state cannot change now; retry "
-                           "later");
-    }
-    if (rev == ctl->config_rev) {
-        json_decref(doc);
-        return 0;
-    }
-    if (slb_ctl_apply(ctl, doc, false, err) < 0)
-        return SLB_EINVAL;
-    ctl->config_rev = rev;
-    slb_cluster_wrote(ctl->cluster, (int64_t)rev);
-    return 0;
+    return ctl->cluster ? slb_cluster_refresh(ctl->cluster, err) : 0;
 }
 
 /* --- revisions --- */

@@ -68,11 +68,13 @@ void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v);
 
 /* False on a single node; else whether etcd is reachable and the revision this node serves. */
 bool slb_ops_cluster(struct slb_ctl *ctl, bool *connected, long long *revision);
+/* After a change was answered: this node serves the revision of its newest write. */
+void slb_ops_cluster_wrote(struct slb_ctl *ctl);
 /* GET /v1/cluster's answer (owned), or NULL on a single node. */
 json_t *slb_ops_cluster_status(struct slb_ctl *ctl);
-/* After a 409 conflict (another node changed the configuration since this node applied it):
- * read the configuration from etcd again and serve it, so the change can be validated again
- * against it. 0 or err (503 cluster_unavailable). */
+/* After a 409 conflict (another node changed the configuration or a certificate since this
+ * node applied it): read them from etcd again and serve them, so the change can be validated
+ * again against them. 0 or err (503 cluster_unavailable). */
 int slb_ops_cluster_refresh(struct slb_ctl *ctl, struct slb_err *err);
 
 /* --- listeners and groups: named members of the document's "listeners" and "groups" --- */

@@ -40,6 +40,7 @@ struct etcd_backend {
     bool offline;    /* told by the watch: writes fail at once */
     int64_t own[64]; /* revisions of our recent writes, a ring */
     unsigned nown;
+    int64_t last_write; /* the revision of the newest of them */
 };
 
 /* One synchronous call's outcome, copied out of the callback. */
@@ -313,6 +314,7 @@ static int etcd_put(struct slb_backend *base, const char *key, const void *data,
         if (rev)
             *rev = (uint64_t)r.revision;
         b->own[b->nown++ % 64] = r.revision;
+        b->last_write = r.revision;
         cache_put(b, key, data, len);
     }
     sync_res_clear(&r);
@@ -337,8 +339,10 @@ static int etcd_del(struct slb_backend *base, const char *key, uint64_t expect)
         rc = SLB_ECONFLICT;
     else if (rc == 0 && r.deleted == 0)
         rc = -ENOENT;
-    if (rc == 0)
+    if (rc == 0) {
         b->own[b->nown++ % 64] = r.revision;
+        b->last_write = r.revision;
+    }
     if (rc == 0 || rc == -ENOENT)
         cache_del(b, key);
     sync_res_clear(&r);
@@ -395,6 +399,11 @@ bool slb_backend_etcd_online(struct slb_backend *base)
 void slb_backend_etcd_set_offline(struct slb_backend *base, bool offline)
 {
     ((struct etcd_backend *)base)->offline = offline;
+}
+
+int64_t slb_backend_etcd_last_write(struct slb_backend *base)
+{
+    return ((struct etcd_backend *)base)->last_write;
 }
 
 bool slb_backend_etcd_own(struct slb_backend *base, int64_t rev)
