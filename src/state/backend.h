@@ -178,6 +178,8 @@ int slb_backend_etcd_seed(struct slb_backend *b, bool *seeded);
 /* Whether revision rev is one of this backend's own recent writes (its watch event needs no
  * applying: the write was applied before it was answered). */
 bool slb_backend_etcd_own(struct slb_backend *b, int64_t rev);
+/* Revoke lease (a node leaving: its registration and leadership go at once). */
+int slb_backend_etcd_revoke(struct slb_backend *b, int64_t lease);
 /* The revision of this backend's newest write (0 before the first). */
 int64_t slb_backend_etcd_last_write(struct slb_backend *b);
 /* Write a document another node stored through to the cache (data NULL: delete it). */
