@@ -3,6 +3,7 @@
 #include "daemon/cluster.h"
 
 #include "cert/store.h"
+#include "cluster/backend.h"
 #include "cluster/etcd.h"
 #include "cluster/lease.h"
 #include "cluster/seal.h"

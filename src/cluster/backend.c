@@ -8,7 +8,7 @@
  * meanwhile, so no admin request or watch event re-enters the caller) until etcd answered or
  * the call's deadline passed. The control thread is paused for at most that deadline, as it
  * already is while workers adopt a snapshot; workers serve meanwhile. */
-#include "state/backend.h"
+#include "cluster/backend.h"
 
 #include "cluster/etcd.h"
 #include "cluster/seal.h"
