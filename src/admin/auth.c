@@ -321,6 +321,9 @@ static bool under(const char *path, const char *coll)
 
 enum slb_scope slb_auth_needed(const char *method, const char *path)
 {
+    /* The whole state with its private keys (slbctl cluster export). */
+    if (strcmp(path, "/v1/cluster/export") == 0)
+        return SLB_SCOPE_ADMIN;
     if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
         return SLB_SCOPE_READ;
     if (under(path, "/v1/certificates"))

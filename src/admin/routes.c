@@ -4,6 +4,7 @@
  * for listeners, groups, settings, whole-configuration apply and health. */
 #include "admin/routes.h"
 #include "admin/admin.h"
+#include "admin/cluster_export.h"
 #include "admin/ui.h"
 
 #include "ops/ops.h"
@@ -423,8 +424,69 @@ static void apply_all(struct slb_ctl *ctl, const struct slb_admin_req *req,
 
 static const char *const apply_params[] = {"dry_run", NULL};
 
+/* GET /v1/cluster: the nodes of the cluster as etcd knows them; 404 not_clustered on a single
+ * node. */
+static void cluster(struct slb_ctl *ctl, const struct slb_admin_req *req,
+                    struct slb_admin_resp *resp)
+{
+    if (!slb_admin_method_is(req, "GET")) {
+        slb_admin_not_allowed(resp, "GET");
+        return;
+    }
+    json_t *st = slb_ops_cluster_status(ctl);
+    if (!st) {
+        slb_admin_error_simple(resp, 404, "not_clustered",
+                               "this slbd is a single node (started without --cluster)");
+        return;
+    }
+    resp->json = st;
+}
+
+static void route(struct slb_ctl *ctl, const struct slb_admin_req *req,
+                  struct slb_admin_resp *resp);
+
+/* Conflicts with another node's write are validated again against the configuration it
+ * stored and retried this many times before 409 conflict is the answer. */
+#define CLUSTER_CONFLICT_RETRIES 5
+
+static bool is_conflict(const struct slb_admin_resp *resp)
+{
+    const char *code =
+        json_string_value(json_object_get(json_object_get(resp->json, "error"), "code"));
+    return resp->status == 409 && code && strcmp(code, "conflict") == 0;
+}
+
 void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
                      struct slb_admin_resp *resp)
+{
+    bool connected;
+    long long rev;
+    if (!slb_ops_cluster(ctl, &connected, &rev)) {
+        route(ctl, req, resp);
+        return;
+    }
+    struct slb_admin_resp start = *resp;
+    route(ctl, req, resp);
+    /* A conflict whose request named no revision (If-Match) was not the client's doing: the
+     * change is made again on what the other node stored. */
+    for (int i = 0; i < CLUSTER_CONFLICT_RETRIES && is_conflict(resp) && !req->if_match; i++) {
+        struct slb_err err = {0};
+        if (slb_ops_cluster_refresh(ctl, &err) < 0) {
+            slb_admin_error(resp, &err);
+            break;
+        }
+        json_decref(resp->json);
+        free(resp->text);
+        *resp = start;
+        route(ctl, req, resp);
+    }
+    if (resp->status < 300 && !slb_admin_method_is(req, "GET") && !slb_admin_method_is(req, "HEAD"))
+        slb_ops_cluster_wrote(ctl); /* certificates' writes included */
+    slb_ops_cluster(ctl, &connected, &rev);
+    snprintf(resp->revision, sizeof(resp->revision), "%lld", rev);
+}
+
+static void route(struct slb_ctl *ctl, const struct slb_admin_req *req, struct slb_admin_resp *resp)
 {
     if (strcmp(req->path, "/healthz") == 0) {
         if (!slb_admin_params_ok(req, NULL, resp))
@@ -435,6 +497,12 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         }
         resp->json = json_pack("{s:s, s:I}", "status", "ok", "generation",
                                (json_int_t)slb_ops_generation(ctl));
+        bool connected;
+        long long rev;
+        if (slb_ops_cluster(ctl, &connected, &rev))
+            json_object_set_new(
+                resp->json, "cluster",
+                json_pack("{s:b, s:I}", "connected", connected, "revision", (json_int_t)rev));
         return;
     }
     if (strcmp(req->path, "/metrics") == 0) {
@@ -466,6 +534,16 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
     }
     if (strcmp(coll, "acme") == 0) {
         slb_admin_acme(ctl, req, resp);
+        return;
+    }
+    if (n == 1 && strcmp(coll, "cluster") == 0) {
+        if (params_ok(req, NULL, resp))
+            cluster(ctl, req, resp);
+        return;
+    }
+    if (n == 2 && strcmp(coll, "cluster") == 0 && strcmp(seg[1], "export") == 0) {
+        if (params_ok(req, NULL, resp))
+            slb_admin_cluster_export(ctl, req, resp);
         return;
     }
     bool known =

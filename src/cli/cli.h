@@ -261,6 +261,14 @@ int slb_cli_rule_add(struct slb_cli *c, int argc, char **argv);
 int slb_cli_rule_remove(struct slb_cli *c, int argc, char **argv);
 int slb_cli_rule_move(struct slb_cli *c, int argc, char **argv);
 
+int slb_cli_cluster_status(struct slb_cli *c, int argc, char **argv);
+int slb_cli_cluster_export(struct slb_cli *c, int argc, char **argv);
+/* `stats --cluster`: GET /v1/cluster, then /v1/stats of every registered node (same token,
+ * scheme and CA), added up into one document of /v1/stats's shape plus "scope": "cluster"
+ * and "nodes": [{"name", "admin", "ok"[, "error"]}]. A node that does not answer is reported
+ * on c->err and left out. 0 with *out, or an exit status. */
+int slb_cli_cluster_stats(struct slb_cli *c, json_t **out);
+
 int slb_cli_server_add(struct slb_cli *c, int argc, char **argv);
 int slb_cli_server_remove(struct slb_cli *c, int argc, char **argv);
 int slb_cli_server_set_weight(struct slb_cli *c, int argc, char **argv);

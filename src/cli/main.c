@@ -122,10 +122,13 @@ static const struct command commands[] = {
      "Remove a server from a group.\n"},
     {"server", "set-weight", slb_cli_server_set_weight, "server set-weight GROUP ADDR:PORT W",
      "Set a server's weight, 0-100.\n"},
-    {"stats", NULL, slb_cli_stats, "stats [--wide] [--watch [SECONDS]]",
+    {"stats", NULL, slb_cli_stats, "stats [--wide] [--cluster] [--watch [SECONDS]]",
      "Traffic and health: a summary per listener and per group, within 100 columns (or the\n"
      "terminal's width).\n"
      "  --wide             every counter, in full tables\n"
+     "  --cluster          every node of the cluster added up: the nodes GET /v1/cluster lists\n"
+     "                     are asked with the same token (give the nodes one admin token or\n"
+     "                     API key); a node that does not answer is named and left out\n"
      "  --watch [SECONDS], -w [SECONDS]   refresh every SECONDS (default 2, 0.1-3600)\n"
      "  --json             the API's JSON (with --watch: one document per line)\n"},
     {"apply", NULL, slb_cli_apply, "apply -f FILE|- [--dry-run]",
@@ -152,6 +155,13 @@ static const struct command commands[] = {
     {"audit", NULL, slb_cli_audit, "audit [--limit N]",
      "The latest changes made through the API: who, what, and the result.\n"
      "  --limit N          how many, 1-10000 (default 20)\n"},
+    {"cluster", "status", slb_cli_cluster_status, "cluster status",
+     "The nodes of the cluster (docs/cluster.md): name, admin API, the etcd revision each has\n"
+     "applied, when it last renewed its registration, its version and its state.\n"},
+    {"cluster", "export", slb_cli_cluster_export, "cluster export DIR",
+     "Write the shared state (configuration, certificates with their private keys, ticket\n"
+     "keys) to DIR as a state directory a single node can start from (--state-dir DIR).\n"
+     "Files are created 0600 in a 0700 directory.\n"},
     {"metrics", NULL, slb_cli_metrics, "metrics", "Print the Prometheus metrics.\n"},
     {"health", NULL, slb_cli_health, "health",
      "Whether the daemon answers, and its configuration generation (needs no token).\n"},

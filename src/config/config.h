@@ -245,6 +245,10 @@ const struct slb_listener_cfg *slb_config_listener(const struct slb_config *cfg,
 
 /* A valid resource name or id: 1..63 of [A-Za-z0-9._-], not "." or "..". */
 bool slb_config_name_ok(const char *s);
+/* --bind-host: every listener of this process binds to host (an IPv4 or IPv6 address) with the
+ * port of its "bind"; the documents keep their "bind" (they are shared by the nodes of a
+ * cluster). Set once before the first configuration; -1 when host is not an address. */
+int slb_config_set_bind_host(const char *host);
 /* "1.2.3.4:80", "[::1]:443", "*:80" / "0.0.0.0:80" → sockaddr; 0 or SLB_EINVAL. */
 int slb_config_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 

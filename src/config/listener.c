@@ -5,6 +5,9 @@
  * the whole document. */
 #include "config/validate.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +15,49 @@
 /* Which protocols a listener field belongs to; a field of another protocol is refused with
  * invalid_field rather than ignored, so a tcp listener never silently drops a "tls" block. */
 enum scope { S_ALL, S_TCP, S_HTTPX, S_HTTP, S_HTTPS };
+
+/* --bind-host (slb_config_set_bind_host): the address every listener binds to. */
+static struct sockaddr_storage bind_host;
+static socklen_t bind_host_len;
+
+int slb_config_set_bind_host(const char *host)
+{
+    char buf[64];
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof(buf)) {
+        memcpy(buf, host + 1, n - 2);
+        buf[n - 2] = '\0';
+        host = buf;
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&bind_host;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&bind_host;
+    memset(&bind_host, 0, sizeof(bind_host));
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        bind_host_len = sizeof(*a4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        bind_host_len = sizeof(*a6);
+        return 0;
+    }
+    return -1;
+}
+
+static void bind_host_override(struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (!bind_host_len)
+        return;
+    in_port_t port = ss->ss_family == AF_INET6 ? ((struct sockaddr_in6 *)ss)->sin6_port
+                                               : ((struct sockaddr_in *)ss)->sin_port;
+    *ss = bind_host;
+    *len = bind_host_len;
+    if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = port;
+    else
+        ((struct sockaddr_in *)ss)->sin_port = port;
+}
 
 static const struct {
     const char *key;
@@ -735,6 +781,7 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
         rc = slb_cv_fail(err, "invalid_value", where, "%s", why);
         goto fail;
     }
+    bind_host_override(&l->addr, &l->addrlen);
     snprintf(l->bind, sizeof(l->bind), "%s", bind);
     if (l->protocol == SLB_PROTO_HTTP &&
         (rc = slb_cv_str(&cv, "redirect_to", false, "", sizeof(l->redirect_to), &redirect)))

@@ -682,6 +682,14 @@ char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len)
            "When config.json was last loaded successfully (start or SIGHUP), Unix time.");
     put(&t, "slbd_config_last_reload_success_timestamp_seconds %.3f\n",
         (double)v->reload_ok_ms / 1000.0);
+    if (v->clustered) {
+        family(&t, "slbd_cluster_connected", "gauge",
+               "1 while etcd is reachable (cluster mode); 0: serving the last applied state.");
+        put(&t, "slbd_cluster_connected %d\n", v->cluster_connected ? 1 : 0);
+        family(&t, "slbd_cluster_revision", "gauge",
+               "The etcd revision of the shared state this node serves.");
+        put(&t, "slbd_cluster_revision %lld\n", v->cluster_revision);
+    }
     family(&t, "slbd_config_generation", "gauge", "Generation of the active configuration.");
     put(&t, "slbd_config_generation %llu\n", (unsigned long long)(s ? s->generation : 0));
     family(&t, "slbd_workers", "gauge", "Worker threads.");

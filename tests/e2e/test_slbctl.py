@@ -315,3 +315,28 @@ def test_lists_page_through_the_api(slbd, pki):
     for bad in ("0", "1001", "x"):
         p = slbctl(slbd, "--page-size", bad, "cert", "list")
         assert p.returncode == 2 and "--page-size" in p.stderr, (bad, p.stderr)
+
+
+def test_cluster_export_writes_a_state_directory(slbd, slbd_factory, pki, workdir):
+    """`slbctl cluster export DIR` (GET /v1/cluster/export, admin scope: it carries private
+    keys) writes the state as a directory another slbd starts from; on a single node it is a
+    backup of the state directory."""
+    cid = upload_server(slbd, pki, "server")
+    slbd.add_group("g", [{"address": "127.0.0.1", "port": h.dead_port()}],
+                   health_check=h.no_health_check())
+    out = workdir / "exported"
+    p = slbctl(slbd, "cluster", "export", out)
+    assert p.returncode == 0, p.stderr
+    assert "1 certificate" in p.stdout, p.stdout
+    for f in ("config.json", "tickets.json", f"certs/{cid}.json"):
+        assert (out / f).is_file(), f
+        assert os.stat(out / f).st_mode & 0o077 == 0, f
+    assert os.stat(out).st_mode & 0o077 == 0
+    st, js = slbd.api.post("/v1/keys", {"name": "reader", "scope": "read"})
+    assert st == 201, js
+    r = slbd.api.request("GET", "/v1/cluster/export", token=js["secret"])
+    assert r.status == 403 and r.error_code() == "forbidden", r
+    other = slbd_factory(name="restored", state_dir=out)
+    st, js = other.api.get(f"/v1/certificates/{cid}")
+    assert st == 200 and js["fingerprint_sha256"] == pki.fingerprint("server"), js
+    assert [g["name"] for g in other.api.get("/v1/groups")[1]["groups"]] == ["g"]
