@@ -178,7 +178,7 @@ _filedir() { COMPREPLY=(FILE${1:+-DIR}); }
     ("slbctl cluster export ", {"FILE-DIR"}),
     ("slbctl key create --scope ", {"read", "certificates", "operator", "admin"}),
     ("slbctl --state-dir /x lis", {"listener"}),
-    ("slbctl listener ", {"create", "list", "show", "update", "delete"}),
+    ("slbctl listener ", {"create", "list", "show", "update", "delete", "stop", "start"}),
     ("slbctl listener create --pro", {"--protocol", "--proxy-protocol"}),
     ("slbctl listener create --protocol ", {"tcp", "http", "https"}),
     ("slbctl group create --scheduler ", {"wrr", "rr", "wlc", "sch", "tch"}),
