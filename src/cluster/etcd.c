@@ -429,6 +429,10 @@ static void try_done(struct slb_httpc_req *req, const struct slb_httpc_result *r
                 rc = top ? grpc_error(top, res->status, &msg) : SLB_EPROTO;
                 json_decref(top);
             }
+            /* No answer from this endpoint (a member that hangs, a black-holed route): the
+             * next call starts at the next one, or every later write would wait on it too. */
+            if (res->rc < 0 && e->cur == c->ep)
+                e->cur = (c->ep + 1) % e->nendpoints;
             slb_warn("etcd: %s", c->last_error);
             fail_call(c, rc, c->last_error);
             return;

@@ -228,10 +228,6 @@ def test_one_etcd_member_killed(cluster_factory, hx, pki):
         assert serves(host, port, ctx), host
 
 
-@pytest.mark.xfail(reason="daemon side: a write whose txn timed out on a hung member answers "
-                   "503 and the next write goes to the same member (etcd client keeps it as "
-                   "the endpoint to start at); see /work/cluster-contract.md 20:21",
-                   strict=False)
 def test_hung_etcd_member_is_left(cluster_factory):
     """A member that stops answering without closing its connections (SIGSTOP: a network
     black hole) is left: writes go through another member and every node's watch moves on."""
