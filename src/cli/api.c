@@ -302,8 +302,9 @@ static int list_all(struct slb_cli *c, const char *path, const char *key, json_t
     char next[SLB_CLI_CELL] = "";
     int rc = 0;
     *out = NULL;
-    /* A path with its own query (the audit log's tail: ?limit=N) is not a pageable list. */
-    int once = strchr(path, '?') != NULL;
+    /* A path with its own query (the audit log's tail: ?limit=N) is not a pageable list, nor
+     * is a cluster's node list (a few nodes, answered whole). */
+    int once = strchr(path, '?') != NULL || strcmp(path, "/v1/cluster") == 0;
     for (;;) {
         char url[1024], prefix[600];
         snprintf(prefix, sizeof(prefix), "%s?limit=%d%s", path,
