@@ -225,8 +225,10 @@ static void apply_event(struct slb_cluster *c, const struct slb_etcd_event *ev, 
         slb_error("cluster: %s cannot be opened with the cluster key; ignored", ev->kv.key);
         return;
     }
+    /* A refresh after a conflict reads etcd ahead of the watch: an event older than what is
+     * held must not replace it (revisions are etcd's, so they only grow). */
     if (strcmp(key, SLB_DOC_CONFIG) == 0) {
-        if (!del && (uint64_t)ev->kv.mod_revision != ctl->config_rev)
+        if (!del && (uint64_t)ev->kv.mod_revision > ctl->config_rev)
             adopt_config(c, data, len, ev->kv.mod_revision);
     } else if (strcmp(key, SLB_DOC_TICKETS) == 0) {
         if (!del) {
@@ -236,8 +238,10 @@ static void apply_event(struct slb_cluster *c, const struct slb_etcd_event *ev, 
     } else if (strncmp(key, SLB_DOC_CERTS, strlen(SLB_DOC_CERTS)) == 0) {
         const char *id = key + strlen(SLB_DOC_CERTS);
         struct slb_err err = {0};
-        /* Taken already by a refresh after a conflict. */
-        bool have = !del && slb_certstore_rev(ctl->certs, id) == (uint64_t)ev->kv.mod_revision;
+        /* Taken already (or a newer one) by a refresh after a conflict. */
+        uint64_t held = slb_certstore_rev(ctl->certs, id);
+        bool have = !del && held != 0 && held != SLB_REV_ANY &&
+                    held >= (uint64_t)ev->kv.mod_revision;
         if (!have && slb_certstore_adopt(ctl->certs, id, data, len, (uint64_t)ev->kv.mod_revision,
                                          &err) < 0) {
             slb_error("cluster: certificate %s at revision %lld refused: %s", id,
