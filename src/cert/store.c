@@ -43,6 +43,7 @@ struct slb_certstore {
     struct cert_entry *v;
     size_t n, cap;
     bool readonly; /* opened to validate: nothing created or changed, nothing logged */
+    bool loading;  /* slb_certstore_open_backend is filling v: unsorted until load_sort */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -258,12 +259,26 @@ done:
  * Entries
  * ------------------------------------------------------------------------------------------- */
 
+/* The index where id is or would be inserted: entries are sorted by id, so a lookup among
+ * thousands of certificates (every listener's ids at each configuration change) is a binary
+ * search. */
+static size_t lower_bound(const struct slb_certstore *s, const char *id)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(s->v[mid].cert->id, id) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static struct cert_entry *find(struct slb_certstore *s, const char *id)
 {
-    for (size_t i = 0; i < s->n; i++)
-        if (strcmp(s->v[i].cert->id, id) == 0)
-            return &s->v[i];
-    return NULL;
+    size_t i = lower_bound(s, id);
+    return i < s->n && strcmp(s->v[i].cert->id, id) == 0 ? &s->v[i] : NULL;
 }
 
 static struct cert_entry *find_name(struct slb_certstore *s, const char *name, const char *skip_id)
@@ -286,9 +301,8 @@ static int insert(struct slb_certstore *s, struct slb_cert *c, int64_t created)
         s->v = v;
         s->cap = cap;
     }
-    size_t at = 0;
-    while (at < s->n && strcmp(s->v[at].cert->id, c->id) < 0)
-        at++;
+    /* While loading, entries are appended and sorted once at the end (load_sort). */
+    size_t at = s->loading ? s->n : lower_bound(s, c->id);
     memmove(&s->v[at + 1], &s->v[at], (s->n - at) * sizeof(*s->v));
     s->v[at] = (struct cert_entry){.cert = c, .created = created};
     s->n++;
@@ -481,8 +495,6 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
         return load_fail(err, path, "invalid_state",
                          "a field is missing or has the wrong type (expected id, name, type, "
                          "version >= 1, certificate, private_key for servers, crl, created)");
-    if (find_name(s, name, NULL))
-        return load_fail(err, path, "name_taken", "the name \"%s\" is used by another file", name);
     /* Dates are not checked: an expired certificate must not stop the daemon from starting. */
     int rc = slb_certval_material(t, json_string_value(cert), json_string_length(cert),
                                   json_is_string(key) ? json_string_value(key) : NULL,
@@ -508,7 +520,7 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
     if (c->not_after < now) {
         slb_certval_rfc3339(c->not_after, when, sizeof(when));
         slb_warn("certificate %s (%s) expired on %s; replace it", c->id, c->name, when);
-        find(s, id)->expiry_warned = 4;
+        s->v[s->n - 1].expiry_warned = 4;
     } else if (c->not_before > now) {
         slb_certval_rfc3339(c->not_before, when, sizeof(when));
         slb_warn("certificate %s (%s) is not valid before %s", c->id, c->name, when);
@@ -565,6 +577,48 @@ static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err
     return rc;
 }
 
+static int by_id(const void *a, const void *b)
+{
+    return strcmp(((const struct cert_entry *)a)->cert->id,
+                  ((const struct cert_entry *)b)->cert->id);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const struct cert_entry *x = *(const struct cert_entry *const *)a;
+    const struct cert_entry *y = *(const struct cert_entry *const *)b;
+    int c = strcmp(x->cert->name, y->cert->name);
+    return c ? c : strcmp(x->cert->id, y->cert->id);
+}
+
+/* After loading: sort by id, and refuse two files with the same name, with one sort rather
+ * than a search per file (thousands of certificates at start-up). */
+static int load_sort(struct slb_certstore *s, struct slb_err *err, bool *failed)
+{
+    if (s->n < 2)
+        return 0;
+    qsort(s->v, s->n, sizeof(*s->v), by_id);
+    const struct cert_entry **byname = malloc(s->n * sizeof(*byname));
+    if (!byname)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->n; i++)
+        byname[i] = &s->v[i];
+    qsort(byname, s->n, sizeof(*byname), by_name);
+    int rc = 0;
+    for (size_t i = 1; i < s->n && rc == 0; i++) {
+        if (strcmp(byname[i - 1]->cert->name, byname[i]->cert->name) != 0)
+            continue;
+        char path[4400], key[96];
+        cert_key(byname[i]->cert->id, key, sizeof(key));
+        slb_backend_where(s->b, key, path, sizeof(path));
+        rc = load_fail(err, path, "name_taken", "the name \"%s\" is used by another file",
+                       byname[i]->cert->name);
+        *failed = true;
+    }
+    free(byname);
+    return rc;
+}
+
 struct slb_certstore *slb_certstore_open_backend(struct slb_backend *b, bool readonly,
                                                  struct slb_err *err)
 {
@@ -577,7 +631,11 @@ struct slb_certstore *slb_certstore_open_backend(struct slb_backend *b, bool rea
     s->readonly = readonly;
     slb_backend_where(b, SLB_DOC_CERTS, s->dir, sizeof(s->dir));
     struct load_ctx lc = {s, err, false};
+    s->loading = true;
     int rc = slb_backend_list(b, SLB_DOC_CERTS, load_key, &lc);
+    s->loading = false;
+    if (rc == 0)
+        rc = load_sort(s, err, &lc.failed);
     if (rc != 0) {
         if (rc == -ENOMEM && !lc.failed)
             slb_err_set(err, 500, "internal", s->dir, "out of memory");

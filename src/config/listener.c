@@ -6,6 +6,7 @@
 #include "config/validate.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,7 +60,9 @@ static const char *const tls_keys[] = {
     "certificates",      "client_ca", "client_auth", "policy", "session_ticket_lifetime_s",
     "session_max_age_s", "alpn",      NULL};
 
-#define MAX_CERTS 16
+/* Certificates of one listener: SNI finds a name in a hash table (src/tls/ctx.c), so the bound
+ * is memory, about 5 KiB per ECDSA certificate loaded (docs/configuration.md). */
+#define MAX_CERTS 10000
 #define MAX_ACL 1000
 #define MAX_SNI_ROUTES 1024
 
@@ -302,6 +305,48 @@ static int acl_parse(const struct slb_cv *lis, struct slb_listener_cfg *l, json_
 }
 
 /* A list of unique names; *list is the normalized copy (owned by the caller). */
+static char (*sort_names)[SLB_NAME_MAX];
+
+static int by_name_then_index(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int c = strcmp(sort_names[x], sort_names[y]);
+    return c ? c : (x > y) - (x < y);
+}
+
+/* The first id (in list order) that repeats an earlier one is refused, naming both places;
+ * found with one sort, as a listener may list thousands. qsort has no context argument and
+ * validation runs on one thread at a time (the control thread, or slbd --check). */
+static int names_unique(const struct slb_cv *cv, const char *base, char (*names)[SLB_NAME_MAX],
+                        size_t n)
+{
+    if (n < 2)
+        return 0;
+    size_t *ix = malloc(n * sizeof(*ix));
+    if (!ix)
+        return slb_cv_oom(cv->err);
+    for (size_t i = 0; i < n; i++)
+        ix[i] = i;
+    sort_names = names;
+    qsort(ix, n, sizeof(*ix), by_name_then_index);
+    sort_names = NULL;
+    size_t dup = SIZE_MAX, first = 0;
+    for (size_t k = 1; k < n; k++) {
+        if (strcmp(names[ix[k - 1]], names[ix[k]]) == 0 && ix[k] < dup &&
+            (k < 2 || strcmp(names[ix[k - 2]], names[ix[k]]) != 0)) {
+            dup = ix[k];
+            first = ix[k - 1];
+        }
+    }
+    free(ix);
+    if (dup == SIZE_MAX)
+        return 0;
+    char path[SLB_CV_PATH];
+    slb_cv_index(path, base, dup);
+    return slb_cv_fail(cv->err, "invalid_value", path, "\"%s\" is listed twice (also at index %zu)",
+                       names[dup], first);
+}
+
 static int name_list(const struct slb_cv *cv, const char *key, const json_t *arr,
                      char (*dst)[SLB_NAME_MAX], json_t **list)
 {
@@ -319,15 +364,11 @@ static int name_list(const struct slb_cv *cv, const char *key, const json_t *arr
         if (!slb_config_name_ok(s))
             return slb_cv_fail(cv->err, "invalid_value", path,
                                "\"%.80s\" is not a valid certificate id", s);
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(dst[j], s) == 0)
-                return slb_cv_fail(cv->err, "invalid_value", path,
-                                   "\"%s\" is listed twice (also at index %zu)", s, j);
         snprintf(dst[i], SLB_NAME_MAX, "%s", s);
         if (json_array_append_new(*list, json_string(s)))
             return slb_cv_oom(cv->err);
     }
-    return 0;
+    return names_unique(cv, base, dst, json_array_size(arr));
 }
 
 static int alpn_parse(const struct slb_cv *cv, struct slb_tls_cfg *t, json_t **list)
