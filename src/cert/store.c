@@ -12,6 +12,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A stored bundle is a few KiB; anything near this is not a file we wrote. */
 #define CERT_FILE_MAX (4u << 20)
@@ -468,8 +470,10 @@ static int load_fail(struct slb_err *err, const char *path, const char *code, co
     return slb_err_set(err, 500, code, path, "%s: %s", path, msg);
 }
 
-static int load_doc(struct slb_certstore *s, const char *path, const char *id, json_t *doc,
-                    struct slb_err *err)
+/* Validate one file's document and build its certificate. Touches no store state, so files
+ * are parsed on several threads at start-up (key and certificate decoding is most of it). */
+static int doc_parse(const char *path, const char *id, const json_t *doc, struct slb_cert **out,
+                     int64_t *created_out, struct slb_err *err)
 {
     struct slb_err inner = {0};
     struct slb_certval_material m = {0};
@@ -509,7 +513,18 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
         return load_fail(err, path, inner.code, "%s", inner.msg);
     }
     struct slb_cert *c = cert_build(id, name, t, (uint64_t)json_integer_value(ver), &m, &cs);
-    if (!c || insert(s, c, json_integer_value(created)) != 0) {
+    if (!c)
+        return load_fail(err, path, "internal", "out of memory");
+    *out = c;
+    *created_out = json_integer_value(created);
+    return 0;
+}
+
+/* Add a parsed certificate (the reference is the store's from here) and warn about its dates. */
+static int doc_add(struct slb_certstore *s, const char *path, struct slb_cert *c, int64_t created,
+                   struct slb_err *err)
+{
+    if (insert(s, c, created) != 0) {
         slb_cert_unref(c);
         return load_fail(err, path, "internal", "out of memory");
     }
@@ -528,30 +543,45 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
     return 0;
 }
 
+/* One file being loaded: read (in key order, on the calling thread), parsed (on any of the
+ * loader threads), then added (in key order again). */
+struct load_job {
+    char key[SLB_DOC_KEY_MAX];
+    char id[64];
+    json_t *doc;
+    struct slb_cert *cert;
+    int64_t created;
+    struct slb_err *err; /* the parse failure, when there was one */
+};
+
 /* A list callback's context: a failure it reports has err filled, unlike one of the list. */
 struct load_ctx {
     struct slb_certstore *s;
     struct slb_err *err;
     bool failed;
+    struct load_job *jobs;
+    size_t n, cap;
+    _Atomic size_t next; /* the next job a loader thread takes */
 };
 
-static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err *err);
+static int load_key_doc(struct load_ctx *lc, const char *key, struct slb_err *err);
 
 static int load_key(const char *key, void *arg)
 {
     struct load_ctx *lc = arg;
-    int rc = load_key_doc(lc->s, key, lc->err);
+    int rc = load_key_doc(lc, key, lc->err);
     lc->failed = rc != 0;
     return rc;
 }
 
-static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err *err)
+static int load_key_doc(struct load_ctx *lc, const char *key, struct slb_err *err)
 {
+    struct slb_certstore *s = lc->s;
     char path[4400], id[64];
     const char *stem = key + strlen(SLB_DOC_CERTS);
     size_t sl = strlen(stem);
     slb_backend_where(s->b, key, path, sizeof(path));
-    if (sl >= sizeof(id))
+    if (sl >= sizeof(id) || strlen(key) >= SLB_DOC_KEY_MAX)
         return load_fail(err, path, "invalid_state", "the file name is not <id>.json");
     memcpy(id, stem, sl + 1);
     if (!slb_certval_id_ok(id))
@@ -569,11 +599,89 @@ static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err
     if (!doc)
         return load_fail(err, path, "invalid_json", "line %d column %d: %s", jerr.line, jerr.column,
                          jerr.text);
-    if (!json_is_object(doc))
-        rc = load_fail(err, path, "invalid_state", "the file must hold a JSON object");
-    else
-        rc = load_doc(s, path, id, doc, err);
-    json_decref_secret(doc);
+    if (!json_is_object(doc)) {
+        json_decref_secret(doc);
+        return load_fail(err, path, "invalid_state", "the file must hold a JSON object");
+    }
+    if (lc->n == lc->cap) {
+        size_t cap = lc->cap ? lc->cap * 2 : 64;
+        struct load_job *v = realloc(lc->jobs, cap * sizeof(*v));
+        if (!v) {
+            json_decref_secret(doc);
+            return -ENOMEM;
+        }
+        lc->jobs = v;
+        lc->cap = cap;
+    }
+    struct load_job *j = &lc->jobs[lc->n++];
+    memset(j, 0, sizeof(*j));
+    snprintf(j->key, sizeof(j->key), "%s", key);
+    memcpy(j->id, id, sl + 1);
+    j->doc = doc;
+    return 0;
+}
+
+static void *load_worker(void *arg)
+{
+    struct load_ctx *lc = arg;
+    size_t i;
+    while ((i = atomic_fetch_add(&lc->next, 1)) < lc->n) {
+        struct load_job *j = &lc->jobs[i];
+        char path[4400];
+        struct slb_err err = {0};
+        slb_backend_where(lc->s->b, j->key, path, sizeof(path));
+        if (doc_parse(path, j->id, j->doc, &j->cert, &j->created, &err) != 0) {
+            j->err = malloc(sizeof(*j->err));
+            if (j->err)
+                *j->err = err;
+        }
+    }
+    return NULL;
+}
+
+#define LOAD_THREADS_MAX 8
+
+/* Parse every job, on as many threads as there are processors (up to LOAD_THREADS_MAX), then
+ * add them in key order: the first failing file in that order refuses the store, as when
+ * files were loaded one by one. */
+static int load_jobs(struct load_ctx *lc)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nthreads =
+        lc->n < 64 || ncpu < 2 ? 0 : (size_t)(ncpu < LOAD_THREADS_MAX ? ncpu : LOAD_THREADS_MAX);
+    pthread_t th[LOAD_THREADS_MAX];
+    size_t started = 0;
+    atomic_store(&lc->next, 0);
+    for (; started < nthreads; started++) {
+        if (pthread_create(&th[started], NULL, load_worker, lc) != 0)
+            break;
+    }
+    load_worker(lc);
+    for (size_t t = 0; t < started; t++)
+        pthread_join(th[t], NULL);
+    int rc = 0;
+    for (size_t i = 0; i < lc->n; i++) {
+        struct load_job *j = &lc->jobs[i];
+        char path[4400];
+        if (rc == 0) {
+            slb_backend_where(lc->s->b, j->key, path, sizeof(path));
+            if (j->cert) {
+                rc = doc_add(lc->s, path, j->cert, j->created, lc->err);
+            } else {
+                rc = j->err ? SLB_EINVAL : load_fail(lc->err, path, "internal", "out of memory");
+                if (j->err)
+                    *lc->err = *j->err;
+            }
+            lc->failed = rc != 0;
+        } else if (j->cert) {
+            slb_cert_unref(j->cert);
+        }
+        free(j->err);
+        json_decref_secret(j->doc);
+    }
+    free(lc->jobs);
+    lc->jobs = NULL;
+    lc->n = 0;
     return rc;
 }
 
@@ -630,9 +738,16 @@ struct slb_certstore *slb_certstore_open_backend(struct slb_backend *b, bool rea
     s->b = b;
     s->readonly = readonly;
     slb_backend_where(b, SLB_DOC_CERTS, s->dir, sizeof(s->dir));
-    struct load_ctx lc = {s, err, false};
+    struct load_ctx lc = {.s = s, .err = err};
     s->loading = true;
     int rc = slb_backend_list(b, SLB_DOC_CERTS, load_key, &lc);
+    if (rc == 0) {
+        rc = load_jobs(&lc);
+    } else {
+        for (size_t i = 0; i < lc.n; i++)
+            json_decref_secret(lc.jobs[i].doc);
+        free(lc.jobs);
+    }
     s->loading = false;
     if (rc == 0)
         rc = load_sort(s, err, &lc.failed);
