@@ -70,7 +70,7 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 
 programs: $(OUT)/slbd $(OUT)/slbctl
 
-.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-tcp \
+.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-scale bench-tcp \
 	soak fmt fuzz install uninstall deb console console-test FORCE
 
 deps:
@@ -134,6 +134,11 @@ $(OUT)/rules-bench: $(OUT)/obj/bench/tools/rules-match.o $(OUT)/libslb.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # The tcp listener's copy modes (buffers, splice for bulk flows, splice always) side by side.
+# SNI and changes at scale: 10,000 certificates, 1,000 listeners, vs 10/1 and HAProxy
+# (docs/benchmarks.md, "Scale").
+bench-scale: all
+	@/usr/bin/python3 bench/scale.py $(BENCH_ARGS)
+
 bench-tcp: deps all
 	@BENCH_SCRIPT=bench/tcp_copy.py bench/run.sh $(BENCH_ARGS)
 
