@@ -305,40 +305,37 @@ static int acl_parse(const struct slb_cv *lis, struct slb_listener_cfg *l, json_
 }
 
 /* A list of unique names; *list is the normalized copy (owned by the caller). */
-static char (*sort_names)[SLB_NAME_MAX];
-
-static int by_name_then_index(const void *a, const void *b)
+/* Pointers into one array: equal names order by position, so the first of a run is the
+ * earliest. */
+static int by_name_then_position(const void *a, const void *b)
 {
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    int c = strcmp(sort_names[x], sort_names[y]);
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    int c = strcmp(x, y);
     return c ? c : (x > y) - (x < y);
 }
 
 /* The first id (in list order) that repeats an earlier one is refused, naming both places;
- * found with one sort, as a listener may list thousands. qsort has no context argument and
- * validation runs on one thread at a time (the control thread, or slbd --check). */
+ * found with one sort, as a listener may list thousands. */
 static int names_unique(const struct slb_cv *cv, const char *base, char (*names)[SLB_NAME_MAX],
                         size_t n)
 {
     if (n < 2)
         return 0;
-    size_t *ix = malloc(n * sizeof(*ix));
-    if (!ix)
+    const char **v = malloc(n * sizeof(*v));
+    if (!v)
         return slb_cv_oom(cv->err);
     for (size_t i = 0; i < n; i++)
-        ix[i] = i;
-    sort_names = names;
-    qsort(ix, n, sizeof(*ix), by_name_then_index);
-    sort_names = NULL;
+        v[i] = names[i];
+    qsort(v, n, sizeof(*v), by_name_then_position);
     size_t dup = SIZE_MAX, first = 0;
     for (size_t k = 1; k < n; k++) {
-        if (strcmp(names[ix[k - 1]], names[ix[k]]) == 0 && ix[k] < dup &&
-            (k < 2 || strcmp(names[ix[k - 2]], names[ix[k]]) != 0)) {
-            dup = ix[k];
-            first = ix[k - 1];
+        size_t at = (size_t)((const char(*)[SLB_NAME_MAX])v[k] - names);
+        if (strcmp(v[k - 1], v[k]) == 0 && at < dup && (k < 2 || strcmp(v[k - 2], v[k]) != 0)) {
+            dup = at;
+            first = (size_t)((const char(*)[SLB_NAME_MAX])v[k - 1] - names);
         }
     }
-    free(ix);
+    free(v);
     if (dup == SIZE_MAX)
         return 0;
     char path[SLB_CV_PATH];
