@@ -353,11 +353,13 @@ static int name_list(const struct slb_cv *cv, const char *key, const json_t *arr
         return slb_cv_oom(cv->err);
     for (size_t i = 0; i < json_array_size(arr); i++) {
         const json_t *v = json_array_get(arr, i);
-        slb_cv_index(path, base, i);
+        const char *s = json_string_value(v);
+        /* The path is written only for an error: a listener may list 10,000 ids. */
+        if (!s || !slb_config_name_ok(s))
+            slb_cv_index(path, base, i);
         if (!json_is_string(v))
             return slb_cv_fail(cv->err, "wrong_type", path, "expected a string, got %s",
                                slb_cv_type_name(v));
-        const char *s = json_string_value(v);
         if (!slb_config_name_ok(s))
             return slb_cv_fail(cv->err, "invalid_value", path,
                                "\"%.80s\" is not a valid certificate id", s);
