@@ -33,28 +33,19 @@ import scale_certs as sc  # noqa: E402
 BUILD = REPO / os.environ.get("SLBD_BUILD", "build")
 
 
-_port_rng = random.Random()
-
-
 def free_ports(n):
-    """n ports free now on 127.0.0.1, from a random base (other benchmarks share the host)."""
-    while True:
-        base = _port_rng.randrange(20000, 60000 - n)
-        socks, ok = [], True
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-                socks.append(s)
-        finally:
-            for s in socks:
-                s.close()
-        if ok:
-            return list(range(base, base + n))
+    """n distinct ports free now on 127.0.0.1 (the kernel's choice, all held until chosen)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def rss_kib(pid):
@@ -92,10 +83,27 @@ def handshakes(port, names, root):
     return statistics.median(times), bad
 
 
+class PortTaken(Exception):
+    """A port chosen free was taken by another program before slbd bound it."""
+
+
+def start_slbd(work, ncerts, cache, layout):
+    """Slbd with the listeners layout(ports) gives, on fresh ports until they bind (other
+    programs on this host take ports too). Returns (slbd, ports)."""
+    for attempt in range(5):
+        ports = free_ports(len(layout(None)))
+        try:
+            return Slbd(Path(work) / f"try{attempt}", ncerts, layout(ports), cache), ports
+        except PortTaken:
+            continue
+    raise SystemExit("could not bind the listeners' ports in 5 attempts")
+
+
 class Slbd:
     def __init__(self, work, ncerts, listeners, cache):
         """listeners: list of (name, port, [cert indexes])."""
         self.dir = Path(work) / f"slbd-{ncerts}-{len(listeners)}"
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
         self.dir.mkdir(mode=0o700)
         (self.dir / "certs").mkdir(mode=0o700)
         for i in range(ncerts):
@@ -122,7 +130,10 @@ class Slbd:
                                      stderr=subprocess.STDOUT)
         while True:
             if self.proc.poll() is not None:
-                raise SystemExit(f"slbd exited: {(self.dir / 'stderr').read_text()[-2000:]}")
+                text = (self.dir / "stderr").read_text()
+                if "bind_failed" in text:
+                    raise PortTaken(text)
+                raise SystemExit(f"slbd exited: {text[-2000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/healthz",
                                             timeout=2) as r:
@@ -254,12 +265,12 @@ def main():
            "loadavg_start": os.getloadavg(), "certs": n, "listeners": nl}
     with tempfile.TemporaryDirectory(prefix="slbd-scale-") as work:
         # Small: 10 certificates, 1 listener.
-        p = free_ports(1)[0]
-        s = Slbd(work, 10, [("web", p, list(range(10)))], cache)
+        s, ports = start_slbd(work, 10, cache,
+                              lambda ports: [("web", ports and ports[0], list(range(10)))])
         try:
             w, wb = s.weight_changes(a.changes)
             r, rb = s.replaces(bodies, 3)
-            hs, bad = handshakes(p, small_names, root)
+            hs, bad = handshakes(ports[0], small_names, root)
             res["small"] = {"start_s": s.start_s, "start_cpu_s": s.start_cpu_s,
                             "rss_kib": s.rss, "weight_ms": w, "weight_builds": wb,
                             "replace_ms": r, "replace_builds": rb, "handshake_ms": hs,
@@ -267,12 +278,15 @@ def main():
         finally:
             s.stop()
         # Large: n certificates, nl listeners: the first holds all n, the others n/nl each.
-        ports = free_ports(nl)
         per = max(1, n // nl)
-        lis = [("all", ports[0], list(range(n)))]
-        lis += [(f"l{k}", ports[k], [(k * per + j) % n for j in range(per)])
+
+        def large(ports):
+            ports = ports or [None] * nl
+            return [("all", ports[0], list(range(n)))] + [
+                (f"l{k}", ports[k], [(k * per + j) % n for j in range(per)])
                 for k in range(1, nl)]
-        s = Slbd(work, n, lis, cache)
+
+        s, ports = start_slbd(work + "/large", n, cache, large)
         try:
             w, wb = s.weight_changes(a.changes)
             r, rb = s.replaces(bodies, 3)
@@ -284,9 +298,8 @@ def main():
         finally:
             s.stop()
         # Memory per certificate: one listener with all n, against 10.
-        p = free_ports(1)[0]
-        os.makedirs(work + "/m")
-        s = Slbd(work + "/m", n, [("all", p, list(range(n)))], cache)
+        s, _ = start_slbd(work + "/one", n, cache,
+                          lambda ports: [("all", ports and ports[0], list(range(n)))])
         res["one_listener"] = {"start_s": s.start_s, "start_cpu_s": s.start_cpu_s,
                                "rss_kib": s.rss}
         s.stop()
