@@ -131,7 +131,7 @@ def test_ticket_rotation_builds_no_context(slbd, hx, monkeypatch):
     """Keys rotated every second reach the running contexts: a session resumes across
     rotations, and no context is built."""
     monkeypatch.setenv("SLBD_TICKET_ROTATE_S", "1")
-    port, cache, _ = big_site(slbd, hx, n=20)
+    port, cache, _ = big_site(slbd, hx, n=10)
     ctx = client_context(str(cache / "root.pem"), maximum=ssl.TLSVersion.TLSv1_2)
     c = hx.tls_connect(port, ctx, server_hostname="site4.scale.test")
     assert c.request("GET", "/x", host="site4.scale.test").status == 200
