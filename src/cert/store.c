@@ -46,7 +46,14 @@ struct slb_certstore {
     size_t n, cap;
     bool readonly; /* opened to validate: nothing created or changed, nothing logged */
     bool loading;  /* slb_certstore_open_backend is filling v: unsorted until load_sort */
+    /* Positions in v by id hash (open addressing, IX_EMPTY for none), remade after v moved:
+     * every configuration change looks up each listener's certificate ids. */
+    uint32_t *ix;
+    size_t ix_mask;
+    bool ix_dirty;
 };
+
+#define IX_EMPTY UINT32_MAX
 
 /* ---------------------------------------------------------------------------------------------
  * struct slb_cert
@@ -277,10 +284,53 @@ static size_t lower_bound(const struct slb_certstore *s, const char *id)
     return lo;
 }
 
+static uint64_t id_hash(const char *id)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 0x100000001b3ULL;
+    return h ^ (h >> 31);
+}
+
+static bool ix_rebuild(struct slb_certstore *s)
+{
+    size_t slots = 16;
+    while (slots < 2 * s->n + 2)
+        slots *= 2;
+    uint32_t *ix = malloc(slots * sizeof(*ix));
+    if (!ix)
+        return false;
+    memset(ix, 0xff, slots * sizeof(*ix));
+    for (size_t k = 0; k < s->n; k++) {
+        size_t i = id_hash(s->v[k].cert->id) & (slots - 1);
+        while (ix[i] != IX_EMPTY)
+            i = (i + 1) & (slots - 1);
+        ix[i] = (uint32_t)k;
+    }
+    free(s->ix);
+    s->ix = ix;
+    s->ix_mask = slots - 1;
+    s->ix_dirty = false;
+    return true;
+}
+
 static struct cert_entry *find(struct slb_certstore *s, const char *id)
 {
-    size_t i = lower_bound(s, id);
-    return i < s->n && strcmp(s->v[i].cert->id, id) == 0 ? &s->v[i] : NULL;
+    if ((s->ix_dirty || !s->ix) && !s->loading && !ix_rebuild(s)) {
+        size_t i = lower_bound(s, id); /* no memory for the index: binary search */
+        return i < s->n && strcmp(s->v[i].cert->id, id) == 0 ? &s->v[i] : NULL;
+    }
+    if (s->loading) {
+        for (size_t k = 0; k < s->n; k++)
+            if (strcmp(s->v[k].cert->id, id) == 0)
+                return &s->v[k];
+        return NULL;
+    }
+    for (size_t i = id_hash(id) & s->ix_mask; s->ix[i] != IX_EMPTY; i = (i + 1) & s->ix_mask) {
+        if (strcmp(s->v[s->ix[i]].cert->id, id) == 0)
+            return &s->v[s->ix[i]];
+    }
+    return NULL;
 }
 
 static struct cert_entry *find_name(struct slb_certstore *s, const char *name, const char *skip_id)
@@ -306,6 +356,7 @@ static int insert(struct slb_certstore *s, struct slb_cert *c, int64_t created)
     /* While loading, entries are appended and sorted once at the end (load_sort). */
     size_t at = s->loading ? s->n : lower_bound(s, c->id);
     memmove(&s->v[at + 1], &s->v[at], (s->n - at) * sizeof(*s->v));
+    s->ix_dirty = true;
     s->v[at] = (struct cert_entry){.cert = c, .created = created};
     s->n++;
     return 0;
@@ -706,6 +757,7 @@ static int load_sort(struct slb_certstore *s, struct slb_err *err, bool *failed)
     if (s->n < 2)
         return 0;
     qsort(s->v, s->n, sizeof(*s->v), by_id);
+    s->ix_dirty = true;
     const struct cert_entry **byname = malloc(s->n * sizeof(*byname));
     if (!byname)
         return -ENOMEM;
@@ -796,6 +848,7 @@ void slb_certstore_free(struct slb_certstore *s)
     for (size_t i = 0; i < s->n; i++)
         slb_cert_unref(s->v[i].cert);
     free(s->v);
+    free(s->ix);
     if (s->owns_backend)
         slb_backend_free(s->b);
     free(s);
@@ -1058,6 +1111,7 @@ int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err
     size_t at = (size_t)(e - s->v);
     memmove(&s->v[at], &s->v[at + 1], (s->n - at - 1) * sizeof(*s->v));
     s->n--;
+    s->ix_dirty = true;
     slb_info("certificate %s (%s) deleted", c->id, c->name);
     slb_cert_unref(c);
     return 0;
