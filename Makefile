@@ -70,7 +70,7 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 
 programs: $(OUT)/slbd $(OUT)/slbctl
 
-.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-sched bench-tcp \
+.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-sched bench-scale bench-tcp \
 	run-cluster bench-cluster soak fmt fuzz install uninstall deb console console-test FORCE
 
 deps:
@@ -150,6 +150,11 @@ bench-cluster: deps all
 	@SLBD_BUILD=$(OUT) /usr/bin/python3 bench/cluster.py $(BENCH_ARGS)
 
 # The tcp listener's copy modes (buffers, splice for bulk flows, splice always) side by side.
+# SNI and changes at scale: 10,000 certificates, 1,000 listeners, vs 10/1 and HAProxy
+# (docs/benchmarks.md, "Scale").
+bench-scale: all
+	@/usr/bin/python3 bench/scale.py $(BENCH_ARGS)
+
 bench-tcp: deps all
 	@BENCH_SCRIPT=bench/tcp_copy.py bench/run.sh $(BENCH_ARGS)
 

@@ -203,14 +203,30 @@ static struct ocsp_entry *entry_new(struct slb_ocsp_fetcher *f, struct slb_cert 
     return e;
 }
 
-static struct ocsp_entry *find(struct slb_ocsp_fetcher *f, const char *id, size_t *idx)
+static int entry_cmp(const void *a, const void *b)
 {
-    for (size_t i = 0; i < f->n; i++)
-        if (strcmp(f->v[i]->cert->id, id) == 0) {
+    return strcmp((*(struct ocsp_entry *const *)a)->cert->id,
+                  (*(struct ocsp_entry *const *)b)->cert->id);
+}
+
+/* Entry id among the first n of f->v, which follow_store keeps sorted by id: its walk each
+ * second over thousands of certificates is then n log n, not n squared. */
+static struct ocsp_entry *find(struct slb_ocsp_fetcher *f, size_t n, const char *id, size_t *idx)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(f->v[mid]->cert->id, id);
+        if (c == 0) {
             if (idx)
-                *idx = i;
-            return f->v[i];
+                *idx = mid;
+            return f->v[mid];
         }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
 }
 
@@ -245,12 +261,14 @@ static void follow_store(struct slb_ocsp_fetcher *f)
 {
     for (size_t i = 0; i < f->n; i++)
         f->v[i]->seen = false;
+    size_t sorted = f->n; /* entries appended below are for ids not among these */
+    bool changed = false;
     for (size_t i = 0; i < slb_certstore_count(f->store); i++) {
         struct slb_cert *c = slb_certstore_at(f->store, i);
         if (c->type != SLB_CERT_SERVER)
             continue;
         size_t k;
-        struct ocsp_entry *e = find(f, c->id, &k);
+        struct ocsp_entry *e = find(f, sorted, c->id, &k);
         if (e && e->cert == c) {
             e->seen = true;
             continue;
@@ -275,6 +293,7 @@ static void follow_store(struct slb_ocsp_fetcher *f)
             f->cap = cap;
         }
         f->v[f->n++] = ne;
+        changed = true;
     }
     for (size_t i = 0; i < f->n;) {
         struct ocsp_entry *e = f->v[i];
@@ -288,7 +307,10 @@ static void follow_store(struct slb_ocsp_fetcher *f)
         slb_fs_remove(f->dir, name);
         entry_free(e);
         f->v[i] = f->v[--f->n];
+        changed = true;
     }
+    if (changed && f->n > 1)
+        qsort(f->v, f->n, sizeof(*f->v), entry_cmp);
 }
 
 static bool due(const struct slb_ocsp_fetcher *f, const struct slb_ocsp_staple *s, int64_t now)
@@ -325,7 +347,7 @@ int slb_ocsp_fetcher_upload(struct slb_ocsp_fetcher *f, const char *id, const un
                             size_t len, struct slb_err *err)
 {
     follow_store(f);
-    struct ocsp_entry *e = find(f, id, NULL);
+    struct ocsp_entry *e = find(f, f->n, id, NULL);
     if (!e) {
         if (slb_certstore_type_of(f->store, id) == SLB_CERT_CA)
             return slb_err_set(err, 400, "not_a_server_certificate", "",
@@ -379,7 +401,7 @@ int slb_ocsp_fetcher_fetch_sync(struct slb_ocsp_fetcher *f, const char *id, uint
                                 struct slb_err *err)
 {
     follow_store(f);
-    struct ocsp_entry *e = find(f, id, NULL);
+    struct ocsp_entry *e = find(f, f->n, id, NULL);
     if (!e)
         return slb_err_set(err, 404, "not_found", "", "no server certificate \"%s\"", id);
     if (atomic_load_explicit(&e->cert->staple, memory_order_acquire))
@@ -465,7 +487,7 @@ static const char *state_of(const struct ocsp_entry *e, const struct slb_ocsp_st
 
 json_t *slb_ocsp_fetcher_json(struct slb_ocsp_fetcher *f, const char *id)
 {
-    struct ocsp_entry *e = f ? find(f, id, NULL) : NULL;
+    struct ocsp_entry *e = f ? find(f, f->n, id, NULL) : NULL;
     if (!e)
         return json_null();
     const struct slb_ocsp_staple *s = atomic_load_explicit(&e->cert->staple, memory_order_acquire);
@@ -486,7 +508,7 @@ json_t *slb_ocsp_fetcher_json(struct slb_ocsp_fetcher *f, const char *id)
 
 bool slb_ocsp_fetcher_info(struct slb_ocsp_fetcher *f, const char *id, struct slb_ocsp_info *out)
 {
-    struct ocsp_entry *e = f ? find(f, id, NULL) : NULL;
+    struct ocsp_entry *e = f ? find(f, f->n, id, NULL) : NULL;
     if (!e)
         return false;
     const struct slb_ocsp_staple *s = atomic_load_explicit(&e->cert->staple, memory_order_acquire);

@@ -5,6 +5,7 @@
 #include "cert/validate.h"
 
 #include <errno.h>
+#include <openssl/decoder.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -354,6 +355,53 @@ fail:
     return rc;
 }
 
+/* OpenSSL 3.0's PEM_read_bio_PrivateKey tries every key decoder of every provider, about a
+ * millisecond a key: most of start-up with thousands of certificates. A PKCS#8 block whose
+ * algorithm we read first (plain ASN.1) is decoded with its structure and key type named,
+ * several times faster. NULL (nothing consumed that matters) sends the caller to the generic
+ * path, which also gives the error messages. */
+static EVP_PKEY *pkcs8_decode(BIO *bio)
+{
+    char *name = NULL, *header = NULL;
+    unsigned char *der = NULL;
+    long len = 0;
+    EVP_PKEY *pkey = NULL;
+    PKCS8_PRIV_KEY_INFO *p8 = NULL;
+    OSSL_DECODER_CTX *dctx = NULL;
+    if (PEM_read_bio(bio, &name, &header, &der, &len) != 1 || strcmp(name, "PRIVATE KEY") != 0 ||
+        header[0])
+        goto done;
+    const unsigned char *p = der;
+    const X509_ALGOR *alg = NULL;
+    p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, len);
+    if (!p8 || !PKCS8_pkey_get0(NULL, NULL, NULL, &alg, p8))
+        goto done;
+    const ASN1_OBJECT *oid = NULL;
+    X509_ALGOR_get0(&oid, NULL, NULL, alg);
+    int nid = OBJ_obj2nid(oid);
+    const char *type = nid == NID_X9_62_id_ecPublicKey ? "EC"
+                       : nid == NID_rsaEncryption      ? "RSA"
+                                                       : NULL;
+    if (!type)
+        goto done;
+    dctx = OSSL_DECODER_CTX_new_for_pkey(&pkey, "DER", "PrivateKeyInfo", type, EVP_PKEY_KEYPAIR,
+                                         NULL, NULL);
+    p = der;
+    size_t left = (size_t)len;
+    if (!dctx || !OSSL_DECODER_from_data(dctx, &p, &left)) {
+        EVP_PKEY_free(pkey);
+        pkey = NULL;
+    }
+done:
+    OSSL_DECODER_CTX_free(dctx);
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    if (der)
+        OPENSSL_clear_free(der, (size_t)len);
+    return pkey;
+}
+
 int slb_certval_parse_key(const char *pem, size_t len, EVP_PKEY **out, struct slb_err *err)
 {
     static const char *what = "private_key";
@@ -404,7 +452,12 @@ int slb_certval_parse_key(const char *pem, size_t len, EVP_PKEY **out, struct sl
         rc = slb_err_set(err, 500, "internal", what, "out of memory");
         goto done;
     }
-    *out = PEM_read_bio_PrivateKey(bio, NULL, refuse_password, NULL);
+    *out = strcmp(key->type, "PRIVATE KEY") == 0 ? pkcs8_decode(bio) : NULL;
+    if (!*out) {
+        ERR_clear_error();
+        (void)BIO_reset(bio);
+        *out = PEM_read_bio_PrivateKey(bio, NULL, refuse_password, NULL);
+    }
     BIO_free(bio);
     if (!*out)
         rc = slb_err_set(err, ST, "invalid_pem", what,

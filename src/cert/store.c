@@ -12,6 +12,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A stored bundle is a few KiB; anything near this is not a file we wrote. */
 #define CERT_FILE_MAX (4u << 20)
@@ -44,7 +46,15 @@ struct slb_certstore {
     struct cert_entry *v;
     size_t n, cap;
     bool readonly; /* opened to validate: nothing created or changed, nothing logged */
+    bool loading;  /* slb_certstore_open_backend is filling v: unsorted until load_sort */
+    /* Positions in v by id hash (open addressing, IX_EMPTY for none), remade after v moved:
+     * every configuration change looks up each listener's certificate ids. */
+    uint32_t *ix;
+    size_t ix_mask;
+    bool ix_dirty;
 };
+
+#define IX_EMPTY UINT32_MAX
 
 /* ---------------------------------------------------------------------------------------------
  * struct slb_cert
@@ -259,11 +269,68 @@ done:
  * Entries
  * ------------------------------------------------------------------------------------------- */
 
+/* The index where id is or would be inserted: entries are sorted by id, so a lookup among
+ * thousands of certificates (every listener's ids at each configuration change) is a binary
+ * search. */
+static size_t lower_bound(const struct slb_certstore *s, const char *id)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(s->v[mid].cert->id, id) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static uint64_t id_hash(const char *id)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 0x100000001b3ULL;
+    return h ^ (h >> 31);
+}
+
+static bool ix_rebuild(struct slb_certstore *s)
+{
+    size_t slots = 16;
+    while (slots < 2 * s->n + 2)
+        slots *= 2;
+    uint32_t *ix = malloc(slots * sizeof(*ix));
+    if (!ix)
+        return false;
+    memset(ix, 0xff, slots * sizeof(*ix));
+    for (size_t k = 0; k < s->n; k++) {
+        size_t i = id_hash(s->v[k].cert->id) & (slots - 1);
+        while (ix[i] != IX_EMPTY)
+            i = (i + 1) & (slots - 1);
+        ix[i] = (uint32_t)k;
+    }
+    free(s->ix);
+    s->ix = ix;
+    s->ix_mask = slots - 1;
+    s->ix_dirty = false;
+    return true;
+}
+
 static struct cert_entry *find(struct slb_certstore *s, const char *id)
 {
-    for (size_t i = 0; i < s->n; i++)
-        if (strcmp(s->v[i].cert->id, id) == 0)
-            return &s->v[i];
+    if ((s->ix_dirty || !s->ix) && !s->loading && !ix_rebuild(s)) {
+        size_t i = lower_bound(s, id); /* no memory for the index: binary search */
+        return i < s->n && strcmp(s->v[i].cert->id, id) == 0 ? &s->v[i] : NULL;
+    }
+    if (s->loading) {
+        for (size_t k = 0; k < s->n; k++)
+            if (strcmp(s->v[k].cert->id, id) == 0)
+                return &s->v[k];
+        return NULL;
+    }
+    for (size_t i = id_hash(id) & s->ix_mask; s->ix[i] != IX_EMPTY; i = (i + 1) & s->ix_mask) {
+        if (strcmp(s->v[s->ix[i]].cert->id, id) == 0)
+            return &s->v[s->ix[i]];
+    }
     return NULL;
 }
 
@@ -287,10 +354,10 @@ static int insert(struct slb_certstore *s, struct slb_cert *c, int64_t created)
         s->v = v;
         s->cap = cap;
     }
-    size_t at = 0;
-    while (at < s->n && strcmp(s->v[at].cert->id, c->id) < 0)
-        at++;
+    /* While loading, entries are appended and sorted once at the end (load_sort). */
+    size_t at = s->loading ? s->n : lower_bound(s, c->id);
     memmove(&s->v[at + 1], &s->v[at], (s->n - at) * sizeof(*s->v));
+    s->ix_dirty = true;
     s->v[at] = (struct cert_entry){.cert = c, .created = created};
     s->n++;
     return 0;
@@ -474,8 +541,10 @@ static int load_fail(struct slb_err *err, const char *path, const char *code, co
     return slb_err_set(err, 500, code, path, "%s: %s", path, msg);
 }
 
-static int load_doc(struct slb_certstore *s, const char *path, const char *id, json_t *doc,
-                    struct slb_err *err)
+/* Validate one file's document and build its certificate. Touches no store state, so files
+ * are parsed on several threads at start-up (key and certificate decoding is most of it). */
+static int doc_parse(const char *path, const char *id, const json_t *doc, struct slb_cert **out,
+                     int64_t *created_out, struct slb_err *err)
 {
     struct slb_err inner = {0};
     struct slb_certval_material m = {0};
@@ -501,8 +570,6 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
         return load_fail(err, path, "invalid_state",
                          "a field is missing or has the wrong type (expected id, name, type, "
                          "version >= 1, certificate, private_key for servers, crl, created)");
-    if (find_name(s, name, NULL))
-        return load_fail(err, path, "name_taken", "the name \"%s\" is used by another file", name);
     /* Dates are not checked: an expired certificate must not stop the daemon from starting. */
     int rc = slb_certval_material(t, json_string_value(cert), json_string_length(cert),
                                   json_is_string(key) ? json_string_value(key) : NULL,
@@ -517,7 +584,18 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
         return load_fail(err, path, inner.code, "%s", inner.msg);
     }
     struct slb_cert *c = cert_build(id, name, t, (uint64_t)json_integer_value(ver), &m, &cs);
-    if (!c || insert(s, c, json_integer_value(created)) != 0) {
+    if (!c)
+        return load_fail(err, path, "internal", "out of memory");
+    *out = c;
+    *created_out = json_integer_value(created);
+    return 0;
+}
+
+/* Add a parsed certificate (the reference is the store's from here) and warn about its dates. */
+static int doc_add(struct slb_certstore *s, const char *path, struct slb_cert *c, int64_t created,
+                   struct slb_err *err)
+{
+    if (insert(s, c, created) != 0) {
         slb_cert_unref(c);
         return load_fail(err, path, "internal", "out of memory");
     }
@@ -528,7 +606,7 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
     if (c->not_after < now) {
         slb_certval_rfc3339(c->not_after, when, sizeof(when));
         slb_warn("certificate %s (%s) expired on %s; replace it", c->id, c->name, when);
-        find(s, id)->expiry_warned = 4;
+        s->v[s->n - 1].expiry_warned = 4;
     } else if (c->not_before > now) {
         slb_certval_rfc3339(c->not_before, when, sizeof(when));
         slb_warn("certificate %s (%s) is not valid before %s", c->id, c->name, when);
@@ -536,30 +614,46 @@ static int load_doc(struct slb_certstore *s, const char *path, const char *id, j
     return 0;
 }
 
+/* One file being loaded: read (in key order, on the calling thread), parsed (on any of the
+ * loader threads), then added (in key order again). */
+struct load_job {
+    char key[SLB_DOC_KEY_MAX];
+    char id[64];
+    json_t *doc;
+    struct slb_cert *cert;
+    int64_t created;
+    uint64_t rev;        /* the document's revision in the backend */
+    struct slb_err *err; /* the parse failure, when there was one */
+};
+
 /* A list callback's context: a failure it reports has err filled, unlike one of the list. */
 struct load_ctx {
     struct slb_certstore *s;
     struct slb_err *err;
     bool failed;
+    struct load_job *jobs;
+    size_t n, cap;
+    _Atomic size_t next; /* the next job a loader thread takes */
 };
 
-static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err *err);
+static int load_key_doc(struct load_ctx *lc, const char *key, struct slb_err *err);
 
 static int load_key(const char *key, void *arg)
 {
     struct load_ctx *lc = arg;
-    int rc = load_key_doc(lc->s, key, lc->err);
+    int rc = load_key_doc(lc, key, lc->err);
     lc->failed = rc != 0;
     return rc;
 }
 
-static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err *err)
+static int load_key_doc(struct load_ctx *lc, const char *key, struct slb_err *err)
 {
+    struct slb_certstore *s = lc->s;
     char path[4400], id[64];
     const char *stem = key + strlen(SLB_DOC_CERTS);
     size_t sl = strlen(stem);
     slb_backend_where(s->b, key, path, sizeof(path));
-    if (sl >= sizeof(id))
+    if (sl >= sizeof(id) || strlen(key) >= SLB_DOC_KEY_MAX)
         return load_fail(err, path, "invalid_state", "the file name is not <id>.json");
     memcpy(id, stem, sl + 1);
     if (!slb_certval_id_ok(id))
@@ -578,11 +672,135 @@ static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err
     if (!doc)
         return load_fail(err, path, "invalid_json", "line %d column %d: %s", jerr.line, jerr.column,
                          jerr.text);
-    if (!json_is_object(doc))
-        rc = load_fail(err, path, "invalid_state", "the file must hold a JSON object");
-    else if ((rc = load_doc(s, path, id, doc, err)) == 0)
-        find(s, id)->rev = rev;
-    json_decref_secret(doc);
+    if (!json_is_object(doc)) {
+        json_decref_secret(doc);
+        return load_fail(err, path, "invalid_state", "the file must hold a JSON object");
+    }
+    if (lc->n == lc->cap) {
+        size_t cap = lc->cap ? lc->cap * 2 : 64;
+        struct load_job *v = realloc(lc->jobs, cap * sizeof(*v));
+        if (!v) {
+            json_decref_secret(doc);
+            return -ENOMEM;
+        }
+        lc->jobs = v;
+        lc->cap = cap;
+    }
+    struct load_job *j = &lc->jobs[lc->n++];
+    memset(j, 0, sizeof(*j));
+    snprintf(j->key, sizeof(j->key), "%s", key);
+    memcpy(j->id, id, sl + 1);
+    j->doc = doc;
+    j->rev = rev;
+    return 0;
+}
+
+static void *load_worker(void *arg)
+{
+    struct load_ctx *lc = arg;
+    size_t i;
+    while ((i = atomic_fetch_add(&lc->next, 1)) < lc->n) {
+        struct load_job *j = &lc->jobs[i];
+        char path[4400];
+        struct slb_err err = {0};
+        slb_backend_where(lc->s->b, j->key, path, sizeof(path));
+        if (doc_parse(path, j->id, j->doc, &j->cert, &j->created, &err) != 0) {
+            j->err = malloc(sizeof(*j->err));
+            if (j->err)
+                *j->err = err;
+        }
+    }
+    return NULL;
+}
+
+#define LOAD_THREADS_MAX 8
+
+/* Parse every job, on as many threads as there are processors (up to LOAD_THREADS_MAX), then
+ * add them in key order: the first failing file in that order refuses the store, as when
+ * files were loaded one by one. */
+static int load_jobs(struct load_ctx *lc)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nthreads =
+        lc->n < 64 || ncpu < 2 ? 0 : (size_t)(ncpu < LOAD_THREADS_MAX ? ncpu : LOAD_THREADS_MAX);
+    pthread_t th[LOAD_THREADS_MAX];
+    size_t started = 0;
+    atomic_store(&lc->next, 0);
+    for (; started < nthreads; started++) {
+        if (pthread_create(&th[started], NULL, load_worker, lc) != 0)
+            break;
+    }
+    load_worker(lc);
+    for (size_t t = 0; t < started; t++)
+        pthread_join(th[t], NULL);
+    int rc = 0;
+    for (size_t i = 0; i < lc->n; i++) {
+        struct load_job *j = &lc->jobs[i];
+        char path[4400];
+        if (rc == 0) {
+            slb_backend_where(lc->s->b, j->key, path, sizeof(path));
+            if (j->cert) {
+                rc = doc_add(lc->s, path, j->cert, j->created, lc->err);
+                if (rc == 0) /* appended while loading */
+                    lc->s->v[lc->s->n - 1].rev = j->rev;
+            } else {
+                rc = j->err ? SLB_EINVAL : load_fail(lc->err, path, "internal", "out of memory");
+                if (j->err)
+                    *lc->err = *j->err;
+            }
+            lc->failed = rc != 0;
+        } else if (j->cert) {
+            slb_cert_unref(j->cert);
+        }
+        free(j->err);
+        json_decref_secret(j->doc);
+    }
+    free(lc->jobs);
+    lc->jobs = NULL;
+    lc->n = 0;
+    return rc;
+}
+
+static int by_id(const void *a, const void *b)
+{
+    return strcmp(((const struct cert_entry *)a)->cert->id,
+                  ((const struct cert_entry *)b)->cert->id);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const struct cert_entry *x = *(const struct cert_entry *const *)a;
+    const struct cert_entry *y = *(const struct cert_entry *const *)b;
+    int c = strcmp(x->cert->name, y->cert->name);
+    return c ? c : strcmp(x->cert->id, y->cert->id);
+}
+
+/* After loading: sort by id, and refuse two files with the same name, with one sort rather
+ * than a search per file (thousands of certificates at start-up). */
+static int load_sort(struct slb_certstore *s, struct slb_err *err, bool *failed)
+{
+    if (s->n < 2)
+        return 0;
+    qsort(s->v, s->n, sizeof(*s->v), by_id);
+    s->ix_dirty = true;
+    const struct cert_entry **byname = malloc(s->n * sizeof(*byname));
+    if (!byname)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->n; i++)
+        byname[i] = &s->v[i];
+    qsort(byname, s->n, sizeof(*byname), by_name);
+    int rc = 0;
+    for (size_t i = 1; i < s->n && rc == 0; i++) {
+        if (strcmp(byname[i - 1]->cert->name, byname[i]->cert->name) != 0)
+            continue;
+        char path[4400], key[96];
+        cert_key(byname[i]->cert->id, key, sizeof(key));
+        slb_backend_where(s->b, key, path, sizeof(path));
+        rc = load_fail(err, path, "name_taken", "the name \"%s\" is used by another file",
+                       byname[i]->cert->name);
+        *failed = true;
+    }
+    free(byname);
     return rc;
 }
 
@@ -597,8 +815,19 @@ struct slb_certstore *slb_certstore_open_backend(struct slb_backend *b, bool rea
     s->b = b;
     s->readonly = readonly;
     slb_backend_where(b, SLB_DOC_CERTS, s->dir, sizeof(s->dir));
-    struct load_ctx lc = {s, err, false};
+    struct load_ctx lc = {.s = s, .err = err};
+    s->loading = true;
     int rc = slb_backend_list(b, SLB_DOC_CERTS, load_key, &lc);
+    if (rc == 0) {
+        rc = load_jobs(&lc);
+    } else {
+        for (size_t i = 0; i < lc.n; i++)
+            json_decref_secret(lc.jobs[i].doc);
+        free(lc.jobs);
+    }
+    s->loading = false;
+    if (rc == 0)
+        rc = load_sort(s, err, &lc.failed);
     if (rc != 0) {
         if (rc == -ENOMEM && !lc.failed)
             slb_err_set(err, 500, "internal", s->dir, "out of memory");
@@ -644,6 +873,7 @@ void slb_certstore_free(struct slb_certstore *s)
     for (size_t i = 0; i < s->n; i++)
         slb_cert_unref(s->v[i].cert);
     free(s->v);
+    free(s->ix);
     if (s->owns_backend)
         slb_backend_free(s->b);
     free(s);
@@ -910,6 +1140,7 @@ int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err
     size_t at = (size_t)(e - s->v);
     memmove(&s->v[at], &s->v[at + 1], (s->n - at - 1) * sizeof(*s->v));
     s->n--;
+    s->ix_dirty = true;
     slb_info("certificate %s (%s) deleted", c->id, c->name);
     slb_cert_unref(c);
     return 0;

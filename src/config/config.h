@@ -19,7 +19,7 @@
 #define SLB_GZIP_TYPE_MAX 64
 #define SLB_NAME_MAX 64 /* names and ids: [A-Za-z0-9._-], 1..63 chars, not "." or ".." */
 #define SLB_MAX_SERVERS 10000
-#define SLB_MAX_LISTENERS 256
+#define SLB_MAX_LISTENERS 1000
 #define SLB_MAX_GROUPS 256
 
 enum slb_proto { SLB_PROTO_TCP, SLB_PROTO_HTTP, SLB_PROTO_HTTPS };

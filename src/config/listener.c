@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,7 +121,9 @@ static const char *const gzip_default_types[] = {
     "text/*",          "application/json",  "application/*+json", "application/javascript",
     "application/xml", "application/*+xml", "image/svg+xml",      NULL};
 
-#define MAX_CERTS 16
+/* Certificates of one listener: SNI finds a name in a hash table (src/tls/ctx.c), so the bound
+ * is memory, about 5 KiB per ECDSA certificate loaded (docs/configuration.md). */
+#define MAX_CERTS 10000
 #define MAX_ACL 1000
 #define MAX_SNI_ROUTES 1024
 
@@ -417,6 +420,45 @@ static int acl_parse(const struct slb_cv *lis, struct slb_listener_cfg *l, json_
 }
 
 /* A list of unique names; *list is the normalized copy (owned by the caller). */
+/* Pointers into one array: equal names order by position, so the first of a run is the
+ * earliest. */
+static int by_name_then_position(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    int c = strcmp(x, y);
+    return c ? c : (x > y) - (x < y);
+}
+
+/* The first id (in list order) that repeats an earlier one is refused, naming both places;
+ * found with one sort, as a listener may list thousands. */
+static int names_unique(const struct slb_cv *cv, const char *base, char (*names)[SLB_NAME_MAX],
+                        size_t n)
+{
+    if (n < 2)
+        return 0;
+    const char **v = malloc(n * sizeof(*v));
+    if (!v)
+        return slb_cv_oom(cv->err);
+    for (size_t i = 0; i < n; i++)
+        v[i] = names[i];
+    qsort(v, n, sizeof(*v), by_name_then_position);
+    size_t dup = SIZE_MAX, first = 0;
+    for (size_t k = 1; k < n; k++) {
+        size_t at = (size_t)((const char(*)[SLB_NAME_MAX])v[k] - names);
+        if (strcmp(v[k - 1], v[k]) == 0 && at < dup && (k < 2 || strcmp(v[k - 2], v[k]) != 0)) {
+            dup = at;
+            first = (size_t)((const char(*)[SLB_NAME_MAX])v[k - 1] - names);
+        }
+    }
+    free(v);
+    if (dup == SIZE_MAX)
+        return 0;
+    char path[SLB_CV_PATH];
+    slb_cv_index(path, base, dup);
+    return slb_cv_fail(cv->err, "invalid_value", path, "\"%s\" is listed twice (also at index %zu)",
+                       names[dup], first);
+}
+
 static int name_list(const struct slb_cv *cv, const char *key, const json_t *arr,
                      char (*dst)[SLB_NAME_MAX], json_t **list)
 {
@@ -426,23 +468,21 @@ static int name_list(const struct slb_cv *cv, const char *key, const json_t *arr
         return slb_cv_oom(cv->err);
     for (size_t i = 0; i < json_array_size(arr); i++) {
         const json_t *v = json_array_get(arr, i);
-        slb_cv_index(path, base, i);
+        const char *s = json_string_value(v);
+        /* The path is written only for an error: a listener may list 10,000 ids. */
+        if (!s || !slb_config_name_ok(s))
+            slb_cv_index(path, base, i);
         if (!json_is_string(v))
             return slb_cv_fail(cv->err, "wrong_type", path, "expected a string, got %s",
                                slb_cv_type_name(v));
-        const char *s = json_string_value(v);
         if (!slb_config_name_ok(s))
             return slb_cv_fail(cv->err, "invalid_value", path,
                                "\"%.80s\" is not a valid certificate id", s);
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(dst[j], s) == 0)
-                return slb_cv_fail(cv->err, "invalid_value", path,
-                                   "\"%s\" is listed twice (also at index %zu)", s, j);
         snprintf(dst[i], SLB_NAME_MAX, "%s", s);
         if (json_array_append_new(*list, json_string(s)))
             return slb_cv_oom(cv->err);
     }
-    return 0;
+    return names_unique(cv, base, dst, json_array_size(arr));
 }
 
 static int alpn_parse(const struct slb_cv *cv, struct slb_tls_cfg *t, json_t **list)

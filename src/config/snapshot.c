@@ -65,6 +65,63 @@ void slb_registry_init(struct slb_registry *reg, int nworkers)
     reg->next_generation = 1;
 }
 
+/* --- lookups by key while a snapshot is built --- */
+
+/* struct slb_key_index: a string-keyed index of registry objects, made at the start of a
+ * build and dropped at its end: with 1,000 listeners, finding each one's socket and counters
+ * by walking the lists was a million string compares per change. Open addressing; keys are
+ * borrowed from the objects. */
+static int kx_init(struct slb_key_index *x, size_t expect)
+{
+    size_t slots = 16;
+    while (slots < 2 * expect + 2)
+        slots *= 2;
+    x->keys = calloc(slots, sizeof(*x->keys));
+    x->vals = calloc(slots, sizeof(*x->vals));
+    x->mask = slots - 1;
+    x->n = 0;
+    return x->keys && x->vals ? 0 : -1;
+}
+
+static void kx_free(struct slb_key_index *x)
+{
+    free(x->keys);
+    free(x->vals);
+    x->keys = NULL;
+    x->vals = NULL;
+}
+
+static size_t kx_slot(const struct slb_key_index *x, const char *key)
+{
+    size_t i = slb_hash64(key, strlen(key), 0x6b78) & x->mask;
+    while (x->keys[i] && strcmp(x->keys[i], key) != 0)
+        i = (i + 1) & x->mask;
+    return i;
+}
+
+static void *kx_get(const struct slb_key_index *x, const char *key)
+{
+    return x->keys ? x->vals[kx_slot(x, key)] : NULL;
+}
+
+/* Keeps the first object of a key (a registry list holds one per key). An index with no room
+ * left (never expected: init counted every object) is dropped, and lookups walk the lists. */
+static void kx_put(struct slb_key_index *x, const char *key, void *val)
+{
+    if (!x->keys)
+        return;
+    if (2 * (x->n + 1) > x->mask) {
+        kx_free(x);
+        return;
+    }
+    size_t i = kx_slot(x, key);
+    if (!x->keys[i]) {
+        x->keys[i] = key;
+        x->vals[i] = val;
+        x->n++;
+    }
+}
+
 /* --- bound sockets --- */
 
 static void addr_key(const struct sockaddr_storage *ss, char *out, size_t size)
@@ -135,11 +192,14 @@ static struct slb_lsock *lsock_get(struct slb_registry *reg, const struct slb_li
 {
     char key[96];
     addr_key(&l->addr, key, sizeof(key));
-    for (struct slb_lsock *ls = reg->lsocks; ls; ls = ls->next) {
+    struct slb_lsock *found = kx_get(&reg->build_socks, key);
+    for (struct slb_lsock *ls = reg->build_socks.keys ? found : reg->lsocks; ls; ls = ls->next) {
         if (!ls->closed && strcmp(ls->key, key) == 0) {
             ls->refs++;
             return ls;
         }
+        if (reg->build_socks.keys)
+            break; /* the index holds the open socket of a key, if any */
     }
     struct slb_inherited_sock *inh = NULL;
     for (struct slb_inherited_sock *i = reg->inherited; i; i = i->next) {
@@ -197,6 +257,7 @@ static struct slb_lsock *lsock_get(struct slb_registry *reg, const struct slb_li
     ls->refs = 1;
     ls->next = reg->lsocks;
     reg->lsocks = ls;
+    kx_put(&reg->build_socks, ls->key, ls);
     return ls;
 }
 
@@ -284,11 +345,14 @@ static struct slb_srv_rt *srv_get(struct slb_registry *reg, const char *group,
 
 static struct slb_lis_rt *lis_get(struct slb_registry *reg, const char *name)
 {
-    for (struct slb_lis_rt *r = reg->lis; r; r = r->next) {
+    struct slb_lis_rt *found = kx_get(&reg->build_lis, name);
+    for (struct slb_lis_rt *r = reg->build_lis.keys ? found : reg->lis; r; r = r->next) {
         if (strcmp(r->name, name) == 0) {
             r->refs++;
             return r;
         }
+        if (reg->build_lis.keys)
+            break;
     }
     struct slb_lis_rt *r =
         calloc(1, sizeof(*r) + 2 * (size_t)reg->nworkers * sizeof(struct slb_wcount));
@@ -309,6 +373,7 @@ static struct slb_lis_rt *lis_get(struct slb_registry *reg, const char *name)
     r->nworkers = reg->nworkers;
     r->next = reg->lis;
     reg->lis = r;
+    kx_put(&reg->build_lis, r->name, r);
     return r;
 }
 
@@ -453,6 +518,29 @@ static void *rule_group(void *arg, const char *name)
     return NULL;
 }
 
+/* Index the open sockets and the listener counters by key for this build (without memory
+ * for the index, lookups walk the lists as before). */
+static void build_index(struct slb_registry *reg, size_t nlisteners)
+{
+    size_t nsock = 0, nlis = 0;
+    for (struct slb_lsock *ls = reg->lsocks; ls; ls = ls->next)
+        nsock++;
+    for (struct slb_lis_rt *r = reg->lis; r; r = r->next)
+        nlis++;
+    if (kx_init(&reg->build_socks, nsock + nlisteners) < 0 ||
+        kx_init(&reg->build_lis, nlis + nlisteners) < 0) {
+        kx_free(&reg->build_socks);
+        kx_free(&reg->build_lis);
+        return;
+    }
+    for (struct slb_lsock *ls = reg->lsocks; ls; ls = ls->next) {
+        if (!ls->closed)
+            kx_put(&reg->build_socks, ls->key, ls);
+    }
+    for (struct slb_lis_rt *r = reg->lis; r; r = r->next)
+        kx_put(&reg->build_lis, r->name, r);
+}
+
 struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_config *cfg,
                                         struct slb_err *err)
 {
@@ -475,6 +563,7 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
         if (group_rt_build(reg, &cfg->groups[i], &s->groups[i], err) < 0)
             goto fail;
     }
+    build_index(reg, cfg->nlisteners);
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const struct slb_listener_cfg *lc = &cfg->listeners[i];
         struct slb_listener_rt *l = &s->listeners[i];
@@ -525,8 +614,12 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
             goto fail;
     }
     s->generation = reg->next_generation++;
+    kx_free(&reg->build_socks);
+    kx_free(&reg->build_lis);
     return s;
 fail:
+    kx_free(&reg->build_socks);
+    kx_free(&reg->build_lis);
     snapshot_free(reg, s);
     return NULL;
 }

@@ -264,6 +264,13 @@ struct slb_snapshot {
 
 struct slb_inherited_sock;
 
+/* Open sockets and listener counters by key, only while slb_snapshot_build runs. */
+struct slb_key_index {
+    const char **keys;
+    void **vals;
+    size_t mask, n;
+};
+
 /* Registries shared by consecutive snapshots (control thread only). */
 struct slb_registry {
     int nworkers;
@@ -280,6 +287,7 @@ struct slb_registry {
     struct slb_rule_rt *rules;
     uint64_t next_generation;
     struct slb_snapshot *retired;
+    struct slb_key_index build_socks, build_lis;
 };
 
 void slb_registry_init(struct slb_registry *reg, int nworkers);

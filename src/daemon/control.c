@@ -222,13 +222,10 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
         slb_acme_tick(ctl->acme);
     if (owner && slb_cluster_rotates_tickets(ctl->cluster) &&
         slb_ticket_ring_tick(&ctl->tickets, ctl->backend)) {
-        /* New ticket keys reach workers the way every change does: a new snapshot. */
+        /* New ticket keys reach every TLS context through one atomic pointer: no snapshot, no
+         * context is built. */
         slb_tls_set_store(ctl->certs, ctl->tickets);
-        struct slb_err err = {0};
-        if (slb_ctl_apply(ctl, json_incref(ctl->doc), false, &err) < 0)
-            slb_error("ticket key rotation: %s", err.msg);
-        else
-            slb_info("session ticket keys rotated");
+        slb_info("session ticket keys rotated");
     }
     slb_cluster_tick(ctl->cluster);
     slb_timer_start(loop, t, SWEEP_INTERVAL_MS);

@@ -60,6 +60,7 @@ void slb_tls_set_store(struct slb_certstore *store, struct slb_ticket_ring *ring
         slb_ticket_ring_unref(g_ring);
         g_ring = ring;
     }
+    slb_ticket_ring_publish(ring);
 }
 
 static struct slb_cert *cert_lookup(const char *id)
@@ -117,28 +118,123 @@ static void pair_add(const struct slb_tls_site *pair[2], const struct slb_tls_si
         pair[1] = s;
 }
 
+/* One slot of a listener's name table: a lowercased SAN (a wildcard "*.rest" as "rest" with
+ * wild set) and the certificates offered for it. name NULL: empty slot. */
+struct slb_tls_name {
+    const char *name;
+    uint32_t len;
+    bool wild;
+    uint64_t hash;
+    struct slb_tls_pair pair;
+};
+
+static uint64_t name_hash(const char *name, size_t len, bool wild)
+{
+    /* FNV-1a over the lowercased bytes, the wildcard flag mixed in. */
+    uint64_t h = wild ? 0xcbf29ce484222325ULL ^ 0x2a : 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 'a' - 'A';
+        h = (h ^ c) * 0x100000001b3ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static struct slb_tls_name *name_find(const struct slb_tls_listener *t, const char *name,
+                                      size_t len, bool wild)
+{
+    if (!t->names || len == 0)
+        return NULL;
+    uint64_t h = name_hash(name, len, wild);
+    for (size_t i = h & t->names_mask;; i = (i + 1) & t->names_mask) {
+        struct slb_tls_name *e = &t->names[i];
+        if (!e->name)
+            return NULL;
+        if (e->hash == h && e->wild == wild && e->len == len &&
+            strncasecmp(e->name, name, len) == 0)
+            return e;
+    }
+}
+
+/* Build the name table: every SAN of every site, in configuration order, so each name's pair
+ * is the first certificate of each key type that carries it. O(total SANs). */
+static int names_build(struct slb_tls_listener *t)
+{
+    size_t total = 0, bytes = 0;
+    for (size_t i = 0; i < t->nsites; i++) {
+        total += t->sites[i].cert->nsans;
+        for (size_t k = 0; k < t->sites[i].cert->nsans; k++)
+            bytes += strlen(t->sites[i].cert->sans[k]) + 1;
+    }
+    size_t slots = 8;
+    while (slots < 2 * total)
+        slots *= 2;
+    t->names = calloc(slots, sizeof(*t->names));
+    t->names_arena = malloc(bytes ? bytes : 1);
+    if (!t->names || !t->names_arena)
+        return -1;
+    t->names_mask = slots - 1;
+    char *arena = t->names_arena;
+    for (size_t i = 0; i < t->nsites; i++) {
+        const struct slb_cert *c = t->sites[i].cert;
+        for (size_t k = 0; k < c->nsans; k++) {
+            const char *san = c->sans[k];
+            size_t len = strlen(san);
+            bool wild = len >= 3 && san[0] == '*' && san[1] == '.';
+            if (wild) {
+                san += 2;
+                len -= 2;
+            } else if (memchr(san, '*', len)) {
+                continue; /* another wildcard form: SNI never matches it */
+            }
+            struct slb_tls_name *e = name_find(t, san, len, wild);
+            if (!e) {
+                uint64_t h = name_hash(san, len, wild);
+                size_t at = h & t->names_mask;
+                while (t->names[at].name)
+                    at = (at + 1) & t->names_mask;
+                e = &t->names[at];
+                for (size_t j = 0; j < len; j++) {
+                    char ch = san[j];
+                    arena[j] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 'a' - 'A') : ch;
+                }
+                arena[len] = '\0';
+                *e = (struct slb_tls_name){
+                    .name = arena, .len = (uint32_t)len, .wild = wild, .hash = h};
+                arena += len + 1;
+            }
+            pair_add(e->pair.s, &t->sites[i]);
+        }
+    }
+    return 0;
+}
+
+/* The pair a name finds: an exact SAN beats a wildcard covering exactly one label ("*.d" for
+ * "x.d", never "x.y.d"); NULL when neither matches. */
+static const struct slb_tls_pair *name_lookup(const struct slb_tls_listener *t, const char *name,
+                                              size_t len)
+{
+    const struct slb_tls_name *e = name_find(t, name, len, false);
+    if (e)
+        return &e->pair;
+    const char *dot = memchr(name, '.', len);
+    if (!dot || dot == name || memchr(name, '*', (size_t)(dot - name)))
+        return NULL;
+    e = name_find(t, dot + 1, len - (size_t)(dot + 1 - name), true);
+    return e ? &e->pair : NULL;
+}
+
 /* The certificates offered for a server name: exact SAN matches beat wildcard matches, which
  * beat the default certificate (with its twins, the certificates with the same names). From
  * the winning tier, the first certificate of each key type (pair[1] may be NULL). Which of the
- * two is served is OpenSSL's choice from what the client can verify (see client_hello_cb). */
-static void site_pick(const struct slb_tls_listener *t, const char *name, size_t len,
-                      const struct slb_tls_site *pair[2])
+ * two is served is OpenSSL's choice from what the client can verify (see client_hello_cb).
+ * One hash lookup or two, whatever the number of certificates. */
+static const struct slb_tls_pair *site_pick(const struct slb_tls_listener *t, const char *name,
+                                            size_t len)
 {
-    pair[0] = pair[1] = NULL;
-    if (name) {
-        for (int wild = 0; wild < 2 && !pair[0]; wild++) {
-            for (size_t i = 0; i < t->nsites && !pair[1]; i++) {
-                if (site_match(&t->sites[i], name, len, wild))
-                    pair_add(pair, &t->sites[i]);
-            }
-        }
-        if (pair[0])
-            return;
-    }
-    for (size_t i = 0; i < t->nsites && !pair[1]; i++) {
-        if (t->sites[i].default_twin)
-            pair_add(pair, &t->sites[i]);
-    }
+    const struct slb_tls_pair *p = name ? name_lookup(t, name, len) : NULL;
+    return p ? p : &t->dflt_pair;
 }
 
 /* Host header value → host name: drops ":port", unwraps "[v6]". false when malformed. */
@@ -179,6 +275,25 @@ const char *slb_tls_ssl_servername(SSL *ssl)
     return SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 }
 
+/* The pair client_hello_cb offered this connection (the default pair when none is stored). */
+static const struct slb_tls_pair *ssl_pair(SSL *ssl, const struct slb_tls_listener *t)
+{
+    const struct slb_tls_pair *p = SSL_get_ex_data(ssl, ssl_site_idx);
+    return p ? p : &t->dflt_pair;
+}
+
+/* The site of the certificate OpenSSL served (after a resumption, which serves none, one of
+ * those SNI offered): the SSL holds the site's own X509, so a pointer identifies it. */
+static const struct slb_tls_site *served_site(SSL *ssl, const struct slb_tls_pair *p)
+{
+    const X509 *x = SSL_get_certificate(ssl);
+    for (int k = 0; x && k < 2 && p->s[k]; k++) {
+        if (p->s[k]->cert->leaf == x)
+            return p->s[k];
+    }
+    return NULL;
+}
+
 const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl)
 {
     /* Without SNI nothing was selected by name, so there is nothing for Host to contradict. */
@@ -187,15 +302,9 @@ const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl)
     const struct slb_tls_listener *t = listener_of(ssl);
     if (!t)
         return NULL;
-    /* The certificate OpenSSL served (after a resumption, which serves none, one of those SNI
-     * offered): the SSL holds the site's own X509, so a pointer identifies it. */
-    const X509 *x = SSL_get_certificate(ssl);
-    for (size_t i = 0; x && i < t->nsites; i++) {
-        if (t->sites[i].cert->leaf == x)
-            return &t->sites[i];
-    }
-    const struct slb_tls_site *site = SSL_get_ex_data(ssl, ssl_site_idx);
-    return site ? site : &t->sites[0];
+    const struct slb_tls_pair *p = ssl_pair(ssl, t);
+    const struct slb_tls_site *site = served_site(ssl, p);
+    return site ? site : p->s[0];
 }
 
 /* --- OCSP stapling --- */
@@ -206,11 +315,8 @@ const struct slb_tls_site *slb_tls_ssl_site(SSL *ssl)
 static int status_cb(SSL *ssl, void *arg)
 {
     const struct slb_tls_listener *t = arg;
-    const X509 *x = SSL_get_certificate(ssl);
-    const struct slb_cert *c = NULL;
-    for (size_t i = 0; x && i < t->nsites && !c; i++)
-        if (t->sites[i].cert->leaf == x)
-            c = t->sites[i].cert;
+    const struct slb_tls_site *site = served_site(ssl, ssl_pair(ssl, t));
+    const struct slb_cert *c = site ? site->cert : NULL;
     const struct slb_ocsp_staple *s =
         c ? atomic_load_explicit(&((struct slb_cert *)c)->staple, memory_order_acquire) : NULL;
     /* The control thread drops an expired staple within a second; this check closes that
@@ -236,11 +342,9 @@ bool slb_tls_ssl_misdirected(SSL *ssl, const char *host, size_t len)
     const struct slb_tls_listener *t = ssl ? listener_of(ssl) : NULL;
     if (!site || !t || slb_tls_site_matches_host(site, host, len))
         return false;
-    for (size_t i = 0; i < t->nsites; i++) {
-        if (&t->sites[i] != site && slb_tls_site_matches_host(&t->sites[i], host, len))
-            return true;
-    }
-    return false;
+    /* Host is not a name of the served certificate: misdirected when another certificate of
+     * the listener has it (a name in the table, exact or by wildcard). */
+    return host_strip(&host, &len) && name_lookup(t, host, len) != NULL;
 }
 
 /* --- ClientHello: SNI and certificate choice --- */
@@ -334,8 +438,8 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
     long max = SSL_get_max_proto_version(ssl);
     bool tls13 = (max == 0 || max >= TLS1_3_VERSION) && client_offers_tls13(ssl) &&
                  client_offers_tls13_suite(ssl);
-    const struct slb_tls_site *pair[2];
-    site_pick(t, name, nlen, pair);
+    const struct slb_tls_pair *p = site_pick(t, name, nlen);
+    const struct slb_tls_site *const *pair = p->s;
     /* SNI decides the certificates on offer, at most one per key type, and OpenSSL picks the
      * one the client can use, as it does for a context holding both: by the TLS 1.3 signature
      * schemes with their curves and signature_algorithms_cert, or by the TLS 1.2 cipher suite,
@@ -343,7 +447,7 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
      * which are the default pair; any other pair replaces them (after a HelloRetryRequest the
      * first ClientHello's pair is installed: install again). Clearing first matters: a default
      * of a key type the new pair lacks would otherwise be served for this name. */
-    const struct slb_tls_site *installed = SSL_get_ex_data(ssl, ssl_site_idx);
+    const struct slb_tls_pair *installed = SSL_get_ex_data(ssl, ssl_site_idx);
     bool dflt = pair[0] == t->dflt[0] && pair[1] == t->dflt[1];
     if (installed || !dflt) {
         SSL_certs_clear(ssl);
@@ -362,7 +466,7 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
      * 1.2 resumption it gives the session's, which OpenSSL keeps only when a servername callback
      * accepted it (slbd has none). So below 1.3 the name is kept here, as sent. */
     if (!dflt || installed)
-        SSL_set_ex_data(ssl, ssl_site_idx, (void *)pair[0]);
+        SSL_set_ex_data(ssl, ssl_site_idx, (void *)p);
     if (!tls13 && !SSL_get_ex_data(ssl, ssl_flags_idx)) {
         char *copy = raw ? strndup(raw, raw_len) : NULL;
         bool kept = !raw || (copy && SSL_set_ex_data(ssl, ssl_name_idx, copy));
@@ -511,6 +615,8 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
 
 /* --- building --- */
 
+static void context_free(struct slb_tls_listener *t);
+
 static enum slb_tls_key_kind key_kind(EVP_PKEY *key)
 {
     switch (EVP_PKEY_get_base_id(key)) {
@@ -620,7 +726,7 @@ fail:
     return tls_fail(err, l, where, what);
 }
 
-static int alpn_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct slb_tls_cfg *tc)
+static void alpn_wire(struct slb_tls_listener *t, const struct slb_tls_cfg *tc)
 {
     for (size_t i = 0; i < tc->nalpn && i < 2; i++) {
         const char *p = tc->alpn[i];
@@ -631,6 +737,11 @@ static int alpn_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct slb
         memcpy(&t->alpn[t->alpn_len + 1], p, n);
         t->alpn_len += 1 + n;
     }
+}
+
+static int alpn_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct slb_tls_cfg *tc)
+{
+    alpn_wire(t, tc);
     /* Always: an ACME tls-alpn-01 validation needs it even on a listener without ALPN. */
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, t);
     return 0;
@@ -647,12 +758,11 @@ static int tickets_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct 
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
         return SSL_CTX_set_num_tickets(ctx, 0) == 1 ? 0 : -1;
     }
-    slb_ticket_ring_ref(g_ring);
-    t->ring = g_ring;
     /* The session timeout is what OpenSSL checks when a ticket comes back, and what TLS 1.3
-     * announces as the ticket lifetime. */
+     * announces as the ticket lifetime. The keys are the published ring's (no reference
+     * here): a rotation changes no context. */
     SSL_CTX_set_timeout(ctx, (long)t->ticket_lifetime_s);
-    if (SSL_CTX_set_num_tickets(ctx, 1) != 1 || slb_ticket_ring_install(ctx, t->ring) < 0 ||
+    if (SSL_CTX_set_num_tickets(ctx, 1) != 1 || slb_ticket_ring_install(ctx) < 0 ||
         SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_dec_cb, t) != 1)
         return -1;
     return 0;
@@ -683,41 +793,80 @@ static int sites_check(SSL_CTX *ctx, const struct slb_tls_listener *t,
     return 0;
 }
 
-int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
+/* --- the registry of contexts --- */
+
+/* Contexts by listener name (a context is one listener's: its session id context names it),
+ * each bucket holding the few recipes alive at once (the running snapshot's, a retired one's
+ * still held by connections, a candidate being built). Control thread only. */
+#define REG_BUCKETS 4096
+static struct slb_tls_listener *g_reg[REG_BUCKETS];
+
+static struct slb_tls_listener **reg_bucket(const char *name)
+{
+    return &g_reg[name_hash(name, strlen(name), false) & (REG_BUCKETS - 1)];
+}
+
+/* Whether t is made of exactly this: settings, the same certificate objects (a replace or a
+ * CRL publishes a new object, so a pointer is a version), the same client CA object, and the
+ * same ticket availability. */
+static bool recipe_same(const struct slb_tls_listener *t, const struct slb_tls_cfg *tc,
+                        const char *name, struct slb_cert *const *certs, struct slb_cert *ca)
+{
+    if (strcmp(t->name, name) != 0 || t->policy != (int)tc->policy ||
+        t->ticket_lifetime_cfg != tc->session_ticket_lifetime_s ||
+        t->session_max_age_s != tc->session_max_age_s || t->had_ring != (g_ring != NULL) ||
+        t->client_ca != ca || t->nsites != tc->ncertificates)
+        return false;
+    if (ca && t->client_cert_required != (tc->client_auth == SLB_CLIENT_AUTH_REQUIRED))
+        return false;
+    struct slb_tls_listener probe = {0};
+    alpn_wire(&probe, tc);
+    if (probe.alpn_len != t->alpn_len || memcmp(probe.alpn, t->alpn, t->alpn_len) != 0)
+        return false;
+    for (size_t i = 0; i < t->nsites; i++) {
+        if (t->sites[i].cert != certs[i])
+            return false;
+    }
+    return true;
+}
+
+/* Make a new context for l from the resolved certificates (referenced here). */
+static struct slb_tls_listener *context_build(const struct slb_listener_rt *l,
+                                              struct slb_cert *const *certs, struct slb_err *err)
 {
     const struct slb_listener_cfg *lc = l->cfg;
     const struct slb_tls_cfg *tc = &lc->tls;
     char where[160], what[128];
     snprintf(where, sizeof(where), "listeners[%zu].tls", l->index);
-    pthread_once(&idx_once, idx_init);
-    if (ssl_site_idx < 0 || ssl_flags_idx < 0 || ssl_name_idx < 0 || ctx_listener_idx < 0)
-        return slb_err_set(err, 500, "internal", where, "cannot allocate OpenSSL ex_data");
-    if (tc->ncertificates == 0)
-        return slb_err_set(err, 400, "tls_error", where,
-                           "listener %s: an https listener needs a certificate", lc->name);
     struct slb_tls_listener *t = calloc(1, sizeof(*t));
     if (!t || !(t->sites = calloc(tc->ncertificates, sizeof(*t->sites)))) {
         free(t);
-        return slb_err_set(err, 500, "internal", where, "out of memory");
+        slb_err_set(err, 500, "internal", where, "out of memory");
+        return NULL;
     }
     snprintf(t->name, sizeof(t->name), "%s", lc->name);
-
+    t->policy = (int)tc->policy;
+    t->ticket_lifetime_cfg = tc->session_ticket_lifetime_s;
+    t->had_ring = g_ring != NULL;
+    t->refs = 1;
     for (size_t i = 0; i < tc->ncertificates; i++) {
-        struct slb_cert *c = cert_lookup(tc->certificates[i]);
-        if (!c || c->type != SLB_CERT_SERVER || !c->leaf || !c->key) {
-            snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[%zu]", l->index, i);
-            slb_err_set(err, 400, "unknown_certificate", where,
-                        "listener %s: certificate %s is not a server certificate in the store",
-                        lc->name, tc->certificates[i]);
-            goto fail;
-        }
-        slb_cert_ref(c);
-        t->sites[i].cert = c;
-        t->sites[i].kind = key_kind(c->key);
+        slb_cert_ref(certs[i]);
+        t->sites[i].cert = certs[i];
+        t->sites[i].kind = key_kind(certs[i]->key);
         t->nsites = i + 1;
     }
     for (size_t i = 0; i < t->nsites; i++)
         t->sites[i].default_twin = i == 0 || same_names(t->sites[0].cert, t->sites[i].cert);
+    for (size_t i = 0; i < t->nsites && !t->dflt_pair.s[1]; i++) {
+        if (t->sites[i].default_twin)
+            pair_add(t->dflt_pair.s, &t->sites[i]);
+    }
+    t->dflt[0] = t->dflt_pair.s[0];
+    t->dflt[1] = t->dflt_pair.s[1];
+    if (names_build(t) < 0) {
+        slb_err_set(err, 500, "internal", where, "out of memory");
+        goto fail;
+    }
 
     ERR_clear_error();
     g_context_builds++;
@@ -739,7 +888,6 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
         goto fail;
     /* Both default certificates are in the context, so SSL_new gives every connection the
      * default pair and OpenSSL chooses between them with no work in client_hello_cb. */
-    site_pick(t, NULL, 0, t->dflt);
     for (int k = 0; k < 2 && t->dflt[k]; k++) {
         const struct slb_cert *def = t->dflt[k]->cert;
         ERR_clear_error();
@@ -762,26 +910,85 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
         tls_fail(err, l, where, "session setup");
         goto fail;
     }
-    l->tls = t;
-    return 0;
+    return t;
 fail:
-    slb_tls_listener_free(t);
-    return SLB_EINVAL;
+    context_free(t);
+    return NULL;
 }
 
-void slb_tls_listener_free(void *tls)
+int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
 {
-    struct slb_tls_listener *t = tls;
+    const struct slb_listener_cfg *lc = l->cfg;
+    const struct slb_tls_cfg *tc = &lc->tls;
+    char where[160];
+    snprintf(where, sizeof(where), "listeners[%zu].tls", l->index);
+    pthread_once(&idx_once, idx_init);
+    if (ssl_site_idx < 0 || ssl_flags_idx < 0 || ssl_name_idx < 0 || ctx_listener_idx < 0)
+        return slb_err_set(err, 500, "internal", where, "cannot allocate OpenSSL ex_data");
+    if (tc->ncertificates == 0)
+        return slb_err_set(err, 400, "tls_error", where,
+                           "listener %s: an https listener needs a certificate", lc->name);
+    struct slb_cert **certs = malloc(tc->ncertificates * sizeof(*certs));
+    if (!certs)
+        return slb_err_set(err, 500, "internal", where, "out of memory");
+    for (size_t i = 0; i < tc->ncertificates; i++) {
+        struct slb_cert *c = certs[i] = cert_lookup(tc->certificates[i]);
+        if (!c || c->type != SLB_CERT_SERVER || !c->leaf || !c->key) {
+            snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[%zu]", l->index, i);
+            slb_err_set(err, 400, "unknown_certificate", where,
+                        "listener %s: certificate %s is not a server certificate in the store",
+                        lc->name, tc->certificates[i]);
+            free(certs);
+            return SLB_EINVAL;
+        }
+    }
+    struct slb_cert *ca = tc->client_ca[0] ? cert_lookup(tc->client_ca) : NULL;
+    struct slb_tls_listener **bucket = reg_bucket(lc->name), *t;
+    for (t = *bucket; t; t = t->reg_next) {
+        if (recipe_same(t, tc, lc->name, certs, ca))
+            break;
+    }
+    if (t) {
+        t->refs++;
+    } else if ((t = context_build(l, certs, err)) != NULL) {
+        t->reg_next = *bucket;
+        *bucket = t;
+    }
+    free(certs);
+    if (!t)
+        return SLB_EINVAL;
+    l->tls = t;
+    return 0;
+}
+
+/* Free a context that is in no bucket (refs 0, or never registered). */
+static void context_free(struct slb_tls_listener *t)
+{
     if (!t)
         return;
     SSL_CTX_free(t->ctx);
     for (size_t i = 0; i < t->nsites; i++)
         slb_cert_unref(t->sites[i].cert);
     free(t->sites);
+    free(t->names);
+    free(t->names_arena);
     if (t->client_ca)
         slb_cert_unref(t->client_ca);
-    slb_ticket_ring_unref(t->ring);
     free(t);
+}
+
+void slb_tls_listener_free(void *tls)
+{
+    struct slb_tls_listener *t = tls;
+    if (!t || --t->refs > 0)
+        return;
+    for (struct slb_tls_listener **pp = reg_bucket(t->name); *pp; pp = &(*pp)->reg_next) {
+        if (*pp == t) {
+            *pp = t->reg_next;
+            break;
+        }
+    }
+    context_free(t);
 }
 
 SSL *slb_tls_ssl_new(struct slb_listener_rt *l)

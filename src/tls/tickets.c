@@ -14,7 +14,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,23 +33,24 @@ struct ticket_key {
     int64_t created; /* unix seconds */
 };
 
-/* Immutable after creation; shared by every listener's SSL_CTX of every snapshot built while
- * it was current, and by the control thread. Workers only read it (in the ticket callback);
- * the last unref frees it, which happens on the control thread when snapshots are swept. */
+/* Immutable after creation; published to every SSL_CTX through one atomic pointer (g_live)
+ * and held by the control thread. Workers only read it (in the ticket callback); once
+ * replaced it is kept RETIRE_S seconds (retired list, control thread only) so no callback
+ * still reading it sees it freed. */
 struct slb_ticket_ring {
     _Atomic int refs;
+    struct slb_ticket_ring *retired_next;
+    int64_t retired_at;
     size_t n;                      /* 1..RING_MAX */
     struct ticket_key k[RING_MAX]; /* newest first */
     EVP_CIPHER *cipher;            /* AES-256-CBC, fetched once per ring lineage */
 };
 
-static pthread_once_t idx_once = PTHREAD_ONCE_INIT;
-static int ring_idx = -1;
+/* A callback reads the ring for microseconds; seconds of grace are plenty. */
+#define RETIRE_S 10
 
-static void idx_init(void)
-{
-    ring_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-}
+static _Atomic(struct slb_ticket_ring *) g_live;
+static struct slb_ticket_ring *g_retired; /* control thread only */
 
 /* Period between rotations: SLBD_TICKET_ROTATE_S (seconds) lets tests rotate quickly. Read
  * once; only the control thread rotates. */
@@ -375,7 +375,8 @@ static int mac_init(EVP_MAC_CTX *hctx, const uint8_t *key)
 static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
-    const struct slb_ticket_ring *r = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ring_idx);
+    (void)ssl;
+    const struct slb_ticket_ring *r = atomic_load_explicit(&g_live, memory_order_acquire);
     if (!r || r->n == 0)
         return enc ? -1 : 0;
     if (enc) {
@@ -399,10 +400,41 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
     return 0;
 }
 
-int slb_ticket_ring_install(SSL_CTX *ctx, struct slb_ticket_ring *r)
+int slb_ticket_ring_install(SSL_CTX *ctx)
 {
-    pthread_once(&idx_once, idx_init);
-    if (ring_idx < 0 || !SSL_CTX_set_ex_data(ctx, ring_idx, r))
-        return -1;
     return SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb) == 1 ? 0 : -1;
+}
+
+void slb_ticket_ring_publish(struct slb_ticket_ring *r)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec;
+    if (r == atomic_load_explicit(&g_live, memory_order_relaxed))
+        return;
+    slb_ticket_ring_ref(r);
+    /* A ring published again (tests switch back and forth) leaves the retired list. */
+    for (struct slb_ticket_ring **pp = &g_retired; r && *pp; pp = &(*pp)->retired_next) {
+        if (*pp == r) {
+            *pp = r->retired_next;
+            slb_ticket_ring_unref(r);
+            break;
+        }
+    }
+    struct slb_ticket_ring *old = atomic_exchange_explicit(&g_live, r, memory_order_acq_rel);
+    if (old) {
+        old->retired_at = now;
+        old->retired_next = g_retired;
+        g_retired = old;
+    }
+    /* Newest first: drop the tail once it is old enough (all of it when publishing NULL). */
+    for (struct slb_ticket_ring **pp = &g_retired; *pp;) {
+        struct slb_ticket_ring *x = *pp;
+        if (r && now - x->retired_at < RETIRE_S) {
+            pp = &x->retired_next;
+            continue;
+        }
+        *pp = x->retired_next;
+        slb_ticket_ring_unref(x);
+    }
 }

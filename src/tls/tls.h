@@ -26,8 +26,17 @@ struct slb_tls_site {
     bool default_twin; /* same names as the default certificate (first site) */
 };
 
-/* What slb_tls_listener_build leaves in l->tls. Immutable once published; freed with the
- * snapshot. */
+/* The certificates on offer for a name: at most one per key type (s[1] may be NULL). */
+struct slb_tls_pair {
+    const struct slb_tls_site *s[2];
+};
+
+struct slb_tls_name;
+
+/* What slb_tls_listener_build leaves in l->tls. Immutable once published. Contexts live in a
+ * registry keyed by what they are made of (listener name, TLS settings, the certificate
+ * versions, the client CA version): every snapshot holding one holds a reference (control
+ * thread only), and the next snapshot reuses it when nothing it is made of changed. */
 struct slb_tls_listener {
     SSL_CTX *ctx;               /* the context every connection starts on */
     struct slb_tls_site *sites; /* one per certificate id, in configuration order */
@@ -35,8 +44,13 @@ struct slb_tls_listener {
     /* What ctx serves without SNI or a matching name: the first site and its twin of the
      * other key type, if any (dflt[1] may be NULL). */
     const struct slb_tls_site *dflt[2];
-    struct slb_ticket_ring *ring; /* referenced */
-    bool client_auth;             /* a client CA is configured */
+    struct slb_tls_pair dflt_pair; /* the same, as a pair */
+    /* SNI: exact names and wildcard suffixes ("*.rest" as "rest") of every site, lowercased,
+     * to their pair; open addressing, names_mask + 1 slots (src/tls/ctx.c). */
+    struct slb_tls_name *names;
+    size_t names_mask;
+    char *names_arena;
+    bool client_auth; /* a client CA is configured */
     bool client_cert_required;
     /* Added by src/tls: */
     struct slb_cert *client_ca; /* referenced; NULL without two-way authentication */
@@ -45,6 +59,13 @@ struct slb_tls_listener {
     unsigned char alpn[32];     /* wire format (length-prefixed), what we may select */
     size_t alpn_len;
     char name[64]; /* the listener's name, for log lines */
+    /* Registry (control thread only): the recipe's settings not kept above, the references
+     * held by snapshots, and the chain of its bucket. */
+    int policy;
+    uint32_t ticket_lifetime_cfg;
+    bool had_ring;
+    int refs;
+    struct slb_tls_listener *reg_next;
 };
 
 /* Build-time context the control thread sets before building snapshots. Takes a reference on
@@ -53,12 +74,15 @@ struct slb_tls_listener {
  * without session tickets. */
 void slb_tls_set_store(struct slb_certstore *store, struct slb_ticket_ring *ring);
 
-/* Build l->tls for an https listener (certificates, policy, tickets, client CA). */
+/* Set l->tls for an https listener (certificates, policy, tickets, client CA): the registry's
+ * context with the same recipe, referenced, or a new one built and registered. */
 int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err);
-/* Free what slb_tls_listener_build made; NULL is accepted. */
+/* Drop a reference taken by slb_tls_listener_build; the last one frees the context. NULL is
+ * accepted. */
 void slb_tls_listener_free(void *tls);
 
-/* TLS contexts built since start (control thread; the slbd_tls_context_builds_total metric). */
+/* TLS contexts built since start (control thread; the slbd_tls_context_builds_total metric):
+ * a context reused from the registry is not counted. */
 uint64_t slb_tls_context_builds(void);
 
 /* Worker side: a new server-side SSL for a connection accepted on l (NULL on failure). */
@@ -141,7 +165,7 @@ bool slb_tls_client_cert_info(SSL *ssl, char *subject, size_t slen, char *issuer
 struct slb_backend;
 struct slb_ticket_ring *slb_ticket_ring_open(struct slb_backend *b, struct slb_err *err);
 /* Called each second by the control thread; returns true when it rotated (the caller then
- * rebuilds and publishes the configuration so workers see the new ring). */
+ * publishes the new ring with slb_tls_set_store). */
 bool slb_ticket_ring_tick(struct slb_ticket_ring **ring, struct slb_backend *b);
 void slb_ticket_ring_ref(struct slb_ticket_ring *r);
 void slb_ticket_ring_unref(struct slb_ticket_ring *r);
@@ -152,8 +176,13 @@ bool slb_ticket_ring_rotate(struct slb_ticket_ring **ring, struct slb_backend *b
  * key material itself never leaves tickets.c. */
 size_t slb_ticket_ring_count(const struct slb_ticket_ring *r);
 bool slb_ticket_ring_key_name(const struct slb_ticket_ring *r, size_t i, uint8_t name[16]);
-/* Make ctx encrypt tickets with the ring's newest key and decrypt with any (no reference is
- * taken: the caller keeps r alive as long as ctx). 0, or -1 with the OpenSSL queue set. */
-int slb_ticket_ring_install(SSL_CTX *ctx, struct slb_ticket_ring *r);
+/* Make ctx encrypt tickets with the published ring's newest key and decrypt with any of its
+ * keys. 0, or -1 with the OpenSSL queue set. */
+int slb_ticket_ring_install(SSL_CTX *ctx);
+/* Make r the ring every context's ticket callback reads (one atomic pointer; slb_tls_set_store
+ * calls it): a rotation reaches every connection without building any context. Takes a
+ * reference; the previous ring stays alive a few seconds for callbacks still reading it.
+ * NULL (at shutdown, workers stopped) drops every ring at once. */
+void slb_ticket_ring_publish(struct slb_ticket_ring *r);
 
 #endif

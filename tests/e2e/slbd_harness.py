@@ -623,9 +623,9 @@ class Slbd:
                 f"127.0.0.1:{self.admin_port}", "--workers", str(self.workers), "--log-level",
                 self.log_level, *self.extra_args, *extra]
 
-    def start(self):
-        """Start and wait for /healthz; a new admin port is tried when the chosen one was
-        taken in the meantime."""
+    def start(self, ready_timeout=20):
+        """Start and wait for /healthz (ready_timeout seconds, scaled); a new admin port is
+        tried when the chosen one was taken in the meantime."""
         if self.running():
             raise HarnessError("slbd is already running")
         for _ in range(5):
@@ -637,7 +637,7 @@ class Slbd:
                                    stderr=subprocess.STDOUT, env=_sanitizer_env(),
                                    preexec_fn=self._preexec())
             self.api = None
-            if self._wait_ready():
+            if self._wait_ready(ready_timeout):
                 return self
             text = err_path.read_text(errors="replace")
             if "--admin" in text and "bind_failed" in text:
@@ -655,10 +655,10 @@ class Slbd:
             resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         return limit
 
-    def _wait_ready(self):
+    def _wait_ready(self, timeout=20):
         base = f"{'https' if self.admin_ssl else 'http'}://127.0.0.1:{self.admin_port}"
         probe = ApiClient(base, None, self.admin_ssl)
-        deadline = time.monotonic() + scaled(20)
+        deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False

@@ -213,6 +213,9 @@ static const struct bad_case bad_cases[] = {
      "listeners[0].tls.certificates[0]"},
     {DOC(LIS("https", "*:443", ",'tls':{'certificates':['demo','demo']}")), "invalid_value",
      "listeners[0].tls.certificates[1]"},
+    /* The first repeat in list order is the one named, whatever the sort found first. */
+    {DOC(LIS("https", "*:443", ",'tls':{'certificates':['other','demo','x','demo','other']}")),
+     "invalid_value", "listeners[0].tls.certificates[3]"},
     {DOC(HTTPS(",'client_ca':'demo'", "")), "unknown_certificate", "listeners[0].tls.client_ca"},
     {DOC(HTTPS(",'client_ca':'nope'", "")), "unknown_certificate", "listeners[0].tls.client_ca"},
     {DOC(HTTPS(",'client_auth':'sometimes'", "")), "invalid_value", "listeners[0].tls.client_auth"},

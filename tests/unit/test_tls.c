@@ -1376,10 +1376,29 @@ static void test_build_errors(void **state)
     lis_free(&L);
     assert_int_equal(atomic_load(&c->refs), refs);
 
+    /* The registry: the same recipe is the same context, built once; another listener name
+     * (its own session id context) is another one. */
+    struct lis L2, L3;
+    lis_init(&L, "web", "ec", NULL, NULL);
+    lis_init(&L2, "web", "ec", NULL, NULL);
+    lis_init(&L3, "web2", "ec", NULL, NULL);
+    uint64_t builds = slb_tls_context_builds();
+    lis_build(&L);
+    lis_build(&L2);
+    assert_ptr_equal(L.rt.tls, L2.rt.tls);
+    assert_int_equal(slb_tls_context_builds(), builds + 1);
+    lis_build(&L3);
+    assert_ptr_not_equal(L.rt.tls, L3.rt.tls);
+    assert_int_equal(slb_tls_context_builds(), builds + 2);
+    lis_free(&L);
+    lis_free(&L2);
+    lis_free(&L3);
+    assert_int_equal(atomic_load(&c->refs), refs);
+
     /* Without a ticket ring, listeners still build, without tickets. */
     slb_tls_set_store(store, NULL);
     lis_build(&L);
-    assert_null(((struct slb_tls_listener *)L.rt.tls)->ring);
+    assert_false(((struct slb_tls_listener *)L.rt.tls)->had_ring);
     assert_true(SSL_CTX_get_options(((struct slb_tls_listener *)L.rt.tls)->ctx) & SSL_OP_NO_TICKET);
     lis_free(&L);
     slb_tls_set_store(store, ring);
