@@ -1178,9 +1178,18 @@ int slb_certstore_adopt(struct slb_certstore *s, const char *id, const char *dat
     slb_backend_where(s->b, key, path, sizeof(path));
     json_error_t jerr;
     json_t *doc = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
-    int rc = doc && json_is_object(doc) ? load_doc(s, path, id, doc, err)
+    struct slb_cert *c = NULL;
+    int64_t c_created = 0;
+    int rc = doc && json_is_object(doc) ? doc_parse(path, id, doc, &c, &c_created, err)
                                         : load_fail(err, path, "invalid_json", "not a JSON object");
     json_decref_secret(doc);
+    if (rc == 0 && find_name(s, c->name, NULL)) {
+        rc = load_fail(err, path, "name_taken", "the name \"%s\" is used by another certificate",
+                       c->name);
+        slb_cert_unref(c);
+    } else if (rc == 0) {
+        rc = doc_add(s, path, c, c_created, err); /* takes c */
+    }
     if (rc < 0) {
         if (old && insert(s, old, created) == 0) {
             find(s, id)->rev = prev_rev;
