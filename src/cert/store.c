@@ -1166,6 +1166,7 @@ int slb_certstore_adopt(struct slb_certstore *s, const char *id, const char *dat
         size_t at = (size_t)(e - s->v);
         memmove(&s->v[at], &s->v[at + 1], (s->n - at - 1) * sizeof(*s->v));
         s->n--;
+        s->ix_dirty = true;
     }
     if (!data) {
         if (old)
