@@ -6,11 +6,11 @@
  * through a sink, the client side: an HTTP/1.x connection (proxy.c) or an HTTP/2 stream
  * (h2_stream.c), which turn heads, body bytes, trailers and errors into their own protocol.
  *
- * The body is not copied on its way: the exchange frames it in place, so that the first
- * resp_ready bytes of up->in are body data the sink may take (slb_exchange_body_ready, then
- * the sink consumes them from up->in as its client takes them). A response-body filter (gzip)
- * sits exactly there: it takes the ready bytes and offers its own output to the sink instead
- * (see docs/architecture.md, "The exchange and its sinks"). */
+ * The exchange does not copy the body: it frames it in place, so that the first resp_ready
+ * bytes of up->in are body data the sink may take (slb_exchange_body_ready, then the sink
+ * consumes them from up->in as its client takes them, at the pace of its flow control). A
+ * response-body filter (gzip) sits exactly there: it takes the ready bytes and offers its own
+ * output to the sink instead (see docs/architecture.md, "The exchange and its sinks"). */
 #ifndef SLB_HTTP_EXCHANGE_H
 #define SLB_HTTP_EXCHANGE_H
 

@@ -476,16 +476,18 @@ static const struct slb_exchange_sink_ops h2_sink = {
 
 void h2_exchange_init(struct h2_stream *s)
 {
+    /* The stream is zeroed (calloc): only what is not zero. */
     struct h2_conn *c = s->c;
-    s->e = (struct slb_exchange){.ops = &h2_sink,
-                                 .sink = s,
-                                 .hw = c->hw,
-                                 .l = c->b.l,
-                                 .wid = c->w->id,
-                                 .up_cb = up_event,
-                                 .wg = c->b.wg,
-                                 .tried = s->tried_in,
-                                 .no_upgrade = true};
+    struct slb_exchange *e = &s->e;
+    e->ops = &h2_sink;
+    e->sink = s;
+    e->hw = c->hw;
+    e->l = c->b.l;
+    e->wid = c->w->id;
+    e->up_cb = up_event;
+    e->wg = c->b.wg;
+    e->tried = s->tried_in;
+    e->no_upgrade = true;
 }
 
 static void up_event(struct http_up *up, uint32_t events)
