@@ -4,7 +4,7 @@
 # AddressSanitizer and UndefinedBehaviorSanitizer.
 
 BUILD ?= release
-PKGS := openssl jansson libnghttp2 libcurl libpcre2-8
+PKGS := openssl jansson libnghttp2 libcurl libpcre2-8 zlib
 CC ?= cc
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wno-unused-parameter -Isrc $(shell pkg-config --cflags $(PKGS))
@@ -70,8 +70,8 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 
 programs: $(OUT)/slbd $(OUT)/slbctl
 
-.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-tcp \
-	soak fmt fuzz install uninstall deb console console-test FORCE
+.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-sched bench-tcp \
+	run-cluster bench-cluster soak fmt fuzz install uninstall deb console console-test FORCE
 
 deps:
 	@scripts/deps.sh
@@ -79,6 +79,11 @@ deps:
 run: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh
+
+# Cluster mode on this machine: 3 etcd members and 3 slbd nodes on 127.0.0.1-3 (docs/cluster.md).
+run-cluster: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run-cluster.sh
 
 # The whole suite: unit tests of both builds, then the end-to-end suite against the release
 # and the sanitizer builds side by side (scripts/run-e2e.sh).
@@ -132,6 +137,17 @@ bench-rules: $(OUT)/rules-bench
 
 $(OUT)/rules-bench: $(OUT)/obj/bench/tools/rules-match.o $(OUT)/libslb.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# Cost of one backend pick for groups of 10 and 5,000 servers, and memory per server.
+bench-sched: $(OUT)/sched-bench
+	@$(OUT)/sched-bench
+
+$(OUT)/sched-bench: $(OUT)/obj/bench/tools/sched-pick.o $(OUT)/libslb.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# How fast a change made on one node is served by the others, p50/p99 (docs/cluster.md).
+bench-cluster: deps all
+	@SLBD_BUILD=$(OUT) /usr/bin/python3 bench/cluster.py $(BENCH_ARGS)
 
 # The tcp listener's copy modes (buffers, splice for bulk flows, splice always) side by side.
 bench-tcp: deps all

@@ -38,6 +38,10 @@ def parse_args(argv):
     p.add_argument("--duration", type=int, help="seconds per phase (default 10, --quick 3)")
     p.add_argument("--servers", default="haproxy,nginx,slbd",
                    help="comma-separated subset of haproxy,nginx,slbd (default: all)")
+    p.add_argument("--baseline-slbd", metavar="PATH",
+                   help="also run this slbd binary (the build before a change, say) as the "
+                        "server slbd-base, just before slbd in each round, with the same "
+                        "configuration; the table gains the ratio slbd / slbd-base")
     p.add_argument("--backend", choices=("fixed", "echo"), default="fixed",
                    help="fixed: bench/tools/fixed-backend (default); echo: build/echo-backend")
     p.add_argument("--port", type=int, default=18443, help="TLS port of every server")
@@ -48,6 +52,12 @@ def parse_args(argv):
     p.add_argument("--slbd-workers", type=int, default=1,
                    help="slbd's worker threads; above 1, slbd runs unpinned on every CPU (the "
                         "scaling check: compare CPU per operation with a 1-worker run)")
+    p.add_argument("--backend-reuse", choices=("always", "safe"), default="always",
+                   help="which requests may use a pooled backend connection: slbd's listener "
+                        "backend_reuse and HAProxy's http-reuse (default always, as nginx's "
+                        "upstream keepalive does; safe, slbd's and HAProxy's own default, "
+                        "opens a backend connection for each client connection's first "
+                        "request; nginx has no such mode and stays as it is)")
     p.add_argument("--ka-conns", type=int, default=32, help="keep-alive connections (1)")
     p.add_argument("--tls-conns", type=int, default=32, help="connections in flight (2, 3)")
     p.add_argument("--big-conns", type=int, default=8, help="connections for 1 MiB (4)")
@@ -60,8 +70,9 @@ def parse_args(argv):
                    help="HTTP/2 streams in flight per connection (h2)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run the server sequence N times and report medians (noisy machines)")
-    p.add_argument("--scenarios", default="1,2,3,4,5,6,7,h2",
-                   help="comma-separated subset of the scenarios 1-7 and h2 (default: all)")
+    p.add_argument("--scenarios", default="1,2,3,close,4,5,6,7,h2",
+                   help="comma-separated subset of the scenarios 1-7, close and h2 (default: "
+                        "all)")
     p.add_argument("--syscalls", action="store_true",
                    help="also count system calls per keep-alive request (strace -c, 3 s)")
     p.add_argument("--nice", type=int, default=-10,
@@ -77,12 +88,18 @@ def parse_args(argv):
         a.duration = 3 if a.quick else 10
     a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
     for s in a.servers:
-        if s not in SERVERS:
+        if s not in SERVERS or s == "slbd-base":
             p.error(f"unknown server {s!r}")
+    if a.baseline_slbd:
+        if not os.access(a.baseline_slbd, os.X_OK):
+            p.error(f"--baseline-slbd: {a.baseline_slbd} is not an executable file")
+        # Just before slbd, so that the two run on the machine in the same state.
+        at = a.servers.index("slbd") if "slbd" in a.servers else len(a.servers)
+        a.servers.insert(at, "slbd-base")
     names = [x.strip() for x in a.scenarios.split(",") if x.strip()]
-    if not names or not set(names) <= {str(i) for i in range(1, 8)} | {"h2"}:
-        p.error("--scenarios wants numbers from 1 to 7 and h2")
-    a.scenarios = {x if x == "h2" else int(x) for x in names}
+    if not names or not set(names) <= {str(i) for i in range(1, 8)} | {"h2", "close"}:
+        p.error("--scenarios wants numbers from 1 to 7, close and h2")
+    a.scenarios = {x if x in ("h2", "close") else int(x) for x in names}
     if a.slbd_workers < 1:
         p.error("--slbd-workers wants a positive number")
     if a.repeat < 1:
@@ -147,13 +164,16 @@ def run_server(env, server):
         if 3 in want:
             say("   3 full handshakes")
             res["full"] = sc.connections(env, server, "full")
+        if "close" in want:
+            say("   close new connection per request, the client closes first (wrk)")
+            res["close"] = sc.client_close(env, server)
         if 4 in want:
             say("   4 1 MiB responses")
             res["big"] = sc.big(env, server)
         if 6 in want:
             say(f"   6 latency at {a.rate} requests/s")
             res["latency"] = sc.latency(env, server)
-        if server.name == "slbd" and 7 in want:
+        if server.name.startswith("slbd") and 7 in want:
             say(f"   7 certificate activation, {a.replacements} replacements")
             certs = []
             for i in range(a.replacements):
@@ -215,6 +235,10 @@ ROWS = [
     ("3 full handshake", "handshakes/s", "full", "conn_per_s", "", True, "{:,.0f}"),
     ("", "CPU µs / handshake", "full", "cpu_us_per_conn", "", False, "{:.1f}"),
     ("", "TCP segments / conn", "full", "segments_per_conn", "", False, "{:.1f}"),
+    ("close: client closes", "connections/s", "close", "conn_per_s", "", True, "{:,.0f}"),
+    ("", "CPU µs / connection", "close", "cpu_us_per_conn", "", False, "{:.1f}"),
+    ("", "TCP segments / conn", "close", "segments_per_conn", "", False, "{:.1f}"),
+    ("", "TCP resets / conn", "close", "resets_per_conn", "", False, "{:.2f}"),
     ("4 1 MiB responses", "MiB/s", "big", "mib_per_s", "", True, "{:,.0f}"),
     ("", "CPU µs / MiB", "big", "cpu_us_per_mib", "", False, "{:.0f}"),
     ("5 idle TLS conns", "KiB / connection", "memory", "kib_per_conn", "", False, "{:.1f}"),
@@ -235,51 +259,61 @@ def table_rows(results):
         vals = {s: results[s].get(sec, {}).get(key) for s in results}
         anchors = [vals[s] for s in ANCHORS if vals.get(s) is not None]
         best = (max(anchors) if higher else min(anchors)) if anchors else None
-        ratio = None
+        ratio = base = None
         if vals.get("slbd") is not None and best:
             ratio = vals["slbd"] / best
+        if vals.get("slbd") is not None and vals.get("slbd-base"):
+            base = vals["slbd"] / vals["slbd-base"]
         # A server that ran the scenario but could not be measured (h2 not negotiated).
         na = {s: results[s][sec]["unavailable"] for s in results
               if results[s].get(sec, {}).get("unavailable")}
         rows.append({"scenario": label, "figure": fig, "section": sec, "key": key,
                      "higher_is_better": higher, "values": vals, "best_anchor": best,
-                     "slbd_ratio": ratio, "unavailable": na, "format": fmt})
+                     "slbd_ratio": ratio, "base_ratio": base, "unavailable": na,
+                     "format": fmt})
     return rows
 
 
 def print_table(rows, servers):
-    cols = [s for s in ("haproxy", "nginx", "slbd") if s in servers]
-    head = f"{'scenario':<19}{'figure':<24}" + "".join(f"{c:>11}" for c in cols)
-    head += "   slbd / best anchor"
+    cols = [s for s in ("haproxy", "nginx", "slbd-base", "slbd") if s in servers]
+    based = "slbd-base" in cols
+    head = f"{'scenario':<21}{'figure':<24}" + "".join(f"{c:>11}" for c in cols)
+    head += "   slbd / best anchor" + ("   slbd / slbd-base" if based else "")
     print(head)
     print("-" * len(head))
     for r in rows:
         na = r["unavailable"]
         if all(r["values"].get(c) is None and c not in na for c in cols):
             continue
-        line = f"{r['scenario']:<19}{r['figure']:<24}"
+        line = f"{r['scenario']:<21}{r['figure']:<24}"
         for c in cols:
             v = r["values"].get(c)
             cell = r["format"].format(v) if v is not None else "n/a" if c in na else "-"
             line += f"{cell:>11}"
+        verdict = "higher is better" if r["higher_is_better"] else "lower is better"
         if r["slbd_ratio"] is not None:
-            verdict = "higher is better" if r["higher_is_better"] else "lower is better"
             line += f"   {r['slbd_ratio']:.2f}x ({verdict})"
+        if based:
+            line = line.ljust(len(head) - len("   slbd / slbd-base"))
+        if based and r["base_ratio"] is not None:
+            line += f"   {r['base_ratio']:.2f}x" + ("" if r["slbd_ratio"] is not None else
+                                                    f" ({verdict})")
         elif na and r["scenario"]:
             line += f"   n/a: {', '.join(sorted(na))} did not negotiate {r['section']}"
         print(line)
 
 
 PHASES = [("1 keep-alive", "keepalive"), ("2 resumed", "resumed"), ("3 full handshake", "full"),
-          ("4 1 MiB responses", "big"), ("6 latency", "latency"), ("h2 keep-alive", "h2")]
+          ("close: client closes", "close"), ("4 1 MiB responses", "big"),
+          ("6 latency", "latency"), ("h2 keep-alive", "h2")]
 
 
 def print_load(results, client_cpu):
     """Per phase: how busy the server was, how busy the client's CPU was, and how much CPU
     other processes took: a server well below 100 % means the load generator set the pace."""
-    cols = [s for s in ("haproxy", "nginx", "slbd") if s in results]
+    cols = [s for s in ("haproxy", "nginx", "slbd-base", "slbd") if s in results]
     print("\nphase load, % of one CPU: server busy / client CPU busy / other processes")
-    print(f"{'scenario':<19}" + "".join(f"{c:>16}" for c in cols))
+    print(f"{'scenario':<21}" + "".join(f"{c:>16}" for c in cols))
     for label, sec in PHASES:
         cells = []
         for c in cols:
@@ -291,13 +325,14 @@ def print_load(results, client_cpu):
             cells.append(f"{100 * ph['server_util']:>6.0f}/{100 * cli:.0f}/"
                          f"{100 * ph['foreign_cpu']:.0f}".rjust(16))
         if any(c.strip() != "-" for c in cells):
-            print(f"{label:<19}" + "".join(cells))
+            print(f"{label:<21}" + "".join(cells))
 
 
 def print_syscalls(results):
     """The --syscalls diagnostic: system calls per keep-alive request and per resumed
     connection, by call."""
-    for section, what in (("keepalive", "keep-alive request"), ("resumed", "resumed connection")):
+    for section, what in (("keepalive", "keep-alive request"), ("resumed", "resumed connection"),
+                          ("close", "connection closed by the client")):
         sc_ = {s: r.get(section, {}).get("syscalls") for s, r in results.items()}
         sc_ = {s: v for s, v in sc_.items() if v}
         if sc_:
@@ -377,7 +412,7 @@ def check_run(env, s, r, fails, warns):
     def fail(server, what):
         fails.append(f"{server}: {what}")
 
-    for sec in ("keepalive", "big"):
+    for sec in ("keepalive", "big", "close"):
         x = r.get(sec)
         if x and (x["non_2xx"] or x["socket_errors"]):
             fail(s, f"{sec}: {x['non_2xx']} non-2xx responses, {x['socket_errors']} "
@@ -407,6 +442,13 @@ def check_run(env, s, r, fails, warns):
                                         client["resumed"]) > a.tls_conns:
                 fail(s, f"resumed: slbd counted {x.get('handshakes_resumed', 0)} resumed "
                         f"handshakes, the client {client['resumed']}")
+    x = r.get("close", {}).get("server_stats")
+    if x and s.startswith("slbd"):
+        # Each connection's first handshake has nothing to resume; wrk's later ones should.
+        res, full = x.get("handshakes_resumed", 0), x.get("handshakes_full", 0)
+        if res < 0.95 * max(res + full - a.tls_conns, 0):
+            fail(s, f"close: slbd counted {res} resumed and {full} full handshakes: the "
+                    f"figures mix in full handshakes")
     x = r.get("memory")
     if x:
         if x["established"] != x["connections"] or x["dropped"]:
@@ -476,8 +518,10 @@ def markdown(path):
     """The ratio table of a results file, in the form docs/benchmarks.md uses: ratios only."""
     with open(path) as f:
         doc = json.load(f)
-    print("| scenario | figure | slbd / best anchor | better if | best anchor |")
-    print("|---|---|---|---|---|")
+    based = any(r.get("base_ratio") is not None for r in doc["table"])
+    print("| scenario | figure | slbd / best anchor | better if | best anchor |"
+          + (" slbd / slbd-base |" if based else ""))
+    print("|---|---|---|---|---|" + ("---|" if based else ""))
     for r in doc["table"]:
         if r["slbd_ratio"] is None:
             if "slbd" in r.get("unavailable", {}):
@@ -486,7 +530,9 @@ def markdown(path):
             continue
         best = [s for s in ANCHORS if r["values"].get(s) == r["best_anchor"]]
         print(f"| {r['scenario'] or ''} | {r['figure']} | {r['slbd_ratio']:.2f}× | "
-              f"{'higher' if r['higher_is_better'] else 'lower'} | {', '.join(best)} |")
+              f"{'higher' if r['higher_is_better'] else 'lower'} | {', '.join(best)} |"
+              + (f" {r['base_ratio']:.2f}× |" if r.get("base_ratio") is not None else
+                 " |" if based else ""))
     crypto = doc["crypto"]
     print()
     print("| server | full handshake + request, × floor | resumed + request, × floor |")
@@ -533,7 +579,7 @@ def machine_info():
 
 def preflight(a):
     for tool in ("wrk", "h2load", "openssl", "taskset") + tuple(
-            s for s in a.servers if s != "slbd"):
+            s for s in a.servers if not s.startswith("slbd")):
         if not shutil.which(tool):
             raise BenchError(f"{tool} is not installed; run bench/run.sh (it installs it)")
     cpus = os.sched_getaffinity(0)
@@ -592,6 +638,11 @@ def main(argv):
         shutil.copy2(env.build / "slbd", env.slbd_bin)
         with open(env.slbd_bin, "rb") as f:
             env.slbd_sha256 = hashlib.sha256(f.read()).hexdigest()
+        if a.baseline_slbd:
+            env.slbd_base_bin = os.path.join(env.work, "slbd-base-binary")
+            shutil.copy2(a.baseline_slbd, env.slbd_base_bin)
+            with open(env.slbd_base_bin, "rb") as f:
+                env.slbd_base_sha256 = hashlib.sha256(f.read()).hexdigest()
         say("== crypto floor: openssl speed")
         crypto = sc.crypto_floor(env)
         env.backend = Backend(env, a.backend)

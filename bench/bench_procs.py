@@ -207,11 +207,12 @@ def children(pid):
 
 
 def tcp_out_segments():
-    """The kernel's count of TCP segments sent (Tcp OutSegs in /proc/net/snmp). On loopback
-    every segment of the client, the server and the backend is in it once."""
+    """The kernel's counts of TCP segments sent and of resets sent (Tcp OutSegs and OutRsts in
+    /proc/net/snmp). On loopback every segment of the client, the server and the backend is
+    in them once."""
     with open("/proc/net/snmp") as f:
         rows = [line.split() for line in f if line.startswith("Tcp:")]
-    return int(rows[1][rows[0].index("OutSegs")])
+    return int(rows[1][rows[0].index("OutSegs")]), int(rows[1][rows[0].index("OutRsts")])
 
 
 def cpu_times():
@@ -267,12 +268,14 @@ class Meter:
         self.ns0 = sched_ns(pids)
         self.cpu0 = cpu_times()
         self.for0 = foreign_ticks(self.procs.sids())
-        self.seg0 = tcp_out_segments()
+        self.seg0, self.rst0 = tcp_out_segments()
         return self
 
     def stop(self):
         wall = time.monotonic() - self.t0
-        segs = tcp_out_segments() - self.seg0
+        segs, rsts = tcp_out_segments()
+        segs -= self.seg0
+        rsts -= self.rst0
         pids = self.server_pids()
         srv = (cpu_ticks(pids) - self.srv0) / CLK_TCK
         srv_ns = (sched_ns(pids) - self.ns0) / 1e9
@@ -290,7 +293,7 @@ class Meter:
                 "server_util": round(srv / wall, 3) if wall > 0 else 0.0,
                 "cpu_busy": {str(c): round(b, 3) for c, b in busy.items()},
                 "foreign_cpu": round(foreign / wall, 3) if wall > 0 else 0.0,
-                "tcp_segments": segs}
+                "tcp_segments": segs, "tcp_resets": rsts}
 
 
 def wait_port(port, timeout=10.0, host="127.0.0.1"):

@@ -48,9 +48,9 @@ def parse_wrk(out):
     return res
 
 
-def _wrk(env, path, conns, duration):
+def _wrk(env, path, conns, duration, extra=()):
     rc, out, err = run(["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
-                        _url(env, path)], cpu=env.client_cpu, timeout=duration + 60,
+                        *extra, _url(env, path)], cpu=env.client_cpu, timeout=duration + 60,
                        procs=env.procs, name="wrk")
     if rc != 0:
         raise BenchError(f"wrk failed ({rc}): {err.strip()}")
@@ -139,12 +139,38 @@ def connections(env, server, mode):
     r["conn_per_s"] = r["per_s"]
     r["cpu_us_per_conn"] = r["phase"]["server_cpu_s"] * 1e6 / done
     r["segments_per_conn"] = r["phase"]["tcp_segments"] / done
+    r["resets_per_conn"] = r["phase"]["tcp_resets"] / done
     # Each slot's first connection has nothing to resume.
     r["resumable"] = max(r["full"] + r["resumed"] - a.tls_conns, 0)
     r["tool"] = f"bench/tools/tlsload --mode {mode} -c{a.tls_conns} --duration {a.duration}"
     if a.syscalls and mode == "resume":
         r["syscalls"] = syscalls(env, server, "resumed",
                                  lambda: _tlsload(env, "resume", 3)["completed"])
+    return r
+
+
+def client_close(env, server):
+    """Scenario close: a new connection per request from a client that closes first: wrk with
+    "Connection: close". wrk reads the response, then sends its close_notify and closes
+    (SSL_shutdown, SSL_clear, close), and its next connection resumes the session it kept
+    (SSL_clear keeps a session that was shut down properly). Unlike tlsload (scenario 2), it
+    does not wait for the server's close."""
+    a = env.args
+    extra = ("-H", "Connection: close")
+    before = server.stats()
+    r = _measured(env, server, lambda: _wrk(env, env.backend.small_path, a.tls_conns,
+                                            a.duration, extra))
+    r["server_stats"] = _stats_delta(before, server.stats())
+    done = max(r["requests"], 1)
+    r["conn_per_s"] = r["requests"] / r["duration_s"]
+    r["cpu_us_per_conn"] = r["phase"]["server_cpu_s"] * 1e6 / done
+    r["segments_per_conn"] = r["phase"]["tcp_segments"] / done
+    # Both ends close at once: the resets say whose close met the other's data.
+    r["resets_per_conn"] = r["phase"]["tcp_resets"] / done
+    r["tool"] = f"wrk -t1 -c{a.tls_conns} -d{a.duration}s -H 'Connection: close'"
+    if a.syscalls:
+        r["syscalls"] = syscalls(env, server, "close", lambda: _wrk(
+            env, env.backend.small_path, a.tls_conns, 3, extra)["requests"])
     return r
 
 

@@ -159,7 +159,7 @@ class HAProxy(Server):
         cfg = os.path.join(self.dir, "haproxy.cfg")
         render("haproxy.cfg.in", cfg, {"DIR": self.dir, "LISTEN": f"127.0.0.1:{e.port}",
                                        "BACKEND": f"127.0.0.1:{e.backend_port}",
-                                       "PORT": e.port})
+                                       "HTTP_REUSE": e.args.backend_reuse, "PORT": e.port})
         # -db: foreground, no master-worker: the one process does all the work.
         self.proc = e.procs.start("haproxy", ["haproxy", "-db", "-f", cfg], cpu=e.server_cpu)
 
@@ -223,12 +223,13 @@ class Slbd(Server):
     def _start(self):
         e = self.env
         state = os.path.join(self.dir, "state")
-        self.proc = e.procs.start("slbd", [e.slbd_bin, "--state-dir", state, "--admin",
+        self.proc = e.procs.start(self.name, [self.binary(), "--state-dir", state, "--admin",
                                            f"127.0.0.1:{e.admin_port}", "--workers",
                                            str(e.args.slbd_workers), "--log-level", "warn"],
                                   cpu=e.server_cpu if e.args.slbd_workers == 1 else None)
         if not wait_port(e.admin_port, timeout=15):
-            raise BenchError(f"slbd's admin API did not start; see {e.work}/slbd.log")
+            raise BenchError(f"{self.name}'s admin API did not start; see "
+                             f"{e.work}/{self.name}.log")
         with open(os.path.join(state, "admin.token")) as f:
             self.token = f.read().strip()
         with open(os.path.join(self.dir, "server.crt")) as f:
@@ -247,11 +248,16 @@ class Slbd(Server):
         # their first request: 60 s like the anchors' keep-alive timeouts. Pooled backend
         # connections go to any request, a client connection's first one too, as with
         # HAProxy's "http-reuse always" and nginx's upstream keepalive (slbd's default,
-        # "safe", would open a backend connection per new client connection).
+        # "safe", would open a backend connection per new client connection; --backend-reuse
+        # safe measures that, against HAProxy's "http-reuse safe").
         self._must("POST", "/v1/listeners", {
             "name": "bench", "protocol": "https", "bind": f"127.0.0.1:{e.port}",
-            "backend_group": "be", "idle_timeout_s": 60, "backend_reuse": "always",
+            "backend_group": "be", "idle_timeout_s": 60,
+            "backend_reuse": e.args.backend_reuse,
             "tls": {"certificates": [self.CERT_ID], "session_ticket_lifetime_s": 300}}, 201)
+
+    def binary(self):
+        return self.env.slbd_bin
 
     def stats(self):
         """Handshake counters of the listener from /metrics."""
@@ -286,6 +292,21 @@ class Slbd(Server):
                 f"--workers {self.env.args.slbd_workers})")
 
 
+class SlbdBase(Slbd):
+    """--baseline-slbd PATH: another slbd binary (the build before a change, say), run in the
+    same run with the same configuration, so that a before/after comparison is one run on the
+    same machine state. Shown as the server "slbd-base"; not an anchor."""
+
+    name = "slbd-base"
+
+    def binary(self):
+        return self.env.slbd_base_bin
+
+    def version(self):
+        return (f"slbd baseline ({self.env.args.baseline_slbd}, binary sha256 "
+                f"{self.env.slbd_base_sha256[:12]}, --workers {self.env.args.slbd_workers})")
+
+
 class Floor(Server):
     """Scenario 5's floor, not a server under test: bench/tools/tlsfloor, OpenSSL with
     SSL_MODE_RELEASE_BUFFERS and a descriptor per connection, nothing else. It answers every
@@ -311,4 +332,4 @@ class Floor(Server):
         return f"bench/tools/tlsfloor on {ssl.OPENSSL_VERSION}"
 
 
-SERVERS = {"haproxy": HAProxy, "nginx": Nginx, "slbd": Slbd}
+SERVERS = {"haproxy": HAProxy, "nginx": Nginx, "slbd": Slbd, "slbd-base": SlbdBase}

@@ -8,6 +8,7 @@
 # quiet when all are present.
 set -euo pipefail
 pkgs=(build-essential pkg-config libssl-dev libjansson-dev libcmocka-dev libnghttp2-dev libpcre2-dev
+      zlib1g-dev
       python3 python3-pytest python3-h2 python3-cryptography curl openssl nghttp2-client wrk iproute2
       testssl.sh slowhttptest clang libclang-rt-14-dev libcurl4-openssl-dev etcd-server
       etcd-client pebble debhelper dpkg-dev fakeroot adduser systemd chromium nodejs

@@ -57,8 +57,8 @@ if ! "$CLANG" -fsanitize=fuzzer,address,undefined "$probe.c" -o "$probe" >"$prob
     exit 2
 fi
 
-PKG_CFLAGS=$(pkg-config --cflags openssl jansson libnghttp2 libcurl libpcre2-8)
-PKG_LIBS="$(pkg-config --libs openssl jansson libnghttp2 libcurl libpcre2-8) -lpthread -lm"
+PKG_CFLAGS=$(pkg-config --cflags openssl jansson libnghttp2 libcurl libpcre2-8 zlib)
+PKG_LIBS="$(pkg-config --libs openssl jansson libnghttp2 libcurl libpcre2-8 zlib) -lpthread -lm"
 # -O1 keeps the fuzzers fast while the stack traces stay readable; UBSan findings abort so
 # libFuzzer keeps the input. Library warnings are shown but do not fail the build: another
 # compiler may warn where gcc did not, and that is the library's business, not the fuzzer's.

@@ -2,6 +2,7 @@
 /* slbd: parse the command line, validate the state directory without changing it, then start
  * the control thread's state and run it. */
 #include "admin/admin.h"
+#include "config/config.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/notify.h"
@@ -25,6 +26,9 @@ static void usage(FILE *f)
                "[--admin-cert FILE --admin-key FILE] [--admin-auth-failures N] [--workers N] "
                "[--log-level debug|info|warn|error] [--log-format text|json] "
                "[--check | --upgrade [--detach]] "
+               "[--cluster URL[,URL...] --node NAME --cluster-key-file FILE "
+               "[--cluster-prefix PREFIX] [--bind-host ADDR] "
+               "[--etcd-cacert FILE] [--etcd-cert FILE --etcd-key FILE]] "
                "[--version]\n");
 }
 
@@ -82,6 +86,44 @@ static int detach_upgrade(struct slb_options *opt)
     return WEXITSTATUS(st);
 }
 
+/* The cluster options go together (docs/configuration.md, "Cluster mode"). */
+static int cluster_options(const struct slb_options *opt)
+{
+    const struct slb_cluster_opts *c = &opt->cluster;
+    if (!c->endpoints) {
+        if (c->node || c->key_file || c->prefix || c->cacert || c->cert || c->key) {
+            fprintf(stderr, "slbd: --node, --cluster-key-file, --cluster-prefix and --etcd-* "
+                            "need --cluster\n");
+            return -1;
+        }
+        return 0;
+    }
+    if (!c->node || !c->key_file) {
+        fprintf(stderr, "slbd: --cluster needs --node NAME and --cluster-key-file FILE\n");
+        return -1;
+    }
+    if (!slb_config_name_ok(c->node)) {
+        fprintf(stderr, "slbd: --node \"%s\": a name of letters, digits, '-', '_' and '.'\n",
+                c->node);
+        return -1;
+    }
+    if (c->prefix && (c->prefix[0] != '/' || c->prefix[strlen(c->prefix) - 1] != '/' ||
+                      strlen(c->prefix) > 64)) {
+        fprintf(stderr, "slbd: --cluster-prefix must start and end with '/' (at most 64 "
+                        "characters)\n");
+        return -1;
+    }
+    if ((c->cert == NULL) != (c->key == NULL)) {
+        fprintf(stderr, "slbd: --etcd-cert and --etcd-key go together\n");
+        return -1;
+    }
+    if (opt->upgrade) {
+        fprintf(stderr, "slbd: --upgrade is not available in cluster mode yet\n");
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct slb_options opt = {
@@ -91,6 +133,7 @@ int main(int argc, char **argv)
         .ready_fd = -1,
     };
     bool detach = false;
+    const char *bind_host = NULL;
     static const struct option longopts[] = {
         {"state-dir", required_argument, NULL, 's'},
         {"admin", required_argument, NULL, 'a'},
@@ -105,6 +148,14 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {"log-format", required_argument, NULL, 'L'},
+        {"cluster", required_argument, NULL, 1000},
+        {"node", required_argument, NULL, 1001},
+        {"cluster-key-file", required_argument, NULL, 1002},
+        {"cluster-prefix", required_argument, NULL, 1003},
+        {"bind-host", required_argument, NULL, 1004},
+        {"etcd-cacert", required_argument, NULL, 1005},
+        {"etcd-cert", required_argument, NULL, 1006},
+        {"etcd-key", required_argument, NULL, 1007},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -167,6 +218,30 @@ int main(int argc, char **argv)
         case 'D':
             detach = true;
             break;
+        case 1000:
+            opt.cluster.endpoints = optarg;
+            break;
+        case 1001:
+            opt.cluster.node = optarg;
+            break;
+        case 1002:
+            opt.cluster.key_file = optarg;
+            break;
+        case 1003:
+            opt.cluster.prefix = optarg;
+            break;
+        case 1004:
+            bind_host = optarg;
+            break;
+        case 1005:
+            opt.cluster.cacert = optarg;
+            break;
+        case 1006:
+            opt.cluster.cert = optarg;
+            break;
+        case 1007:
+            opt.cluster.key = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -184,6 +259,13 @@ int main(int argc, char **argv)
     }
     if ((opt.admin_cert == NULL) != (opt.admin_key == NULL)) {
         fprintf(stderr, "slbd: --admin-cert and --admin-key go together\n");
+        return 2;
+    }
+    if (cluster_options(&opt) < 0)
+        return 2;
+    if (bind_host && slb_config_set_bind_host(bind_host) < 0) {
+        fprintf(stderr, "slbd: --bind-host must be an IPv4 or IPv6 address, not \"%s\"\n",
+                bind_host);
         return 2;
     }
     if (opt.nadmin == 0)

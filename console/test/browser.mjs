@@ -152,6 +152,42 @@ try {
         await page.waitForSelector('dialog', { state: 'detached' });
     });
 
+    await step('listeners: stop and start with confirmation', async () => {
+        const row = '#listener-table tr[data-name="http"]';
+        await page.click(`${row} button:text("Stop")`);
+        await page.waitForSelector('dialog[open] h2:text("Stop http")');
+        check((await page.textContent('dialog[open]')).includes('configuration is kept'), 'stop explained');
+        await axe('stop dialog');
+        await page.click('dialog button:text("Stop")');
+        await page.waitForSelector(`${row} .badge:text("stopped")`);
+        check((await apiGet('/v1/listeners/http')).data.status === 'stopped', 'stopped in the API');
+        const refused = await fetch(`http://127.0.0.1:${env.CONSOLE_HTTP_PORT}/hello`).then(() => false, () => true);
+        check(refused, 'a stopped listener refuses connections');
+        await shot('listener-stopped');
+        await page.click(`${row} button:text("Start")`);
+        await page.click('dialog button:text("Start")');
+        await page.waitForSelector(`${row} .badge:text("serving")`);
+        check((await apiGet('/v1/listeners/http')).data.status === 'running', 'running in the API');
+        await fetch(`http://127.0.0.1:${env.CONSOLE_HTTP_PORT}/hello`).then((r) => r.text());
+    });
+
+    await step('listeners: limits in the edit form, errors at the field', async () => {
+        const row = '#listener-table tr[data-name="http"]';
+        await page.click(`${row} button:text("Edit")`);
+        await page.waitForSelector('dialog[open] h2:text("Edit listener http")');
+        await page.fill('dialog input[name="limits.requests_per_s"]', '0');
+        await page.click('dialog button[type=submit]');
+        await page.waitForSelector('dialog .field[data-field="limits.requests_per_s"] .field-error:not(:empty)');
+        await axe('listener edit with a limit error');
+        await page.fill('dialog input[name="limits.requests_per_s"]', '1000');
+        await page.fill('dialog input[name="limits.bandwidth_mbps"]', '500');
+        await page.click('dialog button[type=submit]');
+        await page.waitForSelector('dialog', { state: 'detached' });
+        const l = (await apiGet('/v1/listeners/http')).data;
+        check(l.limits?.requests_per_s === 1000 && l.limits?.bandwidth_mbps === 500, JSON.stringify(l.limits));
+        check(l.status === 'running', 'status kept by the edit');
+    });
+
     await step('certificates: hostile text is shown as text', async () => {
         await goto('certificates', 'Certificates');
         await page.waitForSelector('#cert-table tr[data-id="hostile"]');

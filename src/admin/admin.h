@@ -53,6 +53,7 @@ struct slb_admin_resp {
     const char *allow;              /* for 405 */
     const char *headers;            /* extra header lines, each ending in CRLF (static), or NULL */
     char etag[SLB_ADMIN_ETAG_SIZE]; /* sent as ETag when not empty */
+    char revision[24];              /* cluster mode: sent as X-Slbd-Revision when not empty */
 };
 
 void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,

@@ -321,6 +321,9 @@ static bool under(const char *path, const char *coll)
 
 enum slb_scope slb_auth_needed(const char *method, const char *path)
 {
+    /* The whole state with its private keys (slbctl cluster export). */
+    if (strcmp(path, "/v1/cluster/export") == 0)
+        return SLB_SCOPE_ADMIN;
     if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
         return SLB_SCOPE_READ;
     if (under(path, "/v1/certificates"))
@@ -457,6 +460,30 @@ static void key_revoke(struct slb_auth *a, const struct slb_auth_who *who, struc
     resp->status = 204;
 }
 
+static const char *const key_filters[] = {"scope", NULL};
+static const char *const key_scopes[] = {"read", "certificates", "operator", "admin", NULL};
+
+/* GET /v1/keys: paged, filtered by scope. */
+static void list_keys(const struct slb_auth *a, const struct slb_admin_req *req,
+                      struct slb_admin_resp *resp)
+{
+    struct slb_admin_page pg;
+    char scope[16];
+    if (!slb_admin_page_parse(req, key_filters, &pg, resp) ||
+        !slb_admin_filter_enum(req, "scope", key_scopes, scope, sizeof(scope), resp))
+        return;
+    json_t *keys = keys_json(a, false), *all = json_array(), *v;
+    size_t i;
+    json_array_foreach(keys, i, v)
+    {
+        const char *s = json_string_value(json_object_get(v, "scope"));
+        if (!scope[0] || (s && strcmp(s, scope) == 0))
+            json_array_append(all, v);
+    }
+    json_decref(keys);
+    slb_admin_list_json(resp, "keys", all, &pg, slb_admin_key_name);
+}
+
 bool slb_auth_route(struct slb_auth *a, const struct slb_auth_who *who,
                     const struct slb_admin_req *req, struct slb_admin_resp *resp)
 {
@@ -468,14 +495,15 @@ bool slb_auth_route(struct slb_auth *a, const struct slb_auth_who *who,
         slb_admin_error_simple(resp, 404, "not_found", "no such endpoint: %s", req->path);
         return true;
     }
-    if (req->query[0]) {
+    bool list = n == 1 && slb_admin_method_is(req, "GET");
+    if (!list && req->query[0]) {
         slb_admin_error_simple(resp, 400, "unknown_parameter",
                                "this endpoint accepts no query parameter");
         return true;
     }
     if (n == 1) {
-        if (slb_admin_method_is(req, "GET"))
-            resp->json = json_pack("{s:o}", "keys", keys_json(a, false));
+        if (list)
+            list_keys(a, req, resp);
         else if (slb_admin_method_is(req, "POST"))
             key_create(a, who, req, resp);
         else

@@ -4,6 +4,7 @@
  * for listeners, groups, settings, whole-configuration apply and health. */
 #include "admin/routes.h"
 #include "admin/admin.h"
+#include "admin/cluster_export.h"
 #include "admin/ui.h"
 
 #include "ops/ops.h"
@@ -141,8 +142,8 @@ static bool param_known(const char *key, size_t klen, const char *val, size_t vl
 
 /* False (resp filled with 400 unknown_parameter) when the query names a parameter that is
  * not in accepted (a NULL-terminated list, or NULL for none). */
-static bool params_ok(const struct slb_admin_req *req, const char *const *accepted,
-                      struct slb_admin_resp *resp)
+bool slb_admin_params_ok(const struct slb_admin_req *req, const char *const *accepted,
+                         struct slb_admin_resp *resp)
 {
     struct param_check pc = {accepted, resp};
     return query_each(req->query, param_known, &pc);
@@ -232,12 +233,44 @@ void slb_admin_answer_op(struct slb_admin_resp *resp, int rc, const struct slb_e
 
 static const char *const coll_names[] = {"listeners", "groups"};
 
+static const char *const listener_filters[] = {"protocol", "backend_group", NULL};
+static const char *const group_filters[] = {"scheduler", NULL};
+static const char *const listener_protocols[] = {"tcp", "http", "https", NULL};
+static const char *const group_schedulers[] = {"wrr", "rr", "wlc", "sch", "tch", NULL};
+
+/* GET /v1/listeners|groups: paged, filtered by listener protocol and backend_group or by group
+ * scheduler (each the field of that name equal to the value). */
+static void list_items(struct slb_ctl *ctl, enum slb_ops_kind k, const struct slb_admin_req *req,
+                       struct slb_admin_resp *resp)
+{
+    struct slb_admin_page pg;
+    char f1[SLB_ADMIN_SEG] = "", f2[SLB_ADMIN_SEG] = "";
+    const char *n1 = k == SLB_OPS_GROUP ? "scheduler" : "protocol";
+    if (!slb_admin_page_parse(req, k == SLB_OPS_GROUP ? group_filters : listener_filters, &pg,
+                              resp) ||
+        !slb_admin_filter_enum(req, n1, k == SLB_OPS_GROUP ? group_schedulers : listener_protocols,
+                               f1, sizeof(f1), resp) ||
+        (k == SLB_OPS_LISTENER &&
+         !slb_admin_filter_enum(req, "backend_group", NULL, f2, sizeof(f2), resp)))
+        return;
+    json_t *items = json_array(), *v;
+    size_t i;
+    json_array_foreach(json_object_get(slb_ops_config(ctl), coll_names[k]), i, v)
+    {
+        const char *a = json_string_value(json_object_get(v, n1));
+        const char *b = json_string_value(json_object_get(v, "backend_group"));
+        if ((f1[0] && (!a || strcmp(a, f1) != 0)) || (f2[0] && (!b || strcmp(b, f2) != 0)))
+            continue;
+        json_array_append(items, v);
+    }
+    slb_admin_list_json(resp, coll_names[k], items, &pg, slb_admin_key_name);
+}
+
 static void collection(struct slb_ctl *ctl, enum slb_ops_kind k, const struct slb_admin_req *req,
                        struct slb_admin_resp *resp)
 {
     if (slb_admin_method_is(req, "GET")) {
-        resp->json =
-            json_pack("{s:O}", coll_names[k], json_object_get(slb_ops_config(ctl), coll_names[k]));
+        list_items(ctl, k, req, resp);
         return;
     }
     if (!slb_admin_method_is(req, "POST")) {
@@ -288,6 +321,33 @@ static void item(struct slb_ctl *ctl, enum slb_ops_kind k, const char *name,
     json_t *out = NULL;
     int rc = slb_ops_item_update(ctl, k, name, body, &op, &out, &err);
     json_decref(body);
+    slb_admin_answer_op(resp, rc, &err, 200, out);
+}
+
+/* POST /v1/listeners/{name}/start|stop: the listener's status, its configuration kept. */
+static void listener_action(struct slb_ctl *ctl, const char *name, const char *action,
+                            const struct slb_admin_req *req, struct slb_admin_resp *resp)
+{
+    bool stop = strcmp(action, "stop") == 0;
+    if (!stop && strcmp(action, "start") != 0) {
+        slb_admin_error_simple(resp, 404, "not_found", "no such endpoint: %s", req->path);
+        return;
+    }
+    if (!slb_admin_method_is(req, "POST")) {
+        slb_admin_not_allowed(resp, "POST");
+        return;
+    }
+    struct slb_err err = {0};
+    json_t *cur = slb_ops_item_get(ctl, SLB_OPS_LISTENER, name, &err);
+    if (!cur) {
+        slb_admin_error(resp, &err);
+        return;
+    }
+    if (!slb_admin_if_match(req, cur, "listener", resp))
+        return;
+    json_t *out = NULL;
+    int rc = slb_ops_listener_status(ctl, name, stop, &(struct slb_op){.expect = req->if_match},
+                                     &out, &err);
     slb_admin_answer_op(resp, rc, &err, 200, out);
 }
 
@@ -364,11 +424,72 @@ static void apply_all(struct slb_ctl *ctl, const struct slb_admin_req *req,
 
 static const char *const apply_params[] = {"dry_run", NULL};
 
+/* GET /v1/cluster: the nodes of the cluster as etcd knows them; 404 not_clustered on a single
+ * node. */
+static void cluster(struct slb_ctl *ctl, const struct slb_admin_req *req,
+                    struct slb_admin_resp *resp)
+{
+    if (!slb_admin_method_is(req, "GET")) {
+        slb_admin_not_allowed(resp, "GET");
+        return;
+    }
+    json_t *st = slb_ops_cluster_status(ctl);
+    if (!st) {
+        slb_admin_error_simple(resp, 404, "not_clustered",
+                               "this slbd is a single node (started without --cluster)");
+        return;
+    }
+    resp->json = st;
+}
+
+static void route(struct slb_ctl *ctl, const struct slb_admin_req *req,
+                  struct slb_admin_resp *resp);
+
+/* Conflicts with another node's write are validated again against the configuration it
+ * stored and retried this many times before 409 conflict is the answer. */
+#define CLUSTER_CONFLICT_RETRIES 5
+
+static bool is_conflict(const struct slb_admin_resp *resp)
+{
+    const char *code =
+        json_string_value(json_object_get(json_object_get(resp->json, "error"), "code"));
+    return resp->status == 409 && code && strcmp(code, "conflict") == 0;
+}
+
 void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
                      struct slb_admin_resp *resp)
 {
+    bool connected;
+    long long rev;
+    if (!slb_ops_cluster(ctl, &connected, &rev)) {
+        route(ctl, req, resp);
+        return;
+    }
+    struct slb_admin_resp start = *resp;
+    route(ctl, req, resp);
+    /* A conflict whose request named no revision (If-Match) was not the client's doing: the
+     * change is made again on what the other node stored. */
+    for (int i = 0; i < CLUSTER_CONFLICT_RETRIES && is_conflict(resp) && !req->if_match; i++) {
+        struct slb_err err = {0};
+        if (slb_ops_cluster_refresh(ctl, &err) < 0) {
+            slb_admin_error(resp, &err);
+            break;
+        }
+        json_decref(resp->json);
+        free(resp->text);
+        *resp = start;
+        route(ctl, req, resp);
+    }
+    if (resp->status < 300 && !slb_admin_method_is(req, "GET") && !slb_admin_method_is(req, "HEAD"))
+        slb_ops_cluster_wrote(ctl); /* certificates' writes included */
+    slb_ops_cluster(ctl, &connected, &rev);
+    snprintf(resp->revision, sizeof(resp->revision), "%lld", rev);
+}
+
+static void route(struct slb_ctl *ctl, const struct slb_admin_req *req, struct slb_admin_resp *resp)
+{
     if (strcmp(req->path, "/healthz") == 0) {
-        if (!params_ok(req, NULL, resp))
+        if (!slb_admin_params_ok(req, NULL, resp))
             return;
         if (!slb_admin_method_is(req, "GET") && !slb_admin_method_is(req, "HEAD")) {
             slb_admin_not_allowed(resp, "GET, HEAD");
@@ -376,10 +497,16 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         }
         resp->json = json_pack("{s:s, s:I}", "status", "ok", "generation",
                                (json_int_t)slb_ops_generation(ctl));
+        bool connected;
+        long long rev;
+        if (slb_ops_cluster(ctl, &connected, &rev))
+            json_object_set_new(
+                resp->json, "cluster",
+                json_pack("{s:b, s:I}", "connected", connected, "revision", (json_int_t)rev));
         return;
     }
     if (strcmp(req->path, "/metrics") == 0) {
-        if (!params_ok(req, NULL, resp))
+        if (!slb_admin_params_ok(req, NULL, resp))
             return;
         if (!slb_admin_method_is(req, "GET")) {
             slb_admin_not_allowed(resp, "GET");
@@ -401,7 +528,7 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
     const char *coll = n >= 1 ? seg[0] : "";
     /* Every route below accepts no query parameter but POST /v1/apply's dry_run. */
     if (n == 1 && strcmp(coll, "apply") == 0) {
-        if (params_ok(req, apply_params, resp))
+        if (slb_admin_params_ok(req, apply_params, resp))
             apply_all(ctl, req, resp);
         return;
     }
@@ -409,17 +536,33 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
         slb_admin_acme(ctl, req, resp);
         return;
     }
+    if (n == 1 && strcmp(coll, "cluster") == 0) {
+        if (slb_admin_params_ok(req, NULL, resp))
+            cluster(ctl, req, resp);
+        return;
+    }
+    if (n == 2 && strcmp(coll, "cluster") == 0 && strcmp(seg[1], "export") == 0) {
+        if (slb_admin_params_ok(req, NULL, resp))
+            slb_admin_cluster_export(ctl, req, resp);
+        return;
+    }
     bool known =
         (n == 1 && (strcmp(coll, "stats") == 0 || strcmp(coll, "settings") == 0 ||
                     strcmp(coll, "about") == 0 || strcmp(coll, "config") == 0)) ||
         (n >= 1 && n <= 3 && strcmp(coll, "certificates") == 0) ||
         (n >= 1 && n <= 2 && (strcmp(coll, "listeners") == 0 || strcmp(coll, "groups") == 0)) ||
+        (n == 3 && strcmp(coll, "listeners") == 0) ||
         (n >= 3 && strcmp(coll, "groups") == 0 && strcmp(seg[2], "servers") == 0);
     if (!known) {
         slb_admin_error_simple(resp, 404, "not_found", "no such endpoint: %s", req->path);
         return;
     }
-    if (!params_ok(req, NULL, resp))
+    /* The lists take paging and filters (admin/pages.c) and check their parameters themselves. */
+    bool list = slb_admin_method_is(req, "GET") &&
+                ((n == 1 && (strcmp(coll, "certificates") == 0 || strcmp(coll, "listeners") == 0 ||
+                             strcmp(coll, "groups") == 0)) ||
+                 (n == 3 && strcmp(coll, "groups") == 0));
+    if (!list && !slb_admin_params_ok(req, NULL, resp))
         return;
     if (strcmp(coll, "stats") == 0) {
         if (!slb_admin_method_is(req, "GET")) {
@@ -447,6 +590,10 @@ void slb_admin_route(struct slb_ctl *ctl, const struct slb_admin_req *req,
     }
     if (strcmp(coll, "certificates") == 0) {
         slb_admin_certificates(ctl, n >= 2 ? seg[1] : NULL, n >= 3 ? seg[2] : NULL, req, resp);
+        return;
+    }
+    if (n == 3 && strcmp(coll, "listeners") == 0) {
+        listener_action(ctl, seg[1], seg[2], req, resp);
         return;
     }
     if (n >= 3) {

@@ -56,4 +56,47 @@ json_t *slb_admin_acme_pending_list(struct slb_ctl *ctl);
 void slb_admin_stats(struct slb_ctl *ctl, struct slb_admin_resp *resp);
 void slb_admin_metrics(struct slb_ctl *ctl, struct slb_admin_resp *resp);
 
+/* Lists (admin/pages.c): ?limit=N&after=KEY. Without either, a list answers all its items in
+ * their usual order; with them, items in byte order of their key (a certificate's id, a
+ * listener's, group's or key's name, a server's address:port), the first `limit` after `after`,
+ * and "next" (the last key of the page) while more remain. */
+#define SLB_ADMIN_PAGE_MAX 1000
+#define SLB_ADMIN_PAGE_MAX_TEXT "1000"
+#define SLB_ADMIN_PAGE_FILTERS 6
+struct slb_admin_page {
+    size_t limit; /* 0: no limit */
+    bool paged;   /* limit or after given: key order */
+    bool has_after;
+    char after[SLB_ADMIN_SEG];
+};
+/* False (resp filled) for an unknown parameter (filters: the list's own, NULL-terminated) or a
+ * bad limit or after. */
+bool slb_admin_page_parse(const struct slb_admin_req *req, const char *const *filters,
+                          struct slb_admin_page *pg, struct slb_admin_resp *resp);
+/* Query parameter name, percent-decoded into out: 1 given, 0 absent, -1 given twice, without a
+ * value, too long or with control bytes. */
+int slb_admin_param(const struct slb_admin_req *req, const char *name, char *out, size_t size);
+/* Filter parameter name into out ("" when absent); false with 400 invalid_value (resp filled)
+ * unless absent or given once as one of choices (NULL: any non-empty value). */
+bool slb_admin_filter_enum(const struct slb_admin_req *req, const char *name,
+                           const char *const *choices, char *out, size_t size,
+                           struct slb_admin_resp *resp);
+/* The page of keys[0..n): fills idx with item indices and returns their number (SIZE_MAX when
+ * out of memory); *more when items remain after it. idx holds n entries. */
+size_t slb_admin_page_select(const struct slb_admin_page *pg, const char *const *keys, size_t n,
+                             size_t *idx, bool *more);
+/* Answer {coll: page (owned; NULL: out of memory), "next": next (when not NULL)}. */
+void slb_admin_page_answer(struct slb_admin_resp *resp, const char *coll, json_t *page,
+                           const char *next);
+/* Answer the page of items (owned, an array of objects) with key giving each item's key. */
+void slb_admin_list_json(struct slb_admin_resp *resp, const char *coll, json_t *items,
+                         const struct slb_admin_page *pg,
+                         void (*key)(const json_t *item, char *buf, size_t size));
+/* key for items keyed by their "name". */
+void slb_admin_key_name(const json_t *item, char *buf, size_t size);
+/* routes.c: false with 400 unknown_parameter (resp filled) when the query names a parameter
+ * not in accepted (NULL-terminated, or NULL for none). */
+bool slb_admin_params_ok(const struct slb_admin_req *req, const char *const *accepted,
+                         struct slb_admin_resp *resp);
+
 #endif

@@ -217,6 +217,15 @@ static void respond(struct admin_conn *c, struct slb_admin_resp *resp)
         else
             memcpy(head + at, "\r\n", 3);
     }
+    if (resp->revision[0] && hn >= 2 && (size_t)hn < sizeof(head)) {
+        size_t at = (size_t)hn - 2;
+        int n =
+            snprintf(head + at, sizeof(head) - at, "X-Slbd-Revision: %s\r\n\r\n", resp->revision);
+        if (n > 0 && at + (size_t)n < sizeof(head))
+            hn = (int)(at + (size_t)n);
+        else
+            memcpy(head + at, "\r\n", 3);
+    }
     free(c->out);
     c->out = malloc((size_t)hn + blen);
     if (!c->out) {

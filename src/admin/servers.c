@@ -35,6 +35,16 @@ static void segment_decode(const char *seg, char *out, size_t size)
     out[n] = '\0';
 }
 
+/* A server's key in a list: "address:port", an IPv6 address in brackets (as in its path). */
+static void server_key(const json_t *item, char *buf, size_t size)
+{
+    const char *a = json_string_value(json_object_get(item, "address"));
+    json_int_t port = json_integer_value(json_object_get(item, "port"));
+    if (!a)
+        a = "";
+    snprintf(buf, size, strchr(a, ':') ? "[%s]:%lld" : "%s:%lld", a, (long long)port);
+}
+
 void slb_admin_servers(struct slb_ctl *ctl, const char *group, const char *server,
                        const struct slb_admin_req *req, struct slb_admin_resp *resp)
 {
@@ -48,7 +58,10 @@ void slb_admin_servers(struct slb_ctl *ctl, const char *group, const char *serve
     int rc;
     if (!server) {
         if (slb_admin_method_is(req, "GET")) {
-            resp->json = json_pack("{s:O}", "servers", json_object_get(g, "servers"));
+            struct slb_admin_page pg;
+            if (slb_admin_page_parse(req, NULL, &pg, resp))
+                slb_admin_list_json(resp, "servers", json_incref(json_object_get(g, "servers")),
+                                    &pg, server_key);
             return;
         }
         if (!slb_admin_method_is(req, "POST")) {

@@ -30,6 +30,7 @@
 struct cert_entry {
     struct slb_cert *cert;
     int64_t created;   /* unix seconds of the first upload; kept across replaces */
+    uint64_t rev;      /* the revision of its document in the backend */
     int expiry_warned; /* highest expiry threshold logged: see tick_expiry() */
     bool crl_stale_warned;
 };
@@ -401,8 +402,10 @@ static void cert_key(const char *id, char *key, size_t size)
     snprintf(key, size, "%s%s", SLB_DOC_CERTS, id);
 }
 
+/* Store c's document. *rev: the revision the change was based on (SLB_REV_ABSENT for a new
+ * certificate), compared when others write the backend too (a cluster); then the new one. */
 static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_t created,
-                       struct slb_err *err)
+                       uint64_t *rev, struct slb_err *err)
 {
     char name[80], key[SLB_DOC_KEY_MAX], where[4400];
     snprintf(name, sizeof(name), "%s.json", c->id);
@@ -415,9 +418,18 @@ static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_
         return slb_err_set(err, 500, "storage_failed", name,
                            "cannot encode certificate %s for storage (out of memory)", c->id);
     size_t len = strlen(text);
-    int rc = slb_backend_put(s->b, key, text, len, SLB_REV_ANY, NULL);
+    uint64_t expect = s->b->ops->shared ? *rev : SLB_REV_ANY;
+    int rc = slb_backend_put(s->b, key, text, len, expect, rev);
     OPENSSL_cleanse(text, len);
     free(text);
+    if (rc == SLB_BACKEND_EUNAVAILABLE)
+        return slb_err_set(err, 503, "cluster_unavailable", name,
+                           "etcd cannot be reached: certificates cannot change now; retry later");
+    if (rc == SLB_ECONFLICT)
+        return slb_err_set(err, 409, "conflict", name,
+                           "certificate %s was changed by another node since it was read; read it "
+                           "again and retry",
+                           c->id);
     if (rc < 0) {
         slb_backend_where(s->b, key, where, sizeof(where));
         return slb_err_set(err, 500, "storage_failed", name, "cannot write %s: %s", where,
@@ -427,12 +439,20 @@ static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_
 }
 
 /* Remove certificate id's document; 0 or a message in err. */
-static int store_remove(struct slb_certstore *s, const char *id, struct slb_err *err)
+static int store_remove(struct slb_certstore *s, const char *id, uint64_t rev, struct slb_err *err)
 {
     char name[80], key[SLB_DOC_KEY_MAX], where[4400];
     snprintf(name, sizeof(name), "%s.json", id);
     cert_key(id, key, sizeof(key));
-    int rc = slb_backend_del(s->b, key, SLB_REV_ANY);
+    int rc = slb_backend_del(s->b, key, s->b->ops->shared ? rev : SLB_REV_ANY);
+    if (rc == SLB_BACKEND_EUNAVAILABLE)
+        return slb_err_set(err, 503, "cluster_unavailable", name,
+                           "etcd cannot be reached: certificates cannot change now; retry later");
+    if (rc == SLB_ECONFLICT)
+        return slb_err_set(err, 409, "conflict", name,
+                           "certificate %s was changed by another node since it was read; read it "
+                           "again and retry",
+                           id);
     if (rc < 0 && rc != -ENOENT) {
         slb_backend_where(s->b, key, where, sizeof(where));
         return slb_err_set(err, 500, "storage_failed", name, "cannot remove %s: %s", where,
@@ -553,14 +573,15 @@ static int load_key_doc(struct slb_certstore *s, const char *key, struct slb_err
         return load_fail(err, path, "unreadable", "cannot read: %s", slb_strerror(rc));
     json_error_t jerr;
     json_t *doc = json_loadb(d.data, d.len, JSON_REJECT_DUPLICATES, &jerr);
+    uint64_t rev = d.rev;
     slb_doc_clear(&d);
     if (!doc)
         return load_fail(err, path, "invalid_json", "line %d column %d: %s", jerr.line, jerr.column,
                          jerr.text);
     if (!json_is_object(doc))
         rc = load_fail(err, path, "invalid_state", "the file must hold a JSON object");
-    else
-        rc = load_doc(s, path, id, doc, err);
+    else if ((rc = load_doc(s, path, id, doc, err)) == 0)
+        find(s, id)->rev = rev;
     json_decref_secret(doc);
     return rc;
 }
@@ -702,7 +723,8 @@ int slb_certstore_create_material(struct slb_certstore *s, const struct slb_cert
     struct slb_cert *c = cert_build(id, up.name, up.type, 1, &m, NULL);
     if (!c)
         return slb_err_set(err, 500, "internal", "", "out of memory");
-    if ((rc = store_write(s, c, now, err)) != 0) {
+    uint64_t rev = SLB_REV_ABSENT;
+    if ((rc = store_write(s, c, now, &rev, err)) != 0) {
         slb_cert_unref(c);
         return rc;
     }
@@ -710,10 +732,11 @@ int slb_certstore_create_material(struct slb_certstore *s, const struct slb_cert
         /* The file is written but memory is short: take the file back so disk and memory
          * agree, and report the failure. */
         struct slb_err ignored = {0};
-        store_remove(s, c->id, &ignored);
+        store_remove(s, c->id, rev, &ignored);
         slb_cert_unref(c);
         return slb_err_set(err, 500, "internal", "", "out of memory");
     }
+    find(s, c->id)->rev = rev;
     slb_info("certificate %s (%s) created: %s, %s, sha256 %s%s", c->id, c->name,
              c->type == SLB_CERT_CA ? "ca" : "server", c->key_type, c->fingerprint,
              reordered ? " (chain reordered to leaf-first order)" : "");
@@ -726,11 +749,13 @@ int slb_certstore_create_material(struct slb_certstore *s, const struct slb_cert
 static int publish(struct slb_certstore *s, struct cert_entry *e, struct slb_cert *c,
                    struct slb_err *err)
 {
-    int rc = store_write(s, c, e->created, err);
+    uint64_t rev = e->rev;
+    int rc = store_write(s, c, e->created, &rev, err);
     if (rc) {
         slb_cert_unref(c);
         return rc;
     }
+    e->rev = rev;
     struct slb_cert *old = e->cert;
     e->cert = c;
     e->expiry_warned = 0;
@@ -878,7 +903,7 @@ int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err
     struct cert_entry *e = find(s, id);
     if (!e)
         return not_found(err, id);
-    int rc = store_remove(s, id, err);
+    int rc = store_remove(s, id, e->rev, err);
     if (rc < 0)
         return rc;
     struct slb_cert *c = e->cert;
@@ -896,6 +921,48 @@ int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err
 
 /* Thresholds, most severe last; expiry_warned is the index + 1 of the last one logged, so each
  * is logged once per version and a restart inside a window logs only the current one. */
+int slb_certstore_adopt(struct slb_certstore *s, const char *id, const char *data, size_t len,
+                        uint64_t rev, struct slb_err *err)
+{
+    struct cert_entry *e = find(s, id);
+    struct slb_cert *old = NULL;
+    int64_t created = 0;
+    uint64_t prev_rev = 0;
+    if (e) {
+        old = e->cert;
+        created = e->created;
+        prev_rev = e->rev;
+        size_t at = (size_t)(e - s->v);
+        memmove(&s->v[at], &s->v[at + 1], (s->n - at - 1) * sizeof(*s->v));
+        s->n--;
+    }
+    if (!data) {
+        if (old)
+            slb_info("certificate %s (%s) deleted by another node", old->id, old->name);
+        slb_cert_unref(old);
+        return 0;
+    }
+    char path[4400], key[SLB_DOC_KEY_MAX];
+    cert_key(id, key, sizeof(key));
+    slb_backend_where(s->b, key, path, sizeof(path));
+    json_error_t jerr;
+    json_t *doc = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    int rc = doc && json_is_object(doc) ? load_doc(s, path, id, doc, err)
+                                        : load_fail(err, path, "invalid_json", "not a JSON object");
+    json_decref_secret(doc);
+    if (rc < 0) {
+        if (old && insert(s, old, created) == 0) {
+            find(s, id)->rev = prev_rev;
+            old = NULL;
+        }
+        slb_cert_unref(old);
+        return rc;
+    }
+    find(s, id)->rev = rev;
+    slb_cert_unref(old);
+    return 0;
+}
+
 static const struct {
     int64_t within;
     const char *text;
@@ -961,6 +1028,12 @@ size_t slb_certstore_crl_stale(struct slb_certstore *s)
     for (size_t i = 0; i < s->n; i++)
         n += crl_stale(s->v[i].cert, now) != NULL;
     return n;
+}
+
+uint64_t slb_certstore_rev(struct slb_certstore *s, const char *id)
+{
+    struct cert_entry *e = find(s, id);
+    return e ? e->rev : 0;
 }
 
 size_t slb_certstore_count(struct slb_certstore *s)

@@ -118,6 +118,15 @@ int slb_certstore_rename(struct slb_certstore *s, const char *id, const char *na
 /* Remove certificate id from memory and disk (the caller checks it is unused). */
 int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err *err);
 
+/* Take certificate id as another node of the cluster stored it: data (len bytes) is its
+ * document as in the store at revision rev (NULL: it was deleted). Nothing is written. On an
+ * invalid document the previous version stays and err says why. */
+int slb_certstore_adopt(struct slb_certstore *s, const char *id, const char *data, size_t len,
+                        uint64_t rev, struct slb_err *err);
+/* The backend revision of certificate id's document (0: not held). In a cluster, changes are
+ * stored against it, and a certificate changed by another node meanwhile is 409 conflict. */
+uint64_t slb_certstore_rev(struct slb_certstore *s, const char *id);
+
 /* Periodic work (expiry warnings at 30/7/1 days, CRL past next_update); called each second. */
 void slb_certstore_tick(struct slb_certstore *s);
 /* Number of CA certificates with a CRL past its next_update now (a metrics gauge). */

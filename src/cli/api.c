@@ -294,24 +294,68 @@ int slb_cli_delete_resource(struct slb_cli *c, const char *collection, const cha
     return rc;
 }
 
+/* GET every page of the list at path into one array (owned by the caller): the API answers at
+ * most c->page_size items per request with a "next" cursor while more remain. */
+static int list_all(struct slb_cli *c, const char *path, const char *key, json_t **out)
+{
+    json_t *all = json_array();
+    char next[SLB_CLI_CELL] = "";
+    int rc = 0;
+    *out = NULL;
+    /* A path with its own query (the audit log's tail: ?limit=N) is not a pageable list. */
+    int once = strchr(path, '?') != NULL;
+    for (;;) {
+        char url[1024], prefix[600];
+        snprintf(prefix, sizeof(prefix), "%s?limit=%d%s", path,
+                 c->page_size > 0 ? c->page_size : SLB_CLI_PAGE_SIZE, next[0] ? "&after=" : "");
+        if (once)
+            snprintf(url, sizeof(url), "%s", path);
+        else if (slb_cli_path(url, sizeof(url), prefix, next, NULL) < 0) {
+            rc = slb_cli_fail("cursor too long for a request: %s", next);
+            break;
+        }
+        json_t *doc = NULL;
+        if ((rc = slb_cli_call(c, "GET", url, NULL, &doc)) != 0)
+            break;
+        json_t *items = json_object_get(doc, key);
+        const char *nx = json_string_value(json_object_get(doc, "next"));
+        if (once)
+            nx = NULL;
+        if (!json_is_array(items) || (nx && (!nx[0] || strcmp(nx, next) == 0))) {
+            /* A cursor that does not move would loop forever. */
+            json_decref(doc);
+            fprintf(c->err, "slbctl: bad response from %s: no \"%s\" array or a stuck \"next\"\n",
+                    c->admin, key);
+            rc = SLB_CLI_EXIT_CONN;
+            break;
+        }
+        json_array_extend(all, items);
+        snprintf(next, sizeof(next), "%s", nx ? nx : "");
+        json_decref(doc);
+        if (!nx)
+            break;
+    }
+    if (rc != 0)
+        json_decref(all);
+    else
+        *out = all;
+    return rc;
+}
+
 int slb_cli_list(struct slb_cli *c, const char *path, const char *key, size_t ncols,
                  const char *const *headers, slb_cli_row_fn row)
 {
-    json_t *doc;
-    int rc = slb_cli_call(c, "GET", path, NULL, &doc);
+    json_t *items;
+    int rc = list_all(c, path, key, &items);
     if (rc != 0)
         return rc;
     if (c->json) {
+        json_t *doc = json_pack("{s:o}", key, items);
         slb_cli_print_json(c->out, doc ? doc : json_object());
         json_decref(doc);
         return 0;
     }
-    json_t *items = json_is_array(doc) ? doc : json_object_get(doc, key);
-    if (!json_is_array(items)) {
-        json_decref(doc);
-        fprintf(c->err, "slbctl: bad response from %s: no \"%s\" array\n", c->admin, key);
-        return SLB_CLI_EXIT_CONN;
-    }
+    json_t *doc = items;
     struct slb_cli_table *t = slb_cli_table_new(ncols, headers);
     char(*cells)[SLB_CLI_CELL] = calloc(ncols, SLB_CLI_CELL);
     const char **ptrs = calloc(ncols, sizeof(*ptrs));

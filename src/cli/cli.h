@@ -83,7 +83,11 @@ struct slb_cli {
     char if_match[80];
     int status;    /* the HTTP status of the last answer (0: none) */
     int quiet_412; /* a 412 answer is not reported (the caller reads again and retries) */
+    int page_size; /* --page-size: items per request of a list (0: SLB_CLI_PAGE_SIZE) */
 };
+
+/* Items per request when slbctl pages through a list (the API takes 1..1000). */
+#define SLB_CLI_PAGE_SIZE 500
 
 /* How often an update that read a resource, changed it and put it back (with If-Match) starts
  * over when someone else changed the resource in between. */
@@ -243,6 +247,8 @@ int slb_cli_listener_list(struct slb_cli *c, int argc, char **argv);
 int slb_cli_listener_show(struct slb_cli *c, int argc, char **argv);
 int slb_cli_listener_update(struct slb_cli *c, int argc, char **argv);
 int slb_cli_listener_delete(struct slb_cli *c, int argc, char **argv);
+int slb_cli_listener_start(struct slb_cli *c, int argc, char **argv);
+int slb_cli_listener_stop(struct slb_cli *c, int argc, char **argv);
 
 int slb_cli_group_create(struct slb_cli *c, int argc, char **argv);
 int slb_cli_group_list(struct slb_cli *c, int argc, char **argv);
@@ -254,6 +260,14 @@ int slb_cli_rule_list(struct slb_cli *c, int argc, char **argv);
 int slb_cli_rule_add(struct slb_cli *c, int argc, char **argv);
 int slb_cli_rule_remove(struct slb_cli *c, int argc, char **argv);
 int slb_cli_rule_move(struct slb_cli *c, int argc, char **argv);
+
+int slb_cli_cluster_status(struct slb_cli *c, int argc, char **argv);
+int slb_cli_cluster_export(struct slb_cli *c, int argc, char **argv);
+/* `stats --cluster`: GET /v1/cluster, then /v1/stats of every registered node (same token,
+ * scheme and CA), added up into one document of /v1/stats's shape plus "scope": "cluster"
+ * and "nodes": [{"name", "admin", "ok"[, "error"]}]. A node that does not answer is reported
+ * on c->err and left out. 0 with *out, or an exit status. */
+int slb_cli_cluster_stats(struct slb_cli *c, json_t **out);
 
 int slb_cli_server_add(struct slb_cli *c, int argc, char **argv);
 int slb_cli_server_remove(struct slb_cli *c, int argc, char **argv);

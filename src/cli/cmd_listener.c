@@ -234,8 +234,8 @@ int slb_cli_listener_update(struct slb_cli *c, int argc, char **argv)
 
 static void listener_row(const json_t *item, char (*cells)[SLB_CLI_CELL])
 {
-    static const char *const fields[] = {"name", "protocol", "bind", "backend_group"};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const fields[] = {"name", "protocol", "bind", "backend_group", "status"};
+    for (size_t i = 0; i < 5; i++) {
         const json_t *v = json_object_get(item, fields[i]);
         if (v)
             slb_cli_value_text(v, cells[i], SLB_CLI_CELL);
@@ -248,14 +248,14 @@ static void listener_row(const json_t *item, char (*cells)[SLB_CLI_CELL])
 
 int slb_cli_listener_list(struct slb_cli *c, int argc, char **argv)
 {
-    static const char *const headers[] = {"NAME", "PROTOCOL", "BIND", "GROUP"};
+    static const char *const headers[] = {"NAME", "PROTOCOL", "BIND", "GROUP", "STATUS"};
     struct slb_cli_args a;
     int rc = slb_cli_args_parse(&a, argc, argv, NULL);
     if (rc == 0)
         rc = slb_cli_want_pos(&a, 0, 0);
     if (rc != 0)
         return rc;
-    return slb_cli_list(c, "/v1/listeners", "listeners", 4, headers, listener_row);
+    return slb_cli_list(c, "/v1/listeners", "listeners", 5, headers, listener_row);
 }
 
 int slb_cli_listener_show(struct slb_cli *c, int argc, char **argv)
@@ -274,4 +274,38 @@ int slb_cli_listener_delete(struct slb_cli *c, int argc, char **argv)
     if (rc == 0)
         rc = slb_cli_want_pos(&a, 1, 1);
     return rc != 0 ? rc : slb_cli_delete_resource(c, LISTENERS, "listener", a.pos[0]);
+}
+
+/* listener start|stop NAME: the listener's status, its configuration kept. */
+static int listener_status(struct slb_cli *c, int argc, char **argv, const char *action)
+{
+    struct slb_cli_args a;
+    char path[256];
+    json_t *out = NULL;
+    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
+    if (rc == 0)
+        rc = slb_cli_want_pos(&a, 1, 1);
+    if (rc != 0)
+        return rc;
+    if (slb_cli_path(path, sizeof(path), "/v1/listeners/", a.pos[0], action) < 0)
+        return slb_cli_usage_fail("listener name too long");
+    if ((rc = slb_cli_call(c, "POST", path, NULL, &out)) != 0)
+        return rc;
+    if (c->json && out)
+        slb_cli_print_json(c->out, out);
+    else if (!c->json)
+        fprintf(c->out, "%s listener %s\n", strcmp(action, "/stop") == 0 ? "stopped" : "started",
+                a.pos[0]);
+    json_decref(out);
+    return 0;
+}
+
+int slb_cli_listener_start(struct slb_cli *c, int argc, char **argv)
+{
+    return listener_status(c, argc, argv, "/start");
+}
+
+int slb_cli_listener_stop(struct slb_cli *c, int argc, char **argv)
+{
+    return listener_status(c, argc, argv, "/stop");
 }

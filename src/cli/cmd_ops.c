@@ -27,6 +27,9 @@ static void watch_sleep(double seconds)
         ;
 }
 
+/* `stats --cluster`: every node's counters added up (slb_cli_cluster_stats). */
+static int stats_cluster;
+
 /* How `stats` lays out what it fetched. */
 enum stats_view { STATS_SUMMARY, STATS_WIDE, STATS_JSON_LINE };
 
@@ -42,7 +45,8 @@ static int stats_once(struct slb_cli *c, FILE *out, enum stats_view view)
 {
     json_t *doc;
     FILE *saved = c->out;
-    int rc = slb_cli_call(c, "GET", "/v1/stats", NULL, &doc);
+    int rc = stats_cluster ? slb_cli_cluster_stats(c, &doc)
+                           : slb_cli_call(c, "GET", "/v1/stats", NULL, &doc);
     if (rc != 0)
         return rc;
     c->out = out;
@@ -69,6 +73,7 @@ int slb_cli_stats(struct slb_cli *c, int argc, char **argv)
     static const struct slb_cli_optspec spec[] = {{"--watch", SLB_CLI_ARG_OPTIONAL_NUMBER},
                                                   {"-w", SLB_CLI_ARG_OPTIONAL_NUMBER},
                                                   {"--wide", SLB_CLI_ARG_NONE},
+                                                  {"--cluster", SLB_CLI_ARG_NONE},
                                                   {NULL, 0}};
     struct slb_cli_args a;
     int rc = slb_cli_args_parse(&a, argc, argv, spec);
@@ -77,6 +82,7 @@ int slb_cli_stats(struct slb_cli *c, int argc, char **argv)
     if (rc != 0)
         return rc;
     enum stats_view view = slb_cli_has(&a, "--wide") ? STATS_WIDE : STATS_SUMMARY;
+    stats_cluster = slb_cli_has(&a, "--cluster");
     int watch = slb_cli_has(&a, "--watch") || slb_cli_has(&a, "-w");
     if (!watch)
         return stats_once(c, c->out, view);

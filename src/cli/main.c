@@ -82,6 +82,11 @@ static const struct command commands[] = {
     {"listener", "delete", slb_cli_listener_delete, "listener delete NAME",
      "Delete a listener: it stops accepting at once; HTTP connections end after their\n"
      "current request, tcp connections go on.\n"},
+    {"listener", "stop", slb_cli_listener_stop, "listener stop NAME",
+     "Stop a listener, keeping its configuration: its socket closes (new connections are\n"
+     "refused), connections in progress end as for a delete.\n"},
+    {"listener", "start", slb_cli_listener_start, "listener start NAME",
+     "Start a stopped listener: its socket opens again.\n"},
     {"group", "create", slb_cli_group_create,
      "group create --name NAME [--scheduler wrr|rr|wlc|sch|tch]\n"
      "        [--server ADDR:PORT[:WEIGHT]]... [--health tcp|http] [--health-uri URI]\n"
@@ -117,10 +122,13 @@ static const struct command commands[] = {
      "Remove a server from a group.\n"},
     {"server", "set-weight", slb_cli_server_set_weight, "server set-weight GROUP ADDR:PORT W",
      "Set a server's weight, 0-100.\n"},
-    {"stats", NULL, slb_cli_stats, "stats [--wide] [--watch [SECONDS]]",
+    {"stats", NULL, slb_cli_stats, "stats [--wide] [--cluster] [--watch [SECONDS]]",
      "Traffic and health: a summary per listener and per group, within 100 columns (or the\n"
      "terminal's width).\n"
      "  --wide             every counter, in full tables\n"
+     "  --cluster          every node of the cluster added up: the nodes GET /v1/cluster lists\n"
+     "                     are asked with the same token (give the nodes one admin token or\n"
+     "                     API key); a node that does not answer is named and left out\n"
      "  --watch [SECONDS], -w [SECONDS]   refresh every SECONDS (default 2, 0.1-3600)\n"
      "  --json             the API's JSON (with --watch: one document per line)\n"},
     {"apply", NULL, slb_cli_apply, "apply -f FILE|- [--dry-run]",
@@ -147,6 +155,13 @@ static const struct command commands[] = {
     {"audit", NULL, slb_cli_audit, "audit [--limit N]",
      "The latest changes made through the API: who, what, and the result.\n"
      "  --limit N          how many, 1-10000 (default 20)\n"},
+    {"cluster", "status", slb_cli_cluster_status, "cluster status",
+     "The nodes of the cluster (docs/cluster.md): name, admin API, the etcd revision each has\n"
+     "applied, when it last renewed its registration, its version and its state.\n"},
+    {"cluster", "export", slb_cli_cluster_export, "cluster export DIR",
+     "Write the shared state (configuration, certificates with their private keys, ticket\n"
+     "keys) to DIR as a state directory a single node can start from (--state-dir DIR).\n"
+     "Files are created 0600 in a 0700 directory.\n"},
     {"metrics", NULL, slb_cli_metrics, "metrics", "Print the Prometheus metrics.\n"},
     {"health", NULL, slb_cli_health, "health",
      "Whether the daemon answers, and its configuration generation (needs no token).\n"},
@@ -176,6 +191,7 @@ static const char *canonical_group(const char *word)
     "  --token-file FILE  file holding the admin token\n"                                          \
     "  --state-dir DIR    read the token from DIR/admin.token (default " DEFAULT_STATE_DIR ")\n"   \
     "  --json             print the API's JSON instead of tables\n"                                \
+    "  --page-size N      fetch lists N items per request (1-1000, default 500)\n"                 \
     "  --help, -h         describe a command and its options\n"                                    \
     "  --version          print slbctl's version and exit\n"
 
@@ -275,6 +291,7 @@ struct globals {
     const char *cacert;
     const char *token_file;
     const char *state_dir;
+    const char *page_size;
     int json;
     int help;
     int version;
@@ -319,7 +336,8 @@ static int split_globals(int argc, char **argv, struct globals *g, char **rest)
         if ((rc = global_value("--admin", argc, argv, &i, &g->admin)) != 0 ||
             (rc = global_value("--cacert", argc, argv, &i, &g->cacert)) != 0 ||
             (rc = global_value("--token-file", argc, argv, &i, &g->token_file)) != 0 ||
-            (rc = global_value("--state-dir", argc, argv, &i, &g->state_dir)) != 0) {
+            (rc = global_value("--state-dir", argc, argv, &i, &g->state_dir)) != 0 ||
+            (rc = global_value("--page-size", argc, argv, &i, &g->page_size)) != 0) {
             if (rc < 0)
                 return -1;
             continue;
@@ -587,6 +605,12 @@ int main(int argc, char **argv)
     const char *env_admin = getenv("SLBD_ADMIN");
     c.admin = g.admin ? g.admin : env_admin && env_admin[0] ? env_admin : DEFAULT_ADMIN;
     c.json = g.json;
+    long ps = SLB_CLI_PAGE_SIZE;
+    if (g.page_size && slb_cli_parse_int(g.page_size, 1, 1000, &ps) < 0) {
+        slb_cli_usage_fail("--page-size: give a number from 1 to 1000");
+        goto out;
+    }
+    c.page_size = (int)ps;
     if (slb_cli_url_parse(c.admin, &c.url, err, sizeof(err)) < 0) {
         slb_cli_usage_fail("%s%s", g.admin ? "" : "SLBD_ADMIN: ", err);
         goto out;

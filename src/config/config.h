@@ -13,8 +13,12 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+/* A listener's gzip_types: "type/subtype", "type/STAR" or "type/STAR+suffix" (STAR: an
+ * asterisk), lower case. */
+#define SLB_GZIP_TYPES_MAX 32
+#define SLB_GZIP_TYPE_MAX 64
 #define SLB_NAME_MAX 64 /* names and ids: [A-Za-z0-9._-], 1..63 chars, not "." or ".." */
-#define SLB_MAX_SERVERS 1024
+#define SLB_MAX_SERVERS 10000
 #define SLB_MAX_LISTENERS 256
 #define SLB_MAX_GROUPS 256
 
@@ -149,6 +153,7 @@ struct slb_rule_cfg {
     char *content_type;
     char *body;
     size_t body_len;
+    uint32_t requests_per_s; /* limits.requests_per_s of the rule; 0 = none */
 };
 
 struct slb_listener_cfg {
@@ -160,6 +165,11 @@ struct slb_listener_cfg {
     char backend_group[SLB_NAME_MAX]; /* may be empty only with redirect_to */
     uint32_t max_connections;         /* 0 = unlimited (bounded by fds) */
     uint32_t connect_timeout_ms;      /* backend connect, default 5000 */
+    bool stopped;                     /* status "stopped": configured, but no socket */
+    /* limits (0 = none), across all workers together (core/ratelimit.h) */
+    uint32_t connections_per_s; /* new connections beyond it are reset at accept */
+    uint32_t requests_per_s;    /* http/https: requests beyond it get 503 with Retry-After */
+    uint32_t bandwidth_mbps;    /* http/https: what slbd sends to clients, shaped to it */
     /* tcp */
     int proxy_protocol;             /* 0 none, 1 or 2 */
     uint32_t established_timeout_s; /* default 900 */
@@ -180,6 +190,10 @@ struct slb_listener_cfg {
     size_t nacl;
     struct slb_rule_cfg *rules; /* in order: the first rule whose conditions hold wins */
     size_t nrules;
+    /* Response compression (http/gzip.h); gzip_types holds the defaults when none are set. */
+    bool gzip;
+    uint8_t ngzip_types;
+    char gzip_types[SLB_GZIP_TYPES_MAX][SLB_GZIP_TYPE_MAX];
     /* https */
     struct slb_tls_cfg tls;
 };
@@ -231,6 +245,10 @@ const struct slb_listener_cfg *slb_config_listener(const struct slb_config *cfg,
 
 /* A valid resource name or id: 1..63 of [A-Za-z0-9._-], not "." or "..". */
 bool slb_config_name_ok(const char *s);
+/* --bind-host: every listener of this process binds to host (an IPv4 or IPv6 address) with the
+ * port of its "bind"; the documents keep their "bind" (they are shared by the nodes of a
+ * cluster). Set once before the first configuration; -1 when host is not an address. */
+int slb_config_set_bind_host(const char *host);
 /* "1.2.3.4:80", "[::1]:443", "*:80" / "0.0.0.0:80" → sockaddr; 0 or SLB_EINVAL. */
 int slb_config_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 

@@ -82,16 +82,57 @@ static int server_parse(const json_t *in, const char *path, struct slb_server_cf
     return bad ? slb_cv_oom(err) : 0;
 }
 
-static bool server_same(const struct slb_server_cfg *a, const struct slb_server_cfg *b)
+static int server_cmp(const struct slb_server_cfg *a, const struct slb_server_cfg *b)
 {
-    if (a->addr.ss_family != b->addr.ss_family || a->port != b->port)
-        return false;
+    if (a->addr.ss_family != b->addr.ss_family)
+        return a->addr.ss_family < b->addr.ss_family ? -1 : 1;
+    if (a->port != b->port)
+        return a->port < b->port ? -1 : 1;
     if (a->addr.ss_family == AF_INET)
-        return ((const struct sockaddr_in *)&a->addr)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)&b->addr)->sin_addr.s_addr;
+        return memcmp(&((const struct sockaddr_in *)&a->addr)->sin_addr,
+                      &((const struct sockaddr_in *)&b->addr)->sin_addr, sizeof(struct in_addr));
     return memcmp(&((const struct sockaddr_in6 *)&a->addr)->sin6_addr,
-                  &((const struct sockaddr_in6 *)&b->addr)->sin6_addr,
-                  sizeof(struct in6_addr)) == 0;
+                  &((const struct sockaddr_in6 *)&b->addr)->sin6_addr, sizeof(struct in6_addr));
+}
+
+struct server_pos {
+    const struct slb_server_cfg *s;
+    size_t i;
+};
+
+static int server_pos_cmp(const void *a, const void *b)
+{
+    const struct server_pos *x = a, *y = b;
+    int c = server_cmp(x->s, y->s);
+    return c ? c : x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* The first server (*later) listed again after an earlier one (*first) of the same address and
+ * port: 1, 0 when none, -1 out of memory. Sorting keeps this O(n log n) for groups of
+ * thousands of servers. */
+static int servers_repeated(const struct slb_server_cfg *v, size_t n, size_t *later, size_t *first)
+{
+    if (n < 2)
+        return 0;
+    struct server_pos *p = malloc(n * sizeof(*p));
+    if (!p)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        p[i] = (struct server_pos){&v[i], i};
+    qsort(p, n, sizeof(*p), server_pos_cmp);
+    int found = 0;
+    for (size_t k = 1; k < n; k++) {
+        /* The second of a run of equals is its earliest repeat; the run's first is first. */
+        if (server_cmp(p[k].s, p[k - 1].s) != 0 || (k >= 2 && server_cmp(p[k].s, p[k - 2].s) == 0))
+            continue;
+        if (!found || p[k].i < *later) {
+            *later = p[k].i;
+            *first = p[k - 1].i;
+            found = 1;
+        }
+    }
+    free(p);
+    return found;
 }
 
 static int servers_parse(const struct slb_cv *cv, struct slb_group_cfg *g, json_t *norm,
@@ -115,17 +156,23 @@ static int servers_parse(const struct slb_cv *cv, struct slb_group_cfg *g, json_
     for (size_t i = 0; i < n; i++) {
         slb_cv_index(path, base, i);
         if ((rc = server_parse(json_array_get(arr, i), path, &g->servers[i], list, err)))
-            return rc;
+            break;
         g->nservers = i + 1;
-        for (size_t j = 0; j < i; j++) {
-            if (server_same(&g->servers[i], &g->servers[j]))
-                return slb_cv_fail(err, "invalid_value", path,
-                                   "server %s port %u is already listed as servers[%zu]; each "
-                                   "address:port may appear once in a group",
-                                   g->servers[i].address, g->servers[i].port, j);
-        }
     }
-    return 0;
+    /* A repeated server before the first invalid one is reported first, as a check of each
+     * server against those before it would. */
+    size_t i = 0, j = 0;
+    int drc = servers_repeated(g->servers, g->nservers, &i, &j);
+    if (drc < 0)
+        return slb_cv_oom(err);
+    if (drc > 0) {
+        slb_cv_index(path, base, i);
+        return slb_cv_fail(err, "invalid_value", path,
+                           "server %s port %u is already listed as servers[%zu]; each "
+                           "address:port may appear once in a group",
+                           g->servers[i].address, g->servers[i].port, j);
+    }
+    return rc;
 }
 
 /* "http_2xx".."http_5xx" → bit n; the normalized list (*list, owned by the caller) is sorted

@@ -5,6 +5,9 @@
  * the whole document. */
 #include "config/validate.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +15,49 @@
 /* Which protocols a listener field belongs to; a field of another protocol is refused with
  * invalid_field rather than ignored, so a tcp listener never silently drops a "tls" block. */
 enum scope { S_ALL, S_TCP, S_HTTPX, S_HTTP, S_HTTPS };
+
+/* --bind-host (slb_config_set_bind_host): the address every listener binds to. */
+static struct sockaddr_storage bind_host;
+static socklen_t bind_host_len;
+
+int slb_config_set_bind_host(const char *host)
+{
+    char buf[64];
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof(buf)) {
+        memcpy(buf, host + 1, n - 2);
+        buf[n - 2] = '\0';
+        host = buf;
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&bind_host;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&bind_host;
+    memset(&bind_host, 0, sizeof(bind_host));
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        bind_host_len = sizeof(*a4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        bind_host_len = sizeof(*a6);
+        return 0;
+    }
+    return -1;
+}
+
+static void bind_host_override(struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (!bind_host_len)
+        return;
+    in_port_t port = ss->ss_family == AF_INET6 ? ((struct sockaddr_in6 *)ss)->sin6_port
+                                               : ((struct sockaddr_in *)ss)->sin_port;
+    *ss = bind_host;
+    *len = bind_host_len;
+    if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = port;
+    else
+        ((struct sockaddr_in *)ss)->sin_port = port;
+}
 
 static const struct {
     const char *key;
@@ -23,6 +69,8 @@ static const struct {
     {"backend_group", S_ALL},
     {"max_connections", S_ALL},
     {"connect_timeout_ms", S_ALL},
+    {"status", S_ALL},
+    {"limits", S_ALL},
     {"proxy_protocol", S_TCP},
     {"established_timeout_s", S_TCP},
     {"sni_routes", S_TCP},
@@ -36,10 +84,17 @@ static const struct {
     {"sticky", S_HTTPX},
     {"acl", S_HTTPX},
     {"rules", S_HTTPX},
+    {"gzip", S_HTTPX},
+    {"gzip_types", S_HTTPX},
     {"tls", S_HTTPS},
 };
 
 static const char *const protocols[] = {"tcp", "http", "https", NULL};
+static const char *const statuses[] = {"running", "stopped", NULL};
+/* limits: requests_per_s needs requests, so not on tcp listeners (limits_parse) */
+static const char *const limit_keys[] = {"connections_per_s", "requests_per_s", "bandwidth_mbps",
+                                         NULL};
+static const uint32_t limit_max[] = {1000000, 10000000, 100000};
 static const char *const proxy_versions[] = {"v1", "v2", NULL};
 static const char *const sticky_types[] = {"insert", "server", NULL};
 static const char *const acl_modes[] = {"allow", "deny", NULL};
@@ -58,6 +113,12 @@ static const char *const acl_keys[] = {"mode", "cidrs", NULL};
 static const char *const tls_keys[] = {
     "certificates",      "client_ca", "client_auth", "policy", "session_ticket_lifetime_s",
     "session_max_age_s", "alpn",      NULL};
+
+/* Compressible media types when a listener names none (see http/gzip.c for what a pattern
+ * matches; text/event-stream is never compressed). */
+static const char *const gzip_default_types[] = {
+    "text/*",          "application/json",  "application/*+json", "application/javascript",
+    "application/xml", "application/*+xml", "image/svg+xml",      NULL};
 
 #define MAX_CERTS 16
 #define MAX_ACL 1000
@@ -190,6 +251,60 @@ static bool cookie_ok(const char *s)
         if (!isalnum(*p) && !strchr("!#$%&'*+-.^_`|~", *p))
             return false;
     return true;
+}
+
+int slb_cv_limits(const struct slb_cv *parent, const char *const *keys, const uint32_t *max,
+                  uint32_t *const *vals, json_t **norm)
+{
+    const json_t *in = slb_cv_get(parent, "limits");
+    *norm = NULL;
+    for (size_t i = 0; keys[i]; i++)
+        *vals[i] = 0;
+    if (!in || json_is_null(in))
+        return 0;
+    char self[SLB_CV_PATH];
+    slb_cv_path(parent, "limits", self);
+    struct slb_cv cv;
+    int rc = slb_cv_open(&cv, in, self, "limits", parent->err);
+    if (rc || (rc = slb_cv_keys(&cv, keys)))
+        return rc;
+    json_t *n = json_object();
+    if (!n)
+        return slb_cv_oom(parent->err);
+    for (size_t i = 0; keys[i]; i++) {
+        const json_t *v = slb_cv_get(&cv, keys[i]);
+        if (!v || json_is_null(v))
+            continue;
+        if ((rc = slb_cv_u32(&cv, keys[i], 0, 1, max[i], vals[i]))) {
+            json_decref(n);
+            return rc;
+        }
+        if (slb_cv_put(n, keys[i], json_integer(*vals[i]))) {
+            json_decref(n);
+            return slb_cv_oom(parent->err);
+        }
+    }
+    if (json_object_size(n) == 0)
+        json_decref(n);
+    else
+        *norm = n;
+    return 0;
+}
+
+static int limits_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t **norm)
+{
+    uint32_t *const vals[] = {&l->connections_per_s, &l->requests_per_s, &l->bandwidth_mbps};
+    const json_t *in = slb_cv_get(cv, "limits");
+    const json_t *rps = json_is_object(in) ? json_object_get(in, "requests_per_s") : NULL;
+    if (l->protocol == SLB_PROTO_TCP && rps && !json_is_null(rps)) {
+        char self[SLB_CV_PATH], where[SLB_CV_PATH];
+        slb_cv_path(cv, "limits", self);
+        slb_cv_join(where, self, "requests_per_s");
+        return slb_cv_fail(cv->err, "invalid_field", where,
+                           "\"requests_per_s\" applies only to http and https listeners; remove "
+                           "it from this tcp listener");
+    }
+    return slb_cv_limits(cv, limit_keys, limit_max, vals, norm);
 }
 
 static int sticky_parse(const struct slb_cv *lis, struct slb_listener_cfg *l, json_t **norm)
@@ -513,9 +628,76 @@ static int tcp_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t
     return bad ? slb_cv_oom(cv->err) : 0;
 }
 
+/* A media-type token: letters, digits and the other tchar of RFC 9110 5.6.2 that media types
+ * use, lower-cased into out. */
+static bool gzip_token(const char *s, size_t n, bool *upper)
+{
+    if (!n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (isupper(ch))
+            *upper = true;
+        if (!isalnum(ch) && !strchr("!#$&-^_.+", ch))
+            return false;
+    }
+    return true;
+}
+
+/* "type/subtype", "type/STAR" or "type/STAR+suffix" (STAR the asterisk). */
+static bool gzip_type_ok(const char *s, bool *upper)
+{
+    const char *slash = strchr(s, '/');
+    if (!slash || strlen(s) >= SLB_GZIP_TYPE_MAX || !gzip_token(s, (size_t)(slash - s), upper))
+        return false;
+    const char *sub = slash + 1;
+    if (sub[0] != '*')
+        return gzip_token(sub, strlen(sub), upper);
+    return sub[1] == 0 || (sub[1] == '+' && gzip_token(sub + 2, strlen(sub + 2), upper));
+}
+
+static int gzip_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t **norm)
+{
+    const json_t *arr;
+    char base[SLB_CV_PATH], path[SLB_CV_PATH];
+    int rc;
+    if ((rc = slb_cv_bool(cv, "gzip", false, &l->gzip)) ||
+        (rc = slb_cv_array(cv, "gzip_types", SLB_GZIP_TYPES_MAX, &arr)))
+        return rc;
+    if (!(*norm = json_array()))
+        return slb_cv_oom(cv->err);
+    slb_cv_path(cv, "gzip_types", base);
+    size_t n = arr ? json_array_size(arr) : 0;
+    for (size_t i = 0; arr ? i < n : gzip_default_types[i] != NULL; i++) {
+        const char *t = gzip_default_types[i];
+        if (arr) {
+            const json_t *v = json_array_get(arr, i);
+            bool upper = false;
+            slb_cv_index(path, base, i);
+            if (!json_is_string(v))
+                return slb_cv_fail(cv->err, "wrong_type", path, "expected a media type, got %s",
+                                   slb_cv_type_name(v));
+            t = json_string_value(v);
+            if (!gzip_type_ok(t, &upper) || upper)
+                return slb_cv_fail(cv->err, "invalid_value", path,
+                                   "\"%.80s\" is not a lower-case media type "
+                                   "(\"type/subtype\", \"type/*\" or \"type/*+suffix\")",
+                                   t);
+            for (size_t j = 0; j < l->ngzip_types; j++)
+                if (strcmp(l->gzip_types[j], t) == 0)
+                    return slb_cv_fail(cv->err, "duplicate_name", path, "\"%s\" is listed twice",
+                                       t);
+        }
+        snprintf(l->gzip_types[l->ngzip_types++], SLB_GZIP_TYPE_MAX, "%s", t);
+        if (json_array_append_new(*norm, json_string(t)))
+            return slb_cv_oom(cv->err);
+    }
+    return 0;
+}
+
 static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_t *n)
 {
-    json_t *sticky = NULL, *acl = NULL, *tls = NULL, *rules = NULL;
+    json_t *sticky = NULL, *acl = NULL, *tls = NULL, *rules = NULL, *gz_types = NULL;
     int rc, reuse = SLB_REUSE_SAFE;
     if ((rc = slb_cv_bool(cv, "x_forwarded_for", true, &l->x_forwarded_for)) ||
         (rc = slb_cv_bool(cv, "x_forwarded_proto", true, &l->x_forwarded_proto)) ||
@@ -524,7 +706,7 @@ static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_
         (rc = slb_cv_u32(cv, "request_timeout_s", 60, 1, 3600, &l->request_timeout_s)) ||
         (rc = slb_cv_enum(cv, "backend_reuse", false, SLB_REUSE_SAFE, reuse_modes, &reuse)) ||
         (rc = sticky_parse(cv, l, &sticky)) || (rc = acl_parse(cv, l, &acl)) ||
-        (rc = slb_cv_rules(cv, l, &rules)))
+        (rc = slb_cv_rules(cv, l, &rules)) || (rc = gzip_parse(cv, l, &gz_types)))
         goto fail;
     if (l->protocol == SLB_PROTO_HTTPS && (rc = tls_parse(cv, &l->tls, &tls)))
         goto fail;
@@ -547,8 +729,16 @@ static int http_parse(const struct slb_cv *cv, struct slb_listener_cfg *l, json_
         json_decref(rules);
     if (tls)
         bad |= slb_cv_put(n, "tls", tls);
+    /* Shown once set, so the form of listeners without compression stays as it was. */
+    if (l->gzip || slb_cv_get(cv, "gzip_types")) {
+        bad |= slb_cv_put(n, "gzip", json_boolean(l->gzip));
+        bad |= slb_cv_put(n, "gzip_types", gz_types);
+    } else {
+        json_decref(gz_types);
+    }
     return bad ? slb_cv_oom(cv->err) : 0;
 fail:
+    json_decref(gz_types);
     json_decref(sticky);
     json_decref(acl);
     json_decref(tls);
@@ -578,7 +768,7 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
     memset(l, 0, sizeof(*l));
     *norm = NULL;
     struct slb_cv cv;
-    json_t *n = NULL;
+    json_t *n = NULL, *limits = NULL;
     const char *bind, *redirect = "";
     char where[SLB_CV_PATH], why[128];
     int rc = slb_cv_open(&cv, in, path, "a listener", err);
@@ -591,6 +781,7 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
         rc = slb_cv_fail(err, "invalid_value", where, "%s", why);
         goto fail;
     }
+    bind_host_override(&l->addr, &l->addrlen);
     snprintf(l->bind, sizeof(l->bind), "%s", bind);
     if (l->protocol == SLB_PROTO_HTTP &&
         (rc = slb_cv_str(&cv, "redirect_to", false, "", sizeof(l->redirect_to), &redirect)))
@@ -605,10 +796,14 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
     }
     snprintf(l->redirect_to, sizeof(l->redirect_to), "%s", redirect);
     /* A redirect-only listener never forwards, so it may go without a backend group. */
+    int status;
     if ((rc = slb_cv_name(&cv, "backend_group", !*redirect, l->backend_group)) ||
         (rc = slb_cv_u32(&cv, "max_connections", 0, 0, 1000000, &l->max_connections)) ||
-        (rc = slb_cv_u32(&cv, "connect_timeout_ms", 5000, 100, 60000, &l->connect_timeout_ms)))
+        (rc = slb_cv_u32(&cv, "connect_timeout_ms", 5000, 100, 60000, &l->connect_timeout_ms)) ||
+        (rc = slb_cv_enum(&cv, "status", false, 0, statuses, &status)) ||
+        (rc = limits_parse(&cv, l, &limits)))
         goto fail;
+    l->stopped = status == 1;
 
     n = json_object();
     int bad = n ? 0 : -1;
@@ -618,6 +813,11 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
     bad |= slb_cv_put(n, "backend_group", json_string(l->backend_group));
     bad |= slb_cv_put(n, "max_connections", json_integer(l->max_connections));
     bad |= slb_cv_put(n, "connect_timeout_ms", json_integer(l->connect_timeout_ms));
+    bad |= slb_cv_put(n, "status", json_string(statuses[status]));
+    /* Shown once set, so documents without limits read as they always did. */
+    if (limits)
+        bad |= slb_cv_put(n, "limits", limits);
+    limits = NULL;
     if (bad) {
         rc = slb_cv_oom(err);
         goto fail;
@@ -629,6 +829,7 @@ int slb_cv_listener(const json_t *in, const char *path, struct slb_listener_cfg 
     return 0;
 fail:
     json_decref(n);
+    json_decref(limits);
     slb_cv_listener_deinit(l);
     return rc;
 }

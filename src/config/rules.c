@@ -17,7 +17,9 @@
 #define MAX_TARGETS 16
 #define MAX_TEXT 1024 /* hosts, paths, patterns, header values */
 
-static const char *const rule_keys[] = {"name", "match", "action", NULL};
+static const char *const rule_keys[] = {"name", "match", "action", "limits", NULL};
+static const char *const rule_limit_keys[] = {"requests_per_s", NULL};
+static const uint32_t rule_limit_max[] = {10000000};
 static const char *const match_keys[] = {"host",    "path",  "path_prefix", "path_regex", "methods",
                                          "headers", "query", "source",      NULL};
 static const char *const action_keys[] = {
@@ -702,6 +704,14 @@ int slb_cv_rules(const struct slb_cv *lis, struct slb_listener_cfg *l, json_t **
         }
         if ((rc = match_parse(&cv, r, rn)) || (rc = action_parse(&cv, r, rn)))
             goto fail;
+        uint32_t *const vals[] = {&r->requests_per_s};
+        json_t *limits;
+        if ((rc = slb_cv_limits(&cv, rule_limit_keys, rule_limit_max, vals, &limits)))
+            goto fail;
+        if (limits && slb_cv_put(rn, "limits", limits)) {
+            rc = slb_cv_oom(lis->err);
+            goto fail;
+        }
     }
     *norm = list;
     return 0;

@@ -202,6 +202,52 @@ static struct slb_lsock *lsock_get(struct slb_registry *reg, const struct slb_li
 
 /* --- server and listener runtime registries --- */
 
+static size_t srv_bucket(const struct slb_registry *reg, const char *key)
+{
+    return reg->srv_index_size ? slb_hash64(key, strlen(key), 0) & (reg->srv_index_size - 1) : 0;
+}
+
+/* Index r under key, doubling the table when it gets as full as it is large. Without memory
+ * for a larger table the index stays as it is (chains get longer, lookups stay right); without
+ * any table lookups walk the list. */
+static void srv_index_add(struct slb_registry *reg, struct slb_srv_rt *r, const char *key)
+{
+    if (reg->nsrv + 1 > reg->srv_index_size) {
+        size_t size = reg->srv_index_size ? 2 * reg->srv_index_size : 64;
+        struct slb_srv_rt **t = calloc(size, sizeof(*t));
+        if (t) {
+            for (struct slb_srv_rt *x = reg->servers; x; x = x->next) {
+                size_t h = slb_hash64(x->key, strlen(x->key), 0) & (size - 1);
+                x->index_next = t[h];
+                t[h] = x;
+            }
+            free(reg->srv_index);
+            reg->srv_index = t;
+            reg->srv_index_size = size;
+        }
+    }
+    reg->nsrv++;
+    if (!reg->srv_index)
+        return;
+    size_t b = slb_hash64(key, strlen(key), 0) & (reg->srv_index_size - 1);
+    r->index_next = reg->srv_index[b];
+    reg->srv_index[b] = r;
+}
+
+static void srv_index_del(struct slb_registry *reg, struct slb_srv_rt *r)
+{
+    reg->nsrv--;
+    if (!reg->srv_index)
+        return;
+    for (struct slb_srv_rt **pp = &reg->srv_index[srv_bucket(reg, r->key)]; *pp;
+         pp = &(*pp)->index_next) {
+        if (*pp == r) {
+            *pp = r->index_next;
+            return;
+        }
+    }
+}
+
 static struct slb_srv_rt *srv_get(struct slb_registry *reg, const char *group,
                                   const struct slb_server_cfg *s)
 {
@@ -210,7 +256,9 @@ static struct slb_srv_rt *srv_get(struct slb_registry *reg, const char *group,
         snprintf(key, sizeof(key), "%s/[%s]:%u", group, s->address, s->port);
     else
         snprintf(key, sizeof(key), "%s/%s:%u", group, s->address, s->port);
-    for (struct slb_srv_rt *r = reg->servers; r; r = r->next) {
+    size_t b = srv_bucket(reg, key);
+    for (struct slb_srv_rt *r = reg->srv_index ? reg->srv_index[b] : reg->servers; r;
+         r = reg->srv_index ? r->index_next : r->next) {
         if (strcmp(r->key, key) == 0) {
             r->refs++;
             return r;
@@ -220,6 +268,7 @@ static struct slb_srv_rt *srv_get(struct slb_registry *reg, const char *group,
         calloc(1, sizeof(*r) + (size_t)reg->nworkers * sizeof(struct slb_wcount));
     if (!r)
         return NULL;
+    srv_index_add(reg, r, key);
     snprintf(r->key, sizeof(r->key), "%s", key);
     const char *addr = strchr(r->key, '/') + 1;
     snprintf(r->sticky_id, sizeof(r->sticky_id), "%016llx",
@@ -245,6 +294,16 @@ static struct slb_lis_rt *lis_get(struct slb_registry *reg, const char *name)
         calloc(1, sizeof(*r) + 2 * (size_t)reg->nworkers * sizeof(struct slb_wcount));
     if (!r)
         return NULL;
+    r->conn_rate = slb_ratelimit_new(reg->nworkers);
+    r->req_rate = slb_ratelimit_new(reg->nworkers);
+    r->bw_rate = slb_ratelimit_new(reg->nworkers);
+    if (!r->conn_rate || !r->req_rate || !r->bw_rate) {
+        slb_ratelimit_free(r->conn_rate);
+        slb_ratelimit_free(r->req_rate);
+        slb_ratelimit_free(r->bw_rate);
+        free(r);
+        return NULL;
+    }
     snprintf(r->name, sizeof(r->name), "%s", name);
     r->refs = 1;
     r->nworkers = reg->nworkers;
@@ -271,12 +330,15 @@ static struct slb_lis_rt *lis_get(struct slb_registry *reg, const char *name)
 
 static void srv_unref(struct slb_registry *reg, struct slb_srv_rt *r)
 {
-    REG_UNREF(reg->servers, struct slb_srv_rt, r, slb_health_probe_cancel(r));
+    REG_UNREF(reg->servers, struct slb_srv_rt, r,
+              (slb_health_probe_cancel(r), srv_index_del(reg, r)));
 }
 
 static void lis_unref(struct slb_registry *reg, struct slb_lis_rt *r)
 {
-    REG_UNREF(reg->lis, struct slb_lis_rt, r, (void)0);
+    REG_UNREF(reg->lis, struct slb_lis_rt, r,
+              (slb_ratelimit_free(r->conn_rate), slb_ratelimit_free(r->req_rate),
+               slb_ratelimit_free(r->bw_rate)));
 }
 
 static struct slb_rule_rt *rule_get(struct slb_registry *reg, const char *lis, const char *rule)
@@ -293,6 +355,10 @@ static struct slb_rule_rt *rule_get(struct slb_registry *reg, const char *lis, c
         calloc(1, sizeof(*r) + (size_t)reg->nworkers * sizeof(struct slb_wcount));
     if (!r)
         return NULL;
+    if (!(r->req_rate = slb_ratelimit_new(reg->nworkers))) {
+        free(r);
+        return NULL;
+    }
     memcpy(r->key, key, sizeof(key));
     r->refs = 1;
     r->nworkers = reg->nworkers;
@@ -303,7 +369,7 @@ static struct slb_rule_rt *rule_get(struct slb_registry *reg, const char *lis, c
 
 static void rule_unref(struct slb_registry *reg, struct slb_rule_rt *r)
 {
-    REG_UNREF(reg->rules, struct slb_rule_rt, r, (void)0);
+    REG_UNREF(reg->rules, struct slb_rule_rt, r, slb_ratelimit_free(r->req_rate));
 }
 
 static void lsock_unref(struct slb_registry *reg, struct slb_lsock *ls)
@@ -453,8 +519,9 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
         }
         if (lc->protocol == SLB_PROTO_HTTPS && slb_tls_listener_build(l, err) < 0)
             goto fail;
-        l->sock = lsock_get(reg, lc, err);
-        if (!l->sock)
+        /* A stopped listener keeps everything but its socket, which closes once every worker
+         * adopted this snapshot (slb_registry_close_unused), as for a deleted listener. */
+        if (!lc->stopped && !(l->sock = lsock_get(reg, lc, err)))
             goto fail;
     }
     s->generation = reg->next_generation++;
@@ -544,4 +611,7 @@ void slb_registry_deinit(struct slb_registry *reg)
     slb_snapshot_sweep(reg);
     if (reg->retired)
         slb_warn("%zu configuration snapshots still referenced at exit", slb_snapshot_sweep(reg));
+    free(reg->srv_index);
+    reg->srv_index = NULL;
+    reg->srv_index_size = 0;
 }

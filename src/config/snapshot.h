@@ -16,6 +16,7 @@
 #define SLB_CONFIG_SNAPSHOT_H
 
 #include "config/config.h"
+#include "core/ratelimit.h"
 #include "event/loop.h"
 #include "lb/sched.h"
 #include "tls/tls.h"
@@ -107,13 +108,18 @@ enum {
     SLB_LIS_HS_FAIL, /* + enum slb_tls_fail (SLB_TLS_FAIL_COUNT slots) */
     SLB_LIS_REQ_1XX = SLB_LIS_HS_FAIL + SLB_TLS_FAIL_COUNT, /* + status class - 1 (5 slots) */
     SLB_LIS_REQS = SLB_LIS_REQ_1XX + 5,
-    SLB_LIS_DENIED,      /* ACL */
-    SLB_LIS_H2_ABUSE,    /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
-    SLB_LIS_REFUSED_FD,  /* connections that waited in the backlog: connection cap or EMFILE */
-    SLB_LIS_5XX_LOCAL,   /* 5xx answers slbd made itself (no backend answer to forward) */
-    SLB_LIS_5XX_BACKEND, /* 5xx answers of backends forwarded */
-    SLB_LIS_RETRIES,     /* requests sent again: to the next server, or on a fresh connection */
-    SLB_LIS_DURATION,    /* histogram: request head parsed to the end of the exchange */
+    SLB_LIS_DENIED,       /* ACL */
+    SLB_LIS_H2_ABUSE,     /* HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM */
+    SLB_LIS_REFUSED_FD,   /* connections that waited in the backlog: connection cap or EMFILE */
+    SLB_LIS_5XX_LOCAL,    /* 5xx answers slbd made itself (no backend answer to forward) */
+    SLB_LIS_5XX_BACKEND,  /* 5xx answers of backends forwarded */
+    SLB_LIS_RETRIES,      /* requests sent again: to the next server, or on a fresh connection */
+    SLB_LIS_LIMITED_CONN, /* connections reset at accept: limits.connections_per_s */
+    SLB_LIS_LIMITED_REQ,  /* requests answered 503: limits.requests_per_s (listener or rule) */
+    SLB_LIS_GZIP,         /* responses compressed (listener gzip) */
+    SLB_LIS_GZIP_IN,      /* their body bytes before compression */
+    SLB_LIS_GZIP_OUT,     /* and after (gzip stream bytes, without framing) */
+    SLB_LIS_DURATION,     /* histogram: request head parsed to the end of the exchange */
     SLB_LIS_SLOTS = SLB_LIS_DURATION + SLB_HIST_SLOTS
 };
 _Static_assert(SLB_LIS_SLOTS <= SLB_WCOUNT_SLOTS, "listener counters fit one struct slb_wcount");
@@ -147,7 +153,8 @@ struct slb_srv_rt {
     uint64_t went_up, went_down; /* health transitions, for metrics */
     void *hc_probe;              /* an in-flight probe, owned by the health checker */
     char last_error[96];
-    struct slb_srv_rt *next; /* registry list */
+    struct slb_srv_rt *next;       /* registry list */
+    struct slb_srv_rt *index_next; /* registry index bucket */
     int nworkers;
     struct slb_wcount w[]; /* one per worker */
 };
@@ -160,6 +167,9 @@ struct slb_lis_rt {
     /* connections total sampled once a second by the control thread, for rates */
     uint64_t conn_samples[SLB_RATE_WINDOW];
     unsigned nsamples, sample_pos;
+    /* limits.connections_per_s, requests_per_s and bandwidth_mbps (in bytes), shared by the
+     * workers */
+    struct slb_ratelimit *conn_rate, *req_rate, *bw_rate;
     struct slb_lis_rt *next;
     int nworkers;
     /* Two lines per worker: w[i] the counters above, w[nworkers + i] the handshakes by
@@ -172,12 +182,14 @@ static inline struct slb_wcount *slb_lis_tls_counts(struct slb_lis_rt *r, int wo
 }
 _Static_assert(SLB_TLS_SUITE_SLOTS <= SLB_WCOUNT_SLOTS, "a slot for every TLS suite");
 
-/* Runtime state of one forwarding rule of one listener, by names: its counters survive
- * updates of the listener while a rule of that name stays in it. Slot 0: requests taken. */
-enum { SLB_RULE_REQS, SLB_RULE_SLOTS };
+/* Runtime state of one forwarding rule of one listener, by names: its counters and its
+ * limits.requests_per_s budget survive updates of the listener while a rule of that name stays
+ * in it. Slots: requests taken, requests refused by the rule's limit. */
+enum { SLB_RULE_REQS, SLB_RULE_LIMITED, SLB_RULE_SLOTS };
 struct slb_rule_rt {
     char key[2 * SLB_NAME_MAX]; /* "listener/rule" */
     int refs;
+    struct slb_ratelimit *req_rate;
     struct slb_rule_rt *next;
     int nworkers;
     struct slb_wcount w[]; /* one per worker */
@@ -226,8 +238,8 @@ struct slb_sni_route_rt {
 
 struct slb_listener_rt {
     const struct slb_listener_cfg *cfg;
-    size_t index; /* in snapshot->listeners */
-    struct slb_lsock *sock;
+    size_t index;           /* in snapshot->listeners */
+    struct slb_lsock *sock; /* NULL while the listener is stopped */
     struct slb_lis_rt *stats;
     struct slb_group_rt *group; /* NULL only for redirect-only http listeners */
     struct slb_sni_route_rt *sni;
@@ -260,6 +272,10 @@ struct slb_registry {
      * address instead of binding new ones; owned by the registry until adopted or closed. */
     struct slb_inherited_sock *inherited;
     struct slb_srv_rt *servers;
+    /* servers by key (hash buckets, chained through index_next): a snapshot of a group of
+     * 5,000 servers finds each one's runtime object in O(1), not by walking the list */
+    struct slb_srv_rt **srv_index;
+    size_t srv_index_size, nsrv;
     struct slb_lis_rt *lis;
     struct slb_rule_rt *rules;
     uint64_t next_generation;

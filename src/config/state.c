@@ -199,6 +199,10 @@ int slb_state_config_save(struct slb_backend *b, const json_t *doc, uint64_t exp
         return slb_err_set(err, 409, "conflict", SLB_STATE_CONFIG,
                            "the stored configuration changed since it was read; read it again "
                            "and retry");
+    if (rc == SLB_BACKEND_EUNAVAILABLE)
+        return slb_err_set(err, 503, "cluster_unavailable", SLB_STATE_CONFIG,
+                           "etcd cannot be reached: the cluster's state cannot change now (this "
+                           "node goes on serving what it has); retry later");
     if (rc < 0) {
         char where[4400];
         slb_backend_where(b, SLB_DOC_CONFIG, where, sizeof(where));

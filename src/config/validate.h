@@ -87,6 +87,11 @@ void slb_cv_listener_deinit(struct slb_listener_cfg *l);
 /* Forwarding rules (rules.c): the listener's "rules" list into l->rules and *norm (a JSON
  * array, [] when absent). On failure the rules built so far stay in l for the caller's
  * deinit. */
+/* An optional "limits" object of parent with the given keys (positive integers up to
+ * max[i]; absent or null = 0 = none), into vals (all parallel to keys); *norm is the
+ * normalized object with the keys set, or NULL when none is. */
+int slb_cv_limits(const struct slb_cv *parent, const char *const *keys, const uint32_t *max,
+                  uint32_t *const *vals, json_t **norm);
 int slb_cv_rules(const struct slb_cv *lis, struct slb_listener_cfg *l, json_t **norm);
 void slb_cv_rules_free(struct slb_rule_cfg *rules, size_t n);
 /* unknown_group for a forward target naming no group of cfg. */

@@ -133,6 +133,8 @@ int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err
             slb_snapshot_discard(&ctl->reg, snap);
             return rc;
         }
+        if (ctl->cluster)
+            slb_cluster_wrote(ctl->cluster, (int64_t)ctl->config_rev);
     }
     uint64_t t0 = slb_mono_us();
     configure_access_log(ctl, &snap->cfg->settings);
@@ -218,7 +220,8 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
     /* ACME orders write DIR/acme/ and answer challenges: the owner of the state only. */
     if (ctl->acme && owner)
         slb_acme_tick(ctl->acme);
-    if (owner && slb_ticket_ring_tick(&ctl->tickets, ctl->backend)) {
+    if (owner && slb_cluster_rotates_tickets(ctl->cluster) &&
+        slb_ticket_ring_tick(&ctl->tickets, ctl->backend)) {
         /* New ticket keys reach workers the way every change does: a new snapshot. */
         slb_tls_set_store(ctl->certs, ctl->tickets);
         struct slb_err err = {0};
@@ -227,6 +230,7 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
         else
             slb_info("session ticket keys rotated");
     }
+    slb_cluster_tick(ctl->cluster);
     slb_timer_start(loop, t, SWEEP_INTERVAL_MS);
 }
 
@@ -524,17 +528,26 @@ static void name_config_file(struct slb_err *err, const char *dir)
     snprintf(err->where, sizeof(err->where), "%.*s", (int)sizeof(err->where) - 1, where);
 }
 
-static int load_state(struct slb_ctl *ctl, const char *dir, json_t **doc, struct slb_err *err)
+static int load_state(struct slb_ctl *ctl, const struct slb_options *opt, json_t **doc,
+                      struct slb_err *err)
 {
+    const char *dir = opt->state_dir;
     /* The lock first: the clean-up in slb_state_prepare removes temporary files, which may
      * be another running slbd's writes in progress. */
     int rc = ctl->handover.conn >= 0 ? adopt_lock(ctl, dir, err)
                                      : slb_state_lock(dir, &ctl->lock_fd, err);
     if (rc < 0 || slb_state_prepare(dir, err) < 0)
         return SLB_EINVAL;
-    ctl->backend = slb_backend_dir_new(dir, false, err);
-    if (!ctl->backend || slb_backend_dir_prepare(ctl->backend, err) < 0)
-        return SLB_EINVAL;
+    if (opt->cluster.endpoints) {
+        /* The shared state in etcd, the state directory its cache (daemon/cluster.h). */
+        ctl->backend = slb_cluster_backend(&opt->cluster, dir, &ctl->cluster_start_rev, err);
+        if (!ctl->backend)
+            return SLB_EINVAL;
+    } else {
+        ctl->backend = slb_backend_dir_new(dir, false, err);
+        if (!ctl->backend || slb_backend_dir_prepare(ctl->backend, err) < 0)
+            return SLB_EINVAL;
+    }
     ctl->certs = slb_certstore_open_backend(ctl->backend, false, err);
     if (!ctl->certs)
         return SLB_EINVAL;
@@ -633,7 +646,7 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
      * serve, it serves as before, and refuses configuration changes we could miss. */
     if (opt->upgrade && slb_handover_request(opt->state_dir, &ctl->handover, err) < 0)
         return SLB_EINVAL;
-    if (load_state(ctl, opt->state_dir, &ctl->start_doc, err) < 0)
+    if (load_state(ctl, opt, &ctl->start_doc, err) < 0)
         return SLB_EINVAL;
     if (slb_state_admin_token(opt->state_dir, ctl->token, sizeof(ctl->token), err) < 0)
         return SLB_EINVAL;
@@ -706,6 +719,10 @@ int slb_ctl_start(struct slb_ctl *ctl, const struct slb_options *opt, struct slb
         return SLB_EINVAL;
     }
     slb_registry_close_inherited(&ctl->reg);
+    if (opt->cluster.endpoints &&
+        !(ctl->cluster = slb_cluster_start(ctl, &opt->cluster, opt->admin_addrs[0],
+                                           ctl->cluster_start_rev, err)))
+        return SLB_EINVAL;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -771,6 +788,8 @@ void slb_ctl_deinit(struct slb_ctl *ctl)
     ctl->acme = NULL;
     slb_ocsp_fetcher_free(ctl->ocsp);
     ctl->ocsp = NULL;
+    slb_cluster_free(ctl->cluster, true);
+    ctl->cluster = NULL;
     slb_httpc_deinit(&ctl->httpc);
     if (ctl->cur) {
         slb_snapshot_retire(&ctl->reg, ctl->cur);

@@ -7,6 +7,7 @@
 #define SLB_DAEMON_CONTROL_H
 
 #include "config/snapshot.h"
+#include "daemon/cluster.h"
 #include "daemon/worker.h"
 #include "event/loop.h"
 #include "net/handover.h"
@@ -34,6 +35,7 @@ struct slb_options {
     bool check_only;
     bool upgrade; /* take the sockets and the state directory over from the running slbd */
     int ready_fd; /* --detach: one byte written once the upgrade took over, else -1 */
+    struct slb_cluster_opts cluster; /* cluster.endpoints NULL: a single node */
 };
 
 /* Where a hand-over to a new process stands (the old process's side, net/handover.h). */
@@ -86,6 +88,9 @@ struct slb_ctl {
     bool reload_ok;
     uint64_t reload_ok_ms;
     unsigned long conn_cap; /* client connections over all workers (slb_conn_cap) */
+    /* Cluster mode (daemon/cluster.h): NULL on a single node. */
+    struct slb_cluster *cluster;
+    int64_t cluster_start_rev; /* the etcd revision the start loaded (0: from the cache) */
 };
 
 /* Load the state directory and start workers, with an empty configuration (with

@@ -30,6 +30,8 @@ static void listeners_sync(struct slb_worker *w, struct slb_snapshot *old,
     /* Stop watching sockets the new snapshot dropped... */
     for (size_t i = 0; old && i < old->nlisteners; i++) {
         struct slb_lsock *ls = old->listeners[i].sock;
+        if (!ls)
+            continue; /* stopped */
         bool kept = false;
         for (size_t j = 0; snap && j < snap->nlisteners; j++)
             kept |= snap->listeners[j].sock == ls;
@@ -42,6 +44,8 @@ static void listeners_sync(struct slb_worker *w, struct slb_snapshot *old,
     /* ...and point every kept or new socket at its listener in the new snapshot. */
     for (size_t j = 0; snap && j < snap->nlisteners; j++) {
         struct slb_listener_rt *l = &snap->listeners[j];
+        if (!l->sock)
+            continue;
         struct slb_lsock_slot *slot = &l->sock->slot[id];
         slot->cur = l;
         slot->worker = w;
@@ -91,6 +95,8 @@ static void stop_listening(struct slb_worker *w)
     struct slb_snapshot *snap = w->cur->snap;
     listeners_sync(w, snap, NULL);
     for (size_t i = 0; i < snap->nlisteners; i++) {
+        if (!snap->listeners[i].sock)
+            continue;
         struct slb_lsock_slot *slot = &snap->listeners[i].sock->slot[w->id];
         if (slot->fd >= 0) {
             close(slot->fd);
@@ -133,6 +139,8 @@ static void cap_pause(struct slb_worker *w)
     w->at_cap = true;
     struct slb_snapshot *snap = w->cur->snap;
     for (size_t i = 0; i < snap->nlisteners; i++) {
+        if (!snap->listeners[i].sock)
+            continue;
         struct slb_lsock_slot *slot = &snap->listeners[i].sock->slot[w->id];
         slb_io_set(&w->loop, &slot->io, 0);
         slot->waiting = true;
@@ -149,6 +157,8 @@ static void cap_resume(struct slb_worker *w)
         return;
     struct slb_snapshot *snap = w->cur->snap;
     for (size_t i = 0; i < snap->nlisteners; i++) {
+        if (!snap->listeners[i].sock)
+            continue;
         struct slb_lsock_slot *slot = &snap->listeners[i].sock->slot[w->id];
         if (slot->cur && slot->fd >= 0 && !slb_timer_active(&slot->pause) &&
             slb_io_set(&w->loop, &slot->io, EPOLLIN) < 0)
@@ -212,6 +222,16 @@ static void accept_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
                 close(fd);
                 continue;
             }
+        }
+        if (l->cfg->connections_per_s &&
+            !slb_ratelimit_take(st->conn_rate, w->id, l->cfg->connections_per_s, 1, NULL)) {
+            /* Over the rate: a reset, so the client knows at once (a connection left in the
+             * backlog would only look slow). */
+            slb_count_add(&st->w[w->id].v[SLB_LIS_LIMITED_CONN], 1);
+            struct linger lg = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            close(fd);
+            continue;
         }
         slb_count_add(&st->w[w->id].v[SLB_LIS_CONNS], 1);
         if (l->cfg->protocol == SLB_PROTO_TCP)

@@ -374,6 +374,8 @@ const char *slb_access_error_name(uint8_t e)
         return NULL;
     if (e == SLB_ACCESS_NO_SERVER)
         return "no_healthy_server";
+    if (e == SLB_ACCESS_RATE_LIMITED)
+        return "rate_limited";
     return slb_srv_fail_name((enum slb_srv_fail)(e - 1));
 }
 

@@ -29,8 +29,9 @@ struct slb_access_rec {
 };
 
 /* Why slbd answered 5xx itself, for the access log's "error": 0 none, else
- * enum slb_srv_fail + 1, or SLB_ACCESS_NO_SERVER. */
+ * enum slb_srv_fail + 1, SLB_ACCESS_NO_SERVER or SLB_ACCESS_RATE_LIMITED. */
 #define SLB_ACCESS_NO_SERVER 255
+#define SLB_ACCESS_RATE_LIMITED 254 /* limits.requests_per_s */
 const char *slb_access_error_name(uint8_t e);
 
 struct slb_access_entry {

@@ -73,6 +73,25 @@ static uint32_t client_key(const struct sockaddr_storage *client)
     return mix32(h);
 }
 
+#define RETRY_AFTER "Retry-After: 1\r\n"
+
+/* A request over a requests_per_s limit: 503 with Retry-After, counted on the listener (and
+ * by the caller on the rule). The budget refills continuously, so a second is always enough. */
+static bool over_limit(struct slb_http_decision *d, const struct slb_listener_rt *l,
+                       const struct slb_wsnap *ws, struct slb_ratelimit *r, uint32_t rate)
+{
+    if (!rate)
+        return false;
+    int worker = ws->worker->id;
+    if (slb_ratelimit_take(r, worker, rate, 1, NULL))
+        return false;
+    slb_count_add(&l->stats->w[worker].v[SLB_LIS_LIMITED_REQ], 1);
+    d->limited = true;
+    d->extra = RETRY_AFTER;
+    answer(d, 503, false);
+    return true;
+}
+
 /* The normalized path of a request; the longest request head of either protocol fits. */
 #define PATH_BUF (64u * 1024u)
 
@@ -98,6 +117,11 @@ static bool apply_rules(struct slb_http_decision *d, const struct slb_listener_r
         return false;
     d->rule = rule;
     const struct slb_rule_cfg *rc = rule->cfg;
+    struct slb_rule_rt *rrt = l->rule_stats ? l->rule_stats[rule->index] : NULL;
+    if (rrt && over_limit(d, l, ws, rrt->req_rate, rc->requests_per_s)) {
+        slb_count_add(&rrt->w[ws->worker->id].v[SLB_RULE_LIMITED], 1);
+        return true;
+    }
     switch (rc->action) {
     case SLB_RULE_FIXED:
         d->rule_answer = true;
@@ -170,6 +194,7 @@ void slb_http_decide(struct slb_http_decision *d, const struct slb_listener_rt *
     d->sticky = (struct slb_slice){0};
     d->rule = NULL;
     d->rule_answer = false;
+    d->limited = false;
     if (m->method == SLB_HTTP_CONNECT) {
         /* A reverse proxy has no business opening tunnels to arbitrary places. */
         d->extra = SLB_HTTP_ALLOW;
@@ -193,6 +218,10 @@ void slb_http_decide(struct slb_http_decision *d, const struct slb_listener_rt *
         answer(d, 421, false);
         return;
     }
+    /* The listener's limit counts every request it takes from here on, whichever rule or
+     * group handles it; a rule's own limit applies on top (in apply_rules). */
+    if (over_limit(d, l, ws, cfg->requests_per_s ? l->stats->req_rate : NULL, cfg->requests_per_s))
+        return;
     if (l->rules && apply_rules(d, l, ws, ssl, client, m))
         return;
     if (!wg || wg->g->nservers == 0) {

@@ -2,7 +2,8 @@
 /* The decision step of an HTTP request, the same for HTTP/1.x and HTTP/2: from the listener,
  * the client's TLS state and the parsed request head, either an answer slbd makes itself
  * (405, 417, 301, 421, 503) or the group the request is forwarded to, with the sticky cookie
- * that may name its server. A pure function of its inputs: no I/O, no counters. */
+ * that may name its server. No I/O; the only state it touches is the listener's and rules'
+ * requests_per_s budgets (core/ratelimit.h) and their counters of refused requests. */
 #ifndef SLB_HTTP_DECIDE_H
 #define SLB_HTTP_DECIDE_H
 
@@ -33,6 +34,7 @@ struct slb_http_decision {
     /* A rule's own answer (fixed_response, redirect with its Location in buf): built by
      * slb_http_decision_answer, not as a plain status. */
     bool rule_answer;
+    bool limited;   /* a 503 for the listener's or the rule's requests_per_s */
     char buf[2048]; /* room for extra, or a rule redirect's Location */
 };
 
@@ -43,7 +45,8 @@ struct slb_http_decision {
  * order: CONNECT (405), an Expect other than 100-continue on HTTP/1.1 (417), a pending ACME
  * http-01 token (200 with its key authorization, before any redirect: a CA validates on plain
  * port 80), the listener's redirect_to (301), a Host the TLS handshake did not pick (421), the
- * forwarding rules (a path the normalizer refuses: 400; the first matching rule answers or
+ * listener's limits.requests_per_s (503 with Retry-After), the forwarding rules (a path the
+ * normalizer refuses: 400; the first matching rule, past its own requests_per_s, answers or
  * names the group), then the group: none or empty answers 503. */
 void slb_http_decide(struct slb_http_decision *d, const struct slb_listener_rt *l,
                      struct slb_wsnap *ws, struct slb_wgroup *wg, SSL *ssl,

@@ -188,3 +188,50 @@ void slb_exchange_up_done(struct slb_exchange *e, bool keep)
 {
     slb_xchg_up_done(&e->up, e->srv, e->wid, e->status, keep);
 }
+
+bool slb_exchange_gzip_head(struct slb_exchange *e, struct slb_http_msg *m,
+                            struct slb_gzip_scratch *sc, bool chunked_field)
+{
+    e->resp_gzip = false;
+    if (slb_gzip_wanted(&e->gz_req, m, e->l->cfg) && (e->gz = slb_gzip_take(&e->hw->gz_pool)) &&
+        slb_gzip_rewrite_head(m, sc, chunked_field) == 0) {
+        e->resp_gzip = true;
+        slb_count_add(&slb_exchange_lis(e)->v[SLB_LIS_GZIP], 1);
+        return true;
+    }
+    slb_exchange_gzip_drop(e);
+    return false;
+}
+
+int slb_exchange_gzip_run(struct slb_exchange *e, void *out, size_t cap, size_t *made)
+{
+    struct http_up *up = e->up;
+    size_t avail = (size_t)e->resp_ready, used;
+    *made = 0;
+    if (!e->gz)
+        return 1;
+    if (!avail && !e->resp_done)
+        return 2;
+    int rc = slb_gzip_run(e->gz, avail ? up->in.data + up->in.off : "", avail, &used, out, cap,
+                          made, e->resp_done);
+    if (rc < 0)
+        return -1;
+    if (used) {
+        slb_buf_consume(&up->in, used);
+        e->resp_ready -= used;
+    }
+    if (rc == 1) {
+        struct slb_wcount *lc = slb_exchange_lis(e);
+        slb_count_add(&lc->v[SLB_LIS_GZIP_IN], slb_gzip_total_in(e->gz));
+        slb_count_add(&lc->v[SLB_LIS_GZIP_OUT], slb_gzip_total_out(e->gz));
+        slb_exchange_gzip_drop(e);
+        return 1;
+    }
+    return used || *made ? 0 : 2;
+}
+
+void slb_exchange_gzip_drop(struct slb_exchange *e)
+{
+    if (e->gz)
+        slb_gzip_give(&e->hw->gz_pool, &e->gz);
+}

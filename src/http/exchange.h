@@ -14,6 +14,7 @@
 #ifndef SLB_HTTP_EXCHANGE_H
 #define SLB_HTTP_EXCHANGE_H
 
+#include "http/gzip.h"
 #include "http/parser.h"
 #include "http/upstream.h"
 
@@ -75,6 +76,12 @@ struct slb_exchange {
     uint64_t resp_remaining, resp_ready;
     /* Decoded for the sink (slb_exchange_body_ready), or re-framed by an HTTP/1.1 sink. */
     struct slb_rechunk resp_chunk;
+    /* The response-body filter, compression (http/gzip.h): the request's facts (set by the
+     * sink when the listener compresses); resp_gzip: this response is compressed, by gz until
+     * its gzip trailer is out (then gz is back in the worker's pool). */
+    struct slb_gzip_req gz_req;
+    bool resp_gzip;
+    struct slb_gzip *gz;
 };
 
 /* The listener's counters of this worker. */
@@ -116,6 +123,23 @@ uint64_t slb_exchange_timer_left(const struct slb_exchange *e, uint64_t now_ms);
 
 /* The request timeout has passed: the exchange fails with 504. */
 void slb_exchange_timed_out(struct slb_exchange *e);
+
+/* At the sink's head: whether the response m is to be compressed (the listener's settings,
+ * the request's facts, a compressor from the worker's pool); then m is rewritten in place for
+ * it (its new values in sc until the head is out; chunked_field: an HTTP/1.1 head) and counted.
+ * The sink then takes the body from slb_exchange_gzip_run, not from the ready bytes. */
+bool slb_exchange_gzip_head(struct slb_exchange *e, struct slb_http_msg *m,
+                            struct slb_gzip_scratch *sc, bool chunked_field);
+
+/* Compress the ready body bytes (slb_exchange_body_ready first) into out (cap bytes), taking
+ * them from up->in: *made bytes of output. 1 once the body is all in and the gzip trailer is
+ * out (the compressor is back in the pool, e->gz NULL; also when there is none), 0 when bytes
+ * moved, 2 when none could (more input or more room is needed), -1 when the compressor
+ * failed. */
+int slb_exchange_gzip_run(struct slb_exchange *e, void *out, size_t cap, size_t *made);
+
+/* The compressor, if any, goes back to the worker's pool (the response ends or is dropped). */
+void slb_exchange_gzip_drop(struct slb_exchange *e);
 
 /* The exchange is over (the response complete): the backend connection goes back to the pool
  * when keep, else closes; the server's answer counts for passive health checks. */

@@ -646,6 +646,31 @@ void h2_kick(struct h2_conn *c)
     slb_loop_defer(&c->w->loop, kick_cb, c);
 }
 
+/* Over the bandwidth limit (the transport owes bytes): true, and the shape timer runs the
+ * connection again once the budget covers them; the socket is writable, so waiting for it
+ * would spin. */
+static bool shape_wait(struct h2_conn *c)
+{
+    if (!c->t.owed)
+        return false;
+    if (!slb_timer_active(&c->shape_timer))
+        slb_timer_start(&c->w->loop, &c->shape_timer, slb_tconn_repay(&c->t));
+    return c->t.owed != 0;
+}
+
+static void shape_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    struct h2_conn *c = t->data;
+    if (c->closed || c->lingering)
+        return;
+    uint64_t ms = slb_tconn_repay(&c->t);
+    if (ms) {
+        slb_timer_start(loop, &c->shape_timer, ms);
+        return;
+    }
+    h2_run(c);
+}
+
 /* The session failed: its GOAWAY goes out, then the lingering close. */
 static void end_failed(struct h2_conn *c)
 {
@@ -656,7 +681,7 @@ static void end_failed(struct h2_conn *c)
         linger_close(c);
         return;
     }
-    slb_io_set(&c->w->loop, &c->io, c->t.wr_wants);
+    slb_io_set(&c->w->loop, &c->io, shape_wait(c) ? 0 : c->t.wr_wants);
 }
 
 void h2_run(struct h2_conn *c)
@@ -696,8 +721,10 @@ void h2_run(struct h2_conn *c)
     uint32_t ev = 0;
     if (nghttp2_session_want_read(c->ng) && slb_hbuf_pending(&c->out) < H2_OUT_HIGH)
         ev |= c->t.rd_wants;
-    if (slb_hbuf_pending(&c->out) || more)
-        ev |= more ? EPOLLOUT : c->t.wr_wants;
+    if (more)
+        ev |= EPOLLOUT;
+    else if (slb_hbuf_pending(&c->out) && !shape_wait(c))
+        ev |= c->t.wr_wants;
     slb_io_set(&c->w->loop, &c->io, ev);
 }
 
@@ -780,6 +807,7 @@ static void conn_close(struct h2_conn *c)
     nghttp2_session_del(c->ng);
     c->ng = NULL;
     slb_timer_stop(loop, &c->timer);
+    slb_timer_stop(loop, &c->shape_timer);
     slb_io_forget(&c->io);
     if (!c->client_eof && !c->lingering) /* lingering: its close_notify is out */
         c->t.ops->shutdown(&c->t);
@@ -895,6 +923,7 @@ int slb_h2_start(const struct slb_h2_handoff *h)
     slb_worker_link(c->w, &c->link);
     slb_io_init(&c->io, c->t.fd, client_cb, c);
     slb_timer_init(&c->timer, timer_cb, c);
+    slb_timer_init(&c->shape_timer, shape_cb, c);
     slb_timer_start(&c->w->loop, &c->timer, (uint64_t)c->b.l->cfg->idle_timeout_s * 1000u);
     /* The handshake's last read may have brought the preface already. */
     c->t.rd_ready = c->t.wr_ready = true;

@@ -105,6 +105,7 @@ struct h2_conn {
     struct slb_tconn t;
     struct slb_io io;
     struct slb_timer timer;
+    struct slb_timer shape_timer; /* limits.bandwidth_mbps: sending again (slb_tconn_repay) */
     nghttp2_session *ng;
     struct slb_hbuf out; /* frames for the client */
     struct h2_stream *streams;

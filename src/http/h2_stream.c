@@ -79,7 +79,7 @@ static void up_interest(struct h2_stream *s)
     if (!up->connected) {
         ev = EPOLLOUT;
     } else {
-        if (!s->e.resp_done && !s->up_eof && slb_buf_space(&up->in) > 0)
+        if (!s->e.resp_done && !s->up_eof && slb_up_room(up, s->e.resp_ready))
             ev |= EPOLLIN;
         if (slb_hbuf_pending(&s->tx))
             ev |= EPOLLOUT;
@@ -215,6 +215,11 @@ static bool sink_head(struct slb_exchange *e, struct slb_http_msg *m)
     struct h2_stream *s = e->sink;
     struct h2_conn *c = s->c;
     bool body = m->body != SLB_BODY_NONE && !(m->body == SLB_BODY_LENGTH && !m->content_length);
+    /* Compression (listener gzip): the head rewritten in place (the scratch holds its new
+     * values until it is submitted); the body goes through gzip_read. */
+    struct slb_gzip_scratch gz_sc;
+    if (body)
+        slb_exchange_gzip_head(e, m, &gz_sc, false);
     struct slb_sticky_out so = {0};
     if (s->e.l->cfg->sticky != SLB_STICKY_NONE)
         slb_http_sticky_response(&so, s->e.l->cfg, s->e.wg->g, s->e.srv_idx, true);
@@ -295,6 +300,54 @@ static void submit_trailers(struct h2_stream *s)
     nghttp2_submit_trailer(s->c->ng, s->id, nva, n);
 }
 
+/* The end of the response's DATA: the trailers, if any, follow as HEADERS. */
+static void body_end(struct h2_stream *s, uint32_t *flags)
+{
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (s->resp_trailers.len > 2) {
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        submit_trailers(s);
+    }
+}
+
+/* A compressed response (resp_gzip): what is ready of the body goes through the compressor
+ * into the DATA frame's buffer; once the body is all in, the gzip trailer follows. */
+static ssize_t gzip_read(struct h2_stream *s, uint8_t *buf, size_t len, uint32_t *flags)
+{
+    struct http_up *up = s->e.up;
+    bool was_full = !slb_up_room(up, s->e.resp_ready);
+    size_t total = 0;
+    while (s->e.gz && total < len) {
+        if (body_ready(s) < 0) {
+            slb_exchange_fail(&s->e, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
+            return NGHTTP2_ERR_DEFERRED;
+        }
+        uint64_t before = s->e.resp_ready;
+        size_t made;
+        int rc = slb_exchange_gzip_run(&s->e, buf + total, len - total, &made);
+        if (rc < 0) {
+            slb_exchange_fail(&s->e, 502, SLB_SRV_FAIL_INVALID, "compression failed");
+            return NGHTTP2_ERR_DEFERRED;
+        }
+        if (s->e.resp_ready != before)
+            s->e.last_io_ms = s->c->w->loop.now_ms;
+        total += made;
+        if (rc == 2)
+            break;
+    }
+    if (was_full && slb_up_room(up, s->e.resp_ready))
+        up_interest(s);
+    if (!s->e.gz) {
+        body_end(s, flags);
+        return (ssize_t)total;
+    }
+    if (total == 0) {
+        s->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)total;
+}
+
 static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
                             uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
@@ -310,28 +363,27 @@ static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     }
     if (s->reset || !s->e.up)
         return NGHTTP2_ERR_DEFERRED; /* our RST_STREAM goes out before any more DATA */
+    if (s->e.resp_gzip)
+        return gzip_read(s, buf, len, flags);
+    struct http_up *up = s->e.up;
+    /* Before the decoding too: dropping a chunked body's framing makes room as well. */
+    bool was_full = !slb_up_room(up, s->e.resp_ready);
     if (body_ready(s) < 0) {
         /* queues RST_STREAM */
         slb_exchange_fail(&s->e, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
         return NGHTTP2_ERR_DEFERRED;
     }
-    struct http_up *up = s->e.up;
     size_t n = s->e.resp_ready < len ? (size_t)s->e.resp_ready : len;
     if (n) {
-        bool was_full = slb_buf_space(&up->in) == 0;
         memcpy(buf, up->in.data + up->in.off, n);
         slb_buf_consume(&up->in, n);
         s->e.resp_ready -= n;
         s->e.last_io_ms = s->c->w->loop.now_ms;
-        if (was_full)
-            up_interest(s);
     }
+    if (was_full && slb_up_room(up, s->e.resp_ready))
+        up_interest(s);
     if (s->e.resp_done && s->e.resp_ready == 0) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->resp_trailers.len > 2) {
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            submit_trailers(s);
-        }
+        body_end(s, flags);
         return (ssize_t)n;
     }
     if (n == 0) {
@@ -381,7 +433,8 @@ static bool write_up(struct h2_stream *s)
 static bool read_up(struct h2_stream *s)
 {
     struct http_up *up = s->e.up;
-    if (!up || !up->connected || !up->rd_ready || s->e.resp_done || slb_buf_space(&up->in) == 0)
+    if (!up || !up->connected || !up->rd_ready || s->e.resp_done ||
+        !slb_up_room(up, s->e.resp_ready))
         return false;
     ssize_t n = slb_up_read(up);
     if (n > 0)
@@ -620,6 +673,8 @@ void h2_start_request(struct h2_stream *s)
     s->e.method = (uint8_t)m->method;
     s->head_only = m->method == SLB_HTTP_HEAD;
     s->e.req_has_body = m->body != SLB_BODY_NONE;
+    if (s->e.l->cfg->gzip)
+        slb_gzip_req_facts(&s->e.gz_req, m);
     struct slb_http_decision d;
     slb_http_decide(&d, s->e.l, s->ws, s->e.wg, c->t.ssl, &c->peer, m);
     s->rule = d.rule;
@@ -643,7 +698,9 @@ void h2_start_request(struct h2_stream *s)
         s->e.wg = d.wg;
     }
     if (d.status) {
-        if (d.status == 503) /* no group, or an empty one */
+        if (d.limited)
+            s->e.fail = SLB_ACCESS_RATE_LIMITED;
+        else if (d.status == 503) /* no group, or an empty one */
             s->e.fail = SLB_ACCESS_NO_SERVER;
         respond_built(s, d.status, d.extra, &d);
     } else {
@@ -732,6 +789,7 @@ void h2_stream_free(struct h2_stream *s)
     slb_hbuf_free(&s->tx);
     slb_hbuf_free(&s->resp_trailers);
     slb_hbuf_free(&s->local);
+    slb_exchange_gzip_drop(&s->e);
     if (s->e.tried != s->tried_in)
         free(s->e.tried);
     slb_access_free(s->log);

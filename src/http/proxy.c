@@ -17,6 +17,7 @@
 #include "http/bind.h"
 #include "http/decide.h"
 #include "http/exchange.h"
+#include "http/h1_body.h"
 #include "http/h2.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
@@ -58,8 +59,9 @@ struct http_conn {
     struct slb_tconn t;
     struct slb_io io;
     struct slb_timer timer;
-    struct slb_buf in;   /* bytes from the client */
-    struct slb_hbuf out; /* heads and our own responses to the client */
+    struct slb_timer shape_timer; /* limits.bandwidth_mbps: sending again (slb_tconn_repay) */
+    struct slb_buf in;            /* bytes from the client */
+    struct slb_hbuf out;          /* heads and our own responses to the client */
     /* While a request is parsed, answered or tunnelled; else NULL. Its backend side (x->e)
      * has the backend connection during an exchange. */
     struct http_xchg *x;
@@ -87,6 +89,7 @@ struct http_conn {
 
 static void run(struct http_conn *c);
 static void conn_close(struct http_conn *c);
+static void shape_cb(struct slb_loop *loop, struct slb_timer *t);
 static void linger_close(struct http_conn *c);
 static void conn_free(void *p);
 static void rebind(struct http_conn *c);
@@ -192,6 +195,8 @@ static void respond_built(struct http_conn *c, int status, const char *extra, bo
     c->st = ST_LINGER;
     c->x->e.req_done = c->x->e.resp_done = true;
     c->x->e.resp_ready = 0;
+    c->x->e.resp_gzip = false;
+    slb_exchange_gzip_drop(&c->x->e);
 }
 
 static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
@@ -264,6 +269,8 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->x->req_body = (uint8_t)m->body;
     c->x->req_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
     slb_rechunk_init(&c->x->req_chunk);
+    if (cfg->gzip)
+        slb_gzip_req_facts(&c->x->e.gz_req, m);
     c->x->e.start_us = slb_mono_us();
     if (c->log)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
@@ -276,7 +283,9 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
         slb_access_rule(c->log, d.rule->cfg->name);
     }
     if (d.status) {
-        if (d.status == 503) /* no group, or an empty one */
+        if (d.limited)
+            c->x->e.fail = SLB_ACCESS_RATE_LIMITED;
+        else if (d.status == 503) /* no group, or an empty one */
             c->x->e.fail = SLB_ACCESS_NO_SERVER;
         respond_built(c, d.status, d.extra, !d.close && m->keep_alive, &d);
         return;
@@ -376,85 +385,6 @@ static bool request_body_complete(const struct http_conn *c)
     return true;
 }
 
-/* Client body bytes taken from the input buffer: sent, or chunk framing we replace. */
-static void request_consume(struct http_conn *c, size_t n)
-{
-    c->x->req_bytes_in += n;
-    slb_buf_consume(&c->in, n);
-}
-
-/* Chunks of at most this many data bytes are gathered (copied) behind the request head's
- * bytes in its buffer, within the capacity it has: a body of tiny chunks then costs a send
- * per buffer, not a send (and a packet) per chunk. */
-#define SLB_CHUNK_GATHER_MAX 256
-
-/* A chunked request body goes on re-framed (see slb_rechunk): our size line from the
- * exchange state and the data behind it in the input buffer leave in one sendmsg, so the
- * client's size lines and extensions never reach the backend. Sends until the backend or the
- * client's bytes run out. -400 on invalid framing; else whether anything moved. */
-static int send_chunked_body(struct http_conn *c)
-{
-    struct slb_rechunk *rc = &c->x->req_chunk;
-    struct http_up *up = c->x->e.up;
-    struct slb_hbuf *gather = &up->head; /* sent already: its memory holds small chunks */
-    bool progress = false;
-    for (;;) {
-        /* The next pieces, while none waits outside the gather buffer. */
-        while (rc->frame_off == rc->frame_len && !c->x->req_ready && !rc->ck.done) {
-            if (rc->skip) {
-                request_consume(c, (size_t)rc->skip);
-                rc->skip = 0;
-                progress = true;
-            }
-            size_t ready;
-            long d =
-                slb_rechunk_next(rc, c->in.len ? c->in.data + c->in.off : "", c->in.len, &ready);
-            if (d < 0)
-                return -400;
-            if (d == 0 && ready == 0 && rc->frame_len == 0)
-                break;
-            request_consume(c, (size_t)d);
-            c->x->req_ready = ready;
-            progress = true;
-            if (!slb_hbuf_pending(gather))
-                slb_hbuf_reset(gather);
-            if (ready > SLB_CHUNK_GATHER_MAX || gather->len + rc->frame_len + ready > gather->cap)
-                break;
-            slb_hbuf_put(gather, rc->frame, rc->frame_len);
-            rc->frame_off = rc->frame_len;
-            slb_hbuf_put(gather, c->in.data + c->in.off, ready);
-            request_consume(c, ready);
-            c->x->req_ready = 0;
-        }
-        bool moved = false;
-        while (slb_hbuf_pending(gather)) {
-            ssize_t n = slb_up_send(up, gather->p + gather->off, slb_hbuf_pending(gather));
-            if (n <= 0)
-                return progress;
-            gather->off += (size_t)n;
-            up->bytes_to += (uint64_t)n;
-            moved = progress = true;
-        }
-        size_t frame;
-        while ((frame = (size_t)(rc->frame_len - rc->frame_off)) || c->x->req_ready) {
-            struct iovec iov[2] = {{rc->frame + rc->frame_off, frame}, {NULL, 0}};
-            if (c->x->req_ready)
-                iov[1] = (struct iovec){c->in.data + c->in.off, (size_t)c->x->req_ready};
-            ssize_t n = slb_up_sendv(up, iov, c->x->req_ready ? 2 : 1);
-            if (n <= 0)
-                return progress;
-            up->bytes_to += (uint64_t)n;
-            size_t f = (size_t)n < frame ? (size_t)n : frame;
-            rc->frame_off = (uint8_t)(rc->frame_off + f);
-            c->x->req_ready -= (uint64_t)n - f;
-            request_consume(c, (size_t)n - f);
-            moved = progress = true;
-        }
-        if (!moved)
-            return progress;
-    }
-}
-
 static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f, const char *why)
 {
     slb_exchange_fail(&c->x->e, status, f, why);
@@ -526,7 +456,7 @@ static bool step_write_upstream(struct http_conn *c)
     } else if (c->x->e.req_done) {
         return progress;
     } else if (c->x->req_body == SLB_BODY_CHUNKED) {
-        int rc = send_chunked_body(c);
+        int rc = slb_h1_send_chunked_request(c->x, &c->in);
         if (rc < 0) {
             request_body_invalid(c);
             return true;
@@ -610,10 +540,12 @@ static bool step_read_client(struct http_conn *c)
 
 /* --- response path --- */
 
-/* A chunked response re-framed for an HTTP/1.1 client (not decoded, not a tunnel). */
+/* A chunked response re-framed for an HTTP/1.1 client (not decoded, not a tunnel, not
+ * compressed). */
 static bool response_rechunked(const struct http_conn *c)
 {
-    return c->x->e.resp_body == SLB_BODY_CHUNKED && !c->x->resp_unchunk && c->st != ST_TUNNEL;
+    return c->x->e.resp_body == SLB_BODY_CHUNKED && !c->x->resp_unchunk && !c->x->e.resp_gzip &&
+           c->st != ST_TUNNEL;
 }
 
 /* What the client is receiving ends when the connection closes: a backend body without
@@ -648,7 +580,7 @@ static void sink_error(struct slb_exchange *e, int status)
 
 /* Build the response head for the client; false when the response cannot be given to it
  * (then it already has our 502 instead and the backend connection is closed). */
-static bool finish_response_head(struct http_conn *c, const struct slb_http_msg *m)
+static bool finish_response_head(struct http_conn *c, struct slb_http_msg *m)
 {
     struct slb_sticky_out so;
     slb_http_sticky_response(&so, c->b.l->cfg, c->x->e.wg->g, c->x->e.srv_idx, c->t.ssl != NULL);
@@ -670,6 +602,11 @@ static bool finish_response_head(struct http_conn *c, const struct slb_http_msg 
                 (c->x->e.req_done || c->x->e.up_keep_alive);
     if (!keep)
         c->close_after = true;
+    /* Compression (listener gzip) for HTTP/1.1 clients: the head says gzip and chunked; the
+     * body goes through slb_h1_gzip_chunks. The scratch holds the new values until it is built. */
+    struct slb_gzip_scratch gz_sc;
+    if (c->x->req_minor > 0)
+        slb_exchange_gzip_head(&c->x->e, m, &gz_sc, true);
     if (c->x->resp_unchunk)
         slb_http_build_response_unchunked(&c->out, m, set_cookie, prefix_name, prefix);
     else
@@ -723,7 +660,7 @@ static bool step_read_upstream(struct http_conn *c)
 {
     struct http_up *up = conn_up(c);
     if (!up || !up->connected || !up->rd_ready || c->x->e.resp_done || c->st == ST_LINGER ||
-        slb_buf_space(&up->in) == 0)
+        !slb_up_room(up, c->x->e.resp_ready))
         return false;
     ssize_t n = slb_up_read(up);
     if (n >= 0)
@@ -748,51 +685,14 @@ static bool step_read_upstream(struct http_conn *c)
     return true;
 }
 
-/* A chunked response to an HTTP/1.1 client goes on re-framed (see slb_rechunk): the size
- * line of each piece into c->out, its data left in up->in (resp_ready) to be sent from there.
- * Small pieces are copied behind their size line, so a run of small chunks leaves in one send
- * (one TLS record). Called with nothing of the previous piece left in resp_ready. */
-static int response_chunk_next(struct http_conn *c)
-{
-    struct slb_rechunk *rc = &c->x->e.resp_chunk;
-    struct http_up *up = c->x->e.up;
-    while (!c->x->e.resp_ready) {
-        if (rc->skip) {
-            slb_buf_consume(&up->in, (size_t)rc->skip);
-            rc->skip = 0;
-        }
-        if (rc->ck.done) {
-            c->x->e.resp_done = true;
-            break;
-        }
-        size_t ready;
-        long d =
-            slb_rechunk_next(rc, up->in.len ? up->in.data + up->in.off : "", up->in.len, &ready);
-        if (d < 0)
-            return -502;
-        if (d == 0 && ready == 0 && rc->frame_len == 0)
-            break;
-        slb_buf_consume(&up->in, (size_t)d);
-        slb_hbuf_put(&c->out, rc->frame, rc->frame_len);
-        c->x->e.resp_ready = ready;
-        if (ready && ready <= SLB_BUF_SIZE / 4 &&
-            slb_hbuf_pending(&c->out) + ready <= SLB_BUF_SIZE) {
-            slb_hbuf_put(&c->out, up->in.data + up->in.off, ready);
-            slb_buf_consume(&up->in, ready);
-            c->x->e.resp_ready = 0;
-        }
-    }
-    return 0;
-}
-
 /* Body bytes ready for the client: re-framed for an HTTP/1.1 client, else as the exchange
  * frames them (a chunked body for an HTTP/1.0 client decoded, its trailers dropped). */
 static int response_body_ready(struct http_conn *c)
 {
     if (!c->x->e.up || !c->x->e.resp_head_done || c->x->e.resp_done)
         return 0;
-    if (response_rechunked(c))
-        return response_chunk_next(c); /* also when nothing is left to read: the end is known */
+    if (response_rechunked(c)) /* also when nothing is left to read: the end is known */
+        return slb_h1_response_chunk_next(&c->x->e, &c->out);
     return slb_exchange_body_ready(&c->x->e, NULL);
 }
 
@@ -809,7 +709,11 @@ static bool step_write_client(struct http_conn *c)
             upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return true;
         }
-        if (c->x->e.resp_ready > 0 && c->x->e.resp_ready <= SLB_BUF_SIZE) {
+        if (c->x->e.resp_gzip && slb_h1_gzip_chunks(&c->x->e, &c->out) < 0) {
+            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
+            return true;
+        }
+        if (c->x->e.resp_ready > 0 && c->x->e.resp_ready <= SLB_BUF_SIZE && !c->x->e.resp_gzip) {
             slb_hbuf_put(&c->out, c->x->e.up->in.data + c->x->e.up->in.off, c->x->e.resp_ready);
             slb_buf_consume(&c->x->e.up->in, c->x->e.resp_ready);
             c->x->e.resp_ready = 0;
@@ -844,6 +748,25 @@ static bool step_write_client(struct http_conn *c)
             slb_hbuf_reset(&c->out);
         if (c->st == ST_LINGER || !up)
             return progress;
+        if (c->x->e.resp_gzip) {
+            if (!c->x->e.gz)
+                return progress; /* all out */
+            size_t before = c->out.len;
+            int rc = slb_h1_gzip_chunks(&c->x->e, &c->out);
+            if (rc < 0) {
+                upstream_failed(c, 502, SLB_SRV_FAIL_INVALID,
+                                rc == -502 ? "malformed chunked response" : "compression failed");
+                return true;
+            }
+            if (c->out.oom) {
+                conn_close(c);
+                return false;
+            }
+            progress |= c->out.len != before || !c->x->e.gz;
+            if (slb_hbuf_pending(&c->out))
+                continue;
+            return progress;
+        }
         bool was_done = c->x->e.resp_done;
         if (response_body_ready(c) < 0) {
             upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
@@ -933,7 +856,7 @@ static bool step_complete(struct http_conn *c)
 {
     if (c->st == ST_HEAD || c->st == ST_HANDSHAKE || c->st == ST_TUNNEL)
         return false;
-    if (!c->x->e.resp_done || slb_hbuf_pending(&c->out) || c->x->e.resp_ready)
+    if (!c->x->e.resp_done || slb_hbuf_pending(&c->out) || c->x->e.resp_ready || c->x->e.gz)
         return false;
     if (!c->x->e.req_done) {
         /* The backend answered before the request's body was all in (an early 413, say).
@@ -992,6 +915,7 @@ static void hand_off_h2(struct http_conn *c)
                                .wire_out_seen = c->wire_out_seen};
     struct slb_loop *loop = &c->w->loop;
     slb_timer_stop(loop, &c->timer);
+    slb_timer_stop(loop, &c->shape_timer);
     slb_io_set(loop, &c->io, 0);
     if (slb_h2_start(&h) < 0) {
         c->tls_failed = true;
@@ -1124,8 +1048,14 @@ static void set_interest(struct http_conn *c)
     }
     if (want_read && !c->client_eof)
         ev |= c->t.rd_wants;
-    if (slb_hbuf_pending(&c->out) || (c->x && c->x->e.resp_ready))
+    if (c->t.owed) {
+        /* Over the bandwidth limit: the socket is writable, so wait for the budget instead. */
+        if (!slb_timer_active(&c->shape_timer))
+            slb_timer_start(&c->w->loop, &c->shape_timer, slb_tconn_repay(&c->t));
+    } else if (slb_hbuf_pending(&c->out) ||
+               (c->x && (c->x->e.resp_ready || (c->x->e.gz && c->x->e.resp_done)))) {
         ev |= c->t.wr_wants;
+    }
     slb_io_set(&c->w->loop, &c->io, ev);
 
     struct http_up *up = conn_up(c);
@@ -1135,7 +1065,7 @@ static void set_interest(struct http_conn *c)
     if (!up->connected) {
         uev = EPOLLOUT;
     } else {
-        if (!c->x->e.resp_done && slb_buf_space(&up->in) > 0 && c->st != ST_LINGER)
+        if (!c->x->e.resp_done && slb_up_room(up, c->x->e.resp_ready) && c->st != ST_LINGER)
             uev |= EPOLLIN;
         if (c->x->e.resp_done && !c->x->e.req_done && c->st == ST_EXCHANGE)
             uev |= EPOLLIN; /* to see the backend go (see step_complete) */
@@ -1228,6 +1158,20 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
     if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) &&
         (c->st == ST_CONNECT || c->st == ST_EXCHANGE) && c->x->e.req_done)
         c->rd_muted = true; /* kept interest (set_interest) fired: no busy loop */
+    run(c);
+}
+
+/* The bandwidth budget may cover what the connection owes now. */
+static void shape_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    struct http_conn *c = t->data;
+    if (c->closed || c->lingering)
+        return;
+    uint64_t ms = slb_tconn_repay(&c->t);
+    if (ms) {
+        slb_timer_start(loop, &c->shape_timer, ms);
+        return;
+    }
     run(c);
 }
 
@@ -1341,6 +1285,7 @@ static void conn_close(struct http_conn *c)
         c->x->e.up = NULL;
     }
     slb_timer_stop(loop, &c->timer);
+    slb_timer_stop(loop, &c->shape_timer);
     slb_io_forget(&c->io);
     if (c->abort_reset) {
         /* No close_notify either: TLS clients must see the cut as well. */
@@ -1439,8 +1384,12 @@ void slb_http_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     (void)peerlen;
     slb_io_init(&c->io, fd, client_cb, c);
     slb_timer_init(&c->timer, timer_cb, c);
+    slb_timer_init(&c->shape_timer, shape_cb, c);
     c->log = slb_access_new(w, l);
     slb_tconn_init_raw(&c->t, fd);
+    if (l->cfg->bandwidth_mbps)
+        slb_tconn_shape(&c->t, l->stats->bw_rate, (uint64_t)l->cfg->bandwidth_mbps * 125000u,
+                        w->id);
     if (l->cfg->protocol == SLB_PROTO_HTTPS) {
         /* The TLS state is made when the ClientHello arrives (see rebind): nothing to do
          * until the socket is readable. */

@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "core/buf.h"
+#include "http/gzip.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 #include "lb/health.h"
@@ -64,9 +65,22 @@ struct slb_http_worker {
     /* Response-head buffers those connections gave back (see http/xchg.h). */
     struct head_mem *heads;
     size_t nheads;
+    /* Compressors responses gave back (http/gzip.h). */
+    struct slb_gzip_pool gz_pool;
 };
 
 struct slb_http_worker *slb_http_worker_get(struct slb_worker *w);
+
+/* Whether up->in can take more bytes: room at its end, or at its front (slb_up_read moves the
+ * bytes down first) once none of what is left is ready to go (ready: body bytes at its front
+ * waiting to be sent). A chunked body decoded and sent from the front of a full buffer leaves
+ * its room there while the rest of a chunk's framing waits: a reader that looked at the end
+ * alone would wait forever. While bytes are ready, sending them makes the room, without a
+ * move. */
+static inline bool slb_up_room(const struct http_up *up, uint64_t ready)
+{
+    return slb_buf_space(&up->in) > 0 || (up->in.off > 0 && ready == 0);
+}
 
 /* Take a kept-alive connection to srv from the pool, or start a new connect. Returns NULL
  * with *err set (-errno) when a socket cannot be created. */

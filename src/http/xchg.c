@@ -68,8 +68,10 @@ bool slb_xchg_get(struct slb_http_worker *hw, struct http_xchg **xp, struct slb_
 
 void slb_xchg_free(struct http_xchg *x)
 {
-    if (x)
+    if (x) {
         free(x->tried_heap);
+        slb_gzip_free(x->e.gz);
+    }
     free(x);
 }
 
@@ -80,6 +82,7 @@ void slb_xchg_put(struct slb_http_worker *hw, struct http_xchg **xp, struct slb_
     slb_xchg_head_put(hw, out);
     if (!x)
         return;
+    slb_gzip_give(&hw->gz_pool, &x->e.gz);
     if (hw->nxchg_free >= XCHG_KEEP) {
         slb_xchg_free(x);
         return;
@@ -113,6 +116,7 @@ void slb_xchg_lists_free(struct slb_http_worker *hw)
         hw->xchg_free = x->next;
         slb_xchg_free(x);
     }
+    slb_gzip_pool_drain(&hw->gz_pool);
     while (hw->heads) {
         struct head_mem *h = hw->heads;
         hw->heads = h->next;

@@ -6,6 +6,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/time.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -19,9 +20,10 @@
 /* The tick only decides which probes are due, so it is cheap; 100 ms keeps the actual check
  * period within 10 % of interval_s = 1 without keeping the control thread busy. */
 #define HC_TICK_MS 100
-/* Probes started per tick: a configuration with hundreds of new servers spreads its first
- * connects over a few ticks instead of opening them all in one burst. */
-#define HC_MAX_START_PER_TICK 128
+/* Probes started per tick, a bound on bursts. First checks are spread over the interval (see
+ * health_schedule_new), so a group of n servers needs about n * tick / interval per tick: 500
+ * for 5,000 servers checked every second. */
+#define HC_MAX_START_PER_TICK 1024
 /* The status line is all we need; a server that sends more than this before a line end is
  * judged on what arrived. */
 #define HC_RBUF 1024
@@ -36,6 +38,7 @@ enum hc_state { HC_CONNECTING, HC_SENDING, HC_READING };
 /* The checker: owned by the control thread; lives from slb_health_new to slb_health_free. */
 struct slb_health {
     struct slb_loop *loop;
+    uint64_t rng;                   /* xorshift state for the first checks' offsets */
     const struct slb_snapshot *cur; /* borrowed; alive until the next update or free */
     struct slb_timer tick;
     struct hc_probe *probes; /* every probe in flight, whatever snapshot its server is from */
@@ -63,6 +66,8 @@ struct hc_probe {
     char rbuf[HC_RBUF];
 };
 
+_Atomic uint64_t slb_health_epoch;
+
 /* --- verdicts --- */
 
 static void health_success(struct slb_srv_rt *srv, uint32_t healthy_threshold)
@@ -81,6 +86,7 @@ static void health_success(struct slb_srv_rt *srv, uint32_t healthy_threshold)
      * control thread moves a server out of DOWN, so this cannot race with a worker. */
     int down = SLB_HEALTH_DOWN;
     if (atomic_compare_exchange_strong(&srv->healthy, &down, SLB_HEALTH_UP)) {
+        slb_health_epoch_bump();
         srv->went_up++;
         slb_info("backend %s is up (%d successful checks)", srv->key, srv->ok_streak);
     }
@@ -99,7 +105,8 @@ static void health_failure(struct slb_srv_rt *srv, uint32_t unhealthy_threshold,
     /* A worker may be ejecting it at this very moment: then it stays EJECTED, and goes DOWN
      * when the ejection ends. */
     int up = SLB_HEALTH_UP;
-    atomic_compare_exchange_strong(&srv->healthy, &up, SLB_HEALTH_DOWN);
+    if (atomic_compare_exchange_strong(&srv->healthy, &up, SLB_HEALTH_DOWN))
+        slb_health_epoch_bump();
     slb_warn("backend %s is down (%d failed checks): %s", srv->key, srv->fail_streak, reason);
 }
 
@@ -133,6 +140,7 @@ void slb_health_observe(struct slb_srv_rt *srv, int wid, int result)
     int up = SLB_HEALTH_UP;
     if (!atomic_compare_exchange_strong(&srv->healthy, &up, SLB_HEALTH_EJECTED))
         return;
+    slb_health_epoch_bump();
     atomic_store_explicit(&srv->passive_fails, 0, memory_order_relaxed);
     slb_count_add(&srv->w[wid].v[SLB_SRV_EJECTIONS], 1);
     slb_warn("backend %s is down (passive check: %u failed exchanges in a row)", srv->key, n);
@@ -154,6 +162,7 @@ static void health_passive_expire(const struct slb_group_rt *grp, uint64_t now)
         srv->eject_until_ms = 0;
         atomic_store_explicit(&srv->passive_fails, 0, memory_order_relaxed);
         atomic_store(&srv->healthy, srv->active_down ? SLB_HEALTH_DOWN : SLB_HEALTH_UP);
+        slb_health_epoch_bump();
         slb_info("backend %s: passive ejection over, %s", srv->key,
                  srv->active_down ? "still down by its health checks" : "back in rotation");
     }
@@ -471,6 +480,8 @@ struct slb_health *slb_health_new(struct slb_loop *loop)
     if (!h)
         return NULL;
     h->loop = loop;
+    /* Any non-zero seed; the offsets only need to differ between servers. */
+    h->rng = (slb_mono_ms() ^ ((uint64_t)getpid() << 32)) | 1;
     slb_timer_init(&h->tick, health_tick_cb, h);
     return h;
 }
@@ -491,9 +502,34 @@ static void health_disable_group(const struct slb_group_rt *grp)
         /* An ejected server comes back when its ejection ends. */
         int down = SLB_HEALTH_DOWN;
         if (atomic_compare_exchange_strong(&srv->healthy, &down, SLB_HEALTH_UP)) {
+            slb_health_epoch_bump();
             srv->went_up++;
             slb_info("backend %s is up (health check disabled)", srv->key);
         }
+    }
+}
+
+static uint64_t health_rand(struct slb_health *h)
+{
+    uint64_t x = h->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return h->rng = x;
+}
+
+/* A server not scheduled yet (new, or its group's checks just turned on) gets its first check
+ * at a random point of the first interval rather than at once: a group of 5,000 servers
+ * starts 5,000 connects spread over interval_s, not in one burst, and they stay spread since
+ * each next check counts from the previous start. The documented bound holds: the first
+ * check comes within interval_s. Servers that already have a schedule keep it. */
+static void health_schedule_new(struct slb_health *h, const struct slb_group_rt *grp, uint64_t now)
+{
+    uint64_t interval_ms = (uint64_t)grp->cfg->hc.interval_s * 1000u;
+    for (size_t i = 0; i < grp->nservers; i++) {
+        struct slb_srv_rt *srv = grp->srv[i];
+        if (srv && srv->next_check_ms == 0 && !srv->hc_probe)
+            srv->next_check_ms = now + 1 + (interval_ms ? health_rand(h) % interval_ms : 0);
     }
 }
 
@@ -509,6 +545,8 @@ void slb_health_update(struct slb_health *h, const struct slb_snapshot *cur)
         const struct slb_passive_cfg *pc = &grp->cfg->hc.passive;
         if (!grp->cfg->hc.enabled)
             health_disable_group(grp);
+        else
+            health_schedule_new(h, grp, slb_loop_now(h->loop));
         /* Workers read the passive settings from the server; an ejection that passive checks
          * no longer back ends at the next tick. */
         for (size_t i = 0; i < grp->nservers; i++) {
@@ -519,8 +557,8 @@ void slb_health_update(struct slb_health *h, const struct slb_snapshot *cur)
                          pc->enabled ? pc->consecutive_failures : 0);
         }
     }
-    /* New servers are due at once (next_check_ms 0); the next tick, not this call, starts
-     * them so an update made from inside another callback never does socket work. */
+    /* The tick, not this call, starts probes, so an update made from inside another callback
+     * never does socket work. */
     if (!slb_timer_active(&h->tick))
         slb_timer_start(h->loop, &h->tick, HC_TICK_MS);
 }

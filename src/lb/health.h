@@ -12,6 +12,15 @@
 
 struct slb_health;
 
+/* Moves after every change of a server's healthy flag (after the flag is stored): workers
+ * read the flags of a group's servers again only when it moved (slb_wgroup_pick), instead of
+ * reading all of them at each pick. */
+extern _Atomic uint64_t slb_health_epoch;
+static inline void slb_health_epoch_bump(void)
+{
+    atomic_fetch_add_explicit(&slb_health_epoch, 1, memory_order_release);
+}
+
 struct slb_health *slb_health_new(struct slb_loop *loop);
 /* Check the servers of this snapshot from now on (call after each publication). */
 void slb_health_update(struct slb_health *h, const struct slb_snapshot *cur);

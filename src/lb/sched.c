@@ -97,9 +97,33 @@ static inline uint32_t sched_weight(const struct slb_sched_input *in, size_t i)
     return in->weight ? in->weight[i] : 1;
 }
 
+/* A candidate for this pick: usable, not tried, weight > 0. */
 static inline int sched_usable(const struct slb_sched_input *in, size_t i)
 {
+    return (!in->usable || in->usable[i]) && !(in->tried && in->tried[i]) &&
+           sched_weight(in, i) > 0;
+}
+
+/* A candidate as far as the indexes built per usable[] generation go (tried aside). */
+static inline int sched_indexable(const struct slb_sched_input *in, size_t i)
+{
     return (!in->usable || in->usable[i]) && sched_weight(in, i) > 0;
+}
+
+static inline uint64_t sched_active(const struct slb_sched_input *in, size_t i)
+{
+    if (in->active_of)
+        return in->active_of(in->arg, i);
+    return in->active ? in->active[i] : 0;
+}
+
+/* xorshift64: per-worker randomness for sampling, never shared. */
+static inline uint64_t sched_rand(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
 }
 
 /* Owned by one worker for the lifetime of a configuration snapshot. `pos` is the next rotation
@@ -153,14 +177,154 @@ static void sched_no_shared_free(void *shared) {}
  * Servers that are not candidates are skipped entirely: their current weight neither grows nor
  * shrinks, so a server that was unhealthy for a while does not come back owed a burst of picks.
  */
+/*
+ * The same sequence in O(distinct weights + log n) per pick while the candidates stay the same
+ * (the caller's usable[] generation, in->gen, does not move). With a fixed candidate set of
+ * total weight W, after t picks a candidate's current weight is w * t - key, where key starts
+ * at minus its current weight and grows by W each time it wins. Among candidates of one
+ * weight the largest current weight is the smallest key (lowest index on ties): one min-heap
+ * per distinct weight (at most 101 with weights 0..100) keeps it at the top, and a pick
+ * compares the tops of the heaps. Only the winner's key changes, so a pick is one sift-down.
+ * When the candidates change, the current weights are written back to cur[] and the heaps are
+ * built again (O(n log n), once per health change, not per pick). A retry whose winner the
+ * connection already tried is made the plain way on cur[] (O(n); retries are rare); tried
+ * servers that would not have won anyway are not looked at, so they keep the credit the plain
+ * algorithm would have withheld for that one pick.
+ */
+struct wrr_class {
+    int64_t weight;
+    int64_t top_key;   /* key[heap[off]], kept here so a pick reads one array */
+    uint32_t off, len; /* its heap is heap[off, off + len) */
+};
+
+/* Owned by one worker for the lifetime of a configuration snapshot; one allocation. */
+struct wrr_state {
+    size_t n;
+    uint64_t gen; /* generation the heaps were built for; 0: none, cur[] is current */
+    int64_t t;    /* picks since the heaps were built */
+    int64_t total;
+    size_t nclass;
+    struct wrr_class *cls;
+    uint32_t *heap;
+    int64_t *key;
+    uint8_t *indexed; /* 1 for servers in the heaps */
+    int64_t cur[];
+};
+
 static void *wrr_state_new(size_t n)
 {
-    return sched_state_alloc(n, n);
+    size_t per = 2 * sizeof(int64_t) + sizeof(struct wrr_class) + sizeof(uint32_t) + 1;
+    if (n > (SIZE_MAX - sizeof(struct wrr_state)) / per)
+        return NULL;
+    struct wrr_state *st = calloc(1, sizeof(*st) + n * per);
+    if (!st)
+        return NULL;
+    st->n = n;
+    st->key = st->cur + n;
+    st->cls = (struct wrr_class *)(st->key + n);
+    st->heap = (uint32_t *)(st->cls + n);
+    st->indexed = (uint8_t *)(st->heap + n);
+    return st;
 }
 
-static int wrr_pick(void *state, const void *shared, const struct slb_sched_input *in)
+static void wrr_state_free(void *state)
 {
-    struct sched_state *st = state;
+    free(state);
+}
+
+static inline bool wrr_less(const struct wrr_state *st, uint32_t a, uint32_t b)
+{
+    return st->key[a] < st->key[b] || (st->key[a] == st->key[b] && a < b);
+}
+
+static void wrr_sift_down(struct wrr_state *st, uint32_t *h, size_t len, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < len && wrr_less(st, h[l], h[m]))
+            m = l;
+        if (l + 1 < len && wrr_less(st, h[l + 1], h[m]))
+            m = l + 1;
+        if (m == i)
+            return;
+        uint32_t tmp = h[i];
+        h[i] = h[m];
+        h[m] = tmp;
+        i = m;
+    }
+}
+
+/* Write the heaps' current weights back to cur[] and drop them. */
+static void wrr_flatten(struct wrr_state *st, const struct slb_sched_input *in)
+{
+    if (st->gen == 0)
+        return;
+    for (size_t i = 0; i < st->n; i++) {
+        if (st->indexed[i])
+            st->cur[i] = (int64_t)sched_weight(in, i) * st->t - st->key[i];
+        st->indexed[i] = 0;
+    }
+    st->gen = 0;
+    st->nclass = 0;
+}
+
+/* Sort the candidates by weight (then index) with weights as the key: qsort cannot take a
+ * context, so the heap array is sorted through a small array of pairs. */
+struct wrr_pair {
+    uint32_t weight, idx;
+};
+
+static int wrr_pair_cmp(const void *a, const void *b)
+{
+    const struct wrr_pair *x = a, *y = b;
+    if (x->weight != y->weight)
+        return x->weight < y->weight ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Build the heaps for in's candidates; false when out of memory (cur[] stays current). */
+static bool wrr_build(struct wrr_state *st, const struct slb_sched_input *in)
+{
+    wrr_flatten(st, in);
+    size_t lim = in->n < st->n ? in->n : st->n, m = 0;
+    for (size_t i = 0; i < lim; i++)
+        m += sched_indexable(in, i) != 0;
+    struct wrr_pair *pairs = malloc((m ? m : 1) * sizeof(*pairs));
+    if (!pairs)
+        return false;
+    m = 0;
+    st->total = 0;
+    for (size_t i = 0; i < lim; i++) {
+        if (!sched_indexable(in, i))
+            continue;
+        pairs[m++] = (struct wrr_pair){sched_weight(in, i), (uint32_t)i};
+        st->key[i] = -st->cur[i];
+        st->indexed[i] = 1;
+        st->total += sched_weight(in, i);
+    }
+    qsort(pairs, m, sizeof(*pairs), wrr_pair_cmp);
+    st->nclass = 0;
+    for (size_t k = 0; k < m; k++) {
+        st->heap[k] = pairs[k].idx;
+        if (k == 0 || pairs[k].weight != pairs[k - 1].weight)
+            st->cls[st->nclass++] = (struct wrr_class){pairs[k].weight, 0, (uint32_t)k, 0};
+        st->cls[st->nclass - 1].len++;
+    }
+    free(pairs);
+    for (size_t c = 0; c < st->nclass; c++) {
+        struct wrr_class *cl = &st->cls[c];
+        for (size_t i = cl->len / 2; i-- > 0;)
+            wrr_sift_down(st, st->heap + cl->off, cl->len, i);
+        cl->top_key = st->key[st->heap[cl->off]];
+    }
+    st->t = 0;
+    st->gen = in->gen;
+    return true;
+}
+
+/* The plain algorithm on cur[]: O(n). */
+static int wrr_pick_scan(struct wrr_state *st, const struct slb_sched_input *in)
+{
     size_t lim = in->n < st->n ? in->n : st->n;
     int64_t total = 0;
     size_t best = SIZE_MAX;
@@ -177,6 +341,38 @@ static int wrr_pick(void *state, const void *shared, const struct slb_sched_inpu
     if (best == SIZE_MAX)
         return -1;
     st->cur[best] -= total;
+    return (int)best;
+}
+
+static int wrr_pick(void *state, const void *shared, const struct slb_sched_input *in)
+{
+    struct wrr_state *st = state;
+    if (in->gen == 0 || (st->gen != in->gen && !wrr_build(st, in))) {
+        wrr_flatten(st, in);
+        return wrr_pick_scan(st, in);
+    }
+    size_t best = SIZE_MAX, bc = 0;
+    int64_t bestv = 0;
+    for (size_t c = 0; c < st->nclass; c++) {
+        int64_t v = st->cls[c].weight * (st->t + 1) - st->cls[c].top_key;
+        if (best == SIZE_MAX || v > bestv ||
+            (v == bestv && st->heap[st->cls[c].off] < st->heap[st->cls[bc].off])) {
+            best = st->heap[st->cls[c].off];
+            bestv = v;
+            bc = c;
+        }
+    }
+    if (best == SIZE_MAX)
+        return -1;
+    if (in->tried && in->tried[best]) {
+        wrr_flatten(st, in);
+        return wrr_pick_scan(st, in);
+    }
+    struct wrr_class *cl = &st->cls[bc];
+    st->key[best] += st->total;
+    wrr_sift_down(st, st->heap + cl->off, cl->len, 0);
+    cl->top_key = st->key[st->heap[cl->off]];
+    st->t++;
     return (int)best;
 }
 
@@ -214,9 +410,32 @@ static int rr_pick(void *state, const void *shared, const struct slb_sched_input
  * servers the first one after the previous winner is chosen: ties (such as an idle group) are
  * spread round-robin instead of all landing on server 0.
  */
-static int wlc_pick(void *state, const void *shared, const struct slb_sched_input *in)
+/* Owned by one worker: the rotation start for the exact scan, and for large groups the
+ * usable servers of generation gen, sampled with the worker's own random state. */
+struct wlc_state {
+    size_t n;
+    size_t pos;
+    uint64_t gen;
+    uint64_t rng;
+    size_t ncand;
+    uint32_t cand[];
+};
+
+static void *wlc_state_new(size_t n)
 {
-    struct sched_state *st = state;
+    if (n > (SIZE_MAX - sizeof(struct wlc_state)) / sizeof(uint32_t))
+        return NULL;
+    struct wlc_state *st = calloc(1, sizeof(*st) + n * sizeof(uint32_t));
+    if (!st)
+        return NULL;
+    st->n = n;
+    /* Any non-zero seed; workers' states sit at different addresses. */
+    st->rng = slb_hash64(&st, sizeof(st), n) | 1;
+    return st;
+}
+
+static int wlc_pick_scan(struct wlc_state *st, const struct slb_sched_input *in)
+{
     size_t n = in->n;
     size_t best = SIZE_MAX;
     uint64_t best_a = 0, best_w = 0;
@@ -226,7 +445,7 @@ static int wlc_pick(void *state, const void *shared, const struct slb_sched_inpu
     size_t i = st->pos % n;
     for (size_t k = 0; k < n; k++) {
         if (sched_usable(in, i)) {
-            uint64_t a = in->active ? in->active[i] : 0;
+            uint64_t a = sched_active(in, i);
             uint64_t w = sched_weight(in, i);
             if (best == SIZE_MAX || a * best_w < best_a * w) {
                 best = i;
@@ -241,6 +460,44 @@ static int wlc_pick(void *state, const void *shared, const struct slb_sched_inpu
         return -1;
     st->pos = best + 1;
     return (int)best;
+}
+
+/* Tries at drawing a server the connection has not tried before scanning instead. */
+#define WLC_DRAWS 8
+
+static int wlc_pick(void *state, const void *shared, const struct slb_sched_input *in)
+{
+    struct wlc_state *st = state;
+    if (in->gen == 0 || in->n <= SLB_SCHED_SCAN_MAX || in->n > st->n)
+        return wlc_pick_scan(st, in);
+    if (st->gen != in->gen) {
+        st->ncand = 0;
+        for (size_t i = 0; i < in->n; i++)
+            if (sched_indexable(in, i))
+                st->cand[st->ncand++] = (uint32_t)i;
+        st->gen = in->gen;
+    }
+    if (st->ncand == 0)
+        return -1;
+    /* Two random usable servers, the less loaded for its weight wins (the first on a tie):
+     * close to least connections at O(1), and never the herd that an exact minimum sends to
+     * one idle server from every worker at once. */
+    size_t a = SIZE_MAX, b = SIZE_MAX;
+    for (int k = 0; k < WLC_DRAWS && b == SIZE_MAX; k++) {
+        size_t i = st->cand[sched_rand(&st->rng) % st->ncand];
+        if (in->tried && in->tried[i])
+            continue;
+        if (a == SIZE_MAX)
+            a = i;
+        else if (i != a)
+            b = i;
+    }
+    if (a == SIZE_MAX)
+        return wlc_pick_scan(st, in);
+    if (b == SIZE_MAX)
+        return (int)a;
+    uint64_t la = sched_active(in, a), lb = sched_active(in, b);
+    return lb * sched_weight(in, a) < la * sched_weight(in, b) ? (int)b : (int)a;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -426,23 +683,44 @@ static int chash_pick_without_ring(const struct slb_sched_input *in, uint64_t h)
     return best == SIZE_MAX ? -1 : (int)best;
 }
 
+/* Owned by one worker: whether generation gen has a usable server with nodes. */
+struct chash_state {
+    size_t n;
+    uint64_t gen;
+    bool any;
+};
+
+static void *chash_state_new(size_t n)
+{
+    struct chash_state *st = calloc(1, sizeof(*st));
+    if (st)
+        st->n = n;
+    return st;
+}
+
 static int chash_pick(void *state, const void *shared, const struct slb_sched_input *in)
 {
     const struct chash_ring *r = shared;
+    struct chash_state *st = state;
     uint64_t h = chash_key_point(in->key);
 
     if (!r)
         return chash_pick_without_ring(in, h);
 
     /* Bail out early when no server with nodes is a candidate: otherwise the walk below would
-     * visit the whole ring before giving up. */
+     * visit the whole ring before giving up. The scan runs once per usable[] generation (with
+     * servers already tried, the walk may still go round once: a retry's price). */
     size_t lim = in->n < r->nservers ? in->n : r->nservers;
-    size_t i;
-    for (i = 0; i < lim; i++) {
-        if (r->has_vnodes[i] && sched_usable(in, i))
-            break;
+    if (in->gen == 0 || st->gen != in->gen) {
+        size_t i;
+        for (i = 0; i < lim; i++) {
+            if (r->has_vnodes[i] && (in->gen ? sched_indexable(in, i) : sched_usable(in, i)))
+                break;
+        }
+        st->any = i < lim;
+        st->gen = in->gen;
     }
-    if (i == lim)
+    if (!st->any)
         return -1;
 
     size_t pos = chash_lower_bound(r->points, r->len, h);
@@ -463,15 +741,15 @@ static int chash_pick(void *state, const void *shared, const struct slb_sched_in
 
 static const struct slb_sched_ops sched_ops[] = {
     [SLB_SCHED_WRR] = {"wrr", sched_no_shared_new, sched_no_shared_free, wrr_state_new,
-                       sched_state_free, wrr_pick},
+                       wrr_state_free, wrr_pick},
     [SLB_SCHED_RR] = {"rr", sched_no_shared_new, sched_no_shared_free, sched_state_new,
                       sched_state_free, rr_pick},
-    [SLB_SCHED_WLC] = {"wlc", sched_no_shared_new, sched_no_shared_free, sched_state_new,
+    [SLB_SCHED_WLC] = {"wlc", sched_no_shared_new, sched_no_shared_free, wlc_state_new,
                        sched_state_free, wlc_pick},
     /* sch and tch share the ring; they differ only in the key the caller hashes. */
-    [SLB_SCHED_SCH] = {"sch", chash_shared_new, chash_shared_free, sched_state_new,
+    [SLB_SCHED_SCH] = {"sch", chash_shared_new, chash_shared_free, chash_state_new,
                        sched_state_free, chash_pick},
-    [SLB_SCHED_TCH] = {"tch", chash_shared_new, chash_shared_free, sched_state_new,
+    [SLB_SCHED_TCH] = {"tch", chash_shared_new, chash_shared_free, chash_state_new,
                        sched_state_free, chash_pick},
 };
 

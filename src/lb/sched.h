@@ -16,10 +16,24 @@ enum slb_sched_kind { SLB_SCHED_WRR, SLB_SCHED_RR, SLB_SCHED_WLC, SLB_SCHED_SCH,
 struct slb_sched_input {
     size_t n;
     const uint32_t *weight; /* configured weight 0..100 */
-    const uint8_t *usable;  /* 1 when healthy, weight > 0 and not already tried */
+    const uint8_t *usable;  /* 1 when healthy and weight > 0 (and, for old callers, not tried) */
+    const uint8_t *tried;   /* 1 for servers this connection already tried; may be NULL */
     const uint32_t *active; /* active connections (for wlc); may be NULL for others */
-    uint64_t key;           /* hash key: client address (sch) or 4-tuple (tch) */
+    /* Instead of active: the count of server i read on demand, so a large group's wlc pick
+     * reads only the servers it compares. */
+    uint32_t (*active_of)(const void *arg, size_t i);
+    const void *arg;
+    uint64_t key; /* hash key: client address (sch) or 4-tuple (tch) */
+    /* Generation of usable[]: the caller changes it whenever usable[] changes. The scheduler's
+     * per-worker index of the usable servers is rebuilt (O(n)) when it moves; between changes
+     * wrr picks in O(distinct weights + log n), wlc in O(1) above SLB_SCHED_SCAN_MAX servers,
+     * sch/tch in O(log n). 0: usable[] may differ at every pick, which then scans all n. */
+    uint64_t gen;
 };
+
+/* Groups up to this size are scanned whole by wlc (exact least connections); larger ones
+ * compare two random usable servers (the power of two choices). */
+#define SLB_SCHED_SCAN_MAX 64
 
 struct slb_sched_ops {
     const char *name; /* "wrr", "rr", "wlc", "sch", "tch" */

@@ -125,6 +125,15 @@ static json_t *listener_json(const struct slb_listener_rt *l)
                             json_pack("{s:I, s:I}", "max_connections",
                                       (json_int_t)lsum(r, SLB_LIS_REFUSED), "fd_limit",
                                       (json_int_t)lsum(r, SLB_LIS_REFUSED_FD)));
+    if (j) {
+        json_object_set_new(j, "status", json_string(l->cfg->stopped ? "stopped" : "running"));
+        json_t *lim =
+            json_pack("{s:I}", "connections_per_s", (json_int_t)lsum(r, SLB_LIS_LIMITED_CONN));
+        if (lim && l->cfg->protocol != SLB_PROTO_TCP)
+            json_object_set_new(lim, "requests_per_s",
+                                json_integer((json_int_t)lsum(r, SLB_LIS_LIMITED_REQ)));
+        json_object_set_new(j, "limited", lim);
+    }
     if (l->cfg->protocol != SLB_PROTO_TCP) {
         json_t *req = json_object();
         json_object_set_new(req, "total", json_integer((json_int_t)lsum(r, SLB_LIS_REQS)));
@@ -136,8 +145,10 @@ static json_t *listener_json(const struct slb_listener_rt *l)
             json_t *rules = json_array();
             for (size_t i = 0; i < l->cfg->nrules; i++)
                 json_array_append_new(
-                    rules, json_pack("{s:s, s:I}", "name", l->cfg->rules[i].name, "requests",
-                                     (json_int_t)rule_sum(l->rule_stats[i], SLB_RULE_REQS)));
+                    rules,
+                    json_pack("{s:s, s:I, s:I}", "name", l->cfg->rules[i].name, "requests",
+                              (json_int_t)rule_sum(l->rule_stats[i], SLB_RULE_REQS), "limited",
+                              (json_int_t)rule_sum(l->rule_stats[i], SLB_RULE_LIMITED)));
             json_object_set_new(j, "rules", rules);
         }
     }
@@ -263,6 +274,12 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
         {SLB_LIS_RETRIES, "slbd_listener_retries_total", "counter",
          "HTTP requests sent again: to the next server after a failed connect, or on a fresh "
          "connection after a kept-alive one failed."},
+        {SLB_LIS_GZIP, "slbd_listener_gzip_responses_total", "counter",
+         "HTTP responses compressed by the listener (gzip)."},
+        {SLB_LIS_GZIP_IN, "slbd_listener_gzip_bytes_in_total", "counter",
+         "Body bytes of compressed responses, as the backends sent them."},
+        {SLB_LIS_GZIP_OUT, "slbd_listener_gzip_bytes_out_total", "counter",
+         "Body bytes of compressed responses, as the clients received them (the gzip stream)."},
     };
     for (size_t m = 0; m < sizeof(simple) / sizeof(simple[0]); m++) {
         family(t, simple[m].name, simple[m].type, simple[m].help);
@@ -284,6 +301,22 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
             "slbd_listener_connections_refused_total{listener=\"%s\",reason=\"fd_limit\"} %llu\n",
             r->name, (unsigned long long)lsum(r, SLB_LIS_REFUSED_FD));
     }
+    family(t, "slbd_listener_limited_total", "counter",
+           "Connections reset at accept by the listener's limits.connections_per_s, and requests "
+           "answered 503 by its limits.requests_per_s or a rule's.");
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        const struct slb_lis_rt *r = s->listeners[i].stats;
+        put(t, "slbd_listener_limited_total{listener=\"%s\",limit=\"connections_per_s\"} %llu\n",
+            r->name, (unsigned long long)lsum(r, SLB_LIS_LIMITED_CONN));
+        if (s->listeners[i].cfg->protocol != SLB_PROTO_TCP)
+            put(t, "slbd_listener_limited_total{listener=\"%s\",limit=\"requests_per_s\"} %llu\n",
+                r->name, (unsigned long long)lsum(r, SLB_LIS_LIMITED_REQ));
+    }
+    family(t, "slbd_listener_up", "gauge",
+           "1 while the listener is running (its socket open), 0 while it is stopped.");
+    for (size_t i = 0; s && i < s->nlisteners; i++)
+        put(t, "slbd_listener_up{listener=\"%s\"} %d\n", s->listeners[i].stats->name,
+            s->listeners[i].cfg->stopped ? 0 : 1);
     family(t, "slbd_listener_new_connections_per_second", "gauge",
            "New connections per second over the last 1 s and 60 s.");
     for (size_t i = 0; s && i < s->nlisteners; i++) {
@@ -349,6 +382,15 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
             put(t, "slbd_rule_requests_total{listener=\"%s\",rule=\"%s\"} %llu\n", l->cfg->name,
                 l->cfg->rules[k].name,
                 (unsigned long long)rule_sum(l->rule_stats[k], SLB_RULE_REQS));
+    }
+    family(t, "slbd_rule_limited_total", "counter",
+           "Requests a forwarding rule answered 503 for its limits.requests_per_s.");
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        const struct slb_listener_rt *l = &s->listeners[i];
+        for (size_t k = 0; k < l->cfg->nrules; k++)
+            put(t, "slbd_rule_limited_total{listener=\"%s\",rule=\"%s\"} %llu\n", l->cfg->name,
+                l->cfg->rules[k].name,
+                (unsigned long long)rule_sum(l->rule_stats[k], SLB_RULE_LIMITED));
     }
     family(t, "slbd_listener_handshakes_total", "counter", "Completed TLS handshakes.");
     for (size_t i = 0; s && i < s->nlisteners; i++) {
@@ -640,6 +682,14 @@ char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len)
            "When config.json was last loaded successfully (start or SIGHUP), Unix time.");
     put(&t, "slbd_config_last_reload_success_timestamp_seconds %.3f\n",
         (double)v->reload_ok_ms / 1000.0);
+    if (v->clustered) {
+        family(&t, "slbd_cluster_connected", "gauge",
+               "1 while etcd is reachable (cluster mode); 0: serving the last applied state.");
+        put(&t, "slbd_cluster_connected %d\n", v->cluster_connected ? 1 : 0);
+        family(&t, "slbd_cluster_revision", "gauge",
+               "The etcd revision of the shared state this node serves.");
+        put(&t, "slbd_cluster_revision %lld\n", v->cluster_revision);
+    }
     family(&t, "slbd_config_generation", "gauge", "Generation of the active configuration.");
     put(&t, "slbd_config_generation %llu\n", (unsigned long long)(s ? s->generation : 0));
     family(&t, "slbd_workers", "gauge", "Worker threads.");

@@ -23,6 +23,9 @@ struct slb_metrics_view {
     struct slb_certstore *certs;   /* may be NULL */
     struct slb_ocsp_fetcher *ocsp; /* OCSP staple states; may be NULL */
     struct slb_acme *acme;         /* ACME certificate states; may be NULL */
+    bool clustered;                /* cluster mode: the two below are shown */
+    bool cluster_connected;
+    long long cluster_revision;
 };
 
 /* Sum slot k of a per-worker counter array. */

@@ -3,6 +3,8 @@
  * counters, which see every byte the kernel took or gave: records, handshakes, alerts. */
 #include "net/transport.h"
 
+#include "core/ratelimit.h"
+
 #include "core/err.h"
 
 #include <errno.h>
@@ -40,11 +42,23 @@ static ssize_t raw_recv(struct slb_tconn *t, void *buf, size_t len)
     return -errno;
 }
 
+/* Bytes sent beyond the shaping budget become a debt (see slb_tconn_repay). Taking after the
+ * send, rather than cutting the send to the budget, keeps TLS writes whole: a write that
+ * would block must be retried with the same bytes. */
+static void shape_account(struct slb_tconn *t, size_t n)
+{
+    if (t->shape && n > 0)
+        t->owed += n - slb_ratelimit_take(t->shape, t->shape_worker, t->shape_rate, n, NULL);
+}
+
 static ssize_t raw_send(struct slb_tconn *t, const void *buf, size_t len)
 {
+    if (t->owed)
+        return 0;
     ssize_t n = send(t->fd, buf, len, MSG_NOSIGNAL);
     if (n >= 0) {
         t->raw_out += (uint64_t)n;
+        shape_account(t, (size_t)n);
         return n;
     }
     if (errno == EAGAIN || errno == EINTR) {
@@ -85,6 +99,21 @@ void slb_tconn_init_raw(struct slb_tconn *t, int fd)
     t->handshake_done = true;
     t->corked = false;
     t->raw_in = t->raw_out = 0;
+}
+
+void slb_tconn_shape(struct slb_tconn *t, struct slb_ratelimit *r, uint64_t rate, int worker)
+{
+    t->shape = rate ? r : NULL;
+    t->shape_rate = rate;
+    t->shape_worker = worker;
+    t->owed = 0;
+}
+
+uint64_t slb_tconn_repay(struct slb_tconn *t)
+{
+    if (!t->shape)
+        return t->owed = 0;
+    return slb_ratelimit_repay(t->shape, t->shape_worker, t->shape_rate, &t->owed);
 }
 
 void slb_tconn_cork(struct slb_tconn *t)
@@ -194,11 +223,14 @@ static ssize_t tls_recv(struct slb_tconn *t, void *buf, size_t len)
 
 static ssize_t tls_send(struct slb_tconn *t, const void *buf, size_t len)
 {
+    if (t->owed)
+        return 0;
     err_queue_empty();
     size_t put = 0;
     int r = SSL_write_ex(t->ssl, buf, len, &put);
     if (r == 1) {
         t->wr_wants = EPOLLOUT;
+        shape_account(t, put);
         return (ssize_t)put;
     }
     ssize_t rc = tls_result(t, 0, &t->wr_wants);

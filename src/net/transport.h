@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 struct slb_tconn;
+struct slb_ratelimit;
 
 struct slb_transport {
     const char *name;
@@ -37,6 +38,14 @@ struct slb_tconn {
     bool handshake_done;
     bool corked;              /* TCP_CORK is on (slb_tconn_cork) */
     uint64_t raw_in, raw_out; /* wire bytes of a plain socket */
+    /* Egress shaping (a listener's limits.bandwidth_mbps), off while shape is NULL: each send
+     * takes its bytes from the shared budget; what the budget could not cover is owed, and
+     * sends answer "would block" until slb_tconn_repay has paid it. Not touched by the init
+     * functions: set once by slb_tconn_shape. */
+    struct slb_ratelimit *shape;
+    uint64_t shape_rate; /* bytes per second */
+    int shape_worker;
+    uint64_t owed;
 };
 
 extern const struct slb_transport slb_transport_raw;
@@ -45,6 +54,14 @@ extern const struct slb_transport slb_transport_tls;
 void slb_tconn_init_raw(struct slb_tconn *t, int fd);
 /* Takes ownership of ssl; binds it to fd for the server side. 0 or -ENOMEM. */
 int slb_tconn_init_tls(struct slb_tconn *t, int fd, SSL *ssl);
+/* Shape what t sends to rate bytes per second from budget r, as worker (core/ratelimit.h). */
+void slb_tconn_shape(struct slb_tconn *t, struct slb_ratelimit *r, uint64_t rate, int worker);
+/* Pay what t owes from the budget: 0 when nothing is owed any more (sends go again), else the
+ * milliseconds after which to try again. While t->owed is non-zero the connection must not
+ * wait for writability (the socket is writable: a level-triggered loop would spin) but for
+ * this time instead. */
+uint64_t slb_tconn_repay(struct slb_tconn *t);
+
 /* Bytes on the wire so far in each direction (TLS records, handshakes and alerts included). */
 void slb_tconn_wire(const struct slb_tconn *t, uint64_t *in, uint64_t *out);
 /* Hold what is sent next in the kernel, to leave in as few packets as possible: the last bytes

@@ -4,6 +4,8 @@
  * creates and drops the holds; protocols only take and release them. */
 #include "net/worker_ctx.h"
 
+#include "lb/health.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +18,6 @@ void slb_wsnap_free(struct slb_wsnap *ws)
         if (wg->g->ops->state_free)
             wg->g->ops->state_free(wg->sched_state);
         free(wg->usable);
-        free(wg->active);
     }
     free(ws->groups);
     slb_snapshot_unref(ws->snap);
@@ -40,18 +41,14 @@ struct slb_wsnap *slb_wsnap_new(struct slb_worker *w, struct slb_snapshot *snap)
         wg->g = g;
         wg->sched_state = g->ops->state_new ? g->ops->state_new(g->nservers) : NULL;
         wg->usable = calloc(n, 1);
-        wg->active = calloc(n, sizeof(*wg->active));
-        if (!wg->usable || !wg->active || (g->ops->state_new && !wg->sched_state))
+        if (!wg->usable || (g->ops->state_new && !wg->sched_state))
             goto fail;
         /* Workers schedule independently; start each one at a different point of the cycle
          * so that connections spread over workers also spread over servers. */
         if (g->nservers > 1 && g->cfg->scheduler != SLB_SCHED_SCH &&
             g->cfg->scheduler != SLB_SCHED_TCH) {
-            memset(wg->usable, 1, g->nservers);
-            struct slb_sched_input in = {
-                .n = g->nservers, .weight = g->weights, .usable = wg->usable, .active = wg->active};
             for (int k = 0; k < w->id; k++)
-                g->ops->pick(wg->sched_state, g->sched_shared, &in);
+                slb_wgroup_pick(wg, 0, NULL);
         }
     }
     return ws;
@@ -69,30 +66,40 @@ struct slb_wgroup *slb_wsnap_group(struct slb_wsnap *ws, const struct slb_group_
     return &ws->groups[g - ws->snap->groups];
 }
 
+/* Least connections counts every worker's connections to the server: a read of the other
+ * workers' counter lines, for the servers a wlc pick compares. */
+static uint32_t wgroup_active(const void *arg, size_t i)
+{
+    struct slb_srv_rt *s = ((const struct slb_group_rt *)arg)->srv[i];
+    uint64_t a = 0;
+    for (int k = 0; k < s->nworkers; k++)
+        a += slb_count_get(&s->w[k].v[SLB_SRV_ACTIVE]);
+    return (uint32_t)a;
+}
+
 int slb_wgroup_pick(struct slb_wgroup *wg, uint64_t key, const uint8_t *tried)
 {
     struct slb_group_rt *g = wg->g;
-    bool need_active = g->cfg->scheduler == SLB_SCHED_WLC;
-    for (size_t i = 0; i < g->nservers; i++) {
-        struct slb_srv_rt *s = g->srv[i];
-        wg->usable[i] = g->weights[i] > 0 &&
-                        atomic_load_explicit(&s->healthy, memory_order_relaxed) == SLB_HEALTH_UP &&
-                        !(tried && tried[i]);
-        if (need_active) {
-            /* Least connections counts every worker's connections to the server: a read of
-             * the other workers' counter lines, paid only by wlc groups. */
-            uint64_t a = 0;
-            for (int k = 0; k < s->nworkers; k++)
-                a += slb_count_get(&s->w[k].v[SLB_SRV_ACTIVE]);
-            wg->active[i] = (uint32_t)a;
-        }
+    /* Reading every server's flag at each pick would cost O(n); the flags are read again only
+     * when one of them changed somewhere (rare: a health verdict or an ejection). */
+    uint64_t epoch = atomic_load_explicit(&slb_health_epoch, memory_order_acquire);
+    if (wg->gen == 0 || epoch != wg->epoch) {
+        wg->epoch = epoch;
+        for (size_t i = 0; i < g->nservers; i++)
+            wg->usable[i] =
+                g->weights[i] > 0 &&
+                atomic_load_explicit(&g->srv[i]->healthy, memory_order_relaxed) == SLB_HEALTH_UP;
+        wg->gen++;
     }
     struct slb_sched_input in = {
         .n = g->nservers,
         .weight = g->weights,
         .usable = wg->usable,
-        .active = wg->active,
+        .tried = tried,
+        .active_of = g->cfg->scheduler == SLB_SCHED_WLC ? wgroup_active : NULL,
+        .arg = g,
         .key = key,
+        .gen = wg->gen,
     };
     return g->ops->pick(wg->sched_state, g->sched_shared, &in);
 }

@@ -20,8 +20,10 @@ struct slb_worker;
 struct slb_wgroup {
     struct slb_group_rt *g;
     void *sched_state;
+    /* The servers usable (up, weight > 0) as of health epoch `epoch`, refreshed only when
+     * slb_health_epoch moves; gen counts the refreshes (the schedulers' usable[] generation). */
     uint8_t *usable;
-    uint32_t *active;
+    uint64_t epoch, gen;
 };
 
 /* A worker's hold on a snapshot. Connections count themselves in nconns (worker-local, no

@@ -6,9 +6,13 @@
 #include "ops/ops.h"
 #include "ops/ops_int.h"
 
+#include "cluster/backend.h"
 #include "config/config.h"
+#include "config/state.h"
+#include "daemon/cluster.h"
 #include "daemon/control.h"
 #include "metrics/metrics.h"
+#include "state/backend.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -20,6 +24,33 @@ int slb_ops_writable(struct slb_ctl *ctl, struct slb_err *err)
         return slb_err_set(err, 503, "upgrading", "",
                            "slbd is handing over to a new process; retry in a moment");
     return 0;
+}
+
+/* --- cluster mode --- */
+
+bool slb_ops_cluster(struct slb_ctl *ctl, bool *connected, long long *revision)
+{
+    if (!ctl->cluster)
+        return false;
+    *connected = slb_cluster_connected(ctl->cluster);
+    *revision = (long long)slb_cluster_revision(ctl->cluster);
+    return true;
+}
+
+void slb_ops_cluster_wrote(struct slb_ctl *ctl)
+{
+    if (ctl->cluster)
+        slb_cluster_wrote(ctl->cluster, slb_backend_etcd_last_write(ctl->backend));
+}
+
+json_t *slb_ops_cluster_status(struct slb_ctl *ctl)
+{
+    return ctl->cluster ? slb_cluster_status(ctl->cluster) : NULL;
+}
+
+int slb_ops_cluster_refresh(struct slb_ctl *ctl, struct slb_err *err)
+{
+    return ctl->cluster ? slb_cluster_refresh(ctl->cluster, err) : 0;
 }
 
 /* --- revisions --- */
@@ -93,6 +124,7 @@ void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v)
     v->certs = ctl->certs;
     v->ocsp = ctl->ocsp;
     v->acme = ctl->acme;
+    v->clustered = slb_ops_cluster(ctl, &v->cluster_connected, &v->cluster_revision);
 }
 
 json_t *slb_ops_find_named(const json_t *arr, const char *name, size_t *idx)
@@ -286,6 +318,22 @@ int slb_ops_item_delete(struct slb_ctl *ctl, enum slb_ops_kind kind, const char 
     json_t *doc = json_deep_copy(ctl->doc);
     json_array_remove(json_object_get(doc, coll), idx);
     return slb_ops_commit(ctl, doc, op, NULL, err);
+}
+
+int slb_ops_listener_status(struct slb_ctl *ctl, const char *name, bool stopped,
+                            const struct slb_op *op, json_t **out, struct slb_err *err)
+{
+    json_t *cur = slb_ops_item_get(ctl, SLB_OPS_LISTENER, name, err);
+    if (!cur)
+        return SLB_ENOTFOUND;
+    json_t *obj = json_deep_copy(cur);
+    if (!obj || json_object_set_new(obj, "status", json_string(stopped ? "stopped" : "running"))) {
+        json_decref(obj);
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    }
+    int rc = slb_ops_item_update(ctl, SLB_OPS_LISTENER, name, obj, op, out, err);
+    json_decref(obj);
+    return rc;
 }
 
 /* --- settings and whole documents --- */

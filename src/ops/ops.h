@@ -10,9 +10,10 @@
  * or request bodies: they take material (a normalized JSON object of the configuration's own
  * schema, certificate PEM text).
  *
- * Operations complete before they return, because the state directory writes synchronously.
- * A shared backend (etcd) answers later, on the control loop: operations will then take a
- * completion callback, called once the document is stored and active (or refused). */
+ * Operations complete before they return, because the state backend's calls are synchronous:
+ * the state directory writes at once, and the etcd backend (cluster mode) runs each call on a
+ * private loop bounded by a deadline (docs/architecture.md, "Cluster mode"). Taking a
+ * completion callback instead would let the control loop run during an etcd write. */
 #ifndef SLB_OPS_OPS_H
 #define SLB_OPS_OPS_H
 
@@ -64,6 +65,19 @@ unsigned long long slb_ops_generation(struct slb_ctl *ctl);
 struct slb_metrics_view;
 void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v);
 
+/* --- cluster mode (daemon/cluster.h) --- */
+
+/* False on a single node; else whether etcd is reachable and the revision this node serves. */
+bool slb_ops_cluster(struct slb_ctl *ctl, bool *connected, long long *revision);
+/* After a change was answered: this node serves the revision of its newest write. */
+void slb_ops_cluster_wrote(struct slb_ctl *ctl);
+/* GET /v1/cluster's answer (owned), or NULL on a single node. */
+json_t *slb_ops_cluster_status(struct slb_ctl *ctl);
+/* After a 409 conflict (another node changed the configuration or a certificate since this
+ * node applied it): read them from etcd again and serve them, so the change can be validated
+ * again against them. 0 or err (503 cluster_unavailable). */
+int slb_ops_cluster_refresh(struct slb_ctl *ctl, struct slb_err *err);
+
 /* --- listeners and groups: named members of the document's "listeners" and "groups" --- */
 
 enum slb_ops_kind { SLB_OPS_LISTENER = 0, SLB_OPS_GROUP = 1 };
@@ -84,6 +98,13 @@ int slb_ops_item_update(struct slb_ctl *ctl, enum slb_ops_kind kind, const char 
 /* Delete; a group that listeners use is 409 in_use. */
 int slb_ops_item_delete(struct slb_ctl *ctl, enum slb_ops_kind kind, const char *name,
                         const struct slb_op *op, struct slb_err *err);
+
+/* Start (stopped false) or stop a listener: its "status" field, through slb_ops_item_update.
+ * A stopped listener keeps its configuration and closes its socket once the workers adopted
+ * the change (connections in progress finish as for a deleted listener); starting binds it
+ * again (400 bind_failed when that fails). *out as for slb_ops_item_update. */
+int slb_ops_listener_status(struct slb_ctl *ctl, const char *name, bool stopped,
+                            const struct slb_op *op, json_t **out, struct slb_err *err);
 
 /* Replace the settings object. */
 int slb_ops_settings_update(struct slb_ctl *ctl, const json_t *settings, const struct slb_op *op,

@@ -39,6 +39,10 @@
 
 #define SLB_DOC_KEY_MAX 96
 
+/* A shared store that cannot be reached now (every etcd endpoint down): callers answer 503
+ * cluster_unavailable and keep serving what they have. */
+#define SLB_BACKEND_EUNAVAILABLE (-10120)
+
 /* One document as read: data is NUL-terminated and owned by whoever holds the struct (free
  * with slb_doc_clear, which wipes it: certificate documents hold private keys). */
 struct slb_doc {
@@ -143,5 +147,8 @@ struct slb_backend *slb_backend_dir_new(const char *dir, bool readonly, struct s
 int slb_backend_dir_prepare(struct slb_backend *b, struct slb_err *err);
 /* The revision the directory gives data (a hash of its bytes, never 0 or SLB_REV_ANY). */
 uint64_t slb_backend_dir_rev(const void *data, size_t len);
+
+/* The etcd backend of cluster mode is in src/cluster/backend.h (a layer above: it runs over
+ * the etcd client). */
 
 #endif

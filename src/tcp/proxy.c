@@ -54,6 +54,11 @@ struct tcp_conn {
     bool routing;        /* reading the ClientHello to route by SNI */
     struct tcp_end c, s; /* client, server */
     struct slb_timer timer;
+    /* limits.bandwidth_mbps (shape NULL: off): bytes sent to the client beyond the shared
+     * budget are owed, and nothing more goes to the client until shape_timer paid them. */
+    struct slb_ratelimit *shape;
+    uint64_t shape_rate, owed;
+    struct slb_timer shape_timer;
     uint64_t last_activity;
     uint64_t connect_us; /* when the current connect started, for the connect histogram */
     struct sockaddr_storage peer, local;
@@ -226,6 +231,18 @@ static void count_out(struct tcp_conn *t, const struct tcp_end *to, size_t n)
     }
 }
 
+/* Bytes sent to the client against the bandwidth budget (see struct tcp_conn). */
+static void shape_account(struct tcp_conn *t, const struct tcp_end *to, size_t n)
+{
+    if (to == &t->c && t->shape)
+        t->owed += n - slb_ratelimit_take(t->shape, t->w->id, t->shape_rate, n, NULL);
+}
+
+static bool shaped(const struct tcp_conn *t, const struct tcp_end *to)
+{
+    return to == &t->c && t->owed > 0;
+}
+
 static void set_interest(struct tcp_conn *t)
 {
     struct slb_loop *loop = &t->w->loop;
@@ -237,8 +254,14 @@ static void set_interest(struct tcp_conn *t)
     uint32_t ce = 0, se = 0;
     if (!t->c.eof && has_room(&t->s))
         ce |= EPOLLIN;
-    if (pending(&t->c))
+    if (pending(&t->c) && t->owed) {
+        /* Over the bandwidth limit: the socket is writable, so wait for the budget. */
+        if (!slb_timer_active(&t->shape_timer))
+            slb_timer_start(loop, &t->shape_timer,
+                            slb_ratelimit_repay(t->shape, t->w->id, t->shape_rate, &t->owed));
+    } else if (pending(&t->c)) {
         ce |= EPOLLOUT;
+    }
     if (!t->s.eof && has_room(&t->c))
         se |= EPOLLIN;
     if (pending(&t->s))
@@ -251,7 +274,7 @@ static void set_interest(struct tcp_conn *t)
  * Returns <0 on a fatal socket error. */
 static int flush_to(struct tcp_conn *t, struct tcp_end *to, const struct tcp_end *from)
 {
-    while (!slb_buf_empty(&to->out)) {
+    while (!slb_buf_empty(&to->out) && !shaped(t, to)) {
         ssize_t n = send(to->fd, to->out.data + to->out.off, to->out.len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
@@ -259,9 +282,10 @@ static int flush_to(struct tcp_conn *t, struct tcp_end *to, const struct tcp_end
             return -errno;
         }
         count_out(t, to, (size_t)n);
+        shape_account(t, to, (size_t)n);
         slb_buf_consume(&to->out, (size_t)n);
     }
-    while (to->piped > 0) {
+    while (to->piped > 0 && !shaped(t, to)) {
         ssize_t n =
             splice(to->pp[0], NULL, to->fd, NULL, to->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n < 0) {
@@ -272,9 +296,12 @@ static int flush_to(struct tcp_conn *t, struct tcp_end *to, const struct tcp_end
         if (n == 0)
             return -EPIPE;
         count_out(t, to, (size_t)n);
+        shape_account(t, to, (size_t)n);
         to->piped -= (size_t)n;
         to->pipe_full = false;
     }
+    if (pending(to))
+        return 0; /* shaped */
     /* Drained: the pipe goes back to the pool until the next burst. */
     pipe_put(to->pp, true);
     if (from->eof && !to->shut) {
@@ -581,6 +608,18 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *tm)
     conn_close(t);
 }
 
+static void shape_cb(struct slb_loop *loop, struct slb_timer *tm)
+{
+    struct tcp_conn *t = tm->data;
+    if (t->closed)
+        return;
+    uint64_t ms = slb_ratelimit_repay(t->shape, t->w->id, t->shape_rate, &t->owed);
+    if (ms)
+        slb_timer_start(loop, tm, ms);
+    else
+        pump(t);
+}
+
 static void conn_free(void *p)
 {
     struct tcp_conn *t = p;
@@ -595,6 +634,7 @@ static void conn_close(struct tcp_conn *t)
     t->closed = true;
     struct slb_loop *loop = &t->w->loop;
     slb_timer_stop(loop, &t->timer);
+    slb_timer_stop(loop, &t->shape_timer);
     if (t->c.fd >= 0) {
         slb_io_forget(&t->c.io);
         close(t->c.fd);
@@ -647,6 +687,11 @@ void slb_tcp_accept(struct slb_worker *w, struct slb_listener_rt *l, int fd,
     socklen_t llen = sizeof(t->local);
     getsockname(fd, (struct sockaddr *)&t->local, &llen);
     slb_timer_init(&t->timer, timer_cb, t);
+    slb_timer_init(&t->shape_timer, shape_cb, t);
+    if (l->cfg->bandwidth_mbps) {
+        t->shape = l->stats->bw_rate;
+        t->shape_rate = (uint64_t)l->cfg->bandwidth_mbps * 125000u;
+    }
     t->last_activity = w->loop.now_ms;
     slb_count_add(&lis_counts(t)->v[SLB_LIS_ACTIVE], 1);
     if (l->nsni > 0) {

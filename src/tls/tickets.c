@@ -313,6 +313,12 @@ struct slb_ticket_ring *slb_ticket_ring_open(struct slb_backend *b, struct slb_e
         return NULL;
     }
     rc = ring_save(fresh, b);
+    if (rc == SLB_BACKEND_EUNAVAILABLE) {
+        /* A cluster node starting from its cache while etcd is away: serve with these keys;
+         * the ring stored in etcd replaces them once it answers. */
+        slb_warn("tickets: cannot store new keys in %s: etcd is unreachable", where);
+        return fresh;
+    }
     if (rc < 0) {
         slb_err_set(err, 500, "storage_failed", RING_FILE, "cannot write %s: %s", where,
                     slb_strerror(rc));

@@ -711,7 +711,7 @@ def test_server_resource(slbd, base):
 
 def test_unknown_query_parameters(slbd, base):
     before = snapshot(slbd)
-    for method, path in (("GET", "/v1/groups?limit=5"), ("GET", "/v1/groups/g?x"),
+    for method, path in (("GET", "/v1/groups?limits=5"), ("GET", "/v1/groups/g?x"),
                          ("DELETE", "/v1/listeners/l?force=true"), ("GET", "/v1/stats?a=1"),
                          ("GET", "/metrics?name=x"), ("GET", "/healthz?verbose=1"),
                          ("GET", "/v1/certificates?x=1"), ("POST", "/v1/apply?dryrun=true"),

@@ -8,6 +8,7 @@ afterwards."""
 
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -968,6 +969,41 @@ def test_a_stray_response_on_an_idle_pooled_connection_closes_it(slbd, hx):
     r = c.request("GET", "/again")  # the new one was pooled and is reused
     assert r.status == 200 and r.body == b"ok", r
     assert be.raw.accepted == 2
+
+
+@pytest.mark.slbd(workers=1)
+def test_pooled_connections_that_slbd_ends_are_reset_not_left_in_time_wait(slbd, hx):
+    """A pooled backend connection carries nothing, so when slbd ends it itself (stopping here;
+    a full pool and the idle timeout take the same path) it sends a reset, not a FIN: an
+    orderly close would leave slbd a TIME_WAIT socket towards the backend for each one, and
+    with backend_reuse "safe" and clients that send one request per connection that is one
+    per client connection (docs/benchmarks.md, "A client that closes first")."""
+    ends = []
+
+    def handle(conn, backend):
+        try:
+            while conn.read_head():
+                conn.sendall(OK)
+            ends.append("fin")
+        except ConnectionResetError:
+            ends.append("reset")
+
+    raw = hx.raw_backend("idle", handle)
+    slbd.add_group("g", [raw.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    for i in range(3):  # "safe": each client connection's request opens its own
+        r = hx.get(port, f"/one/{i}")
+        assert r.status == 200 and r.body == b"ok", r
+    assert raw.accepted == 3
+    assert slbd.stop() == 0
+    deadline = time.monotonic() + h.scaled(10)
+    while len(ends) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ends == ["reset"] * 3, ends
+    # Nothing waits in TIME_WAIT on slbd's side (the backend's port is the remote one).
+    out = subprocess.run(["ss", "-Htan", "state", "time-wait", f"( dport = :{raw.port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "", out
 
 
 def _hang_or_ok(conn, backend):

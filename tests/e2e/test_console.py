@@ -160,6 +160,12 @@ def test_console_in_browser(slbd, backend, pki):  # noqa: F811
         # What the browser did, seen from the API.
         st, js = api.get(f"/v1/groups/web/servers/127.0.0.1:{b1.port}")
         assert st == 200 and js["weight"] == 37
+        # Stopped and started again from the listeners page.
+        http = api.get("/v1/listeners/http")[1]
+        assert http["status"] == "running"
+        assert http["limits"] == {"requests_per_s": 1000, "bandwidth_mbps": 500}
+        audit = [e["path"] for e in api.get("/v1/audit")[1]["entries"]]
+        assert "/v1/listeners/http/stop" in audit and "/v1/listeners/http/start" in audit, audit
         names = {c["name"] for c in api.get("/v1/certificates")[1]["certificates"]}
         assert "uploaded-in-browser" in names and "mismatch" not in names
     finally:

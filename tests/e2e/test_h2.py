@@ -802,3 +802,30 @@ def test_connect_is_405(slbd, hx, pki):  # noqa: F811
     assert "GET" in (s.header("allow") or ""), s
     assert b"CONNECT" not in site.backends[0].recorded()
     assert c.get("/after").status == 200
+
+
+def test_chunked_body_of_tiny_chunks_streams_to_the_end(slbd, hx, pki):  # noqa: F811
+    """A chunked response cut in many tiny chunks fills the backend buffer with framing; once
+    decoded and sent, the room it leaves must get the backend read again (the stream stalled
+    after the first 16 KiB)."""
+    rnd = random.Random(5)
+    body = bytes(rnd.randrange(32, 127) for _ in range(60000))
+
+    def handler(conn, backend):
+        while conn.read_head():
+            out, i = bytearray(), 0
+            while i < len(body):
+                n = rnd.choice((1, 3, 7, 100, 4096))
+                out += b"%x\r\n" % len(body[i:i + n]) + body[i:i + n] + b"\r\n"
+                i += n
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + bytes(out) +
+                         b"0\r\n\r\n")
+
+    rb = hx.raw_backend("tiny", handler)
+    slbd.add_group("g", [rb.server()], health_check=NOHC)
+    port = https_listener(slbd, "h2", "g", upload_server(slbd, pki, "server"))
+    c = LibH2.connect(port, client_context(pki), track=hx.track)
+    for i in range(3):
+        s = c.get(f"/tiny/{i}", timeout=20)
+        assert s.status == 200 and s.ended and s.reset is None, s
+        assert bytes(s.data) == body, (i, len(s.data))

@@ -173,10 +173,12 @@ _filedir() { COMPREPLY=(FILE${1:+-DIR}); }
 
 @pytest.mark.parametrize("line, want", [
     ("slbctl ", {"cert", "listener", "rule", "group", "server", "key", "stats", "apply",
-                 "config", "audit", "metrics", "health", "help"}),
+                 "config", "cluster", "audit", "metrics", "health", "help"}),
+    ("slbctl cluster ", {"status", "export"}),
+    ("slbctl cluster export ", {"FILE-DIR"}),
     ("slbctl key create --scope ", {"read", "certificates", "operator", "admin"}),
     ("slbctl --state-dir /x lis", {"listener"}),
-    ("slbctl listener ", {"create", "list", "show", "update", "delete"}),
+    ("slbctl listener ", {"create", "list", "show", "update", "delete", "stop", "start"}),
     ("slbctl listener create --pro", {"--protocol", "--proxy-protocol"}),
     ("slbctl listener create --protocol ", {"tcp", "http", "https"}),
     ("slbctl group create --scheduler ", {"wrr", "rr", "wlc", "sch", "tch"}),

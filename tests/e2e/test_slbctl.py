@@ -294,3 +294,49 @@ def test_stats_watch_refreshes_the_summary(slbd, site):
             assert "LISTENER" in s and "GROUP" in s, s
             assert max(len(ln) for ln in s.splitlines()) <= 100, s
             assert re.search(r"^updated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$", s, re.M), s
+
+
+def test_lists_page_through_the_api(slbd, pki):
+    """slbctl fetches lists a page at a time (--page-size, default 500) and shows them whole."""
+    body = {"type": "server", "certificate": pki.chain("server"), "private_key": pki.key("server")}
+    ids = [f"c{i:02d}" for i in range(23)]
+    for cid in ids:
+        st, js = slbd.api.post("/v1/certificates", {**body, "id": cid, "name": cid})
+        assert st == 201, js
+    for args in (["--page-size", "5"], ["--page-size=1"], []):
+        p = slbctl(slbd, *args, "cert", "list")
+        assert p.returncode == 0, p.stderr
+        assert [ln.split()[0] for ln in p.stdout.splitlines()[1:]] == ids, (args, p.stdout)
+        p = slbctl(slbd, *args, "--json", "cert", "list")
+        assert p.returncode == 0, p.stderr
+        doc = json.loads(p.stdout)
+        assert list(doc) == ["certificates"], doc.keys()
+        assert [c["id"] for c in doc["certificates"]] == ids
+    for bad in ("0", "1001", "x"):
+        p = slbctl(slbd, "--page-size", bad, "cert", "list")
+        assert p.returncode == 2 and "--page-size" in p.stderr, (bad, p.stderr)
+
+
+def test_cluster_export_writes_a_state_directory(slbd, slbd_factory, pki, workdir):
+    """`slbctl cluster export DIR` (GET /v1/cluster/export, admin scope: it carries private
+    keys) writes the state as a directory another slbd starts from; on a single node it is a
+    backup of the state directory."""
+    cid = upload_server(slbd, pki, "server")
+    slbd.add_group("g", [{"address": "127.0.0.1", "port": h.dead_port()}],
+                   health_check=h.no_health_check())
+    out = workdir / "exported"
+    p = slbctl(slbd, "cluster", "export", out)
+    assert p.returncode == 0, p.stderr
+    assert "1 certificate" in p.stdout, p.stdout
+    for f in ("config.json", "tickets.json", f"certs/{cid}.json"):
+        assert (out / f).is_file(), f
+        assert os.stat(out / f).st_mode & 0o077 == 0, f
+    assert os.stat(out).st_mode & 0o077 == 0
+    st, js = slbd.api.post("/v1/keys", {"name": "reader", "scope": "read"})
+    assert st == 201, js
+    r = slbd.api.request("GET", "/v1/cluster/export", token=js["secret"])
+    assert r.status == 403 and r.error_code() == "forbidden", r
+    other = slbd_factory(name="restored", state_dir=out)
+    st, js = other.api.get(f"/v1/certificates/{cid}")
+    assert st == 200 and js["fingerprint_sha256"] == pki.fingerprint("server"), js
+    assert [g["name"] for g in other.api.get("/v1/groups")[1]["groups"]] == ["g"]

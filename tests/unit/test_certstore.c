@@ -4,6 +4,8 @@
  * and stale-CRL warnings. Upload validation is in test_cert.c. */
 #include "cert_fixture.h"
 
+#include "state/backend.h"
+
 /* ---------------------------------------------------------------------------------------------
  * Persistence
  * ------------------------------------------------------------------------------------------- */
@@ -369,6 +371,104 @@ static int count_logged(struct slb_certstore *s, int ticks, const char *needle)
     return n;
 }
 
+/* Cluster mode: a certificate another node stored is taken from its document as is (nothing
+ * written here); an invalid one leaves the previous version; NULL deletes it. */
+static void test_adopt(void **unused)
+{
+    char dir1[256], dir2[256], path[512];
+    struct slb_err err = {0};
+    new_state(dir1, sizeof(dir1));
+    new_state(dir2, sizeof(dir2));
+    struct slb_certstore *a = open_store(dir1);
+    json_t *b = server_body("web", pki("server-full.pem"), pki("server.key"));
+    json_object_set_new(b, "id", json_string("web"));
+    struct slb_cert *c = expect_create_ok(a, b);
+    char fp[65];
+    snprintf(fp, sizeof(fp), "%s", c->fingerprint);
+    char *file = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof(path), "%s/certs/web.json", dir1);
+    assert_int_equal(slb_fs_read_all(path, 1 << 20, &file, &len), 0);
+
+    struct slb_certstore *other = open_store(dir2);
+    assert_int_equal(slb_certstore_adopt(other, "web", file, len, 7, &err), 0);
+    c = slb_certstore_get(other, "web");
+    assert_non_null(c);
+    assert_string_equal(c->fingerprint, fp);
+    assert_int_equal(slb_certstore_rev(other, "web"), 7);
+    assert_string_equal(c->name, "web");
+    snprintf(path, sizeof(path), "%s/certs/web.json", dir2);
+    assert_int_equal(access(path, F_OK), -1);
+    /* Adopting it again (a resync) replaces it by an equal one. */
+    assert_int_equal(slb_certstore_adopt(other, "web", file, len, 7, &err), 0);
+    assert_int_equal(slb_certstore_count(other), 1);
+    /* A broken document is refused and the previous version stays. */
+    assert_int_not_equal(slb_certstore_adopt(other, "web", "{\"id\":\"web\"}", 12, 8, &err), 0);
+    assert_non_null(slb_certstore_get(other, "web"));
+    assert_int_not_equal(slb_certstore_adopt(other, "web", "not json", 8, 8, &err), 0);
+    assert_non_null(slb_certstore_get(other, "web"));
+    assert_int_equal(slb_certstore_rev(other, "web"), 7);
+    /* Deleted by another node. */
+    assert_int_equal(slb_certstore_adopt(other, "web", NULL, 0, 0, &err), 0);
+    assert_null(slb_certstore_get(other, "web"));
+    assert_int_equal(slb_certstore_count(other), 0);
+    free(file);
+    slb_certstore_free(other);
+    slb_certstore_free(a);
+}
+
+/* The state directory with the "shared" flag set: a store then writes against the revision it
+ * read, as it does on etcd, and the directory's revision check stands in for etcd's txn. */
+static struct slb_backend_ops shared_ops;
+
+static struct slb_backend *shared_dir(const char *dir)
+{
+    struct slb_err err = {0};
+    struct slb_backend *b = slb_backend_dir_new(dir, false, &err);
+    assert_non_null(b);
+    assert_int_equal(slb_backend_dir_prepare(b, &err), 0);
+    shared_ops = *b->ops;
+    shared_ops.shared = true;
+    b->ops = &shared_ops;
+    return b;
+}
+
+/* Two nodes change the same certificate from the same revision: the second is 409 conflict
+ * and changes nothing; after taking the first's version it can change it. */
+static void test_shared_write_conflict(void **unused)
+{
+    char dir[256];
+    struct slb_err err = {0};
+    new_state(dir, sizeof(dir));
+    struct slb_backend *ba = shared_dir(dir), *bb = shared_dir(dir);
+    struct slb_certstore *a = slb_certstore_open_backend(ba, false, &err);
+    assert_non_null(a);
+    json_t *body = server_body("web", pki("server-full.pem"), pki("server.key"));
+    json_object_set_new(body, "id", json_string("web"));
+    expect_create_ok(a, body);
+    struct slb_certstore *b = slb_certstore_open_backend(bb, false, &err);
+    assert_non_null(b);
+    uint64_t r0 = slb_certstore_rev(b, "web");
+    assert_true(r0 != 0);
+    assert_int_equal(slb_certstore_rev(a, "web"), r0);
+    assert_int_equal(slb_certstore_rename(a, "web", "first", &err), 0);
+    assert_true(slb_certstore_rev(a, "web") != r0);
+    memset(&err, 0, sizeof(err));
+    assert_int_not_equal(slb_certstore_rename(b, "web", "second", &err), 0);
+    assert_int_equal(err.status, 409);
+    assert_string_equal(err.code, "conflict");
+    assert_string_equal(slb_certstore_get(b, "web")->name, "web");
+    /* Deleting from a stale revision is refused the same way. */
+    memset(&err, 0, sizeof(err));
+    assert_int_not_equal(slb_certstore_delete(b, "web", &err), 0);
+    assert_string_equal(err.code, "conflict");
+    assert_non_null(slb_certstore_get(b, "web"));
+    slb_certstore_free(b);
+    slb_certstore_free(a);
+    slb_backend_free(ba);
+    slb_backend_free(bb);
+}
+
 static void test_tick_warnings(void **unused)
 {
     char dir[256], code[48];
@@ -403,9 +503,14 @@ static void test_tick_warnings(void **unused)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_persist_reopen),      cmocka_unit_test(test_replace_and_delete),
-        cmocka_unit_test(test_corrupt_files),       cmocka_unit_test(test_crl),
-        cmocka_unit_test(test_crl_of_intermediate), cmocka_unit_test(test_tick_warnings),
+        cmocka_unit_test(test_persist_reopen),
+        cmocka_unit_test(test_replace_and_delete),
+        cmocka_unit_test(test_corrupt_files),
+        cmocka_unit_test(test_crl),
+        cmocka_unit_test(test_crl_of_intermediate),
+        cmocka_unit_test(test_tick_warnings),
+        cmocka_unit_test(test_adopt),
+        cmocka_unit_test(test_shared_write_conflict),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -229,6 +229,20 @@ static const struct bad_case bad_cases[] = {
     {DOC(HTTPS(",'alpn':'h2'", "")), "wrong_type", "listeners[0].tls.alpn"},
     /* forwarding rules */
     {DOC(TCP(",'rules':[]")), "invalid_field", "listeners[0].rules"},
+    /* status and limits */
+    {DOC(HTTP(",'status':'paused'")), "invalid_value", "listeners[0].status"},
+    {DOC(HTTP(",'limits':{'requests_per_s':0}")), "invalid_value",
+     "listeners[0].limits.requests_per_s"},
+    {DOC(HTTP(",'limits':{'connections_per_s':'5'}")), "wrong_type",
+     "listeners[0].limits.connections_per_s"},
+    {DOC(HTTP(",'limits':{'rps':5}")), "unknown_field", "listeners[0].limits.rps"},
+    {DOC(TCP(",'limits':{'requests_per_s':5}")), "invalid_field",
+     "listeners[0].limits.requests_per_s"},
+    {DOC(HTTP(",'limits':{'bandwidth_mbps':100001}")), "invalid_value",
+     "listeners[0].limits.bandwidth_mbps"},
+    {RULES("[{'name':'r','match':{'path':'/'},'action':{'forward':[{'group':'g'}]},"
+           "'limits':{'requests_per_s':-1}}]"),
+     "invalid_value", "listeners[0].rules[0].limits.requests_per_s"},
     {RULES("{}"), "wrong_type", "listeners[0].rules"},
     {RULES("[7]"), "wrong_type", "listeners[0].rules[0]"},
     {RULES("[{'action':{'forward':'g'}}]"), "missing_field", "listeners[0].rules[0].name"},
@@ -535,7 +549,8 @@ static void test_listener_defaults_http(void **state)
     assert_int_equal(a->sin_addr.s_addr, htonl(INADDR_ANY));
     assert_int_equal(ntohs(a->sin_port), 80);
     json_t *want = J("{'name':'l','protocol':'http','bind':'*:80','backend_group':'g',"
-                     "'max_connections':0,'connect_timeout_ms':5000,'x_forwarded_for':true,"
+                     "'max_connections':0,'connect_timeout_ms':5000,'status':'running',"
+                     "'x_forwarded_for':true,"
                      "'x_forwarded_proto':true,'header_timeout_s':10,'idle_timeout_s':15,"
                      "'request_timeout_s':60,'backend_reuse':'safe','redirect_to':'','sticky':null,"
                      "'acl':null}");
@@ -561,7 +576,8 @@ static void test_listener_defaults_tcp(void **state)
     assert_int_equal(l->established_timeout_s, 900);
     assert_int_equal(l->nsni_routes, 0);
     json_t *want = J("{'name':'l','protocol':'tcp','bind':'*:5000','backend_group':'g',"
-                     "'max_connections':0,'connect_timeout_ms':5000,'proxy_protocol':null,"
+                     "'max_connections':0,'connect_timeout_ms':5000,'status':'running',"
+                     "'proxy_protocol':null,"
                      "'established_timeout_s':900,'sni_routes':{}}");
     assert_true(json_equal(json_array_get(json_object_get(cfg->json, "listeners"), 0), want));
     json_decref(want);
@@ -977,6 +993,39 @@ static void test_names(void **state)
 }
 
 /* Limits on list sizes are enforced, and exactly the limit is accepted. */
+static void test_status_and_limits(void **state)
+{
+    (void)state;
+    struct slb_config *cfg = build(DOC(
+        HTTP(",'status':'stopped','limits':{'requests_per_s':50,'connections_per_s':7},"
+             "'rules':[{'name':'r','match':{'path':'/'},'action':{'forward':[{'group':'g'}]},"
+             "'limits':{'requests_per_s':3}}]") ",{'name':'t','protocol':'tcp','bind':'*:5000',"
+                                                "'backend_group':'g','limits':{"
+                                                "'connections_per_s':9,'requests_per_s':null}}"));
+    const struct slb_listener_cfg *l = &cfg->listeners[0];
+    assert_true(l->stopped);
+    assert_int_equal(l->requests_per_s, 50);
+    assert_int_equal(l->connections_per_s, 7);
+    assert_int_equal(l->rules[0].requests_per_s, 3);
+    assert_false(cfg->listeners[1].stopped);
+    assert_int_equal(cfg->listeners[1].connections_per_s, 9);
+    json_t *want = J("{'connections_per_s':7,'requests_per_s':50}");
+    json_t *got = json_array_get(json_object_get(cfg->json, "listeners"), 0);
+    assert_true(json_equal(json_object_get(got, "limits"), want));
+    assert_string_equal(json_string_value(json_object_get(got, "status")), "stopped");
+    json_decref(want);
+    want = J("{'requests_per_s':3}");
+    got = json_array_get(json_object_get(got, "rules"), 0);
+    assert_true(json_equal(json_object_get(got, "limits"), want));
+    json_decref(want);
+    want = J("{'connections_per_s':9}");
+    got = json_array_get(json_object_get(cfg->json, "listeners"), 1);
+    assert_true(json_equal(json_object_get(got, "limits"), want));
+    json_decref(want);
+    assert_round_trip(cfg);
+    slb_config_free(cfg);
+}
+
 static void test_limits(void **state)
 {
     (void)state;
@@ -1033,6 +1082,7 @@ int main(void)
         cmocka_unit_test(test_parse_hostport),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_status_and_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 
 #include "http/decide.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* A listener with a group of n servers, as the worker sees it. */
@@ -126,6 +127,39 @@ static void test_plain_http_never_misdirected(void **state)
     assert_int_equal(f->d.status, 0);
 }
 
+/* limits.requests_per_s: a tenth of a second's worth goes through, the rest is 503 with
+ * Retry-After, counted on the listener. */
+static void test_requests_per_s_503(void **state)
+{
+    struct fixture *f = fx(2);
+    struct slb_worker w = {.id = 0};
+    struct slb_wsnap ws = {.worker = &w};
+    struct slb_lis_rt *st = calloc(1, sizeof(*st) + 2 * sizeof(struct slb_wcount));
+    assert_non_null(st);
+    st->nworkers = 1;
+    st->req_rate = slb_ratelimit_new(1);
+    f->l.stats = st;
+    f->cfg.requests_per_s = 100;
+    const char *req = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    int ok = 0, limited = 0;
+    for (int i = 0; i < 30; i++) {
+        assert_true(slb_http_parse_request(req, strlen(req), NULL, &f->m) > 0);
+        slb_http_decide(&f->d, &f->l, &ws, &f->wg, NULL, NULL, &f->m);
+        if (f->d.status == 0) {
+            ok++;
+            continue;
+        }
+        assert_int_equal(f->d.status, 503);
+        assert_true(f->d.limited);
+        assert_string_equal(f->d.extra, "Retry-After: 1\r\n");
+        limited++;
+    }
+    assert_int_equal(ok, 10);
+    assert_int_equal(slb_count_get(&st->w[0].v[SLB_LIS_LIMITED_REQ]), (uint64_t)limited);
+    slb_ratelimit_free(st->req_rate);
+    free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -137,6 +171,7 @@ int main(void)
         cmocka_unit_test(test_connect_before_redirect),
         cmocka_unit_test(test_no_group_or_no_server_503),
         cmocka_unit_test(test_plain_http_never_misdirected),
+        cmocka_unit_test(test_requests_per_s_503),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

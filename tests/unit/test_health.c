@@ -333,6 +333,8 @@ static void test_tcp_checks(void **unused)
     assert_string_equal(sb->last_error, "connect: Connection refused");
     /* Two checks one interval apart, not two back to back. */
     assert_true(took >= 950);
+    /* sa's checks have their own phase in the interval (first checks are spread). */
+    RUN_UNTIL(&fx, sa->ok_streak >= 2, 1500);
     assert_true(is_up(sa));
     assert_true(sa->ok_streak >= 2);
     assert_int_equal(sa->fail_streak, 0);
@@ -476,7 +478,8 @@ static void test_cancel_and_free(void **unused)
     int fds_before = count_fds();
 
     slb_health_update(fx.h, &fx.snap);
-    RUN_UNTIL(&fx, s1->hc_probe && s2->hc_probe, 1000);
+    /* First checks come at a random point of the first interval (plus a tick). */
+    RUN_UNTIL(&fx, s1->hc_probe && s2->hc_probe, 1300);
     assert_non_null(s1->hc_probe);
     assert_non_null(s2->hc_probe);
     void *p1 = s1->hc_probe;
@@ -591,12 +594,61 @@ static void test_passive_ejection(void **unused)
     fixture_deinit(&fx);
 }
 
+/* A group of 5,000 servers: the first checks are spread over the interval (no burst at the
+ * first tick), each within one interval of the update, and a second update keeps the
+ * schedule of servers that already have one. */
+#define SPREAD_N 5000
+#define SPREAD_BUCKETS 10
+static void test_first_checks_spread(void **unused)
+{
+    struct fixture fx;
+    fixture_init(&fx);
+    static struct slb_server_cfg scfg[SPREAD_N];
+    static struct slb_srv_rt *srv[SPREAD_N];
+    struct slb_group_cfg cfg = {.servers = scfg, .nservers = SPREAD_N};
+    snprintf(cfg.name, sizeof(cfg.name), "big");
+    cfg.hc = hc_default(SLB_HC_TCP);
+    cfg.hc.interval_s = 10;
+    for (size_t i = 0; i < SPREAD_N; i++) {
+        srv[i] = calloc(1, sizeof(struct slb_srv_rt) + sizeof(struct slb_wcount));
+        assert_non_null(srv[i]);
+        snprintf(srv[i]->key, sizeof(srv[i]->key), "big/10.0.%zu.%zu:80", i / 250, i % 250);
+        srv[i]->nworkers = 1;
+        atomic_store(&srv[i]->healthy, SLB_HEALTH_UP);
+    }
+    fx.grt[0] = (struct slb_group_rt){.cfg = &cfg, .nservers = SPREAD_N, .srv = srv};
+    fx.snap.ngroups = 1;
+
+    uint64_t now = slb_loop_now(&fx.loop);
+    slb_health_update(fx.h, &fx.snap);
+    unsigned bucket[SPREAD_BUCKETS] = {0};
+    for (size_t i = 0; i < SPREAD_N; i++) {
+        uint64_t at = srv[i]->next_check_ms;
+        assert_true(at > now && at <= now + 10000 + 1);
+        bucket[(at - now - 1) * SPREAD_BUCKETS / 10000]++;
+    }
+    /* 500 expected per second of the interval; a burst would put them all in the first. */
+    for (size_t b = 0; b < SPREAD_BUCKETS; b++)
+        assert_true(bucket[b] > 380 && bucket[b] < 620);
+
+    uint64_t first = srv[17]->next_check_ms;
+    slb_health_update(fx.h, &fx.snap);
+    assert_true(srv[17]->next_check_ms == first);
+
+    slb_health_update(fx.h, NULL);
+    for (size_t i = 0; i < SPREAD_N; i++) {
+        free(srv[i]);
+        srv[i] = NULL;
+    }
+    fixture_deinit(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tcp_checks),       cmocka_unit_test(test_http_checks),
         cmocka_unit_test(test_disabled_group),   cmocka_unit_test(test_cancel_and_free),
-        cmocka_unit_test(test_passive_ejection),
+        cmocka_unit_test(test_passive_ejection), cmocka_unit_test(test_first_checks_spread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -692,6 +693,191 @@ static void test_chash_edge_cases(void **unused)
     ops->state_free(st);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Large groups: the indexed picks (in.gen != 0)
+ * ------------------------------------------------------------------------------------------- */
+
+#define BIG 5000
+
+/* A group of BIG servers with weights 1..100 (some 0) and a few unusable, heap-allocated. */
+struct big {
+    uint32_t weight[BIG];
+    uint8_t usable[BIG];
+    uint8_t tried[BIG];
+    uint32_t active[BIG];
+    uint64_t ids[BIG];
+};
+
+static struct big *big_new(void)
+{
+    struct big *b = calloc(1, sizeof(*b));
+    assert_non_null(b);
+    uint64_t x = 42;
+    for (size_t i = 0; i < BIG; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        b->weight[i] = i % 97 == 0 ? 0 : (uint32_t)(x >> 33) % 100 + 1;
+        b->usable[i] = b->weight[i] > 0 && i % 13 != 5;
+        char name[64];
+        int len = snprintf(name, sizeof(name), "10.1.%zu.%zu:80", i / 250, i % 250 + 1);
+        b->ids[i] = slb_hash64(name, (size_t)len, 0);
+    }
+    return b;
+}
+
+static struct slb_sched_input big_input(struct big *b, uint64_t gen, uint64_t key)
+{
+    struct slb_sched_input in = {.n = BIG,
+                                 .weight = b->weight,
+                                 .usable = b->usable,
+                                 .tried = b->tried,
+                                 .active = b->active,
+                                 .key = key,
+                                 .gen = gen};
+    return in;
+}
+
+/* The indexed smooth WRR makes exactly the picks of the plain one, through health changes
+ * (new generations); a pick with servers already tried never returns one of them. */
+static void test_wrr_big_same_as_scan(void **unused)
+{
+    const struct slb_sched_ops *ops = slb_sched_get(SLB_SCHED_WRR);
+    struct big *b = big_new();
+    void *fast = ops->state_new(BIG), *plain = ops->state_new(BIG);
+    uint64_t gen = 1;
+    for (int k = 0; k < 30000; k++) {
+        if (k % 5000 == 4999) {
+            /* A health change: one server leaves, another comes back. */
+            b->usable[(size_t)k % BIG] = 0;
+            b->usable[((size_t)k * 7 + 5) % BIG] = b->weight[((size_t)k * 7 + 5) % BIG] > 0;
+            gen++;
+        }
+        struct slb_sched_input fi = big_input(b, gen, 0), pi = big_input(b, 0, 0);
+        int f = ops->pick(fast, NULL, &fi), p = ops->pick(plain, NULL, &pi);
+        if (f != p)
+            fail_msg("pick %d: indexed %d, plain %d", k, f, p);
+    }
+    /* Retries: the servers tried are skipped, whoever would have been next. */
+    for (int k = 0; k < 2000; k++) {
+        struct slb_sched_input fi = big_input(b, gen, 0);
+        int f = ops->pick(fast, NULL, &fi);
+        assert_true(f >= 0 && b->usable[f] && !b->tried[f]);
+        if (k % 3 == 0)
+            b->tried[f] = 1;
+    }
+    ops->state_free(fast);
+    ops->state_free(plain);
+    free(b);
+}
+
+/* Over one cycle of sum(weights) picks every usable server is picked exactly weight times. */
+static void test_wrr_big_distribution(void **unused)
+{
+    const struct slb_sched_ops *ops = slb_sched_get(SLB_SCHED_WRR);
+    struct big *b = big_new();
+    void *st = ops->state_new(BIG);
+    uint64_t total = 0;
+    for (size_t i = 0; i < BIG; i++)
+        total += b->usable[i] ? b->weight[i] : 0;
+    uint32_t *counts = calloc(BIG, sizeof(*counts));
+    assert_non_null(counts);
+    for (uint64_t k = 0; k < total; k++) {
+        struct slb_sched_input in = big_input(b, 1, 0);
+        int s = ops->pick(st, NULL, &in);
+        assert_in_range(s, 0, BIG - 1);
+        counts[s]++;
+    }
+    for (size_t i = 0; i < BIG; i++)
+        assert_int_equal(counts[i], b->usable[i] ? b->weight[i] : 0);
+    free(counts);
+    ops->state_free(st);
+    free(b);
+}
+
+/* wlc over 5,000 servers compares two random usable ones: connections that stay open end up
+ * spread by weight (a server's load over its weight stays close to the group's), never on an
+ * unusable server or one already tried. */
+static void test_wlc_big_spreads_by_weight(void **unused)
+{
+    const struct slb_sched_ops *ops = slb_sched_get(SLB_SCHED_WLC);
+    struct big *b = big_new();
+    for (size_t i = 0; i < BIG; i++)
+        b->weight[i] = b->weight[i] ? (i % 2 ? 100 : 50) : 0;
+    void *st = ops->state_new(BIG);
+    for (int k = 0; k < 200000; k++) {
+        struct slb_sched_input in = big_input(b, 1, 0);
+        int s = ops->pick(st, NULL, &in);
+        assert_in_range(s, 0, BIG - 1);
+        assert_true(b->usable[s]);
+        b->active[s]++;
+    }
+    double heavy = 0, light = 0;
+    size_t nh = 0, nl = 0;
+    uint32_t max_per_100 = 0;
+    for (size_t i = 0; i < BIG; i++) {
+        if (!b->usable[i])
+            continue;
+        if (b->weight[i] == 100) {
+            heavy += b->active[i];
+            nh++;
+        } else {
+            light += b->active[i];
+            nl++;
+        }
+        uint32_t per = b->active[i] * 100 / b->weight[i];
+        max_per_100 = per > max_per_100 ? per : max_per_100;
+    }
+    double ratio = (heavy / (double)nh) / (light / (double)nl);
+    if (ratio < 1.8 || ratio > 2.2)
+        fail_msg("weight 100 vs 50 servers: load ratio %.2f", ratio);
+    /* Mean load per 100 of weight is about 200000 / 3580 * 100/75 ~ 75: no server far above. */
+    assert_true(max_per_100 < 110);
+
+    /* Every usable server but one tried: that one. */
+    memset(b->tried, 1, sizeof(b->tried));
+    b->tried[123] = 0;
+    b->usable[123] = 1;
+    b->weight[123] = 7;
+    struct slb_sched_input in = big_input(b, 2, 0);
+    assert_int_equal(ops->pick(st, NULL, &in), 123);
+    b->tried[123] = 1;
+    assert_int_equal(ops->pick(st, NULL, &in), -1);
+    ops->state_free(st);
+    free(b);
+}
+
+/* sch/tch with generations pick what they pick without, and move only an unusable server's
+ * keys. */
+static void test_chash_big_generations(void **unused)
+{
+    const struct slb_sched_ops *ops = slb_sched_get(SLB_SCHED_TCH);
+    struct big *b = big_new();
+    void *ring = ops->shared_new(b->ids, b->weight, BIG);
+    assert_non_null(ring);
+    void *st = ops->state_new(BIG);
+    int *before = calloc(20000, sizeof(*before));
+    assert_non_null(before);
+    for (uint64_t k = 0; k < 20000; k++) {
+        struct slb_sched_input fi = big_input(b, 1, k), pi = big_input(b, 0, k);
+        before[k] = ops->pick(st, ring, &fi);
+        assert_int_equal(before[k], ops->pick(st, ring, &pi));
+        assert_true(before[k] >= 0 && b->usable[before[k]]);
+    }
+    int gone = before[0];
+    b->usable[gone] = 0;
+    for (uint64_t k = 0; k < 20000; k++) {
+        struct slb_sched_input in = big_input(b, 2, k);
+        int s = ops->pick(st, ring, &in);
+        if (before[k] == gone)
+            assert_true(s != gone && s >= 0);
+        else
+            assert_int_equal(s, before[k]);
+    }
+    free(before);
+    ops->state_free(st);
+    ops->shared_free(ring);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -710,6 +896,10 @@ int main(void)
         cmocka_unit_test(test_chash_unusable_and_back),
         cmocka_unit_test(test_chash_deterministic),
         cmocka_unit_test(test_chash_edge_cases),
+        cmocka_unit_test(test_wrr_big_same_as_scan),
+        cmocka_unit_test(test_wrr_big_distribution),
+        cmocka_unit_test(test_wlc_big_spreads_by_weight),
+        cmocka_unit_test(test_chash_big_generations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

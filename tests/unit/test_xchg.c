@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of the exchange steps both client protocols share (http/xchg.c: counters and
- * the request timeout; http/exchange.c: the response body's framing, the timer). */
+ * the request timeout; http/exchange.c: the response body's framing, the timer, the gzip
+ * filter's data path). */
 /* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +13,9 @@
 #include "http/exchange.h"
 #include "http/xchg.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 static uint64_t get(struct slb_wcount *w, int i)
 {
@@ -208,6 +211,79 @@ static void test_exchange_timer(void **state)
     assert_int_equal(slb_exchange_timer_left(&e, 50000), 0);
 }
 
+/* The gzip filter takes the ready body bytes from the backend buffer, says when nothing can
+ * move, ends with the gzip trailer once the body is all in, and then counts and gives its
+ * compressor back to the worker's pool. */
+static void test_gzip_filter(void **state)
+{
+    static struct slb_http_worker hw;
+    memset(&hw, 0, sizeof(hw));
+    struct slb_lis_rt *stats = calloc(1, sizeof(*stats) + 2 * sizeof(struct slb_wcount));
+    assert_non_null(stats);
+    struct slb_listener_rt l;
+    memset(&l, 0, sizeof(l));
+    l.stats = stats;
+    struct http_up up;
+    memset(&up, 0, sizeof(up));
+    char body[4001];
+    for (size_t i = 0; i < 4000; i++)
+        body[i] = (char)('a' + i % 7);
+    body[4000] = 0;
+    struct slb_exchange e = {.up = &up,
+                             .hw = &hw,
+                             .l = &l,
+                             .resp_head_done = true,
+                             .resp_body = SLB_BODY_LENGTH,
+                             .resp_remaining = 4000};
+    e.gz = slb_gzip_take(&hw.gz_pool);
+    assert_non_null(e.gz);
+    e.resp_gzip = true;
+    static unsigned char out[16384];
+    size_t total = 0, made;
+    body[2500] = 0;
+    arrive(&up, body);
+    assert_int_equal(slb_exchange_body_ready(&e, NULL), 0);
+    assert_int_equal(slb_exchange_gzip_run(&e, out, sizeof(out), &made), 0);
+    total += made;
+    assert_int_equal(e.resp_ready, 0); /* all taken from the backend buffer */
+    assert_int_equal(up.in.len, 0);
+    /* Nothing ready and the body not all in: nothing moves. */
+    assert_int_equal(slb_exchange_gzip_run(&e, out + total, sizeof(out) - total, &made), 2);
+    assert_int_equal(made, 0);
+    body[2500] = 'a' + 2500 % 7;
+    arrive(&up, body + 2500);
+    assert_int_equal(slb_exchange_body_ready(&e, NULL), 0);
+    assert_true(e.resp_done);
+    int rc;
+    while ((rc = slb_exchange_gzip_run(&e, out + total, sizeof(out) - total, &made)) == 0)
+        total += made;
+    assert_int_equal(rc, 1);
+    total += made;
+    assert_null(e.gz);
+    assert_int_equal(hw.gz_pool.n, 1);
+    assert_int_equal(get(&stats->w[0], SLB_LIS_GZIP_IN), 4000);
+    assert_int_equal(get(&stats->w[0], SLB_LIS_GZIP_OUT), total);
+    /* Without a compressor: done, and dropping it again is harmless. */
+    assert_int_equal(slb_exchange_gzip_run(&e, out, sizeof(out), &made), 1);
+    slb_exchange_gzip_drop(&e);
+    /* The output is the body, gzipped. */
+    char plain[4096];
+    z_stream zs;
+    memset(&zs, 0, sizeof(zs));
+    assert_int_equal(inflateInit2(&zs, 16 + 15), Z_OK);
+    zs.next_in = out;
+    zs.avail_in = (uInt)total;
+    zs.next_out = (unsigned char *)plain;
+    zs.avail_out = sizeof(plain);
+    assert_int_equal(inflate(&zs, Z_FINISH), Z_STREAM_END);
+    assert_int_equal(zs.total_out, 4000);
+    assert_memory_equal(plain, body, 4000);
+    inflateEnd(&zs);
+    slb_gzip_pool_drain(&hw.gz_pool);
+    slb_buf_release(&up.in);
+    free(stats);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -219,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_body_chunked),
         cmocka_unit_test(test_body_until_close_and_tunnel),
         cmocka_unit_test(test_exchange_timer),
+        cmocka_unit_test(test_gzip_filter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { listenerFromForm } from '../../src/js/pages/listeners.js';
+import { listenerFromForm, listenerState } from '../../src/js/pages/listeners.js';
 
 const form = {
     name: 'web', protocol: 'https', bind: '0.0.0.0:443', backend_group: 'pool',
@@ -40,4 +40,25 @@ test('tcp and http listeners carry no tls block; an empty redirect clears it', (
     assert.equal(h.backend_group, undefined);
     assert.equal(listenerFromForm({ ...form, protocol: 'http', redirect_to: 'https://b:8443' }).redirect_to,
         'https://b:8443');
+});
+
+test('the state badge: a stopped listener shows stopped whatever its counters', () => {
+    assert.deepEqual(listenerState({ status: 'stopped' }, { active: 1 }, { refused: 3 }), ['stopped', 'unknown']);
+    assert.deepEqual(listenerState({ status: 'running' }, undefined, undefined), ['starting', 'unknown']);
+    assert.deepEqual(listenerState({ status: 'running' }, {}, { refused: 2 }), ['refusing', 'warning']);
+    assert.deepEqual(listenerState({}, {}, { refused: 0 }), ['serving', 'ok']);
+});
+
+test('an edit keeps the status; the limits are the form\'s', () => {
+    const stored = { name: 'web', protocol: 'https', bind: '0.0.0.0:443', status: 'stopped',
+        limits: { requests_per_s: 5 }, tls: { certificates: ['c1'] } };
+    let l = listenerFromForm(form, stored);
+    assert.equal(l.status, 'stopped');
+    assert.equal(l.limits, undefined); // the form's limit fields were left empty
+    l = listenerFromForm({ ...form, limits: { requests_per_s: '5', connections_per_s: '',
+        bandwidth_mbps: '100' } }, stored);
+    assert.deepEqual(l.limits, { requests_per_s: 5, bandwidth_mbps: 100 });
+    l = listenerFromForm({ ...form, protocol: 'tcp', limits: { requests_per_s: '5',
+        connections_per_s: '9' } }, stored);
+    assert.deepEqual(l.limits, { connections_per_s: 9 });
 });

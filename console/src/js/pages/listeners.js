@@ -9,6 +9,15 @@ import { ACTIONS, badge, dialog, field, input, select, pageHeader, showError, ta
 const POLICIES = ['tls_cipher_policy_1_2_strict_with_1_3', 'tls_cipher_policy_1_2_strict',
     'tls_cipher_policy_1_2', 'tls_cipher_policy_1_1', 'tls_cipher_policy_1_0'];
 
+// The state badge of a listener: its configured status first, then what its counters say
+// (s: its /v1/stats entry, r: its rates over the last poll). [text, level].
+export function listenerState(l, s, r) {
+    if (l.status === 'stopped') return ['stopped', 'unknown'];
+    if (!s) return ['starting', 'unknown'];
+    if (r && r.refused > 0) return ['refusing', 'warning'];
+    return ['serving', 'ok'];
+}
+
 // The listener object the form describes, on top of the stored one (fields the form does
 // not show are kept as they are).
 export function listenerFromForm(v, stored) {
@@ -20,6 +29,15 @@ export function listenerFromForm(v, stored) {
     else delete l.backend_group;
     l.max_connections = Number(v.max_connections || 0);
     l.connect_timeout_ms = Number(v.connect_timeout_ms || 5000);
+    // Limits: an empty field is no limit; requests_per_s needs requests (not on tcp).
+    const limits = {};
+    for (const k of ['connections_per_s', 'requests_per_s', 'bandwidth_mbps']) {
+        const x = v.limits?.[k];
+        if (x !== undefined && x !== '' && !(k === 'requests_per_s' && v.protocol === 'tcp'))
+            limits[k] = Number(x);
+    }
+    if (Object.keys(limits).length) l.limits = limits;
+    else delete l.limits;
     if (v.protocol === 'http') {
         if (v.redirect_to) l.redirect_to = v.redirect_to;
         else if (l.redirect_to !== undefined) l.redirect_to = '';
@@ -73,6 +91,9 @@ function listenerForm(stored, groups, certs, onDone) {
     const httpPart = h('div', null, field('Redirect to (http only)', input('redirect_to',
         { value: stored?.redirect_to || '', placeholder: 'https://HOST:PORT' }),
         'Answer every request with a redirect; the backend group may then be empty'));
+    const rpsPart = h('div', null, field('Requests per second (limit)', input('limits.requests_per_s',
+        { type: 'number', min: 1, value: stored?.limits?.requests_per_s ?? '' }),
+    'Empty: no limit. Beyond it requests get 503 with Retry-After (http and https)'));
     form.append(h('div', { class: 'form-error', role: 'alert' }),
         field('Name', input('name', { value: stored?.name || '', required: true, readonly: !!stored })),
         field('Protocol', proto, stored ? 'Changing the protocol is delete and create' : null),
@@ -83,10 +104,16 @@ function listenerForm(stored, groups, certs, onDone) {
             value: stored?.max_connections ?? 0 }), '0: no limit'),
         field('Backend connect timeout (ms)', input('connect_timeout_ms', { type: 'number', min: 100,
             value: stored?.connect_timeout_ms ?? 5000 })),
+        field('New connections per second (limit)', input('limits.connections_per_s', { type: 'number',
+            min: 1, value: stored?.limits?.connections_per_s ?? '' }), 'Empty: no limit. Beyond it connections are reset'),
+        rpsPart,
+        field('Bandwidth to clients (Mbit/s)', input('limits.bandwidth_mbps', { type: 'number',
+            min: 1, value: stored?.limits?.bandwidth_mbps ?? '' }), 'Empty: no limit. Traffic is shaped, not dropped'),
         httpPart, httpsPart);
     const sync = () => {
         httpsPart.hidden = proto.value !== 'https';
         httpPart.hidden = proto.value !== 'http';
+        rpsPart.hidden = proto.value === 'tcp';
     };
     proto.addEventListener('change', sync);
     sync();
@@ -102,6 +129,11 @@ function listenerForm(stored, groups, certs, onDone) {
             certificates: checked('certificates'), client_ca: el.client_ca.value,
             client_auth: el.client_auth.value, policy: el.policy.value,
             session_ticket_lifetime_s: el.session_ticket_lifetime_s.value, alpn: checked('alpn'),
+            limits: {
+                connections_per_s: el['limits.connections_per_s'].value,
+                requests_per_s: el['limits.requests_per_s'].value,
+                bandwidth_mbps: el['limits.bandwidth_mbps'].value,
+            },
         };
         const body = listenerFromForm(v, stored?.obj);
         try {
@@ -121,7 +153,7 @@ export function render(ctx) {
     const root = h('section', { class: 'page' });
     const list = h('div');
     root.append(pageHeader('Listeners', h('button', { type: 'button', onClick: () => edit() }, 'Create listener')),
-        h('p', { class: 'muted' }, 'Every configured listener is serving. Starting and stopping a listener is not in the API yet: delete it to stop it.'),
+        h('p', { class: 'muted' }, 'A stopped listener keeps its configuration and closes its socket; start it to accept connections again.'),
         list);
     let listeners = [];
 
@@ -146,6 +178,18 @@ export function render(ctx) {
         });
         dlg = dialog(l ? `Edit listener ${l.name}` : 'Create a listener', form, [{ text: 'Cancel', kind: 'secondary' }]);
         dlg.querySelector('.actions').prepend(h('button', { type: 'submit', form: 'listener-form' }, l ? 'Save' : 'Create'));
+    }
+
+    function setStatus(l, action) {
+        const stop = action === 'stop';
+        confirm(`${stop ? 'Stop' : 'Start'} ${l.name}`,
+            stop ? `Stop listener ${l.name} on ${l.bind}? Its socket closes: new connections are refused, connections in progress finish. Its configuration is kept.`
+                : `Start listener ${l.name}? It opens ${l.bind} again.`,
+            stop ? 'Stop' : 'Start', async () => {
+                await api.post(`/v1/listeners/${api.seg(l.name)}/${action}`);
+                notice(`${stop ? 'Stopped' : 'Started'} listener ${l.name}`);
+                load();
+            });
     }
 
     function remove(l) {
@@ -176,6 +220,11 @@ export function render(ctx) {
                 h('td', { class: 'row-actions' },
                     h('button', { type: 'button', class: 'secondary small', onClick: () => edit(l),
                         'aria-label': `Edit ${l.name}` }, 'Edit'),
+                    l.status === 'stopped'
+                        ? h('button', { type: 'button', class: 'secondary small', onClick: () => setStatus(l, 'start'),
+                            'aria-label': `Start ${l.name}` }, 'Start')
+                        : h('button', { type: 'button', class: 'secondary small', onClick: () => setStatus(l, 'stop'),
+                            'aria-label': `Stop ${l.name}` }, 'Stop'),
                     h('button', { type: 'button', class: 'danger small', onClick: () => remove(l),
                         'aria-label': `Delete ${l.name}` }, 'Delete')));
         });
@@ -187,11 +236,11 @@ export function render(ctx) {
     function update(feed) {
         const st = new Map((feed.latest?.listeners || []).map((x) => [x.name, x]));
         const last = feed.history[feed.history.length - 1];
+        const byName = new Map(listeners.map((l) => [l.name, l]));
         for (const [name, c] of cells) {
             const s = st.get(name);
             const r = last?.listeners[name];
-            clear(c.state).append(s ? (r && r.refused > 0 ? badge('refusing', 'warning') : badge('serving', 'ok'))
-                : badge('starting', 'unknown'));
+            clear(c.state).append(badge(...listenerState(byName.get(name) || {}, s, r)));
             c.conns.textContent = s ? `${fmt.count(s.active)} open · ${fmt.rate(r?.conns ?? 0)} new` : '–';
             c.traffic.textContent = s ? `${fmt.bytes(r?.payload ?? 0)}/s payload · ${fmt.bytes(r?.wire ?? 0)}/s wire` : '–';
         }
