@@ -147,9 +147,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     s->c = c;
     s->ws = slb_http_bind_snap(&c->b);
     slb_wsnap_ref(s->ws);
-    s->l = c->b.l;
-    s->wg = c->b.wg;
-    s->tried = s->tried_in;
+    h2_exchange_init(s);
     s->ntried = nsrv ? nsrv : 1;
     s->id = f->hd.stream_id;
     s->st = SS_HEAD;
@@ -264,7 +262,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         return 0;
     }
     s->bytes_in += len;
-    s->last_io_ms = c->w->loop.now_ms;
+    s->e.last_io_ms = c->w->loop.now_ms;
     if (s->req_chunked) {
         char line[24];
         int k = snprintf(line, sizeof(line), "%zx\r\n", len);
@@ -357,7 +355,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     if (!s)
         return 0;
     s->bytes_out += f->hd.length + 9;
-    if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) && !s->req_done) {
+    if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) && !s->e.req_done) {
         /* The whole response is out and the client is still sending: the rest of its
          * request is not wanted (RFC 9113 8.1). */
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);

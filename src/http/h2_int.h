@@ -5,6 +5,7 @@
 #ifndef SLB_HTTP_H2_INT_H
 #define SLB_HTTP_H2_INT_H
 
+#include "http/exchange.h"
 #include "http/h2.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
@@ -55,11 +56,11 @@ struct h2_conn;
 struct h2_stream {
     struct h2_conn *c;
     struct h2_stream *prev, *next;
-    /* The configuration the stream started under (held): its listener settings and group.
-     * The connection itself moves to each new configuration of its listener. */
+    /* The configuration the stream started under (held): its listener settings (e.l) and
+     * group (e.wg). The connection itself moves to each new configuration of its listener. */
     struct slb_wsnap *ws;
-    struct slb_listener_rt *l;
-    struct slb_wgroup *wg;
+    /* The exchange with a backend (see exchange.h): this stream is its sink. */
+    struct slb_exchange e;
     int32_t id;
     enum stream_state st;
     struct slb_timer timer;
@@ -75,42 +76,21 @@ struct h2_stream {
     bool bad; /* a field that cannot become HTTP/1.1 text: the stream is being reset */
     /* request towards the backend: head, then body bytes (chunk-framed when chunked) */
     struct slb_hbuf tx;
-    bool req_chunked, req_has_body, req_done, head_only;
-    uint8_t method_id;
+    bool req_chunked, head_only;
     uint64_t unconsumed; /* DATA bytes in tx not yet given back to the client's window */
-    /* backend */
-    struct http_up *up;
-    struct slb_srv_rt *srv;
-    int srv_idx, attempts;
-    uint64_t exchange_deadline_ms, last_io_ms, sent_us;
-    uint64_t start_us; /* request head parsed, for the request duration histogram */
-    uint64_t resp_us;  /* response head received, for the access log */
-    /* Why slbd answered 5xx itself (see slb_access_error_name) and the server it last tried */
-    uint8_t fail;
-    const char *fail_srv;
     /* response */
-    bool resp_head_done, resp_submitted, resp_done, up_keep_alive, deferred, reset;
+    bool resp_submitted, deferred, reset;
     bool up_eof; /* the backend closed its side */
-    uint8_t resp_body;
-    int status;
     uint8_t interims;
-    uint64_t resp_remaining, resp_ready;
-    struct slb_chunked resp_chunk;
     struct slb_hbuf resp_trailers;
     struct slb_hbuf local; /* our own response: head and body as HTTP/1.1 */
     /* accounting */
     uint64_t bytes_in, bytes_out;
     struct slb_access_rec *log;
     bool logged;
-    const struct slb_rule *rule; /* the forwarding rule that chose wg, or NULL */
-    /* compression (http/gzip.h): the request's facts; resp_gzip: the response is compressed,
-     * by gz until its gzip trailer is out (then gz is back in the worker's pool) */
-    struct slb_gzip_req gz_req;
-    bool resp_gzip;
-    struct slb_gzip *gz;
-    /* Per server of wg: already tried. tried_in (sized for the listener's group, at least
-     * one) unless a rule chose a bigger group: then its own allocation. */
-    uint8_t *tried;
+    const struct slb_rule *rule; /* the forwarding rule that chose e.wg, or NULL */
+    /* Per server of e.wg: already tried (e.tried). tried_in (sized for the listener's group,
+     * at least one) unless a rule chose a bigger group: then its own allocation. */
     size_t ntried;
     uint8_t tried_in[];
 };
@@ -166,6 +146,8 @@ void h2_kick(struct h2_conn *c);
 struct slb_wcount *h2_lis_counts(struct h2_conn *c);
 
 /* h2_stream.c */
+/* A new stream's exchange, under the connection's current listener and group. */
+void h2_exchange_init(struct h2_stream *s);
 /* Once the pseudo-fields are in: the request line and Host start the request text. */
 void h2_request_line(struct h2_stream *s);
 /* The request's header block is complete: answer it ourselves or make it ready for a

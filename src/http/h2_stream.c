@@ -4,7 +4,8 @@
  * and parsed by the HTTP/1.1 parser, so both protocols reach backends through the same
  * validation and the same rewriting (rewrite.h); the response head comes back the same way.
  * Request DATA is acknowledged only once written to the backend, and the response is read
- * from the backend only as fast as the client's window lets DATA go. */
+ * from the backend only as fast as the client's window lets DATA go. The exchange with the
+ * backend is exchange.c's, shared with HTTP/1.x: each stream is its sink (h2_sink). */
 #include "http/h2_int.h"
 
 #include "acme/challenge.h"
@@ -12,6 +13,7 @@
 #include "core/time.h"
 #include "http/access.h"
 #include "http/decide.h"
+#include "http/exchange.h"
 #include "http/route.h"
 #include "http/xchg.h"
 #include "tls/tls.h"
@@ -25,15 +27,10 @@
 
 static void up_event(struct http_up *up, uint32_t events);
 
-static struct slb_wcount *srv_counts(struct h2_stream *s)
-{
-    return &s->srv->w[s->c->w->id];
-}
-
 static void count_status(struct h2_stream *s, int status, bool local, int dir)
 {
     slb_xchg_count_status(h2_lis_counts(s->c), status, local, dir);
-    s->status = dir > 0 ? status : 0;
+    s->e.status = dir > 0 ? status : 0;
 }
 
 /* One access-log line per stream that carried a request. The wire bytes are the connection's
@@ -47,16 +44,12 @@ static void log_stream(struct h2_stream *s)
     struct slb_xchg_log x = {
         .rec = s->log,
         .proto = "HTTP/2",
-        .status = s->status,
         .bytes_in = s->bytes_in,
         .bytes_out = s->bytes_out,
         .client_port = c->client_port,
-        .srv = s->srv,
-        .fail_srv = s->fail_srv,
-        .fail = s->fail,
-        .resp_us = s->resp_us,
+        .e = &s->e,
     };
-    slb_xchg_log(c->w, s->l, &c->t, c->client_ip, &x, &c->log_wire_in, &c->log_wire_out);
+    slb_xchg_log(c->w, s->e.l, &c->t, c->client_ip, &x, &c->log_wire_in, &c->log_wire_out);
 }
 
 /* --- the backend connection of a stream --- */
@@ -65,28 +58,28 @@ static void log_stream(struct h2_stream *s)
  * kept alive, closed otherwise. */
 static void drop_up(struct h2_stream *s)
 {
-    if (!s->up)
+    if (!s->e.up)
         return;
-    bool complete = s->st == SS_EXCHANGE && s->resp_done && s->req_done &&
-                    !slb_hbuf_pending(&s->tx) && slb_buf_empty(&s->up->in) && s->up_keep_alive;
+    bool complete = s->st == SS_EXCHANGE && s->e.resp_done && s->e.req_done &&
+                    !slb_hbuf_pending(&s->tx) && slb_buf_empty(&s->e.up->in) && s->e.up_keep_alive;
     if (complete) {
-        slb_xchg_up_done(&s->up, s->srv, s->c->w->id, s->status, true);
+        slb_exchange_up_done(&s->e, true);
         return;
     }
-    slb_up_close(s->up);
-    s->up = NULL;
+    slb_up_close(s->e.up);
+    s->e.up = NULL;
 }
 
 static void up_interest(struct h2_stream *s)
 {
-    struct http_up *up = s->up;
+    struct http_up *up = s->e.up;
     if (!up)
         return;
     uint32_t ev = 0;
     if (!up->connected) {
         ev = EPOLLOUT;
     } else {
-        if (!s->resp_done && !s->up_eof && slb_up_room(up, s->resp_ready))
+        if (!s->e.resp_done && !s->up_eof && slb_up_room(up, s->e.resp_ready))
             ev |= EPOLLIN;
         if (slb_hbuf_pending(&s->tx))
             ev |= EPOLLOUT;
@@ -96,12 +89,12 @@ static void up_interest(struct h2_stream *s)
 
 static void stream_timer(struct h2_stream *s)
 {
-    const struct slb_listener_cfg *cfg = s->l->cfg;
+    const struct slb_listener_cfg *cfg = s->e.l->cfg;
     uint64_t ms;
     if (s->st == SS_CONNECT) {
         ms = cfg->connect_timeout_ms;
     } else if (s->st == SS_EXCHANGE) {
-        ms = slb_xchg_deadline_in(cfg, &s->exchange_deadline_ms, s->c->w->loop.now_ms);
+        ms = slb_xchg_deadline_in(cfg, &s->e.exchange_deadline_ms, s->c->w->loop.now_ms);
     } else {
         ms = (uint64_t)cfg->request_timeout_s * 1000u;
     }
@@ -152,15 +145,15 @@ static void respond_built(struct h2_stream *s, int status, const char *extra,
                           const struct slb_http_decision *d)
 {
     struct h2_conn *c = s->c;
-    if (s->up) {
-        slb_up_close(s->up);
-        s->up = NULL;
+    if (s->e.up) {
+        slb_up_close(s->e.up);
+        s->e.up = NULL;
     }
     if (s->st == SS_DISPATCH)
         c->ndispatch--;
     s->st = SS_LOCAL;
     /* A client that never reads our answer: its stream is reset after request_timeout_s. */
-    slb_timer_start(&c->w->loop, &s->timer, (uint64_t)s->l->cfg->request_timeout_s * 1000u);
+    slb_timer_start(&c->w->loop, &s->timer, (uint64_t)s->e.l->cfg->request_timeout_s * 1000u);
     slb_hbuf_reset(&s->local);
     if (d)
         slb_http_decision_answer(&s->local, d, true, s->head_only);
@@ -176,7 +169,7 @@ static void respond_built(struct h2_stream *s, int status, const char *extra,
         return;
     }
     s->local.off = (size_t)rc;
-    s->resp_done = true;
+    s->e.resp_done = true;
     count_status(s, status, true, 1);
     if (submit_head(s, m, true, slb_hbuf_pending(&s->local) > 0, NULL) != 0)
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
@@ -193,52 +186,49 @@ static void respond_local(struct h2_stream *s, int status, const char *extra)
     respond_built(s, status, extra, NULL);
 }
 
-/* The exchange with the backend failed: our error when nothing of the response went out yet,
- * otherwise the stream is reset, so the client cannot take a cut body for a whole one. */
-static void upstream_failed(struct h2_stream *s, int status, enum slb_srv_fail f, const char *why)
+/* The exchange failed (see slb_exchange_fail): our error when nothing of the response went
+ * out yet, otherwise the stream is reset, so the client cannot take a cut body for a whole
+ * one. */
+static void sink_error(struct slb_exchange *e, int status)
 {
+    struct h2_stream *s = e->sink;
     struct h2_conn *c = s->c;
-    slb_xchg_failed(c->w->id, s->l, s->srv, status, s->req_done, s->resp_head_done, f, why);
-    s->fail = slb_xchg_fail_code(f);
     if (s->resp_submitted) {
-        slb_up_close(s->up);
-        s->up = NULL;
-        s->resp_done = s->reset = true;
+        slb_up_close(s->e.up);
+        s->e.up = NULL;
+        s->e.resp_done = s->reset = true;
         s->st = SS_LOCAL;
         slb_timer_stop(&c->w->loop, &s->timer);
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
         return;
     }
-    if (s->resp_head_done)
-        count_status(s, s->status, false, -1);
+    if (s->e.resp_head_done)
+        count_status(s, s->e.status, false, -1);
     respond_local(s, status, NULL);
 }
 
 /* The head of a final response: the backend's fields (hop-by-hop ones left out) and the sticky
  * cookie of "insert" mode. The "server" mode rewrites the backend's own Set-Cookie, which the
  * HTTP/1.1 builder does: its head is built, parsed back and submitted. */
-static void finish_response_head(struct h2_stream *s, struct slb_http_msg *m)
+static bool sink_head(struct slb_exchange *e, struct slb_http_msg *m)
 {
+    struct h2_stream *s = e->sink;
     struct h2_conn *c = s->c;
-    bool body = s->resp_body != SLB_BODY_NONE;
+    bool body = m->body != SLB_BODY_NONE && !(m->body == SLB_BODY_LENGTH && !m->content_length);
     /* Compression (listener gzip): the head rewritten in place (the scratch holds its new
      * values until it is submitted); the body goes through gzip_read. */
     struct slb_gzip_scratch gz_sc;
-    if (body && slb_gzip_wanted(&s->gz_req, m, s->l->cfg) &&
-        (s->gz = slb_gzip_take(&c->hw->gz_pool)) && slb_gzip_rewrite_head(m, &gz_sc, false) == 0) {
-        s->resp_gzip = true;
-        slb_count_add(&h2_lis_counts(c)->v[SLB_LIS_GZIP], 1);
-    } else {
-        slb_gzip_give(&c->hw->gz_pool, &s->gz);
-    }
+    if (body)
+        slb_exchange_gzip_head(e, m, &gz_sc, false);
     struct slb_sticky_out so = {0};
-    if (s->l->cfg->sticky != SLB_STICKY_NONE)
-        slb_http_sticky_response(&so, s->l->cfg, s->wg->g, s->srv_idx, true);
+    if (s->e.l->cfg->sticky != SLB_STICKY_NONE)
+        slb_http_sticky_response(&so, s->e.l->cfg, s->e.wg->g, s->e.srv_idx, true);
     if (!so.prefix_name) {
-        if (submit_head(s, m, true, body, so.set_cookie) != 0)
-            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID,
-                            "response head cannot be given to an HTTP/2 client");
-        return;
+        if (submit_head(s, m, true, body, so.set_cookie) == 0)
+            return true;
+        slb_exchange_fail(&s->e, 502, SLB_SRV_FAIL_INVALID,
+                          "response head cannot be given to an HTTP/2 client");
+        return false;
     }
     slb_hbuf_reset(&s->local);
     slb_http_build_response(&s->local, m, true, NULL, so.prefix_name, so.prefix);
@@ -246,101 +236,32 @@ static void finish_response_head(struct h2_stream *s, struct slb_http_msg *m)
     slb_http_limits_default(&lim);
     lim.max_head_bytes = s->local.len + 1;
     struct slb_http_msg *rm = &c->hw->msg; /* m is consumed: reuse the scratch */
-    if (s->local.oom ||
-        slb_http_parse_response(s->local.p, s->local.len, &lim, SLB_HTTP_GET, rm) <= 0 ||
-        submit_head(s, rm, true, body, NULL) != 0)
-        upstream_failed(s, 502, SLB_SRV_FAIL_INVALID,
-                        "response head cannot be given to an HTTP/2 client");
+    bool ok = !s->local.oom &&
+              slb_http_parse_response(s->local.p, s->local.len, &lim, SLB_HTTP_GET, rm) > 0 &&
+              submit_head(s, rm, true, body, NULL) == 0;
+    if (!ok)
+        slb_exchange_fail(&s->e, 502, SLB_SRV_FAIL_INVALID,
+                          "response head cannot be given to an HTTP/2 client");
     slb_hbuf_free(&s->local);
+    return ok;
 }
 
-static bool parse_response(struct h2_stream *s)
+/* Interim responses (100, 103 Early Hints) go on as non-final HEADERS; HEADERS are not
+ * flow-controlled, so a backend that sends them without end is stopped. */
+static int sink_interim(struct slb_exchange *e, struct slb_http_msg *m)
 {
-    struct h2_conn *c = s->c;
-    struct http_up *up = s->up;
-    struct slb_http_msg *m = &c->hw->msg;
-    const char *why = NULL;
-    for (;;) {
-        int rc = slb_up_parse_head(up, (enum slb_http_method)s->method_id, m, &why);
-        if (rc == 0)
-            return false;
-        if (rc < 0) {
-            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, why);
-            return true;
-        }
-        if (m->status == 101) {
-            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "101 to an HTTP/2 request");
-            return true;
-        }
-        if (m->status >= 200)
-            break;
-        /* Interim responses (100, 103 Early Hints) go on as non-final HEADERS; HEADERS are
-         * not flow-controlled, so a backend that sends them without end is stopped. */
-        if (++s->interims > H2_MAX_INTERIM) {
-            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "too many interim responses");
-            return true;
-        }
-        int r = submit_head(s, m, false, false, NULL);
-        slb_buf_consume(&up->in, (size_t)rc);
-        if (r != 0 || slb_buf_empty(&up->in))
-            return true;
-    }
-    s->resp_us = slb_mono_us();
-    s->fail = 0; /* a server answered: earlier failed connects are not this answer's cause */
-    slb_xchg_count_head(h2_lis_counts(c), srv_counts(s), m->status, &s->sent_us, s->resp_us);
-    s->status = m->status;
-    s->resp_head_done = true;
-    s->up_keep_alive = m->keep_alive;
-    s->resp_body = (uint8_t)m->body;
-    s->resp_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
-    if (m->body == SLB_BODY_LENGTH && m->content_length == 0)
-        s->resp_body = SLB_BODY_NONE;
-    slb_chunked_init(&s->resp_chunk);
-    s->resp_chunk.stop_at_trailer = true;
-    size_t head_len = (size_t)m->head_len;
-    if (s->resp_body == SLB_BODY_NONE)
-        s->resp_done = true;
-    finish_response_head(s, m);
-    if (s->up)
-        slb_buf_consume(&s->up->in, head_len);
-    return true;
-}
-
-/* Decode what arrived of a chunked body in place: the front of up->in becomes data bytes
- * (resp_ready of them); trailer bytes are kept for the trailing HEADERS. */
-static int unchunk(struct h2_stream *s)
-{
-    if (slb_up_unchunk(s->up, &s->resp_chunk, &s->resp_ready, &s->resp_trailers) < 0)
+    struct h2_stream *s = e->sink;
+    if (++s->interims > H2_MAX_INTERIM) {
+        slb_exchange_fail(&s->e, 502, SLB_SRV_FAIL_INVALID, "too many interim responses");
         return -1;
-    if (s->resp_chunk.done)
-        s->resp_done = true;
-    return 0;
+    }
+    return submit_head(s, m, false, false, NULL) != 0 ? 1 : 0;
 }
 
-/* Body bytes of the response ready to go as DATA (s->resp_ready at the front of up->in). */
+/* Body bytes of the response ready to go as DATA (s->e.resp_ready at the front of up->in). */
 static int body_ready(struct h2_stream *s)
 {
-    struct http_up *up = s->up;
-    if (!up || !s->resp_head_done || up->in.len <= s->resp_ready)
-        return 0;
-    size_t avail = up->in.len - s->resp_ready;
-    switch (s->resp_body) {
-    case SLB_BODY_UNTIL_CLOSE:
-        s->resp_ready = up->in.len;
-        return 0;
-    case SLB_BODY_LENGTH: {
-        uint64_t n = avail < s->resp_remaining ? avail : s->resp_remaining;
-        s->resp_ready += n;
-        s->resp_remaining -= n;
-        if (s->resp_remaining == 0)
-            s->resp_done = true;
-        return 0;
-    }
-    case SLB_BODY_CHUNKED:
-        return unchunk(s);
-    default:
-        return 0;
-    }
+    return slb_exchange_body_ready(&s->e, &s->resp_trailers);
 }
 
 /* The backend's chunked trailer section as a trailing HEADERS frame. */
@@ -393,41 +314,30 @@ static void body_end(struct h2_stream *s, uint32_t *flags)
  * into the DATA frame's buffer; once the body is all in, the gzip trailer follows. */
 static ssize_t gzip_read(struct h2_stream *s, uint8_t *buf, size_t len, uint32_t *flags)
 {
-    struct http_up *up = s->up;
-    bool was_full = !slb_up_room(up, s->resp_ready);
+    struct http_up *up = s->e.up;
+    bool was_full = !slb_up_room(up, s->e.resp_ready);
     size_t total = 0;
-    while (s->gz && total < len) {
+    while (s->e.gz && total < len) {
         if (body_ready(s) < 0) {
-            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
+            slb_exchange_fail(&s->e, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return NGHTTP2_ERR_DEFERRED;
         }
-        size_t avail = (size_t)s->resp_ready, used, made;
-        if (!avail && !s->resp_done)
-            break;
-        int rc = slb_gzip_run(s->gz, avail ? up->in.data + up->in.off : "", avail, &used,
-                              buf + total, len - total, &made, s->resp_done);
+        uint64_t before = s->e.resp_ready;
+        size_t made;
+        int rc = slb_exchange_gzip_run(&s->e, buf + total, len - total, &made);
         if (rc < 0) {
-            upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "compression failed");
+            slb_exchange_fail(&s->e, 502, SLB_SRV_FAIL_INVALID, "compression failed");
             return NGHTTP2_ERR_DEFERRED;
         }
-        if (used) {
-            slb_buf_consume(&up->in, used);
-            s->resp_ready -= used;
-            s->last_io_ms = s->c->w->loop.now_ms;
-        }
+        if (s->e.resp_ready != before)
+            s->e.last_io_ms = s->c->w->loop.now_ms;
         total += made;
-        if (rc == 1) {
-            struct slb_wcount *lc = h2_lis_counts(s->c);
-            slb_count_add(&lc->v[SLB_LIS_GZIP_IN], slb_gzip_total_in(s->gz));
-            slb_count_add(&lc->v[SLB_LIS_GZIP_OUT], slb_gzip_total_out(s->gz));
-            slb_gzip_give(&s->c->hw->gz_pool, &s->gz);
-        } else if (!used && !made) {
+        if (rc == 2)
             break;
-        }
     }
-    if (was_full && slb_up_room(up, s->resp_ready))
+    if (was_full && slb_up_room(up, s->e.resp_ready))
         up_interest(s);
-    if (!s->gz) {
+    if (!s->e.gz) {
         body_end(s, flags);
         return (ssize_t)total;
     }
@@ -451,28 +361,28 @@ static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
             *flags |= NGHTTP2_DATA_FLAG_EOF;
         return (ssize_t)n;
     }
-    if (s->reset || !s->up)
+    if (s->reset || !s->e.up)
         return NGHTTP2_ERR_DEFERRED; /* our RST_STREAM goes out before any more DATA */
-    if (s->resp_gzip)
+    if (s->e.resp_gzip)
         return gzip_read(s, buf, len, flags);
-    struct http_up *up = s->up;
+    struct http_up *up = s->e.up;
     /* Before the decoding too: dropping a chunked body's framing makes room as well. */
-    bool was_full = !slb_up_room(up, s->resp_ready);
+    bool was_full = !slb_up_room(up, s->e.resp_ready);
     if (body_ready(s) < 0) {
         /* queues RST_STREAM */
-        upstream_failed(s, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
+        slb_exchange_fail(&s->e, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
         return NGHTTP2_ERR_DEFERRED;
     }
-    size_t n = s->resp_ready < len ? (size_t)s->resp_ready : len;
+    size_t n = s->e.resp_ready < len ? (size_t)s->e.resp_ready : len;
     if (n) {
         memcpy(buf, up->in.data + up->in.off, n);
         slb_buf_consume(&up->in, n);
-        s->resp_ready -= n;
-        s->last_io_ms = s->c->w->loop.now_ms;
+        s->e.resp_ready -= n;
+        s->e.last_io_ms = s->c->w->loop.now_ms;
     }
-    if (was_full && slb_up_room(up, s->resp_ready))
+    if (was_full && slb_up_room(up, s->e.resp_ready))
         up_interest(s);
-    if (s->resp_done && s->resp_ready == 0) {
+    if (s->e.resp_done && s->e.resp_ready == 0) {
         body_end(s, flags);
         return (ssize_t)n;
     }
@@ -487,7 +397,7 @@ static ssize_t body_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 
 static bool write_up(struct h2_stream *s)
 {
-    struct http_up *up = s->up;
+    struct http_up *up = s->e.up;
     bool progress = false;
     while (up && up->connected && up->wr_ready && slb_hbuf_pending(&s->tx)) {
         ssize_t n = slb_up_send(up, s->tx.p + s->tx.off, slb_hbuf_pending(&s->tx));
@@ -501,13 +411,13 @@ static bool write_up(struct h2_stream *s)
         }
         s->tx.off += (size_t)n;
         up->bytes_to += (uint64_t)n;
-        s->last_io_ms = s->c->w->loop.now_ms;
+        s->e.last_io_ms = s->c->w->loop.now_ms;
         progress = true;
     }
     if (progress && !slb_hbuf_pending(&s->tx)) {
-        if (!s->sent_us && s->req_done)
-            s->sent_us = slb_mono_us();
-        if (s->req_has_body) {
+        if (!s->e.sent_us && s->e.req_done)
+            s->e.sent_us = slb_mono_us();
+        if (s->e.req_has_body) {
             /* Written: the client may send as much again. A request without a body keeps
              * its head for a retry on a fresh connection. */
             slb_hbuf_reset(&s->tx);
@@ -520,95 +430,61 @@ static bool write_up(struct h2_stream *s)
     return progress;
 }
 
-static void connect_failed(struct h2_stream *s, enum slb_srv_fail f, const char *why);
-
-/* Send the request again: a reused connection that failed is replaced by a fresh one to the
- * same server; a fresh one that failed moves the request to the next server, as a connect
- * failure does (each server is tried once). */
-static bool retry_fresh(struct h2_stream *s, enum slb_srv_fail f, const char *why)
-{
-    if (!s->up->reused) {
-        s->up_eof = false;
-        connect_failed(s, f, why);
-        return true;
-    }
-    struct h2_conn *c = s->c;
-    if (!slb_xchg_reconnect(c->hw, h2_lis_counts(c), &s->up, &s->wg->g->cfg->servers[s->srv_idx],
-                            s->srv, s, up_event)) {
-        s->srv = NULL;
-        return false;
-    }
-    s->tx.off = 0;
-    s->up_eof = false;
-    s->st = SS_CONNECT;
-    stream_timer(s);
-    return true;
-}
-
-/* A connection the backend closed (or reset) before any byte of the response: the request
- * goes again only when that cannot make the backend act on it twice. */
-static bool retryable(const struct h2_stream *s)
-{
-    return slb_up_retryable(s->up, (enum slb_http_method)s->method_id, s->req_has_body);
-}
-
 static bool read_up(struct h2_stream *s)
 {
-    struct http_up *up = s->up;
-    if (!up || !up->connected || !up->rd_ready || s->resp_done || !slb_up_room(up, s->resp_ready))
+    struct http_up *up = s->e.up;
+    if (!up || !up->connected || !up->rd_ready || s->e.resp_done ||
+        !slb_up_room(up, s->e.resp_ready))
         return false;
     ssize_t n = slb_up_read(up);
     if (n > 0)
-        s->last_io_ms = s->c->w->loop.now_ms;
+        s->e.last_io_ms = s->c->w->loop.now_ms;
     if (n >= 0)
         return n > 0;
     if (n == SLB_EEOF) {
         /* Whether the close cuts the response is known once what arrived with it is parsed
          * (see up_closed): a backend may send its whole answer and close at once. */
         s->up_eof = true;
-        s->up_keep_alive = false;
+        s->e.up_keep_alive = false;
         up->rd_ready = false;
         return true;
     }
-    if (retryable(s) && retry_fresh(s, SLB_SRV_FAIL_RESET, strerror((int)-n)))
-        return true;
-    upstream_failed(s, 502, SLB_SRV_FAIL_RESET, strerror((int)-n));
+    slb_exchange_backend_cut(&s->e, SLB_SRV_FAIL_RESET, strerror((int)-n));
     return true;
 }
 
 /* The backend closed its side and everything it sent has been through the parser. */
 static void up_closed(struct h2_stream *s)
 {
-    if (!s->resp_head_done) {
-        if (retryable(s) && retry_fresh(s, SLB_SRV_FAIL_CLOSED, "closed the connection early"))
-            return;
-        upstream_failed(s, 502, SLB_SRV_FAIL_CLOSED, "closed the connection early");
+    if (!s->e.resp_head_done) {
+        slb_exchange_backend_cut(&s->e, SLB_SRV_FAIL_CLOSED, "closed the connection early");
         return;
     }
-    if (s->resp_body == SLB_BODY_UNTIL_CLOSE)
-        s->resp_done = true;
-    else if (!s->resp_done && body_ready(s) == 0 && !s->resp_done)
-        upstream_failed(s, 502, SLB_SRV_FAIL_CLOSED,
-                        "closed the connection in the middle of the body");
+    if (s->e.resp_body == SLB_BODY_UNTIL_CLOSE)
+        s->e.resp_done = true;
+    else if (!s->e.resp_done && body_ready(s) == 0 && !s->e.resp_done)
+        slb_exchange_fail(&s->e, 502, SLB_SRV_FAIL_CLOSED,
+                          "closed the connection in the middle of the body");
 }
 
 /* Move what can move between the stream and its backend. */
 void h2_stream_io(struct h2_stream *s)
 {
-    for (int i = 0; i < 64 && s->up && s->st == SS_EXCHANGE; i++) {
+    for (int i = 0; i < 64 && s->e.up && s->st == SS_EXCHANGE; i++) {
         bool p = write_up(s);
         p |= read_up(s);
-        if (s->st != SS_EXCHANGE || !s->up)
+        if (s->st != SS_EXCHANGE || !s->e.up)
             break;
-        if (!s->resp_head_done && !slb_buf_empty(&s->up->in))
-            p |= parse_response(s);
-        if (s->st != SS_EXCHANGE || !s->up)
+        if (!s->e.resp_head_done && !slb_buf_empty(&s->e.up->in))
+            p |= slb_exchange_parse_head(&s->e);
+        if (s->st != SS_EXCHANGE || !s->e.up)
             break;
-        if (s->up_eof && !s->resp_done)
+        if (s->up_eof && !s->e.resp_done)
             up_closed(s);
-        if (s->st != SS_EXCHANGE || !s->up)
+        if (s->st != SS_EXCHANGE || !s->e.up)
             break;
-        if (s->resp_head_done && s->deferred && (s->up->in.len > s->resp_ready || s->resp_done)) {
+        if (s->e.resp_head_done && s->deferred &&
+            (s->e.up->in.len > s->e.resp_ready || s->e.resp_done)) {
             s->deferred = false;
             nghttp2_session_resume_data(s->c->ng, s->id);
         }
@@ -618,49 +494,53 @@ void h2_stream_io(struct h2_stream *s)
     up_interest(s);
 }
 
-static bool choose_backend(struct h2_stream *s, struct slb_slice sticky)
+static void sink_choice(struct slb_exchange *e, struct slb_up_choice *ch)
 {
-    struct h2_conn *c = s->c;
-    struct slb_up_choice ch = {.wg = s->wg,
-                               .tried = s->tried,
-                               .attempts = s->attempts,
-                               .client_fd = c->t.fd,
-                               .key = &c->sched_key,
-                               .key_of = &c->sched_key_of,
-                               .listener = s->l->cfg->name,
-                               .fresh = slb_xchg_fresh_only(s->l->cfg, c->reuse_ok),
-                               .owner = s,
-                               .cb = up_event};
-    s->up = slb_up_choose(c->hw, &ch, sticky);
-    s->attempts = ch.attempts;
-    s->srv_idx = ch.srv_idx;
-    s->srv = ch.srv;
-    if (!s->up)
-        return false;
-    s->st = s->up->reused ? SS_EXCHANGE : SS_CONNECT;
-    s->up->connected = s->up->reused;
-    if (s->up->reused)
-        s->up->wr_ready = true;
-    stream_timer(s);
-    return true;
+    struct h2_conn *c = ((struct h2_stream *)e->sink)->c;
+    ch->client_fd = c->t.fd;
+    ch->key = &c->sched_key;
+    ch->key_of = &c->sched_key_of;
+    ch->fresh = slb_xchg_fresh_only(e->l->cfg, c->reuse_ok);
 }
 
-static void connect_failed(struct h2_stream *s, enum slb_srv_fail f, const char *why)
+/* A backend connection was chosen (first, or again after a failure): the request head goes
+ * to it from the start. */
+static void sink_connecting(struct slb_exchange *e)
 {
-    slb_xchg_connect_failed(s->c->w->id, s->l, s->srv, f, why);
-    s->fail = slb_xchg_fail_code(f);
-    s->fail_srv = s->srv->key;
-    slb_up_close(s->up);
-    s->up = NULL;
-    s->srv = NULL;
+    struct h2_stream *s = e->sink;
     s->tx.off = 0;
-    if (!choose_backend(s, (struct slb_slice){0}))
-        respond_local(s, 502, NULL);
-    else {
-        slb_count_add(&h2_lis_counts(s->c)->v[SLB_LIS_RETRIES], 1);
-        if (s->st == SS_CONNECT)
-            up_interest(s); /* else the next server's connect is only seen at its timeout */
-    }
+    s->up_eof = false;
+    s->st = s->e.up->reused ? SS_EXCHANGE : SS_CONNECT;
+    s->e.up->connected = s->e.up->reused;
+    if (s->e.up->reused)
+        s->e.up->wr_ready = true;
+    stream_timer(s);
+    if (s->st == SS_CONNECT)
+        up_interest(s); /* else the next server's connect is only seen at its timeout */
+}
+
+static const struct slb_exchange_sink_ops h2_sink = {
+    .choice = sink_choice,
+    .connecting = sink_connecting,
+    .interim = sink_interim,
+    .head = sink_head,
+    .error = sink_error,
+};
+
+void h2_exchange_init(struct h2_stream *s)
+{
+    /* The stream is zeroed (calloc): only what is not zero. */
+    struct h2_conn *c = s->c;
+    struct slb_exchange *e = &s->e;
+    e->ops = &h2_sink;
+    e->sink = s;
+    e->hw = c->hw;
+    e->l = c->b.l;
+    e->wid = c->w->id;
+    e->up_cb = up_event;
+    e->wg = c->b.wg;
+    e->tried = s->tried_in;
+    e->no_upgrade = true;
 }
 
 static void up_event(struct http_up *up, uint32_t events)
@@ -671,7 +551,7 @@ static void up_event(struct http_up *up, uint32_t events)
         return;
     int rc = slb_up_on_event(up, events);
     if (rc < 0) {
-        connect_failed(s, slb_srv_fail_connect(rc), strerror(-rc));
+        slb_exchange_connect_failed(&s->e, slb_srv_fail_connect(rc), strerror(-rc));
     } else if (rc == 1) {
         s->st = SS_EXCHANGE;
         stream_timer(s);
@@ -686,20 +566,16 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
     struct h2_stream *s = t->data;
     struct h2_conn *c = s->c;
     if (s->st == SS_CONNECT) {
-        connect_failed(s, SLB_SRV_FAIL_CONNECT_TIMEOUT, "timeout");
+        slb_exchange_connect_failed(&s->e, SLB_SRV_FAIL_CONNECT_TIMEOUT, "timeout");
         if (s->st == SS_EXCHANGE)
             h2_stream_io(s);
     } else if (s->st == SS_EXCHANGE) {
-        /* A fixed deadline until the request is sent and the response head is here; then
-         * the response body only has to keep moving (as for HTTP/1.1). */
-        bool fixed = !s->req_done || !s->resp_head_done;
-        uint64_t due = slb_xchg_due(s->l->cfg, fixed, s->exchange_deadline_ms, s->last_io_ms);
-        if (loop->now_ms < due) {
-            slb_timer_start(loop, t, due - loop->now_ms);
+        uint64_t left = slb_exchange_timer_left(&s->e, loop->now_ms);
+        if (left) {
+            slb_timer_start(loop, t, left);
             return;
         }
-        upstream_failed(s, 504, SLB_SRV_FAIL_TIMEOUT,
-                        slb_xchg_timeout_why(s->req_done, s->resp_head_done));
+        slb_exchange_timed_out(&s->e);
     } else if (s->st == SS_LOCAL) {
         /* Our own response is stuck behind a client that does not read. */
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
@@ -707,7 +583,7 @@ void h2_stream_timer_cb(struct slb_loop *loop, struct slb_timer *t)
         /* A header block never finished: nothing else can be read on this connection until
          * it is (RFC 9113 6.10), so the connection ends. */
         slb_debug("listener %s: client %s: HTTP/2 header block not finished in time",
-                  s->l->cfg->name, c->client_ip);
+                  s->e.l->cfg->name, c->client_ip);
         nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
     }
     h2_kick(c);
@@ -745,8 +621,8 @@ void h2_request_line(struct h2_stream *s)
 void h2_start_request(struct h2_stream *s)
 {
     struct h2_conn *c = s->c;
-    const struct slb_listener_cfg *cfg = s->l->cfg;
-    s->last_io_ms = c->w->loop.now_ms;
+    const struct slb_listener_cfg *cfg = s->e.l->cfg;
+    s->e.last_io_ms = c->w->loop.now_ms;
     if (s->bad)
         return; /* its RST_STREAM is queued */
     if (s->too_big) {
@@ -793,20 +669,20 @@ void h2_start_request(struct h2_stream *s)
     }
     if (s->log)
         slb_access_capture(s->log, c->w->loop.now_ms, m);
-    s->start_us = slb_mono_us();
-    s->method_id = (uint8_t)m->method;
+    s->e.start_us = slb_mono_us();
+    s->e.method = (uint8_t)m->method;
     s->head_only = m->method == SLB_HTTP_HEAD;
-    s->req_has_body = m->body != SLB_BODY_NONE;
-    if (s->l->cfg->gzip)
-        slb_gzip_req_facts(&s->gz_req, m);
+    s->e.req_has_body = m->body != SLB_BODY_NONE;
+    if (s->e.l->cfg->gzip)
+        slb_gzip_req_facts(&s->e.gz_req, m);
     struct slb_http_decision d;
-    slb_http_decide(&d, s->l, s->ws, s->wg, c->t.ssl, &c->peer, m);
+    slb_http_decide(&d, s->e.l, s->ws, s->e.wg, c->t.ssl, &c->peer, m);
     s->rule = d.rule;
     if (d.rule) {
-        slb_count_add(&s->l->rule_stats[d.rule->index]->w[c->w->id].v[SLB_RULE_REQS], 1);
+        slb_count_add(&s->e.l->rule_stats[d.rule->index]->w[c->w->id].v[SLB_RULE_REQS], 1);
         slb_access_rule(s->log, d.rule->cfg->name);
     }
-    if (!d.status && d.wg != s->wg) {
+    if (!d.status && d.wg != s->e.wg) {
         /* A rule chose another group: the tried flags follow its size. */
         size_t n = d.wg->g->nservers;
         if (n > s->ntried) {
@@ -816,16 +692,16 @@ void h2_start_request(struct h2_stream *s)
                 slb_hbuf_free(req);
                 return;
             }
-            s->tried = t;
+            s->e.tried = t;
             s->ntried = n;
         }
-        s->wg = d.wg;
+        s->e.wg = d.wg;
     }
     if (d.status) {
         if (d.limited)
-            s->fail = SLB_ACCESS_RATE_LIMITED;
+            s->e.fail = SLB_ACCESS_RATE_LIMITED;
         else if (d.status == 503) /* no group, or an empty one */
-            s->fail = SLB_ACCESS_NO_SERVER;
+            s->e.fail = SLB_ACCESS_NO_SERVER;
         respond_built(s, d.status, d.extra, &d);
     } else {
         /* The backend head is built now, while the parse result is at hand; the server that
@@ -834,7 +710,7 @@ void h2_start_request(struct h2_stream *s)
          * group's first server's: an HTTP/2 request always has :authority or Host. */
         struct slb_fwd_certs certs;
         struct slb_fwd_info fwd;
-        slb_http_fwd_init(&fwd, &certs, s->l, c->t.ssl, c->client_ip, c->local_port);
+        slb_http_fwd_init(&fwd, &certs, s->e.l, c->t.ssl, c->client_ip, c->local_port);
         fwd.default_host = d.wg->g->cfg->servers[0].authority;
         if (s->log && s->log->request_id_ours)
             fwd.request_id = s->log->request_id;
@@ -862,29 +738,28 @@ void h2_dispatch(struct h2_conn *c)
             continue;
         c->ndispatch--;
         struct slb_slice sticky = {s->cookie.p, s->cookie.len};
-        bool ok = choose_backend(s, sticky);
+        bool ok = slb_exchange_choose(&s->e, sticky);
         slb_hbuf_free(&s->cookie);
         if (!ok) {
-            slb_info_limited("listener %s: no healthy backend server", s->l->cfg->name);
-            if (!s->fail) /* all connects failed at once: that reason stays */
-                s->fail = SLB_ACCESS_NO_SERVER;
+            slb_info_limited("listener %s: no healthy backend server", s->e.l->cfg->name);
+            if (!s->e.fail) /* all connects failed at once: that reason stays */
+                s->e.fail = SLB_ACCESS_NO_SERVER;
             s->st = SS_HEAD; /* not counted in ndispatch any more */
             respond_local(s, 503, NULL);
             continue;
         }
+        sink_connecting(&s->e);
         if (s->st == SS_EXCHANGE)
             h2_stream_io(s);
-        else
-            up_interest(s);
     }
 }
 
 /* The client's side of the stream ended: close the chunked body with the trailers. */
 void h2_request_end(struct h2_stream *s)
 {
-    if (s->req_done)
+    if (s->e.req_done)
         return;
-    s->req_done = true;
+    s->e.req_done = true;
     if (s->st == SS_LOCAL || s->st == SS_HEAD)
         return;
     if (s->req_chunked) {
@@ -905,8 +780,8 @@ void h2_stream_free(struct h2_stream *s)
         c->ndispatch--;
     drop_up(s);
     c->reuse_ok = true; /* a request of this connection has ended */
-    if (s->status)
-        slb_xchg_count_duration(h2_lis_counts(c), s->start_us, slb_mono_us());
+    if (s->e.status)
+        slb_xchg_count_duration(h2_lis_counts(c), s->e.start_us, slb_mono_us());
     log_stream(s);
     slb_hbuf_free(&s->req);
     slb_hbuf_free(&s->cookie);
@@ -914,9 +789,9 @@ void h2_stream_free(struct h2_stream *s)
     slb_hbuf_free(&s->tx);
     slb_hbuf_free(&s->resp_trailers);
     slb_hbuf_free(&s->local);
-    slb_gzip_give(&c->hw->gz_pool, &s->gz);
-    if (s->tried != s->tried_in)
-        free(s->tried);
+    slb_exchange_gzip_drop(&s->e);
+    if (s->e.tried != s->tried_in)
+        free(s->e.tried);
     slb_access_free(s->log);
     if (s->prev)
         s->prev->next = s->next;

@@ -4,7 +4,9 @@
  * run(), a loop of small steps that each move bytes when they can; the epoll interest is
  * derived from the state afterwards. Bodies stream through the fixed buffers in both
  * directions, never buffered whole. Pipelined requests wait in the input buffer and are
- * answered in order. */
+ * answered in order. The exchange with the backend (server choice, retries, the response head
+ * and body framing, failures) is exchange.c's: this file is its HTTP/1.x client side, the
+ * sink it answers through (h1_sink). */
 #include "http/proxy.h"
 
 #include "acme/challenge.h"
@@ -14,7 +16,8 @@
 #include "http/access.h"
 #include "http/bind.h"
 #include "http/decide.h"
-#include "http/gzip.h"
+#include "http/exchange.h"
+#include "http/h1_body.h"
 #include "http/h2.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
@@ -59,10 +62,9 @@ struct http_conn {
     struct slb_timer shape_timer; /* limits.bandwidth_mbps: sending again (slb_tconn_repay) */
     struct slb_buf in;            /* bytes from the client */
     struct slb_hbuf out;          /* heads and our own responses to the client */
-    struct http_xchg *x;          /* while a request is parsed, answered or tunnelled; else NULL */
-    struct http_up *up;           /* only during an exchange (so x is there too) */
-    struct slb_srv_rt *srv;
-    int srv_idx;
+    /* While a request is parsed, answered or tunnelled; else NULL. Its backend side (x->e)
+     * has the backend connection during an exchange. */
+    struct http_xchg *x;
     uint8_t sched_key_of; /* sched_key: see struct slb_up_choice */
     uint64_t sched_key;
     enum conn_state st;
@@ -81,11 +83,8 @@ struct http_conn {
     char client_ip[INET6_ADDRSTRLEN];
     uint16_t client_port;
     struct sockaddr_storage peer; /* the client's address (rules' "source") */
-    /* The current request's group, as decided (a rule's, or the listener's), and the rule
-     * that decided it (NULL: none). */
-    struct slb_wgroup *wg;
-    const struct slb_rule *rule;
-    struct slb_access_rec *log; /* the request being logged, when the access log is on */
+    const struct slb_rule *rule;  /* the rule that decided the current request (NULL: none) */
+    struct slb_access_rec *log;   /* the request being logged, when the access log is on */
 };
 
 static void run(struct http_conn *c);
@@ -100,9 +99,10 @@ static struct slb_wcount *lis_counts(struct http_conn *c)
     return &c->b.l->stats->w[c->w->id];
 }
 
-static struct slb_wcount *srv_counts(struct http_conn *c)
+/* The backend connection of the exchange in progress, if any. */
+static struct http_up *conn_up(const struct http_conn *c)
 {
-    return &c->srv->w[c->w->id];
+    return c->x ? c->x->e.up : NULL;
 }
 
 /* Move the wire-byte deltas of the client socket into the listener counters. */
@@ -118,7 +118,7 @@ static void account_wire(struct http_conn *c)
 
 static void count_status(struct http_conn *c, int status, bool local)
 {
-    c->x->status = status;
+    c->x->e.status = status;
     slb_xchg_count_status(lis_counts(c), status, local, 1);
 }
 
@@ -130,14 +130,10 @@ static void log_request(struct http_conn *c)
         .proto = c->log->method[0] == '-' ? NULL /* not parsed */
                  : c->x->req_minor        ? "HTTP/1.1"
                                           : "HTTP/1.0",
-        .status = c->x->status,
         .bytes_in = c->x->req_bytes_in,
         .bytes_out = c->x->resp_bytes_out,
         .client_port = c->client_port,
-        .srv = c->srv,
-        .fail_srv = c->x->fail_srv,
-        .fail = c->x->fail,
-        .resp_us = c->x->resp_us,
+        .e = &c->x->e,
     };
     slb_xchg_log(c->w, c->b.l, &c->t, c->client_ip, &x, &c->log_wire_in, &c->log_wire_out);
 }
@@ -162,7 +158,7 @@ static void arm_timer(struct http_conn *c)
     case ST_EXCHANGE: {
         /* The request timeout runs from the moment the request first goes to a backend and
          * is never pushed back (see timer_cb). */
-        ms = slb_xchg_deadline_in(cfg, &c->x->exchange_deadline_ms, c->w->loop.now_ms);
+        ms = slb_xchg_deadline_in(cfg, &c->x->e.exchange_deadline_ms, c->w->loop.now_ms);
         break;
     }
     default:
@@ -178,13 +174,13 @@ static void arm_timer(struct http_conn *c)
 static void respond_built(struct http_conn *c, int status, const char *extra, bool keep,
                           const struct slb_http_decision *d)
 {
-    if (c->up) {
-        slb_up_close(c->up);
-        c->up = NULL;
+    if (c->x->e.up) {
+        slb_up_close(c->x->e.up);
+        c->x->e.up = NULL;
     }
     /* A request body we did not read cannot be told from a next request: the connection
      * closes after the answer (see linger_close). */
-    if (!c->x->req_done && c->x->req_body != SLB_BODY_NONE &&
+    if (!c->x->e.req_done && c->x->req_body != SLB_BODY_NONE &&
         !(c->x->req_body == SLB_BODY_LENGTH && c->x->req_remaining == 0)) {
         c->x->body_unread = true;
         keep = false;
@@ -197,10 +193,10 @@ static void respond_built(struct http_conn *c, int status, const char *extra, bo
         slb_http_build_simple(&c->out, status, extra, !c->close_after, c->x->head_only);
     count_status(c, status, true);
     c->st = ST_LINGER;
-    c->x->req_done = c->x->resp_done = true;
-    c->x->resp_ready = 0;
-    c->x->resp_gzip = false;
-    slb_gzip_give(&c->hw->gz_pool, &c->x->gz);
+    c->x->e.req_done = c->x->e.resp_done = true;
+    c->x->e.resp_ready = 0;
+    c->x->e.resp_gzip = false;
+    slb_exchange_gzip_drop(&c->x->e);
 }
 
 static void respond_simple(struct http_conn *c, int status, const char *extra, bool keep)
@@ -212,24 +208,33 @@ static void respond_simple(struct http_conn *c, int status, const char *extra, b
 
 static void up_event(struct http_up *up, uint32_t events);
 
-/* Pick a server (sticky cookie first) and get a backend connection. false: nothing usable. */
-static bool choose_backend(struct http_conn *c, struct slb_slice sticky)
+static const struct slb_exchange_sink_ops h1_sink;
+
+/* The exchange state for the request about to be parsed (or answered by us); false when
+ * memory is short. */
+static bool get_exchange(struct http_conn *c)
 {
-    struct slb_up_choice ch = {.wg = c->wg,
-                               .tried = c->x->tried,
-                               .attempts = c->x->attempts,
-                               .client_fd = c->t.fd,
-                               .key = &c->sched_key,
-                               .key_of = &c->sched_key_of,
-                               .listener = c->b.l->cfg->name,
-                               .fresh = slb_xchg_fresh_only(c->b.l->cfg, c->reuse_ok),
-                               .owner = c,
-                               .cb = up_event};
-    c->up = slb_up_choose(c->hw, &ch, sticky);
-    c->x->attempts = ch.attempts;
-    c->srv_idx = ch.srv_idx;
-    c->srv = ch.srv;
-    return c->up != NULL;
+    if (c->x)
+        return true;
+    if (!slb_xchg_get(c->hw, &c->x, &c->out))
+        return false;
+    struct slb_exchange *e = &c->x->e;
+    e->ops = &h1_sink;
+    e->sink = c;
+    e->hw = c->hw;
+    e->l = c->b.l;
+    e->wid = c->w->id;
+    e->up_cb = up_event;
+    return true;
+}
+
+static void sink_choice(struct slb_exchange *e, struct slb_up_choice *ch)
+{
+    struct http_conn *c = e->sink;
+    ch->client_fd = c->t.fd;
+    ch->key = &c->sched_key;
+    ch->key_of = &c->sched_key_of;
+    ch->fresh = slb_xchg_fresh_only(e->l->cfg, c->reuse_ok);
 }
 
 /* Build the head for the backend from the parsed request. */
@@ -242,44 +247,31 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
         m->upgrade &&
         !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
           slb_slice_eq_ci(m->headers[slb_http_find_header(m, "upgrade", 0)].value, "h2c"));
-    fwd.default_host = c->wg->g->cfg->servers[c->srv_idx].authority;
+    fwd.default_host = c->x->e.wg->g->cfg->servers[c->x->e.srv_idx].authority;
     if (c->log && c->log->request_id_ours)
         fwd.request_id = c->log->request_id;
     fwd.rule = c->rule;
     c->x->upgrade_req = fwd.upgrade;
-    slb_hbuf_reset(&c->up->head);
-    slb_http_build_request(&c->up->head, m, &fwd);
+    slb_hbuf_reset(&c->x->e.up->head);
+    slb_http_build_request(&c->x->e.up->head, m, &fwd);
 }
 
 static void start_request(struct http_conn *c, const struct slb_http_msg *m)
 {
     const struct slb_listener_cfg *cfg = c->b.l->cfg;
-    c->x->method = (uint8_t)m->method;
+    /* The state is fresh (zeroed when taken): only what the request sets. */
+    c->x->e.l = c->b.l; /* after rebind */
+    c->x->e.method = (uint8_t)m->method;
+    c->x->e.req_has_body = m->body != SLB_BODY_NONE;
     c->x->head_only = m->method == SLB_HTTP_HEAD;
     c->x->req_keep_alive = m->keep_alive;
     c->x->req_minor = (uint8_t)m->version_minor;
     c->x->req_body = (uint8_t)m->body;
     c->x->req_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
-    c->x->req_ready = 0;
-    c->x->req_done = false;
     slb_rechunk_init(&c->x->req_chunk);
-    c->x->resp_head_done = c->x->resp_done = false;
-    c->x->resp_unchunk = false;
-    c->x->resp_ready = 0;
-    c->x->resp_gzip = false;
-    slb_gzip_give(&c->hw->gz_pool, &c->x->gz);
-    c->x->gz_req = (struct slb_gzip_req){0};
     if (cfg->gzip)
-        slb_gzip_req_facts(&c->x->gz_req, m);
-    c->x->exchange_deadline_ms = 0;
-    c->x->status = 0;
-    c->x->attempts = 0;
-    c->x->fail = 0;
-    c->x->fail_srv = NULL;
-    c->x->resp_us = 0;
-    c->srv = NULL;
-    c->x->req_bytes_in = c->x->resp_bytes_out = 0;
-    c->x->start_us = slb_mono_us();
+        slb_gzip_req_facts(&c->x->e.gz_req, m);
+    c->x->e.start_us = slb_mono_us();
     if (c->log)
         slb_access_capture(c->log, c->w->loop.now_ms, m);
 
@@ -292,41 +284,41 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     }
     if (d.status) {
         if (d.limited)
-            c->x->fail = SLB_ACCESS_RATE_LIMITED;
+            c->x->e.fail = SLB_ACCESS_RATE_LIMITED;
         else if (d.status == 503) /* no group, or an empty one */
-            c->x->fail = SLB_ACCESS_NO_SERVER;
+            c->x->e.fail = SLB_ACCESS_NO_SERVER;
         respond_built(c, d.status, d.extra, !d.close && m->keep_alive, &d);
         return;
     }
-    c->wg = d.wg;
-    c->x->tried = slb_xchg_tried(c->x, c->wg->g->nservers);
-    if (!c->x->tried) {
+    c->x->e.wg = d.wg;
+    c->x->e.tried = slb_xchg_tried(c->x, c->x->e.wg->g->nservers);
+    if (!c->x->e.tried) {
         respond_simple(c, 500, NULL, false);
         return;
     }
-    if (!choose_backend(c, d.sticky)) {
+    if (!slb_exchange_choose(&c->x->e, d.sticky)) {
         slb_info_limited("listener %s: no healthy backend server for %.*s", cfg->name,
                          (int)(m->target.len > 200 ? 200 : m->target.len), m->target.p);
-        if (!c->x->fail) /* all connects failed at once: that reason stays */
-            c->x->fail = SLB_ACCESS_NO_SERVER;
+        if (!c->x->e.fail) /* all connects failed at once: that reason stays */
+            c->x->e.fail = SLB_ACCESS_NO_SERVER;
         respond_simple(c, 503, NULL, m->keep_alive);
         return;
     }
     build_upstream_head(c, m);
-    if (c->up->head.oom) {
+    if (c->x->e.up->head.oom) {
         respond_simple(c, 500, NULL, false);
         return;
     }
-    c->st = c->up->reused ? ST_EXCHANGE : ST_CONNECT;
-    c->up->connected = c->up->reused;
-    if (!c->up->reused)
-        slb_up_set_interest(c->up, EPOLLOUT);
+    c->st = c->x->e.up->reused ? ST_EXCHANGE : ST_CONNECT;
+    c->x->e.up->connected = c->x->e.up->reused;
+    if (!c->x->e.up->reused)
+        slb_up_set_interest(c->x->e.up, EPOLLOUT);
 }
 
 /* Parse a request head sitting in c->in. */
 static bool step_parse_request(struct http_conn *c)
 {
-    if (!slb_xchg_get(c->hw, &c->x, &c->out)) {
+    if (!get_exchange(c)) {
         conn_close(c);
         return false;
     }
@@ -366,7 +358,7 @@ static bool step_parse_request(struct http_conn *c)
     c->x->req_bytes_in += (uint64_t)rc;
     slb_buf_consume(&c->in, (size_t)rc);
     if (c->x->req_body == SLB_BODY_NONE)
-        c->x->req_done = true;
+        c->x->e.req_done = true;
     arm_timer(c);
     return true;
 }
@@ -374,7 +366,7 @@ static bool step_parse_request(struct http_conn *c)
 /* A Content-Length body: how many bytes at the front of c->in belong to it. */
 static void request_body_ready(struct http_conn *c)
 {
-    if (c->x->req_done || c->x->req_ready >= c->in.len)
+    if (c->x->e.req_done || c->x->req_ready >= c->in.len)
         return;
     uint64_t avail = c->in.len - c->x->req_ready;
     uint64_t n = avail < c->x->req_remaining ? avail : c->x->req_remaining;
@@ -389,97 +381,22 @@ static bool request_body_complete(const struct http_conn *c)
         return c->x->req_remaining == 0 && c->x->req_ready == 0;
     if (c->x->req_body == SLB_BODY_CHUNKED)
         return rc->ck.done && c->x->req_ready == 0 && rc->frame_off == rc->frame_len &&
-               rc->skip == 0 && !slb_hbuf_pending(&c->up->head);
+               rc->skip == 0 && !slb_hbuf_pending(&c->x->e.up->head);
     return true;
 }
 
-/* Client body bytes taken from the input buffer: sent, or chunk framing we replace. */
-static void request_consume(struct http_conn *c, size_t n)
+static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f, const char *why)
 {
-    c->x->req_bytes_in += n;
-    slb_buf_consume(&c->in, n);
+    slb_exchange_fail(&c->x->e, status, f, why);
 }
-
-/* Chunks of at most this many data bytes are gathered (copied) behind the request head's
- * bytes in its buffer, within the capacity it has: a body of tiny chunks then costs a send
- * per buffer, not a send (and a packet) per chunk. */
-#define SLB_CHUNK_GATHER_MAX 256
-
-/* A chunked request body goes on re-framed (see slb_rechunk): our size line from the
- * exchange state and the data behind it in the input buffer leave in one sendmsg, so the
- * client's size lines and extensions never reach the backend. Sends until the backend or the
- * client's bytes run out. -400 on invalid framing; else whether anything moved. */
-static int send_chunked_body(struct http_conn *c)
-{
-    struct slb_rechunk *rc = &c->x->req_chunk;
-    struct http_up *up = c->up;
-    struct slb_hbuf *gather = &up->head; /* sent already: its memory holds small chunks */
-    bool progress = false;
-    for (;;) {
-        /* The next pieces, while none waits outside the gather buffer. */
-        while (rc->frame_off == rc->frame_len && !c->x->req_ready && !rc->ck.done) {
-            if (rc->skip) {
-                request_consume(c, (size_t)rc->skip);
-                rc->skip = 0;
-                progress = true;
-            }
-            size_t ready;
-            long d =
-                slb_rechunk_next(rc, c->in.len ? c->in.data + c->in.off : "", c->in.len, &ready);
-            if (d < 0)
-                return -400;
-            if (d == 0 && ready == 0 && rc->frame_len == 0)
-                break;
-            request_consume(c, (size_t)d);
-            c->x->req_ready = ready;
-            progress = true;
-            if (!slb_hbuf_pending(gather))
-                slb_hbuf_reset(gather);
-            if (ready > SLB_CHUNK_GATHER_MAX || gather->len + rc->frame_len + ready > gather->cap)
-                break;
-            slb_hbuf_put(gather, rc->frame, rc->frame_len);
-            rc->frame_off = rc->frame_len;
-            slb_hbuf_put(gather, c->in.data + c->in.off, ready);
-            request_consume(c, ready);
-            c->x->req_ready = 0;
-        }
-        bool moved = false;
-        while (slb_hbuf_pending(gather)) {
-            ssize_t n = slb_up_send(up, gather->p + gather->off, slb_hbuf_pending(gather));
-            if (n <= 0)
-                return progress;
-            gather->off += (size_t)n;
-            up->bytes_to += (uint64_t)n;
-            moved = progress = true;
-        }
-        size_t frame;
-        while ((frame = (size_t)(rc->frame_len - rc->frame_off)) || c->x->req_ready) {
-            struct iovec iov[2] = {{rc->frame + rc->frame_off, frame}, {NULL, 0}};
-            if (c->x->req_ready)
-                iov[1] = (struct iovec){c->in.data + c->in.off, (size_t)c->x->req_ready};
-            ssize_t n = slb_up_sendv(up, iov, c->x->req_ready ? 2 : 1);
-            if (n <= 0)
-                return progress;
-            up->bytes_to += (uint64_t)n;
-            size_t f = (size_t)n < frame ? (size_t)n : frame;
-            rc->frame_off = (uint8_t)(rc->frame_off + f);
-            c->x->req_ready -= (uint64_t)n - f;
-            request_consume(c, (size_t)n - f);
-            moved = progress = true;
-        }
-        if (!moved)
-            return progress;
-    }
-}
-
-static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f, const char *why);
 
 /* In a tunnel, the client's end of its stream becomes the backend's once every byte the client
  * sent before it has gone there (a half-close, as on tcp listeners). */
 static void tunnel_shut_backend(struct http_conn *c)
 {
-    if (c->st == ST_TUNNEL && c->client_eof && c->up && !c->x->up_shut && slb_buf_empty(&c->in)) {
-        shutdown(c->up->fd, SHUT_WR);
+    if (c->st == ST_TUNNEL && c->client_eof && c->x->e.up && !c->x->up_shut &&
+        slb_buf_empty(&c->in)) {
+        shutdown(c->x->e.up->fd, SHUT_WR);
         c->x->up_shut = true;
     }
 }
@@ -487,7 +404,7 @@ static void tunnel_shut_backend(struct http_conn *c)
 /* The backend's response has reached the client whole. */
 static bool response_all_out(const struct http_conn *c)
 {
-    return c->x->resp_done && !slb_hbuf_pending(&c->out) && !c->x->resp_ready;
+    return c->x->e.resp_done && !slb_hbuf_pending(&c->out) && !c->x->e.resp_ready;
 }
 
 /* The client's chunked body turned out invalid: the message cannot be delimited, and nothing
@@ -500,15 +417,15 @@ static void request_body_invalid(struct http_conn *c)
 {
     slb_debug("listener %s: client %s: invalid chunked request body", c->b.l->cfg->name,
               c->client_ip);
-    if (!c->x->resp_head_done) {
+    if (!c->x->e.resp_head_done) {
         respond_simple(c, 400, NULL, false);
         return;
     }
     c->close_after = true;
-    c->x->up_keep_alive = false;
+    c->x->e.up_keep_alive = false;
     c->x->body_unread = true;
     if (response_all_out(c)) {
-        c->x->req_done = true; /* step_complete ends the exchange */
+        c->x->e.req_done = true; /* step_complete ends the exchange */
         return;
     }
     c->abort_reset = true;
@@ -518,7 +435,7 @@ static void request_body_invalid(struct http_conn *c)
 /* Send the request head, then body bytes, to the backend. */
 static bool step_write_upstream(struct http_conn *c)
 {
-    struct http_up *up = c->up;
+    struct http_up *up = conn_up(c);
     if (!up || !up->connected || !up->wr_ready || c->st == ST_LINGER)
         return false;
     bool progress = false;
@@ -532,20 +449,20 @@ static bool step_write_upstream(struct http_conn *c)
         /* Not for small chunks of a chunked body gathered in the same buffer later. */
         if (!slb_hbuf_pending(&up->head) && c->st != ST_TUNNEL && !c->x->req_chunk.had_data &&
             !c->x->req_chunk.last)
-            c->x->sent_us = slb_mono_us();
+            c->x->e.sent_us = slb_mono_us();
     }
     if (c->st == ST_TUNNEL) {
         c->x->req_ready = c->in.len;
-    } else if (c->x->req_done) {
+    } else if (c->x->e.req_done) {
         return progress;
     } else if (c->x->req_body == SLB_BODY_CHUNKED) {
-        int rc = send_chunked_body(c);
+        int rc = slb_h1_send_chunked_request(c->x, &c->in);
         if (rc < 0) {
             request_body_invalid(c);
             return true;
         }
         if (request_body_complete(c))
-            c->x->req_done = true;
+            c->x->e.req_done = true;
         return progress || rc > 0;
     } else {
         request_body_ready(c);
@@ -568,8 +485,8 @@ static bool step_write_upstream(struct http_conn *c)
         progress = true;
     }
     tunnel_shut_backend(c);
-    if (c->st != ST_TUNNEL && !c->x->req_done && request_body_complete(c))
-        c->x->req_done = true;
+    if (c->st != ST_TUNNEL && !c->x->e.req_done && request_body_complete(c))
+        c->x->e.req_done = true;
     return progress;
 }
 
@@ -577,7 +494,7 @@ static bool step_read_client(struct http_conn *c)
 {
     bool want = !c->client_eof && slb_buf_space(&c->in) > 0 &&
                 (c->st == ST_HEAD || c->st == ST_TUNNEL ||
-                 ((c->st == ST_EXCHANGE || c->st == ST_CONNECT) && !c->x->req_done));
+                 ((c->st == ST_EXCHANGE || c->st == ST_CONNECT) && !c->x->e.req_done));
     if (!want || !(c->t.rd_ready || c->t.ops->pending(&c->t)))
         return false;
     if (slb_buf_prepare(&c->in) < 0)
@@ -595,11 +512,11 @@ static bool step_read_client(struct http_conn *c)
     if (n == 0)
         return false;
     c->client_eof = true;
-    if (n != SLB_EEOF && c->st == ST_TUNNEL && c->up) {
+    if (n != SLB_EEOF && c->st == ST_TUNNEL && c->x->e.up) {
         /* The client reset the tunnel: bytes may have been lost, so the backend gets a reset
          * too rather than the orderly end a half-close would announce. */
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(c->up->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        setsockopt(c->x->e.up->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         conn_close(c);
         return false;
     }
@@ -608,10 +525,10 @@ static bool step_read_client(struct http_conn *c)
         return false;
     }
     if (c->st == ST_EXCHANGE || c->st == ST_CONNECT) {
-        if (!c->x->req_done) {
+        if (!c->x->e.req_done) {
             /* The client gave up in the middle of its request: nothing to answer. A response
              * the backend began early is cut, so what arrived of it cannot look complete. */
-            if (c->x->resp_head_done && !response_all_out(c))
+            if (c->x->e.resp_head_done && !response_all_out(c))
                 c->abort_reset = true;
             conn_close(c);
             return false;
@@ -623,19 +540,11 @@ static bool step_read_client(struct http_conn *c)
 
 /* --- response path --- */
 
-static bool retryable(const struct http_conn *c)
-{
-    /* A kept-alive connection the backend closed just as we reused it: the request may go
-     * again on a fresh one only when that cannot make the backend act on it twice. */
-    return !c->x->resp_head_done && slb_up_retryable(c->up, (enum slb_http_method)c->x->method,
-                                                     c->x->req_body != SLB_BODY_NONE);
-}
-
 /* A chunked response re-framed for an HTTP/1.1 client (not decoded, not a tunnel, not
  * compressed). */
 static bool response_rechunked(const struct http_conn *c)
 {
-    return c->x->resp_body == SLB_BODY_CHUNKED && !c->x->resp_unchunk && !c->x->resp_gzip &&
+    return c->x->e.resp_body == SLB_BODY_CHUNKED && !c->x->resp_unchunk && !c->x->e.resp_gzip &&
            c->st != ST_TUNNEL;
 }
 
@@ -643,15 +552,16 @@ static bool response_rechunked(const struct http_conn *c)
  * framing, a chunked one decoded for an HTTP/1.0 client, or a tunnel after 101. */
 static bool close_delimited_to_client(const struct http_conn *c)
 {
-    return c->x->resp_head_done &&
-           (c->st == ST_TUNNEL || c->x->resp_body == SLB_BODY_UNTIL_CLOSE || c->x->resp_unchunk);
+    return c->x->e.resp_head_done &&
+           (c->st == ST_TUNNEL || c->x->e.resp_body == SLB_BODY_UNTIL_CLOSE || c->x->resp_unchunk);
 }
 
-static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f, const char *why)
+/* The exchange failed (see slb_exchange_fail): our error when nothing of the response went
+ * out yet, else a cut. */
+static void sink_error(struct slb_exchange *e, int status)
 {
-    slb_xchg_failed(c->w->id, c->b.l, c->srv, status, c->x->req_done, c->x->resp_head_done, f, why);
-    c->x->fail = slb_xchg_fail_code(f);
-    if (c->x->resp_head_done && (c->out.off > 0 || c->x->resp_bytes_out > 0)) {
+    struct http_conn *c = e->sink;
+    if (c->x->e.resp_head_done && (c->out.off > 0 || c->x->resp_bytes_out > 0)) {
         /* Part of the response is out: the only honest signal left is to cut the connection.
          * When the close itself ends the body (or the tunnel), an orderly close would make
          * the cut look like a complete body (or a clean end of the stream): reset instead. */
@@ -660,40 +570,12 @@ static void upstream_failed(struct http_conn *c, int status, enum slb_srv_fail f
         conn_close(c);
         return;
     }
-    if (c->x->resp_head_done) {
+    if (c->x->e.resp_head_done) {
         /* The backend's head was built but not sent: replace it with our error. */
         slb_hbuf_reset(&c->out);
-        slb_xchg_count_status(lis_counts(c), c->x->status, false, -1);
+        slb_xchg_count_status(lis_counts(c), c->x->e.status, false, -1);
     }
     respond_simple(c, status, NULL, false);
-}
-
-static void connect_failed(struct http_conn *c, enum slb_srv_fail f, const char *why);
-
-/* Send the request again: a reused connection that failed is replaced by a fresh one to the
- * same server; a fresh one that failed moves the request to the next server, as a connect
- * failure does (each server is tried once). */
-static bool retry_fresh(struct http_conn *c, enum slb_srv_fail f, const char *why)
-{
-    if (!c->up->reused) {
-        connect_failed(c, f, why);
-        return true;
-    }
-    struct slb_hbuf head = c->up->head;
-    c->up->head = (struct slb_hbuf){0};
-    if (!slb_xchg_reconnect(c->hw, lis_counts(c), &c->up, &c->wg->g->cfg->servers[c->srv_idx],
-                            c->srv, c, up_event)) {
-        slb_hbuf_free(&head);
-        c->srv = NULL;
-        return false;
-    }
-    slb_hbuf_free(&c->up->head);
-    head.off = 0;
-    c->up->head = head;
-    c->st = ST_CONNECT;
-    slb_up_set_interest(c->up, EPOLLOUT);
-    arm_timer(c);
-    return true;
 }
 
 /* Build the response head for the client; false when the response cannot be given to it
@@ -701,7 +583,7 @@ static bool retry_fresh(struct http_conn *c, enum slb_srv_fail f, const char *wh
 static bool finish_response_head(struct http_conn *c, struct slb_http_msg *m)
 {
     struct slb_sticky_out so;
-    slb_http_sticky_response(&so, c->b.l->cfg, c->wg->g, c->srv_idx, c->t.ssl != NULL);
+    slb_http_sticky_response(&so, c->b.l->cfg, c->x->e.wg->g, c->x->e.srv_idx, c->t.ssl != NULL);
     const char *set_cookie = so.set_cookie, *prefix_name = so.prefix_name, *prefix = so.prefix;
     /* An HTTP/1.0 client cannot take chunked framing (RFC 9112 6.1): it gets the decoded
      * body, ended by our close. Trailers are dropped with the framing. Any other transfer
@@ -717,20 +599,14 @@ static bool finish_response_head(struct http_conn *c, struct slb_http_msg *m)
      * take the rest of the body: the client connection closes after the response too. */
     bool keep = c->x->req_keep_alive && !c->close_after && m->body != SLB_BODY_UNTIL_CLOSE &&
                 !c->x->resp_unchunk && !c->w->drain_deadline_ms &&
-                (c->x->req_done || c->x->up_keep_alive);
+                (c->x->e.req_done || c->x->e.up_keep_alive);
     if (!keep)
         c->close_after = true;
     /* Compression (listener gzip) for HTTP/1.1 clients: the head says gzip and chunked; the
-     * body goes through gzip_pump. The scratch holds rewritten values until the head is built. */
+     * body goes through slb_h1_gzip_chunks. The scratch holds the new values until it is built. */
     struct slb_gzip_scratch gz_sc;
-    if (c->x->req_minor > 0 && m->status != 101 && slb_gzip_wanted(&c->x->gz_req, m, c->b.l->cfg) &&
-        (c->x->gz = slb_gzip_take(&c->hw->gz_pool)) &&
-        slb_gzip_rewrite_head(m, &gz_sc, true) == 0) {
-        c->x->resp_gzip = true;
-        slb_count_add(&lis_counts(c)->v[SLB_LIS_GZIP], 1);
-    } else {
-        slb_gzip_give(&c->hw->gz_pool, &c->x->gz);
-    }
+    if (c->x->req_minor > 0)
+        slb_exchange_gzip_head(&c->x->e, m, &gz_sc, true);
     if (c->x->resp_unchunk)
         slb_http_build_response_unchunked(&c->out, m, set_cookie, prefix_name, prefix);
     else
@@ -743,226 +619,81 @@ static bool finish_response_head(struct http_conn *c, struct slb_http_msg *m)
     return true;
 }
 
+/* Interim responses pass through to an HTTP/1.1 client; the final one follows on the same
+ * connection. An HTTP/1.0 client must not get any (RFC 9110 15.2): dropped. A flood of them
+ * waits for the client to read. */
+static int sink_interim(struct slb_exchange *e, struct slb_http_msg *m)
+{
+    struct http_conn *c = e->sink;
+    if (c->x->req_minor > 0)
+        slb_http_build_interim(&c->out, m);
+    return slb_hbuf_pending(&c->out) > SLB_BUF_SIZE;
+}
+
+static bool sink_head(struct slb_exchange *e, struct slb_http_msg *m)
+{
+    struct http_conn *c = e->sink;
+    if (m->status != 101)
+        return finish_response_head(c, m);
+    if (!m->upgrade || !c->x->upgrade_req) {
+        upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "101 without an upgrade");
+        return false;
+    }
+    slb_http_build_response(&c->out, m, true, NULL, NULL, NULL);
+    c->st = ST_TUNNEL;
+    e->tunnel = true;
+    e->up_keep_alive = false;
+    c->close_after = true;
+    return true;
+}
+
 static bool step_parse_response(struct http_conn *c)
 {
-    struct http_up *up = c->up;
-    if (!up || c->x->resp_head_done || slb_buf_empty(&up->in) || c->st == ST_LINGER)
+    struct http_up *up = conn_up(c);
+    if (!up || c->x->e.resp_head_done || slb_buf_empty(&up->in) || c->st == ST_LINGER ||
+        slb_hbuf_pending(&c->out) > SLB_BUF_SIZE)
         return false;
-    struct slb_http_msg *m = &c->hw->msg;
-    bool progress = false;
-    const char *why = NULL;
-    int rc;
-    /* Interim responses, then the final head, all those already here in one go: a backend
-     * that closes right after its final response must not have that close read (and taken
-     * for a cut) while the final head still waits behind an interim one. */
-    for (;;) {
-        if (slb_hbuf_pending(&c->out) > SLB_BUF_SIZE)
-            return progress; /* a flood of interim responses waits for the client to read */
-        rc = slb_up_parse_head(up, (enum slb_http_method)c->x->method, m, &why);
-        if (rc == 0)
-            return progress;
-        if (rc < 0) {
-            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, why);
-            return true;
-        }
-        if (m->status < 100 || m->status >= 200 || m->status == 101)
-            break;
-        /* Interim responses pass through to an HTTP/1.1 client; the final one follows on the
-         * same connection. An HTTP/1.0 client must not get any (RFC 9110 15.2): dropped. */
-        if (c->x->req_minor > 0)
-            slb_http_build_interim(&c->out, m);
-        slb_buf_consume(&up->in, (size_t)rc);
-        progress = true;
-        if (slb_buf_empty(&up->in))
-            return true;
-    }
-    c->x->status = m->status;
-    c->x->resp_us = slb_mono_us();
-    c->x->fail = 0; /* a server answered: earlier failed connects are not this answer's cause */
-    slb_xchg_count_head(lis_counts(c), srv_counts(c), m->status, &c->x->sent_us, c->x->resp_us);
-    c->x->up_keep_alive = m->keep_alive;
-    c->x->resp_body = (uint8_t)m->body;
-    c->x->resp_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
-    slb_rechunk_init(&c->x->resp_chunk);
-    c->x->resp_head_done = true;
-    if (m->status == 101) {
-        if (!m->upgrade || !c->x->upgrade_req) {
-            upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "101 without an upgrade");
-            return true;
-        }
-        slb_http_build_response(&c->out, m, true, NULL, NULL, NULL);
-        c->st = ST_TUNNEL;
-        c->x->up_keep_alive = false;
-        c->close_after = true;
-    } else if (!finish_response_head(c, m)) {
-        return true;
-    }
-    slb_buf_consume(&up->in, (size_t)rc); /* counted in bytes_from when it was read */
-    /* Content-Length: 0 is complete now too: a backend closing right after it has not cut
-     * anything. */
-    if ((c->x->resp_body == SLB_BODY_NONE ||
-         (c->x->resp_body == SLB_BODY_LENGTH && c->x->resp_remaining == 0)) &&
-        c->st != ST_TUNNEL)
-        c->x->resp_done = true;
-    return true;
+    return slb_exchange_parse_head(&c->x->e);
 }
 
 static bool step_read_upstream(struct http_conn *c)
 {
-    struct http_up *up = c->up;
-    if (!up || !up->connected || !up->rd_ready || c->x->resp_done || c->st == ST_LINGER ||
-        !slb_up_room(up, c->x->resp_ready))
+    struct http_up *up = conn_up(c);
+    if (!up || !up->connected || !up->rd_ready || c->x->e.resp_done || c->st == ST_LINGER ||
+        !slb_up_room(up, c->x->e.resp_ready))
         return false;
     ssize_t n = slb_up_read(up);
     if (n >= 0)
         return n > 0;
     /* EOF or error from the backend. */
-    if (c->x->resp_head_done && (c->x->resp_body == SLB_BODY_UNTIL_CLOSE || c->st == ST_TUNNEL) &&
-        n == SLB_EEOF) {
-        c->x->resp_ready = up->in.len;
-        c->x->up_keep_alive = false;
-        c->x->resp_done = true;
+    if (c->x->e.resp_head_done &&
+        (c->x->e.resp_body == SLB_BODY_UNTIL_CLOSE || c->st == ST_TUNNEL) && n == SLB_EEOF) {
+        c->x->e.resp_ready = up->in.len;
+        c->x->e.up_keep_alive = false;
+        c->x->e.resp_done = true;
         c->close_after = true;
         if (c->st == ST_TUNNEL)
-            c->x->req_done = true;
+            c->x->e.req_done = true;
         return true;
     }
     enum slb_srv_fail f = n == SLB_EEOF ? SLB_SRV_FAIL_CLOSED : SLB_SRV_FAIL_RESET;
     const char *why = n == SLB_EEOF ? "closed the connection early" : strerror((int)-n);
-    if (retryable(c) && retry_fresh(c, f, why))
-        return true;
     /* An error (a reset) is never the end of a close-delimited body, nor is any end of a
-     * chunked one we decode: upstream_failed cuts the client with a reset then, so the
+     * chunked one we decode: the failure cuts the client with a reset then, so the
      * truncation shows. */
-    upstream_failed(c, 502, f, why);
+    slb_exchange_backend_cut(&c->x->e, f, why);
     return true;
 }
 
-/* A chunked body for an HTTP/1.0 client, decoded in place (the framing and the trailers are
- * validated and dropped). */
-static int response_body_unchunk(struct http_conn *c)
-{
-    if (slb_up_unchunk(c->up, &c->x->resp_chunk.ck, &c->x->resp_ready, NULL) < 0)
-        return -502;
-    if (c->x->resp_chunk.ck.done)
-        c->x->resp_done = true;
-    return 0;
-}
-
-/* A chunked response to an HTTP/1.1 client goes on re-framed (see slb_rechunk): the size
- * line of each piece into c->out, its data left in up->in (resp_ready) to be sent from there.
- * Small pieces are copied behind their size line, so a run of small chunks leaves in one send
- * (one TLS record). Called with nothing of the previous piece left in resp_ready. */
-static int response_chunk_next(struct http_conn *c)
-{
-    struct slb_rechunk *rc = &c->x->resp_chunk;
-    struct http_up *up = c->up;
-    while (!c->x->resp_ready) {
-        if (rc->skip) {
-            slb_buf_consume(&up->in, (size_t)rc->skip);
-            rc->skip = 0;
-        }
-        if (rc->ck.done) {
-            c->x->resp_done = true;
-            break;
-        }
-        size_t ready;
-        long d =
-            slb_rechunk_next(rc, up->in.len ? up->in.data + up->in.off : "", up->in.len, &ready);
-        if (d < 0)
-            return -502;
-        if (d == 0 && ready == 0 && rc->frame_len == 0)
-            break;
-        slb_buf_consume(&up->in, (size_t)d);
-        slb_hbuf_put(&c->out, rc->frame, rc->frame_len);
-        c->x->resp_ready = ready;
-        if (ready && ready <= SLB_BUF_SIZE / 4 &&
-            slb_hbuf_pending(&c->out) + ready <= SLB_BUF_SIZE) {
-            slb_hbuf_put(&c->out, up->in.data + up->in.off, ready);
-            slb_buf_consume(&up->in, ready);
-            c->x->resp_ready = 0;
-        }
-    }
-    return 0;
-}
-
+/* Body bytes ready for the client: re-framed for an HTTP/1.1 client, else as the exchange
+ * frames them (a chunked body for an HTTP/1.0 client decoded, its trailers dropped). */
 static int response_body_ready(struct http_conn *c)
 {
-    struct http_up *up = c->up;
-    if (!up || !c->x->resp_head_done || c->x->resp_done)
+    if (!c->x->e.up || !c->x->e.resp_head_done || c->x->e.resp_done)
         return 0;
-    if (response_rechunked(c))
-        return response_chunk_next(c); /* also when nothing is left to read: the end is known */
-    if (up->in.len <= c->x->resp_ready)
-        return 0;
-    size_t avail = up->in.len - c->x->resp_ready;
-    if (c->st == ST_TUNNEL || c->x->resp_body == SLB_BODY_UNTIL_CLOSE) {
-        c->x->resp_ready = up->in.len;
-        return 0;
-    }
-    if (c->x->resp_unchunk || (c->x->resp_gzip && c->x->resp_body == SLB_BODY_CHUNKED))
-        return response_body_unchunk(c); /* compression takes the decoded body */
-    uint64_t n = avail < c->x->resp_remaining ? avail : c->x->resp_remaining; /* Content-Length */
-    c->x->resp_ready += n;
-    c->x->resp_remaining -= n;
-    if (c->x->resp_remaining == 0)
-        c->x->resp_done = true;
-    return 0;
-}
-
-/* The most compressed bytes one chunk of a compressed response carries. */
-#define GZIP_CHUNK 8192
-
-/* A compressed response (resp_gzip): the body bytes that are ready (resp_ready at the front of
- * up->in, decoded when the backend chunked them) go through the compressor into c->out, as
- * chunks, while c->out holds less than a buffer's worth; once the body is all in, the gzip
- * trailer and the last chunk follow, and the compressor goes back to the worker. <0 when the
- * compressor failed. */
-static int gzip_pump(struct http_conn *c)
-{
-    struct http_xchg *x = c->x;
-    struct http_up *up = c->up;
-    while (x->gz && slb_hbuf_pending(&c->out) < SLB_BUF_SIZE) {
-        if (response_body_ready(c) < 0)
-            return -502;
-        size_t avail = (size_t)x->resp_ready;
-        if (!avail && !x->resp_done)
-            return 0;
-        /* Room for the size line (4 hex digits), the data and its CRLF. */
-        size_t base = c->out.len;
-        char *p = slb_hbuf_extend(&c->out, 6 + GZIP_CHUNK + 2);
-        if (!p)
-            return 0; /* c->out.oom: the caller closes */
-        size_t used, made;
-        int rc = slb_gzip_run(x->gz, avail ? up->in.data + up->in.off : "", avail, &used, p + 6,
-                              GZIP_CHUNK, &made, x->resp_done);
-        if (rc < 0)
-            return -500;
-        if (used) {
-            slb_buf_consume(&up->in, used);
-            x->resp_ready -= used;
-        }
-        c->out.len = base;
-        if (made) {
-            char line[8];
-            int hl = snprintf(line, sizeof(line), "%zx\r\n", made);
-            memmove(p + hl, p + 6, made);
-            memcpy(p, line, (size_t)hl);
-            memcpy(p + hl + made, "\r\n", 2);
-            c->out.len = base + (size_t)hl + made + 2;
-        }
-        if (rc == 1) {
-            slb_hbuf_puts(&c->out, "0\r\n\r\n");
-            struct slb_wcount *lc = lis_counts(c);
-            slb_count_add(&lc->v[SLB_LIS_GZIP_IN], slb_gzip_total_in(x->gz));
-            slb_count_add(&lc->v[SLB_LIS_GZIP_OUT], slb_gzip_total_out(x->gz));
-            slb_gzip_give(&c->hw->gz_pool, &x->gz);
-            return 0;
-        }
-        if (!used && !made)
-            return 0;
-    }
-    return 0;
+    if (response_rechunked(c)) /* also when nothing is left to read: the end is known */
+        return slb_h1_response_chunk_next(&c->x->e, &c->out);
+    return slb_exchange_body_ready(&c->x->e, NULL);
 }
 
 /* Write our head/own response, then response body bytes, to the client. */
@@ -971,21 +702,21 @@ static bool step_write_client(struct http_conn *c)
     if (!c->t.wr_ready || !c->x)
         return false; /* no exchange: nothing to send (our own answers have one too) */
     bool progress = false;
-    if (slb_hbuf_pending(&c->out) && c->up && c->x->resp_head_done && c->st != ST_LINGER) {
+    if (slb_hbuf_pending(&c->out) && c->x->e.up && c->x->e.resp_head_done && c->st != ST_LINGER) {
         /* A small body that is already here goes out with the head: one send (one TLS
          * record) instead of two. */
         if (response_body_ready(c) < 0) {
             upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return true;
         }
-        if (c->x->resp_gzip && gzip_pump(c) < 0) {
+        if (c->x->e.resp_gzip && slb_h1_gzip_chunks(&c->x->e, &c->out) < 0) {
             upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return true;
         }
-        if (c->x->resp_ready > 0 && c->x->resp_ready <= SLB_BUF_SIZE && !c->x->resp_gzip) {
-            slb_hbuf_put(&c->out, c->up->in.data + c->up->in.off, c->x->resp_ready);
-            slb_buf_consume(&c->up->in, c->x->resp_ready);
-            c->x->resp_ready = 0;
+        if (c->x->e.resp_ready > 0 && c->x->e.resp_ready <= SLB_BUF_SIZE && !c->x->e.resp_gzip) {
+            slb_hbuf_put(&c->out, c->x->e.up->in.data + c->x->e.up->in.off, c->x->e.resp_ready);
+            slb_buf_consume(&c->x->e.up->in, c->x->e.resp_ready);
+            c->x->e.resp_ready = 0;
         }
     }
     if (c->out.oom) {
@@ -994,10 +725,10 @@ static bool step_write_client(struct http_conn *c)
     }
     /* The end of a response after which the connection closes: its last bytes, close_notify
      * and FIN leave in one packet instead of three. */
-    size_t left = slb_hbuf_pending(&c->out) + (size_t)c->x->resp_ready;
-    if (c->close_after && c->x->resp_done && left > 0 && left <= SLB_BUF_SIZE)
+    size_t left = slb_hbuf_pending(&c->out) + (size_t)c->x->e.resp_ready;
+    if (c->close_after && c->x->e.resp_done && left > 0 && left <= SLB_BUF_SIZE)
         slb_tconn_cork(&c->t);
-    struct http_up *up = c->up;
+    struct http_up *up = c->x->e.up;
     for (;;) {
         while (slb_hbuf_pending(&c->out)) {
             ssize_t n = c->t.ops->send(&c->t, c->out.p + c->out.off, slb_hbuf_pending(&c->out));
@@ -1017,11 +748,11 @@ static bool step_write_client(struct http_conn *c)
             slb_hbuf_reset(&c->out);
         if (c->st == ST_LINGER || !up)
             return progress;
-        if (c->x->resp_gzip) {
-            if (!c->x->gz)
+        if (c->x->e.resp_gzip) {
+            if (!c->x->e.gz)
                 return progress; /* all out */
             size_t before = c->out.len;
-            int rc = gzip_pump(c);
+            int rc = slb_h1_gzip_chunks(&c->x->e, &c->out);
             if (rc < 0) {
                 upstream_failed(c, 502, SLB_SRV_FAIL_INVALID,
                                 rc == -502 ? "malformed chunked response" : "compression failed");
@@ -1031,12 +762,12 @@ static bool step_write_client(struct http_conn *c)
                 conn_close(c);
                 return false;
             }
-            progress |= c->out.len != before || !c->x->gz;
+            progress |= c->out.len != before || !c->x->e.gz;
             if (slb_hbuf_pending(&c->out))
                 continue;
             return progress;
         }
-        bool was_done = c->x->resp_done;
+        bool was_done = c->x->e.resp_done;
         if (response_body_ready(c) < 0) {
             upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return true;
@@ -1045,13 +776,13 @@ static bool step_write_client(struct http_conn *c)
             conn_close(c);
             return false;
         }
-        progress |= c->x->resp_done != was_done;
+        progress |= c->x->e.resp_done != was_done;
         if (slb_hbuf_pending(&c->out))
             continue; /* a chunk's size line goes before its data */
-        if (!c->x->resp_ready)
+        if (!c->x->e.resp_ready)
             return progress;
-        while (c->x->resp_ready > 0) {
-            ssize_t n = c->t.ops->send(&c->t, up->in.data + up->in.off, c->x->resp_ready);
+        while (c->x->e.resp_ready > 0) {
+            ssize_t n = c->t.ops->send(&c->t, up->in.data + up->in.off, c->x->e.resp_ready);
             if (n <= 0) {
                 if (n < 0) {
                     conn_close(c);
@@ -1059,7 +790,7 @@ static bool step_write_client(struct http_conn *c)
                 }
                 return progress;
             }
-            c->x->resp_ready -= (uint64_t)n;
+            c->x->e.resp_ready -= (uint64_t)n;
             c->x->resp_bytes_out += (uint64_t)n;
             slb_count_add(&lis_counts(c)->v[SLB_LIS_PAYLOAD_OUT], (uint64_t)n);
             slb_buf_consume(&up->in, (size_t)n);
@@ -1075,12 +806,12 @@ static bool step_write_client(struct http_conn *c)
 static bool exchange_end(struct http_conn *c)
 {
     /* The backend connection was pooled or closed, and its server's active count with it. */
-    assert(!c->up);
+    assert(!c->x->e.up);
     account_wire(c);
-    slb_xchg_count_duration(lis_counts(c), c->x->start_us, slb_mono_us());
+    slb_xchg_count_duration(lis_counts(c), c->x->e.start_us, slb_mono_us());
     if (c->log)
         log_request(c);
-    c->srv = NULL;
+    c->x->e.srv = NULL;
     c->reuse_ok = true;
     /* A client that half-closed after pipelining still gets every complete request answered
      * (RFC 9112 9.6); it is closed once nothing is left in the buffer. */
@@ -1096,22 +827,6 @@ static bool exchange_end(struct http_conn *c)
      * exchange state (the input buffer went back to the pool when it emptied). */
     slb_xchg_put(c->hw, &c->x, &c->out);
     arm_timer(c);
-    return true;
-}
-
-/* Whether a backend that has answered can no longer take the rest of the request: a send
- * failed, or it closed or reset its side, or it sent bytes after its complete response. */
-static bool backend_gone(struct http_up *up)
-{
-    if (up->send_err)
-        return true;
-    if (!up->rd_ready)
-        return false;
-    char b;
-    if (recv(up->fd, &b, 1, MSG_PEEK) < 0 && (errno == EAGAIN || errno == EINTR)) {
-        up->rd_ready = false;
-        return false;
-    }
     return true;
 }
 
@@ -1141,22 +856,21 @@ static bool step_complete(struct http_conn *c)
 {
     if (c->st == ST_HEAD || c->st == ST_HANDSHAKE || c->st == ST_TUNNEL)
         return false;
-    if (!c->x->resp_done || slb_hbuf_pending(&c->out) || c->x->resp_ready || c->x->gz)
+    if (!c->x->e.resp_done || slb_hbuf_pending(&c->out) || c->x->e.resp_ready || c->x->e.gz)
         return false;
-    if (!c->x->req_done) {
+    if (!c->x->e.req_done) {
         /* The backend answered before the request's body was all in (an early 413, say).
          * While it still takes the body, the body goes on to it. Once it is gone, the rest
          * has nowhere to go and cannot be told from a next request: the exchange ends, and
          * the client connection closes. */
-        if (c->st != ST_EXCHANGE || !c->up || !backend_gone(c->up))
+        if (c->st != ST_EXCHANGE || !c->x->e.up || !slb_up_gone(c->x->e.up))
             return false;
         c->close_after = true;
-        c->x->up_keep_alive = false;
+        c->x->e.up_keep_alive = false;
         c->x->body_unread = true;
     }
-    if (c->up) {
-        slb_xchg_up_done(&c->up, c->srv, c->w->id, c->x->status,
-                         c->x->up_keep_alive && c->st == ST_EXCHANGE);
+    if (c->x->e.up) {
+        slb_exchange_up_done(&c->x->e, c->x->e.up_keep_alive && c->st == ST_EXCHANGE);
     }
     return exchange_end(c);
 }
@@ -1318,11 +1032,11 @@ static void set_interest(struct http_conn *c)
         break;
     case ST_CONNECT:
     case ST_EXCHANGE:
-        want_read = !c->x->req_done && slb_buf_space(&c->in) > 0;
+        want_read = !c->x->e.req_done && slb_buf_space(&c->in) > 0;
         /* Waiting for the response: a read interest already there stays, rather than go now
          * and come back with the response (two epoll_ctl per request). A client that sends
          * meanwhile (pipelining, EOF) mutes it (client_cb) until the response is done. */
-        if (!want_read && c->x->req_done && !c->rd_muted && (c->io.events & EPOLLIN) &&
+        if (!want_read && c->x->e.req_done && !c->rd_muted && (c->io.events & EPOLLIN) &&
             c->t.rd_wants == EPOLLIN && slb_buf_space(&c->in) > 0)
             want_read = true;
         break;
@@ -1339,21 +1053,21 @@ static void set_interest(struct http_conn *c)
         if (!slb_timer_active(&c->shape_timer))
             slb_timer_start(&c->w->loop, &c->shape_timer, slb_tconn_repay(&c->t));
     } else if (slb_hbuf_pending(&c->out) ||
-               (c->x && (c->x->resp_ready || (c->x->gz && c->x->resp_done)))) {
+               (c->x && (c->x->e.resp_ready || (c->x->e.gz && c->x->e.resp_done)))) {
         ev |= c->t.wr_wants;
     }
     slb_io_set(&c->w->loop, &c->io, ev);
 
-    struct http_up *up = c->up;
+    struct http_up *up = conn_up(c);
     if (!up)
         return;
     uint32_t uev = 0;
     if (!up->connected) {
         uev = EPOLLOUT;
     } else {
-        if (!c->x->resp_done && slb_up_room(up, c->x->resp_ready) && c->st != ST_LINGER)
+        if (!c->x->e.resp_done && slb_up_room(up, c->x->e.resp_ready) && c->st != ST_LINGER)
             uev |= EPOLLIN;
-        if (c->x->resp_done && !c->x->req_done && c->st == ST_EXCHANGE)
+        if (c->x->e.resp_done && !c->x->e.req_done && c->st == ST_EXCHANGE)
             uev |= EPOLLIN; /* to see the backend go (see step_complete) */
         if (slb_hbuf_pending(&up->head) || c->x->req_ready ||
             c->x->req_chunk.frame_off < c->x->req_chunk.frame_len ||
@@ -1400,10 +1114,10 @@ static void run(struct http_conn *c)
         if (!p)
             break;
         if (c->x)
-            c->x->last_io_ms = c->w->loop.now_ms;
+            c->x->e.last_io_ms = c->w->loop.now_ms;
     }
-    if (!c->closed && c->st == ST_TUNNEL && c->x->resp_done && !slb_hbuf_pending(&c->out) &&
-        !c->x->resp_ready) {
+    if (!c->closed && c->st == ST_TUNNEL && c->x->e.resp_done && !slb_hbuf_pending(&c->out) &&
+        !c->x->e.resp_ready) {
         /* The backend ended its side cleanly and all it sent is out: half-close the client's
          * side (close_notify over TLS); the tunnel ends when the client's side has too. */
         if (c->client_eof && c->x->up_shut) {
@@ -1442,7 +1156,7 @@ static void client_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
         return;
     }
     if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) &&
-        (c->st == ST_CONNECT || c->st == ST_EXCHANGE) && c->x->req_done)
+        (c->st == ST_CONNECT || c->st == ST_EXCHANGE) && c->x->e.req_done)
         c->rd_muted = true; /* kept interest (set_interest) fired: no busy loop */
     run(c);
 }
@@ -1461,32 +1175,24 @@ static void shape_cb(struct slb_loop *loop, struct slb_timer *t)
     run(c);
 }
 
-/* The connect to c->srv failed: move the prepared request head to the next server. */
-static void connect_failed(struct http_conn *c, enum slb_srv_fail f, const char *why)
+/* A backend connection was chosen again after a failure, the request head moved to it. */
+static void sink_connecting(struct slb_exchange *e)
 {
-    slb_xchg_connect_failed(c->w->id, c->b.l, c->srv, f, why);
-    c->x->fail = slb_xchg_fail_code(f);
-    c->x->fail_srv = c->srv->key;
-    struct slb_hbuf head = c->up->head;
-    c->up->head = (struct slb_hbuf){0};
-    slb_up_close(c->up);
-    c->up = NULL;
-    c->srv = NULL;
-    if (!choose_backend(c, (struct slb_slice){0})) {
-        slb_hbuf_free(&head);
-        respond_simple(c, 502, NULL, false);
-        return;
-    }
-    slb_count_add(&lis_counts(c)->v[SLB_LIS_RETRIES], 1);
-    slb_hbuf_free(&c->up->head);
-    head.off = 0;
-    c->up->head = head;
-    c->st = c->up->reused ? ST_EXCHANGE : ST_CONNECT;
-    c->up->connected = c->up->reused;
-    if (!c->up->reused)
-        slb_up_set_interest(c->up, EPOLLOUT);
+    struct http_conn *c = e->sink;
+    c->st = e->up->reused ? ST_EXCHANGE : ST_CONNECT;
+    e->up->connected = e->up->reused;
+    if (!e->up->reused)
+        slb_up_set_interest(e->up, EPOLLOUT);
     arm_timer(c);
 }
+
+static const struct slb_exchange_sink_ops h1_sink = {
+    .choice = sink_choice,
+    .connecting = sink_connecting,
+    .interim = sink_interim,
+    .head = sink_head,
+    .error = sink_error,
+};
 
 static void up_event(struct http_up *up, uint32_t events)
 {
@@ -1495,7 +1201,7 @@ static void up_event(struct http_up *up, uint32_t events)
         return;
     int rc = slb_up_on_event(up, events);
     if (rc < 0) {
-        connect_failed(c, slb_srv_fail_connect(rc), strerror(-rc));
+        slb_exchange_connect_failed(&c->x->e, slb_srv_fail_connect(rc), strerror(-rc));
     } else if (rc == 1) {
         c->st = ST_EXCHANGE;
         arm_timer(c);
@@ -1520,7 +1226,7 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
             conn_close(c); /* idle keep-alive connection */
             return;
         }
-        if (!slb_xchg_get(c->hw, &c->x, &c->out)) {
+        if (!get_exchange(c)) {
             conn_close(c);
             return;
         }
@@ -1529,28 +1235,22 @@ static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
         respond_simple(c, 408, NULL, false);
         break;
     case ST_CONNECT:
-        connect_failed(c, SLB_SRV_FAIL_CONNECT_TIMEOUT, "timeout");
+        slb_exchange_connect_failed(&c->x->e, SLB_SRV_FAIL_CONNECT_TIMEOUT, "timeout");
         break;
     case ST_EXCHANGE:
     case ST_TUNNEL: {
-        /* Until the request body is sent and the response head has arrived, request_timeout_s
-         * is a fixed deadline that moving bytes do not push back: a trickled upload or a
-         * trickled response head cannot hold the connection and the backend longer. After
-         * that, the response body and a tunnel only need to keep moving: activity stamps a
-         * time and the timer is re-armed here for the remainder. */
-        bool fixed = c->st == ST_EXCHANGE && (!c->x->req_done || !c->x->resp_head_done);
-        uint64_t due =
-            slb_xchg_due(c->b.l->cfg, fixed, c->x->exchange_deadline_ms, c->x->last_io_ms);
-        if (loop->now_ms < due) {
-            slb_timer_start(loop, t, due - loop->now_ms);
+        /* Activity stamps a time: the timer is re-armed for the remainder (see
+         * slb_exchange_timer_left). */
+        uint64_t left = slb_exchange_timer_left(&c->x->e, loop->now_ms);
+        if (left) {
+            slb_timer_start(loop, t, left);
             return;
         }
         if (c->st == ST_TUNNEL) {
             conn_close(c);
             return;
         }
-        upstream_failed(c, 504, SLB_SRV_FAIL_TIMEOUT,
-                        slb_xchg_timeout_why(c->x->req_done, c->x->resp_head_done));
+        slb_exchange_timed_out(&c->x->e);
         break;
     }
     case ST_LINGER:
@@ -1580,9 +1280,9 @@ static void conn_close(struct http_conn *c)
         return;
     c->closed = true;
     struct slb_loop *loop = &c->w->loop;
-    if (c->up) {
-        slb_up_close(c->up);
-        c->up = NULL;
+    if (conn_up(c)) {
+        slb_up_close(c->x->e.up);
+        c->x->e.up = NULL;
     }
     slb_timer_stop(loop, &c->timer);
     slb_timer_stop(loop, &c->shape_timer);
@@ -1626,7 +1326,7 @@ static void conn_drain(struct slb_conn_link *link)
         /* A response head that left (or is leaving) without Connection: close promised the
          * client it may send another request at once: that one is answered, and closes the
          * connection (step_head). */
-        if (!c->x || !(c->x->resp_head_done || c->st == ST_LINGER))
+        if (!c->x || !(c->x->e.resp_head_done || c->st == ST_LINGER))
             c->close_after = true;
         return;
     }

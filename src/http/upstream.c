@@ -318,6 +318,20 @@ int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
     return 0;
 }
 
+bool slb_up_gone(struct http_up *up)
+{
+    if (up->send_err)
+        return true;
+    if (!up->rd_ready)
+        return false;
+    char b;
+    if (recv(up->fd, &b, 1, MSG_PEEK) < 0 && (errno == EAGAIN || errno == EINTR)) {
+        up->rd_ready = false;
+        return false;
+    }
+    return true;
+}
+
 bool slb_up_retryable(const struct http_up *up, enum slb_http_method m, bool has_body)
 {
     if (up->bytes_from > 0)

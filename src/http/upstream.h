@@ -117,6 +117,9 @@ void slb_up_count_start(struct http_up *up, struct slb_srv_rt *srv);
  * non-idempotent request the backend may have acted on is never sent twice (RFC 9112
  * 9.3.1). */
 bool slb_up_retryable(const struct http_up *up, enum slb_http_method m, bool has_body);
+/* Whether a backend that has answered can no longer take the rest of the request: a send
+ * failed, or it closed or reset its side, or it sent bytes after its complete response. */
+bool slb_up_gone(struct http_up *up);
 /* Give a connection back after a complete keep-alive exchange (or close it when the pool is
  * full). The active request it held ends, its bytes counted. */
 void slb_up_release(struct http_up *up);

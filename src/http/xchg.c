@@ -70,7 +70,7 @@ void slb_xchg_free(struct http_xchg *x)
 {
     if (x) {
         free(x->tried_heap);
-        slb_gzip_free(x->gz);
+        slb_gzip_free(x->e.gz);
     }
     free(x);
 }
@@ -82,7 +82,7 @@ void slb_xchg_put(struct slb_http_worker *hw, struct http_xchg **xp, struct slb_
     slb_xchg_head_put(hw, out);
     if (!x)
         return;
-    slb_gzip_give(&hw->gz_pool, &x->gz);
+    slb_gzip_give(&hw->gz_pool, &x->e.gz);
     if (hw->nxchg_free >= XCHG_KEEP) {
         slb_xchg_free(x);
         return;
@@ -191,7 +191,8 @@ void slb_xchg_log(struct slb_worker *w, const struct slb_listener_rt *l, const s
     const char *name = slb_tls_ssl_servername(t->ssl);
     if (name)
         snprintf(sni, sizeof(sni), "%s", name);
-    const char *up = x->srv ? x->srv->key : x->fail_srv;
+    const struct slb_exchange *xe = x->e;
+    const char *up = xe->srv ? xe->srv->key : xe->fail_srv;
     uint64_t start_us = x->rec->start_us;
     struct slb_access_entry e = {
         .listener = l->cfg->name,
@@ -203,15 +204,15 @@ void slb_xchg_log(struct slb_worker *w, const struct slb_listener_rt *l, const s
         .sni = sni,
         .rec = x->rec,
         .proto = x->proto,
-        .status = x->status,
+        .status = xe->status,
         .bytes_in = x->bytes_in,
         .bytes_out = x->bytes_out,
         .wire_in = in - *wire_in,
         .wire_out = out - *wire_out,
         .upstream = up ? strchr(up, '/') + 1 : NULL,
-        .error = x->status >= 500 ? slb_access_error_name(x->fail) : NULL,
+        .error = xe->status >= 500 ? slb_access_error_name(xe->fail) : NULL,
         .request_ms = (double)(slb_mono_us() - start_us) / 1000.0,
-        .upstream_ms = x->resp_us ? (double)(x->resp_us - start_us) / 1000.0 : 0,
+        .upstream_ms = xe->resp_us ? (double)(xe->resp_us - start_us) / 1000.0 : 0,
     };
     slb_access_write(w, &e);
     *wire_in = in;

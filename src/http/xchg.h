@@ -11,6 +11,7 @@
 
 #include "config/snapshot.h"
 #include "http/access.h"
+#include "http/exchange.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 #include "http/upstream.h"
@@ -28,11 +29,9 @@ struct slb_http_worker;
  * (see slb_xchg_get). Zeroed when taken, but for the array it keeps for big groups. */
 struct http_xchg {
     struct http_xchg *next; /* on the worker's list of free ones */
-    int attempts;
-    int status;
+    struct slb_exchange e;  /* the backend side, shared with HTTP/2 (see exchange.h) */
     /* request */
-    uint8_t method;
-    bool req_keep_alive, req_done, head_only;
+    bool req_keep_alive, head_only;
     bool upgrade_req;  /* the request asked for a protocol upgrade we forwarded */
     uint8_t req_minor; /* HTTP/1.x minor version of the request */
     uint8_t req_body;
@@ -40,31 +39,12 @@ struct http_xchg {
      * chunked body, data or trailer bytes; our framing is in req_chunk.frame). */
     uint64_t req_remaining, req_ready;
     struct slb_rechunk req_chunk;
-    uint64_t start_us; /* request head parsed, for the request duration histogram */
-    uint64_t resp_us;  /* response head received, for the access log */
-    /* Why slbd answered 5xx itself (see slb_access_error_name) and the server it last tried */
-    uint8_t fail;
-    const char *fail_srv;
-    uint64_t sent_us;    /* request head handed to the backend, for the response histogram */
-    uint64_t last_io_ms; /* last time bytes moved during an exchange or tunnel */
-    uint64_t exchange_deadline_ms; /* request_timeout_s after the request first went out */
-    /* response */
-    bool resp_head_done, resp_done, up_keep_alive;
     bool body_unread;  /* answered before the request body was all read: the connection ends */
     bool resp_unchunk; /* chunked from the backend, decoded for an HTTP/1.0 client */
     bool client_shut, up_shut; /* tunnel: our write side towards that peer is shut down */
-    uint8_t resp_body;
-    uint64_t resp_remaining, resp_ready;
-    struct slb_rechunk resp_chunk; /* re-framed for an HTTP/1.1 client, decoded for 1.0 */
-    /* compression (http/gzip.h): the request's facts; resp_gzip: this response is compressed,
-     * by gz until its gzip trailer is out (then gz is back in the worker's pool) */
-    struct slb_gzip_req gz_req;
-    bool resp_gzip;
-    struct slb_gzip *gz;
     /* accounting */
     uint64_t req_bytes_in, resp_bytes_out;
     /* Per server of the group: already tried for this request (see slb_xchg_tried). */
-    uint8_t *tried;
     uint8_t *tried_heap; /* for groups too big for tried_in; kept while on the list */
     size_t tried_cap;
     uint8_t tried_in[32];
@@ -185,13 +165,11 @@ static inline const char *slb_xchg_timeout_why(bool req_done, bool resp_head_don
 struct slb_xchg_log {
     const struct slb_access_rec *rec;
     const char *proto; /* NULL: the request could not be parsed */
-    int status;
     unsigned client_port;
     uint64_t bytes_in, bytes_out;
-    const struct slb_srv_rt *srv; /* NULL: no backend */
-    const char *fail_srv;         /* without srv: the key of the server last tried, or NULL */
-    uint8_t fail;                 /* why slbd answered 5xx itself (slb_access_error_name) */
-    uint64_t resp_us;             /* the response head arrived (0: none did) */
+    /* The status, the server (or the key of the one last tried), why slbd answered 5xx itself
+     * and when the response head arrived. */
+    const struct slb_exchange *e;
 };
 /* Write the access-log line of an exchange of client connection t (at client_ip, served by
  * listener l). The wire bytes are the connection's since *wire_in/out, which move on: the
