@@ -3,6 +3,7 @@
 #include "daemon/cluster.h"
 
 #include "cert/store.h"
+#include "cluster/backend.h"
 #include "cluster/etcd.h"
 #include "cluster/lease.h"
 #include "cluster/seal.h"
@@ -656,8 +657,15 @@ void slb_cluster_free(struct slb_cluster *c, bool leaving)
     slb_timer_stop(&c->ctl->loop, &c->rewatch);
     if (c->watch)
         slb_etcd_watch_stop(c->watch);
-    if (c->keeper)
-        slb_etcd_keeper_stop(c->keeper, leaving);
+    if (c->keeper) {
+        int64_t lease = slb_etcd_keeper_id(c->keeper);
+        slb_etcd_keeper_stop(c->keeper, false);
+        /* The loop no longer runs: revoke through the backend's own, so that the node's
+         * registration and its ticket leadership go now, not when the lease expires. */
+        if (leaving && lease && c->connected &&
+            slb_backend_etcd_revoke(c->ctl->backend, lease) == 0)
+            slb_info("cluster: left (lease revoked)");
+    }
     slb_etcd_free(c->etcd);
     json_decref(c->nodes);
     free(c);

@@ -3,7 +3,7 @@
  * applied in revision order), full resyncs, the node's registration under a lease, and what
  * /healthz, /metrics and GET /v1/cluster say about it. Everything here runs on the control
  * loop through the asynchronous etcd client (cluster/etcd.h); only loads and writes of
- * documents go through the synchronous backend (state/etcd.c). */
+ * documents go through the synchronous backend (cluster/backend.c). */
 #ifndef SLB_DAEMON_CLUSTER_H
 #define SLB_DAEMON_CLUSTER_H
 

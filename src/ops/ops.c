@@ -6,6 +6,7 @@
 #include "ops/ops.h"
 #include "ops/ops_int.h"
 
+#include "cluster/backend.h"
 #include "config/config.h"
 #include "config/state.h"
 #include "daemon/cluster.h"

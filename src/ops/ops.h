@@ -10,9 +10,10 @@
  * or request bodies: they take material (a normalized JSON object of the configuration's own
  * schema, certificate PEM text).
  *
- * Operations complete before they return, because the state directory writes synchronously.
- * A shared backend (etcd) answers later, on the control loop: operations will then take a
- * completion callback, called once the document is stored and active (or refused). */
+ * Operations complete before they return, because the state backend's calls are synchronous:
+ * the state directory writes at once, and the etcd backend (cluster mode) runs each call on a
+ * private loop bounded by a deadline (docs/architecture.md, "Cluster mode"). Taking a
+ * completion callback instead would let the control loop run during an etcd write. */
 #ifndef SLB_OPS_OPS_H
 #define SLB_OPS_OPS_H
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The etcd state backend (src/state/etcd.c) against a real etcd started here: revisions and
+/* The etcd state backend (src/cluster/backend.c) against a real etcd started here: revisions and
  * conditional writes, sealed secrets, the state directory as a write-through cache that reads
  * fall back to, and seeding. Skipped when no `etcd` binary is on PATH. */
 /* clang-format off */
@@ -10,6 +10,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include "cluster/backend.h"
 #include "cluster/etcd.h"
 #include "cluster/seal.h"
 #include "core/fsio.h"

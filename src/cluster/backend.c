@@ -8,7 +8,7 @@
  * meanwhile, so no admin request or watch event re-enters the caller) until etcd answered or
  * the call's deadline passed. The control thread is paused for at most that deadline, as it
  * already is while workers adopt a snapshot; workers serve meanwhile. */
-#include "state/backend.h"
+#include "cluster/backend.h"
 
 #include "cluster/etcd.h"
 #include "cluster/seal.h"
@@ -399,6 +399,17 @@ bool slb_backend_etcd_online(struct slb_backend *base)
 void slb_backend_etcd_set_offline(struct slb_backend *base, bool offline)
 {
     ((struct etcd_backend *)base)->offline = offline;
+}
+
+int slb_backend_etcd_revoke(struct slb_backend *base, int64_t lease)
+{
+    struct etcd_backend *b = (struct etcd_backend *)base;
+    if (b->offline || !b->etcd)
+        return SLB_BACKEND_EUNAVAILABLE;
+    struct sync_res r = {0};
+    int rc = sync_wait(b, slb_etcd_lease_revoke(b->etcd, lease, sync_cb, &r, NULL), &r);
+    sync_res_clear(&r);
+    return rc;
 }
 
 int64_t slb_backend_etcd_last_write(struct slb_backend *base)
