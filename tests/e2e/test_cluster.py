@@ -157,6 +157,11 @@ def test_cluster_view_lists_every_node(cluster):
     admins = {n["name"]: n["admin"] for n in js["nodes"]}
     for node in cluster.nodes:
         assert str(node.admin_port) in admins[node.name], (node.name, admins)
+    # A node stopped as an operator would revokes its lease: it leaves the list at once
+    # (well within the lease's 10 s).
+    assert c.stop() == 0
+    h.wait_until(lambda: sorted(n["name"] for n in a.cluster()["nodes"]) == ["nodea", "nodeb"],
+                 3, "node c to leave the list when stopped")
 
 
 def test_certificate_replaced_on_b_served_by_a(cluster, hx, pki):
