@@ -56,8 +56,12 @@ static int tcp_socket(uint16_t port, int backlog)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
+    /* A bound socket that never listens (a refused port) must not share its port: with
+     * SO_REUSEADDR, another program's bind to port 0 may be given the same port and listen
+     * on it (it happened while other tests ran). */
     int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (backlog > 0 || port != 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     struct sockaddr_in sin = {
         .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
