@@ -537,12 +537,12 @@ static void route(struct slb_ctl *ctl, const struct slb_admin_req *req, struct s
         return;
     }
     if (n == 1 && strcmp(coll, "cluster") == 0) {
-        if (params_ok(req, NULL, resp))
+        if (slb_admin_params_ok(req, NULL, resp))
             cluster(ctl, req, resp);
         return;
     }
     if (n == 2 && strcmp(coll, "cluster") == 0 && strcmp(seg[1], "export") == 0) {
-        if (params_ok(req, NULL, resp))
+        if (slb_admin_params_ok(req, NULL, resp))
             slb_admin_cluster_export(ctl, req, resp);
         return;
     }
