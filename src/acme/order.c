@@ -9,6 +9,7 @@
 #include "core/fsio.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "event/coro.h"
 #include "net/httpc.h"
 
 #include <dirent.h>
@@ -638,6 +639,13 @@ static void on_done(struct slb_httpc_req *req, const struct slb_httpc_result *re
         c->next_ms = slb_mono_ms() + POLL_MS / 4;
         break;
     case K_DOWNLOAD:
+        if (slb_coro_paused()) {
+            /* An admin write waits for etcd half-way through the store: download again in
+             * a moment rather than change the store under it. */
+            c->pending_kind = K_DOWNLOAD;
+            c->next_ms = slb_mono_ms() + POLL_MS / 4;
+            break;
+        }
         store_chain(c, res->body, res->body_len);
         break;
     }

@@ -11,8 +11,10 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "daemon/control.h"
+#include "event/coro.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
+#include "ops/ops.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,7 +50,27 @@ struct admin_conn {
     char peer[64];      /* the source address, for the failed-authentication limit and audit */
     char extra[64];     /* a response's dynamic header line (Retry-After) */
     SSL *ssl;           /* NULL on a plain or unix connection */
+    /* The change it waits for (cluster mode); nothing more is read from it meanwhile. */
+    struct admin_job *job;
     struct admin_conn *prev, *next;
+};
+
+/* A change in cluster mode: it waits its turn in the admin's queue, then runs in a coroutine
+ * (event/coro.h) whose etcd calls pause it, not the control loop. Changes run one at a time,
+ * in arrival order, so each is validated against the state the previous one left. Owned by
+ * the admin; conn is NULL once the connection closed (the change still completes, its answer
+ * goes nowhere). */
+struct admin_job {
+    struct slb_admin *a;
+    struct admin_conn *conn;
+    struct slb_auth_who who;
+    char peer[64];
+    char *method, *path, *query, *ctype, *if_match, *body;
+    size_t body_len;
+    bool keep_alive;
+    struct slb_admin_resp resp;
+    struct slb_coro *co;
+    struct admin_job *next;
 };
 
 /* One address the admin API listens on. */
@@ -71,6 +93,9 @@ struct slb_admin {
     SSL_CTX *tls; /* --admin-cert/--admin-key: TCP addresses speak TLS; NULL otherwise */
     struct admin_conn *conns;
     int nconns;
+    struct admin_job *queue, **queue_tail; /* changes waiting for their turn */
+    struct admin_job *running;             /* the change in its coroutine */
+    bool closing;
 };
 
 void slb_admin_error(struct slb_admin_resp *resp, const struct slb_err *err)
@@ -108,6 +133,8 @@ static void conn_free(void *p)
 static void conn_close(struct admin_conn *c)
 {
     struct slb_loop *loop = &c->a->ctl->loop;
+    if (c->job)
+        c->job->conn = NULL;
     slb_io_set(loop, &c->io, 0);
     slb_timer_stop(loop, &c->timer);
     if (c->ssl && SSL_is_init_finished(c->ssl)) {
@@ -392,6 +419,125 @@ static void dispatch(struct slb_admin *a, const struct slb_auth_who *who, const 
     slb_audit_write(a->audit, &e);
 }
 
+static void job_free(struct admin_job *j)
+{
+    if (!j)
+        return;
+    json_decref(j->resp.json);
+    free(j->resp.text);
+    free(j->method);
+    free(j->path);
+    free(j->query);
+    free(j->ctype);
+    free(j->if_match);
+    free(j->body);
+    free(j);
+}
+
+static void job_run(void *arg)
+{
+    struct admin_job *j = arg;
+    struct slb_admin_req req = {
+        .method = j->method,
+        .path = j->path,
+        .query = j->query,
+        .content_type = j->ctype,
+        .if_match = j->if_match,
+        .body = j->body,
+        .body_len = j->body_len,
+    };
+    dispatch(j->a, &j->who, j->peer, &req, &j->resp);
+}
+
+static void jobs_next(struct slb_admin *a);
+
+/* The change's coroutine ended (on the loop's own stack): answer, start the next one. */
+static void job_done(struct slb_coro *co, void *arg)
+{
+    struct admin_job *j = arg;
+    struct slb_admin *a = j->a;
+    slb_coro_free(co);
+    j->co = NULL;
+    a->running = NULL;
+    slb_ops_cluster_write_done(a->ctl);
+    struct admin_conn *c = j->conn;
+    if (c) {
+        c->job = NULL;
+        if (j->resp.status >= 400 || !j->keep_alive)
+            c->close_after = c->close_after || !j->keep_alive;
+        respond(c, &j->resp);
+    }
+    job_free(j);
+    jobs_next(a);
+}
+
+static void jobs_next(struct slb_admin *a)
+{
+    while (!a->running && !a->closing && a->queue) {
+        struct admin_job *j = a->queue;
+        a->queue = j->next;
+        if (!a->queue)
+            a->queue_tail = &a->queue;
+        j->co = slb_coro_new(job_run, job_done, j);
+        if (!j->co) {
+            if (j->conn) {
+                j->conn->job = NULL;
+                slb_admin_error_simple(&j->resp, 500, "internal", "out of memory");
+                j->conn->close_after = true;
+                respond(j->conn, &j->resp);
+            }
+            job_free(j);
+            continue;
+        }
+        a->running = j;
+        slb_coro_resume(j->co); /* job_done runs from here when nothing waited */
+    }
+}
+
+/* In cluster mode a change is queued (true): its answer comes from job_done. */
+static bool job_queue(struct admin_conn *c, const struct slb_auth_who *who,
+                      const struct slb_admin_req *req, bool keep_alive)
+{
+    struct slb_admin *a = c->a;
+    bool connected;
+    long long rev;
+    if (slb_admin_method_is(req, "GET") || slb_admin_method_is(req, "HEAD") ||
+        !slb_ops_cluster(a->ctl, &connected, &rev))
+        return false;
+    struct admin_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return false;
+    j->a = a;
+    j->conn = c;
+    j->who = *who;
+    snprintf(j->peer, sizeof(j->peer), "%s", c->peer);
+    j->method = strdup(req->method);
+    j->path = strdup(req->path);
+    j->query = strdup(req->query);
+    j->ctype = strdup(req->content_type);
+    j->if_match = req->if_match ? strdup(req->if_match) : NULL;
+    j->body = malloc(req->body_len + 1);
+    j->body_len = req->body_len;
+    j->keep_alive = keep_alive;
+    j->resp.status = 200;
+    if (!j->method || !j->path || !j->query || !j->ctype || !j->body ||
+        (req->if_match && !j->if_match)) {
+        job_free(j);
+        return false;
+    }
+    if (req->body_len)
+        memcpy(j->body, req->body, req->body_len);
+    j->body[req->body_len] = '\0';
+    c->job = j;
+    /* Nothing more is read from the connection until it is answered. */
+    slb_io_set(&a->ctl->loop, &c->io, 0);
+    slb_timer_stop(&a->ctl->loop, &c->timer);
+    *a->queue_tail = j;
+    a->queue_tail = &j->next;
+    jobs_next(a);
+    return true;
+}
+
 /* Handle one complete request sitting in c->in; returns bytes consumed. */
 static void handle(struct admin_conn *c, const struct slb_http_msg *m, const char *body,
                    size_t blen)
@@ -435,11 +581,16 @@ static void handle(struct admin_conn *c, const struct slb_http_msg *m, const cha
     struct slb_auth_who who = {0};
     if (!authenticate(c, m, &who, &resp))
         goto out;
+    if (job_queue(c, &who, &req, m->keep_alive)) {
+        json_decref(resp.json);
+        goto done;
+    }
     dispatch(c->a, &who, c->peer, &req, &resp);
 out:
     if (resp.status >= 400 || !m->keep_alive)
         c->close_after = c->close_after || !m->keep_alive;
     respond(c, &resp);
+done:
     free(target);
     free(method);
     free(ctype);
@@ -448,6 +599,8 @@ out:
 
 static void try_request(struct admin_conn *c)
 {
+    if (c->job)
+        return; /* pipelined requests wait until the change is answered */
     struct slb_http_limits lim;
     slb_http_limits_default(&lim);
     struct slb_http_msg *m = malloc(sizeof(*m));
@@ -572,7 +725,7 @@ static void conn_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
         slb_timer_start(loop, &c->timer, ADMIN_IDLE_MS);
         try_request(c);
         /* Requests are answered one at a time: with an answer under way, the rest waits. */
-    } while (c->ssl && c->outlen == 0 && SSL_pending(c->ssl) > 0);
+    } while (c->ssl && c->outlen == 0 && !c->job && SSL_pending(c->ssl) > 0);
 }
 
 static void timer_cb(struct slb_loop *loop, struct slb_timer *t)
@@ -790,6 +943,7 @@ struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const struct slb_options *o
         return NULL;
     }
     a->ctl = ctl;
+    a->queue_tail = &a->queue;
     unsigned max_failures =
         opt->admin_auth_failures < 0 ? SLB_AUTH_FAIL_MAX : (unsigned)opt->admin_auth_failures;
     if (!(a->auth = slb_auth_new(ctl->state_dir, ctl->token, max_failures, err)) ||
@@ -827,6 +981,17 @@ void slb_admin_free(struct slb_admin *a)
 {
     if (!a)
         return;
+    a->closing = true;
+    /* A change waiting for etcd fails now (the loop no longer runs to answer it). */
+    if (a->running)
+        slb_ops_cluster_abort(a->ctl);
+    while (a->queue) {
+        struct admin_job *j = a->queue;
+        a->queue = j->next;
+        if (j->conn)
+            j->conn->job = NULL;
+        job_free(j);
+    }
     while (a->conns)
         conn_close(a->conns);
     for (int i = 0; i < a->nls; i++) {

@@ -7,12 +7,15 @@
  * Each call runs the backend's own small event loop (not the control loop: nothing else runs
  * meanwhile, so no admin request or watch event re-enters the caller) until etcd answered or
  * the call's deadline passed. The control thread is paused for at most that deadline, as it
- * already is while workers adopt a snapshot; workers serve meanwhile. */
+ * already is while workers adopt a snapshot; workers serve meanwhile. The exception is a call
+ * from a coroutine (an admin write): it goes through the control loop's client and the
+ * coroutine yields until the answer, so only the write waits (slb_backend_etcd_set_async). */
 #include "cluster/backend.h"
 
 #include "cluster/etcd.h"
 #include "cluster/seal.h"
 #include "core/log.h"
+#include "event/coro.h"
 #include "net/httpc.h"
 
 #include <errno.h>
@@ -24,6 +27,8 @@
 #define ETCD_BACKEND_TIMEOUT_MS 3000u
 #define ETCD_BACKEND_TRY_MS 1000u
 #define ETCD_MAX_KEYS 4096
+
+struct sync_res;
 
 struct etcd_backend {
     struct slb_backend base;
@@ -41,10 +46,19 @@ struct etcd_backend {
     int64_t own[64]; /* revisions of our recent writes, a ring */
     unsigned nown;
     int64_t last_write; /* the revision of the newest of them */
+    /* Calls made from a coroutine (an admin write, admin/server.c) go through this client on
+     * the control loop and pause the coroutine, not the loop, until they are answered. */
+    struct slb_loop *async_loop;
+    struct slb_etcd *async;   /* owned by the cluster module; NULL: every call on our loop */
+    struct slb_timer wake;    /* resumes the waiting coroutine, outside curl's callbacks */
+    struct sync_res *waiting; /* the call a coroutine waits for */
 };
 
 /* One synchronous call's outcome, copied out of the callback. */
 struct sync_res {
+    struct etcd_backend *b;
+    struct slb_coro *co;        /* the coroutine waiting for it, NULL: on the private loop */
+    struct slb_etcd_call *call; /* while in flight */
     bool done;
     int rc;
     bool succeeded;
@@ -71,6 +85,9 @@ static void sync_cb(struct slb_etcd *e, const struct slb_etcd_resp *resp, void *
 {
     struct sync_res *r = data;
     r->done = true;
+    r->call = NULL;
+    if (r->co)
+        slb_timer_start(r->b->async_loop, &r->b->wake, 0);
     r->rc = resp->rc;
     r->succeeded = resp->succeeded;
     r->revision = resp->revision;
@@ -104,11 +121,36 @@ static void sync_cb(struct slb_etcd *e, const struct slb_etcd_resp *resp, void *
     }
 }
 
-/* Run the private loop until r is done (the client's own deadline guarantees it). */
+/* The client a call goes through: the control loop's for a coroutine, which then waits in
+ * sync_wait by yielding; our private one otherwise. */
+static struct slb_etcd *client(struct etcd_backend *b, struct sync_res *r)
+{
+    r->b = b;
+    r->co = b->async && slb_coro_current() ? slb_coro_current() : NULL;
+    return r->co ? b->async : b->etcd;
+}
+
+static void wake_cb(struct slb_loop *loop, struct slb_timer *t)
+{
+    struct etcd_backend *b = t->data;
+    struct sync_res *r = b->waiting;
+    if (r && r->done)
+        slb_coro_resume(r->co);
+}
+
+/* Wait until r is done: a coroutine yields to the control loop (the client's own deadline
+ * guarantees an answer), anything else runs the private loop. */
 static int sync_wait(struct etcd_backend *b, int start_rc, struct sync_res *r)
 {
     if (start_rc < 0)
         return start_rc;
+    if (r->co) {
+        b->waiting = r;
+        while (!r->done)
+            slb_coro_yield();
+        b->waiting = NULL;
+        r->co = NULL;
+    }
     slb_loop_update_time(&b->loop);
     uint64_t end = slb_loop_now(&b->loop) + ETCD_BACKEND_TIMEOUT_MS + 2000u;
     while (!r->done && slb_loop_now(&b->loop) < end)
@@ -218,9 +260,10 @@ static int etcd_get(struct slb_backend *base, const char *key, size_t max, struc
     memset(out, 0, sizeof(*out));
     slb_backend_etcd_key(base, key, name, sizeof(name));
     struct sync_res r = {0};
-    int rc = b->etcd && !b->offline
-                 ? sync_wait(b, slb_etcd_range(b->etcd, name, false, 0, sync_cb, &r, NULL), &r)
-                 : SLB_BACKEND_EUNAVAILABLE;
+    int rc =
+        b->etcd && !b->offline
+            ? sync_wait(b, slb_etcd_range(client(b, &r), name, false, 0, sync_cb, &r, &r.call), &r)
+            : SLB_BACKEND_EUNAVAILABLE;
     if (rc == SLB_BACKEND_EUNAVAILABLE && b->cache) {
         sync_res_clear(&r);
         /* Static stability: the last state this node applied. */
@@ -259,9 +302,10 @@ static int etcd_list(struct slb_backend *base, const char *prefix, slb_backend_l
     char name[256];
     slb_backend_etcd_key(base, prefix, name, sizeof(name));
     struct sync_res r = {0};
-    int rc = b->etcd && !b->offline
-                 ? sync_wait(b, slb_etcd_range(b->etcd, name, true, 0, sync_cb, &r, NULL), &r)
-                 : SLB_BACKEND_EUNAVAILABLE;
+    int rc =
+        b->etcd && !b->offline
+            ? sync_wait(b, slb_etcd_range(client(b, &r), name, true, 0, sync_cb, &r, &r.call), &r)
+            : SLB_BACKEND_EUNAVAILABLE;
     if (rc == SLB_BACKEND_EUNAVAILABLE && b->cache) {
         sync_res_clear(&r);
         return slb_backend_list(b->cache, prefix, fn, arg);
@@ -305,7 +349,7 @@ static int etcd_put(struct slb_backend *base, const char *key, const void *data,
     struct slb_etcd_txn txn = {
         .cmp = &cmp, .ncmp = expect == SLB_REV_ANY ? 0 : 1, .success = &op, .nsuccess = 1};
     struct sync_res r = {0};
-    rc = sync_wait(b, slb_etcd_txn(b->etcd, &txn, sync_cb, &r, NULL), &r);
+    rc = sync_wait(b, slb_etcd_txn(client(b, &r), &txn, sync_cb, &r, &r.call), &r);
     free(val);
     if (rc == 0 && !r.succeeded)
         rc = SLB_ECONFLICT;
@@ -334,7 +378,7 @@ static int etcd_del(struct slb_backend *base, const char *key, uint64_t expect)
     struct slb_etcd_txn txn = {
         .cmp = &cmp, .ncmp = expect == SLB_REV_ANY ? 0 : 1, .success = &op, .nsuccess = 1};
     struct sync_res r = {0};
-    int rc = sync_wait(b, slb_etcd_txn(b->etcd, &txn, sync_cb, &r, NULL), &r);
+    int rc = sync_wait(b, slb_etcd_txn(client(b, &r), &txn, sync_cb, &r, &r.call), &r);
     if (rc == 0 && !r.succeeded)
         rc = SLB_ECONFLICT;
     else if (rc == 0 && r.deleted == 0)
@@ -410,6 +454,44 @@ int slb_backend_etcd_revoke(struct slb_backend *base, int64_t lease)
     int rc = sync_wait(b, slb_etcd_lease_revoke(b->etcd, lease, sync_cb, &r, NULL), &r);
     sync_res_clear(&r);
     return rc;
+}
+
+void slb_backend_etcd_set_async(struct slb_backend *base, struct slb_loop *loop,
+                                struct slb_etcd *etcd)
+{
+    struct etcd_backend *b = (struct etcd_backend *)base;
+    if (!etcd) {
+        slb_backend_etcd_abort(base);
+        return;
+    }
+    b->async_loop = loop;
+    b->async = etcd;
+    slb_timer_init(&b->wake, wake_cb, b);
+}
+
+bool slb_backend_etcd_waiting(struct slb_backend *base)
+{
+    return base && base->ops == &etcd_ops && ((struct etcd_backend *)base)->waiting;
+}
+
+void slb_backend_etcd_abort(struct slb_backend *base)
+{
+    struct etcd_backend *b = (struct etcd_backend *)base;
+    if (!b->async)
+        return;
+    b->async = NULL; /* from now on every call runs on our own loop */
+    slb_timer_stop(b->async_loop, &b->wake);
+    struct sync_res *r = b->waiting;
+    if (!r)
+        return;
+    if (!r->done) {
+        slb_etcd_call_cancel(r->call);
+        r->call = NULL;
+        r->done = true;
+        r->rc = SLB_ETCD_EUNAVAILABLE;
+        snprintf(r->error, sizeof(r->error), "slbd is stopping");
+    }
+    slb_coro_resume(r->co);
 }
 
 int64_t slb_backend_etcd_last_write(struct slb_backend *base)
@@ -527,7 +609,7 @@ int slb_backend_etcd_seed(struct slb_backend *base, bool *seeded)
         struct slb_etcd_cmp cmp = {
             .key = cfg, .target = SLB_ETCD_CREATE, .result = SLB_ETCD_EQUAL, .rev = 0};
         struct slb_etcd_txn txn = {.cmp = &cmp, .ncmp = 1, .success = s.ops, .nsuccess = s.n};
-        rc = sync_wait(b, slb_etcd_txn(b->etcd, &txn, sync_cb, &r, NULL), &r);
+        rc = sync_wait(b, slb_etcd_txn(client(b, &r), &txn, sync_cb, &r, &r.call), &r);
         if (rc == 0 && r.succeeded) {
             *seeded = true;
             slb_info("seeded etcd %s with %zu document(s) of the state directory", b->prefix, s.n);

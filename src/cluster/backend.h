@@ -13,8 +13,9 @@
  * mod_revision. Values of "certs/<id>" and "tickets" are sealed (cluster/seal.h) under the
  * cluster key with their etcd key as associated data: etcd never holds a private key.
  * Every call is synchronous and bounded: it runs a private event loop until etcd answered or
- * call_timeout_ms passed (-> SLB_BACKEND_EUNAVAILABLE). cache (owned, may be NULL) is the node's
- * state directory: every document read from or written to etcd is written through to it, and
+ * call_timeout_ms passed (-> SLB_BACKEND_EUNAVAILABLE), except a call made from a coroutine,
+ * which waits on the control loop (slb_backend_etcd_set_async). cache (owned, may be NULL) is the
+ * node's state directory: every document read from or written to etcd is written through to it, and
  * reads fall back to it while etcd is unreachable, so a node restarts from its cache. */
 struct slb_etcd_opts;
 struct slb_backend *slb_backend_etcd_new(const struct slb_etcd_opts *opts, const char *prefix,
@@ -39,6 +40,18 @@ int slb_backend_etcd_seed(struct slb_backend *b, bool *seeded);
 bool slb_backend_etcd_own(struct slb_backend *b, int64_t rev);
 /* Revoke lease (a node leaving: its registration and leadership go at once). */
 int slb_backend_etcd_revoke(struct slb_backend *b, int64_t lease);
+/* Asynchronous calls: a call made from a coroutine (event/coro.h; the admin API runs each
+ * write in one) is sent through etcd, a client on the control loop, and the coroutine yields
+ * until it is answered, so the loop goes on meanwhile. etcd NULL: abort (below). */
+struct slb_loop;
+struct slb_etcd;
+void slb_backend_etcd_set_async(struct slb_backend *b, struct slb_loop *loop,
+                                struct slb_etcd *etcd);
+/* Whether a coroutine waits for etcd now (b may be any backend, or NULL). */
+bool slb_backend_etcd_waiting(struct slb_backend *b);
+/* Stop asynchronous calls (the loop stops): a waiting call fails as unreachable and its
+ * coroutine runs on at once; its later calls, and every call after this, are synchronous. */
+void slb_backend_etcd_abort(struct slb_backend *b);
 /* The revision of this backend's newest write (0 before the first). */
 int64_t slb_backend_etcd_last_write(struct slb_backend *b);
 /* Write a document another node stored through to the cache (data NULL: delete it). */

@@ -25,10 +25,22 @@
 #define NODE_REFRESH_MS 5000u
 #define WATCH_IDLE_MS (3 * NODE_REFRESH_MS)
 #define MAX_ENDPOINTS 16
+/* As the backend's own calls (cluster/backend.c). */
+#define WRITE_TIMEOUT_MS 3000u
+#define WRITE_TRY_MS 1000u
 
 struct slb_cluster {
     struct slb_ctl *ctl;
     struct slb_etcd *etcd; /* asynchronous, on the control loop */
+    /* The admin API's writes, on the control loop too (cluster/backend.h), with the backend's
+     * deadline. While one waits for etcd, the watch applies nothing (an operation is half
+     * done): it stops and starts again from deferred_from once the write is answered. */
+    struct slb_etcd *writes;
+    bool deferred;
+    int64_t deferred_from;
+    /* The etcd revision of the newest configuration document applied from etcd (an event, a
+     * refresh, a resync): an event not newer is not applied again. */
+    int64_t config_floor;
     struct slb_etcd_watch *watch;
     struct slb_etcd_keeper *keeper;
     char prefix[128];
@@ -179,6 +191,8 @@ static int adopt_config(struct slb_cluster *c, const char *data, size_t len, int
         return SLB_EINVAL;
     }
     ctl->config_rev = (uint64_t)rev;
+    if (rev > c->config_floor)
+        c->config_floor = rev;
     slb_backend_etcd_cache(ctl->backend, SLB_DOC_CONFIG, data, len);
     slb_info("cluster: configuration of revision %lld active", (long long)rev);
     return 0;
@@ -225,10 +239,12 @@ static void apply_event(struct slb_cluster *c, const struct slb_etcd_event *ev, 
         slb_error("cluster: %s cannot be opened with the cluster key; ignored", ev->kv.key);
         return;
     }
-    /* A refresh after a conflict reads etcd ahead of the watch: an event older than what is
-     * held must not replace it (revisions are etcd's, so they only grow). */
     if (strcmp(key, SLB_DOC_CONFIG) == 0) {
-        if (!del && (uint64_t)ev->kv.mod_revision > ctl->config_rev)
+        /* Not older than what was applied already: a refresh after a conflict may have
+         * taken a document whose event the watch delivers after the write (defer), and our
+         * write on top of it must not be rolled back. */
+        if (!del && (uint64_t)ev->kv.mod_revision != ctl->config_rev &&
+            ev->kv.mod_revision > c->config_floor)
             adopt_config(c, data, len, ev->kv.mod_revision);
     } else if (strcmp(key, SLB_DOC_TICKETS) == 0) {
         if (!del) {
@@ -238,10 +254,11 @@ static void apply_event(struct slb_cluster *c, const struct slb_etcd_event *ev, 
     } else if (strncmp(key, SLB_DOC_CERTS, strlen(SLB_DOC_CERTS)) == 0) {
         const char *id = key + strlen(SLB_DOC_CERTS);
         struct slb_err err = {0};
-        /* Taken already (or a newer one) by a refresh after a conflict. */
-        uint64_t held = slb_certstore_rev(ctl->certs, id);
-        bool have = !del && held != 0 && held != SLB_REV_ANY &&
-                    held >= (uint64_t)ev->kv.mod_revision;
+        /* Taken already, or a newer one, by a refresh after a conflict (and our write on
+         * top of it): an event the watch delivers after a write (defer) must not roll it
+         * back. Held certificates carry etcd revisions here: a start from the cache resyncs
+         * before the watch delivers anything. */
+        bool have = !del && slb_certstore_rev(ctl->certs, id) >= (uint64_t)ev->kv.mod_revision;
         if (!have && slb_certstore_adopt(ctl->certs, id, data, len, (uint64_t)ev->kv.mod_revision,
                                          &err) < 0) {
             slb_error("cluster: certificate %s at revision %lld refused: %s", id,
@@ -365,6 +382,7 @@ static int resync(struct slb_cluster *c, int64_t *rev)
                   err.msg);
     else
         ctl->config_rev = crev;
+    c->config_floor = (int64_t)crev;
     certs_drop(c, &ids);
     free(ids.v);
     apply_current(ctl, "resync");
@@ -388,6 +406,8 @@ int slb_cluster_refresh(struct slb_cluster *c, struct slb_err *err)
                            "later");
     }
     int rc = 0;
+    if ((int64_t)crev > c->config_floor)
+        c->config_floor = (int64_t)crev;
     if (crev != ctl->config_rev) {
         if ((rc = slb_ctl_apply(ctl, doc, false, err)) == 0) {
             ctl->config_rev = crev;
@@ -459,16 +479,44 @@ static void try_resync(struct slb_cluster *c)
     }
 }
 
+/* An admin write waits for etcd: stop the watch, to start it again from rev (0: with a
+ * resync) once the write is answered (slb_cluster_write_done). */
+static void defer(struct slb_cluster *c, int64_t rev)
+{
+    if (c->watch)
+        slb_etcd_watch_stop(c->watch);
+    c->watch = NULL;
+    c->deferred = true;
+    c->deferred_from = rev;
+}
+
+void slb_cluster_write_done(struct slb_cluster *c)
+{
+    if (!c || !c->deferred)
+        return;
+    c->deferred = false;
+    rewatch(c, c->deferred_from);
+}
+
 static void watch_cb(struct slb_etcd_watch *w, const struct slb_etcd_watch_note *n, void *data)
 {
     struct slb_cluster *c = data;
+    bool writing = slb_backend_etcd_waiting(c->ctl->backend);
     switch (n->kind) {
     case SLB_ETCD_WATCH_CREATED:
         set_connected(c, true, NULL);
+        if (c->need_resync && writing) {
+            defer(c, 0);
+            break;
+        }
         if (c->need_resync)
             try_resync(c); /* may replace this watch */
         break;
     case SLB_ETCD_WATCH_EVENTS: {
+        if (writing && n->nevents > 0) {
+            defer(c, n->events[0].kv.mod_revision);
+            break;
+        }
         bool rebuild = false;
         for (size_t i = 0; i < n->nevents; i++)
             apply_event(c, &n->events[i], &rebuild);
@@ -595,7 +643,9 @@ void slb_cluster_tick(struct slb_cluster *c)
 {
     if (!c)
         return;
-    if (!c->watch && !slb_timer_active(&c->rewatch)) {
+    if (c->deferred || slb_backend_etcd_waiting(c->ctl->backend)) {
+        /* The watch waits for an admin write (defer). */
+    } else if (!c->watch && !slb_timer_active(&c->rewatch)) {
         c->need_resync = true;
         watch_from(c, 0);
     } else if (c->watch && c->need_resync && c->connected) {
@@ -637,6 +687,15 @@ struct slb_cluster *slb_cluster_start(struct slb_ctl *ctl, const struct slb_clus
         slb_cluster_free(c, false);
         return NULL;
     }
+    eo.watch_idle_timeout_ms = 0;
+    eo.call_timeout_ms = WRITE_TIMEOUT_MS;
+    eo.try_timeout_ms = WRITE_TRY_MS;
+    c->writes = slb_etcd_new(&ctl->loop, &ctl->httpc, &eo, err);
+    if (!c->writes) {
+        slb_cluster_free(c, false);
+        return NULL;
+    }
+    slb_backend_etcd_set_async(ctl->backend, &ctl->loop, c->writes);
     c->revision = revision;
     c->connected = revision != 0;
     if (revision == 0) {
@@ -659,6 +718,10 @@ void slb_cluster_free(struct slb_cluster *c, bool leaving)
     if (!c)
         return;
     slb_timer_stop(&c->ctl->loop, &c->rewatch);
+    if (c->writes) {
+        slb_backend_etcd_set_async(c->ctl->backend, NULL, NULL);
+        slb_etcd_free(c->writes);
+    }
     if (c->watch)
         slb_etcd_watch_stop(c->watch);
     if (c->keeper) {

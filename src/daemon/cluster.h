@@ -51,6 +51,9 @@ bool slb_cluster_rotates_tickets(const struct slb_cluster *c);
 /* After a 409 conflict: read the configuration and the certificates from etcd again and serve
  * them, so the change can be validated again. 0 or err (503 cluster_unavailable). */
 int slb_cluster_refresh(struct slb_cluster *c, struct slb_err *err);
+/* An admin write finished (it ran in a coroutine, admin/server.c): the watch, stopped while
+ * the write waited for etcd, starts again from where it stopped. */
+void slb_cluster_write_done(struct slb_cluster *c);
 /* GET /v1/cluster: {"revision", "connected", "node", "nodes": [...]}; owned. */
 json_t *slb_cluster_status(struct slb_cluster *c);
 

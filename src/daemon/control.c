@@ -6,6 +6,7 @@
 #include "acme/order.h"
 #include "cert/ocsp_fetch.h"
 #include "cert/store.h"
+#include "cluster/backend.h"
 #include "config/state.h"
 #include "core/fsio.h"
 #include "core/log.h"
@@ -152,6 +153,12 @@ int slb_ctl_apply(struct slb_ctl *ctl, json_t *doc, bool persist, struct slb_err
 static void reload_config(struct slb_ctl *ctl)
 {
     struct slb_err err = {0};
+    if (slb_backend_etcd_waiting(ctl->backend)) {
+        slb_error("reload refused, keeping the running configuration: an admin write waits "
+                  "for etcd; reload again once it is answered");
+        ctl->reload_ok = false;
+        return;
+    }
     json_t *doc = NULL;
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/config.json", ctl->state_dir);
@@ -215,6 +222,10 @@ static void sweep_cb(struct slb_loop *loop, struct slb_timer *t)
     /* While a new process takes over, the state directory is its to write (stored OCSP
      * responses, ticket keys). */
     bool owner = ctl->handover_state == SLB_HANDOVER_NONE;
+    /* An admin write waiting for etcd is half done (a snapshot built, a certificate entry
+     * held): what changes the store or publishes waits for the next tick. */
+    if (slb_backend_etcd_waiting(ctl->backend))
+        owner = false;
     if (ctl->ocsp && owner)
         slb_ocsp_fetcher_tick(ctl->ocsp);
     /* ACME orders write DIR/acme/ and answer challenges: the owner of the state only. */

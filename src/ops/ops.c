@@ -43,6 +43,18 @@ void slb_ops_cluster_wrote(struct slb_ctl *ctl)
         slb_cluster_wrote(ctl->cluster, slb_backend_etcd_last_write(ctl->backend));
 }
 
+void slb_ops_cluster_write_done(struct slb_ctl *ctl)
+{
+    if (ctl->cluster)
+        slb_cluster_write_done(ctl->cluster);
+}
+
+void slb_ops_cluster_abort(struct slb_ctl *ctl)
+{
+    if (ctl->cluster)
+        slb_backend_etcd_abort(ctl->backend);
+}
+
 json_t *slb_ops_cluster_status(struct slb_ctl *ctl)
 {
     return ctl->cluster ? slb_cluster_status(ctl->cluster) : NULL;

@@ -10,10 +10,13 @@
  * or request bodies: they take material (a normalized JSON object of the configuration's own
  * schema, certificate PEM text).
  *
- * Operations complete before they return, because the state backend's calls are synchronous:
- * the state directory writes at once, and the etcd backend (cluster mode) runs each call on a
- * private loop bounded by a deadline (docs/architecture.md, "Cluster mode"). Taking a
- * completion callback instead would let the control loop run during an etcd write. */
+ * Operations are written as one synchronous call chain: the state directory writes at once.
+ * In cluster mode the admin API runs each write in a coroutine (event/coro.h), one at a time,
+ * and the etcd backend's calls made from it yield to the control loop until etcd answered:
+ * the loop (admin reads, health checks, OCSP) goes on meanwhile, and what would change the
+ * state under the waiting operation (the watch, ticket rotation, ACME, OCSP, reload) waits for
+ * it (docs/architecture.md, "Cluster mode"). Other callers (the watch, ACME, start-up) call
+ * them outside a coroutine, where the backend's calls are synchronous and bounded. */
 #ifndef SLB_OPS_OPS_H
 #define SLB_OPS_OPS_H
 
@@ -71,6 +74,10 @@ void slb_ops_metrics_view(struct slb_ctl *ctl, struct slb_metrics_view *v);
 bool slb_ops_cluster(struct slb_ctl *ctl, bool *connected, long long *revision);
 /* After a change was answered: this node serves the revision of its newest write. */
 void slb_ops_cluster_wrote(struct slb_ctl *ctl);
+/* An admin write that ran in a coroutine (below) finished: the watch goes on. */
+void slb_ops_cluster_write_done(struct slb_ctl *ctl);
+/* The control loop stops: a write waiting for etcd fails (503 cluster_unavailable) now. */
+void slb_ops_cluster_abort(struct slb_ctl *ctl);
 /* GET /v1/cluster's answer (owned), or NULL on a single node. */
 json_t *slb_ops_cluster_status(struct slb_ctl *ctl);
 /* After a 409 conflict (another node changed the configuration or a certificate since this

@@ -7,6 +7,7 @@ killed node, a late node and a node whose watch fell behind a compaction all con
 never holds a private key in the clear. Skipped when etcd is not installed."""
 
 import hashlib
+import http.client
 import json
 import os
 import signal
@@ -329,6 +330,122 @@ def test_all_etcd_stopped_nodes_serve_writes_refused_then_converge(cluster_facto
                      f"GET /v1/cluster on {node.name} to say etcd is reachable again")
 
 
+def test_write_waiting_for_etcd_does_not_pause_the_node(cluster_factory, hx):
+    """An admin write waits for etcd on the control loop without pausing it. etcd is stopped
+    with SIGSTOP (connections are accepted, nothing answers) and writes are sent: while they
+    wait (one at a time, the others queued in order), the node answers GET /healthz and reads
+    at once and its health checks go on (a backend killed meanwhile is marked down). The first
+    write answers 503 cluster_unavailable at its deadline; the queued ones are answered in
+    turn, and once etcd runs again writes succeed. (A txn that timed out may still be applied
+    by etcd once it runs again: its outcome is unknown, as before; the node then takes it from
+    the watch.)"""
+    cluster = cluster_factory(nodes=1, etcd_members=1)
+    (a,) = cluster.nodes
+    cluster.allow_etcd_trouble()
+    be = hx.backend("be-hc")
+    a.add_group("hc", [be.server()], health_check=h.fast_health_check())
+    a.wait_health("hc", be.port, "up", timeout=10)
+    member = cluster.etcd.members[0]
+    results = {}
+
+    def write(name):
+        results[name] = a.api.request("POST", "/v1/groups", {
+            "name": name, "servers": [], "health_check": NOHC}, timeout=h.scaled(60))
+
+    def prompt(fn):
+        t0 = time.monotonic()
+        r = fn()
+        return r, time.monotonic() - t0
+
+    # Each write waits about a second for etcd (one try of the txn); six keep the node busy.
+    names = [f"w{i}" for i in range(6)]
+    writers = [threading.Thread(target=write, args=(n,)) for n in names]
+    os.kill(member.proc.pid, signal.SIGSTOP)
+    try:
+        for t in writers:
+            t.start()
+            time.sleep(0.05)
+        time.sleep(0.1)
+        assert writers[0].is_alive(), results
+        r, took = prompt(lambda: a.api.request("GET", "/healthz", token=None))
+        assert r.status == 200 and took < 0.5, (r, took)
+        r, took = prompt(lambda: a.api.request("GET", "/v1/groups/hc"))
+        assert r.status == 200 and took < 0.5, (r, took)
+        be.kill()
+        a.wait_health("hc", be.port, "down", timeout=10)
+        assert writers[-1].is_alive(), f"the writes ended before the backend was down: {results}"
+        writers[0].join(h.scaled(20))
+        r = results["w0"]
+        assert r.status == 503 and r.error_code() == "cluster_unavailable", r
+    finally:
+        os.kill(member.proc.pid, signal.SIGCONT)
+    for t in writers:
+        t.join(h.scaled(30))
+        assert not t.is_alive()
+    stored = set()
+    for n in names:
+        r = results[n]
+        assert r.status == 201 or (r.status == 503 and r.error_code() == "cluster_unavailable"), r
+        if r.status == 201:
+            stored.add(n)
+    r = retry_write(lambda: a.api.request("POST", "/v1/groups", {
+        "name": "after", "servers": [], "health_check": NOHC}), timeout=30,
+        what="a write once etcd runs again")
+    assert r.status == 201, r
+    assert int(r.headers.get("X-Slbd-Revision") or 0) > 0, r.headers
+    have = {g["name"] for g in a.config()["groups"]}
+    assert stored | {"after"} <= have, (have, results)
+
+
+def test_write_waiting_for_etcd_outlives_its_client_and_ends_at_stop(cluster_factory):
+    """A write waiting for etcd whose client hangs up is completed and its answer dropped (the
+    node goes on, no descriptor leaks); a node stopped while a write waits fails that write
+    at once and exits cleanly (the post-test checks catch a leak or a sanitizer report)."""
+    cluster = cluster_factory(nodes=1, etcd_members=1)
+    (a,) = cluster.nodes
+    cluster.allow_etcd_trouble()
+    member = cluster.etcd.members[0]
+    body = json.dumps({"name": "gone", "servers": [], "health_check": NOHC}).encode()
+    head = (f"POST /v1/groups HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.api.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    results = {}
+    os.kill(member.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", a.admin_port), timeout=5) as s:
+                s.sendall(head + body)
+                time.sleep(0.05)
+        r = a.api.request("GET", "/healthz", token=None)
+        assert r.status == 200, r
+
+        def write():
+            try:
+                results["w"] = a.api.request("POST", "/v1/groups", {
+                    "name": "late", "servers": [], "health_check": NOHC}, timeout=h.scaled(60))
+            except (OSError, http.client.HTTPException) as e:
+                results["w"] = e  # the connection closed with the node
+
+        # Queued behind the abandoned ones, then the node stops while it waits.
+        t = threading.Thread(target=write)
+        t.start()
+        time.sleep(0.3)
+        assert t.is_alive(), results
+        assert a.stop() == 0
+        assert "slbd is stopping" in a.log_text()  # the waiting write was failed at once
+        t.join(h.scaled(20))
+    finally:
+        os.kill(member.proc.pid, signal.SIGCONT)
+    assert not t.is_alive()
+    r = results.get("w")
+    assert isinstance(r, Exception) or (r.status == 503 and r.error_code() == "cluster_unavailable"), r
+    # It starts again and takes writes (from etcd, where an abandoned write may have landed).
+    a.start()
+    r = retry_write(lambda: a.api.request("POST", "/v1/groups", {
+        "name": "again", "servers": [], "health_check": NOHC}), timeout=30,
+        what="a write after the restart")
+    assert r.status == 201, r
+
+
 # --------------------------------------------------------------------------------------------
 # Node failures and concurrency
 # --------------------------------------------------------------------------------------------
@@ -389,6 +506,41 @@ def test_concurrent_writes_on_two_nodes_lose_nothing(cluster):
     cluster.converged()
     for node in cluster.nodes:
         assert group_servers(node, "g") == want, node.name
+
+
+def test_concurrent_certificate_replaces_on_two_nodes_converge(cluster, hx, pki):
+    """Two nodes replace one certificate at the same time: conflicts are refreshed and
+    retried, and every node ends up serving the version etcd holds (an event older than what
+    a refresh took is not applied over it)."""
+    a, b, c = cluster.nodes
+    cid = upload_server(a, pki, "server")
+    results = {}
+
+    def replace(node, names):
+        out = []
+        for name in names:
+            r = node.api.request("PUT", f"/v1/certificates/{cid}", {
+                "name": cid, "type": "server", "certificate": pki.chain(name),
+                "private_key": pki.key(name)})
+            out.append(r.status)
+        results[node.name] = out
+    ts = [threading.Thread(target=replace, args=(a, ["other", "server"] * 4)),
+          threading.Thread(target=replace, args=(b, ["server", "other"] * 4))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(h.scaled(60))
+    assert all(s in (200, 409) for s in results[a.name] + results[b.name]), results
+
+    def same():
+        seen = set()
+        for node in cluster.nodes:
+            st, js = node.api.get(f"/v1/certificates/{cid}")
+            if st != 200:
+                return False
+            seen.add((js.get("version"), js.get("fingerprint_sha256")))
+        return len(seen) == 1
+    h.wait_until(same, 15, "every node to serve the same version of the certificate")
 
 
 def test_node_started_later_catches_up(cluster_factory, hx, pki):
