@@ -46,6 +46,9 @@ struct slb_cert {
      * new response reaches every TLS context using this version without rebuilding any. */
     _Atomic(struct slb_ocsp_staple *) staple;
     struct slb_ocsp_staple *staple_retired; /* control thread only */
+    /* Control thread only (tls/ctx.c): bit p set once TLS policy p accepted this version's
+     * key and chain in a context, so the next context using it skips the check. */
+    uint32_t tls_policies_ok;
 };
 
 void slb_cert_ref(struct slb_cert *c);

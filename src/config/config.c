@@ -195,28 +195,81 @@ static int certs_check(const struct slb_listener_cfg *l, const char *path,
     return 0;
 }
 
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t k = 0; k < n; k++)
+        h = (h ^ b[k]) * 0x100000001b3ULL;
+    return h ^ (h >> 29);
+}
+
+static uint64_t bind_hash(const struct slb_listener_cfg *l)
+{
+    uint64_t h = fnv(0xcbf29ce484222325ULL, &l->addr.ss_family, sizeof(l->addr.ss_family));
+    if (l->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&l->addr;
+        h = fnv(h, &x->sin_port, sizeof(x->sin_port));
+        return fnv(h, &x->sin_addr, sizeof(x->sin_addr));
+    }
+    const struct sockaddr_in6 *x = (const void *)&l->addr;
+    h = fnv(h, &x->sin6_port, sizeof(x->sin6_port));
+    return fnv(h, &x->sin6_addr, sizeof(x->sin6_addr));
+}
+
+/* The listeners seen so far by name and by address, so each listener is checked against the
+ * ones before it in O(1) rather than against each (1,000 listeners: 500,000 comparisons per
+ * change). Earlier listeners are unique by both, or the document was refused already. */
+struct listener_seen {
+    uint32_t *by_name, *by_bind; /* indexes into cfg->listeners, UINT32_MAX empty */
+    size_t mask;
+};
+
+#define SEEN_EMPTY UINT32_MAX
+
+/* The earlier listener with l's name (by_name) or address, or SEEN_EMPTY; *slot is where l
+ * goes when there is none. */
+static uint32_t seen_find(const struct slb_config *cfg, const struct listener_seen *s,
+                          const struct slb_listener_cfg *l, bool by_name, size_t *slot)
+{
+    uint32_t *tab = by_name ? s->by_name : s->by_bind;
+    uint64_t h = by_name ? fnv(0xcbf29ce484222325ULL, l->name, strlen(l->name)) : bind_hash(l);
+    size_t i = h & s->mask;
+    for (; tab[i] != SEEN_EMPTY; i = (i + 1) & s->mask) {
+        const struct slb_listener_cfg *o = &cfg->listeners[tab[i]];
+        if (by_name ? strcmp(o->name, l->name) == 0 : same_bind(o, l))
+            return tab[i];
+    }
+    *slot = i;
+    return SEEN_EMPTY;
+}
+
 /* Checks one listener against the groups and the listeners before it. */
 static int listener_refs(const struct slb_config *cfg, size_t i, const char *path,
-                         const struct slb_cert_lookup *certs, struct slb_err *err)
+                         const struct slb_cert_lookup *certs, struct listener_seen *seen,
+                         struct slb_err *err)
 {
     const struct slb_listener_cfg *l = &cfg->listeners[i];
     char where[SLB_CV_PATH];
-    for (size_t j = 0; j < i; j++) {
-        const struct slb_listener_cfg *o = &cfg->listeners[j];
-        if (strcmp(o->name, l->name) == 0) {
-            slb_cv_join(where, path, "name");
-            return slb_cv_fail(err, "duplicate_name", where,
-                               "a listener named \"%s\" already exists (listeners[%zu])", l->name,
-                               j);
-        }
-        if (same_bind(o, l)) {
-            slb_cv_join(where, path, "bind");
-            return slb_cv_fail(err, "bind_conflict", where,
-                               "\"%s\" is the same address and port as listener \"%s\" (\"%s\"); "
-                               "each listener needs its own address:port",
-                               l->bind, o->name, o->bind);
-        }
+    size_t name_slot = 0, bind_slot = 0;
+    uint32_t jn = seen_find(cfg, seen, l, true, &name_slot);
+    uint32_t jb = seen_find(cfg, seen, l, false, &bind_slot);
+    /* The first earlier listener that clashes, by name before address for the same one. */
+    if (jn != SEEN_EMPTY && jn <= jb) {
+        slb_cv_join(where, path, "name");
+        return slb_cv_fail(err, "duplicate_name", where,
+                           "a listener named \"%s\" already exists (listeners[%zu])", l->name,
+                           (size_t)jn);
     }
+    if (jb != SEEN_EMPTY) {
+        const struct slb_listener_cfg *o = &cfg->listeners[jb];
+        slb_cv_join(where, path, "bind");
+        return slb_cv_fail(err, "bind_conflict", where,
+                           "\"%s\" is the same address and port as listener \"%s\" (\"%s\"); "
+                           "each listener needs its own address:port",
+                           l->bind, o->name, o->bind);
+    }
+    seen->by_name[name_slot] = (uint32_t)i;
+    seen->by_bind[bind_slot] = (uint32_t)i;
     if (l->backend_group[0] && !slb_config_group(cfg, l->backend_group)) {
         slb_cv_join(where, path, "backend_group");
         return slb_cv_fail(err, "unknown_group", where,
@@ -242,17 +295,44 @@ static int listener_refs(const struct slb_config *cfg, size_t i, const char *pat
     return certs_check(l, path, certs, err);
 }
 
+static int listeners_each(const struct slb_cv *doc, struct slb_config *cfg,
+                          const struct slb_cert_lookup *certs, json_t *list, const json_t *arr,
+                          struct listener_seen *seen);
+
 static int listeners_parse(const struct slb_cv *doc, struct slb_config *cfg,
                            const struct slb_cert_lookup *certs, json_t *list)
 {
     const json_t *arr;
-    char path[SLB_CV_PATH];
     int rc = slb_cv_array(doc, "listeners", SLB_MAX_LISTENERS, &arr);
     if (rc || !arr || json_array_size(arr) == 0)
         return rc;
     cfg->listeners = calloc(json_array_size(arr), sizeof(*cfg->listeners));
     if (!cfg->listeners)
         return slb_cv_oom(doc->err);
+    size_t slots = 16;
+    while (slots < 2 * json_array_size(arr))
+        slots *= 2;
+    struct listener_seen seen = {malloc(slots * sizeof(uint32_t)), malloc(slots * sizeof(uint32_t)),
+                                 slots - 1};
+    if (!seen.by_name || !seen.by_bind) {
+        free(seen.by_name);
+        free(seen.by_bind);
+        return slb_cv_oom(doc->err);
+    }
+    memset(seen.by_name, 0xff, slots * sizeof(uint32_t));
+    memset(seen.by_bind, 0xff, slots * sizeof(uint32_t));
+    rc = listeners_each(doc, cfg, certs, list, arr, &seen);
+    free(seen.by_name);
+    free(seen.by_bind);
+    return rc;
+}
+
+static int listeners_each(const struct slb_cv *doc, struct slb_config *cfg,
+                          const struct slb_cert_lookup *certs, json_t *list, const json_t *arr,
+                          struct listener_seen *seen)
+{
+    char path[SLB_CV_PATH];
+    int rc;
     for (size_t i = 0; i < json_array_size(arr); i++) {
         json_t *norm;
         slb_cv_index(path, "listeners", i);
@@ -262,7 +342,7 @@ static int listeners_parse(const struct slb_cv *doc, struct slb_config *cfg,
         cfg->nlisteners = i + 1;
         if (json_array_append_new(list, norm))
             return slb_cv_oom(doc->err);
-        if ((rc = listener_refs(cfg, i, path, certs, doc->err)))
+        if ((rc = listener_refs(cfg, i, path, certs, seen, doc->err)))
             return rc;
     }
     return 0;

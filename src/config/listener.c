@@ -469,17 +469,20 @@ static int name_list(const struct slb_cv *cv, const char *key, const json_t *arr
     for (size_t i = 0; i < json_array_size(arr); i++) {
         const json_t *v = json_array_get(arr, i);
         const char *s = json_string_value(v);
+        bool ok = slb_config_name_ok(s);
         /* The path is written only for an error: a listener may list 10,000 ids. */
-        if (!s || !slb_config_name_ok(s))
+        if (!ok)
             slb_cv_index(path, base, i);
         if (!json_is_string(v))
             return slb_cv_fail(cv->err, "wrong_type", path, "expected a string, got %s",
                                slb_cv_type_name(v));
-        if (!slb_config_name_ok(s))
+        if (!ok)
             return slb_cv_fail(cv->err, "invalid_value", path,
                                "\"%.80s\" is not a valid certificate id", s);
-        snprintf(dst[i], SLB_NAME_MAX, "%s", s);
-        if (json_array_append_new(*list, json_string(s)))
+        /* An id is 1..63 ASCII characters (slb_config_name_ok). */
+        size_t len = strlen(s);
+        memcpy(dst[i], s, len + 1);
+        if (json_array_append_new(*list, json_stringn_nocheck(s, len)))
             return slb_cv_oom(cv->err);
     }
     return names_unique(cv, base, dst, json_array_size(arr));

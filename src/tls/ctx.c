@@ -769,7 +769,9 @@ static int tickets_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct 
 }
 
 /* Every site's certificate must be usable with the policy (key matches, security level),
- * which OpenSSL would otherwise only find out during a handshake. */
+ * which OpenSSL would otherwise only find out during a handshake. The answer depends only on
+ * the certificate version and the policy, so it is remembered on the certificate: a context
+ * rebuilt for one replaced certificate among thousands checks that one. */
 static int sites_check(SSL_CTX *ctx, const struct slb_tls_listener *t,
                        const struct slb_listener_rt *l, struct slb_err *err)
 {
@@ -778,8 +780,11 @@ static int sites_check(SSL_CTX *ctx, const struct slb_tls_listener *t,
     SSL *probe = SSL_new(ctx);
     if (!probe)
         return tls_fail(err, l, "", "SSL_new");
+    uint32_t bit = t->policy >= 0 && t->policy < 32 ? 1u << t->policy : 0;
     for (size_t i = 0; i < t->nsites; i++) {
-        const struct slb_cert *c = t->sites[i].cert;
+        struct slb_cert *c = t->sites[i].cert;
+        if (c->tls_policies_ok & bit)
+            continue;
         SSL_certs_clear(probe);
         ERR_clear_error();
         if (!SSL_use_cert_and_key(probe, c->leaf, c->key, c->chain, 1)) {
@@ -788,6 +793,7 @@ static int sites_check(SSL_CTX *ctx, const struct slb_tls_listener *t,
             SSL_free(probe);
             return tls_fail(err, l, where, what);
         }
+        c->tls_policies_ok |= bit;
     }
     SSL_free(probe);
     return 0;

@@ -391,6 +391,68 @@ static void test_error_messages(void **state)
     assert_non_null(strstr(err.msg, "\"nope\""));
 }
 
+/* Each listener is checked against the ones before it: the error names the first one that
+ * clashes, by name before address when it is the same one, among many listeners. */
+static void test_listener_clash_first(void **state)
+{
+    (void)state;
+    char doc[16384];
+    size_t n = 0;
+    n += (size_t)snprintf(doc + n, sizeof(doc) - n, "{\"listeners\":[");
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(doc + n, sizeof(doc) - n,
+                              "{\"name\":\"l%d\",\"protocol\":\"tcp\",\"bind\":\"127.0.0.1:%d\","
+                              "\"backend_group\":\"g\"},",
+                              i, 1000 + i);
+    const char *tail = "],\"groups\":[{\"name\":\"g\"}]}";
+    const struct {
+        const char *last, *code, *msg;
+    } cases[] = {
+        /* the address of l7 before the name of l42 */
+        {"{\"name\":\"l42\",\"protocol\":\"tcp\",\"bind\":\"127.0.0.1:1007\",\"backend_group\":"
+         "\"g\"}",
+         "bind_conflict", "listener \"l7\" (\"127.0.0.1:1007\")"},
+        /* the name of l7 before the address of l42 */
+        {"{\"name\":\"l7\",\"protocol\":\"tcp\",\"bind\":\"127.0.0.1:1042\",\"backend_group\":"
+         "\"g\"}",
+         "duplicate_name", "(listeners[7])"},
+        /* both of l9: the name */
+        {"{\"name\":\"l9\",\"protocol\":\"tcp\",\"bind\":\"127.0.0.1:1009\",\"backend_group\":"
+         "\"g\"}",
+         "duplicate_name", "(listeners[9])"},
+        /* IPv6: the same address written twice */
+        {"{\"name\":\"v6a\",\"protocol\":\"tcp\",\"bind\":\"[::1]:80\",\"backend_group\":\"g\"},"
+         "{\"name\":\"v6b\",\"protocol\":\"tcp\",\"bind\":\"[0:0::1]:80\",\"backend_group\":\"g\"}",
+         "bind_conflict", "listener \"v6a\""},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        char text[20000];
+        snprintf(text, sizeof(text), "%s%s%s", doc, cases[k].last, tail);
+        json_t *j = json_loads(text, 0, NULL);
+        assert_non_null(j);
+        struct slb_config *cfg = NULL;
+        struct slb_err err;
+        slb_err_clear(&err);
+        assert_int_not_equal(slb_config_from_json(j, &certs, &cfg, &err), 0);
+        assert_string_equal(err.code, cases[k].code);
+        if (!strstr(err.msg, cases[k].msg))
+            print_error("case %zu: %s\n", k, err.msg);
+        assert_non_null(strstr(err.msg, cases[k].msg));
+        json_decref(j);
+    }
+    /* 100 distinct listeners are fine */
+    char text[20000];
+    snprintf(text, sizeof(text), "%.*s%s", (int)(n - 1), doc, tail);
+    json_t *j = json_loads(text, 0, NULL);
+    assert_non_null(j);
+    struct slb_config *cfg = NULL;
+    struct slb_err err;
+    assert_int_equal(slb_config_from_json(j, &certs, &cfg, &err), 0);
+    assert_int_equal(cfg->nlisteners, 100);
+    slb_config_free(cfg);
+    json_decref(j);
+}
+
 static struct slb_config *build(const char *text)
 {
     json_t *doc = J(text);
@@ -1067,6 +1129,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invalid_documents),
         cmocka_unit_test(test_error_messages),
+        cmocka_unit_test(test_listener_clash_first),
         cmocka_unit_test(test_empty_document),
         cmocka_unit_test(test_group_defaults),
         cmocka_unit_test(test_group_values),
