@@ -806,3 +806,32 @@ def test_stats_scope_cluster_adds_up_the_nodes(cluster_factory, hx, pki):
     assert 1.5 < result["took"] < h.scaled(10), result["took"]
     assert web(r.json)["requests"]["total"] == \
         web(a.stats())["requests"]["total"] + web(c.stats())["requests"]["total"]
+
+
+def test_stats_scope_cluster_waiting_ends_at_stop(cluster_factory):
+    """A node stopped (SIGTERM) while GET /v1/stats?scope=cluster waits for another node
+    exits at once and cleanly: the requests in flight are cancelled with the connection."""
+    cl = cluster_factory(nodes=2, etcd_members=1, shared_token=True)
+    a, b = cl.nodes
+    h.wait_until(lambda: len(a.cluster().get("nodes", [])) == 2, 10, "two registered nodes")
+    result = {}
+
+    def ask():
+        try:
+            result["r"] = a.api.request("GET", "/v1/stats?scope=cluster", timeout=h.scaled(30))
+        except OSError as e:
+            result["e"] = e
+
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=ask)
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive(), result
+        t0 = time.monotonic()
+        assert a.stop() == 0
+        assert time.monotonic() - t0 < 1.5
+        t.join(h.scaled(10))
+        assert not t.is_alive() and "r" not in result, result
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
