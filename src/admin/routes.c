@@ -557,6 +557,10 @@ static void route(struct slb_ctl *ctl, const struct slb_admin_req *req, struct s
         slb_admin_error_simple(resp, 404, "not_found", "no such endpoint: %s", req->path);
         return;
     }
+    if (strcmp(coll, "stats") == 0) {
+        slb_admin_stats(ctl, req, resp);
+        return;
+    }
     /* The lists take paging and filters (admin/pages.c) and check their parameters themselves. */
     bool list = slb_admin_method_is(req, "GET") &&
                 ((n == 1 && (strcmp(coll, "certificates") == 0 || strcmp(coll, "listeners") == 0 ||
@@ -564,14 +568,6 @@ static void route(struct slb_ctl *ctl, const struct slb_admin_req *req, struct s
                  (n == 3 && strcmp(coll, "groups") == 0));
     if (!list && !slb_admin_params_ok(req, NULL, resp))
         return;
-    if (strcmp(coll, "stats") == 0) {
-        if (!slb_admin_method_is(req, "GET")) {
-            slb_admin_not_allowed(resp, "GET");
-            return;
-        }
-        slb_admin_stats(ctl, resp);
-        return;
-    }
     if (strcmp(coll, "about") == 0) {
         slb_admin_about(ctl, req, resp);
         return;

@@ -53,7 +53,9 @@ void slb_admin_acme_decorate(struct slb_ctl *ctl, json_t *resource, const char *
 bool slb_admin_acme_pending(struct slb_ctl *ctl, const char *id, const struct slb_admin_req *req,
                             struct slb_admin_resp *resp);
 json_t *slb_admin_acme_pending_list(struct slb_ctl *ctl);
-void slb_admin_stats(struct slb_ctl *ctl, struct slb_admin_resp *resp);
+/* GET /v1/stats: ?scope=node (the default) or cluster (404 not_clustered on a single node). */
+void slb_admin_stats(struct slb_ctl *ctl, const struct slb_admin_req *req,
+                     struct slb_admin_resp *resp);
 void slb_admin_metrics(struct slb_ctl *ctl, struct slb_admin_resp *resp);
 
 /* Lists (admin/pages.c): ?limit=N&after=KEY. Without either, a list answers all its items in

@@ -4,6 +4,7 @@
 #include "admin/admin.h"
 #include "admin/audit.h"
 #include "admin/auth.h"
+#include "admin/cluster_stats.h"
 #include "admin/routes.h"
 #include "admin/ui.h"
 
@@ -52,6 +53,9 @@ struct admin_conn {
     SSL *ssl;           /* NULL on a plain or unix connection */
     /* The change it waits for (cluster mode); nothing more is read from it meanwhile. */
     struct admin_job *job;
+    /* GET /v1/stats?scope=cluster asking the other nodes; nothing more is read meanwhile. */
+    struct slb_admin_fanout *fanout;
+    bool fanout_keep_alive;
     struct admin_conn *prev, *next;
 };
 
@@ -135,6 +139,8 @@ static void conn_close(struct admin_conn *c)
     struct slb_loop *loop = &c->a->ctl->loop;
     if (c->job)
         c->job->conn = NULL;
+    slb_admin_fanout_cancel(c->fanout);
+    c->fanout = NULL;
     slb_io_set(loop, &c->io, 0);
     slb_timer_stop(loop, &c->timer);
     if (c->ssl && SSL_is_init_finished(c->ssl)) {
@@ -538,6 +544,53 @@ static bool job_queue(struct admin_conn *c, const struct slb_auth_who *who,
     return true;
 }
 
+static void fanout_done(json_t *answer, void *data)
+{
+    struct admin_conn *c = data;
+    struct slb_admin_resp resp = {.status = 200, .json = answer};
+    c->fanout = NULL;
+    if (!answer)
+        slb_admin_error_simple(&resp, 500, "internal", "out of memory");
+    if (resp.status >= 400 || !c->fanout_keep_alive)
+        c->close_after = true;
+    respond(c, &resp);
+}
+
+/* GET /v1/stats?scope=cluster in cluster mode, by a caller allowed to read the stats: the
+ * other nodes are asked (admin/cluster_stats.h) and the answer comes from fanout_done (true).
+ * Anything else (false) goes the usual way, which also answers its errors. */
+static bool fanout_start(struct admin_conn *c, const struct slb_http_msg *m,
+                         const struct slb_auth_who *who, const struct slb_admin_req *req)
+{
+    static const char *const params[] = {"scope", NULL};
+    struct slb_admin *a = c->a;
+    char scope[16];
+    bool connected;
+    long long rev;
+    if (strcmp(req->path, "/v1/stats") != 0 || !slb_admin_method_is(req, "GET") ||
+        slb_admin_param(req, "scope", scope, sizeof(scope)) != 1 || strcmp(scope, "cluster") != 0 ||
+        !slb_ops_cluster(a->ctl, &connected, &rev))
+        return false;
+    struct slb_admin_resp check = {.status = 200};
+    bool ok = slb_admin_params_ok(req, params, &check) &&
+              slb_auth_allowed(who, slb_auth_needed(req->method, req->path), &check);
+    json_decref(check.json);
+    if (!ok)
+        return false;
+    int i = slb_http_find_header(m, "authorization", 0);
+    char *auth = i >= 0 ? slice_dup(m->headers[i].value) : NULL;
+    if (i >= 0 && !auth)
+        return false;
+    c->fanout = slb_admin_fanout_stats(a->ctl, auth, a->tls != NULL, fanout_done, c);
+    free(auth);
+    if (!c->fanout)
+        return false;
+    c->fanout_keep_alive = m->keep_alive;
+    slb_io_set(&a->ctl->loop, &c->io, 0);
+    slb_timer_stop(&a->ctl->loop, &c->timer);
+    return true;
+}
+
 /* Handle one complete request sitting in c->in; returns bytes consumed. */
 static void handle(struct admin_conn *c, const struct slb_http_msg *m, const char *body,
                    size_t blen)
@@ -581,6 +634,10 @@ static void handle(struct admin_conn *c, const struct slb_http_msg *m, const cha
     struct slb_auth_who who = {0};
     if (!authenticate(c, m, &who, &resp))
         goto out;
+    if (fanout_start(c, m, &who, &req)) {
+        json_decref(resp.json);
+        goto done;
+    }
     if (job_queue(c, &who, &req, m->keep_alive)) {
         json_decref(resp.json);
         goto done;
@@ -599,7 +656,7 @@ done:
 
 static void try_request(struct admin_conn *c)
 {
-    if (c->job)
+    if (c->job || c->fanout)
         return; /* pipelined requests wait until the change is answered */
     struct slb_http_limits lim;
     slb_http_limits_default(&lim);
@@ -725,7 +782,7 @@ static void conn_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
         slb_timer_start(loop, &c->timer, ADMIN_IDLE_MS);
         try_request(c);
         /* Requests are answered one at a time: with an answer under way, the rest waits. */
-    } while (c->ssl && c->outlen == 0 && !c->job && SSL_pending(c->ssl) > 0);
+    } while (c->ssl && c->outlen == 0 && !c->job && !c->fanout && SSL_pending(c->ssl) > 0);
 }
 
 static void timer_cb(struct slb_loop *loop, struct slb_timer *t)

@@ -6,8 +6,36 @@
 #include "metrics/metrics.h"
 #include "ops/ops.h"
 
-void slb_admin_stats(struct slb_ctl *ctl, struct slb_admin_resp *resp)
+#include <string.h>
+
+/* GET /v1/stats[?scope=node|cluster]. scope=cluster in cluster mode is answered by the admin
+ * server, which asks the other nodes (admin/cluster_stats.h); it reaches here only on a single
+ * node. */
+void slb_admin_stats(struct slb_ctl *ctl, const struct slb_admin_req *req,
+                     struct slb_admin_resp *resp)
 {
+    static const char *const params[] = {"scope", NULL};
+    static const char *const scopes[] = {"node", "cluster", NULL};
+    char scope[16];
+    if (!slb_admin_params_ok(req, params, resp))
+        return;
+    if (!slb_admin_method_is(req, "GET")) {
+        slb_admin_not_allowed(resp, "GET");
+        return;
+    }
+    if (!slb_admin_filter_enum(req, "scope", scopes, scope, sizeof(scope), resp))
+        return;
+    bool connected;
+    long long rev;
+    if (strcmp(scope, "cluster") == 0) {
+        if (!slb_ops_cluster(ctl, &connected, &rev))
+            slb_admin_error_simple(resp, 404, "not_clustered",
+                                   "this slbd is a single node (started without --cluster)");
+        else
+            slb_admin_error_simple(resp, 503, "cluster_unavailable",
+                                   "the other nodes could not be asked");
+        return;
+    }
     struct slb_metrics_view v;
     slb_ops_metrics_view(ctl, &v);
     resp->json = slb_metrics_stats_json(&v);

@@ -722,6 +722,19 @@ def test_unknown_query_parameters(slbd, base):
     assert snapshot(slbd) == before
 
 
+def test_stats_scope(slbd, base):
+    """GET /v1/stats?scope=node is today's answer; scope=cluster needs a cluster (404
+    not_clustered on a single node, like GET /v1/cluster); any other scope is refused."""
+    st, node = slbd.api.get("/v1/stats?scope=node")
+    assert st == 200 and "listeners" in node and "scope" not in node, node
+    assert [x["name"] for x in node["listeners"]] == \
+        [x["name"] for x in slbd.api.get("/v1/stats")[1]["listeners"]]
+    expect_error(slbd.api.request("GET", "/v1/stats?scope=cluster"), 404, "not_clustered")
+    for bad in ("everything", "", "node&scope=node"):
+        expect_error(slbd.api.request("GET", f"/v1/stats?scope={bad}"), 400, "invalid_value")
+    expect_error(slbd.api.request("GET", "/v1/stats?scope=node&x=1"), 400, "unknown_parameter")
+
+
 def test_apply_dry_run(slbd, base):
     """dry_run=true validates like an apply and answers the document that would be stored,
     changing nothing: not the resources, not config.json, not the generation."""

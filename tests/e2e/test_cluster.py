@@ -737,3 +737,101 @@ def test_slbctl_stats_cluster_adds_up_the_nodes(cluster_factory, hx, pki):
     assert "nodec" in err, err
     assert {n["name"]: n["ok"] for n in js["nodes"]} == {"nodea": True, "nodeb": True,
                                                          "nodec": False}
+
+
+def test_stats_scope_cluster_adds_up_the_nodes(cluster_factory, hx, pki):
+    """GET /v1/stats?scope=cluster on one node asks every other registered node (with the
+    caller's token) and adds their counters to its own. A node that does not answer (stopped
+    with SIGSTOP: connections accepted, nothing answered) is named under "missing" after a
+    short timeout, while the asking node's control loop keeps answering."""
+    cl = cluster_factory(shared_token=True)
+    a, b, c = cl.nodes
+    port, _, _ = https_site(a, hx, pki)
+    ctx = verify_ctx(pki)
+    wait_served(HOSTS, port, ctx)
+    for host, count in ((HOSTS[0], 2), (HOSTS[1], 3)):
+        for _ in range(count):
+            assert https_get(host, port, ctx)[0] == 200
+
+    def web(js):
+        return next(x for x in js["listeners"] if x["name"] == "web")
+
+    def own():
+        return [web(n.stats()) for n in cl.nodes]
+
+    def summed():
+        st, js = c.api.get("/v1/stats?scope=cluster")
+        assert st == 200, js
+        mine = own()
+        if web(js)["requests"]["total"] != sum(x["requests"]["total"] for x in mine):
+            return False
+        return js, mine
+    js, mine = h.wait_until(summed, 10, "scope=cluster to add up the three nodes")
+    assert mine[0]["requests"]["total"] >= 2 and mine[1]["requests"]["total"] >= 3, mine
+    assert web(js)["connections"] == sum(x["connections"] for x in mine)
+    assert js["scope"] == "cluster"
+    assert sorted(js["nodes"]) == ["nodea", "nodeb", "nodec"] and js["missing"] == [], js
+    g = next(x for x in js["groups"] if x["name"] == "g")
+    assert g["servers"][0]["requests"] == web(js)["requests"]["total"]
+    # The caller's token is what the other nodes see: without one, nothing is asked.
+    r = c.api.request("GET", "/v1/stats?scope=cluster", token=None)
+    assert r.status == 401, r
+
+    result = {}
+
+    def ask():
+        t0 = time.monotonic()
+        result["r"] = c.api.request("GET", "/v1/stats?scope=cluster", timeout=h.scaled(30))
+        result["took"] = time.monotonic() - t0
+
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=ask)
+        t.start()
+        time.sleep(0.3)
+        assert t.is_alive(), result
+        t0 = time.monotonic()
+        r = c.api.request("GET", "/healthz", token=None)
+        assert r.status == 200 and time.monotonic() - t0 < 0.5, r
+        t0 = time.monotonic()
+        assert c.api.get("/v1/stats")[0] == 200 and time.monotonic() - t0 < 0.5
+        t.join(h.scaled(20))
+        assert not t.is_alive()
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
+    r = result["r"]
+    assert r.status == 200, r
+    assert sorted(r.json["nodes"]) == ["nodea", "nodec"], r.json
+    assert [m["name"] for m in r.json["missing"]] == ["nodeb"] and r.json["missing"][0]["error"]
+    assert 1.5 < result["took"] < h.scaled(10), result["took"]
+    assert web(r.json)["requests"]["total"] == \
+        web(a.stats())["requests"]["total"] + web(c.stats())["requests"]["total"]
+
+
+def test_stats_scope_cluster_waiting_ends_at_stop(cluster_factory):
+    """A node stopped (SIGTERM) while GET /v1/stats?scope=cluster waits for another node
+    exits at once and cleanly: the requests in flight are cancelled with the connection."""
+    cl = cluster_factory(nodes=2, etcd_members=1, shared_token=True)
+    a, b = cl.nodes
+    h.wait_until(lambda: len(a.cluster().get("nodes", [])) == 2, 10, "two registered nodes")
+    result = {}
+
+    def ask():
+        try:
+            result["r"] = a.api.request("GET", "/v1/stats?scope=cluster", timeout=h.scaled(30))
+        except OSError as e:
+            result["e"] = e
+
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=ask)
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive(), result
+        t0 = time.monotonic()
+        assert a.stop() == 0
+        assert time.monotonic() - t0 < 1.5
+        t.join(h.scaled(10))
+        assert not t.is_alive() and "r" not in result, result
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
