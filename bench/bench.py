@@ -329,10 +329,11 @@ def print_load(results, client_cpu):
 
 
 def print_syscalls(results):
-    """The --syscalls diagnostic: system calls per keep-alive request and per resumed
-    connection, by call."""
+    """The --syscalls diagnostic: system calls per keep-alive request, per resumed
+    connection, per connection the client closes and per 1 MiB response, by call."""
     for section, what in (("keepalive", "keep-alive request"), ("resumed", "resumed connection"),
-                          ("close", "connection closed by the client")):
+                          ("close", "connection closed by the client"),
+                          ("big", "1 MiB response")):
         sc_ = {s: r.get(section, {}).get("syscalls") for s, r in results.items()}
         sc_ = {s: v for s, v in sc_.items() if v}
         if sc_:

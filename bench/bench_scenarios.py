@@ -184,6 +184,9 @@ def big(env, server):
     r["mib_per_s"] = r["requests"] / r["duration_s"]
     r["cpu_us_per_mib"] = r["phase"]["server_cpu_s"] * 1e6 / max(r["requests"], 1)
     r["tool"] = f"wrk -t1 -c{a.big_conns} -d{a.duration}s (1 MiB per response)"
+    if a.syscalls:
+        r["syscalls"] = syscalls(env, server, "big", lambda: _wrk(
+            env, env.backend.big_path, a.big_conns, 3)["requests"])
     return r
 
 
