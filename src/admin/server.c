@@ -369,7 +369,7 @@ static void revision_of(struct slb_ctl *ctl, const char *path, char *out)
 }
 
 /* Check the caller's scope, answer the request, and write an audit line for every attempted
- * change (refused ones included). */
+ * change (refused ones included) and every export of the state (it carries private keys). */
 static void dispatch(struct slb_admin *a, const struct slb_auth_who *who, const char *peer,
                      const struct slb_admin_req *req, struct slb_admin_resp *resp)
 {
@@ -385,7 +385,9 @@ static void dispatch(struct slb_admin *a, const struct slb_auth_who *who, const 
         else
             slb_admin_route(a->ctl, req, resp);
     }
-    if (!change)
+    /* The one read that hands out private keys is audited like a change. */
+    bool secrets = !change && strcmp(req->path, "/v1/cluster/export") == 0;
+    if (!change && !secrets)
         return;
     const char *result = "ok";
     if (resp->status >= 400) {

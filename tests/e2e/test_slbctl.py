@@ -336,6 +336,11 @@ def test_cluster_export_writes_a_state_directory(slbd, slbd_factory, pki, workdi
     assert st == 201, js
     r = slbd.api.request("GET", "/v1/cluster/export", token=js["secret"])
     assert r.status == 403 and r.error_code() == "forbidden", r
+    # Both exports (it hands out private keys), the refused one too, are in the audit log.
+    st, js = slbd.api.get("/v1/audit")
+    exports = [(e["key"], e["status"]) for e in js["entries"]
+               if e["path"] == "/v1/cluster/export"]
+    assert exports == [("root", 200), ("reader", 403)], js["entries"]
     other = slbd_factory(name="restored", state_dir=out)
     st, js = other.api.get(f"/v1/certificates/{cid}")
     assert st == 200 and js["fingerprint_sha256"] == pki.fingerprint("server"), js
