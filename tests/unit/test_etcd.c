@@ -13,6 +13,7 @@
 #include "cluster/etcd.h"
 #include "cluster/lease.h"
 #include "core/log.h"
+#include "etcd_proc.h"
 #include "net/httpc.h"
 
 #include <arpa/inet.h>
@@ -33,95 +34,7 @@ static bool have_etcd;
 static struct slb_loop loop;
 static struct slb_httpc http;
 
-/* --- etcd processes --- */
-
-#define MAX_PROCS 8
-static pid_t procs[MAX_PROCS];
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
-        close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static void kill_proc(pid_t pid)
-{
-    for (int i = 0; i < MAX_PROCS; i++) {
-        if (procs[i] == pid && pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            procs[i] = 0;
-        }
-    }
-}
-
-static void kill_all(void)
-{
-    for (int i = 0; i < MAX_PROCS; i++)
-        kill_proc(procs[i]);
-}
-
-/* A member named name on client port cport and peer port pport of the cluster described by
- * cluster ("n0=http://127.0.0.1:P0,...") whose members all share token. tls adds https and
- * client authentication. */
-static pid_t spawn_etcd(const char *name, int cport, int pport, const char *cluster,
-                        const char *token, bool tls)
-{
-    char dir[128], curl[64], purl[64], log[128], ca[128], cert[128], key[128];
-    snprintf(dir, sizeof(dir), "%s/%s.data", tmp, name);
-    snprintf(curl, sizeof(curl), "%s://127.0.0.1:%d", tls ? "https" : "http", cport);
-    snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", pport);
-    snprintf(log, sizeof(log), "%s/%s.log", tmp, name);
-    snprintf(ca, sizeof(ca), "%s/ca.pem", tmp);
-    snprintf(cert, sizeof(cert), "%s/server.pem", tmp);
-    snprintf(key, sizeof(key), "%s/server.key", tmp);
-    /* clang-format off */
-    const char *argv[40] = {
-        "etcd", "--name", name, "--data-dir", dir,
-        "--listen-client-urls", curl, "--advertise-client-urls", curl,
-        "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
-        "--initial-cluster", cluster, "--initial-cluster-state", "new",
-        "--initial-cluster-token", token,
-        "--heartbeat-interval", "50", "--election-timeout", "500",
-        "--experimental-watch-progress-notify-interval", "300ms",
-    };
-    /* clang-format on */
-    int argc = 25;
-    if (tls) {
-        const char *t[] = {
-            "--client-cert-auth", "--trusted-ca-file", ca, "--cert-file", cert, "--key-file", key};
-        for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-            argv[argc++] = t[i];
-    }
-    argv[argc] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* Dies with the test, even when a sanitizer aborts it before atexit runs. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        int nul = open("/dev/null", O_RDONLY);
-        dup2(nul, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execvp("etcd", (char *const *)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < MAX_PROCS; i++) {
-        if (procs[i] == 0) {
-            procs[i] = pid;
-            break;
-        }
-    }
-    return pid;
-}
+/* --- etcd processes: etcd_proc.h --- */
 
 /* --- running the loop until something happened --- */
 
@@ -336,7 +249,7 @@ static int group_setup(void **state)
     int c = free_port(), p = free_port();
     char cluster[128];
     snprintf(cluster, sizeof(cluster), "single=http://127.0.0.1:%d", p);
-    single_pid = spawn_etcd("single", c, p, cluster, "single", false);
+    single_pid = spawn_etcd(tmp, "single", c, p, cluster, "single", false);
     snprintf(single_url, sizeof(single_url), "http://127.0.0.1:%d", c);
     const char *eps[] = {single_url};
     struct slb_etcd *e = client(eps, 1, false, false);
@@ -836,7 +749,7 @@ static void test_cluster_failover(void **state)
     for (int i = 0; i < 3; i++) {
         char name[16];
         snprintf(name, sizeof(name), "m%d", i);
-        pids[i] = spawn_etcd(name, cp[i], pp[i], cluster, "three", false);
+        pids[i] = spawn_etcd(tmp, name, cp[i], pp[i], cluster, "three", false);
     }
     /* The first endpoint never existed; the client moves past it. */
     snprintf(urls[3], sizeof(urls[3]), "http://127.0.0.1:%d", free_port());
@@ -910,7 +823,7 @@ static void test_tls_client_auth(void **state)
     char cluster[128], url[64];
     snprintf(cluster, sizeof(cluster), "tls=http://127.0.0.1:%d", p);
     snprintf(url, sizeof(url), "https://127.0.0.1:%d", c);
-    pid_t pid = spawn_etcd("tls", c, p, cluster, "tls", true);
+    pid_t pid = spawn_etcd(tmp, "tls", c, p, cluster, "tls", true);
     const char *eps[] = {url};
     struct slb_etcd *e = client(eps, 1, true, true);
     assert_true(wait_ready(e, 15000));

@@ -15,6 +15,7 @@
 #include "cluster/seal.h"
 #include "core/fsio.h"
 #include "core/log.h"
+#include "etcd_proc.h"
 #include "net/httpc.h"
 #include "state/backend.h"
 
@@ -34,36 +35,12 @@
 
 static char tmp[64];
 static bool have_etcd;
-static pid_t etcd_pid;
 static char url[64];
 static const unsigned char key1[32] = {1, 2, 3};
 static const unsigned char key2[32] = {9, 9, 9};
 static int serial;
 
 #define SECRET "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n"
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
-        close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static void kill_etcd(void)
-{
-    if (etcd_pid > 0) {
-        kill(etcd_pid, SIGKILL);
-        waitpid(etcd_pid, NULL, 0);
-        etcd_pid = 0;
-    }
-}
 
 /* A fresh prefix per test: tests do not see each other's documents. */
 static void prefix(char *out, size_t size)
@@ -122,26 +99,13 @@ static int group_setup(void **state)
     snprintf(tmp, sizeof(tmp), "/tmp/slb-stetcd-XXXXXX");
     if (!mkdtemp(tmp))
         return -1;
-    atexit(kill_etcd);
+    atexit(kill_all);
     int c = free_port(), p = free_port();
-    char curl[64], purl[64], cluster[128], dir[128], log[128];
-    snprintf(curl, sizeof(curl), "http://127.0.0.1:%d", c);
-    snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", p);
-    snprintf(cluster, sizeof(cluster), "s=%s", purl);
-    snprintf(dir, sizeof(dir), "%s/etcd.data", tmp);
-    snprintf(log, sizeof(log), "%s/etcd.log", tmp);
-    snprintf(url, sizeof(url), "%s", curl);
-    etcd_pid = fork();
-    if (etcd_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execlp("etcd", "etcd", "--name", "s", "--data-dir", dir, "--listen-client-urls", curl,
-               "--advertise-client-urls", curl, "--listen-peer-urls", purl,
-               "--initial-advertise-peer-urls", purl, "--initial-cluster", cluster, (char *)NULL);
-        _exit(127);
-    }
+    char cluster[128], log[128];
+    snprintf(cluster, sizeof(cluster), "s=http://127.0.0.1:%d", p);
+    snprintf(log, sizeof(log), "%s/s.log", tmp);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", c);
+    spawn_etcd(tmp, "s", c, p, cluster, "stetcd", false);
     /* Ready when a read answers. */
     for (int i = 0; i < 150; i++) {
         struct slb_backend *b = backend_at(url, "/ready/", key1, NULL);
@@ -159,7 +123,7 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    kill_etcd();
+    kill_all();
     if (tmp[0] && !getenv("SLB_TEST_KEEP")) {
         char cmd[128];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
