@@ -322,8 +322,8 @@ static int check_target(enum slb_http_method m, struct slb_slice t)
 {
     if (memchr(t.p, '#', t.len) != NULL)
         return -400;
-    if (m == SLB_HTTP_CONNECT)
-        return valid_authority(t, true) ? 0 : -400;
+    if (m == SLB_HTTP_CONNECT) /* "*:443" is a reg-name by grammar, never a host to reach */
+        return t.p[0] != '*' && valid_authority(t, true) ? 0 : -400;
     if (t.p[0] == '/')
         return 0;
     if (t.len == 1 && t.p[0] == '*')

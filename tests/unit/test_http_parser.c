@@ -174,6 +174,7 @@ static const struct req_case req_cases[] = {
     {.raw = "CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", .want = -400},
     {.raw = "CONNECT example.com HTTP/1.1\r\nHost: a\r\n\r\n", .want = -400},
     {.raw = "CONNECT example.com:99999 HTTP/1.1\r\nHost: a\r\n\r\n", .want = -400},
+    {.raw = "CONNECT *:443 HTTP/1.1\r\nHost: a\r\n\r\n", .want = -400},
 
     /* field lines */
     {.raw = H11 "X: a\nY: b\r\n\r\n", .want = -400},
