@@ -234,7 +234,8 @@ static void sink_choice(struct slb_exchange *e, struct slb_up_choice *ch)
     ch->client_fd = c->t.fd;
     ch->key = &c->sched_key;
     ch->key_of = &c->sched_key_of;
-    ch->fresh = slb_xchg_fresh_only(e->l->cfg, c->reuse_ok);
+    ch->fresh = slb_xchg_fresh_only(e->l->cfg, c->reuse_ok, (enum slb_http_method)e->method,
+                                    e->req_has_body);
 }
 
 /* Build the head for the backend from the parsed request. */

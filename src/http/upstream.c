@@ -338,19 +338,7 @@ bool slb_up_retryable(const struct http_up *up, enum slb_http_method m, bool has
         return false;
     if (up->bytes_to == 0)
         return true; /* it never reached the backend */
-    if (has_body)
-        return false;
-    switch (m) {
-    case SLB_HTTP_GET:
-    case SLB_HTTP_HEAD:
-    case SLB_HTTP_OPTIONS:
-    case SLB_HTTP_TRACE:
-    case SLB_HTTP_PUT:
-    case SLB_HTTP_DELETE:
-        return true;
-    default:
-        return false;
-    }
+    return slb_up_resendable(m, has_body);
 }
 
 void slb_up_release(struct http_up *up)

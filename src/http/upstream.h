@@ -110,6 +110,25 @@ int slb_up_unchunk(struct http_up *up, struct slb_chunked *ck, uint64_t *ready,
 /* A request on up to server srv starts: one active request more on srv (and one connection
  * more when up is new), held by up until it is closed or pooled. */
 void slb_up_count_start(struct http_up *up, struct slb_srv_rt *srv);
+/* Whether slbd can send a request again by itself, whatever the backend did with it: an
+ * idempotent method (RFC 9110 9.2.2) and no body, which slbd does not keep for a second
+ * send. */
+static inline bool slb_up_resendable(enum slb_http_method m, bool has_body)
+{
+    if (has_body)
+        return false;
+    switch (m) {
+    case SLB_HTTP_GET:
+    case SLB_HTTP_HEAD:
+    case SLB_HTTP_OPTIONS:
+    case SLB_HTTP_TRACE:
+    case SLB_HTTP_PUT:
+    case SLB_HTTP_DELETE:
+        return true;
+    default:
+        return false;
+    }
+}
 /* Whether a request (method m, with a body or not) whose connection ended before any byte of
  * a response may be sent again: on a fresh connection to the same server when up was reused,
  * to the next server when up was fresh. Only when nothing of it was written, or it is
@@ -147,9 +166,8 @@ struct slb_up_choice {
     uint64_t *key;
     uint8_t *key_of;
     const char *listener; /* for log lines */
-    /* A new connection, never a pooled one: the first request of a client connection under
-     * backend_reuse "safe", so that it never meets what a backend left on a connection
-     * another client used. */
+    /* A new connection, never a pooled one: under backend_reuse "safe", the first request of
+     * a client connection when slbd could not send it again itself (slb_xchg_fresh_only). */
     bool fresh;
     void *owner;
     slb_up_cb cb;

@@ -69,11 +69,17 @@ void slb_xchg_lists_free(struct slb_http_worker *hw);
 
 /* --- the steps both client protocols share --- */
 
-/* Whether a request must get a new backend connection rather than a pooled one: under the
- * listener's backend_reuse "safe", until a request of its client connection has ended. */
-static inline bool slb_xchg_fresh_only(const struct slb_listener_cfg *cfg, bool reuse_ok)
+/* Whether a request (method m, with a body or not) must get a new backend connection rather
+ * than a pooled one: under the listener's backend_reuse "safe", until a request of its client
+ * connection has ended (reuse_ok), unless slbd can send it again by itself. A pooled
+ * connection the backend closes just as the request goes out ends before any response byte;
+ * the client cannot tell that from a server that failed, so only a request slbd retries on a
+ * new connection (slb_up_retryable) may take that chance: an idempotent one without a body.
+ * The others (a POST, any body) keep a new connection. */
+static inline bool slb_xchg_fresh_only(const struct slb_listener_cfg *cfg, bool reuse_ok,
+                                       enum slb_http_method m, bool has_body)
 {
-    return !reuse_ok && cfg->backend_reuse == SLB_REUSE_SAFE;
+    return !reuse_ok && cfg->backend_reuse == SLB_REUSE_SAFE && !slb_up_resendable(m, has_body);
 }
 
 /* A reused connection failed before any byte of the response and the request may go again

@@ -834,6 +834,161 @@ def test_h2_only_idempotent_requests_are_retried_on_a_reused_connection(slbd, hx
     assert scrape(slbd).value("slbd_listener_retries_total", listener="h2") == int(retried)
 
 
+class ServesThenEnds:
+    """A raw backend that answers `serve` requests on each connection (200 "ok", kept alive,
+    no Connection: close) and at the next one ends the connection without a word: a FIN, or a
+    reset (end="reset"), as a backend whose keep-alive limit ends a connection just as slbd
+    reuses it. It records every request line it read (seen) and those it answered (served)."""
+
+    def __init__(self, hx, serve, end="fin"):
+        self.serve, self.end = serve, end
+        self.seen, self.served = [], []
+        self._lock = threading.Lock()
+        self.raw = hx.raw_backend("serves-then-ends", self.handle)
+
+    def server(self):
+        return self.raw.server()
+
+    def _read(self, conn):
+        head = conn.read_head()
+        if head:
+            with self._lock:
+                self.seen.append(head.split(b"\r\n", 1)[0].decode())
+        return head
+
+    def handle(self, conn, backend):
+        for _ in range(self.serve):
+            head = self._read(conn)
+            if not head:
+                return
+            with self._lock:
+                self.served.append(head.split(b"\r\n", 1)[0].decode())
+            conn.sendall(OK)
+        if self._read(conn) and self.end == "reset":
+            rst_close(conn)
+
+
+def _one_request_connections(hx, port, n, h2=None):
+    """n client connections (HTTP/2 over TLS with the client context h2), one GET each
+    (/one/0 .. /one/n-1): their statuses."""
+    statuses = []
+    for i in range(n):
+        if h2:
+            c = RawH2.connect(port, h2, track=hx.track)
+            statuses.append(c.get(f"/one/{i}").status)
+        else:
+            c = hx.connect(port)
+            statuses.append(c.request("GET", f"/one/{i}").status)
+        c.close()
+    return statuses
+
+
+@pytest.mark.slbd(workers=1)
+@pytest.mark.parametrize("end", ["fin", "reset"])
+@pytest.mark.parametrize("proto", ["http1", "h2"])
+def test_safe_first_gets_reuse_pooled_connections_and_a_stale_one_is_retried(slbd, hx, pki, end,
+                                                                             proto):
+    """backend_reuse "safe" (the default): the first request of a client connection, when it
+    is a GET without a body, may take a pooled backend connection, because slbd can send it
+    again itself. Clients that send one request per connection reuse backend connections;
+    each time the backend ends one just as slbd reuses it (here after 3 requests, with a FIN
+    or a reset and no Connection: close before), the request goes again on a new connection:
+    every client gets 200, each request is answered once, and the retry is counted."""
+    be = ServesThenEnds(hx, serve=3, end=end)
+    slbd.add_group("g", [be.server()], health_check=NOHC)
+    if proto == "h2":
+        port = https_listener(slbd, "web", "g", upload_server(slbd, pki, "server"))
+        ctx = client_context(pki)
+    else:
+        port, ctx = add_listener(slbd, "web", "g"), None
+    assert get_listener(slbd, "web")["backend_reuse"] == "safe"
+    n = 15
+    statuses = _one_request_connections(hx, port, n, h2=ctx)
+    assert statuses == [200] * n, statuses
+    assert sorted(be.served) == sorted(f"GET /one/{i} HTTP/1.1" for i in range(n)), be.served
+    # Each backend connection served 3 one-request clients: 5 connections, not 15; and each
+    # of the 4 that ended did so under a request that went again on the next one.
+    assert be.raw.accepted == n // 3, (be.raw.accepted, be.seen)
+    assert len(be.seen) == n + n // 3 - 1, be.seen
+    assert scrape(slbd).value("slbd_listener_retries_total", listener="web") == n // 3 - 1
+    assert scrape(slbd).get("slbd_listener_requests_total", 0, listener="web",
+                            **{"class": "5xx"}) == 0
+
+
+@pytest.mark.slbd(workers=1)
+def test_safe_first_gets_survive_a_backend_that_closes_idle_connections(slbd, hx):
+    """A backend that closes a kept-alive connection after 300 ms idle, without a word before.
+    One-request client connections, some right after the last one (the pooled connection is
+    reused), some after 500 ms (it is gone, or going): every request gets 200."""
+    def handle(conn, backend):
+        conn.sock.settimeout(0.3)  # the read times out: the connection closes with a FIN
+        while conn.read_head():
+            conn.sendall(OK)
+
+    raw = hx.raw_backend("idle-closer", handle)
+    slbd.add_group("g", [raw.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    statuses = []
+    for i in range(16):
+        if i % 4 == 0:
+            time.sleep(0.5)
+        statuses += _one_request_connections(hx, port, 1)
+    assert statuses == [200] * 16, statuses
+    assert raw.accepted < 16, raw.accepted  # the requests in between reused connections
+    assert raw.accepted >= 4, raw.accepted  # none survived 500 ms idle
+
+
+@pytest.mark.slbd(workers=1)
+def test_safe_first_requests_slbd_cannot_resend_get_a_new_connection(slbd, hx):
+    """Under "safe", a first request with a body, or with a method that is not idempotent,
+    never goes on a pooled backend connection: if the backend closed that just as the request
+    went out, slbd could not send it again, and the client cannot tell that from a failure."""
+    be = ServesThenEnds(hx, serve=1000)
+    slbd.add_group("g", [be.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    assert _one_request_connections(hx, port, 1) == [200]  # its backend connection is pooled
+    accepted = be.raw.accepted
+    for method, body in [("POST", b""), ("POST", b"x"), ("PATCH", b""), ("PUT", b"data"),
+                         ("DELETE", b"data")]:
+        c = hx.connect(port)
+        r = c.request(method, "/first", body=body)
+        assert r.status == 200 and r.body == b"ok", (method, r)
+        c.close()
+        accepted += 1
+        assert be.raw.accepted == accepted, (method, body, be.raw.accepted)
+    # A GET or a bodiless PUT takes a pooled one.
+    for method in ("GET", "PUT", "HEAD"):
+        c = hx.connect(port)
+        assert c.request(method, "/first").status == 200
+        c.close()
+    assert be.raw.accepted == accepted
+
+
+@pytest.mark.slbd(workers=1)
+def test_safe_first_get_on_a_pooled_connection_is_not_resent_after_a_response_byte(slbd, hx):
+    """A pooled connection that the backend ends after it began its answer: the backend may
+    have acted on the request, and part of the answer is lost, so slbd does not send it
+    again: the client gets 502 and the backend saw the request once."""
+    def handle(conn, backend):
+        conn.read_head()
+        conn.sendall(OK)
+        if conn.read_head():
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Le")
+            time.sleep(0.1)
+
+    raw = hx.raw_backend("partial-on-reuse", handle)
+    slbd.add_group("g", [raw.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    assert _one_request_connections(hx, port, 1) == [200]
+    c = hx.connect(port)
+    r = c.request("GET", "/act")
+    assert r.status == 502, r
+    c.close()
+    assert raw.accepted == 1  # the GET took the pooled connection and was not sent again
+    assert sum(rec.count(b"GET /act ") for rec in raw.received) == 1, raw.received
+    assert scrape(slbd).value("slbd_listener_retries_total", listener="web") == 0
+
+
 class CloseAtOnce:
     """A raw backend that reads each request and closes without a word, as a server that
     accepted the connection and then died. It records every request line it read."""
@@ -922,13 +1077,15 @@ class StrayAfterResponse:
 
 
 @pytest.mark.slbd(workers=1)
-@pytest.mark.parametrize("mode", ["safe", "always"])
-def test_backend_reuse_keeps_a_stray_response_from_another_client(slbd, hx, mode):
+@pytest.mark.parametrize("mode,method", [("safe", "POST"), ("safe", "GET"), ("always", "POST")])
+def test_backend_reuse_keeps_a_stray_response_from_another_client(slbd, hx, mode, method):
     """Client A's request is answered, then the backend sends a stray response on that
-    connection, pooled by then. Client B's first request comes just before the stray. Under
-    "always" it takes A's pooled connection and reads the stray as its answer (today's
-    behaviour, kept for comparison with "http-reuse always"); under "safe" (the default) the
-    first request of a client connection never goes on a connection another client used."""
+    connection, pooled by then. Client B's first request comes just before the stray. When it
+    takes A's pooled connection it reads the stray as its answer: under "always", and under
+    "safe" (the default) for a GET without a body, which slbd could send again if the
+    connection failed (a backend that answers what nobody asked breaks HTTP/1.1 for any
+    reused connection, HAProxy's and nginx's too). Under "safe" a first request slbd could not
+    send again (a POST) never goes on a connection another client used."""
     be = StrayAfterResponse(hx, delay=0.6)
     slbd.add_group("g", [be.server()], health_check=NOHC)
     extra = {} if mode == "safe" else {"backend_reuse": "always"}
@@ -938,12 +1095,12 @@ def test_backend_reuse_keeps_a_stray_response_from_another_client(slbd, hx, mode
     assert a.request("GET", "/stray").body == b"ok"
     time.sleep(0.2)  # A's connection is in the pool; the stray comes 0.4 s later
     b = hx.connect(port)
-    r = b.request("GET", "/b")
-    if mode == "safe":
+    r = b.request(method, "/b")
+    if mode == "safe" and method == "POST":
         assert r.status == 200 and r.body == b"ok", r
         assert be.raw.accepted == 2
     else:
-        assert r.body == b"STRAY", r  # what "safe" prevents
+        assert r.body == b"STRAY", r  # what a new connection prevents
     # Later requests of a client connection may reuse pooled connections, but never one
     # that became readable while idle: the stray closed it.
     time.sleep(0.8)
@@ -991,9 +1148,11 @@ def test_pooled_connections_that_slbd_ends_are_reset_not_left_in_time_wait(slbd,
     raw = hx.raw_backend("idle", handle)
     slbd.add_group("g", [raw.server()], health_check=NOHC)
     port = add_listener(slbd, "web", "g")
-    for i in range(3):  # "safe": each client connection's request opens its own
-        r = hx.get(port, f"/one/{i}")
+    for i in range(3):  # "safe": a client connection's first POST opens its own
+        c = hx.connect(port)
+        r = c.request("POST", f"/one/{i}")
         assert r.status == 200 and r.body == b"ok", r
+        c.close()
     assert raw.accepted == 3
     assert slbd.stop() == 0
     deadline = time.monotonic() + h.scaled(10)

@@ -114,18 +114,21 @@ def test_backend_connection_reused(slbd, hx):
 @pytest.mark.slbd(workers=1)
 def test_backend_reuse_safe_gives_a_first_request_its_own_connection(slbd, hx):
     """The default, "safe": the first request of each client connection gets a new backend
-    connection; the later ones reuse pooled connections."""
+    connection unless slbd could send it again itself (an idempotent method, no body): a
+    POST does, a GET takes a pooled one. The later requests reuse pooled connections."""
     port, _ = web(slbd, hx)
     firsts = []
     for i in range(3):
         c = hx.connect(port)
-        r = c.request("GET", f"/first/{i}")
+        r = c.request("POST", f"/first/{i}", body=b"x")
         assert r.status == 200, r
         firsts.append(r.json()["peer"])
         later = {c.request("GET", f"/later/{i}/{k}").json()["peer"] for k in range(3)}
         assert len(later) == 1 and later <= set(firsts), (later, firsts)
         c.close()
     assert len(set(firsts)) == 3, firsts
+    gets = {hx.get(port, f"/get/{i}").json()["peer"] for i in range(3)}
+    assert len(gets) == 1 and gets <= set(firsts), (gets, firsts)
 
 
 def test_pipelined_requests_answered_in_order(slbd, hx):

@@ -89,10 +89,24 @@ static void test_fresh_only(void **state)
     struct slb_listener_cfg cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.backend_reuse = SLB_REUSE_SAFE;
-    assert_true(slb_xchg_fresh_only(&cfg, false));
-    assert_false(slb_xchg_fresh_only(&cfg, true));
+    /* A first request slbd cannot send again itself gets a new connection. */
+    assert_true(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_POST, false));
+    assert_true(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_PATCH, false));
+    assert_true(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_CONNECT, false));
+    assert_true(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_OTHER, false));
+    assert_true(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_PUT, true));
+    assert_true(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_GET, true));
+    /* An idempotent one without a body may take a pooled one: a stale one is retried. */
+    assert_false(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_GET, false));
+    assert_false(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_HEAD, false));
+    assert_false(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_OPTIONS, false));
+    assert_false(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_TRACE, false));
+    assert_false(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_PUT, false));
+    assert_false(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_DELETE, false));
+    /* Once a request of the client connection has ended, any may. */
+    assert_false(slb_xchg_fresh_only(&cfg, true, SLB_HTTP_POST, true));
     cfg.backend_reuse = SLB_REUSE_ALWAYS;
-    assert_false(slb_xchg_fresh_only(&cfg, false));
+    assert_false(slb_xchg_fresh_only(&cfg, false, SLB_HTTP_POST, true));
 }
 
 /* Bytes arriving from a backend, behind those already in up->in. */
