@@ -109,7 +109,7 @@ static void pooled_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
  * (pool full or stopping, idle timeout, eviction): with a reset, not a FIN. Nothing is in
  * flight, so nothing is lost, and the backend's next read just fails; an orderly close would
  * leave a TIME_WAIT socket on our side for 60 s each time. With backend_reuse "safe" and
- * clients that send one request per connection that is one per client connection, which at
+ * clients that send one POST per connection that is one per client connection, which at
  * about 470 connections/s takes up the default ephemeral ports towards a backend (see
  * docs/benchmarks.md, "A client that closes first"); it also saves three segments. */
 static void up_close_idle(struct http_up *up)
