@@ -55,9 +55,11 @@ def parse_args(argv):
     p.add_argument("--backend-reuse", choices=("always", "safe"), default="always",
                    help="which requests may use a pooled backend connection: slbd's listener "
                         "backend_reuse and HAProxy's http-reuse (default always, as nginx's "
-                        "upstream keepalive does; safe, slbd's and HAProxy's own default, "
-                        "opens a backend connection for each client connection's first "
-                        "request; nginx has no such mode and stays as it is)")
+                        "upstream keepalive does; safe, slbd's and HAProxy's own default: "
+                        "HAProxy opens a backend connection for each client connection's "
+                        "first request, slbd only for a first request it could not send "
+                        "again, a POST or one with a body; nginx has no such mode and stays "
+                        "as it is)")
     p.add_argument("--ka-conns", type=int, default=32, help="keep-alive connections (1)")
     p.add_argument("--tls-conns", type=int, default=32, help="connections in flight (2, 3)")
     p.add_argument("--big-conns", type=int, default=8, help="connections for 1 MiB (4)")
