@@ -935,7 +935,6 @@ def test_safe_first_gets_survive_a_backend_that_closes_idle_connections(slbd, hx
         statuses += _one_request_connections(hx, port, 1)
     assert statuses == [200] * 16, statuses
     assert raw.accepted < 16, raw.accepted  # the requests in between reused connections
-    assert raw.accepted >= 4, raw.accepted  # none survived 500 ms idle
 
 
 @pytest.mark.slbd(workers=1)
@@ -956,8 +955,8 @@ def test_safe_first_requests_slbd_cannot_resend_get_a_new_connection(slbd, hx):
         c.close()
         accepted += 1
         assert be.raw.accepted == accepted, (method, body, be.raw.accepted)
-    # A GET or a bodiless PUT takes a pooled one.
-    for method in ("GET", "PUT", "HEAD"):
+    # A GET, OPTIONS or a bodiless PUT takes a pooled one.
+    for method in ("GET", "PUT", "OPTIONS"):
         c = hx.connect(port)
         assert c.request(method, "/first").status == 200
         c.close()
