@@ -186,7 +186,7 @@ static int text_reserve(struct jc_text *t, size_t more)
 {
     if (t->len + more + 1 <= t->cap)
         return 0;
-    size_t cap = t->cap ? t->cap : 256;
+    size_t cap = t->cap ? t->cap : 1024;
     while (cap < t->len + more + 1)
         cap *= 2;
     char *nb = realloc(t->buf, cap);
@@ -200,6 +200,17 @@ static int text_reserve(struct jc_text *t, size_t more)
 static int text_append(const char *s, size_t n, void *arg)
 {
     struct jc_text *t = arg;
+    /* jansson hands over most tokens one by one: single bytes (punctuation and each line
+     * break, which is always a call of its own) take the short way. */
+    if (n == 1) {
+        size_t pad = *s == '\n' ? t->shift : 0;
+        if (text_reserve(t, 1 + pad) < 0)
+            return -1;
+        t->buf[t->len++] = *s;
+        for (size_t i = 0; i < pad; i++)
+            t->buf[t->len++] = ' ';
+        return 0;
+    }
     while (n > 0) {
         const char *nl = memchr(s, '\n', n);
         size_t part = nl ? (size_t)(nl - s) + 1 : n;
