@@ -17,7 +17,8 @@ import pytest
 import slbd_harness as h
 from h2_util import LibH2, client_context, curl, https_listener
 from hostile_util import require_tool
-from http_util import HttpConn, add_listener, build_request, header_value, hx  # noqa: F401
+from http_util import (ConnectionEnded, HttpConn, add_listener, build_request,  # noqa: F401
+                       header_value, hx)
 from metering_util import CountingSocket, scrape, settle
 from pki import pki, upload_server  # noqa: F401
 
@@ -549,6 +550,20 @@ def test_a_cut_backend_body_never_looks_complete(slbd, hx, pki):  # noqa: F811
     c.send(build_request("GET", "/", [("Accept-Encoding", "gzip")], host="localhost"))
     with pytest.raises((AssertionError, h.HarnessError)):
         c.read_response(timeout=20)  # the connection ends before the last chunk
+    # HTTP/1.0, where the close ends the compressed body: the cut is a reset (which may also
+    # discard what the client had not read yet), never an orderly close.
+    c = hx.connect(port)
+    c.send(build_request("GET", "/", [("Accept-Encoding", "gzip")], host="localhost",
+                         version="HTTP/1.0"))
+    with pytest.raises(ConnectionEnded) as ended:
+        c.read_to_eof(timeout=20)
+    assert ended.value.how == "reset", ended.value
+    head, _, body = ended.value.partial.partition(b"\r\n\r\n")
+    if body:
+        assert b"content-encoding: gzip" in head.lower(), head
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        d.decompress(body)
+        assert not d.eof
     cid = upload_server(slbd, pki, "server")
     port2 = https_listener(slbd, "h2", "g", cid, gzip=True)
     c2 = LibH2.connect(port2, client_context(pki), track=hx.track)
