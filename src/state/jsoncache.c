@@ -167,11 +167,10 @@ static void cache_sweep(struct slb_json_cache *c)
     size_t cap = JC_MIN_CAP;
     while (cap < 2 * live)
         cap *= 2;
-    if (cache_rehash(c, cap, true) < 0) {
-        /* No memory for a smaller table: free the unused entries in place is not possible
-         * with linear probing, so forget everything; the next dump serializes it all. */
+    /* Without memory for the new table, everything is forgotten (linear probing cannot drop
+     * entries in place): the next dump serializes it all. */
+    if (cache_rehash(c, cap, true) < 0)
         cache_clear(c);
-    }
 }
 
 /* A growing text whose every line break is followed by extra spaces: a piece serialized on
@@ -236,7 +235,9 @@ static char *serialize(const json_t *j, unsigned depth, size_t *len)
     }
     t.buf[t.len] = '\0';
     *len = t.len;
-    return t.buf;
+    /* Kept while the piece lives: without the growth's slack. */
+    char *fit = realloc(t.buf, t.len + 1);
+    return fit ? fit : t.buf;
 }
 
 /* The entry of piece j at depth, serialized when it is not remembered. During the writing
