@@ -70,7 +70,7 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libslb.a
 
 programs: $(OUT)/slbd $(OUT)/slbctl
 
-.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-sched bench-scale bench-tcp \
+.PHONY: all programs deps run test test-unit test-e2e test-asan clean bench bench-rules bench-sched bench-save bench-scale bench-tcp \
 	run-cluster bench-cluster soak fmt fuzz install uninstall deb console console-test FORCE
 
 deps:
@@ -143,6 +143,13 @@ bench-sched: $(OUT)/sched-bench
 	@$(OUT)/sched-bench
 
 $(OUT)/sched-bench: $(OUT)/obj/bench/tools/sched-pick.o $(OUT)/libslb.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# What writing config.json costs after a weight change at scale, serializing and fsync apart.
+bench-save: $(OUT)/save-bench
+	@$(OUT)/save-bench $(BENCH_ARGS)
+
+$(OUT)/save-bench: $(OUT)/obj/bench/tools/config-save.o $(OUT)/libslb.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # How fast a change made on one node is served by the others, p50/p99 (docs/cluster.md).

@@ -181,19 +181,19 @@ int slb_state_config_load(struct slb_backend *b, json_t **out, uint64_t *rev, st
 int slb_state_config_save(struct slb_backend *b, const json_t *doc, uint64_t expect, uint64_t *rev,
                           struct slb_err *err)
 {
-    char *text = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
-    if (!text)
+    /* Each listener, group and the settings are serialized once while their json_t lives:
+     * a change re-serializes what it changed and copies the rest (state/jsoncache.h). */
+    if (!b->config_text && !(b->config_text = slb_json_cache_new()))
+        return slb_err_set(err, STATE_STATUS, "internal", SLB_STATE_CONFIG, "out of memory");
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = slb_json_cache_dump(b->config_text, doc, &buf, &len);
+    if (rc == -ENOMEM)
+        return slb_err_set(err, STATE_STATUS, "internal", SLB_STATE_CONFIG, "out of memory");
+    if (rc < 0)
         return slb_err_set(err, STATE_STATUS, "internal", SLB_STATE_CONFIG,
                            "cannot serialize the configuration");
-    size_t len = strlen(text);
-    char *buf = realloc(text, len + 2);
-    if (!buf) {
-        free(text);
-        return slb_err_set(err, STATE_STATUS, "internal", SLB_STATE_CONFIG, "out of memory");
-    }
-    buf[len++] = '\n';
-    buf[len] = '\0';
-    int rc = slb_backend_put(b, SLB_DOC_CONFIG, buf, len, expect, rev);
+    rc = slb_backend_put(b, SLB_DOC_CONFIG, buf, len, expect, rev);
     free(buf);
     if (rc == SLB_ECONFLICT)
         return slb_err_set(err, 409, "conflict", SLB_STATE_CONFIG,

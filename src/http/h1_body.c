@@ -114,21 +114,25 @@ int slb_h1_response_chunk_next(struct slb_exchange *e, struct slb_hbuf *out)
     return 0;
 }
 
-/* The decoded body bytes the compressor may take (a compressed body is never re-framed). */
-static int body_ready(struct slb_exchange *e)
+/* The decoded body bytes the compressor may take (a compressed body is never re-framed); the
+ * trailer section of a chunked one is kept in trailers. */
+static int body_ready(struct slb_exchange *e, struct slb_hbuf *trailers)
 {
     if (!e->up || !e->resp_head_done || e->resp_done)
         return 0;
-    return slb_exchange_body_ready(e, NULL);
+    return slb_exchange_body_ready(e, trailers);
 }
 
 /* The most compressed bytes one chunk of a compressed response carries. */
 #define GZIP_CHUNK 8192
 
-int slb_h1_gzip_chunks(struct slb_exchange *e, struct slb_hbuf *out)
+int slb_h1_gzip_chunks(struct http_xchg *x, struct slb_hbuf *out)
 {
+    struct slb_exchange *e = &x->e;
+    struct slb_hbuf *tr = &x->resp_trailers;
+    bool chunked = !x->resp_unchunk;
     while (e->gz && slb_hbuf_pending(out) < SLB_BUF_SIZE) {
-        if (body_ready(e) < 0)
+        if (body_ready(e, tr) < 0)
             return -502;
         if (!e->resp_ready && !e->resp_done)
             return 0;
@@ -141,7 +145,10 @@ int slb_h1_gzip_chunks(struct slb_exchange *e, struct slb_hbuf *out)
         out->len = base;
         if (rc < 0)
             return -500;
-        if (made) {
+        if (made && !chunked) {
+            memmove(p, p + 6, made);
+            out->len = base + made;
+        } else if (made) {
             char line[8];
             int hl = snprintf(line, sizeof(line), "%zx\r\n", made);
             memmove(p + hl, p + 6, made);
@@ -149,8 +156,16 @@ int slb_h1_gzip_chunks(struct slb_exchange *e, struct slb_hbuf *out)
             memcpy(p + hl + made, "\r\n", 2);
             out->len = base + (size_t)hl + made + 2;
         }
-        if (rc == 1)
-            slb_hbuf_puts(out, "0\r\n\r\n");
+        if (rc == 1 && chunked) {
+            /* The last chunk, then the trailer section as the backend sent it (checked field
+             * by field by the chunked decoder, its final CRLF included), as a re-chunked
+             * response passes it. */
+            slb_hbuf_puts(out, "0\r\n");
+            if (tr->len >= 2 && !tr->oom)
+                slb_hbuf_put(out, tr->p, tr->len);
+            else
+                slb_hbuf_puts(out, "\r\n");
+        }
         if (rc != 0)
             return 0;
     }

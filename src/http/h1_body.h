@@ -23,11 +23,13 @@ int slb_h1_send_chunked_request(struct http_xchg *x, struct slb_buf *in);
  * -502 on invalid framing. */
 int slb_h1_response_chunk_next(struct slb_exchange *e, struct slb_hbuf *out);
 
-/* A compressed response (e->resp_gzip): the body bytes that are ready (decoded when the
- * backend chunked them) go through the compressor (slb_exchange_gzip_run) into out, as
- * chunks, while out holds less than a buffer's worth; once the body is all in, the gzip
- * trailer and the last chunk follow. -502 on invalid chunked framing from the backend, -500
- * when the compressor failed; out->oom is the caller's to check. */
-int slb_h1_gzip_chunks(struct slb_exchange *e, struct slb_hbuf *out);
+/* A compressed response (x->e.resp_gzip): the body bytes that are ready (decoded when the
+ * backend chunked them) go through the compressor (slb_exchange_gzip_run) into out while out
+ * holds less than a buffer's worth: as chunks, and once the body is all in, the gzip trailer,
+ * the last chunk and the backend's trailer section (kept in x->resp_trailers); for an
+ * HTTP/1.0 client (x->resp_unchunk) as they are, the close ending them. -502 on invalid
+ * chunked framing from the backend, -500 when the compressor failed; out->oom is the caller's
+ * to check. */
+int slb_h1_gzip_chunks(struct http_xchg *x, struct slb_hbuf *out);
 
 #endif

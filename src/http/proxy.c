@@ -603,11 +603,15 @@ static bool finish_response_head(struct http_conn *c, struct slb_http_msg *m)
                 (c->x->e.req_done || c->x->e.up_keep_alive);
     if (!keep)
         c->close_after = true;
-    /* Compression (listener gzip) for HTTP/1.1 clients: the head says gzip and chunked; the
-     * body goes through slb_h1_gzip_chunks. The scratch holds the new values until it is built. */
+    /* Compression (listener gzip): the head says gzip; the body goes through
+     * slb_h1_gzip_chunks, chunked for an HTTP/1.1 client. For an HTTP/1.0 client, which cannot
+     * be told a length not known before the end, the close ends it: only when the connection
+     * closes after this response anyway (else it gets the bytes as they are, and keeps its
+     * connection). The scratch holds the new values until the head is built. */
     struct slb_gzip_scratch gz_sc;
-    if (c->x->req_minor > 0)
-        slb_exchange_gzip_head(&c->x->e, m, &gz_sc, true);
+    if ((c->x->req_minor > 0 || !keep) &&
+        slb_exchange_gzip_head(&c->x->e, m, &gz_sc, c->x->req_minor > 0) && c->x->req_minor == 0)
+        c->x->resp_unchunk = true;
     if (c->x->resp_unchunk)
         slb_http_build_response_unchunked(&c->out, m, set_cookie, prefix_name, prefix);
     else
@@ -687,14 +691,15 @@ static bool step_read_upstream(struct http_conn *c)
 }
 
 /* Body bytes ready for the client: re-framed for an HTTP/1.1 client, else as the exchange
- * frames them (a chunked body for an HTTP/1.0 client decoded, its trailers dropped). */
+ * frames them (a chunked body for an HTTP/1.0 client decoded, its trailers dropped; for the
+ * compressor, its trailers kept). */
 static int response_body_ready(struct http_conn *c)
 {
     if (!c->x->e.up || !c->x->e.resp_head_done || c->x->e.resp_done)
         return 0;
     if (response_rechunked(c)) /* also when nothing is left to read: the end is known */
         return slb_h1_response_chunk_next(&c->x->e, &c->out);
-    return slb_exchange_body_ready(&c->x->e, NULL);
+    return slb_exchange_body_ready(&c->x->e, c->x->e.resp_gzip ? &c->x->resp_trailers : NULL);
 }
 
 /* Write our head/own response, then response body bytes, to the client. */
@@ -710,7 +715,7 @@ static bool step_write_client(struct http_conn *c)
             upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return true;
         }
-        if (c->x->e.resp_gzip && slb_h1_gzip_chunks(&c->x->e, &c->out) < 0) {
+        if (c->x->e.resp_gzip && slb_h1_gzip_chunks(c->x, &c->out) < 0) {
             upstream_failed(c, 502, SLB_SRV_FAIL_INVALID, "malformed chunked response");
             return true;
         }
@@ -753,7 +758,7 @@ static bool step_write_client(struct http_conn *c)
             if (!c->x->e.gz)
                 return progress; /* all out */
             size_t before = c->out.len;
-            int rc = slb_h1_gzip_chunks(&c->x->e, &c->out);
+            int rc = slb_h1_gzip_chunks(c->x, &c->out);
             if (rc < 0) {
                 upstream_failed(c, 502, SLB_SRV_FAIL_INVALID,
                                 rc == -502 ? "malformed chunked response" : "compression failed");

@@ -50,9 +50,11 @@ bool slb_xchg_get(struct slb_http_worker *hw, struct http_xchg **xp, struct slb_
         hw->nxchg_free--;
         uint8_t *heap = x->tried_heap;
         size_t cap = x->tried_cap;
+        struct slb_hbuf tr = {.p = x->resp_trailers.p, .cap = x->resp_trailers.cap};
         memset(x, 0, sizeof(*x));
         x->tried_heap = heap;
         x->tried_cap = cap;
+        x->resp_trailers = tr;
     } else if (!(x = calloc(1, sizeof(*x)))) {
         return false;
     }
@@ -70,6 +72,7 @@ void slb_xchg_free(struct http_xchg *x)
 {
     if (x) {
         free(x->tried_heap);
+        slb_hbuf_free(&x->resp_trailers);
         slb_gzip_free(x->e.gz);
     }
     free(x);

@@ -39,8 +39,13 @@ struct http_xchg {
      * chunked body, data or trailer bytes; our framing is in req_chunk.frame). */
     uint64_t req_remaining, req_ready;
     struct slb_rechunk req_chunk;
-    bool body_unread;  /* answered before the request body was all read: the connection ends */
-    bool resp_unchunk; /* chunked from the backend, decoded for an HTTP/1.0 client */
+    bool body_unread; /* answered before the request body was all read: the connection ends */
+    /* The body goes to an HTTP/1.0 client without chunked framing, ended by our close: a
+     * chunked one decoded (trailers dropped), or a compressed one. */
+    bool resp_unchunk;
+    /* A compressed response's trailer section from a chunked backend (its fields and final
+     * CRLF), sent after the last chunk; its memory is kept with the state for the next one. */
+    struct slb_hbuf resp_trailers;
     bool client_shut, up_shut; /* tunnel: our write side towards that peer is shut down */
     /* accounting */
     uint64_t req_bytes_in, resp_bytes_out;

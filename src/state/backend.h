@@ -24,6 +24,7 @@
 #define SLB_STATE_BACKEND_H
 
 #include "core/err.h"
+#include "state/jsoncache.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -92,9 +93,12 @@ struct slb_backend_ops {
     void (*free)(struct slb_backend *b);
 };
 
-/* Implementations embed this first. */
+/* Implementations embed this first and zero the rest. */
 struct slb_backend {
     const struct slb_backend_ops *ops;
+    /* The text of the "config" document last written through this backend, by piece, so the
+     * next write serializes only what changed (config/state.c; created on first use). */
+    struct slb_json_cache *config_text;
 };
 
 static inline int slb_backend_get(struct slb_backend *b, const char *key, size_t max,
@@ -127,8 +131,10 @@ static inline void slb_backend_where(struct slb_backend *b, const char *key, cha
 }
 static inline void slb_backend_free(struct slb_backend *b)
 {
-    if (b)
+    if (b) {
+        slb_json_cache_free(b->config_text);
         b->ops->free(b);
+    }
 }
 
 /* --- the state directory (src/state/dir.c) --- */

@@ -17,7 +17,8 @@ import pytest
 import slbd_harness as h
 from h2_util import LibH2, client_context, curl, https_listener
 from hostile_util import require_tool
-from http_util import HttpConn, add_listener, build_request, header_value, hx  # noqa: F401
+from http_util import (ConnectionEnded, HttpConn, add_listener, build_request,  # noqa: F401
+                       header_value, hx)
 from metering_util import CountingSocket, scrape, settle
 from pki import pki, upload_server  # noqa: F401
 
@@ -39,6 +40,7 @@ def text_body(n, seed=1):
 BIG = text_body(1_500_000)
 MID = text_body(50_000, seed=2)
 PNGISH = random.Random(3).randbytes(20_000)
+TRAILERS = b"X-Checksum: abc123\r\nServer-Timing: db;dur=53\r\n"
 
 # path -> (status line, header lines, body, framing: "length", "chunked" or "close")
 CASES = {
@@ -53,6 +55,8 @@ CASES = {
     "/svg": ("200 OK", ["Content-Type: image/svg+xml"], MID, "length"),
     "/notfound": ("404 Not Found", ["Content-Type: text/html"], MID, "length"),
     "/early": ("200 OK", ["Content-Type: text/html"], MID, "chunked"),  # after a 103
+    "/trailers": ("200 OK", ["Content-Type: text/plain", "Trailer: X-Checksum, Server-Timing"],
+                  MID, "chunked"),  # ends with TRAILERS
     # exclusions
     "/small": ("200 OK", ["Content-Type: text/html"], MID[:1023], "length"),
     "/png": ("200 OK", ["Content-Type: image/png"], PNGISH, "length"),
@@ -102,7 +106,8 @@ def site_handler(conn, backend):
                     n = rnd.choice((1, 7, 100, 4096, 30000))
                     parts.append(b"%x\r\n" % len(body[i:i + n]) + body[i:i + n] + b"\r\n")
                     i += n
-                wire += b"".join(parts) + b"0\r\n\r\n"
+                wire += b"".join(parts) + b"0\r\n" + (TRAILERS if path == "/trailers" else b"")
+                wire += b"\r\n"
             else:
                 wire += body
         conn.sendall(wire)
@@ -238,8 +243,10 @@ def test_exclusions_are_not_compressed(slbd, hx):  # noqa: F811
     assert r.header("Content-Range") == f"bytes 0-1999/{len(MID)}", r
     r = get(hx, port, "/range-ignored", ae_range)
     assert_identity(r, MID)
-    # HTTP/1.0 clients get the bytes as they are.
-    r = get(hx, port, "/length", version="HTTP/1.0")
+    # An HTTP/1.0 client that keeps its connection gets the bytes as they are (a compressed
+    # body's length is not known before its end; see test_http10_compressed_until_close).
+    r = get(hx, port, "/length", [("Accept-Encoding", "gzip"), ("Connection", "keep-alive")],
+            version="HTTP/1.0")
     assert_identity(r, BIG)
 
 
@@ -352,6 +359,88 @@ def test_config_exported_and_validated(slbd, hx):  # noqa: F811
 # --------------------------------------------------------------------------------------------
 
 
+def read_chunked_with_trailers(c, timeout=30):
+    """A response whose body is chunked, read off a raw connection: (head bytes, body,
+    trailer lines). What follows stays in the connection."""
+    head = c.read_until(b"\r\n\r\n", timeout=timeout)
+    assert b"chunked" in head.lower(), head
+    body = bytearray()
+    while True:
+        size = int(c.read_until(b"\r\n", timeout=timeout).split(b";")[0], 16)
+        if size == 0:
+            break
+        body += c.read_exact(size, timeout=timeout)
+        assert c.read_exact(2, timeout=timeout) == b"\r\n"
+    trailers = []
+    while (line := c.read_until(b"\r\n", timeout=timeout)) != b"\r\n":
+        trailers.append(line[:-2].decode("latin-1"))
+    return head, bytes(body), trailers
+
+
+def test_trailers_follow_the_last_compressed_chunk(slbd, hx):  # noqa: F811
+    """A chunked backend response's trailer section reaches an HTTP/1.1 client after the
+    last chunk of the compressed body, as it is; the connection goes on after it."""
+    port = site(slbd, hx)
+    c = hx.connect(port)
+    for _ in range(2):
+        c.send(build_request("GET", "/trailers", [("Accept-Encoding", "gzip"), ("TE", "trailers")],
+                             host="localhost"))
+        head, body, trailers = read_chunked_with_trailers(c)
+        assert b"content-encoding: gzip" in head.lower(), head
+        assert gzip.decompress(body) == MID
+        assert trailers == ["X-Checksum: abc123", "Server-Timing: db;dur=53"], trailers
+    # Uncompressed (no Accept-Encoding), the re-chunked body carries them the same way.
+    c.send(build_request("GET", "/trailers", [("TE", "trailers")], host="localhost"))
+    head, body, trailers = read_chunked_with_trailers(c)
+    assert b"content-encoding" not in head.lower() and body == MID, head
+    assert trailers == ["X-Checksum: abc123", "Server-Timing: db;dur=53"], trailers
+    # A chunked backend body without trailers still ends with an empty trailer section.
+    assert_compressed(c.request("GET", "/chunked", [("Accept-Encoding", "gzip")], timeout=30,
+                                host="localhost"), BIG)
+    c.close()
+
+
+def test_curl_compressed_trailers(slbd, hx, workdir):  # noqa: F811
+    require_tool("curl", "curl")
+    port = site(slbd, hx)
+    out = workdir / "curl-trailers"
+    p = subprocess.run(["curl", "-sS", "--compressed", "-H", "TE: trailers", "-D", "-", "-o",
+                        str(out), f"http://127.0.0.1:{port}/trailers"], capture_output=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    head = p.stdout.decode("latin-1").lower()
+    assert "content-encoding: gzip" in head, head
+    assert "x-checksum: abc123" in head and "server-timing: db;dur=53" in head, head
+    assert out.read_bytes() == MID
+
+
+def test_http10_compressed_until_close(slbd, hx):  # noqa: F811
+    """An HTTP/1.0 client whose connection closes after the response gets it compressed,
+    without Transfer-Encoding or Content-Length, ended by the close; whatever the backend's
+    framing (the trailers of a chunked one are dropped with the framing)."""
+    port = site(slbd, hx)
+    for path in ("/length", "/chunked", "/close", "/trailers", "/small-chunked"):
+        r = get(hx, port, path, [("Accept-Encoding", "gzip")], version="HTTP/1.0")
+        assert r.status == 200 and r.header("Content-Encoding") == "gzip", (path, r)
+        assert r.header("Transfer-Encoding") is None and r.header("Content-Length") is None, r
+        assert (r.header("Connection") or "").lower() == "close", r
+        assert "accept-encoding" in (", ".join(r.all("Vary"))).lower(), r
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        assert d.decompress(r.body) == backend_body(path), path
+        assert d.eof and d.unused_data == b"", path
+    # Not asking for gzip: the bytes as they are.
+    r = get(hx, port, "/length", [], version="HTTP/1.0")
+    assert_identity(r, BIG)
+    # Keeping the connection: identity with its length, and the connection serves again.
+    c = hx.connect(port)
+    for _ in range(2):
+        r = c.request("GET", "/mid", [("Accept-Encoding", "gzip"), ("Connection", "keep-alive")],
+                      timeout=30, host="localhost", version="HTTP/1.0")
+        assert_identity(r, MID)
+        assert r.header("Content-Length") == str(len(MID)), r
+    c.close()
+
+
 def h2_site(slbd, hx, pki):  # noqa: F811
     rb = hx.raw_backend("gz", site_handler)
     slbd.add_group("g", [rb.server()], health_check=NOHC)
@@ -372,6 +461,19 @@ def test_h2_bodies_decompress_to_the_backend_bytes(slbd, hx, pki):  # noqa: F811
         assert gzip.decompress(bytes(s.data)) == backend_body(path), path
     s = c.get("/mid", headers=ae)
     assert s.header("etag") == 'W/"v1"' and s.all("vary") == ["Cookie, Accept-Encoding"], s
+    c.close()
+
+
+def test_h2_trailers_follow_the_compressed_body(slbd, hx, pki):  # noqa: F811
+    """Over HTTP/2 the backend's trailers come as a trailing HEADERS after the compressed
+    DATA."""
+    port = h2_site(slbd, hx, pki)
+    c = LibH2.connect(port, client_context(pki), track=hx.track)
+    s = c.get("/trailers", timeout=30, headers=[("accept-encoding", "gzip"), ("te", "trailers")])
+    assert s.status == 200 and s.ended and s.reset is None, s
+    assert s.header("content-encoding") == "gzip", s
+    assert gzip.decompress(bytes(s.data)) == MID
+    assert s.trailers == [("x-checksum", "abc123"), ("server-timing", "db;dur=53")], s.trailers
     c.close()
 
 
@@ -448,6 +550,20 @@ def test_a_cut_backend_body_never_looks_complete(slbd, hx, pki):  # noqa: F811
     c.send(build_request("GET", "/", [("Accept-Encoding", "gzip")], host="localhost"))
     with pytest.raises((AssertionError, h.HarnessError)):
         c.read_response(timeout=20)  # the connection ends before the last chunk
+    # HTTP/1.0, where the close ends the compressed body: the cut is a reset (which may also
+    # discard what the client had not read yet), never an orderly close.
+    c = hx.connect(port)
+    c.send(build_request("GET", "/", [("Accept-Encoding", "gzip")], host="localhost",
+                         version="HTTP/1.0"))
+    with pytest.raises(ConnectionEnded) as ended:
+        c.read_to_eof(timeout=20)
+    assert ended.value.how == "reset", ended.value
+    head, _, body = ended.value.partial.partition(b"\r\n\r\n")
+    if body:
+        assert b"content-encoding: gzip" in head.lower(), head
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        d.decompress(body)
+        assert not d.eof
     cid = upload_server(slbd, pki, "server")
     port2 = https_listener(slbd, "h2", "g", cid, gzip=True)
     c2 = LibH2.connect(port2, client_context(pki), track=hx.track)
