@@ -123,9 +123,7 @@ int slb_cli_cert_upload(struct slb_cli *c, int argc, char **argv)
         {NULL, 0},
     };
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 0, 0);
     if (rc != 0)
         return rc;
     const char *name = slb_cli_opt(&a, "--name");
@@ -152,9 +150,7 @@ int slb_cli_cert_replace(struct slb_cli *c, int argc, char **argv)
         {NULL, 0},
     };
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 1, 1);
     if (rc != 0)
         return rc;
     const char *id = a.pos[0];
@@ -207,9 +203,7 @@ int slb_cli_cert_list(struct slb_cli *c, int argc, char **argv)
     static const char *const headers[] = {"ID",        "NAME",    "TYPE",   "KEY",
                                           "NOT_AFTER", "EXPIRES", "USED_BY"};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 0);
     if (rc != 0)
         return rc;
     return slb_cli_list(c, "/v1/certificates", "certificates", 7, headers, cert_row);
@@ -218,9 +212,7 @@ int slb_cli_cert_list(struct slb_cli *c, int argc, char **argv)
 static int one_id(int argc, char **argv, const char **id)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     if (rc == 0)
         *id = a.pos[0];
     return rc;
@@ -244,9 +236,7 @@ int slb_cli_cert_crl(struct slb_cli *c, int argc, char **argv)
 {
     static const struct slb_cli_optspec spec[] = {{"--crl", SLB_CLI_ARG_REQUIRED}, {NULL, 0}};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 1, 1);
     if (rc != 0)
         return rc;
     const char *file = slb_cli_opt(&a, "--crl");
@@ -274,9 +264,7 @@ int slb_cli_cert_crl(struct slb_cli *c, int argc, char **argv)
 int slb_cli_cert_rename(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 2, 2);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 2, 2);
     if (rc != 0)
         return rc;
     char path[512];

@@ -97,9 +97,7 @@ int slb_cli_group_create(struct slb_cli *c, int argc, char **argv)
         {NULL, 0},
     };
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 0, 0);
     if (rc != 0)
         return rc;
     const char *from = slb_cli_opt(&a, "--from-json");
@@ -143,9 +141,7 @@ int slb_cli_group_update(struct slb_cli *c, int argc, char **argv)
         {NULL, 0},
     };
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 1, 1);
     if (rc != 0)
         return rc;
     if (a.nopt == 0)
@@ -198,9 +194,7 @@ int slb_cli_group_list(struct slb_cli *c, int argc, char **argv)
 {
     static const char *const headers[] = {"NAME", "SCHEDULER", "SERVERS"};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 0);
     if (rc != 0)
         return rc;
     return slb_cli_list(c, "/v1/groups", "groups", 3, headers, group_row);
@@ -209,18 +203,14 @@ int slb_cli_group_list(struct slb_cli *c, int argc, char **argv)
 int slb_cli_group_show(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     return rc != 0 ? rc : slb_cli_show_resource(c, GROUPS, a.pos[0]);
 }
 
 int slb_cli_group_delete(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     return rc != 0 ? rc : slb_cli_delete_resource(c, GROUPS, "group", a.pos[0]);
 }
 
@@ -235,9 +225,7 @@ static int server_cmd(struct slb_cli *c, int argc, char **argv, enum server_op o
                                                       {NULL, 0}};
     struct slb_cli_args a;
     int npos = op == SERVER_WEIGHT ? 3 : 2;
-    int rc = slb_cli_args_parse(&a, argc, argv, op == SERVER_ADD ? add_spec : NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, npos, npos);
+    int rc = slb_cli_parse(&a, argc, argv, op == SERVER_ADD ? add_spec : NULL, npos, npos);
     if (rc != 0)
         return rc;
     const char *group = a.pos[0], *spec = a.pos[1];

@@ -125,9 +125,7 @@ static int send_listener(struct slb_cli *c, const char *method, const char *path
 int slb_cli_listener_create(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, listener_spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, listener_spec, 0, 0);
     if (rc != 0)
         return rc;
     const char *from = slb_cli_opt(&a, "--from-json");
@@ -212,9 +210,7 @@ static int listener_edit(json_t *obj, void *arg)
 int slb_cli_listener_update(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, listener_spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, listener_spec, 1, 1);
     if (rc != 0)
         return rc;
     if (a.nopt == 0)
@@ -250,9 +246,7 @@ int slb_cli_listener_list(struct slb_cli *c, int argc, char **argv)
 {
     static const char *const headers[] = {"NAME", "PROTOCOL", "BIND", "GROUP", "STATUS"};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 0);
     if (rc != 0)
         return rc;
     return slb_cli_list(c, "/v1/listeners", "listeners", 5, headers, listener_row);
@@ -261,18 +255,14 @@ int slb_cli_listener_list(struct slb_cli *c, int argc, char **argv)
 int slb_cli_listener_show(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     return rc != 0 ? rc : slb_cli_show_resource(c, LISTENERS, a.pos[0]);
 }
 
 int slb_cli_listener_delete(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     return rc != 0 ? rc : slb_cli_delete_resource(c, LISTENERS, "listener", a.pos[0]);
 }
 
@@ -282,9 +272,7 @@ static int listener_status(struct slb_cli *c, int argc, char **argv, const char 
     struct slb_cli_args a;
     char path[256];
     json_t *out = NULL;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     if (rc != 0)
         return rc;
     if (slb_cli_path(path, sizeof(path), "/v1/listeners/", a.pos[0], action) < 0)
