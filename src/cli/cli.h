@@ -292,6 +292,9 @@ int slb_cli_list(struct slb_cli *c, const char *path, const char *key, size_t nc
 /* Fetch one resource (an object) for a read-modify-write; the exit status or 0. */
 int slb_cli_get_object(struct slb_cli *c, const char *collection, const char *id, json_t **out);
 int slb_cli_show_resource(struct slb_cli *c, const char *collection, const char *id);
+/* Send body (NULL: none; not consumed) with method to path and print the resource answered;
+ * the exit status or 0. */
+int slb_cli_send_resource(struct slb_cli *c, const char *method, const char *path, json_t *body);
 int slb_cli_delete_resource(struct slb_cli *c, const char *collection, const char *kind,
                             const char *id);
 void slb_cli_print_resource(struct slb_cli *c, const json_t *obj);

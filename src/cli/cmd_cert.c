@@ -101,15 +101,12 @@ static int cert_body(const char *name, const char *type, const char *cert_path,
 static int send_cert(struct slb_cli *c, const char *method, const char *path, const char *name,
                      const char *type, const char *cert_path, const char *key_path)
 {
-    json_t *body = NULL, *obj = NULL;
+    json_t *body = NULL;
     int rc = cert_body(name, type, cert_path, key_path, &body);
     if (rc != 0)
         return rc;
-    rc = slb_cli_call(c, method, path, body, &obj);
+    rc = slb_cli_send_resource(c, method, path, body);
     json_decref(body);
-    if (rc == 0)
-        slb_cli_print_resource(c, obj);
-    json_decref(obj);
     return rc;
 }
 

@@ -75,16 +75,6 @@ static int apply_flags(const struct slb_cli_args *a, json_t *obj)
     return 0;
 }
 
-static int send_group(struct slb_cli *c, const char *method, const char *path, json_t *obj)
-{
-    json_t *out;
-    int rc = slb_cli_call(c, method, path, obj, &out);
-    if (rc == 0)
-        slb_cli_print_resource(c, out);
-    json_decref(out);
-    return rc;
-}
-
 int slb_cli_group_create(struct slb_cli *c, int argc, char **argv)
 {
     static const struct slb_cli_optspec spec[] = {
@@ -110,7 +100,7 @@ int slb_cli_group_create(struct slb_cli *c, int argc, char **argv)
     if (rc == 0 && !json_object_get(obj, "servers"))
         json_object_set_new(obj, "servers", json_array());
     if (rc == 0)
-        rc = send_group(c, "POST", "/v1/groups", obj);
+        rc = slb_cli_send_resource(c, "POST", "/v1/groups", obj);
     json_decref(obj);
     return rc;
 }

@@ -111,17 +111,6 @@ static int apply_flags(const struct slb_cli_args *a, json_t *obj)
     return 0;
 }
 
-/* Sends obj and prints the answer; takes no ownership. */
-static int send_listener(struct slb_cli *c, const char *method, const char *path, json_t *obj)
-{
-    json_t *out;
-    int rc = slb_cli_call(c, method, path, obj, &out);
-    if (rc == 0)
-        slb_cli_print_resource(c, out);
-    json_decref(out);
-    return rc;
-}
-
 int slb_cli_listener_create(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
@@ -149,7 +138,7 @@ int slb_cli_listener_create(struct slb_cli *c, int argc, char **argv)
             goto done;
         }
     }
-    rc = send_listener(c, "POST", "/v1/listeners", obj);
+    rc = slb_cli_send_resource(c, "POST", "/v1/listeners", obj);
 done:
     json_decref(obj);
     return rc;
