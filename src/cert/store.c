@@ -447,12 +447,31 @@ static void cert_key(const char *id, char *key, size_t size)
     snprintf(key, size, "%s%s", SLB_DOC_CERTS, id);
 }
 
+/* A failed write or removal of certificate id's document (key; name for where) as the API
+ * answers it: 503 while etcd is away, 409 when another node changed it, else 500. */
+static int store_fail(struct slb_certstore *s, const char *key, const char *name, const char *id,
+                      const char *verb, int rc, struct slb_err *err)
+{
+    char where[4400];
+    if (rc == SLB_BACKEND_EUNAVAILABLE)
+        return slb_err_set(err, 503, "cluster_unavailable", name,
+                           "etcd cannot be reached: certificates cannot change now; retry later");
+    if (rc == SLB_ECONFLICT)
+        return slb_err_set(err, 409, "conflict", name,
+                           "certificate %s was changed by another node since it was read; read it "
+                           "again and retry",
+                           id);
+    slb_backend_where(s->b, key, where, sizeof(where));
+    return slb_err_set(err, 500, "storage_failed", name, "cannot %s %s: %s", verb, where,
+                       slb_strerror(rc));
+}
+
 /* Store c's document. *rev: the revision the change was based on (SLB_REV_ABSENT for a new
  * certificate), compared when others write the backend too (a cluster); then the new one. */
 static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_t created,
                        uint64_t *rev, struct slb_err *err)
 {
-    char name[80], key[SLB_DOC_KEY_MAX], where[4400];
+    char name[80], key[SLB_DOC_KEY_MAX];
     snprintf(name, sizeof(name), "%s.json", c->id);
     cert_key(c->id, key, sizeof(key));
     json_t *doc = file_json(c, created);
@@ -467,43 +486,17 @@ static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_
     int rc = slb_backend_put(s->b, key, text, len, expect, rev);
     OPENSSL_cleanse(text, len);
     free(text);
-    if (rc == SLB_BACKEND_EUNAVAILABLE)
-        return slb_err_set(err, 503, "cluster_unavailable", name,
-                           "etcd cannot be reached: certificates cannot change now; retry later");
-    if (rc == SLB_ECONFLICT)
-        return slb_err_set(err, 409, "conflict", name,
-                           "certificate %s was changed by another node since it was read; read it "
-                           "again and retry",
-                           c->id);
-    if (rc < 0) {
-        slb_backend_where(s->b, key, where, sizeof(where));
-        return slb_err_set(err, 500, "storage_failed", name, "cannot write %s: %s", where,
-                           slb_strerror(rc));
-    }
-    return 0;
+    return rc < 0 ? store_fail(s, key, name, c->id, "write", rc, err) : 0;
 }
 
 /* Remove certificate id's document; 0 or a message in err. */
 static int store_remove(struct slb_certstore *s, const char *id, uint64_t rev, struct slb_err *err)
 {
-    char name[80], key[SLB_DOC_KEY_MAX], where[4400];
+    char name[80], key[SLB_DOC_KEY_MAX];
     snprintf(name, sizeof(name), "%s.json", id);
     cert_key(id, key, sizeof(key));
     int rc = slb_backend_del(s->b, key, s->b->ops->shared ? rev : SLB_REV_ANY);
-    if (rc == SLB_BACKEND_EUNAVAILABLE)
-        return slb_err_set(err, 503, "cluster_unavailable", name,
-                           "etcd cannot be reached: certificates cannot change now; retry later");
-    if (rc == SLB_ECONFLICT)
-        return slb_err_set(err, 409, "conflict", name,
-                           "certificate %s was changed by another node since it was read; read it "
-                           "again and retry",
-                           id);
-    if (rc < 0 && rc != -ENOENT) {
-        slb_backend_where(s->b, key, where, sizeof(where));
-        return slb_err_set(err, 500, "storage_failed", name, "cannot remove %s: %s", where,
-                           slb_strerror(rc));
-    }
-    return 0;
+    return rc < 0 && rc != -ENOENT ? store_fail(s, key, name, id, "remove", rc, err) : 0;
 }
 
 /* Add a parsed certificate (the reference is the store's from here) and warn about its dates. */
