@@ -11,13 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void vfail(const char *fmt, va_list ap)
+{
+    fputs("slbctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 int slb_cli_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("slbctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vfail(fmt, ap);
     va_end(ap);
     return SLB_CLI_EXIT_API;
 }
@@ -26,9 +31,7 @@ int slb_cli_usage_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("slbctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vfail(fmt, ap);
     va_end(ap);
     return SLB_CLI_EXIT_USAGE;
 }
