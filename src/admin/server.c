@@ -5,6 +5,7 @@
 #include "admin/audit.h"
 #include "admin/auth.h"
 #include "admin/cluster_stats.h"
+#include "admin/jobs.h"
 #include "admin/routes.h"
 #include "admin/ui.h"
 
@@ -12,7 +13,6 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "daemon/control.h"
-#include "event/coro.h"
 #include "http/parser.h"
 #include "http/rewrite.h"
 #include "ops/ops.h"
@@ -51,30 +51,12 @@ struct admin_conn {
     char peer[64];      /* the source address, for the failed-authentication limit and audit */
     char extra[64];     /* a response's dynamic header line (Retry-After) */
     SSL *ssl;           /* NULL on a plain or unix connection */
-    /* The change it waits for (cluster mode); nothing more is read from it meanwhile. */
-    struct admin_job *job;
+    /* The change it waits for (cluster mode, admin/jobs.h); nothing more is read meanwhile. */
+    struct slb_admin_job *job;
     /* GET /v1/stats?scope=cluster asking the other nodes; nothing more is read meanwhile. */
     struct slb_admin_fanout *fanout;
     bool fanout_keep_alive;
     struct admin_conn *prev, *next;
-};
-
-/* A change in cluster mode: it waits its turn in the admin's queue, then runs in a coroutine
- * (event/coro.h) whose etcd calls pause it, not the control loop. Changes run one at a time,
- * in arrival order, so each is validated against the state the previous one left. Owned by
- * the admin; conn is NULL once the connection closed (the change still completes, its answer
- * goes nowhere). */
-struct admin_job {
-    struct slb_admin *a;
-    struct admin_conn *conn;
-    struct slb_auth_who who;
-    char peer[64];
-    char *method, *path, *query, *ctype, *if_match, *body;
-    size_t body_len;
-    bool keep_alive;
-    struct slb_admin_resp resp;
-    struct slb_coro *co;
-    struct admin_job *next;
 };
 
 /* One address the admin API listens on. */
@@ -97,9 +79,7 @@ struct slb_admin {
     SSL_CTX *tls; /* --admin-cert/--admin-key: TCP addresses speak TLS; NULL otherwise */
     struct admin_conn *conns;
     int nconns;
-    struct admin_job *queue, **queue_tail; /* changes waiting for their turn */
-    struct admin_job *running;             /* the change in its coroutine */
-    bool closing;
+    struct slb_admin_jobs jobs; /* cluster mode: changes, one at a time */
 };
 
 void slb_admin_error(struct slb_admin_resp *resp, const struct slb_err *err)
@@ -138,7 +118,7 @@ static void conn_close(struct admin_conn *c)
 {
     struct slb_loop *loop = &c->a->ctl->loop;
     if (c->job)
-        c->job->conn = NULL;
+        slb_admin_job_detach(c->job);
     slb_admin_fanout_cancel(c->fanout);
     c->fanout = NULL;
     slb_io_set(loop, &c->io, 0);
@@ -427,122 +407,37 @@ static void dispatch(struct slb_admin *a, const struct slb_auth_who *who, const 
     slb_audit_write(a->audit, &e);
 }
 
-static void job_free(struct admin_job *j)
+static void job_dispatch(void *arg, const struct slb_auth_who *who, const char *peer,
+                         const struct slb_admin_req *req, struct slb_admin_resp *resp)
 {
-    if (!j)
+    dispatch(arg, who, peer, req, resp);
+}
+
+/* A queued change's answer (admin/jobs.h); resp NULL: dropped at stop, never run. */
+static void job_answer(void *owner, struct slb_admin_resp *resp, bool keep_alive)
+{
+    struct admin_conn *c = owner;
+    c->job = NULL;
+    if (!resp)
         return;
-    json_decref(j->resp.json);
-    free(j->resp.text);
-    free(j->method);
-    free(j->path);
-    free(j->query);
-    free(j->ctype);
-    free(j->if_match);
-    free(j->body);
-    free(j);
+    if (resp->status >= 400 || !keep_alive)
+        c->close_after = c->close_after || !keep_alive;
+    respond(c, resp);
 }
 
-static void job_run(void *arg)
-{
-    struct admin_job *j = arg;
-    struct slb_admin_req req = {
-        .method = j->method,
-        .path = j->path,
-        .query = j->query,
-        .content_type = j->ctype,
-        .if_match = j->if_match,
-        .body = j->body,
-        .body_len = j->body_len,
-    };
-    dispatch(j->a, &j->who, j->peer, &req, &j->resp);
-}
-
-static void jobs_next(struct slb_admin *a);
-
-/* The change's coroutine ended (on the loop's own stack): answer, start the next one. */
-static void job_done(struct slb_coro *co, void *arg)
-{
-    struct admin_job *j = arg;
-    struct slb_admin *a = j->a;
-    slb_coro_free(co);
-    j->co = NULL;
-    a->running = NULL;
-    slb_ops_cluster_write_done(a->ctl);
-    struct admin_conn *c = j->conn;
-    if (c) {
-        c->job = NULL;
-        if (j->resp.status >= 400 || !j->keep_alive)
-            c->close_after = c->close_after || !j->keep_alive;
-        respond(c, &j->resp);
-    }
-    job_free(j);
-    jobs_next(a);
-}
-
-static void jobs_next(struct slb_admin *a)
-{
-    while (!a->running && !a->closing && a->queue) {
-        struct admin_job *j = a->queue;
-        a->queue = j->next;
-        if (!a->queue)
-            a->queue_tail = &a->queue;
-        j->co = slb_coro_new(job_run, job_done, j);
-        if (!j->co) {
-            if (j->conn) {
-                j->conn->job = NULL;
-                slb_admin_error_simple(&j->resp, 500, "internal", "out of memory");
-                j->conn->close_after = true;
-                respond(j->conn, &j->resp);
-            }
-            job_free(j);
-            continue;
-        }
-        a->running = j;
-        slb_coro_resume(j->co); /* job_done runs from here when nothing waited */
-    }
-}
-
-/* In cluster mode a change is queued (true): its answer comes from job_done. */
+/* In cluster mode a change is queued (true): its answer comes from job_answer. */
 static bool job_queue(struct admin_conn *c, const struct slb_auth_who *who,
                       const struct slb_admin_req *req, bool keep_alive)
 {
     struct slb_admin *a = c->a;
-    bool connected;
-    long long rev;
-    if (slb_admin_method_is(req, "GET") || slb_admin_method_is(req, "HEAD") ||
-        !slb_ops_cluster(a->ctl, &connected, &rev))
-        return false;
-    struct admin_job *j = calloc(1, sizeof(*j));
+    struct slb_admin_job *j = slb_admin_jobs_add(&a->jobs, c, who, c->peer, req, keep_alive);
     if (!j)
         return false;
-    j->a = a;
-    j->conn = c;
-    j->who = *who;
-    snprintf(j->peer, sizeof(j->peer), "%s", c->peer);
-    j->method = strdup(req->method);
-    j->path = strdup(req->path);
-    j->query = strdup(req->query);
-    j->ctype = strdup(req->content_type);
-    j->if_match = req->if_match ? strdup(req->if_match) : NULL;
-    j->body = malloc(req->body_len + 1);
-    j->body_len = req->body_len;
-    j->keep_alive = keep_alive;
-    j->resp.status = 200;
-    if (!j->method || !j->path || !j->query || !j->ctype || !j->body ||
-        (req->if_match && !j->if_match)) {
-        job_free(j);
-        return false;
-    }
-    if (req->body_len)
-        memcpy(j->body, req->body, req->body_len);
-    j->body[req->body_len] = '\0';
     c->job = j;
     /* Nothing more is read from the connection until it is answered. */
     slb_io_set(&a->ctl->loop, &c->io, 0);
     slb_timer_stop(&a->ctl->loop, &c->timer);
-    *a->queue_tail = j;
-    a->queue_tail = &j->next;
-    jobs_next(a);
+    slb_admin_jobs_start(&a->jobs);
     return true;
 }
 
@@ -1002,7 +897,7 @@ struct slb_admin *slb_admin_new(struct slb_ctl *ctl, const struct slb_options *o
         return NULL;
     }
     a->ctl = ctl;
-    a->queue_tail = &a->queue;
+    slb_admin_jobs_init(&a->jobs, ctl, job_dispatch, job_answer, a);
     unsigned max_failures =
         opt->admin_auth_failures < 0 ? SLB_AUTH_FAIL_MAX : (unsigned)opt->admin_auth_failures;
     if (!(a->auth = slb_auth_new(ctl->state_dir, ctl->token, max_failures, err)) ||
@@ -1040,17 +935,7 @@ void slb_admin_free(struct slb_admin *a)
 {
     if (!a)
         return;
-    a->closing = true;
-    /* A change waiting for etcd fails now (the loop no longer runs to answer it). */
-    if (a->running)
-        slb_ops_cluster_abort(a->ctl);
-    while (a->queue) {
-        struct admin_job *j = a->queue;
-        a->queue = j->next;
-        if (j->conn)
-            j->conn->job = NULL;
-        job_free(j);
-    }
+    slb_admin_jobs_deinit(&a->jobs);
     while (a->conns)
         conn_close(a->conns);
     for (int i = 0; i < a->nls; i++) {

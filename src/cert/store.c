@@ -3,6 +3,7 @@
  * DIR/certs/<id>.json, and the create/replace/CRL/delete transactions that keep both in step
  * (disk first, then memory, so a failed write changes nothing). */
 #include "cert/store.h"
+#include "cert/load.h"
 #include "cert/ocsp.h"
 #include "cert/validate.h"
 #include "core/log.h"
@@ -12,8 +13,6 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,10 +20,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
-/* A stored bundle is a few KiB; anything near this is not a file we wrote. */
-#define CERT_FILE_MAX (4u << 20)
 #define DAY 86400
 
 /* One certificate as the store tracks it. The store holds one reference to cert; the warning
@@ -85,13 +81,7 @@ void slb_cert_unref(struct slb_cert *c)
         cert_free(c);
 }
 
-/* CRLs of a CA and the intermediates that signed them, as cert_build takes them over. */
-struct crl_set {
-    STACK_OF(X509_CRL) * crls;
-    STACK_OF(X509) * issuers;
-};
-
-static void crl_set_clear(struct crl_set *cs)
+static void crl_set_clear(struct slb_crl_set *cs)
 {
     sk_X509_CRL_pop_free(cs->crls, X509_CRL_free);
     sk_X509_pop_free(cs->issuers, X509_free);
@@ -100,7 +90,7 @@ static void crl_set_clear(struct crl_set *cs)
 }
 
 /* New references to c's CRL set; false on allocation failure (cs is then empty). */
-static bool crl_set_copy(const struct slb_cert *c, struct crl_set *cs)
+static bool crl_set_copy(const struct slb_cert *c, struct slb_crl_set *cs)
 {
     cs->crls = NULL;
     cs->issuers = NULL;
@@ -120,12 +110,9 @@ static bool crl_set_copy(const struct slb_cert *c, struct crl_set *cs)
     return true;
 }
 
-/* A new certificate (one reference) from validated material, which it takes over (m is
- * cleared) together with the CRL set (cleared too; cs may be NULL). NULL on allocation failure
- * (m and cs are then freed). */
-static struct slb_cert *cert_build(const char *id, const char *name, enum slb_cert_type type,
-                                   uint64_t version, struct slb_certval_material *m,
-                                   struct crl_set *cs)
+struct slb_cert *slb_cert_build(const char *id, const char *name, enum slb_cert_type type,
+                                uint64_t version, struct slb_certval_material *m,
+                                struct slb_crl_set *cs)
 {
     struct slb_cert *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -163,7 +150,7 @@ static struct slb_cert *cert_build(const char *id, const char *name, enum slb_ce
 /* The same material under a new version with another CRL set (set_crl). */
 /* A copy of old's material under name at version, with the CRL set cs (consumed). */
 static struct slb_cert *cert_copy(const struct slb_cert *old, const char *name, uint64_t version,
-                                  struct crl_set *cs)
+                                  struct slb_crl_set *cs)
 {
     struct slb_certval_material m = {0};
     X509_up_ref(old->leaf);
@@ -177,10 +164,10 @@ static struct slb_cert *cert_copy(const struct slb_cert *old, const char *name, 
         crl_set_clear(cs);
         return NULL;
     }
-    return cert_build(old->id, name, old->type, version, &m, cs);
+    return slb_cert_build(old->id, name, old->type, version, &m, cs);
 }
 
-static struct slb_cert *cert_with_crls(const struct slb_cert *old, struct crl_set *cs)
+static struct slb_cert *cert_with_crls(const struct slb_cert *old, struct slb_crl_set *cs)
 {
     return cert_copy(old, old->name, old->version + 1, cs);
 }
@@ -391,15 +378,6 @@ json_t *slb_certstore_list(struct slb_certstore *s)
  * Files
  * ------------------------------------------------------------------------------------------- */
 
-/* Wipe the key text jansson copied before the document is freed. */
-static void json_decref_secret(json_t *doc)
-{
-    json_t *k = json_object_get(doc, "private_key");
-    if (json_is_string(k))
-        OPENSSL_cleanse((char *)json_string_value(k), json_string_length(k));
-    json_decref(doc);
-}
-
 /* PEM text of what bio holds as a new JSON string. */
 static json_t *bio_string(BIO *bio)
 {
@@ -453,7 +431,7 @@ static json_t *file_json(const struct slb_cert *c, int64_t created)
 done:
     ERR_clear_error();
     json_decref(cert_pem);
-    /* On success doc shares the key string and json_decref_secret() wipes it later. */
+    /* On success doc shares the key string and slb_certload_doc_free() wipes it later. */
     if (!doc && json_is_string(key_pem))
         OPENSSL_cleanse((char *)json_string_value(key_pem), json_string_length(key_pem));
     json_decref(key_pem);
@@ -469,49 +447,12 @@ static void cert_key(const char *id, char *key, size_t size)
     snprintf(key, size, "%s%s", SLB_DOC_CERTS, id);
 }
 
-/* Store c's document. *rev: the revision the change was based on (SLB_REV_ABSENT for a new
- * certificate), compared when others write the backend too (a cluster); then the new one. */
-static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_t created,
-                       uint64_t *rev, struct slb_err *err)
+/* A failed write or removal of certificate id's document (key; name for where) as the API
+ * answers it: 503 while etcd is away, 409 when another node changed it, else 500. */
+static int store_fail(struct slb_certstore *s, const char *key, const char *name, const char *id,
+                      const char *verb, int rc, struct slb_err *err)
 {
-    char name[80], key[SLB_DOC_KEY_MAX], where[4400];
-    snprintf(name, sizeof(name), "%s.json", c->id);
-    cert_key(c->id, key, sizeof(key));
-    json_t *doc = file_json(c, created);
-    char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    if (doc)
-        json_decref_secret(doc);
-    if (!text)
-        return slb_err_set(err, 500, "storage_failed", name,
-                           "cannot encode certificate %s for storage (out of memory)", c->id);
-    size_t len = strlen(text);
-    uint64_t expect = s->b->ops->shared ? *rev : SLB_REV_ANY;
-    int rc = slb_backend_put(s->b, key, text, len, expect, rev);
-    OPENSSL_cleanse(text, len);
-    free(text);
-    if (rc == SLB_BACKEND_EUNAVAILABLE)
-        return slb_err_set(err, 503, "cluster_unavailable", name,
-                           "etcd cannot be reached: certificates cannot change now; retry later");
-    if (rc == SLB_ECONFLICT)
-        return slb_err_set(err, 409, "conflict", name,
-                           "certificate %s was changed by another node since it was read; read it "
-                           "again and retry",
-                           c->id);
-    if (rc < 0) {
-        slb_backend_where(s->b, key, where, sizeof(where));
-        return slb_err_set(err, 500, "storage_failed", name, "cannot write %s: %s", where,
-                           slb_strerror(rc));
-    }
-    return 0;
-}
-
-/* Remove certificate id's document; 0 or a message in err. */
-static int store_remove(struct slb_certstore *s, const char *id, uint64_t rev, struct slb_err *err)
-{
-    char name[80], key[SLB_DOC_KEY_MAX], where[4400];
-    snprintf(name, sizeof(name), "%s.json", id);
-    cert_key(id, key, sizeof(key));
-    int rc = slb_backend_del(s->b, key, s->b->ops->shared ? rev : SLB_REV_ANY);
+    char where[4400];
     if (rc == SLB_BACKEND_EUNAVAILABLE)
         return slb_err_set(err, 503, "cluster_unavailable", name,
                            "etcd cannot be reached: certificates cannot change now; retry later");
@@ -520,75 +461,42 @@ static int store_remove(struct slb_certstore *s, const char *id, uint64_t rev, s
                            "certificate %s was changed by another node since it was read; read it "
                            "again and retry",
                            id);
-    if (rc < 0 && rc != -ENOENT) {
-        slb_backend_where(s->b, key, where, sizeof(where));
-        return slb_err_set(err, 500, "storage_failed", name, "cannot remove %s: %s", where,
-                           slb_strerror(rc));
-    }
-    return 0;
+    slb_backend_where(s->b, key, where, sizeof(where));
+    return slb_err_set(err, 500, "storage_failed", name, "cannot %s %s: %s", verb, where,
+                       slb_strerror(rc));
 }
 
-/* Re-report an error found in a stored file: where is the file, the message starts with it. */
-static int load_fail(struct slb_err *err, const char *path, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int load_fail(struct slb_err *err, const char *path, const char *code, const char *fmt, ...)
+/* Store c's document. *rev: the revision the change was based on (SLB_REV_ABSENT for a new
+ * certificate), compared when others write the backend too (a cluster); then the new one. */
+static int store_write(struct slb_certstore *s, const struct slb_cert *c, int64_t created,
+                       uint64_t *rev, struct slb_err *err)
 {
-    char msg[sizeof(err->msg)];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return slb_err_set(err, 500, code, path, "%s: %s", path, msg);
+    char name[80], key[SLB_DOC_KEY_MAX];
+    snprintf(name, sizeof(name), "%s.json", c->id);
+    cert_key(c->id, key, sizeof(key));
+    json_t *doc = file_json(c, created);
+    char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    if (doc)
+        slb_certload_doc_free(doc);
+    if (!text)
+        return slb_err_set(err, 500, "storage_failed", name,
+                           "cannot encode certificate %s for storage (out of memory)", c->id);
+    size_t len = strlen(text);
+    uint64_t expect = s->b->ops->shared ? *rev : SLB_REV_ANY;
+    int rc = slb_backend_put(s->b, key, text, len, expect, rev);
+    OPENSSL_cleanse(text, len);
+    free(text);
+    return rc < 0 ? store_fail(s, key, name, c->id, "write", rc, err) : 0;
 }
 
-/* Validate one file's document and build its certificate. Touches no store state, so files
- * are parsed on several threads at start-up (key and certificate decoding is most of it). */
-static int doc_parse(const char *path, const char *id, const json_t *doc, struct slb_cert **out,
-                     int64_t *created_out, struct slb_err *err)
+/* Remove certificate id's document; 0 or a message in err. */
+static int store_remove(struct slb_certstore *s, const char *id, uint64_t rev, struct slb_err *err)
 {
-    struct slb_err inner = {0};
-    struct slb_certval_material m = {0};
-    struct crl_set cs = {0};
-    const char *fid = json_string_value(json_object_get(doc, "id"));
-    const char *name = json_string_value(json_object_get(doc, "name"));
-    const char *type = json_string_value(json_object_get(doc, "type"));
-    const json_t *ver = json_object_get(doc, "version");
-    const json_t *created = json_object_get(doc, "created");
-    const json_t *cert = json_object_get(doc, "certificate");
-    const json_t *key = json_object_get(doc, "private_key");
-    const json_t *crl_pem = json_object_get(doc, "crl");
-    enum slb_cert_type t = type && strcmp(type, "server") == 0 ? SLB_CERT_SERVER
-                           : type && strcmp(type, "ca") == 0   ? SLB_CERT_CA
-                                                               : SLB_CERT_NONE;
-    if (!fid || strcmp(fid, id) != 0)
-        return load_fail(err, path, "invalid_state", "\"id\" must be \"%s\", the file's name", id);
-    if (!name || !slb_certval_name_ok(name) || t == SLB_CERT_NONE || !json_is_integer(ver) ||
-        json_integer_value(ver) < 1 || !json_is_integer(created) || !json_is_string(cert) ||
-        (t == SLB_CERT_SERVER && !json_is_string(key)) ||
-        (t == SLB_CERT_CA && key && !json_is_null(key)) ||
-        (crl_pem && !json_is_null(crl_pem) && (t != SLB_CERT_CA || !json_is_string(crl_pem))))
-        return load_fail(err, path, "invalid_state",
-                         "a field is missing or has the wrong type (expected id, name, type, "
-                         "version >= 1, certificate, private_key for servers, crl, created)");
-    /* Dates are not checked: an expired certificate must not stop the daemon from starting. */
-    int rc = slb_certval_material(t, json_string_value(cert), json_string_length(cert),
-                                  json_is_string(key) ? json_string_value(key) : NULL,
-                                  json_is_string(key) ? json_string_length(key) : 0, 0,
-                                  SLB_CERTVAL_NO_DATES, &m, &inner);
-    if (rc)
-        return load_fail(err, path, inner.code, "%s", inner.msg);
-    if (json_is_string(crl_pem) &&
-        slb_certval_crls(json_string_value(crl_pem), json_string_length(crl_pem), m.leaf, 0,
-                         SLB_CERTVAL_NO_DATES, &cs.crls, &cs.issuers, &inner) != 0) {
-        slb_certval_material_clear(&m);
-        return load_fail(err, path, inner.code, "%s", inner.msg);
-    }
-    struct slb_cert *c = cert_build(id, name, t, (uint64_t)json_integer_value(ver), &m, &cs);
-    if (!c)
-        return load_fail(err, path, "internal", "out of memory");
-    *out = c;
-    *created_out = json_integer_value(created);
-    return 0;
+    char name[80], key[SLB_DOC_KEY_MAX];
+    snprintf(name, sizeof(name), "%s.json", id);
+    cert_key(id, key, sizeof(key));
+    int rc = slb_backend_del(s->b, key, s->b->ops->shared ? rev : SLB_REV_ANY);
+    return rc < 0 && rc != -ENOENT ? store_fail(s, key, name, id, "remove", rc, err) : 0;
 }
 
 /* Add a parsed certificate (the reference is the store's from here) and warn about its dates. */
@@ -597,7 +505,7 @@ static int doc_add(struct slb_certstore *s, const char *path, struct slb_cert *c
 {
     if (insert(s, c, created) != 0) {
         slb_cert_unref(c);
-        return load_fail(err, path, "internal", "out of memory");
+        return slb_certload_fail(err, path, "internal", "out of memory");
     }
     int64_t now = time(NULL);
     char when[32];
@@ -614,150 +522,14 @@ static int doc_add(struct slb_certstore *s, const char *path, struct slb_cert *c
     return 0;
 }
 
-/* One file being loaded: read (in key order, on the calling thread), parsed (on any of the
- * loader threads), then added (in key order again). */
-struct load_job {
-    char key[SLB_DOC_KEY_MAX];
-    char id[64];
-    json_t *doc;
-    struct slb_cert *cert;
-    int64_t created;
-    uint64_t rev;        /* the document's revision in the backend */
-    struct slb_err *err; /* the parse failure, when there was one */
-};
-
-/* A list callback's context: a failure it reports has err filled, unlike one of the list. */
-struct load_ctx {
-    struct slb_certstore *s;
-    struct slb_err *err;
-    bool failed;
-    struct load_job *jobs;
-    size_t n, cap;
-    _Atomic size_t next; /* the next job a loader thread takes */
-};
-
-static int load_key_doc(struct load_ctx *lc, const char *key, struct slb_err *err);
-
-static int load_key(const char *key, void *arg)
+/* slb_certload_all's receiver: entries are appended while loading, sorted by load_sort. */
+static int load_add(void *arg, const char *path, struct slb_cert *c, int64_t created, uint64_t rev,
+                    struct slb_err *err)
 {
-    struct load_ctx *lc = arg;
-    int rc = load_key_doc(lc, key, lc->err);
-    lc->failed = rc != 0;
-    return rc;
-}
-
-static int load_key_doc(struct load_ctx *lc, const char *key, struct slb_err *err)
-{
-    struct slb_certstore *s = lc->s;
-    char path[4400], id[64];
-    const char *stem = key + strlen(SLB_DOC_CERTS);
-    size_t sl = strlen(stem);
-    slb_backend_where(s->b, key, path, sizeof(path));
-    if (sl >= sizeof(id) || strlen(key) >= SLB_DOC_KEY_MAX)
-        return load_fail(err, path, "invalid_state", "the file name is not <id>.json");
-    memcpy(id, stem, sl + 1);
-    if (!slb_certval_id_ok(id))
-        return load_fail(err, path, "invalid_state",
-                         "the file name is not <id>.json with a valid certificate id");
-    struct slb_doc d;
-    int rc = slb_backend_get(s->b, key, CERT_FILE_MAX, &d, err);
-    if (rc == SLB_EINVAL)
-        return rc;
-    if (rc < 0)
-        return load_fail(err, path, "unreadable", "cannot read: %s", slb_strerror(rc));
-    json_error_t jerr;
-    json_t *doc = json_loadb(d.data, d.len, JSON_REJECT_DUPLICATES, &jerr);
-    uint64_t rev = d.rev;
-    slb_doc_clear(&d);
-    if (!doc)
-        return load_fail(err, path, "invalid_json", "line %d column %d: %s", jerr.line, jerr.column,
-                         jerr.text);
-    if (!json_is_object(doc)) {
-        json_decref_secret(doc);
-        return load_fail(err, path, "invalid_state", "the file must hold a JSON object");
-    }
-    if (lc->n == lc->cap) {
-        size_t cap = lc->cap ? lc->cap * 2 : 64;
-        struct load_job *v = realloc(lc->jobs, cap * sizeof(*v));
-        if (!v) {
-            json_decref_secret(doc);
-            return -ENOMEM;
-        }
-        lc->jobs = v;
-        lc->cap = cap;
-    }
-    struct load_job *j = &lc->jobs[lc->n++];
-    memset(j, 0, sizeof(*j));
-    snprintf(j->key, sizeof(j->key), "%s", key);
-    memcpy(j->id, id, sl + 1);
-    j->doc = doc;
-    j->rev = rev;
-    return 0;
-}
-
-static void *load_worker(void *arg)
-{
-    struct load_ctx *lc = arg;
-    size_t i;
-    while ((i = atomic_fetch_add(&lc->next, 1)) < lc->n) {
-        struct load_job *j = &lc->jobs[i];
-        char path[4400];
-        struct slb_err err = {0};
-        slb_backend_where(lc->s->b, j->key, path, sizeof(path));
-        if (doc_parse(path, j->id, j->doc, &j->cert, &j->created, &err) != 0) {
-            j->err = malloc(sizeof(*j->err));
-            if (j->err)
-                *j->err = err;
-        }
-    }
-    return NULL;
-}
-
-#define LOAD_THREADS_MAX 8
-
-/* Parse every job, on as many threads as there are processors (up to LOAD_THREADS_MAX), then
- * add them in key order: the first failing file in that order refuses the store, as when
- * files were loaded one by one. */
-static int load_jobs(struct load_ctx *lc)
-{
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t nthreads =
-        lc->n < 64 || ncpu < 2 ? 0 : (size_t)(ncpu < LOAD_THREADS_MAX ? ncpu : LOAD_THREADS_MAX);
-    pthread_t th[LOAD_THREADS_MAX];
-    size_t started = 0;
-    atomic_store(&lc->next, 0);
-    for (; started < nthreads; started++) {
-        if (pthread_create(&th[started], NULL, load_worker, lc) != 0)
-            break;
-    }
-    load_worker(lc);
-    for (size_t t = 0; t < started; t++)
-        pthread_join(th[t], NULL);
-    int rc = 0;
-    for (size_t i = 0; i < lc->n; i++) {
-        struct load_job *j = &lc->jobs[i];
-        char path[4400];
-        if (rc == 0) {
-            slb_backend_where(lc->s->b, j->key, path, sizeof(path));
-            if (j->cert) {
-                rc = doc_add(lc->s, path, j->cert, j->created, lc->err);
-                if (rc == 0) /* appended while loading */
-                    lc->s->v[lc->s->n - 1].rev = j->rev;
-            } else {
-                rc = j->err ? SLB_EINVAL : load_fail(lc->err, path, "internal", "out of memory");
-                if (j->err)
-                    *lc->err = *j->err;
-            }
-            lc->failed = rc != 0;
-        } else if (j->cert) {
-            slb_cert_unref(j->cert);
-        }
-        free(j->err);
-        json_decref_secret(j->doc);
-    }
-    free(lc->jobs);
-    lc->jobs = NULL;
-    lc->n = 0;
+    struct slb_certstore *s = arg;
+    int rc = doc_add(s, path, c, created, err);
+    if (rc == 0)
+        s->v[s->n - 1].rev = rev;
     return rc;
 }
 
@@ -796,8 +568,8 @@ static int load_sort(struct slb_certstore *s, struct slb_err *err, bool *failed)
         char path[4400], key[96];
         cert_key(byname[i]->cert->id, key, sizeof(key));
         slb_backend_where(s->b, key, path, sizeof(path));
-        rc = load_fail(err, path, "name_taken", "the name \"%s\" is used by another file",
-                       byname[i]->cert->name);
+        rc = slb_certload_fail(err, path, "name_taken", "the name \"%s\" is used by another file",
+                               byname[i]->cert->name);
         *failed = true;
     }
     free(byname);
@@ -815,23 +587,16 @@ struct slb_certstore *slb_certstore_open_backend(struct slb_backend *b, bool rea
     s->b = b;
     s->readonly = readonly;
     slb_backend_where(b, SLB_DOC_CERTS, s->dir, sizeof(s->dir));
-    struct load_ctx lc = {.s = s, .err = err};
+    bool failed = false;
     s->loading = true;
-    int rc = slb_backend_list(b, SLB_DOC_CERTS, load_key, &lc);
-    if (rc == 0) {
-        rc = load_jobs(&lc);
-    } else {
-        for (size_t i = 0; i < lc.n; i++)
-            json_decref_secret(lc.jobs[i].doc);
-        free(lc.jobs);
-    }
+    int rc = slb_certload_all(b, load_add, s, err, &failed);
     s->loading = false;
     if (rc == 0)
-        rc = load_sort(s, err, &lc.failed);
+        rc = load_sort(s, err, &failed);
     if (rc != 0) {
-        if (rc == -ENOMEM && !lc.failed)
+        if (rc == -ENOMEM && !failed)
             slb_err_set(err, 500, "internal", s->dir, "out of memory");
-        else if (!lc.failed)
+        else if (!failed)
             slb_err_set(err, 500, "state_dir", s->dir, "cannot open %s: %s", s->dir,
                         slb_strerror(rc));
         slb_certstore_free(s);
@@ -950,7 +715,7 @@ int slb_certstore_create_material(struct slb_certstore *s, const struct slb_cert
         return rc;
     }
     bool reordered = m.reordered;
-    struct slb_cert *c = cert_build(id, up.name, up.type, 1, &m, NULL);
+    struct slb_cert *c = slb_cert_build(id, up.name, up.type, 1, &m, NULL);
     if (!c)
         return slb_err_set(err, 500, "internal", "", "out of memory");
     uint64_t rev = SLB_REV_ABSENT;
@@ -1045,7 +810,7 @@ int slb_certstore_replace_material(struct slb_certstore *s, const char *id,
     /* A renewed CA with the same name and key still vouches for its CRLs (and for the
      * intermediates that signed some); another CA does not, and serving a CRL it did not sign
      * would reject every client. The set is kept whole or dropped whole. */
-    struct crl_set cs = {0};
+    struct slb_crl_set cs = {0};
     if (old->crls) {
         struct slb_err ignored = {0};
         if (slb_certval_crls_check(m.leaf, old->crls, old->crl_issuers, 0, SLB_CERTVAL_NO_DATES,
@@ -1058,7 +823,7 @@ int slb_certstore_replace_material(struct slb_certstore *s, const char *id,
             return slb_err_set(err, 500, "internal", "", "out of memory");
         }
     }
-    struct slb_cert *c = cert_build(id, name, old->type, old->version + 1, &m, &cs);
+    struct slb_cert *c = slb_cert_build(id, name, old->type, old->version + 1, &m, &cs);
     if (!c)
         return slb_err_set(err, 500, "internal", "", "out of memory");
     if ((rc = publish(s, e, c, err)) != 0)
@@ -1074,7 +839,7 @@ int slb_certstore_set_crl(struct slb_certstore *s, const char *id, const char *p
                           struct slb_err *err)
 {
     struct cert_entry *e = find(s, id);
-    struct crl_set cs = {0};
+    struct slb_crl_set cs = {0};
     if (!e)
         return not_found(err, id);
     if (e->cert->type != SLB_CERT_CA)
@@ -1113,7 +878,7 @@ int slb_certstore_rename(struct slb_certstore *s, const char *id, const char *na
     if (find_name(s, name, id))
         return slb_err_set(err, 400, "name_taken", "name",
                            "another certificate is named \"%s\"; choose another name", name);
-    struct crl_set cs = {0};
+    struct slb_crl_set cs = {0};
     if (e->cert->crls && !crl_set_copy(e->cert, &cs))
         return slb_err_set(err, 500, "internal", "", "out of memory");
     char old[sizeof(e->cert->name)];
@@ -1181,12 +946,13 @@ int slb_certstore_adopt(struct slb_certstore *s, const char *id, const char *dat
     json_t *doc = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     struct slb_cert *c = NULL;
     int64_t c_created = 0;
-    int rc = doc && json_is_object(doc) ? doc_parse(path, id, doc, &c, &c_created, err)
-                                        : load_fail(err, path, "invalid_json", "not a JSON object");
-    json_decref_secret(doc);
+    int rc = doc && json_is_object(doc)
+                 ? slb_certload_doc(path, id, doc, &c, &c_created, err)
+                 : slb_certload_fail(err, path, "invalid_json", "not a JSON object");
+    slb_certload_doc_free(doc);
     if (rc == 0 && find_name(s, c->name, NULL)) {
-        rc = load_fail(err, path, "name_taken", "the name \"%s\" is used by another certificate",
-                       c->name);
+        rc = slb_certload_fail(err, path, "name_taken",
+                               "the name \"%s\" is used by another certificate", c->name);
         slb_cert_unref(c);
     } else if (rc == 0) {
         rc = doc_add(s, path, c, c_created, err); /* takes c */

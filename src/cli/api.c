@@ -11,13 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void vfail(const char *fmt, va_list ap)
+{
+    fputs("slbctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 int slb_cli_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("slbctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vfail(fmt, ap);
     va_end(ap);
     return SLB_CLI_EXIT_API;
 }
@@ -26,9 +31,7 @@ int slb_cli_usage_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("slbctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vfail(fmt, ap);
     va_end(ap);
     return SLB_CLI_EXIT_USAGE;
 }
@@ -263,17 +266,22 @@ void slb_cli_print_resource(struct slb_cli *c, const json_t *obj)
         slb_cli_render_object(c->out, obj, slb_cli_term_width());
 }
 
+int slb_cli_send_resource(struct slb_cli *c, const char *method, const char *path, json_t *body)
+{
+    json_t *obj;
+    int rc = slb_cli_call(c, method, path, body, &obj);
+    if (rc == 0)
+        slb_cli_print_resource(c, obj);
+    json_decref(obj);
+    return rc;
+}
+
 int slb_cli_show_resource(struct slb_cli *c, const char *collection, const char *id)
 {
     char path[512];
     if (slb_cli_path(path, sizeof(path), collection, id, NULL) < 0)
         return slb_cli_usage_fail("name too long");
-    json_t *obj;
-    int rc = slb_cli_call(c, "GET", path, NULL, &obj);
-    if (rc == 0)
-        slb_cli_print_resource(c, obj);
-    json_decref(obj);
-    return rc;
+    return slb_cli_send_resource(c, "GET", path, NULL);
 }
 
 int slb_cli_delete_resource(struct slb_cli *c, const char *collection, const char *kind,

@@ -145,15 +145,15 @@ struct slb_cli_args {
     const char *opt_val[SLB_CLI_MAX_ARGS]; /* NULL for a flag or an omitted optional value */
 };
 
-/* Returns 0, or SLB_CLI_EXIT_USAGE with the problem printed. */
-int slb_cli_args_parse(struct slb_cli_args *a, int argc, char **argv,
-                       const struct slb_cli_optspec *spec);
+/* Every command's prologue: parse argv against spec (NULL: no options), then require between
+ * min_pos and max_pos positional arguments. Returns 0, or SLB_CLI_EXIT_USAGE with the problem
+ * printed (an unknown or malformed option first, then a missing or unexpected argument). */
+int slb_cli_parse(struct slb_cli_args *a, int argc, char **argv, const struct slb_cli_optspec *spec,
+                  int min_pos, int max_pos);
 /* Whether an option was given at all. */
 int slb_cli_has(const struct slb_cli_args *a, const char *name);
 /* The last value given for an option, or NULL. */
 const char *slb_cli_opt(const struct slb_cli_args *a, const char *name);
-/* Positional count must lie in [min, max]; else a usage failure. */
-int slb_cli_want_pos(const struct slb_cli_args *a, int min, int max);
 /* Integer in [lo, hi]; 0 or -1. */
 int slb_cli_parse_int(const char *s, long lo, long hi, long *out);
 /* "ADDR:PORT[:WEIGHT]" with "[v6]" brackets; weight stays -1 when absent or not allowed. */
@@ -292,6 +292,9 @@ int slb_cli_list(struct slb_cli *c, const char *path, const char *key, size_t nc
 /* Fetch one resource (an object) for a read-modify-write; the exit status or 0. */
 int slb_cli_get_object(struct slb_cli *c, const char *collection, const char *id, json_t **out);
 int slb_cli_show_resource(struct slb_cli *c, const char *collection, const char *id);
+/* Send body (NULL: none; not consumed) with method to path and print the resource answered;
+ * the exit status or 0. */
+int slb_cli_send_resource(struct slb_cli *c, const char *method, const char *path, json_t *body);
 int slb_cli_delete_resource(struct slb_cli *c, const char *collection, const char *kind,
                             const char *id);
 void slb_cli_print_resource(struct slb_cli *c, const json_t *obj);

@@ -101,15 +101,12 @@ static int cert_body(const char *name, const char *type, const char *cert_path,
 static int send_cert(struct slb_cli *c, const char *method, const char *path, const char *name,
                      const char *type, const char *cert_path, const char *key_path)
 {
-    json_t *body = NULL, *obj = NULL;
+    json_t *body = NULL;
     int rc = cert_body(name, type, cert_path, key_path, &body);
     if (rc != 0)
         return rc;
-    rc = slb_cli_call(c, method, path, body, &obj);
+    rc = slb_cli_send_resource(c, method, path, body);
     json_decref(body);
-    if (rc == 0)
-        slb_cli_print_resource(c, obj);
-    json_decref(obj);
     return rc;
 }
 
@@ -123,9 +120,7 @@ int slb_cli_cert_upload(struct slb_cli *c, int argc, char **argv)
         {NULL, 0},
     };
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 0, 0);
     if (rc != 0)
         return rc;
     const char *name = slb_cli_opt(&a, "--name");
@@ -152,9 +147,7 @@ int slb_cli_cert_replace(struct slb_cli *c, int argc, char **argv)
         {NULL, 0},
     };
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 1, 1);
     if (rc != 0)
         return rc;
     const char *id = a.pos[0];
@@ -207,9 +200,7 @@ int slb_cli_cert_list(struct slb_cli *c, int argc, char **argv)
     static const char *const headers[] = {"ID",        "NAME",    "TYPE",   "KEY",
                                           "NOT_AFTER", "EXPIRES", "USED_BY"};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 0);
     if (rc != 0)
         return rc;
     return slb_cli_list(c, "/v1/certificates", "certificates", 7, headers, cert_row);
@@ -218,9 +209,7 @@ int slb_cli_cert_list(struct slb_cli *c, int argc, char **argv)
 static int one_id(int argc, char **argv, const char **id)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     if (rc == 0)
         *id = a.pos[0];
     return rc;
@@ -244,9 +233,7 @@ int slb_cli_cert_crl(struct slb_cli *c, int argc, char **argv)
 {
     static const struct slb_cli_optspec spec[] = {{"--crl", SLB_CLI_ARG_REQUIRED}, {NULL, 0}};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 1, 1);
     if (rc != 0)
         return rc;
     const char *file = slb_cli_opt(&a, "--crl");
@@ -274,9 +261,7 @@ int slb_cli_cert_crl(struct slb_cli *c, int argc, char **argv)
 int slb_cli_cert_rename(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 2, 2);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 2, 2);
     if (rc != 0)
         return rc;
     char path[512];

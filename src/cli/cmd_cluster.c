@@ -35,9 +35,7 @@ int slb_cli_cluster_status(struct slb_cli *c, int argc, char **argv)
     static const char *const headers[] = {"NAME",      "ADMIN",   "REVISION",
                                           "LAST_SEEN", "VERSION", "STATE"};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 0);
     return rc != 0 ? rc : slb_cli_list(c, "/v1/cluster", "nodes", 6, headers, node_row);
 }
 
@@ -107,9 +105,7 @@ static int make_dir(const char *path)
 int slb_cli_cluster_export(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     if (rc != 0)
         return rc;
     const char *dir = a.pos[0];

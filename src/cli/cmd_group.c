@@ -75,16 +75,6 @@ static int apply_flags(const struct slb_cli_args *a, json_t *obj)
     return 0;
 }
 
-static int send_group(struct slb_cli *c, const char *method, const char *path, json_t *obj)
-{
-    json_t *out;
-    int rc = slb_cli_call(c, method, path, obj, &out);
-    if (rc == 0)
-        slb_cli_print_resource(c, out);
-    json_decref(out);
-    return rc;
-}
-
 int slb_cli_group_create(struct slb_cli *c, int argc, char **argv)
 {
     static const struct slb_cli_optspec spec[] = {
@@ -97,9 +87,7 @@ int slb_cli_group_create(struct slb_cli *c, int argc, char **argv)
         {NULL, 0},
     };
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 0, 0);
     if (rc != 0)
         return rc;
     const char *from = slb_cli_opt(&a, "--from-json");
@@ -112,7 +100,7 @@ int slb_cli_group_create(struct slb_cli *c, int argc, char **argv)
     if (rc == 0 && !json_object_get(obj, "servers"))
         json_object_set_new(obj, "servers", json_array());
     if (rc == 0)
-        rc = send_group(c, "POST", "/v1/groups", obj);
+        rc = slb_cli_send_resource(c, "POST", "/v1/groups", obj);
     json_decref(obj);
     return rc;
 }
@@ -143,9 +131,7 @@ int slb_cli_group_update(struct slb_cli *c, int argc, char **argv)
         {NULL, 0},
     };
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 1, 1);
     if (rc != 0)
         return rc;
     if (a.nopt == 0)
@@ -198,9 +184,7 @@ int slb_cli_group_list(struct slb_cli *c, int argc, char **argv)
 {
     static const char *const headers[] = {"NAME", "SCHEDULER", "SERVERS"};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 0);
     if (rc != 0)
         return rc;
     return slb_cli_list(c, "/v1/groups", "groups", 3, headers, group_row);
@@ -209,18 +193,14 @@ int slb_cli_group_list(struct slb_cli *c, int argc, char **argv)
 int slb_cli_group_show(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     return rc != 0 ? rc : slb_cli_show_resource(c, GROUPS, a.pos[0]);
 }
 
 int slb_cli_group_delete(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     return rc != 0 ? rc : slb_cli_delete_resource(c, GROUPS, "group", a.pos[0]);
 }
 
@@ -235,9 +215,7 @@ static int server_cmd(struct slb_cli *c, int argc, char **argv, enum server_op o
                                                       {NULL, 0}};
     struct slb_cli_args a;
     int npos = op == SERVER_WEIGHT ? 3 : 2;
-    int rc = slb_cli_args_parse(&a, argc, argv, op == SERVER_ADD ? add_spec : NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, npos, npos);
+    int rc = slb_cli_parse(&a, argc, argv, op == SERVER_ADD ? add_spec : NULL, npos, npos);
     if (rc != 0)
         return rc;
     const char *group = a.pos[0], *spec = a.pos[1];

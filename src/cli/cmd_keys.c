@@ -14,9 +14,7 @@ int slb_cli_key_create(struct slb_cli *c, int argc, char **argv)
 {
     static const struct slb_cli_optspec spec[] = {{"--scope", SLB_CLI_ARG_REQUIRED}, {NULL, 0}};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 1, 1);
     if (rc != 0)
         return rc;
     const char *scope = slb_cli_opt(&a, "--scope");
@@ -55,18 +53,14 @@ int slb_cli_key_list(struct slb_cli *c, int argc, char **argv)
 {
     static const char *const headers[] = {"NAME", "SCOPE", "CREATED"};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 0);
     return rc != 0 ? rc : slb_cli_list(c, "/v1/keys", "keys", 3, headers, key_row);
 }
 
 int slb_cli_key_revoke(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     return rc != 0 ? rc : slb_cli_delete_resource(c, KEYS, "key", a.pos[0]);
 }
 
@@ -82,9 +76,7 @@ int slb_cli_audit(struct slb_cli *c, int argc, char **argv)
     static const struct slb_cli_optspec spec[] = {{"--limit", SLB_CLI_ARG_REQUIRED}, {NULL, 0}};
     static const char *const headers[] = {"TIME", "KEY", "METHOD", "RESOURCE", "STATUS", "RESULT"};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 0, 0);
     if (rc != 0)
         return rc;
     long limit = 20;

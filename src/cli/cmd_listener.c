@@ -111,23 +111,10 @@ static int apply_flags(const struct slb_cli_args *a, json_t *obj)
     return 0;
 }
 
-/* Sends obj and prints the answer; takes no ownership. */
-static int send_listener(struct slb_cli *c, const char *method, const char *path, json_t *obj)
-{
-    json_t *out;
-    int rc = slb_cli_call(c, method, path, obj, &out);
-    if (rc == 0)
-        slb_cli_print_resource(c, out);
-    json_decref(out);
-    return rc;
-}
-
 int slb_cli_listener_create(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, listener_spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, listener_spec, 0, 0);
     if (rc != 0)
         return rc;
     const char *from = slb_cli_opt(&a, "--from-json");
@@ -151,7 +138,7 @@ int slb_cli_listener_create(struct slb_cli *c, int argc, char **argv)
             goto done;
         }
     }
-    rc = send_listener(c, "POST", "/v1/listeners", obj);
+    rc = slb_cli_send_resource(c, "POST", "/v1/listeners", obj);
 done:
     json_decref(obj);
     return rc;
@@ -212,9 +199,7 @@ static int listener_edit(json_t *obj, void *arg)
 int slb_cli_listener_update(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, listener_spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, listener_spec, 1, 1);
     if (rc != 0)
         return rc;
     if (a.nopt == 0)
@@ -250,9 +235,7 @@ int slb_cli_listener_list(struct slb_cli *c, int argc, char **argv)
 {
     static const char *const headers[] = {"NAME", "PROTOCOL", "BIND", "GROUP", "STATUS"};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 0);
     if (rc != 0)
         return rc;
     return slb_cli_list(c, "/v1/listeners", "listeners", 5, headers, listener_row);
@@ -261,18 +244,14 @@ int slb_cli_listener_list(struct slb_cli *c, int argc, char **argv)
 int slb_cli_listener_show(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     return rc != 0 ? rc : slb_cli_show_resource(c, LISTENERS, a.pos[0]);
 }
 
 int slb_cli_listener_delete(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     return rc != 0 ? rc : slb_cli_delete_resource(c, LISTENERS, "listener", a.pos[0]);
 }
 
@@ -282,9 +261,7 @@ static int listener_status(struct slb_cli *c, int argc, char **argv, const char 
     struct slb_cli_args a;
     char path[256];
     json_t *out = NULL;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     if (rc != 0)
         return rc;
     if (slb_cli_path(path, sizeof(path), "/v1/listeners/", a.pos[0], action) < 0)

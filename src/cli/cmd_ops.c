@@ -76,9 +76,7 @@ int slb_cli_stats(struct slb_cli *c, int argc, char **argv)
                                                   {"--cluster", SLB_CLI_ARG_NONE},
                                                   {NULL, 0}};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 0, 0);
     if (rc != 0)
         return rc;
     enum stats_view view = slb_cli_has(&a, "--wide") ? STATS_WIDE : STATS_SUMMARY;
@@ -186,9 +184,7 @@ int slb_cli_apply(struct slb_cli *c, int argc, char **argv)
         {NULL, 0},
     };
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 0, 0);
     if (rc != 0)
         return rc;
     const char *file = slb_cli_opt(&a, "-f");
@@ -203,9 +199,7 @@ int slb_cli_config_import(struct slb_cli *c, int argc, char **argv)
 {
     static const struct slb_cli_optspec spec[] = {{"--dry-run", SLB_CLI_ARG_NONE}, {NULL, 0}};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, spec);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, spec, 1, 1);
     if (rc != 0)
         return rc;
     return apply_file(c, a.pos[0], slb_cli_has(&a, "--dry-run"));
@@ -235,9 +229,7 @@ static int write_file(const char *path, const char *text)
 int slb_cli_config_export(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 1);
     if (rc != 0)
         return rc;
     const char *path = a.npos == 1 && strcmp(a.pos[0], "-") != 0 ? a.pos[0] : NULL;
@@ -278,9 +270,7 @@ static void print_body(FILE *out, const struct slb_cli_resp *resp)
 int slb_cli_metrics(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 0);
     if (rc != 0)
         return rc;
     struct slb_cli_resp resp;
@@ -298,9 +288,7 @@ int slb_cli_metrics(struct slb_cli *c, int argc, char **argv)
 int slb_cli_health(struct slb_cli *c, int argc, char **argv)
 {
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 0, 0);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 0, 0);
     if (rc != 0)
         return rc;
     struct slb_cli_resp resp;

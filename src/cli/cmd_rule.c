@@ -69,12 +69,11 @@ static int rule_cmd(struct slb_cli *c, int argc, char **argv, enum rule_op op)
     static const struct slb_cli_optspec move_spec[] = {{"--to", SLB_CLI_ARG_REQUIRED}, {NULL, 0}};
     struct slb_cli_args a;
     int npos = op == RULE_ADD ? 1 : 2;
-    int rc = slb_cli_args_parse(&a, argc, argv,
-                                op == RULE_ADD    ? add_spec
-                                : op == RULE_MOVE ? move_spec
-                                                  : NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, npos, npos);
+    int rc = slb_cli_parse(&a, argc, argv,
+                           op == RULE_ADD    ? add_spec
+                           : op == RULE_MOVE ? move_spec
+                                             : NULL,
+                           npos, npos);
     if (rc != 0)
         return rc;
     struct rule_edit e = {.op = op, .name = npos > 1 ? a.pos[1] : NULL};
@@ -142,9 +141,7 @@ int slb_cli_rule_list(struct slb_cli *c, int argc, char **argv)
 {
     static const char *const headers[] = {"NAME", "MATCH", "ACTION"};
     struct slb_cli_args a;
-    int rc = slb_cli_args_parse(&a, argc, argv, NULL);
-    if (rc == 0)
-        rc = slb_cli_want_pos(&a, 1, 1);
+    int rc = slb_cli_parse(&a, argc, argv, NULL, 1, 1);
     if (rc != 0)
         return rc;
     json_t *obj = NULL;

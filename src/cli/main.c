@@ -404,8 +404,8 @@ static int looks_numeric(const char *s)
     return errno == 0 && *end == '\0' && isdigit((unsigned char)s[0]);
 }
 
-int slb_cli_args_parse(struct slb_cli_args *a, int argc, char **argv,
-                       const struct slb_cli_optspec *spec)
+static int args_parse(struct slb_cli_args *a, int argc, char **argv,
+                      const struct slb_cli_optspec *spec)
 {
     memset(a, 0, sizeof(*a));
     int only_pos = 0;
@@ -467,12 +467,16 @@ const char *slb_cli_opt(const struct slb_cli_args *a, const char *name)
     return v;
 }
 
-int slb_cli_want_pos(const struct slb_cli_args *a, int min, int max)
+int slb_cli_parse(struct slb_cli_args *a, int argc, char **argv, const struct slb_cli_optspec *spec,
+                  int min_pos, int max_pos)
 {
-    if (a->npos < min)
+    int rc = args_parse(a, argc, argv, spec);
+    if (rc != 0)
+        return rc;
+    if (a->npos < min_pos)
         return slb_cli_usage_fail("missing argument");
-    if (a->npos > max)
-        return slb_cli_usage_fail("unexpected argument '%s'", a->pos[max]);
+    if (a->npos > max_pos)
+        return slb_cli_usage_fail("unexpected argument '%s'", a->pos[max_pos]);
     return 0;
 }
 

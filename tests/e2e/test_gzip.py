@@ -121,6 +121,12 @@ def site(slbd, hx, **extra):  # noqa: F811
     return add_listener(slbd, "web", "g", gzip=True, **extra)
 
 
+@pytest.fixture
+def port(slbd, hx):  # noqa: F811
+    """site()'s port: a gzip listener in front of site_handler."""
+    return site(slbd, hx)
+
+
 def backend_body(path):
     return CASES[path][2]
 
@@ -158,16 +164,14 @@ def assert_identity(r, want, status=200):
 
 
 @pytest.mark.parametrize("path", ["/length", "/chunked", "/close"])
-def test_big_bodies_decompress_to_the_backend_bytes(slbd, hx, path):  # noqa: F811
-    port = site(slbd, hx)
+def test_big_bodies_decompress_to_the_backend_bytes(slbd, hx, path, port):  # noqa: F811
     r = get(hx, port, path)
     assert_compressed(r, BIG)
     assert len(r.body) < len(BIG) // 2, len(r.body)
 
 
-def test_curl_compressed(slbd, hx, workdir):  # noqa: F811
+def test_curl_compressed(slbd, hx, workdir, port):  # noqa: F811
     require_tool("curl", "curl")
-    port = site(slbd, hx)
     for path in ("/length", "/chunked", "/close", "/small-chunked", "/svg"):
         out = workdir / "curl-out"
         p = subprocess.run(["curl", "-sS", "--compressed", "-D", "-", "-o", str(out),
@@ -184,10 +188,9 @@ def test_curl_compressed(slbd, hx, workdir):  # noqa: F811
         assert out.read_bytes() == backend_body(path), path
 
 
-def test_small_chunked_and_other_statuses_are_compressed(slbd, hx):  # noqa: F811
+def test_small_chunked_and_other_statuses_are_compressed(slbd, hx, port):  # noqa: F811
     """An unknown length is compressed whatever it turns out to be; any status with a body
     but those excluded is (a 404 page too)."""
-    port = site(slbd, hx)
     assert_compressed(get(hx, port, "/small-chunked"), b"tiny but chunked")
     assert_compressed(get(hx, port, "/notfound"), MID)
     assert_compressed(get(hx, port, "/svg"), MID)
@@ -196,8 +199,7 @@ def test_small_chunked_and_other_statuses_are_compressed(slbd, hx):  # noqa: F81
     assert_compressed(get(hx, port, "/mid", [("Accept-Encoding", "x-gzip")]), MID)
 
 
-def test_interim_response_passes_and_the_final_one_is_compressed(slbd, hx, pki):  # noqa: F811
-    port = site(slbd, hx)
+def test_interim_response_passes_and_the_final_one_is_compressed(slbd, hx, pki, port):  # noqa: F811
     r = get(hx, port, "/early")
     assert [st for st, _, _ in r.interim] == [103], r
     assert all(n.lower() != "content-encoding" for n, _ in r.interim[0][2]), r.interim
@@ -210,8 +212,7 @@ def test_interim_response_passes_and_the_final_one_is_compressed(slbd, hx, pki):
     assert gzip.decompress(bytes(s.data)) == MID
 
 
-def test_exclusions_are_not_compressed(slbd, hx):  # noqa: F811
-    port = site(slbd, hx)
+def test_exclusions_are_not_compressed(slbd, hx, port):  # noqa: F811
     for path in ("/small", "/png", "/notype", "/encoded", "/no-transform", "/events"):
         r = get(hx, port, path)
         assert_identity(r, backend_body(path))
@@ -259,8 +260,7 @@ def test_listener_without_gzip_does_not_compress(slbd, hx):  # noqa: F811
     assert r.header("Content-Length") == str(len(BIG)), r
 
 
-def test_vary_and_etag(slbd, hx):  # noqa: F811
-    port = site(slbd, hx)
+def test_vary_and_etag(slbd, hx, port):  # noqa: F811
     r = get(hx, port, "/mid")
     assert_compressed(r, MID)
     assert r.header("ETag") == 'W/"v1"', r
@@ -284,8 +284,7 @@ def test_gzip_types(slbd, hx):  # noqa: F811
     assert_identity(get(hx, port, "/mid"), MID)
 
 
-def test_keep_alive_and_pipelining_after_compressed_responses(slbd, hx):  # noqa: F811
-    port = site(slbd, hx)
+def test_keep_alive_and_pipelining_after_compressed_responses(slbd, hx, port):  # noqa: F811
     c = hx.connect(port)
     ae = [("Accept-Encoding", "gzip")]
     c.send(b"".join(build_request("GET", p, ae, host="localhost")
@@ -298,10 +297,9 @@ def test_keep_alive_and_pipelining_after_compressed_responses(slbd, hx):  # noqa
     c.close()
 
 
-def test_slow_reader_gets_every_byte(slbd, hx):  # noqa: F811
+def test_slow_reader_gets_every_byte(slbd, hx, port):  # noqa: F811
     """A client that reads slowly: the compressed stream waits for it (bounded buffers) and
     still decompresses to the backend's bytes."""
-    port = site(slbd, hx)
     s = hx.socket(port, timeout=60)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.sendall(build_request("GET", "/chunked", [("Accept-Encoding", "gzip")], host="localhost"))
@@ -310,8 +308,7 @@ def test_slow_reader_gets_every_byte(slbd, hx):  # noqa: F811
     assert_compressed(r, BIG)
 
 
-def test_metering_counts_the_bytes_the_client_received(slbd, hx):  # noqa: F811
-    port = site(slbd, hx)
+def test_metering_counts_the_bytes_the_client_received(slbd, hx, port):  # noqa: F811
     c = CountingSocket(hx.socket(port))
     conn = HttpConn(c)
     conn.send(build_request("GET", "/length", [("Accept-Encoding", "gzip")], host="localhost"))
@@ -448,55 +445,54 @@ def h2_site(slbd, hx, pki):  # noqa: F811
     return https_listener(slbd, "h2", "g", cid, gzip=True)
 
 
-def test_h2_bodies_decompress_to_the_backend_bytes(slbd, hx, pki):  # noqa: F811
-    port = h2_site(slbd, hx, pki)
-    c = LibH2.connect(port, client_context(pki), track=hx.track)
+@pytest.fixture
+def h2c(slbd, hx, pki):  # noqa: F811
+    """An HTTP/2 client of h2_site(), closed at the end (again: closing twice is harmless)."""
+    c = LibH2.connect(h2_site(slbd, hx, pki), client_context(pki), track=hx.track)
+    yield c
+    c.close()
+
+
+def test_h2_bodies_decompress_to_the_backend_bytes(slbd, hx, pki, h2c):  # noqa: F811
     ae = [("accept-encoding", "gzip, deflate, br")]
     for path in ("/length", "/chunked", "/close", "/small-chunked", "/mid"):
-        s = c.get(path, timeout=60, headers=ae)
+        s = h2c.get(path, timeout=60, headers=ae)
         assert s.status == 200 and s.ended and s.reset is None, s
         assert s.header("content-encoding") == "gzip", s
         assert s.header("content-length") is None, s
         assert "accept-encoding" in ", ".join(s.all("vary")).lower(), s
         assert gzip.decompress(bytes(s.data)) == backend_body(path), path
-    s = c.get("/mid", headers=ae)
+    s = h2c.get("/mid", headers=ae)
     assert s.header("etag") == 'W/"v1"' and s.all("vary") == ["Cookie, Accept-Encoding"], s
-    c.close()
 
 
-def test_h2_trailers_follow_the_compressed_body(slbd, hx, pki):  # noqa: F811
+def test_h2_trailers_follow_the_compressed_body(slbd, hx, pki, h2c):  # noqa: F811
     """Over HTTP/2 the backend's trailers come as a trailing HEADERS after the compressed
     DATA."""
-    port = h2_site(slbd, hx, pki)
-    c = LibH2.connect(port, client_context(pki), track=hx.track)
-    s = c.get("/trailers", timeout=30, headers=[("accept-encoding", "gzip"), ("te", "trailers")])
+    s = h2c.get("/trailers", timeout=30, headers=[("accept-encoding", "gzip"), ("te", "trailers")])
     assert s.status == 200 and s.ended and s.reset is None, s
     assert s.header("content-encoding") == "gzip", s
     assert gzip.decompress(bytes(s.data)) == MID
     assert s.trailers == [("x-checksum", "abc123"), ("server-timing", "db;dur=53")], s.trailers
-    c.close()
 
 
-def test_h2_exclusions_are_not_compressed(slbd, hx, pki):  # noqa: F811
-    port = h2_site(slbd, hx, pki)
-    c = LibH2.connect(port, client_context(pki), track=hx.track)
+def test_h2_exclusions_are_not_compressed(slbd, hx, pki, h2c):  # noqa: F811
     ae = [("accept-encoding", "gzip")]
     for path in ("/small", "/png", "/encoded", "/no-transform", "/events"):
-        s = c.get(path, timeout=30, headers=ae)
+        s = h2c.get(path, timeout=30, headers=ae)
         assert s.status == 200 and s.header("content-encoding") != "gzip", s
         assert bytes(s.data) == backend_body(path), path
-    s = c.get("/length", timeout=30)  # no accept-encoding
+    s = h2c.get("/length", timeout=30)  # no accept-encoding
     assert s.header("content-encoding") is None and bytes(s.data) == BIG, s
-    s = c.get("/length", timeout=30, headers=[("accept-encoding", "gzip;q=0")])
+    s = h2c.get("/length", timeout=30, headers=[("accept-encoding", "gzip;q=0")])
     assert s.header("content-encoding") is None and bytes(s.data) == BIG, s
-    s = c.wait_stream(c.request("HEAD", "/length", headers=ae))
+    s = h2c.wait_stream(h2c.request("HEAD", "/length", headers=ae))
     assert s.status == 200 and s.header("content-encoding") is None, s
-    s = c.get("/range", headers=ae + [("range", "bytes=0-1999")])
+    s = h2c.get("/range", headers=ae + [("range", "bytes=0-1999")])
     assert s.status == 206 and s.header("content-encoding") is None, s
     assert bytes(s.data) == MID[:2000]
-    s = c.get("/notmodified", headers=ae)
+    s = h2c.get("/notmodified", headers=ae)
     assert s.status == 304 and s.header("content-encoding") is None, s
-    c.close()
 
 
 def test_h2_curl_compressed(slbd, hx, pki, workdir):  # noqa: F811
@@ -508,12 +504,10 @@ def test_h2_curl_compressed(slbd, hx, pki, workdir):  # noqa: F811
         assert r.body == backend_body(path), path
 
 
-def test_h2_metering_and_counters(slbd, hx, pki):  # noqa: F811
-    port = h2_site(slbd, hx, pki)
-    c = LibH2.connect(port, client_context(pki), track=hx.track)
-    s = c.get("/chunked", timeout=60, headers=[("accept-encoding", "gzip")])
+def test_h2_metering_and_counters(slbd, hx, pki, h2c):  # noqa: F811
+    s = h2c.get("/chunked", timeout=60, headers=[("accept-encoding", "gzip")])
     assert gzip.decompress(bytes(s.data)) == BIG
-    c.close()
+    h2c.close()
     ls = settle(slbd, "h2")
     # The payload counts what went to the client: far less than the backend's body.
     assert len(s.data) < ls["payload_bytes"]["out"] < len(BIG) // 2, ls
@@ -523,10 +517,9 @@ def test_h2_metering_and_counters(slbd, hx, pki):  # noqa: F811
     assert doc.value("slbd_listener_gzip_bytes_out_total", listener="h2") == len(s.data)
 
 
-def test_decompressor_agrees_with_zlib_stream_end(slbd, hx):  # noqa: F811
+def test_decompressor_agrees_with_zlib_stream_end(slbd, hx, port):  # noqa: F811
     """The stream ends with a proper gzip trailer (CRC and length): zlib reports its end and
     nothing follows it."""
-    port = site(slbd, hx)
     r = get(hx, port, "/chunked")
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     assert d.decompress(r.body) == BIG

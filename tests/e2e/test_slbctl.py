@@ -77,6 +77,28 @@ def test_help_describes_every_command_and_its_options():
     assert p.returncode == 2 and "unknown command 'config frobnicate'" in p.stderr, p.stderr
 
 
+def test_every_command_refuses_bad_arguments_alike():
+    """Every command parses its arguments the same way (slb_cli_parse) before it reaches the
+    daemon: an unknown option, one argument too many or a missing one is exit status 2 with
+    the problem and the command's usage on stderr, nothing on stdout."""
+    cmds = commands()
+    for cmd, usage in cmds.items():
+        words = cmd.split()
+        # "slbctl cert show ID": a positional argument is required.
+        required = usage.strip()[len(f"slbctl {cmd}"):].strip()[:1].isupper()
+        cases = [([*words, "--no-such-option"], "unknown option '--no-such-option'"),
+                 ([*words, *["extra"] * 6], "unexpected argument 'extra'"),
+                 ([*words, "--no-such-option=1"], "unknown option '--no-such-option'")]
+        if required:
+            cases.append((words, "missing argument"))
+        for argv, problem in cases:
+            p = run_cli(*argv)
+            lines = p.stderr.splitlines()
+            assert p.returncode == 2 and p.stdout == "", (argv, p.returncode, p.stdout)
+            assert lines[0] == f"slbctl: {problem}", (argv, p.stderr)
+            assert lines[1].startswith(f"usage: slbctl {cmd}"), (argv, p.stderr)
+
+
 @pytest.fixture
 def site(slbd, backend):
     """Two groups (one with a dead server) and four tcp listeners, three of them with names of
