@@ -117,10 +117,6 @@ static int cluster_options(const struct slb_options *opt)
         fprintf(stderr, "slbd: --etcd-cert and --etcd-key go together\n");
         return -1;
     }
-    if (opt->upgrade) {
-        fprintf(stderr, "slbd: --upgrade is not available in cluster mode yet\n");
-        return -1;
-    }
     return 0;
 }
 

@@ -145,6 +145,19 @@ int slb_etcd_keeper_start(struct slb_etcd *e, struct slb_loop *loop, int64_t ttl
     return 0;
 }
 
+int slb_etcd_keeper_adopt(struct slb_etcd *e, struct slb_loop *loop, int64_t ttl_s, int64_t id,
+                          slb_etcd_keeper_cb cb, void *data, struct slb_etcd_keeper **kp)
+{
+    int rc = slb_etcd_keeper_start(e, loop, ttl_s, cb, data, kp);
+    if (rc < 0 || id == 0)
+        return rc;
+    /* Its keeper renewed it within a third of the TTL: counting from now errs on the late
+     * side by that much at most, and the first keep-alive goes at once (the timer at 0). */
+    (*kp)->id = id;
+    (*kp)->last_ok_ms = slb_loop_now(loop);
+    return 0;
+}
+
 static void ignore_cb(struct slb_etcd *e, const struct slb_etcd_resp *r, void *data)
 {
     if (r->rc < 0)

@@ -24,6 +24,11 @@ typedef void (*slb_etcd_keeper_cb)(struct slb_etcd_keeper *k, enum slb_etcd_keep
  * keep-alive succeeded for ttl_s, even when etcd cannot be asked. */
 int slb_etcd_keeper_start(struct slb_etcd *e, struct slb_loop *loop, int64_t ttl_s,
                           slb_etcd_keeper_cb cb, void *data, struct slb_etcd_keeper **kp);
+/* The same, for a lease id granted and kept by another process until now (slbd --upgrade
+ * hands its lease to the new process): kept alive from the first keep-alive on, and granted
+ * anew like any lost lease when etcd no longer knows it. */
+int slb_etcd_keeper_adopt(struct slb_etcd *e, struct slb_loop *loop, int64_t ttl_s, int64_t id,
+                          slb_etcd_keeper_cb cb, void *data, struct slb_etcd_keeper **kp);
 /* Stop (and with revoke, revoke the lease, which deletes its keys at once); safe from inside
  * the keeper's callback. No callback after this. */
 void slb_etcd_keeper_stop(struct slb_etcd_keeper *k, bool revoke);

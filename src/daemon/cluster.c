@@ -61,6 +61,13 @@ struct slb_cluster {
     bool leader;
     bool electing;
     int64_t leader_lease; /* the lease our leadership hangs on */
+    /* slbd --upgrade: the old process, while a new one takes over, watches nothing (frozen);
+     * once the new one serves, the lease is the new process's (handed). The new process keeps
+     * the old one's lease from its start (borrowed until the old one confirmed the hand-over):
+     * neither revokes a lease the other may still hold. */
+    bool frozen;
+    bool handed;
+    bool borrowed;
 };
 
 /* --- options --- */
@@ -452,6 +459,8 @@ static void rewatch(struct slb_cluster *c, int64_t rev)
 static void rewatch_cb(struct slb_loop *loop, struct slb_timer *t)
 {
     struct slb_cluster *c = t->data;
+    if (c->frozen)
+        return;
     watch_from(c, c->rewatch_from);
 }
 
@@ -492,7 +501,7 @@ static void defer(struct slb_cluster *c, int64_t rev)
 
 void slb_cluster_write_done(struct slb_cluster *c)
 {
-    if (!c || !c->deferred)
+    if (!c || !c->deferred || c->frozen)
         return;
     c->deferred = false;
     rewatch(c, c->deferred_from);
@@ -643,7 +652,9 @@ void slb_cluster_tick(struct slb_cluster *c)
 {
     if (!c)
         return;
-    if (c->deferred || slb_backend_etcd_waiting(c->ctl->backend)) {
+    if (c->frozen) {
+        /* A new process takes over (slb_cluster_freeze). */
+    } else if (c->deferred || slb_backend_etcd_waiting(c->ctl->backend)) {
         /* The watch waits for an admin write (defer). */
     } else if (!c->watch && !slb_timer_active(&c->rewatch)) {
         c->need_resync = true;
@@ -708,7 +719,13 @@ struct slb_cluster *slb_cluster_start(struct slb_ctl *ctl, const struct slb_clus
         slb_backend_list(ctl->backend, "nodes/", collect_node, c);
         watch_from(c, revision + 1);
     }
-    if (slb_etcd_keeper_start(c->etcd, &ctl->loop, NODE_LEASE_TTL_S, keeper_cb, c, &c->keeper) < 0)
+    /* After an upgrade, the lease of the process we take over from: our registration and the
+     * ticket leadership hang on it already, so neither goes missing nor moves to another node. */
+    long long lease = 0;
+    if (ctl->handover.cluster[0] && sscanf(ctl->handover.cluster, "%lld", &lease) == 1 && lease)
+        c->borrowed = true;
+    if (slb_etcd_keeper_adopt(c->etcd, &ctl->loop, NODE_LEASE_TTL_S, lease, keeper_cb, c,
+                              &c->keeper) < 0)
         slb_warn("cluster: cannot keep a lease: this node is not registered");
     return c;
 }
@@ -729,13 +746,85 @@ void slb_cluster_free(struct slb_cluster *c, bool leaving)
         slb_etcd_keeper_stop(c->keeper, false);
         /* The loop no longer runs: revoke through the backend's own, so that the node's
          * registration and its ticket leadership go now, not when the lease expires. */
-        if (leaving && lease && c->connected &&
+        if (leaving && lease && c->connected && !c->handed && !c->borrowed &&
             slb_backend_etcd_revoke(c->ctl->backend, lease) == 0)
             slb_info("cluster: left (lease revoked)");
     }
     slb_etcd_free(c->etcd);
     json_decref(c->nodes);
     free(c);
+}
+
+/* --- upgrades (slbd --upgrade, daemon/control.c) --- */
+
+int slb_cluster_handover_msg(const struct slb_cluster *c, char *out, size_t size)
+{
+    long long lease = c->keeper ? (long long)slb_etcd_keeper_id(c->keeper) : 0;
+    int n = snprintf(out, size, "cluster %lld %s %s", lease, c->name, c->prefix);
+    return n < 0 || (size_t)n >= size ? SLB_EINVAL : 0;
+}
+
+int slb_cluster_handover_check(const struct slb_cluster_opts *o, const char *running,
+                               struct slb_err *err)
+{
+    if (!o->endpoints && !running[0])
+        return 0;
+    if (!o->endpoints)
+        return slb_err_set(err, 400, "invalid_value", "--cluster",
+                           "the running slbd is a cluster node (%s): start the upgrade with its "
+                           "--cluster, --node and --cluster-prefix options",
+                           running);
+    if (!running[0])
+        return slb_err_set(err, 400, "invalid_value", "--cluster",
+                           "the running slbd is not in cluster mode: a node joins a cluster by "
+                           "a restart, not by an upgrade");
+    long long lease;
+    char node[64] = "", prefix[SLB_HANDOVER_MSG] = "";
+    if (sscanf(running, "%lld %63s %255[^\n]", &lease, node, prefix) != 3)
+        return slb_err_set(err, 500, "upgrade_failed", "",
+                           "the running slbd sent a cluster message we do not understand: %s",
+                           running);
+    if (strcmp(node, o->node) != 0)
+        return slb_err_set(err, 400, "invalid_value", "--node",
+                           "the running slbd is node \"%s\", not \"%s\": an upgrade keeps the "
+                           "node's name",
+                           node, o->node);
+    if (strcmp(prefix, prefix_of(o)) != 0)
+        return slb_err_set(err, 400, "invalid_value", "--cluster-prefix",
+                           "the running slbd serves the cluster at prefix %s, not %s: an upgrade "
+                           "keeps the prefix",
+                           prefix, prefix_of(o));
+    return 0;
+}
+
+void slb_cluster_freeze(struct slb_cluster *c, bool on)
+{
+    if (!c || c->frozen == on)
+        return;
+    c->frozen = on;
+    if (on) {
+        if (c->watch)
+            slb_etcd_watch_stop(c->watch);
+        c->watch = NULL;
+        slb_timer_stop(&c->ctl->loop, &c->rewatch);
+        c->deferred = false;
+        return;
+    }
+    /* The upgrade failed: what changed meanwhile is read again. */
+    c->need_resync = true;
+    rewatch(c, 0);
+}
+
+void slb_cluster_handed_over(struct slb_cluster *c)
+{
+    if (c)
+        c->handed = true;
+}
+
+void slb_cluster_took_over(struct slb_cluster *c)
+{
+    if (c)
+        c->borrowed = false;
 }
 
 bool slb_cluster_connected(const struct slb_cluster *c)

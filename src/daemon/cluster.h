@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/err.h"
@@ -54,6 +55,20 @@ int slb_cluster_refresh(struct slb_cluster *c, struct slb_err *err);
 /* An admin write finished (it ran in a coroutine, admin/server.c): the watch, stopped while
  * the write waited for etcd, starts again from where it stopped. */
 void slb_cluster_write_done(struct slb_cluster *c);
+/* slbd --upgrade in cluster mode (docs/cluster.md). The running process tells the new one
+ * its lease, node name and prefix (handover_msg, "cluster LEASE NODE PREFIX" into out); the
+ * new one refuses other --node / --cluster-prefix options, or a change of mode (check, running
+ * the message's text after "cluster ", "" when none came), and keeps that lease alive from its
+ * start (slb_cluster_start, with ctl->handover), so the registration and the ticket
+ * leadership stay. Meanwhile the old process watches nothing (freeze on; off again when the
+ * upgrade failed: it resyncs) and, once the new one serves, leaves without revoking the lease
+ * (handed_over); the new one revokes it on its own stop only once it took over. */
+int slb_cluster_handover_msg(const struct slb_cluster *c, char *out, size_t size);
+int slb_cluster_handover_check(const struct slb_cluster_opts *o, const char *running,
+                               struct slb_err *err);
+void slb_cluster_freeze(struct slb_cluster *c, bool on);
+void slb_cluster_handed_over(struct slb_cluster *c);
+void slb_cluster_took_over(struct slb_cluster *c);
 /* GET /v1/cluster: {"revision", "connected", "node", "nodes": [...]}; owned. */
 json_t *slb_cluster_status(struct slb_cluster *c);
 

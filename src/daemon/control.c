@@ -36,6 +36,11 @@
 /* From handing our sockets over until the new process serves: it loads the state directory and
  * builds every TLS context meanwhile, which a large configuration on a busy machine makes slow. */
 #define UPGRADE_TIMEOUT_MS 120000
+/* An admin write that waits for etcd when a new process asks (cluster mode) is answered within
+ * its deadline, or a few of them when it conflicts and runs again: the new process waits that
+ * long, checked every UPGRADE_POLL_MS, then is refused. */
+#define UPGRADE_WRITE_WAIT_MS 20000
+#define UPGRADE_POLL_MS 20
 
 static int cert_type_of(void *arg, const char *id)
 {
@@ -285,6 +290,7 @@ static void upgrade_abort(struct slb_ctl *ctl, const char *why)
     slb_error("upgrade failed: %s; still serving, configuration changes are accepted again", why);
     upgrade_end(ctl);
     ctl->handover_state = SLB_HANDOVER_NONE;
+    slb_cluster_freeze(ctl->cluster, false);
 }
 
 /* Send every listening socket (one per worker), the admin socket and the locked DIR/lock.
@@ -324,6 +330,9 @@ static int upgrade_send(struct slb_ctl *ctl)
         if (n && (rc = slb_handover_send(fd, msg, fds, n)) < 0)
             return rc;
     }
+    if (ctl->cluster && ((rc = slb_cluster_handover_msg(ctl->cluster, msg, sizeof(msg))) < 0 ||
+                         (rc = slb_handover_send(fd, msg, NULL, 0)) < 0))
+        return rc;
     return slb_handover_send(fd, "end", NULL, 0);
 }
 
@@ -344,6 +353,7 @@ static void upgrade_complete(struct slb_ctl *ctl, long pid)
     if (ctl->lock_fd >= 0)
         close(ctl->lock_fd);
     ctl->lock_fd = -1;
+    slb_cluster_handed_over(ctl->cluster);
     int rc = slb_handover_send(ctl->upgrade_conn, "done", NULL, 0);
     if (rc < 0)
         slb_warn("upgrade: cannot confirm the hand-over to pid %ld: %s", pid, strerror(-rc));
@@ -355,6 +365,38 @@ static void upgrade_complete(struct slb_ctl *ctl, long pid)
              ctl->cur->cfg->settings.drain_timeout_s);
     ctl->stopping = true;
     slb_loop_stop(&ctl->loop);
+}
+
+/* Hand our sockets over, once no admin write waits for etcd (cluster mode): the new process
+ * reads etcd after that write is answered, and only one process writes at a time. Changes
+ * that start meanwhile are refused (ASKED counts as handing over). */
+static void upgrade_hand(struct slb_ctl *ctl)
+{
+    char why[SLB_HANDOVER_MSG + 64];
+    long pid = ctl->upgrade_pid;
+    if (slb_backend_etcd_waiting(ctl->backend)) {
+        if (slb_mono_ms() - ctl->upgrade_asked_ms < UPGRADE_WRITE_WAIT_MS) {
+            slb_timer_start(&ctl->loop, &ctl->upgrade_timer, UPGRADE_POLL_MS);
+            return;
+        }
+        snprintf(why, sizeof(why),
+                 "refused an admin write has waited for etcd for %d s; upgrade again once it "
+                 "is answered",
+                 UPGRADE_WRITE_WAIT_MS / 1000);
+        slb_handover_send(ctl->upgrade_conn, why, NULL, 0);
+        upgrade_abort(ctl, why + 8);
+        return;
+    }
+    ctl->handover_state = SLB_HANDOVER_SENT;
+    /* The new process reads etcd from now on, and the state directory is its to write. */
+    slb_cluster_freeze(ctl->cluster, true);
+    int rc = upgrade_send(ctl);
+    if (rc < 0) {
+        snprintf(why, sizeof(why), "cannot send the sockets to pid %ld: %s", pid, slb_strerror(rc));
+        upgrade_abort(ctl, why);
+        return;
+    }
+    slb_timer_start(&ctl->loop, &ctl->upgrade_timer, UPGRADE_TIMEOUT_MS);
 }
 
 static void upgrade_conn_cb(struct slb_loop *loop, struct slb_io *io, uint32_t events)
@@ -372,15 +414,12 @@ static void upgrade_conn_cb(struct slb_loop *loop, struct slb_io *io, uint32_t e
     if (n > 0 && ctl->handover_state == SLB_HANDOVER_NONE &&
         sscanf(msg, "upgrade %ld", &pid) == 1) {
         slb_info("upgrade: pid %ld takes over; configuration changes wait until it serves", pid);
-        ctl->handover_state = SLB_HANDOVER_SENT;
-        int rc = upgrade_send(ctl);
-        if (rc < 0) {
-            snprintf(why, sizeof(why), "cannot send the sockets to pid %ld: %s", pid,
-                     slb_strerror(rc));
-            upgrade_abort(ctl, why);
-            return;
-        }
-        slb_timer_start(loop, &ctl->upgrade_timer, UPGRADE_TIMEOUT_MS);
+        ctl->upgrade_pid = pid;
+        ctl->upgrade_asked_ms = slb_mono_ms();
+        ctl->handover_state = SLB_HANDOVER_ASKED;
+        if (slb_backend_etcd_waiting(ctl->backend))
+            slb_info("upgrade: pid %ld waits until etcd answers the admin write in progress", pid);
+        upgrade_hand(ctl);
         return;
     }
     if (n > 0 && ctl->handover_state == SLB_HANDOVER_SENT && sscanf(msg, "ready %ld", &pid) == 1) {
@@ -401,7 +440,11 @@ static void upgrade_conn_cb(struct slb_loop *loop, struct slb_io *io, uint32_t e
 
 static void upgrade_timeout_cb(struct slb_loop *loop, struct slb_timer *t)
 {
-    upgrade_abort(t->data, "the new process did not serve within 120 s");
+    struct slb_ctl *ctl = t->data;
+    if (ctl->handover_state == SLB_HANDOVER_ASKED)
+        upgrade_hand(ctl);
+    else
+        upgrade_abort(ctl, "the new process did not serve within 120 s");
 }
 
 /* A second upgrade while one is in progress: its request is read before the answer, since
@@ -652,7 +695,8 @@ int slb_ctl_init(struct slb_ctl *ctl, const struct slb_options *opt, struct slb_
     slb_timer_init(&ctl->upgrade_timer, upgrade_timeout_cb, ctl);
     /* An upgrade asks the running slbd for its sockets and its lock first: until we tell it we
      * serve, it serves as before, and refuses configuration changes we could miss. */
-    if (opt->upgrade && slb_handover_request(opt->state_dir, &ctl->handover, err) < 0)
+    if (opt->upgrade && (slb_handover_request(opt->state_dir, &ctl->handover, err) < 0 ||
+                         slb_cluster_handover_check(&opt->cluster, ctl->handover.cluster, err) < 0))
         return SLB_EINVAL;
     if (load_state(ctl, opt, &ctl->start_doc, err) < 0)
         return SLB_EINVAL;
@@ -749,6 +793,8 @@ int slb_ctl_start(struct slb_ctl *ctl, const struct slb_options *opt, struct slb
         stop_workers(ctl, true);
         return SLB_EINVAL;
     }
+    if (opt->upgrade)
+        slb_cluster_took_over(ctl->cluster);
     upgrade_listen(ctl);
     if (opt->upgrade) {
         /* Last: whoever waits for the lock file to name us finds everything in place. Under

@@ -41,8 +41,9 @@ struct slb_options {
 /* Where a hand-over to a new process stands (the old process's side, net/handover.h). */
 enum slb_handover_state {
     SLB_HANDOVER_NONE,
-    SLB_HANDOVER_SENT, /* a new process has our sockets and is starting: no state writes */
-    SLB_HANDOVER_DONE, /* it serves: we stopped accepting and drain */
+    SLB_HANDOVER_ASKED, /* a new process asked while an admin write waits for etcd: it waits */
+    SLB_HANDOVER_SENT,  /* a new process has our sockets and is starting: no state writes */
+    SLB_HANDOVER_DONE,  /* it serves: we stopped accepting and drain */
 };
 
 struct slb_ctl {
@@ -81,6 +82,8 @@ struct slb_ctl {
     struct slb_busy_conn *upgrade_busy; /* later requests, to be answered "busy" */
     struct slb_timer upgrade_timer;
     enum slb_handover_state handover_state;
+    uint64_t upgrade_asked_ms; /* when the new process asked (ASKED) */
+    long upgrade_pid;
     struct slb_handover handover;
     bool stopping;
     uint64_t started_ms;

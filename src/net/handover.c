@@ -212,6 +212,14 @@ int slb_handover_request(const char *dir, struct slb_handover *h, struct slb_err
             return slb_err_set(err, STATUS, "upgrade_in_progress", sun.sun_path,
                                "another upgrade of the running slbd (pid %ld) is in progress",
                                (long)h->old_pid);
+        if (strncmp(msg, "refused ", 8) == 0)
+            return slb_err_set(err, STATUS, "upgrade_refused", sun.sun_path,
+                               "the running slbd (pid %ld) cannot hand over now: %s",
+                               (long)h->old_pid, msg + 8);
+        if (strncmp(msg, "cluster ", 8) == 0 && nfds == 0 && !h->cluster[0]) {
+            snprintf(h->cluster, sizeof(h->cluster), "%s", msg + 8);
+            continue;
+        }
         if (strcmp(msg, "lock") == 0 && nfds == 1 && h->lock_fd < 0) {
             h->lock_fd = fds[0];
             continue;

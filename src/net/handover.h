@@ -8,8 +8,10 @@
  * The conversation, one message per line below (fds in brackets travel with the message):
  *   new -> old   "upgrade PID"
  *   old -> new   "busy" (another upgrade is in progress: the end)
+ *             or "refused WHY" (it cannot hand over now: the end)
  *             or "lock" [lock fd], "admin ADDR:PORT" [fd], "listen ADDR:PORT NAME" [one fd
- *                per worker]..., "end"
+ *                per worker]..., in cluster mode "cluster LEASE NODE PREFIX" (its etcd lease,
+ *                node name and key prefix, daemon/cluster.h), "end"
  *   new -> old   "ready PID" once the new process serves on every socket (or it closes the
  *                connection: it failed, and the old one goes on as before)
  *   old -> new   "done" once the old one stopped accepting and writing to the state
@@ -45,6 +47,7 @@ struct slb_handover {
     int lock_fd;  /* the old process's locked DIR/lock (the same open file: the same flock) */
     int admin_fd; /* -1 when the old one sent none */
     char admin_key[96];
+    char cluster[SLB_HANDOVER_MSG]; /* "LEASE NODE PREFIX" in cluster mode, else "" */
     struct slb_inherited_sock *socks;
 };
 
