@@ -168,16 +168,19 @@ def test_single_node_upgraded_into_a_cluster_is_refused(slbd, cluster_factory):
 def test_upgrade_waits_for_an_admin_write_waiting_for_etcd(cluster_factory):
     """A write that waits for etcd (etcd stopped with SIGSTOP) when the new process asks: the
     hand-over waits until it is answered, so the new process reads etcd after it and never
-    writes beside it; the write is answered by the old process and served by the new one."""
+    writes beside it; the write is answered by the old process and served by the new one, and
+    the writes queued behind it are refused (503 upgrading), never dropped. Four writes queue
+    (about a second each while etcd is stopped), so one waits whenever the new process asks."""
     cluster = cluster_factory(nodes=1, etcd_members=1)
     (a,) = cluster.nodes
     cluster.allow_etcd_trouble()
     member = cluster.etcd.members[0]
     results = {}
+    names = [f"w{i}" for i in range(4)]
 
-    def write():
-        results["w"] = a.api.request("POST", "/v1/groups", {
-            "name": "waited", "servers": [], "health_check": NOHC}, timeout=h.scaled(60))
+    def write(name):
+        results[name] = a.api.request("POST", "/v1/groups", {
+            "name": name, "servers": [], "health_check": NOHC}, timeout=h.scaled(60))
 
     def upgrade():
         try:
@@ -185,30 +188,35 @@ def test_upgrade_waits_for_an_admin_write_waiting_for_etcd(cluster_factory):
         except h.HarnessError as e:
             results["upgrade"] = e
 
-    w = threading.Thread(target=write)
+    writers = [threading.Thread(target=write, args=(n,)) for n in names]
     u = threading.Thread(target=upgrade)
     os.kill(member.proc.pid, signal.SIGSTOP)
     try:
-        w.start()
-        time.sleep(0.3)
-        assert w.is_alive(), results
+        for t in writers:
+            t.start()
+            time.sleep(0.05)
         u.start()
         h.wait_until(lambda: "waits until etcd answers the admin write" in a.log_text(), 10,
-                     "the old process to wait for the write")
-        assert w.is_alive() and u.is_alive(), results
+                     "the old process to wait for a write")
+        assert u.is_alive(), results
     finally:
         os.kill(member.proc.pid, signal.SIGCONT)
-    w.join(h.scaled(30))
+    for t in writers:
+        t.join(h.scaled(30))
     u.join(h.scaled(60))
-    assert not w.is_alive() and not u.is_alive()
+    assert not u.is_alive() and not any(t.is_alive() for t in writers)
     assert "upgrade" not in results, results["upgrade"]
     a.wait_old_exit(results["old"])
-    # Answered by the old process: stored (etcd ran again within the write's deadline), or
-    # 503 at the deadline; either way the new process serves what etcd holds.
-    r = results["w"]
-    assert r.status == 201 or (r.status == 503 and r.error_code() == "cluster_unavailable"), r
-    if r.status == 201:
-        assert "waited" in {g["name"] for g in a.config()["groups"]}
+    # Each answered by the old process: stored (etcd ran again within the write's deadline),
+    # 503 at its deadline, or refused once the upgrade asked; the new process serves what was
+    # stored.
+    have = {g["name"] for g in a.config()["groups"]}
+    for n in names:
+        r = results[n]
+        assert r.status == 201 or (r.status == 503 and r.error_code() in (
+            "cluster_unavailable", "upgrading")), r
+        if r.status == 201:
+            assert n in have, (n, have)
     r = retry_write(lambda: a.api.request("POST", "/v1/groups", {
         "name": "after", "servers": [], "health_check": NOHC}), timeout=30)
     assert r.status == 201, r
