@@ -16,21 +16,20 @@ import pytest
 
 import slbd_harness as h
 from cluster_util import cluster, cluster_factory, needs_etcd, shared_etcd  # noqa: F401
-from http_util import client_context, hx  # noqa: F401
-from pki import pki, tls_block, upload_server  # noqa: F401
+from http_util import client_context, hx  # noqa: F401  (fixture)
+from pki import pki  # noqa: F401  (fixture)
 from test_cluster import HOSTS, NOHC, https_get, https_site, retry_write, verify_ctx, wait_served
 from test_upgrade import RequestLoop
 
 pytestmark = [*needs_etcd, pytest.mark.timeout(120)]
 
 
-def leaders(cluster):
-    return [n.name for n in cluster.nodes
-            if n.running() and n.cluster().get("ticket_leader") is True]
+def leaders(nodes):
+    return [n.name for n in nodes if n.running() and n.cluster().get("ticket_leader") is True]
 
 
-def one_leader(cluster, timeout=10):
-    return h.wait_until(lambda: leaders(cluster) if len(leaders(cluster)) == 1 else False,
+def one_leader(nodes, timeout=10):
+    return h.wait_until(lambda: leaders(nodes) if len(leaders(nodes)) == 1 else False,
                         timeout, "exactly one ticket leader")[0]
 
 
@@ -71,7 +70,7 @@ def test_upgrade_of_a_node_under_load(cluster, hx, pki):
     ctx = verify_ctx(pki)
     wait_served(HOSTS, port, ctx)
     cluster.converged()
-    leader = one_leader(cluster)
+    leader = one_leader(cluster.nodes)
     st, reused, sess, _ = https_get(HOSTS[0], port, ctx)
     assert st == 200 and not reused and sess is not None
     h.wait_until(lambda: [n["name"] for n in b.cluster()["nodes"]] == ["nodea", "nodeb", "nodec"],
@@ -105,7 +104,7 @@ def test_upgrade_of_a_node_under_load(cluster, hx, pki):
     assert js["node"] == "nodea" and js["connected"] is True, js
     assert [n["name"] for n in js["nodes"]] == ["nodea", "nodeb", "nodec"], js
     # The ticket leadership hangs on the lease the new process kept: the same node leads.
-    assert one_leader(cluster) == leader
+    assert one_leader(cluster.nodes) == leader
     # A ticket the old process issued resumes on the new one (the ring comes from etcd).
     st, reused, _, _ = https_get(HOSTS[0], port, ctx, session=sess)
     assert st == 200 and reused, "the new process did not resume a ticket of the old one"
@@ -129,14 +128,14 @@ def _with(args, flag, value):
 
 
 def test_upgrade_with_other_cluster_flags_is_refused(cluster_factory):
-    cluster = cluster_factory(nodes=2)
-    a, b = cluster.nodes
+    cl = cluster_factory(nodes=2)
+    a, b = cl.nodes
     a.allow_errors(r"upgrade failed")
-    args = cluster.node_args(a)
+    args = cl.node_args(a)
     cases = [
         (_with(args, "--node", "nodez"), '--node: the running slbd is node "nodea", not "nodez"'),
         (_with(args, "--cluster-prefix", "/elsewhere/"),
-         "--cluster-prefix: the running slbd serves the cluster at prefix " + cluster.prefix),
+         "--cluster-prefix: the running slbd serves the cluster at prefix " + cl.prefix),
         (["--bind-host", a.host], "the running slbd is a cluster node"),
     ]
     for extra, message in cases:
@@ -157,10 +156,10 @@ def test_upgrade_with_other_cluster_flags_is_refused(cluster_factory):
 
 
 def test_single_node_upgraded_into_a_cluster_is_refused(slbd, cluster_factory):
-    cluster = cluster_factory(nodes=0)
+    cl = cluster_factory(nodes=0)
     slbd.allow_errors(r"upgrade failed")
-    node = cluster.add_node(start=False)
-    rc, text = slbd.run_once("--upgrade", *cluster.node_args(node))
+    node = cl.add_node(start=False)
+    rc, text = slbd.run_once("--upgrade", *cl.node_args(node))
     assert rc == 1 and "the running slbd is not in cluster mode" in text, text
     assert slbd.api.get("/healthz")[0] == 200
 
@@ -171,10 +170,10 @@ def test_upgrade_waits_for_an_admin_write_waiting_for_etcd(cluster_factory):
     writes beside it; the write is answered by the old process and served by the new one, and
     the writes queued behind it are refused (503 upgrading), never dropped. Four writes queue
     (about a second each while etcd is stopped), so one waits whenever the new process asks."""
-    cluster = cluster_factory(nodes=1, etcd_members=1)
-    (a,) = cluster.nodes
-    cluster.allow_etcd_trouble()
-    member = cluster.etcd.members[0]
+    cl = cluster_factory(nodes=1, etcd_members=1)
+    (a,) = cl.nodes
+    cl.allow_etcd_trouble()
+    member = cl.etcd.members[0]
     results = {}
     names = [f"w{i}" for i in range(4)]
 

@@ -59,20 +59,21 @@ static void test_send_recv_fds(void **state)
 
 struct old_side {
     int lfd;
-    bool busy;
+    const char *answer; /* "busy", "refused WHY", or NULL: the sockets */
     char got[SLB_HANDOVER_MSG];
 };
 
 /* A scripted old process: answers one request with a lock, an admin socket, a listening
- * address with two sockets and "end" (or "busy"), then waits for "ready" and says "done". */
+ * address with two sockets, its cluster identity and "end" (or "busy", or "refused WHY"),
+ * then waits for "ready" and says "done". */
 static void *old_main(void *arg)
 {
     struct old_side *o = arg;
     int c = accept(o->lfd, NULL, NULL);
     int fds[4], n;
     slb_handover_recv(c, o->got, sizeof(o->got), fds, &n, 4);
-    if (o->busy) {
-        slb_handover_send(c, "busy", NULL, 0);
+    if (o->answer) {
+        slb_handover_send(c, o->answer, NULL, 0);
         close(c);
         return NULL;
     }
@@ -82,6 +83,7 @@ static void *old_main(void *arg)
     slb_handover_send(c, "lock", &p[0], 1);
     slb_handover_send(c, "admin 127.0.0.1:9000", &p[1], 1);
     slb_handover_send(c, "listen 127.0.0.1:8443 secure", q, 2);
+    slb_handover_send(c, "cluster 7 nodea /slbd/", NULL, 0);
     slb_handover_send(c, "end", NULL, 0);
     for (int i = 0; i < 2; i++) {
         close(p[i]);
@@ -94,12 +96,12 @@ static void *old_main(void *arg)
     return NULL;
 }
 
-static void run_request(bool busy)
+static void run_request(const char *answer)
 {
     char dir[] = "/tmp/slb-test-handover-XXXXXX";
     assert_non_null(mkdtemp(dir));
     struct slb_err err = {0};
-    struct old_side o = {.busy = busy};
+    struct old_side o = {.answer = answer};
     assert_int_equal(slb_handover_listen(dir, &o.lfd, &err), 0);
     char path[128];
     snprintf(path, sizeof(path), "%s/%s", dir, SLB_HANDOVER_SOCK);
@@ -112,9 +114,14 @@ static void run_request(bool busy)
     assert_int_equal(pthread_create(&t, NULL, old_main, &o), 0);
     struct slb_handover h;
     int rc = slb_handover_request(dir, &h, &err);
-    if (busy) {
+    if (answer && strcmp(answer, "busy") == 0) {
         assert_int_not_equal(rc, 0);
         assert_string_equal(err.code, "upgrade_in_progress");
+    } else if (answer) {
+        /* The old process says why it cannot hand over now. */
+        assert_int_not_equal(rc, 0);
+        assert_string_equal(err.code, "upgrade_refused");
+        assert_non_null(strstr(err.msg, "cannot hand over now: a write waits"));
     } else {
         assert_int_equal(rc, 0);
         assert_true(h.lock_fd >= 0 && h.admin_fd >= 0);
@@ -124,6 +131,7 @@ static void run_request(bool busy)
         assert_string_equal(h.socks->key, "127.0.0.1:8443");
         assert_string_equal(h.socks->name, "secure");
         assert_int_equal(h.socks->nfds, 2);
+        assert_string_equal(h.cluster, "7 nodea /slbd/");
         assert_int_equal(slb_handover_commit(&h, 5000, &err), 0);
     }
     slb_handover_deinit(&h);
@@ -136,12 +144,17 @@ static void run_request(bool busy)
 
 static void test_request(void **state)
 {
-    run_request(false);
+    run_request(NULL);
 }
 
 static void test_request_busy(void **state)
 {
-    run_request(true);
+    run_request("busy");
+}
+
+static void test_request_refused(void **state)
+{
+    run_request("refused a write waits");
 }
 
 /* Nobody listening: a clear error naming the socket. */
@@ -175,7 +188,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_send_recv_fds), cmocka_unit_test(test_request),
         cmocka_unit_test(test_request_busy),  cmocka_unit_test(test_request_nobody),
-        cmocka_unit_test(test_addr_key),
+        cmocka_unit_test(test_addr_key),      cmocka_unit_test(test_request_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
