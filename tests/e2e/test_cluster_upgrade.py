@@ -3,9 +3,10 @@
 takes the sockets and the lock as on a single node, and the old one's etcd lease, so the node
 stays registered and keeps the ticket leadership. Under keep-alive and new TLS connections
 nothing fails; the node stays listed; changes made elsewhere reach the new process; tickets
-issued before resume after. An admin write waiting for etcd is waited for; another --node or
---cluster-prefix, or a change of mode, is refused and the running node goes on. Real etcd
-members (cluster_util.py); skipped when etcd is not installed."""
+issued before resume after. An admin write waiting for etcd is waited for; with etcd down the
+new process starts from the cache. Another --node or --cluster-prefix, or a change of mode,
+is refused and the running node goes on. Real etcd members (cluster_util.py); skipped when
+etcd is not installed."""
 
 import os
 import signal
@@ -219,3 +220,37 @@ def test_upgrade_waits_for_an_admin_write_waiting_for_etcd(cluster_factory):
     r = retry_write(lambda: a.api.request("POST", "/v1/groups", {
         "name": "after", "servers": [], "health_check": NOHC}), timeout=30)
     assert r.status == 201, r
+
+
+def test_upgrade_while_etcd_is_down_starts_from_the_cache(cluster_factory, hx):
+    """Every etcd member stopped: the new process starts from the node's state directory (its
+    cache) and serves what the old one served; once etcd is back it reconnects, registers and
+    takes writes."""
+    cl = cluster_factory(nodes=1, etcd_members=1)
+    (a,) = cl.nodes
+    cl.allow_etcd_trouble()
+    be = hx.backend("be-down")
+    a.add_group("g", [be.server()], health_check=NOHC)
+    port = h.free_port()
+    r = a.api.request("POST", "/v1/listeners", {
+        "name": "plain", "protocol": "http", "bind": f"127.0.0.1:{port}", "backend_group": "g"})
+    assert r.status == 201, r
+    assert hx.get(port).status == 200
+    cl.etcd.stop_all()
+    h.wait_until(lambda: a.cluster().get("connected") is False, 20, "a to see etcd gone")
+    loop = RequestLoop(port, keepalive=True).start()
+    try:
+        a.upgrade(baseline=False)
+        h.wait_until(lambda: loop.ok > 5, 10, "requests after the upgrade")
+    finally:
+        loop.stop()
+    assert loop.failures == [], loop.failures[:10]
+    a.fd_baseline()
+    assert {g["name"] for g in a.config()["groups"]} == {"g"}
+    cl.etcd.start_all()
+    r = retry_write(lambda: a.api.request("POST", "/v1/groups", {
+        "name": "back", "servers": [], "health_check": NOHC}), timeout=40,
+        what="a write once etcd is back")
+    assert r.status == 201, r
+    h.wait_until(lambda: [n["name"] for n in a.cluster()["nodes"]] == ["nodea"]
+                 and a.cluster()["connected"] is True, 20, "a to be connected and listed")
