@@ -82,8 +82,8 @@ struct slb_ctl {
     struct slb_busy_conn *upgrade_busy; /* later requests, to be answered "busy" */
     struct slb_timer upgrade_timer;
     enum slb_handover_state handover_state;
-    uint64_t upgrade_asked_ms; /* when the new process asked (ASKED) */
-    long upgrade_pid;
+    long upgrade_pid;          /* the new process that asked, */
+    uint64_t upgrade_asked_ms; /* and when (ASKED waits UPGRADE_WRITE_WAIT_MS at most) */
     struct slb_handover handover;
     bool stopping;
     uint64_t started_ms;
