@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # Runs the end-to-end suite against the release build and the ASan+UBSan build at the same
 # time (the tests mostly wait on sockets and timers, so two runs share the two cores well),
-# then prints both summaries. Fails if either run fails. The cluster suite (test_cluster.py:
+# then prints both summaries. Fails if either run fails. The cluster suites (test_cluster*.py:
 # etcd members and three nodes per test, almost all waiting on elections and watches) runs
 # as a third and fourth run beside them, so it adds little to the wall time.
 set -u
@@ -14,14 +14,14 @@ run() {
     SLBD_BUILD=$build /usr/bin/python3 -m pytest -q -p no:cacheprovider "$@" \
         ${PYTEST_ARGS:-} >"$log" 2>&1
 }
-CLUSTER=tests/e2e/test_cluster.py
-run build-asan build/logs/e2e-cluster-asan.log "$CLUSTER" &
+CLUSTER=(tests/e2e/test_cluster.py tests/e2e/test_cluster_upgrade.py)
+run build-asan build/logs/e2e-cluster-asan.log "${CLUSTER[@]}" &
 cas=$!
-run build build/logs/e2e-cluster-release.log "$CLUSTER" &
+run build build/logs/e2e-cluster-release.log "${CLUSTER[@]}" &
 crel=$!
-run build-asan build/logs/e2e-asan.log tests/e2e --ignore="$CLUSTER" &
+run build-asan build/logs/e2e-asan.log tests/e2e --ignore="${CLUSTER[0]}" --ignore="${CLUSTER[1]}" &
 asan=$!
-run build build/logs/e2e-release.log tests/e2e --ignore="$CLUSTER"
+run build build/logs/e2e-release.log tests/e2e --ignore="${CLUSTER[0]}" --ignore="${CLUSTER[1]}"
 rel=$?
 wait "$asan"
 as=$?
