@@ -560,12 +560,12 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
     }
     for (size_t i = 0; i < cfg->ngroups; i++) {
         s->ngroups = i + 1;
-        if (group_rt_build(reg, &cfg->groups[i], &s->groups[i], err) < 0)
+        if (group_rt_build(reg, cfg->groups[i], &s->groups[i], err) < 0)
             goto fail;
     }
     build_index(reg, cfg->nlisteners);
     for (size_t i = 0; i < cfg->nlisteners; i++) {
-        const struct slb_listener_cfg *lc = &cfg->listeners[i];
+        const struct slb_listener_cfg *lc = cfg->listeners[i];
         struct slb_listener_rt *l = &s->listeners[i];
         s->nlisteners = i + 1;
         l->cfg = lc;
