@@ -395,24 +395,36 @@ static bool due(const struct slb_ocsp_fetcher *f, const struct slb_ocsp_staple *
     return now >= refresh;
 }
 
+static void entry_tick(struct slb_ocsp_fetcher *f, struct ocsp_entry *e, int64_t now,
+                       uint64_t now_ms)
+{
+    struct slb_ocsp_staple *s = atomic_load_explicit(&e->cert->staple, memory_order_acquire);
+    if (s && now >= s->next_update) {
+        slb_warn("certificate %s: its OCSP response expired; no longer stapled", e->cert->id);
+        slb_ocsp_publish(e->cert, NULL, now_ms);
+        e->expired = true;
+        s = NULL;
+    }
+    slb_ocsp_reclaim(e->cert, now_ms);
+    if (e->url && !e->req && now_ms >= e->next_try_ms && due(f, s, now))
+        fetch_start(e);
+}
+
 void slb_ocsp_fetcher_tick(struct slb_ocsp_fetcher *f)
 {
     follow_store(f);
     int64_t now = (int64_t)time(NULL);
     uint64_t now_ms = slb_mono_ms();
-    for (size_t i = 0; i < f->n; i++) {
-        struct ocsp_entry *e = f->v[i];
-        struct slb_ocsp_staple *s = atomic_load_explicit(&e->cert->staple, memory_order_acquire);
-        if (s && now >= s->next_update) {
-            slb_warn("certificate %s: its OCSP response expired; no longer stapled", e->cert->id);
-            slb_ocsp_publish(e->cert, NULL, now_ms);
-            e->expired = true;
-            s = NULL;
-        }
-        slb_ocsp_reclaim(e->cert, now_ms);
-        if (e->url && !e->req && now_ms >= e->next_try_ms && due(f, s, now))
-            fetch_start(e);
-    }
+    for (size_t i = 0; i < f->n; i++)
+        entry_tick(f, f->v[i], now, now_ms);
+}
+
+void slb_ocsp_fetcher_tick_id(struct slb_ocsp_fetcher *f, const char *id)
+{
+    follow_store(f);
+    struct ocsp_entry *e = id ? find(f, f->n, id, NULL) : NULL;
+    if (e)
+        entry_tick(f, e, (int64_t)time(NULL), slb_mono_ms());
 }
 
 int slb_ocsp_fetcher_upload(struct slb_ocsp_fetcher *f, const char *id, const unsigned char *der,

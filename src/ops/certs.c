@@ -122,7 +122,7 @@ static int no_dry_run(const struct slb_op *op, struct slb_err *err)
  * now: fetched from its responder, waiting at most MUST_STAPLE_WAIT_MS. */
 static bool must_staple_ok(struct slb_ctl *ctl, const struct slb_cert *c, struct slb_err *err)
 {
-    slb_ocsp_fetcher_tick(ctl->ocsp);
+    slb_ocsp_fetcher_tick_id(ctl->ocsp, c ? c->id : NULL);
     if (!c || !slb_ocsp_must_staple(c))
         return true;
     return slb_ocsp_fetcher_fetch_sync(ctl->ocsp, c->id, MUST_STAPLE_WAIT_MS, err) == 0;
@@ -161,7 +161,7 @@ int slb_ops_cert_create(struct slb_ctl *ctl, const struct slb_certval_upload *m,
         struct slb_err derr = {0};
         if (slb_certstore_delete(ctl->certs, c->id, &derr) < 0)
             slb_error("certificate %s: cannot remove it after refusing it: %s", c->id, derr.msg);
-        slb_ocsp_fetcher_tick(ctl->ocsp);
+        slb_ocsp_fetcher_tick_id(ctl->ocsp, NULL); /* c went with the delete */
         return SLB_EINVAL;
     }
     if (out)
@@ -189,7 +189,7 @@ int slb_ops_cert_replace(struct slb_ctl *ctl, const char *id, const struct slb_c
         struct slb_err rerr = {0};
         if (slb_certstore_restore(ctl->certs, c, &rerr) < 0)
             slb_error("certificate %s: rollback failed: %s", id, rerr.msg);
-        slb_ocsp_fetcher_tick(ctl->ocsp);
+        slb_ocsp_fetcher_tick_id(ctl->ocsp, id);
         if (out)
             *out = NULL;
         return SLB_EINVAL;
@@ -197,7 +197,7 @@ int slb_ops_cert_replace(struct slb_ctl *ctl, const char *id, const struct slb_c
     rc = republish(ctl, id, c, err);
     if (rc < 0 && out)
         *out = NULL;
-    slb_ocsp_fetcher_tick(ctl->ocsp);
+    slb_ocsp_fetcher_tick_id(ctl->ocsp, id);
     return rc;
 }
 
@@ -251,7 +251,7 @@ int slb_ops_cert_delete(struct slb_ctl *ctl, const char *id, const struct slb_op
     if (slb_ops_in_use(cert_users(ctl, id), "certificate", id, err) < 0)
         return SLB_ECONFLICT;
     int rc = slb_certstore_delete(ctl->certs, id, err);
-    slb_ocsp_fetcher_tick(ctl->ocsp);
+    slb_ocsp_fetcher_tick_id(ctl->ocsp, id);
     return rc;
 }
 
