@@ -1066,7 +1066,8 @@ int slb_certstore_replace_material(struct slb_certstore *s, const char *id,
                            "(\"%s\"); omit id or give the same one",
                            up.id, id);
     const char *name = up.name ? up.name : old->name;
-    if (find_name(s, name, id))
+    /* Its own name is unique already: only a new one is looked for among the others. */
+    if (strcmp(name, old->name) != 0 && find_name(s, name, id))
         return slb_err_set(err, 400, "name_taken", "name",
                            "another certificate is named \"%s\"; choose another name", name);
     rc = slb_certval_material(up.type, up.certificate, up.certificate_len, up.private_key,
