@@ -969,7 +969,10 @@ static struct slb_tls_listener *context_build(const struct slb_listener_rt *l,
     for (size_t i = 0; i < tc->ncertificates; i++) {
         slb_cert_ref(certs[i]);
         t->sites[i].cert = certs[i];
-        t->sites[i].kind = key_kind(certs[i]->key);
+        /* A site of base's keeps its key type: not reading 10,000 keys again. */
+        t->sites[i].kind = base && i < base->nsites && base->sites[i].cert == certs[i]
+                               ? base->sites[i].kind
+                               : key_kind(certs[i]->key);
         t->nsites = i + 1;
     }
     bool copy = base_fits(base, certs, t->nsites);
@@ -1062,13 +1065,15 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
     const struct slb_listener_cfg *lc = l->cfg;
     const struct slb_tls_cfg *tc = &lc->tls;
     char where[160];
-    snprintf(where, sizeof(where), "listeners[%zu].tls", l->index);
     pthread_once(&idx_once, idx_init);
-    if (ssl_site_idx < 0 || ssl_flags_idx < 0 || ssl_name_idx < 0 || ctx_listener_idx < 0)
-        return slb_err_set(err, 500, "internal", where, "cannot allocate OpenSSL ex_data");
-    if (tc->ncertificates == 0)
+    if (ssl_site_idx < 0 || ssl_flags_idx < 0 || ssl_name_idx < 0 || ctx_listener_idx < 0 ||
+        tc->ncertificates == 0) {
+        snprintf(where, sizeof(where), "listeners[%zu].tls", l->index);
+        if (tc->ncertificates)
+            return slb_err_set(err, 500, "internal", where, "cannot allocate OpenSSL ex_data");
         return slb_err_set(err, 400, "tls_error", where,
                            "listener %s: an https listener needs a certificate", lc->name);
+    }
     /* The same parsed configuration as a context of the registry's, whose certificates have
      * not changed since: reused without looking up its 10,000 certificate ids again. */
     struct slb_tls_listener **bucket = reg_bucket(lc->name), *t;
@@ -1079,6 +1084,7 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
             return 0;
         }
     }
+    snprintf(where, sizeof(where), "listeners[%zu].tls", l->index);
     struct slb_cert **certs = malloc(tc->ncertificates * sizeof(*certs));
     if (!certs)
         return slb_err_set(err, 500, "internal", where, "out of memory");
