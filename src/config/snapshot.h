@@ -291,6 +291,10 @@ struct slb_registry {
     struct slb_rule_rt *rules;
     uint64_t next_generation;
     struct slb_snapshot *retired;
+    /* The published snapshot (set by slb_registry_close_unused): a listener of the next one
+     * with the very same parsed configuration takes its socket and counters from it without
+     * looking them up by key. */
+    const struct slb_snapshot *cur;
     struct slb_key_index build_socks, build_lis;
 };
 
