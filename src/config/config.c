@@ -379,17 +379,22 @@ static uint32_t seen_find(const struct slb_config *cfg, const struct listener_se
 
 /* Checks one listener against the listeners before it and, unless it was checked already
  * against the same group names (groups_ok) and certificate ids (certs_ok), its references. */
-static int listener_refs(const struct slb_config *cfg, size_t i, const char *path,
+static int listener_refs(const struct slb_config *cfg, size_t i,
                          const struct slb_cert_lookup *certs, struct listener_seen *seen,
                          bool groups_ok, bool certs_ok, struct slb_err *err)
 {
     const struct slb_listener_cfg *l = cfg->listeners[i];
-    char where[SLB_CV_PATH];
+    char where[SLB_CV_PATH], path[SLB_CV_PATH];
+    /* The path is only for messages: made when a check that can fail runs (an unchanged
+     * listener of 1,000 only meets the clash checks). */
+    if (!groups_ok || !certs_ok)
+        slb_cv_index(path, "listeners", i);
     size_t name_slot = 0, bind_slot = 0;
     uint32_t jn = seen_find(cfg, seen, l, true, &name_slot);
     uint32_t jb = seen_find(cfg, seen, l, false, &bind_slot);
     /* The first earlier listener that clashes, by name before address for the same one. */
     if (jn != SEEN_EMPTY && jn <= jb) {
+        slb_cv_index(path, "listeners", i);
         slb_cv_join(where, path, "name");
         return slb_cv_fail(err, "duplicate_name", where,
                            "a listener named \"%s\" already exists (listeners[%zu])", l->name,
@@ -397,6 +402,7 @@ static int listener_refs(const struct slb_config *cfg, size_t i, const char *pat
     }
     if (jb != SEEN_EMPTY) {
         const struct slb_listener_cfg *o = cfg->listeners[jb];
+        slb_cv_index(path, "listeners", i);
         slb_cv_join(where, path, "bind");
         return slb_cv_fail(err, "bind_conflict", where,
                            "\"%s\" is the same address and port as listener \"%s\" (\"%s\"); "
@@ -475,7 +481,6 @@ static int listeners_each(const struct slb_cv *doc, struct reuse *r, struct slb_
         json_t *norm, *in = json_array_get(arr, i);
         long j = r->prev ? prev_index(&r->lix, r->listeners, in, i) : -1;
         struct slb_listener_cfg *l;
-        slb_cv_index(path, "listeners", i);
         r->listeners_same &= j == (long)i;
         if (j >= 0) {
             l = r->prev->listeners[j];
@@ -484,6 +489,7 @@ static int listeners_each(const struct slb_cv *doc, struct reuse *r, struct slb_
         } else {
             if (!(l = calloc(1, sizeof(*l))))
                 return slb_cv_oom(doc->err);
+            slb_cv_index(path, "listeners", i);
             if ((rc = slb_cv_listener(in, path, l, &norm, doc->err))) {
                 free(l);
                 return rc;
@@ -495,7 +501,7 @@ static int listeners_each(const struct slb_cv *doc, struct reuse *r, struct slb_
         cfg->nlisteners = i + 1;
         if (json_array_append_new(list, norm))
             return slb_cv_oom(doc->err);
-        if ((rc = listener_refs(cfg, i, path, certs, seen, j >= 0 && r->group_names_same,
+        if ((rc = listener_refs(cfg, i, certs, seen, j >= 0 && r->group_names_same,
                                 j >= 0 && r->certs_same, doc->err)))
             return rc;
     }
