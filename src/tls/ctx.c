@@ -774,8 +774,12 @@ static int tickets_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct 
  * the certificate version and the policy, so it is remembered on the certificate: a context
  * rebuilt for one replaced certificate among thousands checks that one. */
 static int sites_check(SSL_CTX *ctx, const struct slb_tls_listener *t,
-                       const struct slb_listener_rt *l, struct slb_err *err)
+                       const struct slb_tls_listener *base, const struct slb_listener_rt *l,
+                       struct slb_err *err)
 {
+    /* base's sites passed under the same policy: only the others are looked at */
+    if (base && (base->policy != t->policy || base->nsites != t->nsites))
+        base = NULL;
     char where[160], what[128];
     ERR_clear_error();
     SSL *probe = SSL_new(ctx);
@@ -784,7 +788,7 @@ static int sites_check(SSL_CTX *ctx, const struct slb_tls_listener *t,
     uint32_t bit = t->policy >= 0 && t->policy < 32 ? 1u << t->policy : 0;
     for (size_t i = 0; i < t->nsites; i++) {
         struct slb_cert *c = t->sites[i].cert;
-        if (c->tls_policies_ok & bit)
+        if ((base && base->sites[i].cert == c) || (c->tls_policies_ok & bit))
             continue;
         SSL_certs_clear(probe);
         ERR_clear_error();
@@ -837,7 +841,7 @@ static bool recipe_same(const struct slb_tls_listener *t, const struct slb_tls_c
     return true;
 }
 
-#define IDS_EMPTY UINT32_MAX
+#define IDS_EMPTY UINT64_MAX
 
 static int ids_build(struct slb_tls_listener *t)
 {
@@ -850,25 +854,44 @@ static int ids_build(struct slb_tls_listener *t)
     t->ids_mask = slots - 1;
     for (size_t i = 0; i < t->nsites; i++) {
         const char *id = t->sites[i].cert->id;
-        size_t at = name_hash(id, strlen(id), false) & t->ids_mask;
+        uint64_t h = name_hash(id, strlen(id), false);
+        size_t at = h & t->ids_mask;
         while (t->ids_ix[at] != IDS_EMPTY)
             at = (at + 1) & t->ids_mask;
-        t->ids_ix[at] = (uint32_t)i;
+        t->ids_ix[at] = (h >> 32 << 32) | (uint32_t)i;
     }
     return 0;
 }
 
-/* Whether t is made of certificate id (a site or the client CA). */
-static bool uses_id(const struct slb_tls_listener *t, const char *id)
+/* Whether t is made of certificate id (hash h: name_hash), as a site or the client CA. The
+ * hash kept in the table spares reading the certificates it is not. */
+static bool uses_id(const struct slb_tls_listener *t, const char *id, uint64_t h)
 {
     if (t->client_ca && strcmp(t->client_ca->id, id) == 0)
         return true;
-    for (size_t at = name_hash(id, strlen(id), false) & t->ids_mask; t->ids_ix[at] != IDS_EMPTY;
-         at = (at + 1) & t->ids_mask) {
-        if (strcmp(t->sites[t->ids_ix[at]].cert->id, id) == 0)
+    for (size_t at = h & t->ids_mask; t->ids_ix[at] != IDS_EMPTY; at = (at + 1) & t->ids_mask) {
+        uint64_t e = t->ids_ix[at];
+        if (e >> 32 == h >> 32 && strcmp(t->sites[(uint32_t)e].cert->id, id) == 0)
             return true;
     }
     return false;
+}
+
+/* The id of store change n and its hash, NULL once the store forgot it; the hash is made once
+ * per change for the 1,000 contexts asking. */
+static const char *change_id(uint64_t n, uint64_t *h)
+{
+    static uint64_t last_n;
+    static uint64_t last_h;
+    static const char *last_id;
+    const char *id = slb_certstore_change_id(g_store, n);
+    if (id && (n != last_n || id != last_id)) {
+        last_n = n;
+        last_id = id;
+        last_h = name_hash(id, strlen(id), false);
+    }
+    *h = last_h;
+    return id;
 }
 
 /* Whether t, found right for the same listener configuration before, still is: none of the
@@ -880,8 +903,9 @@ static bool still_right(struct slb_tls_listener *t, uint64_t serial)
         return false;
     uint64_t now = slb_certstore_changes(g_store);
     for (uint64_t n = t->store_seen + 1; n <= now; n++) {
-        const char *id = slb_certstore_change_id(g_store, n);
-        if (!id || uses_id(t, id))
+        uint64_t h;
+        const char *id = change_id(n, &h);
+        if (!id || uses_id(t, id, h))
             return false;
     }
     t->store_seen = now;
@@ -1006,7 +1030,7 @@ static struct slb_tls_listener *context_build(const struct slb_listener_rt *l,
         tls_fail(err, l, where, what);
         goto fail;
     }
-    if (sites_check(ctx, t, l, err) < 0)
+    if (sites_check(ctx, t, base, l, err) < 0)
         goto fail;
     /* Both default certificates are in the context, so SSL_new gives every connection the
      * default pair and OpenSSL chooses between them with no work in client_hello_cb. */
@@ -1049,12 +1073,12 @@ static bool certs_patch(const struct slb_tls_listener *b, struct slb_cert **cert
     for (size_t i = 0; i < b->nsites; i++)
         certs[i] = b->sites[i].cert;
     for (uint64_t n = b->store_seen + 1; n <= now; n++) {
-        const char *id = slb_certstore_change_id(g_store, n);
-        for (size_t at = name_hash(id, strlen(id), false) & b->ids_mask; b->ids_ix[at] != IDS_EMPTY;
-             at = (at + 1) & b->ids_mask) {
-            size_t i = b->ids_ix[at];
-            if (strcmp(b->sites[i].cert->id, id) == 0)
-                certs[i] = cert_lookup(id);
+        uint64_t h;
+        const char *id = change_id(n, &h);
+        for (size_t at = h & b->ids_mask; b->ids_ix[at] != IDS_EMPTY; at = (at + 1) & b->ids_mask) {
+            uint64_t e = b->ids_ix[at];
+            if (e >> 32 == h >> 32 && strcmp(b->sites[(uint32_t)e].cert->id, id) == 0)
+                certs[(uint32_t)e] = cert_lookup(id);
         }
     }
     return true;
@@ -1096,6 +1120,8 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
             t->nsites == tc->ncertificates && certs_patch(t, certs))
             base = t;
     for (size_t i = 0; i < tc->ncertificates; i++) {
+        if (base && certs[i] == base->sites[i].cert)
+            continue; /* a server certificate of base's */
         struct slb_cert *c = certs[i] = base ? certs[i] : cert_lookup(tc->certificates[i]);
         if (!c || c->type != SLB_CERT_SERVER || !c->leaf || !c->key) {
             snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[%zu]", l->index, i);

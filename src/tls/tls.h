@@ -71,9 +71,10 @@ struct slb_tls_listener {
      * found right for, and the certificate store's change count then: the next snapshot
      * holding that same configuration reuses the context after looking only at the
      * certificates changed since (slb_certstore_change_id), found through ids_ix, an open
-     * addressing table of site indexes by certificate id (ids_mask + 1 slots). */
+     * addressing table by certificate id (ids_mask + 1 slots) of the id's hash (high 32 bits)
+     * and its site's index (low 32 bits). */
     uint64_t cfg_serial, store_seen;
-    uint32_t *ids_ix;
+    uint64_t *ids_ix;
     size_t ids_mask;
 };
 
