@@ -50,6 +50,10 @@ struct slb_ocsp_fetcher {
     size_t n, cap;
     /* Shortest refresh interval override for tests (SLBD_OCSP_REFRESH_S), 0: half validity. */
     uint32_t refresh_cap_s;
+    /* The store's change count the entries follow (slb_certstore_changes); followed_ok false
+     * until a walk of the whole store succeeded. */
+    uint64_t followed;
+    bool followed_ok;
 };
 
 static void entry_free(struct ocsp_entry *e)
@@ -256,9 +260,10 @@ void slb_ocsp_fetcher_free(struct slb_ocsp_fetcher *f)
     free(f);
 }
 
-/* Bring the entries in line with the store. */
-static void follow_store(struct slb_ocsp_fetcher *f)
+/* Bring the entries in line with the whole store; false when an entry could not be made. */
+static bool follow_all(struct slb_ocsp_fetcher *f)
 {
+    bool complete = true;
     for (size_t i = 0; i < f->n; i++)
         f->v[i]->seen = false;
     size_t sorted = f->n; /* entries appended below are for ids not among these */
@@ -274,8 +279,10 @@ static void follow_store(struct slb_ocsp_fetcher *f)
             continue;
         }
         struct ocsp_entry *ne = entry_new(f, c);
-        if (!ne)
+        if (!ne) {
+            complete = false;
             continue;
+        }
         ne->seen = true;
         if (e) { /* a new version: the old one's staple stays with it */
             entry_free(e);
@@ -311,6 +318,71 @@ static void follow_store(struct slb_ocsp_fetcher *f)
     }
     if (changed && f->n > 1)
         qsort(f->v, f->n, sizeof(*f->v), entry_cmp);
+    return complete;
+}
+
+static bool grow(struct slb_ocsp_fetcher *f)
+{
+    if (f->n < f->cap)
+        return true;
+    size_t cap = f->cap ? f->cap * 2 : 8;
+    struct ocsp_entry **v = realloc(f->v, cap * sizeof(*v));
+    if (!v)
+        return false;
+    f->v = v;
+    f->cap = cap;
+    return true;
+}
+
+/* Bring certificate id's entry in line with the store; false when it could not be made. */
+static bool follow_one(struct slb_ocsp_fetcher *f, const char *id)
+{
+    struct slb_cert *c = slb_certstore_get(f->store, id);
+    size_t k = 0;
+    struct ocsp_entry *e = find(f, f->n, id, &k);
+    if (c && c->type == SLB_CERT_SERVER) {
+        if (e && e->cert == c)
+            return true;
+        struct ocsp_entry *ne = entry_new(f, c);
+        if (!ne)
+            return false;
+        if (e) { /* a new version: the old one's staple stays with it */
+            entry_free(e);
+            f->v[k] = ne;
+            return true;
+        }
+        if (!grow(f)) {
+            entry_free(ne);
+            return false;
+        }
+        f->v[f->n++] = ne;
+        qsort(f->v, f->n, sizeof(*f->v), entry_cmp);
+    } else if (e) { /* deleted: so is its stored response */
+        char name[128];
+        file_name(e->cert, name, sizeof(name));
+        slb_fs_remove(f->dir, name);
+        entry_free(e);
+        memmove(&f->v[k], &f->v[k + 1], (f->n - k - 1) * sizeof(*f->v));
+        f->n--;
+    }
+    return true;
+}
+
+/* Bring the entries in line with the store: only the certificates changed since the last
+ * time when the store still names them (a replace among 10,000 certificates looks at one),
+ * else a walk of the whole store. */
+static void follow_store(struct slb_ocsp_fetcher *f)
+{
+    uint64_t now = slb_certstore_changes(f->store);
+    bool ok = f->followed_ok;
+    for (uint64_t n = f->followed + 1; ok && n <= now; n++) {
+        const char *id = slb_certstore_change_id(f->store, n);
+        ok = id && follow_one(f, id);
+    }
+    if (!ok)
+        ok = follow_all(f);
+    f->followed = now;
+    f->followed_ok = ok;
 }
 
 static bool due(const struct slb_ocsp_fetcher *f, const struct slb_ocsp_staple *s, int64_t now)
@@ -323,24 +395,36 @@ static bool due(const struct slb_ocsp_fetcher *f, const struct slb_ocsp_staple *
     return now >= refresh;
 }
 
+static void entry_tick(struct slb_ocsp_fetcher *f, struct ocsp_entry *e, int64_t now,
+                       uint64_t now_ms)
+{
+    struct slb_ocsp_staple *s = atomic_load_explicit(&e->cert->staple, memory_order_acquire);
+    if (s && now >= s->next_update) {
+        slb_warn("certificate %s: its OCSP response expired; no longer stapled", e->cert->id);
+        slb_ocsp_publish(e->cert, NULL, now_ms);
+        e->expired = true;
+        s = NULL;
+    }
+    slb_ocsp_reclaim(e->cert, now_ms);
+    if (e->url && !e->req && now_ms >= e->next_try_ms && due(f, s, now))
+        fetch_start(e);
+}
+
 void slb_ocsp_fetcher_tick(struct slb_ocsp_fetcher *f)
 {
     follow_store(f);
     int64_t now = (int64_t)time(NULL);
     uint64_t now_ms = slb_mono_ms();
-    for (size_t i = 0; i < f->n; i++) {
-        struct ocsp_entry *e = f->v[i];
-        struct slb_ocsp_staple *s = atomic_load_explicit(&e->cert->staple, memory_order_acquire);
-        if (s && now >= s->next_update) {
-            slb_warn("certificate %s: its OCSP response expired; no longer stapled", e->cert->id);
-            slb_ocsp_publish(e->cert, NULL, now_ms);
-            e->expired = true;
-            s = NULL;
-        }
-        slb_ocsp_reclaim(e->cert, now_ms);
-        if (e->url && !e->req && now_ms >= e->next_try_ms && due(f, s, now))
-            fetch_start(e);
-    }
+    for (size_t i = 0; i < f->n; i++)
+        entry_tick(f, f->v[i], now, now_ms);
+}
+
+void slb_ocsp_fetcher_tick_id(struct slb_ocsp_fetcher *f, const char *id)
+{
+    follow_store(f);
+    struct ocsp_entry *e = id ? find(f, f->n, id, NULL) : NULL;
+    if (e)
+        entry_tick(f, e, (int64_t)time(NULL), slb_mono_ms());
 }
 
 int slb_ocsp_fetcher_upload(struct slb_ocsp_fetcher *f, const char *id, const unsigned char *der,

@@ -25,6 +25,10 @@ void slb_ocsp_fetcher_free(struct slb_ocsp_fetcher *f);
 /* Follow the store (new, replaced and deleted certificates), drop expired staples, start due
  * fetches. Called each second, and after a certificate change so it takes effect at once. */
 void slb_ocsp_fetcher_tick(struct slb_ocsp_fetcher *f);
+/* The same after a change of certificate id: follow the store, and only id's entry (NULL:
+ * none) drops an expired staple or starts a due fetch; the others wait for the next tick
+ * (a replace among 10,000 certificates looks at one). */
+void slb_ocsp_fetcher_tick_id(struct slb_ocsp_fetcher *f, const char *id);
 /* Verify an uploaded DER response for server certificate id and staple it (and store it).
  * Codes: 404 not_found, 400 not_a_server_certificate, invalid_ocsp_response. */
 int slb_ocsp_fetcher_upload(struct slb_ocsp_fetcher *f, const char *id, const unsigned char *der,

@@ -48,7 +48,36 @@ struct slb_certstore {
     uint32_t *ix;
     size_t ix_mask;
     bool ix_dirty;
+    /* What changed, for the caches of configuration and TLS contexts: ids_gen counts changes
+     * of the set of ids (and so of types), changes every new certificate object published,
+     * log the ids of the last SLB_CERTSTORE_LOG of those. */
+    uint64_t ids_gen, changes;
+    char log[SLB_CERTSTORE_LOG][64];
 };
+
+static void changed(struct slb_certstore *s, const char *id, bool ids)
+{
+    s->ids_gen += ids;
+    s->changes++;
+    snprintf(s->log[s->changes % SLB_CERTSTORE_LOG], sizeof(s->log[0]), "%s", id);
+}
+
+uint64_t slb_certstore_ids_gen(const struct slb_certstore *s)
+{
+    return s ? s->ids_gen + 1 : 0;
+}
+
+uint64_t slb_certstore_changes(const struct slb_certstore *s)
+{
+    return s ? s->changes : 0;
+}
+
+const char *slb_certstore_change_id(const struct slb_certstore *s, uint64_t n)
+{
+    if (!s || n == 0 || n > s->changes || s->changes - n >= SLB_CERTSTORE_LOG)
+        return NULL;
+    return s->log[n % SLB_CERTSTORE_LOG];
+}
 
 #define IX_EMPTY UINT32_MAX
 
@@ -345,6 +374,7 @@ static int insert(struct slb_certstore *s, struct slb_cert *c, int64_t created)
     size_t at = s->loading ? s->n : lower_bound(s, c->id);
     memmove(&s->v[at + 1], &s->v[at], (s->n - at) * sizeof(*s->v));
     s->ix_dirty = true;
+    changed(s, c->id, true);
     s->v[at] = (struct cert_entry){.cert = c, .created = created};
     s->n++;
     return 0;
@@ -753,6 +783,7 @@ static int publish(struct slb_certstore *s, struct cert_entry *e, struct slb_cer
     e->rev = rev;
     struct slb_cert *old = e->cert;
     e->cert = c;
+    changed(s, c->id, false);
     e->expiry_warned = 0;
     e->crl_stale_warned = false;
     /* Holders of the old version (TLS contexts, API responses) keep it alive. */
@@ -800,7 +831,8 @@ int slb_certstore_replace_material(struct slb_certstore *s, const char *id,
                            "(\"%s\"); omit id or give the same one",
                            up.id, id);
     const char *name = up.name ? up.name : old->name;
-    if (find_name(s, name, id))
+    /* Its own name is unique already: only a new one is looked for among the others. */
+    if (strcmp(name, old->name) != 0 && find_name(s, name, id))
         return slb_err_set(err, 400, "name_taken", "name",
                            "another certificate is named \"%s\"; choose another name", name);
     rc = slb_certval_material(up.type, up.certificate, up.certificate_len, up.private_key,
@@ -906,6 +938,7 @@ int slb_certstore_delete(struct slb_certstore *s, const char *id, struct slb_err
     memmove(&s->v[at], &s->v[at + 1], (s->n - at - 1) * sizeof(*s->v));
     s->n--;
     s->ix_dirty = true;
+    changed(s, c->id, true);
     slb_info("certificate %s (%s) deleted", c->id, c->name);
     slb_cert_unref(c);
     return 0;
@@ -932,6 +965,7 @@ int slb_certstore_adopt(struct slb_certstore *s, const char *id, const char *dat
         memmove(&s->v[at], &s->v[at + 1], (s->n - at - 1) * sizeof(*s->v));
         s->n--;
         s->ix_dirty = true;
+        changed(s, id, true);
     }
     if (!data) {
         if (old)

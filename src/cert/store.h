@@ -132,6 +132,16 @@ uint64_t slb_certstore_rev(struct slb_certstore *s, const char *id);
 
 /* Periodic work (expiry warnings at 30/7/1 days, CRL past next_update); called each second. */
 void slb_certstore_tick(struct slb_certstore *s);
+/* What changed, for caches (control thread only). The ids generation (never 0) moves whenever
+ * a certificate id is added or removed, and so when one could change type. Every new
+ * certificate object published (create, replace, CRL, rename, restore, delete, adopt) is one
+ * change: slb_certstore_changes counts them and slb_certstore_change_id(s, n) is the id of
+ * change n while it is among the last SLB_CERTSTORE_LOG (NULL before: assume anything
+ * changed). */
+#define SLB_CERTSTORE_LOG 64
+uint64_t slb_certstore_ids_gen(const struct slb_certstore *s);
+uint64_t slb_certstore_changes(const struct slb_certstore *s);
+const char *slb_certstore_change_id(const struct slb_certstore *s, uint64_t n);
 /* Number of CA certificates with a CRL past its next_update now (a metrics gauge). */
 size_t slb_certstore_crl_stale(struct slb_certstore *s);
 

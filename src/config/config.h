@@ -71,7 +71,13 @@ struct slb_health_cfg {
     struct slb_passive_cfg passive;
 };
 
+/* A parsed group or listener is shared by consecutive configurations while its JSON object
+ * stays the same (slb_config_from_json_prev): refs counts the configurations holding it
+ * (control thread only) and serial, unique per parse, names it for the caches of later
+ * stages (a TLS context is reused for the same serial, src/tls/ctx.c). */
 struct slb_group_cfg {
+    int refs;
+    uint64_t serial;
     char name[SLB_NAME_MAX];
     int scheduler; /* enum slb_sched_kind */
     struct slb_server_cfg *servers;
@@ -157,6 +163,8 @@ struct slb_rule_cfg {
 };
 
 struct slb_listener_cfg {
+    int refs; /* as struct slb_group_cfg's */
+    uint64_t serial;
     char name[SLB_NAME_MAX];
     enum slb_proto protocol;
     char bind[80]; /* "ADDR:PORT" or "[v6]:PORT" as given */
@@ -204,19 +212,29 @@ struct slb_settings {
 };
 
 struct slb_config {
-    struct slb_listener_cfg *listeners;
+    struct slb_listener_cfg **listeners; /* each referenced (refs) by this configuration */
     size_t nlisteners;
-    struct slb_group_cfg *groups;
+    struct slb_group_cfg **groups;
     size_t ngroups;
     struct slb_settings settings;
     json_t *json; /* the normalized document (defaults filled in), owned */
+    /* slb_cert_lookup.gen the certificate ids were checked against (0: not checked) */
+    uint64_t certs_gen;
+    /* certificate id -> number of listeners naming it, made on first use (slb_config_cert_users)
+     * and handed to the next configuration when its listeners are the same structs */
+    struct slb_cert_users *cert_users;
 };
 
 /* Optional hook that answers whether a certificate id exists and its type ("server"/"ca");
  * NULL skips the check (used before the certificate store is loaded). */
+struct slb_cert_users;
+
 struct slb_cert_lookup {
     int (*type_of)(void *arg, const char *id); /* 0 missing, 1 server, 2 ca */
     void *arg;
+    /* Changes whenever a certificate id appears, goes or changes type (never 0 when set); 0:
+     * unknown, every id is looked up again. */
+    uint64_t gen;
 };
 
 /* Validate a whole configuration document and build the typed model. Unknown fields, wrong
@@ -227,7 +245,23 @@ struct slb_cert_lookup {
  * Does not take ownership of doc. */
 int slb_config_from_json(const json_t *doc, const struct slb_cert_lookup *certs,
                          struct slb_config **out, struct slb_err *err);
+/* The same for a change to prev (the running configuration; NULL is slb_config_from_json):
+ * every listener, group or settings object of doc that is the very json_t of prev->json is
+ * taken parsed from prev rather than parsed again, and stays that json_t in the result's
+ * document. Applied documents are never modified in place for this (a change copies the path
+ * to what it changes, src/ops). References of a reused listener are checked again only when
+ * the group names or the certificate store's ids (certs->gen) differ from prev's; names and
+ * addresses are checked across all listeners as always. */
+int slb_config_from_json_prev(const json_t *doc, const struct slb_cert_lookup *certs,
+                              const struct slb_config *prev, struct slb_config **out,
+                              struct slb_err *err);
 void slb_config_free(struct slb_config *cfg);
+/* The listeners of cfg that name certificate id (in tls.certificates or as tls.client_ca): their
+ * indexes in cfg->listeners, in order, the first max of them into idx; returns how many there
+ * are. The first call indexes cfg's listeners by certificate id; the index is kept and passed
+ * on to the next configuration made from cfg with the same listeners, so a lookup costs the
+ * listeners found, not the 20,000 ids 1,000 listeners may name. */
+size_t slb_config_cert_users(struct slb_config *cfg, const char *id, size_t *idx, size_t max);
 
 /* Validate one resource (as the API receives it) and return its normalized JSON (defaults
  * filled in, fields in a stable order); NULL with err set on failure. where_prefix is used in

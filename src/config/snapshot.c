@@ -560,16 +560,25 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
     }
     for (size_t i = 0; i < cfg->ngroups; i++) {
         s->ngroups = i + 1;
-        if (group_rt_build(reg, &cfg->groups[i], &s->groups[i], err) < 0)
+        if (group_rt_build(reg, cfg->groups[i], &s->groups[i], err) < 0)
             goto fail;
     }
-    build_index(reg, cfg->nlisteners);
+    const struct slb_snapshot *prev = reg->cur;
+    bool indexed = false;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
-        const struct slb_listener_cfg *lc = &cfg->listeners[i];
+        const struct slb_listener_cfg *lc = cfg->listeners[i];
         struct slb_listener_rt *l = &s->listeners[i];
+        /* The same parsed listener in the same place as in the published snapshot. */
+        const struct slb_listener_rt *pl =
+            prev && i < prev->nlisteners && prev->listeners[i].cfg == lc ? &prev->listeners[i]
+                                                                         : NULL;
         s->nlisteners = i + 1;
         l->cfg = lc;
         l->index = i;
+        if (!pl && !indexed) { /* sockets and counters by key, made at the first new one */
+            build_index(reg, cfg->nlisteners);
+            indexed = true;
+        }
         for (size_t g = 0; g < s->ngroups; g++) {
             if (strcmp(s->groups[g].cfg->name, lc->backend_group) == 0)
                 l->group = &s->groups[g];
@@ -601,7 +610,10 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
                 goto fail;
             }
         }
-        l->stats = lis_get(reg, lc->name);
+        if (pl && pl->stats)
+            (l->stats = pl->stats)->refs++;
+        else
+            l->stats = lis_get(reg, lc->name);
         if (!l->stats) {
             slb_err_set(err, 500, "internal", lc->name, "out of memory");
             goto fail;
@@ -610,7 +622,9 @@ struct slb_snapshot *slb_snapshot_build(struct slb_registry *reg, struct slb_con
             goto fail;
         /* A stopped listener keeps everything but its socket, which closes once every worker
          * adopted this snapshot (slb_registry_close_unused), as for a deleted listener. */
-        if (!lc->stopped && !(l->sock = lsock_get(reg, lc, err)))
+        if (!lc->stopped && pl && pl->sock && !pl->sock->closed)
+            (l->sock = pl->sock)->refs++;
+        else if (!lc->stopped && !(l->sock = lsock_get(reg, lc, err)))
             goto fail;
     }
     s->generation = reg->next_generation++;
@@ -664,13 +678,18 @@ size_t slb_snapshot_sweep(struct slb_registry *reg)
 
 void slb_registry_close_unused(struct slb_registry *reg, const struct slb_snapshot *cur)
 {
+    /* Marked in one pass over cur's listeners, not compared with each (1,000 listeners:
+     * 1,000,000 comparisons per change). */
+    static uint64_t mark;
+    mark++;
+    reg->cur = cur;
+    for (size_t i = 0; cur && i < cur->nlisteners; i++)
+        if (cur->listeners[i].sock)
+            cur->listeners[i].sock->used_mark = mark;
     for (struct slb_lsock *ls = reg->lsocks; ls; ls = ls->next) {
         if (ls->closed)
             continue;
-        bool used = false;
-        for (size_t i = 0; cur && i < cur->nlisteners; i++)
-            used |= cur->listeners[i].sock == ls;
-        if (!used) {
+        if (ls->used_mark != mark) {
             slb_info("closing listening socket %s", ls->key);
             lsock_close(ls);
         }

@@ -210,6 +210,9 @@ struct slb_lsock_slot {
     /* Accepting stopped (connection cap or EMFILE) since the backlog was last found empty:
      * the connections accepted until then waited, and are counted as refused (fd_limit). */
     bool waiting;
+    /* The worker's adoption that found this socket in the new snapshot (worker-owned), so
+     * sockets dropped are found in one pass over each snapshot rather than comparing them */
+    uint64_t kept_mark;
 } __attribute__((aligned(64)));
 
 struct slb_lsock {
@@ -217,6 +220,7 @@ struct slb_lsock {
     unsigned port;
     int refs;
     bool closed;
+    uint64_t used_mark; /* slb_registry_close_unused: cur uses it when this is the pass's mark */
     struct slb_lsock *next;
     int nworkers;
     struct slb_lsock_slot slot[];
@@ -287,6 +291,10 @@ struct slb_registry {
     struct slb_rule_rt *rules;
     uint64_t next_generation;
     struct slb_snapshot *retired;
+    /* The published snapshot (set by slb_registry_close_unused): a listener of the next one
+     * with the very same parsed configuration takes its socket and counters from it without
+     * looking them up by key. */
+    const struct slb_snapshot *cur;
     struct slb_key_index build_socks, build_lis;
 };
 

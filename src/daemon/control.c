@@ -106,8 +106,9 @@ static void configure_access_log(struct slb_ctl *ctl, const struct slb_settings 
 static struct slb_snapshot *build(struct slb_ctl *ctl, json_t *doc, struct slb_err *err)
 {
     struct slb_config *cfg = NULL;
-    struct slb_cert_lookup lookup = {cert_type_of, ctl->certs};
-    int rc = slb_config_from_json(doc, &lookup, &cfg, err);
+    struct slb_cert_lookup lookup = {cert_type_of, ctl->certs, slb_certstore_ids_gen(ctl->certs)};
+    /* What the running configuration parsed already is taken as it is (config.h). */
+    int rc = slb_config_from_json_prev(doc, &lookup, ctl->cur ? ctl->cur->cfg : NULL, &cfg, err);
     json_decref(doc);
     if (rc < 0)
         return NULL;
@@ -641,7 +642,7 @@ int slb_ctl_check(const char *state_dir, bool start, struct slb_err *err)
     struct slb_config *cfg = NULL;
     rc = slb_state_load_config(state_dir, &doc, err);
     if (rc == 0) {
-        struct slb_cert_lookup lookup = {cert_type_of, store};
+        struct slb_cert_lookup lookup = {cert_type_of, store, 0};
         rc = slb_config_from_json(doc, &lookup, &cfg, err);
         if (rc < 0)
             name_config_file(err, state_dir);

@@ -27,15 +27,18 @@ static void listeners_sync(struct slb_worker *w, struct slb_snapshot *old,
                            struct slb_snapshot *snap)
 {
     int id = w->id;
-    /* Stop watching sockets the new snapshot dropped... */
+    /* Stop watching sockets the new snapshot dropped (marked kept in one pass: 1,000
+     * listeners would otherwise be 1,000,000 comparisons per adoption)... */
+    static _Thread_local uint64_t mark;
+    mark++;
+    for (size_t j = 0; snap && j < snap->nlisteners; j++)
+        if (snap->listeners[j].sock)
+            snap->listeners[j].sock->slot[id].kept_mark = mark;
     for (size_t i = 0; old && i < old->nlisteners; i++) {
         struct slb_lsock *ls = old->listeners[i].sock;
         if (!ls)
             continue; /* stopped */
-        bool kept = false;
-        for (size_t j = 0; snap && j < snap->nlisteners; j++)
-            kept |= snap->listeners[j].sock == ls;
-        if (!kept) {
+        if (ls->slot[id].kept_mark != mark) {
             slb_io_set(&w->loop, &ls->slot[id].io, 0);
             slb_timer_stop(&w->loop, &ls->slot[id].pause);
             ls->slot[id].cur = NULL;

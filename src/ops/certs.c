@@ -17,8 +17,29 @@
 /* How long a must-staple certificate's upload waits for its first OCSP response. */
 #define MUST_STAPLE_WAIT_MS 5000
 
-/* Names of the listeners that use certificate id (as server certificate or client CA). */
-static json_t *cert_users(const json_t *doc, const char *id)
+/* Names of the listeners that use certificate id (as server certificate or client CA), from
+ * the running configuration's index by certificate id. */
+static json_t *cert_users_of(struct slb_ctl *ctl, const char *id)
+{
+    struct slb_config *cfg = ctl->cur ? ctl->cur->cfg : NULL;
+    if (!cfg || cfg->json != ctl->doc)
+        return NULL;
+    json_t *users = json_array();
+    size_t n = slb_config_cert_users(cfg, id, NULL, 0);
+    size_t *idx = n ? malloc(n * sizeof(*idx)) : NULL;
+    if (!users || (n && !idx)) {
+        free(idx);
+        json_decref(users);
+        return NULL;
+    }
+    slb_config_cert_users(cfg, id, idx, n);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(users, json_string(cfg->listeners[idx[i]]->name));
+    free(idx);
+    return users;
+}
+
+static json_t *cert_users_doc(const json_t *doc, const char *id)
 {
     json_t *users = json_array();
     size_t i, j;
@@ -39,10 +60,16 @@ static json_t *cert_users(const json_t *doc, const char *id)
     return users;
 }
 
+static json_t *cert_users(struct slb_ctl *ctl, const char *id)
+{
+    json_t *users = cert_users_of(ctl, id);
+    return users ? users : cert_users_doc(ctl->doc, id);
+}
+
 json_t *slb_ops_cert_resource(struct slb_ctl *ctl, const struct slb_cert *c)
 {
     json_t *j = slb_cert_to_json(c);
-    json_object_set_new(j, "used_by", cert_users(ctl->doc, c->id));
+    json_object_set_new(j, "used_by", cert_users(ctl, c->id));
     return j;
 }
 
@@ -54,7 +81,7 @@ json_t *slb_ops_cert_list(struct slb_ctl *ctl)
     json_array_foreach(list, i, v)
     {
         const char *cid = json_string_value(json_object_get(v, "id"));
-        json_object_set_new(v, "used_by", cert_users(ctl->doc, cid ? cid : ""));
+        json_object_set_new(v, "used_by", cert_users(ctl, cid ? cid : ""));
         json_object_set_new(v, "ocsp", slb_ocsp_fetcher_json(ctl->ocsp, cid ? cid : ""));
     }
     return list;
@@ -95,7 +122,7 @@ static int no_dry_run(const struct slb_op *op, struct slb_err *err)
  * now: fetched from its responder, waiting at most MUST_STAPLE_WAIT_MS. */
 static bool must_staple_ok(struct slb_ctl *ctl, const struct slb_cert *c, struct slb_err *err)
 {
-    slb_ocsp_fetcher_tick(ctl->ocsp);
+    slb_ocsp_fetcher_tick_id(ctl->ocsp, c ? c->id : NULL);
     if (!c || !slb_ocsp_must_staple(c))
         return true;
     return slb_ocsp_fetcher_fetch_sync(ctl->ocsp, c->id, MUST_STAPLE_WAIT_MS, err) == 0;
@@ -106,7 +133,7 @@ static bool must_staple_ok(struct slb_ctl *ctl, const struct slb_cert *c, struct
 static int republish(struct slb_ctl *ctl, const char *id, struct slb_cert *prev,
                      struct slb_err *err)
 {
-    json_t *users = cert_users(ctl->doc, id);
+    json_t *users = cert_users(ctl, id);
     size_t n = json_array_size(users);
     json_decref(users);
     if (n == 0 || slb_ctl_apply(ctl, json_incref(ctl->doc), false, err) == 0) {
@@ -134,7 +161,7 @@ int slb_ops_cert_create(struct slb_ctl *ctl, const struct slb_certval_upload *m,
         struct slb_err derr = {0};
         if (slb_certstore_delete(ctl->certs, c->id, &derr) < 0)
             slb_error("certificate %s: cannot remove it after refusing it: %s", c->id, derr.msg);
-        slb_ocsp_fetcher_tick(ctl->ocsp);
+        slb_ocsp_fetcher_tick_id(ctl->ocsp, NULL); /* c went with the delete */
         return SLB_EINVAL;
     }
     if (out)
@@ -162,7 +189,7 @@ int slb_ops_cert_replace(struct slb_ctl *ctl, const char *id, const struct slb_c
         struct slb_err rerr = {0};
         if (slb_certstore_restore(ctl->certs, c, &rerr) < 0)
             slb_error("certificate %s: rollback failed: %s", id, rerr.msg);
-        slb_ocsp_fetcher_tick(ctl->ocsp);
+        slb_ocsp_fetcher_tick_id(ctl->ocsp, id);
         if (out)
             *out = NULL;
         return SLB_EINVAL;
@@ -170,7 +197,7 @@ int slb_ops_cert_replace(struct slb_ctl *ctl, const char *id, const struct slb_c
     rc = republish(ctl, id, c, err);
     if (rc < 0 && out)
         *out = NULL;
-    slb_ocsp_fetcher_tick(ctl->ocsp);
+    slb_ocsp_fetcher_tick_id(ctl->ocsp, id);
     return rc;
 }
 
@@ -221,10 +248,10 @@ int slb_ops_cert_delete(struct slb_ctl *ctl, const char *id, const struct slb_op
         return SLB_EINVAL;
     if (no_dry_run(op, err) < 0)
         return SLB_EINVAL;
-    if (slb_ops_in_use(cert_users(ctl->doc, id), "certificate", id, err) < 0)
+    if (slb_ops_in_use(cert_users(ctl, id), "certificate", id, err) < 0)
         return SLB_ECONFLICT;
     int rc = slb_certstore_delete(ctl->certs, id, err);
-    slb_ocsp_fetcher_tick(ctl->ocsp);
+    slb_ocsp_fetcher_tick_id(ctl->ocsp, id);
     return rc;
 }
 

@@ -155,6 +155,20 @@ json_t *slb_ops_find_named(const json_t *arr, const char *name, size_t *idx)
     return NULL;
 }
 
+json_t *slb_ops_doc_with(const json_t *doc, const char *coll, json_t **arr)
+{
+    json_t *d = json_copy((json_t *)doc);
+    const json_t *cur = json_object_get(doc, coll);
+    json_t *a = cur ? json_copy((json_t *)cur) : json_array();
+    *arr = NULL;
+    if (!d || !a || !json_is_array(a) || json_object_set_new(d, coll, a)) {
+        json_decref(d);
+        return NULL;
+    }
+    *arr = a;
+    return d;
+}
+
 int slb_ops_commit(struct slb_ctl *ctl, json_t *doc, const struct slb_op *op, json_t **would,
                    struct slb_err *err)
 {
@@ -263,8 +277,12 @@ int slb_ops_item_create(struct slb_ctl *ctl, enum slb_ops_kind kind, const json_
                          kinds[kind].what, name);
         goto done;
     }
-    json_t *doc = json_deep_copy(ctl->doc);
-    json_array_append(json_object_get(doc, coll), norm);
+    json_t *arr, *doc = slb_ops_doc_with(ctl->doc, coll, &arr);
+    if (!doc || json_array_append(arr, norm)) {
+        json_decref(doc);
+        rc = slb_err_set(err, 500, "internal", "", "out of memory");
+        goto done;
+    }
     json_t *would = NULL;
     rc = slb_ops_commit(ctl, doc, op, &would, err);
     if (rc == 0 && out)
@@ -302,8 +320,12 @@ int slb_ops_item_update(struct slb_ctl *ctl, enum slb_ops_kind kind, const char 
     json_decref(named);
     if (!norm)
         return SLB_EINVAL;
-    json_t *doc = json_deep_copy(ctl->doc);
-    json_array_set(json_object_get(doc, coll), idx, norm);
+    json_t *arr, *doc = slb_ops_doc_with(ctl->doc, coll, &arr);
+    if (!doc || json_array_set(arr, idx, norm)) {
+        json_decref(doc);
+        json_decref(norm);
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    }
     json_t *would = NULL;
     int rc = slb_ops_commit(ctl, doc, op, &would, err);
     if (rc == 0 && out)
@@ -327,8 +349,11 @@ int slb_ops_item_delete(struct slb_ctl *ctl, enum slb_ops_kind kind, const char 
     if (kind == SLB_OPS_GROUP &&
         slb_ops_in_use(group_users(ctl->doc, name), "group", name, err) < 0)
         return SLB_ECONFLICT;
-    json_t *doc = json_deep_copy(ctl->doc);
-    json_array_remove(json_object_get(doc, coll), idx);
+    json_t *arr, *doc = slb_ops_doc_with(ctl->doc, coll, &arr);
+    if (!doc || json_array_remove(arr, idx)) {
+        json_decref(doc);
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    }
     return slb_ops_commit(ctl, doc, op, NULL, err);
 }
 
@@ -355,8 +380,12 @@ int slb_ops_settings_update(struct slb_ctl *ctl, const json_t *settings, const s
 {
     if (slb_ops_precondition(op, json_object_get(ctl->doc, "settings"), "settings", err) < 0)
         return SLB_ECONFLICT;
-    json_t *doc = json_deep_copy(ctl->doc);
-    json_object_set(doc, "settings", (json_t *)settings);
+    /* Listeners and groups stay the very objects of the running document (slb_ops_doc_with). */
+    json_t *doc = json_copy(ctl->doc);
+    if (!doc || json_object_set(doc, "settings", (json_t *)settings)) {
+        json_decref(doc);
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    }
     json_t *would = NULL;
     int rc = slb_ops_commit(ctl, doc, op, &would, err);
     if (rc == 0 && out)
@@ -370,7 +399,9 @@ int slb_ops_apply(struct slb_ctl *ctl, const json_t *in, const struct slb_op *op
 {
     if (slb_ops_precondition(op, ctl->doc, "configuration", err) < 0)
         return SLB_ECONFLICT;
-    json_t *doc = json_deep_copy(ctl->doc);
+    json_t *doc = json_copy(ctl->doc); /* what in leaves out stays as it is */
+    if (!doc)
+        return slb_err_set(err, 500, "internal", "", "out of memory");
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)in, key, v)

@@ -149,10 +149,27 @@ json_t *slb_ops_server_get(struct slb_ctl *ctl, const char *group, const char *k
     return locate(ctl, group, key, &gidx, &at, &k, err);
 }
 
-/* The servers array of group gidx in doc. */
-static json_t *servers_in(json_t *doc, size_t gidx)
+/* A new document for a change to the servers of group gidx of doc: the document, its groups,
+ * that group and its servers array (*servers) are copied, everything else stays the same
+ * json_t (slb_ops_doc_with). NULL when out of memory. */
+static json_t *doc_with_servers(const json_t *doc, size_t gidx, json_t **servers)
 {
-    return json_object_get(json_array_get(json_object_get(doc, "groups"), gidx), "servers");
+    json_t *groups, *d = slb_ops_doc_with(doc, "groups", &groups);
+    json_t *g = d ? json_copy(json_array_get(groups, gidx)) : NULL;
+    const json_t *cur = json_object_get(g, "servers");
+    json_t *sv = cur ? json_copy((json_t *)cur) : json_array();
+    *servers = NULL;
+    if (!g || !sv || !json_is_array(sv) || json_object_set_new(g, "servers", sv)) {
+        json_decref(g);
+        json_decref(d);
+        return NULL;
+    }
+    if (json_array_set_new(groups, gidx, g)) {
+        json_decref(d);
+        return NULL;
+    }
+    *servers = sv;
+    return d;
 }
 
 int slb_ops_server_add(struct slb_ctl *ctl, const char *group, const json_t *server,
@@ -179,8 +196,12 @@ int slb_ops_server_add(struct slb_ctl *ctl, const char *group, const json_t *ser
                          (long long)json_integer_value(json_object_get(s, "port")));
         goto done;
     }
-    json_t *doc = json_deep_copy(ctl->doc);
-    json_array_append(servers_in(doc, gidx), norm);
+    json_t *servers, *doc = doc_with_servers(ctl->doc, gidx, &servers);
+    if (!doc || json_array_append(servers, norm)) {
+        json_decref(doc);
+        rc = slb_err_set(err, 500, "internal", "", "out of memory");
+        goto done;
+    }
     rc = slb_ops_commit(ctl, doc, op, NULL, err);
     if (rc == 0 && out)
         *out = json_incref(norm);
@@ -220,8 +241,12 @@ int slb_ops_server_update(struct slb_ctl *ctl, const char *group, const char *ke
     json_decref(merged);
     if (!norm)
         return SLB_EINVAL;
-    json_t *doc = json_deep_copy(ctl->doc);
-    json_array_set(servers_in(doc, gidx), at, norm);
+    json_t *servers, *doc = doc_with_servers(ctl->doc, gidx, &servers);
+    if (!doc || json_array_set(servers, at, norm)) {
+        json_decref(doc);
+        json_decref(norm);
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    }
     int rc = slb_ops_commit(ctl, doc, op, NULL, err);
     if (rc == 0 && out)
         *out = json_incref(norm);
@@ -239,7 +264,10 @@ int slb_ops_server_remove(struct slb_ctl *ctl, const char *group, const char *ke
         return SLB_ENOTFOUND;
     if (slb_ops_precondition(op, cur, "server", err) < 0)
         return SLB_ECONFLICT;
-    json_t *doc = json_deep_copy(ctl->doc);
-    json_array_remove(servers_in(doc, gidx), at);
+    json_t *servers, *doc = doc_with_servers(ctl->doc, gidx, &servers);
+    if (!doc || json_array_remove(servers, at)) {
+        json_decref(doc);
+        return slb_err_set(err, 500, "internal", "", "out of memory");
+    }
     return slb_ops_commit(ctl, doc, op, NULL, err);
 }

@@ -174,6 +174,7 @@ static int names_build(struct slb_tls_listener *t)
     t->names_arena = malloc(bytes ? bytes : 1);
     if (!t->names || !t->names_arena)
         return -1;
+    t->names_arena_len = bytes;
     t->names_mask = slots - 1;
     char *arena = t->names_arena;
     for (size_t i = 0; i < t->nsites; i++) {
@@ -773,8 +774,12 @@ static int tickets_setup(SSL_CTX *ctx, struct slb_tls_listener *t, const struct 
  * the certificate version and the policy, so it is remembered on the certificate: a context
  * rebuilt for one replaced certificate among thousands checks that one. */
 static int sites_check(SSL_CTX *ctx, const struct slb_tls_listener *t,
-                       const struct slb_listener_rt *l, struct slb_err *err)
+                       const struct slb_tls_listener *base, const struct slb_listener_rt *l,
+                       struct slb_err *err)
 {
+    /* base's sites passed under the same policy: only the others are looked at */
+    if (base && (base->policy != t->policy || base->nsites != t->nsites))
+        base = NULL;
     char where[160], what[128];
     ERR_clear_error();
     SSL *probe = SSL_new(ctx);
@@ -783,7 +788,7 @@ static int sites_check(SSL_CTX *ctx, const struct slb_tls_listener *t,
     uint32_t bit = t->policy >= 0 && t->policy < 32 ? 1u << t->policy : 0;
     for (size_t i = 0; i < t->nsites; i++) {
         struct slb_cert *c = t->sites[i].cert;
-        if (c->tls_policies_ok & bit)
+        if ((base && base->sites[i].cert == c) || (c->tls_policies_ok & bit))
             continue;
         SSL_certs_clear(probe);
         ERR_clear_error();
@@ -836,9 +841,139 @@ static bool recipe_same(const struct slb_tls_listener *t, const struct slb_tls_c
     return true;
 }
 
-/* Make a new context for l from the resolved certificates (referenced here). */
+#define IDS_EMPTY UINT64_MAX
+
+static int ids_build(struct slb_tls_listener *t)
+{
+    size_t slots = 8;
+    while (slots < 2 * t->nsites)
+        slots *= 2;
+    if (!(t->ids_ix = malloc(slots * sizeof(*t->ids_ix))))
+        return -1;
+    memset(t->ids_ix, 0xff, slots * sizeof(*t->ids_ix));
+    t->ids_mask = slots - 1;
+    for (size_t i = 0; i < t->nsites; i++) {
+        const char *id = t->sites[i].cert->id;
+        uint64_t h = name_hash(id, strlen(id), false);
+        size_t at = h & t->ids_mask;
+        while (t->ids_ix[at] != IDS_EMPTY)
+            at = (at + 1) & t->ids_mask;
+        t->ids_ix[at] = (h >> 32 << 32) | (uint32_t)i;
+    }
+    return 0;
+}
+
+/* Whether t is made of certificate id (hash h: name_hash), as a site or the client CA. The
+ * hash kept in the table spares reading the certificates it is not. */
+static bool uses_id(const struct slb_tls_listener *t, const char *id, uint64_t h)
+{
+    if (t->client_ca && strcmp(t->client_ca->id, id) == 0)
+        return true;
+    for (size_t at = h & t->ids_mask; t->ids_ix[at] != IDS_EMPTY; at = (at + 1) & t->ids_mask) {
+        uint64_t e = t->ids_ix[at];
+        if (e >> 32 == h >> 32 && strcmp(t->sites[(uint32_t)e].cert->id, id) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The id of store change n and its hash, NULL once the store forgot it; the hash is made once
+ * per change for the 1,000 contexts asking. */
+static const char *change_id(uint64_t n, uint64_t *h)
+{
+    static uint64_t last_n;
+    static uint64_t last_h;
+    static const char *last_id;
+    const char *id = slb_certstore_change_id(g_store, n);
+    if (id && (n != last_n || id != last_id)) {
+        last_n = n;
+        last_id = id;
+        last_h = name_hash(id, strlen(id), false);
+    }
+    *h = last_h;
+    return id;
+}
+
+/* Whether t, found right for the same listener configuration before, still is: none of the
+ * certificates published since is one of its own, and ticket availability is the same. A
+ * context that looked at more changes than the store remembers is checked the long way. */
+static bool still_right(struct slb_tls_listener *t, uint64_t serial)
+{
+    if (!serial || t->cfg_serial != serial || t->had_ring != (g_ring != NULL) || !t->ids_ix)
+        return false;
+    uint64_t now = slb_certstore_changes(g_store);
+    for (uint64_t n = t->store_seen + 1; n <= now; n++) {
+        uint64_t h;
+        const char *id = change_id(n, &h);
+        if (!id || uses_id(t, id, h))
+            return false;
+    }
+    t->store_seen = now;
+    return true;
+}
+
+/* Whether a and b have the same names in the same order (a renewal's usual shape). */
+static bool same_san_list(const struct slb_cert *a, const struct slb_cert *b)
+{
+    if (a->nsans != b->nsans)
+        return false;
+    for (size_t i = 0; i < a->nsans; i++)
+        if (strcasecmp(a->sans[i], b->sans[i]) != 0)
+            return false;
+    return true;
+}
+
+/* Whether a context made of certs can take base's name table and id index as they are: the
+ * same number of sites, each either base's certificate or one with the same names and key
+ * type (the replace of one certificate among 10,000 then costs copying, not 10,000 names
+ * hashed again). */
+static bool base_fits(const struct slb_tls_listener *base, struct slb_cert *const *certs, size_t n)
+{
+    if (!base || base->nsites != n || !base->names || !base->ids_ix)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        const struct slb_tls_site *s = &base->sites[i];
+        if (certs[i] != s->cert &&
+            (strcmp(certs[i]->id, s->cert->id) != 0 || key_kind(certs[i]->key) != s->kind ||
+             !same_san_list(certs[i], s->cert)))
+            return false;
+    }
+    return true;
+}
+
+/* t's name table and id index as copies of base's (base_fits), pointing at t's sites. */
+static int names_copy(struct slb_tls_listener *t, const struct slb_tls_listener *base)
+{
+    size_t slots = base->names_mask + 1, ids = base->ids_mask + 1;
+    t->names = malloc(slots * sizeof(*t->names));
+    t->names_arena = malloc(base->names_arena_len ? base->names_arena_len : 1);
+    t->ids_ix = malloc(ids * sizeof(*t->ids_ix));
+    if (!t->names || !t->names_arena || !t->ids_ix)
+        return -1;
+    memcpy(t->names, base->names, slots * sizeof(*t->names));
+    memcpy(t->names_arena, base->names_arena, base->names_arena_len);
+    memcpy(t->ids_ix, base->ids_ix, ids * sizeof(*t->ids_ix));
+    t->names_mask = base->names_mask;
+    t->names_arena_len = base->names_arena_len;
+    t->ids_mask = base->ids_mask;
+    for (size_t i = 0; i < slots; i++) {
+        struct slb_tls_name *e = &t->names[i];
+        if (!e->name)
+            continue;
+        e->name = t->names_arena + (e->name - base->names_arena);
+        for (int k = 0; k < 2; k++)
+            if (e->pair.s[k])
+                e->pair.s[k] = &t->sites[e->pair.s[k] - base->sites];
+    }
+    return 0;
+}
+
+/* Make a new context for l from the resolved certificates (referenced here); base, when not
+ * NULL, is a context of the same listener configuration whose names may be copied. */
 static struct slb_tls_listener *context_build(const struct slb_listener_rt *l,
-                                              struct slb_cert *const *certs, struct slb_err *err)
+                                              struct slb_cert *const *certs,
+                                              const struct slb_tls_listener *base,
+                                              struct slb_err *err)
 {
     const struct slb_listener_cfg *lc = l->cfg;
     const struct slb_tls_cfg *tc = &lc->tls;
@@ -858,18 +993,23 @@ static struct slb_tls_listener *context_build(const struct slb_listener_rt *l,
     for (size_t i = 0; i < tc->ncertificates; i++) {
         slb_cert_ref(certs[i]);
         t->sites[i].cert = certs[i];
-        t->sites[i].kind = key_kind(certs[i]->key);
+        /* A site of base's keeps its key type: not reading 10,000 keys again. */
+        t->sites[i].kind = base && i < base->nsites && base->sites[i].cert == certs[i]
+                               ? base->sites[i].kind
+                               : key_kind(certs[i]->key);
         t->nsites = i + 1;
     }
+    bool copy = base_fits(base, certs, t->nsites);
     for (size_t i = 0; i < t->nsites; i++)
-        t->sites[i].default_twin = i == 0 || same_names(t->sites[0].cert, t->sites[i].cert);
+        t->sites[i].default_twin = copy ? base->sites[i].default_twin
+                                        : i == 0 || same_names(t->sites[0].cert, t->sites[i].cert);
     for (size_t i = 0; i < t->nsites && !t->dflt_pair.s[1]; i++) {
         if (t->sites[i].default_twin)
             pair_add(t->dflt_pair.s, &t->sites[i]);
     }
     t->dflt[0] = t->dflt_pair.s[0];
     t->dflt[1] = t->dflt_pair.s[1];
-    if (names_build(t) < 0) {
+    if (copy ? names_copy(t, base) < 0 : names_build(t) < 0 || ids_build(t) < 0) {
         slb_err_set(err, 500, "internal", where, "out of memory");
         goto fail;
     }
@@ -890,7 +1030,7 @@ static struct slb_tls_listener *context_build(const struct slb_listener_rt *l,
         tls_fail(err, l, where, what);
         goto fail;
     }
-    if (sites_check(ctx, t, l, err) < 0)
+    if (sites_check(ctx, t, base, l, err) < 0)
         goto fail;
     /* Both default certificates are in the context, so SSL_new gives every connection the
      * default pair and OpenSSL chooses between them with no work in client_hello_cb. */
@@ -922,23 +1062,67 @@ fail:
     return NULL;
 }
 
+/* certs = b's certificates, those changed in the store since b->store_seen looked up again;
+ * false when the store no longer remembers every change since. */
+static bool certs_patch(const struct slb_tls_listener *b, struct slb_cert **certs)
+{
+    uint64_t now = slb_certstore_changes(g_store);
+    for (uint64_t n = b->store_seen + 1; n <= now; n++)
+        if (!slb_certstore_change_id(g_store, n))
+            return false;
+    for (size_t i = 0; i < b->nsites; i++)
+        certs[i] = b->sites[i].cert;
+    for (uint64_t n = b->store_seen + 1; n <= now; n++) {
+        uint64_t h;
+        const char *id = change_id(n, &h);
+        for (size_t at = h & b->ids_mask; b->ids_ix[at] != IDS_EMPTY; at = (at + 1) & b->ids_mask) {
+            uint64_t e = b->ids_ix[at];
+            if (e >> 32 == h >> 32 && strcmp(b->sites[(uint32_t)e].cert->id, id) == 0)
+                certs[(uint32_t)e] = cert_lookup(id);
+        }
+    }
+    return true;
+}
+
 int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
 {
     const struct slb_listener_cfg *lc = l->cfg;
     const struct slb_tls_cfg *tc = &lc->tls;
     char where[160];
-    snprintf(where, sizeof(where), "listeners[%zu].tls", l->index);
     pthread_once(&idx_once, idx_init);
-    if (ssl_site_idx < 0 || ssl_flags_idx < 0 || ssl_name_idx < 0 || ctx_listener_idx < 0)
-        return slb_err_set(err, 500, "internal", where, "cannot allocate OpenSSL ex_data");
-    if (tc->ncertificates == 0)
+    if (ssl_site_idx < 0 || ssl_flags_idx < 0 || ssl_name_idx < 0 || ctx_listener_idx < 0 ||
+        tc->ncertificates == 0) {
+        snprintf(where, sizeof(where), "listeners[%zu].tls", l->index);
+        if (tc->ncertificates)
+            return slb_err_set(err, 500, "internal", where, "cannot allocate OpenSSL ex_data");
         return slb_err_set(err, 400, "tls_error", where,
                            "listener %s: an https listener needs a certificate", lc->name);
+    }
+    /* The same parsed configuration as a context of the registry's, whose certificates have
+     * not changed since: reused without looking up its 10,000 certificate ids again. */
+    struct slb_tls_listener **bucket = reg_bucket(lc->name), *t;
+    for (t = *bucket; t; t = t->reg_next) {
+        if (still_right(t, lc->serial)) {
+            t->refs++;
+            l->tls = t;
+            return 0;
+        }
+    }
+    snprintf(where, sizeof(where), "listeners[%zu].tls", l->index);
     struct slb_cert **certs = malloc(tc->ncertificates * sizeof(*certs));
     if (!certs)
         return slb_err_set(err, 500, "internal", where, "out of memory");
+    /* A context of this same configuration whose certificates changed: its certificates with
+     * the changed ones looked up again, rather than every id. */
+    struct slb_tls_listener *base = NULL;
+    for (t = *bucket; t && !base; t = t->reg_next)
+        if (lc->serial && t->cfg_serial == lc->serial && t->ids_ix &&
+            t->nsites == tc->ncertificates && certs_patch(t, certs))
+            base = t;
     for (size_t i = 0; i < tc->ncertificates; i++) {
-        struct slb_cert *c = certs[i] = cert_lookup(tc->certificates[i]);
+        if (base && certs[i] == base->sites[i].cert)
+            continue; /* a server certificate of base's */
+        struct slb_cert *c = certs[i] = base ? certs[i] : cert_lookup(tc->certificates[i]);
         if (!c || c->type != SLB_CERT_SERVER || !c->leaf || !c->key) {
             snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[%zu]", l->index, i);
             slb_err_set(err, 400, "unknown_certificate", where,
@@ -949,20 +1133,21 @@ int slb_tls_listener_build(struct slb_listener_rt *l, struct slb_err *err)
         }
     }
     struct slb_cert *ca = tc->client_ca[0] ? cert_lookup(tc->client_ca) : NULL;
-    struct slb_tls_listener **bucket = reg_bucket(lc->name), *t;
     for (t = *bucket; t; t = t->reg_next) {
         if (recipe_same(t, tc, lc->name, certs, ca))
             break;
     }
     if (t) {
         t->refs++;
-    } else if ((t = context_build(l, certs, err)) != NULL) {
+    } else if ((t = context_build(l, certs, base, err)) != NULL) {
         t->reg_next = *bucket;
         *bucket = t;
     }
     free(certs);
     if (!t)
         return SLB_EINVAL;
+    t->cfg_serial = lc->serial;
+    t->store_seen = slb_certstore_changes(g_store);
     l->tls = t;
     return 0;
 }
@@ -978,6 +1163,7 @@ static void context_free(struct slb_tls_listener *t)
     free(t->sites);
     free(t->names);
     free(t->names_arena);
+    free(t->ids_ix);
     if (t->client_ca)
         slb_cert_unref(t->client_ca);
     free(t);

@@ -50,6 +50,7 @@ struct slb_tls_listener {
     struct slb_tls_name *names;
     size_t names_mask;
     char *names_arena;
+    size_t names_arena_len;
     bool client_auth; /* a client CA is configured */
     bool client_cert_required;
     /* Added by src/tls: */
@@ -66,6 +67,15 @@ struct slb_tls_listener {
     bool had_ring;
     int refs;
     struct slb_tls_listener *reg_next;
+    /* The parsed listener configuration (struct slb_listener_cfg.serial) this context was last
+     * found right for, and the certificate store's change count then: the next snapshot
+     * holding that same configuration reuses the context after looking only at the
+     * certificates changed since (slb_certstore_change_id), found through ids_ix, an open
+     * addressing table by certificate id (ids_mask + 1 slots) of the id's hash (high 32 bits)
+     * and its site's index (low 32 bits). */
+    uint64_t cfg_serial, store_seen;
+    uint64_t *ids_ix;
+    size_t ids_mask;
 };
 
 /* Build-time context the control thread sets before building snapshots. Takes a reference on

@@ -328,3 +328,67 @@ def test_handshake_started_after_replace_on_earlier_connection(site):
         t.close()
     assert fp == site.fp["B"], "a handshake that started after PUT answered presented the " \
                                "replaced certificate"
+
+
+def test_changes_after_changes(site, pki):
+    """Each change reuses what the running configuration parsed and built for what it does not
+    touch (docs/architecture.md, "What a change reuses"): across a sequence of weight,
+    listener, settings and certificate changes, every listener keeps presenting the current
+    version of its certificates, each change builds exactly the TLS contexts it touches, and
+    a refused change leaves the running configuration as it was."""
+    slbd = site.slbd
+    st, other = slbd.api.post("/v1/certificates", cu.server_body("other", pki.chain("other"),
+                                                                 pki.key("other")))
+    assert st == 201, other
+    port2 = cu.add_https_listener(slbd, "web2", "g", [other["id"]])
+    st, g = slbd.api.get("/v1/groups/g")
+    assert st == 200, g
+    srv = g["servers"][0]
+    server = f"/v1/groups/g/servers/{srv['address']}:{srv['port']}"
+    builds = "slbd_tls_context_builds_total"
+
+    def seen():
+        return (cu.tls_fingerprint(site.port, site.ctx),
+                cu.tls_fingerprint(port2, site.ctx, server_hostname="localhost"),
+                cu.tls_fingerprint(port2, site.ctx, server_hostname="www.other.test"))
+
+    def change(method, path, body, status=200):
+        b0 = cu.metric_value(slbd, builds)
+        r = slbd.api.request(method, path, body)
+        assert r.status == status, r
+        return cu.metric_value(slbd, builds) - b0
+
+    other_fp = pki.fingerprint("other")
+    assert seen() == (site.fp["A"], other_fp, other_fp)
+    assert change("PATCH", server, {"weight": 40}) == 0
+    assert seen() == (site.fp["A"], other_fp, other_fp)
+    b0 = cu.metric_value(slbd, builds)
+    site.replace("B")  # web only
+    assert cu.metric_value(slbd, builds) - b0 == 1
+    assert seen() == (site.fp["B"], other_fp, other_fp)
+
+    # web2 changed to also list the site's certificate: web2's context only.
+    st, web2 = slbd.api.get("/v1/listeners/web2")
+    assert st == 200, web2
+    web2["tls"]["certificates"] = [other["id"], site.id]
+    assert change("PUT", "/v1/listeners/web2", web2) == 1
+    assert cu.tls_fingerprint(port2, site.ctx, server_hostname="localhost") == site.fp["B"]
+    assert change("PATCH", server, {"weight": 60}) == 0
+    assert change("PUT", "/v1/settings", {"drain_timeout_s": 7}) == 0
+    b0 = cu.metric_value(slbd, builds)
+    site.replace("A")  # both listeners now
+    assert cu.metric_value(slbd, builds) - b0 == 2
+    assert seen() == (site.fp["A"], site.fp["A"], other_fp)
+
+    # Refused changes: an unknown certificate, a group in use; nothing moves.
+    st, before = slbd.api.get("/v1/config")
+    bad = dict(web2, tls=dict(web2["tls"], certificates=[other["id"], "no-such-cert"]))
+    assert change("PUT", "/v1/listeners/web2", bad, 400) == 0
+    assert change("DELETE", "/v1/groups/g", None, 409) == 0
+    st2, after = slbd.api.get("/v1/config")
+    assert (st, st2) == (200, 200) and after == before
+    assert seen() == (site.fp["A"], site.fp["A"], other_fp)
+    assert sorted(cu.get_cert(slbd, site.id)["used_by"]) == ["web", "web2"]
+    assert cu.get_cert(slbd, other["id"])["used_by"] == ["web2"]
+    r = slbd.api.request("GET", server)
+    assert r.status == 200 and r.json["weight"] == 60, r

@@ -46,7 +46,11 @@ static int fake_type_of(void *arg, const char *id)
         return 2;
     return 0;
 }
-static const struct slb_cert_lookup certs = {fake_type_of, NULL};
+static const struct slb_cert_lookup certs = {fake_type_of, NULL, 0};
+static int fake_type_of_demo_only(void *arg, const char *id)
+{
+    return strcmp(id, "other") == 0 ? 0 : fake_type_of(arg, id);
+}
 
 #define GRP(n) "{'name':'" n "','servers':[{'address':'10.0.0.1','port':80}]}"
 #define GROUPS "'groups':[" GRP("g") "," GRP("h") "]"
@@ -558,15 +562,15 @@ static void test_group_values(void **state)
         char text[200];
         snprintf(text, sizeof(text), GDOC("{'name':'g','scheduler':'%s'}"), names[i]);
         struct slb_config *cfg = build(text);
-        assert_int_equal(cfg->groups[0].scheduler, kinds[i]);
-        assert_int_equal(cfg->groups[0].nservers, 0);
+        assert_int_equal(cfg->groups[0]->scheduler, kinds[i]);
+        assert_int_equal(cfg->groups[0]->nservers, 0);
         slb_config_free(cfg);
     }
     struct slb_config *cfg = build(
         GHC("'enabled':false,'protocol':'http','uri':'/health?x=1','domain':'api.example.com',"
             "'method':'get','http_codes':['http_5xx','http_2xx','http_2xx'],'interval_s':50,"
             "'timeout_s':300,'healthy_threshold':10,'unhealthy_threshold':2,'port':8081"));
-    const struct slb_health_cfg *hc = &cfg->groups[0].hc;
+    const struct slb_health_cfg *hc = &cfg->groups[0]->hc;
     assert_false(hc->enabled);
     assert_int_equal(hc->protocol, SLB_HC_HTTP);
     assert_string_equal(hc->uri, "/health?x=1");
@@ -635,7 +639,7 @@ static void test_listener_defaults_tcp(void **state)
 {
     (void)state;
     struct slb_config *cfg = build(DOC(TCP("")));
-    const struct slb_listener_cfg *l = &cfg->listeners[0];
+    const struct slb_listener_cfg *l = cfg->listeners[0];
     assert_int_equal(l->protocol, SLB_PROTO_TCP);
     assert_int_equal(l->proxy_protocol, 0);
     assert_int_equal(l->established_timeout_s, 900);
@@ -651,7 +655,7 @@ static void test_listener_defaults_tcp(void **state)
     cfg = build(DOC(LIS("tcp", "[::1]:6000",
                         ",'proxy_protocol':'v2','sni_routes':{'A.Example.com':'h',"
                         "'*.example.org':'g'}")));
-    l = &cfg->listeners[0];
+    l = cfg->listeners[0];
     assert_int_equal(l->proxy_protocol, 2);
     const struct sockaddr_in6 *a6 = (const void *)&l->addr;
     assert_int_equal(a6->sin6_family, AF_INET6);
@@ -671,7 +675,7 @@ static void test_listener_defaults_https(void **state)
 {
     (void)state;
     struct slb_config *cfg = build(DOC(HTTPS("", "")));
-    const struct slb_listener_cfg *l = &cfg->listeners[0];
+    const struct slb_listener_cfg *l = cfg->listeners[0];
     assert_int_equal(l->protocol, SLB_PROTO_HTTPS);
     assert_int_equal(l->tls.ncertificates, 1);
     assert_string_equal(l->tls.certificates[0], "demo");
@@ -707,7 +711,7 @@ static void test_listener_values(void **state)
             "'tls':{'certificates':['demo','other'],'client_ca':'ca1','client_auth':'optional',"
             "'policy':'tls_cipher_policy_1_0','session_ticket_lifetime_s':0,'session_max_age_s':60,"
             "'alpn':['http/1.1']}")));
-    const struct slb_listener_cfg *l = &cfg->listeners[0];
+    const struct slb_listener_cfg *l = cfg->listeners[0];
     const struct sockaddr_in *a = (const void *)&l->addr;
     assert_int_equal(ntohl(a->sin_addr.s_addr), 0x0a010203);
     assert_int_equal(ntohs(a->sin_port), 8443);
@@ -747,7 +751,7 @@ static void test_listener_values(void **state)
     slb_config_free(cfg);
 
     cfg = build(DOC(HTTP(",'sticky':{'type':'insert'},'acl':{'mode':'allow','cidrs':[]}")));
-    l = &cfg->listeners[0];
+    l = cfg->listeners[0];
     assert_int_equal(l->sticky, SLB_STICKY_INSERT);
     assert_string_equal(l->sticky_cookie, "SLBSERVERID");
     assert_int_equal(l->sticky_timeout_s, 1000);
@@ -764,8 +768,8 @@ static void test_listener_values(void **state)
         char text[400];
         snprintf(text, sizeof(text), DOC(HTTPS(",'policy':'%s'", "")), policies[i]);
         cfg = build(text);
-        assert_int_equal(cfg->listeners[0].tls.policy, i);
-        assert_string_equal(slb_tls_policy_name(cfg->listeners[0].tls.policy), policies[i]);
+        assert_int_equal(cfg->listeners[0]->tls.policy, i);
+        assert_string_equal(slb_tls_policy_name(cfg->listeners[0]->tls.policy), policies[i]);
         slb_config_free(cfg);
     }
 }
@@ -778,9 +782,9 @@ static void test_redirect_listener(void **state)
               "'redirect_to':'https://www.example.com:8443'},"
               "{'name':'r2','protocol':'http','bind':'*:81','backend_group':'',"
               "'redirect_to':'https://[2001:db8::1]'}]}");
-    assert_string_equal(cfg->listeners[0].redirect_to, "https://www.example.com:8443");
-    assert_string_equal(cfg->listeners[0].backend_group, "");
-    assert_string_equal(cfg->listeners[1].redirect_to, "https://[2001:db8::1]");
+    assert_string_equal(cfg->listeners[0]->redirect_to, "https://www.example.com:8443");
+    assert_string_equal(cfg->listeners[0]->backend_group, "");
+    assert_string_equal(cfg->listeners[1]->redirect_to, "https://[2001:db8::1]");
     /* [::]:80 and *:81 differ in family and port: no conflict. */
     assert_round_trip(cfg);
     slb_config_free(cfg);
@@ -944,14 +948,14 @@ static void test_rules_limits(void **state)
     body[SLB_RULE_BODY_MAX] = '\0';
     json_object_set_new(fr, "body", json_string(body));
     assert_int_equal(slb_config_from_json(doc, &certs, &cfg, &err), 0);
-    assert_int_equal(cfg->listeners[0].nrules, 1);
-    assert_int_equal(cfg->listeners[0].rules[0].body_len, SLB_RULE_BODY_MAX);
+    assert_int_equal(cfg->listeners[0]->nrules, 1);
+    assert_int_equal(cfg->listeners[0]->rules[0].body_len, SLB_RULE_BODY_MAX);
     slb_config_free(cfg);
     json_decref(doc);
 
     doc = J(RULES("[]"));
     assert_int_equal(slb_config_from_json(doc, &certs, &cfg, &err), 0);
-    assert_int_equal(cfg->listeners[0].nrules, 0);
+    assert_int_equal(cfg->listeners[0]->nrules, 0);
     slb_config_free(cfg);
     json_decref(doc);
 }
@@ -963,7 +967,7 @@ static void test_no_cert_lookup(void **state)
     struct slb_config *cfg = NULL;
     struct slb_err err;
     assert_int_equal(slb_config_from_json(doc, NULL, &cfg, &err), 0);
-    assert_string_equal(cfg->listeners[0].tls.certificates[0], "unknown-yet");
+    assert_string_equal(cfg->listeners[0]->tls.certificates[0], "unknown-yet");
     slb_config_free(cfg);
     json_decref(doc);
 }
@@ -983,10 +987,10 @@ static void test_example_config(void **state)
     assert_int_equal(rc, 0);
     assert_int_equal(cfg->nlisteners, 3);
     assert_int_equal(cfg->ngroups, 2);
-    assert_int_equal(cfg->listeners[0].protocol, SLB_PROTO_TCP);
-    assert_int_equal(cfg->listeners[1].protocol, SLB_PROTO_HTTP);
-    assert_int_equal(cfg->listeners[2].protocol, SLB_PROTO_HTTPS);
-    assert_string_equal(cfg->listeners[2].tls.certificates[0], "demo");
+    assert_int_equal(cfg->listeners[0]->protocol, SLB_PROTO_TCP);
+    assert_int_equal(cfg->listeners[1]->protocol, SLB_PROTO_HTTP);
+    assert_int_equal(cfg->listeners[2]->protocol, SLB_PROTO_HTTPS);
+    assert_string_equal(cfg->listeners[2]->tls.certificates[0], "demo");
     assert_round_trip(cfg);
     slb_config_free(cfg);
     json_decref(doc);
@@ -1067,13 +1071,13 @@ static void test_status_and_limits(void **state)
              "'limits':{'requests_per_s':3}}]") ",{'name':'t','protocol':'tcp','bind':'*:5000',"
                                                 "'backend_group':'g','limits':{"
                                                 "'connections_per_s':9,'requests_per_s':null}}"));
-    const struct slb_listener_cfg *l = &cfg->listeners[0];
+    const struct slb_listener_cfg *l = cfg->listeners[0];
     assert_true(l->stopped);
     assert_int_equal(l->requests_per_s, 50);
     assert_int_equal(l->connections_per_s, 7);
     assert_int_equal(l->rules[0].requests_per_s, 3);
-    assert_false(cfg->listeners[1].stopped);
-    assert_int_equal(cfg->listeners[1].connections_per_s, 9);
+    assert_false(cfg->listeners[1]->stopped);
+    assert_int_equal(cfg->listeners[1]->connections_per_s, 9);
     json_t *want = J("{'connections_per_s':7,'requests_per_s':50}");
     json_t *got = json_array_get(json_object_get(cfg->json, "listeners"), 0);
     assert_true(json_equal(json_object_get(got, "limits"), want));
@@ -1108,7 +1112,7 @@ static void test_limits(void **state)
     assert_string_equal(err.where, "groups[0].servers");
     json_array_remove(servers, 0);
     assert_int_equal(slb_config_from_json(doc, NULL, &cfg, &err), 0);
-    assert_int_equal(cfg->groups[0].nservers, SLB_MAX_SERVERS);
+    assert_int_equal(cfg->groups[0]->nservers, SLB_MAX_SERVERS);
     slb_config_free(cfg);
     json_decref(doc);
 
@@ -1122,6 +1126,175 @@ static void test_limits(void **state)
     assert_int_equal(slb_config_from_json(doc, NULL, &cfg, &err), SLB_EINVAL);
     assert_string_equal(err.where, "listeners[0].acl.cidrs");
     json_decref(doc);
+}
+
+/* Lookups counted, with a generation the test moves, for the reuse tests. */
+static int lookups;
+static int counting_type_of(void *arg, const char *id)
+{
+    lookups++;
+    return fake_type_of(arg, id);
+}
+
+/* The next document as src/ops makes it: doc and its array coll copied, elements shared. */
+static json_t *doc_with(const json_t *doc, const char *coll, json_t **arr)
+{
+    json_t *d = json_copy((json_t *)doc);
+    *arr = json_copy(json_object_get(doc, coll));
+    json_object_set_new(d, coll, *arr);
+    return d;
+}
+
+#define RLIS(n, port, group)                                                                       \
+    "{'name':'" n "','protocol':'https','bind':'*:" port "','backend_group':'" group "',"          \
+    "'tls':{'certificates':['demo','other']}}"
+#define RDOC "{" GROUPS ",'listeners':[" RLIS("a", "443", "g") "," RLIS("b", "444", "h") "]}"
+
+/* A change takes from the running configuration every listener, group and settings object
+ * whose JSON is the very same object: the parsed struct (by pointer) and the JSON (by pointer,
+ * so the next change finds it again), without looking its certificate ids up again. */
+static void test_reuse_unchanged(void **state)
+{
+    (void)state;
+    struct slb_cert_lookup cl = {counting_type_of, NULL, 7};
+    struct slb_config *c1, *c2, *c3;
+    struct slb_err err = {0};
+    json_t *doc = J(RDOC);
+    assert_int_equal(slb_config_from_json(doc, &cl, &c1, &err), 0);
+    json_decref(doc);
+
+    /* A weight change in group h: a new h object, everything else shared. */
+    json_t *groups, *d2 = doc_with(c1->json, "groups", &groups);
+    json_t *h = json_deep_copy(json_array_get(groups, 1));
+    json_integer_set(json_object_get(json_array_get(json_object_get(h, "servers"), 0), "weight"),
+                     50);
+    json_array_set_new(groups, 1, h);
+    lookups = 0;
+    assert_int_equal(slb_config_from_json_prev(d2, &cl, c1, &c2, &err), 0);
+    json_decref(d2);
+    assert_int_equal(lookups, 0);
+    for (size_t i = 0; i < 2; i++) {
+        assert_ptr_equal(c2->listeners[i], c1->listeners[i]);
+        assert_ptr_equal(json_array_get(json_object_get(c2->json, "listeners"), i),
+                         json_array_get(json_object_get(c1->json, "listeners"), i));
+    }
+    assert_ptr_equal(c2->groups[0], c1->groups[0]);
+    assert_ptr_not_equal(c2->groups[1], c1->groups[1]);
+    assert_int_equal(c2->groups[1]->servers[0].weight, 50);
+    assert_ptr_equal(json_object_get(c2->json, "settings"), json_object_get(c1->json, "settings"));
+    assert_int_equal(c2->listeners[0]->refs, 2);
+
+    /* The same document again (a certificate replace re-applies it): everything shared. */
+    assert_int_equal(slb_config_from_json_prev(c2->json, &cl, c2, &c3, &err), 0);
+    assert_ptr_equal(c3->groups[1], c2->groups[1]);
+    assert_ptr_equal(c3->listeners[1], c2->listeners[1]);
+    assert_int_equal(lookups, 0);
+    /* Freeing the older ones leaves the shared parts to the newest. */
+    slb_config_free(c1);
+    slb_config_free(c2);
+    assert_int_equal(c3->listeners[0]->refs, 1);
+    assert_string_equal(c3->listeners[1]->tls.certificates[1], "other");
+
+    /* Certificate ids added or removed since (another generation): looked up again, and a
+     * listener's own change is parsed again. */
+    cl.gen = 8;
+    json_t *lis, *d4 = doc_with(c3->json, "listeners", &lis);
+    json_t *b = json_deep_copy(json_array_get(lis, 1));
+    json_object_set_new(b, "max_connections", json_integer(5));
+    json_array_set_new(lis, 1, b);
+    struct slb_config *c4;
+    assert_int_equal(slb_config_from_json_prev(d4, &cl, c3, &c4, &err), 0);
+    json_decref(d4);
+    assert_int_equal(lookups, 4);
+    assert_ptr_equal(c4->listeners[0], c3->listeners[0]);
+    assert_ptr_not_equal(c4->listeners[1], c3->listeners[1]);
+    assert_int_equal(c4->listeners[1]->max_connections, 5);
+    slb_config_free(c3);
+    slb_config_free(c4);
+}
+
+/* What a reused listener was checked against is checked again when it changed: a group it
+ * names renamed away, a certificate it names deleted; the running configuration is untouched
+ * by the refused change. */
+static void test_reuse_rechecks(void **state)
+{
+    (void)state;
+    struct slb_cert_lookup cl = {counting_type_of, NULL, 7};
+    struct slb_config *c1, *c2 = NULL;
+    struct slb_err err = {0};
+    json_t *doc = J(RDOC);
+    assert_int_equal(slb_config_from_json(doc, &cl, &c1, &err), 0);
+    json_decref(doc);
+
+    json_t *groups, *d2 = doc_with(c1->json, "groups", &groups);
+    json_t *h = json_deep_copy(json_array_get(groups, 1));
+    json_object_set_new(h, "name", json_string("h2"));
+    json_array_set_new(groups, 1, h);
+    assert_int_equal(slb_config_from_json_prev(d2, &cl, c1, &c2, &err), SLB_EINVAL);
+    assert_null(c2);
+    assert_string_equal(err.code, "unknown_group");
+    assert_string_equal(err.where, "listeners[1].backend_group");
+    json_array_remove(groups, 1); /* deleted */
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(slb_config_from_json_prev(d2, &cl, c1, &c2, &err), SLB_EINVAL);
+    assert_string_equal(err.code, "unknown_group");
+    json_decref(d2);
+
+    /* "other" is gone from the store (a new generation): the reused listeners name it. */
+    struct slb_cert_lookup gone = {fake_type_of_demo_only, NULL, 9};
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(slb_config_from_json_prev(c1->json, &gone, c1, &c2, &err), SLB_EINVAL);
+    assert_string_equal(err.code, "unknown_certificate");
+    assert_string_equal(err.where, "listeners[0].tls.certificates[1]");
+
+    /* A duplicate of a reused listener's name or address is found as before. */
+    json_t *lis, *d3 = doc_with(c1->json, "listeners", &lis);
+    json_array_append_new(lis, J(RLIS("a", "445", "g")));
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(slb_config_from_json_prev(d3, &cl, c1, &c2, &err), SLB_EINVAL);
+    assert_string_equal(err.code, "duplicate_name");
+    json_decref(d3);
+    d3 = doc_with(c1->json, "listeners", &lis);
+    json_array_append_new(lis, J(RLIS("c", "444", "g")));
+    assert_int_equal(slb_config_from_json_prev(d3, &cl, c1, &c2, &err), SLB_EINVAL);
+    assert_string_equal(err.code, "bind_conflict");
+    json_decref(d3);
+
+    /* The running configuration is whole: its listeners still belong to it alone. */
+    assert_int_equal(c1->listeners[0]->refs, 1);
+    assert_int_equal(c1->groups[1]->refs, 1);
+    assert_string_equal(c1->groups[1]->name, "h");
+    slb_config_free(c1);
+}
+
+/* Which listeners name a certificate, from the index kept across changes. */
+static void test_cert_users(void **state)
+{
+    (void)state;
+    struct slb_config *c1, *c2;
+    struct slb_err err = {0};
+    json_t *doc = J("{" GROUPS ",'listeners':[" RLIS("a", "443", "g") "," RLIS(
+        "b", "444", "h") ",{'name':'c','protocol':'https','bind':'*:445','backend_group':'g',"
+                         "'tls':{'certificates':['other'],'client_ca':'ca1'}}]}");
+    assert_int_equal(slb_config_from_json(doc, &certs, &c1, &err), 0);
+    json_decref(doc);
+    size_t idx[4];
+    assert_int_equal(slb_config_cert_users(c1, "demo", idx, 4), 2);
+    assert_int_equal(idx[0], 0);
+    assert_int_equal(idx[1], 1);
+    assert_int_equal(slb_config_cert_users(c1, "other", idx, 1), 3);
+    assert_int_equal(idx[0], 0);
+    assert_int_equal(slb_config_cert_users(c1, "ca1", idx, 4), 1);
+    assert_int_equal(idx[0], 2);
+    assert_int_equal(slb_config_cert_users(c1, "nope", idx, 4), 0);
+    assert_int_equal(slb_config_cert_users(c1, "", idx, 4), 0);
+    /* The same listeners: the index is handed on, not made again. */
+    assert_int_equal(slb_config_from_json_prev(c1->json, &certs, c1, &c2, &err), 0);
+    assert_ptr_equal(c2->cert_users, c1->cert_users);
+    slb_config_free(c1);
+    assert_int_equal(slb_config_cert_users(c2, "other", idx, 4), 3);
+    assert_int_equal(idx[2], 2);
+    slb_config_free(c2);
 }
 
 int main(void)
@@ -1149,6 +1322,9 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_status_and_limits),
+        cmocka_unit_test(test_reuse_unchanged),
+        cmocka_unit_test(test_reuse_rechecks),
+        cmocka_unit_test(test_cert_users),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1405,6 +1405,76 @@ static void test_build_errors(void **state)
     assert_null(slb_tls_ssl_new(&L.rt));
 }
 
+/* The site serving name on L: the store's current object for id. */
+static void expect_current(struct lis *L, const char *name, const char *id)
+{
+    struct copts o = {.sni = name};
+    struct hs h;
+    hs_run(L, &o, &h);
+    assert_hs_ok(&h);
+    const struct slb_tls_site *site = slb_tls_ssl_site(h.s);
+    assert_non_null(site);
+    assert_ptr_equal(site->cert, slb_certstore_get(store, id));
+    hs_free(&h);
+}
+
+static void rename_cert(const char *id, const char *name)
+{
+    struct slb_err err = {0};
+    if (slb_certstore_rename(store, id, name, &err) != 0)
+        fail_msg("rename %s: %s", id, err.msg);
+}
+
+/* A listener configuration parsed once (the same serial) keeps its context across snapshots
+ * while none of its certificates changes; a change of one of them builds a new context on the
+ * new version (its name table copied from the old one's, pointing at its own sites), and a
+ * change of another certificate builds nothing. */
+static void test_context_reuse(void **state)
+{
+    struct lis A, B;
+    lis_init(&A, "reuse", "other", "ec", NULL);
+    A.cfg.serial = 0x5e7a1;
+    uint64_t builds = slb_tls_context_builds();
+    lis_build(&A);
+    struct slb_tls_listener *t1 = A.rt.tls;
+    assert_int_equal(slb_tls_context_builds(), builds + 1);
+
+    lis_init(&B, "reuse", "other", "ec", NULL);
+    B.cfg.serial = A.cfg.serial;
+    lis_build(&B);
+    assert_ptr_equal(B.rt.tls, t1);
+    lis_free(&B);
+    rename_cert("rsa", "rsa-renamed"); /* a new object for a certificate it does not use */
+    lis_build(&B);
+    assert_ptr_equal(B.rt.tls, t1);
+    assert_int_equal(slb_tls_context_builds(), builds + 1);
+    lis_free(&B);
+
+    rename_cert("ec", "ec-renamed"); /* its own: a new context on the new version */
+    lis_build(&B);
+    struct slb_tls_listener *t2 = B.rt.tls;
+    assert_ptr_not_equal(t2, t1);
+    assert_int_equal(slb_tls_context_builds(), builds + 2);
+    assert_ptr_equal(t2->sites[1].cert, slb_certstore_get(store, "ec"));
+    assert_ptr_equal(t2->sites[0].cert, t1->sites[0].cert);
+    assert_ptr_not_equal(t2->names, t1->names);
+    lis_free(&A); /* t1 goes: t2 holds nothing of it */
+    expect_current(&B, "localhost", "ec");
+    expect_current(&B, "a.example.com", "ec");
+    expect_current(&B, "other.test", "other");
+    expect_cert(&B, NULL, NULL, "other", false);
+
+    /* Another configuration (serial) of the same recipe still finds the context. */
+    lis_init(&A, "reuse", "other", "ec", NULL);
+    A.cfg.serial = 0x5e7a2;
+    lis_build(&A);
+    assert_ptr_equal(A.rt.tls, t2);
+    lis_free(&A);
+    lis_free(&B);
+    rename_cert("rsa", "rsa");
+    rename_cert("ec", "ec");
+}
+
 static void test_fail_names(void **state)
 {
     assert_string_equal(slb_tls_fail_name(SLB_TLS_FAIL_NONE), "none");
@@ -1450,6 +1520,7 @@ int main(void)
         cmocka_unit_test(test_ring_persistence),
         cmocka_unit_test(test_ring_tick),
         cmocka_unit_test(test_build_errors),
+        cmocka_unit_test(test_context_reuse),
         cmocka_unit_test(test_fail_names),
     };
     /* clang-format on */
