@@ -126,8 +126,20 @@ struct slb_chunked {
     /* Set by the caller: a feed returns where the trailer section starts, so that the bytes
      * of the next feeds (slb_chunked_in_trailer) are the trailer section's. */
     bool stop_at_trailer;
+    /* Set by the caller for a body it passes on with its trailer section (a client's request):
+     * a trailer field that slb_http_trailer_field_banned names is invalid framing (-400), so
+     * a backend that merges trailers into the head never sees a second Content-Length or
+     * Host. tname holds the start of the field name being read (tname_len saturates). */
+    bool refuse_banned_trailers;
+    uint8_t tname_len;
+    char tname[18];
 };
 void slb_chunked_init(struct slb_chunked *c);
+/* A field that frames, routes or controls the connection of a message (Content-Length,
+ * Transfer-Encoding, Host, Connection and the fields it lists by custom, TE, Trailer): it has
+ * no place in a trailer section (RFC 9110 6.5.1), and a proxy that passed one on would let a
+ * recipient merging trailers into the head see a message other than the one we framed. */
+bool slb_http_trailer_field_banned(const char *name, size_t len);
 /* The decoder is in the trailer section (after the last chunk, before the end). */
 bool slb_chunked_in_trailer(const struct slb_chunked *c);
 /* Consumes up to len bytes of buf. On return *data and *data_len give the data bytes found in

@@ -270,6 +270,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->x->req_body = (uint8_t)m->body;
     c->x->req_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
     slb_rechunk_init(&c->x->req_chunk);
+    c->x->req_chunk.ck.refuse_banned_trailers = true;
     if (cfg->gzip)
         slb_gzip_req_facts(&c->x->e.gz_req, m);
     c->x->e.start_us = slb_mono_us();

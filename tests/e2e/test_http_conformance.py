@@ -254,6 +254,13 @@ BAD_CHUNKS = [
     ("bare-lf-after-data", "5\r\nhello\n0\r\n\r\n"),
     ("trailer-obs-fold", "5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n"),
     ("last-chunk-missing-crlf", "5\r\nhello\r\n0\r\nGET"),
+    # Fields that frame or route a message have no place in a trailer section (RFC 9110
+    # 6.5.1): a backend merging trailers into the head would see a second framing or Host.
+    ("trailer-content-length", "5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n"),
+    ("trailer-transfer-encoding", "5\r\nhello\r\n0\r\ntransfer-encoding: chunked\r\n\r\n"),
+    ("trailer-host", "5\r\nhello\r\n0\r\nX-Ok: 1\r\nHOST: evil.test\r\n\r\n"),
+    ("trailer-connection", "5\r\nhello\r\n0\r\nConnection: close\r\n\r\n"),
+    ("trailer-te", "5\r\nhello\r\n0\r\nTE: trailers\r\n\r\n"),
 ]
 
 
