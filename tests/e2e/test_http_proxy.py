@@ -276,6 +276,27 @@ def test_forwarded_headers(slbd, hx):
     assert hd["x-forwarded-for"] == "127.0.0.1", hd
 
 
+def test_underscore_twins_of_forwarding_headers_are_dropped(slbd, hx):
+    """A backend that maps field names to CGI-style variables (Rack/Puma, WSGI, PHP) reads
+    X_Real_IP as X-Real-IP: a client's underscore twin of a field slbd sets could clobber
+    slbd's (Puma's CVE-2024-45614), so it never reaches the backend."""
+    b = hx.backend("rec", record=True)
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    twins = [("X_Forwarded_For", "203.0.113.7"), ("X-Forwarded_Proto", "gopher"),
+             ("x_forwarded_port", "1"), ("X_REAL_IP", "198.51.100.9"),
+             ("X_Forwarded_Clientcert_subjectdn", "CN=forged"), ("X-Real_IP", "192.0.2.1")]
+    r = hx.get(port, "/twins", twins + [("X_Custom_Header", "kept")])
+    assert r.status == 200, r
+    hd = r.json()["headers"]
+    assert hd["x-forwarded-for"] == "127.0.0.1" and hd["x-real-ip"] == "127.0.0.1", hd
+    assert hd["x-forwarded-proto"] == "http" and hd["x-forwarded-port"] == str(port), hd
+    head = b.recorded().split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    for name, value in twins:
+        assert f"{name}:" not in head and (len(value) < 4 or value not in head), head
+    assert "X_Custom_Header: kept" in head, head
+
+
 def test_every_client_forwarded_for_line_is_kept(slbd, hx):
     port, _ = web(slbd, hx)
     r = hx.get(port, "/xff2", [("X-Forwarded-For", "203.0.113.7"),
