@@ -101,6 +101,27 @@ static inline bool slb_slice_eq_ci_n(struct slb_slice s, const char *lit, size_t
 }
 /* For a string literal: no strlen, and a length mismatch costs one comparison. */
 #define SLB_SLICE_IS(s, lit) slb_slice_eq_ci_n((s), (lit), sizeof(lit) - 1)
+/* The first n bytes of s and lit are the same field name as a CGI-style backend reads it
+ * (Rack, WSGI, PHP: HTTP_X_REAL_IP for both X-Real-IP and X_Real_IP): ASCII case ignored and
+ * '_' taken for '-'. A field slbd sets or removes is matched this way, so that a client's
+ * underscore twin cannot stand in for it. */
+static inline bool slb_name_starts_folded(struct slb_slice s, const char *lit, size_t n)
+{
+    if (s.len < n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char a = (unsigned char)s.p[i], b = (unsigned char)lit[i];
+        a = (unsigned char)(a == '_' ? '-' : a >= 'A' && a <= 'Z' ? a + 32 : a);
+        b = (unsigned char)(b == '_' ? '-' : b >= 'A' && b <= 'Z' ? b + 32 : b);
+        if (a != b)
+            return false;
+    }
+    return true;
+}
+static inline bool slb_name_eq_folded(struct slb_slice s, const char *lit, size_t n)
+{
+    return s.len == n && slb_name_starts_folded(s, lit, n);
+}
 /* RFC 9110 tchar: the bytes allowed in a method, a field name or a list token:
  * ALPHA / DIGIT / "!#$%&'*+-.^_`|~", as a 256-bit set (bit c). */
 static inline bool slb_http_is_tchar(unsigned char c)

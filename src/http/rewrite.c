@@ -142,33 +142,18 @@ bool slb_http_is_hop_by_hop(const struct slb_http_msg *m, size_t i)
     return false;
 }
 
-/* The first len bytes of n spell lit (lowercase), whatever their case and with '_' for '-'. */
-static bool starts_folded(struct slb_slice n, const char *lit, size_t len)
-{
-    if (n.len < len)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)n.p[i];
-        c = c == '_' ? '-' : (c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c);
-        if (c != (unsigned char)lit[i])
-            return false;
-    }
-    return true;
-}
-
-#define IS_FOLDED(n, lit) ((n).len == sizeof(lit) - 1 && starts_folded((n), (lit), sizeof(lit) - 1))
+#define IS_FOLDED(n, lit) slb_name_eq_folded((n), (lit), sizeof(lit) - 1)
 
 /* Fields this proxy sets itself. A client's field that differs from one of them only by '_'
- * for '-' counts as ours too (and is dropped): backends that map field names to CGI-style
- * variables (Rack, WSGI, PHP) read X_Real_IP and X-Real-IP as the same HTTP_X_REAL_IP, and
- * the client's could clobber ours (Puma's CVE-2024-45614). */
+ * for '-' counts as ours too (and is dropped, see slb_name_starts_folded): the client's could
+ * clobber ours at the backend (Puma's CVE-2024-45614). */
 static bool is_ours(struct slb_slice n)
 {
     if (n.len < 9 || (n.p[0] | 0x20) != 'x')
         return false;
     return IS_FOLDED(n, "x-forwarded-for") || IS_FOLDED(n, "x-forwarded-proto") ||
            IS_FOLDED(n, "x-forwarded-port") || IS_FOLDED(n, "x-real-ip") ||
-           starts_folded(n, "x-forwarded-clientcert", 22);
+           slb_name_starts_folded(n, "x-forwarded-clientcert", 22);
 }
 
 static void put_header(struct slb_hbuf *out, const struct slb_http_header *h)
