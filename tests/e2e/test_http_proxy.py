@@ -665,6 +665,31 @@ def test_upgrade_refused_by_backend_is_a_normal_response(slbd, hx):
     assert c.request("GET", "/next").json()["path"] == "/next"
 
 
+def test_request_pipelined_behind_an_upgrade_request(slbd, hx):
+    """Bytes sent right behind an upgrade request are the new protocol's only once the backend
+    said 101: refused, they are the next HTTP request (rewritten and answered in order);
+    accepted, they go into the tunnel exactly as sent, never rewritten as a request."""
+    upgrade = build_request("GET", "/up", [("Connection", "Upgrade"), ("Upgrade", "websocket")])
+    second = b"GET /second HTTP/1.1\r\nHost: example.test\r\n\r\n"
+    port, _ = web(slbd, hx)
+    c = hx.connect(port)
+    c.send(upgrade + second)
+    r1, r2 = c.read_response(), c.read_response()
+    assert r1.status == 200 and r1.json()["path"] == "/up", r1
+    assert r2.status == 200 and r2.json()["path"] == "/second", r2
+    assert r2.json()["headers"]["x-forwarded-for"] == "127.0.0.1", r2
+
+    rb = hx.raw_backend("ws", _upgrader)
+    rb.heads = []
+    slbd.put_group("g", [rb.server()], health_check=NOHC)
+    c = hx.connect(port)
+    c.send(upgrade + second)
+    r = c.read_response()
+    assert r.status == 101, r
+    assert c.read_exact(len(second)) == second
+    assert len(rb.heads) == 1 and b"GET /up " in rb.heads[0], rb.heads
+
+
 # --------------------------------------------------------------------------------------------
 # Configuration changes and limits
 # --------------------------------------------------------------------------------------------
