@@ -104,6 +104,30 @@ static bool list_has(struct slb_slice v, const char *tok, size_t toklen)
     return false;
 }
 
+bool slb_http_upgrade_offers(const struct slb_http_msg *m, const char *proto)
+{
+    size_t plen = strlen(proto);
+    for (size_t k = 0; k < m->nheaders; k++) {
+        if (!name_is(m->headers[k].name, "upgrade"))
+            continue;
+        struct slb_slice v = m->headers[k].value;
+        size_t i = 0;
+        while (i < v.len) {
+            while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+                i++;
+            /* The protocol name ends at a '/' (its version), a ',' or whitespace. */
+            size_t s = i;
+            while (i < v.len && v.p[i] != ',' && v.p[i] != '/' && v.p[i] != ' ' && v.p[i] != '\t')
+                i++;
+            if (i - s == plen && strncasecmp(v.p + s, proto, plen) == 0)
+                return true;
+            while (i < v.len && v.p[i] != ',')
+                i++;
+        }
+    }
+    return false;
+}
+
 bool slb_http_is_hop_by_hop(const struct slb_http_msg *m, size_t i)
 {
 #define HOP(lit)                                                                                   \

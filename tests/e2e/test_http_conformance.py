@@ -278,7 +278,14 @@ def test_bad_chunked_request_body(rec, hx, body):
     assert b'"path":"/smuggled"' not in r.body
 
 
-def test_h2c_upgrade_not_forwarded_over_tls(slbd, hx, pki):
+# Upgrade is a list (RFC 9110 7.8): h2c anywhere in it, in any case, with or without a
+# version, in one field or another, and the backend could pick it.
+H2C_UPGRADES = [["h2c"], ["H2C"], ["websocket, h2c"], ["h2c/2, websocket"],
+                ["websocket", "h2c"]]
+
+
+@pytest.mark.parametrize("upgrades", H2C_UPGRADES, ids=["-".join(u) for u in H2C_UPGRADES])
+def test_h2c_upgrade_not_forwarded_over_tls(slbd, hx, pki, upgrades):
     """h2c is cleartext HTTP/2: over TLS it must never reach the backend as an upgrade."""
     import ssl
     b = hx.backend("rec", record=True)
@@ -287,8 +294,9 @@ def test_h2c_upgrade_not_forwarded_over_tls(slbd, hx, pki):
     port = add_listener(slbd, "tls", "g", protocol="https", tls=tls_block([cid]))
     ctx = ssl.create_default_context(cafile=pki.root)
     c = hx.tls_connect(port, ctx, server_hostname="localhost")
-    r = c.request("GET", "/h2c", [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
-                                  ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")])
+    r = c.request("GET", "/h2c", [("Connection", "Upgrade, HTTP2-Settings")] +
+                  [("Upgrade", u) for u in upgrades] +
+                  [("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")])
     assert r.status == 200, r
     hd = r.json()["headers"]
     assert "upgrade" not in hd and "http2-settings" not in hd, hd
