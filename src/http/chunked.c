@@ -35,6 +35,46 @@ void slb_chunked_init(struct slb_chunked *c)
     c->state = CH_SIZE;
 }
 
+bool slb_http_trailer_field_banned(const char *name, size_t len)
+{
+    static const char *const banned[] = {
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        NULL,
+    };
+    struct slb_slice n = {name, len};
+    for (const char *const *b = banned; *b; b++)
+        if (slb_slice_eq_ci(n, *b))
+            return true;
+    return false;
+}
+
+/* The trailer field name byte just consumed (refuse_banned_trailers): kept while it fits, and
+ * at the colon the whole name is judged. 0, or -1 for a banned field. */
+static int trailer_name_step(struct slb_chunked *c, int prev, unsigned char ch)
+{
+    if (c->state == CH_TRAILER_NAME) {
+        if (prev == CH_TRAILER)
+            c->tname_len = 0;
+        if (c->tname_len < sizeof(c->tname))
+            c->tname[c->tname_len] = (char)ch;
+        if (c->tname_len < UINT8_MAX)
+            c->tname_len++;
+        return 0;
+    }
+    if (prev == CH_TRAILER_NAME && c->tname_len <= sizeof(c->tname) &&
+        slb_http_trailer_field_banned(c->tname, c->tname_len))
+        return -1;
+    return 0;
+}
+
 static int hex_value(unsigned char ch)
 {
     if (ch >= '0' && ch <= '9')
@@ -208,7 +248,9 @@ long slb_chunked_feed(struct slb_chunked *c, const char *buf, size_t len, const 
             c->state = CH_ERROR;
             return -400;
         }
-        if (in_trailer(prev) && ++c->trailer_len > SLB_CHUNKED_MAX_TRAILER) {
+        if (in_trailer(prev) && (++c->trailer_len > SLB_CHUNKED_MAX_TRAILER ||
+                                 (c->refuse_banned_trailers &&
+                                  trailer_name_step(c, prev, (unsigned char)buf[i]) < 0))) {
             c->state = CH_ERROR;
             return -400;
         }

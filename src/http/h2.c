@@ -222,8 +222,10 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     }
     struct slb_slice n = {(const char *)name, nl};
     if (f->headers.cat != NGHTTP2_HCAT_REQUEST) {
-        /* Trailers: kept for a chunked request body, dropped for one with a length. */
-        if (s->req_chunked && !SLB_SLICE_IS(n, "content-length") && !SLB_SLICE_IS(n, "host"))
+        /* Trailers: kept for a chunked request body, dropped for one with a length; a field
+         * that frames or routes a message is dropped (nghttp2 refuses most of them already,
+         * not te: trailers or trailer). */
+        if (s->req_chunked && !slb_http_trailer_field_banned((const char *)name, nl))
             put_field(&s->trailers, name, nl, value, vl);
         return 0;
     }

@@ -284,14 +284,9 @@ static void submit_trailers(struct h2_stream *s)
                 v++;
             while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
-            struct slb_slice nm = {p, (size_t)(colon - p)};
             /* Fields that frame, route or authenticate a message have no place here
              * (RFC 9110 6.5.1). */
-            if (!SLB_SLICE_IS(nm, "content-length") && !SLB_SLICE_IS(nm, "transfer-encoding") &&
-                !SLB_SLICE_IS(nm, "host") && !SLB_SLICE_IS(nm, "connection") &&
-                !SLB_SLICE_IS(nm, "keep-alive") && !SLB_SLICE_IS(nm, "te") &&
-                !SLB_SLICE_IS(nm, "upgrade") && !SLB_SLICE_IS(nm, "proxy-connection") &&
-                !SLB_SLICE_IS(nm, "trailer"))
+            if (!slb_http_trailer_field_banned(p, (size_t)(colon - p)))
                 nva[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p),
                                         (size_t)(ve - v), NGHTTP2_NV_FLAG_NONE};
         }

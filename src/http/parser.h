@@ -101,6 +101,27 @@ static inline bool slb_slice_eq_ci_n(struct slb_slice s, const char *lit, size_t
 }
 /* For a string literal: no strlen, and a length mismatch costs one comparison. */
 #define SLB_SLICE_IS(s, lit) slb_slice_eq_ci_n((s), (lit), sizeof(lit) - 1)
+/* The first n bytes of s and lit are the same field name as a CGI-style backend reads it
+ * (Rack, WSGI, PHP: HTTP_X_REAL_IP for both X-Real-IP and X_Real_IP): ASCII case ignored and
+ * '_' taken for '-'. A field slbd sets or removes is matched this way, so that a client's
+ * underscore twin cannot stand in for it. */
+static inline bool slb_name_starts_folded(struct slb_slice s, const char *lit, size_t n)
+{
+    if (s.len < n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char a = (unsigned char)s.p[i], b = (unsigned char)lit[i];
+        a = (unsigned char)(a == '_' ? '-' : a >= 'A' && a <= 'Z' ? a + 32 : a);
+        b = (unsigned char)(b == '_' ? '-' : b >= 'A' && b <= 'Z' ? b + 32 : b);
+        if (a != b)
+            return false;
+    }
+    return true;
+}
+static inline bool slb_name_eq_folded(struct slb_slice s, const char *lit, size_t n)
+{
+    return s.len == n && slb_name_starts_folded(s, lit, n);
+}
 /* RFC 9110 tchar: the bytes allowed in a method, a field name or a list token:
  * ALPHA / DIGIT / "!#$%&'*+-.^_`|~", as a 256-bit set (bit c). */
 static inline bool slb_http_is_tchar(unsigned char c)
@@ -126,8 +147,20 @@ struct slb_chunked {
     /* Set by the caller: a feed returns where the trailer section starts, so that the bytes
      * of the next feeds (slb_chunked_in_trailer) are the trailer section's. */
     bool stop_at_trailer;
+    /* Set by the caller for a body it passes on with its trailer section (a client's request):
+     * a trailer field that slb_http_trailer_field_banned names is invalid framing (-400), so
+     * a backend that merges trailers into the head never sees a second Content-Length or
+     * Host. tname holds the start of the field name being read (tname_len saturates). */
+    bool refuse_banned_trailers;
+    uint8_t tname_len;
+    char tname[18];
 };
 void slb_chunked_init(struct slb_chunked *c);
+/* A field that frames, routes or controls the connection of a message (Content-Length,
+ * Transfer-Encoding, Host, Connection and the fields it lists by custom, TE, Trailer): it has
+ * no place in a trailer section (RFC 9110 6.5.1), and a proxy that passed one on would let a
+ * recipient merging trailers into the head see a message other than the one we framed. */
+bool slb_http_trailer_field_banned(const char *name, size_t len);
 /* The decoder is in the trailer section (after the last chunk, before the end). */
 bool slb_chunked_in_trailer(const struct slb_chunked *c);
 /* Consumes up to len bytes of buf. On return *data and *data_len give the data bytes found in

@@ -244,10 +244,9 @@ static void build_upstream_head(struct http_conn *c, const struct slb_http_msg *
     struct slb_fwd_certs certs;
     struct slb_fwd_info fwd;
     slb_http_fwd_init(&fwd, &certs, c->b.l, c->t.ssl, c->client_ip, c->local_port);
-    fwd.upgrade =
-        m->upgrade &&
-        !(c->t.ssl && slb_http_find_header(m, "upgrade", 0) >= 0 &&
-          slb_slice_eq_ci(m->headers[slb_http_find_header(m, "upgrade", 0)].value, "h2c"));
+    /* h2c is cleartext HTTP/2: over TLS no upgrade that offers it, even among others, goes on
+     * (the backend could pick it and take the tunnel for HTTP/2 that no rule sees). */
+    fwd.upgrade = m->upgrade && !(c->t.ssl && slb_http_upgrade_offers(m, "h2c"));
     fwd.default_host = c->x->e.wg->g->cfg->servers[c->x->e.srv_idx].authority;
     if (c->log && c->log->request_id_ours)
         fwd.request_id = c->log->request_id;
@@ -270,6 +269,7 @@ static void start_request(struct http_conn *c, const struct slb_http_msg *m)
     c->x->req_body = (uint8_t)m->body;
     c->x->req_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
     slb_rechunk_init(&c->x->req_chunk);
+    c->x->req_chunk.ck.refuse_banned_trailers = true;
     if (cfg->gzip)
         slb_gzip_req_facts(&c->x->e.gz_req, m);
     c->x->e.start_us = slb_mono_us();

@@ -104,6 +104,30 @@ static bool list_has(struct slb_slice v, const char *tok, size_t toklen)
     return false;
 }
 
+bool slb_http_upgrade_offers(const struct slb_http_msg *m, const char *proto)
+{
+    size_t plen = strlen(proto);
+    for (size_t k = 0; k < m->nheaders; k++) {
+        if (!name_is(m->headers[k].name, "upgrade"))
+            continue;
+        struct slb_slice v = m->headers[k].value;
+        size_t i = 0;
+        while (i < v.len) {
+            while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+                i++;
+            /* The protocol name ends at a '/' (its version), a ',' or whitespace. */
+            size_t s = i;
+            while (i < v.len && v.p[i] != ',' && v.p[i] != '/' && v.p[i] != ' ' && v.p[i] != '\t')
+                i++;
+            if (i - s == plen && strncasecmp(v.p + s, proto, plen) == 0)
+                return true;
+            while (i < v.len && v.p[i] != ',')
+                i++;
+        }
+    }
+    return false;
+}
+
 bool slb_http_is_hop_by_hop(const struct slb_http_msg *m, size_t i)
 {
 #define HOP(lit)                                                                                   \
@@ -142,11 +166,18 @@ bool slb_http_is_hop_by_hop(const struct slb_http_msg *m, size_t i)
     return false;
 }
 
+#define IS_FOLDED(n, lit) slb_name_eq_folded((n), (lit), sizeof(lit) - 1)
+
+/* Fields this proxy sets itself. A client's field that differs from one of them only by '_'
+ * for '-' counts as ours too (and is dropped, see slb_name_starts_folded): the client's could
+ * clobber ours at the backend (Puma's CVE-2024-45614). */
 static bool is_ours(struct slb_slice n)
 {
-    return name_is(n, "x-forwarded-for") || name_is(n, "x-forwarded-proto") ||
-           name_is(n, "x-forwarded-port") || name_is(n, "x-real-ip") ||
-           (n.len >= 22 && strncasecmp(n.p, "x-forwarded-clientcert", 22) == 0);
+    if (n.len < 9 || (n.p[0] | 0x20) != 'x')
+        return false;
+    return IS_FOLDED(n, "x-forwarded-for") || IS_FOLDED(n, "x-forwarded-proto") ||
+           IS_FOLDED(n, "x-forwarded-port") || IS_FOLDED(n, "x-real-ip") ||
+           slb_name_starts_folded(n, "x-forwarded-clientcert", 22);
 }
 
 static void put_header(struct slb_hbuf *out, const struct slb_http_header *h)

@@ -51,6 +51,9 @@ struct slb_fwd_info {
     const struct slb_rule *rule;
 };
 
+/* True when some Upgrade field of msg lists proto (case-insensitive, with or without a
+ * "/version"): Upgrade is a list, and the backend may pick any element of it. */
+bool slb_http_upgrade_offers(const struct slb_http_msg *m, const char *proto);
 /* True when header i of msg is hop-by-hop: a fixed set plus those listed in Connection. */
 bool slb_http_is_hop_by_hop(const struct slb_http_msg *m, size_t i);
 

@@ -673,11 +673,12 @@ size_t slb_rule_pick(const struct slb_rule *r, uint32_t x)
 bool slb_rule_drops_header(const struct slb_rule *r, struct slb_slice name)
 {
     const struct slb_rule_cfg *c = r->cfg;
+    /* Underscore twins too: the backend may read X_Auth as X-Auth (slb_name_starts_folded). */
     for (size_t k = 0; k < c->nremove_headers; k++)
-        if (slb_slice_eq_ci_n(name, c->remove_headers[k], strlen(c->remove_headers[k])))
+        if (slb_name_eq_folded(name, c->remove_headers[k], strlen(c->remove_headers[k])))
             return true;
     for (size_t k = 0; k < c->nset_headers; k++)
-        if (slb_slice_eq_ci_n(name, c->set_headers[k].name, strlen(c->set_headers[k].name)))
+        if (slb_name_eq_folded(name, c->set_headers[k].name, strlen(c->set_headers[k].name)))
             return true;
     return false;
 }

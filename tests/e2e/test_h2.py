@@ -272,6 +272,24 @@ def test_request_trailers_reach_the_backend(slbd, hx, pki):  # noqa: F811
     assert got == [("x-checksum", "abc123")], trailers
 
 
+def test_request_trailers_that_frame_or_route_are_dropped(slbd, hx, pki):  # noqa: F811
+    """Trailer fields that frame, route or control a message (RFC 9110 6.5.1) never reach the
+    backend's chunked trailer section, where a backend merging trailers into the head would
+    take them for its own; nghttp2 refuses most of them, not te: trailers nor trailer."""
+    site = h2_site(slbd, hx, pki, record=True)
+    c = raw(site, pki, hx)
+    sid = c.request("POST", "/trailers", body=b"hello", end_stream=False)
+    c.send_headers(sid, [("x-checksum", "abc123"), ("te", "trailers"), ("trailer", "x-a"),
+                         ("host", "evil.example"), ("content-length", "5")])
+    s = c.wait_stream(sid)
+    assert s.status == 200 and s.json()["body_bytes"] == 5, s
+    line, fields, rest = split_record(site.backends[0].recorded())
+    data, trailers, after = dechunk(rest)
+    assert data == b"hello", data
+    got = [(n.strip().lower(), v.strip()) for n, _, v in (t.partition(":") for t in trailers)]
+    assert got == [("x-checksum", "abc123")], trailers
+
+
 def test_large_response_with_flow_control(slbd, hx, pki):  # noqa: F811
     site = h2_site(slbd, hx, pki)
     c = lib(site, pki, hx)  # 64 KiB windows, given back as the data is consumed

@@ -254,6 +254,13 @@ BAD_CHUNKS = [
     ("bare-lf-after-data", "5\r\nhello\n0\r\n\r\n"),
     ("trailer-obs-fold", "5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n"),
     ("last-chunk-missing-crlf", "5\r\nhello\r\n0\r\nGET"),
+    # Fields that frame or route a message have no place in a trailer section (RFC 9110
+    # 6.5.1): a backend merging trailers into the head would see a second framing or Host.
+    ("trailer-content-length", "5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n"),
+    ("trailer-transfer-encoding", "5\r\nhello\r\n0\r\ntransfer-encoding: chunked\r\n\r\n"),
+    ("trailer-host", "5\r\nhello\r\n0\r\nX-Ok: 1\r\nHOST: evil.test\r\n\r\n"),
+    ("trailer-connection", "5\r\nhello\r\n0\r\nConnection: close\r\n\r\n"),
+    ("trailer-te", "5\r\nhello\r\n0\r\nTE: trailers\r\n\r\n"),
 ]
 
 
@@ -271,7 +278,14 @@ def test_bad_chunked_request_body(rec, hx, body):
     assert b'"path":"/smuggled"' not in r.body
 
 
-def test_h2c_upgrade_not_forwarded_over_tls(slbd, hx, pki):
+# Upgrade is a list (RFC 9110 7.8): h2c anywhere in it, in any case, with or without a
+# version, in one field or another, and the backend could pick it.
+H2C_UPGRADES = [["h2c"], ["H2C"], ["websocket, h2c"], ["h2c/2, websocket"],
+                ["websocket", "h2c"]]
+
+
+@pytest.mark.parametrize("upgrades", H2C_UPGRADES, ids=["-".join(u) for u in H2C_UPGRADES])
+def test_h2c_upgrade_not_forwarded_over_tls(slbd, hx, pki, upgrades):
     """h2c is cleartext HTTP/2: over TLS it must never reach the backend as an upgrade."""
     import ssl
     b = hx.backend("rec", record=True)
@@ -280,8 +294,9 @@ def test_h2c_upgrade_not_forwarded_over_tls(slbd, hx, pki):
     port = add_listener(slbd, "tls", "g", protocol="https", tls=tls_block([cid]))
     ctx = ssl.create_default_context(cafile=pki.root)
     c = hx.tls_connect(port, ctx, server_hostname="localhost")
-    r = c.request("GET", "/h2c", [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
-                                  ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")])
+    r = c.request("GET", "/h2c", [("Connection", "Upgrade, HTTP2-Settings")] +
+                  [("Upgrade", u) for u in upgrades] +
+                  [("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")])
     assert r.status == 200, r
     hd = r.json()["headers"]
     assert "upgrade" not in hd and "http2-settings" not in hd, hd

@@ -276,6 +276,27 @@ def test_forwarded_headers(slbd, hx):
     assert hd["x-forwarded-for"] == "127.0.0.1", hd
 
 
+def test_underscore_twins_of_forwarding_headers_are_dropped(slbd, hx):
+    """A backend that maps field names to CGI-style variables (Rack/Puma, WSGI, PHP) reads
+    X_Real_IP as X-Real-IP: a client's underscore twin of a field slbd sets could clobber
+    slbd's (Puma's CVE-2024-45614), so it never reaches the backend."""
+    b = hx.backend("rec", record=True)
+    slbd.add_group("g", [b.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g")
+    twins = [("X_Forwarded_For", "203.0.113.7"), ("X-Forwarded_Proto", "gopher"),
+             ("x_forwarded_port", "1"), ("X_REAL_IP", "198.51.100.9"),
+             ("X_Forwarded_Clientcert_subjectdn", "CN=forged"), ("X-Real_IP", "192.0.2.1")]
+    r = hx.get(port, "/twins", twins + [("X_Custom_Header", "kept")])
+    assert r.status == 200, r
+    hd = r.json()["headers"]
+    assert hd["x-forwarded-for"] == "127.0.0.1" and hd["x-real-ip"] == "127.0.0.1", hd
+    assert hd["x-forwarded-proto"] == "http" and hd["x-forwarded-port"] == str(port), hd
+    head = b.recorded().split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    for name, value in twins:
+        assert f"{name}:" not in head and (len(value) < 4 or value not in head), head
+    assert "X_Custom_Header: kept" in head, head
+
+
 def test_every_client_forwarded_for_line_is_kept(slbd, hx):
     port, _ = web(slbd, hx)
     r = hx.get(port, "/xff2", [("X-Forwarded-For", "203.0.113.7"),
@@ -642,6 +663,31 @@ def test_upgrade_refused_by_backend_is_a_normal_response(slbd, hx):
     # The backend was asked to upgrade, said no, and the connection carries on as HTTP.
     assert r.json()["headers"].get("upgrade") == "websocket"
     assert c.request("GET", "/next").json()["path"] == "/next"
+
+
+def test_request_pipelined_behind_an_upgrade_request(slbd, hx):
+    """Bytes sent right behind an upgrade request are the new protocol's only once the backend
+    said 101: refused, they are the next HTTP request (rewritten and answered in order);
+    accepted, they go into the tunnel exactly as sent, never rewritten as a request."""
+    upgrade = build_request("GET", "/up", [("Connection", "Upgrade"), ("Upgrade", "websocket")])
+    second = b"GET /second HTTP/1.1\r\nHost: example.test\r\n\r\n"
+    port, _ = web(slbd, hx)
+    c = hx.connect(port)
+    c.send(upgrade + second)
+    r1, r2 = c.read_response(), c.read_response()
+    assert r1.status == 200 and r1.json()["path"] == "/up", r1
+    assert r2.status == 200 and r2.json()["path"] == "/second", r2
+    assert r2.json()["headers"]["x-forwarded-for"] == "127.0.0.1", r2
+
+    rb = hx.raw_backend("ws", _upgrader)
+    rb.heads = []
+    slbd.put_group("g", [rb.server()], health_check=NOHC)
+    c = hx.connect(port)
+    c.send(upgrade + second)
+    r = c.read_response()
+    assert r.status == 101, r
+    assert c.read_exact(len(second)) == second
+    assert len(rb.heads) == 1 and b"GET /up " in rb.heads[0], rb.heads
 
 
 # --------------------------------------------------------------------------------------------

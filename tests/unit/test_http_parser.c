@@ -994,6 +994,52 @@ static void test_chunked_line_limits(void **state)
     free(t);
 }
 
+/* refuse_banned_trailers: a trailer field that frames or routes a message is invalid framing,
+ * whatever its case and however the bytes are split; other fields and long names pass. */
+static void test_chunked_banned_trailers(void **state)
+{
+    static const char *const bad[] = {
+        "0\r\nContent-Length: 5\r\n\r\n",
+        "0\r\nX-A: 1\r\nHOST: evil\r\n\r\n",
+        "0\r\ntransfer-encoding: chunked\r\n\r\n",
+        "0\r\nTe: trailers\r\n\r\n",
+        "0\r\nTrailer: x\r\n\r\n",
+        "0\r\nConnection:close\r\n\r\n",
+    };
+    static const char *const good[] = {
+        "0\r\nX-Sum: 1\r\n\r\n",
+        "0\r\nContent-Length-Checksum: 5\r\nHosts: a\r\nT: e\r\n\r\n",
+        "0\r\nX-Transfer-Encoding-And-More-Than-Eighteen: 1\r\n\r\n",
+    };
+    struct slb_chunked c;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        for (size_t step = 1; step <= strlen(bad[i]); step += strlen(bad[i]) - 1) {
+            slb_chunked_init(&c);
+            c.refuse_banned_trailers = true;
+            long r = 0;
+            for (size_t off = 0; off < strlen(bad[i]) && r >= 0; off += (size_t)r) {
+                size_t n = strlen(bad[i]) - off < step ? strlen(bad[i]) - off : step;
+                r = slb_chunked_feed(&c, bad[i] + off, n, NULL, NULL);
+            }
+            assert_int_equal(r, -400);
+        }
+        /* Off (the default, a backend's response), the same section decodes. */
+        slb_chunked_init(&c);
+        assert_int_equal(slb_chunked_feed(&c, bad[i], strlen(bad[i]), NULL, NULL),
+                         (long)strlen(bad[i]));
+        assert_true(c.done);
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        slb_chunked_init(&c);
+        c.refuse_banned_trailers = true;
+        assert_int_equal(slb_chunked_feed(&c, good[i], strlen(good[i]), NULL, NULL),
+                         (long)strlen(good[i]));
+        assert_true(c.done);
+    }
+    assert_true(slb_http_trailer_field_banned("content-LENGTH", 14));
+    assert_false(slb_http_trailer_field_banned("content-lengt", 13));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1015,6 +1061,7 @@ int main(void)
         cmocka_unit_test(test_chunked_sizes),
         cmocka_unit_test(test_chunked_line_limits),
         cmocka_unit_test(test_rechunk),
+        cmocka_unit_test(test_chunked_banned_trailers),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     release_copy();
