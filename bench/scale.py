@@ -164,20 +164,13 @@ class Slbd:
         return int(float(re.search(rb"^slbd_tls_context_builds_total (\S+)$", text,
                                    re.M).group(1)))
 
-    def weight_changes(self, k):
-        ms, b0 = [], self.builds()
-        for i in range(k):
-            t, _ = self.api("PATCH", f"/v1/groups/g/servers/127.0.0.1:{self.backend}",
-                            {"weight": 50 + i % 2})
-            ms.append(t)
-        return ms, (self.builds() - b0) / k
+    def weight_change(self, i):
+        """One weight change (50 or 51 by parity of i); its answer time in ms."""
+        return self.api("PATCH", f"/v1/groups/g/servers/127.0.0.1:{self.backend}",
+                        {"weight": 50 + i % 2})[0]
 
-    def replaces(self, bodies, i):
-        ms, b0 = [], self.builds()
-        for body in bodies:
-            t, _ = self.api("PUT", f"/v1/certificates/{sc.cert_id(i)}", body)
-            ms.append(t)
-        return ms, (self.builds() - b0) / len(bodies)
+    def replace(self, body, i):
+        return self.api("PUT", f"/v1/certificates/{sc.cert_id(i)}", body)[0]
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -264,20 +257,9 @@ def main():
     res = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "loadavg_start": os.getloadavg(), "certs": n, "listeners": nl}
     with tempfile.TemporaryDirectory(prefix="slbd-scale-") as work:
-        # Small: 10 certificates, 1 listener.
-        s, ports = start_slbd(work, 10, cache,
-                              lambda ports: [("web", ports and ports[0], list(range(10)))])
-        try:
-            w, wb = s.weight_changes(a.changes)
-            r, rb = s.replaces(bodies, 3)
-            hs, bad = handshakes(ports[0], small_names, root)
-            res["small"] = {"start_s": s.start_s, "start_cpu_s": s.start_cpu_s,
-                            "rss_kib": s.rss, "weight_ms": w, "weight_builds": wb,
-                            "replace_ms": r, "replace_builds": rb, "handshake_ms": hs,
-                            "wrong_certificate": bad}
-        finally:
-            s.stop()
-        # Large: n certificates, nl listeners: the first holds all n, the others n/nl each.
+        # Small: 10 certificates, 1 listener. Large: n certificates, nl listeners, the first
+        # holding all n, the others n/nl each. Both run at once and their changes alternate
+        # (small, large, small, ...), so both see the same moments of a shared machine.
         per = max(1, n // nl)
 
         def large(ports):
@@ -286,17 +268,37 @@ def main():
                 (f"l{k}", ports[k], [(k * per + j) % n for j in range(per)])
                 for k in range(1, nl)]
 
-        s, ports = start_slbd(work + "/large", n, cache, large)
+        small_s, small_ports = start_slbd(work, 10, cache,
+                                          lambda ports: [("web", ports and ports[0],
+                                                          list(range(10)))])
+        large_s = None
         try:
-            w, wb = s.weight_changes(a.changes)
-            r, rb = s.replaces(bodies, 3)
-            hs, bad = handshakes(ports[0], names, root)
-            res["large"] = {"start_s": s.start_s, "start_cpu_s": s.start_cpu_s,
-                            "rss_kib": s.rss, "weight_ms": w, "weight_builds": wb,
-                            "replace_ms": r, "replace_builds": rb, "handshake_ms": hs,
+            large_s, large_ports = start_slbd(work + "/large", n, cache, large)
+            both = (small_s, large_s)
+            b0 = [x.builds() for x in both]
+            w = ([], [])
+            for k in range(a.changes):
+                for j, x in enumerate(both):
+                    w[j].append(x.weight_change(k))
+            wb = [(x.builds() - b) / a.changes for x, b in zip(both, b0)]
+            b0 = [x.builds() for x in both]
+            r = ([], [])
+            for body in bodies:
+                for j, x in enumerate(both):
+                    r[j].append(x.replace(body, 3))
+            rb = [(x.builds() - b) / len(bodies) for x, b in zip(both, b0)]
+            for j, (key, x, port, hnames) in enumerate(
+                    (("small", small_s, small_ports[0], small_names),
+                     ("large", large_s, large_ports[0], names))):
+                hs, bad = handshakes(port, hnames, root)
+                res[key] = {"start_s": x.start_s, "start_cpu_s": x.start_cpu_s,
+                            "rss_kib": x.rss, "weight_ms": w[j], "weight_builds": wb[j],
+                            "replace_ms": r[j], "replace_builds": rb[j], "handshake_ms": hs,
                             "wrong_certificate": bad}
         finally:
-            s.stop()
+            small_s.stop()
+            if large_s:
+                large_s.stop()
         # Memory per certificate: one listener with all n, against 10.
         s, _ = start_slbd(work + "/one", n, cache,
                           lambda ports: [("all", ports and ports[0], list(range(n)))])
