@@ -738,9 +738,10 @@ static inline __attribute__((always_inline)) void cert_series(struct text *t, co
         put_mem(t, "\"", 1);
 }
 
-static void cert_metrics(struct text *t, struct slb_certstore *certs, struct slb_ocsp_fetcher *ocsp)
+static void cert_metrics(struct text *t, struct slb_certstore *certs, struct slb_ocsp_fetcher *ocsp,
+                         bool series)
 {
-    size_t n = slb_certstore_count(certs), cursor = 0;
+    size_t n = series ? slb_certstore_count(certs) : 0, cursor = 0;
     struct text arena = {0};
     struct cert_row *rows = malloc((n ? n : 1) * sizeof(*rows));
     if (!rows || !room(&arena, 1)) {
@@ -954,7 +955,7 @@ char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len)
     scalar_u(&t, "slbd_connection_cap", v->conn_cap);
     listener_metrics(&t, s);
     server_metrics(&t, s);
-    cert_metrics(&t, v->certs, v->ocsp);
+    cert_metrics(&t, v->certs, v->ocsp, v->certificate_series);
     acme_metrics(&t, v->acme);
     family(&t, "slbd_access_log_dropped_total", "counter",
            "Access-log batches dropped because the logger fell behind.");
