@@ -568,17 +568,24 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
     }
     family(t, "slbd_listener_tls_handshakes_total", "counter",
            "Completed TLS handshakes by protocol version and cipher suite (pairs seen so far).");
+    /* Described once: slb_tls_suite_describe walks the suites to find a slot. */
+    struct {
+        const char *version, *cipher;
+    } suites[SLB_TLS_SUITE_SLOTS];
+    int nsuites = 0;
+    while (nsuites < SLB_TLS_SUITE_SLOTS &&
+           slb_tls_suite_describe(nsuites, &suites[nsuites].version, &suites[nsuites].cipher))
+        nsuites++;
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         if (s->listeners[i].cfg->protocol != SLB_PROTO_HTTPS)
             continue;
         struct slb_lis_rt *r = s->listeners[i].stats;
-        const char *version, *cipher;
-        for (int k = 0; slb_tls_suite_describe(k, &version, &cipher); k++) {
+        for (int k = 0; k < nsuites; k++) {
             uint64_t n = slb_metrics_sum(slb_lis_tls_counts(r, 0), r->nworkers, k);
             if (n) {
                 series(t, "slbd_listener_tls_handshakes_total", "listener", r->name);
-                label(t, "version", version);
-                label(t, "cipher", cipher);
+                label(t, "version", suites[k].version);
+                label(t, "cipher", suites[k].cipher);
                 end_u(t, n);
             }
         }
