@@ -309,7 +309,7 @@ static void put_escaped(struct text *t, const char *s)
 
 /* A sample line in pieces: series() opens it with its first label, label() adds one, and
  * end_u() / end_i() close the braces with the value. They are inlined so that the lengths of
- * the literal names they are given are constants: strlen was half of a scrape's time. */
+ * the literal names they are given are constants, not a strlen per piece. */
 static inline __attribute__((always_inline)) void series(struct text *t, const char *name,
                                                          const char *key, const char *val)
 {
