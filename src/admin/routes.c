@@ -170,8 +170,8 @@ static bool param_bool_cb(const char *key, size_t klen, const char *val, size_t 
     return true;
 }
 
-/* A boolean parameter (absent: false); false with 400 invalid_value unless it is given at most
- * once, as "true" or "false". */
+/* A boolean parameter (absent: *out is left as it is); false with 400 invalid_value unless it is
+ * given at most once, as "true" or "false". */
 static bool param_bool(const struct slb_admin_req *req, const char *name, bool *out,
                        struct slb_admin_resp *resp)
 {
@@ -186,7 +186,8 @@ static bool param_bool(const struct slb_admin_req *req, const char *name, bool *
         slb_admin_error(resp, &err);
         return false;
     }
-    *out = pb.value;
+    if (pb.seen)
+        *out = pb.value;
     return true;
 }
 
@@ -506,13 +507,16 @@ static void route(struct slb_ctl *ctl, const struct slb_admin_req *req, struct s
         return;
     }
     if (strcmp(req->path, "/metrics") == 0) {
-        if (!slb_admin_params_ok(req, NULL, resp))
+        static const char *const metrics_params[] = {"certificates", NULL};
+        bool certificates = true;
+        if (!slb_admin_params_ok(req, metrics_params, resp) ||
+            !param_bool(req, "certificates", &certificates, resp))
             return;
         if (!slb_admin_method_is(req, "GET")) {
             slb_admin_not_allowed(resp, "GET");
             return;
         }
-        slb_admin_metrics(ctl, resp);
+        slb_admin_metrics(ctl, certificates, resp);
         return;
     }
     struct slb_err werr = {0};

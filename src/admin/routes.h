@@ -56,7 +56,8 @@ json_t *slb_admin_acme_pending_list(struct slb_ctl *ctl);
 /* GET /v1/stats: ?scope=node (the default) or cluster (404 not_clustered on a single node). */
 void slb_admin_stats(struct slb_ctl *ctl, const struct slb_admin_req *req,
                      struct slb_admin_resp *resp);
-void slb_admin_metrics(struct slb_ctl *ctl, struct slb_admin_resp *resp);
+/* GET /metrics[?certificates=false]: false leaves out the per-certificate series. */
+void slb_admin_metrics(struct slb_ctl *ctl, bool certificates, struct slb_admin_resp *resp);
 
 /* Lists (admin/pages.c): ?limit=N&after=KEY. Without either, a list answers all its items in
  * their usual order; with them, items in byte order of their key (a certificate's id, a

@@ -41,10 +41,11 @@ void slb_admin_stats(struct slb_ctl *ctl, const struct slb_admin_req *req,
     resp->json = slb_metrics_stats_json(&v);
 }
 
-void slb_admin_metrics(struct slb_ctl *ctl, struct slb_admin_resp *resp)
+void slb_admin_metrics(struct slb_ctl *ctl, bool certificates, struct slb_admin_resp *resp)
 {
     struct slb_metrics_view v;
     slb_ops_metrics_view(ctl, &v);
+    v.certificate_series = certificates;
     size_t len = 0;
     char *text = slb_metrics_prometheus(&v, &len);
     if (!text) {

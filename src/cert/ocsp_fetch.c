@@ -590,14 +590,33 @@ json_t *slb_ocsp_fetcher_json(struct slb_ocsp_fetcher *f, const char *id)
     return o;
 }
 
-bool slb_ocsp_fetcher_info(struct slb_ocsp_fetcher *f, const char *id, struct slb_ocsp_info *out)
+static bool info_of(const struct ocsp_entry *e, struct slb_ocsp_info *out)
 {
-    struct ocsp_entry *e = f ? find(f, f->n, id, NULL) : NULL;
-    if (!e)
-        return false;
     const struct slb_ocsp_staple *s = atomic_load_explicit(&e->cert->staple, memory_order_acquire);
     out->state = state_of(e, s);
     out->next_update = s ? s->next_update : 0;
     out->failures = e->failures;
     return true;
+}
+
+bool slb_ocsp_fetcher_info(struct slb_ocsp_fetcher *f, const char *id, struct slb_ocsp_info *out)
+{
+    struct ocsp_entry *e = f ? find(f, f->n, id, NULL) : NULL;
+    return e && info_of(e, out);
+}
+
+bool slb_ocsp_fetcher_info_next(struct slb_ocsp_fetcher *f, const char *id, size_t *cursor,
+                                struct slb_ocsp_info *out)
+{
+    if (!f)
+        return false;
+    size_t k = *cursor;
+    while (k < f->n && strcmp(f->v[k]->cert->id, id) < 0)
+        k++;
+    *cursor = k;
+    if (k < f->n && strcmp(f->v[k]->cert->id, id) == 0)
+        return info_of(f->v[k], out);
+    /* Not next in order: a CA certificate, one the per-second walk has not seen yet, or ids
+     * asked out of order. */
+    return slb_ocsp_fetcher_info(f, id, out);
 }

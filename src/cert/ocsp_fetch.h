@@ -48,5 +48,10 @@ struct slb_ocsp_info {
     uint64_t failures;   /* fetches and uploads that gave no usable response */
 };
 bool slb_ocsp_fetcher_info(struct slb_ocsp_fetcher *f, const char *id, struct slb_ocsp_info *out);
+/* The same for ids asked in increasing order, as slb_certstore_at lists them: *cursor (0
+ * before the first) remembers where the walk is, so a scrape of every certificate costs a
+ * comparison or two each instead of a binary search through scattered entries. */
+bool slb_ocsp_fetcher_info_next(struct slb_ocsp_fetcher *f, const char *id, size_t *cursor,
+                                struct slb_ocsp_info *out);
 
 #endif

@@ -187,54 +187,171 @@ json_t *slb_metrics_stats_json(const struct slb_metrics_view *v)
 
 /* --- Prometheus text exposition format --- */
 
+/* The text is appended to one buffer grown geometrically. With 10,000 certificates it holds
+ * some 100,000 lines, so a sample line is copied piece by piece (names, label values and
+ * integers formatted by hand) instead of going through vsnprintf: put() serves only the few
+ * lines that carry a fraction. */
 struct text {
     char *p;
     size_t len, cap;
     bool oom;
+    char le[SLB_HIST_BUCKETS - 1][24]; /* the histogram bounds, formatted once per scrape */
 };
+
+/* Room for n more bytes and a terminating NUL; false once memory ran out. */
+static bool room(struct text *t, size_t n)
+{
+    if (t->cap - t->len > n)
+        return true;
+    if (t->oom)
+        return false;
+    size_t cap = t->cap ? t->cap : 65536;
+    while (cap - t->len <= n)
+        cap *= 2;
+    char *np = realloc(t->p, cap);
+    if (!np) {
+        t->oom = true;
+        return false;
+    }
+    t->p = np;
+    t->cap = cap;
+    return true;
+}
+
+static inline __attribute__((always_inline)) void put_mem(struct text *t, const char *s, size_t n)
+{
+    if (t->cap - t->len > n || room(t, n)) {
+        memcpy(t->p + t->len, s, n);
+        t->len += n;
+    }
+}
+
+static inline __attribute__((always_inline)) void put_str(struct text *t, const char *s)
+{
+    put_mem(t, s, strlen(s));
+}
+
+static void put_u64(struct text *t, uint64_t v)
+{
+    char b[24], *q = b + sizeof(b);
+    do
+        *--q = (char)('0' + v % 10);
+    while (v /= 10);
+    put_mem(t, q, (size_t)(b + sizeof(b) - q));
+}
+
+static void put_i64(struct text *t, int64_t v)
+{
+    if (v < 0)
+        put_mem(t, "-", 1);
+    put_u64(t, v < 0 ? -(uint64_t)v : (uint64_t)v);
+}
+
+/* Microseconds as seconds with six decimals: what "%.6f" prints of us / 1e6. */
+static void put_micros(struct text *t, uint64_t us)
+{
+    char frac[8];
+    put_u64(t, us / 1000000);
+    uint64_t f = us % 1000000;
+    frac[0] = '.';
+    for (int i = 6; i >= 1; i--, f /= 10)
+        frac[i] = (char)('0' + f % 10);
+    put_mem(t, frac, 7);
+}
 
 static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(struct text *t, const char *fmt, ...)
 {
-    for (;;) {
+    for (int tries = 0; tries < 2; tries++) {
+        size_t avail = t->cap - t->len;
         va_list ap;
         va_start(ap, fmt);
-        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
+        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? avail : 0, fmt, ap);
         va_end(ap);
         if (n < 0 || t->oom)
             return;
-        if (t->p && t->len + (size_t)n < t->cap) {
+        if (t->p && (size_t)n < avail) {
             t->len += (size_t)n;
             return;
         }
-        size_t cap = (t->cap ? t->cap * 2 : 16384) + (size_t)n;
-        char *np = realloc(t->p, cap);
-        if (!np) {
-            t->oom = true;
+        if (!room(t, (size_t)n))
             return;
-        }
-        t->p = np;
-        t->cap = cap;
     }
 }
 
 static void family(struct text *t, const char *name, const char *type, const char *help)
 {
-    put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    put_mem(t, "# HELP ", 7);
+    put_str(t, name);
+    put_mem(t, " ", 1);
+    put_str(t, help);
+    put_mem(t, "\n# TYPE ", 8);
+    put_str(t, name);
+    put_mem(t, " ", 1);
+    put_str(t, type);
+    put_mem(t, "\n", 1);
 }
 
 /* Label values are names we validated ([A-Za-z0-9._-]) or addresses, so they need no
  * escaping; certificate names may hold any printable character and are escaped. */
 static void put_escaped(struct text *t, const char *s)
 {
-    for (; *s; s++) {
-        if (*s == '\\' || *s == '"')
-            put(t, "\\%c", *s);
-        else if (*s == '\n')
-            put(t, "\\n");
-        else
-            put(t, "%c", *s);
+    for (;;) {
+        size_t n = strcspn(s, "\\\"\n");
+        put_mem(t, s, n);
+        s += n;
+        if (!*s)
+            return;
+        put_mem(t, *s == '\n' ? "\\n" : *s == '"' ? "\\\"" : "\\\\", 2);
+        s++;
     }
+}
+
+/* A sample line in pieces: series() opens it with its first label, label() adds one, and
+ * end_u() / end_i() close the braces with the value. They are inlined so that the lengths of
+ * the literal names they are given are constants, not a strlen per piece. */
+static inline __attribute__((always_inline)) void series(struct text *t, const char *name,
+                                                         const char *key, const char *val)
+{
+    put_str(t, name);
+    put_mem(t, "{", 1);
+    put_str(t, key);
+    put_mem(t, "=\"", 2);
+    put_str(t, val);
+    put_mem(t, "\"", 1);
+}
+
+static inline __attribute__((always_inline)) void label(struct text *t, const char *key,
+                                                        const char *val)
+{
+    put_mem(t, ",", 1);
+    put_str(t, key);
+    put_mem(t, "=\"", 2);
+    put_str(t, val);
+    put_mem(t, "\"", 1);
+}
+
+static inline __attribute__((always_inline)) void end_u(struct text *t, uint64_t v)
+{
+    put_mem(t, "} ", 2);
+    put_u64(t, v);
+    put_mem(t, "\n", 1);
+}
+
+static inline __attribute__((always_inline)) void end_i(struct text *t, int64_t v)
+{
+    put_mem(t, "} ", 2);
+    put_i64(t, v);
+    put_mem(t, "\n", 1);
+}
+
+/* A sample without labels. */
+static void scalar_u(struct text *t, const char *name, uint64_t v)
+{
+    put_str(t, name);
+    put_mem(t, " ", 1);
+    put_u64(t, v);
+    put_mem(t, "\n", 1);
 }
 
 /* One series of a duration histogram (see slb_hist_observe): cumulative buckets, sum, count.
@@ -245,15 +362,36 @@ static void histogram(struct text *t, const char *name, const char *labels,
     uint64_t cum = 0;
     for (int b = 0; b < SLB_HIST_BUCKETS; b++) {
         cum += slb_metrics_sum((struct slb_wcount *)w, nworkers, base + b);
-        if (b < SLB_HIST_BUCKETS - 1)
-            put(t, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, slb_resp_bucket_le[b],
-                (unsigned long long)cum);
-        else
-            put(t, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
+        put_str(t, name);
+        put_mem(t, "_bucket{", 8);
+        put_str(t, labels);
+        put_mem(t, ",le=\"", 5);
+        put_str(t, b < SLB_HIST_BUCKETS - 1 ? t->le[b] : "+Inf");
+        put_mem(t, "\"", 1);
+        end_u(t, cum);
     }
-    put(t, "%s_sum{%s} %.6f\n", name, labels,
-        (double)slb_metrics_sum((struct slb_wcount *)w, nworkers, base + SLB_HIST_BUCKETS) / 1e6);
-    put(t, "%s_count{%s} %llu\n", name, labels, (unsigned long long)cum);
+    put_str(t, name);
+    put_mem(t, "_sum{", 5);
+    put_str(t, labels);
+    put_mem(t, "} ", 2);
+    put_micros(t, slb_metrics_sum((struct slb_wcount *)w, nworkers, base + SLB_HIST_BUCKETS));
+    put_mem(t, "\n", 1);
+    put_str(t, name);
+    put_mem(t, "_count{", 7);
+    put_str(t, labels);
+    end_u(t, cum);
+}
+
+/* Append s to the label text buf[0..at) of size bytes; the new length. Names fit, as
+ * snapshot.h sizes them. */
+static size_t cat(char *buf, size_t size, size_t at, const char *s)
+{
+    size_t n = strlen(s);
+    if (at + n >= size)
+        n = size - 1 - at;
+    memcpy(buf + at, s, n);
+    buf[at + n] = '\0';
+    return at + n;
 }
 
 static void listener_metrics(struct text *t, const struct slb_snapshot *s)
@@ -283,9 +421,10 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
     };
     for (size_t m = 0; m < sizeof(simple) / sizeof(simple[0]); m++) {
         family(t, simple[m].name, simple[m].type, simple[m].help);
-        for (size_t i = 0; s && i < s->nlisteners; i++)
-            put(t, "%s{listener=\"%s\"} %llu\n", simple[m].name, s->listeners[i].stats->name,
-                (unsigned long long)lsum(s->listeners[i].stats, simple[m].slot));
+        for (size_t i = 0; s && i < s->nlisteners; i++) {
+            series(t, simple[m].name, "listener", s->listeners[i].stats->name);
+            end_u(t, lsum(s->listeners[i].stats, simple[m].slot));
+        }
     }
     family(t, "slbd_listener_connections_refused_total", "counter",
            "Connections refused by the listener's max_connections (closed at accept), or "
@@ -293,38 +432,50 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
            "(fd_limit: accepted late).");
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         const struct slb_lis_rt *r = s->listeners[i].stats;
-        put(t,
-            "slbd_listener_connections_refused_total{listener=\"%s\",reason=\"max_connections\"} "
-            "%llu\n",
-            r->name, (unsigned long long)lsum(r, SLB_LIS_REFUSED));
-        put(t,
-            "slbd_listener_connections_refused_total{listener=\"%s\",reason=\"fd_limit\"} %llu\n",
-            r->name, (unsigned long long)lsum(r, SLB_LIS_REFUSED_FD));
+        series(t, "slbd_listener_connections_refused_total", "listener", r->name);
+        label(t, "reason", "max_connections");
+        end_u(t, lsum(r, SLB_LIS_REFUSED));
+        series(t, "slbd_listener_connections_refused_total", "listener", r->name);
+        label(t, "reason", "fd_limit");
+        end_u(t, lsum(r, SLB_LIS_REFUSED_FD));
     }
     family(t, "slbd_listener_limited_total", "counter",
            "Connections reset at accept by the listener's limits.connections_per_s, and requests "
            "answered 503 by its limits.requests_per_s or a rule's.");
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         const struct slb_lis_rt *r = s->listeners[i].stats;
-        put(t, "slbd_listener_limited_total{listener=\"%s\",limit=\"connections_per_s\"} %llu\n",
-            r->name, (unsigned long long)lsum(r, SLB_LIS_LIMITED_CONN));
-        if (s->listeners[i].cfg->protocol != SLB_PROTO_TCP)
-            put(t, "slbd_listener_limited_total{listener=\"%s\",limit=\"requests_per_s\"} %llu\n",
-                r->name, (unsigned long long)lsum(r, SLB_LIS_LIMITED_REQ));
+        series(t, "slbd_listener_limited_total", "listener", r->name);
+        label(t, "limit", "connections_per_s");
+        end_u(t, lsum(r, SLB_LIS_LIMITED_CONN));
+        if (s->listeners[i].cfg->protocol != SLB_PROTO_TCP) {
+            series(t, "slbd_listener_limited_total", "listener", r->name);
+            label(t, "limit", "requests_per_s");
+            end_u(t, lsum(r, SLB_LIS_LIMITED_REQ));
+        }
     }
     family(t, "slbd_listener_up", "gauge",
            "1 while the listener is running (its socket open), 0 while it is stopped.");
-    for (size_t i = 0; s && i < s->nlisteners; i++)
-        put(t, "slbd_listener_up{listener=\"%s\"} %d\n", s->listeners[i].stats->name,
-            s->listeners[i].cfg->stopped ? 0 : 1);
+    for (size_t i = 0; s && i < s->nlisteners; i++) {
+        series(t, "slbd_listener_up", "listener", s->listeners[i].stats->name);
+        end_u(t, s->listeners[i].cfg->stopped ? 0 : 1);
+    }
     family(t, "slbd_listener_new_connections_per_second", "gauge",
            "New connections per second over the last 1 s and 60 s.");
+    static const struct {
+        const char *name;
+        unsigned secs;
+    } windows[] = {{"1s", 1}, {"60s", 60}};
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         const struct slb_lis_rt *r = s->listeners[i].stats;
-        put(t, "slbd_listener_new_connections_per_second{listener=\"%s\",window=\"1s\"} %.3f\n",
-            r->name, conn_rate(r, 1));
-        put(t, "slbd_listener_new_connections_per_second{listener=\"%s\",window=\"60s\"} %.3f\n",
-            r->name, conn_rate(r, 60));
+        for (size_t k = 0; k < 2; k++) {
+            series(t, "slbd_listener_new_connections_per_second", "listener", r->name);
+            label(t, "window", windows[k].name);
+            double rate = conn_rate(r, windows[k].secs);
+            if (rate == 0)
+                put_mem(t, "} 0.000\n", 8); /* most listeners, most of the time */
+            else
+                put(t, "} %.3f\n", rate);
+        }
     }
     family(t, "slbd_listener_bytes_total", "counter",
            "Bytes between clients and slbd: payload (billing: application data) and wire "
@@ -338,18 +489,23 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
                  {SLB_LIS_WIRE_OUT, "out", "wire"}};
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         const struct slb_lis_rt *r = s->listeners[i].stats;
-        for (size_t b = 0; b < 4; b++)
-            put(t, "slbd_listener_bytes_total{listener=\"%s\",direction=\"%s\",kind=\"%s\"} %llu\n",
-                r->name, bytes[b].dir, bytes[b].kind, (unsigned long long)lsum(r, bytes[b].slot));
+        for (size_t b = 0; b < 4; b++) {
+            series(t, "slbd_listener_bytes_total", "listener", r->name);
+            label(t, "direction", bytes[b].dir);
+            label(t, "kind", bytes[b].kind);
+            end_u(t, lsum(r, bytes[b].slot));
+        }
     }
     family(t, "slbd_listener_requests_total", "counter", "HTTP responses by status class.");
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         if (s->listeners[i].cfg->protocol == SLB_PROTO_TCP)
             continue;
         const struct slb_lis_rt *r = s->listeners[i].stats;
-        for (int c = 0; c < 5; c++)
-            put(t, "slbd_listener_requests_total{listener=\"%s\",class=\"%s\"} %llu\n", r->name,
-                status_class[c], (unsigned long long)lsum(r, SLB_LIS_REQ_1XX + c));
+        for (int c = 0; c < 5; c++) {
+            series(t, "slbd_listener_requests_total", "listener", r->name);
+            label(t, "class", status_class[c]);
+            end_u(t, lsum(r, SLB_LIS_REQ_1XX + c));
+        }
     }
     family(t, "slbd_listener_responses_5xx_total", "counter",
            "5xx responses sent to clients: made by slbd itself (no usable server, connect "
@@ -358,10 +514,12 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
         if (s->listeners[i].cfg->protocol == SLB_PROTO_TCP)
             continue;
         const struct slb_lis_rt *r = s->listeners[i].stats;
-        put(t, "slbd_listener_responses_5xx_total{listener=\"%s\",source=\"slbd\"} %llu\n", r->name,
-            (unsigned long long)lsum(r, SLB_LIS_5XX_LOCAL));
-        put(t, "slbd_listener_responses_5xx_total{listener=\"%s\",source=\"backend\"} %llu\n",
-            r->name, (unsigned long long)lsum(r, SLB_LIS_5XX_BACKEND));
+        series(t, "slbd_listener_responses_5xx_total", "listener", r->name);
+        label(t, "source", "slbd");
+        end_u(t, lsum(r, SLB_LIS_5XX_LOCAL));
+        series(t, "slbd_listener_responses_5xx_total", "listener", r->name);
+        label(t, "source", "backend");
+        end_u(t, lsum(r, SLB_LIS_5XX_BACKEND));
     }
     family(t, "slbd_listener_request_duration_seconds", "histogram",
            "Time from a request's head parsed to the end of its response.");
@@ -370,7 +528,9 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
             continue;
         const struct slb_lis_rt *r = s->listeners[i].stats;
         char labels[SLB_NAME_MAX + 16];
-        snprintf(labels, sizeof(labels), "listener=\"%s\"", r->name);
+        size_t at = cat(labels, sizeof(labels), 0, "listener=\"");
+        at = cat(labels, sizeof(labels), at, r->name);
+        cat(labels, sizeof(labels), at, "\"");
         histogram(t, "slbd_listener_request_duration_seconds", labels, r->w, r->nworkers,
                   SLB_LIS_DURATION);
     }
@@ -378,44 +538,56 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
            "Requests a forwarding rule took (forwarded or answered).");
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         const struct slb_listener_rt *l = &s->listeners[i];
-        for (size_t k = 0; k < l->cfg->nrules; k++)
-            put(t, "slbd_rule_requests_total{listener=\"%s\",rule=\"%s\"} %llu\n", l->cfg->name,
-                l->cfg->rules[k].name,
-                (unsigned long long)rule_sum(l->rule_stats[k], SLB_RULE_REQS));
+        for (size_t k = 0; k < l->cfg->nrules; k++) {
+            series(t, "slbd_rule_requests_total", "listener", l->cfg->name);
+            label(t, "rule", l->cfg->rules[k].name);
+            end_u(t, rule_sum(l->rule_stats[k], SLB_RULE_REQS));
+        }
     }
     family(t, "slbd_rule_limited_total", "counter",
            "Requests a forwarding rule answered 503 for its limits.requests_per_s.");
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         const struct slb_listener_rt *l = &s->listeners[i];
-        for (size_t k = 0; k < l->cfg->nrules; k++)
-            put(t, "slbd_rule_limited_total{listener=\"%s\",rule=\"%s\"} %llu\n", l->cfg->name,
-                l->cfg->rules[k].name,
-                (unsigned long long)rule_sum(l->rule_stats[k], SLB_RULE_LIMITED));
+        for (size_t k = 0; k < l->cfg->nrules; k++) {
+            series(t, "slbd_rule_limited_total", "listener", l->cfg->name);
+            label(t, "rule", l->cfg->rules[k].name);
+            end_u(t, rule_sum(l->rule_stats[k], SLB_RULE_LIMITED));
+        }
     }
     family(t, "slbd_listener_handshakes_total", "counter", "Completed TLS handshakes.");
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         if (s->listeners[i].cfg->protocol != SLB_PROTO_HTTPS)
             continue;
         const struct slb_lis_rt *r = s->listeners[i].stats;
-        put(t, "slbd_listener_handshakes_total{listener=\"%s\",type=\"full\"} %llu\n", r->name,
-            (unsigned long long)lsum(r, SLB_LIS_HS_FULL));
-        put(t, "slbd_listener_handshakes_total{listener=\"%s\",type=\"resumed\"} %llu\n", r->name,
-            (unsigned long long)lsum(r, SLB_LIS_HS_RESUMED));
+        series(t, "slbd_listener_handshakes_total", "listener", r->name);
+        label(t, "type", "full");
+        end_u(t, lsum(r, SLB_LIS_HS_FULL));
+        series(t, "slbd_listener_handshakes_total", "listener", r->name);
+        label(t, "type", "resumed");
+        end_u(t, lsum(r, SLB_LIS_HS_RESUMED));
     }
     family(t, "slbd_listener_tls_handshakes_total", "counter",
            "Completed TLS handshakes by protocol version and cipher suite (pairs seen so far).");
+    /* Described once: slb_tls_suite_describe walks the suites to find a slot. */
+    struct {
+        const char *version, *cipher;
+    } suites[SLB_TLS_SUITE_SLOTS];
+    int nsuites = 0;
+    while (nsuites < SLB_TLS_SUITE_SLOTS &&
+           slb_tls_suite_describe(nsuites, &suites[nsuites].version, &suites[nsuites].cipher))
+        nsuites++;
     for (size_t i = 0; s && i < s->nlisteners; i++) {
         if (s->listeners[i].cfg->protocol != SLB_PROTO_HTTPS)
             continue;
         struct slb_lis_rt *r = s->listeners[i].stats;
-        const char *version, *cipher;
-        for (int k = 0; slb_tls_suite_describe(k, &version, &cipher); k++) {
+        for (int k = 0; k < nsuites; k++) {
             uint64_t n = slb_metrics_sum(slb_lis_tls_counts(r, 0), r->nworkers, k);
-            if (n)
-                put(t,
-                    "slbd_listener_tls_handshakes_total{listener=\"%s\",version=\"%s\","
-                    "cipher=\"%s\"} %llu\n",
-                    r->name, version, cipher, (unsigned long long)n);
+            if (n) {
+                series(t, "slbd_listener_tls_handshakes_total", "listener", r->name);
+                label(t, "version", suites[k].version);
+                label(t, "cipher", suites[k].cipher);
+                end_u(t, n);
+            }
         }
     }
     family(t, "slbd_listener_handshake_failures_total", "counter",
@@ -424,11 +596,18 @@ static void listener_metrics(struct text *t, const struct slb_snapshot *s)
         if (s->listeners[i].cfg->protocol != SLB_PROTO_HTTPS)
             continue;
         const struct slb_lis_rt *r = s->listeners[i].stats;
-        for (int f = 1; f < SLB_TLS_FAIL_COUNT; f++)
-            put(t, "slbd_listener_handshake_failures_total{listener=\"%s\",reason=\"%s\"} %llu\n",
-                r->name, slb_tls_fail_name((enum slb_tls_fail)f),
-                (unsigned long long)lsum(r, SLB_LIS_HS_FAIL + f));
+        for (int f = 1; f < SLB_TLS_FAIL_COUNT; f++) {
+            series(t, "slbd_listener_handshake_failures_total", "listener", r->name);
+            label(t, "reason", slb_tls_fail_name((enum slb_tls_fail)f));
+            end_u(t, lsum(r, SLB_LIS_HS_FAIL + f));
+        }
     }
+}
+
+/* A server's label: its key is "group/address:port". */
+static const char *server_name(const struct slb_srv_rt *r)
+{
+    return strchr(r->key, '/') + 1;
 }
 
 static void server_metrics(struct text *t, const struct slb_snapshot *s)
@@ -450,31 +629,34 @@ static void server_metrics(struct text *t, const struct slb_snapshot *s)
         family(t, srv[m].name, srv[m].type, srv[m].help);
         for (size_t i = 0; s && i < s->ngroups; i++) {
             struct slb_group_rt *g = &s->groups[i];
-            for (size_t k = 0; k < g->nservers; k++)
-                put(t, "%s{group=\"%s\",server=\"%s\"} %llu\n", srv[m].name, g->cfg->name,
-                    strchr(g->srv[k]->key, '/') + 1,
-                    (unsigned long long)ssum(g->srv[k], srv[m].slot));
+            for (size_t k = 0; k < g->nservers; k++) {
+                series(t, srv[m].name, "group", g->cfg->name);
+                label(t, "server", server_name(g->srv[k]));
+                end_u(t, ssum(g->srv[k], srv[m].slot));
+            }
         }
     }
     family(t, "slbd_server_up", "gauge",
            "1 when the server is in rotation (passes its health checks, not ejected).");
     for (size_t i = 0; s && i < s->ngroups; i++) {
         struct slb_group_rt *g = &s->groups[i];
-        for (size_t k = 0; k < g->nservers; k++)
-            put(t, "slbd_server_up{group=\"%s\",server=\"%s\"} %d\n", g->cfg->name,
-                strchr(g->srv[k]->key, '/') + 1, atomic_load(&g->srv[k]->healthy) == SLB_HEALTH_UP);
+        for (size_t k = 0; k < g->nservers; k++) {
+            series(t, "slbd_server_up", "group", g->cfg->name);
+            label(t, "server", server_name(g->srv[k]));
+            end_u(t, atomic_load(&g->srv[k]->healthy) == SLB_HEALTH_UP);
+        }
     }
     family(t, "slbd_server_failures_total", "counter",
            "Failed connects, broken exchanges and 5xx answers, by reason.");
     for (size_t i = 0; s && i < s->ngroups; i++) {
         struct slb_group_rt *g = &s->groups[i];
         for (size_t k = 0; k < g->nservers; k++)
-            for (int f = 0; f < SLB_SRV_FAIL_COUNT; f++)
-                put(t,
-                    "slbd_server_failures_total{group=\"%s\",server=\"%s\",reason=\"%s\"} %llu\n",
-                    g->cfg->name, strchr(g->srv[k]->key, '/') + 1,
-                    slb_srv_fail_name((enum slb_srv_fail)f),
-                    (unsigned long long)ssum(g->srv[k], SLB_SRV_FAIL + f));
+            for (int f = 0; f < SLB_SRV_FAIL_COUNT; f++) {
+                series(t, "slbd_server_failures_total", "group", g->cfg->name);
+                label(t, "server", server_name(g->srv[k]));
+                label(t, "reason", slb_srv_fail_name((enum slb_srv_fail)f));
+                end_u(t, ssum(g->srv[k], SLB_SRV_FAIL + f));
+            }
     }
     family(t, "slbd_server_down", "gauge",
            "1 while the server is out of rotation, by reason: active (failed health checks) or "
@@ -483,11 +665,14 @@ static void server_metrics(struct text *t, const struct slb_snapshot *s)
         struct slb_group_rt *g = &s->groups[i];
         for (size_t k = 0; k < g->nservers; k++) {
             int h = atomic_load(&g->srv[k]->healthy);
-            const char *name = strchr(g->srv[k]->key, '/') + 1;
-            put(t, "slbd_server_down{group=\"%s\",server=\"%s\",reason=\"active\"} %d\n",
-                g->cfg->name, name, h == SLB_HEALTH_DOWN);
-            put(t, "slbd_server_down{group=\"%s\",server=\"%s\",reason=\"passive\"} %d\n",
-                g->cfg->name, name, h == SLB_HEALTH_EJECTED);
+            series(t, "slbd_server_down", "group", g->cfg->name);
+            label(t, "server", server_name(g->srv[k]));
+            label(t, "reason", "active");
+            end_u(t, h == SLB_HEALTH_DOWN);
+            series(t, "slbd_server_down", "group", g->cfg->name);
+            label(t, "server", server_name(g->srv[k]));
+            label(t, "reason", "passive");
+            end_u(t, h == SLB_HEALTH_EJECTED);
         }
     }
     family(t, "slbd_server_health_transitions_total", "counter",
@@ -495,14 +680,14 @@ static void server_metrics(struct text *t, const struct slb_snapshot *s)
     for (size_t i = 0; s && i < s->ngroups; i++) {
         struct slb_group_rt *g = &s->groups[i];
         for (size_t k = 0; k < g->nservers; k++) {
-            const char *name = strchr(g->srv[k]->key, '/') + 1;
-            put(t,
-                "slbd_server_health_transitions_total{group=\"%s\",server=\"%s\",to=\"up\"} %llu\n",
-                g->cfg->name, name, (unsigned long long)g->srv[k]->went_up);
-            put(t,
-                "slbd_server_health_transitions_total{group=\"%s\",server=\"%s\",to=\"down\"} "
-                "%llu\n",
-                g->cfg->name, name, (unsigned long long)g->srv[k]->went_down);
+            series(t, "slbd_server_health_transitions_total", "group", g->cfg->name);
+            label(t, "server", server_name(g->srv[k]));
+            label(t, "to", "up");
+            end_u(t, g->srv[k]->went_up);
+            series(t, "slbd_server_health_transitions_total", "group", g->cfg->name);
+            label(t, "server", server_name(g->srv[k]));
+            label(t, "to", "down");
+            end_u(t, g->srv[k]->went_down);
         }
     }
     static const struct {
@@ -520,8 +705,11 @@ static void server_metrics(struct text *t, const struct slb_snapshot *s)
             struct slb_group_rt *g = &s->groups[i];
             for (size_t k = 0; k < g->nservers; k++) {
                 char labels[SLB_NAME_MAX + 120];
-                snprintf(labels, sizeof(labels), "group=\"%s\",server=\"%s\"", g->cfg->name,
-                         strchr(g->srv[k]->key, '/') + 1);
+                size_t at = cat(labels, sizeof(labels), 0, "group=\"");
+                at = cat(labels, sizeof(labels), at, g->cfg->name);
+                at = cat(labels, sizeof(labels), at, "\",server=\"");
+                at = cat(labels, sizeof(labels), at, server_name(g->srv[k]));
+                cat(labels, sizeof(labels), at, "\"");
                 histogram(t, hists[m].name, labels, g->srv[k]->w, g->srv[k]->nworkers,
                           hists[m].base);
             }
@@ -529,62 +717,129 @@ static void server_metrics(struct text *t, const struct slb_snapshot *s)
     }
 }
 
-static void cert_metrics(struct text *t, struct slb_certstore *certs, struct slb_ocsp_fetcher *ocsp)
+/* What the certificate families show of one certificate, gathered in one walk over the
+ * store. Each family lists every certificate in turn, and with 10,000 of them a walk over the
+ * scattered certificates (and a binary search among the OCSP entries) per family cost more
+ * than the formatting; the rows and their label text are read in order instead. */
+struct cert_row {
+    size_t at;            /* in the label arena: the id, then `",name="` and the escaped name */
+    uint32_t id_len, len; /* of the id; of the whole label text, closing quote included */
+    int ocsp;             /* index in ocsp_states; -1: not a server certificate */
+    int64_t not_after, next_update;
+    uint64_t failures;
+};
+
+static const char *const ocsp_states[] = {"none",    "fetching", "good",
+                                          "revoked", "expired",  "error"};
+
+/* name{id="ID" (with_name: ,name="NAME") } value: the row's label text copied at once. */
+static inline __attribute__((always_inline)) void cert_series(struct text *t, const char *name,
+                                                              const struct text *arena,
+                                                              const struct cert_row *r,
+                                                              bool with_name)
 {
+    put_str(t, name);
+    put_mem(t, "{id=\"", 5);
+    put_mem(t, arena->p + r->at, with_name ? r->len : r->id_len);
+    if (!with_name)
+        put_mem(t, "\"", 1);
+}
+
+static void cert_metrics(struct text *t, struct slb_certstore *certs, struct slb_ocsp_fetcher *ocsp,
+                         bool series)
+{
+    size_t n = series ? slb_certstore_count(certs) : 0, cursor = 0;
+    struct text arena = {0};
+    struct cert_row *rows = malloc((n ? n : 1) * sizeof(*rows));
+    if (!rows || !room(&arena, 1)) {
+        t->oom = true;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct slb_cert *c = slb_certstore_at(certs, i);
+        struct cert_row *r = &rows[i];
+        /* Each certificate is its own allocation: ask for one a few ahead (its id and
+         * name, its not_after) while this one is read, or the walk waits on memory. */
+        if (i + 8 < n) {
+            const struct slb_cert *ahead = slb_certstore_at(certs, i + 8);
+            __builtin_prefetch(ahead->id);
+            __builtin_prefetch(ahead->name + 64);
+            __builtin_prefetch(&ahead->not_after);
+        }
+        struct slb_ocsp_info oi;
+        r->at = arena.len;
+        put_str(&arena, c->id);
+        r->id_len = (uint32_t)(arena.len - r->at);
+        put_mem(&arena, "\",name=\"", 8);
+        put_escaped(&arena, c->name);
+        put_mem(&arena, "\"", 1);
+        r->len = (uint32_t)(arena.len - r->at);
+        r->not_after = c->not_after;
+        r->ocsp = -1;
+        if (slb_ocsp_fetcher_info_next(ocsp, c->id, &cursor, &oi)) {
+            r->ocsp = (int)(sizeof(ocsp_states) / sizeof(ocsp_states[0]));
+            for (size_t k = 0; k < sizeof(ocsp_states) / sizeof(ocsp_states[0]); k++)
+                if (strcmp(oi.state, ocsp_states[k]) == 0)
+                    r->ocsp = (int)k;
+            r->next_update = oi.next_update;
+            r->failures = oi.failures;
+        }
+    }
+    if (arena.oom) {
+        t->oom = true;
+        goto done;
+    }
     family(t, "slbd_certificate_not_after_timestamp_seconds", "gauge",
            "The certificate's not_after as a Unix time (alert on it minus time()).");
-    for (size_t i = 0; i < slb_certstore_count(certs); i++) {
-        const struct slb_cert *c = slb_certstore_at(certs, i);
-        put(t, "slbd_certificate_not_after_timestamp_seconds{id=\"%s\",name=\"", c->id);
-        put_escaped(t, c->name);
-        put(t, "\"} %lld\n", (long long)c->not_after);
+    for (size_t i = 0; i < n; i++) {
+        cert_series(t, "slbd_certificate_not_after_timestamp_seconds", &arena, &rows[i], true);
+        end_i(t, rows[i].not_after);
     }
     family(t, "slbd_certificate_expiry_seconds", "gauge",
            "Seconds until the certificate's not_after (negative once expired).");
-    time_t now = time(NULL);
-    for (size_t i = 0; i < slb_certstore_count(certs); i++) {
-        const struct slb_cert *c = slb_certstore_at(certs, i);
-        put(t, "slbd_certificate_expiry_seconds{id=\"%s\",name=\"", c->id);
-        put_escaped(t, c->name);
-        put(t, "\"} %lld\n", (long long)(c->not_after - (int64_t)now));
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; i < n; i++) {
+        cert_series(t, "slbd_certificate_expiry_seconds", &arena, &rows[i], true);
+        end_i(t, rows[i].not_after - now);
     }
-    static const char *const states[] = {"none", "fetching", "good", "revoked", "expired", "error"};
     family(t, "slbd_certificate_ocsp_state", "gauge",
            "1 for the OCSP stapling state a server certificate is in (none, fetching, good, "
            "revoked, expired, error).");
-    for (size_t i = 0; i < slb_certstore_count(certs); i++) {
-        const struct slb_cert *c = slb_certstore_at(certs, i);
-        struct slb_ocsp_info oi;
-        if (!slb_ocsp_fetcher_info(ocsp, c->id, &oi))
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].ocsp < 0)
             continue;
-        for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++)
-            put(t, "slbd_certificate_ocsp_state{id=\"%s\",state=\"%s\"} %d\n", c->id, states[k],
-                strcmp(oi.state, states[k]) == 0);
+        for (int k = 0; k < (int)(sizeof(ocsp_states) / sizeof(ocsp_states[0])); k++) {
+            cert_series(t, "slbd_certificate_ocsp_state", &arena, &rows[i], false);
+            label(t, "state", ocsp_states[k]);
+            end_u(t, rows[i].ocsp == k);
+        }
     }
     family(t, "slbd_certificate_ocsp_next_update_timestamp_seconds", "gauge",
            "nextUpdate of the OCSP response a certificate staples (unix seconds).");
-    for (size_t i = 0; i < slb_certstore_count(certs); i++) {
-        const struct slb_cert *c = slb_certstore_at(certs, i);
-        struct slb_ocsp_info oi;
-        if (slb_ocsp_fetcher_info(ocsp, c->id, &oi) && oi.next_update)
-            put(t, "slbd_certificate_ocsp_next_update_timestamp_seconds{id=\"%s\"} %lld\n", c->id,
-                (long long)oi.next_update);
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].ocsp >= 0 && rows[i].next_update) {
+            cert_series(t, "slbd_certificate_ocsp_next_update_timestamp_seconds", &arena, &rows[i],
+                        false);
+            end_i(t, rows[i].next_update);
+        }
     }
     family(t, "slbd_certificate_ocsp_failures_total", "counter",
            "OCSP fetches and uploads that gave no usable response, per certificate version.");
-    for (size_t i = 0; i < slb_certstore_count(certs); i++) {
-        const struct slb_cert *c = slb_certstore_at(certs, i);
-        struct slb_ocsp_info oi;
-        if (slb_ocsp_fetcher_info(ocsp, c->id, &oi))
-            put(t, "slbd_certificate_ocsp_failures_total{id=\"%s\"} %llu\n", c->id,
-                (unsigned long long)oi.failures);
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].ocsp >= 0) {
+            cert_series(t, "slbd_certificate_ocsp_failures_total", &arena, &rows[i], false);
+            end_u(t, rows[i].failures);
+        }
     }
+done:
+    free(rows);
+    free(arena.p);
     family(t, "slbd_tls_context_builds_total", "counter",
            "TLS contexts built since start (configuration and certificate changes; never OCSP).");
-    put(t, "slbd_tls_context_builds_total %llu\n", (unsigned long long)slb_tls_context_builds());
+    scalar_u(t, "slbd_tls_context_builds_total", slb_tls_context_builds());
     family(t, "slbd_certificate_crl_stale", "gauge",
            "CRLs whose next_update has passed (revocation data out of date).");
-    put(t, "slbd_certificate_crl_stale %zu\n", slb_certstore_crl_stale(certs));
+    scalar_u(t, "slbd_certificate_crl_stale", slb_certstore_crl_stale(certs));
 }
 
 /* The standard process_* families every Prometheus client library exports, so existing
@@ -652,32 +907,39 @@ static void acme_metrics(struct text *t, struct slb_acme *acme)
            "1 for the state an ACME certificate is in (pending, valid, renewing, failed).");
     for (size_t i = 0; slb_acme_info_at(acme, i, &ai); i++) {
         for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++) {
-            put(t, "slbd_acme_certificate_state{id=\"%s\",name=\"", ai.id);
+            series(t, "slbd_acme_certificate_state", "id", ai.id);
+            put_mem(t, ",name=\"", 7);
             put_escaped(t, ai.name);
-            put(t, "\",state=\"%s\"} %d\n", states[k], strcmp(ai.state, states[k]) == 0);
+            put_mem(t, "\"", 1);
+            label(t, "state", states[k]);
+            end_u(t, strcmp(ai.state, states[k]) == 0);
         }
     }
     family(t, "slbd_acme_renewal_timestamp_seconds", "gauge",
            "When the renewal of an issued ACME certificate starts (unix seconds).");
     for (size_t i = 0; slb_acme_info_at(acme, i, &ai); i++)
-        if (ai.renew_at)
-            put(t, "slbd_acme_renewal_timestamp_seconds{id=\"%s\"} %lld\n", ai.id,
-                (long long)ai.renew_at);
+        if (ai.renew_at) {
+            series(t, "slbd_acme_renewal_timestamp_seconds", "id", ai.id);
+            end_i(t, ai.renew_at);
+        }
     family(t, "slbd_acme_failures_total", "counter",
            "Failed ACME order attempts per certificate since start (each is retried).");
-    for (size_t i = 0; slb_acme_info_at(acme, i, &ai); i++)
-        put(t, "slbd_acme_failures_total{id=\"%s\"} %llu\n", ai.id,
-            (unsigned long long)ai.failures);
+    for (size_t i = 0; slb_acme_info_at(acme, i, &ai); i++) {
+        series(t, "slbd_acme_failures_total", "id", ai.id);
+        end_u(t, ai.failures);
+    }
 }
 
 char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len)
 {
     struct text t = {0};
     const struct slb_snapshot *s = v->snap;
+    for (int b = 0; b < SLB_HIST_BUCKETS - 1; b++)
+        snprintf(t.le[b], sizeof(t.le[b]), "%g", slb_resp_bucket_le[b]);
     build_info(&t);
     family(&t, "slbd_config_reload_success", "gauge",
            "1 when the last reload (SIGHUP) was taken, 0 when it was refused.");
-    put(&t, "slbd_config_reload_success %d\n", v->reload_ok ? 1 : 0);
+    scalar_u(&t, "slbd_config_reload_success", v->reload_ok ? 1 : 0);
     family(&t, "slbd_config_last_reload_success_timestamp_seconds", "gauge",
            "When config.json was last loaded successfully (start or SIGHUP), Unix time.");
     put(&t, "slbd_config_last_reload_success_timestamp_seconds %.3f\n",
@@ -685,26 +947,26 @@ char *slb_metrics_prometheus(const struct slb_metrics_view *v, size_t *len)
     if (v->clustered) {
         family(&t, "slbd_cluster_connected", "gauge",
                "1 while etcd is reachable (cluster mode); 0: serving the last applied state.");
-        put(&t, "slbd_cluster_connected %d\n", v->cluster_connected ? 1 : 0);
+        scalar_u(&t, "slbd_cluster_connected", v->cluster_connected ? 1 : 0);
         family(&t, "slbd_cluster_revision", "gauge",
                "The etcd revision of the shared state this node serves.");
         put(&t, "slbd_cluster_revision %lld\n", v->cluster_revision);
     }
     family(&t, "slbd_config_generation", "gauge", "Generation of the active configuration.");
-    put(&t, "slbd_config_generation %llu\n", (unsigned long long)(s ? s->generation : 0));
+    scalar_u(&t, "slbd_config_generation", s ? s->generation : 0);
     family(&t, "slbd_workers", "gauge", "Worker threads.");
     put(&t, "slbd_workers %d\n", v->nworkers);
     family(&t, "slbd_connection_cap", "gauge",
            "Client connections slbd holds at most (from the open-file limit); beyond it new "
            "connections wait in the listen backlog.");
-    put(&t, "slbd_connection_cap %lu\n", v->conn_cap);
+    scalar_u(&t, "slbd_connection_cap", v->conn_cap);
     listener_metrics(&t, s);
     server_metrics(&t, s);
-    cert_metrics(&t, v->certs, v->ocsp);
+    cert_metrics(&t, v->certs, v->ocsp, v->certificate_series);
     acme_metrics(&t, v->acme);
     family(&t, "slbd_access_log_dropped_total", "counter",
            "Access-log batches dropped because the logger fell behind.");
-    put(&t, "slbd_access_log_dropped_total %llu\n", (unsigned long long)slb_access_dropped());
+    scalar_u(&t, "slbd_access_log_dropped_total", slb_access_dropped());
     process_metrics(&t, v->started_ms);
     if (t.oom) {
         free(t.p);

@@ -26,6 +26,9 @@ struct slb_metrics_view {
     bool clustered;                /* cluster mode: the two below are shown */
     bool cluster_connected;
     long long cluster_revision;
+    /* /metrics only: the per-certificate series (false: their families stay, empty). Not set
+     * by slb_ops_metrics_view. */
+    bool certificate_series;
 };
 
 /* Sum slot k of a per-worker counter array. */

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import promparse
+import scale_certs as sc
 import slbd_harness as h
 from http_util import (HttpConn, Scripted, add_listener, hx, put_listener,  # noqa: F401
                        rst_close)
@@ -840,6 +841,89 @@ def test_promtool_check_metrics(slbd, hx, stack):
                        timeout=h.scaled(30))
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
         f"promtool check metrics (rc {r.returncode}):\n{r.stdout}{r.stderr}"
+
+
+CERT_FAMILIES = ("slbd_certificate_not_after_timestamp_seconds",
+                 "slbd_certificate_expiry_seconds", "slbd_certificate_ocsp_state",
+                 "slbd_certificate_ocsp_failures_total")
+
+
+@pytest.mark.timeout(300)
+def test_metrics_at_two_thousand_certificates(slbd, hx, pki):  # noqa: F811
+    """With 2,000 certificates on a listener, /metrics still parses strictly and promtool
+    accepts it, and every certificate has its series: a name that needs escaping, and a CA
+    certificate among the server ones (it has no OCSP state; the ones after it keep theirs).
+    ?certificates=false leaves their series out."""
+    n = 2000
+    cache = sc.cached(h.build_dir(), n)
+    slbd.stop()
+    sc.install(cache, slbd.state_dir)
+    slbd.start(ready_timeout=120)
+    b = hx.backend("a")
+    slbd.add_group("g", [b.server()], health_check=h.no_health_check())
+    ids = [sc.cert_id(i) for i in range(n)]
+    add_listener(slbd, "big", "g", protocol="https", tls={"certificates": ids})
+    odd = 'edge "quoted" \\ back\\slash ü'
+    r = slbd.api.request("PATCH", f"/v1/certificates/{ids[7]}", {"name": odd})
+    assert r.status == 200, r.text
+    ca = upload_ca(slbd, pki, "root", cert_id="s1000-ca")  # sorts between s1000 and s1001
+    names = {i: f"scale-{k}" for k, i in enumerate(ids)}
+    names[ids[7]] = odd
+    names[ca] = ca
+
+    text = slbd.api.request("GET", "/metrics").text
+    doc = promparse.parse(text)  # raises on any violation of the format
+    for fam in CERT_FAMILIES:
+        got = [s for s in doc.samples if s.name == fam]
+        if fam.startswith("slbd_certificate_ocsp"):
+            want = set(ids)  # server certificates only
+        else:
+            want = set(ids) | {ca}
+            assert {s.labels["id"]: s.labels["name"] for s in got} == \
+                {i: names[i] for i in want}, fam
+        assert {s.labels["id"] for s in got} == want, fam
+        per = 6 if fam == "slbd_certificate_ocsp_state" else 1
+        assert len(got) == per * len(want), (fam, len(got))
+    # One OCSP state per server certificate; nothing fetched or failed here.
+    states = {}
+    for s in doc.samples:
+        if s.name == "slbd_certificate_ocsp_state":
+            states[s.labels["id"]] = states.get(s.labels["id"], 0) + s.value
+    assert set(states.values()) == {1}, states
+    assert {s.value for s in doc.samples
+            if s.name == "slbd_certificate_ocsp_failures_total"} == {0}
+    na = {s.labels["id"]: s.value for s in doc.samples
+          if s.name == "slbd_certificate_not_after_timestamp_seconds"}
+    ex = {s.labels["id"]: s.value for s in doc.samples
+          if s.name == "slbd_certificate_expiry_seconds"}
+    now = time.time()
+    assert all(abs(na[i] - ex[i] - now) < h.scaled(60) for i in na), "expiry != not_after - now"
+
+
+    # ?certificates=false: the same families, those of the certificates without a sample, for
+    # a frequent scrape that leaves them to a slower one; anything but true or false is 400.
+    r = slbd.api.request("GET", "/metrics?certificates=false")
+    assert r.status == 200, r.text
+    lean = promparse.parse(r.text)
+    assert set(lean.families) == set(doc.families)
+    assert not [s for s in lean.samples if s.name in CERT_FAMILIES or
+                s.name == "slbd_certificate_ocsp_next_update_timestamp_seconds"]
+    assert lean.value("slbd_listener_up", listener="big") == 1
+    assert lean.value("slbd_tls_context_builds_total") >= 1
+    assert len(r.text) < len(text) / 50, (len(r.text), len(text))
+    full = promparse.parse(slbd.api.request("GET", "/metrics?certificates=true").text)
+    assert len(full.samples) == len(doc.samples)
+    for q in ("certificates=no", "certificates", "certificates=false&certificates=false"):
+        r = slbd.api.request("GET", f"/metrics?{q}")
+        assert r.status == 400 and r.json["error"]["code"] == "invalid_value", (q, r.text)
+        assert r.json["error"]["where"] == "certificates", (q, r.text)
+
+    tool = promtool()
+    for t in (text, slbd.api.request("GET", "/metrics?certificates=false").text):
+        r = subprocess.run([tool, "check", "metrics"], input=t, capture_output=True, text=True,
+                           timeout=h.scaled(60))
+        assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+            f"promtool check metrics (rc {r.returncode}):\n{r.stdout[:2000]}{r.stderr[:2000]}"
 
 
 def test_build_reload_certificate_and_process_metrics(slbd, hx, stack):
