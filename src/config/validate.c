@@ -439,6 +439,15 @@ int slb_cv_cidr(const char *s, struct slb_cidr *out, char *why)
         }
     }
     out->prefix = (uint8_t)prefix;
+    /* An IPv4-mapped entry (::ffff:a.b.c.d[/96-128]) means IPv4 clients: store it as the IPv4
+     * block so it matches them on an IPv4 socket as well as mapped on a dual-stack one. */
+    if (out->family == AF_INET6 && prefix >= 96 &&
+        IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)out->addr)) {
+        memmove(out->addr, out->addr + 12, 4);
+        memset(out->addr + 4, 0, 12);
+        out->family = AF_INET;
+        out->prefix = (uint8_t)(prefix - 96);
+    }
     return 0;
 }
 

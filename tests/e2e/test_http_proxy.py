@@ -598,6 +598,15 @@ def test_acl_allow(slbd, hx):
     assert c.request("GET", "/who").json()["headers"]["x-real-ip"] == "127.0.0.2"
 
 
+def test_acl_ipv4_mapped_entries(slbd, hx):
+    # ::ffff:a.b.c.d entries name IPv4 clients, also on an IPv4 listener.
+    port, _ = web(slbd, hx, acl={"mode": "deny",
+                                 "cidrs": ["::ffff:127.0.0.2", "::ffff:127.0.3.0/120"]})
+    assert _refused(hx, port, "127.0.0.2")
+    assert _refused(hx, port, "127.0.3.9")
+    assert not _refused(hx, port, "127.0.0.1")
+
+
 # --------------------------------------------------------------------------------------------
 # Upgrade (WebSocket-style tunnels)
 # --------------------------------------------------------------------------------------------
