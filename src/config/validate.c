@@ -238,7 +238,7 @@ int slb_cv_enum(const struct slb_cv *cv, const char *key, bool required, int def
 int slb_cv_name(const struct slb_cv *cv, const char *key, bool required, char *dst)
 {
     const char *s;
-    int rc = slb_cv_str(cv, key, required, "", 256, &s);
+    int rc = slb_cv_str(cv, key, required, "", SLB_NAME_MAX, &s);
     if (rc)
         return rc;
     if (!required && !*s) {
