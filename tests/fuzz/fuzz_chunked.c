@@ -186,12 +186,14 @@ static bool check_reference(const char *buf, const struct outcome *o)
 }
 
 /* Relay buf through slb_rechunk as the proxy does, the input arriving in pieces of the given
- * sizes (cycled) into a window; check the output against the decoder's outcome `whole`. */
+ * sizes (cycled) into a window; check the output against the decoder's outcome `whole`. With
+ * drop_banned (a response), the output holds no banned trailer field. */
 static void relay(const char *buf, size_t len, const size_t *pieces, size_t npieces,
-                  const struct outcome *whole)
+                  const struct outcome *whole, bool drop_banned)
 {
     struct slb_rechunk r;
     slb_rechunk_init(&r);
+    r.drop_banned_trailers = drop_banned;
     size_t cap = 8 * len + 64, out_len = 0, off = 0, avail = 0, k = 0, max_piece = 0;
     char *out = malloc(cap);
     CHECK(out != NULL);
@@ -233,12 +235,13 @@ static void relay(const char *buf, size_t len, const size_t *pieces, size_t npie
     CHECK(error == whole->error);
     if (!error) {
         CHECK(r.ck.done == whole->done);
-        CHECK(off == whole->consumed);
+        /* A trailer line may be held until its name is whole: only when the input ends. */
+        CHECK(off == whole->consumed || (drop_banned && !r.ck.done && off < whole->consumed));
     }
     if (r.ck.done) {
         /* The output is a chunked body of our framing with the same data. */
         struct outcome again;
-        decode(out, out_len, NULL, 0, false, &again);
+        decode(out, out_len, NULL, 0, drop_banned, &again);
         CHECK(again.done && !again.error && again.consumed == out_len);
         CHECK(again.data_len == whole->data_len);
         CHECK(again.data_len == 0 || memcmp(again.data, whole->data, again.data_len) == 0);
@@ -309,8 +312,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_same(&whole, &uneven);
     decode(buf, size, pieces, 6, true, &strict_uneven);
     check_same(&strict, &strict_uneven);
-    relay(buf, size, pieces, 6, &whole);
-    relay(buf, size, one, 1, &whole);
+    relay(buf, size, pieces, 6, &whole, false);
+    relay(buf, size, one, 1, &whole, false);
+    relay(buf, size, pieces, 6, &whole, true);
+    relay(buf, size, one, 1, &whole, true);
 
     outcome_free(&whole);
     outcome_free(&bytes);
