@@ -238,7 +238,7 @@ int slb_cv_enum(const struct slb_cv *cv, const char *key, bool required, int def
 int slb_cv_name(const struct slb_cv *cv, const char *key, bool required, char *dst)
 {
     const char *s;
-    int rc = slb_cv_str(cv, key, required, "", 256, &s);
+    int rc = slb_cv_str(cv, key, required, "", SLB_NAME_MAX, &s);
     if (rc)
         return rc;
     if (!required && !*s) {
@@ -439,6 +439,15 @@ int slb_cv_cidr(const char *s, struct slb_cidr *out, char *why)
         }
     }
     out->prefix = (uint8_t)prefix;
+    /* An IPv4-mapped entry (::ffff:a.b.c.d[/96-128]) means IPv4 clients: store it as the IPv4
+     * block so it matches them on an IPv4 socket as well as mapped on a dual-stack one. */
+    if (out->family == AF_INET6 && prefix >= 96 &&
+        IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)out->addr)) {
+        memmove(out->addr, out->addr + 12, 4);
+        memset(out->addr + 4, 0, 12);
+        out->family = AF_INET;
+        out->prefix = (uint8_t)(prefix - 96);
+    }
     return 0;
 }
 

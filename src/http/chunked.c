@@ -283,6 +283,29 @@ static void frame_start(struct slb_rechunk *r)
         frame_put(r, "\r\n", 2);
 }
 
+/* One trailer field line or part of it (drop_banned_trailers): fed up to the line's end at
+ * most, sent (*ready) or dropped (returned) as its name says. */
+static long rechunk_trailer(struct slb_rechunk *r, const char *buf, size_t len, size_t *ready)
+{
+    const char *nl = memchr(buf, '\n', len);
+    size_t line = nl ? (size_t)(nl - buf) + 1 : len;
+    if (r->ck.state == CH_TRAILER) {
+        /* Held while what is here could still be the start of a name; anything else goes to
+         * the decoder now, so a bad byte is refused as soon as it arrives. */
+        size_t k = 0;
+        while (k < len && k <= SLB_CHUNKED_MAX_TRAILER && slb_http_is_tchar((unsigned char)buf[k]))
+            k++;
+        if (k == len && k <= SLB_CHUNKED_MAX_TRAILER)
+            return 0;
+        r->dropping = k < len && buf[k] == ':' && slb_http_trailer_field_banned(buf, k);
+    }
+    long n = slb_chunked_feed(&r->ck, buf, line, NULL, NULL);
+    if (n < 0 || r->dropping)
+        return n;
+    *ready = (size_t)n;
+    return 0;
+}
+
 long slb_rechunk_next(struct slb_rechunk *r, const char *buf, size_t len, size_t *ready)
 {
     *ready = 0;
@@ -298,6 +321,8 @@ long slb_rechunk_next(struct slb_rechunk *r, const char *buf, size_t len, size_t
         frame_put(r, "0\r\n", 3);
         r->last = true;
     }
+    if (trailer && r->drop_banned_trailers)
+        return rechunk_trailer(r, buf, len, ready);
     const char *data;
     size_t dlen;
     long n = slb_chunked_feed(&r->ck, buf, len, &data, &dlen);

@@ -126,6 +126,7 @@ bool slb_exchange_parse_head(struct slb_exchange *e)
     e->resp_body = (uint8_t)m->body;
     e->resp_remaining = m->body == SLB_BODY_LENGTH ? m->content_length : 0;
     slb_rechunk_init(&e->resp_chunk);
+    e->resp_chunk.drop_banned_trailers = true; /* re-framed for an HTTP/1.1 client */
     e->resp_head_done = true;
     if (!e->ops->head(e, m))
         return true;

@@ -123,6 +123,26 @@ static int body_ready(struct slb_exchange *e, struct slb_hbuf *trailers)
     return slb_exchange_body_ready(e, trailers);
 }
 
+/* The trailer section as the backend sent it (checked field by field by the chunked decoder,
+ * its final CRLF included) without the fields slb_http_trailer_field_banned names, as a
+ * re-chunked response passes it. */
+static void put_trailers(struct slb_hbuf *out, const struct slb_hbuf *tr)
+{
+    if (tr->len < 2 || tr->oom) {
+        slb_hbuf_puts(out, "\r\n");
+        return;
+    }
+    const char *p = tr->p, *end = tr->p + tr->len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t line = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+        const char *colon = memchr(p, ':', line);
+        if (!colon || !slb_http_trailer_field_banned(p, (size_t)(colon - p)))
+            slb_hbuf_put(out, p, line);
+        p += line;
+    }
+}
+
 /* The most compressed bytes one chunk of a compressed response carries. */
 #define GZIP_CHUNK 8192
 
@@ -157,14 +177,8 @@ int slb_h1_gzip_chunks(struct http_xchg *x, struct slb_hbuf *out)
             out->len = base + (size_t)hl + made + 2;
         }
         if (rc == 1 && chunked) {
-            /* The last chunk, then the trailer section as the backend sent it (checked field
-             * by field by the chunked decoder, its final CRLF included), as a re-chunked
-             * response passes it. */
             slb_hbuf_puts(out, "0\r\n");
-            if (tr->len >= 2 && !tr->oom)
-                slb_hbuf_put(out, tr->p, tr->len);
-            else
-                slb_hbuf_puts(out, "\r\n");
+            put_trailers(out, tr);
         }
         if (rc != 0)
             return 0;

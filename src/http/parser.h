@@ -192,6 +192,12 @@ struct slb_rechunk {
     uint8_t frame_len; /* our framing to send before the ready bytes */
     uint8_t frame_off; /* for the caller: how much of frame has gone out */
     char frame[24];    /* "\r\n" + up to 16 hex digits + "\r\n" */
+    /* Set by the caller for a body it passes on (a backend's response): trailer field lines
+     * that slb_http_trailer_field_banned names are dropped, not sent (dropping: the line in
+     * hand is one). A line is held until its name is in hand, which the caller's buffer
+     * always has room for (a trailer section is at most SLB_CHUNKED_MAX_TRAILER bytes). */
+    bool drop_banned_trailers;
+    bool dropping;
 };
 void slb_rechunk_init(struct slb_rechunk *r);
 /* The next step on buf[0, len), the bytes not consumed yet: returns the bytes to drop now, or

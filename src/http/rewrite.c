@@ -260,7 +260,11 @@ void slb_http_build_request(struct slb_hbuf *out, const struct slb_http_msg *req
     bool absolute = slb_http_split_absolute(req->target, &authority, &path);
     slb_hbuf_put(out, req->method_name.p, req->method_name.len);
     slb_hbuf_put(out, " ", 1);
-    if (absolute && (path.len == 0 || path.p[0] == '?'))
+    /* An empty path is "/", except for OPTIONS where it asks about the server as a whole:
+     * that is "*" to the origin server (RFC 9112 3.2.4). */
+    if (absolute && path.len == 0 && req->method == SLB_HTTP_OPTIONS)
+        slb_hbuf_put(out, "*", 1);
+    else if (absolute && (path.len == 0 || path.p[0] == '?'))
         slb_hbuf_put(out, "/", 1);
     slb_hbuf_put(out, path.p, path.len);
     slb_hbuf_puts(out, " HTTP/1.1\r\n");

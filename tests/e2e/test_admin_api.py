@@ -139,6 +139,15 @@ def test_bad_group_refused(slbd, base, what, body, code):
     assert snapshot(slbd) == before
 
 
+@pytest.mark.parametrize("n", [64, 300])
+def test_long_name_message_gives_the_real_limit(slbd, base, n):
+    # Names are 1-63 characters; the error must say so whatever the length given.
+    r = slbd.api.request("POST", "/v1/groups", group(name="n" * n))
+    expect_error(r, 400, "invalid_value")
+    msg = r.json["error"]["message"]
+    assert "63" in msg and "255" not in msg, msg
+
+
 def bad_listeners(port):
     return [
         ("unknown field", listener(port, colour="red"), 400, "unknown_field"),

@@ -173,6 +173,11 @@ def test_at_least_forty_rejection_cases():
 ACCEPTED = [
     ("options-asterisk", req("OPTIONS * HTTP/1.1"), "OPTIONS", "*"),
     ("absolute-form", req("GET http://example.test/abs?x=1 HTTP/1.1"), "GET", None),
+    # RFC 9112 3.2.4: no path in an absolute-form OPTIONS is the asterisk-form to the origin.
+    ("absolute-form-options-no-path", req("OPTIONS http://example.test HTTP/1.1"), "OPTIONS",
+     "*"),
+    ("absolute-form-options-slash", req("OPTIONS http://example.test/ HTTP/1.1"), "OPTIONS",
+     "/"),
     ("leading-crlf", b"\r\n\r\n" + req("GET /lead HTTP/1.1"), "GET", "/lead"),
     ("http10-without-host", req("GET /old HTTP/1.0", host=None), "GET", "/old"),
     ("empty-host", req("GET /e HTTP/1.1", host="Host:"), "GET", "/e"),
@@ -220,6 +225,14 @@ def test_absolute_form_host_comes_from_the_target(rec, hx):
         js = r.json()
         assert js["headers"]["host"] == "example.test", js
         assert js["path"] in ("/abs", "http://example.test/abs"), js
+
+
+def test_absolute_form_options_is_sent_as_asterisk(rec, hx):
+    port, b = rec
+    c, r = _send_and_read(hx, port, req("OPTIONS http://example.test:81 HTTP/1.1"))
+    assert r.status == 200, r
+    got = b.recorded()
+    assert got.startswith(b"OPTIONS * HTTP/1.1\r\nHost: example.test:81\r\n"), got
 
 
 def test_connect_is_not_proxied(rec, hx):

@@ -598,6 +598,50 @@ def test_acl_allow(slbd, hx):
     assert c.request("GET", "/who").json()["headers"]["x-real-ip"] == "127.0.0.2"
 
 
+def test_acl_ipv4_mapped_entries(slbd, hx):
+    # ::ffff:a.b.c.d entries name IPv4 clients, also on an IPv4 listener.
+    port, _ = web(slbd, hx, acl={"mode": "deny",
+                                 "cidrs": ["::ffff:127.0.0.2", "::ffff:127.0.3.0/120"]})
+    assert _refused(hx, port, "127.0.0.2")
+    assert _refused(hx, port, "127.0.3.9")
+    assert not _refused(hx, port, "127.0.0.1")
+
+
+# --------------------------------------------------------------------------------------------
+# Response trailers
+# --------------------------------------------------------------------------------------------
+
+BANNED_TRAILERS = (b"Content-Length: 50\r\nHOST: evil.test\r\nTransfer-Encoding: chunked\r\n"
+                   b"Connection: close\r\nTE: trailers\r\nTrailer: X-Ok\r\n")
+
+
+def _trailing(conn, backend):
+    """A chunked text body whose trailer section mixes allowed and banned fields, a banned
+    name split across two sends."""
+    while conn.read_head():
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"t" * 1024 +
+                     b"\r\n0\r\nX-Ok: 1\r\n" + BANNED_TRAILERS + b"Content-Le")
+        time.sleep(0.2)
+        conn.sendall(b"ngth: 7\r\nX-Also: 2\r\n\r\n")
+
+
+@pytest.mark.parametrize("gzip", [False, True], ids=["rechunked", "gzip"])
+def test_banned_response_trailers_are_dropped(slbd, hx, gzip):
+    # Fields that frame or route a message have no place in a trailer section (RFC 9110
+    # 6.5.1): an HTTP/1.1 client gets the others only, as an HTTP/2 client does.
+    rb = hx.raw_backend("trailing", _trailing)
+    slbd.add_group("g", [rb.server()], health_check=NOHC)
+    port = add_listener(slbd, "web", "g", gzip=gzip)
+    s = hx.socket(port)
+    s.sendall(build_request("GET", "/t", [("Accept-Encoding", "gzip"), ("Connection", "close")]))
+    raw = h.read_to_eof(s)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert (b"content-encoding: gzip" in head.lower()) == gzip, head
+    assert body.endswith(b"\r\n0\r\nX-Ok: 1\r\nX-Also: 2\r\n\r\n"), body[-200:]
+
+
 # --------------------------------------------------------------------------------------------
 # Upgrade (WebSocket-style tunnels)
 # --------------------------------------------------------------------------------------------

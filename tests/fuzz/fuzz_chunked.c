@@ -5,7 +5,10 @@
  * and body length that agree with a simple reading of the chunk sizes. Then the re-framing on
  * top of it (slb_rechunk): relayed in uneven pieces, a body comes out in slbd's own framing
  * (no extensions, no leading zeros, no chunk larger than the piece in hand) that decodes to
- * the same data, and a body the decoder refuses is refused there too. */
+ * the same data, and a body the decoder refuses is refused there too. With
+ * refuse_banned_trailers set (a client's request body), a body is accepted exactly when it
+ * would be without it and no trailer field is one slb_http_trailer_field_banned names,
+ * however the body is split. */
 #include "http/parser.h"
 
 #include <stdint.h>
@@ -75,10 +78,11 @@ static long feed(struct slb_chunked *c, const char *buf, size_t len, struct outc
  * the proxy does, until the body ends, fails or the input runs out. Each piece is a private
  * copy, so ASan sees any read past it. */
 static void decode(const char *buf, size_t len, const size_t *pieces, size_t npieces,
-                   struct outcome *o)
+                   bool refuse_banned, struct outcome *o)
 {
     struct slb_chunked c;
     slb_chunked_init(&c);
+    c.refuse_banned_trailers = refuse_banned;
     memset(o, 0, sizeof(*o));
     o->cap = len;
     o->data = malloc(len ? len : 1);
@@ -128,9 +132,11 @@ static int hexval(char ch)
 
 /* A plain reading of a body the decoder accepted: size lines (extensions skipped up to the
  * CR, which no extension byte may be), the data, CRLF, and after size 0 trailer lines up to
- * the empty one. The data must be the decoder's and the end must be where it stopped. */
-static void check_reference(const char *buf, const struct outcome *o)
+ * the empty one. The data must be the decoder's and the end must be where it stopped. Returns
+ * whether a trailer field's name is one slb_http_trailer_field_banned names. */
+static bool check_reference(const char *buf, const struct outcome *o)
 {
+    bool banned = false;
     size_t i = 0, d = 0, n = o->consumed;
     for (;;) {
         uint64_t size = 0;
@@ -167,22 +173,27 @@ static void check_reference(const char *buf, const struct outcome *o)
             break;
         const char *cr = memchr(buf + i, '\r', n - i);
         CHECK(cr != NULL && (size_t)(cr - buf) + 1 < n && cr[1] == '\n');
-        CHECK(memchr(buf + i, ':', (size_t)(cr - buf) - i) != NULL);
+        const char *colon = memchr(buf + i, ':', (size_t)(cr - buf) - i);
+        CHECK(colon != NULL);
+        banned |= slb_http_trailer_field_banned(buf + i, (size_t)(colon - buf) - i);
         trailer += (size_t)(cr - buf) + 2 - i;
         i = (size_t)(cr - buf) + 2;
     }
     CHECK(trailer + 2 <= SLB_CHUNKED_MAX_TRAILER);
     CHECK(i + 2 == n);
     CHECK(d == o->data_len);
+    return banned;
 }
 
 /* Relay buf through slb_rechunk as the proxy does, the input arriving in pieces of the given
- * sizes (cycled) into a window; check the output against the decoder's outcome `whole`. */
+ * sizes (cycled) into a window; check the output against the decoder's outcome `whole`. With
+ * drop_banned (a response), the output holds no banned trailer field. */
 static void relay(const char *buf, size_t len, const size_t *pieces, size_t npieces,
-                  const struct outcome *whole)
+                  const struct outcome *whole, bool drop_banned)
 {
     struct slb_rechunk r;
     slb_rechunk_init(&r);
+    r.drop_banned_trailers = drop_banned;
     size_t cap = 8 * len + 64, out_len = 0, off = 0, avail = 0, k = 0, max_piece = 0;
     char *out = malloc(cap);
     CHECK(out != NULL);
@@ -224,12 +235,13 @@ static void relay(const char *buf, size_t len, const size_t *pieces, size_t npie
     CHECK(error == whole->error);
     if (!error) {
         CHECK(r.ck.done == whole->done);
-        CHECK(off == whole->consumed);
+        /* A trailer line may be held until its name is whole: only when the input ends. */
+        CHECK(off == whole->consumed || (drop_banned && !r.ck.done && off < whole->consumed));
     }
     if (r.ck.done) {
         /* The output is a chunked body of our framing with the same data. */
         struct outcome again;
-        decode(out, out_len, NULL, 0, &again);
+        decode(out, out_len, NULL, 0, drop_banned, &again);
         CHECK(again.done && !again.error && again.consumed == out_len);
         CHECK(again.data_len == whole->data_len);
         CHECK(again.data_len == 0 || memcmp(again.data, whole->data, again.data_len) == 0);
@@ -268,14 +280,25 @@ static uint64_t hash(const uint8_t *d, size_t len)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *buf = (const char *)data;
-    struct outcome whole, bytes, uneven;
+    struct outcome whole, bytes, uneven, strict, strict_bytes, strict_uneven;
     static const size_t one[] = {1};
 
-    decode(buf, size, NULL, 0, &whole);
-    if (whole.done)
-        check_reference(buf, &whole);
-    decode(buf, size, one, 1, &bytes);
+    decode(buf, size, NULL, 0, false, &whole);
+    bool banned = whole.done && check_reference(buf, &whole);
+    decode(buf, size, one, 1, false, &bytes);
     check_same(&whole, &bytes);
+
+    /* Refusing banned trailer fields: a body with one is refused, any other keeps its outcome
+     * (one still incomplete may already be refused for a banned name it holds). */
+    decode(buf, size, NULL, 0, true, &strict);
+    if (whole.error || banned)
+        CHECK(strict.error);
+    else if (whole.done || !strict.error)
+        check_same(&whole, &strict);
+    if (strict.done)
+        CHECK(!check_reference(buf, &strict));
+    decode(buf, size, one, 1, true, &strict_bytes);
+    check_same(&strict, &strict_bytes);
 
     /* Uneven pieces from the input's hash: splits inside the size line, the CRLFs, the data
      * and the trailer all land somewhere across the corpus. */
@@ -285,13 +308,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         h = h * 6364136223846793005u + 1442695040888963407u;
         pieces[i] = 1 + (size_t)(h >> 33) % 17;
     }
-    decode(buf, size, pieces, 6, &uneven);
+    decode(buf, size, pieces, 6, false, &uneven);
     check_same(&whole, &uneven);
-    relay(buf, size, pieces, 6, &whole);
-    relay(buf, size, one, 1, &whole);
+    decode(buf, size, pieces, 6, true, &strict_uneven);
+    check_same(&strict, &strict_uneven);
+    relay(buf, size, pieces, 6, &whole, false);
+    relay(buf, size, one, 1, &whole, false);
+    relay(buf, size, pieces, 6, &whole, true);
+    relay(buf, size, one, 1, &whole, true);
 
     outcome_free(&whole);
     outcome_free(&bytes);
     outcome_free(&uneven);
+    outcome_free(&strict);
+    outcome_free(&strict_bytes);
+    outcome_free(&strict_uneven);
     return 0;
 }

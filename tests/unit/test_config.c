@@ -774,6 +774,32 @@ static void test_listener_values(void **state)
     }
 }
 
+/* IPv4-mapped ACL entries become the IPv4 blocks they name, so they match IPv4 clients on an
+ * IPv4 socket too; other IPv6 entries stay IPv6. */
+static void test_acl_ipv4_mapped(void **state)
+{
+    (void)state;
+    struct slb_config *cfg = build(DOC(HTTP(
+        ",'acl':{'mode':'allow','cidrs':['::ffff:10.0.0.0/104','::ffff:1.2.3.4','::ffff:0:0/96',"
+        "'::1']}")));
+    const struct slb_listener_cfg *l = cfg->listeners[0];
+    assert_int_equal(l->nacl, 4);
+    uint8_t ten[16] = {10}, v4[16] = {1, 2, 3, 4}, zero[16] = {0};
+    assert_int_equal(l->acl[0].family, AF_INET);
+    assert_int_equal(l->acl[0].prefix, 8);
+    assert_memory_equal(l->acl[0].addr, ten, 16);
+    assert_int_equal(l->acl[1].family, AF_INET);
+    assert_int_equal(l->acl[1].prefix, 32);
+    assert_memory_equal(l->acl[1].addr, v4, 16);
+    assert_int_equal(l->acl[2].family, AF_INET);
+    assert_int_equal(l->acl[2].prefix, 0);
+    assert_memory_equal(l->acl[2].addr, zero, 16);
+    assert_int_equal(l->acl[3].family, AF_INET6);
+    assert_int_equal(l->acl[3].prefix, 128);
+    assert_round_trip(cfg);
+    slb_config_free(cfg);
+}
+
 static void test_redirect_listener(void **state)
 {
     (void)state;
@@ -1310,6 +1336,7 @@ int main(void)
         cmocka_unit_test(test_listener_defaults_tcp),
         cmocka_unit_test(test_listener_defaults_https),
         cmocka_unit_test(test_listener_values),
+        cmocka_unit_test(test_acl_ipv4_mapped),
         cmocka_unit_test(test_redirect_listener),
         cmocka_unit_test(test_normalize_idempotent),
         cmocka_unit_test(test_normalize_api_paths),

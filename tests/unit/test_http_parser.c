@@ -836,11 +836,14 @@ static void test_chunked_sizes(void **state)
 /* Relays raw through slb_rechunk the way the proxy does: the input arrives `step` bytes at a
  * time (each window a heap copy, for ASan), what a step drops or sends leaves the window, our
  * framing and the bytes sent go to out. Returns the bytes of raw consumed, or -400. */
+static bool rechunk_drop_banned; /* the response side: banned trailer fields dropped */
+
 static long rechunk(const char *raw, size_t len, size_t step, char *out, size_t *out_len,
                     bool *done)
 {
     struct slb_rechunk r;
     slb_rechunk_init(&r);
+    r.drop_banned_trailers = rechunk_drop_banned;
     size_t off = 0, avail = 0;
     *out_len = 0;
     for (;;) {
@@ -945,6 +948,39 @@ static void test_rechunk(void **state)
     const char *bad = "3\r\nabc\r\nzz\r\n";
     assert_int_equal(rechunk(bad, strlen(bad), 64, out, &ol, &done), -400);
     assert_true(ol == 0 || (ol == 6 && memcmp(out, "3\r\nabc", 6) == 0));
+}
+
+/* A backend's trailer section reaches the client without the fields that frame or route a
+ * message, however its bytes arrive; the others pass as they came. */
+static void test_rechunk_drops_banned_trailers(void **state)
+{
+    const char *raw = "5\r\nhello\r\n0\r\nX-A: 1\r\nContent-Length: 50\r\nHOST: e\r\n"
+                      "X-B: a:b\r\nte: trailers\r\n\r\nGET / HTTP/1.1\r\n";
+    size_t len = strlen(raw);
+    char out[512];
+    size_t ol;
+    bool done;
+    static const size_t steps[] = {1, 2, 3, 5, 13, 64, 512};
+    rechunk_drop_banned = true;
+    for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+        assert_int_equal(rechunk(raw, len, steps[s], out, &ol, &done), (long)len - 16);
+        assert_true(done);
+        check_our_framing(out, ol, 5, "X-A: 1\r\nX-B: a:b\r\n\r\n");
+    }
+    /* Only banned fields: the empty trailer section. */
+    const char *only = "0\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_int_equal(rechunk(only, strlen(only), 4, out, &ol, &done), (long)strlen(only));
+    assert_true(done);
+    assert_int_equal(ol, 5);
+    assert_memory_equal(out, "0\r\n\r\n", 5);
+    /* A trailer line without a colon is still refused. */
+    const char *bad = "0\r\nHost\r\n\r\n";
+    assert_int_equal(rechunk(bad, strlen(bad), 64, out, &ol, &done), -400);
+    rechunk_drop_banned = false;
+    /* Without the flag (a request, refused by the decoder instead) all pass. */
+    assert_int_equal(rechunk(raw, len, 7, out, &ol, &done), (long)len - 16);
+    check_our_framing(
+        out, ol, 7, "X-A: 1\r\nContent-Length: 50\r\nHOST: e\r\nX-B: a:b\r\nte: trailers\r\n\r\n");
 }
 
 static void test_chunked_line_limits(void **state)
@@ -1061,6 +1097,7 @@ int main(void)
         cmocka_unit_test(test_chunked_sizes),
         cmocka_unit_test(test_chunked_line_limits),
         cmocka_unit_test(test_rechunk),
+        cmocka_unit_test(test_rechunk_drops_banned_trailers),
         cmocka_unit_test(test_chunked_banned_trailers),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

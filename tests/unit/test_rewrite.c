@@ -25,6 +25,11 @@ static char *build_req(const char *raw, const struct slb_fwd_info *fwd)
     return out.p;
 }
 
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
 static const struct slb_fwd_info fwd_default = {
     .client_ip = "192.0.2.7",
     .proto = "https",
@@ -72,6 +77,24 @@ static void test_absolute_form_becomes_origin_form(void **state)
     free(h);
     h = build_req("GET http://example.test HTTP/1.1\r\nHost: example.test\r\n\r\n", &fwd_default);
     assert_true(strncmp(h, "GET / HTTP/1.1\r\n", 16) == 0);
+    free(h);
+}
+
+/* RFC 9112 3.2.4: OPTIONS with an absolute-form target and no path is about the whole server. */
+static void test_absolute_options_without_path_is_asterisk(void **state)
+{
+    char *h =
+        build_req("OPTIONS http://example.test:8080 HTTP/1.1\r\nHost: x\r\n\r\n", &fwd_default);
+    assert_true(starts_with(h, "OPTIONS * HTTP/1.1\r\nHost: example.test:8080\r\n"));
+    free(h);
+    h = build_req("OPTIONS http://example.test/ HTTP/1.1\r\nHost: x\r\n\r\n", &fwd_default);
+    assert_true(starts_with(h, "OPTIONS / HTTP/1.1\r\n"));
+    free(h);
+    h = build_req("OPTIONS http://example.test?a=1 HTTP/1.1\r\nHost: x\r\n\r\n", &fwd_default);
+    assert_true(starts_with(h, "OPTIONS /?a=1 HTTP/1.1\r\n"));
+    free(h);
+    h = build_req("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", &fwd_default);
+    assert_true(starts_with(h, "OPTIONS * HTTP/1.1\r\n"));
     free(h);
 }
 
@@ -241,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_forwarded_headers_set_by_us),
         cmocka_unit_test(test_hop_by_hop_removed_but_not_ours),
         cmocka_unit_test(test_absolute_form_becomes_origin_form),
+        cmocka_unit_test(test_absolute_options_without_path_is_asterisk),
         cmocka_unit_test(test_chunked_framing_restated),
         cmocka_unit_test(test_sticky_prefix_stripped),
         cmocka_unit_test(test_response_head),
