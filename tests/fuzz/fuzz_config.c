@@ -31,7 +31,7 @@ static int fake_type_of(void *arg, const char *id)
     return strncmp(id, "ca", 2) == 0 ? 2 : 1;
 }
 
-static const struct slb_cert_lookup lookup = {fake_type_of, NULL};
+static const struct slb_cert_lookup lookup = {fake_type_of, NULL, 1};
 
 static void check_err(const struct slb_err *err)
 {
@@ -109,7 +109,7 @@ static void check_same_model(const struct slb_config *a, const struct slb_config
 {
     CHECK(a->nlisteners == b->nlisteners && a->ngroups == b->ngroups);
     for (size_t i = 0; i < a->ngroups; i++) {
-        const struct slb_group_cfg *x = &a->groups[i], *y = &b->groups[i];
+        const struct slb_group_cfg *x = a->groups[i], *y = b->groups[i];
         CHECK(strcmp(x->name, y->name) == 0 && x->scheduler == y->scheduler);
         CHECK(x->nservers == y->nservers);
         for (size_t k = 0; k < x->nservers; k++) {
@@ -125,7 +125,7 @@ static void check_same_model(const struct slb_config *a, const struct slb_config
         CHECK(h->unhealthy_threshold == g->unhealthy_threshold && h->port == g->port);
     }
     for (size_t i = 0; i < a->nlisteners; i++) {
-        const struct slb_listener_cfg *x = &a->listeners[i], *y = &b->listeners[i];
+        const struct slb_listener_cfg *x = a->listeners[i], *y = b->listeners[i];
         CHECK(strcmp(x->name, y->name) == 0 && x->protocol == y->protocol);
         CHECK(x->addrlen == y->addrlen && memcmp(&x->addr, &y->addr, x->addrlen) == 0);
         CHECK(strcmp(x->backend_group, y->backend_group) == 0);
@@ -169,15 +169,15 @@ static void check_config(const struct slb_config *cfg, const struct slb_cert_loo
 {
     CHECK(cfg->nlisteners <= SLB_MAX_LISTENERS && cfg->ngroups <= SLB_MAX_GROUPS);
     for (size_t i = 0; i < cfg->ngroups; i++) {
-        check_group(&cfg->groups[i]);
-        CHECK(slb_config_group(cfg, cfg->groups[i].name) == &cfg->groups[i]);
+        check_group(cfg->groups[i]);
+        CHECK(slb_config_group(cfg, cfg->groups[i]->name) == cfg->groups[i]);
     }
     for (size_t i = 0; i < cfg->nlisteners; i++) {
-        check_listener(cfg, &cfg->listeners[i]);
-        CHECK(slb_config_listener(cfg, cfg->listeners[i].name) == &cfg->listeners[i]);
-        if (certs && cfg->listeners[i].protocol == SLB_PROTO_HTTPS)
-            for (size_t k = 0; k < cfg->listeners[i].tls.ncertificates; k++)
-                CHECK(fake_type_of(NULL, cfg->listeners[i].tls.certificates[k]) == 1);
+        check_listener(cfg, cfg->listeners[i]);
+        CHECK(slb_config_listener(cfg, cfg->listeners[i]->name) == cfg->listeners[i]);
+        if (certs && cfg->listeners[i]->protocol == SLB_PROTO_HTTPS)
+            for (size_t k = 0; k < cfg->listeners[i]->tls.ncertificates; k++)
+                CHECK(fake_type_of(NULL, cfg->listeners[i]->tls.certificates[k]) == 1);
     }
     CHECK(cfg->settings.drain_timeout_s <= 3600);
     CHECK(json_is_object(cfg->json) && json_object_size(cfg->json) == 3);
@@ -197,6 +197,20 @@ static void check_config(const struct slb_config *cfg, const struct slb_cert_loo
         dump("normalized twice", again->json);
     }
     CHECK(json_equal(again->json, cfg->json));
+    check_same_model(cfg, again);
+    slb_config_free(again);
+
+    /* The normalized document applied as a change to its own configuration: every listener
+     * and group is the very json_t of prev, so each is taken parsed, and the model is the
+     * same. */
+    again = NULL;
+    rc = slb_config_from_json_prev(cfg->json, certs, cfg, &again, &err);
+    CHECK(rc == 0 && again != NULL);
+    CHECK(json_equal(again->json, cfg->json));
+    for (size_t k = 0; k < again->nlisteners; k++)
+        CHECK(again->listeners[k] == cfg->listeners[k]);
+    for (size_t k = 0; k < again->ngroups; k++)
+        CHECK(again->groups[k] == cfg->groups[k]);
     check_same_model(cfg, again);
     slb_config_free(again);
 
