@@ -70,8 +70,23 @@ static bool slices_equal(struct slb_slice a, struct slb_slice b)
     return a.len == b.len && memcmp(a.p, b.p, a.len) == 0;
 }
 
-static bool is_forwarding(struct slb_slice n)
+/* n with '_' read as '-' (a CGI-style backend reads both alike), into buf; NUL-terminated. */
+static struct slb_slice dashed(struct slb_slice n, char *buf, size_t size)
 {
+    size_t len = n.len < size - 1 ? n.len : size - 1;
+    for (size_t i = 0; i < len; i++)
+        buf[i] = n.p[i] == '_' ? '-' : n.p[i];
+    buf[len] = '\0';
+    return (struct slb_slice){buf, len};
+}
+
+/* Fields the proxy sets itself, and their underscore twins, which it drops. */
+static bool is_forwarding(struct slb_slice name)
+{
+    char buf[64];
+    struct slb_slice n = dashed(name, buf, sizeof(buf)); /* the first 63 bytes: enough */
+    if (name.len != n.len)
+        return has_prefix_ci(n, "X-Forwarded-Clientcert");
     return slb_slice_eq_ci(n, "X-Forwarded-For") || slb_slice_eq_ci(n, "X-Forwarded-Proto") ||
            slb_slice_eq_ci(n, "X-Forwarded-Port") || slb_slice_eq_ci(n, "X-Real-IP") ||
            has_prefix_ci(n, "X-Forwarded-Clientcert");
