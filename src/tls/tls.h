@@ -161,6 +161,8 @@ void slb_tls_drain_errors(char *buf, size_t len);
 /* Classify a failed handshake from the SSL's verify result and the OpenSSL error queue
  * (drains the queue). */
 enum slb_tls_fail slb_tls_classify_failure(SSL *ssl);
+/* The ClientHello named a server the listener has no certificate for (tls/ctx.c). */
+bool slb_tls_ssl_bad_sni(SSL *ssl);
 const char *slb_tls_fail_name(enum slb_tls_fail f);
 
 /* Client certificate facts for the X-Forwarded-Clientcert-* headers, also on resumed
